@@ -1,0 +1,7 @@
+//! hearth: a Matrix homeserver for small devices.
+#![forbid(unsafe_code)]
+#![allow(dead_code)]
+
+mod protocol;
+
+fn main() {}

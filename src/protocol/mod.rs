@@ -1,0 +1,8 @@
+//! The protocol core: pure Matrix algorithms with no I/O.
+//!
+//! Identifiers, canonical JSON, hashes, signatures, redaction, PDUs per room
+//! version, the authorization rules and state resolution. Nothing here knows
+//! SQL, HTTP or the clock; callers pass in what a function needs.
+
+pub mod pdu;
+pub mod room_version;
