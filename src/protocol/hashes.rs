@@ -5,7 +5,6 @@
 //! checking events. Pure functions over event JSON; key lookup is the caller's.
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#signing-events>.
 
-use ed25519_compact::PublicKey;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -13,7 +12,7 @@ use super::canonical_json::{self, CanonicalJsonError, Strictness};
 use super::encoding::{self, Base64Error};
 use super::redaction;
 use super::room_version::{EventIdFormat, RoomVersion};
-use super::signing::{self, SigningError, SigningKey};
+use super::signing::{self, PublicKey, SigningError, SigningKey};
 
 /// A sha256 digest.
 pub type Sha256Hash = [u8; 32];

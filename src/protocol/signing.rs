@@ -5,7 +5,10 @@
 //! keys come from (files, key servers) is not this module's business.
 //! Spec: <https://spec.matrix.org/latest/appendices/#signing-json>.
 
-use ed25519_compact::{KeyPair, PublicKey, Seed, Signature};
+use ed25519_compact::{KeyPair, Seed, Signature};
+
+/// The verification key type callers hold (re-exported so they need not name the crate).
+pub use ed25519_compact::PublicKey;
 use serde_json::{Map, Value};
 
 use super::canonical_json::{self, CanonicalJsonError, Strictness};
