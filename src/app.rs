@@ -3,22 +3,12 @@
 
 use std::cell::{RefCell, RefMut};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use crate::config::Config;
 use crate::credentials;
 use crate::error::{Error, Result};
 use crate::http::Request;
+use crate::protocol::signing::SigningKey;
 use crate::storage::{Storage, TokenOwner};
-
-/// The server's current ed25519 signing key.
-#[allow(dead_code)] // read by the federation key endpoints
-pub struct SigningKey {
-    /// `ed25519:...`
-    pub key_id: String,
-    pub key_pair: ed25519_compact::KeyPair,
-}
 
 /// Everything a handler may need.
 pub struct App {
@@ -31,28 +21,26 @@ pub struct App {
 impl App {
     /// Loads (or makes, on first start) the signing key and wraps the storage.
     pub fn new(config: Config, storage: Storage) -> Result<App> {
-        let (key_id, seed) = match storage.current_signing_key()? {
-            Some(key) => key,
+        let signing_key = match storage.current_signing_key()? {
+            Some((key_id, seed)) => {
+                let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id);
+                SigningKey::from_seed(version, &seed).map_err(|error| {
+                    Error::Internal(format!("stored signing key {key_id} is corrupt: {error}"))
+                })?
+            }
             None => {
-                let mut seed = [0u8; 32];
-                getrandom::getrandom(&mut seed)
+                let version = credentials::random_string(8);
+                let key = SigningKey::generate(&version)
                     .map_err(|error| Error::Internal(error.to_string()))?;
-                let mut suffix = [0u8; 6];
-                getrandom::getrandom(&mut suffix)
-                    .map_err(|error| Error::Internal(error.to_string()))?;
-                let key_id = format!("ed25519:{}", URL_SAFE_NO_PAD.encode(suffix));
-                storage.insert_signing_key(&key_id, &seed)?;
-                log::info!("generated server signing key {key_id}");
-                (key_id, seed.to_vec())
+                storage.insert_signing_key(&key.key_id, &key.seed())?;
+                log::info!("generated server signing key {}", key.key_id);
+                key
             }
         };
-        let seed = ed25519_compact::Seed::from_slice(&seed)
-            .map_err(|error| Error::Internal(format!("stored signing key is corrupt: {error}")))?;
-        let key_pair = ed25519_compact::KeyPair::from_seed(seed);
         Ok(App {
             config,
             storage: RefCell::new(storage),
-            signing_key: SigningKey { key_id, key_pair },
+            signing_key,
         })
     }
 

@@ -235,7 +235,7 @@ fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config,
 
 /// `hearth init`.
 pub fn init(command: Init) -> Result<(), String> {
-    crate::net::validate_server_name(&command.server_name)
+    crate::protocol::identifiers::validate_server_name(&command.server_name)
         .map_err(|error| format!("server name {:?}: {error}", command.server_name))?;
     let path = command
         .config

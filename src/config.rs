@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::net::validate_server_name;
+use crate::protocol::identifiers::validate_server_name;
 use crate::protocol::room_version::{self, RoomVersion};
 
 /// Who may create accounts through the client API.

@@ -1,5 +1,4 @@
-//! Addresses: CIDR ranges for the federation allow-list and a server-name
-//! syntax check for configuration.
+//! Addresses: CIDR ranges for the federation allow-list.
 
 use std::net::IpAddr;
 
@@ -56,55 +55,6 @@ impl Cidr {
     }
 }
 
-/// Checks the spec's server name grammar: a DNS name, an IPv4 address or a
-/// bracketed IPv6 literal, with an optional port.
-/// Spec: <https://spec.matrix.org/latest/appendices/#server-name>.
-pub fn validate_server_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 255 {
-        return Err("must be 1 to 255 characters".into());
-    }
-    let (host, port) = if let Some(rest) = name.strip_prefix('[') {
-        let (literal, after) = rest.split_once(']').ok_or("unclosed IPv6 literal")?;
-        literal
-            .parse::<std::net::Ipv6Addr>()
-            .map_err(|_| "invalid IPv6 literal")?;
-        match after {
-            "" => (None, None),
-            _ => (
-                None,
-                Some(after.strip_prefix(':').ok_or("junk after IPv6 literal")?),
-            ),
-        }
-    } else {
-        match name.rsplit_once(':') {
-            Some((host, port)) => (Some(host), Some(port)),
-            None => (Some(name), None),
-        }
-    };
-    if let Some(host) = host {
-        let valid = !host.is_empty()
-            && host.len() <= 255
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-        if !valid {
-            return Err(format!("{host:?} is not a valid host name"));
-        }
-    }
-    if let Some(port) = port {
-        let valid = !port.is_empty()
-            && port.len() <= 5
-            && port.chars().all(|c| c.is_ascii_digit())
-            && port
-                .parse::<u32>()
-                .is_ok_and(|port| (1..=65535).contains(&port));
-        if !valid {
-            return Err(format!("{port:?} is not a valid port"));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,31 +72,5 @@ mod tests {
         );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nonsense").is_err());
-    }
-
-    #[test]
-    fn server_names_follow_the_grammar() {
-        for good in [
-            "localhost",
-            "localhost:8448",
-            "1.2.3.4:1",
-            "[::1]:8448",
-            "[::1]",
-            "a-b.example",
-        ] {
-            assert_eq!(validate_server_name(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            "bad name",
-            "host:0",
-            "host:65536",
-            "[::1",
-            "[::1]x",
-            "host:",
-            "a_b",
-        ] {
-            assert!(validate_server_name(bad).is_err(), "{bad}");
-        }
     }
 }
