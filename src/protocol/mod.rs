@@ -4,5 +4,11 @@
 //! version, the authorization rules and state resolution. Nothing here knows
 //! SQL, HTTP or the clock; callers pass in what a function needs.
 
+pub mod auth;
 pub mod pdu;
+pub mod power_levels;
 pub mod room_version;
+pub mod state_res;
+
+#[cfg(test)]
+mod fixtures;
