@@ -47,7 +47,7 @@ impl std::fmt::Display for StateResError {
 }
 
 /// The events the algorithm works on, fetched once.
-type Events = HashMap<String, Pdu>;
+pub(crate) type Events = HashMap<String, Pdu>;
 
 /// Resolves `state_sets` into one state, per the room version's algorithm.
 pub fn resolve(
@@ -67,24 +67,7 @@ pub fn resolve(
     }
     let events = load_events(version, state_sets, &fetch_event)?;
 
-    // Auth difference: the union of the sets' full auth chains minus their
-    // intersection.
-    let chains: Vec<BTreeSet<String>> = state_sets
-        .iter()
-        .map(|set| auth_chain(&events, set.values()))
-        .collect();
-    let union: BTreeSet<&String> = chains.iter().flatten().collect();
-    let mut full_conflicted: BTreeSet<String> = union
-        .into_iter()
-        .filter(|id| !chains.iter().all(|chain| chain.contains(*id)))
-        .cloned()
-        .collect();
-    // Full conflicted set: the conflicted state set, the auth difference and
-    // (since v2.1) the conflicted state subgraph.
-    full_conflicted.extend(conflicted.iter().cloned());
-    if version.state_res == StateResVersion::V2_1 {
-        full_conflicted.extend(conflicted_subgraph(&events, &conflicted));
-    }
+    let full_conflicted = full_conflicted_set(version, &events, state_sets, &conflicted);
 
     // 1. Select the set X of all power events in the full conflicted set; for
     //    each, add the events of its auth chain that are also in the full
@@ -143,6 +126,33 @@ pub fn split_conflicted(state_sets: &[StateMap]) -> (StateMap, BTreeSet<String>)
         }
     }
     (unconflicted, conflicted)
+}
+
+/// The full conflicted set: the conflicted state set, the auth difference
+/// and (since v2.1) the conflicted state subgraph.
+pub(crate) fn full_conflicted_set(
+    version: &RoomVersion,
+    events: &Events,
+    state_sets: &[StateMap],
+    conflicted: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    // Auth difference: the union of the sets' full auth chains minus their
+    // intersection.
+    let chains: Vec<BTreeSet<String>> = state_sets
+        .iter()
+        .map(|set| auth_chain(events, set.values()))
+        .collect();
+    let union: BTreeSet<&String> = chains.iter().flatten().collect();
+    let mut full_conflicted: BTreeSet<String> = union
+        .into_iter()
+        .filter(|id| !chains.iter().all(|chain| chain.contains(*id)))
+        .cloned()
+        .collect();
+    full_conflicted.extend(conflicted.iter().cloned());
+    if version.state_res == StateResVersion::V2_1 {
+        full_conflicted.extend(conflicted_subgraph(events, conflicted));
+    }
+    full_conflicted
 }
 
 /// Fetches every event of the state sets and of their auth chains, plus (v12)
