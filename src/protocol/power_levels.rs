@@ -98,7 +98,13 @@ impl PowerLevels {
             )));
         }
         levels.events = level_map(version, object.get("events"), "events")?;
-        levels.notifications = level_map(version, object.get("notifications"), "notifications")?;
+        levels.notifications = if version.limit_notifications_power_levels {
+            level_map(version, object.get("notifications"), "notifications")?
+        } else {
+            // Before v6 nothing checks `notifications`: keep what parses and
+            // never reject the event over it.
+            level_map(version, object.get("notifications"), "notifications").unwrap_or_default()
+        };
         Ok(levels)
     }
 
@@ -320,6 +326,8 @@ mod tests {
             ("9", json!({"users": {"not-a-user": 1}}), None),
             ("9", json!({"users": []}), None),
             ("11", json!({"notifications": {"room": 1}}), Some(50)),
+            ("6", json!({"notifications": {"room": "x"}}), None),
+            ("5", json!({"notifications": {"room": "x"}}), Some(50)),
         ];
         for (id, content, expected) in cases {
             let parsed = PowerLevels::from_content(&version(id), &content);
