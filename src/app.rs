@@ -1,13 +1,18 @@
 //! The node's shared state on the event loop thread: configuration, the open
 //! database and the server signing key. Passed to handlers as `Rc<App>`.
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
+use std::rc::Rc;
+
+use smol::LocalExecutor;
 
 use crate::config::Config;
 use crate::credentials;
 use crate::error::{Error, Result};
 use crate::http::Request;
 use crate::protocol::signing::SigningKey;
+use crate::rooms::notify::Notifier;
+use crate::rooms::typing::Typing;
 use crate::storage::{Storage, TokenOwner};
 
 /// Everything a handler may need.
@@ -16,11 +21,19 @@ pub struct App {
     storage: RefCell<Storage>,
     #[allow(dead_code)] // read by the federation key endpoints
     pub signing_key: SigningKey,
+    /// The last stream position handed out (events, account data, receipts).
+    stream: Cell<i64>,
+    /// Wakes long-polling syncs.
+    pub notifier: Notifier,
+    /// Who is typing where (memory only).
+    pub typing: Typing,
+    /// Runs background work (typing expiry, federation queues) on this thread.
+    pub executor: Rc<LocalExecutor<'static>>,
 }
 
 impl App {
     /// Loads (or makes, on first start) the signing key and wraps the storage.
-    pub fn new(config: Config, storage: Storage) -> Result<App> {
+    pub fn new(config: Config, storage: Storage, executor: Rc<LocalExecutor<'static>>) -> Result<App> {
         let signing_key = match storage.current_signing_key()? {
             Some((key_id, seed)) => {
                 let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id);
@@ -30,18 +43,34 @@ impl App {
             }
             None => {
                 let version = credentials::random_string(8);
-                let key = SigningKey::generate(&version)
-                    .map_err(|error| Error::Internal(error.to_string()))?;
+                let key =
+                    SigningKey::generate(&version).map_err(|error| Error::Internal(error.to_string()))?;
                 storage.insert_signing_key(&key.key_id, &key.seed())?;
                 log::info!("generated server signing key {}", key.key_id);
                 key
             }
         };
+        let stream = Cell::new(storage.max_stream_id()?);
         Ok(App {
             config,
             storage: RefCell::new(storage),
             signing_key,
+            stream,
+            notifier: Notifier::default(),
+            typing: Typing::default(),
+            executor,
         })
+    }
+
+    /// The next stream position (strictly increasing, shared by every stream).
+    pub fn next_stream_id(&self) -> i64 {
+        self.stream.set(self.stream.get() + 1);
+        self.stream.get()
+    }
+
+    /// The latest stream position handed out.
+    pub fn current_stream_id(&self) -> i64 {
+        self.stream.get()
     }
 
     /// The database. Never hold this across an `.await`.
@@ -51,10 +80,7 @@ impl App {
 
     /// Whether the listener with this index serves the federation API.
     pub fn serves_federation(&self, listener: usize) -> bool {
-        self.config
-            .listeners
-            .get(listener)
-            .is_some_and(|listener| listener.federation)
+        self.config.listeners.get(listener).is_some_and(|listener| listener.federation)
     }
 
     /// `@localpart:server_name`.
@@ -65,17 +91,13 @@ impl App {
     /// Whether `user_id` belongs to this server.
     #[allow(dead_code)] // used by membership and federation
     pub fn is_local_user(&self, user_id: &str) -> bool {
-        user_id
-            .split_once(':')
-            .is_some_and(|(_, server)| server == self.config.server_name)
+        user_id.split_once(':').is_some_and(|(_, server)| server == self.config.server_name)
     }
 
     /// The account behind the request's access token.
     pub fn authenticate(&self, request: &Request) -> Result<TokenOwner> {
         let token = request.access_token().ok_or(Error::MissingToken)?;
-        let owner = self
-            .storage()
-            .token_owner(&credentials::hash_token(token))?;
+        let owner = self.storage().token_owner(&credentials::hash_token(token))?;
         owner.ok_or(Error::UnknownToken { soft_logout: false })
     }
 }

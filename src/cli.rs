@@ -224,10 +224,7 @@ impl Serve {
 }
 
 fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
-    let overrides = Overrides {
-        data_dir: data_dir.clone(),
-        ..Overrides::default()
-    };
+    let overrides = Overrides { data_dir: data_dir.clone(), ..Overrides::default() };
     let config = Config::load(config.as_deref(), overrides)?;
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     Ok((config, storage))
@@ -237,9 +234,7 @@ fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config,
 pub fn init(command: Init) -> Result<(), String> {
     crate::protocol::identifiers::validate_server_name(&command.server_name)
         .map_err(|error| format!("server name {:?}: {error}", command.server_name))?;
-    let path = command
-        .config
-        .unwrap_or_else(|| PathBuf::from("hearth.toml"));
+    let path = command.config.unwrap_or_else(|| PathBuf::from("hearth.toml"));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -266,11 +261,7 @@ fn read_password(prompt: &str) -> Result<String, String> {
 }
 
 fn full_user_id(config: &Config, name: &str) -> String {
-    if name.starts_with('@') {
-        name.to_string()
-    } else {
-        format!("@{name}:{}", config.server_name)
-    }
+    if name.starts_with('@') { name.to_string() } else { format!("@{name}:{}", config.server_name) }
 }
 
 /// `hearth user ...`.
@@ -284,13 +275,8 @@ pub fn user(command: User) -> Result<(), String> {
             let password = read_password(prompt)?;
             let hash = credentials::hash_password(&password).map_err(error)?;
             let user_id = full_user_id(&config, &add.name);
-            storage
-                .create_user(&user_id, &add.name, Some(&hash), add.admin, None)
-                .map_err(error)?;
-            println!(
-                "created {user_id}{}",
-                if add.admin { " (admin)" } else { "" }
-            );
+            storage.create_user(&user_id, &add.name, Some(&hash), add.admin, None).map_err(error)?;
+            println!("created {user_id}{}", if add.admin { " (admin)" } else { "" });
         }
         UserAction::Passwd(passwd) => {
             let user_id = full_user_id(&config, &passwd.name);
@@ -324,13 +310,8 @@ pub fn user(command: User) -> Result<(), String> {
 
 /// Parses `30s`, `30m`, `12h`, `7d` into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let number: i64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 12h"))?;
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: i64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 12h"))?;
     let unit_ms = match unit {
         "s" => 1_000,
         "m" => 60_000,
@@ -339,10 +320,7 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
         "w" => 7 * 86_400_000,
         _ => return Err(format!("{text:?}: the unit must be s, m, h, d or w")),
     };
-    number
-        .checked_mul(unit_ms)
-        .filter(|ms| *ms > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
+    number.checked_mul(unit_ms).filter(|ms| *ms > 0).ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// `hearth token ...`.
@@ -373,19 +351,12 @@ pub fn token(command: Token) -> Result<(), String> {
                     Some(expires) => format!("expires in {}s", (expires - now) / 1000),
                     None => "no expiry".to_string(),
                 };
-                let state = if token.is_valid(now) {
-                    "valid"
-                } else {
-                    "invalid"
-                };
+                let state = if token.is_valid(now) { "valid" } else { "invalid" };
                 println!("{}  {state}  {uses}  {expiry}", token.token);
             }
         }
         TokenAction::Revoke(revoke) => {
-            if !storage
-                .revoke_registration_token(&revoke.token)
-                .map_err(error)?
-            {
+            if !storage.revoke_registration_token(&revoke.token).map_err(error)? {
                 return Err(format!("no such token {}", revoke.token));
             }
             println!("revoked {}", revoke.token);
@@ -397,9 +368,7 @@ pub fn token(command: Token) -> Result<(), String> {
 /// `hearth backup FILE`.
 pub fn backup(command: Backup) -> Result<(), String> {
     let (_, storage) = open(&command.config, &command.data_dir)?;
-    storage
-        .backup_to(&command.target)
-        .map_err(|error| error.to_string())?;
+    storage.backup_to(&command.target).map_err(|error| error.to_string())?;
     println!("backed up to {}", command.target.display());
     Ok(())
 }

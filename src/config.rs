@@ -31,9 +31,7 @@ impl std::str::FromStr for Registration {
             "closed" => Ok(Registration::Closed),
             "token" => Ok(Registration::Token),
             "open" => Ok(Registration::Open),
-            other => Err(format!(
-                "registration must be closed, token or open, not {other:?}"
-            )),
+            other => Err(format!("registration must be closed, token or open, not {other:?}")),
         }
     }
 }
@@ -84,10 +82,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_json_body: 1 << 20,
-            max_media_body: 50 << 20,
-        }
+        Limits { max_json_body: 1 << 20, max_media_body: 50 << 20 }
     }
 }
 
@@ -129,16 +124,8 @@ impl Default for Config {
             registration: Registration::Token,
             default_room_version: room_version::DEFAULT.into(),
             listeners: vec![
-                Listener {
-                    address: ([127, 0, 0, 1], 8008).into(),
-                    tls: false,
-                    federation: false,
-                },
-                Listener {
-                    address: ([127, 0, 0, 1], 8448).into(),
-                    tls: true,
-                    federation: true,
-                },
+                Listener { address: ([127, 0, 0, 1], 8008).into(), tls: false, federation: false },
+                Listener { address: ([127, 0, 0, 1], 8448).into(), tls: true, federation: true },
             ],
             tls: Tls::default(),
             well_known: WellKnown::default(),
@@ -191,16 +178,10 @@ impl Config {
             self.server_name = server_name;
         }
         if !overrides.http.is_empty() || !overrides.https.is_empty() {
-            let plain = overrides.http.into_iter().map(|address| Listener {
-                address,
-                tls: false,
-                federation: false,
-            });
-            let tls = overrides.https.into_iter().map(|address| Listener {
-                address,
-                tls: true,
-                federation: true,
-            });
+            let plain =
+                overrides.http.into_iter().map(|address| Listener { address, tls: false, federation: false });
+            let tls =
+                overrides.https.into_iter().map(|address| Listener { address, tls: true, federation: true });
             self.listeners = plain.chain(tls).collect();
         }
         if let Some(certificate) = overrides.tls_certificate {
@@ -213,19 +194,14 @@ impl Config {
             self.registration = registration;
         }
         self.federation.ca_files.extend(overrides.federation_ca);
-        self.federation
-            .allow_ips
-            .extend(overrides.federation_allow_ips);
+        self.federation.allow_ips.extend(overrides.federation_allow_ips);
     }
 
     fn validate(&self) -> Result<(), String> {
         validate_server_name(&self.server_name)
             .map_err(|error| format!("server_name {:?}: {error}", self.server_name))?;
         if RoomVersion::from_id(&self.default_room_version).is_none() {
-            return Err(format!(
-                "default_room_version {:?} is unknown",
-                self.default_room_version
-            ));
+            return Err(format!("default_room_version {:?} is unknown", self.default_room_version));
         }
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err("tls.certificate and tls.private_key go together".into());
@@ -234,8 +210,7 @@ impl Config {
             return Err("limits must be at least 1024 bytes".into());
         }
         for cidr in &self.federation.allow_ips {
-            crate::net::Cidr::parse(cidr)
-                .map_err(|error| format!("allow_ips {cidr:?}: {error}"))?;
+            crate::net::Cidr::parse(cidr).map_err(|error| format!("allow_ips {cidr:?}: {error}"))?;
         }
         Ok(())
     }
@@ -318,19 +293,13 @@ mod tests {
     fn unknown_and_invalid_options_are_errors() {
         assert!(Config::parse("colour = \"blue\"").is_err());
         assert!(Config::parse("registration = \"sometimes\"").is_err());
-        let bad_name = Overrides {
-            server_name: Some("bad name".into()),
-            ..Overrides::default()
-        };
+        let bad_name = Overrides { server_name: Some("bad name".into()), ..Overrides::default() };
         assert!(Config::load(None, bad_name).is_err());
     }
 
     #[test]
     fn listener_flags_replace_the_configured_listeners() {
-        let overrides = Overrides {
-            https: vec!["127.0.0.1:9448".parse().unwrap()],
-            ..Overrides::default()
-        };
+        let overrides = Overrides { https: vec!["127.0.0.1:9448".parse().unwrap()], ..Overrides::default() };
         let config = Config::load(None, overrides).unwrap();
         assert_eq!(config.listeners.len(), 1);
         assert!(config.listeners[0].tls && config.listeners[0].federation);

@@ -16,8 +16,7 @@ const ARGON2_PASSES: u32 = 3;
 const MAX_USER_ID_BYTES: usize = 255;
 
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, None)
-        .unwrap_or_else(|_| Params::default());
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, None).unwrap_or_else(|_| Params::default());
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -27,10 +26,7 @@ pub fn random_string(len: usize) -> String {
     let mut bytes = vec![0u8; len];
     getrandom::getrandom(&mut bytes).expect("the OS random source failed");
     // 62 does not divide 256; the bias (4 of 256) is irrelevant at these lengths.
-    bytes
-        .iter()
-        .map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char)
-        .collect()
+    bytes.iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect()
 }
 
 /// A new access token: long enough that storing only its hash is safe.
@@ -52,8 +48,7 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 pub fn hash_password(password: &str) -> Result<String> {
     let mut salt_bytes = [0u8; 16];
     getrandom::getrandom(&mut salt_bytes).map_err(|error| Error::Internal(error.to_string()))?;
-    let salt =
-        SaltString::encode_b64(&salt_bytes).map_err(|error| Error::Internal(error.to_string()))?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|error| Error::Internal(error.to_string()))?;
     argon2()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
@@ -62,8 +57,7 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 /// Whether `password` matches the stored hash.
 pub fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .is_ok_and(|hash| argon2().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(stored).is_ok_and(|hash| argon2().verify_password(password.as_bytes(), &hash).is_ok())
 }
 
 /// Checks a localpart for a NEW local account: the spec's grammar
@@ -74,9 +68,7 @@ pub fn validate_localpart(localpart: &str) -> Result<()> {
     }
     let allowed = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+');
     if !localpart.chars().all(allowed) {
-        return Err(Error::InvalidUsername(
-            "user names may only contain a-z, 0-9, and . _ = - / +".into(),
-        ));
+        return Err(Error::InvalidUsername("user names may only contain a-z, 0-9, and . _ = - / +".into()));
     }
     Ok(())
 }
@@ -84,9 +76,7 @@ pub fn validate_localpart(localpart: &str) -> Result<()> {
 /// Checks the full length of a user ID made from `localpart` on `server_name`.
 pub fn validate_user_id_length(localpart: &str, server_name: &str) -> Result<()> {
     if localpart.len() + server_name.len() + 2 > MAX_USER_ID_BYTES {
-        return Err(Error::InvalidUsername(
-            "the user ID is longer than 255 bytes".into(),
-        ));
+        return Err(Error::InvalidUsername("the user ID is longer than 255 bytes".into()));
     }
     Ok(())
 }

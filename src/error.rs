@@ -42,11 +42,7 @@ pub enum Error {
     /// The room version is not supported (400 `M_UNSUPPORTED_ROOM_VERSION`).
     UnsupportedRoomVersion(String),
     /// Any other error with its own errcode and status.
-    Matrix {
-        status: u16,
-        errcode: &'static str,
-        message: String,
-    },
+    Matrix { status: u16, errcode: &'static str, message: String },
     /// User-interactive auth needs another stage (401 with the UIA body).
     InteractiveAuth(serde_json::Value),
     /// The database failed (500 `M_UNKNOWN`).
@@ -71,21 +67,15 @@ impl Error {
             Error::MissingToken => (401, "M_MISSING_TOKEN"),
             Error::UnknownToken { .. } => (401, "M_UNKNOWN_TOKEN"),
             Error::NotFound(_) => (404, "M_NOT_FOUND"),
-            Error::Unrecognized {
-                method_not_allowed: false,
-            } => (404, "M_UNRECOGNIZED"),
-            Error::Unrecognized {
-                method_not_allowed: true,
-            } => (405, "M_UNRECOGNIZED"),
+            Error::Unrecognized { method_not_allowed: false } => (404, "M_UNRECOGNIZED"),
+            Error::Unrecognized { method_not_allowed: true } => (405, "M_UNRECOGNIZED"),
             Error::UserInUse => (400, "M_USER_IN_USE"),
             Error::InvalidUsername(_) => (400, "M_INVALID_USERNAME"),
             Error::RegistrationDisabled => (403, "M_FORBIDDEN"),
             Error::UserDeactivated => (403, "M_USER_DEACTIVATED"),
             Error::LimitExceeded { .. } => (429, "M_LIMIT_EXCEEDED"),
             Error::UnsupportedRoomVersion(_) => (400, "M_UNSUPPORTED_ROOM_VERSION"),
-            Error::Matrix {
-                status, errcode, ..
-            } => (*status, errcode),
+            Error::Matrix { status, errcode, .. } => (*status, errcode),
             Error::InteractiveAuth(_) => (401, "M_FORBIDDEN"),
             Error::Database(_) | Error::Internal(_) => (500, "M_UNKNOWN"),
         }
@@ -108,11 +98,7 @@ impl Error {
 
     /// Shorthand for a `Matrix` error.
     pub fn matrix(status: u16, errcode: &'static str, message: impl Into<String>) -> Error {
-        Error::Matrix {
-            status,
-            errcode,
-            message: message.into(),
-        }
+        Error::Matrix { status, errcode, message: message.into() }
     }
 }
 
@@ -170,18 +156,8 @@ mod tests {
             (Error::NotJson("x".into()), 400, "M_NOT_JSON"),
             (Error::MissingToken, 401, "M_MISSING_TOKEN"),
             (Error::TooLarge("x".into()), 413, "M_TOO_LARGE"),
-            (
-                Error::Unrecognized {
-                    method_not_allowed: false,
-                },
-                404,
-                "M_UNRECOGNIZED",
-            ),
-            (
-                Error::LimitExceeded { retry_after_ms: 5 },
-                429,
-                "M_LIMIT_EXCEEDED",
-            ),
+            (Error::Unrecognized { method_not_allowed: false }, 404, "M_UNRECOGNIZED"),
+            (Error::LimitExceeded { retry_after_ms: 5 }, 429, "M_LIMIT_EXCEEDED"),
         ];
         for (error, status, errcode) in cases {
             assert_eq!(error.status_and_errcode(), (status, errcode));

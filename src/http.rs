@@ -56,9 +56,7 @@ impl Response {
         let (status, _) = error.status_and_errcode();
         let mut response = Response::json(status, &error.to_json());
         if let Error::LimitExceeded { retry_after_ms } = error {
-            response
-                .headers
-                .push(("retry-after", retry_after_ms.div_ceil(1000).to_string()));
+            response.headers.push(("retry-after", retry_after_ms.div_ceil(1000).to_string()));
         }
         response
     }
@@ -67,10 +65,7 @@ impl Response {
 impl Request {
     /// The first query value for `key`.
     pub fn query(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.as_str())
+        self.query.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
     }
 
     /// A header value.
@@ -119,9 +114,7 @@ impl Request {
 fn is_media_upload(segments: &[String]) -> bool {
     segments.iter().any(|segment| segment == "upload")
         && segments.first().is_some_and(|first| first == "_matrix")
-        && segments
-            .get(1)
-            .is_some_and(|area| area == "media" || area == "client")
+        && segments.get(1).is_some_and(|area| area == "media" || area == "client")
 }
 
 /// Decodes `%XX` escapes; invalid escapes are kept as they are.
@@ -169,19 +162,14 @@ async fn read_request(
         .path_segments()
         .map(|segments| segments.map(percent_decode).collect::<Vec<_>>())
         .unwrap_or_default();
-    let query = url
-        .query_pairs()
-        .map(|(key, value)| (key.into_owned(), value.into_owned()))
-        .collect();
+    let query = url.query_pairs().map(|(key, value)| (key.into_owned(), value.into_owned())).collect();
     let limit = if is_media_upload(&segments) {
         app.config.limits.max_media_body
     } else {
         app.config.limits.max_json_body
     };
     if request.len().is_some_and(|length| length > limit) {
-        return Err(Error::TooLarge(format!(
-            "the body is larger than {limit} bytes"
-        )));
+        return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
     }
     let mut body = Vec::new();
     if request.len() != Some(0) && request.method() != Method::Get {
@@ -192,57 +180,33 @@ async fn read_request(
             .await
             .map_err(|error| Error::BadJson(format!("cannot read the body: {error}")))?;
         if body.len() > limit {
-            return Err(Error::TooLarge(format!(
-                "the body is larger than {limit} bytes"
-            )));
+            return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
         }
     }
     let headers: &http_types::Headers = request.as_ref();
-    Ok(Request {
-        method: request.method(),
-        segments,
-        query,
-        headers: headers.clone(),
-        body,
-        peer,
-    })
+    Ok(Request { method: request.method(), segments, query, headers: headers.clone(), body, peer })
 }
 
 async fn dispatch(app: &Rc<App>, request: Request) -> Response {
     if request.method == Method::Options {
-        return Response {
-            status: 204,
-            content_type: "text/plain",
-            body: Vec::new(),
-            headers: Vec::new(),
-        };
+        return Response { status: 204, content_type: "text/plain", body: Vec::new(), headers: Vec::new() };
     }
     let result = match request.segments.first().map(String::as_str) {
         Some(".well-known") => crate::client::well_known::route(app, &request),
         Some("_matrix") => match request.segments.get(1).map(String::as_str) {
             Some("client") => crate::client::route(app, &request).await,
             Some("key" | "federation") if app.serves_federation(request.peer.listener) => {
-                Err(Error::Unrecognized {
-                    method_not_allowed: false,
-                })
+                Err(Error::Unrecognized { method_not_allowed: false })
             }
-            _ => Err(Error::Unrecognized {
-                method_not_allowed: false,
-            }),
+            _ => Err(Error::Unrecognized { method_not_allowed: false }),
         },
-        _ => Err(Error::Unrecognized {
-            method_not_allowed: false,
-        }),
+        _ => Err(Error::Unrecognized { method_not_allowed: false }),
     };
     match result {
         Ok(response) => response,
         Err(error) => {
             if let Error::Database(_) | Error::Internal(_) = error {
-                log::error!(
-                    "{} /{}: {error}",
-                    request.method,
-                    request.segments.join("/")
-                );
+                log::error!("{} /{}: {error}", request.method, request.segments.join("/"));
             }
             Response::error(&error)
         }
@@ -257,14 +221,8 @@ fn into_http(response: Response) -> http_types::Response {
     http.insert_header("content-type", response.content_type);
     // CORS for browser clients, as the spec asks of every endpoint.
     http.insert_header("access-control-allow-origin", "*");
-    http.insert_header(
-        "access-control-allow-methods",
-        "GET, POST, PUT, DELETE, OPTIONS",
-    );
-    http.insert_header(
-        "access-control-allow-headers",
-        "X-Requested-With, Content-Type, Authorization, Date",
-    );
+    http.insert_header("access-control-allow-methods", "GET, POST, PUT, DELETE, OPTIONS");
+    http.insert_header("access-control-allow-headers", "X-Requested-With, Content-Type, Authorization, Date");
     for (name, value) in response.headers {
         http.insert_header(name, value);
     }
@@ -277,10 +235,7 @@ mod tests {
 
     #[test]
     fn percent_decoding_keeps_invalid_escapes() {
-        assert_eq!(
-            percent_decode("%40alice%3Aexample.org"),
-            "@alice:example.org"
-        );
+        assert_eq!(percent_decode("%40alice%3Aexample.org"), "@alice:example.org");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%E2%9C%93"), "✓");

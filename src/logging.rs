@@ -25,11 +25,7 @@ pub fn init(verbose: bool) {
     let level = std::env::var("HEARTH_LOG")
         .ok()
         .and_then(|text| text.parse::<LevelFilter>().ok())
-        .unwrap_or(if verbose {
-            LevelFilter::Debug
-        } else {
-            LevelFilter::Info
-        });
+        .unwrap_or(if verbose { LevelFilter::Debug } else { LevelFilter::Info });
     if log::set_logger(&StderrLogger).is_ok() {
         log::set_max_level(level);
     }

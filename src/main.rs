@@ -16,6 +16,7 @@ mod node;
 // The protocol core lands ahead of the room and federation code that calls it.
 #[allow(dead_code)]
 mod protocol;
+mod rooms;
 mod server;
 mod storage;
 mod tls;

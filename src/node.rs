@@ -31,8 +31,8 @@ pub fn serve(config: Config) -> Result<(), String> {
     } else {
         None
     };
-    let app = Rc::new(App::new(config, storage).map_err(|error| error.to_string())?);
     let executor = Rc::new(LocalExecutor::new());
+    let app = Rc::new(App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?);
     let (shutdown_sender, shutdown) = smol::channel::bounded::<()>(1);
     let listeners = app
         .config
@@ -40,11 +40,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         .iter()
         .map(|listener| ListenerSpec {
             address: listener.address,
-            tls: if listener.tls {
-                tls_config.clone()
-            } else {
-                None
-            },
+            tls: if listener.tls { tls_config.clone() } else { None },
         })
         .collect();
     let handler = crate::http::handler(app.clone());
@@ -100,9 +96,7 @@ pub fn serve(config: Config) -> Result<(), String> {
 /// The TLS config: from the configured PEM files, or the self-signed pair
 /// stored in the database (made on first start).
 fn load_tls(config: &Config, storage: &Storage) -> Result<Arc<rustls::ServerConfig>, String> {
-    if let (Some(certificate), Some(private_key)) =
-        (&config.tls.certificate, &config.tls.private_key)
-    {
+    if let (Some(certificate), Some(private_key)) = (&config.tls.certificate, &config.tls.private_key) {
         return tls::server_config(&tls::read_pem_files(certificate, private_key)?);
     }
     let error = |error: crate::error::Error| error.to_string();
@@ -110,18 +104,11 @@ fn load_tls(config: &Config, storage: &Storage) -> Result<Arc<rustls::ServerConf
         storage.secret(SELF_SIGNED_CERTIFICATE).map_err(error)?,
         storage.secret(SELF_SIGNED_KEY).map_err(error)?,
     ) {
-        (Some(certificate), Some(private_key)) => tls::PemPair {
-            certificate,
-            private_key,
-        },
+        (Some(certificate), Some(private_key)) => tls::PemPair { certificate, private_key },
         _ => {
             let pem = tls::self_signed(tls::host_of(&config.server_name))?;
-            storage
-                .secret_or_insert(SELF_SIGNED_KEY, &pem.private_key)
-                .map_err(error)?;
-            storage
-                .secret_or_insert(SELF_SIGNED_CERTIFICATE, &pem.certificate)
-                .map_err(error)?;
+            storage.secret_or_insert(SELF_SIGNED_KEY, &pem.private_key).map_err(error)?;
+            storage.secret_or_insert(SELF_SIGNED_CERTIFICATE, &pem.certificate).map_err(error)?;
             log::info!("generated a self-signed TLS certificate");
             pem
         }
@@ -129,15 +116,11 @@ fn load_tls(config: &Config, storage: &Storage) -> Result<Arc<rustls::ServerConf
     tls::server_config(&pem)
 }
 
-fn reload_tls(
-    app: &App,
-    current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>>,
-) -> Result<(), String> {
+fn reload_tls(app: &App, current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>>) -> Result<(), String> {
     let Some(current) = current else {
         return Ok(());
     };
-    let (Some(certificate), Some(private_key)) =
-        (&app.config.tls.certificate, &app.config.tls.private_key)
+    let (Some(certificate), Some(private_key)) = (&app.config.tls.certificate, &app.config.tls.private_key)
     else {
         return Ok(());
     };

@@ -61,11 +61,7 @@ enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
@@ -74,11 +70,7 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
@@ -114,13 +106,7 @@ pub struct HeadFilter<S> {
 
 impl<S> HeadFilter<S> {
     fn new(inner: S) -> Self {
-        HeadFilter {
-            inner,
-            in_head: true,
-            raw: Vec::new(),
-            ready: Vec::new(),
-            ready_from: 0,
-        }
+        HeadFilter { inner, in_head: true, raw: Vec::new(), ready: Vec::new(), ready_from: 0 }
     }
 
     /// The next bytes read start a new request head.
@@ -134,8 +120,7 @@ impl<S> HeadFilter<S> {
             self.in_head = false;
             self.ready.extend_from_slice(&line);
         } else if is_expect_continue(&line) {
-            self.ready
-                .extend_from_slice(EXPECT_CONTINUE_MARKER.as_bytes());
+            self.ready.extend_from_slice(EXPECT_CONTINUE_MARKER.as_bytes());
             self.ready.extend_from_slice(b": 1\r\n");
         } else {
             self.ready.extend_from_slice(&line);
@@ -156,11 +141,7 @@ fn is_expect_continue(line: &[u8]) -> bool {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for HeadFilter<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         loop {
             if this.ready_from < this.ready.len() {
@@ -207,11 +188,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadFilter<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for HeadFilter<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -275,10 +252,7 @@ impl Server {
         let mut bound = Vec::new();
         for (index, spec) in listeners.into_iter().enumerate() {
             let listener = TcpListener::bind(spec.address).map_err(|error| {
-                io::Error::new(
-                    error.kind(),
-                    format!("cannot listen on {}: {error}", spec.address),
-                )
+                io::Error::new(error.kind(), format!("cannot listen on {}: {error}", spec.address))
             })?;
             log::info!(
                 "listening on {}{}",
@@ -289,9 +263,7 @@ impl Server {
         }
         for (index, listener, tls) in bound {
             let server_for_loop = server.clone();
-            executor
-                .spawn(async move { server_for_loop.accept_loop(index, listener, tls).await })
-                .detach();
+            executor.spawn(async move { server_for_loop.accept_loop(index, listener, tls).await }).detach();
         }
         Ok(server)
     }
@@ -326,21 +298,14 @@ impl Server {
             };
             // Without this every response waits ~40 ms (Nagle vs delayed ACK).
             let _ = stream.get_ref().set_nodelay(true);
-            let peer = Peer {
-                address,
-                listener: index,
-            };
+            let peer = Peer { address, listener: index };
             let tls_config = tls.as_ref().map(|config| config.borrow().clone());
             let server = self.clone();
             self.executor
                 .spawn(async move {
-                    server
-                        .active_connections
-                        .set(server.active_connections.get() + 1);
+                    server.active_connections.set(server.active_connections.get() + 1);
                     server.connection(stream, peer, tls_config).await;
-                    server
-                        .active_connections
-                        .set(server.active_connections.get() - 1);
+                    server.active_connections.set(server.active_connections.get() - 1);
                 })
                 .detach();
         }
@@ -402,16 +367,11 @@ impl Server {
             }
         };
         let expected = request.remove_header(EXPECT_CONTINUE_MARKER).is_some();
-        let client_closes = request
-            .header("connection")
-            .is_some_and(|value| value.as_str().eq_ignore_ascii_case("close"));
+        let client_closes =
+            request.header("connection").is_some_and(|value| value.as_str().eq_ignore_ascii_case("close"));
         let method = request.method();
         let sent = Rc::new(Cell::new(false));
-        let interim = Interim {
-            io: io.clone(),
-            expected,
-            sent: sent.clone(),
-        };
+        let interim = Interim { io: io.clone(), expected, sent: sent.clone() };
         let mut response = (self.handler)(request, peer, interim).await;
         // A client that waited for 100-continue and never got it has not sent its
         // body; one that sent more than we will drain is cut off. Either way the
@@ -461,8 +421,7 @@ mod tests {
 
     #[test]
     fn expect_continue_is_renamed_in_the_head_only() {
-        let input =
-            b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\nExpect: 100-continue\r\n";
+        let input = b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\nExpect: 100-continue\r\n";
         for chunk in [1, 3, 7, 4096] {
             let output = filtered(input, chunk);
             let text = String::from_utf8(output).unwrap();

@@ -23,13 +23,9 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Reads a certificate chain and key from PEM files.
 pub fn read_pem_files(certificate: &Path, private_key: &Path) -> Result<PemPair, String> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
-    };
-    Ok(PemPair {
-        certificate: read(certificate)?,
-        private_key: read(private_key)?,
-    })
+    let read =
+        |path: &Path| std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()));
+    Ok(PemPair { certificate: read(certificate)?, private_key: read(private_key)? })
 }
 
 /// Builds a rustls server config (HTTP/1.1 only) from a PEM pair.
@@ -54,11 +50,7 @@ pub fn server_config(pem: &PemPair) -> Result<Arc<ServerConfig>, String> {
 
 /// Makes a self-signed certificate for `host` (plus `localhost` and loopback).
 pub fn self_signed(host: &str) -> Result<PemPair, String> {
-    let mut names = vec![
-        host.to_string(),
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ];
+    let mut names = vec![host.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
     names.dedup();
     let certified = rcgen::generate_simple_self_signed(names).map_err(|error| error.to_string())?;
     Ok(PemPair {
@@ -72,9 +64,7 @@ pub fn host_of(server_name: &str) -> &str {
     if let Some(rest) = server_name.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    server_name
-        .rsplit_once(':')
-        .map_or(server_name, |(host, _)| host)
+    server_name.rsplit_once(':').map_or(server_name, |(host, _)| host)
 }
 
 #[cfg(test)]
@@ -85,10 +75,7 @@ mod tests {
     fn a_self_signed_pair_makes_a_server_config() {
         let pem = self_signed("example.org").unwrap();
         assert!(server_config(&pem).is_ok());
-        let broken = PemPair {
-            certificate: b"junk".to_vec(),
-            private_key: pem.private_key,
-        };
+        let broken = PemPair { certificate: b"junk".to_vec(), private_key: pem.private_key };
         assert!(server_config(&broken).is_err());
     }
 

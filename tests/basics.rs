@@ -10,13 +10,7 @@ fn versions_answer_on_plain_http_and_tls() {
     let node = Node::start();
     let (status, body) = node.client().get("/_matrix/client/versions");
     assert_eq!(status, 200);
-    assert!(
-        body["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v == "v1.12")
-    );
+    assert!(body["versions"].as_array().unwrap().iter().any(|v| v == "v1.12"));
     let (status, body) = common::Client::new(&node.https).get("/_matrix/client/versions");
     assert_eq!(status, 200, "{body}");
 }
@@ -24,16 +18,10 @@ fn versions_answer_on_plain_http_and_tls() {
 #[test]
 fn unknown_endpoints_are_unrecognized() {
     let node = Node::start();
-    assert_error(
-        &node.client().get("/_matrix/client/v3/nonsense"),
-        404,
-        "M_UNRECOGNIZED",
-    );
+    assert_error(&node.client().get("/_matrix/client/v3/nonsense"), 404, "M_UNRECOGNIZED");
     assert_error(&node.client().get("/elsewhere"), 404, "M_UNRECOGNIZED");
     assert_error(
-        &node
-            .client()
-            .post("/_matrix/client/versions", &serde_json::json!({})),
+        &node.client().post("/_matrix/client/versions", &serde_json::json!({})),
         405,
         "M_UNRECOGNIZED",
     );

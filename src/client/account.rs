@@ -27,11 +27,7 @@ pub fn change_password(app: &App, request: &Request) -> Result<Response> {
     let new_password = match body.get("new_password") {
         Some(Value::String(password)) if !password.is_empty() => password.clone(),
         Some(Value::String(_)) => {
-            return Err(Error::matrix(
-                400,
-                "M_WEAK_PASSWORD",
-                "the password is empty",
-            ));
+            return Err(Error::matrix(400, "M_WEAK_PASSWORD", "the password is empty"));
         }
         Some(_) => return Err(Error::BadJson("`new_password` must be a string".into())),
         None => return Err(Error::MissingParam("`new_password` is required".into())),
@@ -58,7 +54,5 @@ pub fn deactivate(app: &App, request: &Request) -> Result<Response> {
     uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
     app.storage().deactivate_user(&owner.user_id)?;
     log::info!("deactivated {}", owner.user_id);
-    Ok(Response::ok(
-        json!({ "id_server_unbind_result": "no-support" }),
-    ))
+    Ok(Response::ok(json!({ "id_server_unbind_result": "no-support" })))
 }

@@ -23,9 +23,7 @@ fn device_json(device: &Device) -> Value {
 pub fn list(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let devices = app.storage().devices(&owner.user_id)?;
-    Ok(Response::ok(
-        json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Response::ok(json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() })))
 }
 
 /// `GET /devices/{deviceId}`.
@@ -48,10 +46,7 @@ pub fn update(app: &App, request: &Request, device_id: &str) -> Result<Response>
         Some(Value::String(name)) => Some(name.as_str()),
         Some(_) => return Err(Error::BadJson("`display_name` must be a string".into())),
     };
-    if !app
-        .storage()
-        .rename_device(&owner.user_id, device_id, name)?
-    {
+    if !app.storage().rename_device(&owner.user_id, device_id, name)? {
         return Err(Error::NotFound("no such device".into()));
     }
     Ok(Response::ok(json!({})))
@@ -61,11 +56,7 @@ pub fn update(app: &App, request: &Request, device_id: &str) -> Result<Response>
 pub fn delete(app: &App, request: &Request, device_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
-    let exists = app
-        .storage()
-        .devices(&owner.user_id)?
-        .iter()
-        .any(|device| device.device_id == device_id);
+    let exists = app.storage().devices(&owner.user_id)?.iter().any(|device| device.device_id == device_id);
     if !exists {
         return Err(Error::NotFound("no such device".into()));
     }

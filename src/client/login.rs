@@ -50,11 +50,7 @@ pub fn resolve_login_user(app: &App, typed: &str) -> String {
 pub fn login(app: &App, request: &Request) -> Result<Response> {
     let body: LoginBody = request.json()?;
     if body.kind != "m.login.password" {
-        return Err(Error::matrix(
-            400,
-            "M_UNKNOWN",
-            format!("unknown login type {}", body.kind),
-        ));
+        return Err(Error::matrix(400, "M_UNKNOWN", format!("unknown login type {}", body.kind)));
     }
     let typed = match (&body.identifier, &body.user) {
         (Some(identifier), _) if identifier.kind == "m.id.user" => identifier.user.clone(),
@@ -67,11 +63,8 @@ pub fn login(app: &App, request: &Request) -> Result<Response> {
         }
         (None, user) => user.clone(),
     };
-    let typed =
-        typed.ok_or_else(|| Error::MissingParam("the user identifier is missing".into()))?;
-    let password = body
-        .password
-        .ok_or_else(|| Error::MissingParam("`password` is missing".into()))?;
+    let typed = typed.ok_or_else(|| Error::MissingParam("the user identifier is missing".into()))?;
+    let password = body.password.ok_or_else(|| Error::MissingParam("`password` is missing".into()))?;
     let user_id = resolve_login_user(app, &typed);
     let user = app.storage().user(&user_id)?;
     let invalid = || Error::Forbidden("invalid username or password".into());
@@ -84,13 +77,8 @@ pub fn login(app: &App, request: &Request) -> Result<Response> {
         return Err(invalid());
     }
     let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
-    let response = issue_token(
-        app,
-        request,
-        &user_id,
-        &device_id,
-        body.initial_device_display_name.as_deref(),
-    )?;
+    let response =
+        issue_token(app, request, &user_id, &device_id, body.initial_device_display_name.as_deref())?;
     Ok(Response::ok(response))
 }
 
@@ -122,8 +110,7 @@ pub fn issue_token(
 /// `POST /logout`: ends this device's session.
 pub fn logout(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
-    app.storage()
-        .delete_device(&owner.user_id, &owner.device_id)?;
+    app.storage().delete_device(&owner.user_id, &owner.device_id)?;
     Ok(Response::ok(json!({})))
 }
 

@@ -5,9 +5,14 @@
 
 mod account;
 mod devices;
+mod ephemeral;
+mod filter;
 mod login;
+mod membership;
 mod profile;
 mod register;
+mod rooms;
+pub mod sync;
 mod uia;
 mod versions;
 pub mod well_known;
@@ -35,17 +40,13 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         ["_matrix", "client", "versions"] => {
             return match request.method {
                 Method::Get => Ok(versions::versions()),
-                _ => Err(Error::Unrecognized {
-                    method_not_allowed: true,
-                }),
+                _ => Err(Error::Unrecognized { method_not_allowed: true }),
             };
         }
         ["_matrix", "client", "r0" | "v3", rest @ ..] => (Family::V3, rest),
         ["_matrix", "client", "v1", rest @ ..] => (Family::V1, rest),
         _ => {
-            return Err(Error::Unrecognized {
-                method_not_allowed: false,
-            });
+            return Err(Error::Unrecognized { method_not_allowed: false });
         }
     };
     let method = &request.method;
@@ -82,14 +83,71 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             Put => profile::set_field(app, request, user_id, field),
             _ => not_allowed(),
         },
-        _ => Err(Error::Unrecognized {
-            method_not_allowed: false,
-        }),
+        (V3, ["createRoom"]) if *method == Post => rooms::create_room(app, request),
+        (V3, ["sync"]) if *method == Get => sync::sync(app, request).await,
+        (V3, ["user", user_id, "filter"]) if *method == Post => filter::create(app, request, user_id),
+        (V3, ["user", user_id, "filter", filter_id]) if *method == Get => {
+            filter::get(app, request, user_id, filter_id)
+        }
+        (V3, ["joined_rooms"]) if *method == Get => membership::joined_rooms(app, request),
+        (V3, ["join", room]) if *method == Post => membership::join(app, request, room),
+        (V3, ["knock", room]) if *method == Post => membership::knock(app, request, room),
+        (V3, ["rooms", room_id, rest @ ..]) => room_route(app, request, room_id, rest),
+        (V3, ["user", user_id, "account_data", kind]) if matches!(*method, Get | Put) => {
+            ephemeral::account_data(app, request, user_id, None, kind)
+        }
+        (V3, ["user", user_id, "rooms", room_id, "account_data", kind]) if matches!(*method, Get | Put) => {
+            ephemeral::account_data(app, request, user_id, Some(room_id), kind)
+        }
+        (V3, ["user", user_id, "rooms", room_id, "tags"]) if *method == Get => {
+            ephemeral::get_tags(app, request, user_id, room_id)
+        }
+        (V3, ["user", user_id, "rooms", room_id, "tags", tag]) if matches!(*method, Put | Delete) => {
+            ephemeral::change_tag(app, request, user_id, room_id, tag)
+        }
+        _ => Err(Error::Unrecognized { method_not_allowed: false }),
+    }
+}
+
+/// Routes `/_matrix/client/v3/rooms/{roomId}/...`.
+fn room_route(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str]) -> Result<Response> {
+    use Method::{Get, Post, Put};
+    let method = &request.method;
+    match rest {
+        ["send", kind, txn_id] if *method == Put => rooms::send_message(app, request, room_id, kind, txn_id),
+        ["redact", event_id, txn_id] if *method == Put => {
+            rooms::redact(app, request, room_id, event_id, txn_id)
+        }
+        ["state"] if *method == Get => rooms::get_all_state(app, request, room_id),
+        ["state", kind] | ["state", kind, ""] => match method {
+            Get => rooms::get_state(app, request, room_id, kind, ""),
+            Put => rooms::put_state(app, request, room_id, kind, ""),
+            _ => not_allowed(),
+        },
+        ["state", kind, state_key] => match method {
+            Get => rooms::get_state(app, request, room_id, kind, state_key),
+            Put => rooms::put_state(app, request, room_id, kind, state_key),
+            _ => not_allowed(),
+        },
+        ["event", event_id] if *method == Get => rooms::get_event(app, request, room_id, event_id),
+        ["join"] if *method == Post => membership::join(app, request, room_id),
+        ["invite"] if *method == Post => membership::invite(app, request, room_id),
+        ["leave"] if *method == Post => membership::leave(app, request, room_id),
+        ["forget"] if *method == Post => membership::forget(app, request, room_id),
+        [action @ ("kick" | "ban" | "unban")] if *method == Post => {
+            membership::moderate(app, request, room_id, action)
+        }
+        ["typing", user_id] if *method == Put => ephemeral::typing(app, request, room_id, user_id),
+        ["receipt", receipt_type, event_id] if *method == Post => {
+            ephemeral::receipt(app, request, room_id, receipt_type, event_id)
+        }
+        ["read_markers"] if *method == Post => ephemeral::read_markers(app, request, room_id),
+        ["members"] if *method == Get => membership::members(app, request, room_id),
+        ["joined_members"] if *method == Get => membership::joined_members(app, request, room_id),
+        _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
 }
 
 fn not_allowed() -> Result<Response> {
-    Err(Error::Unrecognized {
-        method_not_allowed: true,
-    })
+    Err(Error::Unrecognized { method_not_allowed: true })
 }

@@ -37,29 +37,21 @@ pub fn get(app: &App, user_id: &str) -> Result<Response> {
 /// `GET /profile/{userId}/{displayname|avatar_url}`.
 pub fn get_field(app: &App, user_id: &str, field: &str) -> Result<Response> {
     if field != "displayname" && field != "avatar_url" {
-        return Err(Error::Unrecognized {
-            method_not_allowed: false,
-        });
+        return Err(Error::Unrecognized { method_not_allowed: false });
     }
     let profile = profile_of(app, user_id)?;
-    let value = profile
-        .get(field)
-        .ok_or_else(|| Error::NotFound(format!("no {field} is set")))?;
+    let value = profile.get(field).ok_or_else(|| Error::NotFound(format!("no {field} is set")))?;
     Ok(Response::ok(json!({ field: value })))
 }
 
 /// `PUT /profile/{userId}/{displayname|avatar_url}`.
 pub fn set_field(app: &App, request: &Request, user_id: &str, field: &str) -> Result<Response> {
     if field != "displayname" && field != "avatar_url" {
-        return Err(Error::Unrecognized {
-            method_not_allowed: false,
-        });
+        return Err(Error::Unrecognized { method_not_allowed: false });
     }
     let owner = app.authenticate(request)?;
     if owner.user_id != user_id {
-        return Err(Error::Forbidden(
-            "you can only change your own profile".into(),
-        ));
+        return Err(Error::Forbidden("you can only change your own profile".into()));
     }
     let body = request.json_object()?;
     let value = match body.get(field) {

@@ -27,11 +27,7 @@ struct RegisterBody {
 /// `POST /register`.
 pub fn register(app: &App, request: &Request) -> Result<Response> {
     if request.query("kind") == Some("guest") {
-        return Err(Error::matrix(
-            403,
-            "M_GUEST_ACCESS_FORBIDDEN",
-            "guest access is not enabled",
-        ));
+        return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is not enabled"));
     }
     let flows: &[&[&str]] = match app.config.registration {
         Registration::Closed => return Err(Error::RegistrationDisabled),
@@ -52,11 +48,7 @@ pub fn register(app: &App, request: &Request) -> Result<Response> {
     }
     let password = match body.password.as_deref() {
         Some("") => {
-            return Err(Error::matrix(
-                400,
-                "M_WEAK_PASSWORD",
-                "the password is empty",
-            ));
+            return Err(Error::matrix(400, "M_WEAK_PASSWORD", "the password is empty"));
         }
         other => other,
     };
@@ -74,18 +66,11 @@ pub fn register(app: &App, request: &Request) -> Result<Response> {
     )?;
     log::info!("registered {user_id}");
     if body.inhibit_login {
-        return Ok(Response::ok(
-            json!({ "user_id": user_id, "home_server": app.config.server_name }),
-        ));
+        return Ok(Response::ok(json!({ "user_id": user_id, "home_server": app.config.server_name })));
     }
     let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
-    let answer = login::issue_token(
-        app,
-        request,
-        &user_id,
-        &device_id,
-        body.initial_device_display_name.as_deref(),
-    )?;
+    let answer =
+        login::issue_token(app, request, &user_id, &device_id, body.initial_device_display_name.as_deref())?;
     Ok(Response::ok(answer))
 }
 
@@ -111,12 +96,7 @@ pub fn token_validity(app: &App, request: &Request) -> Result<Response> {
     if app.config.registration == Registration::Closed {
         return Err(Error::RegistrationDisabled);
     }
-    let token = request
-        .query("token")
-        .ok_or_else(|| Error::MissingParam("`token` is required".into()))?;
-    let valid = app
-        .storage()
-        .registration_token(token)?
-        .is_some_and(|t| t.is_valid(now_ms()));
+    let token = request.query("token").ok_or_else(|| Error::MissingParam("`token` is required".into()))?;
+    let valid = app.storage().registration_token(token)?.is_some_and(|t| t.is_valid(now_ms()));
     Ok(Response::ok(json!({ "valid": valid })))
 }

@@ -9,8 +9,8 @@ use crate::protocol::room_version;
 
 /// Spec versions whose client API this server follows.
 const SPEC_VERSIONS: &[&str] = &[
-    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
-    "v1.9", "v1.10", "v1.11", "v1.12",
+    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
+    "v1.10", "v1.11", "v1.12",
 ];
 
 /// `GET /_matrix/client/versions` (no auth).

@@ -13,9 +13,7 @@ use crate::http::{Request, Response};
 /// Routes `/.well-known/...`.
 pub fn route(app: &App, request: &Request) -> Result<Response> {
     if request.method != Method::Get {
-        return Err(Error::Unrecognized {
-            method_not_allowed: true,
-        });
+        return Err(Error::Unrecognized { method_not_allowed: true });
     }
     let well_known = &app.config.well_known;
     match request.path().as_slice() {
@@ -24,13 +22,9 @@ pub fn route(app: &App, request: &Request) -> Result<Response> {
             None => Err(Error::NotFound("no server delegation is configured".into())),
         },
         [".well-known", "matrix", "client"] => match &well_known.client {
-            Some(base_url) => Ok(Response::ok(
-                json!({ "m.homeserver": { "base_url": base_url } }),
-            )),
+            Some(base_url) => Ok(Response::ok(json!({ "m.homeserver": { "base_url": base_url } }))),
             None => Err(Error::NotFound("no client delegation is configured".into())),
         },
-        _ => Err(Error::Unrecognized {
-            method_not_allowed: false,
-        }),
+        _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
 }

@@ -34,11 +34,7 @@ pub enum Strictness {
 impl Strictness {
     /// The strictness a room version demands of its events.
     pub fn for_room_version(version: &RoomVersion) -> Strictness {
-        if version.strict_canonical_json {
-            Strictness::Strict
-        } else {
-            Strictness::Lenient
-        }
+        if version.strict_canonical_json { Strictness::Strict } else { Strictness::Lenient }
     }
 }
 
@@ -77,8 +73,8 @@ impl std::error::Error for CanonicalJsonError {}
 /// Exponents and `-0` are fine as long as the value is an integer in range:
 /// the spec's own example turns `1e10` into `10000000000` and `-0` into `0`.
 pub fn parse(text: &str, strictness: Strictness) -> Result<Value, CanonicalJsonError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| CanonicalJsonError::Syntax(error.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|error| CanonicalJsonError::Syntax(error.to_string()))?;
     validate(&value, strictness)?;
     Ok(value)
 }
@@ -115,11 +111,7 @@ pub fn object_to_string(
     Ok(out)
 }
 
-fn write_value(
-    out: &mut String,
-    value: &Value,
-    strictness: Strictness,
-) -> Result<(), CanonicalJsonError> {
+fn write_value(out: &mut String, value: &Value, strictness: Strictness) -> Result<(), CanonicalJsonError> {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -219,12 +211,9 @@ fn classify(number: &Number, strictness: Strictness) -> Result<Canonical, Canoni
         (Strictness::Strict, Canonical::Float(float)) if float.fract() == 0.0 => {
             Err(CanonicalJsonError::IntegerOutOfRange(number.to_string()))
         }
-        (Strictness::Strict, Canonical::Float(_)) => {
-            Err(CanonicalJsonError::Float(number.to_string()))
-        }
+        (Strictness::Strict, Canonical::Float(_)) => Err(CanonicalJsonError::Float(number.to_string())),
         (Strictness::Strict, Canonical::Integer(integer))
-            if !(i128::from(MIN_SAFE_INTEGER) <= *integer
-                && *integer <= i128::from(MAX_SAFE_INTEGER)) =>
+            if !(i128::from(MIN_SAFE_INTEGER) <= *integer && *integer <= i128::from(MAX_SAFE_INTEGER)) =>
         {
             Err(CanonicalJsonError::IntegerOutOfRange(number.to_string()))
         }
@@ -232,11 +221,7 @@ fn classify(number: &Number, strictness: Strictness) -> Result<Canonical, Canoni
     }
 }
 
-fn write_number(
-    out: &mut String,
-    number: &Number,
-    strictness: Strictness,
-) -> Result<(), CanonicalJsonError> {
+fn write_number(out: &mut String, number: &Number, strictness: Strictness) -> Result<(), CanonicalJsonError> {
     match classify(number, strictness)? {
         Canonical::Integer(integer) => {
             let _ = write!(out, "{integer}");
@@ -291,10 +276,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const VECTORS: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/vectors/canonical_json.json"
-    ));
+    const VECTORS: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/canonical_json.json"));
 
     #[test]
     fn spec_vectors_byte_for_byte() {
@@ -316,18 +299,11 @@ mod tests {
     fn strings_use_only_the_spec_escapes() {
         let check = |input: &str, expected: &str| {
             let value = Value::String(input.to_owned());
-            assert_eq!(
-                to_string(&value, Strictness::Strict).unwrap(),
-                expected,
-                "{input:?}"
-            );
+            assert_eq!(to_string(&value, Strictness::Strict).unwrap(), expected, "{input:?}");
         };
         check("a\"b\\c", r#""a\"b\\c""#);
         check("\u{08}\u{09}\u{0a}\u{0c}\u{0d}", r#""\b\t\n\f\r""#);
-        check(
-            "\u{00}\u{01}\u{0b}\u{0e}\u{1f}",
-            r#""\u0000\u0001\u000b\u000e\u001f""#,
-        );
+        check("\u{00}\u{01}\u{0b}\u{0e}\u{1f}", r#""\u0000\u0001\u000b\u000e\u001f""#);
         check("\u{7f}/<>&'", "\"\u{7f}/<>&'\"");
         check("日本語 \u{2028} 😀", "\"日本語 \u{2028} 😀\"");
         check("", r#""""#);
@@ -342,10 +318,7 @@ mod tests {
         );
         // U+FF61 sorts before U+1F600 by code point, though not by UTF-16 unit.
         let value = json!({"\u{1F600}": 1, "\u{FF61}": 2});
-        assert_eq!(
-            to_string(&value, Strictness::Strict).unwrap(),
-            "{\"\u{FF61}\":2,\"\u{1F600}\":1}"
-        );
+        assert_eq!(to_string(&value, Strictness::Strict).unwrap(), "{\"\u{FF61}\":2,\"\u{1F600}\":1}");
     }
 
     #[test]
@@ -356,16 +329,8 @@ mod tests {
             ("-0", Some("0"), Some("0")),
             ("2.0", Some("2"), Some("2")),
             ("1e10", Some("10000000000"), Some("10000000000")),
-            (
-                "9007199254740991",
-                Some("9007199254740991"),
-                Some("9007199254740991"),
-            ),
-            (
-                "-9007199254740991",
-                Some("-9007199254740991"),
-                Some("-9007199254740991"),
-            ),
+            ("9007199254740991", Some("9007199254740991"), Some("9007199254740991")),
+            ("-9007199254740991", Some("-9007199254740991"), Some("-9007199254740991")),
             ("9007199254740992", None, Some("9007199254740992")),
             ("-9007199254740992", None, Some("-9007199254740992")),
             ("18446744073709551615", None, Some("18446744073709551615")),
@@ -379,17 +344,9 @@ mod tests {
             // These need serde_json's `float_roundtrip`: the default parser is
             // off by one ulp here, which would change old events' hashes.
             ("-943305.0469559873", None, Some("-943305.0469559873")),
-            (
-                "3.4525830151341587e-17",
-                None,
-                Some("3.4525830151341587e-17"),
-            ),
+            ("3.4525830151341587e-17", None, Some("3.4525830151341587e-17")),
             ("5e-324", None, Some("5e-324")),
-            (
-                "1.7976931348623157e308",
-                None,
-                Some("1.7976931348623157e+308"),
-            ),
+            ("1.7976931348623157e308", None, Some("1.7976931348623157e+308")),
             ("1e16", None, Some("1e+16")),
         ];
         for (text, strict, lenient) in cases {
@@ -398,11 +355,7 @@ mod tests {
             let lenient_out = to_string(&value, Strictness::Lenient).ok();
             assert_eq!(strict_out.as_deref(), *strict, "strict {text}");
             assert_eq!(lenient_out.as_deref(), *lenient, "lenient {text}");
-            assert_eq!(
-                parse(text, Strictness::Strict).is_ok(),
-                strict.is_some(),
-                "{text}"
-            );
+            assert_eq!(parse(text, Strictness::Strict).is_ok(), strict.is_some(), "{text}");
         }
     }
 
@@ -411,14 +364,8 @@ mod tests {
         let float = parse(r#"{"a":[1.5]}"#, Strictness::Strict).unwrap_err();
         assert_eq!(float, CanonicalJsonError::Float("1.5".into()));
         let big = parse(r#"{"a":9007199254740992}"#, Strictness::Strict).unwrap_err();
-        assert_eq!(
-            big,
-            CanonicalJsonError::IntegerOutOfRange("9007199254740992".into())
-        );
-        assert!(matches!(
-            parse("{", Strictness::Lenient),
-            Err(CanonicalJsonError::Syntax(_))
-        ));
+        assert_eq!(big, CanonicalJsonError::IntegerOutOfRange("9007199254740992".into()));
+        assert!(matches!(parse("{", Strictness::Lenient), Err(CanonicalJsonError::Syntax(_))));
         assert!(!big.to_string().ends_with('.'));
     }
 

@@ -66,10 +66,8 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    const VECTORS: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/vectors/identifiers.json"
-    ));
+    const VECTORS: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/identifiers.json"));
 
     #[test]
     fn spec_unpadded_base64_examples() {

@@ -40,8 +40,7 @@ pub fn pdu(event_id: &str, kind: &str, state_key: Option<&str>, sender: &str) ->
 
 /// A membership event for `target` sent by `sender`.
 pub fn member(event_id: &str, sender: &str, target: &str, membership: &str) -> PduBuilder {
-    pdu(event_id, "m.room.member", Some(target), sender)
-        .content(json!({ "membership": membership }))
+    pdu(event_id, "m.room.member", Some(target), sender).content(json!({ "membership": membership }))
 }
 
 impl PduBuilder {

@@ -95,10 +95,7 @@ fn hash_without(
 /// `signatures` and `hashes`.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#calculating-the-content-hash-for-an-event>.
-pub fn content_hash(
-    event: &Map<String, Value>,
-    version: &RoomVersion,
-) -> Result<Sha256Hash, EventHashError> {
+pub fn content_hash(event: &Map<String, Value>, version: &RoomVersion) -> Result<Sha256Hash, EventHashError> {
     hash_without(event, &["unsigned", "signatures", "hashes"], version)
 }
 
@@ -120,24 +117,15 @@ pub fn reference_hash(
 /// Spec: <https://spec.matrix.org/latest/rooms/v1/#event-ids>,
 /// <https://spec.matrix.org/latest/rooms/v3/#event-ids>,
 /// <https://spec.matrix.org/latest/rooms/v4/#event-ids>.
-pub fn event_id(
-    event: &Map<String, Value>,
-    version: &RoomVersion,
-) -> Result<String, EventHashError> {
+pub fn event_id(event: &Map<String, Value>, version: &RoomVersion) -> Result<String, EventHashError> {
     match version.event_id_format {
         EventIdFormat::V1 => event
             .get("event_id")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or(EventHashError::MissingEventId),
-        EventIdFormat::V2 => Ok(format!(
-            "${}",
-            encoding::encode(&reference_hash(event, version)?)
-        )),
-        EventIdFormat::V3 => Ok(format!(
-            "${}",
-            encoding::encode_url_safe(&reference_hash(event, version)?)
-        )),
+        EventIdFormat::V2 => Ok(format!("${}", encoding::encode(&reference_hash(event, version)?))),
+        EventIdFormat::V3 => Ok(format!("${}", encoding::encode_url_safe(&reference_hash(event, version)?))),
     }
 }
 
@@ -152,10 +140,7 @@ pub fn room_id_from_create_event(
     if !version.room_id_from_create_event {
         return Err(EventHashError::NoRoomIdFromCreateEvent);
     }
-    Ok(format!(
-        "!{}",
-        encoding::encode_url_safe(&reference_hash(create_event, version)?)
-    ))
+    Ok(format!("!{}", encoding::encode_url_safe(&reference_hash(create_event, version)?)))
 }
 
 /// Adds `hashes.sha256` to `event`, signs its redacted form as `server_name`
@@ -196,11 +181,7 @@ pub fn verify_event_content_hash(
         .and_then(Value::as_str)
         .ok_or(EventHashError::MissingContentHash)?;
     let claimed = encoding::decode(claimed).map_err(EventHashError::Base64)?;
-    if claimed == content_hash(event, version)? {
-        Ok(())
-    } else {
-        Err(EventHashError::ContentHashMismatch)
-    }
+    if claimed == content_hash(event, version)? { Ok(()) } else { Err(EventHashError::ContentHashMismatch) }
 }
 
 /// Checks the signature of `server_name` with `key_id` on the redacted form of
@@ -226,10 +207,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const VECTORS: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/vectors/event_signing.json"
-    ));
+    const VECTORS: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/event_signing.json"));
 
     fn version(id: &str) -> RoomVersion {
         RoomVersion::from_id(id).unwrap()
@@ -310,10 +289,7 @@ mod tests {
         assert_eq!(v3.replace('+', "-").replace('/', "_"), v4);
         // v1/v2: the event's own ID, whatever its hash.
         let mut old = event.clone();
-        assert_eq!(
-            event_id(&old, &version("1")),
-            Err(EventHashError::MissingEventId)
-        );
+        assert_eq!(event_id(&old, &version("1")), Err(EventHashError::MissingEventId));
         old.insert("event_id".into(), json!("$abc:domain"));
         assert_eq!(event_id(&old, &version("2")).unwrap(), "$abc:domain");
         // Unprotected data does not change the ID; protected data does.
@@ -354,21 +330,14 @@ mod tests {
             let v = version(room);
             let mut event = message_event();
             sign_event(&mut event, &v, "domain", &key).unwrap();
-            assert_eq!(
-                event["unsigned"],
-                json!({"age_ts": 1000000}),
-                "unsigned kept"
-            );
+            assert_eq!(event["unsigned"], json!({"age_ts": 1000000}), "unsigned kept");
             verify_event_content_hash(&event, &v).unwrap();
             verify_event_signature(&event, &v, "domain", "ed25519:k", &pk).unwrap();
 
             // A redacted copy: signature still good, content hash no longer.
             let redacted = redaction::redact(&event, &v);
             verify_event_signature(&redacted, &v, "domain", "ed25519:k", &pk).unwrap();
-            assert_eq!(
-                verify_event_content_hash(&redacted, &v),
-                Err(EventHashError::ContentHashMismatch)
-            );
+            assert_eq!(verify_event_content_hash(&redacted, &v), Err(EventHashError::ContentHashMismatch));
 
             // Tampering with a protected key breaks the signature.
             let mut tampered = event.clone();
@@ -384,15 +353,9 @@ mod tests {
     fn content_hash_errors() {
         let v = version("10");
         let mut event = message_event();
-        assert_eq!(
-            verify_event_content_hash(&event, &v),
-            Err(EventHashError::MissingContentHash)
-        );
+        assert_eq!(verify_event_content_hash(&event, &v), Err(EventHashError::MissingContentHash));
         event.insert("hashes".into(), json!({"sha256": "!!"}));
-        assert!(matches!(
-            verify_event_content_hash(&event, &v),
-            Err(EventHashError::Base64(_))
-        ));
+        assert!(matches!(verify_event_content_hash(&event, &v), Err(EventHashError::Base64(_))));
         // Floats are fine to hash in room v5 and refused from v6.
         event["content"]["x"] = json!(1.5);
         assert!(content_hash(&event, &version("5")).is_ok());

@@ -112,29 +112,19 @@ fn validate_port(port: &str) -> Result<(), IdError> {
 fn looks_like_ipv4(host: &str) -> bool {
     let parts: Vec<&str> = host.split('.').collect();
     parts.len() == 4
-        && parts
-            .iter()
-            .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+        && parts.iter().all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
 }
 
 fn validate_ipv4(host: &str) -> Result<(), IdError> {
     // Spec: four decimal numbers in the range 0 to 255.
-    let valid = host
-        .split('.')
-        .all(|part| part.len() <= 3 && part.parse::<u8>().is_ok());
-    if valid {
-        Ok(())
-    } else {
-        Err(IdError::InvalidServerName)
-    }
+    let valid = host.split('.').all(|part| part.len() <= 3 && part.parse::<u8>().is_ok());
+    if valid { Ok(()) } else { Err(IdError::InvalidServerName) }
 }
 
 fn validate_ipv6(address: &str) -> Result<(), IdError> {
     // Spec: RFC 3513 section 2.2, which std's parser implements (including a
     // trailing embedded IPv4 address); the length bound is the grammar's.
-    if (2..=MAX_IPV6_CHARS).contains(&address.len())
-        && address.parse::<std::net::Ipv6Addr>().is_ok()
-    {
+    if (2..=MAX_IPV6_CHARS).contains(&address.len()) && address.parse::<std::net::Ipv6Addr>().is_ok() {
         Ok(())
     } else {
         Err(IdError::InvalidServerName)
@@ -144,14 +134,8 @@ fn validate_ipv6(address: &str) -> Result<(), IdError> {
 fn validate_dns_name(host: &str) -> Result<(), IdError> {
     // Grammar: `dns-name = 1*255dns-char`, `dns-char = DIGIT / ALPHA / "-" / "."`.
     let valid = (1..=MAX_DNS_NAME_BYTES).contains(&host.len())
-        && host
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
-    if valid {
-        Ok(())
-    } else {
-        Err(IdError::InvalidServerName)
-    }
+        && host.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
+    if valid { Ok(()) } else { Err(IdError::InvalidServerName) }
 }
 
 /// Checks a localpart for a user we register now: only `a-z 0-9 . _ = - / +`.
@@ -161,24 +145,16 @@ pub fn validate_new_localpart(localpart: &str) -> Result<(), IdError> {
     if localpart.is_empty() {
         return Err(IdError::EmptyLocalpart);
     }
-    let valid = localpart.bytes().all(
-        |byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
-    );
-    if valid {
-        Ok(())
-    } else {
-        Err(IdError::InvalidLocalpart)
-    }
+    let valid = localpart
+        .bytes()
+        .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+    if valid { Ok(()) } else { Err(IdError::InvalidLocalpart) }
 }
 
 /// Checks a historical localpart: any code point except `:` and NUL, possibly
 /// empty. Spec: <https://spec.matrix.org/latest/appendices/#historical-user-ids>.
 fn validate_historical_localpart(localpart: &str) -> Result<(), IdError> {
-    if localpart.contains(['\0', ':']) {
-        Err(IdError::InvalidLocalpart)
-    } else {
-        Ok(())
-    }
+    if localpart.contains(['\0', ':']) { Err(IdError::InvalidLocalpart) } else { Ok(()) }
 }
 
 /// Splits `&localpart:server` after checking the sigil and the length.
@@ -186,9 +162,7 @@ fn split_sigil_id(text: &str, sigil: char) -> Result<(&str, &str), IdError> {
     if MAX_IDENTIFIER_BYTES < text.len() {
         return Err(IdError::TooLong);
     }
-    let rest = text
-        .strip_prefix(sigil)
-        .ok_or(IdError::MissingSigil(sigil))?;
+    let rest = text.strip_prefix(sigil).ok_or(IdError::MissingSigil(sigil))?;
     let (localpart, server) = rest.split_once(':').ok_or(IdError::MissingServerName)?;
     validate_server_name(server)?;
     Ok((localpart, server))
@@ -216,10 +190,7 @@ impl ServerName {
 
     /// The explicit port, if any.
     pub fn port(&self) -> Option<u16> {
-        split_host_port(&self.0)
-            .ok()
-            .and_then(|(_, port)| port)
-            .and_then(|port| port.parse().ok())
+        split_host_port(&self.0).ok().and_then(|(_, port)| port).and_then(|port| port.parse().ok())
     }
 }
 
@@ -308,9 +279,7 @@ impl EventId {
             validate_historical_localpart(localpart)?;
         } else {
             let opaque = text.strip_prefix('$').ok_or(IdError::MissingSigil('$'))?;
-            validate_hash(opaque, |byte| {
-                is_url_safe_base64_char(byte) || byte == b'+' || byte == b'/'
-            })?;
+            validate_hash(opaque, |byte| is_url_safe_base64_char(byte) || byte == b'+' || byte == b'/')?;
         }
         Ok(EventId(text.to_owned()))
     }
@@ -393,16 +362,11 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    const VECTORS: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/vectors/identifiers.json"
-    ));
+    const VECTORS: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/identifiers.json"));
 
     /// Input, then `(localpart, server, historical)` or the error.
-    type UserIdCase = (
-        &'static str,
-        Result<(&'static str, &'static str, bool), IdError>,
-    );
+    type UserIdCase = (&'static str, Result<(&'static str, &'static str, bool), IdError>);
 
     /// Input, then `(alias, server)` or the error.
     type AliasCase = (&'static str, Result<(&'static str, &'static str), IdError>);
@@ -474,10 +438,7 @@ mod tests {
         use IdError::*;
         let cases: &[UserIdCase] = &[
             ("@alice:example.com", Ok(("alice", "example.com", false))),
-            (
-                "@a.b_c=d-e/f+g:[::1]:8448",
-                Ok(("a.b_c=d-e/f+g", "[::1]:8448", false)),
-            ),
+            ("@a.b_c=d-e/f+g:[::1]:8448", Ok(("a.b_c=d-e/f+g", "[::1]:8448", false))),
             ("@Alice:example.com", Ok(("Alice", "example.com", true))),
             ("@:example.com", Ok(("", "example.com", true))),
             ("@日本:example.com", Ok(("日本", "example.com", true))),
@@ -490,16 +451,11 @@ mod tests {
             ("@user:matrix.org:80:80", Err(InvalidPort)),
         ];
         for (text, expected) in cases {
-            let parsed = UserId::parse(text).map(|id| {
-                (
-                    id.localpart().to_owned(),
-                    id.server_name().to_owned(),
-                    id.is_historical(),
-                )
-            });
-            let expected = expected.clone().map(|(local, server, historical)| {
-                (local.to_owned(), server.to_owned(), historical)
-            });
+            let parsed = UserId::parse(text)
+                .map(|id| (id.localpart().to_owned(), id.server_name().to_owned(), id.is_historical()));
+            let expected = expected
+                .clone()
+                .map(|(local, server, historical)| (local.to_owned(), server.to_owned(), historical));
             assert_eq!(parsed, expected, "{text:?}");
         }
         let long = format!("@{}:example.com", "a".repeat(MAX_IDENTIFIER_BYTES));
@@ -528,10 +484,7 @@ mod tests {
         ];
         for (localpart, expected) in cases {
             let built = UserId::new_local(localpart, &server);
-            assert_eq!(
-                built.as_ref().map(UserId::as_str),
-                expected.as_ref().map(|s| *s)
-            );
+            assert_eq!(built.as_ref().map(UserId::as_str), expected.as_ref().map(|s| *s));
         }
         let long = "a".repeat(MAX_IDENTIFIER_BYTES);
         assert_eq!(UserId::new_local(&long, &server), Err(IdError::TooLong));
@@ -549,10 +502,7 @@ mod tests {
             ("!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", Ok(None)),
             ("!", Err(IdError::EmptyLocalpart)),
             ("!short", Err(IdError::InvalidLocalpart)),
-            (
-                "!Rqnc+F/dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg",
-                Err(IdError::InvalidLocalpart),
-            ),
+            ("!Rqnc+F/dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", Err(IdError::InvalidLocalpart)),
             ("abc:example.com", Err(IdError::MissingSigil('!'))),
             ("!abc:bad_server", Err(IdError::InvalidServerName)),
         ];
@@ -601,9 +551,7 @@ mod tests {
         for (text, expected) in cases {
             let parsed = RoomAliasId::parse(text);
             assert_eq!(
-                parsed
-                    .as_ref()
-                    .map(|alias| (alias.alias(), alias.server_name())),
+                parsed.as_ref().map(|alias| (alias.alias(), alias.server_name())),
                 expected.as_ref().map(|pair| *pair),
                 "{text}"
             );

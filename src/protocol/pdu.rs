@@ -99,14 +99,9 @@ impl Pdu {
             _ => return Err(PduFormatError("missing or non-object `content`".into())),
         };
         let redacts = if version.redacts_in_content {
-            content
-                .get("redacts")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+            content.get("redacts").and_then(Value::as_str).map(str::to_owned)
         } else {
-            json.get("redacts")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+            json.get("redacts").and_then(Value::as_str).map(str::to_owned)
         };
         Ok(Pdu {
             event_id,
@@ -131,9 +126,7 @@ impl Pdu {
 
     /// The `(type, state_key)` pair a state event occupies.
     pub fn state_pair(&self) -> Option<(&str, &str)> {
-        self.state_key
-            .as_deref()
-            .map(|state_key| (self.kind.as_str(), state_key))
+        self.state_key.as_deref().map(|state_key| (self.kind.as_str(), state_key))
     }
 }
 

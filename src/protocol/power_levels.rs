@@ -30,15 +30,8 @@ const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 const MAX_USER_ID_BYTES: usize = 255;
 
 /// The named levels of a power levels event, each `None` when absent.
-const NAMED_LEVELS: [&str; 7] = [
-    "users_default",
-    "events_default",
-    "state_default",
-    "ban",
-    "redact",
-    "kick",
-    "invite",
-];
+const NAMED_LEVELS: [&str; 7] =
+    ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"];
 
 /// The content of an `m.room.power_levels` event, validated. Absent named
 /// levels stay `None` (the auth rules need to see additions and removals); the
@@ -76,26 +69,18 @@ impl PowerLevels {
     /// (`integer_power_levels`), strings holding integers before, and floats
     /// (truncated) before v6 (`strict_canonical_json`). Every value must parse;
     /// `users` keys must be user IDs.
-    pub fn from_content(
-        version: &RoomVersion,
-        content: &Value,
-    ) -> Result<PowerLevels, PowerLevelsError> {
-        let object = content
-            .as_object()
-            .ok_or_else(|| PowerLevelsError("content is not an object".into()))?;
+    pub fn from_content(version: &RoomVersion, content: &Value) -> Result<PowerLevels, PowerLevelsError> {
+        let object =
+            content.as_object().ok_or_else(|| PowerLevelsError("content is not an object".into()))?;
         let mut levels = PowerLevels::default();
         for name in NAMED_LEVELS {
             if let Some(value) = object.get(name) {
-                levels
-                    .named
-                    .insert(name.to_owned(), level_value(version, name, value)?);
+                levels.named.insert(name.to_owned(), level_value(version, name, value)?);
             }
         }
         levels.users = level_map(version, object.get("users"), "users")?;
         if let Some(bad) = levels.users.keys().find(|user| !is_valid_user_id(user)) {
-            return Err(PowerLevelsError(format!(
-                "`{bad}` in users is not a user ID"
-            )));
+            return Err(PowerLevelsError(format!("`{bad}` in users is not a user ID")));
         }
         levels.events = level_map(version, object.get("events"), "events")?;
         levels.notifications = if version.limit_notifications_power_levels {
@@ -173,11 +158,7 @@ impl RoomPower {
             return UserPower::Infinite;
         }
         if !self.has_power_levels_event {
-            let level = if self.creators.contains(user_id) {
-                CREATOR_LEVEL_WITHOUT_POWER_LEVELS
-            } else {
-                0
-            };
+            let level = if self.creators.contains(user_id) { CREATOR_LEVEL_WITHOUT_POWER_LEVELS } else { 0 };
             return UserPower::Level(level);
         }
         UserPower::Level(
@@ -216,10 +197,7 @@ pub fn creators(version: &RoomVersion, create: &Pdu) -> BTreeSet<String> {
 /// bytes. Historical user IDs allow odd localparts, so the localpart is not
 /// restricted further. Spec: <https://spec.matrix.org/latest/appendices/#user-identifiers>.
 pub fn is_valid_user_id(user_id: &str) -> bool {
-    match user_id
-        .strip_prefix('@')
-        .and_then(|rest| rest.split_once(':'))
-    {
+    match user_id.strip_prefix('@').and_then(|rest| rest.split_once(':')) {
         Some((localpart, server)) => {
             !localpart.is_empty() && !server.is_empty() && user_id.len() <= MAX_USER_ID_BYTES
         }
@@ -240,10 +218,9 @@ fn level_map(
 ) -> Result<BTreeMap<String, i64>, PowerLevelsError> {
     match value {
         None => Ok(BTreeMap::new()),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(key, value)| Ok((key.clone(), level_value(version, name, value)?)))
-            .collect(),
+        Some(Value::Object(map)) => {
+            map.iter().map(|(key, value)| Ok((key.clone(), level_value(version, name, value)?))).collect()
+        }
         Some(_) => Err(PowerLevelsError(format!("`{name}` is not an object"))),
     }
 }
@@ -286,11 +263,7 @@ fn parse_stringy_integer(text: &str) -> Option<i64> {
         return None;
     }
     let digits = digits.trim_start_matches('0');
-    let magnitude: i64 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
+    let magnitude: i64 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
     Some(if negative { -magnitude } else { magnitude })
 }
 
@@ -331,11 +304,7 @@ mod tests {
         ];
         for (id, content, expected) in cases {
             let parsed = PowerLevels::from_content(&version(id), &content);
-            assert_eq!(
-                parsed.map(|levels| levels.named_level("ban")).ok(),
-                expected,
-                "v{id} {content}"
-            );
+            assert_eq!(parsed.map(|levels| levels.named_level("ban")).ok(), expected, "v{id} {content}");
         }
     }
 

@@ -45,14 +45,9 @@ pub fn redact(event: &Map<String, Value>, version: &RoomVersion) -> Map<String, 
 pub fn redact_in_place(event: &mut Map<String, Value>, version: &RoomVersion) {
     event.retain(|key, _| {
         KEPT_TOP_LEVEL_KEYS.contains(&key.as_str())
-            || (!version.updated_redaction_rules
-                && KEPT_TOP_LEVEL_KEYS_BEFORE_V11.contains(&key.as_str()))
+            || (!version.updated_redaction_rules && KEPT_TOP_LEVEL_KEYS_BEFORE_V11.contains(&key.as_str()))
     });
-    let kind = event
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let kind = event.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
     let content = match event.remove("content") {
         Some(Value::Object(content)) => redact_content(&kind, content, version),
         _ => Map::new(),
@@ -166,12 +161,7 @@ mod tests {
 
     fn redacted_content(id: &str, kind: &str, content: Value) -> Value {
         let version = RoomVersion::from_id(id).unwrap();
-        Value::Object(
-            redact(&event(kind, content), &version)["content"]
-                .as_object()
-                .unwrap()
-                .clone(),
-        )
+        Value::Object(redact(&event(kind, content), &version)["content"].as_object().unwrap().clone())
     }
 
     #[test]
@@ -201,8 +191,7 @@ mod tests {
             "third_party_invite": {"display_name": "d", "signed": {"token": "t"}}
         });
         let create = json!({"creator": "@a:x", "room_version": "1", "m.federate": false});
-        let join_rules =
-            json!({"join_rule": "restricted", "allow": [{"type": "m.room_membership"}], "x": 1});
+        let join_rules = json!({"join_rule": "restricted", "allow": [{"type": "m.room_membership"}], "x": 1});
         let power_levels = json!({
             "ban": 50, "events": {}, "events_default": 0, "invite": 0, "kick": 50,
             "redact": 50, "state_default": 50, "users": {}, "users_default": 0,
@@ -229,57 +218,25 @@ mod tests {
         // (type, content, [(first version, expected content)]): the expectation
         // holds from that version until the next entry.
         let cases: Vec<(&str, &Value, Steps)> = vec![
-            (
-                "m.room.member",
-                &member,
-                vec![(1, member_v1), (9, member_v9), (11, member_v11)],
-            ),
-            (
-                "m.room.create",
-                &create,
-                vec![(1, json!({"creator": "@a:x"})), (11, create.clone())],
-            ),
+            ("m.room.member", &member, vec![(1, member_v1), (9, member_v9), (11, member_v11)]),
+            ("m.room.create", &create, vec![(1, json!({"creator": "@a:x"})), (11, create.clone())]),
             (
                 "m.room.join_rules",
                 &join_rules,
                 vec![
                     (1, json!({"join_rule": "restricted"})),
-                    (
-                        8,
-                        json!({"join_rule": "restricted", "allow": [{"type": "m.room_membership"}]}),
-                    ),
+                    (8, json!({"join_rule": "restricted", "allow": [{"type": "m.room_membership"}]})),
                 ],
             ),
-            (
-                "m.room.power_levels",
-                &power_levels,
-                vec![(1, power_v1), (11, power_v11)],
-            ),
-            (
-                "m.room.aliases",
-                &aliases,
-                vec![(1, json!({"aliases": ["#a:x"]})), (6, json!({}))],
-            ),
-            (
-                "m.room.history_visibility",
-                &history,
-                vec![(1, json!({"history_visibility": "shared"}))],
-            ),
-            (
-                "m.room.redaction",
-                &redaction,
-                vec![(1, json!({})), (11, json!({"redacts": "$e:x"}))],
-            ),
+            ("m.room.power_levels", &power_levels, vec![(1, power_v1), (11, power_v11)]),
+            ("m.room.aliases", &aliases, vec![(1, json!({"aliases": ["#a:x"]})), (6, json!({}))]),
+            ("m.room.history_visibility", &history, vec![(1, json!({"history_visibility": "shared"}))]),
+            ("m.room.redaction", &redaction, vec![(1, json!({})), (11, json!({"redacts": "$e:x"}))]),
             ("m.room.message", &message, vec![(1, json!({}))]),
         ];
         for (kind, content, steps) in cases {
             for number in 1..=12u8 {
-                let expected = &steps
-                    .iter()
-                    .rev()
-                    .find(|(first, _)| *first <= number)
-                    .unwrap()
-                    .1;
+                let expected = &steps.iter().rev().find(|(first, _)| *first <= number).unwrap().1;
                 let actual = redacted_content(&number.to_string(), kind, content.clone());
                 assert_eq!(&actual, expected, "{kind} in room v{number}");
             }
@@ -294,10 +251,7 @@ mod tests {
             json!({"membership": "invite", "third_party_invite": {}})
         );
         let content = json!({"membership": "invite", "third_party_invite": "junk"});
-        assert_eq!(
-            redacted_content("11", "m.room.member", content),
-            json!({"membership": "invite"})
-        );
+        assert_eq!(redacted_content("11", "m.room.member", content), json!({"membership": "invite"}));
     }
 
     #[test]
@@ -313,10 +267,7 @@ mod tests {
     #[test]
     fn redaction_is_idempotent() {
         for version in ALL {
-            let once = redact(
-                &event("m.room.member", json!({"membership": "join", "x": 1})),
-                &version,
-            );
+            let once = redact(&event("m.room.member", json!({"membership": "join", "x": 1})), &version);
             assert_eq!(redact(&once, &version), once, "room version {}", version.id);
         }
     }

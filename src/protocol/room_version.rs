@@ -87,26 +87,10 @@ const V1: RoomVersion = RoomVersion {
     room_id_from_create_event: false,
     privileged_creators: false,
 };
-const V2: RoomVersion = RoomVersion {
-    id: "2",
-    state_res: StateResVersion::V2,
-    ..V1
-};
-const V3: RoomVersion = RoomVersion {
-    id: "3",
-    event_id_format: EventIdFormat::V2,
-    ..V2
-};
-const V4: RoomVersion = RoomVersion {
-    id: "4",
-    event_id_format: EventIdFormat::V3,
-    ..V3
-};
-const V5: RoomVersion = RoomVersion {
-    id: "5",
-    enforce_key_validity: true,
-    ..V4
-};
+const V2: RoomVersion = RoomVersion { id: "2", state_res: StateResVersion::V2, ..V1 };
+const V3: RoomVersion = RoomVersion { id: "3", event_id_format: EventIdFormat::V2, ..V2 };
+const V4: RoomVersion = RoomVersion { id: "4", event_id_format: EventIdFormat::V3, ..V3 };
+const V5: RoomVersion = RoomVersion { id: "5", enforce_key_validity: true, ..V4 };
 const V6: RoomVersion = RoomVersion {
     id: "6",
     special_case_aliases: false,
@@ -114,27 +98,11 @@ const V6: RoomVersion = RoomVersion {
     limit_notifications_power_levels: true,
     ..V5
 };
-const V7: RoomVersion = RoomVersion {
-    id: "7",
-    knock_join_rule: true,
-    ..V6
-};
-const V8: RoomVersion = RoomVersion {
-    id: "8",
-    restricted_join_rule: true,
-    ..V7
-};
-const V9: RoomVersion = RoomVersion {
-    id: "9",
-    restricted_join_rule_fix: true,
-    ..V8
-};
-const V10: RoomVersion = RoomVersion {
-    id: "10",
-    knock_restricted_join_rule: true,
-    integer_power_levels: true,
-    ..V9
-};
+const V7: RoomVersion = RoomVersion { id: "7", knock_join_rule: true, ..V6 };
+const V8: RoomVersion = RoomVersion { id: "8", restricted_join_rule: true, ..V7 };
+const V9: RoomVersion = RoomVersion { id: "9", restricted_join_rule_fix: true, ..V8 };
+const V10: RoomVersion =
+    RoomVersion { id: "10", knock_restricted_join_rule: true, integer_power_levels: true, ..V9 };
 const V11: RoomVersion = RoomVersion {
     id: "11",
     updated_redaction_rules: true,

@@ -101,18 +101,12 @@ impl SigningKey {
     /// stores in its `.signing.key` file, base64-encoded).
     pub fn from_seed(version: &str, seed: &[u8]) -> Result<SigningKey, SigningError> {
         let seed = Seed::from_slice(seed).map_err(|_| SigningError::InvalidKey)?;
-        Ok(SigningKey {
-            key_id: key_id(version)?,
-            key_pair: KeyPair::from_seed(seed),
-        })
+        Ok(SigningKey { key_id: key_id(version)?, key_pair: KeyPair::from_seed(seed) })
     }
 
     /// Makes a fresh random key `ed25519:{version}`.
     pub fn generate(version: &str) -> Result<SigningKey, SigningError> {
-        Ok(SigningKey {
-            key_id: key_id(version)?,
-            key_pair: KeyPair::generate(),
-        })
+        Ok(SigningKey { key_id: key_id(version)?, key_pair: KeyPair::generate() })
     }
 
     /// The 32-byte seed, to store the key.
@@ -139,14 +133,8 @@ impl SigningKey {
 pub fn key_id(version: &str) -> Result<String, SigningError> {
     let valid = !version.is_empty()
         && version.len() <= MAX_KEY_VERSION_BYTES
-        && version
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
-    if valid {
-        Ok(format!("{ED25519}:{version}"))
-    } else {
-        Err(SigningError::InvalidKeyId)
-    }
+        && version.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    if valid { Ok(format!("{ED25519}:{version}")) } else { Err(SigningError::InvalidKeyId) }
 }
 
 /// Reads a public key from unpadded (or padded) base64.
@@ -171,11 +159,7 @@ fn signed_bytes(object: &Map<String, Value>) -> Result<Vec<u8>, SigningError> {
 /// signatures already present.
 ///
 /// Spec: <https://spec.matrix.org/latest/appendices/#signing-details>.
-pub fn sign_json(
-    value: &mut Value,
-    server_name: &str,
-    key: &SigningKey,
-) -> Result<(), SigningError> {
+pub fn sign_json(value: &mut Value, server_name: &str, key: &SigningKey) -> Result<(), SigningError> {
     let object = value.as_object_mut().ok_or(SigningError::NotAnObject)?;
     let signature = key.sign_bytes(&signed_bytes(object)?);
     let signatures = object
@@ -219,11 +203,9 @@ pub fn verify_json(
         },
         Some(_) => return Err(SigningError::MalformedSignatures),
     };
-    let signature = Signature::from_slice(&encoding::decode(signature)?)
-        .map_err(|_| SigningError::InvalidKey)?;
-    public_key
-        .verify(signed_bytes(object)?, &signature)
-        .map_err(|_| SigningError::BadSignature)
+    let signature =
+        Signature::from_slice(&encoding::decode(signature)?).map_err(|_| SigningError::InvalidKey)?;
+    public_key.verify(signed_bytes(object)?, &signature).map_err(|_| SigningError::BadSignature)
 }
 
 #[cfg(test)]
@@ -231,10 +213,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const VECTORS: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/vectors/signing.json"
-    ));
+    const VECTORS: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/signing.json"));
 
     /// The spec's test key: `ed25519:1` of server `domain`.
     fn spec_key(vectors: &Value) -> SigningKey {
@@ -249,12 +229,7 @@ mod tests {
         let key = spec_key(&vectors);
         let server = vectors["server_name"].as_str().unwrap();
         assert_eq!(key.key_id, vectors["key_id"].as_str().unwrap());
-        assert_eq!(
-            key.public_key_base64(),
-            vectors["public_key_unpadded_base64_derived"]
-                .as_str()
-                .unwrap()
-        );
+        assert_eq!(key.public_key_base64(), vectors["public_key_unpadded_base64_derived"].as_str().unwrap());
         let cases = vectors["cases"].as_array().unwrap();
         assert_eq!(cases.len(), 2);
         for case in cases {
@@ -311,28 +286,13 @@ mod tests {
             (&signed, "one", "ed25519:b", SigningError::MissingSignature),
             (&signed, "one", "curve25519:a", SigningError::InvalidKeyId),
             (&short, "one", "ed25519:a", SigningError::InvalidKey),
-            (
-                &malformed,
-                "one",
-                "ed25519:a",
-                SigningError::MalformedSignatures,
-            ),
+            (&malformed, "one", "ed25519:a", SigningError::MalformedSignatures),
         ];
         for (value, server, key_id, expected) in cases {
-            assert_eq!(
-                verify_json(value, server, key_id, pk),
-                Err(expected),
-                "{server} {key_id}"
-            );
+            assert_eq!(verify_json(value, server, key_id, pk), Err(expected), "{server} {key_id}");
         }
-        assert!(matches!(
-            verify_json(&bad_base64, "one", "ed25519:a", pk),
-            Err(SigningError::Base64(_))
-        ));
-        assert_eq!(
-            verify_json(&json!([1]), "one", "ed25519:a", pk),
-            Err(SigningError::NotAnObject)
-        );
+        assert!(matches!(verify_json(&bad_base64, "one", "ed25519:a", pk), Err(SigningError::Base64(_))));
+        assert_eq!(verify_json(&json!([1]), "one", "ed25519:a", pk), Err(SigningError::NotAnObject));
     }
 
     #[test]
@@ -345,16 +305,9 @@ mod tests {
             ("a-b", Err(SigningError::InvalidKeyId)),
         ];
         for (version, expected) in cases {
-            assert_eq!(
-                key_id(version).as_deref(),
-                expected.as_ref().map(|s| *s),
-                "{version}"
-            );
+            assert_eq!(key_id(version).as_deref(), expected.as_ref().map(|s| *s), "{version}");
         }
-        assert_eq!(
-            SigningKey::from_seed("1", &[0; 31]).unwrap_err(),
-            SigningError::InvalidKey
-        );
+        assert_eq!(SigningKey::from_seed("1", &[0; 31]).unwrap_err(), SigningError::InvalidKey);
         let generated = SigningKey::generate("x").unwrap();
         let reloaded = SigningKey::from_seed("x", &generated.seed()).unwrap();
         assert_eq!(reloaded.public_key_base64(), generated.public_key_base64());

@@ -36,10 +36,7 @@ impl std::fmt::Display for StateResError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StateResError::Unsupported(version) => {
-                write!(
-                    f,
-                    "state resolution for room version {version} is not supported"
-                )
+                write!(f, "state resolution for room version {version} is not supported")
             }
             StateResError::MissingEvent(id) => write!(f, "event {id} is missing"),
         }
@@ -73,10 +70,7 @@ pub fn resolve(
     //    each, add the events of its auth chain that are also in the full
     //    conflicted set. Sort X by the reverse topological power ordering.
     let mut power_set = BTreeSet::new();
-    for id in full_conflicted
-        .iter()
-        .filter(|id| is_power_event(&events[*id]))
-    {
+    for id in full_conflicted.iter().filter(|id| is_power_event(&events[*id])) {
         power_set.insert(id.clone());
         let chain = auth_chain(&events, [id]);
         power_set.extend(chain.into_iter().filter(|a| full_conflicted.contains(a)));
@@ -93,10 +87,7 @@ pub fn resolve(
 
     // 3. Order the remaining events by the mainline ordering based on the
     //    power levels event of the partially resolved state.
-    let remaining: Vec<String> = full_conflicted
-        .into_iter()
-        .filter(|id| !power_set.contains(id))
-        .collect();
+    let remaining: Vec<String> = full_conflicted.into_iter().filter(|id| !power_set.contains(id)).collect();
     let power_levels_key = ("m.room.power_levels".to_owned(), String::new());
     let sorted = mainline_order(&events, partial.get(&power_levels_key), remaining);
 
@@ -138,16 +129,11 @@ pub(crate) fn full_conflicted_set(
 ) -> BTreeSet<String> {
     // Auth difference: the union of the sets' full auth chains minus their
     // intersection.
-    let chains: Vec<BTreeSet<String>> = state_sets
-        .iter()
-        .map(|set| auth_chain(events, set.values()))
-        .collect();
+    let chains: Vec<BTreeSet<String>> =
+        state_sets.iter().map(|set| auth_chain(events, set.values())).collect();
     let union: BTreeSet<&String> = chains.iter().flatten().collect();
-    let mut full_conflicted: BTreeSet<String> = union
-        .into_iter()
-        .filter(|id| !chains.iter().all(|chain| chain.contains(*id)))
-        .cloned()
-        .collect();
+    let mut full_conflicted: BTreeSet<String> =
+        union.into_iter().filter(|id| !chains.iter().all(|chain| chain.contains(*id))).cloned().collect();
     full_conflicted.extend(conflicted.iter().cloned());
     if version.state_res == StateResVersion::V2_1 {
         full_conflicted.extend(conflicted_subgraph(events, conflicted));
@@ -163,10 +149,7 @@ fn load_events(
     fetch_event: &impl Fn(&str) -> Option<Pdu>,
 ) -> Result<Events, StateResError> {
     let mut events = Events::new();
-    let mut queue: VecDeque<String> = state_sets
-        .iter()
-        .flat_map(|s| s.values().cloned())
-        .collect();
+    let mut queue: VecDeque<String> = state_sets.iter().flat_map(|s| s.values().cloned()).collect();
     while let Some(id) = queue.pop_front() {
         if events.contains_key(&id) {
             continue;
@@ -188,16 +171,10 @@ fn create_id_of(event: &Pdu) -> String {
 
 /// The auth chain of the `start` events: everything reachable through
 /// `auth_events`, excluding the start events unless reached from another.
-fn auth_chain<'a>(
-    events: &Events,
-    start: impl IntoIterator<Item = &'a String>,
-) -> BTreeSet<String> {
+fn auth_chain<'a>(events: &Events, start: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
     let mut chain = BTreeSet::new();
-    let mut stack: Vec<&String> = start
-        .into_iter()
-        .filter_map(|id| events.get(id))
-        .flat_map(|event| &event.auth_events)
-        .collect();
+    let mut stack: Vec<&String> =
+        start.into_iter().filter_map(|id| events.get(id)).flat_map(|event| &event.auth_events).collect();
     while let Some(id) = stack.pop() {
         if chain.insert(id.clone()) {
             if let Some(event) = events.get(id) {
@@ -220,10 +197,7 @@ fn conflicted_subgraph(events: &Events, conflicted: &BTreeSet<String>) -> BTreeS
     let mut cited_by: HashMap<&str, Vec<&str>> = HashMap::new();
     for id in &reachable {
         for auth_id in events.get(id).map(|e| &e.auth_events[..]).unwrap_or(&[]) {
-            cited_by
-                .entry(auth_id.as_str())
-                .or_default()
-                .push(id.as_str());
+            cited_by.entry(auth_id.as_str()).or_default().push(id.as_str());
         }
     }
     let mut subgraph: BTreeSet<String> = BTreeSet::new();
@@ -285,11 +259,8 @@ pub(crate) fn reverse_topological_power_order(
     let mut waiting_on: HashMap<&str, usize> = HashMap::new();
     let mut cited_by: HashMap<&str, Vec<&str>> = HashMap::new();
     for id in ids {
-        let auth_in_set: BTreeSet<&String> = events[id]
-            .auth_events
-            .iter()
-            .filter(|auth| ids.contains(*auth))
-            .collect();
+        let auth_in_set: BTreeSet<&String> =
+            events[id].auth_events.iter().filter(|auth| ids.contains(*auth)).collect();
         waiting_on.insert(id, auth_in_set.len());
         for auth_id in auth_in_set {
             cited_by.entry(auth_id).or_default().push(id);
@@ -300,11 +271,8 @@ pub(crate) fn reverse_topological_power_order(
         let power = sender_power(version, events, event);
         (Reverse(power), event.origin_server_ts, id.to_owned())
     };
-    let mut ready: BTreeSet<_> = waiting_on
-        .iter()
-        .filter(|(_, count)| **count == 0)
-        .map(|(id, _)| key(id))
-        .collect();
+    let mut ready: BTreeSet<_> =
+        waiting_on.iter().filter(|(_, count)| **count == 0).map(|(id, _)| key(id)).collect();
     let mut sorted = Vec::with_capacity(ids.len());
     while let Some(next) = ready.pop_first() {
         let id = next.2;

@@ -48,8 +48,7 @@ pub struct RegistrationToken {
 impl RegistrationToken {
     /// Whether it can still be used at `now`.
     pub fn is_valid(&self, now: i64) -> bool {
-        self.uses_allowed
-            .is_none_or(|allowed| self.completed < allowed)
+        self.uses_allowed.is_none_or(|allowed| self.completed < allowed)
             && self.expires_ts.is_none_or(|expires| now < expires)
     }
 }
@@ -92,9 +91,7 @@ impl Storage {
                 params![token, now],
             )?;
             if counted == 0 {
-                return Err(Error::Forbidden(
-                    "the registration token is not valid".into(),
-                ));
+                return Err(Error::Forbidden("the registration token is not valid".into()));
             }
         }
         let inserted = transaction.execute(
@@ -148,19 +145,15 @@ impl Storage {
 
     /// Sets the display name (`None` removes it).
     pub fn set_displayname(&self, user_id: &str, displayname: Option<&str>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE users SET displayname = ?2 WHERE user_id = ?1",
-            params![user_id, displayname],
-        )?;
+        self.conn
+            .execute("UPDATE users SET displayname = ?2 WHERE user_id = ?1", params![user_id, displayname])?;
         Ok(())
     }
 
     /// Sets the avatar URL (`None` removes it).
     pub fn set_avatar_url(&self, user_id: &str, avatar_url: Option<&str>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE users SET avatar_url = ?2 WHERE user_id = ?1",
-            params![user_id, avatar_url],
-        )?;
+        self.conn
+            .execute("UPDATE users SET avatar_url = ?2 WHERE user_id = ?1", params![user_id, avatar_url])?;
         Ok(())
     }
 
@@ -207,11 +200,7 @@ impl Storage {
         )?;
         let owner = statement
             .query_row([token_hash], |row| {
-                Ok(TokenOwner {
-                    user_id: row.get(0)?,
-                    device_id: row.get(1)?,
-                    is_admin: row.get(2)?,
-                })
+                Ok(TokenOwner { user_id: row.get(0)?, device_id: row.get(1)?, is_admin: row.get(2)? })
             })
             .optional()?;
         Ok(owner)
@@ -253,12 +242,7 @@ impl Storage {
     }
 
     /// Renames a device. Returns false if there is no such device.
-    pub fn rename_device(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        name: Option<&str>,
-    ) -> Result<bool> {
+    pub fn rename_device(&self, user_id: &str, device_id: &str, name: Option<&str>) -> Result<bool> {
         let changed = self.conn.execute(
             "UPDATE devices SET display_name = ?3 WHERE user_id = ?1 AND device_id = ?2",
             params![user_id, device_id, name],
@@ -287,9 +271,7 @@ impl Storage {
             "SELECT token, uses_allowed, completed, expires_ts FROM registration_tokens
              WHERE token = ?1",
         )?;
-        Ok(statement
-            .query_row([token], registration_token_from_row)
-            .optional()?)
+        Ok(statement.query_row([token], registration_token_from_row).optional()?)
     }
 
     /// Every registration token, newest first.
@@ -304,10 +286,7 @@ impl Storage {
 
     /// Deletes a registration token. Returns false if it did not exist.
     pub fn revoke_registration_token(&self, token: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM registration_tokens WHERE token = ?1", [token])?
-            == 1)
+        Ok(self.conn.execute("DELETE FROM registration_tokens WHERE token = ?1", [token])? == 1)
     }
 
     /// Starts a user-interactive auth session with an empty state.
@@ -321,12 +300,9 @@ impl Storage {
 
     /// A UIA session's state (a JSON object), or `None` if it does not exist.
     pub fn uia_session(&self, session: &str) -> Result<Option<serde_json::Value>> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT completed FROM uia_sessions WHERE session = ?1")?;
-        let state: Option<String> = statement
-            .query_row([session], |row| row.get(0))
-            .optional()?;
+        let mut statement =
+            self.conn.prepare_cached("SELECT completed FROM uia_sessions WHERE session = ?1")?;
+        let state: Option<String> = statement.query_row([session], |row| row.get(0)).optional()?;
         Ok(state.map(|text| serde_json::from_str(&text).unwrap_or_default()))
     }
 
@@ -365,23 +341,11 @@ mod tests {
     #[test]
     fn tokens_resolve_to_owners_until_the_device_goes() {
         let mut storage = super::super::in_memory();
-        storage
-            .create_user("@a:x", "a", Some("hash"), false, None)
-            .unwrap();
-        assert!(matches!(
-            storage.create_user("@a:x", "a", None, false, None),
-            Err(Error::UserInUse)
-        ));
-        storage
-            .login_device("@a:x", "DEV", None, b"h1", None)
-            .unwrap();
-        assert_eq!(
-            storage.token_owner(b"h1").unwrap().unwrap().device_id,
-            "DEV"
-        );
-        storage
-            .login_device("@a:x", "DEV", None, b"h2", None)
-            .unwrap();
+        storage.create_user("@a:x", "a", Some("hash"), false, None).unwrap();
+        assert!(matches!(storage.create_user("@a:x", "a", None, false, None), Err(Error::UserInUse)));
+        storage.login_device("@a:x", "DEV", None, b"h1", None).unwrap();
+        assert_eq!(storage.token_owner(b"h1").unwrap().unwrap().device_id, "DEV");
+        storage.login_device("@a:x", "DEV", None, b"h2", None).unwrap();
         assert!(storage.token_owner(b"h1").unwrap().is_none());
         assert!(storage.delete_device("@a:x", "DEV").unwrap());
         assert!(storage.token_owner(b"h2").unwrap().is_none());
@@ -390,32 +354,12 @@ mod tests {
     #[test]
     fn used_up_and_expired_registration_tokens_refuse_accounts() {
         let mut storage = super::super::in_memory();
-        storage
-            .create_registration_token("once", Some(1), None)
-            .unwrap();
-        storage
-            .create_registration_token("old", None, Some(1))
-            .unwrap();
-        storage
-            .create_user("@a:x", "a", None, false, Some("once"))
-            .unwrap();
-        assert!(
-            storage
-                .create_user("@b:x", "b", None, false, Some("once"))
-                .is_err()
-        );
-        assert!(
-            storage
-                .create_user("@c:x", "c", None, false, Some("old"))
-                .is_err()
-        );
+        storage.create_registration_token("once", Some(1), None).unwrap();
+        storage.create_registration_token("old", None, Some(1)).unwrap();
+        storage.create_user("@a:x", "a", None, false, Some("once")).unwrap();
+        assert!(storage.create_user("@b:x", "b", None, false, Some("once")).is_err());
+        assert!(storage.create_user("@c:x", "c", None, false, Some("old")).is_err());
         assert!(storage.user("@b:x").unwrap().is_none());
-        assert!(
-            !storage
-                .registration_token("once")
-                .unwrap()
-                .unwrap()
-                .is_valid(now_ms())
-        );
+        assert!(!storage.registration_token("once").unwrap().unwrap().is_valid(now_ms()));
     }
 }

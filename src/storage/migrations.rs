@@ -61,6 +61,109 @@ const MIGRATIONS: &[&str] = &[
         created_ts  INTEGER NOT NULL
     );
     "#,
+    // 2: rooms, events (the DAG as signed PDUs), state groups, current state,
+    // forward extremities, aliases, account data, receipts, filters.
+    r#"
+    CREATE TABLE rooms (
+        room_id       TEXT PRIMARY KEY,
+        room_version  TEXT NOT NULL,
+        created_ts    INTEGER NOT NULL,
+        visibility    TEXT NOT NULL DEFAULT 'private',
+        state_group   INTEGER
+    );
+    CREATE TABLE events (
+        stream_ordering   INTEGER PRIMARY KEY,
+        event_id          TEXT NOT NULL UNIQUE,
+        room_id           TEXT NOT NULL,
+        kind              TEXT NOT NULL,
+        state_key         TEXT,
+        sender            TEXT NOT NULL,
+        depth             INTEGER NOT NULL,
+        origin_server_ts  INTEGER NOT NULL,
+        json              TEXT NOT NULL,
+        state_group       INTEGER,
+        replaces_state    TEXT,
+        redacted_by       TEXT,
+        outlier           INTEGER NOT NULL DEFAULT 0,
+        soft_failed       INTEGER NOT NULL DEFAULT 0,
+        device_id         TEXT,
+        txn_id            TEXT,
+        rel_type          TEXT,
+        relates_to        TEXT
+    );
+    CREATE INDEX events_by_room ON events(room_id, stream_ordering);
+    CREATE INDEX events_by_relation ON events(relates_to, rel_type) WHERE relates_to IS NOT NULL;
+    CREATE INDEX events_member_by_target ON events(state_key, stream_ordering)
+        WHERE kind = 'm.room.member';
+    CREATE UNIQUE INDEX events_by_transaction ON events(sender, device_id, txn_id)
+        WHERE txn_id IS NOT NULL;
+    CREATE TABLE state_groups (
+        group_id      INTEGER PRIMARY KEY,
+        room_id       TEXT NOT NULL,
+        parent        INTEGER,
+        chain_length  INTEGER NOT NULL
+    );
+    CREATE TABLE state_group_entries (
+        group_id   INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        state_key  TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        PRIMARY KEY (group_id, kind, state_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE current_state (
+        room_id          TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        state_key        TEXT NOT NULL,
+        event_id         TEXT NOT NULL,
+        membership       TEXT,
+        PRIMARY KEY (room_id, kind, state_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX current_state_members ON current_state(state_key, membership)
+        WHERE kind = 'm.room.member';
+    CREATE TABLE forward_extremities (
+        room_id   TEXT NOT NULL,
+        event_id  TEXT NOT NULL,
+        PRIMARY KEY (room_id, event_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE forgotten_rooms (
+        user_id  TEXT NOT NULL,
+        room_id  TEXT NOT NULL,
+        PRIMARY KEY (user_id, room_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE room_aliases (
+        alias       TEXT PRIMARY KEY,
+        room_id     TEXT NOT NULL,
+        creator     TEXT NOT NULL,
+        created_ts  INTEGER NOT NULL
+    );
+    CREATE INDEX room_aliases_by_room ON room_aliases(room_id);
+    CREATE TABLE account_data (
+        user_id    TEXT NOT NULL,
+        room_id    TEXT NOT NULL DEFAULT '',
+        kind       TEXT NOT NULL,
+        content    TEXT NOT NULL,
+        stream_id  INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room_id, kind)
+    ) WITHOUT ROWID;
+    CREATE INDEX account_data_by_stream ON account_data(user_id, stream_id);
+    CREATE TABLE receipts (
+        room_id       TEXT NOT NULL,
+        user_id       TEXT NOT NULL,
+        receipt_type  TEXT NOT NULL,
+        thread_id     TEXT NOT NULL DEFAULT '',
+        event_id      TEXT NOT NULL,
+        ts            INTEGER NOT NULL,
+        stream_id     INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_id, receipt_type, thread_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX receipts_by_stream ON receipts(room_id, stream_id);
+    CREATE TABLE filters (
+        user_id    TEXT NOT NULL,
+        filter_id  INTEGER NOT NULL,
+        json       TEXT NOT NULL,
+        PRIMARY KEY (user_id, filter_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -70,10 +173,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 pub fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
     let found: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(OpenError::TooNew {
-            found,
-            known: SCHEMA_VERSION,
-        });
+        return Err(OpenError::TooNew { found, known: SCHEMA_VERSION });
     }
     if found == SCHEMA_VERSION {
         return Ok(());
@@ -97,8 +197,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         assert!(matches!(migrate(&mut conn), Err(OpenError::TooNew { .. })));
     }
 }

@@ -4,10 +4,15 @@
 //! tables and offers plain functions on [`Storage`]. It knows nothing of HTTP.
 
 mod accounts;
+mod directory;
 mod migrations;
+mod rooms;
 mod secrets;
+mod sync;
 
 pub use accounts::{Device, TokenOwner};
+pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
+pub use sync::Receipt;
 
 use std::path::Path;
 use std::time::Duration;
@@ -60,10 +65,7 @@ impl From<rusqlite::Error> for OpenError {
 impl Storage {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Storage, OpenError> {
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(OpenError::Io)?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -86,17 +88,16 @@ impl Storage {
 
     /// Copies the whole database into `target`, consistently, while it is in use.
     pub fn backup_to(&self, target: &Path) -> Result<()> {
-        let target = target.to_str().ok_or_else(|| {
-            crate::error::Error::Internal("the backup path is not valid UTF-8".into())
-        })?;
+        let target = target
+            .to_str()
+            .ok_or_else(|| crate::error::Error::Internal("the backup path is not valid UTF-8".into()))?;
         self.conn.execute("VACUUM INTO ?1", [target])?;
         Ok(())
     }
 
     /// Moves the WAL's content into the main file and truncates the WAL.
     pub fn checkpoint(&self) -> Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 }

@@ -8,9 +8,7 @@ use crate::error::Result;
 impl Storage {
     /// A named secret blob, if stored.
     pub fn secret(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT value FROM server_secrets WHERE name = ?1")?;
+        let mut statement = self.conn.prepare_cached("SELECT value FROM server_secrets WHERE name = ?1")?;
         Ok(statement.query_row([name], |row| row.get(0)).optional()?)
     }
 
@@ -29,9 +27,7 @@ impl Storage {
             "SELECT key_id, seed FROM signing_keys WHERE expired_ts IS NULL
              ORDER BY created_ts DESC LIMIT 1",
         )?;
-        Ok(statement
-            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?)
+        Ok(statement.query_row([], |row| Ok((row.get(0)?, row.get(1)?))).optional()?)
     }
 
     /// Stores a new current signing key.

@@ -97,10 +97,7 @@ impl Node {
             command.arg("--server-name").arg("localhost");
         }
         command.args(&self.args);
-        command
-            .env("HEARTH_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        command.env("HEARTH_LOG", "debug").stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("cannot start hearth");
         let stderr = child.stderr.take().unwrap();
         let (lines, receiver) = channel();
@@ -127,11 +124,7 @@ impl Node {
             };
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let address = rest.split_whitespace().next().unwrap().to_string();
-                if rest.contains("(TLS)") {
-                    tls.push(address)
-                } else {
-                    plain.push(address)
-                }
+                if rest.contains("(TLS)") { tls.push(address) } else { plain.push(address) }
             }
             if let Some(rest) = line.split("server name ").nth(1) {
                 self.server_name = rest.trim_end_matches(')').to_string();
@@ -140,14 +133,8 @@ impl Node {
                 break;
             }
         }
-        self.http = plain
-            .first()
-            .map(|address| format!("http://{address}"))
-            .unwrap_or_default();
-        self.https = tls
-            .first()
-            .map(|address| format!("https://{address}"))
-            .unwrap_or_default();
+        self.http = plain.first().map(|address| format!("http://{address}")).unwrap_or_default();
+        self.https = tls.first().map(|address| format!("https://{address}")).unwrap_or_default();
     }
 
     /// Everything the node logged so far.
@@ -162,21 +149,15 @@ impl Node {
 
     /// Sends a signal with `kill -SIG PID`.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
         assert!(status.success());
     }
 
     /// Stops the node with SIGTERM and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -209,37 +190,23 @@ impl Node {
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
         let mut command = Command::new(binary());
         // The subcommand group (user, token, ...) takes --data-dir before its action.
-        command
-            .arg(args[0])
-            .arg("--data-dir")
-            .arg(&self.data_dir.0)
-            .args(&args[1..]);
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.arg(args[0]).arg("--data-dir").arg(&self.data_dir.0).args(&args[1..]);
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
         if let Some(text) = stdin {
             use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         }
         drop(child.stdin.take());
         let output = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
+        let text =
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
         (output.status.success(), text)
     }
 
     /// Threads of the node process.
     pub fn thread_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
-            .unwrap()
-            .count()
+        std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap().count()
     }
 
     /// Resident memory in KiB.
@@ -298,11 +265,7 @@ impl Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .disable_verification(true)
-                    .build(),
-            )
+            .tls_config(ureq::tls::TlsConfig::builder().disable_verification(true).build())
             .build();
         Client {
             agent: config.into(),
@@ -322,10 +285,8 @@ impl Client {
         }
         let response = match body {
             Some(bytes) => {
-                let request = builder
-                    .header("content-type", "application/json")
-                    .body(bytes.to_vec())
-                    .unwrap();
+                let request =
+                    builder.header("content-type", "application/json").body(bytes.to_vec()).unwrap();
                 self.agent.run(request)
             }
             None => self.agent.run(builder.body(()).unwrap()),
@@ -375,10 +336,7 @@ pub fn eventually<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -
         if let Some(value) = check() {
             return value;
         }
-        assert!(
-            Instant::now() < end,
-            "condition not met within {deadline:?}"
-        );
+        assert!(Instant::now() < end, "condition not met within {deadline:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

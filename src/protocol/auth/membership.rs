@@ -12,18 +12,9 @@ use crate::protocol::power_levels::{RoomPower, creators, domain_of};
 use crate::protocol::room_version::RoomVersion;
 
 /// `user_id`'s membership in the state, `"leave"` when there is none.
-pub(super) fn membership_of(
-    auth_state: &impl Fn(&str, &str) -> Option<Pdu>,
-    user_id: &str,
-) -> String {
+pub(super) fn membership_of(auth_state: &impl Fn(&str, &str) -> Option<Pdu>, user_id: &str) -> String {
     auth_state("m.room.member", user_id)
-        .and_then(|event| {
-            event
-                .content
-                .get("membership")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .and_then(|event| event.content.get("membership").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| "leave".to_owned())
 }
 
@@ -31,13 +22,7 @@ pub(super) fn membership_of(
 /// as other servers assume.
 fn join_rule(auth_state: &impl Fn(&str, &str) -> Option<Pdu>) -> String {
     auth_state("m.room.join_rules", "")
-        .and_then(|event| {
-            event
-                .content
-                .get("join_rule")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .and_then(|event| event.content.get("join_rule").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| "invite".to_owned())
 }
 
@@ -88,8 +73,7 @@ pub(super) fn check_member(
             } else {
                 creators(version, create).into_iter().next()
             };
-            if event.prev_events == [create.event_id.clone()] && Some(target) == creator.as_deref()
-            {
+            if event.prev_events == [create.event_id.clone()] && Some(target) == creator.as_deref() {
                 return Ok(());
             }
             // 2. If the sender does not match state_key, reject.
@@ -214,8 +198,7 @@ pub(super) fn check_member(
             // 1. If the join_rule is anything other than knock or (since v10)
             //    knock_restricted, reject.
             let join_rule = join_rule(auth_state);
-            let knock_restricted =
-                version.knock_restricted_join_rule && join_rule == "knock_restricted";
+            let knock_restricted = version.knock_restricted_join_rule && join_rule == "knock_restricted";
             if join_rule != "knock" && !knock_restricted {
                 reject!("join rule {join_rule} does not allow knocking");
             }
@@ -283,11 +266,7 @@ fn check_third_party_invite(
         .into_iter()
         .flatten()
         .filter_map(|entry| entry.get("public_key").and_then(Value::as_str));
-    if single
-        .into_iter()
-        .chain(listed)
-        .any(|key| signatures.signed_by_public_key(signed, key))
-    {
+    if single.into_iter().chain(listed).any(|key| signatures.signed_by_public_key(signed, key)) {
         return Ok(());
     }
     // 8. Otherwise, reject.

@@ -18,9 +18,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::pdu::Pdu;
-use super::power_levels::{
-    PowerLevels, RoomPower, UserPower, creators, domain_of, is_valid_user_id,
-};
+use super::power_levels::{PowerLevels, RoomPower, UserPower, creators, domain_of, is_valid_user_id};
 use super::room_version::{EventIdFormat, RoomVersion};
 
 /// Why an event fails the authorization rules.
@@ -135,10 +133,7 @@ pub fn auth_check(
     // greater than the sender's power level, reject.
     let required = power.levels.required_level(&event.kind, event.is_state());
     if UserPower::Level(required) > sender_power {
-        reject!(
-            "sender's power is below {required}, needed for {}",
-            event.kind
-        );
+        reject!("sender's power is below {required}, needed for {}", event.kind);
     }
 
     // Rule 9 (8 in v6-v11): if the event has a state_key that starts with an @
@@ -194,11 +189,7 @@ fn check_create(version: &RoomVersion, event: &Pdu) -> Result<(), AuthError> {
     }
     // 3. If content.room_version is present and is not a recognised version, reject.
     if let Some(room_version) = event.content.get("room_version") {
-        if room_version
-            .as_str()
-            .and_then(RoomVersion::from_id)
-            .is_none()
-        {
+        if room_version.as_str().and_then(RoomVersion::from_id).is_none() {
             reject!("unknown room version {room_version}");
         }
     }
@@ -206,11 +197,9 @@ fn check_create(version: &RoomVersion, event: &Pdu) -> Result<(), AuthError> {
     // an array of strings where each string is a valid user ID, reject.
     if version.privileged_creators {
         if let Some(extra) = event.content.get("additional_creators") {
-            let valid = extra.as_array().is_some_and(|users| {
-                users
-                    .iter()
-                    .all(|user| user.as_str().is_some_and(is_valid_user_id))
-            });
+            let valid = extra
+                .as_array()
+                .is_some_and(|users| users.iter().all(|user| user.as_str().is_some_and(is_valid_user_id)));
             if !valid {
                 reject!("additional_creators is not a list of user IDs");
             }
@@ -246,9 +235,8 @@ fn check_power_levels(
     // 4 (since v12). If users contains the create event's sender or any of
     //   its additional_creators, reject.
     if version.privileged_creators {
-        if let Some(creator) = creators(version, create)
-            .iter()
-            .find(|creator| new.users.contains_key(*creator))
+        if let Some(creator) =
+            creators(version, create).iter().find(|creator| new.users.contains_key(*creator))
         {
             reject!("power levels list the room creator {creator}");
         }
@@ -259,8 +247,7 @@ fn check_power_levels(
     };
     let old = PowerLevels::from_content(version, &current.content).unwrap_or_default();
     let sender_power = power.user_power(&event.sender);
-    let above_sender =
-        |level: Option<i64>| level.is_some_and(|l| UserPower::Level(l) > sender_power);
+    let above_sender = |level: Option<i64>| level.is_some_and(|l| UserPower::Level(l) > sender_power);
 
     // 6. For the named levels, for each one added, changed or removed:
     //   1. if the current value is higher than the sender's power, reject;
@@ -360,9 +347,7 @@ pub fn auth_types_for_event(
         // If membership is invite and content has third_party_invite, the
         // m.room.third_party_invite event whose state_key is its signed.token.
         if membership == Some("invite") {
-            let token = content
-                .pointer("/third_party_invite/signed/token")
-                .and_then(Value::as_str);
+            let token = content.pointer("/third_party_invite/signed/token").and_then(Value::as_str);
             if let Some(token) = token {
                 add("m.room.third_party_invite", token);
             }
@@ -370,9 +355,7 @@ pub fn auth_types_for_event(
         // If membership is join, join_authorised_via_users_server is present
         // and the room version supports restricted rooms, that user's member event.
         if membership == Some("join") && version.restricted_join_rule {
-            let authoriser = content
-                .get("join_authorised_via_users_server")
-                .and_then(Value::as_str);
+            let authoriser = content.get("join_authorised_via_users_server").and_then(Value::as_str);
             if let Some(authoriser) = authoriser {
                 add("m.room.member", authoriser);
             }
@@ -395,13 +378,8 @@ pub fn check_auth_events(
         }
         reject!("m.room.create has auth_events");
     }
-    let allowed = auth_types_for_event(
-        &event.kind,
-        event.state_key.as_deref(),
-        &event.sender,
-        &event.content,
-        version,
-    );
+    let allowed =
+        auth_types_for_event(&event.kind, event.state_key.as_deref(), &event.sender, &event.content, version);
     let mut seen = BTreeSet::new();
     for auth_id in &event.auth_events {
         // 3. If there are entries which were themselves rejected, reject.

@@ -36,17 +36,8 @@ impl Dag {
     /// joined with 0. Returns the DAG and the state after these events.
     fn new(id: &str) -> (Dag, StateMap) {
         let version = RoomVersion::from_id(id).unwrap();
-        let room = if version.room_id_from_create_event {
-            "!create"
-        } else {
-            "!room:x"
-        };
-        let mut dag = Dag {
-            version,
-            room,
-            events: Events::new(),
-            clock: 0,
-        };
+        let room = if version.room_id_from_create_event { "!create" } else { "!room:x" };
+        let mut dag = Dag { version, room, events: Events::new(), clock: 0 };
         let mut create = pdu("$create", "m.room.create", Some(""), ALICE)
             .content(json!({"creator": ALICE, "room_version": id}));
         if version.room_id_from_create_event {
@@ -61,8 +52,7 @@ impl Dag {
             vec![
                 create,
                 member("$alice-join", ALICE, ALICE, "join").prev(&["$create"]),
-                pdu("$pl0", "m.room.power_levels", Some(""), ALICE)
-                    .content(json!({"users": users})),
+                pdu("$pl0", "m.room.power_levels", Some(""), ALICE).content(json!({"users": users})),
                 pdu("$join-rules", "m.room.join_rules", Some(""), ALICE)
                     .content(json!({"join_rule": "public"})),
                 member("$bob-join", BOB, BOB, "join"),
@@ -88,26 +78,15 @@ impl Dag {
                 &event.content,
                 &self.version,
             );
-            event.auth_events = pairs
-                .iter()
-                .filter_map(|pair| state.get(pair).cloned())
-                .collect();
+            event.auth_events = pairs.iter().filter_map(|pair| state.get(pair).cloned()).collect();
             let lookup = |kind: &str, state_key: &str| {
                 let key = (kind.to_owned(), state_key.to_owned());
                 state.get(&key).and_then(|id| self.events.get(id)).cloned()
             };
             let allowed = auth_check(&self.version, &event, lookup, &AllSigned);
-            assert_eq!(
-                allowed,
-                Ok(()),
-                "fixture event {} must pass auth",
-                event.event_id
-            );
+            assert_eq!(allowed, Ok(()), "fixture event {} must pass auth", event.event_id);
             if let Some((kind, state_key)) = event.state_pair() {
-                state.insert(
-                    (kind.to_owned(), state_key.to_owned()),
-                    event.event_id.clone(),
-                );
+                state.insert((kind.to_owned(), state_key.to_owned()), event.event_id.clone());
             }
             self.events.insert(event.event_id.clone(), event);
         }
@@ -115,12 +94,7 @@ impl Dag {
     }
 
     fn resolve(&self, state_sets: &[StateMap]) -> Result<StateMap, StateResError> {
-        resolve(
-            &self.version,
-            state_sets,
-            |id| self.events.get(id).cloned(),
-            &AllSigned,
-        )
+        resolve(&self.version, state_sets, |id| self.events.get(id).cloned(), &AllSigned)
     }
 }
 
@@ -154,16 +128,9 @@ fn topic(event_id: &str, sender: &str) -> PduBuilder {
 #[test]
 fn splits_unconflicted_and_conflicted_state() {
     let state = |pairs: &[(&str, &str)]| -> StateMap {
-        pairs
-            .iter()
-            .map(|(kind, id)| (key(kind, ""), id.to_string()))
-            .collect()
+        pairs.iter().map(|(kind, id)| (key(kind, ""), id.to_string())).collect()
     };
-    let first = state(&[
-        ("m.room.create", "$c"),
-        ("m.room.name", "$n1"),
-        ("m.room.topic", "$t"),
-    ]);
+    let first = state(&[("m.room.create", "$c"), ("m.room.name", "$n1"), ("m.room.topic", "$t")]);
     let second = state(&[("m.room.create", "$c"), ("m.room.name", "$n2")]);
     let (unconflicted, conflicted) = split_conflicted(&[first, second]);
     assert_eq!(unconflicted, state(&[("m.room.create", "$c")]));
@@ -174,18 +141,10 @@ fn splits_unconflicted_and_conflicted_state() {
 #[test]
 fn room_v1_is_unsupported_and_agreement_needs_no_events() {
     let (dag, state) = Dag::new("1");
-    assert_eq!(
-        dag.resolve(std::slice::from_ref(&state)),
-        Err(StateResError::Unsupported("1"))
-    );
+    assert_eq!(dag.resolve(std::slice::from_ref(&state)), Err(StateResError::Unsupported("1")));
     let (dag, state) = Dag::new("11");
     // Identical states resolve to themselves without fetching anything.
-    let nothing = resolve(
-        &dag.version,
-        &[state.clone(), state.clone()],
-        |_| None,
-        &AllSigned,
-    );
+    let nothing = resolve(&dag.version, &[state.clone(), state.clone()], |_| None, &AllSigned);
     assert_eq!(nothing, Ok(state));
 }
 
@@ -211,10 +170,7 @@ fn ban_wins_a_race_with_a_join() {
         // timestamps must not matter.
         let joined = dag.extend(&base, vec![member("$dave-join", DAVE, DAVE, "join")]);
         let banned = dag.extend(&base, vec![member("$dave-ban", ALICE, DAVE, "ban")]);
-        for sets in [
-            [joined.clone(), banned.clone()],
-            [banned.clone(), joined.clone()],
-        ] {
+        for sets in [[joined.clone(), banned.clone()], [banned.clone(), joined.clone()]] {
             let resolved = dag.resolve(&sets).unwrap();
             assert_eq!(resolved[&key("m.room.member", DAVE)], "$dave-ban", "v{id}");
         }
@@ -229,17 +185,10 @@ fn conflicting_power_level_changes_go_to_the_more_powerful_sender() {
         let promote_carol = dag.users(json!({BOB: 50, CAROL: 50}));
         // Bob's change is older, but Alice outranks him, so hers goes first
         // and then his no longer passes auth.
-        let by_bob = dag.extend(
-            &base,
-            vec![power_levels("$pl-bob", BOB, promote_carol).ts(-5)],
-        );
+        let by_bob = dag.extend(&base, vec![power_levels("$pl-bob", BOB, promote_carol).ts(-5)]);
         let by_alice = dag.extend(&base, vec![power_levels("$pl-alice", ALICE, demote_bob)]);
         let resolved = dag.resolve(&[by_bob, by_alice]).unwrap();
-        assert_eq!(
-            resolved[&key("m.room.power_levels", "")],
-            "$pl-alice",
-            "v{id}"
-        );
+        assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl-alice", "v{id}");
     }
 }
 
@@ -248,13 +197,7 @@ fn mainline_ordering_lets_the_newer_power_levels_decide() {
     let (mut dag, base) = Dag::new("11");
     // Branch one: Alice re-issues the power levels, then sets a topic.
     let users = json!({ALICE: 100, BOB: 50});
-    let first = dag.extend(
-        &base,
-        vec![
-            power_levels("$pl1", ALICE, users),
-            topic("$topic-alice", ALICE),
-        ],
-    );
+    let first = dag.extend(&base, vec![power_levels("$pl1", ALICE, users), topic("$topic-alice", ALICE)]);
     // Branch two: Bob sets a topic much later, citing the older power levels.
     let second = dag.extend(&base, vec![topic("$topic-bob", BOB).ts(1000)]);
     let resolved = dag.resolve(&[first, second]).unwrap();
@@ -279,19 +222,11 @@ fn mainline_ordering_lets_the_newer_power_levels_decide() {
 fn topological_order_breaks_ties_by_power_then_time_then_id() {
     let (mut dag, base) = Dag::new("11");
     let join_rules = |event_id: &str, sender: &str, ts: i64| {
-        pdu(event_id, "m.room.join_rules", Some(""), sender)
-            .content(json!({"join_rule": "public"}))
-            .ts(ts)
+        pdu(event_id, "m.room.join_rules", Some(""), sender).content(json!({"join_rule": "public"})).ts(ts)
     };
     // Bob re-issues the power levels late; Alice's topic cites them, early.
     let users = dag.users(json!({BOB: 50}));
-    dag.extend(
-        &base,
-        vec![
-            power_levels("$b-parent", BOB, users).ts(50),
-            topic("$a-child", ALICE).ts(5),
-        ],
-    );
+    dag.extend(&base, vec![power_levels("$b-parent", BOB, users).ts(50), topic("$a-child", ALICE).ts(5)]);
     // On another branch, two join rules by Bob at the same time, and one by Alice.
     dag.extend(
         &base,
@@ -312,10 +247,7 @@ fn topological_order_breaks_ties_by_power_then_time_then_id() {
         ids(&["$y-same", "$z-same", "$b-parent", "$a-child"])
     );
     // Greater power goes first whatever the timestamps.
-    assert_eq!(
-        order(&["$z-same", "$a-late", "$b-parent"]),
-        ids(&["$a-late", "$z-same", "$b-parent"])
-    );
+    assert_eq!(order(&["$z-same", "$a-late", "$b-parent"]), ids(&["$a-late", "$z-same", "$b-parent"]));
 }
 
 #[test]
@@ -326,10 +258,7 @@ fn auth_difference_and_conflicted_subgraph() {
         let moderators = dag.users(json!({BOB: 50, DAVE: 50}));
         let shared = dag.extend(
             &base,
-            vec![
-                power_levels("$pl1", ALICE, moderators),
-                member("$dave-join", DAVE, DAVE, "join"),
-            ],
+            vec![power_levels("$pl1", ALICE, moderators), member("$dave-join", DAVE, DAVE, "join")],
         );
         // Branch one: Dave sets the topic. Branch two: Alice changes the
         // power levels and Dave sets some state of his own.
@@ -337,26 +266,18 @@ fn auth_difference_and_conflicted_subgraph() {
         let changed = dag.users(json!({BOB: 50, DAVE: 50, CAROL: 10}));
         let second = dag.extend(
             &shared,
-            vec![
-                power_levels("$pl2", ALICE, changed),
-                pdu("$dave-state", "org.example", Some(DAVE), DAVE),
-            ],
+            vec![power_levels("$pl2", ALICE, changed), pdu("$dave-state", "org.example", Some(DAVE), DAVE)],
         );
         let sets = [first, second];
         let (_, conflicted) = split_conflicted(&sets);
-        let expected: BTreeSet<String> = ["$dave-topic", "$pl1", "$pl2", "$dave-state"]
-            .map(String::from)
-            .into();
+        let expected: BTreeSet<String> =
+            ["$dave-topic", "$pl1", "$pl2", "$dave-state"].map(String::from).into();
         assert_eq!(conflicted, expected, "v{id}");
         let full = full_conflicted_set(&dag.version, &dag.events, &sets, &conflicted);
         // $dave-join is in both full auth chains, so not in the auth
         // difference; but it lies on the path $dave-topic -> $dave-join ->
         // $pl1 between conflicted events, so v2.1 adds it.
-        assert_eq!(
-            full.contains("$dave-join"),
-            subgraph_included,
-            "v{id}: {full:?}"
-        );
+        assert_eq!(full.contains("$dave-join"), subgraph_included, "v{id}: {full:?}");
         // $pl0 is below every conflicted event: on no such path.
         assert!(!full.contains("$pl0"), "v{id}: {full:?}");
         assert!(conflicted.is_subset(&full), "v{id}");
@@ -374,19 +295,11 @@ fn auth_difference_brings_in_events_replaced_on_one_side() {
     // in no state set but in branch one's auth chain only.
     let first = dag.extend(
         &base,
-        vec![
-            member("$dave-join", DAVE, DAVE, "join"),
-            member("$dave-leave", DAVE, DAVE, "leave"),
-        ],
+        vec![member("$dave-join", DAVE, DAVE, "join"), member("$dave-leave", DAVE, DAVE, "leave")],
     );
     let (_, conflicted) = split_conflicted(&[first.clone(), base.clone()]);
     assert!(!conflicted.contains("$dave-join"));
-    let full = full_conflicted_set(
-        &dag.version,
-        &dag.events,
-        &[first.clone(), base.clone()],
-        &conflicted,
-    );
+    let full = full_conflicted_set(&dag.version, &dag.events, &[first.clone(), base.clone()], &conflicted);
     assert!(full.contains("$dave-join"), "{full:?}");
     let resolved = dag.resolve(&[first, base]).unwrap();
     assert_eq!(resolved[&key("m.room.member", DAVE)], "$dave-leave");

@@ -1,0 +1,301 @@
+//! Room membership: join, invite, leave, forget, kick, ban, unban, knock, and
+//! the member lists.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#room-membership>.
+
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+use crate::protocol::identifiers::{RoomAliasId, UserId};
+use crate::rooms::format::{Viewer, client_event};
+use crate::rooms::visibility::Visibility;
+use crate::rooms::{self, Draft};
+
+/// Resolves `!room` or `#alias` (local aliases) to a room ID.
+pub fn resolve_room(app: &App, room_id_or_alias: &str) -> Result<String> {
+    if room_id_or_alias.starts_with('#') {
+        RoomAliasId::parse(room_id_or_alias).map_err(|error| Error::InvalidParam(error.to_string()))?;
+        return app
+            .storage()
+            .alias(room_id_or_alias)?
+            .map(|(room_id, _)| room_id)
+            .ok_or_else(|| Error::NotFound("room alias not found".into()));
+    }
+    if !room_id_or_alias.starts_with('!') {
+        return Err(Error::InvalidParam("expected a room ID or alias".into()));
+    }
+    Ok(room_id_or_alias.to_string())
+}
+
+fn reason(body: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
+    match body.get("reason") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(reason)) => {
+            let mut extra = Map::new();
+            extra.insert("reason".into(), json!(reason));
+            Ok(Some(extra))
+        }
+        Some(_) => Err(Error::BadJson("`reason` must be a string".into())),
+    }
+}
+
+fn target_user(body: &Map<String, Value>) -> Result<String> {
+    let user_id = body
+        .get("user_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::MissingParam("`user_id` is required".into()))?;
+    UserId::parse(user_id).map_err(|error| Error::InvalidParam(format!("{user_id}: {error}")))?;
+    Ok(user_id.to_string())
+}
+
+/// Validates a membership event a client sends through `/state`.
+pub fn check_member_state(
+    _app: &App,
+    _sender: &str,
+    state_key: &str,
+    content: &Map<String, Value>,
+) -> Result<()> {
+    UserId::parse(state_key).map_err(|error| Error::BadJson(format!("state key {state_key}: {error}")))?;
+    match content.get("membership").and_then(Value::as_str) {
+        Some("join" | "invite" | "leave" | "ban" | "knock") => Ok(()),
+        _ => Err(Error::BadJson("`membership` must be join, invite, leave, ban or knock".into())),
+    }
+}
+
+fn set_membership(
+    app: &App,
+    room_id: &str,
+    sender: &str,
+    target: &str,
+    membership: &str,
+    extra: Option<&Map<String, Value>>,
+) -> Result<String> {
+    if rooms::room_version(app, room_id).is_err() {
+        return Err(Error::NotFound("unknown room".into()));
+    }
+    let content = rooms::member_content(app, target, membership, extra)?;
+    rooms::send(app, room_id, sender, Draft::state("m.room.member", target, content), None)
+}
+
+/// `POST /join/{roomIdOrAlias}` and `POST /rooms/{roomId}/join`.
+pub fn join(app: &App, request: &Request, room_id_or_alias: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let room_id = resolve_room(app, room_id_or_alias)?;
+    if app.storage().room_version(&room_id)?.is_none() {
+        return Err(Error::NotFound(
+            "this server does not know the room (federation is not available yet)".into(),
+        ));
+    }
+    if app.storage().membership(&room_id, &owner.user_id)?.as_deref() == Some("join") {
+        return Ok(Response::ok(json!({ "room_id": room_id })));
+    }
+    let mut extra = reason(&body)?.unwrap_or_default();
+    if let Some(authoriser) = restricted_join_authoriser(app, &room_id, &owner.user_id)? {
+        extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
+    }
+    set_membership(app, &room_id, &owner.user_id, &owner.user_id, "join", Some(&extra))?;
+    app.storage().set_forgotten(&owner.user_id, &room_id, false)?;
+    Ok(Response::ok(json!({ "room_id": room_id })))
+}
+
+/// For a restricted room the user is not invited to: a local member with the
+/// power to invite, if the user is in one of the rooms the join rule allows.
+fn restricted_join_authoriser(app: &App, room_id: &str, user_id: &str) -> Result<Option<String>> {
+    let Some(join_rules) = rooms::current_state_content(app, room_id, "m.room.join_rules", "")? else {
+        return Ok(None);
+    };
+    let rule = join_rules.get("join_rule").and_then(Value::as_str).unwrap_or_default();
+    if !matches!(rule, "restricted" | "knock_restricted") {
+        return Ok(None);
+    }
+    if app.storage().membership(room_id, user_id)?.as_deref() == Some("invite") {
+        return Ok(None);
+    }
+    let allowed = join_rules.get("allow").and_then(Value::as_array).cloned().unwrap_or_default();
+    let in_allowed_room = allowed.iter().any(|entry| {
+        entry.get("type").and_then(Value::as_str) == Some("m.room_membership")
+            && entry.get("room_id").and_then(Value::as_str).is_some_and(|allowed| {
+                app.storage().membership(allowed, user_id).ok().flatten().as_deref() == Some("join")
+            })
+    });
+    if !in_allowed_room {
+        return Ok(None);
+    }
+    let version = rooms::room_version(app, room_id)?;
+    let state = app.storage().current_state(room_id)?;
+    let power = rooms::current_power(app, &version, &state);
+    let members = app.storage().members_with(room_id, "join")?;
+    Ok(members
+        .into_iter()
+        .find(|member| app.is_local_user(member) && power.has_named_level(member, "invite")))
+}
+
+/// `POST /rooms/{roomId}/invite`.
+pub fn invite(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let target = target_user(&body)?;
+    if !app.is_local_user(&target) {
+        return Err(Error::Forbidden(format!("cannot invite {target}: federation is not available yet")));
+    }
+    if app.storage().user(&target)?.is_none_or(|user| user.deactivated) {
+        return Err(Error::NotFound(format!("{target} does not exist")));
+    }
+    set_membership(app, room_id, &owner.user_id, &target, "invite", reason(&body)?.as_ref())?;
+    Ok(Response::ok(json!({})))
+}
+
+/// `POST /rooms/{roomId}/leave`.
+pub fn leave(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    match app.storage().membership(room_id, &owner.user_id)?.as_deref() {
+        None | Some("leave") => {
+            // Leaving a room one is not in is a no-op, as in Synapse.
+            if app.storage().room_version(room_id)?.is_none() {
+                return Err(Error::NotFound("unknown room".into()));
+            }
+            return Ok(Response::ok(json!({})));
+        }
+        _ => {}
+    }
+    set_membership(app, room_id, &owner.user_id, &owner.user_id, "leave", reason(&body)?.as_ref())?;
+    Ok(Response::ok(json!({})))
+}
+
+/// `POST /rooms/{roomId}/forget`.
+pub fn forget(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    match app.storage().membership(room_id, &owner.user_id)?.as_deref() {
+        Some("join" | "invite" | "knock") => {
+            return Err(Error::matrix(400, "M_UNKNOWN", "leave the room before forgetting it"));
+        }
+        None if app.storage().room_version(room_id)?.is_none() => {
+            return Err(Error::NotFound("unknown room".into()));
+        }
+        _ => {}
+    }
+    app.storage().set_forgotten(&owner.user_id, room_id, true)?;
+    Ok(Response::ok(json!({})))
+}
+
+/// `POST /rooms/{roomId}/kick`, `/ban`, `/unban`.
+pub fn moderate(app: &App, request: &Request, room_id: &str, action: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let target = target_user(&body)?;
+    let current = app.storage().membership(room_id, &target)?;
+    let membership = match action {
+        "kick" => {
+            if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+                return Err(Error::Forbidden(format!("{target} is not in the room")));
+            }
+            "leave"
+        }
+        "ban" => "ban",
+        _ => {
+            if current.as_deref() != Some("ban") {
+                return Err(Error::Forbidden(format!("{target} is not banned")));
+            }
+            "leave"
+        }
+    };
+    set_membership(app, room_id, &owner.user_id, &target, membership, reason(&body)?.as_ref())?;
+    Ok(Response::ok(json!({})))
+}
+
+/// `POST /knock/{roomIdOrAlias}`.
+pub fn knock(app: &App, request: &Request, room_id_or_alias: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let room_id = resolve_room(app, room_id_or_alias)?;
+    set_membership(app, &room_id, &owner.user_id, &owner.user_id, "knock", reason(&body)?.as_ref())?;
+    Ok(Response::ok(json!({ "room_id": room_id })))
+}
+
+/// `GET /joined_rooms`.
+pub fn joined_rooms(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let rooms = app.storage().rooms_with_membership(&owner.user_id, "join")?;
+    Ok(Response::ok(json!({ "joined_rooms": rooms })))
+}
+
+/// The state group the user may read members at: the current state when
+/// joined, the state when they left otherwise.
+fn readable_group(app: &App, user_id: &str, room_id: &str) -> Result<Option<i64>> {
+    if Visibility::new(app, user_id).can_read_room(room_id) {
+        return app.storage().room_state_group(room_id);
+    }
+    let event_id = app.storage().current_state_event(room_id, "m.room.member", user_id)?;
+    let event = event_id.and_then(|id| app.storage().event(&id).ok().flatten());
+    match event {
+        Some(event)
+            if matches!(
+                event.json.get("content").and_then(|c| c.get("membership")).and_then(Value::as_str),
+                Some("leave" | "ban")
+            ) =>
+        {
+            Ok(event.state_group)
+        }
+        _ => Err(Error::Forbidden("you are not in this room".into())),
+    }
+}
+
+/// `GET /rooms/{roomId}/members` with `at`, `membership`, `not_membership`.
+pub fn members(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let mut group = readable_group(app, &owner.user_id, room_id)?;
+    if let Some(at) = request.query("at") {
+        let position = crate::client::sync::parse_token(at)?.stream;
+        let events = app.storage().room_events_backwards(room_id, 0, position, 1)?;
+        if let Some(event) = events.first() {
+            group = group.min(event.state_group).or(event.state_group);
+        }
+    }
+    let Some(group) = group else { return Ok(Response::ok(json!({ "chunk": [] }))) };
+    let state = app.storage().state_of_group(group)?;
+    let wanted = request.query("membership");
+    let unwanted = request.query("not_membership");
+    let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
+    let mut chunk = Vec::new();
+    for ((kind, _), event_id) in &state {
+        if kind != "m.room.member" {
+            continue;
+        }
+        let Some(event) = app.storage().event(event_id)? else { continue };
+        let membership = event
+            .json
+            .get("content")
+            .and_then(|c| c.get("membership"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if wanted.is_some_and(|wanted| wanted != membership)
+            || unwanted.is_some_and(|unwanted| unwanted == membership)
+        {
+            continue;
+        }
+        chunk.push(client_event(app, &event, Some(viewer), true));
+    }
+    Ok(Response::ok(json!({ "chunk": chunk })))
+}
+
+/// `GET /rooms/{roomId}/joined_members`.
+pub fn joined_members(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    if !Visibility::new(app, &owner.user_id).can_read_room(room_id) {
+        return Err(Error::Forbidden("you are not in this room".into()));
+    }
+    let mut joined = Map::new();
+    for member in app.storage().members_with(room_id, "join")? {
+        let content =
+            rooms::current_state_content(app, room_id, "m.room.member", &member)?.unwrap_or_default();
+        joined.insert(
+            member,
+            json!({ "display_name": content.get("displayname"), "avatar_url": content.get("avatar_url") }),
+        );
+    }
+    Ok(Response::ok(json!({ "joined": joined })))
+}

@@ -1,0 +1,349 @@
+//! Creating rooms and sending events: `/createRoom`, `/send`, `/state`,
+//! `/event`, `/redact`.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#creation> and
+//! <https://spec.matrix.org/latest/client-server-api/#sending-events-to-a-room>.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+use crate::protocol::identifiers::{RoomAliasId, UserId};
+use crate::protocol::room_version::RoomVersion;
+use crate::rooms::format::{Viewer, client_event};
+use crate::rooms::visibility::Visibility;
+use crate::rooms::{self, Draft, Transaction};
+
+#[derive(Deserialize)]
+struct CreateRoomBody {
+    visibility: Option<String>,
+    room_alias_name: Option<String>,
+    name: Option<String>,
+    topic: Option<String>,
+    #[serde(default)]
+    invite: Vec<String>,
+    room_version: Option<String>,
+    creation_content: Option<Map<String, Value>>,
+    #[serde(default)]
+    initial_state: Vec<InitialState>,
+    preset: Option<String>,
+    #[serde(default)]
+    is_direct: bool,
+    power_level_content_override: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct InitialState {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    state_key: String,
+    content: Map<String, Value>,
+}
+
+/// `POST /createRoom`.
+pub fn create_room(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body: CreateRoomBody = request.json()?;
+    let version_id = body.room_version.clone().unwrap_or_else(|| app.config.default_room_version.clone());
+    let version = RoomVersion::from_id(&version_id).ok_or(Error::UnsupportedRoomVersion(version_id))?;
+    let public = match body.visibility.as_deref() {
+        None | Some("private") => false,
+        Some("public") => true,
+        Some(other) => return Err(Error::BadJson(format!("unknown visibility {other}"))),
+    };
+    let preset = match body.preset.as_deref() {
+        Some(preset @ ("private_chat" | "public_chat" | "trusted_private_chat")) => preset,
+        Some(other) => return Err(Error::BadJson(format!("unknown preset {other}"))),
+        None if public => "public_chat",
+        None => "private_chat",
+    };
+    for invitee in &body.invite {
+        UserId::parse(invitee).map_err(|error| Error::InvalidParam(format!("invite {invitee}: {error}")))?;
+        if !app.is_local_user(invitee) {
+            return Err(Error::Forbidden(format!(
+                "cannot invite {invitee}: federation is not available yet"
+            )));
+        }
+    }
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            let alias = format!("#{name}:{}", app.config.server_name);
+            RoomAliasId::parse(&alias)
+                .map_err(|error| Error::InvalidParam(format!("room_alias_name: {error}")))?;
+            if name.contains(':') || name.contains(char::is_whitespace) {
+                return Err(Error::InvalidParam("room_alias_name may not contain ':' or spaces".into()));
+            }
+            if app.storage().alias(&alias)?.is_some() {
+                return Err(Error::matrix(400, "M_ROOM_IN_USE", "the room alias is taken"));
+            }
+            Some(alias)
+        }
+        None => None,
+    };
+    for state in &body.initial_state {
+        if state.kind == "m.room.create" || state.kind == "m.room.member" {
+            return Err(Error::BadJson(format!("initial_state may not contain {}", state.kind)));
+        }
+    }
+
+    let creator = owner.user_id.as_str();
+    let mut create_content = body.creation_content.clone().unwrap_or_default();
+    create_content.insert("room_version".into(), json!(version.id));
+    if !version.implicit_room_creator {
+        create_content.insert("creator".into(), json!(creator));
+    }
+    let room_id = rooms::create_room_with(app, &version, creator, Value::Object(create_content))?;
+    let send = |draft: Draft| rooms::send(app, &room_id, creator, draft, None);
+
+    send(Draft::state("m.room.member", creator, rooms::member_content(app, creator, "join", None)?))?;
+    send(Draft::state("m.room.power_levels", "", power_levels(&version, creator, &body, preset)))?;
+    if let Some(alias) = &alias {
+        app.storage().create_alias(alias, &room_id, creator)?;
+        send(Draft::state("m.room.canonical_alias", "", json!({ "alias": alias })))?;
+    }
+    let (join_rule, history, guests) = match preset {
+        "public_chat" => ("public", "shared", "forbidden"),
+        _ => ("invite", "shared", "can_join"),
+    };
+    send(Draft::state("m.room.join_rules", "", json!({ "join_rule": join_rule })))?;
+    send(Draft::state("m.room.history_visibility", "", json!({ "history_visibility": history })))?;
+    send(Draft::state("m.room.guest_access", "", json!({ "guest_access": guests })))?;
+    for state in &body.initial_state {
+        send(Draft::state(&state.kind, &state.state_key, Value::Object(state.content.clone())))?;
+    }
+    if let Some(name) = &body.name {
+        send(Draft::state("m.room.name", "", json!({ "name": name })))?;
+    }
+    if let Some(topic) = &body.topic {
+        send(Draft::state("m.room.topic", "", json!({ "topic": topic })))?;
+    }
+    for invitee in &body.invite {
+        let mut extra = Map::new();
+        if body.is_direct {
+            extra.insert("is_direct".into(), json!(true));
+        }
+        let content = rooms::member_content(app, invitee, "invite", Some(&extra))?;
+        send(Draft::state("m.room.member", invitee, content))?;
+    }
+    if public {
+        app.storage().set_room_visibility(&room_id, true)?;
+    }
+    log::debug!("{creator} created {room_id} (v{})", version.id);
+    Ok(Response::ok(json!({ "room_id": room_id })))
+}
+
+fn power_levels(version: &RoomVersion, creator: &str, body: &CreateRoomBody, preset: &str) -> Value {
+    let mut users = Map::new();
+    if !version.privileged_creators {
+        users.insert(creator.into(), json!(100));
+    }
+    if preset == "trusted_private_chat" {
+        for invitee in &body.invite {
+            users.insert(invitee.clone(), json!(100));
+        }
+    }
+    let tombstone = if version.privileged_creators { 150 } else { 100 };
+    let mut content = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": tombstone,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": 0,
+        "notifications": { "room": 50 },
+    });
+    if let Some(overrides) = &body.power_level_content_override {
+        for (key, value) in overrides {
+            content[key] = value.clone();
+        }
+    }
+    content
+}
+
+/// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`.
+pub fn send_message(
+    app: &App,
+    request: &Request,
+    room_id: &str,
+    kind: &str,
+    txn_id: &str,
+) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let content = request.json_object()?;
+    if kind == "m.room.redaction" {
+        return Err(Error::BadJson("send redactions with /redact".into()));
+    }
+    let txn = Transaction { device_id: &owner.device_id, txn_id };
+    let event_id =
+        rooms::send(app, room_id, &owner.user_id, Draft::message(kind, Value::Object(content)), Some(txn))?;
+    Ok(Response::ok(json!({ "event_id": event_id })))
+}
+
+/// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
+pub fn redact(app: &App, request: &Request, room_id: &str, event_id: &str, txn_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let mut content = request.json_object()?;
+    content.retain(|key, _| key == "reason");
+    let draft = Draft {
+        kind: "m.room.redaction".into(),
+        state_key: None,
+        content: Value::Object(content),
+        redacts: Some(event_id.to_string()),
+    };
+    let txn = Transaction { device_id: &owner.device_id, txn_id };
+    let redaction_id = rooms::send(app, room_id, &owner.user_id, draft, Some(txn))?;
+    Ok(Response::ok(json!({ "event_id": redaction_id })))
+}
+
+/// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
+pub fn put_state(
+    app: &App,
+    request: &Request,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let content = request.json_object()?;
+    if kind == "m.room.create" {
+        return Err(Error::Forbidden("m.room.create cannot be sent".into()));
+    }
+    if kind == "m.room.member" {
+        crate::client::membership::check_member_state(app, &owner.user_id, state_key, &content)?;
+    }
+    if kind == "m.room.canonical_alias" {
+        check_canonical_alias(app, room_id, &content)?;
+    }
+    let event_id = rooms::send(
+        app,
+        room_id,
+        &owner.user_id,
+        Draft::state(kind, state_key, Value::Object(content)),
+        None,
+    )?;
+    Ok(Response::ok(json!({ "event_id": event_id })))
+}
+
+/// The aliases in `m.room.canonical_alias` must be valid and point at this room.
+fn check_canonical_alias(app: &App, room_id: &str, content: &Map<String, Value>) -> Result<()> {
+    let mut aliases: Vec<&Value> =
+        content.get("alt_aliases").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    aliases.extend(content.get("alias"));
+    for alias in aliases {
+        let Some(alias) = alias.as_str() else {
+            return Err(Error::BadJson("aliases must be strings".into()));
+        };
+        let parsed = RoomAliasId::parse(alias)
+            .map_err(|error| Error::matrix(400, "M_INVALID_PARAM", format!("{alias}: {error}")))?;
+        if parsed.server_name() == app.config.server_name {
+            let target = app.storage().alias(alias)?.map(|(room, _)| room);
+            if target.as_deref() != Some(room_id) {
+                return Err(Error::matrix(
+                    400,
+                    "M_BAD_ALIAS",
+                    format!("{alias} does not point to this room"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `GET /rooms/{roomId}/state/{eventType}/{stateKey}`.
+pub fn get_state(
+    app: &App,
+    request: &Request,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let event = state_event_for(app, &owner.user_id, room_id, kind, state_key)?;
+    if request.query("format") == Some("event") {
+        let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
+        return Ok(Response::ok(client_event(app, &event, Some(viewer), true)));
+    }
+    Ok(Response::ok(event.json.get("content").cloned().unwrap_or_else(|| json!({}))))
+}
+
+/// The state event at a key as the user may see it: the current one if they
+/// are joined, the one when they left if they left.
+fn state_event_for(
+    app: &App,
+    user_id: &str,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+) -> Result<crate::storage::StoredEvent> {
+    let not_found = || Error::NotFound("no such state event".into());
+    let event_id = match state_group_for(app, user_id, room_id)? {
+        Some(group) => app.storage().state_entry_of_group(group, kind, state_key)?,
+        None => app.storage().current_state_event(room_id, kind, state_key)?,
+    };
+    let event_id = event_id.ok_or_else(not_found)?;
+    app.storage().event(&event_id)?.ok_or_else(not_found)
+}
+
+/// `None` when the user may read the current state; the state group of their
+/// leave when they left; 403 when they never could.
+fn state_group_for(app: &App, user_id: &str, room_id: &str) -> Result<Option<i64>> {
+    if Visibility::new(app, user_id).can_read_room(room_id) {
+        return Ok(None);
+    }
+    let membership_event = app.storage().current_state_event(room_id, "m.room.member", user_id)?;
+    if let Some(event) = membership_event.and_then(|id| app.storage().event(&id).ok().flatten()) {
+        let membership = event.json.get("content").and_then(|c| c.get("membership")).and_then(Value::as_str);
+        if matches!(membership, Some("leave" | "ban")) {
+            return Ok(event.state_group);
+        }
+    }
+    Err(Error::Forbidden("you are not in this room".into()))
+}
+
+/// `GET /rooms/{roomId}/state`.
+pub fn get_all_state(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let state = match state_group_for(app, &owner.user_id, room_id)? {
+        Some(group) => app.storage().state_of_group(group)?,
+        None => app.storage().current_state(room_id)?,
+    };
+    let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
+    let mut events = Vec::with_capacity(state.len());
+    for event_id in state.values() {
+        if let Some(event) = app.storage().event(event_id)? {
+            events.push(client_event(app, &event, Some(viewer), true));
+        }
+    }
+    Ok(Response::ok(Value::Array(events)))
+}
+
+/// `GET /rooms/{roomId}/event/{eventId}`.
+pub fn get_event(app: &App, request: &Request, room_id: &str, event_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let not_found = || Error::NotFound("event not found".into());
+    let event = app
+        .storage()
+        .event(event_id)?
+        .filter(|event| event.room_id == room_id && !event.outlier)
+        .ok_or_else(not_found)?;
+    if !Visibility::new(app, &owner.user_id).can_see(&event) {
+        return Err(not_found());
+    }
+    let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
+    Ok(Response::ok(client_event(app, &event, Some(viewer), true)))
+}

@@ -1,0 +1,457 @@
+//! `/sync`: since tokens, long polling, filters, and the joined, invited,
+//! knocked and left room sections.
+//!
+//! A token is `s{stream}_{typing}`: the stream position (events, account data,
+//! receipts share one counter) and the typing serial.
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync>.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::filter::{self, DEFAULT_TIMELINE_LIMIT, Filter};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+use crate::rooms::format::{Viewer, client_event, stripped_state};
+use crate::rooms::unread;
+use crate::rooms::visibility::Visibility;
+use crate::storage::{StateMap, StoredEvent, TokenOwner};
+
+/// Spec-less but usual: a long poll waits at most this long.
+const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+/// Heroes in a room summary.
+const MAX_HEROES: usize = 5;
+
+/// A position in the streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub stream: i64,
+    pub typing: i64,
+}
+
+impl Token {
+    pub fn encode(&self) -> String {
+        format!("s{}_{}", self.stream, self.typing)
+    }
+}
+
+/// Parses `s{stream}_{typing}` (also `s{stream}`, as /messages tokens are).
+pub fn parse_token(text: &str) -> Result<Token> {
+    let invalid = || Error::InvalidParam(format!("invalid token {text:?}"));
+    let rest = text.strip_prefix('s').ok_or_else(invalid)?;
+    let (stream, typing) = match rest.split_once('_') {
+        Some((stream, typing)) => (stream, Some(typing)),
+        None => (rest, None),
+    };
+    let stream: i64 = stream.parse().map_err(|_| invalid())?;
+    let typing: i64 = match typing {
+        Some(typing) => typing.parse().map_err(|_| invalid())?,
+        None => 0,
+    };
+    if stream < 0 {
+        return Err(invalid());
+    }
+    Ok(Token { stream, typing })
+}
+
+/// `GET /sync`.
+pub async fn sync(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let filter = filter::from_param(app, &owner.user_id, request.query("filter"))?;
+    let since = request.query("since").map(parse_token).transpose()?;
+    let full_state = request.query("full_state") == Some("true");
+    let timeout = match request.query("timeout") {
+        Some(text) => Duration::from_millis(
+            text.parse().map_err(|_| Error::InvalidParam("timeout must be an integer".into()))?,
+        ),
+        None => Duration::ZERO,
+    }
+    .min(MAX_SYNC_TIMEOUT);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        // Listen before looking, so a wake-up between the two is not lost.
+        let listener = app.notifier.listen(&owner.user_id);
+        let now = Token { stream: app.current_stream_id(), typing: app.typing.serial() };
+        let (response, has_news) = build(app, &owner, &filter, since, now, full_state)?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if has_news || since.is_none() || left.is_zero() || full_state {
+            return Ok(Response::ok(response));
+        }
+        let woke = smol::future::or(
+            async {
+                listener.await;
+                true
+            },
+            async {
+                smol::Timer::after(left).await;
+                false
+            },
+        )
+        .await;
+        if !woke {
+            let now = Token { stream: app.current_stream_id(), typing: app.typing.serial() };
+            let (response, _) = build(app, &owner, &filter, since, now, full_state)?;
+            return Ok(Response::ok(response));
+        }
+    }
+}
+
+/// Builds the sync answer between `since` and `now`; the flag says whether
+/// it holds anything new.
+fn build(
+    app: &App,
+    owner: &TokenOwner,
+    filter: &Filter,
+    since: Option<Token>,
+    now: Token,
+    full_state: bool,
+) -> Result<(Value, bool)> {
+    let user_id = owner.user_id.as_str();
+    let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
+    let since_stream = since.map(|token| token.stream);
+    let mut join = Map::new();
+    let mut invite = Map::new();
+    let mut leave = Map::new();
+    let mut knock = Map::new();
+
+    // Rooms whose membership changed in the window: the newest change per room.
+    let mut changed: Vec<StoredEvent> = Vec::new();
+    if let Some(since) = since_stream {
+        for event in app.storage().membership_changes(user_id, since, now.stream)? {
+            changed.retain(|earlier| earlier.room_id != event.room_id);
+            changed.push(event);
+        }
+    }
+    let newly = |room_id: &str| changed.iter().any(|event| event.room_id == room_id);
+
+    let memberships = app.storage().rooms_of_user(user_id)?;
+    for (room_id, membership) in &memberships {
+        if !filter.room.allows_room(room_id) {
+            continue;
+        }
+        match membership.as_str() {
+            "join" => {
+                // A room joined in this window syncs as if for the first time.
+                let room_since =
+                    if newly(room_id) && !joined_before_window(app, user_id, room_id, since_stream)? {
+                        None
+                    } else {
+                        since_stream
+                    };
+                if let Some(section) =
+                    joined_room(app, viewer, filter, room_id, room_since, since, now, full_state)?
+                {
+                    join.insert(room_id.clone(), section);
+                }
+            }
+            "invite" if since_stream.is_none() || newly(room_id) => {
+                invite.insert(
+                    room_id.clone(),
+                    json!({ "invite_state": { "events": invite_state(app, room_id, user_id)? } }),
+                );
+            }
+            "knock" if since_stream.is_none() || newly(room_id) => {
+                knock.insert(
+                    room_id.clone(),
+                    json!({ "knock_state": { "events": invite_state(app, room_id, user_id)? } }),
+                );
+            }
+            "leave" | "ban" => {
+                let include = match since_stream {
+                    Some(_) => newly(room_id),
+                    None => filter.room.include_leave,
+                };
+                if include && !app.storage().is_forgotten(user_id, room_id)? {
+                    leave
+                        .insert(room_id.clone(), left_room(app, viewer, filter, room_id, since_stream, now)?);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let mut account_data = Vec::new();
+    let mut room_account_data: Map<String, Value> = Map::new();
+    for (room_id, kind, content) in
+        app.storage().account_data_since(user_id, since_stream.unwrap_or(0), now.stream)?
+    {
+        let event = json!({ "type": kind, "content": serde_json::from_str::<Value>(&content).unwrap_or_else(|_| json!({})) });
+        if room_id.is_empty() {
+            if filter.account_data.allows(&kind, user_id) {
+                account_data.push(event);
+            }
+        } else if filter.room.account_data.allows(&kind, user_id) {
+            if let Some(list) = room_account_data.entry(room_id).or_insert_with(|| json!([])).as_array_mut() {
+                list.push(event);
+            }
+        }
+    }
+    for (room_id, events) in room_account_data {
+        if memberships.iter().any(|(room, membership)| *room == room_id && membership == "join") {
+            let section = join.entry(room_id).or_insert_with(empty_joined_room);
+            section["account_data"]["events"] = events;
+        }
+    }
+
+    let has_news = !join.is_empty()
+        || !invite.is_empty()
+        || !leave.is_empty()
+        || !knock.is_empty()
+        || !account_data.is_empty();
+    let response = json!({
+        "next_batch": now.encode(),
+        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
+        "account_data": { "events": account_data },
+        "presence": { "events": [] },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+    });
+    Ok((response, has_news))
+}
+
+fn empty_joined_room() -> Value {
+    json!({
+        "timeline": { "events": [], "limited": false },
+        "state": { "events": [] },
+        "ephemeral": { "events": [] },
+        "account_data": { "events": [] },
+        "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
+        "summary": {},
+    })
+}
+
+/// Whether the user was already joined when the window began (a join event in
+/// the window can be a profile change).
+fn joined_before_window(app: &App, user_id: &str, room_id: &str, since: Option<i64>) -> Result<bool> {
+    let Some(since) = since else { return Ok(false) };
+    let events = app.storage().room_events_backwards(room_id, 0, since, 1)?;
+    let Some(group) = events.first().and_then(|event| event.state_group) else { return Ok(false) };
+    let Some(event_id) = app.storage().state_entry_of_group(group, "m.room.member", user_id)? else {
+        return Ok(false);
+    };
+    let membership = app.storage().event(&event_id)?.and_then(|event| {
+        event.json.get("content").and_then(|c| c.get("membership")).and_then(Value::as_str).map(str::to_owned)
+    });
+    Ok(membership.as_deref() == Some("join"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn joined_room(
+    app: &App,
+    viewer: Viewer<'_>,
+    filter: &Filter,
+    room_id: &str,
+    room_since: Option<i64>,
+    since: Option<Token>,
+    now: Token,
+    full_state: bool,
+) -> Result<Option<Value>> {
+    let user_id = viewer.user_id;
+    let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
+    let mut visibility = Visibility::new(app, user_id);
+    let (timeline, limited) =
+        timeline(app, &mut visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
+    let typing = app.typing.changed_since(room_id, since.map(|token| token.typing));
+    let receipts =
+        app.storage().receipts_since(room_id, since.map_or(0, |token| token.stream), now.stream)?;
+    let is_initial = room_since.is_none();
+    if !is_initial && timeline.is_empty() && typing.is_none() && receipts.is_empty() && !full_state {
+        return Ok(None);
+    }
+    let timeline_start = timeline.first().map_or(now.stream + 1, |event| event.stream_ordering);
+
+    // The state block: state up to the start of the timeline that the client
+    // has not seen (everything for an initial sync).
+    let current = app.storage().current_state(room_id)?;
+    let in_timeline: HashSet<&str> = timeline.iter().map(|event| event.event_id.as_str()).collect();
+    let lazy = filter.room.state.lazy_load_members;
+    let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
+    wanted_members.insert(user_id);
+    let mut state_events = Vec::new();
+    for ((kind, state_key), event_id) in &current {
+        if in_timeline.contains(event_id.as_str()) {
+            continue;
+        }
+        if kind == "m.room.member" && lazy && !wanted_members.contains(state_key.as_str()) {
+            continue;
+        }
+        let Some(event) = app.storage().event(event_id)? else { continue };
+        if !filter.room.state.allows_event(&event) {
+            continue;
+        }
+        let unseen = is_initial
+            || full_state
+            || (room_since.is_some_and(|since| event.stream_ordering > since)
+                && event.stream_ordering < timeline_start);
+        if unseen && event.stream_ordering < timeline_start {
+            state_events.push(client_event(app, &event, Some(viewer), false));
+        }
+    }
+
+    let mut ephemeral = Vec::new();
+    if let Some(typing) = typing {
+        ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": typing } }));
+    }
+    if !receipts.is_empty() {
+        ephemeral.push(receipt_event(&receipts, user_id));
+    }
+    let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
+    let timeline_json: Vec<Value> =
+        timeline.iter().map(|event| client_event(app, event, Some(viewer), false)).collect();
+    let (notifications, highlights) = unread::counts(app, room_id, user_id)?;
+    let mut section = json!({
+        "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch },
+        "state": { "events": state_events },
+        "ephemeral": { "events": ephemeral },
+        "account_data": { "events": [] },
+        "unread_notifications": { "notification_count": notifications, "highlight_count": highlights },
+    });
+    let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
+    if is_initial || membership_changed {
+        section["summary"] = summary(app, room_id, user_id, &current)?;
+    } else {
+        section["summary"] = json!({});
+    }
+    Ok(Some(section))
+}
+
+/// The newest visible events in `(after, up_to]`, oldest first, and whether
+/// more were left out.
+fn timeline(
+    app: &App,
+    visibility: &mut Visibility<'_>,
+    filter: &Filter,
+    room_id: &str,
+    after: i64,
+    up_to: i64,
+    limit: usize,
+) -> Result<(Vec<StoredEvent>, bool)> {
+    let mut events = Vec::new();
+    let mut cursor = up_to;
+    let mut limited = false;
+    // Page backwards until `limit` visible events are found or the window ends.
+    loop {
+        let page = app.storage().room_events_backwards(room_id, after, cursor, limit + 1)?;
+        let exhausted = page.len() <= limit;
+        for event in &page {
+            cursor = event.stream_ordering - 1;
+            if !filter.room.timeline.allows_event(event) || !visibility.can_see(event) {
+                continue;
+            }
+            if events.len() == limit {
+                limited = true;
+                break;
+            }
+            events.push(event.clone());
+        }
+        if limited || exhausted || page.is_empty() {
+            break;
+        }
+    }
+    events.reverse();
+    Ok((events, limited))
+}
+
+fn left_room(
+    app: &App,
+    viewer: Viewer<'_>,
+    filter: &Filter,
+    room_id: &str,
+    since: Option<i64>,
+    now: Token,
+) -> Result<Value> {
+    let user_id = viewer.user_id;
+    // Show history up to (and including) the user's leave.
+    let leave_event = app
+        .storage()
+        .current_state_event(room_id, "m.room.member", user_id)?
+        .and_then(|id| app.storage().event(&id).ok().flatten());
+    let up_to = leave_event.as_ref().map_or(now.stream, |event| event.stream_ordering);
+    let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
+    let mut visibility = Visibility::new(app, user_id);
+    let (timeline, limited) =
+        timeline(app, &mut visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
+    let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
+    let events: Vec<Value> =
+        timeline.iter().map(|event| client_event(app, event, Some(viewer), false)).collect();
+    Ok(json!({
+        "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
+        "state": { "events": [] },
+        "account_data": { "events": [] },
+    }))
+}
+
+/// Stripped state for an invite or knock: the room's identity and the
+/// user's own member event.
+pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value>> {
+    let keys = [
+        ("m.room.create", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.name", ""),
+        ("m.room.avatar", ""),
+        ("m.room.canonical_alias", ""),
+        ("m.room.encryption", ""),
+        ("m.room.topic", ""),
+        ("m.room.member", user_id),
+    ];
+    let mut events = Vec::new();
+    for (kind, state_key) in keys {
+        if let Some(event_id) = app.storage().current_state_event(room_id, kind, state_key)? {
+            if let Some(event) = app.storage().event(&event_id)? {
+                let mut stripped = stripped_state(&event);
+                if kind == "m.room.member" {
+                    stripped["event_id"] = json!(event.event_id);
+                    stripped["origin_server_ts"] = json!(event.origin_server_ts);
+                }
+                events.push(stripped);
+            }
+        }
+    }
+    Ok(events)
+}
+
+fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
+    let mut content = Map::new();
+    for receipt in receipts {
+        // Private receipts go to their owner only.
+        if receipt.receipt_type == "m.read.private" && receipt.user_id != user_id {
+            continue;
+        }
+        let mut entry = json!({ "ts": receipt.ts });
+        if !receipt.thread_id.is_empty() {
+            entry["thread_id"] = json!(receipt.thread_id);
+        }
+        let by_event = content.entry(receipt.event_id.clone()).or_insert_with(|| json!({}));
+        by_event
+            .as_object_mut()
+            .map(|types| types.entry(receipt.receipt_type.clone()).or_insert_with(|| json!({})))
+            .and_then(Value::as_object_mut)
+            .map(|users| users.insert(receipt.user_id.clone(), entry));
+    }
+    json!({ "type": "m.receipt", "content": content })
+}
+
+/// `m.heroes` and member counts.
+fn summary(app: &App, room_id: &str, user_id: &str, state: &StateMap) -> Result<Value> {
+    let joined = app.storage().members_with(room_id, "join")?;
+    let invited = app.storage().members_with(room_id, "invite")?;
+    let mut summary = json!({
+        "m.joined_member_count": joined.len(),
+        "m.invited_member_count": invited.len(),
+    });
+    let named = state.contains_key(&("m.room.name".into(), String::new()))
+        || state.contains_key(&("m.room.canonical_alias".into(), String::new()));
+    if !named {
+        let heroes: Vec<&String> = joined
+            .iter()
+            .chain(invited.iter())
+            .filter(|member| *member != user_id)
+            .take(MAX_HEROES)
+            .collect();
+        summary["m.heroes"] = json!(heroes);
+    }
+    Ok(summary)
+}

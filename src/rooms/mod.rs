@@ -1,0 +1,379 @@
+//! The room engine: builds, signs, authorizes and stores events created on this
+//! server, applies redactions, and answers "what is the state / who may see
+//! this" questions for the client API.
+//!
+//! Sits between storage and the handlers: it calls the protocol core (pure) and
+//! storage, and knows nothing of HTTP.
+
+pub mod format;
+pub mod notify;
+pub mod typing;
+pub mod unread;
+pub mod visibility;
+
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::protocol::auth::{self, SignatureCheck};
+use crate::protocol::pdu::{MAX_PDU_BYTES, Pdu};
+use crate::protocol::power_levels::RoomPower;
+use crate::protocol::room_version::{EventIdFormat, RoomVersion};
+use crate::protocol::{canonical_json, hashes, redaction};
+use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent, now_ms};
+
+/// At most this many prev_events on a new event (spec: servers may cap them; 20 is
+/// the limit servers enforce on receipt, we stay well below).
+const MAX_PREV_EVENTS: usize = 10;
+
+/// An event a local user wants to add to a room.
+pub struct Draft {
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub content: Value,
+    /// For `m.room.redaction`: the event to redact.
+    pub redacts: Option<String>,
+}
+
+impl Draft {
+    pub fn message(kind: &str, content: Value) -> Draft {
+        Draft { kind: kind.into(), state_key: None, content, redacts: None }
+    }
+
+    pub fn state(kind: &str, state_key: &str, content: Value) -> Draft {
+        Draft { kind: kind.into(), state_key: Some(state_key.into()), content, redacts: None }
+    }
+}
+
+/// The device transaction an event was sent with (for idempotency and echo).
+#[derive(Clone, Copy)]
+pub struct Transaction<'a> {
+    pub device_id: &'a str,
+    pub txn_id: &'a str,
+}
+
+/// Signature checks for the auth rules, on events we hold.
+pub struct LocalSignatures;
+
+impl SignatureCheck for LocalSignatures {
+    fn event_signed_by(&self, event: &Pdu, server_name: &str) -> bool {
+        // Events we hold passed signature checks on arrival (or we signed them).
+        event.json.get("signatures").and_then(|signatures| signatures.get(server_name)).is_some()
+    }
+
+    fn signed_by_public_key(&self, signed: &Value, public_key: &str) -> bool {
+        let Ok(key) = crate::protocol::signing::public_key_from_base64(public_key) else {
+            return false;
+        };
+        let Some(signatures) = signed.get("signatures").and_then(Value::as_object) else {
+            return false;
+        };
+        signatures.iter().any(|(server, keys)| {
+            keys.as_object().is_some_and(|keys| {
+                keys.keys()
+                    .any(|key_id| crate::protocol::signing::verify_json(signed, server, key_id, &key).is_ok())
+            })
+        })
+    }
+}
+
+/// A room's version, or 404 if we do not know the room.
+pub fn room_version(app: &App, room_id: &str) -> Result<RoomVersion> {
+    let id = app.storage().room_version(room_id)?.ok_or_else(|| Error::NotFound("unknown room".into()))?;
+    RoomVersion::from_id(&id).ok_or(Error::UnsupportedRoomVersion(id))
+}
+
+/// Parses a stored event as a PDU.
+pub fn to_pdu(version: &RoomVersion, event: &StoredEvent) -> Option<Pdu> {
+    Pdu::from_json(version, event.event_id.clone(), event.json.clone()).ok()
+}
+
+/// Loads an event as a PDU.
+pub fn load_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Result<Option<Pdu>> {
+    Ok(app.storage().event(event_id)?.and_then(|event| to_pdu(version, &event)))
+}
+
+/// The PDU at a key of a state map.
+pub fn state_pdu(
+    app: &App,
+    version: &RoomVersion,
+    state: &StateMap,
+    kind: &str,
+    state_key: &str,
+) -> Option<Pdu> {
+    let event_id = state.get(&(kind.to_string(), state_key.to_string()))?;
+    load_pdu(app, version, event_id).ok().flatten()
+}
+
+/// The content of the current state event at a key.
+pub fn current_state_content(app: &App, room_id: &str, kind: &str, state_key: &str) -> Result<Option<Value>> {
+    let Some(event_id) = app.storage().current_state_event(room_id, kind, state_key)? else {
+        return Ok(None);
+    };
+    Ok(app.storage().event(&event_id)?.and_then(|event| event.json.get("content").cloned()))
+}
+
+/// Power in the room's current state.
+pub fn current_power(app: &App, version: &RoomVersion, state: &StateMap) -> RoomPower {
+    let power_levels = state_pdu(app, version, state, "m.room.power_levels", "");
+    let create = state_pdu(app, version, state, "m.room.create", "");
+    RoomPower::new(version, power_levels.as_ref(), create.as_ref())
+}
+
+/// Builds, signs and authorizes an event on top of the room's current state,
+/// stores it, wakes the members' syncs, and returns its ID.
+pub fn send(
+    app: &App,
+    room_id: &str,
+    sender: &str,
+    draft: Draft,
+    txn: Option<Transaction<'_>>,
+) -> Result<String> {
+    if let Some(txn) = txn {
+        if let Some(event_id) = app.storage().event_for_transaction(sender, txn.device_id, txn.txn_id)? {
+            return Ok(event_id);
+        }
+    }
+    let version = room_version(app, room_id).map_err(|error| match error {
+        Error::NotFound(_) => Error::Forbidden("you are not in this room".into()),
+        other => other,
+    })?;
+    let state = app.storage().current_state(room_id)?;
+    let pdu = build(app, &version, Some(room_id), sender, &draft, &state)?;
+    auth::auth_check(
+        &version,
+        &pdu,
+        |kind, state_key| state_pdu(app, &version, &state, kind, state_key),
+        &LocalSignatures,
+    )
+    .map_err(|error| Error::Forbidden(error.to_string()))?;
+    if pdu.kind == "m.room.redaction" {
+        check_redaction_allowed(app, &version, &state, &pdu)?;
+    }
+    persist_local(app, &version, &pdu, &state, txn)?;
+    Ok(pdu.event_id)
+}
+
+/// Creates the `m.room.create` event of a new room and stores room and event;
+/// returns the room ID (derived from the event in v12, random before).
+pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content: Value) -> Result<String> {
+    let draft = Draft::state("m.room.create", "", content);
+    let room_id = if version.room_id_from_create_event {
+        None
+    } else {
+        Some(format!("!{}:{}", crate::credentials::random_string(18), app.config.server_name))
+    };
+    let pdu = build(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
+    auth::auth_check(version, &pdu, |_, _| None, &LocalSignatures)
+        .map_err(|error| Error::BadJson(format!("invalid create event: {error}")))?;
+    app.storage().create_room(&pdu.room_id, version.id)?;
+    persist_local(app, version, &pdu, &StateMap::new(), None)?;
+    Ok(pdu.room_id)
+}
+
+/// Builds and signs an event (not yet authorized or stored).
+fn build(
+    app: &App,
+    version: &RoomVersion,
+    room_id: Option<&str>,
+    sender: &str,
+    draft: &Draft,
+    state: &StateMap,
+) -> Result<Pdu> {
+    let mut content = draft.content.clone();
+    if !content.is_object() {
+        return Err(Error::BadJson("content must be an object".into()));
+    }
+    let mut event = Map::new();
+    let (prev_events, depth) = match room_id {
+        Some(room_id) => {
+            let mut extremities = app.storage().forward_extremities(room_id)?;
+            extremities.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
+            extremities.truncate(MAX_PREV_EVENTS);
+            let depth = extremities.iter().map(|(_, depth)| *depth).max().unwrap_or(0) + 1;
+            (extremities.into_iter().map(|(id, _)| id).collect::<Vec<_>>(), depth)
+        }
+        None => (Vec::new(), 1),
+    };
+    let auth_events: Vec<String> =
+        auth::auth_types_for_event(&draft.kind, draft.state_key.as_deref(), sender, &content, version)
+            .into_iter()
+            .filter_map(|pair| state.get(&pair).cloned())
+            .collect();
+    let reference = |ids: Vec<String>| -> Value {
+        match version.event_id_format {
+            // v1/v2 reference events as [id, {sha256: hash}]; we give an empty hash
+            // object, which receivers ignore.
+            EventIdFormat::V1 => Value::Array(ids.into_iter().map(|id| json!([id, {}])).collect()),
+            _ => json!(ids),
+        }
+    };
+    if let Some(redacts) = &draft.redacts {
+        if version.redacts_in_content {
+            content["redacts"] = json!(redacts);
+        } else {
+            event.insert("redacts".into(), json!(redacts));
+        }
+    }
+    event.insert("auth_events".into(), reference(auth_events));
+    event.insert("content".into(), content);
+    event.insert("depth".into(), json!(depth));
+    event.insert("origin_server_ts".into(), json!(now_ms()));
+    event.insert("prev_events".into(), reference(prev_events));
+    if let Some(room_id) = room_id {
+        event.insert("room_id".into(), json!(room_id));
+    }
+    event.insert("sender".into(), json!(sender));
+    event.insert("type".into(), json!(draft.kind));
+    if let Some(state_key) = &draft.state_key {
+        event.insert("state_key".into(), json!(state_key));
+    }
+    if !version.updated_redaction_rules {
+        event.insert("origin".into(), json!(app.config.server_name));
+    }
+    if version.event_id_format == EventIdFormat::V1 {
+        let event_id = format!("${}:{}", crate::credentials::random_string(18), app.config.server_name);
+        event.insert("event_id".into(), json!(event_id));
+    }
+    let strictness = canonical_json::Strictness::for_room_version(version);
+    let size = canonical_json::object_to_string(&event, strictness)
+        .map_err(|error| Error::BadJson(error.to_string()))?
+        .len();
+    // Leave room for hashes and a signature (~200 bytes).
+    if size + 256 > MAX_PDU_BYTES {
+        return Err(Error::TooLarge("the event is larger than 65536 bytes".into()));
+    }
+    hashes::sign_event(&mut event, version, &app.config.server_name, &app.signing_key)
+        .map_err(|error| Error::Internal(format!("cannot sign the event: {error}")))?;
+    let event_id = hashes::event_id(&event, version).map_err(|error| Error::Internal(error.to_string()))?;
+    Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))
+}
+
+/// Redacting someone else's event takes the `redact` power level.
+fn check_redaction_allowed(
+    app: &App,
+    version: &RoomVersion,
+    state: &StateMap,
+    redaction: &Pdu,
+) -> Result<()> {
+    let Some(target_id) = &redaction.redacts else {
+        return Err(Error::BadJson("a redaction needs `redacts`".into()));
+    };
+    let target = app.storage().event(target_id)?;
+    let Some(target) = target.filter(|target| target.room_id == redaction.room_id) else {
+        return Err(Error::NotFound("the event to redact is not in this room".into()));
+    };
+    if target.sender != redaction.sender {
+        let power = current_power(app, version, state);
+        if !power.has_named_level(&redaction.sender, "redact") {
+            return Err(Error::Forbidden("you may not redact other users' events".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Stores an authorized local event on top of `state`, applies what it does
+/// (redactions), and wakes the syncs of everyone concerned.
+fn persist_local(
+    app: &App,
+    version: &RoomVersion,
+    pdu: &Pdu,
+    state: &StateMap,
+    txn: Option<Transaction<'_>>,
+) -> Result<()> {
+    let parent_group = app.storage().room_state_group(&pdu.room_id)?;
+    let key = pdu.state_key.as_ref().map(|state_key| (pdu.kind.clone(), state_key.clone()));
+    let replaces_state = key.as_ref().and_then(|key| state.get(key).cloned());
+    let (state_after, current_state) = match &key {
+        Some(key) => {
+            let mut changes = StateMap::new();
+            changes.insert(key.clone(), pdu.event_id.clone());
+            let membership = (pdu.kind == "m.room.member")
+                .then(|| pdu.content.get("membership").and_then(Value::as_str).map(str::to_owned))
+                .flatten();
+            (
+                StateAfter::Delta { parent: parent_group, changes },
+                vec![(key.clone(), pdu.event_id.clone(), membership)],
+            )
+        }
+        None => (StateAfter::Same(parent_group), Vec::new()),
+    };
+    let relation = pdu.content.get("m.relates_to");
+    let rel_type = relation.and_then(|relation| relation.get("rel_type")).and_then(Value::as_str);
+    let relates_to = relation.and_then(|relation| relation.get("event_id")).and_then(Value::as_str);
+    let stream_ordering = app.next_stream_id();
+    let new_event = NewEvent {
+        stream_ordering,
+        event_id: &pdu.event_id,
+        room_id: &pdu.room_id,
+        kind: &pdu.kind,
+        state_key: pdu.state_key.as_deref(),
+        sender: &pdu.sender,
+        depth: pdu.depth,
+        origin_server_ts: pdu.origin_server_ts,
+        json: &pdu.json,
+        replaces_state: replaces_state.as_deref(),
+        device_id: txn.map(|txn| txn.device_id),
+        txn_id: txn.map(|txn| txn.txn_id),
+        rel_type,
+        relates_to,
+        outlier: false,
+        soft_failed: false,
+    };
+    let update =
+        CurrentUpdate { state: current_state, replace_all: false, extremities: vec![pdu.event_id.clone()] };
+    app.storage().persist_event(&new_event, state_after, &update)?;
+    if pdu.kind == "m.room.redaction" {
+        apply_redaction(app, version, pdu)?;
+    }
+    wake_room(app, &pdu.room_id, pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member"));
+    Ok(())
+}
+
+/// Replaces the target's stored JSON with its redacted form (keeping the
+/// redaction's ID), once the redaction is in the room.
+fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu) -> Result<()> {
+    let Some(target_id) = &redaction.redacts else { return Ok(()) };
+    let Some(target) = app.storage().event(target_id)? else { return Ok(()) };
+    if target.room_id != redaction.room_id || target.redacted_by.is_some() {
+        return Ok(());
+    }
+    let redacted = redaction::redact(&target.json, version);
+    app.storage().redact_event(target_id, &redacted, &redaction.event_id)?;
+    Ok(())
+}
+
+/// Wakes the syncs of a room's joined and invited members (and of `also`, the
+/// target of a membership change).
+pub fn wake_room(app: &App, room_id: &str, also: Option<&str>) {
+    let mut users = app.storage().members_with(room_id, "join").unwrap_or_default();
+    users.extend(app.storage().members_with(room_id, "invite").unwrap_or_default());
+    users.extend(also.map(str::to_owned));
+    app.notifier.wake(users.iter().map(String::as_str));
+}
+
+/// The membership content for a local user joining or being invited: their
+/// profile's display name and avatar.
+pub fn member_content(
+    app: &App,
+    user_id: &str,
+    membership: &str,
+    extra: Option<&Map<String, Value>>,
+) -> Result<Value> {
+    let mut content = Map::new();
+    if let Some(extra) = extra {
+        content.extend(extra.clone());
+    }
+    content.insert("membership".into(), json!(membership));
+    if matches!(membership, "join" | "invite" | "knock") {
+        if let Some(user) = app.storage().user(user_id)? {
+            if let Some(name) = user.displayname {
+                content.entry("displayname").or_insert(json!(name));
+            }
+            if let Some(url) = user.avatar_url {
+                content.entry("avatar_url").or_insert(json!(url));
+            }
+        }
+    }
+    Ok(Value::Object(content))
+}

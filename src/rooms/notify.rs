@@ -1,0 +1,37 @@
+//! Wake-ups for long-polling `/sync`: a waiter per user, woken when anything
+//! for that user arrives (an event in one of their rooms, account data, a
+//! receipt, typing). No busy polling.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use event_listener::{Event, EventListener};
+
+/// Per-user wake-up signals.
+#[derive(Default)]
+pub struct Notifier {
+    users: RefCell<HashMap<String, Rc<Event>>>,
+}
+
+impl Notifier {
+    /// A listener that fires at the next [`Notifier::wake`] for `user_id`.
+    /// Create it BEFORE checking for news, so nothing slips between.
+    pub fn listen(&self, user_id: &str) -> EventListener {
+        let mut users = self.users.borrow_mut();
+        let event = users.entry(user_id.to_string()).or_insert_with(|| Rc::new(Event::new()));
+        event.listen()
+    }
+
+    /// Wakes every waiting request of these users.
+    pub fn wake<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
+        let mut users = self.users.borrow_mut();
+        for user_id in user_ids {
+            if let Some(event) = users.get(user_id) {
+                event.notify(usize::MAX);
+            }
+        }
+        // Forget users nobody waits for, so the map stays as small as the waiters.
+        users.retain(|_, event| event.total_listeners() > 0);
+    }
+}

@@ -1,0 +1,514 @@
+//! Rooms and their DAG: events as signed PDUs, state groups (state after each
+//! event, stored as deltas), current state, forward extremities.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use super::{Storage, now_ms};
+use crate::error::{Error, Result};
+
+/// `(type, state_key) -> event_id`, as state resolution uses.
+pub type StateMap = BTreeMap<(String, String), String>;
+
+/// A state group's delta chain is cut (a full snapshot written) past this length,
+/// so reading a state never walks more than this many groups.
+const MAX_STATE_CHAIN: i64 = 50;
+
+/// One stored event.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub origin_server_ts: i64,
+    /// The PDU as signed (redacted in place once a redaction applies).
+    pub json: Map<String, Value>,
+    /// State after this event.
+    pub state_group: Option<i64>,
+    /// For state events: the event previously at this state key.
+    pub replaces_state: Option<String>,
+    pub redacted_by: Option<String>,
+    pub device_id: Option<String>,
+    pub txn_id: Option<String>,
+    pub outlier: bool,
+    #[allow(dead_code)] // read by federation (soft-failed events stay out of timelines)
+    pub soft_failed: bool,
+}
+
+/// What a new event does to the room's state.
+pub enum StateAfter {
+    /// Not a state event: the state after is the state before (this group).
+    Same(Option<i64>),
+    /// A state event on top of the group `parent`.
+    Delta { parent: Option<i64>, changes: StateMap },
+    /// A whole state (after resolving several prev_events' states).
+    Full(StateMap),
+}
+
+/// A new event to store.
+pub struct NewEvent<'a> {
+    pub stream_ordering: i64,
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub kind: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    pub json: &'a Map<String, Value>,
+    pub replaces_state: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub txn_id: Option<&'a str>,
+    pub rel_type: Option<&'a str>,
+    pub relates_to: Option<&'a str>,
+    pub outlier: bool,
+    pub soft_failed: bool,
+}
+
+/// How the room's current state and extremities change with a new event.
+pub struct CurrentUpdate {
+    /// State entries to set in the current state (with the member's membership).
+    pub state: Vec<((String, String), String, Option<String>)>,
+    /// Replace the whole current state instead (after a merge).
+    pub replace_all: bool,
+    /// The room's new forward extremities.
+    pub extremities: Vec<String>,
+}
+
+const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, kind, state_key, sender, \
+    origin_server_ts, json, state_group, replaces_state, redacted_by, device_id, txn_id, \
+    outlier, soft_failed";
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let json: String = row.get(7)?;
+    let json = match serde_json::from_str(&json) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    Ok(StoredEvent {
+        stream_ordering: row.get(0)?,
+        event_id: row.get(1)?,
+        room_id: row.get(2)?,
+        kind: row.get(3)?,
+        state_key: row.get(4)?,
+        sender: row.get(5)?,
+        origin_server_ts: row.get(6)?,
+        json,
+        state_group: row.get(8)?,
+        replaces_state: row.get(9)?,
+        redacted_by: row.get(10)?,
+        device_id: row.get(11)?,
+        txn_id: row.get(12)?,
+        outlier: row.get(13)?,
+        soft_failed: row.get(14)?,
+    })
+}
+
+impl Storage {
+    /// The highest stream position any stream has reached.
+    pub fn max_stream_id(&self) -> Result<i64> {
+        let max: i64 = self.conn.query_row(
+            "SELECT MAX(
+                (SELECT COALESCE(MAX(stream_ordering), 0) FROM events),
+                (SELECT COALESCE(MAX(stream_id), 0) FROM account_data),
+                (SELECT COALESCE(MAX(stream_id), 0) FROM receipts))",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(max)
+    }
+
+    /// Records a new room.
+    pub fn create_room(&self, room_id: &str, room_version: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO rooms (room_id, room_version, created_ts) VALUES (?1, ?2, ?3)",
+            params![room_id, room_version, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// A room's version, if we know the room.
+    pub fn room_version(&self, room_id: &str) -> Result<Option<String>> {
+        let mut statement = self.conn.prepare_cached("SELECT room_version FROM rooms WHERE room_id = ?1")?;
+        Ok(statement.query_row([room_id], |row| row.get(0)).optional()?)
+    }
+
+    /// A room's current state group.
+    pub fn room_state_group(&self, room_id: &str) -> Result<Option<i64>> {
+        let mut statement = self.conn.prepare_cached("SELECT state_group FROM rooms WHERE room_id = ?1")?;
+        Ok(statement.query_row([room_id], |row| row.get(0)).optional()?.flatten())
+    }
+
+    /// One event by ID.
+    pub fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        Ok(statement.query_row([event_id], event_from_row).optional()?)
+    }
+
+    /// The event a device sent with this transaction ID, if any.
+    pub fn event_for_transaction(
+        &self,
+        sender: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT event_id FROM events WHERE sender = ?1 AND device_id = ?2 AND txn_id = ?3",
+        )?;
+        Ok(statement.query_row(params![sender, device_id, txn_id], |row| row.get(0)).optional()?)
+    }
+
+    /// The room's current state.
+    pub fn current_state(&self, room_id: &str) -> Result<StateMap> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT kind, state_key, event_id FROM current_state WHERE room_id = ?1")?;
+        let rows = statement.query_map([room_id], |row| Ok(((row.get(0)?, row.get(1)?), row.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The current state event ID at one key.
+    pub fn current_state_event(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Option<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT event_id FROM current_state WHERE room_id = ?1 AND kind = ?2 AND state_key = ?3",
+        )?;
+        Ok(statement.query_row(params![room_id, kind, state_key], |row| row.get(0)).optional()?)
+    }
+
+    /// A user's current membership in a room.
+    pub fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT membership FROM current_state
+             WHERE room_id = ?1 AND kind = 'm.room.member' AND state_key = ?2",
+        )?;
+        Ok(statement.query_row(params![room_id, user_id], |row| row.get(0)).optional()?.flatten())
+    }
+
+    /// Rooms where the user has this membership now.
+    pub fn rooms_with_membership(&self, user_id: &str, membership: &str) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT room_id FROM current_state
+             WHERE kind = 'm.room.member' AND state_key = ?1 AND membership = ?2",
+        )?;
+        let rows = statement.query_map(params![user_id, membership], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every room the user has any membership in now, with that membership.
+    pub fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT room_id, membership FROM current_state
+             WHERE kind = 'm.room.member' AND state_key = ?1 AND membership IS NOT NULL",
+        )?;
+        let rows = statement.query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Members of a room with a given membership now.
+    pub fn members_with(&self, room_id: &str, membership: &str) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT state_key FROM current_state
+             WHERE room_id = ?1 AND kind = 'm.room.member' AND membership = ?2",
+        )?;
+        let rows = statement.query_map(params![room_id, membership], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The room's forward extremities with their depths.
+    pub fn forward_extremities(&self, room_id: &str) -> Result<Vec<(String, i64)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT f.event_id, e.depth FROM forward_extremities f
+             JOIN events e ON e.event_id = f.event_id WHERE f.room_id = ?1",
+        )?;
+        let rows = statement.query_map([room_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The full state of a state group (walking its delta chain).
+    pub fn state_of_group(&self, group: i64) -> Result<StateMap> {
+        let mut chain = Vec::new();
+        let mut next = Some(group);
+        let mut parent_statement =
+            self.conn.prepare_cached("SELECT parent FROM state_groups WHERE group_id = ?1")?;
+        while let Some(group) = next {
+            chain.push(group);
+            next = parent_statement.query_row([group], |row| row.get(0)).optional()?.flatten();
+            if chain.len() as i64 > MAX_STATE_CHAIN + 1 {
+                return Err(Error::Internal(format!("state group {group} chain is too long")));
+            }
+        }
+        let mut state = StateMap::new();
+        let mut entries = self.conn.prepare_cached(
+            "SELECT kind, state_key, event_id FROM state_group_entries WHERE group_id = ?1",
+        )?;
+        for group in chain.iter().rev() {
+            let rows = entries.query_map([group], |row| {
+                Ok(((row.get::<_, String>(0)?, row.get::<_, String>(1)?), row.get::<_, String>(2)?))
+            })?;
+            for row in rows {
+                let (key, event_id) = row?;
+                state.insert(key, event_id);
+            }
+        }
+        Ok(state)
+    }
+
+    /// The event at one key of a state group's state (walking its delta chain).
+    pub fn state_entry_of_group(&self, group: i64, kind: &str, state_key: &str) -> Result<Option<String>> {
+        let mut entry = self.conn.prepare_cached(
+            "SELECT event_id FROM state_group_entries WHERE group_id = ?1 AND kind = ?2 AND state_key = ?3",
+        )?;
+        let mut parent_statement =
+            self.conn.prepare_cached("SELECT parent FROM state_groups WHERE group_id = ?1")?;
+        let mut next = Some(group);
+        let mut steps = 0;
+        while let Some(group) = next {
+            if let Some(event_id) =
+                entry.query_row(params![group, kind, state_key], |row| row.get(0)).optional()?
+            {
+                return Ok(Some(event_id));
+            }
+            next = parent_statement.query_row([group], |row| row.get(0)).optional()?.flatten();
+            steps += 1;
+            if steps > MAX_STATE_CHAIN + 1 {
+                return Err(Error::Internal(format!("state group {group} chain is too long")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores an event with its state and the room's new current state and
+    /// extremities, in one transaction. Returns the event's state group.
+    pub fn persist_event(
+        &mut self,
+        event: &NewEvent<'_>,
+        state_after: StateAfter,
+        current: &CurrentUpdate,
+    ) -> Result<Option<i64>> {
+        let transaction = self.conn.transaction()?;
+        let group = match state_after {
+            StateAfter::Same(group) => group,
+            StateAfter::Delta { parent, changes } => {
+                let chain_length: Option<i64> = match parent {
+                    Some(parent) => transaction
+                        .query_row(
+                            "SELECT chain_length FROM state_groups WHERE group_id = ?1",
+                            [parent],
+                            |row| row.get(0),
+                        )
+                        .optional()?,
+                    None => None,
+                };
+                match (parent, chain_length) {
+                    (Some(parent), Some(length)) if length < MAX_STATE_CHAIN => {
+                        Some(insert_group(&transaction, event.room_id, Some(parent), length + 1, &changes)?)
+                    }
+                    (Some(parent), _) => {
+                        // Too long a chain: write the full state as a new root.
+                        drop(transaction);
+                        let mut full = self.state_of_group(parent)?;
+                        full.extend(changes);
+                        return self.persist_event(event, StateAfter::Full(full), current);
+                    }
+                    (None, _) => Some(insert_group(&transaction, event.room_id, None, 0, &changes)?),
+                }
+            }
+            StateAfter::Full(state) => Some(insert_group(&transaction, event.room_id, None, 0, &state)?),
+        };
+        let json = Value::Object(event.json.clone()).to_string();
+        transaction.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
+                origin_server_ts, json, state_group, replaces_state, device_id, txn_id, rel_type,
+                relates_to, outlier, soft_failed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            params![
+                event.stream_ordering,
+                event.event_id,
+                event.room_id,
+                event.kind,
+                event.state_key,
+                event.sender,
+                event.depth,
+                event.origin_server_ts,
+                json,
+                group,
+                event.replaces_state,
+                event.device_id,
+                event.txn_id,
+                event.rel_type,
+                event.relates_to,
+                event.outlier,
+                event.soft_failed,
+            ],
+        )?;
+        if !event.outlier && !event.soft_failed {
+            if current.replace_all {
+                transaction.execute("DELETE FROM current_state WHERE room_id = ?1", [event.room_id])?;
+            }
+            let mut upsert = transaction.prepare_cached(
+                "INSERT INTO current_state (room_id, kind, state_key, event_id, membership)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (room_id, kind, state_key) DO UPDATE SET
+                    event_id = excluded.event_id, membership = excluded.membership",
+            )?;
+            for ((kind, state_key), event_id, membership) in &current.state {
+                upsert.execute(params![event.room_id, kind, state_key, event_id, membership])?;
+            }
+            drop(upsert);
+            transaction.execute("DELETE FROM forward_extremities WHERE room_id = ?1", [event.room_id])?;
+            for extremity in &current.extremities {
+                transaction.execute(
+                    "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+                    params![event.room_id, extremity],
+                )?;
+            }
+            transaction.execute(
+                "UPDATE rooms SET state_group = ?2 WHERE room_id = ?1",
+                params![event.room_id, group],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(group)
+    }
+
+    /// Events of a room in stream order within `(after, up_to]`, newest first,
+    /// at most `limit` (timeline events only: no outliers, no soft-failed).
+    pub fn room_events_backwards(
+        &self,
+        room_id: &str,
+        after: i64,
+        up_to: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE room_id = ?1 AND stream_ordering > ?2 AND stream_ordering <= ?3
+               AND outlier = 0 AND soft_failed = 0
+             ORDER BY stream_ordering DESC LIMIT ?4"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![room_id, after, up_to, limit as i64], event_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Events of a room in stream order within `(from, up_to]`, oldest first.
+    #[allow(dead_code)] // used by /messages, /context and /relations
+    pub fn room_events_forwards(
+        &self,
+        room_id: &str,
+        from: i64,
+        up_to: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE room_id = ?1 AND stream_ordering > ?2 AND stream_ordering <= ?3
+               AND outlier = 0 AND soft_failed = 0
+             ORDER BY stream_ordering ASC LIMIT ?4"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![room_id, from, up_to, limit as i64], event_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether a room has timeline events in `(after, up_to]`.
+    #[allow(dead_code)] // used by /messages, /context and /relations
+    pub fn room_has_events_between(&self, room_id: &str, after: i64, up_to: i64) -> Result<bool> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE room_id = ?1 AND stream_ordering > ?2
+               AND stream_ordering <= ?3 AND outlier = 0 AND soft_failed = 0)",
+        )?;
+        Ok(statement.query_row(params![room_id, after, up_to], |row| row.get(0))?)
+    }
+
+    /// Member events targeting `user_id` in `(after, up_to]`: how the user's
+    /// memberships changed.
+    pub fn membership_changes(&self, user_id: &str, after: i64, up_to: i64) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE kind = 'm.room.member' AND state_key = ?1
+               AND stream_ordering > ?2 AND stream_ordering <= ?3 AND outlier = 0 AND soft_failed = 0
+             ORDER BY stream_ordering ASC"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![user_id, after, up_to], event_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces a stored event's JSON with its redacted form.
+    pub fn redact_event(
+        &self,
+        event_id: &str,
+        redacted: &Map<String, Value>,
+        redacted_by: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE events SET json = ?2, redacted_by = ?3 WHERE event_id = ?1",
+            params![event_id, Value::Object(redacted.clone()).to_string(), redacted_by],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a room forgotten (or not) by a user.
+    pub fn set_forgotten(&self, user_id: &str, room_id: &str, forgotten: bool) -> Result<()> {
+        if forgotten {
+            self.conn.execute(
+                "INSERT OR IGNORE INTO forgotten_rooms (user_id, room_id) VALUES (?1, ?2)",
+                params![user_id, room_id],
+            )?;
+        } else {
+            self.conn.execute(
+                "DELETE FROM forgotten_rooms WHERE user_id = ?1 AND room_id = ?2",
+                params![user_id, room_id],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether a user forgot a room.
+    pub fn is_forgotten(&self, user_id: &str, room_id: &str) -> Result<bool> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM forgotten_rooms WHERE user_id = ?1 AND room_id = ?2)",
+        )?;
+        Ok(statement.query_row(params![user_id, room_id], |row| row.get(0))?)
+    }
+
+    /// Events relating to `event_id`, oldest first.
+    #[allow(dead_code)] // used by /messages, /context and /relations
+    pub fn relations(&self, event_id: &str) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to = ?1 AND outlier = 0
+               AND soft_failed = 0 ORDER BY stream_ordering ASC"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let rows = statement.query_map([event_id], event_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn insert_group(
+    transaction: &rusqlite::Transaction<'_>,
+    room_id: &str,
+    parent: Option<i64>,
+    chain_length: i64,
+    entries: &StateMap,
+) -> Result<i64> {
+    transaction.execute(
+        "INSERT INTO state_groups (room_id, parent, chain_length) VALUES (?1, ?2, ?3)",
+        params![room_id, parent, chain_length],
+    )?;
+    let group = transaction.last_insert_rowid();
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO state_group_entries (group_id, kind, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for ((kind, state_key), event_id) in entries {
+        insert.execute(params![group, kind, state_key, event_id])?;
+    }
+    Ok(group)
+}
