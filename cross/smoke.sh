@@ -99,7 +99,7 @@ cleanup() {
             kill -0 "$PID" 2>/dev/null || break
             sleep 0.1
         done
-        kill -0 "$PID" 2>/dev/null && kill -KILL "$PID" 2>/dev/null || true
+        if kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" 2>/dev/null || true; fi
     fi
     if [ "${SMOKE_KEEP:-0}" = 1 ]; then
         say "kept $DATA"
