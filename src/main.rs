@@ -1,7 +1,42 @@
 //! hearth: a Matrix homeserver for small devices.
+//!
+//! Parse the command line, then hand over to the command. No logic here.
 #![forbid(unsafe_code)]
-#![allow(dead_code)]
 
+mod app;
+mod cli;
+mod client;
+mod config;
+mod credentials;
+mod error;
+mod http;
+mod logging;
+mod net;
+mod node;
+// The protocol core lands ahead of the room and federation code that calls it.
+#[allow(dead_code)]
 mod protocol;
+mod server;
+mod storage;
+mod tls;
 
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli: cli::Cli = argh::from_env();
+    logging::init(cli.verbose);
+    let result = match cli.command {
+        cli::Command::Serve(serve) => serve.config().and_then(node::serve),
+        cli::Command::Init(init) => cli::init(init),
+        cli::Command::User(user) => cli::user(user),
+        cli::Command::Token(token) => cli::token(token),
+        cli::Command::Backup(backup) => cli::backup(backup),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("hearth: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -4,5 +4,11 @@
 //! version, the authorization rules and state resolution. Nothing here knows
 //! SQL, HTTP or the clock; callers pass in what a function needs.
 
+pub mod canonical_json;
+pub mod encoding;
+pub mod hashes;
+pub mod identifiers;
 pub mod pdu;
+pub mod redaction;
 pub mod room_version;
+pub mod signing;

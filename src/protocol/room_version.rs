@@ -40,7 +40,8 @@ pub struct RoomVersion {
     pub special_case_aliases: bool,
     /// v6+: events with floats or integers out of canonical range are rejected.
     pub strict_canonical_json: bool,
-    /// v6+: `notifications` in power levels is checked and kept on redaction.
+    /// v6+: `notifications` in power levels is checked by the auth rules (the
+    /// redaction algorithm does not keep it in any version).
     pub limit_notifications_power_levels: bool,
     /// v7+: the `knock` join rule and membership.
     pub knock_join_rule: bool,

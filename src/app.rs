@@ -1,0 +1,81 @@
+//! The node's shared state on the event loop thread: configuration, the open
+//! database and the server signing key. Passed to handlers as `Rc<App>`.
+
+use std::cell::{RefCell, RefMut};
+
+use crate::config::Config;
+use crate::credentials;
+use crate::error::{Error, Result};
+use crate::http::Request;
+use crate::protocol::signing::SigningKey;
+use crate::storage::{Storage, TokenOwner};
+
+/// Everything a handler may need.
+pub struct App {
+    pub config: Config,
+    storage: RefCell<Storage>,
+    #[allow(dead_code)] // read by the federation key endpoints
+    pub signing_key: SigningKey,
+}
+
+impl App {
+    /// Loads (or makes, on first start) the signing key and wraps the storage.
+    pub fn new(config: Config, storage: Storage) -> Result<App> {
+        let signing_key = match storage.current_signing_key()? {
+            Some((key_id, seed)) => {
+                let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id);
+                SigningKey::from_seed(version, &seed).map_err(|error| {
+                    Error::Internal(format!("stored signing key {key_id} is corrupt: {error}"))
+                })?
+            }
+            None => {
+                let version = credentials::random_string(8);
+                let key = SigningKey::generate(&version)
+                    .map_err(|error| Error::Internal(error.to_string()))?;
+                storage.insert_signing_key(&key.key_id, &key.seed())?;
+                log::info!("generated server signing key {}", key.key_id);
+                key
+            }
+        };
+        Ok(App {
+            config,
+            storage: RefCell::new(storage),
+            signing_key,
+        })
+    }
+
+    /// The database. Never hold this across an `.await`.
+    pub fn storage(&self) -> RefMut<'_, Storage> {
+        self.storage.borrow_mut()
+    }
+
+    /// Whether the listener with this index serves the federation API.
+    pub fn serves_federation(&self, listener: usize) -> bool {
+        self.config
+            .listeners
+            .get(listener)
+            .is_some_and(|listener| listener.federation)
+    }
+
+    /// `@localpart:server_name`.
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.config.server_name)
+    }
+
+    /// Whether `user_id` belongs to this server.
+    #[allow(dead_code)] // used by membership and federation
+    pub fn is_local_user(&self, user_id: &str) -> bool {
+        user_id
+            .split_once(':')
+            .is_some_and(|(_, server)| server == self.config.server_name)
+    }
+
+    /// The account behind the request's access token.
+    pub fn authenticate(&self, request: &Request) -> Result<TokenOwner> {
+        let token = request.access_token().ok_or(Error::MissingToken)?;
+        let owner = self
+            .storage()
+            .token_owner(&credentials::hash_token(token))?;
+        owner.ok_or(Error::UnknownToken { soft_logout: false })
+    }
+}

@@ -1,0 +1,420 @@
+//! The command line: `serve`, `init`, `user`, `token`, `backup`.
+//!
+//! Operator commands open the same SQLite file as a running server (WAL lets
+//! them work side by side) and print plain text.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::config::{Config, Overrides, Registration};
+use crate::credentials;
+use crate::storage::{Storage, now_ms};
+
+/// hearth: a Matrix homeserver for small devices.
+#[derive(FromArgs)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+    /// log more (debug level); HEARTH_LOG=trace|debug|info|warn|error also works
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+pub enum Command {
+    Serve(Serve),
+    Init(Init),
+    User(User),
+    Token(Token),
+    Backup(Backup),
+}
+
+/// run the node
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+pub struct Serve {
+    /// configuration file (TOML); without it the embedded defaults apply
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database (default ./data)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// server name, e.g. example.org (default localhost:8448)
+    #[argh(option)]
+    pub server_name: Option<String>,
+    /// plain HTTP client API listener ADDR:PORT (repeatable; replaces configured listeners)
+    #[argh(option)]
+    pub http: Vec<SocketAddr>,
+    /// TLS client+federation listener ADDR:PORT (repeatable; replaces configured listeners)
+    #[argh(option)]
+    pub https: Vec<SocketAddr>,
+    /// TLS certificate chain (PEM), reloaded on SIGHUP
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM), reloaded on SIGHUP
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+    /// who may register: closed, token (default) or open
+    #[argh(option)]
+    pub registration: Option<Registration>,
+    /// extra trusted CA certificate (PEM) for outbound federation (repeatable)
+    #[argh(option)]
+    pub federation_ca: Vec<PathBuf>,
+    /// private range outbound federation may reach, e.g. 127.0.0.0/8 (repeatable)
+    #[argh(option)]
+    pub federation_allow_ip: Vec<String>,
+}
+
+/// write a commented configuration file with every option and its default
+#[derive(FromArgs)]
+#[argh(subcommand, name = "init")]
+pub struct Init {
+    /// the server name (the part after ':' in user IDs)
+    #[argh(option)]
+    pub server_name: String,
+    /// where to write it (default ./hearth.toml); an existing file is not overwritten
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+}
+
+/// manage accounts
+#[derive(FromArgs)]
+#[argh(subcommand, name = "user")]
+pub struct User {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    #[argh(subcommand)]
+    pub action: UserAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+pub enum UserAction {
+    Add(UserAdd),
+    Passwd(UserPasswd),
+    Deactivate(UserDeactivate),
+    List(UserList),
+}
+
+/// create an account
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add")]
+pub struct UserAdd {
+    /// the localpart (alice for @alice:example.org)
+    #[argh(positional)]
+    pub name: String,
+    /// make the account a server admin
+    #[argh(switch)]
+    pub admin: bool,
+    /// read the password from standard input instead of asking
+    #[argh(switch)]
+    pub password_stdin: bool,
+}
+
+/// set an account's password (read from standard input)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "passwd")]
+pub struct UserPasswd {
+    /// the localpart or full user ID
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// deactivate an account: it can no longer log in and its devices are removed
+#[derive(FromArgs)]
+#[argh(subcommand, name = "deactivate")]
+pub struct UserDeactivate {
+    /// the localpart or full user ID
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// list accounts
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+pub struct UserList {}
+
+/// manage registration tokens
+#[derive(FromArgs)]
+#[argh(subcommand, name = "token")]
+pub struct Token {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    #[argh(subcommand)]
+    pub action: TokenAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+pub enum TokenAction {
+    Create(TokenCreate),
+    List(TokenList),
+    Revoke(TokenRevoke),
+}
+
+/// create a registration token and print it
+#[derive(FromArgs)]
+#[argh(subcommand, name = "create")]
+pub struct TokenCreate {
+    /// how many accounts it may create (default: unlimited)
+    #[argh(option)]
+    pub uses: Option<u32>,
+    /// how long it stays valid, e.g. 30m, 12h, 7d (default: forever)
+    #[argh(option)]
+    pub expires: Option<String>,
+}
+
+/// list registration tokens
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+pub struct TokenList {}
+
+/// delete a registration token
+#[derive(FromArgs)]
+#[argh(subcommand, name = "revoke")]
+pub struct TokenRevoke {
+    /// the token
+    #[argh(positional)]
+    pub token: String,
+}
+
+/// copy the whole database to a file, consistently, while the server runs
+#[derive(FromArgs)]
+#[argh(subcommand, name = "backup")]
+pub struct Backup {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// the backup file to write (must not exist)
+    #[argh(positional)]
+    pub target: PathBuf,
+}
+
+impl Serve {
+    /// The configuration this command runs with.
+    pub fn config(&self) -> Result<Config, String> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            server_name: self.server_name.clone(),
+            http: self.http.clone(),
+            https: self.https.clone(),
+            tls_certificate: self.tls_cert.clone(),
+            tls_private_key: self.tls_key.clone(),
+            registration: self.registration,
+            federation_ca: self.federation_ca.clone(),
+            federation_allow_ips: self.federation_allow_ip.clone(),
+        };
+        Config::load(self.config.as_deref(), overrides)
+    }
+}
+
+fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
+    let overrides = Overrides {
+        data_dir: data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::load(config.as_deref(), overrides)?;
+    let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    Ok((config, storage))
+}
+
+/// `hearth init`.
+pub fn init(command: Init) -> Result<(), String> {
+    crate::protocol::identifiers::validate_server_name(&command.server_name)
+        .map_err(|error| format!("server name {:?}: {error}", command.server_name))?;
+    let path = command
+        .config
+        .unwrap_or_else(|| PathBuf::from("hearth.toml"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
+    file.write_all(crate::config::template(&command.server_name).as_bytes())
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn read_password(prompt: &str) -> Result<String, String> {
+    eprint!("{prompt}");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|error| format!("cannot read the password: {error}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    Ok(password)
+}
+
+fn full_user_id(config: &Config, name: &str) -> String {
+    if name.starts_with('@') {
+        name.to_string()
+    } else {
+        format!("@{name}:{}", config.server_name)
+    }
+}
+
+/// `hearth user ...`.
+pub fn user(command: User) -> Result<(), String> {
+    let (config, mut storage) = open(&command.config, &command.data_dir)?;
+    let error = |error: crate::error::Error| error.to_string();
+    match command.action {
+        UserAction::Add(add) => {
+            crate::credentials::validate_localpart(&add.name).map_err(error)?;
+            let prompt = if add.password_stdin { "" } else { "password: " };
+            let password = read_password(prompt)?;
+            let hash = credentials::hash_password(&password).map_err(error)?;
+            let user_id = full_user_id(&config, &add.name);
+            storage
+                .create_user(&user_id, &add.name, Some(&hash), add.admin, None)
+                .map_err(error)?;
+            println!(
+                "created {user_id}{}",
+                if add.admin { " (admin)" } else { "" }
+            );
+        }
+        UserAction::Passwd(passwd) => {
+            let user_id = full_user_id(&config, &passwd.name);
+            let password = read_password("new password: ")?;
+            let hash = credentials::hash_password(&password).map_err(error)?;
+            if !storage.set_password_hash(&user_id, &hash).map_err(error)? {
+                return Err(format!("no such user {user_id}"));
+            }
+            println!("password changed for {user_id}");
+        }
+        UserAction::Deactivate(deactivate) => {
+            let user_id = full_user_id(&config, &deactivate.name);
+            if !storage.deactivate_user(&user_id).map_err(error)? {
+                return Err(format!("no such user {user_id}"));
+            }
+            println!("deactivated {user_id}");
+        }
+        UserAction::List(_) => {
+            for user in storage.users().map_err(error)? {
+                let flags = match (user.is_admin, user.deactivated) {
+                    (_, true) => " (deactivated)",
+                    (true, false) => " (admin)",
+                    (false, false) => "",
+                };
+                println!("{}{flags}", user.user_id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses `30s`, `30m`, `12h`, `7d` into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 12h"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" | "" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h, d or w")),
+    };
+    number
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+/// `hearth token ...`.
+pub fn token(command: Token) -> Result<(), String> {
+    let (_, storage) = open(&command.config, &command.data_dir)?;
+    let error = |error: crate::error::Error| error.to_string();
+    match command.action {
+        TokenAction::Create(create) => {
+            let expires_ts = match &create.expires {
+                Some(text) => Some(now_ms() + parse_duration_ms(text)?),
+                None => None,
+            };
+            let token = credentials::random_string(16);
+            storage
+                .create_registration_token(&token, create.uses.map(i64::from), expires_ts)
+                .map_err(error)?;
+            println!("{token}");
+        }
+        TokenAction::List(_) => {
+            let now = now_ms();
+            for token in storage.registration_tokens().map_err(error)? {
+                let uses = match token.uses_allowed {
+                    Some(allowed) => format!("{}/{allowed} used", token.completed),
+                    None => format!("{} used", token.completed),
+                };
+                let expiry = match token.expires_ts {
+                    Some(expires) if expires <= now => "expired".to_string(),
+                    Some(expires) => format!("expires in {}s", (expires - now) / 1000),
+                    None => "no expiry".to_string(),
+                };
+                let state = if token.is_valid(now) {
+                    "valid"
+                } else {
+                    "invalid"
+                };
+                println!("{}  {state}  {uses}  {expiry}", token.token);
+            }
+        }
+        TokenAction::Revoke(revoke) => {
+            if !storage
+                .revoke_registration_token(&revoke.token)
+                .map_err(error)?
+            {
+                return Err(format!("no such token {}", revoke.token));
+            }
+            println!("revoked {}", revoke.token);
+        }
+    }
+    Ok(())
+}
+
+/// `hearth backup FILE`.
+pub fn backup(command: Backup) -> Result<(), String> {
+    let (_, storage) = open(&command.config, &command.data_dir)?;
+    storage
+        .backup_to(&command.target)
+        .map_err(|error| error.to_string())?;
+    println!("backed up to {}", command.target.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+        assert_eq!(parse_duration_ms("7d"), Ok(604_800_000));
+        assert!(parse_duration_ms("soon").is_err());
+        assert!(parse_duration_ms("5y").is_err());
+        assert!(parse_duration_ms("0s").is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! `/account/whoami`, `/account/password`, `/account/deactivate`.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#account-registration-and-management>.
+
+use serde_json::{Value, json};
+
+use super::uia;
+use crate::app::App;
+use crate::credentials;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+
+/// `GET /account/whoami`.
+pub fn whoami(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    Ok(Response::ok(json!({
+        "user_id": owner.user_id,
+        "device_id": owner.device_id,
+        "is_guest": false,
+    })))
+}
+
+/// `POST /account/password` (UIA with the current password).
+pub fn change_password(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let new_password = match body.get("new_password") {
+        Some(Value::String(password)) if !password.is_empty() => password.clone(),
+        Some(Value::String(_)) => {
+            return Err(Error::matrix(
+                400,
+                "M_WEAK_PASSWORD",
+                "the password is empty",
+            ));
+        }
+        Some(_) => return Err(Error::BadJson("`new_password` must be a string".into())),
+        None => return Err(Error::MissingParam("`new_password` is required".into())),
+    };
+    let logout_devices = match body.get("logout_devices") {
+        None => true,
+        Some(Value::Bool(logout)) => *logout,
+        Some(_) => return Err(Error::BadJson("`logout_devices` must be a boolean".into())),
+    };
+    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    let hash = credentials::hash_password(&new_password)?;
+    let storage = app.storage();
+    storage.set_password_hash(&owner.user_id, &hash)?;
+    if logout_devices {
+        storage.delete_devices_except(&owner.user_id, Some(&owner.device_id))?;
+    }
+    Ok(Response::ok(json!({})))
+}
+
+/// `POST /account/deactivate` (UIA with the password).
+pub fn deactivate(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    app.storage().deactivate_user(&owner.user_id)?;
+    log::info!("deactivated {}", owner.user_id);
+    Ok(Response::ok(
+        json!({ "id_server_unbind_result": "no-support" }),
+    ))
+}

@@ -1,0 +1,92 @@
+//! `/devices` and `/delete_devices`.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#device-management>.
+
+use serde_json::{Value, json};
+
+use super::uia;
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+use crate::storage::Device;
+
+fn device_json(device: &Device) -> Value {
+    json!({
+        "device_id": device.device_id,
+        "display_name": device.display_name,
+        "last_seen_ip": device.last_seen_ip,
+        "last_seen_ts": device.last_seen_ts,
+    })
+}
+
+/// `GET /devices`.
+pub fn list(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let devices = app.storage().devices(&owner.user_id)?;
+    Ok(Response::ok(
+        json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
+    ))
+}
+
+/// `GET /devices/{deviceId}`.
+pub fn get(app: &App, request: &Request, device_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let devices = app.storage().devices(&owner.user_id)?;
+    let device = devices
+        .iter()
+        .find(|device| device.device_id == device_id)
+        .ok_or_else(|| Error::NotFound("no such device".into()))?;
+    Ok(Response::ok(device_json(device)))
+}
+
+/// `PUT /devices/{deviceId}`: renames a device.
+pub fn update(app: &App, request: &Request, device_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let name = match body.get("display_name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.as_str()),
+        Some(_) => return Err(Error::BadJson("`display_name` must be a string".into())),
+    };
+    if !app
+        .storage()
+        .rename_device(&owner.user_id, device_id, name)?
+    {
+        return Err(Error::NotFound("no such device".into()));
+    }
+    Ok(Response::ok(json!({})))
+}
+
+/// `DELETE /devices/{deviceId}` (UIA with the password).
+pub fn delete(app: &App, request: &Request, device_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let exists = app
+        .storage()
+        .devices(&owner.user_id)?
+        .iter()
+        .any(|device| device.device_id == device_id);
+    if !exists {
+        return Err(Error::NotFound("no such device".into()));
+    }
+    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    app.storage().delete_device(&owner.user_id, device_id)?;
+    Ok(Response::ok(json!({})))
+}
+
+/// `POST /delete_devices` (UIA with the password).
+pub fn delete_many(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let device_ids: Vec<String> = match body.get("devices") {
+        Some(devices) => serde_json::from_value(devices.clone())
+            .map_err(|_| Error::BadJson("`devices` must be a list of strings".into()))?,
+        None => return Err(Error::MissingParam("`devices` is required".into())),
+    };
+    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    let storage = app.storage();
+    for device_id in &device_ids {
+        storage.delete_device(&owner.user_id, device_id)?;
+    }
+    Ok(Response::ok(json!({})))
+}

@@ -1,0 +1,135 @@
+//! `/login` (password logins) and `/logout`.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#login>.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::credentials;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+
+#[derive(Deserialize)]
+struct LoginBody {
+    #[serde(rename = "type")]
+    kind: String,
+    identifier: Option<Identifier>,
+    /// Deprecated top-level form of the user identifier.
+    user: Option<String>,
+    password: Option<String>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Identifier {
+    #[serde(rename = "type")]
+    kind: String,
+    user: Option<String>,
+}
+
+/// `GET /login`.
+pub fn flows() -> Response {
+    Response::ok(json!({ "flows": [{ "type": "m.login.password" }] }))
+}
+
+/// Turns what a user typed (`alice`, `@alice:server`, `Alice`) into a local user ID.
+pub fn resolve_login_user(app: &App, typed: &str) -> String {
+    if typed.starts_with('@') {
+        match typed.split_once(':') {
+            Some((localpart, server)) => format!("{}:{server}", localpart.to_lowercase()),
+            None => typed.to_string(),
+        }
+    } else {
+        app.user_id(&typed.to_lowercase())
+    }
+}
+
+/// `POST /login`.
+pub fn login(app: &App, request: &Request) -> Result<Response> {
+    let body: LoginBody = request.json()?;
+    if body.kind != "m.login.password" {
+        return Err(Error::matrix(
+            400,
+            "M_UNKNOWN",
+            format!("unknown login type {}", body.kind),
+        ));
+    }
+    let typed = match (&body.identifier, &body.user) {
+        (Some(identifier), _) if identifier.kind == "m.id.user" => identifier.user.clone(),
+        (Some(identifier), _) => {
+            return Err(Error::matrix(
+                400,
+                "M_UNKNOWN",
+                format!("identifier type {} is not supported", identifier.kind),
+            ));
+        }
+        (None, user) => user.clone(),
+    };
+    let typed =
+        typed.ok_or_else(|| Error::MissingParam("the user identifier is missing".into()))?;
+    let password = body
+        .password
+        .ok_or_else(|| Error::MissingParam("`password` is missing".into()))?;
+    let user_id = resolve_login_user(app, &typed);
+    let user = app.storage().user(&user_id)?;
+    let invalid = || Error::Forbidden("invalid username or password".into());
+    let user = user.ok_or_else(invalid)?;
+    if user.deactivated {
+        return Err(Error::UserDeactivated);
+    }
+    let hash = user.password_hash.ok_or_else(invalid)?;
+    if !credentials::verify_password(&password, &hash) {
+        return Err(invalid());
+    }
+    let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
+    let response = issue_token(
+        app,
+        request,
+        &user_id,
+        &device_id,
+        body.initial_device_display_name.as_deref(),
+    )?;
+    Ok(Response::ok(response))
+}
+
+/// Creates or reuses a device and answers with a fresh access token for it.
+pub fn issue_token(
+    app: &App,
+    request: &Request,
+    user_id: &str,
+    device_id: &str,
+    display_name: Option<&str>,
+) -> Result<Value> {
+    let token = credentials::new_access_token();
+    let ip = request.peer.address.ip().to_string();
+    app.storage().login_device(
+        user_id,
+        device_id,
+        display_name,
+        &credentials::hash_token(&token),
+        Some(&ip),
+    )?;
+    Ok(json!({
+        "user_id": user_id,
+        "access_token": token,
+        "device_id": device_id,
+        "home_server": app.config.server_name,
+    }))
+}
+
+/// `POST /logout`: ends this device's session.
+pub fn logout(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    app.storage()
+        .delete_device(&owner.user_id, &owner.device_id)?;
+    Ok(Response::ok(json!({})))
+}
+
+/// `POST /logout/all`: ends every session of the user.
+pub fn logout_all(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    app.storage().delete_devices_except(&owner.user_id, None)?;
+    Ok(Response::ok(json!({})))
+}

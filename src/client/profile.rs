@@ -1,0 +1,86 @@
+//! `/profile/{userId}`: display names and avatars of local users.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#profiles>.
+
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+
+/// Spec-less but Synapse's: display names are capped at 256 characters.
+const MAX_DISPLAYNAME_CHARS: usize = 256;
+/// Avatar URLs are `mxc://` URIs; this caps pathological ones.
+const MAX_AVATAR_URL_BYTES: usize = 1000;
+
+fn profile_of(app: &App, user_id: &str) -> Result<Map<String, Value>> {
+    let user = app
+        .storage()
+        .user(user_id)?
+        .filter(|user| !user.deactivated || user.displayname.is_some())
+        .ok_or_else(|| Error::NotFound("profile not found".into()))?;
+    let mut profile = Map::new();
+    if let Some(displayname) = user.displayname {
+        profile.insert("displayname".into(), json!(displayname));
+    }
+    if let Some(avatar_url) = user.avatar_url {
+        profile.insert("avatar_url".into(), json!(avatar_url));
+    }
+    Ok(profile)
+}
+
+/// `GET /profile/{userId}`.
+pub fn get(app: &App, user_id: &str) -> Result<Response> {
+    Ok(Response::ok(Value::Object(profile_of(app, user_id)?)))
+}
+
+/// `GET /profile/{userId}/{displayname|avatar_url}`.
+pub fn get_field(app: &App, user_id: &str, field: &str) -> Result<Response> {
+    if field != "displayname" && field != "avatar_url" {
+        return Err(Error::Unrecognized {
+            method_not_allowed: false,
+        });
+    }
+    let profile = profile_of(app, user_id)?;
+    let value = profile
+        .get(field)
+        .ok_or_else(|| Error::NotFound(format!("no {field} is set")))?;
+    Ok(Response::ok(json!({ field: value })))
+}
+
+/// `PUT /profile/{userId}/{displayname|avatar_url}`.
+pub fn set_field(app: &App, request: &Request, user_id: &str, field: &str) -> Result<Response> {
+    if field != "displayname" && field != "avatar_url" {
+        return Err(Error::Unrecognized {
+            method_not_allowed: false,
+        });
+    }
+    let owner = app.authenticate(request)?;
+    if owner.user_id != user_id {
+        return Err(Error::Forbidden(
+            "you can only change your own profile".into(),
+        ));
+    }
+    let body = request.json_object()?;
+    let value = match body.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.as_str()),
+        Some(_) => return Err(Error::BadJson(format!("`{field}` must be a string"))),
+    };
+    let storage = app.storage();
+    match field {
+        "displayname" => {
+            if value.is_some_and(|name| name.chars().count() > MAX_DISPLAYNAME_CHARS) {
+                return Err(Error::BadJson("the display name is too long".into()));
+            }
+            storage.set_displayname(user_id, value)?;
+        }
+        _ => {
+            if value.is_some_and(|url| url.len() > MAX_AVATAR_URL_BYTES) {
+                return Err(Error::BadJson("the avatar URL is too long".into()));
+            }
+            storage.set_avatar_url(user_id, value)?;
+        }
+    }
+    Ok(Response::ok(json!({})))
+}

@@ -1,0 +1,169 @@
+//! `hearth serve`: assembles the node (storage, keys, TLS, listeners), runs the
+//! event loop on this one thread, and handles signals: SIGTERM/SIGINT shut down
+//! gracefully, SIGHUP reloads the TLS certificate files.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smol::LocalExecutor;
+use smol::stream::StreamExt;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::server::{ListenerSpec, Server};
+use crate::storage::Storage;
+use crate::tls;
+
+/// In-flight requests get this long to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+const SELF_SIGNED_CERTIFICATE: &str = "tls.self_signed.certificate";
+const SELF_SIGNED_KEY: &str = "tls.self_signed.private_key";
+
+/// Runs the node until SIGTERM or SIGINT.
+pub fn serve(config: Config) -> Result<(), String> {
+    let started = Instant::now();
+    let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    let tls_config = if config.listeners.iter().any(|listener| listener.tls) {
+        Some(Rc::new(RefCell::new(load_tls(&config, &storage)?)))
+    } else {
+        None
+    };
+    let app = Rc::new(App::new(config, storage).map_err(|error| error.to_string())?);
+    let executor = Rc::new(LocalExecutor::new());
+    let (shutdown_sender, shutdown) = smol::channel::bounded::<()>(1);
+    let listeners = app
+        .config
+        .listeners
+        .iter()
+        .map(|listener| ListenerSpec {
+            address: listener.address,
+            tls: if listener.tls {
+                tls_config.clone()
+            } else {
+                None
+            },
+        })
+        .collect();
+    let handler = crate::http::handler(app.clone());
+    let signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ])
+    .map_err(|error| format!("cannot install signal handlers: {error}"))?;
+    smol::block_on(executor.run(async {
+        let server = Server::start(executor.clone(), listeners, handler, shutdown)
+            .map_err(|error| error.to_string())?;
+        log::info!(
+            "{} ready in {} ms (server name {})",
+            env!("CARGO_PKG_NAME"),
+            started.elapsed().as_millis(),
+            app.config.server_name
+        );
+        notify_systemd("READY=1");
+        let mut signals = signals;
+        while let Some(signal) = signals.next().await {
+            match signal {
+                Ok(async_signal::Signal::Hup) => {
+                    notify_systemd("RELOADING=1");
+                    match reload_tls(&app, tls_config.as_ref()) {
+                        Ok(()) => log::info!("TLS certificate reloaded"),
+                        Err(error) => {
+                            log::error!("TLS reload failed, keeping the old one: {error}")
+                        }
+                    }
+                    notify_systemd("READY=1");
+                }
+                Ok(_) => break,
+                Err(error) => log::warn!("signal error: {error}"),
+            }
+        }
+        log::info!("shutting down");
+        notify_systemd("STOPPING=1");
+        shutdown_sender.close();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while server.active_connections() > 0 && Instant::now() < deadline {
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        Ok::<(), String>(())
+    }))?;
+    if let Err(error) = app.storage().checkpoint() {
+        log::warn!("final WAL checkpoint failed: {error}");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// The TLS config: from the configured PEM files, or the self-signed pair
+/// stored in the database (made on first start).
+fn load_tls(config: &Config, storage: &Storage) -> Result<Arc<rustls::ServerConfig>, String> {
+    if let (Some(certificate), Some(private_key)) =
+        (&config.tls.certificate, &config.tls.private_key)
+    {
+        return tls::server_config(&tls::read_pem_files(certificate, private_key)?);
+    }
+    let error = |error: crate::error::Error| error.to_string();
+    let pem = match (
+        storage.secret(SELF_SIGNED_CERTIFICATE).map_err(error)?,
+        storage.secret(SELF_SIGNED_KEY).map_err(error)?,
+    ) {
+        (Some(certificate), Some(private_key)) => tls::PemPair {
+            certificate,
+            private_key,
+        },
+        _ => {
+            let pem = tls::self_signed(tls::host_of(&config.server_name))?;
+            storage
+                .secret_or_insert(SELF_SIGNED_KEY, &pem.private_key)
+                .map_err(error)?;
+            storage
+                .secret_or_insert(SELF_SIGNED_CERTIFICATE, &pem.certificate)
+                .map_err(error)?;
+            log::info!("generated a self-signed TLS certificate");
+            pem
+        }
+    };
+    tls::server_config(&pem)
+}
+
+fn reload_tls(
+    app: &App,
+    current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>>,
+) -> Result<(), String> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let (Some(certificate), Some(private_key)) =
+        (&app.config.tls.certificate, &app.config.tls.private_key)
+    else {
+        return Ok(());
+    };
+    let config = tls::server_config(&tls::read_pem_files(certificate, private_key)?)?;
+    *current.borrow_mut() = config;
+    Ok(())
+}
+
+/// Tells systemd (`Type=notify`) about our state, if it is listening.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(socket) => socket,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|address| socket.send_to_addr(state.as_bytes(), &address))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(error) = result {
+        log::debug!("sd_notify failed: {error}");
+    }
+}

@@ -1,0 +1,404 @@
+//! Event hashes, event IDs and event signatures.
+//!
+//! The content hash (over the whole event), the reference hash (over its
+//! redacted form), event IDs derived from it per room version, and signing and
+//! checking events. Pure functions over event JSON; key lookup is the caller's.
+//! Spec: <https://spec.matrix.org/latest/server-server-api/#signing-events>.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::canonical_json::{self, CanonicalJsonError, Strictness};
+use super::encoding::{self, Base64Error};
+use super::redaction;
+use super::room_version::{EventIdFormat, RoomVersion};
+use super::signing::{self, PublicKey, SigningError, SigningKey};
+
+/// A sha256 digest.
+pub type Sha256Hash = [u8; 32];
+
+/// Why an event could not be hashed, named or checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventHashError {
+    /// The event has no canonical encoding in its room version.
+    CanonicalJson(CanonicalJsonError),
+    /// A room v1/v2 event without a string `event_id`.
+    MissingEventId,
+    /// The event has no `hashes.sha256` string.
+    MissingContentHash,
+    /// `hashes.sha256` is not base64.
+    Base64(Base64Error),
+    /// `hashes.sha256` does not match the event: it was redacted or tampered with.
+    ContentHashMismatch,
+    /// The room version does not derive room IDs from create events (before v12).
+    NoRoomIdFromCreateEvent,
+    /// Signing or checking a signature failed.
+    Signing(SigningError),
+}
+
+impl std::fmt::Display for EventHashError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventHashError::CanonicalJson(error) => {
+                write!(f, "event is not canonical JSON: {error}")
+            }
+            EventHashError::MissingEventId => f.write_str("event has no `event_id`"),
+            EventHashError::MissingContentHash => f.write_str("event has no `hashes.sha256`"),
+            EventHashError::Base64(error) => write!(f, "bad content hash: {error}"),
+            EventHashError::ContentHashMismatch => f.write_str("content hash does not match"),
+            EventHashError::NoRoomIdFromCreateEvent => {
+                f.write_str("room version does not derive room IDs from create events")
+            }
+            EventHashError::Signing(error) => write!(f, "event signature: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for EventHashError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EventHashError::CanonicalJson(error) => Some(error),
+            EventHashError::Base64(error) => Some(error),
+            EventHashError::Signing(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<CanonicalJsonError> for EventHashError {
+    fn from(error: CanonicalJsonError) -> Self {
+        EventHashError::CanonicalJson(error)
+    }
+}
+
+impl From<SigningError> for EventHashError {
+    fn from(error: SigningError) -> Self {
+        EventHashError::Signing(error)
+    }
+}
+
+/// sha256 over the canonical JSON of `object` without the `removed` keys.
+fn hash_without(
+    object: &Map<String, Value>,
+    removed: &[&str],
+    version: &RoomVersion,
+) -> Result<Sha256Hash, EventHashError> {
+    let mut stripped = object.clone();
+    for key in removed {
+        stripped.remove(*key);
+    }
+    let text = canonical_json::object_to_string(&stripped, Strictness::for_room_version(version))?;
+    Ok(Sha256::digest(text.as_bytes()).into())
+}
+
+/// The content hash: sha256 of the canonical event without `unsigned`,
+/// `signatures` and `hashes`.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#calculating-the-content-hash-for-an-event>.
+pub fn content_hash(
+    event: &Map<String, Value>,
+    version: &RoomVersion,
+) -> Result<Sha256Hash, EventHashError> {
+    hash_without(event, &["unsigned", "signatures", "hashes"], version)
+}
+
+/// The reference hash: sha256 of the canonical redacted event without
+/// `signatures` and `unsigned`.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#calculating-the-reference-hash-for-an-event>.
+pub fn reference_hash(
+    event: &Map<String, Value>,
+    version: &RoomVersion,
+) -> Result<Sha256Hash, EventHashError> {
+    let redacted = redaction::redact(event, version);
+    hash_without(&redacted, &["signatures", "unsigned"], version)
+}
+
+/// The ID of `event` in a room of `version`: carried in the event for v1/v2,
+/// `$` + the reference hash in standard (v3) or URL-safe (v4+) base64.
+///
+/// Spec: <https://spec.matrix.org/latest/rooms/v1/#event-ids>,
+/// <https://spec.matrix.org/latest/rooms/v3/#event-ids>,
+/// <https://spec.matrix.org/latest/rooms/v4/#event-ids>.
+pub fn event_id(
+    event: &Map<String, Value>,
+    version: &RoomVersion,
+) -> Result<String, EventHashError> {
+    match version.event_id_format {
+        EventIdFormat::V1 => event
+            .get("event_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(EventHashError::MissingEventId),
+        EventIdFormat::V2 => Ok(format!(
+            "${}",
+            encoding::encode(&reference_hash(event, version)?)
+        )),
+        EventIdFormat::V3 => Ok(format!(
+            "${}",
+            encoding::encode_url_safe(&reference_hash(event, version)?)
+        )),
+    }
+}
+
+/// The room ID a room v12 `m.room.create` event founds: `!` + the URL-safe
+/// base64 reference hash, that is its event ID with `!` for `$`.
+///
+/// Spec: <https://spec.matrix.org/latest/rooms/v12/#event-format>.
+pub fn room_id_from_create_event(
+    create_event: &Map<String, Value>,
+    version: &RoomVersion,
+) -> Result<String, EventHashError> {
+    if !version.room_id_from_create_event {
+        return Err(EventHashError::NoRoomIdFromCreateEvent);
+    }
+    Ok(format!(
+        "!{}",
+        encoding::encode_url_safe(&reference_hash(create_event, version)?)
+    ))
+}
+
+/// Adds `hashes.sha256` to `event`, signs its redacted form as `server_name`
+/// with `key`, and copies the signatures back onto the full event.
+///
+/// For room v3+ the event must not contain `event_id` (its ID is derived from
+/// what is signed here). Spec:
+/// <https://spec.matrix.org/latest/server-server-api/#adding-hashes-and-signatures-to-outgoing-events>.
+pub fn sign_event(
+    event: &mut Map<String, Value>,
+    version: &RoomVersion,
+    server_name: &str,
+    key: &SigningKey,
+) -> Result<(), EventHashError> {
+    let hash = content_hash(event, version)?;
+    let mut hashes = Map::new();
+    hashes.insert("sha256".to_owned(), Value::String(encoding::encode(&hash)));
+    event.insert("hashes".to_owned(), Value::Object(hashes));
+    let mut redacted = Value::Object(redaction::redact(event, version));
+    signing::sign_json(&mut redacted, server_name, key)?;
+    if let Some(signatures) = redacted.get_mut("signatures").map(Value::take) {
+        event.insert("signatures".to_owned(), signatures);
+    }
+    Ok(())
+}
+
+/// Checks `hashes.sha256` against the event. A mismatch means the event was
+/// redacted (or altered) on the way: the caller should keep the redacted form.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#validating-hashes-and-signatures-on-received-events>.
+pub fn verify_event_content_hash(
+    event: &Map<String, Value>,
+    version: &RoomVersion,
+) -> Result<(), EventHashError> {
+    let claimed = event
+        .get("hashes")
+        .and_then(|hashes| hashes.get("sha256"))
+        .and_then(Value::as_str)
+        .ok_or(EventHashError::MissingContentHash)?;
+    let claimed = encoding::decode(claimed).map_err(EventHashError::Base64)?;
+    if claimed == content_hash(event, version)? {
+        Ok(())
+    } else {
+        Err(EventHashError::ContentHashMismatch)
+    }
+}
+
+/// Checks the signature of `server_name` with `key_id` on the redacted form of
+/// `event`, which succeeds for the full event and for a redacted copy alike.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#validating-hashes-and-signatures-on-received-events>.
+pub fn verify_event_signature(
+    event: &Map<String, Value>,
+    version: &RoomVersion,
+    server_name: &str,
+    key_id: &str,
+    public_key: &PublicKey,
+) -> Result<(), EventHashError> {
+    let redacted = Value::Object(redaction::redact(event, version));
+    // The room version's strictness applies to the event as a whole.
+    canonical_json::validate(&redacted, Strictness::for_room_version(version))?;
+    signing::verify_json(&redacted, server_name, key_id, public_key)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const VECTORS: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/vectors/event_signing.json"
+    ));
+
+    fn version(id: &str) -> RoomVersion {
+        RoomVersion::from_id(id).unwrap()
+    }
+
+    fn object(value: &Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    fn spec_key(vectors: &Value) -> SigningKey {
+        let seed = encoding::decode(vectors["seed_unpadded_base64"].as_str().unwrap()).unwrap();
+        SigningKey::from_seed("1", &seed).unwrap()
+    }
+
+    /// A room v4+ style event (no `event_id`), with `unsigned` data.
+    fn message_event() -> Map<String, Value> {
+        object(&json!({
+            "room_id": "!x:domain", "sender": "@a:domain", "origin_server_ts": 1000000,
+            "type": "m.room.message", "content": {"body": "hi", "msgtype": "m.text"},
+            "prev_events": ["$p"], "auth_events": ["$a"], "depth": 3,
+            "unsigned": {"age_ts": 1000000}
+        }))
+    }
+
+    #[test]
+    fn spec_event_signing_vectors_byte_for_byte() {
+        let vectors: Value = serde_json::from_str(VECTORS).unwrap();
+        let key = spec_key(&vectors);
+        assert_eq!(key.key_id, vectors["key_id"].as_str().unwrap());
+        let server = vectors["server_name"].as_str().unwrap();
+        let v1 = version("1");
+        let cases = vectors["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 2);
+        for case in cases {
+            let mut event = object(&case["input"]);
+            sign_event(&mut event, &v1, server, &key).unwrap();
+            let expected = object(&case["signed"]);
+            assert_eq!(
+                canonical_json::object_to_string(&event, Strictness::Lenient).unwrap(),
+                canonical_json::object_to_string(&expected, Strictness::Lenient).unwrap()
+            );
+            verify_event_content_hash(&expected, &v1).unwrap();
+            verify_event_signature(&expected, &v1, server, &key.key_id, &key.key_pair.pk).unwrap();
+        }
+    }
+
+    #[test]
+    fn reference_hash_matches_an_independent_computation() {
+        // Computed with Python: sha256(json.dumps(redacted, sort_keys=True,
+        // separators=(",", ":"), ensure_ascii=False).encode()) of the redacted
+        // `message_event()`, i.e. without `content.*` and `unsigned`.
+        let cases: &[(&str, &str)] = &[
+            ("1", REFERENCE_HASH_STANDARD),
+            ("3", REFERENCE_HASH_STANDARD),
+            ("4", REFERENCE_HASH_URL_SAFE),
+            ("12", REFERENCE_HASH_URL_SAFE),
+        ];
+        for (id, expected) in cases {
+            let hash = reference_hash(&message_event(), &version(id)).unwrap();
+            let encoded = match version(id).event_id_format {
+                EventIdFormat::V3 => encoding::encode_url_safe(&hash),
+                _ => encoding::encode(&hash),
+            };
+            assert_eq!(&encoded, expected, "room v{id}");
+        }
+    }
+
+    const REFERENCE_HASH_STANDARD: &str = "iBEipeb4M5nqRmbkLF+c5TcHOaoQhbsUXKMdsQK0yPA";
+    const REFERENCE_HASH_URL_SAFE: &str = "iBEipeb4M5nqRmbkLF-c5TcHOaoQhbsUXKMdsQK0yPA";
+
+    #[test]
+    fn event_ids_per_format() {
+        let event = message_event();
+        let v3 = event_id(&event, &version("3")).unwrap();
+        let v4 = event_id(&event, &version("4")).unwrap();
+        assert_eq!(v3, format!("${REFERENCE_HASH_STANDARD}"));
+        assert_eq!(v4, format!("${REFERENCE_HASH_URL_SAFE}"));
+        assert_eq!(v3.replace('+', "-").replace('/', "_"), v4);
+        // v1/v2: the event's own ID, whatever its hash.
+        let mut old = event.clone();
+        assert_eq!(
+            event_id(&old, &version("1")),
+            Err(EventHashError::MissingEventId)
+        );
+        old.insert("event_id".into(), json!("$abc:domain"));
+        assert_eq!(event_id(&old, &version("2")).unwrap(), "$abc:domain");
+        // Unprotected data does not change the ID; protected data does.
+        let mut decorated = event.clone();
+        decorated.insert("unsigned".into(), json!({"age": 5}));
+        decorated.insert("signatures".into(), json!({"domain": {"ed25519:1": "x"}}));
+        decorated["content"]["body"] = json!("edited");
+        assert_eq!(event_id(&decorated, &version("4")).unwrap(), v4);
+        let mut moved = event;
+        moved.insert("depth".into(), json!(4));
+        assert_ne!(event_id(&moved, &version("4")).unwrap(), v4);
+    }
+
+    #[test]
+    fn room_v12_room_id_is_the_create_event_id_with_a_bang() {
+        let create = object(&json!({
+            "type": "m.room.create", "state_key": "", "sender": "@a:domain",
+            "content": {"room_version": "12"}, "prev_events": [], "auth_events": [],
+            "depth": 1, "origin_server_ts": 5
+        }));
+        let v12 = version("12");
+        let room_id = room_id_from_create_event(&create, &v12).unwrap();
+        let event_id = event_id(&create, &v12).unwrap();
+        assert_eq!(room_id.strip_prefix('!'), event_id.strip_prefix('$'));
+        assert_eq!(room_id.len(), 1 + 43);
+        assert!(super::super::identifiers::RoomId::parse(&room_id).is_ok());
+        assert_eq!(
+            room_id_from_create_event(&create, &version("11")),
+            Err(EventHashError::NoRoomIdFromCreateEvent)
+        );
+    }
+
+    #[test]
+    fn signed_events_verify_until_tampered_and_survive_redaction() {
+        let key = SigningKey::from_seed("k", &[3; 32]).unwrap();
+        let pk = key.key_pair.pk;
+        for room in ["1", "6", "11", "12"] {
+            let v = version(room);
+            let mut event = message_event();
+            sign_event(&mut event, &v, "domain", &key).unwrap();
+            assert_eq!(
+                event["unsigned"],
+                json!({"age_ts": 1000000}),
+                "unsigned kept"
+            );
+            verify_event_content_hash(&event, &v).unwrap();
+            verify_event_signature(&event, &v, "domain", "ed25519:k", &pk).unwrap();
+
+            // A redacted copy: signature still good, content hash no longer.
+            let redacted = redaction::redact(&event, &v);
+            verify_event_signature(&redacted, &v, "domain", "ed25519:k", &pk).unwrap();
+            assert_eq!(
+                verify_event_content_hash(&redacted, &v),
+                Err(EventHashError::ContentHashMismatch)
+            );
+
+            // Tampering with a protected key breaks the signature.
+            let mut tampered = event.clone();
+            tampered.insert("sender".into(), json!("@b:domain"));
+            assert_eq!(
+                verify_event_signature(&tampered, &v, "domain", "ed25519:k", &pk),
+                Err(EventHashError::Signing(SigningError::BadSignature))
+            );
+        }
+    }
+
+    #[test]
+    fn content_hash_errors() {
+        let v = version("10");
+        let mut event = message_event();
+        assert_eq!(
+            verify_event_content_hash(&event, &v),
+            Err(EventHashError::MissingContentHash)
+        );
+        event.insert("hashes".into(), json!({"sha256": "!!"}));
+        assert!(matches!(
+            verify_event_content_hash(&event, &v),
+            Err(EventHashError::Base64(_))
+        ));
+        // Floats are fine to hash in room v5 and refused from v6.
+        event["content"]["x"] = json!(1.5);
+        assert!(content_hash(&event, &version("5")).is_ok());
+        assert!(matches!(
+            content_hash(&event, &version("6")),
+            Err(EventHashError::CanonicalJson(CanonicalJsonError::Float(_)))
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! The one SQLite file: opening it, pragmas, and numbered append-only migrations.
+//!
+//! This module tree is the ONLY place with SQL. Each submodule owns one group of
+//! tables and offers plain functions on [`Storage`]. It knows nothing of HTTP.
+
+mod accounts;
+mod migrations;
+mod secrets;
+
+pub use accounts::{Device, TokenOwner};
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::Result;
+
+/// Writers wait this long for another process (an operator command) to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The open database. One per process; on the server it lives on the event
+/// loop thread and every call is short.
+pub struct Storage {
+    conn: Connection,
+}
+
+/// Why the database could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    Sqlite(rusqlite::Error),
+    /// The file was written by a newer hearth.
+    TooNew {
+        found: u32,
+        known: u32,
+    },
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Sqlite(error) => write!(f, "database error: {error}"),
+            OpenError::Io(error) => write!(f, "cannot create the data directory: {error}"),
+            OpenError::TooNew { found, known } => write!(
+                f,
+                "the database has schema version {found}, but this hearth only knows up to \
+                 {known}: it was written by a newer hearth; run that version or restore a backup"
+            ),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(error: rusqlite::Error) -> Self {
+        OpenError::Sqlite(error)
+    }
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Storage, OpenError> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(OpenError::Io)?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers never block the writer; NORMAL sync is durable across a
+        // process crash (kill -9) and only risks the last commits on power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Keep memory small on a board: a 2 MiB page cache.
+        conn.pragma_update(None, "cache_size", -2048)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        let mut storage = Storage { conn };
+        migrations::migrate(&mut storage.conn)?;
+        Ok(storage)
+    }
+
+    /// Copies the whole database into `target`, consistently, while it is in use.
+    pub fn backup_to(&self, target: &Path) -> Result<()> {
+        let target = target.to_str().ok_or_else(|| {
+            crate::error::Error::Internal("the backup path is not valid UTF-8".into())
+        })?;
+        self.conn.execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
+    /// Moves the WAL's content into the main file and truncates the WAL.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+pub(crate) fn in_memory() -> Storage {
+    let mut conn = Connection::open_in_memory().unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    migrations::migrate(&mut conn).unwrap();
+    Storage { conn }
+}

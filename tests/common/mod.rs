@@ -1,0 +1,398 @@
+//! Test harness: starts the real `hearth` binary on free loopback ports with a
+//! fresh data directory, waits until it is ready, and kills it on drop.
+//!
+//! Ports are never fixed: the node binds port 0 and the harness reads the
+//! ports it got from its log.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// How long a node may take to start.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let unique = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!(
+            "hearth-test-{name}-{}-{unique}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_hearth")
+}
+
+/// A running node.
+pub struct Node {
+    child: Option<Child>,
+    pub data_dir: TempDir,
+    /// Extra `serve` arguments, kept for restarts.
+    pub args: Vec<String>,
+    /// `http://127.0.0.1:PORT` of the plain listener.
+    pub http: String,
+    /// `https://127.0.0.1:PORT` of the TLS listener.
+    pub https: String,
+    pub server_name: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts a node with open registration, one plain and one TLS listener.
+    pub fn start() -> Node {
+        Node::start_with(&["--registration", "open"])
+    }
+
+    /// Starts a node with extra `serve` arguments.
+    pub fn start_with(args: &[&str]) -> Node {
+        let data_dir = TempDir::new("node");
+        let mut node = Node {
+            child: None,
+            data_dir,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            http: String::new(),
+            https: String::new(),
+            server_name: String::new(),
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        node.launch(&["127.0.0.1:0".to_string()], &["127.0.0.1:0".to_string()]);
+        node
+    }
+
+    fn launch(&mut self, http: &[String], https: &[String]) {
+        let mut command = Command::new(binary());
+        command.arg("serve").arg("--data-dir").arg(&self.data_dir.0);
+        for address in http {
+            command.arg("--http").arg(address);
+        }
+        for address in https {
+            command.arg("--https").arg(address);
+        }
+        if !self.args.iter().any(|arg| arg == "--server-name") {
+            command.arg("--server-name").arg("localhost");
+        }
+        command.args(&self.args);
+        command
+            .env("HEARTH_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("cannot start hearth");
+        let stderr = child.stderr.take().unwrap();
+        let (lines, receiver) = channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line.clone());
+                let _ = lines.send(line);
+            }
+        });
+        self.child = Some(child);
+        self.wait_ready(receiver);
+    }
+
+    fn wait_ready(&mut self, lines: Receiver<String>) {
+        let deadline = Instant::now() + START_DEADLINE;
+        let mut plain = Vec::new();
+        let mut tls = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!("hearth did not become ready; log:\n{}", self.log_text()),
+            };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let address = rest.split_whitespace().next().unwrap().to_string();
+                if rest.contains("(TLS)") {
+                    tls.push(address)
+                } else {
+                    plain.push(address)
+                }
+            }
+            if let Some(rest) = line.split("server name ").nth(1) {
+                self.server_name = rest.trim_end_matches(')').to_string();
+            }
+            if line.contains(" ready in ") {
+                break;
+            }
+        }
+        self.http = plain
+            .first()
+            .map(|address| format!("http://{address}"))
+            .unwrap_or_default();
+        self.https = tls
+            .first()
+            .map(|address| format!("https://{address}"))
+            .unwrap_or_default();
+    }
+
+    /// Everything the node logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal with `kill -SIG PID`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Stops the node with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the node with SIGKILL (no chance to clean up).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the node again on the same data dir and the same ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        let http = vec![self.http.trim_start_matches("http://").to_string()];
+        let https = vec![self.https.trim_start_matches("https://").to_string()];
+        self.launch(&http, &https);
+    }
+
+    /// Runs an operator subcommand against this node's data dir.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        let mut command = Command::new(binary());
+        // The subcommand group (user, token, ...) takes --data-dir before its action.
+        command
+            .arg(args[0])
+            .arg("--data-dir")
+            .arg(&self.data_dir.0)
+            .args(&args[1..]);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    }
+
+    /// Threads of the node process.
+    pub fn thread_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A client for the plain listener.
+    pub fn client(&self) -> Client {
+        Client::new(&self.http)
+    }
+
+    /// A `@local:server` ID on this node.
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name)
+    }
+
+    /// Registers a user with open registration and returns a logged-in client.
+    pub fn register(&self, localpart: &str) -> Client {
+        let mut client = self.client();
+        let (status, body) = client.post(
+            "/_matrix/client/v3/register",
+            &json!({"username": localpart, "password": "secret-password", "auth": {"type": "m.login.dummy"}}),
+        );
+        assert_eq!(status, 200, "register {localpart}: {body}");
+        client.token = Some(body["access_token"].as_str().unwrap().to_string());
+        client.user_id = body["user_id"].as_str().unwrap().to_string();
+        client.device_id = body["device_id"].as_str().unwrap().to_string();
+        client
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A small Matrix client over HTTP.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    pub base: String,
+    pub token: Option<String>,
+    pub user_id: String,
+    pub device_id: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(true)
+                    .build(),
+            )
+            .build();
+        Client {
+            agent: config.into(),
+            base: base.to_string(),
+            token: None,
+            user_id: String::new(),
+            device_id: String::new(),
+        }
+    }
+
+    /// A raw request; returns the status and the body parsed as JSON (or a string).
+    pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let response = match body {
+            Some(bytes) => {
+                let request = builder
+                    .header("content-type", "application/json")
+                    .body(bytes.to_vec())
+                    .unwrap();
+                self.agent.run(request)
+            }
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(body.to_string().as_bytes()))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("PUT", path, Some(body.to_string().as_bytes()))
+    }
+
+    pub fn delete(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("DELETE", path, Some(body.to_string().as_bytes()))
+    }
+
+    /// Logs in with a password; on success the client holds the new token.
+    pub fn login(&mut self, user: &str, password: &str) -> (u16, Value) {
+        let (status, body) = self.post(
+            "/_matrix/client/v3/login",
+            &json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}),
+        );
+        if status == 200 {
+            self.token = body["access_token"].as_str().map(str::to_owned);
+            self.user_id = body["user_id"].as_str().unwrap_or_default().to_string();
+            self.device_id = body["device_id"].as_str().unwrap_or_default().to_string();
+        }
+        (status, body)
+    }
+}
+
+/// Polls `check` until it returns `Some` or the deadline passes.
+pub fn eventually<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < end,
+            "condition not met within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts an error answer's status and errcode.
+#[track_caller]
+pub fn assert_error(answer: &(u16, Value), status: u16, errcode: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["errcode"], errcode, "{}", answer.1);
+}
+
+/// Writes a file inside `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
