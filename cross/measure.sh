@@ -42,9 +42,10 @@ stop() {
 }
 trap stop EXIT
 
-# start: spawns the server on fresh ports and data dir; sets PID, URL, STARTUP_MS.
+# start [DIR]: spawns the server on fresh ports, in DIR or a fresh data dir;
+# sets PID, URL, STARTUP_MS.
 start() {
-    DATA="$(mktemp -d "${TMPDIR:-/tmp}/hearth-measure.XXXXXX")"
+    DATA="${1:-$(mktemp -d "${TMPDIR:-/tmp}/hearth-measure.XXXXXX")}"
     local http https t0
     http="$(free_port)"; https="$(free_port)"
     while [ "$https" = "$http" ]; do https="$(free_port)"; done
@@ -76,6 +77,16 @@ for i in $(seq 1 "$RUNS"); do
 done
 echo "startup to first 200 (ms, fresh data dir each): ${times[*]}"
 
+# Warm starts: the same data dir again (database and keys exist).
+warm=()
+for _ in $(seq 1 "$RUNS"); do
+    dir="$DATA"
+    kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+    start "$dir"
+    warm+=("$STARTUP_MS")
+done
+echo "startup to first 200 (ms, existing data dir): ${warm[*]}"
+
 # Idle RSS of the last instance, after it has answered once and settled.
 sleep 2
 rss=$(awk '/^VmRSS/ {print $2, $3}' "/proc/$PID/status")
@@ -89,4 +100,4 @@ wrk $WRK_ARGS "$URL" | tee "${TMPDIR:-/tmp}/hearth-wrk.txt"
 rps=$(awk '/^Requests\/sec/ {print $2}' "${TMPDIR:-/tmp}/hearth-wrk.txt")
 rss_after=$(awk '/^VmRSS/ {print $2, $3}' "/proc/$PID/status")
 echo "RSS after wrk: $rss_after"
-echo "SUMMARY size=${size}B startup_ms=${times[*]} idle_rss='$rss' rss_after_wrk='$rss_after' versions_rps=$rps"
+echo "SUMMARY size=${size}B startup_fresh_ms='${times[*]}' startup_warm_ms='${warm[*]}' idle_rss='$rss' rss_after_wrk='$rss_after' versions_rps=$rps"
