@@ -4,11 +4,17 @@
 //! version, the authorization rules and state resolution. Nothing here knows
 //! SQL, HTTP or the clock; callers pass in what a function needs.
 
+pub mod auth;
 pub mod canonical_json;
 pub mod encoding;
 pub mod hashes;
 pub mod identifiers;
 pub mod pdu;
+pub mod power_levels;
 pub mod redaction;
 pub mod room_version;
 pub mod signing;
+pub mod state_res;
+
+#[cfg(test)]
+mod fixtures;

@@ -1,0 +1,393 @@
+//! Hand-built DAGs resolved step by step.
+
+use super::*;
+use crate::protocol::auth::auth_types_for_event;
+use crate::protocol::fixtures::{PduBuilder, member, pdu};
+use serde_json::json;
+
+const ALICE: &str = "@alice:x"; // creator
+const BOB: &str = "@bob:y"; // power 50 at the start
+const CAROL: &str = "@carol:z"; // joined, power 0
+const DAVE: &str = "@dave:w"; // not in the room
+
+/// Every signature checks out.
+struct AllSigned;
+
+impl SignatureCheck for AllSigned {
+    fn event_signed_by(&self, _event: &Pdu, _server_name: &str) -> bool {
+        true
+    }
+    fn signed_by_public_key(&self, _signed: &Value, _public_key: &str) -> bool {
+        true
+    }
+}
+
+/// A room DAG under construction: events get their auth events from the
+/// state of their branch and a rising origin_server_ts, and must pass auth.
+struct Dag {
+    version: RoomVersion,
+    room: &'static str,
+    events: Events,
+    clock: i64,
+}
+
+impl Dag {
+    /// A public room: Alice created it (100; v12: creator), Bob has 50, Carol
+    /// joined with 0. Returns the DAG and the state after these events.
+    fn new(id: &str) -> (Dag, StateMap) {
+        let version = RoomVersion::from_id(id).unwrap();
+        let room = if version.room_id_from_create_event {
+            "!create"
+        } else {
+            "!room:x"
+        };
+        let mut dag = Dag {
+            version,
+            room,
+            events: Events::new(),
+            clock: 0,
+        };
+        let mut create = pdu("$create", "m.room.create", Some(""), ALICE)
+            .content(json!({"creator": ALICE, "room_version": id}));
+        if version.room_id_from_create_event {
+            create = create.without_room_id();
+        }
+        let mut users = json!({ BOB: 50 });
+        if !version.privileged_creators {
+            users[ALICE] = json!(100);
+        }
+        let state = dag.extend(
+            &StateMap::new(),
+            vec![
+                create,
+                member("$alice-join", ALICE, ALICE, "join").prev(&["$create"]),
+                pdu("$pl0", "m.room.power_levels", Some(""), ALICE)
+                    .content(json!({"users": users})),
+                pdu("$join-rules", "m.room.join_rules", Some(""), ALICE)
+                    .content(json!({"join_rule": "public"})),
+                member("$bob-join", BOB, BOB, "join"),
+                member("$carol-join", CAROL, CAROL, "join"),
+            ],
+        );
+        (dag, state)
+    }
+
+    /// Appends `builders` in order on top of `state`; returns the state after.
+    fn extend(&mut self, state: &StateMap, builders: Vec<PduBuilder>) -> StateMap {
+        let mut state = state.clone();
+        for builder in builders {
+            let mut event = builder.room(self.room).build();
+            self.clock += 1;
+            if event.origin_server_ts == 0 {
+                event.origin_server_ts = self.clock;
+            }
+            let pairs = auth_types_for_event(
+                &event.kind,
+                event.state_key.as_deref(),
+                &event.sender,
+                &event.content,
+                &self.version,
+            );
+            event.auth_events = pairs
+                .iter()
+                .filter_map(|pair| state.get(pair).cloned())
+                .collect();
+            let lookup = |kind: &str, state_key: &str| {
+                let key = (kind.to_owned(), state_key.to_owned());
+                state.get(&key).and_then(|id| self.events.get(id)).cloned()
+            };
+            let allowed = auth_check(&self.version, &event, lookup, &AllSigned);
+            assert_eq!(
+                allowed,
+                Ok(()),
+                "fixture event {} must pass auth",
+                event.event_id
+            );
+            if let Some((kind, state_key)) = event.state_pair() {
+                state.insert(
+                    (kind.to_owned(), state_key.to_owned()),
+                    event.event_id.clone(),
+                );
+            }
+            self.events.insert(event.event_id.clone(), event);
+        }
+        state
+    }
+
+    fn resolve(&self, state_sets: &[StateMap]) -> Result<StateMap, StateResError> {
+        resolve(
+            &self.version,
+            state_sets,
+            |id| self.events.get(id).cloned(),
+            &AllSigned,
+        )
+    }
+}
+
+fn key(kind: &str, state_key: &str) -> (String, String) {
+    (kind.to_owned(), state_key.to_owned())
+}
+
+fn ids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|id| id.to_string()).collect()
+}
+
+impl Dag {
+    /// `users` plus Alice at 100, except in v12 where creators are not listed.
+    fn users(&self, users: Value) -> Value {
+        let mut users = users;
+        if !self.version.privileged_creators {
+            users[ALICE] = json!(100);
+        }
+        users
+    }
+}
+
+fn power_levels(event_id: &str, sender: &str, users: Value) -> PduBuilder {
+    pdu(event_id, "m.room.power_levels", Some(""), sender).content(json!({ "users": users }))
+}
+
+fn topic(event_id: &str, sender: &str) -> PduBuilder {
+    pdu(event_id, "m.room.topic", Some(""), sender).content(json!({"topic": event_id}))
+}
+
+#[test]
+fn splits_unconflicted_and_conflicted_state() {
+    let state = |pairs: &[(&str, &str)]| -> StateMap {
+        pairs
+            .iter()
+            .map(|(kind, id)| (key(kind, ""), id.to_string()))
+            .collect()
+    };
+    let first = state(&[
+        ("m.room.create", "$c"),
+        ("m.room.name", "$n1"),
+        ("m.room.topic", "$t"),
+    ]);
+    let second = state(&[("m.room.create", "$c"), ("m.room.name", "$n2")]);
+    let (unconflicted, conflicted) = split_conflicted(&[first, second]);
+    assert_eq!(unconflicted, state(&[("m.room.create", "$c")]));
+    let expected: BTreeSet<String> = ["$n1", "$n2", "$t"].map(String::from).into();
+    assert_eq!(conflicted, expected);
+}
+
+#[test]
+fn room_v1_is_unsupported_and_agreement_needs_no_events() {
+    let (dag, state) = Dag::new("1");
+    assert_eq!(
+        dag.resolve(std::slice::from_ref(&state)),
+        Err(StateResError::Unsupported("1"))
+    );
+    let (dag, state) = Dag::new("11");
+    // Identical states resolve to themselves without fetching anything.
+    let nothing = resolve(
+        &dag.version,
+        &[state.clone(), state.clone()],
+        |_| None,
+        &AllSigned,
+    );
+    assert_eq!(nothing, Ok(state));
+}
+
+#[test]
+fn ban_beats_power_levels_from_the_banned_user() {
+    for id in ["2", "11", "12"] {
+        let (mut dag, base) = Dag::new(id);
+        let banned = dag.extend(&base, vec![member("$ban-bob", ALICE, BOB, "ban")]);
+        // Bob, unaware, promotes Carol.
+        let users = dag.users(json!({BOB: 50, CAROL: 50}));
+        let promoted = dag.extend(&base, vec![power_levels("$pl-bob", BOB, users)]);
+        let resolved = dag.resolve(&[banned, promoted]).unwrap();
+        assert_eq!(resolved[&key("m.room.member", BOB)], "$ban-bob", "v{id}");
+        assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl0", "v{id}");
+    }
+}
+
+#[test]
+fn ban_wins_a_race_with_a_join() {
+    for id in ["10", "12"] {
+        let (mut dag, base) = Dag::new(id);
+        // Dave joins (earlier) while Alice bans him (later); order of
+        // timestamps must not matter.
+        let joined = dag.extend(&base, vec![member("$dave-join", DAVE, DAVE, "join")]);
+        let banned = dag.extend(&base, vec![member("$dave-ban", ALICE, DAVE, "ban")]);
+        for sets in [
+            [joined.clone(), banned.clone()],
+            [banned.clone(), joined.clone()],
+        ] {
+            let resolved = dag.resolve(&sets).unwrap();
+            assert_eq!(resolved[&key("m.room.member", DAVE)], "$dave-ban", "v{id}");
+        }
+    }
+}
+
+#[test]
+fn conflicting_power_level_changes_go_to_the_more_powerful_sender() {
+    for id in ["6", "11", "12"] {
+        let (mut dag, base) = Dag::new(id);
+        let demote_bob = dag.users(json!({BOB: 0}));
+        let promote_carol = dag.users(json!({BOB: 50, CAROL: 50}));
+        // Bob's change is older, but Alice outranks him, so hers goes first
+        // and then his no longer passes auth.
+        let by_bob = dag.extend(
+            &base,
+            vec![power_levels("$pl-bob", BOB, promote_carol).ts(-5)],
+        );
+        let by_alice = dag.extend(&base, vec![power_levels("$pl-alice", ALICE, demote_bob)]);
+        let resolved = dag.resolve(&[by_bob, by_alice]).unwrap();
+        assert_eq!(
+            resolved[&key("m.room.power_levels", "")],
+            "$pl-alice",
+            "v{id}"
+        );
+    }
+}
+
+#[test]
+fn mainline_ordering_lets_the_newer_power_levels_decide() {
+    let (mut dag, base) = Dag::new("11");
+    // Branch one: Alice re-issues the power levels, then sets a topic.
+    let users = json!({ALICE: 100, BOB: 50});
+    let first = dag.extend(
+        &base,
+        vec![
+            power_levels("$pl1", ALICE, users),
+            topic("$topic-alice", ALICE),
+        ],
+    );
+    // Branch two: Bob sets a topic much later, citing the older power levels.
+    let second = dag.extend(&base, vec![topic("$topic-bob", BOB).ts(1000)]);
+    let resolved = dag.resolve(&[first, second]).unwrap();
+    assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl1");
+    assert_eq!(resolved[&key("m.room.topic", "")], "$topic-alice");
+
+    // The ordering itself: deeper in the mainline first, then by timestamp.
+    let order = mainline_order(
+        &dag.events,
+        Some(&"$pl1".to_owned()),
+        ids(&["$topic-alice", "$topic-bob", "$carol-join"]),
+    );
+    // $carol-join cites $pl0 (position 1), $topic-bob too but later,
+    // $topic-alice cites $pl1 (position 0).
+    assert_eq!(order, ids(&["$carol-join", "$topic-bob", "$topic-alice"]));
+    // Without a power levels event every position is infinite: timestamps decide.
+    let order = mainline_order(&dag.events, None, ids(&["$topic-bob", "$topic-alice"]));
+    assert_eq!(order, ids(&["$topic-alice", "$topic-bob"]));
+}
+
+#[test]
+fn topological_order_breaks_ties_by_power_then_time_then_id() {
+    let (mut dag, base) = Dag::new("11");
+    let join_rules = |event_id: &str, sender: &str, ts: i64| {
+        pdu(event_id, "m.room.join_rules", Some(""), sender)
+            .content(json!({"join_rule": "public"}))
+            .ts(ts)
+    };
+    // Bob re-issues the power levels late; Alice's topic cites them, early.
+    let users = dag.users(json!({BOB: 50}));
+    dag.extend(
+        &base,
+        vec![
+            power_levels("$b-parent", BOB, users).ts(50),
+            topic("$a-child", ALICE).ts(5),
+        ],
+    );
+    // On another branch, two join rules by Bob at the same time, and one by Alice.
+    dag.extend(
+        &base,
+        vec![
+            join_rules("$z-same", BOB, 20),
+            join_rules("$y-same", BOB, 20),
+            join_rules("$a-late", ALICE, 90),
+        ],
+    );
+    let order = |list: &[&str]| {
+        let set: BTreeSet<String> = ids(list).into_iter().collect();
+        reverse_topological_power_order(&dag.version, &dag.events, &set)
+    };
+    // Same power: the timestamp, then the event ID. The auth edge keeps
+    // $a-child after $b-parent despite Alice's power and its early timestamp.
+    assert_eq!(
+        order(&["$b-parent", "$a-child", "$y-same", "$z-same"]),
+        ids(&["$y-same", "$z-same", "$b-parent", "$a-child"])
+    );
+    // Greater power goes first whatever the timestamps.
+    assert_eq!(
+        order(&["$z-same", "$a-late", "$b-parent"]),
+        ids(&["$a-late", "$z-same", "$b-parent"])
+    );
+}
+
+#[test]
+fn auth_difference_and_conflicted_subgraph() {
+    for (id, subgraph_included) in [("11", false), ("12", true)] {
+        let (mut dag, base) = Dag::new(id);
+        // Shared: Alice makes Dave a moderator ($pl1), Dave joins.
+        let moderators = dag.users(json!({BOB: 50, DAVE: 50}));
+        let shared = dag.extend(
+            &base,
+            vec![
+                power_levels("$pl1", ALICE, moderators),
+                member("$dave-join", DAVE, DAVE, "join"),
+            ],
+        );
+        // Branch one: Dave sets the topic. Branch two: Alice changes the
+        // power levels and Dave sets some state of his own.
+        let first = dag.extend(&shared, vec![topic("$dave-topic", DAVE)]);
+        let changed = dag.users(json!({BOB: 50, DAVE: 50, CAROL: 10}));
+        let second = dag.extend(
+            &shared,
+            vec![
+                power_levels("$pl2", ALICE, changed),
+                pdu("$dave-state", "org.example", Some(DAVE), DAVE),
+            ],
+        );
+        let sets = [first, second];
+        let (_, conflicted) = split_conflicted(&sets);
+        let expected: BTreeSet<String> = ["$dave-topic", "$pl1", "$pl2", "$dave-state"]
+            .map(String::from)
+            .into();
+        assert_eq!(conflicted, expected, "v{id}");
+        let full = full_conflicted_set(&dag.version, &dag.events, &sets, &conflicted);
+        // $dave-join is in both full auth chains, so not in the auth
+        // difference; but it lies on the path $dave-topic -> $dave-join ->
+        // $pl1 between conflicted events, so v2.1 adds it.
+        assert_eq!(
+            full.contains("$dave-join"),
+            subgraph_included,
+            "v{id}: {full:?}"
+        );
+        // $pl0 is below every conflicted event: on no such path.
+        assert!(!full.contains("$pl0"), "v{id}: {full:?}");
+        assert!(conflicted.is_subset(&full), "v{id}");
+        // Both resolve the same way here: Alice's later power levels, Dave's topic.
+        let resolved = dag.resolve(&sets).unwrap();
+        assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl2", "v{id}");
+        assert_eq!(resolved[&key("m.room.topic", "")], "$dave-topic", "v{id}");
+    }
+}
+
+#[test]
+fn auth_difference_brings_in_events_replaced_on_one_side() {
+    let (mut dag, base) = Dag::new("11");
+    // Branch one: Dave joins then leaves. Branch two: nothing. Dave's join is
+    // in no state set but in branch one's auth chain only.
+    let first = dag.extend(
+        &base,
+        vec![
+            member("$dave-join", DAVE, DAVE, "join"),
+            member("$dave-leave", DAVE, DAVE, "leave"),
+        ],
+    );
+    let (_, conflicted) = split_conflicted(&[first.clone(), base.clone()]);
+    assert!(!conflicted.contains("$dave-join"));
+    let full = full_conflicted_set(
+        &dag.version,
+        &dag.events,
+        &[first.clone(), base.clone()],
+        &conflicted,
+    );
+    assert!(full.contains("$dave-join"), "{full:?}");
+    let resolved = dag.resolve(&[first, base]).unwrap();
+    assert_eq!(resolved[&key("m.room.member", DAVE)], "$dave-leave");
+}
