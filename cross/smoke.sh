@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Smoke-test the static aarch64 hearth binary on this x86_64 machine under
+# qemu-user: check it is statically linked, start `hearth serve` on loopback
+# ports, wait for GET /_matrix/client/versions to answer, stop it by PID.
+#
+# Usage: cross/smoke.sh [BINARY]
+#   BINARY defaults to ${CARGO_TARGET_DIR:-<repo>/target}/cross/aarch64-unknown-linux-musl/hearth
+#   (what cross/build.sh produces).
+# Environment:
+#   SMOKE_DEADLINE  seconds to wait for the first answer (default 60)
+#   QEMU            emulator to use (default: qemu-aarch64, else qemu-aarch64-static)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="${1:-${HEARTH_CROSS_OUT:-$TARGET_DIR/cross}/aarch64-unknown-linux-musl/hearth}"
+DEADLINE="${SMOKE_DEADLINE:-60}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+[ -f "$BIN" ] || die "no binary at $BIN (run cross/build.sh first)"
+
+# --- tools ------------------------------------------------------------------
+
+apt_install() {
+    # Installs Debian packages when we are root and apt-get exists.
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    else
+        return 1
+    fi
+}
+
+command -v curl >/dev/null || apt_install curl || die "curl is missing (apt-get install curl)"
+command -v file >/dev/null || apt_install file || die "file is missing (apt-get install file)"
+
+if [ -z "${QEMU:-}" ]; then
+    if command -v qemu-aarch64 >/dev/null; then
+        QEMU=qemu-aarch64
+    elif command -v qemu-aarch64-static >/dev/null; then
+        QEMU=qemu-aarch64-static
+    else
+        say "installing qemu-user"
+        apt_install qemu-user || apt_install qemu-user-static || true
+        if command -v qemu-aarch64 >/dev/null; then
+            QEMU=qemu-aarch64
+        elif command -v qemu-aarch64-static >/dev/null; then
+            QEMU=qemu-aarch64-static
+        else
+            die "no qemu-aarch64 (apt-get install qemu-user)"
+        fi
+    fi
+fi
+
+# --- static linking ---------------------------------------------------------
+
+description="$(file -b "$BIN")"
+say "file: $description"
+case "$description" in
+    *"ARM aarch64"*) ;;
+    *) die "$BIN is not an aarch64 ELF" ;;
+esac
+case "$description" in
+    *"dynamically linked"* | *"interpreter"*) die "$BIN is dynamically linked" ;;
+    *"statically linked"* | *"static-pie linked"*) say "statically linked: yes" ;;
+    *) die "cannot tell from 'file' that $BIN is statically linked" ;;
+esac
+
+# --- run --------------------------------------------------------------------
+
+free_port() {
+    # Ask the kernel for a free loopback port.
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+    else
+        local port
+        while :; do
+            port=$((20000 + RANDOM % 20000))
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+                echo "$port"
+                return
+            fi
+        done
+    fi
+}
+
+DATA="$(mktemp -d "${TMPDIR:-/tmp}/hearth-smoke.XXXXXX")"
+LOG="$DATA/server.log"
+HTTP_PORT="$(free_port)"
+HTTPS_PORT="$(free_port)"
+while [ "$HTTPS_PORT" = "$HTTP_PORT" ]; do HTTPS_PORT="$(free_port)"; done
+PID=""
+
+cleanup() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" 2>/dev/null || true; fi
+    fi
+    if [ "${SMOKE_KEEP:-0}" = 1 ]; then
+        say "kept $DATA"
+    else
+        rm -rf "$DATA"
+    fi
+}
+trap cleanup EXIT
+
+say "$QEMU $BIN serve --data-dir $DATA --http 127.0.0.1:$HTTP_PORT --https 127.0.0.1:$HTTPS_PORT"
+start_ns=$(date +%s%N)
+"$QEMU" "$BIN" serve --data-dir "$DATA" \
+    --http "127.0.0.1:$HTTP_PORT" --https "127.0.0.1:$HTTPS_PORT" >"$LOG" 2>&1 &
+PID=$!
+
+URL="http://127.0.0.1:$HTTP_PORT/_matrix/client/versions"
+body=""
+deadline_ns=$((start_ns + DEADLINE * 1000000000))
+while :; do
+    if body="$(curl -fsS --max-time 2 "$URL" 2>/dev/null)"; then
+        break
+    fi
+    if ! kill -0 "$PID" 2>/dev/null; then
+        wait "$PID" && status=0 || status=$?
+        PID=""
+        echo "--- server log ---" >&2
+        cat "$LOG" >&2 || true
+        die "server exited (status $status) before answering $URL"
+    fi
+    if [ "$(date +%s%N)" -gt "$deadline_ns" ]; then
+        echo "--- server log ---" >&2
+        cat "$LOG" >&2 || true
+        die "no answer from $URL within ${DEADLINE}s"
+    fi
+    sleep 0.2
+done
+elapsed_ms=$((($(date +%s%N) - start_ns) / 1000000))
+
+case "$body" in
+    *'"versions"'*) ;;
+    *) die "unexpected /versions body: $body" ;;
+esac
+say "answered in ${elapsed_ms} ms under $QEMU: $body"
+
+# Graceful stop, by PID.
+kill -TERM "$PID"
+for _ in $(seq 1 100); do
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$PID" 2>/dev/null; then
+    say "still running 10 s after SIGTERM; sending SIGKILL"
+    kill -KILL "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+    PID=""
+    die "server did not stop on SIGTERM"
+fi
+wait "$PID" && status=0 || status=$?
+PID=""
+say "stopped on SIGTERM (exit status $status)"
+
+size=$(stat -c %s "$BIN")
+echo "SMOKE OK: aarch64 static binary $size bytes; /versions answered under qemu in ${elapsed_ms} ms"
