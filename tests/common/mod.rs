@@ -153,7 +153,12 @@ impl Node {
         for address in https {
             command.arg("--https").arg(address);
         }
-        if !self.args.iter().any(|arg| arg == "--server-name") {
+        // The name from the config file, if any, wins over the harness default.
+        if !self
+            .args
+            .iter()
+            .any(|arg| arg == "--server-name" || arg == "--config")
+        {
             command.arg("--server-name").arg("localhost");
         }
         command.args(&self.args);
