@@ -153,3 +153,23 @@ fn deactivation_ends_every_session_and_blocks_login() {
         "M_NOT_FOUND",
     );
 }
+
+#[test]
+fn uia_takes_the_user_as_login_does() {
+    // Login accepts `ALICE` and `@ALICE:server` for @alice; so must UIA.
+    let node = Node::start();
+    let alice = node.register("alice");
+    let mut phone = node.client();
+    assert_eq!(phone.login("ALICE", PASSWORD).0, 200);
+    for typed in ["ALICE".to_string(), format!("@ALICE:{}", node.server_name)] {
+        let path = "/_matrix/client/v3/account/password";
+        let session = password_challenge(&alice, path, json!({"new_password": PASSWORD}));
+        let (status, body) = alice.post(
+            path,
+            &json!({"new_password": PASSWORD, "logout_devices": false,
+                    "auth": {"type": "m.login.password", "session": session, "password": PASSWORD,
+                             "identifier": {"type": "m.id.user", "user": typed}}}),
+        );
+        assert_eq!(status, 200, "{typed}: {body}");
+    }
+}

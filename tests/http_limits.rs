@@ -195,3 +195,21 @@ fn garbage_heads_get_bad_request() {
     // The node is still fine.
     assert_eq!(node.client().get("/_matrix/client/versions").0, 200);
 }
+
+#[test]
+fn plain_and_tls_traffic_start_no_threads() {
+    let node = Node::start();
+    let threads_before = node.thread_count();
+    assert!(
+        threads_before <= MAX_NODE_THREADS,
+        "{threads_before} threads"
+    );
+    let alice = node.register("alice");
+    let mut over_tls = common::Client::new(&node.https);
+    assert_eq!(over_tls.login("alice", PASSWORD).0, 200);
+    for _ in 0..5 {
+        assert_eq!(alice.get("/_matrix/client/v3/account/whoami").0, 200);
+        assert_eq!(over_tls.get("/_matrix/client/v3/devices").0, 200);
+    }
+    assert_eq!(node.thread_count(), threads_before);
+}

@@ -52,6 +52,13 @@ fn own_profile_is_set_and_read_by_anyone() {
         )
     );
 
+    // Clients percent-encode the user ID in the path.
+    let encoded = format!(
+        "/_matrix/client/v3/profile/{}",
+        alice.user_id.replace('@', "%40").replace(':', "%3A")
+    );
+    assert_eq!(anonymous.get(&encoded), anonymous.get(&profile));
+
     // null removes a field.
     let (status, _) = alice.put(
         &format!("{profile}/displayname"),
