@@ -21,6 +21,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::Result;
 
+/// The `server_secrets` entry holding the server name the database was first served under.
+pub const SERVER_NAME: &str = "server_name";
+
 /// Writers wait this long for another process (an operator command) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
