@@ -6,6 +6,8 @@
 //! storage, and knows nothing of HTTP.
 
 pub mod format;
+#[allow(dead_code)] // wired by the federation handlers that land next
+pub mod incoming;
 pub mod notify;
 pub mod typing;
 pub mod unread;
@@ -332,7 +334,7 @@ fn persist_local(
 
 /// Replaces the target's stored JSON with its redacted form (keeping the
 /// redaction's ID), once the redaction is in the room.
-fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu) -> Result<()> {
+pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu) -> Result<()> {
     let Some(target_id) = &redaction.redacts else { return Ok(()) };
     let Some(target) = app.storage().event(target_id)? else { return Ok(()) };
     if target.room_id != redaction.room_id || target.redacted_by.is_some() {
