@@ -9,6 +9,8 @@ pub mod format;
 #[allow(dead_code)] // wired by the federation handlers that land next
 pub mod incoming;
 pub mod notify;
+#[allow(dead_code)] // the federation senders register here when they land
+pub mod outbox;
 pub mod typing;
 pub mod unread;
 pub mod visibility;
@@ -329,6 +331,15 @@ fn persist_local(
         apply_redaction(app, version, pdu)?;
     }
     wake_room(app, &pdu.room_id, pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member"));
+    // A remote user leaving, kicked or banned hears of it too; invites travel
+    // by the federation invite call instead.
+    let target_server = (pdu.kind == "m.room.member")
+        .then(|| pdu.content.get("membership").and_then(Value::as_str))
+        .flatten()
+        .filter(|membership| matches!(*membership, "leave" | "ban"))
+        .and(pdu.state_key.as_deref())
+        .and_then(|target| target.split_once(':').map(|(_, server)| server));
+    outbox::queue_pdu(app, &pdu.room_id, &pdu.event_id, target_server)?;
     Ok(())
 }
 
