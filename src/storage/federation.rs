@@ -112,7 +112,9 @@ impl Storage {
             "SELECT failures, retry_after_ts FROM federation_destinations WHERE destination = ?1",
         )?;
         let health = statement
-            .query_row([destination], |row| Ok(DestinationHealth { failures: row.get(0)?, retry_after_ts: row.get(1)? }))
+            .query_row([destination], |row| {
+                Ok(DestinationHealth { failures: row.get(0)?, retry_after_ts: row.get(1)? })
+            })
             .optional()?;
         Ok(health.unwrap_or_default())
     }
@@ -154,7 +156,10 @@ impl Storage {
              VALUES (?1, ?2, ?3, ?4)",
             params![origin, txn_id, response, now],
         )?;
-        self.conn.execute("DELETE FROM federation_inbound_transactions WHERE received_ts < ?1", [now - 86_400_000])?;
+        self.conn.execute(
+            "DELETE FROM federation_inbound_transactions WHERE received_ts < ?1",
+            [now - 86_400_000],
+        )?;
         Ok(())
     }
 
@@ -180,7 +185,13 @@ impl Storage {
 
     /// Stores an event we only need for its auth chain or state (an outlier):
     /// not in the timeline, no state of its own.
-    pub fn store_outlier(&self, event_id: &str, room_id: &str, json: &serde_json::Map<String, serde_json::Value>, stream_ordering: i64) -> Result<()> {
+    pub fn store_outlier(
+        &self,
+        event_id: &str,
+        room_id: &str,
+        json: &serde_json::Map<String, serde_json::Value>,
+        stream_ordering: i64,
+    ) -> Result<()> {
         let kind = json.get("type").and_then(|v| v.as_str()).unwrap_or_default();
         let state_key = json.get("state_key").and_then(|v| v.as_str());
         let sender = json.get("sender").and_then(|v| v.as_str()).unwrap_or_default();
