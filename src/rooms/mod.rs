@@ -5,8 +5,10 @@
 //! Sits between storage and the handlers: it calls the protocol core (pure) and
 //! storage, and knows nothing of HTTP.
 
+pub mod aggregations;
 pub mod format;
 pub mod notify;
+pub mod timeline;
 pub mod typing;
 pub mod unread;
 pub mod visibility;

@@ -6,12 +6,16 @@
 mod accounts;
 mod directory;
 mod migrations;
+mod relations;
 mod rooms;
+mod search;
 mod secrets;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
+pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
+pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
 pub use sync::Receipt;
 
 use std::path::Path;
