@@ -170,7 +170,8 @@ pub fn search(app: &App, request: &Request) -> Result<Response> {
                 continue;
             }
             let mut events = Vec::new();
-            for event_id in app.storage().current_state(room_id)?.values() {
+            let current = app.storage().current_state(room_id)?;
+            for event_id in current.values() {
                 if let Some(event) = app.storage().event(event_id)? {
                     events.push(client_event(app, &event, Some(viewer), true));
                 }
