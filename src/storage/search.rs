@@ -118,19 +118,42 @@ mod tests {
         assert_eq!(search_words("héllo wörld"), vec!["héllo", "wörld"]);
     }
 
-    #[test]
-    fn fts_expressions_run_and_rank() {
-        let storage = crate::storage::in_memory();
-        let fts = fts_expression("cake", &["body"]).unwrap();
-        let found = storage
-            .search_events(&SearchQuery {
-                fts: &fts,
-                rooms_json: "[\"!r:x\"]",
-                order: SearchOrder::Rank { offset: 0 },
-                limit: 5,
-            })
+    fn insert(storage: &Storage, stream: i64, kind: &str, content: &str) {
+        let json = format!(r#"{{"type": "{kind}", "content": {content}}}"#);
+        storage
+            .conn
+            .execute(
+                "INSERT INTO events (stream_ordering, event_id, room_id, kind, sender, depth,
+                    origin_server_ts, json) VALUES (?1, ?2, '!r:x', ?3, '@a:x', 1, 0, ?4)",
+                params![stream, format!("${stream}"), kind, json],
+            )
             .unwrap();
-        assert!(found.is_empty());
-        assert_eq!(storage.search_count(&fts, "[]").unwrap(), 0);
+    }
+
+    fn found(storage: &Storage, term: &str, columns: &[&str], order: SearchOrder) -> Vec<String> {
+        let fts = fts_expression(term, columns).unwrap();
+        let query = SearchQuery { fts: &fts, rooms_json: r#"["!r:x"]"#, order, limit: 10 };
+        storage.search_events(&query).unwrap().into_iter().map(|(event, _)| event.event_id).collect()
+    }
+
+    #[test]
+    fn triggers_index_new_events_and_drop_redacted_ones() {
+        let storage = crate::storage::in_memory();
+        insert(&storage, 1, "m.room.message", r#"{"body": "I like cake"}"#);
+        insert(&storage, 2, "m.room.topic", r#"{"topic": "cakes and pies"}"#);
+        insert(&storage, 3, "m.room.message", r#"{"body": "cake cake cake"}"#);
+        insert(&storage, 4, "m.reaction", r#"{"body": "cake"}"#);
+        let all = ["body", "name", "topic"];
+        let recent = SearchOrder::Recent { before: i64::MAX };
+        assert_eq!(found(&storage, "cake", &all, recent), ["$3", "$2", "$1"]);
+        assert_eq!(found(&storage, "cake", &["topic"], recent), ["$2"]);
+        // Rank: the message saying it three times first.
+        assert_eq!(found(&storage, "cake", &["body"], SearchOrder::Rank { offset: 0 }), ["$3", "$1"]);
+        assert_eq!(found(&storage, "cake", &["body"], SearchOrder::Rank { offset: 1 }), ["$1"]);
+        assert_eq!(found(&storage, "cake", &all, SearchOrder::Recent { before: 3 }), ["$2", "$1"]);
+        assert_eq!(storage.search_count(&fts_expression("cake", &all).unwrap(), r#"["!r:x"]"#).unwrap(), 3);
+        assert_eq!(storage.search_count(&fts_expression("cake", &all).unwrap(), r#"["!s:x"]"#).unwrap(), 0);
+        storage.conn.execute("UPDATE events SET redacted_by = '$9' WHERE stream_ordering = 3", []).unwrap();
+        assert_eq!(found(&storage, "cake", &["body"], recent), ["$1"]);
     }
 }
