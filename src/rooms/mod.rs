@@ -5,12 +5,14 @@
 //! Sits between storage and the handlers: it calls the protocol core (pure) and
 //! storage, and knows nothing of HTTP.
 
+pub mod aggregations;
 pub mod format;
 #[allow(dead_code)] // wired by the federation handlers that land next
 pub mod incoming;
 pub mod notify;
 #[allow(dead_code)] // the federation senders register here when they land
 pub mod outbox;
+pub mod timeline;
 pub mod typing;
 pub mod unread;
 pub mod visibility;

@@ -8,12 +8,16 @@ mod directory;
 #[allow(dead_code)] // read by the federation senders and handlers as they land
 pub mod federation;
 mod migrations;
+mod relations;
 mod rooms;
+mod search;
 mod secrets;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
+pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
+pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
 pub use sync::Receipt;
 
 use std::path::Path;
