@@ -11,6 +11,7 @@ mod secrets;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
+pub use directory::ReportTarget;
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use sync::Receipt;
 
