@@ -5,6 +5,7 @@
 
 mod account;
 mod devices;
+mod directory;
 mod ephemeral;
 mod filter;
 mod login;
@@ -13,10 +14,14 @@ mod messages;
 mod profile;
 mod register;
 mod relations;
+mod report;
 mod rooms;
 mod search;
+mod spaces;
 pub mod sync;
 mod uia;
+mod upgrade;
+mod user_directory;
 mod versions;
 pub mod well_known;
 
@@ -96,8 +101,27 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         (V3, ["join", room]) if *method == Post => membership::join(app, request, room),
         (V3, ["knock", room]) if *method == Post => membership::knock(app, request, room),
         (V3, ["rooms", room_id, rest @ ..]) => room_route(app, request, room_id, rest),
+        (V1, ["rooms", room_id, "hierarchy"]) if *method == Get => spaces::hierarchy(app, request, room_id),
         (V1, ["rooms", room_id, rest @ ..]) => room_route_v1(app, request, room_id, rest),
         (V3, ["search"]) if *method == Post => search::search(app, request),
+        (V3, ["directory", "room", alias]) => match method {
+            Get => directory::get_alias(app, alias),
+            Put => directory::put_alias(app, request, alias),
+            Delete => directory::delete_alias(app, request, alias),
+            _ => not_allowed(),
+        },
+        (V3, ["directory", "list", "room", room_id]) => match method {
+            Get => directory::get_visibility(app, room_id),
+            Put => directory::set_visibility(app, request, room_id),
+            _ => not_allowed(),
+        },
+        (V3, ["publicRooms"]) => match method {
+            Get => directory::get_public_rooms(app, request),
+            Post => directory::post_public_rooms(app, request),
+            _ => not_allowed(),
+        },
+        (V3, ["user_directory", "search"]) if *method == Post => user_directory::search(app, request),
+        (V3, ["users", user_id, "report"]) if *method == Post => report::report_user(app, request, user_id),
         (V3, ["user", user_id, "account_data", kind]) if matches!(*method, Get | Put) => {
             ephemeral::account_data(app, request, user_id, None, kind)
         }
@@ -151,6 +175,10 @@ fn room_route(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str]) ->
         ["read_markers"] if *method == Post => ephemeral::read_markers(app, request, room_id),
         ["members"] if *method == Get => membership::members(app, request, room_id),
         ["joined_members"] if *method == Get => membership::joined_members(app, request, room_id),
+        ["aliases"] if *method == Get => directory::room_aliases(app, request, room_id),
+        ["upgrade"] if *method == Post => upgrade::upgrade(app, request, room_id),
+        ["report"] if *method == Post => report::report_room(app, request, room_id),
+        ["report", event_id] if *method == Post => report::report_event(app, request, room_id, event_id),
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
 }

@@ -12,9 +12,11 @@ pub mod incoming;
 pub mod notify;
 #[allow(dead_code)] // the federation senders register here when they land
 pub mod outbox;
+pub mod summary;
 pub mod timeline;
 pub mod typing;
 pub mod unread;
+pub mod upgrade;
 pub mod visibility;
 
 use serde_json::{Map, Value, json};
@@ -391,4 +393,15 @@ pub fn member_content(
         }
     }
     Ok(Value::Object(content))
+}
+
+/// Whether `user_id` has the power, in the room's current state, to send a
+/// state event of `kind` (the check Synapse applies to directory and alias
+/// changes with `m.room.canonical_alias`, and to upgrades with `m.room.tombstone`).
+pub fn can_send_state(app: &App, room_id: &str, user_id: &str, kind: &str) -> Result<bool> {
+    let version = room_version(app, room_id)?;
+    let state = app.storage().current_state(room_id)?;
+    let power = current_power(app, &version, &state);
+    let needed = power.levels.required_level(kind, true);
+    Ok(power.user_power(user_id) >= crate::protocol::power_levels::UserPower::Level(needed))
 }

@@ -1,11 +1,18 @@
-//! Room aliases and the public room directory.
+//! Room aliases, the published room directory, the user directory's
+//! candidate queries, and content reports.
 
 use rusqlite::{OptionalExtension, params};
 
 use super::{Storage, now_ms};
 use crate::error::Result;
 
-#[allow(dead_code)] // the directory API lands with the aliases and publicRooms handlers
+/// What a report is about.
+pub enum ReportTarget<'a> {
+    Event { room_id: &'a str, event_id: &'a str },
+    Room { room_id: &'a str },
+    User { user_id: &'a str },
+}
+
 impl Storage {
     /// Maps an alias to a room; false if the alias is taken.
     pub fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool> {
@@ -60,5 +67,78 @@ impl Storage {
             .prepare_cached("SELECT room_id FROM rooms WHERE visibility = 'public' ORDER BY created_ts")?;
         let rows = statement.query_map([], |row| row.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves every local alias of `from` to `to`, returning the moved aliases.
+    pub fn move_aliases(&self, from: &str, to: &str) -> Result<Vec<String>> {
+        let aliases = self.aliases_of_room(from)?;
+        self.conn.execute("UPDATE room_aliases SET room_id = ?2 WHERE room_id = ?1", params![from, to])?;
+        Ok(aliases)
+    }
+
+    /// Rooms whose current join rule is `public`.
+    pub fn rooms_with_public_join_rule(&self) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT c.room_id FROM current_state c JOIN events e ON e.event_id = c.event_id
+             WHERE c.kind = 'm.room.join_rules' AND c.state_key = ''
+               AND json_extract(e.json, '$.content.join_rule') = 'public'",
+        )?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores a content report.
+    pub fn insert_report(
+        &self,
+        reporter: &str,
+        target: ReportTarget<'_>,
+        reason: Option<&str>,
+        score: Option<i64>,
+    ) -> Result<()> {
+        let (room_id, event_id, target_user) = match target {
+            ReportTarget::Event { room_id, event_id } => (Some(room_id), Some(event_id), None),
+            ReportTarget::Room { room_id } => (Some(room_id), None, None),
+            ReportTarget::User { user_id } => (None, None, Some(user_id)),
+        };
+        self.conn.execute(
+            "INSERT INTO reports (reporter, room_id, event_id, target_user, reason, score, received_ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![reporter, room_id, event_id, target_user, reason, score, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The number of reports about a room (operators read the table directly).
+    #[cfg(test)]
+    pub fn report_count(&self, room_id: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM reports WHERE room_id = ?1", [room_id], |row| row.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_move_with_an_upgrade() {
+        let storage = crate::storage::in_memory();
+        assert!(storage.create_alias("#a:x", "!old:x", "@u:x").unwrap());
+        assert!(!storage.create_alias("#a:x", "!other:x", "@u:x").unwrap());
+        assert!(storage.create_alias("#b:x", "!old:x", "@u:x").unwrap());
+        assert_eq!(storage.move_aliases("!old:x", "!new:x").unwrap(), ["#a:x", "#b:x"]);
+        assert!(storage.aliases_of_room("!old:x").unwrap().is_empty());
+        assert_eq!(storage.alias("#b:x").unwrap().unwrap().0, "!new:x");
+    }
+
+    #[test]
+    fn reports_are_stored() {
+        let storage = crate::storage::in_memory();
+        storage.insert_report("@u:x", ReportTarget::Room { room_id: "!r:x" }, Some("spam"), None).unwrap();
+        let target = ReportTarget::Event { room_id: "!r:x", event_id: "$e" };
+        storage.insert_report("@u:x", target, None, Some(-100)).unwrap();
+        storage.insert_report("@u:x", ReportTarget::User { user_id: "@v:x" }, Some(""), None).unwrap();
+        assert_eq!(storage.report_count("!r:x").unwrap(), 2);
     }
 }

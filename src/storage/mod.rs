@@ -15,6 +15,7 @@ mod secrets;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
+pub use directory::ReportTarget;
 pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
