@@ -5,6 +5,8 @@
 
 mod accounts;
 mod directory;
+#[allow(dead_code)] // read by the federation senders and handlers as they land
+pub mod federation;
 mod migrations;
 mod relations;
 mod rooms;
@@ -24,6 +26,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::Result;
+
+/// The `server_secrets` entry holding the server name the database was first served under.
+pub const SERVER_NAME: &str = "server_name";
 
 /// Writers wait this long for another process (an operator command) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
