@@ -205,4 +205,26 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         assert!(matches!(migrate(&mut conn), Err(OpenError::TooNew { .. })));
     }
+
+    #[test]
+    fn the_search_migration_indexes_events_stored_before_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_id, kind, sender, depth, origin_server_ts, json)
+             VALUES (1, '$old', '!r:x', 'm.room.message', '@a:x', 1, 0, '{\"content\": {\"body\": \"ancient scrolls\"}}')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let found: i64 = conn
+            .query_row("SELECT rowid FROM event_search WHERE event_search MATCH 'scroll*'", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(found, 1);
+    }
 }
