@@ -121,6 +121,11 @@ fn filters_apply_and_lazy_loading_returns_the_senders_members() {
     assert_eq!(members, HashSet::from([alice.user_id.clone(), bob.user_id.clone()]), "{page}");
     let (_, plain) = messages(&alice, &room, "dir=b");
     assert_eq!(plain["state"], json!([]));
+    // The same members as /joined_members lists (which once crashed the node
+    // on a double storage borrow).
+    let (status, joined) = alice.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", encode(&room)));
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["joined"].as_object().unwrap().len(), 3, "{joined}");
 
     // A stored filter works by ID (its room timeline part).
     let (status, created) = alice.post(

@@ -166,44 +166,14 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 3: the federation outbox, destination backoff, inbound transaction IDs.
     super::federation::FEDERATION_QUEUE,
-    // 4: full-text search over message bodies, room names and topics (FTS5, kept
-    // in step with `events` by triggers: indexed on insert, dropped on redaction),
-    // and the indexes behind /threads and /timestamp_to_event.
-    r#"
-    CREATE VIRTUAL TABLE event_search USING fts5(body, name, topic, tokenize = 'porter unicode61');
-    INSERT INTO event_search (rowid, body, name, topic)
-        SELECT stream_ordering,
-            CASE WHEN kind = 'm.room.message' THEN json_extract(json, '$.content.body') END,
-            CASE WHEN kind = 'm.room.name' THEN json_extract(json, '$.content.name') END,
-            CASE WHEN kind = 'm.room.topic' THEN json_extract(json, '$.content.topic') END
-        FROM events
-        WHERE kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
-          AND outlier = 0 AND soft_failed = 0 AND redacted_by IS NULL;
-    CREATE TRIGGER events_search_insert AFTER INSERT ON events
-        WHEN NEW.kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
-          AND NEW.outlier = 0 AND NEW.soft_failed = 0 AND NEW.redacted_by IS NULL
-    BEGIN
-        INSERT INTO event_search (rowid, body, name, topic) VALUES (
-            NEW.stream_ordering,
-            CASE WHEN NEW.kind = 'm.room.message' THEN json_extract(NEW.json, '$.content.body') END,
-            CASE WHEN NEW.kind = 'm.room.name' THEN json_extract(NEW.json, '$.content.name') END,
-            CASE WHEN NEW.kind = 'm.room.topic' THEN json_extract(NEW.json, '$.content.topic') END);
-    END;
-    CREATE TRIGGER events_search_redact AFTER UPDATE OF redacted_by ON events
-        WHEN NEW.redacted_by IS NOT NULL AND OLD.redacted_by IS NULL
-    BEGIN
-        DELETE FROM event_search WHERE rowid = NEW.stream_ordering;
-    END;
-    CREATE INDEX events_threads ON events(room_id, stream_ordering) WHERE rel_type = 'm.thread';
-    CREATE INDEX events_by_room_ts ON events(room_id, origin_server_ts);
-    "#,
+    // 4: full-text search over message bodies, room names and topics, and the
+    // indexes behind /threads and /timestamp_to_event.
+    super::search::SEARCH_SCHEMA,
     // 5: content reports (see DIRECTORY_REPORTS).
     DIRECTORY_REPORTS,
 ];
 
-/// Migration 4: reports of events, rooms and users (`/report`). Kept in its own
-/// constant because it was written on a branch next to migration 3; the entry
-/// above must stay the fourth once both land.
+/// Migration 5: reports of events, rooms and users (`/report`).
 const DIRECTORY_REPORTS: &str = r#"
     CREATE TABLE reports (
         report_id    INTEGER PRIMARY KEY,
@@ -251,5 +221,27 @@ mod tests {
         migrate(&mut conn).unwrap();
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         assert!(matches!(migrate(&mut conn), Err(OpenError::TooNew { .. })));
+    }
+
+    #[test]
+    fn the_search_migration_indexes_events_stored_before_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_id, kind, sender, depth, origin_server_ts, json)
+             VALUES (1, '$old', '!r:x', 'm.room.message', '@a:x', 1, 0, '{\"content\": {\"body\": \"ancient scrolls\"}}')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let found: i64 = conn
+            .query_row("SELECT rowid FROM event_search WHERE event_search MATCH 'scroll*'", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(found, 1);
     }
 }

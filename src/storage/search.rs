@@ -11,6 +11,38 @@ use super::rooms::{EVENT_COLUMNS, event_from_row};
 use crate::error::Result;
 use crate::storage::StoredEvent;
 
+/// Migration 4: the FTS5 table, kept in step with `events` by triggers
+/// (indexed on insert, dropped on redaction), filled from the events already
+/// stored; and the indexes behind /threads and /timestamp_to_event.
+pub(super) const SEARCH_SCHEMA: &str = r#"
+    CREATE VIRTUAL TABLE event_search USING fts5(body, name, topic, tokenize = 'porter unicode61');
+    INSERT INTO event_search (rowid, body, name, topic)
+        SELECT stream_ordering,
+            CASE WHEN kind = 'm.room.message' THEN json_extract(json, '$.content.body') END,
+            CASE WHEN kind = 'm.room.name' THEN json_extract(json, '$.content.name') END,
+            CASE WHEN kind = 'm.room.topic' THEN json_extract(json, '$.content.topic') END
+        FROM events
+        WHERE kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
+          AND outlier = 0 AND soft_failed = 0 AND redacted_by IS NULL;
+    CREATE TRIGGER events_search_insert AFTER INSERT ON events
+        WHEN NEW.kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
+          AND NEW.outlier = 0 AND NEW.soft_failed = 0 AND NEW.redacted_by IS NULL
+    BEGIN
+        INSERT INTO event_search (rowid, body, name, topic) VALUES (
+            NEW.stream_ordering,
+            CASE WHEN NEW.kind = 'm.room.message' THEN json_extract(NEW.json, '$.content.body') END,
+            CASE WHEN NEW.kind = 'm.room.name' THEN json_extract(NEW.json, '$.content.name') END,
+            CASE WHEN NEW.kind = 'm.room.topic' THEN json_extract(NEW.json, '$.content.topic') END);
+    END;
+    CREATE TRIGGER events_search_redact AFTER UPDATE OF redacted_by ON events
+        WHEN NEW.redacted_by IS NOT NULL AND OLD.redacted_by IS NULL
+    BEGIN
+        DELETE FROM event_search WHERE rowid = NEW.stream_ordering;
+    END;
+    CREATE INDEX events_threads ON events(room_id, stream_ordering) WHERE rel_type = 'm.thread';
+    CREATE INDEX events_by_room_ts ON events(room_id, origin_server_ts);
+    "#;
+
 /// A search term longer than this many words is cut (each word is one FTS
 /// term; a few dozen already pins a query down).
 const MAX_SEARCH_WORDS: usize = 32;
