@@ -164,7 +164,30 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, filter_id)
     ) WITHOUT ROWID;
     "#,
+    // FEDERATION KEY CACHE (the fedtx branch): lands as migration 6 on main.
+    FEDERATION_KEY_CACHE,
 ];
+
+/// Remote servers' signing keys fetched over federation (`remote_server_keys`)
+/// and each server's last signed key answer, kept verbatim for notary queries
+/// (`remote_key_responses`).
+const FEDERATION_KEY_CACHE: &str = r#"
+    CREATE TABLE remote_server_keys (
+        server_name     TEXT NOT NULL,
+        key_id          TEXT NOT NULL,
+        public_key      TEXT NOT NULL,
+        valid_until_ts  INTEGER,
+        expired_ts      INTEGER,
+        fetched_ts      INTEGER NOT NULL,
+        PRIMARY KEY (server_name, key_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE remote_key_responses (
+        server_name     TEXT PRIMARY KEY,
+        response        TEXT NOT NULL,
+        valid_until_ts  INTEGER NOT NULL,
+        fetched_ts      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+"#;
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

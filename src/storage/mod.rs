@@ -8,10 +8,12 @@ mod directory;
 mod migrations;
 mod rooms;
 mod secrets;
+mod server_keys;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
+pub use server_keys::RemoteKey;
 pub use sync::Receipt;
 
 use std::path::Path;
