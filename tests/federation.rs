@@ -82,6 +82,7 @@ fn keys_version_notary_and_signed_requests_between_two_nodes() {
     let certs = TempDir::new("fed-certs");
     let (a, b) = pair(&certs);
     let b_https = Client::new(&b.node.https);
+    let threads_at_start = (a.node.thread_count(), b.node.thread_count());
 
     // Version and keys need no signature.
     let (status, version) = b_https.get("/_matrix/federation/v1/version");
@@ -141,6 +142,10 @@ fn keys_version_notary_and_signed_requests_between_two_nodes() {
         format!(r#"X-Matrix origin="{}",destination="other.example",key="{key_id}",sig="AAAA""#, a.name);
     assert_error(&signed_get(&b.node.https, path, &elsewhere), 401, "M_UNAUTHORIZED");
     assert_error(&signed_get(&b.node.https, path, "X-Matrix origin"), 401, "M_UNAUTHORIZED");
+
+    // Outbound requests (TLS, HTTP, timers) ran on the node's event loop: no
+    // resolver pool, timer or executor thread appeared.
+    assert_eq!((a.node.thread_count(), b.node.thread_count()), threads_at_start);
 
     // Verification is never off: without B's certificate the handshake fails.
     let (ok, output) = federation_request(

@@ -119,6 +119,10 @@ pub fn parse(header: &str) -> Result<XMatrix, XMatrixError> {
                     Some(b'\\') => {
                         let escaped =
                             *bytes.get(index + 1).ok_or(XMatrixError::Malformed("dangling backslash"))?;
+                        // RFC 9110 quoted-pair: HTAB, SP, VCHAR or obs-text only.
+                        if escaped.is_ascii_control() && escaped != b'\t' {
+                            return Err(XMatrixError::Malformed("control character in a quoted value"));
+                        }
                         value.push(escaped);
                         index += 2;
                     }
@@ -260,6 +264,8 @@ mod tests {
             (r#"X-Matrix origin=o,key=k,sig=s,"#, Malformed("expected a parameter name")),
             (r#"X-Matrix origin=a,ORIGIN=b,key=k,sig=s"#, Duplicate("origin".into())),
             ("X-Matrix origin=\"a\u{1}\",key=k,sig=s", Malformed("control character in a quoted value")),
+            // Regression: an escaped control character was let through.
+            ("X-Matrix origin=\"a\\\u{0}\",key=k,sig=s", Malformed("control character in a quoted value")),
             (r#"X-Matrix origin=a/b,key=k,sig=s"#, Malformed("expected `,` between parameters")),
         ];
         for (case, expected) in cases {
@@ -267,6 +273,30 @@ mod tests {
         }
         let long = format!("X-Matrix origin=\"{}\",key=k,sig=s", "a".repeat(MAX_HEADER_BYTES));
         assert_eq!(parse(&long), Err(TooLong));
+    }
+
+    /// A poor man's fuzzer (there is no fuzz harness yet): every truncation
+    /// and many one-byte mutations of a valid header parse without panicking,
+    /// and whatever parses formats back to itself.
+    #[test]
+    fn mutated_headers_never_panic() {
+        let seed = r#"X-Matrix origin="o.example",destination=d.example:1,key="ed25519:k",sig="a\"b""#;
+        let mut inputs: Vec<String> =
+            (0..=seed.len()).filter_map(|end| seed.get(..end)).map(String::from).collect();
+        for index in 0..seed.len() {
+            for replacement in ['"', '\\', ',', '=', ' ', '\t', '\u{0}', '\u{e9}', 'X'] {
+                let mut mutated: Vec<char> = seed.chars().collect();
+                if index < mutated.len() {
+                    mutated[index] = replacement;
+                }
+                inputs.push(mutated.into_iter().collect());
+            }
+        }
+        for input in inputs {
+            if let Ok(parsed) = parse(&input) {
+                assert_eq!(parse(&format(&parsed)), Ok(parsed), "{input}");
+            }
+        }
     }
 
     #[test]
