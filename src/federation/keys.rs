@@ -152,8 +152,17 @@ pub async fn verify_key(app: &App, server_name: &str, key_id: &str, at_ts: i64) 
 
 /// Fetches `server_name`'s keys from it, checks and caches them, and returns
 /// its answer as received.
+///
+/// The fetch is remembered when it ends (not when it starts), so that a
+/// second request arriving while the first fetch runs fetches too instead
+/// of being refused.
 pub async fn fetch_keys(app: &App, server_name: &str) -> Result<Value> {
+    let result = fetch_and_store(app, server_name).await;
     app.federation.recent_key_fetches.insert(server_name, (), KEY_REFETCH_INTERVAL);
+    result
+}
+
+async fn fetch_and_store(app: &App, server_name: &str) -> Result<Value> {
     let (status, answer) = client::request_with_limit(
         app,
         server_name,
