@@ -9,6 +9,7 @@ use smol::LocalExecutor;
 use crate::config::Config;
 use crate::credentials;
 use crate::error::{Error, Result};
+use crate::federation::Federation;
 use crate::http::Request;
 use crate::protocol::signing::SigningKey;
 use crate::rooms::notify::Notifier;
@@ -20,8 +21,9 @@ use crate::storage::{Storage, TokenOwner};
 pub struct App {
     pub config: Config,
     storage: RefCell<Storage>,
-    #[allow(dead_code)] // read by the federation key endpoints
     pub signing_key: SigningKey,
+    /// Outbound federation: TLS roots, allow-list, discovery caches.
+    pub federation: Federation,
     /// The last stream position handed out (events, account data, receipts).
     stream: Cell<i64>,
     /// Wakes long-polling syncs.
@@ -54,10 +56,12 @@ impl App {
             }
         };
         let stream = Cell::new(storage.max_stream_id()?);
+        let federation = Federation::new(&config.federation).map_err(Error::Internal)?;
         Ok(App {
             config,
             storage: RefCell::new(storage),
             signing_key,
+            federation,
             stream,
             notifier: Notifier::default(),
             typing: Typing::default(),

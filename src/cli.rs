@@ -1,4 +1,5 @@
-//! The command line: `serve`, `init`, `user`, `token`, `backup`.
+//! The command line: `serve`, `init`, `user`, `token`, `backup`, `key`, `tls`,
+//! `federation`.
 //!
 //! Operator commands open the same SQLite file as a running server (WAL lets
 //! them work side by side) and print plain text.
@@ -31,6 +32,9 @@ pub enum Command {
     User(User),
     Token(Token),
     Backup(Backup),
+    Key(Key),
+    Tls(Tls),
+    Federation(FederationCommand),
 }
 
 /// run the node
@@ -203,6 +207,109 @@ pub struct Backup {
     /// the backup file to write (must not exist)
     #[argh(positional)]
     pub target: PathBuf,
+}
+
+/// manage the server signing key
+#[derive(FromArgs)]
+#[argh(subcommand, name = "key")]
+pub struct Key {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    #[argh(subcommand)]
+    pub action: KeyAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+pub enum KeyAction {
+    Rotate(KeyRotate),
+}
+
+/// retire the current signing key (still published as an old key) and make a
+/// new one; a running server signs with it after a restart
+#[derive(FromArgs)]
+#[argh(subcommand, name = "rotate")]
+pub struct KeyRotate {}
+
+/// TLS certificate helpers
+#[derive(FromArgs)]
+#[argh(subcommand, name = "tls")]
+pub struct Tls {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// server name (as given to serve), for a certificate made now
+    #[argh(option)]
+    pub server_name: Option<String>,
+    #[argh(subcommand)]
+    pub action: TlsAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+pub enum TlsAction {
+    ExportCert(TlsExportCert),
+}
+
+/// print the served certificate (PEM); without configured certificate files
+/// this is the self-signed one, made now if the server has not made it yet.
+/// Give it to another server's --federation-ca to let it trust this one
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export-cert")]
+pub struct TlsExportCert {}
+
+/// talk to other servers as this one (for debugging federation)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "federation")]
+pub struct FederationCommand {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// our server name (as given to serve)
+    #[argh(option)]
+    pub server_name: Option<String>,
+    /// extra trusted CA certificate (PEM) (repeatable)
+    #[argh(option)]
+    pub federation_ca: Vec<PathBuf>,
+    /// private range requests may reach, e.g. 127.0.0.0/8 (repeatable)
+    #[argh(option)]
+    pub federation_allow_ip: Vec<String>,
+    #[argh(subcommand)]
+    pub action: FederationAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+pub enum FederationAction {
+    Request(FederationRequest),
+}
+
+/// send one signed request and print the status and the JSON answer
+#[derive(FromArgs)]
+#[argh(subcommand, name = "request")]
+pub struct FederationRequest {
+    /// the destination server name
+    #[argh(positional)]
+    pub destination: String,
+    /// the path and query, e.g. /_matrix/federation/v1/version
+    #[argh(positional)]
+    pub path: String,
+    /// the method (default GET)
+    #[argh(option, default = "String::from(\"GET\")")]
+    pub method: String,
+    /// a JSON body
+    #[argh(option)]
+    pub body: Option<String>,
 }
 
 impl Serve {
@@ -383,6 +490,76 @@ pub fn backup(command: Backup) -> Result<(), String> {
     let (_, storage) = open(&command.config, &command.data_dir)?;
     storage.backup_to(&command.target).map_err(|error| error.to_string())?;
     println!("backed up to {}", command.target.display());
+    Ok(())
+}
+
+/// `hearth key rotate`.
+pub fn key(command: Key) -> Result<(), String> {
+    let (_, mut storage) = open(&command.config, &command.data_dir)?;
+    let error = |error: crate::error::Error| error.to_string();
+    match command.action {
+        KeyAction::Rotate(_) => {
+            let key = crate::protocol::signing::SigningKey::generate(&credentials::random_string(8))
+                .map_err(|error| error.to_string())?;
+            let retired = storage.rotate_signing_key(&key.key_id, &key.seed()).map_err(error)?;
+            match retired {
+                Some(old) => println!("retired {old}; the new signing key is {}", key.key_id),
+                None => println!("the new signing key is {}", key.key_id),
+            }
+            println!("restart the server to sign with it");
+        }
+    }
+    Ok(())
+}
+
+/// `hearth tls export-cert`.
+pub fn tls(command: Tls) -> Result<(), String> {
+    let overrides =
+        Overrides { data_dir: command.data_dir, server_name: command.server_name, ..Overrides::default() };
+    let config = Config::load(command.config.as_deref(), overrides)?;
+    let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    match command.action {
+        TlsAction::ExportCert(_) => {
+            let certificate = match &config.tls.certificate {
+                Some(path) => {
+                    std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?
+                }
+                None => crate::node::self_signed_pem(&config, &storage)?.certificate,
+            };
+            std::io::stdout().write_all(&certificate).map_err(|error| error.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// `hearth federation request`.
+pub fn federation(command: FederationCommand) -> Result<(), String> {
+    let overrides = Overrides {
+        data_dir: command.data_dir,
+        server_name: command.server_name,
+        federation_ca: command.federation_ca,
+        federation_allow_ips: command.federation_allow_ip,
+        ..Overrides::default()
+    };
+    let config = Config::load(command.config.as_deref(), overrides)?;
+    let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    let executor = std::rc::Rc::new(smol::LocalExecutor::new());
+    let app = crate::app::App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?;
+    match command.action {
+        FederationAction::Request(request) => {
+            let method: http_types::Method =
+                request.method.parse().map_err(|_| format!("{:?} is not an HTTP method", request.method))?;
+            let body = match &request.body {
+                Some(text) => Some(serde_json::from_str(text).map_err(|error| format!("--body: {error}"))?),
+                None => None,
+            };
+            let work =
+                crate::federation::client::request(&app, &request.destination, method, &request.path, body);
+            let (status, answer) = smol::block_on(executor.run(work)).map_err(|error| error.to_string())?;
+            println!("{status}");
+            println!("{answer}");
+        }
+    }
     Ok(())
 }
 

@@ -21,6 +21,9 @@ pub struct Request {
     pub method: Method,
     /// Percent-decoded path segments, without the leading empty one.
     pub segments: Vec<String>,
+    /// The request target as received: path and query, still percent-encoded
+    /// (what an `X-Matrix` signature covers).
+    pub target: String,
     /// Percent-decoded query pairs, in order.
     pub query: Vec<(String, String)>,
     pub headers: http_types::Headers,
@@ -162,6 +165,10 @@ async fn read_request(
         .path_segments()
         .map(|segments| segments.map(percent_decode).collect::<Vec<_>>())
         .unwrap_or_default();
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_string(),
+    };
     let query = url.query_pairs().map(|(key, value)| (key.into_owned(), value.into_owned())).collect();
     let limit = if is_media_upload(&segments) {
         app.config.limits.max_media_body
@@ -184,7 +191,7 @@ async fn read_request(
         }
     }
     let headers: &http_types::Headers = request.as_ref();
-    Ok(Request { method: request.method(), segments, query, headers: headers.clone(), body, peer })
+    Ok(Request { method: request.method(), segments, target, query, headers: headers.clone(), body, peer })
 }
 
 async fn dispatch(app: &Rc<App>, request: Request) -> Response {
@@ -196,7 +203,7 @@ async fn dispatch(app: &Rc<App>, request: Request) -> Response {
         Some("_matrix") => match request.segments.get(1).map(String::as_str) {
             Some("client") => crate::client::route(app, &request).await,
             Some("key" | "federation") if app.serves_federation(request.peer.listener) => {
-                Err(Error::Unrecognized { method_not_allowed: false })
+                crate::federation::route(app, &request).await
             }
             _ => Err(Error::Unrecognized { method_not_allowed: false }),
         },

@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod credentials;
 mod error;
+mod federation;
 mod http;
 mod logging;
 mod net;
@@ -32,6 +33,9 @@ fn main() -> ExitCode {
         cli::Command::User(user) => cli::user(user),
         cli::Command::Token(token) => cli::token(token),
         cli::Command::Backup(backup) => cli::backup(backup),
+        cli::Command::Key(key) => cli::key(key),
+        cli::Command::Tls(tls) => cli::tls(tls),
+        cli::Command::Federation(federation) => cli::federation(federation),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -117,6 +117,12 @@ fn load_tls(config: &Config, storage: &Storage) -> Result<Arc<rustls::ServerConf
     if let (Some(certificate), Some(private_key)) = (&config.tls.certificate, &config.tls.private_key) {
         return tls::server_config(&tls::read_pem_files(certificate, private_key)?);
     }
+    tls::server_config(&self_signed_pem(config, storage)?)
+}
+
+/// The self-signed pair stored in the database, made (for the configured
+/// server name) and stored if there is none yet.
+pub fn self_signed_pem(config: &Config, storage: &Storage) -> Result<tls::PemPair, String> {
     let error = |error: crate::error::Error| error.to_string();
     let pem = match (
         storage.secret(SELF_SIGNED_CERTIFICATE).map_err(error)?,
@@ -124,14 +130,16 @@ fn load_tls(config: &Config, storage: &Storage) -> Result<Arc<rustls::ServerConf
     ) {
         (Some(certificate), Some(private_key)) => tls::PemPair { certificate, private_key },
         _ => {
-            let pem = tls::self_signed(tls::host_of(&config.server_name))?;
-            storage.secret_or_insert(SELF_SIGNED_KEY, &pem.private_key).map_err(error)?;
-            storage.secret_or_insert(SELF_SIGNED_CERTIFICATE, &pem.certificate).map_err(error)?;
+            let made = tls::self_signed(tls::host_of(&config.server_name))?;
+            // Another process (an operator command) may have stored one first: keep that.
+            let private_key = storage.secret_or_insert(SELF_SIGNED_KEY, &made.private_key).map_err(error)?;
+            let certificate =
+                storage.secret_or_insert(SELF_SIGNED_CERTIFICATE, &made.certificate).map_err(error)?;
             log::info!("generated a self-signed TLS certificate");
-            pem
+            tls::PemPair { certificate, private_key }
         }
     };
-    tls::server_config(&pem)
+    Ok(pem)
 }
 
 fn reload_tls(app: &App, current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>>) -> Result<(), String> {

@@ -41,7 +41,7 @@ pub const EXPECT_CONTINUE_MARKER: &str = "x-hearth-expect-continue";
 #[derive(Clone, Copy, Debug)]
 pub struct Peer {
     pub address: SocketAddr,
-    /// Index of the listener in the list given to [`Server::new`].
+    /// Index of the listener in the list given to [`Server::start`].
     pub listener: usize,
 }
 

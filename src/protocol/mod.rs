@@ -15,6 +15,7 @@ pub mod redaction;
 pub mod room_version;
 pub mod signing;
 pub mod state_res;
+pub mod x_matrix;
 
 #[cfg(test)]
 mod fixtures;

@@ -171,6 +171,8 @@ const MIGRATIONS: &[&str] = &[
     super::search::SEARCH_SCHEMA,
     // 5: content reports (see DIRECTORY_REPORTS).
     DIRECTORY_REPORTS,
+    // 6: remote servers' signing keys (see FEDERATION_KEY_CACHE).
+    FEDERATION_KEY_CACHE,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
@@ -186,6 +188,27 @@ const DIRECTORY_REPORTS: &str = r#"
         received_ts  INTEGER NOT NULL
     );
     CREATE INDEX reports_by_room ON reports(room_id) WHERE room_id IS NOT NULL;
+"#;
+
+/// Migration 6: remote servers' signing keys fetched over federation (`remote_server_keys`)
+/// and each server's last signed key answer, kept verbatim for notary queries
+/// (`remote_key_responses`).
+const FEDERATION_KEY_CACHE: &str = r#"
+    CREATE TABLE remote_server_keys (
+        server_name     TEXT NOT NULL,
+        key_id          TEXT NOT NULL,
+        public_key      TEXT NOT NULL,
+        valid_until_ts  INTEGER,
+        expired_ts      INTEGER,
+        fetched_ts      INTEGER NOT NULL,
+        PRIMARY KEY (server_name, key_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE remote_key_responses (
+        server_name     TEXT PRIMARY KEY,
+        response        TEXT NOT NULL,
+        valid_until_ts  INTEGER NOT NULL,
+        fetched_ts      INTEGER NOT NULL
+    ) WITHOUT ROWID;
 "#;
 
 /// The schema version this binary writes.

@@ -12,6 +12,7 @@ mod relations;
 mod rooms;
 mod search;
 mod secrets;
+mod server_keys;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
@@ -19,6 +20,7 @@ pub use directory::ReportTarget;
 pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
+pub use server_keys::RemoteKey;
 pub use sync::Receipt;
 
 use std::path::Path;

@@ -139,6 +139,22 @@ impl Node {
         node
     }
 
+    /// Starts a node on an existing data dir with its TLS listener on
+    /// `https` (`ADDR:PORT`) and a plain listener on a free port.
+    pub fn start_on_https(data_dir: TempDir, https: &str, args: &[&str]) -> Node {
+        let mut node = Node {
+            child: None,
+            data_dir,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            http: String::new(),
+            https: String::new(),
+            server_name: String::new(),
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        node.launch(&["127.0.0.1:0".to_string()], &[https.to_string()]);
+        node
+    }
+
     fn launch(&mut self, http: &[String], https: &[String]) {
         let mut command = Command::new(binary());
         command.arg("serve").arg("--data-dir").arg(&self.data_dir.0);
@@ -418,6 +434,12 @@ pub fn try_register(client: &Client, localpart: &str, password: &str) -> Result<
     client
         .try_request("POST", "/_matrix/client/v3/register", Some(body.to_string().as_bytes()))
         .map(|(status, _)| status)
+}
+
+/// A loopback port that was free a moment ago (bound, then released), for a
+/// node whose server name must carry its port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `check` until it returns `Some` or the deadline passes.
