@@ -7,6 +7,7 @@
 
 pub mod format;
 pub mod notify;
+pub mod push;
 pub mod typing;
 pub mod unread;
 pub mod visibility;

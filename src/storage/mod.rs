@@ -6,11 +6,13 @@
 mod accounts;
 mod directory;
 mod migrations;
+mod push;
 mod rooms;
 mod secrets;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
+pub use push::Pusher;
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use sync::Receipt;
 
