@@ -225,8 +225,21 @@ impl Serve {
 
 fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
     let overrides = Overrides { data_dir: data_dir.clone(), ..Overrides::default() };
-    let config = Config::load(config.as_deref(), overrides)?;
+    let from_file = config.is_some();
+    let mut config = Config::load(config.as_deref(), overrides)?;
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    // Without a config file, the name the node runs under is the one the database recorded.
+    let stored = storage.secret(crate::storage::SERVER_NAME).map_err(|error| error.to_string())?;
+    if let Some(stored) = stored.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()) {
+        if !from_file {
+            config.server_name = stored;
+        } else if stored != config.server_name {
+            return Err(format!(
+                "the database belongs to server name {stored:?}, the config says {:?}",
+                config.server_name
+            ));
+        }
+    }
     Ok((config, storage))
 }
 

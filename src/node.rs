@@ -26,6 +26,7 @@ const SELF_SIGNED_KEY: &str = "tls.self_signed.private_key";
 pub fn serve(config: Config) -> Result<(), String> {
     let started = Instant::now();
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    check_server_name(&config, &storage)?;
     let tls_config = if config.listeners.iter().any(|listener| listener.tls) {
         Some(Rc::new(RefCell::new(load_tls(&config, &storage)?)))
     } else {
@@ -90,6 +91,23 @@ pub fn serve(config: Config) -> Result<(), String> {
         log::warn!("final WAL checkpoint failed: {error}");
     }
     log::info!("stopped");
+    Ok(())
+}
+
+/// The server name is part of every user ID and event: a database stays with
+/// the name it was first served under.
+fn check_server_name(config: &Config, storage: &Storage) -> Result<(), String> {
+    let stored = storage
+        .secret_or_insert(crate::storage::SERVER_NAME, config.server_name.as_bytes())
+        .map_err(|error| error.to_string())?;
+    let stored = String::from_utf8_lossy(&stored);
+    if stored != config.server_name {
+        return Err(format!(
+            "this database belongs to server name {stored:?}, not {:?}: the name cannot change once \
+             the node has run; use --server-name {stored} (or another data directory)",
+            config.server_name
+        ));
+    }
     Ok(())
 }
 

@@ -160,6 +160,26 @@ pub fn from_param(app: &App, user_id: &str, param: Option<&str>) -> Result<Filte
     parse(&serde_json::from_str(&json).unwrap_or(Value::Null))
 }
 
+/// The `RoomEventFilter` a `filter` query parameter gives (/messages,
+/// /context): inline JSON, or a stored filter's `room.timeline` part.
+pub fn event_filter_param(app: &App, user_id: &str, param: Option<&str>) -> Result<EventFilter> {
+    let Some(param) = param else { return Ok(EventFilter::default()) };
+    if param.trim_start().starts_with('{') {
+        let value: Value =
+            serde_json::from_str(param).map_err(|error| Error::NotJson(format!("filter: {error}")))?;
+        return event_filter(&value);
+    }
+    Ok(from_param(app, user_id, Some(param))?.room.timeline)
+}
+
+/// Parses a `RoomEventFilter` object; malformed ones are `M_BAD_JSON`.
+pub fn event_filter(value: &Value) -> Result<EventFilter> {
+    if !value.is_object() {
+        return Err(Error::BadJson("a filter must be a JSON object".into()));
+    }
+    serde_json::from_value(value.clone()).map_err(|error| Error::BadJson(format!("invalid filter: {error}")))
+}
+
 /// `POST /user/{userId}/filter`.
 pub fn create(app: &App, request: &Request, user_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;

@@ -9,10 +9,13 @@ mod ephemeral;
 mod filter;
 mod login;
 mod membership;
+mod messages;
 mod profile;
 mod push;
 mod register;
+mod relations;
 mod rooms;
+mod search;
 pub mod sync;
 mod uia;
 mod versions;
@@ -94,6 +97,8 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         (V3, ["join", room]) if *method == Post => membership::join(app, request, room),
         (V3, ["knock", room]) if *method == Post => membership::knock(app, request, room),
         (V3, ["rooms", room_id, rest @ ..]) => room_route(app, request, room_id, rest),
+        (V1, ["rooms", room_id, rest @ ..]) => room_route_v1(app, request, room_id, rest),
+        (V3, ["search"]) if *method == Post => search::search(app, request),
         (V3, ["user", user_id, "account_data", kind]) if matches!(*method, Get | Put) => {
             ephemeral::account_data(app, request, user_id, None, kind)
         }
@@ -144,6 +149,8 @@ fn room_route(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str]) ->
             _ => not_allowed(),
         },
         ["event", event_id] if *method == Get => rooms::get_event(app, request, room_id, event_id),
+        ["messages"] if *method == Get => messages::messages(app, request, room_id),
+        ["context", event_id] if *method == Get => messages::context(app, request, room_id, event_id),
         ["join"] if *method == Post => membership::join(app, request, room_id),
         ["invite"] if *method == Post => membership::invite(app, request, room_id),
         ["leave"] if *method == Post => membership::leave(app, request, room_id),
@@ -158,6 +165,25 @@ fn room_route(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str]) ->
         ["read_markers"] if *method == Post => ephemeral::read_markers(app, request, room_id),
         ["members"] if *method == Get => membership::members(app, request, room_id),
         ["joined_members"] if *method == Get => membership::joined_members(app, request, room_id),
+        _ => Err(Error::Unrecognized { method_not_allowed: false }),
+    }
+}
+
+/// Routes `/_matrix/client/v1/rooms/{roomId}/...`.
+fn room_route_v1(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str]) -> Result<Response> {
+    if request.method != Method::Get {
+        return Err(Error::Unrecognized { method_not_allowed: false });
+    }
+    match rest {
+        ["relations", event_id] => relations::relations(app, request, room_id, event_id, None, None),
+        ["relations", event_id, rel_type] => {
+            relations::relations(app, request, room_id, event_id, Some(rel_type), None)
+        }
+        ["relations", event_id, rel_type, event_type] => {
+            relations::relations(app, request, room_id, event_id, Some(rel_type), Some(event_type))
+        }
+        ["threads"] => relations::threads(app, request, room_id),
+        ["timestamp_to_event"] => messages::timestamp_to_event(app, request, room_id),
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
 }

@@ -119,7 +119,8 @@ fn run_stage(
                 .or_else(|| auth.get("user"))
                 .and_then(Value::as_str);
             if let Some(given) = given_user {
-                let given_id = if given.starts_with('@') { given.to_string() } else { app.user_id(given) };
+                // The same folding as /login, so `ALICE` and `@ALICE:server` name @alice.
+                let given_id = super::login::resolve_login_user(app, given);
                 if given_id != expected {
                     return Err(Error::Forbidden("you can only authenticate as yourself".into()));
                 }

@@ -1,10 +1,12 @@
 //! Events as clients see them: the client event format with `unsigned`
-//! (age, transaction ID echo, redacted_because, prev_content).
+//! (age, transaction ID echo, redacted_because, prev_content, and the bundled
+//! aggregations of [`super::aggregations`]).
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#room-event-format>.
 
 use serde_json::{Map, Value, json};
 
+use super::aggregations;
 use crate::app::App;
 use crate::storage::{StoredEvent, now_ms};
 
@@ -16,8 +18,20 @@ pub struct Viewer<'a> {
 }
 
 /// Formats a stored event for a client. `with_room_id` is false inside /sync's
-/// per-room sections, true elsewhere.
+/// per-room sections, true elsewhere. With a viewer, the event carries its
+/// bundled aggregations.
 pub fn client_event(app: &App, event: &StoredEvent, viewer: Option<Viewer<'_>>, with_room_id: bool) -> Value {
+    format_event(app, event, viewer, with_room_id, 0)
+}
+
+/// [`client_event`] for an event nested `depth` deep in another's bundle.
+pub fn format_event(
+    app: &App,
+    event: &StoredEvent,
+    viewer: Option<Viewer<'_>>,
+    with_room_id: bool,
+    depth: u32,
+) -> Value {
     let mut out = Map::new();
     let json = &event.json;
     out.insert("content".into(), json.get("content").cloned().unwrap_or_else(|| json!({})));
@@ -60,6 +74,11 @@ pub fn client_event(app: &App, event: &StoredEvent, viewer: Option<Viewer<'_>>, 
                 unsigned.insert("prev_content".into(), content.clone());
             }
             unsigned.insert("prev_sender".into(), json!(previous.sender));
+        }
+    }
+    if let Some(viewer) = viewer {
+        if let Some(relations) = aggregations::bundle(app, event, viewer, with_room_id, depth) {
+            unsigned.insert("m.relations".into(), relations);
         }
     }
     out.insert("unsigned".into(), Value::Object(unsigned));

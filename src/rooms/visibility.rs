@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::app::App;
+use crate::error::{Error, Result};
 use crate::storage::StoredEvent;
 
 /// Per-request memory of what each state group says, so a page of events
@@ -80,4 +81,21 @@ impl<'a> Visibility<'a> {
         let Ok(Some(group)) = self.app.storage().room_state_group(room_id) else { return false };
         self.at_group(group).0 == "world_readable"
     }
+}
+
+/// The newest stream position of a room's history a user may read: the end of
+/// the room when joined (or the room is world readable), their departure when
+/// they left or were banned. Anyone else gets 403, as Synapse answers.
+pub fn readable_up_to(app: &App, user_id: &str, room_id: &str) -> Result<i64> {
+    if Visibility::new(app, user_id).can_read_room(room_id) {
+        return Ok(i64::MAX);
+    }
+    let membership_event = app.storage().current_state_event(room_id, "m.room.member", user_id)?;
+    if let Some(event) = membership_event.and_then(|id| app.storage().event(&id).ok().flatten()) {
+        let membership = event.json.get("content").and_then(|c| c.get("membership")).and_then(Value::as_str);
+        if matches!(membership, Some("leave" | "ban")) {
+            return Ok(event.stream_ordering);
+        }
+    }
+    Err(Error::Forbidden("you are not allowed to read this room".into()))
 }

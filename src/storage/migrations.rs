@@ -164,7 +164,40 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, filter_id)
     ) WITHOUT ROWID;
     "#,
-    // 5 (push branch; the lead renumbers on merge): push rules and pushers.
+    // 3: the federation outbox, destination backoff, inbound transaction IDs.
+    super::federation::FEDERATION_QUEUE,
+    // 4: full-text search over message bodies, room names and topics (FTS5, kept
+    // in step with `events` by triggers: indexed on insert, dropped on redaction),
+    // and the indexes behind /threads and /timestamp_to_event.
+    r#"
+    CREATE VIRTUAL TABLE event_search USING fts5(body, name, topic, tokenize = 'porter unicode61');
+    INSERT INTO event_search (rowid, body, name, topic)
+        SELECT stream_ordering,
+            CASE WHEN kind = 'm.room.message' THEN json_extract(json, '$.content.body') END,
+            CASE WHEN kind = 'm.room.name' THEN json_extract(json, '$.content.name') END,
+            CASE WHEN kind = 'm.room.topic' THEN json_extract(json, '$.content.topic') END
+        FROM events
+        WHERE kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
+          AND outlier = 0 AND soft_failed = 0 AND redacted_by IS NULL;
+    CREATE TRIGGER events_search_insert AFTER INSERT ON events
+        WHEN NEW.kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
+          AND NEW.outlier = 0 AND NEW.soft_failed = 0 AND NEW.redacted_by IS NULL
+    BEGIN
+        INSERT INTO event_search (rowid, body, name, topic) VALUES (
+            NEW.stream_ordering,
+            CASE WHEN NEW.kind = 'm.room.message' THEN json_extract(NEW.json, '$.content.body') END,
+            CASE WHEN NEW.kind = 'm.room.name' THEN json_extract(NEW.json, '$.content.name') END,
+            CASE WHEN NEW.kind = 'm.room.topic' THEN json_extract(NEW.json, '$.content.topic') END);
+    END;
+    CREATE TRIGGER events_search_redact AFTER UPDATE OF redacted_by ON events
+        WHEN NEW.redacted_by IS NOT NULL AND OLD.redacted_by IS NULL
+    BEGIN
+        DELETE FROM event_search WHERE rowid = NEW.stream_ordering;
+    END;
+    CREATE INDEX events_threads ON events(room_id, stream_ordering) WHERE rel_type = 'm.thread';
+    CREATE INDEX events_by_room_ts ON events(room_id, origin_server_ts);
+    "#,
+    // 5: push rules and pushers.
     PUSH_RULES_AND_PUSHERS,
 ];
 

@@ -5,15 +5,21 @@
 
 mod accounts;
 mod directory;
+#[allow(dead_code)] // read by the federation senders and handlers as they land
+pub mod federation;
 mod migrations;
 mod push;
+mod relations;
 mod rooms;
+mod search;
 mod secrets;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
 pub use push::Pusher;
+pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
+pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
 pub use sync::Receipt;
 
 use std::path::Path;
@@ -22,6 +28,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::Result;
+
+/// The `server_secrets` entry holding the server name the database was first served under.
+pub const SERVER_NAME: &str = "server_name";
 
 /// Writers wait this long for another process (an operator command) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

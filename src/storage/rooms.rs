@@ -80,11 +80,11 @@ pub struct CurrentUpdate {
     pub extremities: Vec<String>,
 }
 
-const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, kind, state_key, sender, \
+pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, kind, state_key, sender, \
     origin_server_ts, json, state_group, replaces_state, redacted_by, device_id, txn_id, \
     outlier, soft_failed";
 
-fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     let json: String = row.get(7)?;
     let json = match serde_json::from_str(&json) {
         Ok(Value::Object(map)) => map,
@@ -407,7 +407,6 @@ impl Storage {
     }
 
     /// Events of a room in stream order within `(from, up_to]`, oldest first.
-    #[allow(dead_code)] // used by /messages, /context and /relations
     pub fn room_events_forwards(
         &self,
         room_id: &str,
@@ -427,7 +426,7 @@ impl Storage {
     }
 
     /// Whether a room has timeline events in `(after, up_to]`.
-    #[allow(dead_code)] // used by /messages, /context and /relations
+    #[allow(dead_code)] // /messages learns this from its own paging
     pub fn room_has_events_between(&self, room_id: &str, after: i64, up_to: i64) -> Result<bool> {
         let mut statement = self.conn.prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM events WHERE room_id = ?1 AND stream_ordering > ?2
@@ -501,7 +500,7 @@ impl Storage {
     }
 }
 
-fn insert_group(
+pub(super) fn insert_group(
     transaction: &rusqlite::Transaction<'_>,
     room_id: &str,
     parent: Option<i64>,

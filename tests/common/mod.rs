@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// The password [`Node::register`] gives every account.
+pub const PASSWORD: &str = "secret-password";
+
 /// How long a node may take to start.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -48,6 +51,54 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_hearth")
 }
 
+/// How long a one-shot command (`init`, `user`, a `serve` that must fail) may run.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs the binary with `args` and `stdin`, and returns its exit code (`None`
+/// if killed by a signal) and its stdout followed by its stderr. A command
+/// still running at the deadline is killed and fails the test.
+pub fn run(args: &[&str], stdin: Option<&str>) -> (Option<i32>, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start hearth");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    // Read both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hearth {args:?} still ran after {COMMAND_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = out.join().unwrap() + &err.join().unwrap();
+    (status.code(), text)
+}
+
 /// A running node.
 pub struct Node {
     child: Option<Child>,
@@ -70,7 +121,11 @@ impl Node {
 
     /// Starts a node with extra `serve` arguments.
     pub fn start_with(args: &[&str]) -> Node {
-        let data_dir = TempDir::new("node");
+        Node::start_in(TempDir::new("node"), args)
+    }
+
+    /// Starts a node on an existing data directory (e.g. one holding a backup).
+    pub fn start_in(data_dir: TempDir, args: &[&str]) -> Node {
         let mut node = Node {
             child: None,
             data_dir,
@@ -93,7 +148,8 @@ impl Node {
         for address in https {
             command.arg("--https").arg(address);
         }
-        if !self.args.iter().any(|arg| arg == "--server-name") {
+        // The name from the config file, if any, wins over the harness default.
+        if !self.args.iter().any(|arg| arg == "--server-name" || arg == "--config") {
             command.arg("--server-name").arg("localhost");
         }
         command.args(&self.args);
@@ -178,7 +234,14 @@ impl Node {
         }
     }
 
-    /// Starts the node again on the same data dir and the same ports.
+    /// Whether the process is still running (false after [`Node::kill9`] or
+    /// [`Node::stop`], or if it died by itself).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Starts the node again on the same data dir and the same ports; after
+    /// [`Node::kill9`] this is a restart after a crash.
     pub fn restart(&mut self) {
         self.stop();
         let http = vec![self.http.trim_start_matches("http://").to_string()];
@@ -186,22 +249,20 @@ impl Node {
         self.launch(&http, &https);
     }
 
-    /// Runs an operator subcommand against this node's data dir.
+    /// Runs an operator subcommand against this node's data dir (and its
+    /// `--config`, if it was started with one).
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-        let mut command = Command::new(binary());
-        // The subcommand group (user, token, ...) takes --data-dir before its action.
-        command.arg(args[0]).arg("--data-dir").arg(&self.data_dir.0).args(&args[1..]);
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        // The subcommand group (user, token, ...) takes its options before its action.
+        let mut full: Vec<String> = vec![args[0].to_string(), "--data-dir".to_string()];
+        full.push(self.data_dir.0.to_str().unwrap().to_string());
+        if let Some(at) = self.args.iter().position(|arg| arg == "--config") {
+            full.push("--config".to_string());
+            full.push(self.args[at + 1].clone());
         }
-        drop(child.stdin.take());
-        let output = child.wait_with_output().unwrap();
-        let text =
-            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        (output.status.success(), text)
+        full.extend(args[1..].iter().map(|arg| arg.to_string()));
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let (code, text) = run(&full, stdin);
+        (code == Some(0), text)
     }
 
     /// Threads of the node process.
@@ -234,7 +295,7 @@ impl Node {
         let mut client = self.client();
         let (status, body) = client.post(
             "/_matrix/client/v3/register",
-            &json!({"username": localpart, "password": "secret-password", "auth": {"type": "m.login.dummy"}}),
+            &json!({"username": localpart, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}),
         );
         assert_eq!(status, 200, "register {localpart}: {body}");
         client.token = Some(body["access_token"].as_str().unwrap().to_string());
@@ -277,7 +338,14 @@ impl Client {
     }
 
     /// A raw request; returns the status and the body parsed as JSON (or a string).
+    /// Panics if there is no HTTP answer at all.
     pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+        self.try_request(method, path, body)
+            .unwrap_or_else(|error| panic!("{method} {}{path}: {error}", self.base))
+    }
+
+    /// Like [`Client::request`], but a connection failure is an `Err`.
+    pub fn try_request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Value), String> {
         let url = format!("{}{}", self.base, path);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(token) = &self.token {
@@ -291,11 +359,26 @@ impl Client {
             }
             None => self.agent.run(builder.body(()).unwrap()),
         };
-        let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
+        let mut response = response.map_err(|error| error.to_string())?;
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_string()
+            .map_err(|error| error.to_string())?;
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        Ok((status, value))
+    }
+
+    /// A GET returning the status, the headers and the body text.
+    pub fn get_with_headers(&self, path: &str) -> (u16, ureq::http::HeaderMap, String) {
+        let url = format!("{}{}", self.base, path);
+        let mut response = self.agent.get(&url).call().unwrap_or_else(|error| panic!("GET {url}: {error}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, headers, text)
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -329,6 +412,14 @@ impl Client {
     }
 }
 
+/// Registers `localpart` with open registration on `node`, or returns why not.
+pub fn try_register(client: &Client, localpart: &str, password: &str) -> Result<u16, String> {
+    let body = json!({"username": localpart, "password": password, "auth": {"type": "m.login.dummy"}});
+    client
+        .try_request("POST", "/_matrix/client/v3/register", Some(body.to_string().as_bytes()))
+        .map(|(status, _)| status)
+}
+
 /// Polls `check` until it returns `Some` or the deadline passes.
 pub fn eventually<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + deadline;
@@ -353,4 +444,82 @@ pub fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path
+}
+
+/// One HTTP/1.1 connection driven by hand, for what a client library hides
+/// (interim responses, keep-alive).
+pub struct RawConnection {
+    reader: BufReader<std::net::TcpStream>,
+}
+
+/// A response read off a [`RawConnection`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl RawConnection {
+    /// Connects to `http://ADDR:PORT`.
+    pub fn connect(base: &str) -> RawConnection {
+        let address = base.trim_start_matches("http://");
+        let stream = std::net::TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        RawConnection { reader: BufReader::new(stream) }
+    }
+
+    /// Writes bytes as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.reader.get_mut().write_all(bytes).unwrap();
+        self.reader.get_mut().flush().unwrap();
+    }
+
+    /// Reads one response head and its body (by `content-length`; interim
+    /// 1xx responses have none).
+    pub fn read_response(&mut self) -> RawResponse {
+        use std::io::Read;
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line).unwrap();
+        assert!(status_line.starts_with("HTTP/1.1 "), "not a status line: {status_line:?}");
+        let status: u16 = status_line[9..12].parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        let mut response = RawResponse { status, headers, body: Vec::new() };
+        if status >= 200 {
+            let length: usize =
+                response.header("content-length").map(|length| length.parse().unwrap()).unwrap_or(0);
+            response.body = vec![0; length];
+            self.reader.read_exact(&mut response.body).unwrap();
+        }
+        response
+    }
+
+    /// Whether the server closed the connection (reads end of stream).
+    pub fn is_closed(&mut self) -> bool {
+        use std::io::Read;
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+    }
 }

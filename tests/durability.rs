@@ -1,0 +1,101 @@
+//! Durability: a clean restart keeps accounts, devices and sessions; a
+//! `kill -9` in the middle of a registration burst loses no account whose
+//! registration was acknowledged.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Node, PASSWORD, eventually, try_register};
+use serde_json::json;
+
+const WHOAMI: &str = "/_matrix/client/v3/account/whoami";
+
+#[test]
+fn a_restart_keeps_every_account_and_session() {
+    let mut node = Node::start();
+    let clients: Vec<_> = (0..5).map(|index| node.register(&format!("user{index}"))).collect();
+    let first = &clients[0];
+    let (status, _) = first
+        .put(&format!("/_matrix/client/v3/devices/{}", first.device_id), &json!({"display_name": "kept"}));
+    assert_eq!(status, 200);
+    let (status, _) = first.put(
+        &format!("/_matrix/client/v3/profile/{}/displayname", first.user_id),
+        &json!({"displayname": "First"}),
+    );
+    assert_eq!(status, 200);
+
+    node.restart();
+
+    for (index, client) in clients.iter().enumerate() {
+        // Old access tokens still work ...
+        let (status, whoami) = client.get(WHOAMI);
+        assert_eq!(status, 200, "{whoami}");
+        assert_eq!(whoami["device_id"], client.device_id.as_str());
+        // ... and so do passwords.
+        let mut again = node.client();
+        assert_eq!(again.login(&format!("user{index}"), PASSWORD).0, 200);
+    }
+    let (_, device) = first.get(&format!("/_matrix/client/v3/devices/{}", first.device_id));
+    assert_eq!(device["display_name"], "kept");
+    let (_, profile) = node.client().get(&format!("/_matrix/client/v3/profile/{}", first.user_id));
+    assert_eq!(profile["displayname"], "First");
+}
+
+/// Registration threads running against the node.
+const LOAD_THREADS: usize = 3;
+/// Each thread stops after this many registrations (the node is killed long before).
+const MAX_PER_THREAD: usize = 100;
+/// And after this long.
+const MAX_LOAD_TIME: Duration = Duration::from_secs(10);
+/// The node is killed once this many registrations were acknowledged.
+const KILL_AFTER: usize = 30;
+
+#[test]
+fn kill_9_during_registrations_loses_no_acknowledged_account() {
+    let mut node = Node::start();
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..LOAD_THREADS)
+        .map(|thread| {
+            let client = node.client();
+            let acknowledged = acknowledged.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for index in 0..MAX_PER_THREAD {
+                    if stop.load(Ordering::SeqCst) || started.elapsed() > MAX_LOAD_TIME {
+                        return;
+                    }
+                    let name = format!("load{thread}x{index}");
+                    match try_register(&client, &name, PASSWORD) {
+                        Ok(200) => acknowledged.lock().unwrap().push(name),
+                        Ok(status) => panic!("registering {name}: status {status}"),
+                        // The node was killed under us.
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+
+    eventually(MAX_LOAD_TIME, || (acknowledged.lock().unwrap().len() >= KILL_AFTER).then_some(()));
+    node.kill9();
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() < LOAD_THREADS * MAX_PER_THREAD, "the load ended before the kill");
+
+    node.restart();
+    for name in &acknowledged {
+        let mut client = node.client();
+        let (status, body) = client.login(name, PASSWORD);
+        assert_eq!(status, 200, "{name} was acknowledged but is gone: {body}");
+    }
+    // The node takes new registrations after the crash.
+    node.register("after-crash");
+}

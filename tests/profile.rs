@@ -1,0 +1,78 @@
+//! Profiles: display name and avatar URL of local users.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#profiles>.
+
+mod common;
+
+use common::{Node, assert_error};
+use serde_json::json;
+
+#[test]
+fn own_profile_is_set_and_read_by_anyone() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let profile = format!("/_matrix/client/v3/profile/{}", alice.user_id);
+
+    // A new account has an empty profile.
+    let (status, body) = node.client().get(&profile);
+    assert_eq!((status, &body), (200, &json!({})));
+    assert_error(&node.client().get(&format!("{profile}/displayname")), 404, "M_NOT_FOUND");
+
+    let (status, body) = alice.put(&format!("{profile}/displayname"), &json!({"displayname": "Alice A."}));
+    assert_eq!(status, 200, "{body}");
+    let avatar = "mxc://localhost/abcdef";
+    let (status, body) = alice.put(&format!("{profile}/avatar_url"), &json!({"avatar_url": avatar}));
+    assert_eq!(status, 200, "{body}");
+
+    // Read without a token.
+    let anonymous = node.client();
+    assert_eq!(anonymous.get(&format!("{profile}/displayname")), (200, json!({"displayname": "Alice A."})));
+    assert_eq!(anonymous.get(&format!("{profile}/avatar_url")), (200, json!({"avatar_url": avatar})));
+    assert_eq!(anonymous.get(&profile), (200, json!({"displayname": "Alice A.", "avatar_url": avatar})));
+
+    // Clients percent-encode the user ID in the path.
+    let encoded =
+        format!("/_matrix/client/v3/profile/{}", alice.user_id.replace('@', "%40").replace(':', "%3A"));
+    assert_eq!(anonymous.get(&encoded), anonymous.get(&profile));
+
+    // null removes a field.
+    let (status, _) = alice.put(&format!("{profile}/displayname"), &json!({"displayname": null}));
+    assert_eq!(status, 200);
+    assert_eq!(anonymous.get(&profile), (200, json!({"avatar_url": avatar})));
+
+    assert_error(
+        &alice.put(&format!("{profile}/displayname"), &json!({"displayname": 12})),
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &alice.put(&format!("{profile}/displayname"), &json!({"displayname": "x".repeat(300)})),
+        400,
+        "M_BAD_JSON",
+    );
+}
+
+#[test]
+fn nobody_sets_another_users_profile() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let path = format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id);
+    assert_error(&bob.put(&path, &json!({"displayname": "Evil"})), 403, "M_FORBIDDEN");
+    assert_error(&node.client().put(&path, &json!({"displayname": "Evil"})), 401, "M_MISSING_TOKEN");
+    assert_error(&alice.get(&path), 404, "M_NOT_FOUND");
+}
+
+#[test]
+fn unknown_users_have_no_profile() {
+    let node = Node::start();
+    let client = node.client();
+    let ghost = node.user_id("ghost");
+    for path in [
+        format!("/_matrix/client/v3/profile/{ghost}"),
+        format!("/_matrix/client/v3/profile/{ghost}/displayname"),
+        format!("/_matrix/client/v3/profile/{ghost}/avatar_url"),
+    ] {
+        assert_error(&client.get(&path), 404, "M_NOT_FOUND");
+    }
+}
