@@ -106,8 +106,9 @@ fn ruleset_has_the_spec_defaults_and_shows_in_sync() {
     let events = sync["account_data"]["events"].as_array().unwrap();
     let push_rules = events.iter().find(|event| event["type"] == "m.push_rules").expect("m.push_rules");
     assert_eq!(push_rules["content"], body);
-    // Clients cannot write it as plain account data.
+    // Reading it as account data gives the same; clients cannot write it there.
     let path = format!("/_matrix/client/v3/user/{}/account_data/m.push_rules", alice.user_id);
+    assert_eq!(alice.get(&path), (200, body.clone()));
     assert_error(&alice.put(&path, &json!({"global": {}})), 400, "M_BAD_JSON");
 }
 
