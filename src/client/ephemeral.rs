@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::rooms;
+use crate::rooms::push;
 use crate::storage::{Receipt, now_ms};
 
 /// Spec: account data content is at most 64 KiB like events; we cap it there.
@@ -190,6 +191,10 @@ pub fn account_data(
         let content = request.json_object()?;
         set_account_data(app, &user_id, room_id, kind, &Value::Object(content))?;
         return Ok(Response::ok(json!({})));
+    }
+    if room_id.is_empty() && kind == push::ACCOUNT_DATA_TYPE {
+        // The push rules are always there, as the current merged ruleset.
+        return Ok(Response::ok(push::account_data_content(&push::ruleset(app, &user_id)?)));
     }
     let content = app.storage().account_data(&user_id, room_id, kind)?;
     let content = content.ok_or_else(|| Error::NotFound("no account data of that type".into()))?;

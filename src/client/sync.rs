@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::rooms::format::{Viewer, client_event, stripped_state};
+use crate::rooms::push;
 use crate::rooms::unread;
 use crate::rooms::visibility::Visibility;
 use crate::storage::{StateMap, StoredEvent, TokenOwner};
@@ -174,9 +175,20 @@ fn build(
 
     let mut account_data = Vec::new();
     let mut room_account_data: Map<String, Value> = Map::new();
-    for (room_id, kind, content) in
-        app.storage().account_data_since(user_id, since_stream.unwrap_or(0), now.stream)?
+    let mut changes = app.storage().account_data_since(user_id, since_stream.unwrap_or(0), now.stream)?;
+    // Spec: push rules are exposed as `m.push_rules` account data. The stored
+    // row marks when they changed; the content is always the current ruleset
+    // (so server-default updates show), and an initial sync always has it.
+    let is_push_rules = |room_id: &str, kind: &str| room_id.is_empty() && kind == push::ACCOUNT_DATA_TYPE;
+    let has_push_rules = changes.iter().any(|(room_id, kind, _)| is_push_rules(room_id, kind));
+    if has_push_rules
+        || (since_stream.is_none() && filter.account_data.allows(push::ACCOUNT_DATA_TYPE, user_id))
     {
+        changes.retain(|(room_id, kind, _)| !is_push_rules(room_id, kind));
+        let content = push::account_data_content(&push::ruleset(app, user_id)?).to_string();
+        changes.push((String::new(), push::ACCOUNT_DATA_TYPE.to_owned(), content));
+    }
+    for (room_id, kind, content) in changes {
         let event = json!({ "type": kind, "content": serde_json::from_str::<Value>(&content).unwrap_or_else(|_| json!({})) });
         if room_id.is_empty() {
             if filter.account_data.allows(&kind, user_id) {

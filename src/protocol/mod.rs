@@ -11,6 +11,7 @@ pub mod hashes;
 pub mod identifiers;
 pub mod pdu;
 pub mod power_levels;
+pub mod push_rules;
 pub mod redaction;
 pub mod room_version;
 pub mod signing;

@@ -12,6 +12,7 @@ pub mod incoming;
 pub mod notify;
 #[allow(dead_code)] // the federation senders register here when they land
 pub mod outbox;
+pub mod push;
 pub mod summary;
 pub mod timeline;
 pub mod typing;

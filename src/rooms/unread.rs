@@ -1,14 +1,22 @@
-//! Unread notification and highlight counts for `/sync`, from the events a
-//! user has not yet read (after their read receipt).
+//! Unread notification and highlight counts for `/sync`: the user's push
+//! rules evaluated over the events after their read receipt.
 //!
-//! The counts follow the spirit of the default push rules: messages from
-//! others notify; mentions of the user (by ID, localpart or display name, or
-//! `m.mentions`) and `@room` highlight.
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#receiving-notifications>:
+//! an event counts when the first matching rule's actions say `notify`, and
+//! as a highlight when they also set the `highlight` tweak.
+//!
+//! Room facts the conditions need (member count, the user's display name,
+//! power levels) are taken from the room's current state, not the state at
+//! each event; for the few events a user has unread the difference is small.
 
 use serde_json::Value;
 
 use crate::app::App;
 use crate::error::Result;
+use crate::protocol::push_rules::Context;
+use crate::storage::StateMap;
+
+use super::push;
 
 /// Unread events are counted this far back at most, to bound the work.
 const MAX_COUNTED_EVENTS: usize = 1000;
@@ -17,77 +25,40 @@ const MAX_COUNTED_EVENTS: usize = 1000;
 pub fn counts(app: &App, room_id: &str, user_id: &str) -> Result<(usize, usize)> {
     let read_up_to = app.storage().receipt_position(room_id, user_id)?.unwrap_or(0);
     let events = app.storage().room_events_backwards(room_id, read_up_to, i64::MAX, MAX_COUNTED_EVENTS)?;
-    if events.is_empty() {
+    if events.iter().all(|event| event.sender == user_id || event.redacted_by.is_some()) {
         return Ok((0, 0));
     }
-    let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or_default().to_lowercase();
-    let displayname =
-        app.storage().user(user_id)?.and_then(|user| user.displayname).map(|name| name.to_lowercase());
+    let ruleset = push::ruleset(app, user_id)?;
+    let member_count = app.storage().member_count(room_id, "join")?;
+    let display_name = display_name(app, room_id, user_id)?;
+    let version = super::room_version(app, room_id)?;
+    let mut power_state = StateMap::new();
+    for kind in ["m.room.power_levels", "m.room.create"] {
+        if let Some(event_id) = app.storage().current_state_event(room_id, kind, "")? {
+            power_state.insert((kind.to_owned(), String::new()), event_id);
+        }
+    }
+    let power = super::current_power(app, &version, &power_state);
+    let context = Context { user_id, display_name: display_name.as_deref(), member_count, power: &power };
     let mut notifications = 0;
     let mut highlights = 0;
     for event in &events {
-        if event.sender == user_id || event.redacted_by.is_some() {
+        // A redacted event no longer notifies (its content is gone).
+        if event.redacted_by.is_some() {
             continue;
         }
-        let content = event.json.get("content").cloned().unwrap_or(Value::Null);
-        let notifies = match event.kind.as_str() {
-            "m.room.message" | "m.room.encrypted" | "m.sticker" => {
-                // Edits do not notify again.
-                content.pointer("/m.relates_to/rel_type").and_then(Value::as_str) != Some("m.replace")
-            }
-            "m.room.member" => {
-                event.state_key.as_deref() == Some(user_id)
-                    && content.get("membership").and_then(Value::as_str) == Some("invite")
-            }
-            _ => false,
-        };
-        if !notifies {
-            continue;
-        }
-        notifications += 1;
-        if mentions(&content, user_id, &localpart, displayname.as_deref()) {
-            highlights += 1;
-        }
+        let outcome = ruleset.evaluate(&event.json, &context);
+        notifications += usize::from(outcome.notify);
+        highlights += usize::from(outcome.highlight);
     }
     Ok((notifications, highlights))
 }
 
-fn mentions(content: &Value, user_id: &str, localpart: &str, displayname: Option<&str>) -> bool {
-    if let Some(mentions) = content.get("m.mentions") {
-        let listed = mentions
-            .get("user_ids")
-            .and_then(Value::as_array)
-            .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(user_id)));
-        return listed || mentions.get("room").and_then(Value::as_bool) == Some(true);
-    }
-    let Some(body) = content.get("body").and_then(Value::as_str) else { return false };
-    let body = body.to_lowercase();
-    let word = |needle: &str| {
-        !needle.is_empty()
-            && body.match_indices(needle).any(|(start, _)| {
-                let before = body[..start].chars().next_back();
-                let after = body[start + needle.len()..].chars().next();
-                !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-            })
-    };
-    word(&user_id.to_lowercase())
-        || word(localpart)
-        || displayname.is_some_and(word)
-        || body.contains("@room")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn mentions_match_whole_words_and_m_mentions() {
-        let check = |content: Value| mentions(&content, "@alice:x", "alice", Some("alice cooper"));
-        assert!(check(json!({"body": "hi alice!"})));
-        assert!(!check(json!({"body": "hi malice"})));
-        assert!(check(json!({"body": "@room look"})));
-        assert!(check(json!({"body": "x", "m.mentions": {"user_ids": ["@alice:x"]}})));
-        assert!(!check(json!({"body": "alice", "m.mentions": {}})));
+/// The user's display name in the room (from their member event; their
+/// profile's if they have none).
+fn display_name(app: &App, room_id: &str, user_id: &str) -> Result<Option<String>> {
+    match super::current_state_content(app, room_id, "m.room.member", user_id)? {
+        Some(member) => Ok(member.get("displayname").and_then(Value::as_str).map(str::to_owned)),
+        None => Ok(app.storage().user(user_id)?.and_then(|user| user.displayname)),
     }
 }

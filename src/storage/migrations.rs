@@ -173,6 +173,8 @@ const MIGRATIONS: &[&str] = &[
     DIRECTORY_REPORTS,
     // 6: remote servers' signing keys (see FEDERATION_KEY_CACHE).
     FEDERATION_KEY_CACHE,
+    // 7: push rules and pushers (see PUSH_RULES_AND_PUSHERS).
+    PUSH_RULES_AND_PUSHERS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
@@ -209,6 +211,46 @@ const FEDERATION_KEY_CACHE: &str = r#"
         valid_until_ts  INTEGER NOT NULL,
         fetched_ts      INTEGER NOT NULL
     ) WITHOUT ROWID;
+"#;
+
+/// Migration 7: push rules: the user's own rules (`push_rules`, ordered by `priority`
+/// within a kind, highest first) and their changes to server-default rules
+/// (`push_rule_defaults`); pushers as clients set them.
+const PUSH_RULES_AND_PUSHERS: &str = r#"
+    CREATE TABLE push_rules (
+        user_id     TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        rule_id     TEXT NOT NULL,
+        priority    INTEGER NOT NULL,
+        conditions  TEXT,
+        pattern     TEXT,
+        actions     TEXT NOT NULL,
+        enabled     INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (user_id, kind, rule_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE push_rule_defaults (
+        user_id  TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        rule_id  TEXT NOT NULL,
+        enabled  INTEGER,
+        actions  TEXT,
+        PRIMARY KEY (user_id, kind, rule_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE pushers (
+        user_id              TEXT NOT NULL,
+        app_id               TEXT NOT NULL,
+        pushkey              TEXT NOT NULL,
+        kind                 TEXT NOT NULL,
+        app_display_name     TEXT NOT NULL,
+        device_display_name  TEXT NOT NULL,
+        profile_tag          TEXT,
+        lang                 TEXT NOT NULL,
+        data                 TEXT NOT NULL,
+        device_id            TEXT,
+        created_ts           INTEGER NOT NULL,
+        PRIMARY KEY (app_id, pushkey, user_id)
+    );
+    CREATE INDEX pushers_by_user ON pushers(user_id);
 "#;
 
 /// The schema version this binary writes.

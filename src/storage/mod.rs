@@ -8,6 +8,7 @@ mod directory;
 #[allow(dead_code)] // read by the federation senders and handlers as they land
 pub mod federation;
 mod migrations;
+mod push;
 mod relations;
 mod rooms;
 mod search;
@@ -17,6 +18,7 @@ mod sync;
 
 pub use accounts::{Device, TokenOwner};
 pub use directory::ReportTarget;
+pub use push::Pusher;
 pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};

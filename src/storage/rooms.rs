@@ -220,6 +220,15 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many members a room has with a given membership now.
+    pub fn member_count(&self, room_id: &str, membership: &str) -> Result<u64> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT COUNT(*) FROM current_state
+             WHERE room_id = ?1 AND kind = 'm.room.member' AND membership = ?2",
+        )?;
+        Ok(statement.query_row(params![room_id, membership], |row| row.get(0))?)
+    }
+
     /// The room's forward extremities with their depths.
     pub fn forward_extremities(&self, room_id: &str) -> Result<Vec<(String, i64)>> {
         let mut statement = self.conn.prepare_cached(

@@ -1,0 +1,316 @@
+//! Push rules and pushers: `GET /pushrules/`, `GET/PUT/DELETE
+//! /pushrules/global/{kind}/{ruleId}` with its `/enabled` and `/actions`,
+//! `GET /pushers` and `POST /pushers/set`.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#push-rules-api>,
+//! <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3pushersset>.
+//!
+//! Pushers are stored and listed, but this server does not yet send
+//! notifications to push gateways: the push rules drive the unread counts
+//! of `/sync` only.
+
+use http_types::Method;
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+use crate::protocol::push_rules::{self, Kind, PushRule};
+use crate::rooms::push::{self as rules, Attribute};
+use crate::storage::Pusher;
+
+/// Spec (`POST /pushers/set`): `app_id` is at most 64 characters.
+const MAX_APP_ID_CHARS: usize = 64;
+/// Spec (`POST /pushers/set`): `pushkey` is at most 512 bytes.
+const MAX_PUSHKEY_BYTES: usize = 512;
+/// Spec: an http pusher's URL has this path.
+const PUSH_GATEWAY_PATH: &str = "/_matrix/push/v1/notify";
+
+/// `GET /pushrules/`: every ruleset (only `global` exists).
+pub fn get_rulesets(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let ruleset = rules::ruleset(app, &owner.user_id)?;
+    Ok(Response::ok(rules::account_data_content(&ruleset)))
+}
+
+/// `GET /pushrules/global/`.
+pub fn get_global(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    Ok(Response::ok(rules::ruleset(app, &owner.user_id)?.to_json()))
+}
+
+fn parse_kind(kind: &str) -> Result<Kind> {
+    Kind::parse(kind).ok_or_else(|| Error::InvalidParam(format!("unknown push rule kind {kind:?}")))
+}
+
+/// `GET/PUT/DELETE /pushrules/global/{kind}/{ruleId}`.
+pub fn rule(app: &App, request: &Request, kind: &str, rule_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let kind = parse_kind(kind)?;
+    match request.method {
+        Method::Get => {
+            let ruleset = rules::ruleset(app, &owner.user_id)?;
+            let rule = ruleset.find(kind, rule_id).ok_or_else(rules::not_found)?;
+            Ok(Response::ok(rule.to_json(kind)))
+        }
+        Method::Put => {
+            let rule = rule_from_body(request, kind, rule_id)?;
+            rules::put_rule(
+                app,
+                &owner.user_id,
+                kind,
+                rule,
+                request.query("before"),
+                request.query("after"),
+            )?;
+            Ok(Response::ok(json!({})))
+        }
+        Method::Delete => {
+            rules::delete_rule(app, &owner.user_id, kind, rule_id)?;
+            Ok(Response::ok(json!({})))
+        }
+        _ => Err(Error::Unrecognized { method_not_allowed: true }),
+    }
+}
+
+/// Reads and checks the body of `PUT /pushrules/global/{kind}/{ruleId}`.
+fn rule_from_body(request: &Request, kind: Kind, rule_id: &str) -> Result<PushRule> {
+    // Spec: IDs starting with "." are reserved for server-default rules;
+    // slashes and backslashes are not allowed.
+    if rule_id.starts_with('.') {
+        return Err(Error::InvalidParam(
+            "rule IDs starting with '.' are reserved for server-default rules".into(),
+        ));
+    }
+    if rule_id.contains(['/', '\\']) {
+        return Err(Error::InvalidParam("rule IDs may not contain slashes or backslashes".into()));
+    }
+    match kind {
+        Kind::Room if !rule_id.starts_with('!') => {
+            return Err(Error::InvalidParam("the ID of a room rule is the room ID".into()));
+        }
+        Kind::Sender if !rule_id.starts_with('@') => {
+            return Err(Error::InvalidParam("the ID of a sender rule is the user ID".into()));
+        }
+        _ => {}
+    }
+    let body = request.json_object()?;
+    let actions = actions_from(&body)?;
+    let mut rule = PushRule {
+        rule_id: rule_id.to_owned(),
+        default: false,
+        // Spec: new rules are enabled.
+        enabled: true,
+        conditions: Vec::new(),
+        pattern: None,
+        actions,
+    };
+    match kind {
+        Kind::Override | Kind::Underride => {
+            rule.conditions = match body.get("conditions") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(conditions)) => conditions.clone(),
+                Some(_) => return Err(Error::BadJson("`conditions` must be an array".into())),
+            };
+            push_rules::validate_conditions(&rule.conditions).map_err(Error::BadJson)?;
+        }
+        Kind::Content => {
+            rule.pattern = match body.get("pattern") {
+                Some(Value::String(pattern)) => Some(pattern.clone()),
+                None | Some(Value::Null) => {
+                    return Err(Error::MissingParam("content rules need a `pattern`".into()));
+                }
+                Some(_) => return Err(Error::BadJson("`pattern` must be a string".into())),
+            };
+        }
+        Kind::Room | Kind::Sender => {}
+    }
+    Ok(rule)
+}
+
+fn actions_from(body: &Map<String, Value>) -> Result<Vec<Value>> {
+    let actions = match body.get("actions") {
+        Some(Value::Array(actions)) => actions.clone(),
+        None | Some(Value::Null) => return Err(Error::MissingParam("`actions` is required".into())),
+        Some(_) => return Err(Error::BadJson("`actions` must be an array".into())),
+    };
+    push_rules::validate_actions(&actions).map_err(Error::InvalidParam)?;
+    Ok(actions)
+}
+
+/// `GET/PUT /pushrules/global/{kind}/{ruleId}/{enabled|actions}`.
+pub fn rule_attribute(
+    app: &App,
+    request: &Request,
+    kind: &str,
+    rule_id: &str,
+    attribute: &str,
+) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let kind = parse_kind(kind)?;
+    match request.method {
+        Method::Get => {
+            let ruleset = rules::ruleset(app, &owner.user_id)?;
+            let rule = ruleset.find(kind, rule_id).ok_or_else(rules::not_found)?;
+            Ok(Response::ok(match attribute {
+                "enabled" => json!({ "enabled": rule.enabled }),
+                _ => json!({ "actions": rule.actions }),
+            }))
+        }
+        Method::Put => {
+            let body = request.json_object()?;
+            let change = match attribute {
+                "enabled" => match body.get("enabled") {
+                    Some(Value::Bool(enabled)) => Attribute::Enabled(*enabled),
+                    None | Some(Value::Null) => {
+                        return Err(Error::MissingParam("`enabled` is required".into()));
+                    }
+                    Some(_) => return Err(Error::BadJson("`enabled` must be a boolean".into())),
+                },
+                _ => Attribute::Actions(actions_from(&body)?),
+            };
+            rules::set_attribute(app, &owner.user_id, kind, rule_id, change)?;
+            Ok(Response::ok(json!({})))
+        }
+        _ => Err(Error::Unrecognized { method_not_allowed: true }),
+    }
+}
+
+/// `GET /pushers`.
+pub fn get_pushers(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let pushers: Vec<Value> = app
+        .storage()
+        .pushers(&owner.user_id)?
+        .into_iter()
+        .map(|pusher| {
+            let mut object = json!({
+                "pushkey": pusher.pushkey,
+                "kind": pusher.kind,
+                "app_id": pusher.app_id,
+                "app_display_name": pusher.app_display_name,
+                "device_display_name": pusher.device_display_name,
+                "lang": pusher.lang,
+                "data": serde_json::from_str::<Value>(&pusher.data).unwrap_or_else(|_| json!({})),
+            });
+            if let Some(tag) = pusher.profile_tag {
+                object["profile_tag"] = json!(tag);
+            }
+            object
+        })
+        .collect();
+    Ok(Response::ok(json!({ "pushers": pushers })))
+}
+
+/// `POST /pushers/set`: creates, updates (`kind` set) or deletes (`kind`
+/// null) the user's pusher with this `app_id` and `pushkey`.
+pub fn set_pusher(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let string = |name: &str| -> Result<String> {
+        match body.get(name) {
+            Some(Value::String(text)) => Ok(text.clone()),
+            None | Some(Value::Null) => Err(Error::MissingParam(format!("`{name}` is required"))),
+            Some(_) => Err(Error::BadJson(format!("`{name}` must be a string"))),
+        }
+    };
+    let app_id = string("app_id")?;
+    let pushkey = string("pushkey")?;
+    if app_id.chars().count() > MAX_APP_ID_CHARS {
+        return Err(Error::InvalidParam(format!("`app_id` is at most {MAX_APP_ID_CHARS} characters")));
+    }
+    if pushkey.len() > MAX_PUSHKEY_BYTES {
+        return Err(Error::InvalidParam(format!("`pushkey` is at most {MAX_PUSHKEY_BYTES} bytes")));
+    }
+    let kind = match body.get("kind") {
+        None => return Err(Error::MissingParam("`kind` is required".into())),
+        Some(Value::Null) => {
+            app.storage().delete_pusher(&owner.user_id, &app_id, &pushkey)?;
+            return Ok(Response::ok(json!({})));
+        }
+        Some(Value::String(kind)) => kind.clone(),
+        Some(_) => return Err(Error::BadJson("`kind` must be a string or null".into())),
+    };
+    let data = match body.get("data") {
+        Some(Value::Object(data)) => data.clone(),
+        None | Some(Value::Null) => return Err(Error::MissingParam("`data` is required".into())),
+        Some(_) => return Err(Error::BadJson("`data` must be an object".into())),
+    };
+    match kind.as_str() {
+        "http" => check_gateway_url(data.get("url"))?,
+        // Synapse only accepts email pushers for an email address bound to
+        // the account; this server binds none.
+        "email" => {
+            return Err(Error::matrix(
+                400,
+                "M_THREEPID_NOT_FOUND",
+                "no email address is bound to this account",
+            ));
+        }
+        other => return Err(Error::InvalidParam(format!("unknown pusher kind {other:?}"))),
+    }
+    let profile_tag = match body.get("profile_tag") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(tag)) => Some(tag.clone()),
+        Some(_) => return Err(Error::BadJson("`profile_tag` must be a string".into())),
+    };
+    let append = match body.get("append") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(append)) => *append,
+        Some(_) => return Err(Error::BadJson("`append` must be a boolean".into())),
+    };
+    let pusher = Pusher {
+        user_id: owner.user_id.clone(),
+        app_id,
+        pushkey,
+        kind,
+        app_display_name: string("app_display_name")?,
+        device_display_name: string("device_display_name")?,
+        profile_tag,
+        lang: string("lang")?,
+        data: Value::Object(data).to_string(),
+        device_id: Some(owner.device_id.clone()),
+    };
+    app.storage().set_pusher(&pusher, append)?;
+    Ok(Response::ok(json!({})))
+}
+
+/// Spec: an http pusher's `data.url` is required and has the path
+/// `/_matrix/push/v1/notify`. (The spec asks for HTTPS; like Synapse we also
+/// accept plain HTTP, which push gateways on a LAN use.)
+fn check_gateway_url(url: Option<&Value>) -> Result<()> {
+    let url = match url {
+        Some(Value::String(url)) => url,
+        None | Some(Value::Null) => {
+            return Err(Error::MissingParam("http pushers need `data.url`".into()));
+        }
+        Some(_) => return Err(Error::BadJson("`data.url` must be a string".into())),
+    };
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let path = rest.and_then(|rest| rest.find('/').map(|slash| &rest[slash..]));
+    let path = path.map(|path| path.split(['?', '#']).next().unwrap_or(path));
+    match path {
+        Some(PUSH_GATEWAY_PATH) => Ok(()),
+        _ => Err(Error::InvalidParam(format!(
+            "`data.url` must be an http(s) URL with the path {PUSH_GATEWAY_PATH}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_urls_need_the_notify_path() {
+        let check = |url: &str| check_gateway_url(Some(&json!(url))).is_ok();
+        assert!(check("https://push.example.org/_matrix/push/v1/notify"));
+        assert!(check("http://10.0.0.2:5000/_matrix/push/v1/notify"));
+        assert!(check("https://push.example.org/_matrix/push/v1/notify?x=1"));
+        assert!(!check("https://push.example.org/"));
+        assert!(!check("https://push.example.org"));
+        assert!(!check("ftp://push.example.org/_matrix/push/v1/notify"));
+        assert!(!check("https://push.example.org/_matrix/push/v1/notify/extra"));
+        assert!(check_gateway_url(None).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! A user's push rules as the server keeps them: loading the merged ruleset
+//! (server defaults, the user's changes to them, the user's own rules),
+//! changing it, and publishing it as `m.push_rules` account data so that
+//! `/sync` carries every change.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#push-rules-api>,
+//! <https://spec.matrix.org/latest/client-server-api/#push-rules-events>.
+//! The rules only drive the unread counts of `/sync` here: sending
+//! notifications to push gateways is not implemented.
+
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::protocol::push_rules::{self, Kind, PlaceError, PushRule, Ruleset};
+
+/// The account data type that carries the ruleset.
+pub const ACCOUNT_DATA_TYPE: &str = "m.push_rules";
+
+/// The user's global ruleset.
+pub fn ruleset(app: &App, user_id: &str) -> Result<Ruleset> {
+    let changes = app.storage().push_rule_defaults(user_id)?;
+    let own = app.storage().push_rules(user_id)?;
+    Ok(Ruleset::merged(user_id, &changes, own))
+}
+
+/// The content of the `m.push_rules` account data event.
+pub fn account_data_content(ruleset: &Ruleset) -> Value {
+    json!({ "global": ruleset.to_json() })
+}
+
+/// Writes the current ruleset as `m.push_rules` account data at a new stream
+/// position and wakes the user's syncs.
+fn publish(app: &App, user_id: &str) -> Result<()> {
+    let content = account_data_content(&ruleset(app, user_id)?).to_string();
+    let stream_id = app.next_stream_id();
+    app.storage().set_account_data(user_id, "", ACCOUNT_DATA_TYPE, &content, stream_id)?;
+    app.notifier.wake([user_id]);
+    Ok(())
+}
+
+/// Creates or updates one of the user's own rules (`rule.rule_id` must not be
+/// a server-default ID; the caller checked).
+pub fn put_rule(
+    app: &App,
+    user_id: &str,
+    kind: Kind,
+    rule: PushRule,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> Result<()> {
+    let mut list: Vec<PushRule> = app
+        .storage()
+        .push_rules(user_id)?
+        .into_iter()
+        .filter(|(rule_kind, _)| *rule_kind == kind)
+        .map(|(_, rule)| rule)
+        .collect();
+    push_rules::place_rule(&mut list, rule, before, after).map_err(|error| match error {
+        // Spec: 400 M_UNKNOWN "before/after rule not found".
+        PlaceError::UnknownAnchor(id) => {
+            Error::matrix(400, "M_UNKNOWN", format!("before/after rule not found: {id}"))
+        }
+        PlaceError::DefaultAnchor(id) => {
+            Error::InvalidParam(format!("rules cannot be placed relative to the server-default rule {id}"))
+        }
+    })?;
+    app.storage().replace_push_rules(user_id, kind, &list)?;
+    publish(app, user_id)
+}
+
+/// Deletes one of the user's own rules. Server-default rules cannot be deleted.
+pub fn delete_rule(app: &App, user_id: &str, kind: Kind, rule_id: &str) -> Result<()> {
+    if rule_id.starts_with('.') && Ruleset::defaults(user_id).find(kind, rule_id).is_some() {
+        return Err(Error::InvalidParam("server-default rules cannot be deleted".into()));
+    }
+    if !app.storage().delete_push_rule(user_id, kind, rule_id)? {
+        return Err(not_found());
+    }
+    publish(app, user_id)
+}
+
+/// What `PUT .../enabled` or `PUT .../actions` changes.
+pub enum Attribute {
+    Enabled(bool),
+    Actions(Vec<Value>),
+}
+
+/// Enables, disables or sets the actions of a rule, default or own.
+pub fn set_attribute(
+    app: &App,
+    user_id: &str,
+    kind: Kind,
+    rule_id: &str,
+    attribute: Attribute,
+) -> Result<()> {
+    let is_default = rule_id.starts_with('.');
+    let found = if is_default {
+        let exists = Ruleset::defaults(user_id).find(kind, rule_id).is_some();
+        if exists {
+            let (enabled, actions) = match &attribute {
+                Attribute::Enabled(enabled) => (Some(*enabled), None),
+                Attribute::Actions(actions) => (None, Some(actions.as_slice())),
+            };
+            app.storage().set_push_rule_default(user_id, kind, rule_id, enabled, actions)?;
+        }
+        exists
+    } else {
+        match &attribute {
+            Attribute::Enabled(enabled) => {
+                app.storage().set_push_rule_enabled(user_id, kind, rule_id, *enabled)?
+            }
+            Attribute::Actions(actions) => {
+                app.storage().set_push_rule_actions(user_id, kind, rule_id, actions)?
+            }
+        }
+    };
+    if !found {
+        return Err(not_found());
+    }
+    publish(app, user_id)
+}
+
+/// Spec: 404 M_NOT_FOUND "The push rule was not found".
+pub fn not_found() -> Error {
+    Error::NotFound("the push rule was not found".into())
+}

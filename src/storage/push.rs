@@ -1,0 +1,329 @@
+//! Push rules and pushers: a user's own rules (ordered within each kind),
+//! their changes to server-default rules, and the pushers clients register.
+//!
+//! The server-default rules themselves are not stored: they come from the
+//! protocol core, and only a user's changes to them live here.
+
+use rusqlite::{Row, params};
+use serde_json::Value;
+
+use super::{Storage, now_ms};
+use crate::error::Result;
+use crate::protocol::push_rules::{DefaultChange, Kind, PushRule};
+
+/// One pusher. Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3pushers>.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pusher {
+    pub user_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+    pub kind: String,
+    pub app_display_name: String,
+    pub device_display_name: String,
+    pub profile_tag: Option<String>,
+    pub lang: String,
+    /// The `data` object as JSON text.
+    pub data: String,
+    /// The device whose access token set the pusher.
+    pub device_id: Option<String>,
+}
+
+fn json_list(text: Option<String>) -> Vec<Value> {
+    text.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
+}
+
+fn rule_from_row(row: &Row<'_>) -> rusqlite::Result<(String, PushRule)> {
+    let kind: String = row.get(0)?;
+    let rule = PushRule {
+        rule_id: row.get(1)?,
+        default: false,
+        enabled: row.get(5)?,
+        conditions: json_list(row.get(2)?),
+        pattern: row.get(3)?,
+        actions: json_list(row.get(4)?),
+    };
+    Ok((kind, rule))
+}
+
+fn pusher_from_row(row: &Row<'_>) -> rusqlite::Result<Pusher> {
+    Ok(Pusher {
+        user_id: row.get(0)?,
+        app_id: row.get(1)?,
+        pushkey: row.get(2)?,
+        kind: row.get(3)?,
+        app_display_name: row.get(4)?,
+        device_display_name: row.get(5)?,
+        profile_tag: row.get(6)?,
+        lang: row.get(7)?,
+        data: row.get(8)?,
+        device_id: row.get(9)?,
+    })
+}
+
+const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, device_display_name, \
+    profile_tag, lang, data, device_id";
+
+impl Storage {
+    /// A user's own rules, each kind's most important first.
+    pub fn push_rules(&self, user_id: &str) -> Result<Vec<(Kind, PushRule)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT kind, rule_id, conditions, pattern, actions, enabled FROM push_rules
+             WHERE user_id = ?1 ORDER BY kind, priority DESC",
+        )?;
+        let rows = statement.query_map([user_id], rule_from_row)?;
+        let mut rules = Vec::new();
+        for row in rows {
+            let (kind, rule) = row?;
+            // A kind this binary does not know (written by a newer one) is skipped.
+            if let Some(kind) = Kind::parse(&kind) {
+                rules.push((kind, rule));
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Replaces a user's rules of one kind with `rules` (most important first).
+    pub fn replace_push_rules(&mut self, user_id: &str, kind: Kind, rules: &[PushRule]) -> Result<()> {
+        let transaction = self.conn.transaction()?;
+        transaction.execute(
+            "DELETE FROM push_rules WHERE user_id = ?1 AND kind = ?2",
+            params![user_id, kind.as_str()],
+        )?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO push_rules (user_id, kind, rule_id, priority, conditions, pattern, actions, enabled)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for (index, rule) in rules.iter().enumerate() {
+                let conditions = matches!(kind, Kind::Override | Kind::Underride)
+                    .then(|| Value::Array(rule.conditions.clone()).to_string());
+                insert.execute(params![
+                    user_id,
+                    kind.as_str(),
+                    rule.rule_id,
+                    (rules.len() - index) as i64,
+                    conditions,
+                    rule.pattern,
+                    Value::Array(rule.actions.clone()).to_string(),
+                    rule.enabled,
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Deletes one of a user's own rules; false if there was none.
+    pub fn delete_push_rule(&self, user_id: &str, kind: Kind, rule_id: &str) -> Result<bool> {
+        let deleted = self.conn.execute(
+            "DELETE FROM push_rules WHERE user_id = ?1 AND kind = ?2 AND rule_id = ?3",
+            params![user_id, kind.as_str(), rule_id],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    /// Enables or disables one of a user's own rules; false if there is none.
+    pub fn set_push_rule_enabled(
+        &self,
+        user_id: &str,
+        kind: Kind,
+        rule_id: &str,
+        enabled: bool,
+    ) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE push_rules SET enabled = ?4 WHERE user_id = ?1 AND kind = ?2 AND rule_id = ?3",
+            params![user_id, kind.as_str(), rule_id, enabled],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Sets the actions of one of a user's own rules; false if there is none.
+    pub fn set_push_rule_actions(
+        &self,
+        user_id: &str,
+        kind: Kind,
+        rule_id: &str,
+        actions: &[Value],
+    ) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE push_rules SET actions = ?4 WHERE user_id = ?1 AND kind = ?2 AND rule_id = ?3",
+            params![user_id, kind.as_str(), rule_id, Value::Array(actions.to_vec()).to_string()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// A user's changes to server-default rules.
+    pub fn push_rule_defaults(&self, user_id: &str) -> Result<Vec<DefaultChange>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT kind, rule_id, enabled, actions FROM push_rule_defaults WHERE user_id = ?1",
+        )?;
+        let rows = statement.query_map([user_id], |row| {
+            let kind: String = row.get(0)?;
+            let actions: Option<String> = row.get(3)?;
+            Ok((kind, row.get::<_, String>(1)?, row.get::<_, Option<bool>>(2)?, actions))
+        })?;
+        let mut changes = Vec::new();
+        for row in rows {
+            let (kind, rule_id, enabled, actions) = row?;
+            let Some(kind) = Kind::parse(&kind) else { continue };
+            let actions = actions.map(|text| json_list(Some(text)));
+            changes.push(DefaultChange { kind, rule_id, enabled, actions });
+        }
+        Ok(changes)
+    }
+
+    /// Records a change to a server-default rule; `None` leaves that part as
+    /// it was.
+    pub fn set_push_rule_default(
+        &self,
+        user_id: &str,
+        kind: Kind,
+        rule_id: &str,
+        enabled: Option<bool>,
+        actions: Option<&[Value]>,
+    ) -> Result<()> {
+        let actions = actions.map(|actions| Value::Array(actions.to_vec()).to_string());
+        self.conn.execute(
+            "INSERT INTO push_rule_defaults (user_id, kind, rule_id, enabled, actions) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (user_id, kind, rule_id) DO UPDATE SET
+                enabled = COALESCE(excluded.enabled, enabled), actions = COALESCE(excluded.actions, actions)",
+            params![user_id, kind.as_str(), rule_id, enabled, actions],
+        )?;
+        Ok(())
+    }
+
+    /// Creates or updates a pusher. Unless `append`, pushers of other users
+    /// with the same app ID and pushkey are removed (spec: `append`).
+    pub fn set_pusher(&self, pusher: &Pusher, append: bool) -> Result<()> {
+        if !append {
+            self.conn.execute(
+                "DELETE FROM pushers WHERE app_id = ?1 AND pushkey = ?2 AND user_id != ?3",
+                params![pusher.app_id, pusher.pushkey, pusher.user_id],
+            )?;
+        }
+        self.conn.execute(
+            "INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name, device_display_name,
+                profile_tag, lang, data, device_id, created_ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET kind = excluded.kind,
+                app_display_name = excluded.app_display_name,
+                device_display_name = excluded.device_display_name, profile_tag = excluded.profile_tag,
+                lang = excluded.lang, data = excluded.data, device_id = excluded.device_id",
+            params![
+                pusher.user_id,
+                pusher.app_id,
+                pusher.pushkey,
+                pusher.kind,
+                pusher.app_display_name,
+                pusher.device_display_name,
+                pusher.profile_tag,
+                pusher.lang,
+                pusher.data,
+                pusher.device_id,
+                now_ms(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a user's pusher; false if there was none.
+    pub fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<bool> {
+        let deleted = self.conn.execute(
+            "DELETE FROM pushers WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3",
+            params![user_id, app_id, pushkey],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    /// A user's pushers, oldest first.
+    pub fn pushers(&self, user_id: &str) -> Result<Vec<Pusher>> {
+        let sql = format!(
+            "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = ?1 ORDER BY created_ts, app_id, pushkey"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let rows = statement.query_map([user_id], pusher_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rule(rule_id: &str, enabled: bool) -> PushRule {
+        PushRule {
+            rule_id: rule_id.into(),
+            default: false,
+            enabled,
+            conditions: vec![json!({"kind": "event_match", "key": "type", "pattern": "x"})],
+            pattern: None,
+            actions: vec![json!("notify")],
+        }
+    }
+
+    #[test]
+    fn rules_keep_their_order_and_changes() {
+        let mut storage = super::super::in_memory();
+        let rules = [rule("b", true), rule("a", false)];
+        storage.replace_push_rules("@u:x", Kind::Override, &rules).unwrap();
+        storage.replace_push_rules("@u:x", Kind::Sender, &[rule("@s:x", true)]).unwrap();
+        let stored = storage.push_rules("@u:x").unwrap();
+        let overrides: Vec<_> =
+            stored.iter().filter(|(kind, _)| *kind == Kind::Override).map(|(_, r)| r.clone()).collect();
+        assert_eq!(overrides, rules);
+        let sender = stored.iter().find(|(kind, _)| *kind == Kind::Sender).unwrap();
+        assert!(sender.1.conditions.is_empty(), "only override/underride rules keep conditions");
+
+        assert!(storage.set_push_rule_enabled("@u:x", Kind::Override, "a", true).unwrap());
+        assert!(!storage.set_push_rule_enabled("@u:x", Kind::Underride, "a", true).unwrap());
+        assert!(storage.set_push_rule_actions("@u:x", Kind::Override, "b", &[]).unwrap());
+        assert!(storage.delete_push_rule("@u:x", Kind::Sender, "@s:x").unwrap());
+        assert!(!storage.delete_push_rule("@u:x", Kind::Sender, "@s:x").unwrap());
+        let stored = storage.push_rules("@u:x").unwrap();
+        assert_eq!(stored.len(), 2);
+        assert!(stored[0].1.actions.is_empty() && stored[1].1.enabled);
+
+        storage.set_push_rule_default("@u:x", Kind::Underride, ".m.rule.message", Some(false), None).unwrap();
+        storage
+            .set_push_rule_default("@u:x", Kind::Underride, ".m.rule.message", None, Some(&[json!("notify")]))
+            .unwrap();
+        let changes = storage.push_rule_defaults("@u:x").unwrap();
+        assert_eq!(
+            changes,
+            [DefaultChange {
+                kind: Kind::Underride,
+                rule_id: ".m.rule.message".into(),
+                enabled: Some(false),
+                actions: Some(vec![json!("notify")]),
+            }]
+        );
+    }
+
+    #[test]
+    fn pushers_replace_other_users_unless_appended() {
+        let storage = super::super::in_memory();
+        let pusher = |user: &str, name: &str| Pusher {
+            user_id: user.into(),
+            app_id: "com.example.app".into(),
+            pushkey: "key".into(),
+            kind: "http".into(),
+            app_display_name: name.into(),
+            device_display_name: "phone".into(),
+            profile_tag: None,
+            lang: "en".into(),
+            data: json!({"url": "https://push.example/_matrix/push/v1/notify"}).to_string(),
+            device_id: Some("DEV".into()),
+        };
+        storage.set_pusher(&pusher("@a:x", "one"), false).unwrap();
+        storage.set_pusher(&pusher("@a:x", "two"), false).unwrap();
+        assert_eq!(storage.pushers("@a:x").unwrap(), [pusher("@a:x", "two")]);
+        storage.set_pusher(&pusher("@b:x", "b"), true).unwrap();
+        assert_eq!(storage.pushers("@a:x").unwrap().len(), 1, "append keeps the other user's pusher");
+        storage.set_pusher(&pusher("@b:x", "b"), false).unwrap();
+        assert!(storage.pushers("@a:x").unwrap().is_empty());
+        assert!(storage.delete_pusher("@b:x", "com.example.app", "key").unwrap());
+        assert!(storage.pushers("@b:x").unwrap().is_empty());
+    }
+}

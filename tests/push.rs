@@ -1,0 +1,330 @@
+//! Push rules and pushers over HTTP: the default ruleset, user rules driving
+//! the unread counts of /sync, `m.push_rules` account data, and pushers.
+
+mod common;
+
+use common::{Client, Node, assert_error};
+use serde_json::{Value, json};
+
+const RULES: &str = "/_matrix/client/v3/pushrules";
+
+fn rule_ids(ruleset: &Value, kind: &str) -> Vec<String> {
+    ruleset[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| rule["rule_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Alice creates a public room and bob joins it; returns the room ID.
+fn shared_room(alice: &Client, bob: &Client) -> String {
+    let (status, body) = alice.post("/_matrix/client/v3/createRoom", &json!({"preset": "public_chat"}));
+    assert_eq!(status, 200, "{body}");
+    let room_id = body["room_id"].as_str().unwrap().to_owned();
+    let (status, body) = bob.post(&format!("/_matrix/client/v3/join/{room_id}"), &json!({}));
+    assert_eq!(status, 200, "{body}");
+    room_id
+}
+
+/// Sends a message; returns its event ID.
+fn send(client: &Client, room_id: &str, txn: &str, content: Value) -> String {
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+    let (status, body) = client.put(&path, &content);
+    assert_eq!(status, 200, "{body}");
+    body["event_id"].as_str().unwrap().to_owned()
+}
+
+/// `(notification_count, highlight_count)` of a room in an initial sync.
+fn unread(client: &Client, room_id: &str) -> (u64, u64) {
+    let (status, body) = client.get("/_matrix/client/v3/sync");
+    assert_eq!(status, 200, "{body}");
+    let counts = &body["rooms"]["join"][room_id]["unread_notifications"];
+    (counts["notification_count"].as_u64().unwrap(), counts["highlight_count"].as_u64().unwrap())
+}
+
+fn put_ok(client: &Client, path: &str, body: &Value) {
+    let (status, answer) = client.put(path, body);
+    assert_eq!(status, 200, "PUT {path}: {answer}");
+}
+
+#[test]
+fn ruleset_has_the_spec_defaults_and_shows_in_sync() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let (status, body) = alice.get(&format!("{RULES}/"));
+    assert_eq!(status, 200, "{body}");
+    let global = &body["global"];
+    assert_eq!(
+        rule_ids(global, "override"),
+        [
+            ".m.rule.master",
+            ".m.rule.suppress_notices",
+            ".m.rule.invite_for_me",
+            ".m.rule.member_event",
+            ".m.rule.is_user_mention",
+            ".m.rule.is_room_mention",
+            ".m.rule.tombstone",
+            ".m.rule.reaction",
+            ".m.rule.room.server_acl",
+            ".m.rule.suppress_edits",
+        ]
+    );
+    assert_eq!(
+        rule_ids(global, "underride"),
+        [
+            ".m.rule.call",
+            ".m.rule.encrypted_room_one_to_one",
+            ".m.rule.room_one_to_one",
+            ".m.rule.message",
+            ".m.rule.encrypted",
+        ]
+    );
+    for kind in ["content", "room", "sender"] {
+        assert_eq!(global[kind], json!([]), "{kind}");
+    }
+    assert_eq!(
+        global["override"][4],
+        json!({
+            "rule_id": ".m.rule.is_user_mention", "default": true, "enabled": true,
+            "conditions": [{"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids", "value": alice.user_id}],
+            "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}],
+        })
+    );
+    let (_, global_only) = alice.get(&format!("{RULES}/global/"));
+    assert_eq!(&global_only, global);
+    let (_, one) = alice.get(&format!("{RULES}/global/underride/.m.rule.message"));
+    assert_eq!(
+        one,
+        json!({"rule_id": ".m.rule.message", "default": true, "enabled": true,
+               "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.message"}],
+               "actions": ["notify"]})
+    );
+
+    // An initial sync carries the ruleset as `m.push_rules` account data.
+    let (_, sync) = alice.get("/_matrix/client/v3/sync");
+    let events = sync["account_data"]["events"].as_array().unwrap();
+    let push_rules = events.iter().find(|event| event["type"] == "m.push_rules").expect("m.push_rules");
+    assert_eq!(push_rules["content"], body);
+    // Reading it as account data gives the same; clients cannot write it there.
+    let path = format!("/_matrix/client/v3/user/{}/account_data/m.push_rules", alice.user_id);
+    assert_eq!(alice.get(&path), (200, body.clone()));
+    assert_error(&alice.put(&path, &json!({"global": {}})), 400, "M_BAD_JSON");
+}
+
+#[test]
+fn keyword_rules_and_disabled_defaults_drive_unread_counts() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room_id = shared_room(&alice, &bob);
+    let (_, first) = alice.get("/_matrix/client/v3/sync");
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+
+    send(&bob, &room_id, "t1", json!({"msgtype": "m.text", "body": "hello"}));
+    // Two members: the one-to-one rule notifies.
+    assert_eq!(unread(&alice, &room_id), (1, 0));
+
+    // A keyword rule that highlights, and every message rule switched off.
+    put_ok(
+        &alice,
+        &format!("{RULES}/global/content/cake"),
+        &json!({"pattern": "cake", "actions": ["notify", {"set_tweak": "highlight"}]}),
+    );
+    for rule in [".m.rule.room_one_to_one", ".m.rule.message"] {
+        put_ok(&alice, &format!("{RULES}/global/underride/{rule}/enabled"), &json!({"enabled": false}));
+    }
+    let (_, enabled) = alice.get(&format!("{RULES}/global/underride/.m.rule.message/enabled"));
+    assert_eq!(enabled, json!({"enabled": false}));
+    // The earlier message no longer counts, and a new plain one does not either.
+    send(&bob, &room_id, "t2", json!({"msgtype": "m.text", "body": "more chat"}));
+    assert_eq!(unread(&alice, &room_id), (0, 0));
+    // The keyword counts, as a word only.
+    send(&bob, &room_id, "t3", json!({"msgtype": "m.text", "body": "pancakes?"}));
+    send(&bob, &room_id, "t4", json!({"msgtype": "m.text", "body": "Who wants CAKE?"}));
+    assert_eq!(unread(&alice, &room_id), (1, 1));
+
+    // The changes reached an incremental sync as `m.push_rules`.
+    let (_, sync) = alice.get(&format!("/_matrix/client/v3/sync?since={since}"));
+    let events = sync["account_data"]["events"].as_array().unwrap();
+    let push_rules = events.iter().find(|event| event["type"] == "m.push_rules").expect("m.push_rules");
+    assert_eq!(push_rules["content"]["global"]["content"][0]["pattern"], "cake");
+    let message = push_rules["content"]["global"]["underride"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["rule_id"] == ".m.rule.message")
+        .unwrap();
+    assert_eq!(message["enabled"], false);
+
+    // Re-enabling the message rule counts every message from bob again.
+    put_ok(&alice, &format!("{RULES}/global/underride/.m.rule.message/enabled"), &json!({"enabled": true}));
+    assert_eq!(unread(&alice, &room_id), (4, 1));
+    // Bob's own messages never count for bob.
+    assert_eq!(unread(&bob, &room_id), (0, 0));
+}
+
+#[test]
+fn mentions_highlight() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room_id = shared_room(&alice, &bob);
+    send(&bob, &room_id, "t1", json!({"msgtype": "m.text", "body": "plain"}));
+    send(
+        &bob,
+        &room_id,
+        "t2",
+        json!({"msgtype": "m.text", "body": "alice: look", "m.mentions": {"user_ids": [alice.user_id]}}),
+    );
+    assert_eq!(unread(&alice, &room_id), (2, 1));
+    // Bob (power 0) may not notify the whole room; alice (the creator, 100) may.
+    send(&bob, &room_id, "t3", json!({"msgtype": "m.text", "body": "all!", "m.mentions": {"room": true}}));
+    assert_eq!(unread(&alice, &room_id), (3, 1));
+    send(&alice, &room_id, "t4", json!({"msgtype": "m.text", "body": "all!", "m.mentions": {"room": true}}));
+    assert_eq!(unread(&bob, &room_id), (1, 1));
+    // Notices and edits do not notify.
+    send(&bob, &room_id, "t5", json!({"msgtype": "m.notice", "body": "bot says"}));
+    let edit = send(
+        &bob,
+        &room_id,
+        "t6",
+        json!({"msgtype": "m.text", "body": "* plain!", "m.new_content": {"msgtype": "m.text", "body": "plain!"},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": "$whatever"}}),
+    );
+    assert_eq!(unread(&alice, &room_id), (3, 1));
+    // A read receipt clears the counts.
+    let receipt = format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{edit}");
+    let (status, body) = alice.post(&receipt, &json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(unread(&alice, &room_id), (0, 0));
+}
+
+#[test]
+fn rule_changes_are_validated() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let rule = |path: &str| format!("{RULES}/global/{path}");
+
+    // Default rules cannot be created, deleted or used as anchors.
+    assert_error(&alice.delete(&rule("underride/.m.rule.message"), &json!({})), 400, "M_INVALID_PARAM");
+    assert_error(&alice.put(&rule("override/.m.rule.mine"), &json!({"actions": []})), 400, "M_INVALID_PARAM");
+    assert_error(&alice.put(&rule("override/a%2Fb"), &json!({"actions": []})), 400, "M_INVALID_PARAM");
+    assert_error(&alice.put(&rule("nonsense/x"), &json!({"actions": []})), 400, "M_INVALID_PARAM");
+    assert_error(&alice.put(&rule("override/x"), &json!({})), 400, "M_MISSING_PARAM");
+    assert_error(&alice.put(&rule("override/x"), &json!({"actions": ["explode"]})), 400, "M_INVALID_PARAM");
+    assert_error(&alice.put(&rule("content/x"), &json!({"actions": ["notify"]})), 400, "M_MISSING_PARAM");
+    assert_error(&alice.put(&rule("room/not-a-room"), &json!({"actions": []})), 400, "M_INVALID_PARAM");
+    // Spec: an unknown before/after rule is 400 M_UNKNOWN.
+    assert_error(
+        &alice.put(&format!("{}?before=missing", rule("override/x")), &json!({"actions": []})),
+        400,
+        "M_UNKNOWN",
+    );
+    assert_error(
+        &alice.put(&format!("{}?after=.m.rule.master", rule("override/x")), &json!({"actions": []})),
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(&alice.get(&rule("override/nope")), 404, "M_NOT_FOUND");
+    assert_error(&alice.get(&rule("override/nope/actions")), 404, "M_NOT_FOUND");
+    assert_error(&alice.put(&rule("override/nope/enabled"), &json!({"enabled": true})), 404, "M_NOT_FOUND");
+    assert_error(&alice.delete(&rule("override/nope"), &json!({})), 404, "M_NOT_FOUND");
+
+    // Ordering with before/after among the user's own rules, after master.
+    let quiet =
+        json!({"conditions": [{"kind": "event_match", "key": "sender", "pattern": "@bot*"}], "actions": []});
+    put_ok(&alice, &rule("override/first"), &quiet);
+    put_ok(&alice, &rule("override/second"), &quiet);
+    put_ok(&alice, &format!("{}?after=first", rule("override/third")), &quiet);
+    put_ok(&alice, &format!("{}?before=second", rule("override/zeroth")), &quiet);
+    let (_, global) = alice.get(&format!("{RULES}/global/"));
+    assert_eq!(rule_ids(&global, "override")[..5], [".m.rule.master", "zeroth", "second", "first", "third"]);
+    assert_eq!(
+        global["override"][1],
+        json!({"rule_id": "zeroth", "default": false, "enabled": true, "conditions": quiet["conditions"], "actions": []})
+    );
+
+    // Actions and enabled of own and default rules.
+    let actions = json!({"actions": ["notify", {"set_tweak": "sound", "value": "bing"}]});
+    put_ok(&alice, &rule("override/first/actions"), &actions);
+    put_ok(&alice, &rule("underride/.m.rule.call/actions"), &actions);
+    put_ok(&alice, &rule("override/first/enabled"), &json!({"enabled": false}));
+    assert_eq!(alice.get(&rule("override/first/actions")).1, actions);
+    assert_eq!(alice.get(&rule("underride/.m.rule.call/actions")).1, actions);
+    assert_eq!(alice.get(&rule("override/first/enabled")).1, json!({"enabled": false}));
+    assert_error(&alice.put(&rule("override/first/enabled"), &json!({"enabled": "no"})), 400, "M_BAD_JSON");
+
+    // Sender and room rules carry no conditions or pattern.
+    put_ok(&alice, &rule("sender/@spam:example.org"), &json!({"actions": []}));
+    assert_eq!(
+        alice.get(&rule("sender/@spam:example.org")).1,
+        json!({"rule_id": "@spam:example.org", "default": false, "enabled": true, "actions": []})
+    );
+    let (status, _) = alice.delete(&rule("override/first"), &json!({}));
+    assert_eq!(status, 200);
+    assert_error(&alice.get(&rule("override/first")), 404, "M_NOT_FOUND");
+    // Without a token, nothing.
+    assert_error(&node.client().get(&format!("{RULES}/")), 401, "M_MISSING_TOKEN");
+}
+
+#[test]
+fn pushers_are_set_listed_and_deleted() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let set = "/_matrix/client/v3/pushers/set";
+    let pusher = json!({
+        "kind": "http", "app_id": "org.example.app.android", "pushkey": "token-1",
+        "app_display_name": "Example", "device_display_name": "Phone", "profile_tag": "tag",
+        "lang": "en", "data": {"url": "https://push.example.org/_matrix/push/v1/notify", "format": "event_id_only"},
+    });
+    let (status, body) = alice.post(set, &pusher);
+    assert_eq!(status, 200, "{body}");
+    let (_, listed) = alice.get("/_matrix/client/v3/pushers");
+    assert_eq!(listed, json!({ "pushers": [pusher] }));
+
+    // Bob takes over the same pushkey: alice's is removed unless he appends.
+    let mut appended = pusher.clone();
+    appended["append"] = json!(true);
+    let (status, _) = bob.post(set, &appended);
+    assert_eq!(status, 200);
+    assert_eq!(alice.get("/_matrix/client/v3/pushers").1["pushers"].as_array().unwrap().len(), 1);
+    let (status, _) = bob.post(set, &pusher);
+    assert_eq!(status, 200);
+    assert_eq!(alice.get("/_matrix/client/v3/pushers").1, json!({"pushers": []}));
+
+    // Deleting with `kind: null`.
+    let (status, _) =
+        bob.post(set, &json!({"kind": null, "app_id": "org.example.app.android", "pushkey": "token-1"}));
+    assert_eq!(status, 200);
+    assert_eq!(bob.get("/_matrix/client/v3/pushers").1, json!({"pushers": []}));
+
+    // Validation.
+    let without = |field: &str| {
+        let mut body = pusher.clone();
+        body.as_object_mut().unwrap().remove(field);
+        body
+    };
+    assert_error(&alice.post(set, &without("kind")), 400, "M_MISSING_PARAM");
+    assert_error(&alice.post(set, &without("lang")), 400, "M_MISSING_PARAM");
+    assert_error(&alice.post(set, &without("data")), 400, "M_MISSING_PARAM");
+    let mut no_url = pusher.clone();
+    no_url["data"] = json!({});
+    assert_error(&alice.post(set, &no_url), 400, "M_MISSING_PARAM");
+    let mut bad_url = pusher.clone();
+    bad_url["data"]["url"] = json!("https://push.example.org/elsewhere");
+    assert_error(&alice.post(set, &bad_url), 400, "M_INVALID_PARAM");
+    let mut bad_kind = pusher.clone();
+    bad_kind["kind"] = json!("carrier-pigeon");
+    assert_error(&alice.post(set, &bad_kind), 400, "M_INVALID_PARAM");
+    let mut long_app = pusher.clone();
+    long_app["app_id"] = json!("x".repeat(65));
+    assert_error(&alice.post(set, &long_app), 400, "M_INVALID_PARAM");
+    let mut email = pusher.clone();
+    email["kind"] = json!("email");
+    email["app_id"] = json!("m.email");
+    email["pushkey"] = json!("alice@example.org");
+    assert_error(&alice.post(set, &email), 400, "M_THREEPID_NOT_FOUND");
+    assert_eq!(alice.get("/_matrix/client/v3/pushers").1, json!({"pushers": []}));
+}
