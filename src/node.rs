@@ -60,6 +60,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             started.elapsed().as_millis(),
             app.config.server_name
         );
+        crate::federation::sender::start(&app);
         notify_systemd("READY=1");
         let mut signals = signals;
         while let Some(signal) = signals.next().await {

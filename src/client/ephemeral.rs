@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms;
 use crate::rooms::push;
+use crate::rooms::{self, outbox};
 use crate::storage::{Receipt, now_ms};
 
 /// Spec: account data content is at most 64 KiB like events; we cap it there.
@@ -46,6 +46,11 @@ pub fn typing(app: &Rc<App>, request: &Request, room_id: &str, user_id: &str) ->
     require_joined(app, room_id, user_id)?;
     if app.typing.set(room_id, user_id, typing, timeout) {
         rooms::wake_room(app, room_id, None);
+        let edu = json!({
+            "edu_type": "m.typing",
+            "content": { "room_id": room_id, "user_id": user_id, "typing": typing },
+        });
+        outbox::queue_edu(app, &outbox::destinations(app, room_id, None)?, &edu)?;
         if typing {
             schedule_typing_expiry(app);
         }
@@ -94,6 +99,15 @@ fn put_receipt(
         app.notifier.wake([user_id]);
     } else {
         rooms::wake_room(app, room_id, None);
+        let mut data = json!({ "ts": receipt.ts });
+        if !thread_id.is_empty() {
+            data["thread_id"] = json!(thread_id);
+        }
+        let edu = json!({
+            "edu_type": "m.receipt",
+            "content": { room_id: { receipt_type: { user_id: { "event_ids": [event_id], "data": data } } } },
+        });
+        outbox::queue_edu(app, &outbox::destinations(app, room_id, None)?, &edu)?;
     }
     Ok(())
 }

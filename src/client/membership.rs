@@ -3,10 +3,13 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#room-membership>.
 
+use std::rc::Rc;
+
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::federation;
 use crate::http::{Request, Response};
 use crate::protocol::identifiers::{RoomAliasId, UserId};
 use crate::rooms::format::{Viewer, client_event};
@@ -79,24 +82,87 @@ fn set_membership(
     rooms::send(app, room_id, sender, Draft::state("m.room.member", target, content), None)
 }
 
+/// Resolves `!room` or `#alias` (asking the alias's server if it is not ours)
+/// and gathers servers to join through: the alias's, `via`/`server_name`
+/// parameters, the room ID's, and the server of a pending invite's sender.
+async fn resolve_with_servers(
+    app: &App,
+    request: &Request,
+    user_id: &str,
+    room_id_or_alias: &str,
+) -> Result<(String, Vec<String>)> {
+    let mut servers: Vec<String> = Vec::new();
+    let room_id = if room_id_or_alias.starts_with('#') {
+        let alias =
+            RoomAliasId::parse(room_id_or_alias).map_err(|error| Error::InvalidParam(error.to_string()))?;
+        if alias.server_name() == app.config.server_name {
+            resolve_room(app, room_id_or_alias)?
+        } else {
+            let (room_id, alias_servers) =
+                federation::queries::resolve_remote_alias(app, room_id_or_alias).await?;
+            servers.extend(alias_servers);
+            room_id
+        }
+    } else {
+        resolve_room(app, room_id_or_alias)?
+    };
+    for (key, value) in &request.query {
+        if key == "via" || key == "server_name" {
+            servers.push(value.clone());
+        }
+    }
+    if let Some(invite) =
+        app.storage().remote_invites(user_id)?.into_iter().find(|invite| invite.room_id == room_id)
+    {
+        if let Some((_, server)) = invite.inviter.split_once(':') {
+            servers.insert(0, server.to_string());
+        }
+    }
+    if let Some((_, server)) = room_id.split_once(':') {
+        servers.push(server.to_string());
+    }
+    if app.storage().room_version(&room_id)?.is_some() {
+        servers.extend(app.storage().servers_in_room(&room_id)?);
+    }
+    let mut unique = Vec::new();
+    for server in servers {
+        if server != app.config.server_name && !unique.contains(&server) {
+            unique.push(server);
+        }
+    }
+    Ok((room_id, unique))
+}
+
+/// Whether this server takes part in the room now (a local user is joined),
+/// so its state is current and it can make membership events itself.
+fn resident(app: &App, room_id: &str) -> Result<bool> {
+    if app.storage().room_version(room_id)?.is_none() {
+        return Ok(false);
+    }
+    let members = app.storage().members_with(room_id, "join")?;
+    Ok(members.iter().any(|member| app.is_local_user(member)))
+}
+
 /// `POST /join/{roomIdOrAlias}` and `POST /rooms/{roomId}/join`.
-pub fn join(app: &App, request: &Request, room_id_or_alias: &str) -> Result<Response> {
+pub async fn join(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
-    let room_id = resolve_room(app, room_id_or_alias)?;
-    if app.storage().room_version(&room_id)?.is_none() {
-        return Err(Error::NotFound(
-            "this server does not know the room (federation is not available yet)".into(),
-        ));
-    }
+    let (room_id, servers) = resolve_with_servers(app, request, &owner.user_id, room_id_or_alias).await?;
     if app.storage().membership(&room_id, &owner.user_id)?.as_deref() == Some("join") {
         return Ok(Response::ok(json!({ "room_id": room_id })));
     }
     let mut extra = reason(&body)?.unwrap_or_default();
-    if let Some(authoriser) = restricted_join_authoriser(app, &room_id, &owner.user_id)? {
-        extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
+    if resident(app, &room_id)? {
+        if let Some(authoriser) = restricted_join_authoriser(app, &room_id, &owner.user_id)? {
+            extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
+        }
+        set_membership(app, &room_id, &owner.user_id, &owner.user_id, "join", Some(&extra))?;
+    } else {
+        if servers.is_empty() {
+            return Err(Error::NotFound("no server to join this room through is known".into()));
+        }
+        federation::join::join_remote(app, &owner.user_id, &room_id, &servers, &extra).await?;
     }
-    set_membership(app, &room_id, &owner.user_id, &owner.user_id, "join", Some(&extra))?;
     app.storage().set_forgotten(&owner.user_id, &room_id, false)?;
     Ok(Response::ok(json!({ "room_id": room_id })))
 }
@@ -134,12 +200,20 @@ fn restricted_join_authoriser(app: &App, room_id: &str, user_id: &str) -> Result
 }
 
 /// `POST /rooms/{roomId}/invite`.
-pub fn invite(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+pub async fn invite(app: &Rc<App>, request: &Request, room_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
     let target = target_user(&body)?;
     if !app.is_local_user(&target) {
-        return Err(Error::Forbidden(format!("cannot invite {target}: federation is not available yet")));
+        if app.storage().room_version(room_id)?.is_none() {
+            return Err(Error::Forbidden("you are not in this room".into()));
+        }
+        if app.storage().membership(room_id, &target)?.as_deref() == Some("join") {
+            return Err(Error::Forbidden(format!("{target} is already in the room")));
+        }
+        let extra = reason(&body)?.unwrap_or_default();
+        federation::join::invite_remote(app, room_id, &owner.user_id, &target, &extra).await?;
+        return Ok(Response::ok(json!({})));
     }
     if app.storage().user(&target)?.is_none_or(|user| user.deactivated) {
         return Err(Error::NotFound(format!("{target} does not exist")));
@@ -149,9 +223,28 @@ pub fn invite(app: &App, request: &Request, room_id: &str) -> Result<Response> {
 }
 
 /// `POST /rooms/{roomId}/leave`.
-pub fn leave(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+pub async fn leave(app: &Rc<App>, request: &Request, room_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
+    // Declining an invite into a room we are not in goes through the inviter's server.
+    let pending =
+        app.storage().remote_invites(&owner.user_id)?.into_iter().find(|invite| invite.room_id == room_id);
+    if let Some(invite) = pending {
+        if app.storage().membership(room_id, &owner.user_id)?.is_none() {
+            let server =
+                invite.inviter.split_once(':').map(|(_, server)| server.to_string()).unwrap_or_default();
+            let extra = reason(&body)?.unwrap_or_default();
+            if let Err(error) =
+                federation::join::reject_remote_invite(app, &owner.user_id, room_id, &server, &extra).await
+            {
+                // The inviting server may be gone; the invite goes from here anyway.
+                log::info!("declining the invite to {room_id} through {server} failed: {error}");
+            }
+            app.storage().delete_remote_invite(room_id, &owner.user_id)?;
+            app.notifier.wake([owner.user_id.as_str()]);
+            return Ok(Response::ok(json!({})));
+        }
+    }
     match app.storage().membership(room_id, &owner.user_id)?.as_deref() {
         None | Some("leave") => {
             // Leaving a room one is not in is a no-op, as in Synapse.
@@ -208,11 +301,16 @@ pub fn moderate(app: &App, request: &Request, room_id: &str, action: &str) -> Re
 }
 
 /// `POST /knock/{roomIdOrAlias}`.
-pub fn knock(app: &App, request: &Request, room_id_or_alias: &str) -> Result<Response> {
+pub async fn knock(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
-    let room_id = resolve_room(app, room_id_or_alias)?;
-    set_membership(app, &room_id, &owner.user_id, &owner.user_id, "knock", reason(&body)?.as_ref())?;
+    let (room_id, servers) = resolve_with_servers(app, request, &owner.user_id, room_id_or_alias).await?;
+    if resident(app, &room_id)? || servers.is_empty() {
+        set_membership(app, &room_id, &owner.user_id, &owner.user_id, "knock", reason(&body)?.as_ref())?;
+    } else {
+        let extra = reason(&body)?.unwrap_or_default();
+        federation::join::knock_remote(app, &owner.user_id, &room_id, &servers, &extra).await?;
+    }
     Ok(Response::ok(json!({ "room_id": room_id })))
 }
 

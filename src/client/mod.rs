@@ -86,9 +86,9 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             _ => not_allowed(),
         },
         (V3, ["delete_devices"]) if *method == Post => devices::delete_many(app, request),
-        (V3, ["profile", user_id]) if *method == Get => profile::get(app, user_id),
+        (V3, ["profile", user_id]) if *method == Get => profile::get(app, user_id).await,
         (V3, ["profile", user_id, field]) => match method {
-            Get => profile::get_field(app, user_id, field),
+            Get => profile::get_field(app, user_id, field).await,
             Put => profile::set_field(app, request, user_id, field),
             _ => not_allowed(),
         },
@@ -99,8 +99,15 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             filter::get(app, request, user_id, filter_id)
         }
         (V3, ["joined_rooms"]) if *method == Get => membership::joined_rooms(app, request),
-        (V3, ["join", room]) if *method == Post => membership::join(app, request, room),
-        (V3, ["knock", room]) if *method == Post => membership::knock(app, request, room),
+        (V3, ["join", room]) if *method == Post => membership::join(app, request, room).await,
+        (V3, ["knock", room]) if *method == Post => membership::knock(app, request, room).await,
+        (V3, ["rooms", room_id, "join"]) if *method == Post => membership::join(app, request, room_id).await,
+        (V3, ["rooms", room_id, "invite"]) if *method == Post => {
+            membership::invite(app, request, room_id).await
+        }
+        (V3, ["rooms", room_id, "leave"]) if *method == Post => {
+            membership::leave(app, request, room_id).await
+        }
         (V3, ["rooms", room_id, rest @ ..]) => room_route(app, request, room_id, rest),
         (V1, ["rooms", room_id, "hierarchy"]) if *method == Get => spaces::hierarchy(app, request, room_id),
         (V1, ["rooms", room_id, rest @ ..]) => room_route_v1(app, request, room_id, rest),
@@ -175,9 +182,6 @@ fn room_route(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str]) ->
         ["event", event_id] if *method == Get => rooms::get_event(app, request, room_id, event_id),
         ["messages"] if *method == Get => messages::messages(app, request, room_id),
         ["context", event_id] if *method == Get => messages::context(app, request, room_id, event_id),
-        ["join"] if *method == Post => membership::join(app, request, room_id),
-        ["invite"] if *method == Post => membership::invite(app, request, room_id),
-        ["leave"] if *method == Post => membership::leave(app, request, room_id),
         ["forget"] if *method == Post => membership::forget(app, request, room_id),
         [action @ ("kick" | "ban" | "unban")] if *method == Post => {
             membership::moderate(app, request, room_id, action)

@@ -30,17 +30,28 @@ fn profile_of(app: &App, user_id: &str) -> Result<Map<String, Value>> {
     Ok(profile)
 }
 
+/// A local profile from the database, a remote one from its server.
+async fn any_profile(app: &App, user_id: &str, field: Option<&str>) -> Result<Map<String, Value>> {
+    if app.is_local_user(user_id) || !user_id.contains(':') {
+        return profile_of(app, user_id);
+    }
+    match crate::federation::queries::remote_profile(app, user_id, field).await? {
+        Value::Object(profile) => Ok(profile),
+        _ => Err(Error::NotFound("profile not found".into())),
+    }
+}
+
 /// `GET /profile/{userId}`.
-pub fn get(app: &App, user_id: &str) -> Result<Response> {
-    Ok(Response::ok(Value::Object(profile_of(app, user_id)?)))
+pub async fn get(app: &App, user_id: &str) -> Result<Response> {
+    Ok(Response::ok(Value::Object(any_profile(app, user_id, None).await?)))
 }
 
 /// `GET /profile/{userId}/{displayname|avatar_url}`.
-pub fn get_field(app: &App, user_id: &str, field: &str) -> Result<Response> {
+pub async fn get_field(app: &App, user_id: &str, field: &str) -> Result<Response> {
     if field != "displayname" && field != "avatar_url" {
         return Err(Error::Unrecognized { method_not_allowed: false });
     }
-    let profile = profile_of(app, user_id)?;
+    let profile = any_profile(app, user_id, Some(field)).await?;
     let value = profile.get(field).ok_or_else(|| Error::NotFound(format!("no {field} is set")))?;
     Ok(Response::ok(json!({ field: value })))
 }

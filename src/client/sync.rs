@@ -173,6 +173,16 @@ fn build(
         }
     }
 
+    // Invites into rooms this server is not in yet.
+    for pending in app.storage().remote_invites(user_id)? {
+        let new =
+            since_stream.is_none_or(|since| pending.stream_id > since) && pending.stream_id <= now.stream;
+        if new && filter.room.allows_room(&pending.room_id) && !invite.contains_key(&pending.room_id) {
+            let events: Value = serde_json::from_str(&pending.invite_state).unwrap_or_else(|_| json!([]));
+            invite.insert(pending.room_id, json!({ "invite_state": { "events": events } }));
+        }
+    }
+
     let mut account_data = Vec::new();
     let mut room_account_data: Map<String, Value> = Map::new();
     let mut changes = app.storage().account_data_since(user_id, since_stream.unwrap_or(0), now.stream)?;

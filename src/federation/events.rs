@@ -93,7 +93,8 @@ fn id_list(value: Option<&Value>) -> Vec<String> {
 /// The state before an event (the state its prev events resolve to).
 pub fn state_before_event(app: &App, event: &StoredEvent) -> Result<StateMap> {
     let version = crate::rooms::room_version(app, &event.room_id)?;
-    let pdu = crate::rooms::to_pdu(&version, event).ok_or_else(|| Error::Internal("unreadable event".into()))?;
+    let pdu =
+        crate::rooms::to_pdu(&version, event).ok_or_else(|| Error::Internal("unreadable event".into()))?;
     if pdu.prev_events.is_empty() {
         return Ok(StateMap::new());
     }
@@ -119,9 +120,16 @@ pub fn get_event(app: &App, origin: &str, event_id: &str) -> Result<Response> {
 }
 
 /// `GET /_matrix/federation/v1/state/{roomId}` and `/state_ids/{roomId}`.
-pub fn get_state(app: &App, request: &Request, origin: &str, room_id: &str, ids_only: bool) -> Result<Response> {
+pub fn get_state(
+    app: &App,
+    request: &Request,
+    origin: &str,
+    room_id: &str,
+    ids_only: bool,
+) -> Result<Response> {
     check_server_in_room(app, origin, room_id)?;
-    let event_id = request.query("event_id").ok_or_else(|| Error::MissingParam("`event_id` is required".into()))?;
+    let event_id =
+        request.query("event_id").ok_or_else(|| Error::MissingParam("`event_id` is required".into()))?;
     let event = event_in_room(app, room_id, event_id)?;
     let state = state_before_event(app, &event)?;
     let state_ids: Vec<String> = state.values().cloned().collect();
@@ -152,7 +160,14 @@ pub fn get_event_auth(app: &App, origin: &str, room_id: &str, event_id: &str) ->
 /// Walks `prev_events` back from `start`, breadth first, stopping at
 /// `stop` events, collecting at most `limit` events (those in `start` included
 /// when `include_start`).
-fn walk_back(app: &App, room_id: &str, start: &[String], stop: &HashSet<String>, limit: usize, include_start: bool) -> Result<Vec<StoredEvent>> {
+fn walk_back(
+    app: &App,
+    room_id: &str,
+    start: &[String],
+    stop: &HashSet<String>,
+    limit: usize,
+    include_start: bool,
+) -> Result<Vec<StoredEvent>> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut queue: VecDeque<(String, bool)> = start.iter().map(|id| (id.clone(), include_start)).collect();
     let mut found = Vec::new();
@@ -211,7 +226,8 @@ pub fn get_missing_events(app: &App, request: &Request, origin: &str, room_id: &
     };
     let earliest: HashSet<String> = list("earliest_events").into_iter().collect();
     let latest = list("latest_events");
-    let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(10).min(MAX_EVENTS_PER_REQUEST as u64) as usize;
+    let limit =
+        body.get("limit").and_then(Value::as_u64).unwrap_or(10).min(MAX_EVENTS_PER_REQUEST as u64) as usize;
     let min_depth = body.get("min_depth").and_then(Value::as_i64).unwrap_or(0);
     let mut events = walk_back(app, room_id, &latest, &earliest, limit, false)?;
     events.retain(|event| event.json.get("depth").and_then(Value::as_i64).unwrap_or(0) >= min_depth);

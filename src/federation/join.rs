@@ -26,7 +26,14 @@ fn supported_versions_query() -> String {
 }
 
 /// Asks `server` for a membership template and fills it in for `user_id`.
-async fn make_membership(app: &App, server: &str, room_id: &str, user_id: &str, membership: &str, extra: &Map<String, Value>) -> Result<(RoomVersion, Pdu)> {
+async fn make_membership(
+    app: &App,
+    server: &str,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    extra: &Map<String, Value>,
+) -> Result<(RoomVersion, Pdu)> {
     let path = format!(
         "/_matrix/federation/v1/make_{membership}/{}/{}?{}",
         encode(room_id),
@@ -37,7 +44,11 @@ async fn make_membership(app: &App, server: &str, room_id: &str, user_id: &str, 
     if status != 200 {
         let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
         let errcode = answer.get("errcode").and_then(Value::as_str).unwrap_or("M_UNKNOWN");
-        return Err(Error::matrix(if status == 403 { 403 } else { 502 }, leak(errcode), format!("{server}: {message}")));
+        return Err(Error::matrix(
+            if status == 403 { 403 } else { 502 },
+            leak(errcode),
+            format!("{server}: {message}"),
+        ));
     }
     let version_id = answer.get("room_version").and_then(Value::as_str).unwrap_or("1");
     let version = room_version::RoomVersion::from_id(version_id)
@@ -75,7 +86,13 @@ async fn make_membership(app: &App, server: &str, room_id: &str, user_id: &str, 
 }
 
 /// Joins `user_id` to a room hosted elsewhere, trying `servers` in turn.
-pub async fn join_remote(app: &Rc<App>, user_id: &str, room_id: &str, servers: &[String], extra: &Map<String, Value>) -> Result<()> {
+pub async fn join_remote(
+    app: &Rc<App>,
+    user_id: &str,
+    room_id: &str,
+    servers: &[String],
+    extra: &Map<String, Value>,
+) -> Result<()> {
     let mut last_error = Error::NotFound("no server to join the room through".into());
     for server in servers.iter().filter(|server| **server != app.config.server_name) {
         match join_through(app, server, user_id, room_id, extra).await {
@@ -89,10 +106,17 @@ pub async fn join_remote(app: &Rc<App>, user_id: &str, room_id: &str, servers: &
     Err(last_error)
 }
 
-async fn join_through(app: &Rc<App>, server: &str, user_id: &str, room_id: &str, extra: &Map<String, Value>) -> Result<()> {
+async fn join_through(
+    app: &Rc<App>,
+    server: &str,
+    user_id: &str,
+    room_id: &str,
+    extra: &Map<String, Value>,
+) -> Result<()> {
     let (version, mut join) = make_membership(app, server, room_id, user_id, "join", extra).await?;
     let path = format!("/_matrix/federation/v2/send_join/{}/{}", encode(room_id), encode(&join.event_id));
-    let (status, answer) = client::request(app, server, Method::Put, &path, Some(Value::Object(join.json.clone()))).await?;
+    let (status, answer) =
+        client::request(app, server, Method::Put, &path, Some(Value::Object(join.json.clone()))).await?;
     if status != 200 {
         let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
         return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the join: {message}")));
@@ -126,7 +150,11 @@ async fn join_through(app: &Rc<App>, server: &str, user_id: &str, room_id: &str,
                 && create.content.get("room_version").and_then(Value::as_str).unwrap_or("1") == version.id
         });
     if !create_ok {
-        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} sent a state without this room's create event")));
+        return Err(Error::matrix(
+            502,
+            "M_UNKNOWN",
+            format!("{server} sent a state without this room's create event"),
+        ));
     }
     store_join(app, &version, &join, state)?;
     app.storage().delete_remote_invite(room_id, user_id)?;
@@ -137,8 +165,13 @@ async fn join_through(app: &Rc<App>, server: &str, user_id: &str, room_id: &str,
 /// Checks our join against the state the resident server gave us and stores
 /// it as the room's first event in our DAG (its prev events stay unknown here).
 fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> Result<()> {
-    auth::auth_check(version, join, |kind, state_key| rooms::state_pdu(app, version, &state, kind, state_key), &LocalSignatures)
-        .map_err(|error| Error::Forbidden(format!("our join fails the room's rules: {error}")))?;
+    auth::auth_check(
+        version,
+        join,
+        |kind, state_key| rooms::state_pdu(app, version, &state, kind, state_key),
+        &LocalSignatures,
+    )
+    .map_err(|error| Error::Forbidden(format!("our join fails the room's rules: {error}")))?;
     let key = ("m.room.member".to_string(), join.sender.clone());
     let replaces_state = state.get(&key).cloned();
     let mut after = state;
@@ -174,17 +207,25 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
         outlier: false,
         soft_failed: false,
     };
-    let update = CurrentUpdate { state: entries, replace_all: true, extremities: vec![join.event_id.clone()] };
+    let update =
+        CurrentUpdate { state: entries, replace_all: true, extremities: vec![join.event_id.clone()] };
     app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
     rooms::wake_room(app, &join.room_id, Some(&join.sender));
     Ok(())
 }
 
 /// Declines an invite into a room we are not in: a leave through the inviting server.
-pub async fn reject_remote_invite(app: &Rc<App>, user_id: &str, room_id: &str, server: &str, extra: &Map<String, Value>) -> Result<()> {
+pub async fn reject_remote_invite(
+    app: &Rc<App>,
+    user_id: &str,
+    room_id: &str,
+    server: &str,
+    extra: &Map<String, Value>,
+) -> Result<()> {
     let (_, leave) = make_membership(app, server, room_id, user_id, "leave", extra).await?;
     let path = format!("/_matrix/federation/v2/send_leave/{}/{}", encode(room_id), encode(&leave.event_id));
-    let (status, answer) = client::request(app, server, Method::Put, &path, Some(Value::Object(leave.json.clone()))).await?;
+    let (status, answer) =
+        client::request(app, server, Method::Put, &path, Some(Value::Object(leave.json.clone()))).await?;
     if status != 200 {
         let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
         return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the leave: {message}")));
@@ -193,17 +234,29 @@ pub async fn reject_remote_invite(app: &Rc<App>, user_id: &str, room_id: &str, s
 }
 
 /// Knocks on a room hosted elsewhere; answers the stripped state to show.
-pub async fn knock_remote(app: &Rc<App>, user_id: &str, room_id: &str, servers: &[String], extra: &Map<String, Value>) -> Result<()> {
+pub async fn knock_remote(
+    app: &Rc<App>,
+    user_id: &str,
+    room_id: &str,
+    servers: &[String],
+    extra: &Map<String, Value>,
+) -> Result<()> {
     let mut last_error = Error::NotFound("no server to knock through".into());
     for server in servers.iter().filter(|server| **server != app.config.server_name) {
         let attempt = async {
             let (_, knock) = make_membership(app, server, room_id, user_id, "knock", extra).await?;
-            let path = format!("/_matrix/federation/v1/send_knock/{}/{}", encode(room_id), encode(&knock.event_id));
+            let path =
+                format!("/_matrix/federation/v1/send_knock/{}/{}", encode(room_id), encode(&knock.event_id));
             let (status, answer) =
-                client::request(app, server, Method::Put, &path, Some(Value::Object(knock.json.clone()))).await?;
+                client::request(app, server, Method::Put, &path, Some(Value::Object(knock.json.clone())))
+                    .await?;
             if status != 200 {
                 let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
-                return Err(Error::matrix(403, "M_FORBIDDEN", format!("{server} refused the knock: {message}")));
+                return Err(Error::matrix(
+                    403,
+                    "M_FORBIDDEN",
+                    format!("{server} refused the knock: {message}"),
+                ));
             }
             Ok(())
         };
@@ -217,17 +270,30 @@ pub async fn knock_remote(app: &Rc<App>, user_id: &str, room_id: &str, servers: 
 
 /// Invites a user of another server into a room we are in: the invitee's
 /// server countersigns, then the invite joins the room like any of our events.
-pub async fn invite_remote(app: &Rc<App>, room_id: &str, sender: &str, target: &str, extra: &Map<String, Value>) -> Result<()> {
+pub async fn invite_remote(
+    app: &Rc<App>,
+    room_id: &str,
+    sender: &str,
+    target: &str,
+    extra: &Map<String, Value>,
+) -> Result<()> {
     let version = rooms::room_version(app, room_id)?;
-    let server = server_of(target).ok_or_else(|| Error::InvalidParam(format!("{target} is not a user ID")))?.to_string();
+    let server = server_of(target)
+        .ok_or_else(|| Error::InvalidParam(format!("{target} is not a user ID")))?
+        .to_string();
     let state = app.storage().current_state(room_id)?;
     let mut content = extra.clone();
     content.insert("membership".into(), json!("invite"));
     let draft = rooms::Draft::state("m.room.member", target, Value::Object(content));
     let template = rooms::template(app, &version, Some(room_id), sender, &draft, &state)?;
     let invite = rooms::sign(app, &version, template)?;
-    auth::auth_check(&version, &invite, |kind, state_key| rooms::state_pdu(app, &version, &state, kind, state_key), &LocalSignatures)
-        .map_err(|error| Error::Forbidden(error.to_string()))?;
+    auth::auth_check(
+        &version,
+        &invite,
+        |kind, state_key| rooms::state_pdu(app, &version, &state, kind, state_key),
+        &LocalSignatures,
+    )
+    .map_err(|error| Error::Forbidden(error.to_string()))?;
     let invite_room_state = crate::client::sync::invite_state(app, room_id, sender)?
         .into_iter()
         .filter(|event| event.get("type").and_then(Value::as_str) != Some("m.room.member"))

@@ -8,9 +8,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::events::{auth_chain, check_server_in_room, pdu_json};
-use super::pdus::{self, server_of};
 use super::acl;
+use super::events::{auth_chain, pdu_json};
+use super::pdus::{self, server_of};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
@@ -27,7 +27,14 @@ fn version_of(app: &App, room_id: &str) -> Result<RoomVersion> {
 
 /// `GET /make_join/{roomId}/{userId}`, `/make_leave/...`, `/make_knock/...`:
 /// an unsigned membership event for the remote user to sign.
-pub fn make_membership(app: &App, request: &Request, origin: &str, room_id: &str, user_id: &str, membership: &str) -> Result<Response> {
+pub fn make_membership(
+    app: &App,
+    request: &Request,
+    origin: &str,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+) -> Result<Response> {
     if server_of(user_id) != Some(origin) {
         return Err(Error::Forbidden(format!("{origin} cannot act for {user_id}")));
     }
@@ -39,7 +46,8 @@ pub fn make_membership(app: &App, request: &Request, origin: &str, room_id: &str
         let supported: Vec<&str> =
             request.query.iter().filter(|(key, _)| key == "ver").map(|(_, value)| value.as_str()).collect();
         // Spec: without `ver` the remote supports only room version 1.
-        let compatible = if supported.is_empty() { version.id == "1" } else { supported.contains(&version.id) };
+        let compatible =
+            if supported.is_empty() { version.id == "1" } else { supported.contains(&version.id) };
         if !compatible {
             return Err(Error::matrix(
                 400,
@@ -48,7 +56,11 @@ pub fn make_membership(app: &App, request: &Request, origin: &str, room_id: &str
             ));
         }
         if membership == "knock" && !version.knock_join_rule {
-            return Err(Error::matrix(400, "M_INCOMPATIBLE_ROOM_VERSION", "this room version has no knocking"));
+            return Err(Error::matrix(
+                400,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                "this room version has no knocking",
+            ));
         }
     }
     let state = app.storage().current_state(room_id)?;
@@ -70,8 +82,13 @@ pub fn make_membership(app: &App, request: &Request, origin: &str, room_id: &str
     }
     let probe = crate::protocol::pdu::Pdu::from_json(&version, "$probe".into(), probe)
         .map_err(|error| Error::Internal(error.to_string()))?;
-    auth::auth_check(&version, &probe, |kind, state_key| rooms::state_pdu(app, &version, &state, kind, state_key), &TrustLocal)
-        .map_err(|error| Error::Forbidden(error.to_string()))?;
+    auth::auth_check(
+        &version,
+        &probe,
+        |kind, state_key| rooms::state_pdu(app, &version, &state, kind, state_key),
+        &TrustLocal,
+    )
+    .map_err(|error| Error::Forbidden(error.to_string()))?;
     Ok(Response::ok(json!({ "event": template, "room_version": version.id })))
 }
 
@@ -89,7 +106,12 @@ impl auth::SignatureCheck for TrustLocal {
 
 /// A local user who may authorise a restricted join for `user_id`, if the
 /// room is restricted and the user qualifies.
-fn restricted_authoriser(app: &App, version: &RoomVersion, room_id: &str, user_id: &str) -> Result<Option<String>> {
+fn restricted_authoriser(
+    app: &App,
+    version: &RoomVersion,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<String>> {
     if !version.restricted_join_rule {
         return Ok(None);
     }
@@ -118,7 +140,11 @@ fn restricted_authoriser(app: &App, version: &RoomVersion, room_id: &str, user_i
         .iter()
         .any(|allowed| app.storage().membership(allowed, user_id).ok().flatten().as_deref() == Some("join"));
     if !qualifies {
-        return Err(Error::matrix(400, "M_UNABLE_TO_AUTHORISE_JOIN", "you are not in any room that grants access"));
+        return Err(Error::matrix(
+            400,
+            "M_UNABLE_TO_AUTHORISE_JOIN",
+            "you are not in any room that grants access",
+        ));
     }
     let state = app.storage().current_state(room_id)?;
     let power = rooms::current_power(app, version, &state);
@@ -131,7 +157,14 @@ fn restricted_authoriser(app: &App, version: &RoomVersion, room_id: &str, user_i
 }
 
 /// `PUT /v2/send_join/...`, `/v2/send_leave/...`, `/v1/send_knock/...`.
-pub async fn send_membership(app: &App, request: &Request, origin: &str, room_id: &str, event_id: &str, membership: &str) -> Result<Response> {
+pub async fn send_membership(
+    app: &App,
+    request: &Request,
+    origin: &str,
+    room_id: &str,
+    event_id: &str,
+    membership: &str,
+) -> Result<Response> {
     if !acl::server_allowed(app, room_id, origin) {
         return Err(Error::Forbidden(format!("{origin} is denied by the room's server ACL")));
     }
@@ -147,7 +180,9 @@ pub async fn send_membership(app: &App, request: &Request, origin: &str, room_id
         let mut redacted = Value::Object(crate::protocol::redaction::redact(&json, &version));
         signing::sign_json(&mut redacted, &app.config.server_name, &app.signing_key)
             .map_err(|error| Error::Internal(error.to_string()))?;
-        if let Some(ours) = redacted.pointer(&format!("/signatures/{}", pointer_escape(&app.config.server_name))) {
+        if let Some(ours) =
+            redacted.pointer(&format!("/signatures/{}", pointer_escape(&app.config.server_name)))
+        {
             let signatures = json.entry("signatures").or_insert_with(|| json!({}));
             signatures[app.config.server_name.as_str()] = ours.clone();
         }
@@ -160,7 +195,9 @@ pub async fn send_membership(app: &App, request: &Request, origin: &str, room_id
         && server_of(&pdu.sender) == Some(origin)
         && pdu.content.get("membership").and_then(Value::as_str) == Some(membership);
     if !is_right_event {
-        return Err(Error::BadJson(format!("this is not {origin}'s {membership} event {event_id} for {room_id}")));
+        return Err(Error::BadJson(format!(
+            "this is not {origin}'s {membership} event {event_id} for {room_id}"
+        )));
     }
     let state_before = app.storage().current_state(room_id)?;
     match incoming::accept(app, &version, &pdu, &KnownStates::new())? {
@@ -204,11 +241,21 @@ fn pointer_escape(text: &str) -> String {
 
 /// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: a server invites one
 /// of our users; we countersign and remember the invite for the user's sync.
-pub async fn invite(app: &App, request: &Request, origin: &str, room_id: &str, event_id: &str) -> Result<Response> {
+pub async fn invite(
+    app: &App,
+    request: &Request,
+    origin: &str,
+    room_id: &str,
+    event_id: &str,
+) -> Result<Response> {
     let body = request.json_object()?;
     let version_id = body.get("room_version").and_then(Value::as_str).unwrap_or("1");
     let version = RoomVersion::from_id(version_id).ok_or_else(|| {
-        Error::matrix(400, "M_INCOMPATIBLE_ROOM_VERSION", format!("room version {version_id} is not supported"))
+        Error::matrix(
+            400,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            format!("room version {version_id} is not supported"),
+        )
     })?;
     let Some(Value::Object(json)) = body.get("event").cloned() else {
         return Err(Error::BadJson("`event` is required".into()));
@@ -230,23 +277,32 @@ pub async fn invite(app: &App, request: &Request, origin: &str, room_id: &str, e
     if app.storage().room_version(room_id)?.is_some() && acl::server_allowed(app, room_id, origin) {
         // We are in the room: the invite must pass the room's rules here too.
         let state = app.storage().current_state(room_id)?;
-        auth::auth_check(&version, &pdu, |kind, state_key| rooms::state_pdu(app, &version, &state, kind, state_key), &LocalSignatures)
-            .map_err(|error| Error::Forbidden(error.to_string()))?;
+        auth::auth_check(
+            &version,
+            &pdu,
+            |kind, state_key| rooms::state_pdu(app, &version, &state, kind, state_key),
+            &LocalSignatures,
+        )
+        .map_err(|error| Error::Forbidden(error.to_string()))?;
     }
     let mut signed = Value::Object(pdu.json.clone());
     let mut redacted = Value::Object(crate::protocol::redaction::redact(&pdu.json, &version));
     signing::sign_json(&mut redacted, &app.config.server_name, &app.signing_key)
         .map_err(|error| Error::Internal(error.to_string()))?;
-    if let Some(ours) = redacted.pointer(&format!("/signatures/{}", pointer_escape(&app.config.server_name))) {
+    if let Some(ours) = redacted.pointer(&format!("/signatures/{}", pointer_escape(&app.config.server_name)))
+    {
         signed["signatures"][app.config.server_name.as_str()] = ours.clone();
     }
     let stripped = body.get("invite_room_state").cloned().unwrap_or_else(|| json!([]));
     let Value::Object(signed_map) = &signed else { unreachable!("built as an object") };
-    crate::rooms::invites::store_remote_invite(app, &version, room_id, &target, &pdu.event_id, signed_map, &stripped)?;
+    crate::rooms::invites::store_remote_invite(
+        app,
+        &version,
+        room_id,
+        &target,
+        &pdu.event_id,
+        signed_map,
+        &stripped,
+    )?;
     Ok(Response::ok(json!({ "event": signed })))
-}
-
-/// Whether `origin` may make us serve state for a join in progress.
-pub fn check_in_room(app: &App, origin: &str, room_id: &str) -> Result<()> {
-    check_server_in_room(app, origin, room_id)
 }

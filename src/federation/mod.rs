@@ -4,11 +4,19 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/>.
 
+pub mod acl;
 pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod dns;
+pub mod events;
+pub mod join;
 pub mod keys;
+pub mod membership;
+pub mod pdus;
+pub mod queries;
+pub mod sender;
+pub mod transactions;
 pub mod transport;
 
 use std::rc::Rc;
@@ -33,6 +41,8 @@ pub struct Federation {
     /// Servers whose keys were fetched lately (so an unknown key ID cannot
     /// make us fetch again on every request).
     pub recent_key_fetches: discovery::ExpiringCache<()>,
+    /// The running per-destination senders.
+    pub senders: sender::Senders,
 }
 
 impl Federation {
@@ -49,6 +59,7 @@ impl Federation {
             dns: dns::Resolver::default(),
             discovery: discovery::Caches::default(),
             recent_key_fetches: discovery::ExpiringCache::default(),
+            senders: sender::Senders::default(),
         })
     }
 }
@@ -77,12 +88,62 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
                 "server": {"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")}
             })))
         }
-        _ => {
-            // Every other federation endpoint needs a signed request; the
-            // ones not built yet say so only to a server that proved who it is.
-            auth::authenticate_server(app, request).await?;
-            Err(Error::Unrecognized { method_not_allowed: false })
+        (Some("federation"), rest) => {
+            // Every other federation endpoint needs a signed request.
+            let origin = auth::authenticate_server(app, request).await?;
+            // Hearing from a server means it is up: send it what waits for it.
+            crate::rooms::outbox::nudge(app, &origin);
+            authenticated_route(app, request, &origin, rest).await
         }
+        _ => Err(Error::Unrecognized { method_not_allowed: false }),
+    }
+}
+
+/// The federation endpoints that need an authenticated origin.
+async fn authenticated_route(
+    app: &Rc<App>,
+    request: &Request,
+    origin: &str,
+    path: &[&str],
+) -> Result<Response> {
+    use Method::{Get, Post, Put};
+    let method = request.method;
+    match (method, path) {
+        (Put, ["v1", "send", txn_id]) => transactions::receive(app, request, origin, txn_id).await,
+        (Get, ["v1", "make_join", room_id, user_id]) => {
+            membership::make_membership(app, request, origin, room_id, user_id, "join")
+        }
+        (Get, ["v1", "make_leave", room_id, user_id]) => {
+            membership::make_membership(app, request, origin, room_id, user_id, "leave")
+        }
+        (Get, ["v1", "make_knock", room_id, user_id]) => {
+            membership::make_membership(app, request, origin, room_id, user_id, "knock")
+        }
+        (Put, ["v2", "send_join", room_id, event_id]) => {
+            membership::send_membership(app, request, origin, room_id, event_id, "join").await
+        }
+        (Put, ["v2", "send_leave", room_id, event_id]) => {
+            membership::send_membership(app, request, origin, room_id, event_id, "leave").await
+        }
+        (Put, ["v1", "send_knock", room_id, event_id]) => {
+            membership::send_membership(app, request, origin, room_id, event_id, "knock").await
+        }
+        (Put, ["v2", "invite", room_id, event_id]) => {
+            membership::invite(app, request, origin, room_id, event_id).await
+        }
+        (Get, ["v1", "event", event_id]) => events::get_event(app, origin, event_id),
+        (Get, ["v1", "state", room_id]) => events::get_state(app, request, origin, room_id, false),
+        (Get, ["v1", "state_ids", room_id]) => events::get_state(app, request, origin, room_id, true),
+        (Get, ["v1", "event_auth", room_id, event_id]) => {
+            events::get_event_auth(app, origin, room_id, event_id)
+        }
+        (Get, ["v1", "backfill", room_id]) => events::backfill(app, request, origin, room_id),
+        (Post, ["v1", "get_missing_events", room_id]) => {
+            events::get_missing_events(app, request, origin, room_id)
+        }
+        (Get, ["v1", "query", "directory"]) => queries::directory(app, request),
+        (Get, ["v1", "query", "profile"]) => queries::profile(app, request),
+        _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
 }
 

@@ -65,7 +65,8 @@ fn required_signers(version: &RoomVersion, pdu: &Pdu) -> Vec<String> {
 pub async fn verify(app: &App, version: &RoomVersion, mut json: Map<String, Value>) -> Result<Pdu> {
     let bad = |message: String| Error::matrix(400, "M_BAD_JSON", message);
     let strictness = Strictness::for_room_version(version);
-    let size = canonical_json::object_to_string(&json, strictness).map_err(|error| bad(error.to_string()))?.len();
+    let size =
+        canonical_json::object_to_string(&json, strictness).map_err(|error| bad(error.to_string()))?.len();
     if size > MAX_PDU_BYTES {
         return Err(Error::TooLarge(format!("the PDU is {size} bytes, over {MAX_PDU_BYTES}")));
     }
@@ -90,7 +91,13 @@ pub async fn verify(app: &App, version: &RoomVersion, mut json: Map<String, Valu
 }
 
 /// Checks that `json` carries a valid signature by `server`.
-async fn verify_signature(app: &App, version: &RoomVersion, json: &Map<String, Value>, server: &str, ts: i64) -> Result<()> {
+async fn verify_signature(
+    app: &App,
+    version: &RoomVersion,
+    json: &Map<String, Value>,
+    server: &str,
+    ts: i64,
+) -> Result<()> {
     let forged = || Error::Forbidden(format!("the event is not signed by {server}"));
     let key_ids: Vec<String> = json
         .get("signatures")
@@ -125,7 +132,11 @@ pub async fn fetch_event(app: &App, version: &RoomVersion, server: &str, event_i
         .ok_or_else(|| Error::matrix(502, "M_UNKNOWN", format!("{server} sent no PDU for {event_id}")))?;
     let pdu = verify(app, version, json).await?;
     if pdu.event_id != event_id {
-        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} sent {} for {event_id}", pdu.event_id)));
+        return Err(Error::matrix(
+            502,
+            "M_UNKNOWN",
+            format!("{server} sent {} for {event_id}", pdu.event_id),
+        ));
     }
     Ok(pdu)
 }
@@ -144,7 +155,13 @@ pub fn encode(segment: &str) -> String {
 
 /// Makes sure the auth events of `pdu` are stored (as outliers if new),
 /// fetching them from `origin`, recursively, within a budget.
-async fn ensure_auth_events(app: &App, version: &RoomVersion, origin: &str, pdu: &Pdu, budget: &mut usize) -> Result<()> {
+async fn ensure_auth_events(
+    app: &App,
+    version: &RoomVersion,
+    origin: &str,
+    pdu: &Pdu,
+    budget: &mut usize,
+) -> Result<()> {
     let mut wanted: Vec<String> = pdu.auth_events.clone();
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(event_id) = wanted.pop() {
@@ -207,11 +224,21 @@ pub async fn receive(app: &App, origin: &str, version: &RoomVersion, pdu: Pdu) -
 
 /// The state at an event according to `server` (`/state`), with every event
 /// verified and stored as an outlier.
-pub async fn state_at(app: &App, version: &RoomVersion, server: &str, room_id: &str, event_id: &str) -> Result<StateMap> {
+pub async fn state_at(
+    app: &App,
+    version: &RoomVersion,
+    server: &str,
+    room_id: &str,
+    event_id: &str,
+) -> Result<StateMap> {
     let path = format!("/_matrix/federation/v1/state/{}?event_id={}", encode(room_id), encode(event_id));
     let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
     if status != 200 {
-        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} did not give the state at {event_id} ({status})")));
+        return Err(Error::matrix(
+            502,
+            "M_UNKNOWN",
+            format!("{server} did not give the state at {event_id} ({status})"),
+        ));
     }
     let empty = Vec::new();
     let auth_chain = answer.get("auth_chain").and_then(Value::as_array).unwrap_or(&empty);
@@ -229,7 +256,12 @@ pub async fn state_at(app: &App, version: &RoomVersion, server: &str, room_id: &
 
 /// Verifies events (in batches, yielding to other work between them) and
 /// stores the good ones as outliers; returns them.
-pub async fn store_verified_outliers(app: &App, version: &RoomVersion, room_id: &str, events: &[Value]) -> Result<Vec<Pdu>> {
+pub async fn store_verified_outliers(
+    app: &App,
+    version: &RoomVersion,
+    room_id: &str,
+    events: &[Value],
+) -> Result<Vec<Pdu>> {
     let mut stored = Vec::with_capacity(events.len());
     for (index, json) in events.iter().enumerate() {
         if index % VERIFY_BATCH == VERIFY_BATCH - 1 {
@@ -253,10 +285,17 @@ pub async fn store_verified_outliers(app: &App, version: &RoomVersion, room_id: 
 
 /// Asks `origin` for the events between our extremities and `pdu`, and
 /// accepts them oldest first.
-async fn fill_gap(app: &App, origin: &str, version: &RoomVersion, pdu: &Pdu, budget: &mut usize) -> Result<()> {
+async fn fill_gap(
+    app: &App,
+    origin: &str,
+    version: &RoomVersion,
+    pdu: &Pdu,
+    budget: &mut usize,
+) -> Result<()> {
     let earliest: Vec<String> =
         app.storage().forward_extremities(&pdu.room_id)?.into_iter().map(|(id, _)| id).collect();
-    let min_depth = app.storage().forward_extremities(&pdu.room_id)?.iter().map(|(_, depth)| *depth).min().unwrap_or(0);
+    let min_depth =
+        app.storage().forward_extremities(&pdu.room_id)?.iter().map(|(_, depth)| *depth).min().unwrap_or(0);
     let body = json!({
         "earliest_events": earliest,
         "latest_events": [pdu.event_id],

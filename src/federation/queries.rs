@@ -14,8 +14,10 @@ use crate::http::{Request, Response};
 
 /// `GET /_matrix/federation/v1/query/directory?room_alias=`.
 pub fn directory(app: &App, request: &Request) -> Result<Response> {
-    let alias = request.query("room_alias").ok_or_else(|| Error::MissingParam("`room_alias` is required".into()))?;
-    let (room_id, _) = app.storage().alias(alias)?.ok_or_else(|| Error::NotFound("room alias not found".into()))?;
+    let alias =
+        request.query("room_alias").ok_or_else(|| Error::MissingParam("`room_alias` is required".into()))?;
+    let (room_id, _) =
+        app.storage().alias(alias)?.ok_or_else(|| Error::NotFound("room alias not found".into()))?;
     let mut servers = app.storage().servers_in_room(&room_id)?;
     // Ourselves first: we surely know the room.
     servers.retain(|server| *server != app.config.server_name);
@@ -25,7 +27,8 @@ pub fn directory(app: &App, request: &Request) -> Result<Response> {
 
 /// `GET /_matrix/federation/v1/query/profile?user_id=&field=`.
 pub fn profile(app: &App, request: &Request) -> Result<Response> {
-    let user_id = request.query("user_id").ok_or_else(|| Error::MissingParam("`user_id` is required".into()))?;
+    let user_id =
+        request.query("user_id").ok_or_else(|| Error::MissingParam("`user_id` is required".into()))?;
     if !app.is_local_user(user_id) {
         return Err(Error::InvalidParam("that user is not on this server".into()));
     }
@@ -72,7 +75,8 @@ pub async fn resolve_remote_alias(app: &App, alias: &str) -> Result<(String, Vec
 
 /// Fetches a remote user's profile (or one field of it).
 pub async fn remote_profile(app: &App, user_id: &str, field: Option<&str>) -> Result<Value> {
-    let server = server_of(user_id).ok_or_else(|| Error::InvalidParam(format!("{user_id} is not a user ID")))?;
+    let server =
+        server_of(user_id).ok_or_else(|| Error::InvalidParam(format!("{user_id} is not a user ID")))?;
     let mut path = format!("/_matrix/federation/v1/query/profile?user_id={}", encode(user_id));
     if let Some(field) = field {
         path.push_str(&format!("&field={}", encode(field)));
@@ -81,6 +85,8 @@ pub async fn remote_profile(app: &App, user_id: &str, field: Option<&str>) -> Re
     match status {
         200 => Ok(answer),
         404 => Err(Error::NotFound("profile not found".into())),
-        _ => Err(Error::matrix(502, "M_UNKNOWN", format!("{server} answered the profile query with {status}"))),
+        _ => {
+            Err(Error::matrix(502, "M_UNKNOWN", format!("{server} answered the profile query with {status}")))
+        }
     }
 }

@@ -66,12 +66,12 @@ pub fn kick(app: &Rc<App>, destination: &str) {
     if destination == app.config.server_name {
         return;
     }
-    if let Some(event) = app.senders.active.borrow().get(destination) {
+    if let Some(event) = app.federation.senders.active.borrow().get(destination) {
         event.notify(usize::MAX);
         return;
     }
     let wake = Rc::new(Event::new());
-    app.senders.active.borrow_mut().insert(destination.to_string(), wake.clone());
+    app.federation.senders.active.borrow_mut().insert(destination.to_string(), wake.clone());
     let app_for_task = app.clone();
     let destination = destination.to_string();
     app.executor.spawn(async move { run(app_for_task, destination, wake).await }).detach();
@@ -85,7 +85,8 @@ fn backoff_ms(failures: i64) -> i64 {
 async fn run(app: Rc<App>, destination: String, wake: Rc<Event>) {
     loop {
         // Wait out the backoff, unless something wakes us (the server spoke to us).
-        let retry_after = app.storage().destination_health(&destination).ok().and_then(|health| health.retry_after_ts);
+        let retry_after =
+            app.storage().destination_health(&destination).ok().and_then(|health| health.retry_after_ts);
         if let Some(retry_after) = retry_after {
             let wait = retry_after - now_ms();
             if wait > 0 {
@@ -105,7 +106,7 @@ async fn run(app: Rc<App>, destination: String, wake: Rc<Event>) {
         let Some((pdus, edus, ids)) = batch else {
             // Nothing left: the sender ends (atomically with this check, as
             // nothing awaits in between) and the next kick starts a new one.
-            app.senders.active.borrow_mut().remove(&destination);
+            app.federation.senders.active.borrow_mut().remove(&destination);
             return;
         };
         let txn_id = format!("{}.{}", now_ms(), ids.first().copied().unwrap_or(0));
@@ -128,11 +129,16 @@ async fn run(app: Rc<App>, destination: String, wake: Rc<Event>) {
                 let _ = app.storage().dequeue(&ids);
             }
             outcome => {
-                let failures = app.storage().destination_health(&destination).map(|health| health.failures).unwrap_or(0);
+                let failures =
+                    app.storage().destination_health(&destination).map(|health| health.failures).unwrap_or(0);
                 let delay = backoff_ms(failures);
                 match outcome {
-                    Ok((status, _)) => log::info!("sending to {destination} failed ({status}); retry in {delay} ms"),
-                    Err(error) => log::info!("sending to {destination} failed ({error}); retry in {delay} ms"),
+                    Ok((status, _)) => {
+                        log::info!("sending to {destination} failed ({status}); retry in {delay} ms")
+                    }
+                    Err(error) => {
+                        log::info!("sending to {destination} failed ({error}); retry in {delay} ms")
+                    }
                 }
                 let _ = app.storage().destination_failed(&destination, now_ms() + delay);
                 let _ = app.storage().trim_queue(&destination, "pdu", MAX_QUEUED_PDUS);

@@ -38,7 +38,9 @@ pub async fn receive(app: &Rc<App>, request: &Request, origin: &str, txn_id: &st
         Some(_) => return Err(Error::BadJson("`edus` must be a list".into())),
     };
     if pdus.len() > MAX_PDUS || edus.len() > MAX_EDUS {
-        return Err(Error::BadJson(format!("a transaction holds at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")));
+        return Err(Error::BadJson(format!(
+            "a transaction holds at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs"
+        )));
     }
     // The sender is reachable again: send it what we have queued.
     app.storage().destination_up(origin)?;
@@ -117,8 +119,10 @@ fn receive_edu(app: &App, origin: &str, edu: &Value) -> Result<()> {
                         if check_remote_member(app, origin, room_id, user_id).is_err() {
                             continue;
                         }
-                        let event_ids = receipt.get("event_ids").and_then(Value::as_array).cloned().unwrap_or_default();
-                        let thread_id = receipt.pointer("/data/thread_id").and_then(Value::as_str).unwrap_or("");
+                        let event_ids =
+                            receipt.get("event_ids").and_then(Value::as_array).cloned().unwrap_or_default();
+                        let thread_id =
+                            receipt.pointer("/data/thread_id").and_then(Value::as_str).unwrap_or("");
                         let ts = receipt.pointer("/data/ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
                         for event_id in event_ids.iter().filter_map(Value::as_str) {
                             if app.storage().event(event_id)?.is_none_or(|event| event.room_id != *room_id) {

@@ -14,6 +14,7 @@ pub mod power_levels;
 pub mod push_rules;
 pub mod redaction;
 pub mod room_version;
+pub mod server_acl;
 pub mod signing;
 pub mod state_res;
 pub mod x_matrix;

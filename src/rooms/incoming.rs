@@ -31,23 +31,25 @@ pub enum Outcome {
     Duplicate,
 }
 
+/// States after prev events that are outliers here, as another server told
+/// us (`/state_ids`), keyed by the prev event's ID.
+pub type KnownStates = std::collections::HashMap<String, StateMap>;
+
 /// The state before `pdu`: the state after its single prev event, or the
 /// resolution of its prev events' states.
-pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<StateMap> {
+pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) -> Result<StateMap> {
     let mut states = Vec::new();
     for prev_id in &pdu.prev_events {
         let prev = app
             .storage()
             .event(prev_id)?
             .ok_or_else(|| Error::Internal(format!("prev event {prev_id} is missing")))?;
-        let mut state = match prev.state_group {
-            Some(group) => app.storage().state_of_group(group)?,
-            None => StateMap::new(),
+        let mut state = match (known.get(prev_id), prev.state_group) {
+            (Some(state), _) => state.clone(),
+            (None, Some(group)) if !prev.outlier => app.storage().state_of_group(group)?,
+            // Outliers carry no state group: their state is not known.
+            _ => return Err(Error::Internal(format!("the state at prev event {prev_id} is not known"))),
         };
-        // Outliers carry no state group: their state is not known.
-        if prev.outlier {
-            return Err(Error::Internal(format!("prev event {prev_id} is an outlier")));
-        }
         if let Some(state_key) = &prev.state_key {
             state.insert((prev.kind.clone(), state_key.clone()), prev.event_id.clone());
         }
@@ -73,7 +75,7 @@ pub fn resolve(app: &App, version: &RoomVersion, mut states: Vec<StateMap>) -> R
 /// Runs the auth checks on receipt and stores the event. The caller has
 /// verified signatures and hashes and made sure the prev and auth events are
 /// stored.
-pub fn accept(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<Outcome> {
+pub fn accept(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) -> Result<Outcome> {
     if app.storage().event(&pdu.event_id)?.is_some_and(|event| !event.outlier) {
         return Ok(Outcome::Duplicate);
     }
@@ -90,7 +92,8 @@ pub fn accept(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<Outcome> {
         return Ok(Outcome::Rejected(error.to_string()));
     }
     // Step 5: auth against the state before the event.
-    let before = if pdu.kind == "m.room.create" { StateMap::new() } else { state_before(app, version, pdu)? };
+    let before =
+        if pdu.kind == "m.room.create" { StateMap::new() } else { state_before(app, version, pdu, known)? };
     let by_state_before = |kind: &str, state_key: &str| state_pdu(app, version, &before, kind, state_key);
     if let Err(error) = auth::auth_check(version, pdu, by_state_before, &LocalSignatures) {
         return Ok(Outcome::Rejected(error.to_string()));

@@ -7,10 +7,9 @@
 
 pub mod aggregations;
 pub mod format;
-#[allow(dead_code)] // wired by the federation handlers that land next
 pub mod incoming;
+pub mod invites;
 pub mod notify;
-#[allow(dead_code)] // the federation senders register here when they land
 pub mod outbox;
 pub mod push;
 pub mod summary;
@@ -163,6 +162,20 @@ pub fn send(
     Ok(pdu.event_id)
 }
 
+/// Authorizes an already built and signed event (perhaps countersigned by
+/// another server, as invites are) against the current state and stores it.
+pub fn store_signed(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
+    let state = app.storage().current_state(&pdu.room_id)?;
+    auth::auth_check(
+        version,
+        pdu,
+        |kind, state_key| state_pdu(app, version, &state, kind, state_key),
+        &LocalSignatures,
+    )
+    .map_err(|error| Error::Forbidden(error.to_string()))?;
+    persist_local(app, version, pdu, &state, None)
+}
+
 /// Creates the `m.room.create` event of a new room and stores room and event;
 /// returns the room ID (derived from the event in v12, random before).
 pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content: Value) -> Result<String> {
@@ -189,6 +202,20 @@ fn build(
     draft: &Draft,
     state: &StateMap,
 ) -> Result<Pdu> {
+    let event = template(app, version, room_id, sender, draft, state)?;
+    sign(app, version, event)
+}
+
+/// Builds an unsigned event on top of the room's extremities and `state`
+/// (for `make_join`-style templates and for [`build`]).
+pub fn template(
+    app: &App,
+    version: &RoomVersion,
+    room_id: Option<&str>,
+    sender: &str,
+    draft: &Draft,
+    state: &StateMap,
+) -> Result<Map<String, Value>> {
     let mut content = draft.content.clone();
     if !content.is_object() {
         return Err(Error::BadJson("content must be an object".into()));
@@ -252,6 +279,11 @@ fn build(
     if size + 256 > MAX_PDU_BYTES {
         return Err(Error::TooLarge("the event is larger than 65536 bytes".into()));
     }
+    Ok(event)
+}
+
+/// Adds hashes and our signature to an event and parses it as a PDU.
+pub fn sign(app: &App, version: &RoomVersion, mut event: Map<String, Value>) -> Result<Pdu> {
     hashes::sign_event(&mut event, version, &app.config.server_name, &app.signing_key)
         .map_err(|error| Error::Internal(format!("cannot sign the event: {error}")))?;
     let event_id = hashes::event_id(&event, version).map_err(|error| Error::Internal(error.to_string()))?;

@@ -23,6 +23,16 @@ pub const FEDERATION_QUEUE: &str = r#"
         retry_after_ts   INTEGER,
         last_success_ts  INTEGER
     ) WITHOUT ROWID;
+    CREATE TABLE remote_invites (
+        room_id       TEXT NOT NULL,
+        user_id       TEXT NOT NULL,
+        event_id      TEXT NOT NULL,
+        room_version  TEXT NOT NULL,
+        inviter       TEXT NOT NULL,
+        invite_state  TEXT NOT NULL,
+        stream_id     INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    ) WITHOUT ROWID;
     CREATE TABLE federation_inbound_transactions (
         origin       TEXT NOT NULL,
         txn_id       TEXT NOT NULL,
@@ -37,6 +47,20 @@ pub const FEDERATION_QUEUE: &str = r#"
 pub struct Queued {
     pub id: i64,
     pub payload: String,
+}
+
+/// An invite of a local user into a room this server is not in.
+#[derive(Clone, Debug)]
+pub struct RemoteInvite {
+    pub room_id: String,
+    pub user_id: String,
+    pub event_id: String,
+    pub room_version: String,
+    /// The inviting user (their server is where we join or decline through).
+    pub inviter: String,
+    /// The stripped state the inviting server sent, as JSON.
+    pub invite_state: String,
+    pub stream_id: i64,
 }
 
 /// How a destination has been doing.
@@ -163,6 +187,53 @@ impl Storage {
         Ok(())
     }
 
+    /// Remembers an invite of a local user into a room we are not in.
+    pub fn store_remote_invite(&self, invite: &RemoteInvite) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO remote_invites (room_id, user_id, event_id, room_version, inviter,
+                invite_state, stream_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                invite.room_id,
+                invite.user_id,
+                invite.event_id,
+                invite.room_version,
+                invite.inviter,
+                invite.invite_state,
+                invite.stream_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A user's pending invites into rooms we are not in.
+    pub fn remote_invites(&self, user_id: &str) -> Result<Vec<RemoteInvite>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT room_id, user_id, event_id, room_version, inviter, invite_state, stream_id
+             FROM remote_invites WHERE user_id = ?1",
+        )?;
+        let rows = statement.query_map([user_id], |row| {
+            Ok(RemoteInvite {
+                room_id: row.get(0)?,
+                user_id: row.get(1)?,
+                event_id: row.get(2)?,
+                room_version: row.get(3)?,
+                inviter: row.get(4)?,
+                invite_state: row.get(5)?,
+                stream_id: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets a remote invite (accepted, rejected or superseded).
+    pub fn delete_remote_invite(&self, room_id: &str, user_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM remote_invites WHERE room_id = ?1 AND user_id = ?2",
+            params![room_id, user_id],
+        )?;
+        Ok(())
+    }
+
     /// The servers of a room's joined members (from the current state).
     pub fn servers_in_room(&self, room_id: &str) -> Result<Vec<String>> {
         let mut statement = self.conn.prepare_cached(
@@ -180,6 +251,25 @@ impl Storage {
             }
         }
         servers.sort();
+        Ok(servers)
+    }
+
+    /// Every other server with joined members in a room where we have joined members.
+    pub fn servers_sharing_rooms_with(&self, our_server: &str) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT DISTINCT state_key FROM current_state WHERE kind = 'm.room.member' AND membership = 'join'
+               AND room_id IN (SELECT room_id FROM current_state WHERE kind = 'm.room.member'
+                               AND membership = 'join' AND state_key LIKE '%:' || ?1)",
+        )?;
+        let rows = statement.query_map([our_server], |row| row.get::<_, String>(0))?;
+        let mut servers: Vec<String> = Vec::new();
+        for user_id in rows {
+            if let Some((_, server)) = user_id?.split_once(':') {
+                if !servers.iter().any(|known| known == server) {
+                    servers.push(server.to_string());
+                }
+            }
+        }
         Ok(servers)
     }
 
@@ -205,14 +295,5 @@ impl Storage {
                 serde_json::Value::Object(json.clone()).to_string()],
         )?;
         Ok(())
-    }
-
-    /// Stores the state of a room we just joined as one full state group;
-    /// returns the group.
-    pub fn store_state_snapshot(&mut self, room_id: &str, state: &super::StateMap) -> Result<i64> {
-        let transaction = self.conn.transaction()?;
-        let group = super::rooms::insert_group(&transaction, room_id, None, 0, state)?;
-        transaction.commit()?;
-        Ok(group)
     }
 }

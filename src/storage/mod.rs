@@ -5,7 +5,6 @@
 
 mod accounts;
 mod directory;
-#[allow(dead_code)] // read by the federation senders and handlers as they land
 pub mod federation;
 mod migrations;
 mod push;

@@ -331,6 +331,8 @@ impl Storage {
             StateAfter::Full(state) => Some(insert_group(&transaction, event.room_id, None, 0, &state)?),
         };
         let json = Value::Object(event.json.clone()).to_string();
+        // An event first stored as an outlier (for an auth chain) joins the DAG now.
+        transaction.execute("DELETE FROM events WHERE event_id = ?1 AND outlier = 1", [event.event_id])?;
         transaction.execute(
             "INSERT INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
                 origin_server_ts, json, state_group, replaces_state, device_id, txn_id, rel_type,

@@ -5,6 +5,8 @@
 //! ports it got from its log.
 #![allow(dead_code)]
 
+pub mod federation;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,6 +128,11 @@ impl Node {
 
     /// Starts a node on an existing data directory (e.g. one holding a backup).
     pub fn start_in(data_dir: TempDir, args: &[&str]) -> Node {
+        Node::start_on(data_dir, args, "127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    /// Starts a node with its plain and TLS listeners at the given addresses.
+    pub fn start_on(data_dir: TempDir, args: &[&str], http: &str, https: &str) -> Node {
         let mut node = Node {
             child: None,
             data_dir,
@@ -135,7 +142,7 @@ impl Node {
             server_name: String::new(),
             log: Arc::new(Mutex::new(Vec::new())),
         };
-        node.launch(&["127.0.0.1:0".to_string()], &["127.0.0.1:0".to_string()]);
+        node.launch(&[http.to_string()], &[https.to_string()]);
         node
     }
 
