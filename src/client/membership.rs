@@ -289,7 +289,9 @@ pub fn joined_members(app: &App, request: &Request, room_id: &str) -> Result<Res
         return Err(Error::Forbidden("you are not in this room".into()));
     }
     let mut joined = Map::new();
-    for member in app.storage().members_with(room_id, "join")? {
+    // Bound first: a storage borrow in the loop head would live through the body.
+    let members = app.storage().members_with(room_id, "join")?;
+    for member in members {
         let content =
             rooms::current_state_content(app, room_id, "m.room.member", &member)?.unwrap_or_default();
         joined.insert(
