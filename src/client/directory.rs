@@ -284,7 +284,8 @@ fn public_rooms(app: &App, query: &PublicRoomsQuery) -> Result<Response> {
     let mut listed = Vec::new();
     // Application-service networks: we host none, so a named one lists nothing.
     if query.third_party_instance_id.is_none() {
-        for room_id in app.storage().public_rooms()? {
+        let published = app.storage().public_rooms()?;
+        for room_id in published {
             let Some(summary) = summary::summary(app, &room_id)? else { continue };
             if is_listable(&summary) && matches_query(&summary, query) {
                 listed.push(summary);

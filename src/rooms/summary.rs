@@ -54,13 +54,15 @@ pub fn summary(app: &App, room_id: &str) -> Result<Option<RoomSummary>> {
                 .collect()
         })
         .unwrap_or_default();
+    // Bound first: a storage borrow inside the struct literal would live to its end.
+    let num_joined_members = app.storage().members_with(room_id, "join")?.len();
     Ok(Some(RoomSummary {
         room_id: room_id.to_owned(),
         name: string_at(&content("m.room.name")?, "name").filter(|name| !name.is_empty()),
         topic: string_at(&content("m.room.topic")?, "topic").filter(|topic| !topic.is_empty()),
         canonical_alias: string_at(&content("m.room.canonical_alias")?, "alias"),
         avatar_url: string_at(&content("m.room.avatar")?, "url").filter(|url| !url.is_empty()),
-        num_joined_members: app.storage().members_with(room_id, "join")?.len(),
+        num_joined_members,
         world_readable: string_at(&content("m.room.history_visibility")?, "history_visibility").as_deref()
             == Some("world_readable"),
         guest_can_join: string_at(&content("m.room.guest_access")?, "guest_access").as_deref()
