@@ -152,7 +152,8 @@ pub fn invite(app: &App, request: &Request, room_id: &str) -> Result<Response> {
 pub fn leave(app: &App, request: &Request, room_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
-    match app.storage().membership(room_id, &owner.user_id)?.as_deref() {
+    let membership = app.storage().membership(room_id, &owner.user_id)?;
+    match membership.as_deref() {
         None | Some("leave") => {
             // Leaving a room one is not in is a no-op, as in Synapse.
             if app.storage().room_version(room_id)?.is_none() {
@@ -169,7 +170,8 @@ pub fn leave(app: &App, request: &Request, room_id: &str) -> Result<Response> {
 /// `POST /rooms/{roomId}/forget`.
 pub fn forget(app: &App, request: &Request, room_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
-    match app.storage().membership(room_id, &owner.user_id)?.as_deref() {
+    let membership = app.storage().membership(room_id, &owner.user_id)?;
+    match membership.as_deref() {
         Some("join" | "invite" | "knock") => {
             return Err(Error::matrix(400, "M_UNKNOWN", "leave the room before forgetting it"));
         }
@@ -289,7 +291,8 @@ pub fn joined_members(app: &App, request: &Request, room_id: &str) -> Result<Res
         return Err(Error::Forbidden("you are not in this room".into()));
     }
     let mut joined = Map::new();
-    for member in app.storage().members_with(room_id, "join")? {
+    let members = app.storage().members_with(room_id, "join")?;
+    for member in members {
         let content =
             rooms::current_state_content(app, room_id, "m.room.member", &member)?.unwrap_or_default();
         joined.insert(
