@@ -255,8 +255,10 @@ fn joined_room(
     let (timeline, limited) =
         timeline(app, &mut visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
     let typing = app.typing.changed_since(room_id, since.map(|token| token.typing));
-    let receipts =
+    let mut receipts =
         app.storage().receipts_since(room_id, since.map_or(0, |token| token.stream), now.stream)?;
+    // Others' private receipts are not news: they would show as an empty m.receipt.
+    receipts.retain(|receipt| receipt.receipt_type != "m.read.private" || receipt.user_id == user_id);
     let is_initial = room_since.is_none();
     if !is_initial && timeline.is_empty() && typing.is_none() && receipts.is_empty() && !full_state {
         return Ok(None);
