@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::http::Request;
 use crate::protocol::signing::SigningKey;
 use crate::rooms::notify::Notifier;
+use crate::rooms::outbox::Outbox;
 use crate::rooms::typing::Typing;
 use crate::storage::{Storage, TokenOwner};
 
@@ -27,6 +28,8 @@ pub struct App {
     pub notifier: Notifier,
     /// Who is typing where (memory only).
     pub typing: Typing,
+    /// Hands events to the federation senders.
+    pub outbox: Outbox,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
 }
@@ -58,6 +61,7 @@ impl App {
             stream,
             notifier: Notifier::default(),
             typing: Typing::default(),
+            outbox: Outbox::default(),
             executor,
         })
     }

@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::credentials;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
+use crate::rooms::{self, Draft};
 
 /// `GET /account/whoami`.
 pub fn whoami(app: &App, request: &Request) -> Result<Response> {
@@ -47,11 +48,26 @@ pub fn change_password(app: &App, request: &Request) -> Result<Response> {
     Ok(Response::ok(json!({})))
 }
 
+/// A deactivated account leaves its rooms and declines its invites.
+fn leave_every_room(app: &App, user_id: &str) {
+    let rooms = app.storage().rooms_of_user(user_id).unwrap_or_default();
+    for (room_id, membership) in rooms {
+        if !matches!(membership.as_str(), "join" | "invite" | "knock") {
+            continue;
+        }
+        let draft = Draft::state("m.room.member", user_id, json!({ "membership": "leave" }));
+        if let Err(error) = rooms::send(app, &room_id, user_id, draft, None) {
+            log::info!("{user_id} could not leave {room_id} on deactivation: {error}");
+        }
+    }
+}
+
 /// `POST /account/deactivate` (UIA with the password).
 pub fn deactivate(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
     uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    leave_every_room(app, &owner.user_id);
     app.storage().deactivate_user(&owner.user_id)?;
     log::info!("deactivated {}", owner.user_id);
     Ok(Response::ok(json!({ "id_server_unbind_result": "no-support" })))

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
+use crate::rooms::{self, Draft};
 
 /// Spec-less but Synapse's: display names are capped at 256 characters.
 const MAX_DISPLAYNAME_CHARS: usize = 256;
@@ -44,6 +45,26 @@ pub fn get_field(app: &App, user_id: &str, field: &str) -> Result<Response> {
     Ok(Response::ok(json!({ field: value })))
 }
 
+/// A profile change shows in every joined room as a new member event, as
+/// clients expect (and Synapse does).
+fn propagate_to_rooms(app: &App, user_id: &str, field: &str, value: Option<&str>) {
+    let rooms = app.storage().rooms_with_membership(user_id, "join").unwrap_or_default();
+    for room_id in rooms {
+        let current = rooms::current_state_content(app, &room_id, "m.room.member", user_id).ok().flatten();
+        let mut content = current.and_then(|content| content.as_object().cloned()).unwrap_or_default();
+        match value {
+            Some(value) => content.insert(field.to_string(), json!(value)),
+            None => content.remove(field),
+        };
+        content.insert("membership".into(), json!("join"));
+        content.remove("reason");
+        let draft = Draft::state("m.room.member", user_id, Value::Object(content));
+        if let Err(error) = rooms::send(app, &room_id, user_id, draft, None) {
+            log::info!("profile change of {user_id} not shown in {room_id}: {error}");
+        }
+    }
+}
+
 /// `PUT /profile/{userId}/{displayname|avatar_url}`.
 pub fn set_field(app: &App, request: &Request, user_id: &str, field: &str) -> Result<Response> {
     if field != "displayname" && field != "avatar_url" {
@@ -59,20 +80,20 @@ pub fn set_field(app: &App, request: &Request, user_id: &str, field: &str) -> Re
         Some(Value::String(text)) => Some(text.as_str()),
         Some(_) => return Err(Error::BadJson(format!("`{field}` must be a string"))),
     };
-    let storage = app.storage();
     match field {
         "displayname" => {
             if value.is_some_and(|name| name.chars().count() > MAX_DISPLAYNAME_CHARS) {
                 return Err(Error::BadJson("the display name is too long".into()));
             }
-            storage.set_displayname(user_id, value)?;
+            app.storage().set_displayname(user_id, value)?;
         }
         _ => {
             if value.is_some_and(|url| url.len() > MAX_AVATAR_URL_BYTES) {
                 return Err(Error::BadJson("the avatar URL is too long".into()));
             }
-            storage.set_avatar_url(user_id, value)?;
+            app.storage().set_avatar_url(user_id, value)?;
         }
     }
+    propagate_to_rooms(app, user_id, field, value);
     Ok(Response::ok(json!({})))
 }

@@ -6,7 +6,11 @@
 //! storage, and knows nothing of HTTP.
 
 pub mod format;
+#[allow(dead_code)] // wired by the federation handlers that land next
+pub mod incoming;
 pub mod notify;
+#[allow(dead_code)] // the federation senders register here when they land
+pub mod outbox;
 pub mod typing;
 pub mod unread;
 pub mod visibility;
@@ -327,12 +331,21 @@ fn persist_local(
         apply_redaction(app, version, pdu)?;
     }
     wake_room(app, &pdu.room_id, pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member"));
+    // A remote user leaving, kicked or banned hears of it too; invites travel
+    // by the federation invite call instead.
+    let target_server = (pdu.kind == "m.room.member")
+        .then(|| pdu.content.get("membership").and_then(Value::as_str))
+        .flatten()
+        .filter(|membership| matches!(*membership, "leave" | "ban"))
+        .and(pdu.state_key.as_deref())
+        .and_then(|target| target.split_once(':').map(|(_, server)| server));
+    outbox::queue_pdu(app, &pdu.room_id, &pdu.event_id, target_server)?;
     Ok(())
 }
 
 /// Replaces the target's stored JSON with its redacted form (keeping the
 /// redaction's ID), once the redaction is in the room.
-fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu) -> Result<()> {
+pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu) -> Result<()> {
     let Some(target_id) = &redaction.redacts else { return Ok(()) };
     let Some(target) = app.storage().event(target_id)? else { return Ok(()) };
     if target.room_id != redaction.room_id || target.redacted_by.is_some() {

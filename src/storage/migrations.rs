@@ -164,6 +164,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, filter_id)
     ) WITHOUT ROWID;
     "#,
+    // 3: the federation outbox, destination backoff, inbound transaction IDs.
+    super::federation::FEDERATION_QUEUE,
 ];
 
 /// The schema version this binary writes.

@@ -5,6 +5,8 @@
 
 mod accounts;
 mod directory;
+#[allow(dead_code)] // read by the federation senders and handlers as they land
+pub mod federation;
 mod migrations;
 mod rooms;
 mod secrets;

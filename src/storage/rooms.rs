@@ -492,7 +492,7 @@ impl Storage {
     }
 }
 
-fn insert_group(
+pub(super) fn insert_group(
     transaction: &rusqlite::Transaction<'_>,
     room_id: &str,
     parent: Option<i64>,

@@ -1,0 +1,267 @@
+//! Our users joining, leaving and inviting across servers: the outbound
+//! halves of the membership handshakes.
+//!
+//! Spec: <https://spec.matrix.org/latest/server-server-api/#joining-rooms>,
+//! <https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room>,
+//! <https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites>.
+
+use std::rc::Rc;
+
+use http_types::Method;
+use serde_json::{Map, Value, json};
+
+use super::client;
+use super::pdus::{self, encode, server_of};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::protocol::auth;
+use crate::protocol::pdu::Pdu;
+use crate::protocol::room_version::{self, EventIdFormat, RoomVersion};
+use crate::rooms::{self, LocalSignatures};
+use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap, now_ms};
+
+/// The `ver` parameters telling a server which room versions we speak.
+fn supported_versions_query() -> String {
+    room_version::ALL.iter().map(|version| format!("ver={}", version.id)).collect::<Vec<_>>().join("&")
+}
+
+/// Asks `server` for a membership template and fills it in for `user_id`.
+async fn make_membership(app: &App, server: &str, room_id: &str, user_id: &str, membership: &str, extra: &Map<String, Value>) -> Result<(RoomVersion, Pdu)> {
+    let path = format!(
+        "/_matrix/federation/v1/make_{membership}/{}/{}?{}",
+        encode(room_id),
+        encode(user_id),
+        supported_versions_query()
+    );
+    let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
+    if status != 200 {
+        let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        let errcode = answer.get("errcode").and_then(Value::as_str).unwrap_or("M_UNKNOWN");
+        return Err(Error::matrix(if status == 403 { 403 } else { 502 }, leak(errcode), format!("{server}: {message}")));
+    }
+    let version_id = answer.get("room_version").and_then(Value::as_str).unwrap_or("1");
+    let version = room_version::RoomVersion::from_id(version_id)
+        .ok_or_else(|| Error::UnsupportedRoomVersion(version_id.to_string()))?;
+    let Some(Value::Object(mut event)) = answer.get("event").cloned() else {
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} sent no event template")));
+    };
+    let valid = event.get("type").and_then(Value::as_str) == Some("m.room.member")
+        && event.get("state_key").and_then(Value::as_str) == Some(user_id)
+        && event.get("sender").and_then(Value::as_str) == Some(user_id)
+        && event.get("room_id").and_then(Value::as_str) == Some(room_id);
+    if !valid {
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} sent a template for something else")));
+    }
+    let mut content = rooms::member_content(app, user_id, membership, Some(extra))?;
+    if let Some(template_content) = event.get("content").and_then(Value::as_object) {
+        if let Some(authoriser) = template_content.get("join_authorised_via_users_server") {
+            content["join_authorised_via_users_server"] = authoriser.clone();
+        }
+    }
+    event.insert("content".into(), content);
+    event.insert("origin_server_ts".into(), json!(now_ms()));
+    for key in ["signatures", "hashes", "unsigned", "event_id"] {
+        event.remove(key);
+    }
+    if !version.updated_redaction_rules {
+        event.insert("origin".into(), json!(app.config.server_name));
+    }
+    if version.event_id_format == EventIdFormat::V1 {
+        let event_id = format!("${}:{}", crate::credentials::random_string(18), app.config.server_name);
+        event.insert("event_id".into(), json!(event_id));
+    }
+    let pdu = rooms::sign(app, &version, event)?;
+    Ok((version, pdu))
+}
+
+/// Joins `user_id` to a room hosted elsewhere, trying `servers` in turn.
+pub async fn join_remote(app: &Rc<App>, user_id: &str, room_id: &str, servers: &[String], extra: &Map<String, Value>) -> Result<()> {
+    let mut last_error = Error::NotFound("no server to join the room through".into());
+    for server in servers.iter().filter(|server| **server != app.config.server_name) {
+        match join_through(app, server, user_id, room_id, extra).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                log::info!("joining {room_id} through {server} failed: {error}");
+                last_error = error;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn join_through(app: &Rc<App>, server: &str, user_id: &str, room_id: &str, extra: &Map<String, Value>) -> Result<()> {
+    let (version, mut join) = make_membership(app, server, room_id, user_id, "join", extra).await?;
+    let path = format!("/_matrix/federation/v2/send_join/{}/{}", encode(room_id), encode(&join.event_id));
+    let (status, answer) = client::request(app, server, Method::Put, &path, Some(Value::Object(join.json.clone()))).await?;
+    if status != 200 {
+        let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the join: {message}")));
+    }
+    // A restricted join comes back countersigned by the authorising server.
+    if let Some(Value::Object(countersigned)) = answer.get("event") {
+        let checked = pdus::verify(app, &version, countersigned.clone()).await?;
+        if checked.event_id == join.event_id {
+            join = checked;
+        }
+    }
+    if app.storage().room_version(room_id)?.is_none() {
+        app.storage().create_room(room_id, version.id)?;
+    }
+    let empty = Vec::new();
+    let auth_chain = answer.get("auth_chain").and_then(Value::as_array).unwrap_or(&empty);
+    let state_events = answer.get("state").and_then(Value::as_array).unwrap_or(&empty);
+    pdus::store_verified_outliers(app, &version, room_id, auth_chain).await?;
+    let state_pdus = pdus::store_verified_outliers(app, &version, room_id, state_events).await?;
+    let mut state = StateMap::new();
+    for event in &state_pdus {
+        if let Some(state_key) = &event.state_key {
+            state.insert((event.kind.clone(), state_key.clone()), event.event_id.clone());
+        }
+    }
+    let create_ok = state
+        .get(&("m.room.create".to_string(), String::new()))
+        .and_then(|id| rooms::load_pdu(app, &version, id).ok().flatten())
+        .is_some_and(|create| {
+            create.room_id == room_id
+                && create.content.get("room_version").and_then(Value::as_str).unwrap_or("1") == version.id
+        });
+    if !create_ok {
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} sent a state without this room's create event")));
+    }
+    store_join(app, &version, &join, state)?;
+    app.storage().delete_remote_invite(room_id, user_id)?;
+    log::info!("{user_id} joined {room_id} through {server}");
+    Ok(())
+}
+
+/// Checks our join against the state the resident server gave us and stores
+/// it as the room's first event in our DAG (its prev events stay unknown here).
+fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> Result<()> {
+    auth::auth_check(version, join, |kind, state_key| rooms::state_pdu(app, version, &state, kind, state_key), &LocalSignatures)
+        .map_err(|error| Error::Forbidden(format!("our join fails the room's rules: {error}")))?;
+    let key = ("m.room.member".to_string(), join.sender.clone());
+    let replaces_state = state.get(&key).cloned();
+    let mut after = state;
+    after.insert(key, join.event_id.clone());
+    let mut entries = Vec::with_capacity(after.len());
+    for ((kind, state_key), event_id) in &after {
+        let membership = if kind != "m.room.member" {
+            None
+        } else if *event_id == join.event_id {
+            Some("join".to_string())
+        } else {
+            app.storage()
+                .event(event_id)?
+                .and_then(|event| event.json.get("content")?.get("membership")?.as_str().map(str::to_owned))
+        };
+        entries.push(((kind.clone(), state_key.clone()), event_id.clone(), membership));
+    }
+    let new_event = NewEvent {
+        stream_ordering: app.next_stream_id(),
+        event_id: &join.event_id,
+        room_id: &join.room_id,
+        kind: &join.kind,
+        state_key: join.state_key.as_deref(),
+        sender: &join.sender,
+        depth: join.depth,
+        origin_server_ts: join.origin_server_ts,
+        json: &join.json,
+        replaces_state: replaces_state.as_deref(),
+        device_id: None,
+        txn_id: None,
+        rel_type: None,
+        relates_to: None,
+        outlier: false,
+        soft_failed: false,
+    };
+    let update = CurrentUpdate { state: entries, replace_all: true, extremities: vec![join.event_id.clone()] };
+    app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
+    rooms::wake_room(app, &join.room_id, Some(&join.sender));
+    Ok(())
+}
+
+/// Declines an invite into a room we are not in: a leave through the inviting server.
+pub async fn reject_remote_invite(app: &Rc<App>, user_id: &str, room_id: &str, server: &str, extra: &Map<String, Value>) -> Result<()> {
+    let (_, leave) = make_membership(app, server, room_id, user_id, "leave", extra).await?;
+    let path = format!("/_matrix/federation/v2/send_leave/{}/{}", encode(room_id), encode(&leave.event_id));
+    let (status, answer) = client::request(app, server, Method::Put, &path, Some(Value::Object(leave.json.clone()))).await?;
+    if status != 200 {
+        let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the leave: {message}")));
+    }
+    Ok(())
+}
+
+/// Knocks on a room hosted elsewhere; answers the stripped state to show.
+pub async fn knock_remote(app: &Rc<App>, user_id: &str, room_id: &str, servers: &[String], extra: &Map<String, Value>) -> Result<()> {
+    let mut last_error = Error::NotFound("no server to knock through".into());
+    for server in servers.iter().filter(|server| **server != app.config.server_name) {
+        let attempt = async {
+            let (_, knock) = make_membership(app, server, room_id, user_id, "knock", extra).await?;
+            let path = format!("/_matrix/federation/v1/send_knock/{}/{}", encode(room_id), encode(&knock.event_id));
+            let (status, answer) =
+                client::request(app, server, Method::Put, &path, Some(Value::Object(knock.json.clone()))).await?;
+            if status != 200 {
+                let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+                return Err(Error::matrix(403, "M_FORBIDDEN", format!("{server} refused the knock: {message}")));
+            }
+            Ok(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(error) => last_error = error,
+        }
+    }
+    Err(last_error)
+}
+
+/// Invites a user of another server into a room we are in: the invitee's
+/// server countersigns, then the invite joins the room like any of our events.
+pub async fn invite_remote(app: &Rc<App>, room_id: &str, sender: &str, target: &str, extra: &Map<String, Value>) -> Result<()> {
+    let version = rooms::room_version(app, room_id)?;
+    let server = server_of(target).ok_or_else(|| Error::InvalidParam(format!("{target} is not a user ID")))?.to_string();
+    let state = app.storage().current_state(room_id)?;
+    let mut content = extra.clone();
+    content.insert("membership".into(), json!("invite"));
+    let draft = rooms::Draft::state("m.room.member", target, Value::Object(content));
+    let template = rooms::template(app, &version, Some(room_id), sender, &draft, &state)?;
+    let invite = rooms::sign(app, &version, template)?;
+    auth::auth_check(&version, &invite, |kind, state_key| rooms::state_pdu(app, &version, &state, kind, state_key), &LocalSignatures)
+        .map_err(|error| Error::Forbidden(error.to_string()))?;
+    let invite_room_state = crate::client::sync::invite_state(app, room_id, sender)?
+        .into_iter()
+        .filter(|event| event.get("type").and_then(Value::as_str) != Some("m.room.member"))
+        .collect::<Vec<_>>();
+    let body = json!({
+        "event": Value::Object(invite.json.clone()),
+        "room_version": version.id,
+        "invite_room_state": invite_room_state,
+    });
+    let path = format!("/_matrix/federation/v2/invite/{}/{}", encode(room_id), encode(&invite.event_id));
+    let (status, answer) = client::request(app, &server, Method::Put, &path, Some(body)).await?;
+    if status != 200 {
+        let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        return Err(Error::Forbidden(format!("{server} refused the invite: {message}")));
+    }
+    let Some(Value::Object(countersigned)) = answer.get("event").cloned() else {
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} sent back no event")));
+    };
+    let checked = pdus::verify(app, &version, countersigned).await?;
+    if checked.event_id != invite.event_id {
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} changed the invite")));
+    }
+    rooms::store_signed(app, &version, &checked)?;
+    Ok(())
+}
+
+/// Errcodes from other servers are free text; keep only well-formed ones.
+fn leak(errcode: &str) -> &'static str {
+    match errcode {
+        "M_FORBIDDEN" => "M_FORBIDDEN",
+        "M_NOT_FOUND" => "M_NOT_FOUND",
+        "M_INCOMPATIBLE_ROOM_VERSION" => "M_INCOMPATIBLE_ROOM_VERSION",
+        "M_UNABLE_TO_AUTHORISE_JOIN" => "M_UNABLE_TO_AUTHORISE_JOIN",
+        "M_UNABLE_TO_GRANT_JOIN" => "M_UNABLE_TO_GRANT_JOIN",
+        _ => "M_UNKNOWN",
+    }
+}

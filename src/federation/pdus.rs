@@ -1,0 +1,299 @@
+//! Checking PDUs that arrive from other servers, and fetching the events a
+//! PDU needs before it can be accepted (its auth events and missing prev
+//! events).
+//!
+//! Spec: <https://spec.matrix.org/latest/server-server-api/#checks-performed-on-receipt-of-a-pdu>.
+
+use std::collections::HashSet;
+
+use http_types::Method;
+use serde_json::{Map, Value, json};
+
+use super::{client, keys};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::protocol::canonical_json::{self, Strictness};
+use crate::protocol::hashes::{self, EventHashError};
+use crate::protocol::pdu::{MAX_PDU_BYTES, Pdu};
+use crate::protocol::redaction;
+use crate::protocol::room_version::{EventIdFormat, RoomVersion};
+use crate::rooms::incoming::{self, KnownStates, Outcome};
+use crate::storage::{StateMap, now_ms};
+
+/// At most this many events are fetched to fill one gap before giving up
+/// (a remote server cannot make us fetch unbounded history).
+const MAX_FETCHED_EVENTS: usize = 100;
+/// Events are verified this many at a time before yielding to other work.
+const VERIFY_BATCH: usize = 50;
+/// `get_missing_events` asks for this many at a time.
+const MISSING_EVENTS_LIMIT: usize = 20;
+
+/// The server part of a user or event ID.
+pub fn server_of(id: &str) -> Option<&str> {
+    id.split_once(':').map(|(_, server)| server)
+}
+
+/// The servers whose signatures an event needs.
+fn required_signers(version: &RoomVersion, pdu: &Pdu) -> Vec<String> {
+    let mut servers = Vec::new();
+    if let Some(server) = server_of(&pdu.sender) {
+        servers.push(server.to_string());
+    }
+    if version.event_id_format == EventIdFormat::V1 {
+        if let Some(server) = server_of(&pdu.event_id) {
+            if !servers.iter().any(|known| known == server) {
+                servers.push(server.to_string());
+            }
+        }
+    }
+    if version.restricted_join_rule
+        && pdu.kind == "m.room.member"
+        && pdu.content.get("membership").and_then(Value::as_str) == Some("join")
+    {
+        let authoriser = pdu.content.get("join_authorised_via_users_server").and_then(Value::as_str);
+        if let Some(server) = authoriser.and_then(server_of) {
+            if !servers.iter().any(|known| known == server) {
+                servers.push(server.to_string());
+            }
+        }
+    }
+    servers
+}
+
+/// Checks a PDU's format, size, signatures and content hash; a PDU whose
+/// content hash does not match is redacted, as the spec says. Returns the PDU.
+pub async fn verify(app: &App, version: &RoomVersion, mut json: Map<String, Value>) -> Result<Pdu> {
+    let bad = |message: String| Error::matrix(400, "M_BAD_JSON", message);
+    let strictness = Strictness::for_room_version(version);
+    let size = canonical_json::object_to_string(&json, strictness).map_err(|error| bad(error.to_string()))?.len();
+    if size > MAX_PDU_BYTES {
+        return Err(Error::TooLarge(format!("the PDU is {size} bytes, over {MAX_PDU_BYTES}")));
+    }
+    // The event ID is ours to compute from v3 on; the sender's for v1/v2.
+    if version.event_id_format != EventIdFormat::V1 {
+        json.remove("event_id");
+    }
+    let event_id = hashes::event_id(&json, version).map_err(|error| bad(error.to_string()))?;
+    let pdu = Pdu::from_json(version, event_id, json.clone()).map_err(|error| bad(error.to_string()))?;
+    for server in required_signers(version, &pdu) {
+        verify_signature(app, version, &json, &server, pdu.origin_server_ts).await?;
+    }
+    match hashes::verify_event_content_hash(&json, version) {
+        Ok(()) => Ok(pdu),
+        Err(EventHashError::ContentHashMismatch | EventHashError::MissingContentHash) => {
+            log::info!("{}: content hash mismatch, keeping the redacted form", pdu.event_id);
+            let redacted = redaction::redact(&json, version);
+            Pdu::from_json(version, pdu.event_id.clone(), redacted).map_err(|error| bad(error.to_string()))
+        }
+        Err(error) => Err(bad(error.to_string())),
+    }
+}
+
+/// Checks that `json` carries a valid signature by `server`.
+async fn verify_signature(app: &App, version: &RoomVersion, json: &Map<String, Value>, server: &str, ts: i64) -> Result<()> {
+    let forged = || Error::Forbidden(format!("the event is not signed by {server}"));
+    let key_ids: Vec<String> = json
+        .get("signatures")
+        .and_then(|signatures| signatures.get(server))
+        .and_then(Value::as_object)
+        .map(|keys| keys.keys().filter(|key_id| key_id.starts_with("ed25519:")).cloned().collect())
+        .unwrap_or_default();
+    // Before v5 keys are not held to their validity period.
+    let at_ts = if version.enforce_key_validity { ts } else { now_ms().min(ts.max(0)) };
+    for key_id in key_ids {
+        let Ok(public_key) = keys::verify_key(app, server, &key_id, at_ts).await else { continue };
+        if hashes::verify_event_signature(json, version, server, &key_id, &public_key).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(forged())
+}
+
+/// Fetches one event by ID from `server` and verifies it.
+pub async fn fetch_event(app: &App, version: &RoomVersion, server: &str, event_id: &str) -> Result<Pdu> {
+    let path = format!("/_matrix/federation/v1/event/{}", encode(event_id));
+    let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
+    if status != 200 {
+        return Err(Error::NotFound(format!("{server} did not give us {event_id} ({status})")));
+    }
+    let json = answer
+        .get("pdus")
+        .and_then(Value::as_array)
+        .and_then(|pdus| pdus.first())
+        .and_then(Value::as_object)
+        .cloned()
+        .ok_or_else(|| Error::matrix(502, "M_UNKNOWN", format!("{server} sent no PDU for {event_id}")))?;
+    let pdu = verify(app, version, json).await?;
+    if pdu.event_id != event_id {
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} sent {} for {event_id}", pdu.event_id)));
+    }
+    Ok(pdu)
+}
+
+/// Percent-encodes a path segment.
+pub fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// Makes sure the auth events of `pdu` are stored (as outliers if new),
+/// fetching them from `origin`, recursively, within a budget.
+async fn ensure_auth_events(app: &App, version: &RoomVersion, origin: &str, pdu: &Pdu, budget: &mut usize) -> Result<()> {
+    let mut wanted: Vec<String> = pdu.auth_events.clone();
+    let mut seen: HashSet<String> = HashSet::new();
+    while let Some(event_id) = wanted.pop() {
+        if !seen.insert(event_id.clone()) || app.storage().event(&event_id)?.is_some() {
+            continue;
+        }
+        if *budget == 0 {
+            return Err(Error::Forbidden("too many missing auth events".into()));
+        }
+        *budget -= 1;
+        let auth_event = fetch_event(app, version, origin, &event_id).await?;
+        wanted.extend(auth_event.auth_events.iter().cloned());
+        let stream = app.next_stream_id();
+        app.storage().store_outlier(&auth_event.event_id, &pdu.room_id, &auth_event.json, stream)?;
+    }
+    Ok(())
+}
+
+/// Whether an event is in the room's DAG (not just an outlier).
+fn have_in_timeline(app: &App, event_id: &str) -> Result<bool> {
+    Ok(app.storage().event(event_id)?.is_some_and(|event| !event.outlier))
+}
+
+/// Handles a PDU from `origin` for a room we are in: fills gaps before it
+/// (`get_missing_events`, then single events), then runs the auth checks and
+/// stores it.
+pub async fn receive(app: &App, origin: &str, version: &RoomVersion, pdu: Pdu) -> Result<Outcome> {
+    if have_in_timeline(app, &pdu.event_id)? {
+        return Ok(Outcome::Duplicate);
+    }
+    let mut budget = MAX_FETCHED_EVENTS;
+    let missing: Vec<String> =
+        pdu.prev_events.iter().filter(|id| !have_in_timeline(app, id).unwrap_or(false)).cloned().collect();
+    if !missing.is_empty() {
+        fill_gap(app, origin, version, &pdu, &mut budget).await?;
+    }
+    // Prev events still missing: take them as outliers with the state the
+    // origin says holds after them.
+    let mut known = KnownStates::new();
+    for prev in &pdu.prev_events {
+        if have_in_timeline(app, prev)? {
+            continue;
+        }
+        if app.storage().event(prev)?.is_none() {
+            let event = fetch_event(app, version, origin, prev).await?;
+            let stream = app.next_stream_id();
+            app.storage().store_outlier(prev, &pdu.room_id, &event.json, stream)?;
+        }
+        let mut state = state_at(app, version, origin, &pdu.room_id, prev).await?;
+        if let Some(event) = app.storage().event(prev)? {
+            if let Some(state_key) = event.state_key {
+                state.insert((event.kind, state_key), event.event_id);
+            }
+        }
+        known.insert(prev.clone(), state);
+    }
+    ensure_auth_events(app, version, origin, &pdu, &mut budget).await?;
+    incoming::accept(app, version, &pdu, &known)
+}
+
+/// The state at an event according to `server` (`/state`), with every event
+/// verified and stored as an outlier.
+pub async fn state_at(app: &App, version: &RoomVersion, server: &str, room_id: &str, event_id: &str) -> Result<StateMap> {
+    let path = format!("/_matrix/federation/v1/state/{}?event_id={}", encode(room_id), encode(event_id));
+    let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
+    if status != 200 {
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} did not give the state at {event_id} ({status})")));
+    }
+    let empty = Vec::new();
+    let auth_chain = answer.get("auth_chain").and_then(Value::as_array).unwrap_or(&empty);
+    let pdus = answer.get("pdus").and_then(Value::as_array).unwrap_or(&empty);
+    store_verified_outliers(app, version, room_id, auth_chain).await?;
+    let state_events = store_verified_outliers(app, version, room_id, pdus).await?;
+    let mut state = StateMap::new();
+    for event in state_events {
+        if let Some(state_key) = &event.state_key {
+            state.insert((event.kind.clone(), state_key.clone()), event.event_id.clone());
+        }
+    }
+    Ok(state)
+}
+
+/// Verifies events (in batches, yielding to other work between them) and
+/// stores the good ones as outliers; returns them.
+pub async fn store_verified_outliers(app: &App, version: &RoomVersion, room_id: &str, events: &[Value]) -> Result<Vec<Pdu>> {
+    let mut stored = Vec::with_capacity(events.len());
+    for (index, json) in events.iter().enumerate() {
+        if index % VERIFY_BATCH == VERIFY_BATCH - 1 {
+            smol::future::yield_now().await;
+        }
+        let Some(json) = json.as_object() else { continue };
+        match verify(app, version, json.clone()).await {
+            Ok(pdu) if pdu.room_id == room_id => {
+                if app.storage().event(&pdu.event_id)?.is_none() {
+                    let stream = app.next_stream_id();
+                    app.storage().store_outlier(&pdu.event_id, room_id, &pdu.json, stream)?;
+                }
+                stored.push(pdu);
+            }
+            Ok(pdu) => log::info!("{} is from another room; dropped", pdu.event_id),
+            Err(error) => log::info!("a state or auth event failed its checks: {error}"),
+        }
+    }
+    Ok(stored)
+}
+
+/// Asks `origin` for the events between our extremities and `pdu`, and
+/// accepts them oldest first.
+async fn fill_gap(app: &App, origin: &str, version: &RoomVersion, pdu: &Pdu, budget: &mut usize) -> Result<()> {
+    let earliest: Vec<String> =
+        app.storage().forward_extremities(&pdu.room_id)?.into_iter().map(|(id, _)| id).collect();
+    let min_depth = app.storage().forward_extremities(&pdu.room_id)?.iter().map(|(_, depth)| *depth).min().unwrap_or(0);
+    let body = json!({
+        "earliest_events": earliest,
+        "latest_events": [pdu.event_id],
+        "limit": MISSING_EVENTS_LIMIT.min(*budget),
+        "min_depth": min_depth,
+    });
+    let path = format!("/_matrix/federation/v1/get_missing_events/{}", encode(&pdu.room_id));
+    let (status, answer) = client::request(app, origin, Method::Post, &path, Some(body)).await?;
+    if status != 200 {
+        log::info!("get_missing_events from {origin} answered {status}");
+        return Ok(());
+    }
+    let mut events = Vec::new();
+    for json in answer.get("events").and_then(Value::as_array).cloned().unwrap_or_default() {
+        let Value::Object(json) = json else { continue };
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
+        match verify(app, version, json).await {
+            Ok(event) if event.room_id == pdu.room_id => events.push(event),
+            Ok(_) => {}
+            Err(error) => log::info!("a missing event from {origin} failed its checks: {error}"),
+        }
+    }
+    events.sort_by_key(|event| event.depth);
+    for event in events {
+        if have_in_timeline(app, &event.event_id)? {
+            continue;
+        }
+        if event.prev_events.iter().any(|prev| !have_in_timeline(app, prev).unwrap_or(false)) {
+            log::info!("{} still has a gap before it; skipped", event.event_id);
+            continue;
+        }
+        ensure_auth_events(app, version, origin, &event, budget).await?;
+        let outcome = incoming::accept(app, version, &event, &KnownStates::new())?;
+        log::debug!("filled gap with {}: {outcome:?}", event.event_id);
+    }
+    Ok(())
+}

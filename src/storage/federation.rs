@@ -1,0 +1,218 @@
+//! Federation state: the per-destination outbound queue (so a restart loses
+//! nothing), each destination's backoff, and inbound transaction IDs (so a
+//! retried transaction is answered, not applied twice).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Storage, now_ms};
+use crate::error::Result;
+
+/// The tables of this module (a migration).
+pub const FEDERATION_QUEUE: &str = r#"
+    CREATE TABLE federation_outbox (
+        id           INTEGER PRIMARY KEY,
+        destination  TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        created_ts   INTEGER NOT NULL
+    );
+    CREATE INDEX federation_outbox_by_destination ON federation_outbox(destination, kind, id);
+    CREATE TABLE federation_destinations (
+        destination      TEXT PRIMARY KEY,
+        failures         INTEGER NOT NULL DEFAULT 0,
+        retry_after_ts   INTEGER,
+        last_success_ts  INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE federation_inbound_transactions (
+        origin       TEXT NOT NULL,
+        txn_id       TEXT NOT NULL,
+        response     TEXT NOT NULL,
+        received_ts  INTEGER NOT NULL,
+        PRIMARY KEY (origin, txn_id)
+    ) WITHOUT ROWID;
+"#;
+
+/// One queued item: a PDU (its event ID) or an EDU (its JSON).
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub id: i64,
+    pub payload: String,
+}
+
+/// How a destination has been doing.
+#[derive(Clone, Debug, Default)]
+pub struct DestinationHealth {
+    pub failures: i64,
+    pub retry_after_ts: Option<i64>,
+}
+
+impl Storage {
+    /// Queues PDUs (event IDs) or EDUs (JSON) for destinations.
+    pub fn enqueue(&mut self, destinations: &[String], kind: &str, payload: &str) -> Result<()> {
+        let transaction = self.conn.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO federation_outbox (destination, kind, payload, created_ts) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let now = now_ms();
+            for destination in destinations {
+                insert.execute(params![destination, kind, payload, now])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// The oldest queued items of a kind for a destination.
+    pub fn queued(&self, destination: &str, kind: &str, limit: usize) -> Result<Vec<Queued>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, payload FROM federation_outbox WHERE destination = ?1 AND kind = ?2
+             ORDER BY id LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![destination, kind, limit as i64], |row| {
+            Ok(Queued { id: row.get(0)?, payload: row.get(1)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes sent items.
+    pub fn dequeue(&mut self, ids: &[i64]) -> Result<()> {
+        let transaction = self.conn.transaction()?;
+        {
+            let mut delete = transaction.prepare_cached("DELETE FROM federation_outbox WHERE id = ?1")?;
+            for id in ids {
+                delete.execute([id])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Drops a destination's oldest queued items of a kind beyond `keep`.
+    pub fn trim_queue(&self, destination: &str, kind: &str, keep: usize) -> Result<usize> {
+        let dropped = self.conn.execute(
+            "DELETE FROM federation_outbox WHERE destination = ?1 AND kind = ?2 AND id NOT IN
+               (SELECT id FROM federation_outbox WHERE destination = ?1 AND kind = ?2
+                ORDER BY id DESC LIMIT ?3)",
+            params![destination, kind, keep as i64],
+        )?;
+        Ok(dropped)
+    }
+
+    /// Destinations with anything queued.
+    pub fn destinations_with_queue(&self) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached("SELECT DISTINCT destination FROM federation_outbox")?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A destination's failure count and retry time.
+    pub fn destination_health(&self, destination: &str) -> Result<DestinationHealth> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT failures, retry_after_ts FROM federation_destinations WHERE destination = ?1",
+        )?;
+        let health = statement
+            .query_row([destination], |row| {
+                Ok(DestinationHealth { failures: row.get(0)?, retry_after_ts: row.get(1)? })
+            })
+            .optional()?;
+        Ok(health.unwrap_or_default())
+    }
+
+    /// Records a failed attempt and when to retry.
+    pub fn destination_failed(&self, destination: &str, retry_after_ts: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO federation_destinations (destination, failures, retry_after_ts) VALUES (?1, 1, ?2)
+             ON CONFLICT (destination) DO UPDATE SET failures = failures + 1, retry_after_ts = ?2",
+            params![destination, retry_after_ts],
+        )?;
+        Ok(())
+    }
+
+    /// Records a success (or that the destination is known to be back).
+    pub fn destination_up(&self, destination: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO federation_destinations (destination, failures, last_success_ts) VALUES (?1, 0, ?2)
+             ON CONFLICT (destination) DO UPDATE SET failures = 0, retry_after_ts = NULL,
+                last_success_ts = ?2",
+            params![destination, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The answer we gave to an inbound transaction, if we saw it.
+    pub fn inbound_transaction(&self, origin: &str, txn_id: &str) -> Result<Option<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT response FROM federation_inbound_transactions WHERE origin = ?1 AND txn_id = ?2",
+        )?;
+        Ok(statement.query_row(params![origin, txn_id], |row| row.get(0)).optional()?)
+    }
+
+    /// Remembers an inbound transaction's answer (and forgets those older than a day).
+    pub fn record_inbound_transaction(&self, origin: &str, txn_id: &str, response: &str) -> Result<()> {
+        let now = now_ms();
+        self.conn.execute(
+            "INSERT OR REPLACE INTO federation_inbound_transactions (origin, txn_id, response, received_ts)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![origin, txn_id, response, now],
+        )?;
+        self.conn.execute(
+            "DELETE FROM federation_inbound_transactions WHERE received_ts < ?1",
+            [now - 86_400_000],
+        )?;
+        Ok(())
+    }
+
+    /// The servers of a room's joined members (from the current state).
+    pub fn servers_in_room(&self, room_id: &str) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT state_key FROM current_state WHERE room_id = ?1 AND kind = 'm.room.member'
+               AND membership = 'join'",
+        )?;
+        let rows = statement.query_map([room_id], |row| row.get::<_, String>(0))?;
+        let mut servers: Vec<String> = Vec::new();
+        for user_id in rows {
+            let user_id = user_id?;
+            if let Some((_, server)) = user_id.split_once(':') {
+                if !servers.iter().any(|known| known == server) {
+                    servers.push(server.to_string());
+                }
+            }
+        }
+        servers.sort();
+        Ok(servers)
+    }
+
+    /// Stores an event we only need for its auth chain or state (an outlier):
+    /// not in the timeline, no state of its own.
+    pub fn store_outlier(
+        &self,
+        event_id: &str,
+        room_id: &str,
+        json: &serde_json::Map<String, serde_json::Value>,
+        stream_ordering: i64,
+    ) -> Result<()> {
+        let kind = json.get("type").and_then(|v| v.as_str()).unwrap_or_default();
+        let state_key = json.get("state_key").and_then(|v| v.as_str());
+        let sender = json.get("sender").and_then(|v| v.as_str()).unwrap_or_default();
+        let depth = json.get("depth").and_then(|v| v.as_i64()).unwrap_or(0);
+        let ts = json.get("origin_server_ts").and_then(|v| v.as_i64()).unwrap_or(0);
+        self.conn.execute(
+            "INSERT OR IGNORE INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
+                origin_server_ts, json, outlier)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
+            params![stream_ordering, event_id, room_id, kind, state_key, sender, depth, ts,
+                serde_json::Value::Object(json.clone()).to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Stores the state of a room we just joined as one full state group;
+    /// returns the group.
+    pub fn store_state_snapshot(&mut self, room_id: &str, state: &super::StateMap) -> Result<i64> {
+        let transaction = self.conn.transaction()?;
+        let group = super::rooms::insert_group(&transaction, room_id, None, 0, state)?;
+        transaction.commit()?;
+        Ok(group)
+    }
+}

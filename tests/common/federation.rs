@@ -1,0 +1,74 @@
+//! Several nodes that federate on loopback: a test CA issues each node's TLS
+//! certificate, every node trusts the CA (`--federation-ca`) and may reach
+//! loopback (`--federation-allow-ip 127.0.0.0/8`). Server names carry the
+//! TLS port (`localhost:PORT`), so no discovery beyond the name is needed.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+use super::{Node, TempDir};
+
+/// The test CA: its certificate file and what it needs to sign more.
+pub struct TestCa {
+    pub dir: TempDir,
+    pub certificate_file: PathBuf,
+    certificate: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let dir = TempDir::new("ca");
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "hearth test CA");
+        let certificate = params.self_signed(&key).unwrap();
+        let certificate_file = dir.0.join("ca.pem");
+        std::fs::write(&certificate_file, certificate.pem()).unwrap();
+        TestCa { dir, certificate_file, certificate, key }
+    }
+
+    /// Issues a certificate for `localhost` and 127.0.0.1; returns (cert file, key file).
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let certificate = params.signed_by(&key, &self.certificate, &self.key).unwrap();
+        let certificate_file = self.dir.0.join(format!("{name}.pem"));
+        let key_file = self.dir.0.join(format!("{name}.key"));
+        std::fs::write(&certificate_file, certificate.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (certificate_file, key_file)
+    }
+}
+
+/// A free loopback port (bound and released: the node binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts a node named `localhost:PORT` that federates with others of the same CA.
+pub fn start_federating(ca: &TestCa, extra: &[&str]) -> Node {
+    let port = free_port();
+    let (certificate, key) = ca.issue(&format!("node-{port}"));
+    let server_name = format!("localhost:{port}");
+    let mut args: Vec<String> = vec![
+        "--server-name".into(),
+        server_name,
+        "--registration".into(),
+        "open".into(),
+        "--tls-cert".into(),
+        certificate.to_str().unwrap().into(),
+        "--tls-key".into(),
+        key.to_str().unwrap().into(),
+        "--federation-ca".into(),
+        ca.certificate_file.to_str().unwrap().into(),
+        "--federation-allow-ip".into(),
+        "127.0.0.0/8".into(),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::start_on(TempDir::new("fed"), &args, "127.0.0.1:0", &format!("127.0.0.1:{port}"))
+}
