@@ -111,9 +111,8 @@ async fn resolve_with_servers(
             servers.push(value.clone());
         }
     }
-    if let Some(invite) =
-        app.storage().remote_invites(user_id)?.into_iter().find(|invite| invite.room_id == room_id)
-    {
+    let invites = app.storage().remote_invites(user_id)?;
+    if let Some(invite) = invites.into_iter().find(|invite| invite.room_id == room_id) {
         if let Some((_, server)) = invite.inviter.split_once(':') {
             servers.insert(0, server.to_string());
         }
@@ -245,7 +244,8 @@ pub async fn leave(app: &Rc<App>, request: &Request, room_id: &str) -> Result<Re
             return Ok(Response::ok(json!({})));
         }
     }
-    match app.storage().membership(room_id, &owner.user_id)?.as_deref() {
+    let membership = app.storage().membership(room_id, &owner.user_id)?;
+    match membership.as_deref() {
         None | Some("leave") => {
             // Leaving a room one is not in is a no-op, as in Synapse.
             if app.storage().room_version(room_id)?.is_none() {
@@ -262,7 +262,8 @@ pub async fn leave(app: &Rc<App>, request: &Request, room_id: &str) -> Result<Re
 /// `POST /rooms/{roomId}/forget`.
 pub fn forget(app: &App, request: &Request, room_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
-    match app.storage().membership(room_id, &owner.user_id)?.as_deref() {
+    let membership = app.storage().membership(room_id, &owner.user_id)?;
+    match membership.as_deref() {
         Some("join" | "invite" | "knock") => {
             return Err(Error::matrix(400, "M_UNKNOWN", "leave the room before forgetting it"));
         }

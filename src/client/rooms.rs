@@ -325,7 +325,9 @@ pub fn get_all_state(app: &App, request: &Request, room_id: &str) -> Result<Resp
     let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
     let mut events = Vec::with_capacity(state.len());
     for event_id in state.values() {
-        if let Some(event) = app.storage().event(event_id)? {
+        // Bound first: client_event borrows the storage again.
+        let event = app.storage().event(event_id)?;
+        if let Some(event) = event {
             events.push(client_event(app, &event, Some(viewer), true));
         }
     }

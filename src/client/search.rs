@@ -172,7 +172,8 @@ pub fn search(app: &App, request: &Request) -> Result<Response> {
             let mut events = Vec::new();
             let current = app.storage().current_state(room_id)?;
             for event_id in current.values() {
-                if let Some(event) = app.storage().event(event_id)? {
+                let event = app.storage().event(event_id)?;
+                if let Some(event) = event {
                     events.push(client_event(app, &event, Some(viewer), true));
                 }
             }

@@ -277,8 +277,10 @@ fn joined_room(
     let (timeline, limited) =
         timeline(app, &mut visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
     let typing = app.typing.changed_since(room_id, since.map(|token| token.typing));
-    let receipts =
+    let mut receipts =
         app.storage().receipts_since(room_id, since.map_or(0, |token| token.stream), now.stream)?;
+    // Others' private receipts are not news: they would show as an empty m.receipt.
+    receipts.retain(|receipt| receipt.receipt_type != "m.read.private" || receipt.user_id == user_id);
     let is_initial = room_since.is_none();
     if !is_initial && timeline.is_empty() && typing.is_none() && receipts.is_empty() && !full_state {
         return Ok(None);
@@ -387,10 +389,8 @@ fn left_room(
 ) -> Result<Value> {
     let user_id = viewer.user_id;
     // Show history up to (and including) the user's leave.
-    let leave_event = app
-        .storage()
-        .current_state_event(room_id, "m.room.member", user_id)?
-        .and_then(|id| app.storage().event(&id).ok().flatten());
+    let leave_event_id = app.storage().current_state_event(room_id, "m.room.member", user_id)?;
+    let leave_event = leave_event_id.and_then(|id| app.storage().event(&id).ok().flatten());
     let up_to = leave_event.as_ref().map_or(now.stream, |event| event.stream_ordering);
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
     let mut visibility = Visibility::new(app, user_id);
@@ -421,8 +421,11 @@ pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value
     ];
     let mut events = Vec::new();
     for (kind, state_key) in keys {
-        if let Some(event_id) = app.storage().current_state_event(room_id, kind, state_key)? {
-            if let Some(event) = app.storage().event(&event_id)? {
+        // Each lookup is its own statement: the storage is borrowed once at a time.
+        let event_id = app.storage().current_state_event(room_id, kind, state_key)?;
+        if let Some(event_id) = event_id {
+            let event = app.storage().event(&event_id)?;
+            if let Some(event) = event {
                 let mut stripped = stripped_state(&event);
                 if kind == "m.room.member" {
                     stripped["event_id"] = json!(event.event_id);

@@ -63,13 +63,16 @@ pub fn format_event(
         }
     }
     if let Some(redacted_by) = &event.redacted_by {
-        if let Ok(Some(redaction)) = app.storage().event(redacted_by) {
+        // Bound first: a storage borrow in the `if let` would live through the body.
+        let redaction = app.storage().event(redacted_by);
+        if let Ok(Some(redaction)) = redaction {
             unsigned.insert("redacted_because".into(), client_event(app, &redaction, None, true));
         }
     }
     if let Some(replaced) = &event.replaces_state {
         unsigned.insert("replaces_state".into(), json!(replaced));
-        if let Ok(Some(previous)) = app.storage().event(replaced) {
+        let previous = app.storage().event(replaced);
+        if let Ok(Some(previous)) = previous {
             if let Some(content) = previous.json.get("content") {
                 unsigned.insert("prev_content".into(), content.clone());
             }

@@ -552,3 +552,5 @@ impl RawConnection {
         matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
     }
 }
+
+pub mod rooms;
