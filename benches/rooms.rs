@@ -16,6 +16,11 @@
 //! `CARGO_BIN_EXE_hearth`. `HEARTH_BENCH_BIN=/path/to/hearth` measures another
 //! build instead (for example a cross build under qemu, or an older commit).
 //!
+//! To profile, build an unstripped binary into another target dir
+//! (`CARGO_PROFILE_RELEASE_STRIP=false cargo build --release`), point
+//! `HEARTH_BENCH_BIN` at it and run the bench executable under
+//! `perf record --call-graph dwarf` (perf follows the child server).
+//!
 //! The client side uses threads and blocking HTTP/1.1 with keep-alive (ureq);
 //! each sender has its own connection.
 
