@@ -205,7 +205,7 @@ pub async fn send_membership(
         Outcome::SoftFailed(reason) | Outcome::Rejected(reason) => return Err(Error::Forbidden(reason)),
     }
     // Everyone else in the room hears of the new member from us.
-    rooms::outbox::queue_pdu(app, room_id, &pdu.event_id, None)?;
+    rooms::outbox::queue_pdu_except(app, room_id, &pdu.event_id, origin)?;
     match membership {
         "join" => {
             let state_ids: Vec<String> = state_before.values().cloned().collect();

@@ -118,7 +118,8 @@ async fn run(app: Rc<App>, destination: String, wake: Rc<Event>) {
         });
         let path = format!("/_matrix/federation/v1/send/{}", encode(&txn_id));
         match client::request(&app, &destination, Method::Put, &path, Some(body)).await {
-            Ok((200, _)) => {
+            Ok((200, answer)) => {
+                log::debug!("sent {} items to {destination}: {answer}", ids.len());
                 let _ = app.storage().dequeue(&ids);
                 let _ = app.storage().destination_up(&destination);
             }

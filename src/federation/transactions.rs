@@ -85,7 +85,9 @@ async fn receive_pdu(app: &App, origin: &str, json: Map<String, Value>) -> (Opti
         Err(error) => return failure(None, error.to_string()),
     };
     let event_id = Some(pdu.event_id.clone());
-    match pdus::receive(app, origin, &version, pdu).await {
+    let outcome = pdus::receive(app, origin, &version, pdu).await;
+    log::debug!("PDU {} from {origin}: {outcome:?}", event_id.as_deref().unwrap_or_default());
+    match outcome {
         Ok(Outcome::Accepted | Outcome::Duplicate | Outcome::SoftFailed(_)) => (event_id, json!({})),
         Ok(Outcome::Rejected(reason)) => failure(event_id, reason),
         Err(error) => failure(event_id, error.to_string()),

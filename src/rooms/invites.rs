@@ -8,8 +8,9 @@ use crate::error::Result;
 use crate::protocol::room_version::RoomVersion;
 use crate::storage::federation::RemoteInvite;
 
-/// Stores a countersigned invite for `user_id` and wakes their sync. When we
-/// are in the room the invite arrives as a PDU as well; then nothing is kept aside.
+/// Stores a countersigned invite for `user_id` and wakes their sync. When one
+/// of our users is in the room the invite arrives as a PDU as well; then
+/// nothing is kept aside.
 pub fn store_remote_invite(
     app: &App,
     version: &RoomVersion,
@@ -19,7 +20,8 @@ pub fn store_remote_invite(
     event: &Map<String, Value>,
     invite_state: &Value,
 ) -> Result<()> {
-    if app.storage().room_version(room_id)?.is_some() {
+    let members = app.storage().members_with(room_id, "join")?;
+    if members.iter().any(|member| app.is_local_user(member)) {
         return Ok(());
     }
     let mut stripped: Vec<Value> = invite_state.as_array().cloned().unwrap_or_default();

@@ -59,6 +59,21 @@ pub fn queue_pdu(app: &App, room_id: &str, event_id: &str, also: Option<&str>) -
     Ok(())
 }
 
+/// Queues a PDU another server made (and sent us) for every other server in
+/// its room but that one.
+pub fn queue_pdu_except(app: &App, room_id: &str, event_id: &str, origin: &str) -> Result<()> {
+    let mut destinations = destinations(app, room_id, None)?;
+    destinations.retain(|server| server != origin);
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    app.storage().enqueue(&destinations, "pdu", event_id)?;
+    for destination in &destinations {
+        app.outbox.kick(destination);
+    }
+    Ok(())
+}
+
 /// Queues an EDU for the given servers.
 pub fn queue_edu(app: &App, destinations: &[String], edu: &Value) -> Result<()> {
     let destinations: Vec<String> =

@@ -1,0 +1,308 @@
+//! Rooms shared between hearth nodes over federation: joins by alias,
+//! messages both ways, invites, leaves, bans, typing and receipts, state
+//! conflicts, and the outage story (a node stopped while the others talk
+//! catches up when it returns).
+
+mod common;
+
+use std::time::Duration;
+
+use common::federation::{TestCa, start_federating};
+use common::rooms::{create_room, enc, room_path, send_text};
+use common::{Client, Node, eventually};
+use serde_json::json;
+
+/// How long federation gets to deliver something on loopback.
+const DELIVERY: Duration = Duration::from_secs(20);
+
+/// The bodies of the text messages in a room, oldest first, as `client` sees them.
+fn messages(client: &Client, room_id: &str) -> Vec<String> {
+    let (status, answer) = client.get(&room_path(room_id, "/messages?dir=b&limit=200"));
+    if status != 200 {
+        return Vec::new();
+    }
+    let mut bodies: Vec<String> = answer["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "m.room.message")
+        .filter_map(|event| event["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    bodies.reverse();
+    bodies
+}
+
+fn wait_for_message(client: &Client, room_id: &str, body: &str) {
+    eventually(DELIVERY, || messages(client, room_id).iter().any(|seen| seen == body).then_some(()));
+}
+
+fn membership(client: &Client, room_id: &str, user_id: &str) -> Option<String> {
+    let (status, content) =
+        client.get(&room_path(room_id, &format!("/state/m.room.member/{}", enc(user_id))));
+    (status == 200).then(|| content["membership"].as_str().unwrap_or_default().to_string())
+}
+
+fn joined_room_of(a: &Node, b: &Node) -> (Client, Client, String) {
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room_id =
+        create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "lounge", "name": "Lounge"}));
+    let alias = format!("#lounge:{}", a.server_name);
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &json!({}));
+    assert_eq!(status, 200, "bob joins through the alias: {answer}\n{}", b.log_text());
+    assert_eq!(answer["room_id"], room_id);
+    (alice, bob, room_id)
+}
+
+#[test]
+fn a_remote_user_joins_by_alias_and_messages_flow_both_ways() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let (alice, bob, room_id) = joined_room_of(&a, &b);
+    // The room's name came with the state.
+    let (status, name) = bob.get(&room_path(&room_id, "/state/m.room.name/"));
+    assert_eq!((status, name["name"].as_str()), (200, Some("Lounge")));
+    // Alice sees Bob's join.
+    eventually(DELIVERY, || {
+        (membership(&alice, &room_id, &bob.user_id).as_deref() == Some("join")).then_some(())
+    });
+
+    send_text(&alice, &room_id, "hello from a");
+    wait_for_message(&bob, &room_id, "hello from a");
+    send_text(&bob, &room_id, "hello from b");
+    wait_for_message(&alice, &room_id, "hello from b");
+
+    // Both sides hold the same conversation in the same order.
+    let expected = vec!["hello from a".to_string(), "hello from b".to_string()];
+    assert_eq!(messages(&alice, &room_id), expected);
+    eventually(DELIVERY, || (messages(&bob, &room_id) == expected).then_some(()));
+
+    // The remote profile comes over federation.
+    let (status, profile) = bob.get(&format!("/_matrix/client/v3/profile/{}", enc(&alice.user_id)));
+    assert_eq!(status, 200, "{profile}");
+}
+
+#[test]
+fn invites_leaves_and_bans_cross_servers() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let carol = b.register("carol");
+    let room_id = create_room(&alice, json!({"preset": "private_chat", "name": "Private"}));
+    let (status, answer) = alice.post(&room_path(&room_id, "/invite"), &json!({"user_id": carol.user_id}));
+    assert_eq!(status, 200, "invite across servers: {answer}\n{}", a.log_text());
+
+    // Carol sees the invite in her sync, then joins.
+    let invited = eventually(DELIVERY, || {
+        let (_, sync) = carol.get("/_matrix/client/v3/sync");
+        sync["rooms"]["invite"].get(&room_id).cloned()
+    });
+    let state = invited["invite_state"]["events"].as_array().unwrap();
+    assert!(state.iter().any(|event| event["type"] == "m.room.name"), "{invited}");
+    let (status, answer) = carol.post(&room_path(&room_id, "/join"), &json!({}));
+    assert_eq!(status, 200, "join after invite: {answer}\n{}", b.log_text());
+    eventually(DELIVERY, || {
+        (membership(&alice, &room_id, &carol.user_id).as_deref() == Some("join")).then_some(())
+    });
+
+    send_text(&carol, &room_id, "thanks for the invite");
+    wait_for_message(&alice, &room_id, "thanks for the invite");
+
+    // Carol leaves; Alice sees it.
+    let (status, _) = carol.post(&room_path(&room_id, "/leave"), &json!({}));
+    assert_eq!(status, 200);
+    eventually(DELIVERY, || {
+        (membership(&alice, &room_id, &carol.user_id).as_deref() == Some("leave")).then_some(())
+    });
+
+    // A ban of a remote user reaches their server, and they cannot come back.
+    let dave = b.register("dave");
+    let (status, _) = alice.post(&room_path(&room_id, "/invite"), &json!({"user_id": dave.user_id}));
+    assert_eq!(status, 200);
+    eventually(DELIVERY, || {
+        let (_, sync) = dave.get("/_matrix/client/v3/sync");
+        sync["rooms"]["invite"].get(&room_id).map(|_| ())
+    });
+    let (status, answer) = dave.post(&room_path(&room_id, "/join"), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    eventually(DELIVERY, || {
+        (membership(&alice, &room_id, &dave.user_id).as_deref() == Some("join")).then_some(())
+    });
+    let (status, answer) =
+        alice.post(&room_path(&room_id, "/ban"), &json!({"user_id": dave.user_id, "reason": "test"}));
+    assert_eq!(status, 200, "{answer}");
+    eventually(DELIVERY, || {
+        (membership(&dave, &room_id, &dave.user_id).as_deref() == Some("ban")).then_some(())
+    });
+    let (status, _) = dave.post(&room_path(&room_id, "/join"), &json!({}));
+    assert_eq!(status, 403, "a banned user rejoining");
+}
+
+#[test]
+fn typing_and_receipts_cross_servers() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let (alice, bob, room_id) = joined_room_of(&a, &b);
+    eventually(DELIVERY, || {
+        (membership(&alice, &room_id, &bob.user_id).as_deref() == Some("join")).then_some(())
+    });
+    let event_id = send_text(&alice, &room_id, "read me");
+    wait_for_message(&bob, &room_id, "read me");
+
+    let path = room_path(&room_id, &format!("/typing/{}", enc(&bob.user_id)));
+    let (status, _) = bob.put(&path, &json!({"typing": true, "timeout": 20000}));
+    assert_eq!(status, 200);
+    eventually(DELIVERY, || {
+        let (_, sync) = alice.get("/_matrix/client/v3/sync");
+        let ephemeral =
+            sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
+        ephemeral
+            .iter()
+            .any(|event| {
+                event["type"] == "m.typing"
+                    && event["content"]["user_ids"].as_array().unwrap().contains(&json!(bob.user_id))
+            })
+            .then_some(())
+    });
+
+    let (status, _) =
+        bob.post(&room_path(&room_id, &format!("/receipt/m.read/{}", enc(&event_id))), &json!({}));
+    assert_eq!(status, 200);
+    eventually(DELIVERY, || {
+        let (_, sync) = alice.get("/_matrix/client/v3/sync");
+        let ephemeral =
+            sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
+        ephemeral
+            .iter()
+            .any(|event| {
+                event["type"] == "m.receipt" && !event["content"][&event_id]["m.read"][&bob.user_id].is_null()
+            })
+            .then_some(())
+    });
+}
+
+/// Every message body in order, as a list, once all of `expected` arrived.
+fn wait_for_all(client: &Client, room_id: &str, expected: &[String]) -> Vec<String> {
+    eventually(DELIVERY, || {
+        let seen = messages(client, room_id);
+        expected.iter().all(|body| seen.contains(body)).then_some(seen)
+    })
+}
+
+/// Both lists hold the same messages once each, and each sender's messages
+/// (`during N from X`) in the order they were sent.
+fn assert_same_messages_in_sender_order(seen: &[String], reference: &[String], sent: &[String]) {
+    let mut sorted_seen = seen.to_vec();
+    let mut sorted_reference = reference.to_vec();
+    sorted_seen.sort();
+    sorted_reference.sort();
+    assert_eq!(sorted_seen, sorted_reference, "the same messages, each once");
+    for sender in ["from a", "from b"] {
+        let expected: Vec<&String> = sent.iter().filter(|body| body.ends_with(sender)).collect();
+        let got: Vec<&String> = seen.iter().filter(|body| body.ends_with(sender)).collect();
+        assert_eq!(got, expected, "messages {sender} in the order they were sent");
+    }
+}
+
+#[test]
+fn a_node_that_was_down_catches_up_in_order_without_duplicates() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let mut c = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let carol = c.register("carol");
+    let room_id =
+        create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "town", "name": "Town"}));
+    let alias = format!("#town:{}", a.server_name);
+    for client in [&bob, &carol] {
+        let (status, answer) = client.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &json!({}));
+        assert_eq!(status, 200, "{answer}");
+    }
+    for client in [&alice, &bob] {
+        eventually(DELIVERY, || {
+            (membership(client, &room_id, &carol.user_id).as_deref() == Some("join")).then_some(())
+        });
+    }
+    send_text(&carol, &room_id, "before the outage");
+    wait_for_message(&alice, &room_id, "before the outage");
+    wait_for_message(&bob, &room_id, "before the outage");
+
+    // C goes down; A and B keep talking.
+    c.stop();
+    let mut during = Vec::new();
+    for round in 0..5 {
+        for (client, name) in [(&alice, "a"), (&bob, "b")] {
+            let body = format!("during {round} from {name}");
+            send_text(client, &room_id, &body);
+            during.push(body);
+        }
+    }
+    let on_a = wait_for_all(&alice, &room_id, &during);
+    let on_b = wait_for_all(&bob, &room_id, &during);
+    // Messages sent at the same time on two servers are concurrent in the
+    // DAG: each server may list them in the order they arrived. What must
+    // hold everywhere is each sender's own order and that nothing repeats.
+    assert_same_messages_in_sender_order(&on_a, &on_b, &during);
+
+    // C returns and within seconds holds everything it missed, in order, once each.
+    c.restart();
+    let mut carol = carol;
+    carol.base = c.http.clone();
+    let on_c = wait_for_all(&carol, &room_id, &during);
+    assert_same_messages_in_sender_order(&on_c, &on_a, &during);
+    // And C's users can talk again.
+    send_text(&carol, &room_id, "back again");
+    wait_for_message(&alice, &room_id, "back again");
+    wait_for_message(&bob, &room_id, "back again");
+}
+
+#[test]
+fn concurrent_state_changes_resolve_the_same_everywhere() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let (alice, bob, room_id) = joined_room_of(&a, &b);
+    eventually(DELIVERY, || {
+        (membership(&alice, &room_id, &bob.user_id).as_deref() == Some("join")).then_some(())
+    });
+    // Give Bob the power to change the topic, then both change it at once.
+    let (_, mut levels) = alice.get(&room_path(&room_id, "/state/m.room.power_levels/"));
+    levels["users"][&bob.user_id] = json!(50);
+    let (status, _) = alice.put(&room_path(&room_id, "/state/m.room.power_levels/"), &levels);
+    assert_eq!(status, 200);
+    eventually(DELIVERY, || {
+        let (_, seen) = bob.get(&room_path(&room_id, "/state/m.room.power_levels/"));
+        (seen["users"][&bob.user_id] == json!(50)).then_some(())
+    });
+    let (status_a, _) =
+        alice.put(&room_path(&room_id, "/state/m.room.topic/"), &json!({"topic": "from alice"}));
+    let (status_b, _) = bob.put(&room_path(&room_id, "/state/m.room.topic/"), &json!({"topic": "from bob"}));
+    assert_eq!((status_a, status_b), (200, 200));
+    // Both nodes settle on one topic (after each has the other's event), and agree.
+    let topic = |client: &Client| -> Option<String> {
+        let (_, content) = client.get(&room_path(&room_id, "/state/m.room.topic/"));
+        content["topic"].as_str().map(str::to_owned)
+    };
+    // Each side must have both topic events before their views can be compared.
+    for client in [&alice, &bob] {
+        eventually(DELIVERY, || {
+            let (_, answer) = client.get(&room_path(&room_id, "/messages?dir=b&limit=50"));
+            let topics = answer["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|event| event["type"] == "m.room.topic")
+                .count();
+            (topics >= 2).then_some(())
+        });
+    }
+    eventually(DELIVERY, || {
+        let (on_a, on_b) = (topic(&alice), topic(&bob));
+        (on_a.is_some() && on_a == on_b).then_some(())
+    });
+}
