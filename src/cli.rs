@@ -292,6 +292,17 @@ pub struct FederationCommand {
 #[argh(subcommand)]
 pub enum FederationAction {
     Request(FederationRequest),
+    SignEvent(FederationSignEvent),
+}
+
+/// add hashes and this server's signature to an event read from standard input,
+/// and print `{"event_id": ..., "event": ...}` (for debugging and tests)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "sign-event")]
+pub struct FederationSignEvent {
+    /// the room version the event is for
+    #[argh(option)]
+    pub room_version: String,
 }
 
 /// send one signed request and print the status and the JSON answer
@@ -558,6 +569,19 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
             let (status, answer) = smol::block_on(executor.run(work)).map_err(|error| error.to_string())?;
             println!("{status}");
             println!("{answer}");
+        }
+        FederationAction::SignEvent(sign) => {
+            let version = crate::protocol::room_version::RoomVersion::from_id(&sign.room_version)
+                .ok_or_else(|| format!("room version {} is unknown", sign.room_version))?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|error| format!("cannot read the event: {error}"))?;
+            let event = match serde_json::from_str(&text) {
+                Ok(serde_json::Value::Object(event)) => event,
+                _ => return Err("the event must be a JSON object".into()),
+            };
+            let pdu = crate::rooms::sign(&app, &version, event).map_err(|error| error.to_string())?;
+            println!("{}", serde_json::json!({ "event_id": pdu.event_id, "event": pdu.json }));
         }
     }
     Ok(())

@@ -77,12 +77,20 @@ async fn receive_pdu(app: &App, origin: &str, json: Map<String, Value>) -> (Opti
     let Some(version) = RoomVersion::from_id(&version) else {
         return failure(None, format!("room version {version} is not supported"));
     };
+    // The ID the event would have, so a failure can be reported against it.
+    let claimed_id = {
+        let mut unsigned = json.clone();
+        if version.event_id_format != crate::protocol::room_version::EventIdFormat::V1 {
+            unsigned.remove("event_id");
+        }
+        crate::protocol::hashes::event_id(&unsigned, &version).ok()
+    };
     if !acl::server_allowed(app, &room_id, origin) {
-        return failure(None, format!("{origin} is denied by the room's server ACL"));
+        return failure(claimed_id, format!("{origin} is denied by the room's server ACL"));
     }
     let pdu = match pdus::verify(app, &version, json).await {
         Ok(pdu) => pdu,
-        Err(error) => return failure(None, error.to_string()),
+        Err(error) => return failure(claimed_id, error.to_string()),
     };
     let event_id = Some(pdu.event_id.clone());
     let outcome = pdus::receive(app, origin, &version, pdu).await;
