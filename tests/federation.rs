@@ -127,10 +127,16 @@ fn keys_version_notary_and_signed_requests_between_two_nodes() {
     let (status, body) = printed_answer(&output);
     assert_eq!(
         (status, body["errcode"].as_str()),
-        (404, Some("M_UNRECOGNIZED")),
+        (404, Some("M_NOT_FOUND")),
         "{output}\n{}",
         b.node.log_text()
     );
+    // An endpoint this server does not offer answers M_UNRECOGNIZED to a signed request.
+    let (ok, output) =
+        federation_request(&a, &options, &b.name, "/_matrix/federation/v1/user/devices/%40x%3Ay");
+    assert!(ok, "{output}");
+    let (status, body) = printed_answer(&output);
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")), "{output}");
 
     // Unsigned, forged, or meant for someone else: 401.
     let path = "/_matrix/federation/v1/query/directory?room_alias=%23x%3Ay";

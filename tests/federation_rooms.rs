@@ -306,3 +306,27 @@ fn concurrent_state_changes_resolve_the_same_everywhere() {
         (on_a.is_some() && on_a == on_b).then_some(())
     });
 }
+
+#[test]
+fn history_from_before_a_remote_join_is_backfilled() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "archive"}));
+    for index in 0..5 {
+        send_text(&alice, &room_id, &format!("early {index}"));
+    }
+    let alias = format!("#archive:{}", a.server_name);
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    // Bob pages back from his join and finds what was said before it, in order.
+    let early: Vec<String> = (0..5).map(|index| format!("early {index}")).collect();
+    assert_eq!(messages(&bob, &room_id), early, "\n{}", b.log_text());
+    send_text(&alice, &room_id, "after");
+    wait_for_message(&bob, &room_id, "after");
+    let mut all = early.clone();
+    all.push("after".into());
+    assert_eq!(messages(&bob, &room_id), all);
+}

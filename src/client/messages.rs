@@ -40,6 +40,11 @@ pub fn limit_param(request: &Request, default: usize, max: usize) -> Result<usiz
     }
 }
 
+/// A position before every event: history fetched from other servers
+/// (backfill) is stored at negative stream positions, before what this
+/// server saw live.
+pub const BEFORE_EVERYTHING: i64 = i64::MIN / 2;
+
 /// A pagination token's stream position.
 pub fn position(text: &str) -> Result<i64> {
     Ok(parse_token(text)?.stream)
@@ -86,10 +91,10 @@ pub fn messages(app: &App, request: &Request, room_id: &str) -> Result<Response>
     // forwards at its beginning.
     let start = from.unwrap_or(match direction {
         Direction::Backwards => end_of_room,
-        Direction::Forwards => 0,
+        Direction::Forwards => BEFORE_EVERYTHING,
     });
     let window = match direction {
-        Direction::Backwards => Window { lower: to.unwrap_or(0), upper: start.min(readable) },
+        Direction::Backwards => Window { lower: to.unwrap_or(BEFORE_EVERYTHING), upper: start.min(readable) },
         Direction::Forwards => {
             Window { lower: start, upper: to.unwrap_or(end_of_room).min(end_of_room).min(readable) }
         }
@@ -156,7 +161,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
         &mut visibility,
         &filter,
         Direction::Backwards,
-        Window { lower: 0, upper: position - 1 },
+        Window { lower: BEFORE_EVERYTHING, upper: position - 1 },
         before_limit,
     )?;
     let upper = app.current_stream_id().min(readable);

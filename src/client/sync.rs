@@ -51,9 +51,6 @@ pub fn parse_token(text: &str) -> Result<Token> {
         Some(typing) => typing.parse().map_err(|_| invalid())?,
         None => 0,
     };
-    if stream < 0 {
-        return Err(invalid());
-    }
     Ok(Token { stream, typing })
 }
 

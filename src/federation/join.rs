@@ -156,9 +156,75 @@ async fn join_through(
             format!("{server} sent a state without this room's create event"),
         ));
     }
+    let before_join = app.storage().create_state_group(room_id, &state)?;
     store_join(app, &version, &join, state)?;
     app.storage().delete_remote_invite(room_id, user_id)?;
     log::info!("{user_id} joined {room_id} through {server}");
+    // Recent history, so the room does not open empty; older history is the
+    // resident servers' to keep.
+    if let Err(error) = backfill(app, &version, server, room_id, &join.prev_events, before_join).await {
+        log::info!("backfilling {room_id} from {server} failed: {error}");
+    }
+    Ok(())
+}
+
+/// Events fetched per backfill after a join.
+const BACKFILL_AFTER_JOIN: usize = 50;
+
+/// Fetches the history before `from` from `server` and stores it before
+/// everything in our timeline, newest nearest. Visibility is judged by the
+/// state before our join (`state_group`).
+async fn backfill(
+    app: &App,
+    version: &RoomVersion,
+    server: &str,
+    room_id: &str,
+    from: &[String],
+    state_group: i64,
+) -> Result<()> {
+    if from.is_empty() {
+        return Ok(());
+    }
+    let query: Vec<String> = from.iter().map(|id| format!("v={}", encode(id))).collect();
+    let path = format!(
+        "/_matrix/federation/v1/backfill/{}?{}&limit={BACKFILL_AFTER_JOIN}",
+        encode(room_id),
+        query.join("&")
+    );
+    let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
+    if status != 200 {
+        return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} answered backfill with {status}")));
+    }
+    let empty = Vec::new();
+    let events = answer.get("pdus").and_then(Value::as_array).unwrap_or(&empty);
+    let mut verified = pdus::store_verified_outliers(app, version, room_id, events).await?;
+    // Newest first: each takes the next lower stream position.
+    verified.sort_by_key(|pdu| std::cmp::Reverse((pdu.depth, pdu.origin_server_ts)));
+    let mut position = app.storage().min_stream_ordering()?.min(0);
+    for pdu in &verified {
+        position -= 1;
+        let relation = pdu.content.get("m.relates_to");
+        let event = NewEvent {
+            stream_ordering: position,
+            event_id: &pdu.event_id,
+            room_id: &pdu.room_id,
+            kind: &pdu.kind,
+            state_key: pdu.state_key.as_deref(),
+            sender: &pdu.sender,
+            depth: pdu.depth,
+            origin_server_ts: pdu.origin_server_ts,
+            json: &pdu.json,
+            replaces_state: None,
+            device_id: None,
+            txn_id: None,
+            rel_type: relation.and_then(|relation| relation.get("rel_type")).and_then(Value::as_str),
+            relates_to: relation.and_then(|relation| relation.get("event_id")).and_then(Value::as_str),
+            outlier: false,
+            soft_failed: false,
+        };
+        app.storage().store_backfilled(&event, Some(state_group))?;
+    }
+    log::debug!("backfilled {} events of {room_id} from {server}", verified.len());
     Ok(())
 }
 

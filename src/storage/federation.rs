@@ -273,6 +273,55 @@ impl Storage {
         Ok(servers)
     }
 
+    /// The lowest stream position in use (backfilled history goes below it).
+    pub fn min_stream_ordering(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MIN(stream_ordering), 0) FROM events", [], |row| row.get(0))?)
+    }
+
+    /// Stores a whole state as a new state group of its own; returns the group.
+    pub fn create_state_group(&mut self, room_id: &str, state: &super::StateMap) -> Result<i64> {
+        let transaction = self.conn.transaction()?;
+        let group = super::rooms::insert_group(&transaction, room_id, None, 0, state)?;
+        transaction.commit()?;
+        Ok(group)
+    }
+
+    /// Stores history fetched from another server (backfill) at a given
+    /// (negative) stream position with a given state group: it joins the
+    /// timeline before everything seen live, and changes no current state.
+    pub fn store_backfilled(&self, event: &super::NewEvent<'_>, state_group: Option<i64>) -> Result<bool> {
+        if self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE event_id = ?1 AND outlier = 0)",
+            [event.event_id],
+            |row| row.get::<_, bool>(0),
+        )? {
+            return Ok(false);
+        }
+        self.conn.execute("DELETE FROM events WHERE event_id = ?1 AND outlier = 1", [event.event_id])?;
+        self.conn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
+                origin_server_ts, json, state_group, rel_type, relates_to)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                event.stream_ordering,
+                event.event_id,
+                event.room_id,
+                event.kind,
+                event.state_key,
+                event.sender,
+                event.depth,
+                event.origin_server_ts,
+                serde_json::Value::Object(event.json.clone()).to_string(),
+                state_group,
+                event.rel_type,
+                event.relates_to,
+            ],
+        )?;
+        Ok(true)
+    }
+
     /// Stores an event we only need for its auth chain or state (an outlier):
     /// not in the timeline, no state of its own.
     pub fn store_outlier(
