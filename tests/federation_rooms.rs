@@ -330,3 +330,36 @@ fn history_from_before_a_remote_join_is_backfilled() {
     all.push("after".into());
     assert_eq!(messages(&bob, &room_id), all);
 }
+
+#[test]
+fn directories_profiles_and_openid_across_servers() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room_id =
+        create_room(&alice, json!({"preset": "public_chat", "visibility": "public", "name": "Square"}));
+    // Bob browses A's room directory through his own server.
+    let path = format!("/_matrix/client/v3/publicRooms?server={}", enc(&a.server_name));
+    let (status, listing) = bob.get(&path);
+    assert_eq!(status, 200, "{listing}");
+    assert!(listing["chunk"].as_array().unwrap().iter().any(|room| room["room_id"] == room_id), "{listing}");
+    let (status, listing) = bob.post(&path, &json!({"filter": {"generic_search_term": "square"}}));
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["chunk"][0]["room_id"], room_id);
+
+    // OpenID: a token from A proves Alice's identity to whoever asks A.
+    let (status, token) = alice
+        .post(&format!("/_matrix/client/v3/user/{}/openid/request_token", enc(&alice.user_id)), &json!({}));
+    assert_eq!(status, 200, "{token}");
+    let third_party = Client::new(&a.https);
+    let userinfo = format!(
+        "/_matrix/federation/v1/openid/userinfo?access_token={}",
+        token["access_token"].as_str().unwrap()
+    );
+    let (status, info) = third_party.get(&userinfo);
+    assert_eq!((status, info["sub"].as_str()), (200, Some(alice.user_id.as_str())), "{info}");
+    let (status, _) = third_party.get("/_matrix/federation/v1/openid/userinfo?access_token=nonsense");
+    assert_eq!(status, 401);
+}

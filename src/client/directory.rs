@@ -218,6 +218,12 @@ pub fn get_public_rooms(app: &App, request: &Request) -> Result<Response> {
 pub fn post_public_rooms(app: &App, request: &Request) -> Result<Response> {
     app.authenticate(request)?;
     check_directory_server(app, request.query("server"))?;
+    filtered_public_rooms(app, request)
+}
+
+/// The directory page a `POST /publicRooms` body asks for (clients, and other
+/// servers through federation).
+pub fn filtered_public_rooms(app: &App, request: &Request) -> Result<Response> {
     let body = request.json_object()?;
     let limit = match body.get("limit") {
         None | Some(Value::Null) => None,

@@ -5,7 +5,7 @@
 
 mod account;
 mod devices;
-mod directory;
+pub mod directory;
 mod ephemeral;
 mod filter;
 mod login;
@@ -123,6 +123,14 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             Put => directory::set_visibility(app, request, room_id),
             _ => not_allowed(),
         },
+        (V3, ["publicRooms"])
+            if request.query("server").is_some_and(|server| server != app.config.server_name) =>
+        {
+            match method {
+                Get | Post => crate::federation::queries::remote_public_rooms(app, request).await,
+                _ => not_allowed(),
+            }
+        }
         (V3, ["publicRooms"]) => match method {
             Get => directory::get_public_rooms(app, request),
             Post => directory::post_public_rooms(app, request),
@@ -130,6 +138,9 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V3, ["user_directory", "search"]) if *method == Post => user_directory::search(app, request),
         (V3, ["users", user_id, "report"]) if *method == Post => report::report_user(app, request, user_id),
+        (V3, ["user", user_id, "openid", "request_token"]) if *method == Post => {
+            crate::federation::queries::request_openid_token(app, request, user_id)
+        }
         (V3, ["user", user_id, "account_data", kind]) if matches!(*method, Get | Put) => {
             ephemeral::account_data(app, request, user_id, None, kind)
         }

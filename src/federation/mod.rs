@@ -43,6 +43,8 @@ pub struct Federation {
     pub recent_key_fetches: discovery::ExpiringCache<()>,
     /// The running per-destination senders.
     pub senders: sender::Senders,
+    /// OpenID tokens our users handed to third parties: token -> (user, expiry).
+    pub openid_tokens: std::cell::RefCell<std::collections::HashMap<String, (String, i64)>>,
 }
 
 impl Federation {
@@ -60,6 +62,7 @@ impl Federation {
             discovery: discovery::Caches::default(),
             recent_key_fetches: discovery::ExpiringCache::default(),
             senders: sender::Senders::default(),
+            openid_tokens: Default::default(),
         })
     }
 }
@@ -87,6 +90,11 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             Ok(Response::ok(json!({
                 "server": {"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")}
             })))
+        }
+        // Asked by third parties holding a token, not by servers: no X-Matrix.
+        (Some("federation"), ["v1", "openid", "userinfo"]) => {
+            require_method(method, Method::Get)?;
+            queries::openid_userinfo(app, request)
         }
         (Some("federation"), rest) => {
             // Every other federation endpoint needs a signed request.
@@ -143,6 +151,8 @@ async fn authenticated_route(
         }
         (Get, ["v1", "query", "directory"]) => queries::directory(app, request),
         (Get, ["v1", "query", "profile"]) => queries::profile(app, request),
+        (Get, ["v1", "publicRooms"]) => crate::client::directory::get_public_rooms(app, request),
+        (Post, ["v1", "publicRooms"]) => crate::client::directory::filtered_public_rooms(app, request),
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
 }

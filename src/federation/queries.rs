@@ -73,6 +73,70 @@ pub async fn resolve_remote_alias(app: &App, alias: &str) -> Result<(String, Vec
     Ok((room_id, servers))
 }
 
+/// How long an OpenID token lasts (spec example and Synapse: one hour).
+const OPENID_TOKEN_LIFETIME_MS: i64 = 3_600_000;
+
+/// `POST /_matrix/client/v3/user/{userId}/openid/request_token`: a token a
+/// third party can trade for the user's ID at our `/openid/userinfo`.
+pub fn request_openid_token(app: &App, request: &Request, user_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    if owner.user_id != user_id {
+        return Err(Error::Forbidden("you can only request tokens for yourself".into()));
+    }
+    let token = crate::credentials::random_string(32);
+    let now = crate::storage::now_ms();
+    let mut tokens = app.federation.openid_tokens.borrow_mut();
+    tokens.retain(|_, (_, expires)| *expires > now);
+    tokens.insert(token.clone(), (owner.user_id.clone(), now + OPENID_TOKEN_LIFETIME_MS));
+    Ok(Response::ok(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "matrix_server_name": app.config.server_name,
+        "expires_in": OPENID_TOKEN_LIFETIME_MS / 1000,
+    })))
+}
+
+/// `GET /_matrix/federation/v1/openid/userinfo?access_token=`.
+pub fn openid_userinfo(app: &App, request: &Request) -> Result<Response> {
+    let token = request.query("access_token").ok_or(Error::MissingToken)?;
+    let now = crate::storage::now_ms();
+    let tokens = app.federation.openid_tokens.borrow();
+    match tokens.get(token) {
+        Some((user_id, expires)) if *expires > now => Ok(Response::ok(json!({ "sub": user_id }))),
+        _ => Err(Error::UnknownToken { soft_logout: false }),
+    }
+}
+
+/// `GET/POST /publicRooms?server=...` for another server: its directory,
+/// fetched over federation and passed on.
+pub async fn remote_public_rooms(app: &App, request: &Request) -> Result<Response> {
+    let server = request.query("server").unwrap_or_default().to_string();
+    crate::protocol::identifiers::ServerName::parse(&server)
+        .map_err(|error| Error::InvalidParam(format!("server {server}: {error}")))?;
+    let (method, path, body) = if request.method == Method::Post {
+        app.authenticate(request)?;
+        let body = Value::Object(request.json_object()?);
+        (Method::Post, "/_matrix/federation/v1/publicRooms".to_string(), Some(body))
+    } else {
+        let mut query = Vec::new();
+        for key in ["limit", "since"] {
+            if let Some(value) = request.query(key) {
+                query.push(format!("{key}={}", encode(value)));
+            }
+        }
+        (Method::Get, format!("/_matrix/federation/v1/publicRooms?{}", query.join("&")), None)
+    };
+    let (status, answer) = client::request(app, &server, method, &path, body).await?;
+    if status != 200 {
+        return Err(Error::matrix(
+            502,
+            "M_UNKNOWN",
+            format!("{server} answered its room directory with {status}"),
+        ));
+    }
+    Ok(Response::ok(answer))
+}
+
 /// Fetches a remote user's profile (or one field of it).
 pub async fn remote_profile(app: &App, user_id: &str, field: Option<&str>) -> Result<Value> {
     let server =

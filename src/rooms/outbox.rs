@@ -43,6 +43,10 @@ pub fn destinations(app: &App, room_id: &str, also: Option<&str>) -> Result<Vec<
         }
     }
     servers.retain(|server| *server != app.config.server_name);
+    // The room's server ACL applies to what we send as well as what we take.
+    if let Some(acl) = super::current_state_content(app, room_id, "m.room.server_acl", "")? {
+        servers.retain(|server| crate::protocol::server_acl::allowed(&acl, server));
+    }
     Ok(servers)
 }
 
