@@ -17,6 +17,11 @@ use crate::rooms::outbox::Outbox;
 use crate::rooms::typing::Typing;
 use crate::storage::{Storage, TokenOwner};
 
+/// Wrong passwords allowed per account and minute before logins are refused
+/// with `M_LIMIT_EXCEEDED` (Synapse allows 3 with a slow refill; a family
+/// member mistyping should not be locked out for long).
+const FAILED_LOGINS_PER_MINUTE: usize = 10;
+
 /// Everything a handler may need.
 pub struct App {
     pub config: Config,
@@ -30,6 +35,8 @@ pub struct App {
     pub notifier: Notifier,
     /// Who is typing where (memory only).
     pub typing: Typing,
+    /// Wrong passwords per account, for `M_LIMIT_EXCEEDED`.
+    pub failed_logins: crate::ratelimit::Limiter,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
     /// Runs background work (typing expiry, federation queues) on this thread.
@@ -66,6 +73,7 @@ impl App {
             notifier: Notifier::default(),
             typing: Typing::default(),
             outbox: Outbox::default(),
+            failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,
         })
     }

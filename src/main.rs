@@ -17,6 +17,7 @@ mod node;
 // The protocol core lands ahead of the room and federation code that calls it.
 #[allow(dead_code)]
 mod protocol;
+mod ratelimit;
 mod rooms;
 mod server;
 mod storage;

@@ -120,3 +120,20 @@ fn logout_all_ends_every_session() {
     assert_eq!(again.login("dave", PASSWORD).0, 200);
     assert_eq!(again.get(WHOAMI).0, 200);
 }
+
+#[test]
+fn password_guessing_is_rate_limited() {
+    let node = Node::start();
+    node.register("victim");
+    let mut guesser = node.client();
+    for _ in 0..10 {
+        assert_error(&guesser.login("victim", "wrong guess"), 403, "M_FORBIDDEN");
+    }
+    let limited = guesser.login("victim", "wrong guess");
+    assert_error(&limited, 429, "M_LIMIT_EXCEEDED");
+    assert!(limited.1["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0 && ms <= 60_000), "{}", limited.1);
+    // Even the right password waits until the window passes; other accounts are unaffected.
+    assert_error(&guesser.login("victim", PASSWORD), 429, "M_LIMIT_EXCEEDED");
+    node.register("bystander");
+    assert_eq!(node.client().login("bystander", PASSWORD).0, 200);
+}

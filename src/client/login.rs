@@ -66,13 +66,18 @@ pub fn login(app: &App, request: &Request) -> Result<Response> {
     let typed = typed.ok_or_else(|| Error::MissingParam("the user identifier is missing".into()))?;
     let password = body.password.ok_or_else(|| Error::MissingParam("`password` is missing".into()))?;
     let user_id = resolve_login_user(app, &typed);
+    // Password guessing: a few wrong passwords per account a minute, then 429.
+    app.failed_logins.check(&user_id)?;
     let user = app.storage().user(&user_id)?;
-    let invalid = || Error::Forbidden("invalid username or password".into());
+    let invalid = || {
+        app.failed_logins.record(&user_id);
+        Error::Forbidden("invalid username or password".into())
+    };
     let user = user.ok_or_else(invalid)?;
     if user.deactivated {
         return Err(Error::UserDeactivated);
     }
-    let hash = user.password_hash.ok_or_else(invalid)?;
+    let hash = user.password_hash.clone().ok_or_else(invalid)?;
     if !credentials::verify_password(&password, &hash) {
         return Err(invalid());
     }
