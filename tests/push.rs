@@ -63,7 +63,9 @@ fn ruleset_has_the_spec_defaults_and_shows_in_sync() {
             ".m.rule.invite_for_me",
             ".m.rule.member_event",
             ".m.rule.is_user_mention",
+            ".m.rule.contains_display_name",
             ".m.rule.is_room_mention",
+            ".m.rule.roomnotif",
             ".m.rule.tombstone",
             ".m.rule.reaction",
             ".m.rule.room.server_acl",
@@ -80,7 +82,9 @@ fn ruleset_has_the_spec_defaults_and_shows_in_sync() {
             ".m.rule.encrypted",
         ]
     );
-    for kind in ["content", "room", "sender"] {
+    assert_eq!(rule_ids(global, "content"), [".m.rule.contains_user_name"]);
+    assert_eq!(global["content"][0]["pattern"], "alice");
+    for kind in ["room", "sender"] {
         assert_eq!(global[kind], json!([]), "{kind}");
     }
     assert_eq!(

@@ -8,9 +8,11 @@
 //! room facts the conditions need. Nothing here knows where rules are stored.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#push-rules>.
-//! Since v1.17 the legacy body-mention defaults (`.m.rule.contains_display_name`,
-//! `.m.rule.roomnotif`, `.m.rule.contains_user_name`) are no longer specified,
-//! so the defaults here do not include them; mentions go through `m.mentions`.
+//! The defaults are those of the spec versions this server advertises (up to
+//! v1.12), so they include the legacy body-mention rules
+//! (`.m.rule.contains_display_name`, `.m.rule.roomnotif`,
+//! `.m.rule.contains_user_name`) that v1.17 dropped. As the spec (and Synapse)
+//! say, those rules are skipped for events that carry `m.mentions`.
 
 mod glob;
 #[cfg(test)]
@@ -117,6 +119,7 @@ impl Ruleset {
     pub fn defaults(user_id: &str) -> Ruleset {
         let mut ruleset = Ruleset::default();
         ruleset.rules[Kind::Override.index()] = default_override_rules(user_id);
+        ruleset.rules[Kind::Content.index()] = default_content_rules(user_id);
         ruleset.rules[Kind::Underride.index()] = default_underride_rules();
         ruleset
     }
@@ -255,7 +258,18 @@ impl Outcome {
     }
 }
 
+/// The legacy mention rules, which stand aside when an event has `m.mentions`.
+/// Spec: <https://spec.matrix.org/v1.12/client-server-api/#user-and-room-mentions>.
+const LEGACY_MENTION_RULES: [&str; 3] =
+    [".m.rule.contains_display_name", ".m.rule.roomnotif", ".m.rule.contains_user_name"];
+
 fn rule_matches(kind: Kind, rule: &PushRule, event: &Map<String, Value>, context: &Context<'_>) -> bool {
+    if rule.default
+        && LEGACY_MENTION_RULES.contains(&rule.rule_id.as_str())
+        && event.get("content").and_then(|content| content.get("m.mentions")).is_some()
+    {
+        return false;
+    }
     match kind {
         Kind::Override | Kind::Underride => {
             rule.conditions.iter().all(|condition| condition_matches(condition, event, context))
@@ -504,10 +518,25 @@ fn default_override_rules(user_id: &str) -> Vec<PushRule> {
             json!(["notify", sound_default, highlight]),
         ),
         default_rule(
+            ".m.rule.contains_display_name",
+            true,
+            json!([{ "kind": "contains_display_name" }]),
+            json!(["notify", sound_default, highlight]),
+        ),
+        default_rule(
             ".m.rule.is_room_mention",
             true,
             json!([
                 { "kind": "event_property_is", "key": "content.m\\.mentions.room", "value": true },
+                { "kind": "sender_notification_permission", "key": "room" },
+            ]),
+            json!(["notify", highlight]),
+        ),
+        default_rule(
+            ".m.rule.roomnotif",
+            true,
+            json!([
+                event_match("content.body", "@room"),
                 { "kind": "sender_notification_permission", "key": "room" },
             ]),
             json!(["notify", highlight]),
@@ -532,6 +561,19 @@ fn default_override_rules(user_id: &str) -> Vec<PushRule> {
             json!([]),
         ),
     ]
+}
+
+/// Spec: the default content rule (the user's localpart in a message body).
+fn default_content_rules(user_id: &str) -> Vec<PushRule> {
+    let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or_default();
+    let mut rule = default_rule(
+        ".m.rule.contains_user_name",
+        true,
+        json!([]),
+        json!(["notify", { "set_tweak": "sound", "value": "default" }, { "set_tweak": "highlight" }]),
+    );
+    rule.pattern = Some(localpart.to_owned());
+    vec![rule]
 }
 
 /// Spec: default underride rules, in the spec's order.

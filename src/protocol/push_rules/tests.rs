@@ -69,14 +69,17 @@ fn default_rules_follow_the_spec_order() {
             ".m.rule.invite_for_me",
             ".m.rule.member_event",
             ".m.rule.is_user_mention",
+            ".m.rule.contains_display_name",
             ".m.rule.is_room_mention",
+            ".m.rule.roomnotif",
             ".m.rule.tombstone",
             ".m.rule.reaction",
             ".m.rule.room.server_acl",
             ".m.rule.suppress_edits",
         ]
     );
-    assert!(ids(Kind::Content).is_empty());
+    assert_eq!(ids(Kind::Content), [".m.rule.contains_user_name"]);
+    assert_eq!(ruleset.rules(Kind::Content)[0].pattern.as_deref(), Some("alice"));
     assert_eq!(
         ids(Kind::Underride),
         [
@@ -126,8 +129,25 @@ fn default_rules_decide_as_the_spec_says() {
             3,
             Some((".m.rule.is_room_mention", true, true)),
         ),
-        // Legacy body mentions no longer highlight (spec v1.17).
-        (event("m.room.message", BOB, message("alice: hi @room")), 3, Some((".m.rule.message", true, false))),
+        // Legacy body mentions (the v1.12 defaults) highlight...
+        (
+            event("m.room.message", BOB, message("Alice: hi")),
+            3,
+            Some((".m.rule.contains_display_name", true, true)),
+        ),
+        (event("m.room.message", BOB, message("look @room")), 3, Some((".m.rule.roomnotif", true, true))),
+        (
+            event("m.room.message", BOB, message("ping alice")),
+            3,
+            Some((".m.rule.contains_display_name", true, true)),
+        ),
+        (event("m.room.message", BOB, message("the alicebot")), 3, Some((".m.rule.message", true, false))),
+        // ...unless the event says whom it mentions.
+        (
+            event("m.room.message", BOB, json!({"body": "alice: hi @room", "m.mentions": {}})),
+            3,
+            Some((".m.rule.message", true, false)),
+        ),
         (
             event(
                 "m.room.message",
