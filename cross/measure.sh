@@ -100,4 +100,19 @@ wrk $WRK_ARGS "$URL" | tee "${TMPDIR:-/tmp}/hearth-wrk.txt"
 rps=$(awk '/^Requests\/sec/ {print $2}' "${TMPDIR:-/tmp}/hearth-wrk.txt")
 rss_after=$(awk '/^VmRSS/ {print $2, $3}' "/proc/$PID/status")
 echo "RSS after wrk: $rss_after"
-echo "SUMMARY size=${size}B startup_fresh_ms='${times[*]}' startup_warm_ms='${warm[*]}' idle_rss='$rss' rss_after_wrk='$rss_after' versions_rps=$rps"
+
+# Logins: one account, LOGINS password logins in a row (argon2id each).
+LOGINS="${LOGINS:-1000}"
+base="${URL%/versions}/v3"
+"$BIN" user --data-dir "$DATA" add measurer --password-stdin <<<"measure-password" >/dev/null
+login_body='{"type":"m.login.password","identifier":{"type":"m.id.user","user":"measurer"},"password":"measure-password"}'
+t0=$(date +%s%N)
+for _ in $(seq 1 "$LOGINS"); do
+    curl -fsS -o /dev/null -X POST -H 'content-type: application/json' -d "$login_body" "$base/login" \
+        || die "a login failed"
+done
+login_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+rss_logins=$(awk '/^VmRSS/ {print $2, $3}' "/proc/$PID/status")
+hwm_logins=$(awk '/^VmHWM/ {print $2, $3}' "/proc/$PID/status")
+echo "RSS after $LOGINS logins: $rss_logins (peak $hwm_logins; $login_ms ms in all)"
+echo "SUMMARY size=${size}B startup_fresh_ms='${times[*]}' startup_warm_ms='${warm[*]}' idle_rss='$rss' rss_after_wrk='$rss_after' versions_rps=$rps rss_after_${LOGINS}_logins='$rss_logins'"
