@@ -263,22 +263,22 @@ pub async fn store_verified_outliers(
     events: &[Value],
 ) -> Result<Vec<Pdu>> {
     let mut stored = Vec::with_capacity(events.len());
-    for (index, json) in events.iter().enumerate() {
-        if index % VERIFY_BATCH == VERIFY_BATCH - 1 {
-            smol::future::yield_now().await;
-        }
-        let Some(json) = json.as_object() else { continue };
-        match verify(app, version, json.clone()).await {
-            Ok(pdu) if pdu.room_id == room_id => {
-                if app.storage().event(&pdu.event_id)?.is_none() {
-                    let stream = app.next_stream_id();
-                    app.storage().store_outlier(&pdu.event_id, room_id, &pdu.json, stream)?;
-                }
-                stored.push(pdu);
+    for batch in events.chunks(VERIFY_BATCH) {
+        let mut verified = Vec::with_capacity(batch.len());
+        for json in batch {
+            let Some(json) = json.as_object() else { continue };
+            match verify(app, version, json.clone()).await {
+                Ok(pdu) if pdu.room_id == room_id => verified.push(pdu),
+                Ok(pdu) => log::info!("{} is from another room; dropped", pdu.event_id),
+                Err(error) => log::info!("a state or auth event failed its checks: {error}"),
             }
-            Ok(pdu) => log::info!("{} is from another room; dropped", pdu.event_id),
-            Err(error) => log::info!("a state or auth event failed its checks: {error}"),
         }
+        // One transaction per batch, then let other requests run.
+        let rows: Vec<(&str, &Map<String, Value>, i64)> =
+            verified.iter().map(|pdu| (pdu.event_id.as_str(), &pdu.json, app.next_stream_id())).collect();
+        app.storage().store_outliers(room_id, &rows)?;
+        stored.extend(verified);
+        smol::future::yield_now().await;
     }
     Ok(stored)
 }

@@ -322,6 +322,39 @@ impl Storage {
         Ok(true)
     }
 
+    /// Stores many outliers in one transaction (events already stored stay as they are).
+    pub fn store_outliers(
+        &mut self,
+        room_id: &str,
+        events: &[(&str, &serde_json::Map<String, serde_json::Value>, i64)],
+    ) -> Result<()> {
+        let transaction = self.conn.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO events (stream_ordering, event_id, room_id, kind, state_key, sender,
+                    depth, origin_server_ts, json, outlier)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
+            )?;
+            for (event_id, json, stream_ordering) in events {
+                let text = |key: &str| json.get(key).and_then(|value| value.as_str());
+                let number = |key: &str| json.get(key).and_then(|value| value.as_i64()).unwrap_or(0);
+                insert.execute(params![
+                    stream_ordering,
+                    event_id,
+                    room_id,
+                    text("type").unwrap_or_default(),
+                    text("state_key"),
+                    text("sender").unwrap_or_default(),
+                    number("depth"),
+                    number("origin_server_ts"),
+                    serde_json::Value::Object((*json).clone()).to_string(),
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
     /// Stores an event we only need for its auth chain or state (an outlier):
     /// not in the timeline, no state of its own.
     pub fn store_outlier(
