@@ -35,6 +35,27 @@ pub async fn request_with_limit(
     body: Option<Value>,
     max_response_bytes: usize,
 ) -> Result<(u16, Value)> {
+    let (status, bytes) =
+        request_bytes(app, destination, method, path_and_query, body, max_response_bytes).await?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) => Ok((status, value)),
+        Err(_) if !(200..300).contains(&status) => Ok((status, Value::Null)),
+        Err(error) => {
+            Err(Error::matrix(502, "M_UNKNOWN", format!("{destination} answered with bad JSON: {error}")))
+        }
+    }
+}
+
+/// [`request`] answering the raw body, for callers that parse large answers
+/// piece by piece instead of building one JSON tree.
+pub async fn request_bytes(
+    app: &App,
+    destination: &str,
+    method: Method,
+    path_and_query: &str,
+    body: Option<Value>,
+    max_response_bytes: usize,
+) -> Result<(u16, Vec<u8>)> {
     if destination == app.config.server_name {
         return Err(Error::Internal(format!(
             "refusing to send a federation request to ourselves ({destination})"
@@ -61,11 +82,5 @@ pub async fn request_with_limit(
                 return Err(error);
             }
         };
-    match serde_json::from_slice::<Value>(&response.body) {
-        Ok(value) => Ok((response.status, value)),
-        Err(_) if !(200..300).contains(&response.status) => Ok((response.status, Value::Null)),
-        Err(error) => {
-            Err(Error::matrix(502, "M_UNKNOWN", format!("{destination} answered with bad JSON: {error}")))
-        }
-    }
+    Ok((response.status, response.body))
 }

@@ -85,6 +85,22 @@ async fn make_membership(
     Ok((version, pdu))
 }
 
+/// The largest `send_join` answer we take: the state and auth chain of a room
+/// of some thousands of members. Held as text (not a JSON tree) while the
+/// events are checked one batch at a time.
+const MAX_SEND_JOIN_BYTES: usize = 16 << 20;
+
+/// The parts of a `send_join` answer we use.
+#[derive(serde::Deserialize)]
+struct SendJoinAnswer {
+    #[serde(default)]
+    state: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    auth_chain: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    event: Option<Value>,
+}
+
 /// Joins `user_id` to a room hosted elsewhere, trying `servers` in turn.
 pub async fn join_remote(
     app: &Rc<App>,
@@ -115,15 +131,23 @@ async fn join_through(
 ) -> Result<()> {
     let (version, mut join) = make_membership(app, server, room_id, user_id, "join", extra).await?;
     let path = format!("/_matrix/federation/v2/send_join/{}/{}", encode(room_id), encode(&join.event_id));
-    let (status, answer) =
-        client::request(app, server, Method::Put, &path, Some(Value::Object(join.json.clone()))).await?;
+    let body = Some(Value::Object(join.json.clone()));
+    let (status, bytes) =
+        client::request_bytes(app, server, Method::Put, &path, body, MAX_SEND_JOIN_BYTES).await?;
     if status != 200 {
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
         return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the join: {message}")));
     }
+    // The events stay raw text until their turn: a big room's state is never
+    // one big JSON tree in memory.
+    let answer: SendJoinAnswer = serde_json::from_slice(&bytes).map_err(|error| {
+        Error::matrix(502, "M_UNKNOWN", format!("{server} sent a bad send_join answer: {error}"))
+    })?;
+    drop(bytes);
     // A restricted join comes back countersigned by the authorising server.
-    if let Some(Value::Object(countersigned)) = answer.get("event") {
-        let checked = pdus::verify(app, &version, countersigned.clone()).await?;
+    if let Some(Value::Object(countersigned)) = answer.event {
+        let checked = pdus::verify(app, &version, countersigned).await?;
         if checked.event_id == join.event_id {
             join = checked;
         }
@@ -131,11 +155,8 @@ async fn join_through(
     if app.storage().room_version(room_id)?.is_none() {
         app.storage().create_room(room_id, version.id)?;
     }
-    let empty = Vec::new();
-    let auth_chain = answer.get("auth_chain").and_then(Value::as_array).unwrap_or(&empty);
-    let state_events = answer.get("state").and_then(Value::as_array).unwrap_or(&empty);
-    pdus::store_verified_outliers(app, &version, room_id, auth_chain).await?;
-    let state_pdus = pdus::store_verified_outliers(app, &version, room_id, state_events).await?;
+    pdus::store_verified_outliers(app, &version, room_id, &answer.auth_chain).await?;
+    let state_pdus = pdus::store_verified_outliers(app, &version, room_id, &answer.state).await?;
     let mut state = StateMap::new();
     for event in &state_pdus {
         if let Some(state_key) = &event.state_key {

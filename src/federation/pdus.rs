@@ -254,20 +254,39 @@ pub async fn state_at(
     Ok(state)
 }
 
+/// An event as received: a parsed JSON value, or raw JSON text parsed only
+/// when its turn comes (so a large answer never becomes one big tree).
+pub trait EventSource {
+    /// The event as a JSON object, if it is one.
+    fn object(&self) -> Option<Map<String, Value>>;
+}
+
+impl EventSource for Value {
+    fn object(&self) -> Option<Map<String, Value>> {
+        self.as_object().cloned()
+    }
+}
+
+impl EventSource for Box<serde_json::value::RawValue> {
+    fn object(&self) -> Option<Map<String, Value>> {
+        serde_json::from_str(self.get()).ok()
+    }
+}
+
 /// Verifies events (in batches, yielding to other work between them) and
 /// stores the good ones as outliers; returns them.
-pub async fn store_verified_outliers(
+pub async fn store_verified_outliers<T: EventSource>(
     app: &App,
     version: &RoomVersion,
     room_id: &str,
-    events: &[Value],
+    events: &[T],
 ) -> Result<Vec<Pdu>> {
     let mut stored = Vec::with_capacity(events.len());
     for batch in events.chunks(VERIFY_BATCH) {
         let mut verified = Vec::with_capacity(batch.len());
         for json in batch {
-            let Some(json) = json.as_object() else { continue };
-            match verify(app, version, json.clone()).await {
+            let Some(json) = json.object() else { continue };
+            match verify(app, version, json).await {
                 Ok(pdu) if pdu.room_id == room_id => verified.push(pdu),
                 Ok(pdu) => log::info!("{} is from another room; dropped", pdu.event_id),
                 Err(error) => log::info!("a state or auth event failed its checks: {error}"),
