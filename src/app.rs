@@ -14,6 +14,7 @@ use crate::http::Request;
 use crate::protocol::signing::SigningKey;
 use crate::rooms::notify::Notifier;
 use crate::rooms::outbox::Outbox;
+use crate::rooms::presence::Presence;
 use crate::rooms::typing::Typing;
 use crate::storage::{Storage, TokenOwner};
 
@@ -35,6 +36,8 @@ pub struct App {
     pub notifier: Notifier,
     /// Who is typing where (memory only).
     pub typing: Typing,
+    /// Who is online (memory only).
+    pub presence: Presence,
     /// Wrong passwords per account, for `M_LIMIT_EXCEEDED`.
     pub failed_logins: crate::ratelimit::Limiter,
     /// Hands events to the federation senders.
@@ -72,6 +75,7 @@ impl App {
             stream,
             notifier: Notifier::default(),
             typing: Typing::default(),
+            presence: Presence::default(),
             outbox: Outbox::default(),
             failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,

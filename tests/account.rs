@@ -159,3 +159,19 @@ fn uia_takes_the_user_as_login_does() {
         assert_eq!(status, 200, "{typed}: {body}");
     }
 }
+
+#[test]
+fn third_party_identifiers_and_protocols_are_honestly_empty() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let (status, threepids) = alice.get("/_matrix/client/v3/account/3pid");
+    assert_eq!(status, 200, "{threepids}");
+    assert_eq!(threepids, json!({"threepids": []}));
+    let (status, protocols) = alice.get("/_matrix/client/v3/thirdparty/protocols");
+    assert_eq!(status, 200, "{protocols}");
+    assert_eq!(protocols, json!({}));
+    // Adding one is not supported, and both need a login.
+    assert_error(&alice.post("/_matrix/client/v3/account/3pid/add", &json!({})), 404, "M_UNRECOGNIZED");
+    assert_error(&node.client().get("/_matrix/client/v3/account/3pid"), 401, "M_MISSING_TOKEN");
+    assert_error(&node.client().get("/_matrix/client/v3/thirdparty/protocols"), 401, "M_MISSING_TOKEN");
+}

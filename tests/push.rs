@@ -332,3 +332,62 @@ fn pushers_are_set_listed_and_deleted() {
     assert_error(&alice.post(set, &email), 400, "M_THREEPID_NOT_FOUND");
     assert_eq!(alice.get("/_matrix/client/v3/pushers").1, json!({"pushers": []}));
 }
+
+#[test]
+fn notifications_list_what_notified_newest_first() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room_id = shared_room(&alice, &bob);
+    let plain = send(&bob, &room_id, "n1", json!({"msgtype": "m.text", "body": "plain"}));
+    send(&bob, &room_id, "n2", json!({"msgtype": "m.notice", "body": "bot says"}));
+    let mention = send(
+        &bob,
+        &room_id,
+        "n3",
+        json!({"msgtype": "m.text", "body": "alice: look", "m.mentions": {"user_ids": [alice.user_id]}}),
+    );
+    let event_ids = |list: &Value| -> Vec<String> {
+        list["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["event"]["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, list) = alice.get("/_matrix/client/v3/notifications");
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(event_ids(&list), vec![mention.clone(), plain.clone()], "{list}");
+    let first = &list["notifications"][0];
+    assert_eq!(first["room_id"], room_id);
+    assert_eq!(first["read"], false);
+    assert!(first["ts"].as_i64().is_some(), "{first}");
+    assert!(
+        first["actions"].as_array().unwrap().iter().any(|action| action["set_tweak"] == "highlight"),
+        "{first}"
+    );
+    assert!(list.get("next_token").is_none(), "{list}");
+
+    let (_, highlights) = alice.get("/_matrix/client/v3/notifications?only=highlight");
+    assert_eq!(event_ids(&highlights), vec![mention.clone()]);
+
+    // Paging: one at a time.
+    let (_, page) = alice.get("/_matrix/client/v3/notifications?limit=1");
+    assert_eq!(event_ids(&page), vec![mention.clone()]);
+    let from = page["next_token"].as_str().expect("a next_token").to_owned();
+    let (_, rest) = alice.get(&format!("/_matrix/client/v3/notifications?limit=1&from={from}"));
+    assert_eq!(event_ids(&rest), vec![plain.clone()], "{rest}");
+    assert_error(&alice.get("/_matrix/client/v3/notifications?from=nope"), 400, "M_INVALID_PARAM");
+
+    // A read receipt marks them read; one's own events never notify.
+    let receipt = format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{mention}");
+    assert_eq!(alice.post(&receipt, &json!({})).0, 200);
+    let (_, read) = alice.get("/_matrix/client/v3/notifications");
+    assert!(read["notifications"].as_array().unwrap().iter().all(|n| n["read"] == true), "{read}");
+    let (_, bobs) = bob.get("/_matrix/client/v3/notifications");
+    assert!(
+        bobs["notifications"].as_array().unwrap().iter().all(|n| n["event"]["sender"] != bob.user_id),
+        "{bobs}"
+    );
+}

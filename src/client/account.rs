@@ -1,4 +1,4 @@
-//! `/account/whoami`, `/account/password`, `/account/deactivate`.
+//! `/account/whoami`, `/account/password`, `/account/deactivate`, `/account/3pid`.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#account-registration-and-management>.
 
@@ -19,6 +19,15 @@ pub fn whoami(app: &App, request: &Request) -> Result<Response> {
         "device_id": owner.device_id,
         "is_guest": false,
     })))
+}
+
+/// `GET /account/3pid`: this server keeps no third-party identifiers (no
+/// e-mail or phone binding; the endpoints that would add one answer
+/// `M_UNRECOGNIZED`), so every account's list is empty.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3account3pid>.
+pub fn threepids(app: &App, request: &Request) -> Result<Response> {
+    app.authenticate(request)?;
+    Ok(Response::ok(json!({ "threepids": [] })))
 }
 
 /// `POST /account/password` (UIA with the current password).

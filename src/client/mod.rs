@@ -11,6 +11,8 @@ mod filter;
 mod login;
 mod membership;
 mod messages;
+mod notifications;
+mod presence;
 mod profile;
 mod push;
 mod register;
@@ -20,6 +22,7 @@ mod rooms;
 mod search;
 mod spaces;
 pub mod sync;
+mod thirdparty;
 mod uia;
 mod upgrade;
 mod user_directory;
@@ -86,6 +89,14 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             _ => not_allowed(),
         },
         (V3, ["delete_devices"]) if *method == Post => devices::delete_many(app, request),
+        (V3, ["presence", user_id, "status"]) => match method {
+            Get => presence::get(app, request, user_id),
+            Put => presence::set(app, request, user_id),
+            _ => not_allowed(),
+        },
+        (V3, ["account", "3pid"]) if *method == Get => account::threepids(app, request),
+        (V3, ["thirdparty", "protocols"]) if *method == Get => thirdparty::protocols(app, request),
+        (V3, ["notifications"]) if *method == Get => notifications::notifications(app, request),
         (V3, ["profile", user_id]) if *method == Get => profile::get(app, user_id).await,
         (V3, ["profile", user_id, field]) => match method {
             Get => profile::get_field(app, user_id, field).await,

@@ -1,11 +1,14 @@
 //! `/sync`: since tokens, long polling, filters, and the joined, invited,
 //! knocked and left room sections.
 //!
-//! A token is `s{stream}_{typing}`: the stream position (events, account data,
-//! receipts share one counter) and the typing serial.
+//! A token is `s{stream}_{typing}_{presence}`: the stream position (events,
+//! account data, receipts share one counter), the typing serial and the
+//! presence serial (tokens from before presence, `s{stream}_{typing}`, read
+//! as presence serial 0).
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync>.
 
 use std::collections::{BTreeSet, HashSet};
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -30,32 +33,42 @@ const MAX_HEROES: usize = 5;
 pub struct Token {
     pub stream: i64,
     pub typing: i64,
+    pub presence: i64,
 }
 
 impl Token {
     pub fn encode(&self) -> String {
-        format!("s{}_{}", self.stream, self.typing)
+        format!("s{}_{}_{}", self.stream, self.typing, self.presence)
+    }
+
+    /// The positions now.
+    fn now(app: &App) -> Token {
+        Token {
+            stream: app.current_stream_id(),
+            typing: app.typing.serial(),
+            presence: app.presence.serial(),
+        }
     }
 }
 
-/// Parses `s{stream}_{typing}` (also `s{stream}`, as /messages tokens are).
+/// Parses `s{stream}_{typing}_{presence}` (also `s{stream}_{typing}`, and
+/// `s{stream}` as /messages tokens are; missing parts are 0).
 pub fn parse_token(text: &str) -> Result<Token> {
     let invalid = || Error::InvalidParam(format!("invalid token {text:?}"));
     let rest = text.strip_prefix('s').ok_or_else(invalid)?;
-    let (stream, typing) = match rest.split_once('_') {
-        Some((stream, typing)) => (stream, Some(typing)),
-        None => (rest, None),
-    };
-    let stream: i64 = stream.parse().map_err(|_| invalid())?;
-    let typing: i64 = match typing {
-        Some(typing) => typing.parse().map_err(|_| invalid())?,
-        None => 0,
-    };
-    Ok(Token { stream, typing })
+    let mut parts = rest.split('_');
+    let stream: i64 = parts.next().unwrap_or_default().parse().map_err(|_| invalid())?;
+    let mut next_or_zero = || parts.next().map_or(Ok(0), |part| part.parse::<i64>().map_err(|_| invalid()));
+    let typing = next_or_zero()?;
+    let presence = next_or_zero()?;
+    if parts.next().is_some() {
+        return Err(invalid());
+    }
+    Ok(Token { stream, typing, presence })
 }
 
 /// `GET /sync`.
-pub async fn sync(app: &App, request: &Request) -> Result<Response> {
+pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let filter = filter::from_param(app, &owner.user_id, request.query("filter"))?;
     let since = request.query("since").map(parse_token).transpose()?;
@@ -67,11 +80,12 @@ pub async fn sync(app: &App, request: &Request) -> Result<Response> {
         None => Duration::ZERO,
     }
     .min(MAX_SYNC_TIMEOUT);
+    crate::rooms::presence::on_sync(app, &owner.user_id, request.query("set_presence"), timeout)?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         // Listen before looking, so a wake-up between the two is not lost.
         let listener = app.notifier.listen(&owner.user_id);
-        let now = Token { stream: app.current_stream_id(), typing: app.typing.serial() };
+        let now = Token::now(app);
         let (response, has_news) = build(app, &owner, &filter, since, now, full_state)?;
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if has_news || since.is_none() || left.is_zero() || full_state {
@@ -89,7 +103,7 @@ pub async fn sync(app: &App, request: &Request) -> Result<Response> {
         )
         .await;
         if !woke {
-            let now = Token { stream: app.current_stream_id(), typing: app.typing.serial() };
+            let now = Token::now(app);
             let (response, _) = build(app, &owner, &filter, since, now, full_state)?;
             return Ok(Response::ok(response));
         }
@@ -214,7 +228,15 @@ fn build(
         }
     }
 
-    let has_news = !join.is_empty()
+    let presence = crate::rooms::presence::sync_events(
+        app,
+        user_id,
+        since.map(|token| token.presence),
+        now.presence,
+        |sender| filter.presence.allows("m.presence", sender),
+    )?;
+    let has_news = !presence.is_empty()
+        || !join.is_empty()
         || !invite.is_empty()
         || !leave.is_empty()
         || !knock.is_empty()
@@ -223,7 +245,7 @@ fn build(
         "next_batch": now.encode(),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": account_data },
-        "presence": { "events": [] },
+        "presence": { "events": presence },
         "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},

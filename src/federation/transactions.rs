@@ -153,9 +153,10 @@ fn receive_edu(app: &App, origin: &str, edu: &Value) -> Result<()> {
                 }
             }
         }
-        // Presence, device lists, cross-signing keys and to-device messages
-        // need the end-to-end encryption and presence modules; until they
-        // exist these EDUs are accepted and dropped.
+        "m.presence" => rooms::presence::receive_edu(app, origin, &content)?,
+        // Device lists, cross-signing keys and to-device messages need the
+        // end-to-end encryption modules; until they exist these EDUs are
+        // accepted and dropped.
         _ => {}
     }
     Ok(())

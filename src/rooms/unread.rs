@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::error::Result;
+use crate::protocol::power_levels::RoomPower;
 use crate::protocol::push_rules::Context;
 use crate::storage::StateMap;
 
@@ -29,17 +30,8 @@ pub fn counts(app: &App, room_id: &str, user_id: &str) -> Result<(usize, usize)>
         return Ok((0, 0));
     }
     let ruleset = push::ruleset(app, user_id)?;
-    let member_count = app.storage().member_count(room_id, "join")?;
-    let display_name = display_name(app, room_id, user_id)?;
-    let version = super::room_version(app, room_id)?;
-    let mut power_state = StateMap::new();
-    for kind in ["m.room.power_levels", "m.room.create"] {
-        if let Some(event_id) = app.storage().current_state_event(room_id, kind, "")? {
-            power_state.insert((kind.to_owned(), String::new()), event_id);
-        }
-    }
-    let power = super::current_power(app, &version, &power_state);
-    let context = Context { user_id, display_name: display_name.as_deref(), member_count, power: &power };
+    let facts = RoomFacts::load(app, room_id, user_id)?;
+    let context = facts.context(user_id);
     let mut notifications = 0;
     let mut highlights = 0;
     for event in &events {
@@ -52,6 +44,40 @@ pub fn counts(app: &App, room_id: &str, user_id: &str) -> Result<(usize, usize)>
         highlights += usize::from(outcome.highlight);
     }
     Ok((notifications, highlights))
+}
+
+/// What a user's push rule conditions look at in one room.
+pub struct RoomFacts {
+    member_count: u64,
+    display_name: Option<String>,
+    power: RoomPower,
+}
+
+impl RoomFacts {
+    /// Reads the facts from the room's current state.
+    pub fn load(app: &App, room_id: &str, user_id: &str) -> Result<RoomFacts> {
+        let member_count = app.storage().member_count(room_id, "join")?;
+        let display_name = display_name(app, room_id, user_id)?;
+        let version = super::room_version(app, room_id)?;
+        let mut power_state = StateMap::new();
+        for kind in ["m.room.power_levels", "m.room.create"] {
+            if let Some(event_id) = app.storage().current_state_event(room_id, kind, "")? {
+                power_state.insert((kind.to_owned(), String::new()), event_id);
+            }
+        }
+        let power = super::current_power(app, &version, &power_state);
+        Ok(RoomFacts { member_count, display_name, power })
+    }
+
+    /// The evaluation context for `user_id`.
+    pub fn context<'a>(&'a self, user_id: &'a str) -> Context<'a> {
+        Context {
+            user_id,
+            display_name: self.display_name.as_deref(),
+            member_count: self.member_count,
+            power: &self.power,
+        }
+    }
 }
 
 /// The user's display name in the room (from their member event; their
