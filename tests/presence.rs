@@ -164,3 +164,30 @@ fn a_long_poll_wakes_on_a_presence_change() {
     assert!(delay < Duration::from_secs(2), "the long poll took {delay:?} after the change");
     assert_eq!(presence_of(&answer, &bob.user_id)[0]["content"]["status_msg"], "awake", "{answer}");
 }
+
+#[test]
+fn presence_crosses_servers_to_room_peers() {
+    use common::federation::{TestCa, start_federating};
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "porch"}));
+    let alias = format!("#porch:{}", a.server_name);
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    let token = sync(&alice, "set_presence=offline")["next_batch"].clone();
+
+    put_presence(&bob, json!({"presence": "online", "status_msg": "from afar"}));
+    let seen = common::eventually(Duration::from_secs(20), || {
+        let answer = sync(&alice, &format!("set_presence=offline&{}", since(&token)));
+        let events = presence_of(&answer, &bob.user_id);
+        events.first().map(|event| event["content"].clone())
+    });
+    assert_eq!(seen["presence"], "online", "{seen}");
+    assert_eq!(seen["status_msg"], "from afar");
+    let (status, direct) = alice.get(&status_path(&bob.user_id));
+    assert_eq!(status, 200, "{direct}");
+    assert_eq!(direct["status_msg"], "from afar");
+}

@@ -357,11 +357,24 @@ pub fn on_sync(app: &Rc<App>, user_id: &str, set_presence: Option<&str>, timeout
     Ok(())
 }
 
-/// An `m.presence` EDU from `origin`: each entry must be about one of its
-/// own users, else it is dropped.
+/// An `m.presence` EDU from `origin`: applies its entries and wakes the
+/// local users who share a room with them.
 pub fn receive_edu(app: &App, origin: &str, content: &Value) -> Result<()> {
-    let Some(push) = content.get("push").and_then(Value::as_array) else { return Ok(()) };
     let now = now_ms();
+    for (user_id, update) in pushed_updates(origin, content) {
+        if app.presence.apply(&user_id, update, now) {
+            let peers = local_peers(app, &user_id)?;
+            app.notifier.wake(peers.iter().map(String::as_str));
+        }
+    }
+    Ok(())
+}
+
+/// The well-formed entries of an `m.presence` EDU's `push` list. Each must be
+/// about one of `origin`'s own users, else it is dropped.
+fn pushed_updates(origin: &str, content: &Value) -> Vec<(String, Update)> {
+    let Some(push) = content.get("push").and_then(Value::as_array) else { return Vec::new() };
+    let mut updates = Vec::new();
     for entry in push {
         let Some(user_id) = entry.get("user_id").and_then(Value::as_str) else { continue };
         if user_id.split_once(':').map(|(_, server)| server) != Some(origin) {
@@ -377,12 +390,9 @@ pub fn receive_edu(app: &App, origin: &str, content: &Value) -> Result<()> {
             last_active_ago: entry.get("last_active_ago").and_then(Value::as_i64).unwrap_or(0),
             currently_active: entry.get("currently_active").and_then(Value::as_bool).unwrap_or(false),
         };
-        if app.presence.apply(user_id, update, now) {
-            let peers = local_peers(app, user_id)?;
-            app.notifier.wake(peers.iter().map(String::as_str));
-        }
+        updates.push((user_id.to_owned(), update));
     }
-    Ok(())
+    updates
 }
 
 /// Tells local peers (waking their syncs) and the servers sharing a room
@@ -566,6 +576,29 @@ mod tests {
         presence.mark_federated("@a:x", 0);
         assert!(presence.sweep(FEDERATION_PING_INTERVAL_MS).ping.is_empty());
         assert_eq!(presence.sweep(FEDERATION_PING_INTERVAL_MS + 1).ping, vec!["@a:x".to_string()]);
+    }
+
+    #[test]
+    fn edu_entries_about_other_servers_users_are_dropped() {
+        let content = json!({"push": [
+            {"user_id": "@a:origin", "presence": "online", "last_active_ago": 5, "currently_active": true},
+            {"user_id": "@b:elsewhere", "presence": "online", "last_active_ago": 5},
+            {"user_id": "@c:origin", "presence": "busy", "last_active_ago": 5},
+            {"user_id": "@d:origin", "presence": "unavailable", "status_msg": "lunch"},
+        ]});
+        let updates = pushed_updates("origin", &content);
+        let users: Vec<&str> = updates.iter().map(|(user, _)| user.as_str()).collect();
+        assert_eq!(users, ["@a:origin", "@d:origin"]);
+        assert_eq!(
+            updates[1].1,
+            Update::Remote {
+                state: State::Unavailable,
+                status_msg: Some("lunch".into()),
+                last_active_ago: 0,
+                currently_active: false
+            }
+        );
+        assert!(pushed_updates("origin", &json!({"push": "nope"})).is_empty());
     }
 
     #[test]
