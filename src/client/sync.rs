@@ -214,12 +214,14 @@ fn build(
         }
     }
 
-    let has_news = !join.is_empty()
+    let e2ee = super::to_device::sync_extensions(app, owner, since_stream, now.stream)?;
+    let has_news = e2ee.has_news()
+        || !join.is_empty()
         || !invite.is_empty()
         || !leave.is_empty()
         || !knock.is_empty()
         || !account_data.is_empty();
-    let response = json!({
+    let mut response = json!({
         "next_batch": now.encode(),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": account_data },
@@ -228,6 +230,7 @@ fn build(
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
     });
+    e2ee.write_into(&mut response);
     Ok((response, has_news))
 }
 

@@ -153,9 +153,12 @@ fn receive_edu(app: &App, origin: &str, edu: &Value) -> Result<()> {
                 }
             }
         }
-        // Presence, device lists, cross-signing keys and to-device messages
-        // need the end-to-end encryption and presence modules; until they
-        // exist these EDUs are accepted and dropped.
+        "m.direct_to_device" => super::e2ee::receive_direct_to_device(app, origin, &content)?,
+        "m.device_list_update" | "m.signing_key_update" => {
+            super::e2ee::receive_device_list_update(app, origin, &content)?
+        }
+        // Presence needs a presence module; until it exists these EDUs are
+        // accepted and dropped.
         _ => {}
     }
     Ok(())
