@@ -123,8 +123,16 @@ impl Resolver {
         servers
     }
 
-    /// The A and AAAA addresses of `name` (IPv6 first, as RFC 6724 prefers).
+    /// The A and AAAA addresses of `name` (IPv6 first, as RFC 6724 prefers);
+    /// names in `/etc/hosts` (such as `localhost`) are answered from there.
     pub async fn lookup_ip(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        if self.fixed.is_empty() {
+            let from_hosts =
+                std::fs::read_to_string(HOSTS_FILE).map(|text| parse_hosts(&text, name)).unwrap_or_default();
+            if !from_hosts.is_empty() {
+                return Ok(from_hosts);
+            }
+        }
         let aaaa = self.query(name, Kind::Aaaa).await;
         let a = self.query(name, Kind::A).await;
         let mut addresses = Vec::new();
@@ -207,6 +215,26 @@ async fn query_one(nameserver: SocketAddr, name: &str, kind: Kind) -> Result<Vec
 }
 
 const WRONG_ID: &str = "the answer's ID does not match";
+
+/// The system's static host table, consulted before DNS as the C library does.
+const HOSTS_FILE: &str = "/etc/hosts";
+
+/// The addresses `/etc/hosts` text gives `name` (IPv6 first).
+pub fn parse_hosts(text: &str, name: &str) -> Vec<IpAddr> {
+    let wanted = normalize(name);
+    let mut addresses: Vec<IpAddr> = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address: IpAddr = fields.next()?.parse().ok()?;
+            fields.any(|alias| normalize(alias) == wanted).then_some(address)
+        })
+        .collect();
+    addresses.sort_by_key(|address| !address.is_ipv6());
+    addresses.dedup();
+    addresses
+}
 
 /// Lower-case, without the trailing dot.
 fn normalize(name: &str) -> String {
@@ -321,6 +349,17 @@ mod tests {
 
     fn record(name: &'static str, rdata: RData<'static>) -> ResourceRecord<'static> {
         ResourceRecord::new(Name::new_unchecked(name), CLASS::IN, 300, rdata)
+    }
+
+    #[test]
+    fn hosts_file_names_resolve_without_dns() {
+        let text = "127.0.0.1 localhost\n::1 localhost ip6-localhost # loopback\n# 10.0.0.1 localhost\n192.0.2.7 Box.Example box\n";
+        assert_eq!(
+            parse_hosts(text, "localhost"),
+            vec!["::1".parse::<IpAddr>().unwrap(), "127.0.0.1".parse().unwrap()]
+        );
+        assert_eq!(parse_hosts(text, "box.example."), vec!["192.0.2.7".parse::<IpAddr>().unwrap()]);
+        assert!(parse_hosts(text, "elsewhere").is_empty());
     }
 
     #[test]

@@ -55,17 +55,26 @@ pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownSt
         }
         states.push(state);
     }
-    resolve(app, version, states)
+    resolve(app, version, states, None)
 }
 
-/// Resolves several states into one (state resolution v2 / v2.1).
-pub fn resolve(app: &App, version: &RoomVersion, mut states: Vec<StateMap>) -> Result<StateMap> {
+/// Resolves several states into one (state resolution v2 / v2.1). `pending`
+/// is an event the states may name that is not stored yet.
+pub fn resolve(
+    app: &App,
+    version: &RoomVersion,
+    mut states: Vec<StateMap>,
+    pending: Option<&Pdu>,
+) -> Result<StateMap> {
     states.dedup();
     match states.len() {
         0 => Ok(StateMap::new()),
         1 => Ok(states.pop().unwrap_or_default()),
         _ => {
-            let fetch = |event_id: &str| load_pdu(app, version, event_id).ok().flatten();
+            let fetch = |event_id: &str| match pending {
+                Some(pdu) if pdu.event_id == event_id => Some(pdu.clone()),
+                _ => load_pdu(app, version, event_id).ok().flatten(),
+            };
             state_res::resolve(version, &states, fetch, &LocalSignatures)
                 .map_err(|error| Error::Internal(format!("state resolution failed: {error}")))
         }
@@ -84,7 +93,13 @@ pub fn accept(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) 
     if let Err(error) = auth::check_auth_events(version, pdu, fetch) {
         return Ok(Outcome::Rejected(error.to_string()));
     }
-    let auth_events: Vec<Pdu> = pdu.auth_events.iter().filter_map(|id| fetch(id)).collect();
+    let mut auth_events: Vec<Pdu> = pdu.auth_events.iter().filter_map(|id| fetch(id)).collect();
+    // From v12 the create event is named by the room ID, not listed.
+    if version.room_id_from_create_event && pdu.kind != "m.room.create" {
+        if let Some(create) = fetch(&format!("${}", pdu.room_id.trim_start_matches('!'))) {
+            auth_events.push(create);
+        }
+    }
     let by_auth_events = |kind: &str, state_key: &str| {
         auth_events.iter().find(|event| event.state_pair() == Some((kind, state_key))).cloned()
     };
@@ -178,7 +193,7 @@ fn store(
         }
         (changed, false)
     } else {
-        (resolve(app, version, vec![current.clone(), after.clone()])?, true)
+        (resolve(app, version, vec![current.clone(), after.clone()], Some(pdu))?, true)
     };
     let mut entries = Vec::with_capacity(changed.len());
     for ((kind, state_key), event_id) in &changed {
