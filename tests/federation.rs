@@ -127,7 +127,7 @@ fn keys_version_notary_and_signed_requests_between_two_nodes() {
     let (status, body) = printed_answer(&output);
     assert_eq!(
         (status, body["errcode"].as_str()),
-        (404, Some("M_UNRECOGNIZED")),
+        (404, Some("M_NOT_FOUND")),
         "{output}\n{}",
         b.node.log_text()
     );
