@@ -99,7 +99,9 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         }
         (Some("federation"), rest) => {
             // Every other federation endpoint needs a signed request.
-            let origin = auth::authenticate_server(app, request).await?;
+            let origin = auth::authenticate_server(app, request).await.inspect_err(|error| {
+                log::debug!("refused {} {}: {error}", request.method, request.target);
+            })?;
             // Hearing from a server means it is up: send it what waits for it.
             crate::rooms::outbox::nudge(app, &origin);
             authenticated_route(app, request, &origin, rest).await
