@@ -65,7 +65,7 @@ impl App {
                 key
             }
         };
-        let stream = Cell::new(storage.max_stream_id()?);
+        let stream = Cell::new(storage.max_stream_id()?.max(storage.max_e2ee_stream_id()?));
         let federation = Federation::new(&config.federation).map_err(Error::Internal)?;
         Ok(App {
             config,

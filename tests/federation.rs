@@ -132,11 +132,16 @@ fn keys_version_notary_and_signed_requests_between_two_nodes() {
         b.node.log_text()
     );
     // An endpoint this server does not offer answers M_UNRECOGNIZED to a signed request.
+    let (ok, output) = federation_request(&a, &options, &b.name, "/_matrix/federation/v1/no_such_endpoint");
+    assert!(ok, "{output}");
+    let (status, body) = printed_answer(&output);
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")), "{output}");
+    // The devices of a user who is not ours are not found.
     let (ok, output) =
         federation_request(&a, &options, &b.name, "/_matrix/federation/v1/user/devices/%40x%3Ay");
     assert!(ok, "{output}");
     let (status, body) = printed_answer(&output);
-    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")), "{output}");
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{output}");
 
     // Unsigned, forged, or meant for someone else: 401.
     let path = "/_matrix/federation/v1/query/directory?room_alias=%23x%3Ay";

@@ -49,10 +49,13 @@ pub fn change_password(app: &App, request: &Request) -> Result<Response> {
     };
     uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
     let hash = credentials::hash_password(&new_password)?;
-    let storage = app.storage();
-    storage.set_password_hash(&owner.user_id, &hash)?;
+    app.storage().set_password_hash(&owner.user_id, &hash)?;
     if logout_devices {
-        storage.delete_devices_except(&owner.user_id, Some(&owner.device_id))?;
+        let mut others: Vec<String> =
+            app.storage().devices(&owner.user_id)?.into_iter().map(|device| device.device_id).collect();
+        others.retain(|device_id| *device_id != owner.device_id);
+        app.storage().delete_devices_except(&owner.user_id, Some(&owner.device_id))?;
+        crate::rooms::e2ee::devices_deleted(app, &owner.user_id, &others)?;
     }
     Ok(Response::ok(json!({})))
 }
@@ -76,8 +79,11 @@ pub fn deactivate(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
     uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    let devices: Vec<String> =
+        app.storage().devices(&owner.user_id)?.into_iter().map(|device| device.device_id).collect();
     leave_every_room(app, &owner.user_id);
     app.storage().deactivate_user(&owner.user_id)?;
+    crate::rooms::e2ee::devices_deleted(app, &owner.user_id, &devices)?;
     log::info!("deactivated {}", owner.user_id);
     Ok(Response::ok(json!({ "id_server_unbind_result": "no-support" })))
 }

@@ -8,6 +8,7 @@ use super::uia;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
+use crate::rooms::e2ee;
 use crate::storage::Device;
 
 fn device_json(device: &Device) -> Value {
@@ -61,7 +62,9 @@ pub fn delete(app: &App, request: &Request, device_id: &str) -> Result<Response>
         return Err(Error::NotFound("no such device".into()));
     }
     uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
-    app.storage().delete_device(&owner.user_id, device_id)?;
+    if app.storage().delete_device(&owner.user_id, device_id)? {
+        e2ee::devices_deleted(app, &owner.user_id, &[device_id.to_string()])?;
+    }
     Ok(Response::ok(json!({})))
 }
 
@@ -75,9 +78,12 @@ pub fn delete_many(app: &App, request: &Request) -> Result<Response> {
         None => return Err(Error::MissingParam("`devices` is required".into())),
     };
     uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
-    let storage = app.storage();
+    let mut deleted = Vec::new();
     for device_id in &device_ids {
-        storage.delete_device(&owner.user_id, device_id)?;
+        if app.storage().delete_device(&owner.user_id, device_id)? {
+            deleted.push(device_id.clone());
+        }
     }
+    e2ee::devices_deleted(app, &owner.user_id, &deleted)?;
     Ok(Response::ok(json!({})))
 }

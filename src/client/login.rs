@@ -115,13 +115,18 @@ pub fn issue_token(
 /// `POST /logout`: ends this device's session.
 pub fn logout(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
-    app.storage().delete_device(&owner.user_id, &owner.device_id)?;
+    if app.storage().delete_device(&owner.user_id, &owner.device_id)? {
+        crate::rooms::e2ee::devices_deleted(app, &owner.user_id, std::slice::from_ref(&owner.device_id))?;
+    }
     Ok(Response::ok(json!({})))
 }
 
 /// `POST /logout/all`: ends every session of the user.
 pub fn logout_all(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
+    let devices: Vec<String> =
+        app.storage().devices(&owner.user_id)?.into_iter().map(|device| device.device_id).collect();
     app.storage().delete_devices_except(&owner.user_id, None)?;
+    crate::rooms::e2ee::devices_deleted(app, &owner.user_id, &devices)?;
     Ok(Response::ok(json!({})))
 }

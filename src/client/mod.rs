@@ -8,6 +8,7 @@ mod devices;
 pub mod directory;
 mod ephemeral;
 mod filter;
+mod keys;
 mod login;
 mod membership;
 mod messages;
@@ -23,6 +24,7 @@ mod search;
 mod spaces;
 pub mod sync;
 mod thirdparty;
+mod to_device;
 mod uia;
 mod upgrade;
 mod user_directory;
@@ -105,6 +107,15 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V3, ["createRoom"]) if *method == Post => rooms::create_room(app, request),
         (V3, ["sync"]) if *method == Get => sync::sync(app, request).await,
+        (V3, ["keys", "upload"]) if *method == Post => keys::upload(app, request),
+        (V3, ["keys", "query"]) if *method == Post => keys::query(app, request).await,
+        (V3, ["keys", "claim"]) if *method == Post => keys::claim(app, request).await,
+        (V3, ["keys", "changes"]) if *method == Get => keys::changes(app, request),
+        (V3, ["keys", "device_signing", "upload"]) if *method == Post => {
+            keys::upload_signing_keys(app, request)
+        }
+        (V3, ["keys", "signatures", "upload"]) if *method == Post => keys::upload_signatures(app, request),
+        (V3, ["sendToDevice", kind, txn_id]) if *method == Put => to_device::send(app, request, kind, txn_id),
         (V3, ["user", user_id, "filter"]) if *method == Post => filter::create(app, request, user_id),
         (V3, ["user", user_id, "filter", filter_id]) if *method == Get => {
             filter::get(app, request, user_id, filter_id)

@@ -235,13 +235,15 @@ fn build(
         now.presence,
         |sender| filter.presence.allows("m.presence", sender),
     )?;
-    let has_news = !presence.is_empty()
+    let e2ee = super::to_device::sync_extensions(app, owner, since_stream, now.stream)?;
+    let has_news = e2ee.has_news()
+        || !presence.is_empty()
         || !join.is_empty()
         || !invite.is_empty()
         || !leave.is_empty()
         || !knock.is_empty()
         || !account_data.is_empty();
-    let response = json!({
+    let mut response = json!({
         "next_batch": now.encode(),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": account_data },
@@ -250,6 +252,7 @@ fn build(
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
     });
+    e2ee.write_into(&mut response);
     Ok((response, has_news))
 }
 
@@ -428,6 +431,24 @@ fn left_room(
 /// Stripped state for an invite or knock: the room's identity and the
 /// user's own member event.
 pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value>> {
+    let events = invite_state_events(app, room_id, user_id)?;
+    Ok(events
+        .iter()
+        .map(|event| {
+            let mut stripped = stripped_state(event);
+            if event.kind == "m.room.member" {
+                stripped["event_id"] = json!(event.event_id);
+                stripped["origin_server_ts"] = json!(event.origin_server_ts);
+            }
+            stripped
+        })
+        .collect())
+}
+
+/// The current state events that describe a room to someone invited to it
+/// or knocking on it (create, join rules, name, avatar, alias, encryption,
+/// topic, and `user_id`'s membership), whole: federation sends them as PDUs.
+pub fn invite_state_events(app: &App, room_id: &str, user_id: &str) -> Result<Vec<StoredEvent>> {
     let keys = [
         ("m.room.create", ""),
         ("m.room.join_rules", ""),
@@ -444,14 +465,7 @@ pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value
         let event_id = app.storage().current_state_event(room_id, kind, state_key)?;
         if let Some(event_id) = event_id {
             let event = app.storage().event(&event_id)?;
-            if let Some(event) = event {
-                let mut stripped = stripped_state(&event);
-                if kind == "m.room.member" {
-                    stripped["event_id"] = json!(event.event_id);
-                    stripped["origin_server_ts"] = json!(event.origin_server_ts);
-                }
-                events.push(stripped);
-            }
+            events.extend(event);
         }
     }
     Ok(events)

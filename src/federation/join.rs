@@ -11,6 +11,7 @@ use http_types::Method;
 use serde_json::{Map, Value, json};
 
 use super::client;
+use super::events::pdu_json;
 use super::pdus::{self, encode, server_of};
 use crate::app::App;
 use crate::error::{Error, Result};
@@ -381,9 +382,11 @@ pub async fn invite_remote(
         &LocalSignatures,
     )
     .map_err(|error| Error::Forbidden(error.to_string()))?;
-    let invite_room_state = crate::client::sync::invite_state(app, room_id, sender)?
-        .into_iter()
-        .filter(|event| event.get("type").and_then(Value::as_str) != Some("m.room.member"))
+    // Spec (v1.16): whole PDUs in the room's format, the create event among them.
+    let invite_room_state = crate::client::sync::invite_state_events(app, room_id, sender)?
+        .iter()
+        .filter(|event| event.kind != "m.room.member")
+        .map(pdu_json)
         .collect::<Vec<_>>();
     let body = json!({
         "event": Value::Object(invite.json.clone()),

@@ -228,8 +228,10 @@ pub async fn send_membership(
             })))
         }
         "knock" => {
-            let stripped = crate::client::sync::invite_state(app, room_id, &pdu.sender)?;
-            Ok(Response::ok(json!({ "knock_room_state": stripped })))
+            // Spec (v1.16): whole PDUs in the room's format, the create event among them.
+            let state = crate::client::sync::invite_state_events(app, room_id, &pdu.sender)?;
+            let state: Vec<Value> = state.iter().map(pdu_json).collect();
+            Ok(Response::ok(json!({ "knock_room_state": state })))
         }
         _ => Ok(Response::ok(json!({}))),
     }
@@ -293,7 +295,13 @@ pub async fn invite(
     {
         signed["signatures"][app.config.server_name.as_str()] = ours.clone();
     }
-    let stripped = body.get("invite_room_state").cloned().unwrap_or_else(|| json!([]));
+    // Whole PDUs since v1.16; clients get stripped state events.
+    let stripped: Vec<Value> = body
+        .get("invite_room_state")
+        .and_then(Value::as_array)
+        .map(|events| events.iter().filter_map(strip).collect())
+        .unwrap_or_default();
+    let stripped = Value::Array(stripped);
     let Value::Object(signed_map) = &signed else { unreachable!("built as an object") };
     crate::rooms::invites::store_remote_invite(
         app,
@@ -305,4 +313,18 @@ pub async fn invite(
         &stripped,
     )?;
     Ok(Response::ok(json!({ "event": signed })))
+}
+
+/// A stripped state event (type, state_key, content, sender) from a PDU or
+/// an already stripped event; `None` if it lacks a type or state key.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#stripped-state>.
+fn strip(event: &Value) -> Option<Value> {
+    let kind = event.get("type").and_then(Value::as_str)?;
+    let state_key = event.get("state_key").and_then(Value::as_str)?;
+    Some(json!({
+        "type": kind,
+        "state_key": state_key,
+        "content": event.get("content").cloned().unwrap_or_else(|| json!({})),
+        "sender": event.get("sender").cloned().unwrap_or(Value::Null),
+    }))
 }

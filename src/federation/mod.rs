@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod dns;
+pub mod e2ee;
 pub mod events;
 pub mod join;
 pub mod keys;
@@ -98,7 +99,9 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         }
         (Some("federation"), rest) => {
             // Every other federation endpoint needs a signed request.
-            let origin = auth::authenticate_server(app, request).await?;
+            let origin = auth::authenticate_server(app, request).await.inspect_err(|error| {
+                log::debug!("refused {} {}: {error}", request.method, request.target);
+            })?;
             // Hearing from a server means it is up: send it what waits for it.
             crate::rooms::outbox::nudge(app, &origin);
             authenticated_route(app, request, &origin, rest).await
@@ -149,6 +152,9 @@ async fn authenticated_route(
         (Post, ["v1", "get_missing_events", room_id]) => {
             events::get_missing_events(app, request, origin, room_id)
         }
+        (Post, ["v1", "user", "keys", "query"]) => e2ee::keys_query(app, request),
+        (Post, ["v1", "user", "keys", "claim"]) => e2ee::keys_claim(app, request),
+        (Get, ["v1", "user", "devices", user_id]) => e2ee::user_devices(app, user_id),
         (Get, ["v1", "query", "directory"]) => queries::directory(app, request),
         (Get, ["v1", "query", "profile"]) => queries::profile(app, request),
         (Get, ["v1", "publicRooms"]) => crate::client::directory::get_public_rooms(app, request),

@@ -154,9 +154,11 @@ fn receive_edu(app: &App, origin: &str, edu: &Value) -> Result<()> {
             }
         }
         "m.presence" => rooms::presence::receive_edu(app, origin, &content)?,
-        // Device lists, cross-signing keys and to-device messages need the
-        // end-to-end encryption modules; until they exist these EDUs are
-        // accepted and dropped.
+        "m.direct_to_device" => super::e2ee::receive_direct_to_device(app, origin, &content)?,
+        "m.device_list_update" | "m.signing_key_update" => {
+            super::e2ee::receive_device_list_update(app, origin, &content)?
+        }
+        // Other EDU types are accepted and dropped, as the spec says.
         _ => {}
     }
     Ok(())

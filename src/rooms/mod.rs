@@ -6,6 +6,7 @@
 //! storage, and knows nothing of HTTP.
 
 pub mod aggregations;
+pub mod e2ee;
 pub mod format;
 pub mod incoming;
 pub mod invites;

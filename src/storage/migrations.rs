@@ -175,6 +175,8 @@ const MIGRATIONS: &[&str] = &[
     FEDERATION_KEY_CACHE,
     // 7: push rules and pushers (see PUSH_RULES_AND_PUSHERS).
     PUSH_RULES_AND_PUSHERS,
+    // 8: end-to-end encryption keys, device-list changes, the to-device inbox.
+    super::e2ee::E2EE_KEYS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod directory;
+mod e2ee;
 pub mod federation;
 mod migrations;
 mod push;

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod federation;
+pub mod synapse;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,633 @@
+//! A federation benchmark against the real release binary: starts two `hearth`
+//! nodes on loopback that federate (a test CA issues their certificates, each
+//! trusts it with `--federation-ca`), then measures
+//!
+//! 1. node B joining a room of [`MEMBERS`] members hosted by node A: the wall
+//!    time of the join request, B's memory before, at its peak and after, and
+//!    how long B's other users wait for `/versions` and `/sync` meanwhile
+//!    (the design requires they keep being served during a big join);
+//! 2. how fast B accepts PDUs from A's transactions: [`MESSAGES`] messages
+//!    sent on A, timed from the first send until B holds them all, and how
+//!    A's sender batched them.
+//!
+//! It measures and prints; it asserts nothing (it is not a timed test).
+//!
+//! Run it with:
+//!
+//! ```text
+//! cargo bench --bench federation
+//! ```
+//!
+//! `HEARTH_BENCH_BIN=/path/to/hearth` measures another build instead of the
+//! one Cargo built (`CARGO_BIN_EXE_hearth`), as in `benches/rooms.rs`.
+//!
+//! The client side uses threads and blocking HTTP/1.1 with keep-alive (ureq)
+//! on the nodes' plain listeners; the nodes talk to each other over TLS.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use serde_json::{Value, json};
+
+/// Members of the room on A that B joins (the creator included).
+const MEMBERS: usize = 1_000;
+/// Threads registering and joining A's members (registration hashes a
+/// password, so the server is the bottleneck; a few threads keep it busy).
+const SETUP_THREADS: usize = 4;
+/// Messages sent on A in the transaction phase.
+const MESSAGES: usize = 2_000;
+/// Threads sending those messages, each as a different member of A.
+const SENDER_THREADS: usize = 4;
+/// How long the remote join may take before the bench gives up on it.
+const JOIN_DEADLINE: Duration = Duration::from_secs(600);
+/// How long B may take to hold every message once they are all sent.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(300);
+/// Pause between the probes of B's other user during the join.
+const PROBE_PAUSE: Duration = Duration::from_millis(2);
+/// Pause between polls of B's timeline while waiting for the messages.
+const POLL_PAUSE: Duration = Duration::from_millis(5);
+/// How long a node may take to start.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// Log lines kept per node (printed when something fails).
+const LOG_TAIL: usize = 400;
+/// The room alias (local part) on A.
+const ALIAS: &str = "bench";
+
+fn main() {
+    let binary =
+        std::env::var("HEARTH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string());
+    println!("hearth federation benchmark: {binary}");
+    println!(
+        "machine: {} CPUs, load average {}",
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+    let ca = TestCa::new();
+    let a = Node::start(&binary, &ca, "a");
+    let b = Node::start(&binary, &ca, "b");
+    println!("node A: {} (pid {}), node B: {} (pid {})", a.server_name, a.pid(), b.server_name, b.pid());
+    println!();
+
+    // Setup on A: the room and its members.
+    let setup_started = Instant::now();
+    let host = a.register("host");
+    let (status, body) = host.post(
+        "/_matrix/client/v3/createRoom",
+        &json!({"preset": "public_chat", "room_alias_name": ALIAS, "name": "Federation bench"}),
+    );
+    assert_eq!(status, 200, "createRoom: {body}");
+    let room_id = body["room_id"].as_str().unwrap().to_string();
+    let members = register_and_join(&a, &room_id, MEMBERS - 1);
+    let setup_elapsed = setup_started.elapsed();
+    println!(
+        "setup on A: {} users registered and joined in {:.1} s ({:.1} ms per user)",
+        MEMBERS,
+        setup_elapsed.as_secs_f64(),
+        setup_elapsed.as_secs_f64() * 1000.0 / MEMBERS as f64
+    );
+    let (status, body) = host.get(&format!("/_matrix/client/v3/rooms/{room_id}/joined_members"));
+    let joined_on_a = body["joined"].as_object().map_or(0, |joined| joined.len());
+    println!("joined members on A: {joined_on_a} (status {status})");
+
+    // Phase 1: B joins the big room while another user of B keeps asking.
+    let bob = b.register("bob");
+    let carol = b.register("carol");
+    let (status, body) = carol.get("/_matrix/client/v3/sync?timeout=0");
+    assert_eq!(status, 200, "carol's first sync: {body}");
+    let carol_since = body["next_batch"].as_str().unwrap().to_string();
+    // Registration hashed passwords (argon2, 12 MiB each): reset the peak so
+    // VmHWM below is the join's own.
+    b.reset_peak();
+    let before = b.memory();
+    let joining = Arc::new(AtomicBool::new(true));
+    let prober = {
+        let carol = carol.with_timeout(JOIN_DEADLINE);
+        let joining = joining.clone();
+        thread::spawn(move || probe(&carol, &carol_since, &joining))
+    };
+    thread::sleep(Duration::from_millis(50));
+    let alias = format!("%23{ALIAS}:{}", a.server_name);
+    let join_client = bob.with_timeout(JOIN_DEADLINE);
+    let started = Instant::now();
+    let (status, body) = join_client.post(&format!("/_matrix/client/v3/join/{alias}"), &json!({}));
+    let join_elapsed = started.elapsed();
+    joining.store(false, Ordering::SeqCst);
+    let probes = prober.join().unwrap();
+    let after = b.memory();
+    if status != 200 {
+        println!("join FAILED after {:.3} s: {status} {body}", join_elapsed.as_secs_f64());
+        println!("--- B's log tail ---\n{}", b.log_tail());
+        println!("--- A's log tail ---\n{}", a.log_tail());
+        std::process::exit(1);
+    }
+    assert_eq!(body["room_id"], room_id.as_str(), "joined another room: {body}");
+    let (_, body) = bob.get(&format!("/_matrix/client/v3/rooms/{room_id}/joined_members"));
+    let joined_on_b = body["joined"].as_object().map_or(0, |joined| joined.len());
+
+    println!("{:<52} {:>14}", "figure", "measured");
+    row(&format!("join of a {MEMBERS}-member room by alias (until 200)"), secs(join_elapsed));
+    row("joined members as B sees them after the join", joined_on_b.to_string());
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    row("B VmRSS before the join", mib(before.rss_kib));
+    row("B VmHWM after the join (peak since reset)", mib(after.hwm_kib));
+    row("B VmRSS after the join", mib(after.rss_kib));
+    for (name, mut latencies) in [("/versions", probes.versions), ("/sync?timeout=0", probes.syncs)] {
+        latencies.sort();
+        if latencies.is_empty() {
+            row(&format!("B's other user: {name} during the join"), "none answered".into());
+            continue;
+        }
+        row(&format!("B's other user: {name} requests answered"), latencies.len().to_string());
+        row(&format!("B's other user: {name} median"), ms(latencies[latencies.len() / 2]));
+        row(&format!("B's other user: {name} p99"), ms(percentile(&latencies, 99)));
+        row(&format!("B's other user: {name} max"), ms(*latencies.last().unwrap()));
+    }
+    println!();
+
+    // Phase 2: messages sent on A, accepted by B from A's transactions.
+    let a_log_mark = a.log_len();
+    let (a_cpu_before, b_cpu_before) = (a.cpu_ticks(), b.cpu_ticks());
+    let counter = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..SENDER_THREADS)
+        .map(|index| {
+            let client = members[index % members.len()].fresh_connection();
+            let room_id = room_id.clone();
+            let counter = counter.clone();
+            thread::spawn(move || {
+                loop {
+                    let number = counter.fetch_add(1, Ordering::SeqCst);
+                    if number >= MESSAGES {
+                        break;
+                    }
+                    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/fed{number}");
+                    let (status, body) =
+                        client.put(&path, &json!({"msgtype": "m.text", "body": format!("fed {number}")}));
+                    assert_eq!(status, 200, "send: {body}");
+                }
+            })
+        })
+        .collect();
+    senders.into_iter().for_each(|sender| sender.join().unwrap());
+    let sent_elapsed = started.elapsed();
+    let (status, body) = host.get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=1"));
+    assert_eq!(status, 200, "A's last message: {body}");
+    let last_event = body["chunk"][0]["event_id"].as_str().unwrap().to_string();
+    let delivered = wait_for_event(&bob, &room_id, &last_event, started);
+    let ticks = clock_ticks();
+    let a_cpu = (a.cpu_ticks() - a_cpu_before) as f64 / ticks;
+    let b_cpu = (b.cpu_ticks() - b_cpu_before) as f64 / ticks;
+    let Some(delivered) = delivered else {
+        println!("B did not receive {last_event} within {DELIVERY_DEADLINE:?}");
+        println!("--- B's log tail ---\n{}", b.log_tail());
+        println!("--- A's log tail ---\n{}", a.log_tail());
+        std::process::exit(1);
+    };
+    let on_b = count_messages(&bob, &room_id);
+    let batches = transaction_sizes(&a.log_since(a_log_mark), &b.server_name);
+
+    row(&format!("{MESSAGES} sends on A ({SENDER_THREADS} threads)"), secs(sent_elapsed));
+    row("first send until B holds the last message", secs(delivered));
+    row("PDUs/s accepted by B (N / elapsed)", format!("{:.0}/s", MESSAGES as f64 / delivered.as_secs_f64()));
+    row("last send answered until B holds it", secs(delivered.saturating_sub(sent_elapsed)));
+    row("A's CPU in the phase (sending + federating)", format!("{a_cpu:.2} s"));
+    row("A's CPU per send", format!("{:.2} ms", a_cpu * 1000.0 / MESSAGES as f64));
+    row("B's CPU in the phase (accepting + polls)", format!("{b_cpu:.2} s"));
+    row("B's CPU per accepted PDU", format!("{:.2} ms", b_cpu * 1000.0 / MESSAGES as f64));
+    row("PDUs/s B could accept on one core (N / B's CPU)", format!("{:.0}/s", MESSAGES as f64 / b_cpu));
+    row("messages B holds (paged /messages)", format!("{on_b} of {MESSAGES}"));
+    if !batches.is_empty() {
+        let pdus: usize = batches.iter().sum();
+        row("A's transactions to B (in the phase)", batches.len().to_string());
+        row("PDUs per transaction: mean", format!("{:.1}", pdus as f64 / batches.len() as f64));
+        row("PDUs per transaction: max", batches.iter().max().unwrap().to_string());
+    }
+    let memory = b.memory();
+    row("B VmRSS at the end", mib(memory.rss_kib));
+    row("B VmHWM since the reset", mib(memory.hwm_kib));
+    let database = file_size(&b.data_dir.join("hearth.db")) + file_size(&b.data_dir.join("hearth.db-wal"));
+    row("B database + WAL at the end", format!("{:.2} MB", database as f64 / 1e6));
+}
+
+/// Latencies of B's other user while the join runs.
+struct Probes {
+    versions: Vec<Duration>,
+    syncs: Vec<Duration>,
+}
+
+/// Alternates `/versions` and incremental `/sync?timeout=0` until the join ends.
+fn probe(client: &Client, since: &str, joining: &AtomicBool) -> Probes {
+    let mut probes = Probes { versions: Vec::new(), syncs: Vec::new() };
+    let mut since = since.to_string();
+    while joining.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let (status, body) = client.get("/_matrix/client/versions");
+        assert_eq!(status, 200, "versions: {body}");
+        probes.versions.push(started.elapsed());
+        let started = Instant::now();
+        let (status, body) = client.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=0"));
+        assert_eq!(status, 200, "sync: {body}");
+        probes.syncs.push(started.elapsed());
+        since = body["next_batch"].as_str().unwrap().to_string();
+        thread::sleep(PROBE_PAUSE);
+    }
+    probes
+}
+
+/// Registers `count` users on `node` and joins each to `room_id`, on
+/// [`SETUP_THREADS`] threads; returns the clients.
+fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<Client> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..SETUP_THREADS)
+        .map(|_| {
+            let (base, room_id, next, done) =
+                (node.http.clone(), room_id.to_string(), next.clone(), done.clone());
+            thread::spawn(move || {
+                let mut clients = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    if index >= count {
+                        break;
+                    }
+                    let client = register(&base, &format!("member{index}"));
+                    let (status, body) =
+                        client.post(&format!("/_matrix/client/v3/join/{room_id}"), &json!({}));
+                    assert_eq!(status, 200, "join of member{index}: {body}");
+                    clients.push(client);
+                    let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    if finished % 200 == 0 {
+                        eprintln!("  {finished} of {count} members registered and joined");
+                    }
+                }
+                clients
+            })
+        })
+        .collect();
+    threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect()
+}
+
+/// Polls B's newest event until it is `event_id`; returns the time since `started`.
+fn wait_for_event(client: &Client, room_id: &str, event_id: &str, started: Instant) -> Option<Duration> {
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=1");
+    while Instant::now() < deadline {
+        let (status, body) = client.get(&path);
+        if status == 200 && body["chunk"][0]["event_id"] == event_id {
+            return Some(started.elapsed());
+        }
+        thread::sleep(POLL_PAUSE);
+    }
+    None
+}
+
+/// Counts the bench's messages (`fed N`) in the room by paging `/messages` backwards.
+fn count_messages(client: &Client, room_id: &str) -> usize {
+    let mut count = 0;
+    let mut from = String::new();
+    loop {
+        let mut path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=100");
+        if !from.is_empty() {
+            path.push_str(&format!("&from={from}"));
+        }
+        let (status, body) = client.get(&path);
+        assert_eq!(status, 200, "messages: {body}");
+        let chunk = body["chunk"].as_array().cloned().unwrap_or_default();
+        count += chunk
+            .iter()
+            .filter(|event| event["content"]["body"].as_str().is_some_and(|text| text.starts_with("fed ")))
+            .count();
+        match body["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = end.to_string(),
+            _ => return count,
+        }
+    }
+}
+
+/// The PDU counts of the transactions A logged as sent to `destination`
+/// (`sent N items to DEST: {"pdus": {...}}` at debug level).
+fn transaction_sizes(log: &[String], destination: &str) -> Vec<usize> {
+    let marker = format!(" items to {destination}: ");
+    log.iter()
+        .filter_map(|line| line.split_once(&marker))
+        .filter_map(|(_, answer)| serde_json::from_str::<Value>(answer).ok())
+        .map(|answer| answer["pdus"].as_object().map_or(0, |pdus| pdus.len()))
+        .filter(|&pdus| pdus > 0)
+        .collect()
+}
+
+fn row(name: &str, measured: String) {
+    println!("{name:<52} {measured:>14}");
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn secs(duration: Duration) -> String {
+    format!("{:.3} s", duration.as_secs_f64())
+}
+
+/// The `percent`th percentile of sorted latencies.
+fn percentile(sorted: &[Duration], percent: usize) -> Duration {
+    sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |metadata| metadata.len())
+}
+
+/// The first three fields of /proc/loadavg: the figures are noisy on a busy machine.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Clock ticks per second for /proc/PID/stat, from `getconf CLK_TCK`.
+fn clock_ticks() -> f64 {
+    let output = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("CLK_TCK")
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("hearth-fedbench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A CA whose certificate both nodes trust for federation.
+struct TestCa {
+    dir: TempDir,
+    certificate_file: PathBuf,
+    certificate: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let dir = TempDir::new("ca");
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "hearth bench CA");
+        let certificate = params.self_signed(&key).unwrap();
+        let certificate_file = dir.0.join("ca.pem");
+        std::fs::write(&certificate_file, certificate.pem()).unwrap();
+        TestCa { dir, certificate_file, certificate, key }
+    }
+
+    /// Issues a certificate for `localhost` and 127.0.0.1; returns (cert file, key file).
+    fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let certificate = params.signed_by(&key, &self.certificate, &self.key).unwrap();
+        let certificate_file = self.dir.0.join(format!("{name}.pem"));
+        let key_file = self.dir.0.join(format!("{name}.key"));
+        std::fs::write(&certificate_file, certificate.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (certificate_file, key_file)
+    }
+}
+
+/// Memory of a node, from /proc/PID/status.
+struct Memory {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+/// A federating node named `localhost:PORT`; killed on drop, its data dir removed.
+struct Node {
+    child: Child,
+    data_dir: PathBuf,
+    _dir: TempDir,
+    http: String,
+    server_name: String,
+    log: Arc<Mutex<Log>>,
+}
+
+/// A node's log: every line (for counting A's transactions) and a bounded tail.
+#[derive(Default)]
+struct Log {
+    lines: Vec<String>,
+    tail: VecDeque<String>,
+}
+
+impl Node {
+    /// Starts a node whose TLS listener is on a free port it is also named after.
+    fn start(binary: &str, ca: &TestCa, name: &str) -> Node {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (certificate, key) = ca.issue(name);
+        let dir = TempDir::new(name);
+        let server_name = format!("localhost:{port}");
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .args(["--server-name", &server_name, "--registration", "open"])
+            .args(["--http", "127.0.0.1:0", "--https", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(&certificate)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--federation-ca")
+            .arg(&ca.certificate_file)
+            .args(["--federation-allow-ip", "127.0.0.0/8"])
+            // Debug: A logs each transaction it sent, which gives the batching.
+            .env("HEARTH_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        let stderr = child.stderr.take().unwrap();
+        let (lines, receiver) = channel();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let kept = log.clone();
+        // Keeps draining the log so the node never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut log = kept.lock().unwrap();
+                    if log.tail.len() == LOG_TAIL {
+                        log.tail.pop_front();
+                    }
+                    log.tail.push_back(line.clone());
+                    if line.contains(" items to ") {
+                        log.lines.push(line.clone());
+                    }
+                }
+                let _ = lines.send(line);
+            }
+        });
+        let http = wait_ready(&receiver, &log);
+        // Nobody reads the channel from here on: sends fail and are ignored.
+        drop(receiver);
+        let data_dir = dir.0.clone();
+        Node { child, data_dir, _dir: dir, http, server_name, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn memory(&self) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Memory { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:") }
+    }
+
+    /// utime + stime of the node, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the `(comm)`: state is the first, utime the 12th, stime the 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// Resets VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`).
+    fn reset_peak(&self) {
+        if let Err(error) = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5") {
+            println!("(cannot reset B's VmHWM: {error}; the peak includes registration)");
+        }
+    }
+
+    fn register(&self, localpart: &str) -> Client {
+        register(&self.http, localpart)
+    }
+
+    fn log_len(&self) -> usize {
+        self.log.lock().unwrap().lines.len()
+    }
+
+    fn log_since(&self, mark: usize) -> Vec<String> {
+        self.log.lock().unwrap().lines[mark..].to_vec()
+    }
+
+    fn log_tail(&self) -> String {
+        self.log.lock().unwrap().tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the log until ` ready in `; returns `http://ADDR` of the plain listener.
+fn wait_ready(lines: &Receiver<String>, log: &Mutex<Log>) -> String {
+    let deadline = Instant::now() + START_DEADLINE;
+    let mut plain = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            let tail = log.lock().unwrap().tail.iter().cloned().collect::<Vec<_>>().join("\n");
+            panic!("hearth did not become ready; log:\n{tail}");
+        };
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_string();
+            if !rest.contains("(TLS)") {
+                plain.get_or_insert(address);
+            }
+        }
+        if line.contains(" ready in ") {
+            return format!("http://{}", plain.expect("no plain listener in the log"));
+        }
+    }
+}
+
+fn register(base: &str, localpart: &str) -> Client {
+    let mut client = Client::new(base, Duration::from_secs(60));
+    let (status, body) = client.post(
+        "/_matrix/client/v3/register",
+        &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
+    );
+    assert_eq!(status, 200, "register {localpart}: {body}");
+    client.token = body["access_token"].as_str().unwrap().to_string();
+    client
+}
+
+/// A blocking Matrix client on one keep-alive connection pool.
+#[derive(Clone)]
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+    timeout: Duration,
+}
+
+impl Client {
+    fn new(base: &str, timeout: Duration) -> Client {
+        let config =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build();
+        Client { agent: config.into(), base: base.to_string(), token: String::new(), timeout }
+    }
+
+    /// The same user on a connection of its own.
+    fn fresh_connection(&self) -> Client {
+        Client { token: self.token.clone(), ..Client::new(&self.base, self.timeout) }
+    }
+
+    /// The same user on a connection of its own, with another request timeout.
+    fn with_timeout(&self, timeout: Duration) -> Client {
+        Client { token: self.token.clone(), ..Client::new(&self.base, timeout) }
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if !self.token.is_empty() {
+            builder = builder.header("authorization", format!("Bearer {}", self.token));
+        }
+        let response = match body {
+            Some(bytes) => {
+                self.agent.run(builder.header("content-type", "application/json").body(bytes).unwrap())
+            }
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, None)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(body.to_string().into_bytes()))
+    }
+
+    fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("PUT", path, Some(body.to_string().into_bytes()))
+    }
+}

@@ -1,0 +1,117 @@
+//! `PUT /sendToDevice/{eventType}/{txnId}` and the end-to-end encryption
+//! parts of `/sync`: the device's to-device inbox, `device_lists`, one-time
+//! key counts and unused fallback key types.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#send-to-device-messaging>,
+//! <https://spec.matrix.org/latest/client-server-api/#extensions-to-sync>.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::credentials;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response};
+use crate::rooms::e2ee::{self, server_of};
+use crate::rooms::outbox;
+use crate::storage::TokenOwner;
+
+/// `PUT /sendToDevice/{eventType}/{txnId}`: idempotent per sending device
+/// and transaction ID.
+pub fn send(app: &App, request: &Request, kind: &str, txn_id: &str) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    let body = request.json_object()?;
+    let messages = match body.get("messages") {
+        Some(Value::Object(messages)) => messages.clone(),
+        None => Map::new(),
+        Some(_) => return Err(Error::BadJson("`messages` must be an object".into())),
+    };
+    let scope = format!("{}|{}", owner.user_id, owner.device_id);
+    if !app.storage().record_to_device_transaction(&scope, txn_id)? {
+        return Ok(Response::ok(json!({})));
+    }
+    e2ee::deliver_locally(app, &owner.user_id, kind, &messages)?;
+    // Spec: remote recipients get one `m.direct_to_device` EDU per server.
+    let mut by_server: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for (user_id, by_device) in messages {
+        if app.is_local_user(&user_id) {
+            continue;
+        }
+        if let Some(server) = server_of(&user_id) {
+            by_server.entry(server.to_string()).or_default().insert(user_id, by_device);
+        }
+    }
+    for (server, messages) in by_server {
+        let edu = json!({
+            "edu_type": "m.direct_to_device",
+            "content": {
+                "sender": owner.user_id,
+                "type": kind,
+                "message_id": credentials::random_string(16),
+                "messages": messages,
+            },
+        });
+        outbox::queue_edu(app, &[server], &edu)?;
+    }
+    Ok(Response::ok(json!({})))
+}
+
+/// The end-to-end encryption fields of a sync answer.
+pub struct SyncExtensions {
+    pub to_device: Vec<Value>,
+    pub changed: Vec<String>,
+    pub left: Vec<String>,
+    pub one_time_keys_count: Value,
+    pub unused_fallback_key_types: Vec<String>,
+}
+
+impl SyncExtensions {
+    /// Whether a waiting sync should answer for these.
+    pub fn has_news(&self) -> bool {
+        !self.to_device.is_empty() || !self.changed.is_empty() || !self.left.is_empty()
+    }
+
+    /// Writes the fields into a sync answer (`device_lists` stays empty in
+    /// an initial sync).
+    pub fn write_into(self, response: &mut Value) {
+        response["to_device"] = json!({ "events": self.to_device });
+        response["device_lists"] = json!({ "changed": self.changed, "left": self.left });
+        response["device_one_time_keys_count"] = self.one_time_keys_count;
+        response["device_unused_fallback_key_types"] = json!(self.unused_fallback_key_types);
+    }
+}
+
+/// Gathers the end-to-end encryption fields between `since` and `now`.
+/// Syncing with `since` acknowledges the to-device messages up to it, which
+/// are deleted (spec: they are removed once the client syncs past them).
+pub fn sync_extensions(
+    app: &App,
+    owner: &TokenOwner,
+    since: Option<i64>,
+    now: i64,
+) -> Result<SyncExtensions> {
+    let (user_id, device_id) = (owner.user_id.as_str(), owner.device_id.as_str());
+    if let Some(since) = since {
+        app.storage().acknowledge_to_device(user_id, device_id, since)?;
+    }
+    let inbox = app.storage().to_device_messages(user_id, device_id, since.unwrap_or(0), now)?;
+    let to_device = inbox
+        .into_iter()
+        .map(|message| {
+            let content: Value = serde_json::from_str(&message.content).unwrap_or_else(|_| json!({}));
+            json!({ "sender": message.sender, "type": message.kind, "content": content })
+        })
+        .collect();
+    let (changed, left) = match since {
+        Some(since) => e2ee::device_list_delta(app, user_id, since, now)?,
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(SyncExtensions {
+        to_device,
+        changed,
+        left,
+        one_time_keys_count: super::keys::one_time_key_counts(app, user_id, device_id)?,
+        unused_fallback_key_types: app.storage().unused_fallback_key_types(user_id, device_id)?,
+    })
+}

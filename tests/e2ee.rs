@@ -1,0 +1,367 @@
+//! End-to-end encryption support: key upload, query and claim (with fallback
+//! keys), to-device delivery and acknowledgement, `device_lists` in /sync
+//! and /keys/changes, cross-signing, device deletion, and the same across
+//! two federating nodes. The server relays keys; the test plays the clients
+//! and signs with real ed25519 keys.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use common::federation::{TestCa, start_federating};
+use common::rooms::{create_room, enc, join, sync};
+use common::{Client, Node, PASSWORD, assert_error, eventually};
+use ed25519_compact::{KeyPair, Seed};
+use serde_json::{Value, json};
+
+/// How long federation gets to deliver something on loopback.
+const DELIVERY: Duration = Duration::from_secs(20);
+
+fn b64(bytes: &[u8]) -> String {
+    STANDARD_NO_PAD.encode(bytes)
+}
+
+/// A deterministic key pair per label.
+fn key_pair(label: &str) -> KeyPair {
+    let mut seed = [0u8; 32];
+    for (index, byte) in label.bytes().enumerate() {
+        seed[index % 32] ^= byte;
+    }
+    KeyPair::from_seed(Seed::new(seed))
+}
+
+/// Signs `value` as `user_id` with `key_id`: canonical JSON is serde_json's
+/// compact output with sorted keys (no floats here).
+fn sign(value: &mut Value, user_id: &str, key_id: &str, pair: &KeyPair) {
+    let mut stripped = value.clone();
+    stripped.as_object_mut().unwrap().remove("signatures");
+    stripped.as_object_mut().unwrap().remove("unsigned");
+    let signature = pair.sk.sign(serde_json::to_string(&stripped).unwrap().as_bytes(), None);
+    let signatures = value.as_object_mut().unwrap().entry("signatures").or_insert_with(|| json!({}));
+    let by_user = signatures.as_object_mut().unwrap().entry(user_id).or_insert_with(|| json!({}));
+    by_user[key_id] = json!(b64(signature.as_ref()));
+}
+
+/// The signed device keys of a client's device.
+fn device_keys(client: &Client) -> Value {
+    let pair = key_pair(&format!("{}{}", client.user_id, client.device_id));
+    let ed_id = format!("ed25519:{}", client.device_id);
+    let mut keys = json!({
+        "user_id": client.user_id,
+        "device_id": client.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{}", client.device_id): b64(&[7; 32]),
+            ed_id.clone(): b64(pair.pk.as_ref()),
+        },
+    });
+    sign(&mut keys, &client.user_id, &ed_id, &pair);
+    keys
+}
+
+#[track_caller]
+fn upload(client: &Client, body: Value) -> Value {
+    let (status, answer) = client.post("/_matrix/client/v3/keys/upload", &body);
+    assert_eq!(status, 200, "keys/upload {body}: {answer}");
+    answer
+}
+
+fn query(client: &Client, user_id: &str) -> Value {
+    let (status, answer) =
+        client.post("/_matrix/client/v3/keys/query", &json!({ "device_keys": { user_id: [] } }));
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+fn claim(client: &Client, user_id: &str, device_id: &str) -> Value {
+    let body = json!({ "one_time_keys": { user_id: { device_id: "signed_curve25519" } } });
+    let (status, answer) = client.post("/_matrix/client/v3/keys/claim", &body);
+    assert_eq!(status, 200, "{answer}");
+    answer["one_time_keys"][user_id][device_id].clone()
+}
+
+fn next_batch(sync: &Value) -> String {
+    sync["next_batch"].as_str().unwrap().to_string()
+}
+
+fn shared_room(alice: &Client, bob: &Client) -> String {
+    let room_id = create_room(alice, json!({"preset": "public_chat"}));
+    join(bob, &room_id);
+    room_id
+}
+
+#[test]
+fn keys_are_uploaded_queried_and_claimed_with_the_fallback_key_last() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let keys = device_keys(&alice);
+    let answer = upload(
+        &alice,
+        json!({
+            "device_keys": keys,
+            "one_time_keys": {
+                "signed_curve25519:AAAAAQ": {"key": "one"},
+                "signed_curve25519:AAAAAg": {"key": "two"},
+            },
+            "fallback_keys": { "signed_curve25519:AAAAAw": {"key": "fallback", "fallback": true} },
+        }),
+    );
+    assert_eq!(answer["one_time_key_counts"]["signed_curve25519"], 2, "{answer}");
+
+    // Someone else's device, a forged signature and another user's ID are refused.
+    let mut forged = keys.clone();
+    forged["keys"][format!("curve25519:{}", alice.device_id)] = json!(b64(&[9; 32]));
+    assert_error(
+        &alice.post("/_matrix/client/v3/keys/upload", &json!({ "device_keys": forged })),
+        400,
+        "M_INVALID_SIGNATURE",
+    );
+    assert_error(
+        &bob.post("/_matrix/client/v3/keys/upload", &json!({ "device_keys": keys })),
+        400,
+        "M_INVALID_PARAM",
+    );
+
+    let found = query(&bob, &alice.user_id);
+    let stored = &found["device_keys"][&alice.user_id][&alice.device_id];
+    assert_eq!(stored["keys"], keys["keys"], "{found}");
+    assert_eq!(stored["signatures"], keys["signatures"], "{found}");
+
+    let mut claimed: Vec<Value> = (0..4).map(|_| claim(&bob, &alice.user_id, &alice.device_id)).collect();
+    let ids: Vec<String> =
+        claimed.iter().map(|key| key.as_object().unwrap().keys().next().unwrap().clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            "signed_curve25519:AAAAAQ",
+            "signed_curve25519:AAAAAg",
+            "signed_curve25519:AAAAAw",
+            "signed_curve25519:AAAAAw"
+        ]
+    );
+    assert_eq!(claimed.remove(2)["signed_curve25519:AAAAAw"]["key"], "fallback");
+
+    let state = sync(&alice, "");
+    assert_eq!(state["device_one_time_keys_count"]["signed_curve25519"], 0, "{state}");
+    assert_eq!(state["device_unused_fallback_key_types"], json!([]), "{state}");
+    // A new fallback key is unused again.
+    upload(
+        &alice,
+        json!({ "fallback_keys": { "signed_curve25519:AAAABA": {"key": "next", "fallback": true} } }),
+    );
+    let state = sync(&alice, "");
+    assert_eq!(state["device_unused_fallback_key_types"], json!(["signed_curve25519"]), "{state}");
+}
+
+#[test]
+fn to_device_messages_are_delivered_once_and_deleted_when_acknowledged() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let mut bob = node.register("bob");
+    let first_device = bob.clone();
+    bob.login("bob", PASSWORD);
+    let start = next_batch(&sync(&first_device, ""));
+
+    let body = json!({ "messages": { &first_device.user_id: { &first_device.device_id: { "n": 1 } } } });
+    let (status, _) = alice.put("/_matrix/client/v3/sendToDevice/m.test/t1", &body);
+    assert_eq!(status, 200);
+    // The same transaction again is not delivered twice.
+    let (status, _) = alice.put("/_matrix/client/v3/sendToDevice/m.test/t1", &body);
+    assert_eq!(status, 200);
+    let everyone = json!({ "messages": { &bob.user_id: { "*": { "n": 2 } } } });
+    assert_eq!(alice.put("/_matrix/client/v3/sendToDevice/m.test/t2", &everyone).0, 200);
+
+    let seen = sync(&first_device, &format!("since={start}"));
+    let events = seen["to_device"]["events"].as_array().unwrap();
+    let numbers: Vec<&Value> = events.iter().map(|event| &event["content"]["n"]).collect();
+    assert_eq!(numbers, [&json!(1), &json!(2)], "{seen}");
+    assert_eq!(events[0]["sender"], alice.user_id);
+    assert_eq!(events[0]["type"], "m.test");
+    // Not yet acknowledged: the same window shows them again.
+    let again = sync(&first_device, &format!("since={start}"));
+    assert_eq!(again["to_device"]["events"].as_array().unwrap().len(), 2, "{again}");
+    // Syncing past them acknowledges them; after that they are gone for good.
+    let after = sync(&first_device, &format!("since={}", next_batch(&seen)));
+    assert_eq!(after["to_device"]["events"], json!([]), "{after}");
+    let old = sync(&first_device, &format!("since={start}"));
+    assert_eq!(old["to_device"]["events"], json!([]), "{old}");
+
+    // The other device got the `*` message only.
+    let other = sync(&bob, "");
+    let numbers: Vec<&Value> =
+        other["to_device"]["events"].as_array().unwrap().iter().map(|event| &event["content"]["n"]).collect();
+    assert_eq!(numbers, [&json!(2)], "{other}");
+}
+
+#[test]
+fn a_to_device_message_wakes_a_waiting_sync() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let start = next_batch(&sync(&bob, ""));
+    let waiting = {
+        let bob = bob.clone();
+        std::thread::spawn(move || sync(&bob, &format!("since={start}&timeout=30000")))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let body = json!({ "messages": { &bob.user_id: { &bob.device_id: { "wake": true } } } });
+    let began = std::time::Instant::now();
+    assert_eq!(alice.put("/_matrix/client/v3/sendToDevice/m.test/w", &body).0, 200);
+    let seen = waiting.join().unwrap();
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert_eq!(seen["to_device"]["events"][0]["content"]["wake"], true, "{seen}");
+}
+
+#[test]
+fn device_list_changes_reach_room_members_and_deleted_devices_lose_their_keys() {
+    let node = Node::start();
+    let mut alice = node.register("alice");
+    let bob = node.register("bob");
+    let stranger = node.register("stranger");
+    let room_id = shared_room(&alice, &bob);
+    let start = next_batch(&sync(&bob, ""));
+    let stranger_start = next_batch(&sync(&stranger, ""));
+
+    upload(&alice, json!({ "device_keys": device_keys(&alice) }));
+    let seen = sync(&bob, &format!("since={start}"));
+    assert_eq!(seen["device_lists"]["changed"], json!([alice.user_id]), "{seen}");
+    let (status, changes) =
+        bob.get(&format!("/_matrix/client/v3/keys/changes?from={start}&to={}", next_batch(&seen)));
+    assert_eq!(status, 200);
+    assert_eq!(changes["changed"], json!([alice.user_id]), "{changes}");
+    // Someone who shares no room hears nothing.
+    let unrelated = sync(&stranger, &format!("since={stranger_start}"));
+    assert_eq!(unrelated["device_lists"]["changed"], json!([]), "{unrelated}");
+
+    // A second device with keys, then deleted: its keys go, and bob hears of it.
+    let first = alice.clone();
+    alice.login("alice", PASSWORD);
+    upload(
+        &alice,
+        json!({ "device_keys": device_keys(&alice), "one_time_keys": { "signed_curve25519:X": {"key": "x"} } }),
+    );
+    assert_eq!(query(&bob, &alice.user_id)["device_keys"][&alice.user_id].as_object().unwrap().len(), 2);
+    let before_delete = next_batch(&sync(&bob, ""));
+    let path = format!("/_matrix/client/v3/devices/{}", enc(&alice.device_id));
+    let auth = json!({ "auth": { "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": PASSWORD } });
+    let (status, answer) = first.delete(&path, &auth);
+    assert_eq!(status, 200, "{answer}");
+    let seen = sync(&bob, &format!("since={before_delete}"));
+    assert_eq!(seen["device_lists"]["changed"], json!([alice.user_id]), "{seen}");
+    let devices = query(&bob, &alice.user_id)["device_keys"][&alice.user_id].clone();
+    assert_eq!(devices.as_object().unwrap().keys().collect::<Vec<_>>(), [&first.device_id], "{devices}");
+    assert_eq!(claim(&bob, &alice.user_id, &alice.device_id), Value::Null);
+
+    // A newcomer to the room counts as changed; someone who left, as left.
+    let before_moves = next_batch(&sync(&bob, ""));
+    join(&stranger, &room_id);
+    let (status, _) = first.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)), &json!({}));
+    assert_eq!(status, 200);
+    let seen = sync(&bob, &format!("since={before_moves}"));
+    assert_eq!(seen["device_lists"]["changed"], json!([stranger.user_id]), "{seen}");
+    assert_eq!(seen["device_lists"]["left"], json!([first.user_id]), "{seen}");
+}
+
+#[test]
+fn cross_signing_keys_need_the_password_to_be_replaced_and_sign_devices() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    upload(&alice, json!({ "device_keys": device_keys(&alice) }));
+    let user = alice.user_id.clone();
+    let master = key_pair("master");
+    let self_signing = key_pair("self");
+    let master_id = format!("ed25519:{}", b64(master.pk.as_ref()));
+    let self_id = format!("ed25519:{}", b64(self_signing.pk.as_ref()));
+    let master_key =
+        json!({ "user_id": user, "usage": ["master"], "keys": { &master_id: b64(master.pk.as_ref()) } });
+    let mut self_key = json!({ "user_id": user, "usage": ["self_signing"], "keys": { &self_id: b64(self_signing.pk.as_ref()) } });
+    sign(&mut self_key, &user, &master_id, &master);
+    let body = json!({ "master_key": master_key, "self_signing_key": self_key });
+    // The first upload needs no password; the same keys again neither.
+    let path = "/_matrix/client/v3/keys/device_signing/upload";
+    assert_eq!(alice.post(path, &body).0, 200);
+    assert_eq!(alice.post(path, &body).0, 200);
+    // New keys do.
+    let other = key_pair("other master");
+    let other_id = format!("ed25519:{}", b64(other.pk.as_ref()));
+    let replacement = json!({ "master_key": { "user_id": user, "usage": ["master"], "keys": { &other_id: b64(other.pk.as_ref()) } } });
+    let (status, challenge) = alice.post(path, &replacement);
+    assert_eq!(status, 401, "{challenge}");
+    // A self-signing key the master did not sign is refused.
+    let mut unsigned_self = self_key.clone();
+    unsigned_self.as_object_mut().unwrap().remove("signatures");
+    assert_error(
+        &alice.post(path, &json!({ "self_signing_key": unsigned_self })),
+        400,
+        "M_INVALID_SIGNATURE",
+    );
+
+    // The self-signing key signs the device; bob sees the signature and the keys.
+    let mut signed_device = device_keys(&alice);
+    signed_device.as_object_mut().unwrap().remove("signatures");
+    sign(&mut signed_device, &user, &self_id, &self_signing);
+    let (status, answer) = alice.post(
+        "/_matrix/client/v3/keys/signatures/upload",
+        &json!({ &user: { &alice.device_id: signed_device } }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["failures"], json!({}), "{answer}");
+    let found = query(&bob, &user);
+    let signatures = &found["device_keys"][&user][&alice.device_id]["signatures"][&user];
+    assert!(signatures.get(&self_id).is_some(), "{found}");
+    assert!(signatures.get(format!("ed25519:{}", alice.device_id)).is_some(), "{found}");
+    assert_eq!(found["master_keys"][&user]["keys"], master_key["keys"], "{found}");
+    assert_eq!(found["self_signing_keys"][&user]["keys"], self_key["keys"], "{found}");
+    // A signature by a key alice does not own is a failure, not a success.
+    let mut bogus = device_keys(&alice);
+    sign(&mut bogus, &user, "ed25519:NOTAKEY", &other);
+    let (_, answer) = alice
+        .post("/_matrix/client/v3/keys/signatures/upload", &json!({ &user: { &alice.device_id: bogus } }));
+    assert!(answer["failures"][&user][&alice.device_id]["errcode"].is_string(), "{answer}");
+}
+
+#[test]
+fn keys_and_to_device_messages_cross_federation() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "vault"}));
+    let alias = format!("#vault:{}", a.server_name);
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["room_id"], room_id);
+    let start = next_batch(&sync(&bob, ""));
+
+    let keys = device_keys(&alice);
+    upload(
+        &alice,
+        json!({ "device_keys": keys, "one_time_keys": { "signed_curve25519:R1": {"key": "r1"} } }),
+    );
+    // Bob's server hears of the change and tells bob.
+    eventually(DELIVERY, || {
+        let seen = sync(&bob, &format!("since={start}"));
+        (seen["device_lists"]["changed"] == json!([alice.user_id])).then_some(())
+    });
+    let found = query(&bob, &alice.user_id);
+    assert_eq!(found["device_keys"][&alice.user_id][&alice.device_id]["keys"], keys["keys"], "{found}");
+    assert_eq!(found["failures"], json!({}), "{found}");
+    let claimed = claim(&bob, &alice.user_id, &alice.device_id);
+    assert_eq!(claimed["signed_curve25519:R1"]["key"], "r1", "{claimed}");
+
+    let alice_start = next_batch(&sync(&alice, ""));
+    let body = json!({ "messages": { &alice.user_id: { &alice.device_id: { "secret": "olm" } } } });
+    assert_eq!(bob.put("/_matrix/client/v3/sendToDevice/m.room.encrypted/f1", &body).0, 200);
+    let event = eventually(DELIVERY, || {
+        let seen = sync(&alice, &format!("since={alice_start}"));
+        seen["to_device"]["events"].as_array().and_then(|events| events.first().cloned())
+    });
+    assert_eq!(event["sender"], bob.user_id);
+    assert_eq!(event["type"], "m.room.encrypted");
+    assert_eq!(event["content"]["secret"], "olm");
+}
