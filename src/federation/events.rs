@@ -98,7 +98,7 @@ pub fn state_before_event(app: &App, event: &StoredEvent) -> Result<StateMap> {
     if pdu.prev_events.is_empty() {
         return Ok(StateMap::new());
     }
-    incoming::state_before(app, &version, &pdu, &KnownStates::new())
+    incoming::state_before(app, &version, &pdu, &KnownStates::new())?.full(app)
 }
 
 fn event_in_room(app: &App, room_id: &str, event_id: &str) -> Result<StoredEvent> {

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{LocalSignatures, load_pdu, state_pdu, wake_room};
+use super::{CurrentState, GroupState, LocalSignatures, StateLookup, load_pdu, state_pdu, wake_room};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::auth;
@@ -35,9 +35,46 @@ pub enum Outcome {
 /// us (`/state_ids`), keyed by the prev event's ID.
 pub type KnownStates = std::collections::HashMap<String, StateMap>;
 
+/// The state before an event.
+pub enum Before {
+    /// The state after its single prev event, a stored state group, read key
+    /// by key: the common case, cheap in a room of thousands of members.
+    Group(i64),
+    /// A whole state (several prev events resolved, or a state another
+    /// server told us).
+    Map(StateMap),
+}
+
+impl Before {
+    /// As a key-by-key lookup.
+    fn lookup(&self) -> Box<dyn StateLookup + '_> {
+        match self {
+            Before::Group(group) => Box::new(GroupState(*group)),
+            Before::Map(map) => Box::new(map.clone()),
+        }
+    }
+
+    /// The whole state.
+    pub fn full(self, app: &App) -> Result<StateMap> {
+        match self {
+            Before::Group(group) => app.storage().state_of_group(group),
+            Before::Map(map) => Ok(map),
+        }
+    }
+}
+
 /// The state before `pdu`: the state after its single prev event, or the
 /// resolution of its prev events' states.
-pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) -> Result<StateMap> {
+pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) -> Result<Before> {
+    if let [prev_id] = pdu.prev_events.as_slice() {
+        if !known.contains_key(prev_id) {
+            let prev = app.storage().event(prev_id)?;
+            if let Some(group) = prev.filter(|prev| !prev.outlier).and_then(|prev| prev.state_group) {
+                // A prev state event's group already holds it (state after it).
+                return Ok(Before::Group(group));
+            }
+        }
+    }
     let mut states = Vec::new();
     for prev_id in &pdu.prev_events {
         let prev = app
@@ -55,7 +92,7 @@ pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownSt
         }
         states.push(state);
     }
-    resolve(app, version, states, None)
+    Ok(Before::Map(resolve(app, version, states, None)?))
 }
 
 /// Resolves several states into one (state resolution v2 / v2.1). `pending`
@@ -107,55 +144,32 @@ pub fn accept(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) 
         return Ok(Outcome::Rejected(error.to_string()));
     }
     // Step 5: auth against the state before the event.
-    let before =
-        if pdu.kind == "m.room.create" { StateMap::new() } else { state_before(app, version, pdu, known)? };
-    let by_state_before = |kind: &str, state_key: &str| state_pdu(app, version, &before, kind, state_key);
+    let before = if pdu.kind == "m.room.create" {
+        Before::Map(StateMap::new())
+    } else {
+        state_before(app, version, pdu, known)?
+    };
+    let before_lookup = before.lookup();
+    let by_state_before =
+        |kind: &str, state_key: &str| state_pdu(app, version, before_lookup.as_ref(), kind, state_key);
     if let Err(error) = auth::auth_check(version, pdu, by_state_before, &LocalSignatures) {
         return Ok(Outcome::Rejected(error.to_string()));
     }
+    drop(before_lookup);
     // Step 6: soft fail against the current state.
-    let current = app.storage().current_state(&pdu.room_id)?;
+    let room_has_state = app.storage().room_state_group(&pdu.room_id)?.is_some();
+    let current = CurrentState(&pdu.room_id);
     let by_current = |kind: &str, state_key: &str| state_pdu(app, version, &current, kind, state_key);
-    let soft_failure = if current.is_empty() {
-        None
-    } else {
+    let soft_failure = if room_has_state {
         auth::auth_check(version, pdu, by_current, &LocalSignatures).err().map(|error| error.to_string())
+    } else {
+        None
     };
-    store(app, version, pdu, &before, &current, soft_failure.is_some())?;
+    store(app, version, pdu, before, room_has_state, soft_failure.is_some())?;
     Ok(match soft_failure {
         Some(reason) => Outcome::SoftFailed(reason),
         None => Outcome::Accepted,
     })
-}
-
-/// How to store the state after an event: as a delta on its single prev
-/// event's state group where possible, whole otherwise.
-fn state_after_of(
-    app: &App,
-    pdu: &Pdu,
-    key: Option<(String, String)>,
-    before: &StateMap,
-    after: StateMap,
-) -> Result<StateAfter> {
-    let [prev_id] = pdu.prev_events.as_slice() else { return Ok(StateAfter::Full(after)) };
-    let Some(prev) = app.storage().event(prev_id)? else { return Ok(StateAfter::Full(after)) };
-    let Some(parent) = prev.state_group else { return Ok(StateAfter::Full(after)) };
-    // The prev event's group is the state after it; `before` adds the prev
-    // event itself when it is a state event, and that group already has it.
-    let mut changes = StateMap::new();
-    if let Some(state_key) = &prev.state_key {
-        let prev_key = (prev.kind.clone(), state_key.clone());
-        if before.get(&prev_key) != Some(&prev.event_id) {
-            return Ok(StateAfter::Full(after));
-        }
-    }
-    match key {
-        Some(key) => {
-            changes.insert(key, pdu.event_id.clone());
-            Ok(StateAfter::Delta { parent: Some(parent), changes })
-        }
-        None => Ok(StateAfter::Same(Some(parent))),
-    }
 }
 
 /// Stores an accepted (or soft-failed) event: its state after, and unless
@@ -164,16 +178,21 @@ fn store(
     app: &App,
     version: &RoomVersion,
     pdu: &Pdu,
-    before: &StateMap,
-    current: &StateMap,
+    before: Before,
+    room_has_state: bool,
     soft_failed: bool,
 ) -> Result<()> {
     let key = pdu.state_key.as_ref().map(|state_key| (pdu.kind.clone(), state_key.clone()));
-    let mut after = before.clone();
-    if let Some(key) = &key {
-        after.insert(key.clone(), pdu.event_id.clone());
-    }
-    let replaces_state = key.as_ref().and_then(|key| before.get(key).cloned());
+    let replaces_state =
+        key.as_ref().and_then(|(kind, state_key)| before.lookup().event_id(app, kind, state_key));
+    // The whole state after the event, built only where it is needed.
+    let after = |before: Before| -> Result<StateMap> {
+        let mut after = before.full(app)?;
+        if let Some(key) = &key {
+            after.insert(key.clone(), pdu.event_id.clone());
+        }
+        Ok(after)
+    };
     let old_extremities: Vec<String> =
         app.storage().forward_extremities(&pdu.room_id)?.into_iter().map(|(id, _)| id).collect();
     let mut extremities: Vec<String> =
@@ -182,18 +201,44 @@ fn store(
     // The current state: when the event extends the only extremity it changes
     // at most its own key; otherwise resolve the current state with ours.
     let linear = old_extremities.len() == 1 && pdu.prev_events == old_extremities;
-    let (changed, replace_all) = if soft_failed {
-        (StateMap::new(), false)
-    } else if current.is_empty() {
-        (after.clone(), true)
+    let state_after = match &before {
+        Before::Group(group) => match &key {
+            Some(key) => StateAfter::Delta {
+                parent: Some(*group),
+                changes: StateMap::from([(key.clone(), pdu.event_id.clone())]),
+            },
+            None => StateAfter::Same(Some(*group)),
+        },
+        Before::Map(_) => StateAfter::Full(StateMap::new()),
+    };
+    let (changed, replace_all, state_after) = if soft_failed {
+        let state_after = match state_after {
+            StateAfter::Full(_) => StateAfter::Full(after(before)?),
+            other => other,
+        };
+        (StateMap::new(), false, state_after)
+    } else if !room_has_state {
+        let whole = after(before)?;
+        (whole.clone(), true, StateAfter::Full(whole))
     } else if linear {
         let mut changed = StateMap::new();
         if let Some(key) = &key {
             changed.insert(key.clone(), pdu.event_id.clone());
         }
-        (changed, false)
+        let state_after = match state_after {
+            StateAfter::Full(_) => StateAfter::Full(after(before)?),
+            other => other,
+        };
+        (changed, false, state_after)
     } else {
-        (resolve(app, version, vec![current.clone(), after.clone()], Some(pdu))?, true)
+        let whole = after(before)?;
+        let current = app.storage().current_state(&pdu.room_id)?;
+        let resolved = resolve(app, version, vec![current, whole.clone()], Some(pdu))?;
+        let state_after = match state_after {
+            StateAfter::Full(_) => StateAfter::Full(whole),
+            other => other,
+        };
+        (resolved, true, state_after)
     };
     let mut entries = Vec::with_capacity(changed.len());
     for ((kind, state_key), event_id) in &changed {
@@ -208,7 +253,6 @@ fn store(
         };
         entries.push(((kind.clone(), state_key.clone()), event_id.clone(), membership));
     }
-    let state_after = state_after_of(app, pdu, key, before, after)?;
     let relation = pdu.content.get("m.relates_to");
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {

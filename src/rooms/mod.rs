@@ -104,16 +104,49 @@ pub fn load_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Result<Opti
     Ok(app.storage().event(event_id)?.and_then(|event| to_pdu(version, &event)))
 }
 
-/// The PDU at a key of a state map.
+/// A room state that can be asked one key at a time: a loaded map, or the
+/// room's current state or a state group read key by key from the database
+/// (so checking an event in a room of thousands of members does not load
+/// thousands of entries).
+pub trait StateLookup {
+    /// The event ID at `(kind, state_key)`.
+    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String>;
+}
+
+impl StateLookup for StateMap {
+    fn event_id(&self, _app: &App, kind: &str, state_key: &str) -> Option<String> {
+        self.get(&(kind.to_string(), state_key.to_string())).cloned()
+    }
+}
+
+/// A room's current state, read from the database key by key.
+pub struct CurrentState<'a>(pub &'a str);
+
+impl StateLookup for CurrentState<'_> {
+    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
+        app.storage().current_state_event(self.0, kind, state_key).ok().flatten()
+    }
+}
+
+/// A state group's state, read from the database key by key.
+pub struct GroupState(pub i64);
+
+impl StateLookup for GroupState {
+    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
+        app.storage().state_entry_of_group(self.0, kind, state_key).ok().flatten()
+    }
+}
+
+/// The PDU at a key of a state.
 pub fn state_pdu(
     app: &App,
     version: &RoomVersion,
-    state: &StateMap,
+    state: &dyn StateLookup,
     kind: &str,
     state_key: &str,
 ) -> Option<Pdu> {
-    let event_id = state.get(&(kind.to_string(), state_key.to_string()))?;
-    load_pdu(app, version, event_id).ok().flatten()
+    let event_id = state.event_id(app, kind, state_key)?;
+    load_pdu(app, version, &event_id).ok().flatten()
 }
 
 /// The content of the current state event at a key.
@@ -125,7 +158,7 @@ pub fn current_state_content(app: &App, room_id: &str, kind: &str, state_key: &s
 }
 
 /// Power in the room's current state.
-pub fn current_power(app: &App, version: &RoomVersion, state: &StateMap) -> RoomPower {
+pub fn current_power(app: &App, version: &RoomVersion, state: &dyn StateLookup) -> RoomPower {
     let power_levels = state_pdu(app, version, state, "m.room.power_levels", "");
     let create = state_pdu(app, version, state, "m.room.create", "");
     RoomPower::new(version, power_levels.as_ref(), create.as_ref())
@@ -149,7 +182,7 @@ pub fn send(
         Error::NotFound(_) => Error::Forbidden("you are not in this room".into()),
         other => other,
     })?;
-    let state = app.storage().current_state(room_id)?;
+    let state = CurrentState(room_id);
     let pdu = build(app, &version, Some(room_id), sender, &draft, &state)?;
     auth::auth_check(
         &version,
@@ -168,7 +201,7 @@ pub fn send(
 /// Authorizes an already built and signed event (perhaps countersigned by
 /// another server, as invites are) against the current state and stores it.
 pub fn store_signed(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
-    let state = app.storage().current_state(&pdu.room_id)?;
+    let state = CurrentState(&pdu.room_id);
     auth::auth_check(
         version,
         pdu,
@@ -203,7 +236,7 @@ fn build(
     room_id: Option<&str>,
     sender: &str,
     draft: &Draft,
-    state: &StateMap,
+    state: &dyn StateLookup,
 ) -> Result<Pdu> {
     let event = template(app, version, room_id, sender, draft, state)?;
     sign(app, version, event)
@@ -217,7 +250,7 @@ pub fn template(
     room_id: Option<&str>,
     sender: &str,
     draft: &Draft,
-    state: &StateMap,
+    state: &dyn StateLookup,
 ) -> Result<Map<String, Value>> {
     let mut content = draft.content.clone();
     if !content.is_object() {
@@ -237,7 +270,7 @@ pub fn template(
     let auth_events: Vec<String> =
         auth::auth_types_for_event(&draft.kind, draft.state_key.as_deref(), sender, &content, version)
             .into_iter()
-            .filter_map(|pair| state.get(&pair).cloned())
+            .filter_map(|(kind, state_key)| state.event_id(app, &kind, &state_key))
             .collect();
     let reference = |ids: Vec<String>| -> Value {
         match version.event_id_format {
@@ -297,7 +330,7 @@ pub fn sign(app: &App, version: &RoomVersion, mut event: Map<String, Value>) -> 
 fn check_redaction_allowed(
     app: &App,
     version: &RoomVersion,
-    state: &StateMap,
+    state: &dyn StateLookup,
     redaction: &Pdu,
 ) -> Result<()> {
     let Some(target_id) = &redaction.redacts else {
@@ -322,12 +355,12 @@ fn persist_local(
     app: &App,
     version: &RoomVersion,
     pdu: &Pdu,
-    state: &StateMap,
+    state: &dyn StateLookup,
     txn: Option<Transaction<'_>>,
 ) -> Result<()> {
     let parent_group = app.storage().room_state_group(&pdu.room_id)?;
     let key = pdu.state_key.as_ref().map(|state_key| (pdu.kind.clone(), state_key.clone()));
-    let replaces_state = key.as_ref().and_then(|key| state.get(key).cloned());
+    let replaces_state = key.as_ref().and_then(|(kind, state_key)| state.event_id(app, kind, state_key));
     let (state_after, current_state) = match &key {
         Some(key) => {
             let mut changes = StateMap::new();
