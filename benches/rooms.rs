@@ -1,0 +1,487 @@
+//! A load benchmark against the real release binary: starts `hearth` on
+//! loopback with a fresh data dir, sets up 10 users in 20 shared rooms, sends
+//! messages with 1 and 8 concurrent senders, and prints latency, throughput,
+//! server CPU, /sync and /messages timings, memory and disk figures beside the
+//! targets from the performance issue. It measures and prints; it asserts
+//! nothing (it is not a timed test).
+//!
+//! Run it with:
+//!
+//! ```text
+//! cargo bench --bench rooms
+//! ```
+//!
+//! Cargo builds the `hearth` binary with the bench profile (which inherits the
+//! release profile) and hands its path to this program as
+//! `CARGO_BIN_EXE_hearth`. `HEARTH_BENCH_BIN=/path/to/hearth` measures another
+//! build instead (for example a cross build under qemu, or an older commit).
+//!
+//! To profile, build an unstripped binary into another target dir
+//! (`CARGO_PROFILE_RELEASE_STRIP=false cargo build --release`), point
+//! `HEARTH_BENCH_BIN` at it and run the bench executable under
+//! `perf record --call-graph dwarf` (perf follows the child server).
+//!
+//! The client side uses threads and blocking HTTP/1.1 with keep-alive (ureq);
+//! each sender has its own connection.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Users registered; user 0 is the one whose /sync is timed.
+const USERS: usize = 10;
+/// Rooms every user joins.
+const SHARED_ROOMS: usize = 20;
+/// Messages in each send phase.
+const SENDS: usize = 1_000;
+/// Senders in the concurrent phase, each on its own connection.
+const CONCURRENT_SENDERS: usize = 8;
+/// Repetitions of the /sync and /messages timings (the median is printed).
+const REPEATS: usize = 11;
+/// Long-poll wake-ups timed (the median is printed).
+const WAKEUPS: usize = 20;
+/// How long the server may take to start.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the long-poll thread waits before the send, so the /sync is parked.
+const PARK_DELAY: Duration = Duration::from_millis(30);
+
+fn main() {
+    let binary =
+        std::env::var("HEARTH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string());
+    let ticks_per_second = clock_ticks();
+    println!("hearth rooms benchmark: {binary}");
+    println!(
+        "machine: {} CPUs, CLK_TCK {ticks_per_second}, load average {}",
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+    let server = Server::start(&binary);
+    println!("server pid {}", server.pid());
+    let idle = server.memory();
+
+    // Setup: users, rooms, joins.
+    let setup_started = Instant::now();
+    let users: Vec<Client> = (0..USERS).map(|index| server.register(&format!("user{index}"))).collect();
+    let mut rooms = Vec::new();
+    for index in 0..SHARED_ROOMS {
+        let (status, body) = users[0].post(
+            "/_matrix/client/v3/createRoom",
+            &json!({"preset": "public_chat", "name": format!("room {index}")}),
+        );
+        assert_eq!(status, 200, "createRoom: {body}");
+        rooms.push(body["room_id"].as_str().unwrap().to_string());
+    }
+    for user in &users[1..] {
+        for room in &rooms {
+            let (status, body) = user.post(&format!("/_matrix/client/v3/join/{room}"), &json!({}));
+            assert_eq!(status, 200, "join: {body}");
+        }
+    }
+    // User 0 alone in a 21st room.
+    let (status, body) = users[0].post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat"}));
+    assert_eq!(status, 200, "createRoom: {body}");
+    let after_setup = server.memory();
+    println!(
+        "setup: {USERS} users, {SHARED_ROOMS} shared rooms (+1 for user0), in {:.1} s",
+        setup_started.elapsed().as_secs_f64()
+    );
+    println!();
+
+    // Sequential sends: one sender, one connection.
+    let cpu_before = server.cpu_ticks();
+    let started = Instant::now();
+    let mut latencies = send_batch(&users[1], &rooms, "seq", SENDS);
+    let sequential_elapsed = started.elapsed();
+    let sequential_cpu = (server.cpu_ticks() - cpu_before) as f64 / ticks_per_second;
+    latencies.sort();
+
+    // Concurrent sends: 8 senders, each on its own connection, released together.
+    let barrier = Arc::new(Barrier::new(CONCURRENT_SENDERS + 1));
+    let per_sender = SENDS / CONCURRENT_SENDERS;
+    let senders: Vec<_> = (0..CONCURRENT_SENDERS)
+        .map(|index| {
+            let client = users[1 + index % (USERS - 1)].fresh_connection();
+            let rooms = rooms.clone();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                send_batch(&client, &rooms, &format!("par{index}"), per_sender)
+            })
+        })
+        .collect();
+    let cpu_before = server.cpu_ticks();
+    let started = Instant::now();
+    barrier.wait();
+    let mut concurrent_latencies: Vec<Duration> =
+        senders.into_iter().flat_map(|sender| sender.join().unwrap()).collect();
+    let concurrent_elapsed = started.elapsed();
+    let concurrent_cpu = (server.cpu_ticks() - cpu_before) as f64 / ticks_per_second;
+    concurrent_latencies.sort();
+    let concurrent_sends = per_sender * CONCURRENT_SENDERS;
+
+    println!("{:<44} {:>14}   target", "figure", "measured");
+    let sequential_rate = SENDS as f64 / sequential_elapsed.as_secs_f64();
+    let concurrent_rate = concurrent_sends as f64 / concurrent_elapsed.as_secs_f64();
+    row(
+        "send p50, 1 sender",
+        ms(percentile(&latencies, 50)),
+        "<= 0.5 ms",
+        within_ms(percentile(&latencies, 50), 0.5),
+    );
+    row("send p99, 1 sender", ms(percentile(&latencies, 99)), "", true);
+    row("sends/s, 1 sender", format!("{sequential_rate:.0}/s"), "", true);
+    row("send p50, 8 senders", ms(percentile(&concurrent_latencies, 50)), "", true);
+    row("send p99, 8 senders", ms(percentile(&concurrent_latencies, 99)), "", true);
+    row("sends/s, 8 senders", format!("{concurrent_rate:.0}/s"), ">= 3000/s", concurrent_rate >= 3000.0);
+    let per_thousand = |cpu: f64, sends: usize| cpu * 1000.0 / sends as f64;
+    let sequential_per_thousand = per_thousand(sequential_cpu, SENDS);
+    let concurrent_per_thousand = per_thousand(concurrent_cpu, concurrent_sends);
+    row(
+        "server CPU per 1000 sends, 1 sender",
+        format!("{sequential_per_thousand:.3} s"),
+        "<= 0.3 s",
+        sequential_per_thousand <= 0.3,
+    );
+    row(
+        "server CPU per 1000 sends, 8 senders",
+        format!("{concurrent_per_thousand:.3} s"),
+        "<= 0.3 s",
+        concurrent_per_thousand <= 0.3,
+    );
+
+    // /sync for user 0 (21 rooms): initial, then incremental with one new event.
+    let initial = median(
+        (0..REPEATS)
+            .map(|_| {
+                let started = Instant::now();
+                let (status, body) = users[0].get("/_matrix/client/v3/sync");
+                assert_eq!(status, 200, "sync: {body}");
+                started.elapsed()
+            })
+            .collect(),
+    );
+    row("initial /sync, 21 rooms", ms(initial), "<= 5 ms", within_ms(initial, 5.0));
+    let (_, body) = users[0].get("/_matrix/client/v3/sync");
+    let mut since = body["next_batch"].as_str().unwrap().to_string();
+    let mut incremental = Vec::new();
+    for index in 0..REPEATS {
+        send(&users[1], &rooms[index % rooms.len()], &format!("inc{index}"));
+        let started = Instant::now();
+        let (status, body) = users[0].get(&format!("/_matrix/client/v3/sync?since={since}&timeout=0"));
+        incremental.push(started.elapsed());
+        assert_eq!(status, 200, "sync: {body}");
+        since = body["next_batch"].as_str().unwrap().to_string();
+    }
+    row("incremental /sync, 1 new event", ms(median(incremental)), "", true);
+
+    // Long-poll wake-up: user 0 parks a /sync, user 1 sends, time to the answer.
+    let (from_request, from_response) = long_poll_wakeups(&users[0], &users[1], &rooms[0], since);
+    row("long-poll wake-up (from send request)", ms(from_request), "<= 2 ms", within_ms(from_request, 2.0));
+    row("long-poll wake-up (from send response)", ms_signed(from_response), "", true);
+
+    // /messages: a page of 100 backwards from the end of a busy room.
+    let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", rooms[0]);
+    let (status, body) = users[0].get(&path);
+    if status == 404 {
+        println!("{:<44} {:>14}   <= 2 ms", "/messages page of 100", "n/a (endpoint missing)");
+    } else {
+        assert_eq!(status, 200, "messages: {body}");
+        let chunk = body["chunk"].as_array().map_or(0, Vec::len);
+        let page = median(
+            (0..REPEATS)
+                .map(|_| {
+                    let started = Instant::now();
+                    let (status, _) = users[0].get(&path);
+                    assert_eq!(status, 200);
+                    started.elapsed()
+                })
+                .collect(),
+        );
+        row(&format!("/messages page ({chunk} events)"), ms(page), "<= 2 ms", within_ms(page, 2.0));
+    }
+
+    // Memory and disk.
+    let loaded = server.memory();
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    row("RSS idle (after start)", mib(idle.rss_kib), "<= 6 MiB", idle.rss_kib <= 6 * 1024);
+    row("RSS after setup (registrations)", mib(after_setup.rss_kib), "", true);
+    row("RSS peak during setup (VmHWM)", mib(after_setup.hwm_kib), "", true);
+    row("RSS after the load", mib(loaded.rss_kib), "<= 16 MiB", loaded.rss_kib <= 16 * 1024);
+    row("RSS peak over the whole run (VmHWM)", mib(loaded.hwm_kib), "", true);
+    let database = file_size(&server.data_dir.join("hearth.db"));
+    let wal = file_size(&server.data_dir.join("hearth.db-wal"));
+    let total = database + wal;
+    row(
+        "database + WAL after the load",
+        format!("{:.2} MB", total as f64 / 1e6),
+        "<= 8 MB",
+        total <= 8_000_000,
+    );
+    println!(
+        "  (database {:.2} MB, WAL {:.2} MB; {} events sent in all)",
+        database as f64 / 1e6,
+        wal as f64 / 1e6,
+        SENDS + concurrent_sends + REPEATS + WAKEUPS
+    );
+}
+
+/// Sends `count` text messages round-robin over `rooms`, returning each latency.
+fn send_batch(client: &Client, rooms: &[String], tag: &str, count: usize) -> Vec<Duration> {
+    (0..count)
+        .map(|index| {
+            let started = Instant::now();
+            send(client, &rooms[index % rooms.len()], &format!("{tag}-{index}"));
+            started.elapsed()
+        })
+        .collect()
+}
+
+fn send(client: &Client, room: &str, txn: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+    let (status, body) = client.put(&path, &json!({"msgtype": "m.text", "body": format!("hello {txn}")}));
+    assert_eq!(status, 200, "send: {body}");
+}
+
+/// Times `WAKEUPS` long-poll wake-ups; returns the medians measured from just
+/// before the send request and from its response (negative when the /sync
+/// answer arrives first).
+fn long_poll_wakeups(poller: &Client, sender: &Client, room: &str, mut since: String) -> (Duration, f64) {
+    let mut from_request = Vec::new();
+    let mut from_response = Vec::new();
+    for index in 0..WAKEUPS {
+        let poller = poller.clone();
+        let path = format!("/_matrix/client/v3/sync?since={since}&timeout=30000");
+        let waiting = thread::spawn(move || {
+            let (status, body) = poller.get(&path);
+            assert_eq!(status, 200, "sync: {body}");
+            (Instant::now(), body["next_batch"].as_str().unwrap().to_string())
+        });
+        thread::sleep(PARK_DELAY);
+        let before_send = Instant::now();
+        send(sender, room, &format!("wake{index}"));
+        let after_send = Instant::now();
+        let (answered, next_batch) = waiting.join().unwrap();
+        from_request.push(answered.duration_since(before_send));
+        from_response.push(if answered >= after_send {
+            answered.duration_since(after_send).as_secs_f64()
+        } else {
+            -after_send.duration_since(answered).as_secs_f64()
+        });
+        since = next_batch;
+    }
+    from_response.sort_by(f64::total_cmp);
+    (median(from_request), from_response[from_response.len() / 2])
+}
+
+/// Prints one figure with its target and a verdict when it has one.
+fn row(name: &str, measured: String, target: &str, met: bool) {
+    let verdict = match (target.is_empty(), met) {
+        (true, _) => "",
+        (false, true) => "  ok",
+        (false, false) => "  MISSED",
+    };
+    println!("{name:<44} {measured:>14}   {target}{verdict}");
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn within_ms(duration: Duration, limit: f64) -> bool {
+    duration.as_secs_f64() * 1000.0 <= limit
+}
+
+fn ms_signed(seconds: f64) -> String {
+    format!("{:.3} ms", seconds * 1000.0)
+}
+
+/// The `percent`th percentile of sorted latencies.
+fn percentile(sorted: &[Duration], percent: usize) -> Duration {
+    sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
+}
+
+fn median(mut durations: Vec<Duration>) -> Duration {
+    durations.sort();
+    durations[durations.len() / 2]
+}
+
+fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |metadata| metadata.len())
+}
+
+/// The first three fields of /proc/loadavg: the figures are noisy on a busy machine.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Clock ticks per second for /proc/PID/stat, from `getconf CLK_TCK`.
+fn clock_ticks() -> f64 {
+    let output = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("CLK_TCK")
+}
+
+/// Memory of the server process, from /proc/PID/status.
+struct Memory {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+/// The server under measurement; killed on drop, its data dir removed.
+struct Server {
+    child: Child,
+    data_dir: PathBuf,
+    http: String,
+}
+
+impl Server {
+    fn start(binary: &str) -> Server {
+        let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--server-name", "localhost", "--registration", "open"])
+            .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+            .env("HEARTH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        let stderr = child.stderr.take().unwrap();
+        let (lines, receiver) = channel();
+        // Keeps draining the log so the server never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let http = wait_ready(&receiver);
+        thread::spawn(move || receiver.into_iter().for_each(|line| eprintln!("server: {line}")));
+        Server { child, data_dir, http }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// utime + stime of the server process, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the `(comm)`: state is the first, utime the 12th, stime the 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    fn memory(&self) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Memory { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:") }
+    }
+
+    fn register(&self, localpart: &str) -> Client {
+        let mut client = Client::new(&self.http);
+        let (status, body) = client.post(
+            "/_matrix/client/v3/register",
+            &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
+        );
+        assert_eq!(status, 200, "register {localpart}: {body}");
+        client.token = body["access_token"].as_str().unwrap().to_string();
+        client
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Reads the log until ` ready in `; returns `http://ADDR` of the plain listener.
+fn wait_ready(lines: &Receiver<String>) -> String {
+    let deadline = Instant::now() + START_DEADLINE;
+    let mut plain = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("hearth did not become ready");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_string();
+            if !rest.contains("(TLS)") {
+                plain.get_or_insert(address);
+            }
+        }
+        if line.contains(" ready in ") {
+            return format!("http://{}", plain.expect("no plain listener in the log"));
+        }
+    }
+}
+
+/// A blocking Matrix client on one keep-alive connection pool.
+#[derive(Clone)]
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(base: &str) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build();
+        Client { agent: config.into(), base: base.to_string(), token: String::new() }
+    }
+
+    /// The same user on a connection of its own.
+    fn fresh_connection(&self) -> Client {
+        Client { token: self.token.clone(), ..Client::new(&self.base) }
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if !self.token.is_empty() {
+            builder = builder.header("authorization", format!("Bearer {}", self.token));
+        }
+        let response = match body {
+            Some(bytes) => {
+                self.agent.run(builder.header("content-type", "application/json").body(bytes).unwrap())
+            }
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, None)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(body.to_string().into_bytes()))
+    }
+
+    fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("PUT", path, Some(body.to_string().into_bytes()))
+    }
+}
