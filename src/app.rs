@@ -15,6 +15,7 @@ use crate::protocol::signing::SigningKey;
 use crate::rooms::notify::Notifier;
 use crate::rooms::outbox::Outbox;
 use crate::rooms::typing::Typing;
+use crate::rooms::unread;
 use crate::storage::{Storage, TokenOwner};
 
 /// Everything a handler may need.
@@ -30,6 +31,8 @@ pub struct App {
     pub notifier: Notifier,
     /// Who is typing where (memory only).
     pub typing: Typing,
+    /// Unread counts already evaluated, per room and user (memory only).
+    pub unread: unread::Cache,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
     /// Runs background work (typing expiry, federation queues) on this thread.
@@ -65,6 +68,7 @@ impl App {
             stream,
             notifier: Notifier::default(),
             typing: Typing::default(),
+            unread: unread::Cache::default(),
             outbox: Outbox::default(),
             executor,
         })
