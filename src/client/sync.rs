@@ -309,10 +309,15 @@ fn joined_room(
     let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
     wanted_members.insert(user_id);
     let mut state_events = Vec::new();
-    // One query for the whole current state, not one per event.
+    // One query for the current state, not one per event; an incremental
+    // sync only shows state newer than its token, so it loads only that.
+    let state_after = match room_since {
+        Some(since) if !full_state => since,
+        _ => i64::MIN,
+    };
     let mut loaded: HashMap<String, StoredEvent> = app
         .storage()
-        .current_state_events(room_id)?
+        .current_state_events(room_id, state_after)?
         .into_iter()
         .map(|event| (event.event_id.clone(), event))
         .collect();

@@ -173,14 +173,16 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The events of the room's current state, in one query (unordered).
-    pub fn current_state_events(&self, room_id: &str) -> Result<Vec<StoredEvent>> {
+    /// The events of the room's current state stored after stream position
+    /// `after` (`i64::MIN`: all), in one query, unordered.
+    pub fn current_state_events(&self, room_id: &str, after: i64) -> Result<Vec<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
-             WHERE event_id IN (SELECT event_id FROM current_state WHERE room_id = ?1)"
+             WHERE event_id IN (SELECT event_id FROM current_state WHERE room_id = ?1)
+               AND stream_ordering > ?2"
         );
         let mut statement = self.conn.prepare_cached(&sql)?;
-        let rows = statement.query_map([room_id], event_from_row)?;
+        let rows = statement.query_map(params![room_id, after], event_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
