@@ -16,6 +16,7 @@ use crate::rooms::notify::Notifier;
 use crate::rooms::outbox::Outbox;
 use crate::rooms::presence::Presence;
 use crate::rooms::typing::Typing;
+use crate::rooms::unread;
 use crate::storage::{Storage, TokenOwner};
 
 /// Wrong passwords allowed per account and minute before logins are refused
@@ -40,6 +41,8 @@ pub struct App {
     pub presence: Presence,
     /// Wrong passwords per account, for `M_LIMIT_EXCEEDED`.
     pub failed_logins: crate::ratelimit::Limiter,
+    /// Unread counts already evaluated, per room and user (memory only).
+    pub unread: unread::Cache,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
     /// Runs background work (typing expiry, federation queues) on this thread.
@@ -76,6 +79,7 @@ impl App {
             notifier: Notifier::default(),
             typing: Typing::default(),
             presence: Presence::default(),
+            unread: unread::Cache::default(),
             outbox: Outbox::default(),
             failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,

@@ -12,6 +12,7 @@ mod error;
 mod federation;
 mod http;
 mod logging;
+mod malloc;
 mod net;
 mod node;
 // The protocol core lands ahead of the room and federation code that calls it.

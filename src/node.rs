@@ -24,6 +24,7 @@ const SELF_SIGNED_KEY: &str = "tls.self_signed.private_key";
 
 /// Runs the node until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> Result<(), String> {
+    crate::malloc::pin_mmap_threshold();
     let started = Instant::now();
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     check_server_name(&config, &storage)?;

@@ -7,7 +7,7 @@
 //! as presence serial 0).
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync>.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -138,6 +138,17 @@ fn build(
     }
     let newly = |room_id: &str| changed.iter().any(|event| event.room_id == room_id);
 
+    // Rooms with events or receipts in the window; the others are looked at
+    // only for typing (a long-poll wake-up no longer rebuilds every room).
+    let news = match since_stream {
+        Some(since) => Some(app.storage().rooms_with_news(since, now.stream)?),
+        None => None,
+    };
+    let quiet = |room_id: &str| {
+        news.as_ref().is_some_and(|news| !news.contains(room_id))
+            && app.typing.changed_since(room_id, since.map(|token| token.typing)).is_none()
+    };
+
     let memberships = app.storage().rooms_of_user(user_id)?;
     for (room_id, membership) in &memberships {
         if !filter.room.allows_room(room_id) {
@@ -152,6 +163,9 @@ fn build(
                     } else {
                         since_stream
                     };
+                if room_since.is_some() && !full_state && quiet(room_id) {
+                    continue;
+                }
                 if let Some(section) =
                     joined_room(app, viewer, filter, room_id, room_since, since, now, full_state)?
                 {
@@ -317,6 +331,18 @@ fn joined_room(
     let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
     wanted_members.insert(user_id);
     let mut state_events = Vec::new();
+    // One query for the current state, not one per event; an incremental
+    // sync only shows state newer than its token, so it loads only that.
+    let state_after = match room_since {
+        Some(since) if !full_state => since,
+        _ => i64::MIN,
+    };
+    let mut loaded: HashMap<String, StoredEvent> = app
+        .storage()
+        .current_state_events(room_id, state_after)?
+        .into_iter()
+        .map(|event| (event.event_id.clone(), event))
+        .collect();
     for ((kind, state_key), event_id) in &current {
         if in_timeline.contains(event_id.as_str()) {
             continue;
@@ -324,7 +350,7 @@ fn joined_room(
         if kind == "m.room.member" && lazy && !wanted_members.contains(state_key.as_str()) {
             continue;
         }
-        let Some(event) = app.storage().event(event_id)? else { continue };
+        let Some(event) = loaded.remove(event_id) else { continue };
         if !filter.room.state.allows_event(&event) {
             continue;
         }

@@ -35,6 +35,7 @@ fn publish(app: &App, user_id: &str) -> Result<()> {
     let content = account_data_content(&ruleset(app, user_id)?).to_string();
     let stream_id = app.next_stream_id();
     app.storage().set_account_data(user_id, "", ACCOUNT_DATA_TYPE, &content, stream_id)?;
+    app.unread.forget_user(user_id);
     app.notifier.wake([user_id]);
     Ok(())
 }

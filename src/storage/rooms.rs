@@ -173,6 +173,19 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The events of the room's current state stored after stream position
+    /// `after` (`i64::MIN`: all), in one query, unordered.
+    pub fn current_state_events(&self, room_id: &str, after: i64) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE event_id IN (SELECT event_id FROM current_state WHERE room_id = ?1)
+               AND stream_ordering > ?2"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![room_id, after], event_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The current state event ID at one key.
     pub fn current_state_event(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Option<String>> {
         let mut statement = self.conn.prepare_cached(
@@ -306,11 +319,8 @@ impl Storage {
             StateAfter::Delta { parent, changes } => {
                 let chain_length: Option<i64> = match parent {
                     Some(parent) => transaction
-                        .query_row(
-                            "SELECT chain_length FROM state_groups WHERE group_id = ?1",
-                            [parent],
-                            |row| row.get(0),
-                        )
+                        .prepare_cached("SELECT chain_length FROM state_groups WHERE group_id = ?1")?
+                        .query_row([parent], |row| row.get(0))
                         .optional()?,
                     None => None,
                 };
@@ -332,13 +342,17 @@ impl Storage {
         };
         let json = Value::Object(event.json.clone()).to_string();
         // An event first stored as an outlier (for an auth chain) joins the DAG now.
-        transaction.execute("DELETE FROM events WHERE event_id = ?1 AND outlier = 1", [event.event_id])?;
-        transaction.execute(
-            "INSERT INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
+        transaction
+            .prepare_cached("DELETE FROM events WHERE event_id = ?1 AND outlier = 1")?
+            .execute([event.event_id])?;
+        transaction
+            .prepare_cached(
+                "INSERT INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
                 origin_server_ts, json, state_group, replaces_state, device_id, txn_id, rel_type,
                 relates_to, outlier, soft_failed)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            params![
+            )?
+            .execute(params![
                 event.stream_ordering,
                 event.event_id,
                 event.room_id,
@@ -356,11 +370,12 @@ impl Storage {
                 event.relates_to,
                 event.outlier,
                 event.soft_failed,
-            ],
-        )?;
+            ])?;
         if !event.outlier && !event.soft_failed {
             if current.replace_all {
-                transaction.execute("DELETE FROM current_state WHERE room_id = ?1", [event.room_id])?;
+                transaction
+                    .prepare_cached("DELETE FROM current_state WHERE room_id = ?1")?
+                    .execute([event.room_id])?;
             }
             let mut upsert = transaction.prepare_cached(
                 "INSERT INTO current_state (room_id, kind, state_key, event_id, membership)
@@ -372,17 +387,19 @@ impl Storage {
                 upsert.execute(params![event.room_id, kind, state_key, event_id, membership])?;
             }
             drop(upsert);
-            transaction.execute("DELETE FROM forward_extremities WHERE room_id = ?1", [event.room_id])?;
-            for extremity in &current.extremities {
-                transaction.execute(
-                    "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
-                    params![event.room_id, extremity],
-                )?;
-            }
-            transaction.execute(
-                "UPDATE rooms SET state_group = ?2 WHERE room_id = ?1",
-                params![event.room_id, group],
+            transaction
+                .prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1")?
+                .execute([event.room_id])?;
+            let mut insert_extremity = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
             )?;
+            for extremity in &current.extremities {
+                insert_extremity.execute(params![event.room_id, extremity])?;
+            }
+            drop(insert_extremity);
+            transaction
+                .prepare_cached("UPDATE rooms SET state_group = ?2 WHERE room_id = ?1")?
+                .execute(params![event.room_id, group])?;
         }
         transaction.commit()?;
         Ok(group)
@@ -509,10 +526,9 @@ pub(super) fn insert_group(
     chain_length: i64,
     entries: &StateMap,
 ) -> Result<i64> {
-    transaction.execute(
-        "INSERT INTO state_groups (room_id, parent, chain_length) VALUES (?1, ?2, ?3)",
-        params![room_id, parent, chain_length],
-    )?;
+    transaction
+        .prepare_cached("INSERT INTO state_groups (room_id, parent, chain_length) VALUES (?1, ?2, ?3)")?
+        .execute(params![room_id, parent, chain_length])?;
     let group = transaction.last_insert_rowid();
     let mut insert = transaction.prepare_cached(
         "INSERT INTO state_group_entries (group_id, kind, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",

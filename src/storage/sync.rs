@@ -1,5 +1,7 @@
 //! What /sync reads besides events: filters, account data and receipts.
 
+use std::collections::HashSet;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::Storage;
@@ -16,6 +18,20 @@ pub struct Receipt {
 }
 
 impl Storage {
+    /// Rooms with timeline events or receipts in `(after, up_to]`: the rooms an
+    /// incremental /sync has to look at (a superset: filters and visibility
+    /// still apply). One query instead of two per room.
+    pub fn rooms_with_news(&self, after: i64, up_to: i64) -> Result<HashSet<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT DISTINCT room_id FROM events
+             WHERE stream_ordering > ?1 AND stream_ordering <= ?2 AND outlier = 0 AND soft_failed = 0
+             UNION
+             SELECT DISTINCT room_id FROM receipts WHERE stream_id > ?1 AND stream_id <= ?2",
+        )?;
+        let rows = statement.query_map(params![after, up_to], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Stores a filter; returns its ID (per user, from 0).
     pub fn create_filter(&self, user_id: &str, json: &str) -> Result<i64> {
         let next: i64 = self.conn.query_row(
