@@ -43,7 +43,7 @@ async fn make_membership(
     );
     let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
     if status != 200 {
-        let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        let message = reason_given(&answer);
         let errcode = answer.get("errcode").and_then(Value::as_str).unwrap_or("M_UNKNOWN");
         return Err(Error::matrix(
             if status == 403 { 403 } else { 502 },
@@ -137,7 +137,7 @@ async fn join_through(
         client::request_bytes(app, server, Method::Put, &path, body, MAX_SEND_JOIN_BYTES).await?;
     if status != 200 {
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        let message = reason_given(&answer);
         return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the join: {message}")));
     }
     // The events stay raw text until their turn: a big room's state is never
@@ -225,25 +225,7 @@ async fn backfill(
     let mut position = app.storage().min_stream_ordering()?.min(0);
     for pdu in &verified {
         position -= 1;
-        let relation = pdu.content.get("m.relates_to");
-        let event = NewEvent {
-            stream_ordering: position,
-            event_id: &pdu.event_id,
-            room_id: &pdu.room_id,
-            kind: &pdu.kind,
-            state_key: pdu.state_key.as_deref(),
-            sender: &pdu.sender,
-            depth: pdu.depth,
-            origin_server_ts: pdu.origin_server_ts,
-            json: &pdu.json,
-            replaces_state: None,
-            device_id: None,
-            txn_id: None,
-            rel_type: relation.and_then(|relation| relation.get("rel_type")).and_then(Value::as_str),
-            relates_to: relation.and_then(|relation| relation.get("event_id")).and_then(Value::as_str),
-            outlier: false,
-            soft_failed: false,
-        };
+        let event = NewEvent::of(pdu, position);
         app.storage().store_backfilled(&event, Some(state_group))?;
     }
     log::debug!("backfilled {} events of {room_id} from {server}", verified.len());
@@ -277,24 +259,8 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
         };
         entries.push(((kind.clone(), state_key.clone()), event_id.clone(), membership));
     }
-    let new_event = NewEvent {
-        stream_ordering: app.next_stream_id(),
-        event_id: &join.event_id,
-        room_id: &join.room_id,
-        kind: &join.kind,
-        state_key: join.state_key.as_deref(),
-        sender: &join.sender,
-        depth: join.depth,
-        origin_server_ts: join.origin_server_ts,
-        json: &join.json,
-        replaces_state: replaces_state.as_deref(),
-        device_id: None,
-        txn_id: None,
-        rel_type: None,
-        relates_to: None,
-        outlier: false,
-        soft_failed: false,
-    };
+    let new_event =
+        NewEvent { replaces_state: replaces_state.as_deref(), ..NewEvent::of(join, app.next_stream_id()) };
     let update =
         CurrentUpdate { state: entries, replace_all: true, extremities: vec![join.event_id.clone()] };
     app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
@@ -315,7 +281,7 @@ pub async fn reject_remote_invite(
     let (status, answer) =
         client::request(app, server, Method::Put, &path, Some(Value::Object(leave.json.clone()))).await?;
     if status != 200 {
-        let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        let message = reason_given(&answer);
         return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the leave: {message}")));
     }
     Ok(())
@@ -339,7 +305,7 @@ pub async fn knock_remote(
                 client::request(app, server, Method::Put, &path, Some(Value::Object(knock.json.clone())))
                     .await?;
             if status != 200 {
-                let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+                let message = reason_given(&answer);
                 return Err(Error::matrix(
                     403,
                     "M_FORBIDDEN",
@@ -396,7 +362,7 @@ pub async fn invite_remote(
     let path = format!("/_matrix/federation/v2/invite/{}/{}", encode(room_id), encode(&invite.event_id));
     let (status, answer) = client::request(app, &server, Method::Put, &path, Some(body)).await?;
     if status != 200 {
-        let message = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        let message = reason_given(&answer);
         return Err(Error::Forbidden(format!("{server} refused the invite: {message}")));
     }
     let Some(Value::Object(countersigned)) = answer.get("event").cloned() else {
@@ -408,6 +374,11 @@ pub async fn invite_remote(
     }
     rooms::store_signed(app, &version, &checked)?;
     Ok(())
+}
+
+/// The `error` text of another server's refusal.
+fn reason_given(answer: &Value) -> &str {
+    answer.get("error").and_then(Value::as_str).unwrap_or("no reason given")
 }
 
 /// Errcodes from other servers are free text; keep only well-formed ones.

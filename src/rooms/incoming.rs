@@ -253,25 +253,11 @@ fn store(
         };
         entries.push(((kind.clone(), state_key.clone()), event_id.clone(), membership));
     }
-    let relation = pdu.content.get("m.relates_to");
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
-        stream_ordering,
-        event_id: &pdu.event_id,
-        room_id: &pdu.room_id,
-        kind: &pdu.kind,
-        state_key: pdu.state_key.as_deref(),
-        sender: &pdu.sender,
-        depth: pdu.depth,
-        origin_server_ts: pdu.origin_server_ts,
-        json: &pdu.json,
         replaces_state: replaces_state.as_deref(),
-        device_id: None,
-        txn_id: None,
-        rel_type: relation.and_then(|relation| relation.get("rel_type")).and_then(Value::as_str),
-        relates_to: relation.and_then(|relation| relation.get("event_id")).and_then(Value::as_str),
-        outlier: false,
         soft_failed,
+        ..NewEvent::of(pdu, stream_ordering)
     };
     let update = CurrentUpdate { state: entries, replace_all, extremities };
     app.storage().persist_event(&new_event, state_after, &update)?;

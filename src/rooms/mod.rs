@@ -375,27 +375,12 @@ fn persist_local(
         }
         None => (StateAfter::Same(parent_group), Vec::new()),
     };
-    let relation = pdu.content.get("m.relates_to");
-    let rel_type = relation.and_then(|relation| relation.get("rel_type")).and_then(Value::as_str);
-    let relates_to = relation.and_then(|relation| relation.get("event_id")).and_then(Value::as_str);
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
-        stream_ordering,
-        event_id: &pdu.event_id,
-        room_id: &pdu.room_id,
-        kind: &pdu.kind,
-        state_key: pdu.state_key.as_deref(),
-        sender: &pdu.sender,
-        depth: pdu.depth,
-        origin_server_ts: pdu.origin_server_ts,
-        json: &pdu.json,
         replaces_state: replaces_state.as_deref(),
         device_id: txn.map(|txn| txn.device_id),
         txn_id: txn.map(|txn| txn.txn_id),
-        rel_type,
-        relates_to,
-        outlier: false,
-        soft_failed: false,
+        ..NewEvent::of(pdu, stream_ordering)
     };
     let update =
         CurrentUpdate { state: current_state, replace_all: false, extremities: vec![pdu.event_id.clone()] };

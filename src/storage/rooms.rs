@@ -70,6 +70,33 @@ pub struct NewEvent<'a> {
     pub soft_failed: bool,
 }
 
+impl<'a> NewEvent<'a> {
+    /// A timeline event for `pdu` at `stream_ordering`, its relation read from
+    /// `content.m.relates_to`; the other fields (replaced state, device
+    /// transaction, outlier, soft-failed) are left empty for the caller to set.
+    pub fn of(pdu: &'a crate::protocol::pdu::Pdu, stream_ordering: i64) -> NewEvent<'a> {
+        let relation = pdu.content.get("m.relates_to");
+        NewEvent {
+            stream_ordering,
+            event_id: &pdu.event_id,
+            room_id: &pdu.room_id,
+            kind: &pdu.kind,
+            state_key: pdu.state_key.as_deref(),
+            sender: &pdu.sender,
+            depth: pdu.depth,
+            origin_server_ts: pdu.origin_server_ts,
+            json: &pdu.json,
+            replaces_state: None,
+            device_id: None,
+            txn_id: None,
+            rel_type: relation.and_then(|relation| relation.get("rel_type")).and_then(Value::as_str),
+            relates_to: relation.and_then(|relation| relation.get("event_id")).and_then(Value::as_str),
+            outlier: false,
+            soft_failed: false,
+        }
+    }
+}
+
 /// How the room's current state and extremities change with a new event.
 pub struct CurrentUpdate {
     /// State entries to set in the current state (with the member's membership).
