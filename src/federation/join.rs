@@ -261,8 +261,12 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
     }
     let new_event =
         NewEvent { replaces_state: replaces_state.as_deref(), ..NewEvent::of(join, app.next_stream_id()) };
-    let update =
-        CurrentUpdate { state: entries, replace_all: true, extremities: vec![join.event_id.clone()] };
+    let update = CurrentUpdate {
+        state: entries,
+        replace_all: true,
+        extremities: vec![join.event_id.clone()],
+        outbox: Vec::new(),
+    };
     app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
     rooms::wake_room(app, &join.room_id, Some(&join.sender));
     Ok(())

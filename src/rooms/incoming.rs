@@ -259,7 +259,7 @@ fn store(
         soft_failed,
         ..NewEvent::of(pdu, stream_ordering)
     };
-    let update = CurrentUpdate { state: entries, replace_all, extremities };
+    let update = CurrentUpdate { state: entries, replace_all, extremities, outbox: Vec::new() };
     app.storage().persist_event(&new_event, state_after, &update)?;
     if !soft_failed {
         if pdu.kind == "m.room.redaction" {

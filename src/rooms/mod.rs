@@ -375,6 +375,17 @@ fn persist_local(
         }
         None => (StateAfter::Same(parent_group), Vec::new()),
     };
+    // The other servers in the room get the event; a remote user leaving,
+    // kicked or banned hears of it too (invites travel by the federation
+    // invite call instead). A local event changes no remote membership but
+    // those, so the servers are the same before and after it.
+    let target_server = (pdu.kind == "m.room.member")
+        .then(|| pdu.content.get("membership").and_then(Value::as_str))
+        .flatten()
+        .filter(|membership| matches!(*membership, "leave" | "ban"))
+        .and(pdu.state_key.as_deref())
+        .and_then(|target| target.split_once(':').map(|(_, server)| server));
+    let destinations = outbox::destinations(app, &pdu.room_id, target_server)?;
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
@@ -382,22 +393,20 @@ fn persist_local(
         txn_id: txn.map(|txn| txn.txn_id),
         ..NewEvent::of(pdu, stream_ordering)
     };
-    let update =
-        CurrentUpdate { state: current_state, replace_all: false, extremities: vec![pdu.event_id.clone()] };
+    let update = CurrentUpdate {
+        state: current_state,
+        replace_all: false,
+        extremities: vec![pdu.event_id.clone()],
+        outbox: destinations,
+    };
     app.storage().persist_event(&new_event, state_after, &update)?;
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
     }
     wake_room(app, &pdu.room_id, pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member"));
-    // A remote user leaving, kicked or banned hears of it too; invites travel
-    // by the federation invite call instead.
-    let target_server = (pdu.kind == "m.room.member")
-        .then(|| pdu.content.get("membership").and_then(Value::as_str))
-        .flatten()
-        .filter(|membership| matches!(*membership, "leave" | "ban"))
-        .and(pdu.state_key.as_deref())
-        .and_then(|target| target.split_once(':').map(|(_, server)| server));
-    outbox::queue_pdu(app, &pdu.room_id, &pdu.event_id, target_server)?;
+    for destination in &update.outbox {
+        outbox::nudge(app, destination);
+    }
     Ok(())
 }
 

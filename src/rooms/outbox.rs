@@ -1,5 +1,6 @@
 //! Handing events and EDUs to federation: the room engine queues them per
-//! destination in the database and kicks the destination's sender, which the
+//! destination in the database (our own events in the transaction that
+//! stores them) and kicks the destination's sender, which the
 //! federation layer registers at start-up (so this layer never calls up).
 
 use std::cell::RefCell;
@@ -48,19 +49,6 @@ pub fn destinations(app: &App, room_id: &str, also: Option<&str>) -> Result<Vec<
         servers.retain(|server| crate::protocol::server_acl::allowed(&acl, server));
     }
     Ok(servers)
-}
-
-/// Queues a PDU we created for every other server in its room.
-pub fn queue_pdu(app: &App, room_id: &str, event_id: &str, also: Option<&str>) -> Result<()> {
-    let destinations = destinations(app, room_id, also)?;
-    if destinations.is_empty() {
-        return Ok(());
-    }
-    app.storage().enqueue(&destinations, "pdu", event_id)?;
-    for destination in &destinations {
-        app.outbox.kick(destination);
-    }
-    Ok(())
 }
 
 /// Queues a PDU another server made (and sent us) for every other server in

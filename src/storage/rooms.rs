@@ -105,6 +105,9 @@ pub struct CurrentUpdate {
     pub replace_all: bool,
     /// The room's new forward extremities.
     pub extremities: Vec<String>,
+    /// Servers to send the event to: queued in the same transaction, so an
+    /// event we store is never missing from the federation outbox.
+    pub outbox: Vec<String>,
 }
 
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, kind, state_key, sender, \
@@ -427,6 +430,15 @@ impl Storage {
             transaction
                 .prepare_cached("UPDATE rooms SET state_group = ?2 WHERE room_id = ?1")?
                 .execute(params![event.room_id, group])?;
+        }
+        if !current.outbox.is_empty() {
+            let mut enqueue = transaction.prepare_cached(
+                "INSERT INTO federation_outbox (destination, kind, payload, created_ts) VALUES (?1, 'pdu', ?2, ?3)",
+            )?;
+            let now = now_ms();
+            for destination in &current.outbox {
+                enqueue.execute(params![destination, event.event_id, now])?;
+            }
         }
         transaction.commit()?;
         Ok(group)
