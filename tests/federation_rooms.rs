@@ -315,15 +315,37 @@ fn history_from_before_a_remote_join_is_backfilled() {
     let alice = a.register("alice");
     let bob = b.register("bob");
     let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "archive"}));
-    for index in 0..5 {
+    // More than the join brings along: the rest comes when Bob pages back.
+    for index in 0..80 {
         send_text(&alice, &room_id, &format!("early {index}"));
     }
     let alias = format!("#archive:{}", a.server_name);
     let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &json!({}));
     assert_eq!(status, 200, "{answer}");
     // Bob pages back from his join and finds what was said before it, in order.
-    let early: Vec<String> = (0..5).map(|index| format!("early {index}")).collect();
-    assert_eq!(messages(&bob, &room_id), early, "\n{}", b.log_text());
+    let early: Vec<String> = (0..80).map(|index| format!("early {index}")).collect();
+    let mut paged = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..20 {
+        let query = match &from {
+            Some(token) => format!("/messages?dir=b&limit=30&from={token}"),
+            None => "/messages?dir=b&limit=30".to_string(),
+        };
+        let (status, page) = bob.get(&room_path(&room_id, &query));
+        assert_eq!(status, 200, "{page}");
+        for event in page["chunk"].as_array().unwrap() {
+            if event["type"] == "m.room.message" {
+                paged.push(event["content"]["body"].as_str().unwrap().to_string());
+            }
+        }
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_string()),
+            None => break,
+        }
+    }
+    paged.reverse();
+    assert_eq!(paged, early, "\n{}", b.log_text());
+    assert_eq!(messages(&bob, &room_id), early);
     send_text(&alice, &room_id, "after");
     wait_for_message(&bob, &room_id, "after");
     let mut all = early.clone();

@@ -77,8 +77,21 @@ fn room_page(
     )
 }
 
-/// `GET /rooms/{roomId}/messages`.
-pub fn messages(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+/// `GET /rooms/{roomId}/messages`. Paging back past the oldest event held
+/// here fetches older history from the other servers in the room first.
+pub async fn messages(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+    let response = messages_page(app, request, room_id)?;
+    let backwards = Direction::parse(request.query("dir"), None)? == Direction::Backwards;
+    let exhausted =
+        serde_json::from_slice::<Value>(&response.body).is_ok_and(|body| body.get("end").is_none());
+    if backwards && exhausted && crate::federation::join::backfill_older(app, room_id).await? > 0 {
+        return messages_page(app, request, room_id);
+    }
+    Ok(response)
+}
+
+/// One `/messages` page from what this server holds.
+fn messages_page(app: &App, request: &Request, room_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let direction = Direction::parse(request.query("dir"), None)?;
     let limit = limit_param(request, DEFAULT_MESSAGES_LIMIT, MAX_TIMELINE_LIMIT)?;

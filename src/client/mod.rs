@@ -123,6 +123,9 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         (V3, ["joined_rooms"]) if *method == Get => membership::joined_rooms(app, request),
         (V3, ["join", room]) if *method == Post => membership::join(app, request, room).await,
         (V3, ["knock", room]) if *method == Post => membership::knock(app, request, room).await,
+        (V3, ["rooms", room_id, "messages"]) if *method == Get => {
+            messages::messages(app, request, room_id).await
+        }
         (V3, ["rooms", room_id, "join"]) if *method == Post => membership::join(app, request, room_id).await,
         (V3, ["rooms", room_id, "invite"]) if *method == Post => {
             membership::invite(app, request, room_id).await
@@ -213,7 +216,6 @@ fn room_route(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str]) ->
             _ => not_allowed(),
         },
         ["event", event_id] if *method == Get => rooms::get_event(app, request, room_id, event_id),
-        ["messages"] if *method == Get => messages::messages(app, request, room_id),
         ["context", event_id] if *method == Get => messages::context(app, request, room_id, event_id),
         ["forget"] if *method == Post => membership::forget(app, request, room_id),
         [action @ ("kick" | "ban" | "unban")] if *method == Post => {

@@ -184,7 +184,7 @@ async fn join_through(
     log::info!("{user_id} joined {room_id} through {server}");
     // Recent history, so the room does not open empty; older history is the
     // resident servers' to keep.
-    if let Err(error) = backfill(app, &version, server, room_id, &join.prev_events, before_join).await {
+    if let Err(error) = backfill(app, &version, server, room_id, &join.prev_events, Some(before_join)).await {
         log::info!("backfilling {room_id} from {server} failed: {error}");
     }
     Ok(())
@@ -202,10 +202,10 @@ async fn backfill(
     server: &str,
     room_id: &str,
     from: &[String],
-    state_group: i64,
-) -> Result<()> {
+    state_group: Option<i64>,
+) -> Result<usize> {
     if from.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let query: Vec<String> = from.iter().map(|id| format!("v={}", encode(id))).collect();
     let path = format!(
@@ -223,13 +223,48 @@ async fn backfill(
     // Newest first: each takes the next lower stream position.
     verified.sort_by_key(|pdu| std::cmp::Reverse((pdu.depth, pdu.origin_server_ts)));
     let mut position = app.storage().min_stream_ordering()?.min(0);
+    let mut stored = 0;
     for pdu in &verified {
         position -= 1;
         let event = NewEvent::of(pdu, position);
-        app.storage().store_backfilled(&event, Some(state_group))?;
+        stored += usize::from(app.storage().store_backfilled(&event, state_group)?);
     }
-    log::debug!("backfilled {} events of {room_id} from {server}", verified.len());
-    Ok(())
+    log::debug!("backfilled {stored} events of {room_id} from {server}");
+    Ok(stored)
+}
+
+/// Fetches older history of a room from the other servers in it when our
+/// oldest event's prev events are not here (a `/messages` that reached the
+/// start of what we hold). Returns how many events were added.
+pub async fn backfill_older(app: &App, room_id: &str) -> Result<usize> {
+    let version = rooms::room_version(app, room_id)?;
+    let Some(earliest) = app.storage().earliest_event(room_id)? else { return Ok(0) };
+    let mut missing = Vec::new();
+    for prev in super::events::prev_events_of(&earliest) {
+        if app.storage().event(&prev)?.is_none_or(|event| event.outlier) {
+            missing.push(prev);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let servers = app.storage().servers_in_room(room_id)?;
+    for server in servers.iter().filter(|server| **server != app.config.server_name) {
+        // A server we are backing off from would only make the reader wait.
+        let backing_off = app
+            .storage()
+            .destination_health(server)?
+            .retry_after_ts
+            .is_some_and(|retry_after| retry_after > crate::storage::now_ms());
+        if backing_off {
+            continue;
+        }
+        match backfill(app, &version, server, room_id, &missing, earliest.state_group).await {
+            Ok(stored) => return Ok(stored),
+            Err(error) => log::info!("backfilling {room_id} from {server} failed: {error}"),
+        }
+    }
+    Ok(0)
 }
 
 /// Checks our join against the state the resident server gave us and stores

@@ -273,6 +273,16 @@ impl Storage {
         Ok(servers)
     }
 
+    /// A room's oldest timeline event (where backfill continues from).
+    pub fn earliest_event(&self, room_id: &str) -> Result<Option<super::StoredEvent>> {
+        let sql = format!(
+            "SELECT {} FROM events WHERE room_id = ?1 AND outlier = 0 ORDER BY stream_ordering LIMIT 1",
+            super::rooms::EVENT_COLUMNS
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        Ok(statement.query_row([room_id], super::rooms::event_from_row).optional()?)
+    }
+
     /// The lowest stream position in use (backfilled history goes below it).
     pub fn min_stream_ordering(&self) -> Result<i64> {
         Ok(self
