@@ -115,9 +115,12 @@ impl Request {
 
 /// Whether the path is a media upload (which gets the larger body limit).
 fn is_media_upload(segments: &[String]) -> bool {
-    segments.iter().any(|segment| segment == "upload")
-        && segments.first().is_some_and(|first| first == "_matrix")
-        && segments.get(1).is_some_and(|area| area == "media" || area == "client")
+    let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+    matches!(
+        path.as_slice(),
+        ["_matrix", "media", "r0" | "v1" | "v3", "upload", ..]
+            | ["_matrix", "client", "v1", "media", "upload", ..]
+    )
 }
 
 /// Decodes `%XX` escapes; invalid escapes are kept as they are.
@@ -170,11 +173,21 @@ async fn read_request(
         None => url.path().to_string(),
     };
     let query = url.query_pairs().map(|(key, value)| (key.into_owned(), value.into_owned())).collect();
-    let limit = if is_media_upload(&segments) {
-        app.config.limits.max_media_body
-    } else {
-        app.config.limits.max_json_body
-    };
+    let media = is_media_upload(&segments);
+    let limit = if media { app.config.limits.max_media_body } else { app.config.limits.max_json_body };
+    if media && request.len().is_none_or(|length| length > app.config.limits.max_json_body) {
+        // Only a signed-in user may make us hold a large body in memory.
+        let token = request
+            .header("authorization")
+            .and_then(|value| value.as_str().split_once(' ').map(|(_, token)| token.trim().to_string()))
+            .or_else(|| {
+                url.query_pairs().find(|(key, _)| key == "access_token").map(|(_, value)| value.into_owned())
+            })
+            .ok_or(Error::MissingToken)?;
+        if app.storage().token_owner(&crate::credentials::hash_token(&token))?.is_none() {
+            return Err(Error::UnknownToken { soft_logout: false });
+        }
+    }
     if request.len().is_some_and(|length| length > limit) {
         return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
     }

@@ -189,3 +189,26 @@ fn plain_and_tls_traffic_start_no_threads() {
     }
     assert_eq!(node.thread_count(), threads_before);
 }
+
+#[test]
+fn only_signed_in_users_may_send_media_sized_bodies() {
+    let node = Node::start();
+    // A media upload past the JSON limit needs a token before anything is read.
+    let mut connection = RawConnection::connect(&node.http);
+    connection.send(
+        b"POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\
+          Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let response = connection.read_response();
+    assert_eq!(response.status, 401, "{response:?}");
+    assert_eq!(response.json()["errcode"], "M_MISSING_TOKEN");
+    // Paths that merely contain "upload" are JSON endpoints with the JSON limit.
+    let mut connection = RawConnection::connect(&node.http);
+    connection.send(
+        b"POST /_matrix/client/v3/keys/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let response = connection.read_response();
+    assert_eq!(response.status, 413, "{response:?}");
+    assert_eq!(response.json()["errcode"], "M_TOO_LARGE");
+}
