@@ -313,26 +313,22 @@ impl Storage {
 
     /// The event at one key of a state group's state (walking its delta chain).
     pub fn state_entry_of_group(&self, group: i64, kind: &str, state_key: &str) -> Result<Option<String>> {
-        let mut entry = self.conn.prepare_cached(
-            "SELECT event_id FROM state_group_entries WHERE group_id = ?1 AND kind = ?2 AND state_key = ?3",
+        // One query: walk the delta chain upwards (bounded by MAX_STATE_CHAIN)
+        // and take the nearest group that sets the key.
+        let mut statement = self.conn.prepare_cached(
+            "WITH RECURSIVE chain(group_id, steps) AS (
+                 SELECT ?1, 0
+                 UNION ALL
+                 SELECT g.parent, c.steps + 1 FROM state_groups g JOIN chain c ON g.group_id = c.group_id
+                 WHERE g.parent IS NOT NULL AND c.steps <= ?4
+             )
+             SELECT e.event_id FROM chain c
+             JOIN state_group_entries e ON e.group_id = c.group_id AND e.kind = ?2 AND e.state_key = ?3
+             ORDER BY c.steps LIMIT 1",
         )?;
-        let mut parent_statement =
-            self.conn.prepare_cached("SELECT parent FROM state_groups WHERE group_id = ?1")?;
-        let mut next = Some(group);
-        let mut steps = 0;
-        while let Some(group) = next {
-            if let Some(event_id) =
-                entry.query_row(params![group, kind, state_key], |row| row.get(0)).optional()?
-            {
-                return Ok(Some(event_id));
-            }
-            next = parent_statement.query_row([group], |row| row.get(0)).optional()?.flatten();
-            steps += 1;
-            if steps > MAX_STATE_CHAIN + 1 {
-                return Err(Error::Internal(format!("state group {group} chain is too long")));
-            }
-        }
-        Ok(None)
+        Ok(statement
+            .query_row(params![group, kind, state_key, MAX_STATE_CHAIN + 1], |row| row.get(0))
+            .optional()?)
     }
 
     /// Stores an event with its state and the room's new current state and
