@@ -307,6 +307,27 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
     Ok(())
 }
 
+/// The `make_{leave,knock}` then `send_{leave,knock}` round trip through
+/// `server`; answers the status and body of the send.
+async fn make_and_send(
+    app: &App,
+    server: &str,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    extra: &Map<String, Value>,
+) -> Result<(u16, Value)> {
+    let (_, event) = make_membership(app, server, room_id, user_id, membership, extra).await?;
+    // Spec: send_leave is v2, send_knock v1.
+    let api = if membership == "knock" { "v1" } else { "v2" };
+    let path = format!(
+        "/_matrix/federation/{api}/send_{membership}/{}/{}",
+        encode(room_id),
+        encode(&event.event_id)
+    );
+    client::request(app, server, Method::Put, &path, Some(Value::Object(event.json.clone()))).await
+}
+
 /// Declines an invite into a room we are not in: a leave through the inviting server.
 pub async fn reject_remote_invite(
     app: &Rc<App>,
@@ -315,10 +336,7 @@ pub async fn reject_remote_invite(
     server: &str,
     extra: &Map<String, Value>,
 ) -> Result<()> {
-    let (_, leave) = make_membership(app, server, room_id, user_id, "leave", extra).await?;
-    let path = format!("/_matrix/federation/v2/send_leave/{}/{}", encode(room_id), encode(&leave.event_id));
-    let (status, answer) =
-        client::request(app, server, Method::Put, &path, Some(Value::Object(leave.json.clone()))).await?;
+    let (status, answer) = make_and_send(app, server, room_id, user_id, "leave", extra).await?;
     if status != 200 {
         let message = reason_given(&answer);
         return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the leave: {message}")));
@@ -337,12 +355,7 @@ pub async fn knock_remote(
     let mut last_error = Error::NotFound("no server to knock through".into());
     for server in servers.iter().filter(|server| **server != app.config.server_name) {
         let attempt = async {
-            let (_, knock) = make_membership(app, server, room_id, user_id, "knock", extra).await?;
-            let path =
-                format!("/_matrix/federation/v1/send_knock/{}/{}", encode(room_id), encode(&knock.event_id));
-            let (status, answer) =
-                client::request(app, server, Method::Put, &path, Some(Value::Object(knock.json.clone())))
-                    .await?;
+            let (status, answer) = make_and_send(app, server, room_id, user_id, "knock", extra).await?;
             if status != 200 {
                 let message = reason_given(&answer);
                 return Err(Error::matrix(

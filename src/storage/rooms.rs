@@ -449,15 +449,7 @@ impl Storage {
         up_to: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events
-             WHERE room_id = ?1 AND stream_ordering > ?2 AND stream_ordering <= ?3
-               AND outlier = 0 AND soft_failed = 0
-             ORDER BY stream_ordering DESC LIMIT ?4"
-        );
-        let mut statement = self.conn.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![room_id, after, up_to, limit as i64], event_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.room_events(room_id, after, up_to, limit, "DESC")
     }
 
     /// Events of a room in stream order within `(from, up_to]`, oldest first.
@@ -468,14 +460,25 @@ impl Storage {
         up_to: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
+        self.room_events(room_id, from, up_to, limit, "ASC")
+    }
+
+    fn room_events(
+        &self,
+        room_id: &str,
+        after: i64,
+        up_to: i64,
+        limit: usize,
+        order: &'static str,
+    ) -> Result<Vec<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
              WHERE room_id = ?1 AND stream_ordering > ?2 AND stream_ordering <= ?3
                AND outlier = 0 AND soft_failed = 0
-             ORDER BY stream_ordering ASC LIMIT ?4"
+             ORDER BY stream_ordering {order} LIMIT ?4"
         );
         let mut statement = self.conn.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![room_id, from, up_to, limit as i64], event_from_row)?;
+        let rows = statement.query_map(params![room_id, after, up_to, limit as i64], event_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
