@@ -16,7 +16,7 @@ use super::sync::parse_token;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_event};
+use crate::rooms::format::{Viewer, client_event, client_events};
 use crate::rooms::timeline::{Direction, Page, Window, paginate};
 use crate::rooms::visibility::{Visibility, readable_up_to};
 use crate::storage::StoredEvent;
@@ -59,7 +59,7 @@ pub fn token(position: i64) -> String {
 fn room_page(
     app: &App,
     room_id: &str,
-    visibility: &mut Visibility<'_>,
+    visibility: &Visibility<'_>,
     filter: &EventFilter,
     direction: Direction,
     window: Window,
@@ -69,9 +69,13 @@ fn room_page(
         direction,
         window,
         limit,
-        |after, up_to, n| match direction {
-            Direction::Backwards => app.storage().room_events_backwards(room_id, after, up_to, n),
-            Direction::Forwards => app.storage().room_events_forwards(room_id, after, up_to, n),
+        |after, up_to, n| {
+            let batch = match direction {
+                Direction::Backwards => app.storage().room_events_backwards(room_id, after, up_to, n)?,
+                Direction::Forwards => app.storage().room_events_forwards(room_id, after, up_to, n)?,
+            };
+            visibility.prepare(&batch);
+            Ok(batch)
         },
         |event| filter.allows_event(event) && visibility.can_see(event),
     )
@@ -112,11 +116,10 @@ fn messages_page(app: &App, request: &Request, room_id: &str) -> Result<Response
             Window { lower: start, upper: to.unwrap_or(end_of_room).min(end_of_room).min(readable) }
         }
     };
-    let mut visibility = Visibility::new(app, &owner.user_id);
-    let page = room_page(app, room_id, &mut visibility, &filter, direction, window, limit)?;
+    let visibility = Visibility::new(app, &owner.user_id);
+    let page = room_page(app, room_id, &visibility, &filter, direction, window, limit)?;
     let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
-    let chunk: Vec<Value> =
-        page.events.iter().map(|event| client_event(app, event, Some(viewer), true)).collect();
+    let chunk: Vec<Value> = client_events(app, &page.events, Some(viewer), true);
     let state = if filter.lazy_load_members {
         let senders: BTreeSet<&str> = page.events.iter().map(|event| event.sender.as_str()).collect();
         member_state(app, page.events.first(), &senders, viewer)?
@@ -160,7 +163,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
         .event(event_id)?
         .filter(|event| event.room_id == room_id && !event.outlier && !event.soft_failed)
         .ok_or_else(not_found)?;
-    let mut visibility = Visibility::new(app, &owner.user_id);
+    let visibility = Visibility::new(app, &owner.user_id);
     if event.stream_ordering > readable || !visibility.can_see(&event) {
         return Err(not_found());
     }
@@ -171,7 +174,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
     let before = room_page(
         app,
         room_id,
-        &mut visibility,
+        &visibility,
         &filter,
         Direction::Backwards,
         Window { lower: BEFORE_EVERYTHING, upper: position - 1 },
@@ -181,7 +184,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
     let after = room_page(
         app,
         room_id,
-        &mut visibility,
+        &visibility,
         &filter,
         Direction::Forwards,
         Window { lower: position, upper },
@@ -215,9 +218,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
             state.push(client_event(app, &state_event, Some(viewer), true));
         }
     }
-    let format = |events: &[StoredEvent]| -> Vec<Value> {
-        events.iter().map(|event| client_event(app, event, Some(viewer), true)).collect()
-    };
+    let format = |events: &[StoredEvent]| -> Vec<Value> { client_events(app, events, Some(viewer), true) };
     Ok(Response::ok(json!({
         "event": client_event(app, &event, Some(viewer), true),
         "events_before": format(&before.events),
@@ -240,7 +241,7 @@ pub fn timestamp_to_event(app: &App, request: &Request, room_id: &str) -> Result
     let readable = readable_up_to(app, &owner.user_id, room_id)?;
     let forwards = direction == Direction::Forwards;
     let candidates = app.storage().events_near_timestamp(room_id, ts, forwards, MAX_TIMESTAMP_CANDIDATES)?;
-    let mut visibility = Visibility::new(app, &owner.user_id);
+    let visibility = Visibility::new(app, &owner.user_id);
     let found =
         candidates.iter().find(|event| event.stream_ordering <= readable && visibility.can_see(event));
     match found {

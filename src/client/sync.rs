@@ -17,7 +17,7 @@ use super::filter::{self, DEFAULT_TIMELINE_LIMIT, Filter};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_event, stripped_state};
+use crate::rooms::format::{Viewer, client_events, stripped_state};
 use crate::rooms::push;
 use crate::rooms::unread;
 use crate::rooms::visibility::Visibility;
@@ -257,17 +257,32 @@ fn build(
         || !leave.is_empty()
         || !knock.is_empty()
         || !account_data.is_empty();
+    // The sections are moved in: `json!` would copy them (it serialises
+    // every value it is given).
     let mut response = json!({
         "next_batch": now.encode(),
-        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
-        "account_data": { "events": account_data },
-        "presence": { "events": presence },
+        "rooms": {},
+        "account_data": { "events": [] },
+        "presence": { "events": [] },
         "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
     });
+    response["rooms"] = object([
+        ("join", Value::Object(join)),
+        ("invite", Value::Object(invite)),
+        ("leave", Value::Object(leave)),
+        ("knock", Value::Object(knock)),
+    ]);
+    response["account_data"]["events"] = Value::Array(account_data);
+    response["presence"]["events"] = Value::Array(presence);
     e2ee.write_into(&mut response);
     Ok((response, has_news))
+}
+
+/// A JSON object of `entries`, moved in.
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(entries.into_iter().map(|(key, value)| (key.to_owned(), value)).collect())
 }
 
 fn empty_joined_room() -> Value {
@@ -309,9 +324,9 @@ fn joined_room(
 ) -> Result<Option<Value>> {
     let user_id = viewer.user_id;
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let mut visibility = Visibility::new(app, user_id);
+    let visibility = Visibility::new(app, user_id);
     let (timeline, limited) =
-        timeline(app, &mut visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
+        timeline(app, &visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
     let typing = app.typing.changed_since(room_id, since.map(|token| token.typing));
     let mut receipts =
         app.storage().receipts_since(room_id, since.map_or(0, |token| token.stream), now.stream)?;
@@ -359,9 +374,10 @@ fn joined_room(
             || (room_since.is_some_and(|since| event.stream_ordering > since)
                 && event.stream_ordering < timeline_start);
         if unseen && event.stream_ordering < timeline_start {
-            state_events.push(client_event(app, &event, Some(viewer), false));
+            state_events.push(event);
         }
     }
+    let state_events = client_events(app, &state_events, Some(viewer), false);
 
     let mut ephemeral = Vec::new();
     if let Some(typing) = typing {
@@ -371,16 +387,18 @@ fn joined_room(
         ephemeral.push(receipt_event(&receipts, user_id));
     }
     let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
-    let timeline_json: Vec<Value> =
-        timeline.iter().map(|event| client_event(app, event, Some(viewer), false)).collect();
+    let timeline_json: Vec<Value> = client_events(app, &timeline, Some(viewer), false);
     let (notifications, highlights) = unread::counts(app, room_id, user_id)?;
     let mut section = json!({
-        "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch },
-        "state": { "events": state_events },
-        "ephemeral": { "events": ephemeral },
+        "timeline": { "events": [], "limited": limited, "prev_batch": prev_batch },
+        "state": { "events": [] },
+        "ephemeral": { "events": [] },
         "account_data": { "events": [] },
         "unread_notifications": { "notification_count": notifications, "highlight_count": highlights },
     });
+    section["timeline"]["events"] = Value::Array(timeline_json);
+    section["state"]["events"] = Value::Array(state_events);
+    section["ephemeral"]["events"] = Value::Array(ephemeral);
     let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
     if is_initial || membership_changed {
         section["summary"] = summary(app, room_id, user_id, &current)?;
@@ -394,7 +412,7 @@ fn joined_room(
 /// more were left out.
 fn timeline(
     app: &App,
-    visibility: &mut Visibility<'_>,
+    visibility: &Visibility<'_>,
     filter: &Filter,
     room_id: &str,
     after: i64,
@@ -408,18 +426,20 @@ fn timeline(
     loop {
         let page = app.storage().room_events_backwards(room_id, after, cursor, limit + 1)?;
         let exhausted = page.len() <= limit;
-        for event in &page {
+        let empty = page.is_empty();
+        visibility.prepare(&page);
+        for event in page {
             cursor = event.stream_ordering - 1;
-            if !filter.room.timeline.allows_event(event) || !visibility.can_see(event) {
+            if !filter.room.timeline.allows_event(&event) || !visibility.can_see(&event) {
                 continue;
             }
             if events.len() == limit {
                 limited = true;
                 break;
             }
-            events.push(event.clone());
+            events.push(event);
         }
-        if limited || exhausted || page.is_empty() {
+        if limited || exhausted || empty {
             break;
         }
     }
@@ -441,12 +461,10 @@ fn left_room(
     let leave_event = leave_event_id.and_then(|id| app.storage().event(&id).ok().flatten());
     let up_to = leave_event.as_ref().map_or(now.stream, |event| event.stream_ordering);
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let mut visibility = Visibility::new(app, user_id);
-    let (timeline, limited) =
-        timeline(app, &mut visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
+    let visibility = Visibility::new(app, user_id);
+    let (timeline, limited) = timeline(app, &visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
     let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
-    let events: Vec<Value> =
-        timeline.iter().map(|event| client_event(app, event, Some(viewer), false)).collect();
+    let events: Vec<Value> = client_events(app, &timeline, Some(viewer), false);
     Ok(json!({
         "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
         "state": { "events": [] },
@@ -520,8 +538,11 @@ fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
 
 /// `m.heroes` and member counts.
 fn summary(app: &App, room_id: &str, user_id: &str, state: &StateMap) -> Result<Value> {
-    let joined = app.storage().members_with(room_id, "join")?;
-    let invited = app.storage().members_with(room_id, "invite")?;
+    let members = app.storage().members_with_any(room_id, &["join", "invite"])?;
+    let with = |wanted: &str| -> Vec<&String> {
+        members.iter().filter(|(_, membership)| membership == wanted).map(|(user, _)| user).collect()
+    };
+    let (joined, invited) = (with("join"), with("invite"));
     let mut summary = json!({
         "m.joined_member_count": joined.len(),
         "m.invited_member_count": invited.len(),
@@ -532,6 +553,7 @@ fn summary(app: &App, room_id: &str, user_id: &str, state: &StateMap) -> Result<
         let heroes: Vec<&String> = joined
             .iter()
             .chain(invited.iter())
+            .copied()
             .filter(|member| *member != user_id)
             .take(MAX_HEROES)
             .collect();

@@ -4,11 +4,13 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#room-event-format>.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 use super::aggregations;
 use crate::app::App;
-use crate::storage::{StoredEvent, now_ms};
+use crate::storage::{SenderAndContent, StoredEvent, now_ms};
 
 /// Who is looking, for the transaction ID echo.
 #[derive(Clone, Copy)]
@@ -24,6 +26,18 @@ pub fn client_event(app: &App, event: &StoredEvent, viewer: Option<Viewer<'_>>, 
     format_event(app, event, viewer, with_room_id, 0)
 }
 
+/// [`client_event`] for each of a page of events, reading what their
+/// `unsigned` needs (redactions, replaced state, bundled aggregations) in a
+/// few queries for the whole page instead of a few per event.
+pub fn client_events(
+    app: &App,
+    events: &[StoredEvent],
+    viewer: Option<Viewer<'_>>,
+    with_room_id: bool,
+) -> Vec<Value> {
+    format_events(app, events, viewer, with_room_id, 0)
+}
+
 /// [`client_event`] for an event nested `depth` deep in another's bundle.
 pub fn format_event(
     app: &App,
@@ -32,9 +46,72 @@ pub fn format_event(
     with_room_id: bool,
     depth: u32,
 ) -> Value {
+    format_events(app, std::slice::from_ref(event), viewer, with_room_id, depth).pop().unwrap_or_default()
+}
+
+/// [`client_events`] for events nested `depth` deep in another's bundle.
+fn format_events(
+    app: &App,
+    events: &[StoredEvent],
+    viewer: Option<Viewer<'_>>,
+    with_room_id: bool,
+    depth: u32,
+) -> Vec<Value> {
+    let related = Related::load(app, events, viewer, with_room_id, depth);
+    events.iter().map(|event| format_one(event, viewer, with_room_id, &related)).collect()
+}
+
+/// What the `unsigned` sections of a page of events show of other events,
+/// by the ID of the event it belongs to or names. Storage errors leave
+/// entries out (the event is served without them), as a missing event would.
+#[derive(Default)]
+struct Related {
+    /// `redacted_by` -> the redaction, formatted.
+    redactions: HashMap<String, Value>,
+    /// `replaces_state` -> that event's sender and content.
+    previous: HashMap<String, SenderAndContent>,
+    /// Event ID -> its `m.relations`.
+    bundles: HashMap<String, Value>,
+}
+
+impl Related {
+    fn load(
+        app: &App,
+        events: &[StoredEvent],
+        viewer: Option<Viewer<'_>>,
+        with_room_id: bool,
+        depth: u32,
+    ) -> Related {
+        let mut related = Related::default();
+        let redacted_by: Vec<&str> = events.iter().filter_map(|event| event.redacted_by.as_deref()).collect();
+        if !redacted_by.is_empty() {
+            // Bound first: formatting borrows the storage again.
+            let redactions = app.storage().events_by_id(&redacted_by).unwrap_or_default();
+            let formatted = format_events(app, &redactions, None, true, 0);
+            related.redactions =
+                redactions.into_iter().map(|redaction| redaction.event_id).zip(formatted).collect();
+        }
+        let replaced: Vec<&str> = events.iter().filter_map(|event| event.replaces_state.as_deref()).collect();
+        if !replaced.is_empty() {
+            related.previous = app.storage().senders_and_contents(&replaced).unwrap_or_default();
+        }
+        if let Some(viewer) = viewer {
+            related.bundles = aggregations::bundles(app, events, viewer, with_room_id, depth);
+        }
+        related
+    }
+}
+
+fn format_one(
+    event: &StoredEvent,
+    viewer: Option<Viewer<'_>>,
+    with_room_id: bool,
+    related: &Related,
+) -> Value {
     let mut out = Map::new();
-    let json = &event.json;
-    out.insert("content".into(), json.get("content").cloned().unwrap_or_else(|| json!({})));
+    // Only the fields shown are read: the rest of the PDU stays unparsed.
+    let fields = event.json.client_fields();
+    out.insert("content".into(), fields.content.unwrap_or_else(|| json!({})));
     out.insert("event_id".into(), json!(event.event_id));
     out.insert("origin_server_ts".into(), json!(event.origin_server_ts));
     out.insert("sender".into(), json!(event.sender));
@@ -47,9 +124,9 @@ pub fn format_event(
     }
     // Redactions carry `redacts` at the top level for clients in every room version.
     if event.kind == "m.room.redaction" {
-        let redacts = json.get("redacts").or_else(|| json.get("content").and_then(|c| c.get("redacts")));
-        if let Some(redacts) = redacts {
-            out.insert("redacts".into(), redacts.clone());
+        let in_content = || out.get("content").and_then(|content| content.get("redacts")).cloned();
+        if let Some(redacts) = fields.redacts.or_else(in_content) {
+            out.insert("redacts".into(), redacts);
         }
     }
     let mut unsigned = Map::new();
@@ -62,27 +139,20 @@ pub fn format_event(
             unsigned.insert("transaction_id".into(), json!(txn_id));
         }
     }
-    if let Some(redacted_by) = &event.redacted_by {
-        // Bound first: a storage borrow in the `if let` would live through the body.
-        let redaction = app.storage().event(redacted_by);
-        if let Ok(Some(redaction)) = redaction {
-            unsigned.insert("redacted_because".into(), client_event(app, &redaction, None, true));
-        }
+    if let Some(redaction) = event.redacted_by.as_ref().and_then(|id| related.redactions.get(id)) {
+        unsigned.insert("redacted_because".into(), redaction.clone());
     }
     if let Some(replaced) = &event.replaces_state {
         unsigned.insert("replaces_state".into(), json!(replaced));
-        let previous = app.storage().event(replaced);
-        if let Ok(Some(previous)) = previous {
-            if let Some(content) = previous.json.get("content") {
+        if let Some(previous) = related.previous.get(replaced) {
+            if let Some(content) = &previous.content {
                 unsigned.insert("prev_content".into(), content.clone());
             }
             unsigned.insert("prev_sender".into(), json!(previous.sender));
         }
     }
-    if let Some(viewer) = viewer {
-        if let Some(relations) = aggregations::bundle(app, event, viewer, with_room_id, depth) {
-            unsigned.insert("m.relations".into(), relations);
-        }
+    if let Some(relations) = related.bundles.get(&event.event_id) {
+        unsigned.insert("m.relations".into(), relations.clone());
     }
     out.insert("unsigned".into(), Value::Object(unsigned));
     Value::Object(out)

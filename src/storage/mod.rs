@@ -4,8 +4,10 @@
 //! tables and offers plain functions on [`Storage`]. It knows nothing of HTTP.
 
 mod accounts;
+mod batch;
 mod directory;
 mod e2ee;
+mod event_json;
 pub mod federation;
 mod migrations;
 mod push;
@@ -17,6 +19,7 @@ mod server_keys;
 mod sync;
 
 pub use accounts::{Device, TokenOwner};
+pub use batch::{GroupVisibility, SenderAndContent};
 pub use directory::ReportTarget;
 pub use push::Pusher;
 pub use relations::{RelationChild, RelationQuery};

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
+use super::batch::string_list;
+use super::event_json::EventJson;
 use super::{Storage, now_ms};
 use crate::error::{Error, Result};
 
@@ -14,7 +16,7 @@ pub type StateMap = BTreeMap<(String, String), String>;
 
 /// A state group's delta chain is cut (a full snapshot written) past this length,
 /// so reading a state never walks more than this many groups.
-const MAX_STATE_CHAIN: i64 = 50;
+pub(super) const MAX_STATE_CHAIN: i64 = 50;
 
 /// One stored event.
 #[derive(Clone, Debug)]
@@ -26,8 +28,9 @@ pub struct StoredEvent {
     pub state_key: Option<String>,
     pub sender: String,
     pub origin_server_ts: i64,
-    /// The PDU as signed (redacted in place once a redaction applies).
-    pub json: Map<String, Value>,
+    /// The PDU as signed (redacted in place once a redaction applies),
+    /// parsed on first use.
+    pub json: EventJson,
     /// State after this event.
     pub state_group: Option<i64>,
     /// For state events: the event previously at this state key.
@@ -115,11 +118,7 @@ pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, kind
     outlier, soft_failed";
 
 pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let json: String = row.get(7)?;
-    let json = match serde_json::from_str(&json) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
+    let json = EventJson::from_text(row.get(7)?);
     Ok(StoredEvent {
         stream_ordering: row.get(0)?,
         event_id: row.get(1)?,
@@ -260,6 +259,21 @@ impl Storage {
              WHERE room_id = ?1 AND kind = 'm.room.member' AND membership = ?2",
         )?;
         let rows = statement.query_map(params![room_id, membership], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Members of a room with any of `memberships` now, as `(user, membership)`
+    /// ordered by user ID: one query where several [`Storage::members_with`]
+    /// would do.
+    pub fn members_with_any(&self, room_id: &str, memberships: &[&str]) -> Result<Vec<(String, String)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT state_key, membership FROM current_state
+             WHERE room_id = ?1 AND kind = 'm.room.member'
+               AND membership IN (SELECT value FROM json_each(?2))
+             ORDER BY state_key",
+        )?;
+        let rows = statement
+            .query_map(params![room_id, string_list(memberships)], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
