@@ -17,6 +17,7 @@ use crate::rooms::outbox::Outbox;
 use crate::rooms::presence::Presence;
 use crate::rooms::typing::Typing;
 use crate::rooms::unread;
+use crate::rooms::visibility;
 use crate::storage::{Storage, TokenOwner};
 
 /// Wrong passwords allowed per account and minute before logins are refused
@@ -43,6 +44,8 @@ pub struct App {
     pub failed_logins: crate::ratelimit::Limiter,
     /// Unread counts already evaluated, per room and user (memory only).
     pub unread: unread::Cache,
+    /// What state groups say for history visibility (memory only).
+    pub visibility: visibility::Cache,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
     /// Runs background work (typing expiry, federation queues) on this thread.
@@ -80,6 +83,7 @@ impl App {
             typing: Typing::default(),
             presence: Presence::default(),
             unread: unread::Cache::default(),
+            visibility: visibility::Cache::default(),
             outbox: Outbox::default(),
             failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,
@@ -100,6 +104,14 @@ impl App {
     /// The database. Never hold this across an `.await`.
     pub fn storage(&self) -> RefMut<'_, Storage> {
         self.storage.borrow_mut()
+    }
+
+    /// A read transaction on the database for as long as the guard lives
+    /// (see [`Storage::begin_read`]): for a run of many reads with no write
+    /// and no `.await` among them.
+    pub fn read_snapshot(&self) -> Result<ReadSnapshot<'_>> {
+        self.storage().begin_read()?;
+        Ok(ReadSnapshot { app: self })
     }
 
     /// Whether the listener with this index serves the federation API.
@@ -123,5 +135,18 @@ impl App {
         let token = request.access_token().ok_or(Error::MissingToken)?;
         let owner = self.storage().token_owner(&credentials::hash_token(token))?;
         owner.ok_or(Error::UnknownToken { soft_logout: false })
+    }
+}
+
+/// An open read transaction; ends it when dropped.
+pub struct ReadSnapshot<'a> {
+    app: &'a App,
+}
+
+impl Drop for ReadSnapshot<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.app.storage().end_read() {
+            log::warn!("ending a read transaction: {error}");
+        }
     }
 }

@@ -88,7 +88,8 @@ pub fn relations(
     )?;
     let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
     let chunk: Vec<Value> = client_events(app, &page.events, Some(viewer), true);
-    let mut body = json!({ "chunk": chunk });
+    let mut body = json!({});
+    body["chunk"] = Value::Array(chunk);
     if let Some(next) = page.next {
         body["next_batch"] = json!(token(next));
     }
@@ -144,7 +145,8 @@ pub fn threads(app: &App, request: &Request, room_id: &str) -> Result<Response> 
             break;
         }
     }
-    let mut body = json!({ "chunk": chunk });
+    let mut body = json!({});
+    body["chunk"] = Value::Array(chunk);
     if let Some(next) = next_batch {
         body["next_batch"] = json!(token(next));
     }

@@ -21,7 +21,7 @@ use crate::rooms::format::{Viewer, client_events, stripped_state};
 use crate::rooms::push;
 use crate::rooms::unread;
 use crate::rooms::visibility::Visibility;
-use crate::storage::{StateMap, StoredEvent, TokenOwner};
+use crate::storage::{CurrentStateEntry, StoredEvent, TokenOwner};
 
 /// Spec-less but usual: a long poll waits at most this long.
 const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -127,6 +127,11 @@ fn build(
     let mut invite = Map::new();
     let mut leave = Map::new();
     let mut knock = Map::new();
+
+    // The rooms and account data are read from one snapshot, with the read
+    // lock taken once for the few hundred reads of an initial sync; the
+    // to-device part below writes (it acknowledges delivered messages).
+    let snapshot = app.read_snapshot()?;
 
     // Rooms whose membership changed in the window: the newest change per room.
     let mut changed: Vec<StoredEvent> = Vec::new();
@@ -242,6 +247,8 @@ fn build(
         }
     }
 
+    drop(snapshot);
+
     let presence = crate::rooms::presence::sync_events(
         app,
         user_id,
@@ -340,7 +347,7 @@ fn joined_room(
 
     // The state block: state up to the start of the timeline that the client
     // has not seen (everything for an initial sync).
-    let current = app.storage().current_state(room_id)?;
+    let current = app.storage().current_state_entries(room_id)?;
     let in_timeline: HashSet<&str> = timeline.iter().map(|event| event.event_id.as_str()).collect();
     let lazy = filter.room.state.lazy_load_members;
     let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
@@ -358,7 +365,7 @@ fn joined_room(
         .into_iter()
         .map(|event| (event.event_id.clone(), event))
         .collect();
-    for ((kind, state_key), event_id) in &current {
+    for CurrentStateEntry { kind, state_key, event_id, .. } in &current {
         if in_timeline.contains(event_id.as_str()) {
             continue;
         }
@@ -401,7 +408,7 @@ fn joined_room(
     section["ephemeral"]["events"] = Value::Array(ephemeral);
     let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
     if is_initial || membership_changed {
-        section["summary"] = summary(app, room_id, user_id, &current)?;
+        section["summary"] = summary(user_id, &current);
     } else {
         section["summary"] = json!({});
     }
@@ -464,12 +471,13 @@ fn left_room(
     let visibility = Visibility::new(app, user_id);
     let (timeline, limited) = timeline(app, &visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
     let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
-    let events: Vec<Value> = client_events(app, &timeline, Some(viewer), false);
-    Ok(json!({
-        "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
+    let mut section = json!({
+        "timeline": { "events": [], "limited": limited, "prev_batch": prev_batch },
         "state": { "events": [] },
         "account_data": { "events": [] },
-    }))
+    });
+    section["timeline"]["events"] = Value::Array(client_events(app, &timeline, Some(viewer), false));
+    Ok(section)
 }
 
 /// Stripped state for an invite or knock: the room's identity and the
@@ -533,24 +541,28 @@ fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
             .and_then(Value::as_object_mut)
             .map(|users| users.insert(receipt.user_id.clone(), entry));
     }
-    json!({ "type": "m.receipt", "content": content })
+    object([("type", json!("m.receipt")), ("content", Value::Object(content))])
 }
 
-/// `m.heroes` and member counts.
-fn summary(app: &App, room_id: &str, user_id: &str, state: &StateMap) -> Result<Value> {
-    let members = app.storage().members_with_any(room_id, &["join", "invite"])?;
-    let with = |wanted: &str| -> Vec<&String> {
-        members.iter().filter(|(_, membership)| membership == wanted).map(|(user, _)| user).collect()
+/// `m.heroes` and member counts, from the room's current state.
+fn summary(user_id: &str, current: &[CurrentStateEntry]) -> Value {
+    let with = |wanted: &str| -> Vec<&str> {
+        current
+            .iter()
+            .filter(|entry| entry.kind == "m.room.member" && entry.membership.as_deref() == Some(wanted))
+            .map(|entry| entry.state_key.as_str())
+            .collect()
     };
     let (joined, invited) = (with("join"), with("invite"));
     let mut summary = json!({
         "m.joined_member_count": joined.len(),
         "m.invited_member_count": invited.len(),
     });
-    let named = state.contains_key(&("m.room.name".into(), String::new()))
-        || state.contains_key(&("m.room.canonical_alias".into(), String::new()));
+    let named = current.iter().any(|entry| {
+        matches!(entry.kind.as_str(), "m.room.name" | "m.room.canonical_alias") && entry.state_key.is_empty()
+    });
     if !named {
-        let heroes: Vec<&String> = joined
+        let heroes: Vec<&str> = joined
             .iter()
             .chain(invited.iter())
             .copied()
@@ -559,5 +571,5 @@ fn summary(app: &App, room_id: &str, user_id: &str, state: &StateMap) -> Result<
             .collect();
         summary["m.heroes"] = json!(heroes);
     }
-    Ok(summary)
+    summary
 }

@@ -12,9 +12,43 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::storage::{GroupVisibility, StoredEvent};
 
+/// Cached (state group, user) facts kept at most; past this the cache starts
+/// over (an entry is a user ID and two short strings, ~150 bytes).
+const MAX_CACHED_FACTS: usize = 2048;
+
+/// What state groups say for history visibility, per (group, user), kept
+/// across requests: reading it walks a group's delta chain, and an initial
+/// /sync would walk one chain per room every time. A state group never
+/// changes once written and redaction keeps `history_visibility` and
+/// `membership`, so an entry never goes stale; answers that name an event
+/// this server does not hold yet are not kept.
+#[derive(Default)]
+pub struct Cache {
+    facts: RefCell<HashMap<(i64, String), GroupVisibility>>,
+}
+
+impl Cache {
+    fn get(&self, group: i64, user_id: &str) -> Option<GroupVisibility> {
+        // The key is owned; a lookup by borrowed pair would need a custom key type.
+        self.facts.borrow().get(&(group, user_id.to_owned())).cloned()
+    }
+
+    fn put(&self, group: i64, user_id: &str, facts: &GroupVisibility) {
+        if facts.missing_event {
+            return;
+        }
+        let mut cached = self.facts.borrow_mut();
+        if cached.len() >= MAX_CACHED_FACTS {
+            cached.clear();
+        }
+        cached.insert((group, user_id.to_owned()), facts.clone());
+    }
+}
+
 /// Per-request memory of what each state group says, so a page of events
-/// costs one lookup ([`Visibility::prepare`]), not one per event. The memory
-/// is behind `RefCell`s so that a page's reader and its filter can share one.
+/// costs one lookup ([`Visibility::prepare`]), not one per event (and none
+/// for groups in [`Cache`]). The memory is behind `RefCell`s so that a
+/// page's reader and its filter can share one.
 pub struct Visibility<'a> {
     app: &'a App,
     user_id: &'a str,
@@ -44,15 +78,30 @@ impl<'a> Visibility<'a> {
     }
 
     fn load(&self, groups: &[i64]) {
-        if groups.is_empty() {
+        let mut missing = Vec::new();
+        for group in groups {
+            match self.app.visibility.get(*group, self.user_id) {
+                Some(facts) => {
+                    self.by_group.borrow_mut().insert(*group, facts);
+                }
+                None => missing.push(*group),
+            }
+        }
+        if missing.is_empty() {
             return;
         }
-        // A failed read leaves the groups unknown: they show as `shared` with
-        // no membership, as a group without those keys would.
-        let found = self.app.storage().visibility_at_groups(groups, self.user_id).unwrap_or_default();
+        // A failed read leaves the groups unknown (and uncached): they show as
+        // `shared` with no membership, as a group without those keys would.
+        let found = self.app.storage().visibility_at_groups(&missing, self.user_id);
+        let failed = found.is_err();
+        let found = found.unwrap_or_default();
         let mut known = self.by_group.borrow_mut();
-        for group in groups {
-            known.insert(*group, found.get(group).cloned().unwrap_or_default());
+        for group in missing {
+            let facts = found.get(&group).cloned().unwrap_or_default();
+            if !failed {
+                self.app.visibility.put(group, self.user_id, &facts);
+            }
+            known.insert(group, facts);
         }
     }
 
@@ -119,4 +168,29 @@ pub fn readable_up_to(app: &App, user_id: &str, room_id: &str) -> Result<i64> {
         }
     }
     Err(Error::Forbidden("you are not allowed to read this room".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(membership: &str, missing_event: bool) -> GroupVisibility {
+        GroupVisibility { history_visibility: None, membership: Some(membership.into()), missing_event }
+    }
+
+    #[test]
+    fn the_cache_keeps_settled_answers_per_group_and_user_within_its_bound() {
+        let cache = Cache::default();
+        cache.put(1, "@a:x", &facts("join", false));
+        cache.put(2, "@a:x", &facts("join", true));
+        assert_eq!(cache.get(1, "@a:x"), Some(facts("join", false)));
+        assert_eq!(cache.get(1, "@b:x"), None);
+        // An answer naming an event not held yet may change: not kept.
+        assert_eq!(cache.get(2, "@a:x"), None);
+        for group in 0..MAX_CACHED_FACTS as i64 {
+            cache.put(100 + group, "@a:x", &facts("leave", false));
+        }
+        assert!(cache.facts.borrow().len() <= MAX_CACHED_FACTS);
+        assert_eq!(cache.get(1, "@a:x"), None);
+    }
 }

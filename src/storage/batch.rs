@@ -26,6 +26,9 @@ pub struct SenderAndContent {
 pub struct GroupVisibility {
     pub history_visibility: Option<String>,
     pub membership: Option<String>,
+    /// The state names an event for one of the two that this server does not
+    /// hold (yet), so the answer may change when it arrives.
+    pub missing_event: bool,
 }
 
 /// Strings (IDs, memberships) as the JSON array a `json_each(?)` parameter reads.
@@ -99,8 +102,9 @@ impl Storage {
              )
              SELECT n.origin, n.kind,
                  CASE n.kind WHEN 'm.room.member' THEN json_extract(e.json, '$.content.membership')
-                     ELSE json_extract(e.json, '$.content.history_visibility') END
-             FROM nearest n JOIN events e ON e.event_id = n.event_id",
+                     ELSE json_extract(e.json, '$.content.history_visibility') END,
+                 e.event_id IS NULL
+             FROM nearest n LEFT JOIN events e ON e.event_id = n.event_id",
         )?;
         let groups = serde_json::to_string(groups).unwrap_or_default();
         let rows = statement.query_map(params![groups, user_id, MAX_STATE_CHAIN + 1], |row| {
@@ -108,12 +112,13 @@ impl Storage {
                 SqlValue::Text(text) => Some(text),
                 _ => None,
             };
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, value))
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, value, row.get::<_, bool>(3)?))
         })?;
         let mut found: HashMap<i64, GroupVisibility> = HashMap::new();
         for row in rows {
-            let (group, kind, value) = row?;
+            let (group, kind, value, missing_event) = row?;
             let entry = found.entry(group).or_default();
+            entry.missing_event |= missing_event;
             if kind == "m.room.member" {
                 entry.membership = value;
             } else {
@@ -187,6 +192,7 @@ mod tests {
         GroupVisibility {
             history_visibility: history_visibility.map(str::to_owned),
             membership: membership.map(str::to_owned),
+            missing_event: false,
         }
     }
 
@@ -221,6 +227,13 @@ mod tests {
         let odd = storage.visibility_at_groups(&[1], "@c:x").unwrap();
         assert_eq!(odd.get(&1), Some(&facts(Some("shared"), None)));
         assert!(storage.visibility_at_groups(&[], "@a:x").unwrap().is_empty());
+        // A state naming an event not held says so.
+        group(&storage, 5, Some(3), &[("m.room.member", "@a:x", 40)]);
+        let missing = storage.visibility_at_groups(&[5], "@a:x").unwrap();
+        assert_eq!(
+            missing.get(&5),
+            Some(&GroupVisibility { missing_event: true, ..facts(Some("joined"), None) })
+        );
     }
 
     #[test]

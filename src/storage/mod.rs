@@ -23,7 +23,7 @@ pub use batch::{GroupVisibility, SenderAndContent};
 pub use directory::ReportTarget;
 pub use push::Pusher;
 pub use relations::{RelationChild, RelationQuery};
-pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
+pub use rooms::{CurrentStateEntry, CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
 pub use server_keys::RemoteKey;
 pub use sync::Receipt;
@@ -119,6 +119,22 @@ impl Storage {
             .to_str()
             .ok_or_else(|| crate::error::Error::Internal("the backup path is not valid UTF-8".into()))?;
         self.conn.execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
+    /// Starts a read transaction: the statements until [`Storage::end_read`]
+    /// read one snapshot and take the database's read lock once, not each
+    /// (an initial /sync reads a few hundred times). Only reads may run in
+    /// between: a write would join the transaction, and a nested transaction
+    /// fails.
+    pub fn begin_read(&self) -> Result<()> {
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        Ok(())
+    }
+
+    /// Ends the read transaction [`Storage::begin_read`] started.
+    pub fn end_read(&self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
         Ok(())
     }
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
-use super::batch::string_list;
 use super::event_json::EventJson;
 use super::{Storage, now_ms};
 use crate::error::{Error, Result};
@@ -41,6 +40,16 @@ pub struct StoredEvent {
     pub outlier: bool,
     #[allow(dead_code)] // read by federation (soft-failed events stay out of timelines)
     pub soft_failed: bool,
+}
+
+/// One key of a room's current state.
+#[derive(Clone, Debug)]
+pub struct CurrentStateEntry {
+    pub kind: String,
+    pub state_key: String,
+    pub event_id: String,
+    /// For `m.room.member`: the membership the event sets.
+    pub membership: Option<String>,
 }
 
 /// What a new event does to the room's state.
@@ -202,6 +211,24 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The room's current state with each member's membership, ordered by
+    /// type and state key: the state map and the member lists in one query.
+    pub fn current_state_entries(&self, room_id: &str) -> Result<Vec<CurrentStateEntry>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT kind, state_key, event_id, membership FROM current_state WHERE room_id = ?1
+             ORDER BY kind, state_key",
+        )?;
+        let rows = statement.query_map([room_id], |row| {
+            Ok(CurrentStateEntry {
+                kind: row.get(0)?,
+                state_key: row.get(1)?,
+                event_id: row.get(2)?,
+                membership: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The events of the room's current state stored after stream position
     /// `after` (`i64::MIN`: all), in one query, unordered.
     pub fn current_state_events(&self, room_id: &str, after: i64) -> Result<Vec<StoredEvent>> {
@@ -259,21 +286,6 @@ impl Storage {
              WHERE room_id = ?1 AND kind = 'm.room.member' AND membership = ?2",
         )?;
         let rows = statement.query_map(params![room_id, membership], |row| row.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Members of a room with any of `memberships` now, as `(user, membership)`
-    /// ordered by user ID: one query where several [`Storage::members_with`]
-    /// would do.
-    pub fn members_with_any(&self, room_id: &str, memberships: &[&str]) -> Result<Vec<(String, String)>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT state_key, membership FROM current_state
-             WHERE room_id = ?1 AND kind = 'm.room.member'
-               AND membership IN (SELECT value FROM json_each(?2))
-             ORDER BY state_key",
-        )?;
-        let rows = statement
-            .query_map(params![room_id, string_list(memberships)], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
