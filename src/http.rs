@@ -55,6 +55,17 @@ impl Response {
         Response::json(200, &value)
     }
 
+    /// 200 with a body of any serialisable type (an answer built as typed
+    /// sections rather than one JSON value).
+    pub fn ok_json(body: &impl serde::Serialize) -> Response {
+        Response {
+            status: 200,
+            content_type: "application/json",
+            body: serde_json::to_vec(body).unwrap_or_default(),
+            headers: Vec::new(),
+        }
+    }
+
     fn error(error: &Error) -> Response {
         let (status, _) = error.status_and_errcode();
         let mut response = Response::json(status, &error.to_json());

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::filter::{self, EventFilter, MAX_TIMELINE_LIMIT};
@@ -16,7 +18,7 @@ use super::sync::parse_token;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_event, client_events};
+use crate::rooms::format::{Viewer, client_event, client_events, client_events_raw};
 use crate::rooms::timeline::{Direction, Page, Window, paginate};
 use crate::rooms::visibility::{Visibility, readable_up_to};
 use crate::storage::StoredEvent;
@@ -84,17 +86,27 @@ fn room_page(
 /// `GET /rooms/{roomId}/messages`. Paging back past the oldest event held
 /// here fetches older history from the other servers in the room first.
 pub async fn messages(app: &App, request: &Request, room_id: &str) -> Result<Response> {
-    let body = messages_page(app, request, room_id)?;
+    let page = messages_page(app, request, room_id)?;
     let backwards = Direction::parse(request.query("dir"), None)? == Direction::Backwards;
-    let exhausted = body.get("end").is_none();
-    if backwards && exhausted && crate::federation::join::backfill_older(app, room_id).await? > 0 {
-        return Ok(Response::ok(messages_page(app, request, room_id)?));
+    if backwards && page.end.is_none() && crate::federation::join::backfill_older(app, room_id).await? > 0 {
+        return Ok(Response::ok_json(&messages_page(app, request, room_id)?));
     }
-    Ok(Response::ok(body))
+    Ok(Response::ok_json(&page))
 }
 
-/// One `/messages` page from what this server holds, as the answer's body.
-fn messages_page(app: &App, request: &Request, room_id: &str) -> Result<Value> {
+/// A `/messages` answer; the events go in serialised already.
+#[derive(Serialize)]
+struct MessagesPage {
+    chunk: Vec<Box<RawValue>>,
+    /// Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<String>,
+    start: String,
+    state: Vec<Value>,
+}
+
+/// One `/messages` page from what this server holds.
+fn messages_page(app: &App, request: &Request, room_id: &str) -> Result<MessagesPage> {
     let owner = app.authenticate(request)?;
     let direction = Direction::parse(request.query("dir"), None)?;
     let limit = limit_param(request, DEFAULT_MESSAGES_LIMIT, MAX_TIMELINE_LIMIT)?;
@@ -118,21 +130,14 @@ fn messages_page(app: &App, request: &Request, room_id: &str) -> Result<Value> {
     let visibility = Visibility::new(app, &owner.user_id);
     let page = room_page(app, room_id, &visibility, &filter, direction, window, limit)?;
     let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
-    let chunk: Vec<Value> = client_events(app, &page.events, Some(viewer), true);
+    let chunk = client_events_raw(app, &page.events, Some(viewer), true);
     let state = if filter.lazy_load_members {
         let senders: BTreeSet<&str> = page.events.iter().map(|event| event.sender.as_str()).collect();
         member_state(app, page.events.first(), &senders, viewer)?
     } else {
         Vec::new()
     };
-    // Moved in: `json!` would copy the chunk (it serialises every value given).
-    let mut body = json!({ "start": token(start) });
-    body["chunk"] = Value::Array(chunk);
-    body["state"] = Value::Array(state);
-    if let Some(next) = page.next {
-        body["end"] = json!(token(next));
-    }
-    Ok(body)
+    Ok(MessagesPage { chunk, end: page.next.map(token), start: token(start), state })
 }
 
 /// The member events of `senders` in the state at `at` (lazy-loaded members).

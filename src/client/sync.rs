@@ -7,17 +7,19 @@
 //! as presence serial 0).
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync>.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::filter::{self, DEFAULT_TIMELINE_LIMIT, Filter};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_events, stripped_state};
+use crate::rooms::format::{Viewer, client_events_raw, stripped_state};
 use crate::rooms::push;
 use crate::rooms::unread;
 use crate::rooms::visibility::Visibility;
@@ -86,10 +88,10 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         // Listen before looking, so a wake-up between the two is not lost.
         let listener = app.notifier.listen(&owner.user_id);
         let now = Token::now(app);
-        let (response, has_news) = build(app, &owner, &filter, since, now, full_state)?;
+        let (answer, has_news) = build(app, &owner, &filter, since, now, full_state)?;
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if has_news || since.is_none() || left.is_zero() || full_state {
-            return Ok(Response::ok(response));
+            return Ok(Response::ok_json(&answer));
         }
         let woke = smol::future::or(
             async {
@@ -104,10 +106,88 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         .await;
         if !woke {
             let now = Token::now(app);
-            let (response, _) = build(app, &owner, &filter, since, now, full_state)?;
-            return Ok(Response::ok(response));
+            let (answer, _) = build(app, &owner, &filter, since, now, full_state)?;
+            return Ok(Response::ok_json(&answer));
         }
     }
+}
+
+/// The answer of a /sync, built as typed sections so that room events go in
+/// serialised already (see [`client_events_raw`]); the other fields are JSON
+/// values.
+#[derive(Serialize)]
+struct Answer {
+    #[serde(flatten)]
+    fields: Map<String, Value>,
+    rooms: Rooms,
+}
+
+#[derive(Default, Serialize)]
+struct Rooms {
+    join: BTreeMap<String, JoinedRoom>,
+    invite: Map<String, Value>,
+    leave: BTreeMap<String, LeftRoom>,
+    knock: Map<String, Value>,
+}
+
+/// `{"events": [...]}`.
+#[derive(Serialize)]
+struct Events<T> {
+    events: Vec<T>,
+}
+
+impl<T> Events<T> {
+    fn none() -> Events<T> {
+        Events { events: Vec::new() }
+    }
+}
+
+#[derive(Serialize)]
+struct Timeline {
+    events: Vec<Box<RawValue>>,
+    limited: bool,
+    /// A token or null (an empty timeline); absent from a section that only
+    /// carries account data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_batch: Option<Value>,
+}
+
+impl Timeline {
+    fn of(events: Vec<Box<RawValue>>, limited: bool, first: Option<&StoredEvent>) -> Timeline {
+        let prev_batch = first.map(|event| format!("s{}", event.stream_ordering - 1));
+        Timeline { events, limited, prev_batch: Some(json!(prev_batch)) }
+    }
+}
+
+#[derive(Serialize)]
+struct JoinedRoom {
+    account_data: Events<Value>,
+    ephemeral: Events<Value>,
+    state: Events<Box<RawValue>>,
+    summary: Value,
+    timeline: Timeline,
+    unread_notifications: Value,
+}
+
+impl JoinedRoom {
+    /// A section with nothing in it (for a room with only account data).
+    fn empty() -> JoinedRoom {
+        JoinedRoom {
+            account_data: Events::none(),
+            ephemeral: Events::none(),
+            state: Events::none(),
+            summary: json!({}),
+            timeline: Timeline { events: Vec::new(), limited: false, prev_batch: None },
+            unread_notifications: json!({ "notification_count": 0, "highlight_count": 0 }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LeftRoom {
+    account_data: Events<Value>,
+    state: Events<Value>,
+    timeline: Timeline,
 }
 
 /// Builds the sync answer between `since` and `now`; the flag says whether
@@ -119,14 +199,12 @@ fn build(
     since: Option<Token>,
     now: Token,
     full_state: bool,
-) -> Result<(Value, bool)> {
+) -> Result<(Answer, bool)> {
     let user_id = owner.user_id.as_str();
     let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     let since_stream = since.map(|token| token.stream);
-    let mut join = Map::new();
-    let mut invite = Map::new();
-    let mut leave = Map::new();
-    let mut knock = Map::new();
+    let mut rooms = Rooms::default();
+    let Rooms { join, invite, leave, knock } = &mut rooms;
 
     // The rooms and account data are read from one snapshot, with the read
     // lock taken once for the few hundred reads of an initial sync; the
@@ -214,7 +292,7 @@ fn build(
     }
 
     let mut account_data = Vec::new();
-    let mut room_account_data: Map<String, Value> = Map::new();
+    let mut room_account_data: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut changes = app.storage().account_data_since(user_id, since_stream.unwrap_or(0), now.stream)?;
     // Spec: push rules are exposed as `m.push_rules` account data. The stored
     // row marks when they changed; the content is always the current ruleset
@@ -235,15 +313,12 @@ fn build(
                 account_data.push(event);
             }
         } else if filter.room.account_data.allows(&kind, user_id) {
-            if let Some(list) = room_account_data.entry(room_id).or_insert_with(|| json!([])).as_array_mut() {
-                list.push(event);
-            }
+            room_account_data.entry(room_id).or_default().push(event);
         }
     }
     for (room_id, events) in room_account_data {
         if memberships.iter().any(|(room, membership)| *room == room_id && membership == "join") {
-            let section = join.entry(room_id).or_insert_with(empty_joined_room);
-            section["account_data"]["events"] = events;
+            join.entry(room_id).or_insert_with(JoinedRoom::empty).account_data.events = events;
         }
     }
 
@@ -264,43 +339,24 @@ fn build(
         || !leave.is_empty()
         || !knock.is_empty()
         || !account_data.is_empty();
-    // The sections are moved in: `json!` would copy them (it serialises
-    // every value it is given).
-    let mut response = json!({
+    // The lists are moved in: `json!` would copy them (it serialises every
+    // value it is given).
+    let mut fields = json!({
         "next_batch": now.encode(),
-        "rooms": {},
         "account_data": { "events": [] },
         "presence": { "events": [] },
         "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
     });
-    response["rooms"] = object([
-        ("join", Value::Object(join)),
-        ("invite", Value::Object(invite)),
-        ("leave", Value::Object(leave)),
-        ("knock", Value::Object(knock)),
-    ]);
-    response["account_data"]["events"] = Value::Array(account_data);
-    response["presence"]["events"] = Value::Array(presence);
-    e2ee.write_into(&mut response);
-    Ok((response, has_news))
-}
-
-/// A JSON object of `entries`, moved in.
-fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    Value::Object(entries.into_iter().map(|(key, value)| (key.to_owned(), value)).collect())
-}
-
-fn empty_joined_room() -> Value {
-    json!({
-        "timeline": { "events": [], "limited": false },
-        "state": { "events": [] },
-        "ephemeral": { "events": [] },
-        "account_data": { "events": [] },
-        "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
-        "summary": {},
-    })
+    fields["account_data"]["events"] = Value::Array(account_data);
+    fields["presence"]["events"] = Value::Array(presence);
+    e2ee.write_into(&mut fields);
+    let fields = match fields {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    };
+    Ok((Answer { fields, rooms }, has_news))
 }
 
 /// Whether the user was already joined when the window began (a join event in
@@ -328,7 +384,7 @@ fn joined_room(
     since: Option<Token>,
     now: Token,
     full_state: bool,
-) -> Result<Option<Value>> {
+) -> Result<Option<JoinedRoom>> {
     let user_id = viewer.user_id;
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
     let visibility = Visibility::new(app, user_id);
@@ -384,7 +440,7 @@ fn joined_room(
             state_events.push(event);
         }
     }
-    let state_events = client_events(app, &state_events, Some(viewer), false);
+    let state_events = client_events_raw(app, &state_events, Some(viewer), false);
 
     let mut ephemeral = Vec::new();
     if let Some(typing) = typing {
@@ -393,26 +449,17 @@ fn joined_room(
     if !receipts.is_empty() {
         ephemeral.push(receipt_event(&receipts, user_id));
     }
-    let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
-    let timeline_json: Vec<Value> = client_events(app, &timeline, Some(viewer), false);
+    let timeline_events = client_events_raw(app, &timeline, Some(viewer), false);
     let (notifications, highlights) = unread::counts(app, room_id, user_id)?;
-    let mut section = json!({
-        "timeline": { "events": [], "limited": limited, "prev_batch": prev_batch },
-        "state": { "events": [] },
-        "ephemeral": { "events": [] },
-        "account_data": { "events": [] },
-        "unread_notifications": { "notification_count": notifications, "highlight_count": highlights },
-    });
-    section["timeline"]["events"] = Value::Array(timeline_json);
-    section["state"]["events"] = Value::Array(state_events);
-    section["ephemeral"]["events"] = Value::Array(ephemeral);
     let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
-    if is_initial || membership_changed {
-        section["summary"] = summary(user_id, &current);
-    } else {
-        section["summary"] = json!({});
-    }
-    Ok(Some(section))
+    Ok(Some(JoinedRoom {
+        account_data: Events::none(),
+        ephemeral: Events { events: ephemeral },
+        state: Events { events: state_events },
+        summary: if is_initial || membership_changed { summary(user_id, &current) } else { json!({}) },
+        timeline: Timeline::of(timeline_events, limited, timeline.first()),
+        unread_notifications: json!({ "notification_count": notifications, "highlight_count": highlights }),
+    }))
 }
 
 /// The newest visible events in `(after, up_to]`, oldest first, and whether
@@ -461,7 +508,7 @@ fn left_room(
     room_id: &str,
     since: Option<i64>,
     now: Token,
-) -> Result<Value> {
+) -> Result<LeftRoom> {
     let user_id = viewer.user_id;
     // Show history up to (and including) the user's leave.
     let leave_event_id = app.storage().current_state_event(room_id, "m.room.member", user_id)?;
@@ -470,14 +517,12 @@ fn left_room(
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
     let visibility = Visibility::new(app, user_id);
     let (timeline, limited) = timeline(app, &visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
-    let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
-    let mut section = json!({
-        "timeline": { "events": [], "limited": limited, "prev_batch": prev_batch },
-        "state": { "events": [] },
-        "account_data": { "events": [] },
-    });
-    section["timeline"]["events"] = Value::Array(client_events(app, &timeline, Some(viewer), false));
-    Ok(section)
+    let events = client_events_raw(app, &timeline, Some(viewer), false);
+    Ok(LeftRoom {
+        account_data: Events::none(),
+        state: Events::none(),
+        timeline: Timeline::of(events, limited, timeline.first()),
+    })
 }
 
 /// Stripped state for an invite or knock: the room's identity and the
@@ -541,7 +586,9 @@ fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
             .and_then(Value::as_object_mut)
             .map(|users| users.insert(receipt.user_id.clone(), entry));
     }
-    object([("type", json!("m.receipt")), ("content", Value::Object(content))])
+    let mut event = json!({ "type": "m.receipt" });
+    event["content"] = Value::Object(content);
+    event
 }
 
 /// `m.heroes` and member counts, from the room's current state.

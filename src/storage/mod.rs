@@ -21,6 +21,7 @@ mod sync;
 pub use accounts::{Device, TokenOwner};
 pub use batch::{GroupVisibility, SenderAndContent};
 pub use directory::ReportTarget;
+pub use event_json::JsonRef;
 pub use push::Pusher;
 pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentStateEntry, CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
