@@ -15,6 +15,7 @@ use crate::protocol::signing::SigningKey;
 use crate::rooms::notify::Notifier;
 use crate::rooms::outbox::Outbox;
 use crate::rooms::presence::Presence;
+use crate::rooms::search_index::SearchIndex;
 use crate::rooms::typing::Typing;
 use crate::rooms::unread;
 use crate::storage::{Storage, TokenOwner};
@@ -45,6 +46,8 @@ pub struct App {
     pub unread: unread::Cache,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
+    /// Whether the full-text index lags behind the events.
+    pub search_index: SearchIndex,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
 }
@@ -81,6 +84,7 @@ impl App {
             presence: Presence::default(),
             unread: unread::Cache::default(),
             outbox: Outbox::default(),
+            search_index: SearchIndex::default(),
             failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,
         })
@@ -100,6 +104,31 @@ impl App {
     /// The database. Never hold this across an `.await`.
     pub fn storage(&self) -> RefMut<'_, Storage> {
         self.storage.borrow_mut()
+    }
+
+    /// Runs `work` in one database transaction (see [`Storage::begin`]): its
+    /// reads take the lock once, its writes commit together or, when it
+    /// fails, not at all. `work` must not await.
+    pub fn in_transaction<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.storage().begin()?;
+        let result = work();
+        match result {
+            Ok(value) => {
+                // Bound first: the commit's borrow must not outlive the statement.
+                let committed = self.storage().commit();
+                match committed {
+                    Ok(()) => Ok(value),
+                    Err(error) => {
+                        self.storage().rollback();
+                        Err(error)
+                    }
+                }
+            }
+            Err(error) => {
+                self.storage().rollback();
+                Err(error)
+            }
+        }
     }
 
     /// Whether the listener with this index serves the federation API.

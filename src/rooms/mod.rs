@@ -15,6 +15,7 @@ pub mod notify;
 pub mod outbox;
 pub mod presence;
 pub mod push;
+pub mod search_index;
 pub mod summary;
 pub mod timeline;
 pub mod typing;
@@ -165,8 +166,19 @@ pub fn current_power(app: &App, version: &RoomVersion, state: &dyn StateLookup) 
 }
 
 /// Builds, signs and authorizes an event on top of the room's current state,
-/// stores it, wakes the members' syncs, and returns its ID.
+/// stores it, wakes the members' syncs, and returns its ID. All of it in one
+/// database transaction: one lock for the reads, nothing stored on failure.
 pub fn send(
+    app: &App,
+    room_id: &str,
+    sender: &str,
+    draft: Draft,
+    txn: Option<Transaction<'_>>,
+) -> Result<String> {
+    app.in_transaction(|| send_in_transaction(app, room_id, sender, draft, txn))
+}
+
+fn send_in_transaction(
     app: &App,
     room_id: &str,
     sender: &str,
@@ -403,6 +415,7 @@ fn persist_local(
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
     }
+    app.search_index.note_new_events();
     wake_room(app, &pdu.room_id, pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member"));
     for destination in &update.outbox {
         outbox::nudge(app, destination);

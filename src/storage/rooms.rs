@@ -339,7 +339,7 @@ impl Storage {
         state_after: StateAfter,
         current: &CurrentUpdate,
     ) -> Result<Option<i64>> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         let group = match state_after {
             StateAfter::Same(group) => group,
             StateAfter::Delta { parent, changes } => {
@@ -423,8 +423,11 @@ impl Storage {
                 insert_extremity.execute(params![event.room_id, extremity])?;
             }
             drop(insert_extremity);
+            // Most events change no state: leave the row (and its page) alone.
             transaction
-                .prepare_cached("UPDATE rooms SET state_group = ?2 WHERE room_id = ?1")?
+                .prepare_cached(
+                    "UPDATE rooms SET state_group = ?2 WHERE room_id = ?1 AND state_group IS NOT ?2",
+                )?
                 .execute(params![event.room_id, group])?;
         }
         if !current.outbox.is_empty() {
@@ -558,7 +561,7 @@ impl Storage {
 }
 
 pub(super) fn insert_group(
-    transaction: &rusqlite::Transaction<'_>,
+    transaction: &rusqlite::Connection,
     room_id: &str,
     parent: Option<i64>,
     chain_length: i64,
