@@ -111,7 +111,17 @@ impl App {
     /// fails, not at all. `work` must not await.
     pub fn in_transaction<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
         self.storage().begin()?;
-        let result = work();
+        self.finish_transaction(work())
+    }
+
+    /// Runs `work`, which only reads, in one database transaction: one lock
+    /// and one snapshot for all its reads. `work` must not await.
+    pub fn in_snapshot<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.storage().begin_read()?;
+        self.finish_transaction(work())
+    }
+
+    fn finish_transaction<T>(&self, result: Result<T>) -> Result<T> {
         match result {
             Ok(value) => {
                 // Bound first: the commit's borrow must not outlive the statement.

@@ -127,7 +127,18 @@ impl Storage {
     /// [`Storage::commit`] or [`Storage::rollback`] is part of it: its reads
     /// share one snapshot and one lock, its writes commit together.
     pub fn begin(&mut self) -> Result<()> {
-        let sql = if self.open_transactions == 0 { "BEGIN IMMEDIATE" } else { "SAVEPOINT nested" };
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+
+    /// Like [`Storage::begin`] for work that only reads: the lock is taken at
+    /// the first read (a write inside it may fail if another process wrote
+    /// meanwhile).
+    pub fn begin_read(&mut self) -> Result<()> {
+        self.begin_with("BEGIN DEFERRED")
+    }
+
+    fn begin_with(&mut self, top_level: &str) -> Result<()> {
+        let sql = if self.open_transactions == 0 { top_level } else { "SAVEPOINT nested" };
         self.conn.execute_batch(sql)?;
         self.open_transactions += 1;
         Ok(())
