@@ -25,10 +25,35 @@ use crate::storage::{Storage, TokenOwner};
 /// member mistyping should not be locked out for long).
 const FAILED_LOGINS_PER_MINUTE: usize = 10;
 
+/// The group commit's state: whether a commit is scheduled, and a signal
+/// with a generation count for those waiting on it.
+#[derive(Default)]
+struct GroupCommit {
+    scheduled: Cell<bool>,
+    generation: Cell<u64>,
+    /// The generation whose commit failed last.
+    failed: Cell<Option<u64>>,
+    done: event_listener::Event,
+}
+
+impl GroupCommit {
+    fn finish(&self, committed: Result<()>) {
+        if let Err(error) = committed {
+            log::error!("group commit failed, its writes are undone: {error}");
+            self.failed.set(Some(self.generation.get()));
+        }
+        self.generation.set(self.generation.get() + 1);
+        self.scheduled.set(false);
+        self.done.notify(usize::MAX);
+    }
+}
+
 /// Everything a handler may need.
 pub struct App {
     pub config: Config,
-    storage: RefCell<Storage>,
+    storage: Rc<RefCell<Storage>>,
+    /// Commits concurrent requests' writes together.
+    group_commit: Rc<GroupCommit>,
     pub signing_key: SigningKey,
     /// Outbound federation: TLS roots, allow-list, discovery caches.
     pub federation: Federation,
@@ -75,7 +100,8 @@ impl App {
         let federation = Federation::new(&config.federation).map_err(Error::Internal)?;
         Ok(App {
             config,
-            storage: RefCell::new(storage),
+            storage: Rc::new(RefCell::new(storage)),
+            group_commit: Rc::default(),
             signing_key,
             federation,
             stream,
@@ -107,11 +133,15 @@ impl App {
     }
 
     /// Runs `work` in one database transaction (see [`Storage::begin`]): its
-    /// reads take the lock once, its writes commit together or, when it
-    /// fails, not at all. `work` must not await.
+    /// reads take the lock once, and its writes stay or, when it fails, are
+    /// undone as a whole. They are committed with those of the other requests
+    /// the loop runs meanwhile (a group commit, scheduled here); see
+    /// [`App::durable`]. `work` must not await.
     pub fn in_transaction<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
         self.storage().begin()?;
-        self.finish_transaction(work())
+        let result = self.finish_transaction(work());
+        self.schedule_group_commit();
+        result
     }
 
     /// Runs `work`, which only reads, in one database transaction: one lock
@@ -139,6 +169,46 @@ impl App {
                 Err(error)
             }
         }
+    }
+
+    /// Commits the open group transaction once the requests already ready
+    /// to run have had their turn.
+    fn schedule_group_commit(&self) {
+        if !self.storage().group_open() || self.group_commit.scheduled.replace(true) {
+            return;
+        }
+        let storage = self.storage.clone();
+        let group = self.group_commit.clone();
+        self.executor
+            .spawn(async move {
+                smol::future::yield_now().await;
+                let committed = storage.borrow_mut().commit_group();
+                group.finish(committed);
+            })
+            .detach();
+    }
+
+    /// Waits until what this task may have read or written is committed:
+    /// every response and every federation request waits for this first, so
+    /// nothing leaves the process that a crash could still undo.
+    pub async fn durable(&self) -> Result<()> {
+        loop {
+            if !self.storage().group_open() {
+                return Ok(());
+            }
+            let generation = self.group_commit.generation.get();
+            let listener = self.group_commit.done.listen();
+            self.schedule_group_commit();
+            listener.await;
+            if self.group_commit.failed.get() == Some(generation) {
+                return Err(Error::Internal("the database could not commit".into()));
+            }
+        }
+    }
+
+    /// Commits an open group transaction now (at shutdown).
+    pub fn commit_now(&self) -> Result<()> {
+        self.storage().commit_group()
     }
 
     /// Whether the listener with this index serves the federation API.

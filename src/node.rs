@@ -90,6 +90,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
         Ok::<(), String>(())
     }))?;
+    if let Err(error) = app.commit_now() {
+        log::error!("the last writes could not be committed: {error}");
+    }
     if let Err(error) = crate::rooms::search_index::catch_up(&app) {
         log::warn!("search indexing at shutdown failed: {error}");
     }

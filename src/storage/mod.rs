@@ -15,6 +15,7 @@ mod search;
 mod secrets;
 mod server_keys;
 mod sync;
+mod transactions;
 
 pub use accounts::{Device, TokenOwner};
 pub use directory::ReportTarget;
@@ -50,8 +51,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// loop thread and every call is short.
 pub struct Storage {
     conn: Connection,
-    /// How many [`Storage::begin`] calls are open (nested ones are savepoints).
-    open_transactions: u32,
+    /// Open [`Storage::begin`] levels and the group transaction around them.
+    transactions: transactions::Levels,
 }
 
 /// Why the database could not be opened.
@@ -107,7 +108,7 @@ impl Storage {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-        let mut storage = Storage { conn, open_transactions: 0 };
+        let mut storage = Storage { conn, transactions: transactions::Levels::default() };
         migrations::migrate(&mut storage.conn)?;
         Ok(storage)
     }
@@ -119,46 +120,6 @@ impl Storage {
             .ok_or_else(|| crate::error::Error::Internal("the backup path is not valid UTF-8".into()))?;
         self.conn.execute("VACUUM INTO ?1", [target])?;
         Ok(())
-    }
-
-    /// Opens a transaction that takes the write lock at once (so a later write
-    /// cannot fail on a snapshot another process made stale), or a savepoint
-    /// inside an open one. Every storage call until the matching
-    /// [`Storage::commit`] or [`Storage::rollback`] is part of it: its reads
-    /// share one snapshot and one lock, its writes commit together.
-    pub fn begin(&mut self) -> Result<()> {
-        self.begin_with("BEGIN IMMEDIATE")
-    }
-
-    /// Like [`Storage::begin`] for work that only reads: the lock is taken at
-    /// the first read (a write inside it may fail if another process wrote
-    /// meanwhile).
-    pub fn begin_read(&mut self) -> Result<()> {
-        self.begin_with("BEGIN DEFERRED")
-    }
-
-    fn begin_with(&mut self, top_level: &str) -> Result<()> {
-        let sql = if self.open_transactions == 0 { top_level } else { "SAVEPOINT nested" };
-        self.conn.execute_batch(sql)?;
-        self.open_transactions += 1;
-        Ok(())
-    }
-
-    /// Commits what the latest [`Storage::begin`] opened.
-    pub fn commit(&mut self) -> Result<()> {
-        let sql = if self.open_transactions == 1 { "COMMIT" } else { "RELEASE nested" };
-        self.conn.execute_batch(sql)?;
-        self.open_transactions -= 1;
-        Ok(())
-    }
-
-    /// Undoes what the latest [`Storage::begin`] opened.
-    pub fn rollback(&mut self) {
-        let sql = if self.open_transactions == 1 { "ROLLBACK" } else { "ROLLBACK TO nested; RELEASE nested" };
-        if let Err(error) = self.conn.execute_batch(sql) {
-            log::error!("rollback failed: {error}");
-        }
-        self.open_transactions = self.open_transactions.saturating_sub(1);
     }
 
     /// Moves the WAL's content into the main file and truncates the WAL.
@@ -182,5 +143,5 @@ pub(crate) fn in_memory() -> Storage {
     conn.pragma_update(None, "foreign_keys", "ON").unwrap();
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     migrations::migrate(&mut conn).unwrap();
-    Storage { conn, open_transactions: 0 }
+    Storage { conn, transactions: transactions::Levels::default() }
 }
