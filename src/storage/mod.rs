@@ -40,9 +40,13 @@ pub const SERVER_NAME: &str = "server_name";
 /// statements, and rusqlite's default of 16 re-prepared them on every call.
 const STATEMENT_CACHE_CAPACITY: usize = 128;
 
-/// Cap on the WAL file left after a checkpoint, so the database plus WAL stays
-/// small on an SD card (SQLite truncates the WAL to this after checkpoints).
-const JOURNAL_SIZE_LIMIT_BYTES: i64 = 1024 * 1024;
+/// Cap on the WAL file left after a checkpoint (SQLite truncates it to this
+/// when it starts over), so one huge transaction does not leave a huge file.
+/// It is above what SQLite's automatic checkpoint (every 1,000 pages, ~4 MiB)
+/// lets the WAL grow to: truncating below that made every commit grow the
+/// file again, and the kernel's block allocation for the new pages cost more
+/// than writing them.
+const JOURNAL_SIZE_LIMIT_BYTES: i64 = 4608 * 1024;
 
 /// Writers wait this long for another process (an operator command) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
