@@ -14,6 +14,7 @@ use crate::http::Request;
 use crate::protocol::signing::SigningKey;
 use crate::rooms::notify::Notifier;
 use crate::rooms::outbox::Outbox;
+use crate::rooms::pdu_cache::PduCache;
 use crate::rooms::presence::Presence;
 use crate::rooms::search_index::SearchIndex;
 use crate::rooms::typing::Typing;
@@ -71,6 +72,8 @@ pub struct App {
     pub unread: unread::Cache,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
+    /// Parsed state events, for auth checks.
+    pub pdu_cache: PduCache,
     /// Whether the full-text index lags behind the events.
     pub search_index: SearchIndex,
     /// Runs background work (typing expiry, federation queues) on this thread.
@@ -111,6 +114,7 @@ impl App {
             unread: unread::Cache::default(),
             outbox: Outbox::default(),
             search_index: SearchIndex::default(),
+            pdu_cache: PduCache::default(),
             failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,
         })

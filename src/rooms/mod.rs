@@ -13,6 +13,7 @@ pub mod invites;
 pub mod notifications;
 pub mod notify;
 pub mod outbox;
+pub mod pdu_cache;
 pub mod presence;
 pub mod push;
 pub mod search_index;
@@ -100,9 +101,18 @@ pub fn to_pdu(version: &RoomVersion, event: &StoredEvent) -> Option<Pdu> {
     Pdu::from_json(version, event.event_id.clone(), event.json.clone()).ok()
 }
 
-/// Loads an event as a PDU.
+/// Loads an event as a PDU (state events from the cache of parsed ones).
 pub fn load_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Result<Option<Pdu>> {
-    Ok(app.storage().event(event_id)?.and_then(|event| to_pdu(version, &event)))
+    if let Some(cached) = app.pdu_cache.get(event_id) {
+        return Ok(Some(Pdu::clone(&cached)));
+    }
+    let Some(pdu) = app.storage().event(event_id)?.and_then(|event| to_pdu(version, &event)) else {
+        return Ok(None);
+    };
+    if pdu.state_key.is_some() {
+        app.pdu_cache.insert(std::rc::Rc::new(pdu.clone()));
+    }
+    Ok(Some(pdu))
 }
 
 /// A room state that can be asked one key at a time: a loaded map, or the
@@ -433,6 +443,7 @@ pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu)
     }
     let redacted = redaction::redact(&target.json, version);
     app.storage().redact_event(target_id, &redacted, &redaction.event_id)?;
+    app.pdu_cache.forget(target_id);
     Ok(())
 }
 
