@@ -407,7 +407,18 @@ fn persist_local(
         .filter(|membership| matches!(*membership, "leave" | "ban"))
         .and(pdu.state_key.as_deref())
         .and_then(|target| target.split_once(':').map(|(_, server)| server));
-    let destinations = outbox::destinations(app, &pdu.room_id, target_server)?;
+    // Who hears of it: the joined and invited members (whose syncs wake),
+    // and the servers of the joined ones.
+    let members = app.storage().members_with_any(&pdu.room_id, &["join", "invite"])?;
+    let mut servers: Vec<String> = Vec::new();
+    for (user_id, _) in members.iter().filter(|(_, membership)| membership == "join") {
+        if let Some((_, server)) = user_id.split_once(':') {
+            if !servers.iter().any(|known| known == server) {
+                servers.push(server.to_string());
+            }
+        }
+    }
+    let destinations = outbox::destinations_among(app, &pdu.room_id, servers, target_server)?;
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
@@ -426,7 +437,8 @@ fn persist_local(
         apply_redaction(app, version, pdu)?;
     }
     app.search_index.note_new_events();
-    wake_room(app, &pdu.room_id, pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member"));
+    let also = pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member");
+    app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
     for destination in &update.outbox {
         outbox::nudge(app, destination);
     }
