@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use smol::LocalExecutor;
 
@@ -31,6 +32,10 @@ const FAILED_LOGINS_PER_MINUTE: usize = 10;
 #[derive(Default)]
 struct GroupCommit {
     scheduled: Cell<bool>,
+    /// When the last group was committed, and whether a checkpoint waits for
+    /// the writes to pause.
+    last_commit: Cell<Option<Instant>>,
+    idle_checkpoint_pending: Cell<bool>,
     generation: Cell<u64>,
     /// The generation whose commit failed last.
     failed: Cell<Option<u64>>,
@@ -45,8 +50,37 @@ impl GroupCommit {
         }
         self.generation.set(self.generation.get() + 1);
         self.scheduled.set(false);
+        self.last_commit.set(Some(Instant::now()));
         self.done.notify(usize::MAX);
     }
+}
+
+/// Once writes pause this long, the WAL is folded into the database file and
+/// truncated: the disk holds one file between bursts (SQLite's automatic
+/// checkpoints keep the WAL from growing during them).
+const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(2);
+
+/// Waits for the writes to pause, then checkpoints (trying again later if
+/// another process is reading).
+async fn checkpoint_when_idle(storage: Rc<RefCell<Storage>>, group: Rc<GroupCommit>) {
+    loop {
+        smol::Timer::after(IDLE_CHECKPOINT_AFTER).await;
+        let quiet = group.last_commit.get().is_none_or(|last| last.elapsed() >= IDLE_CHECKPOINT_AFTER);
+        if !quiet || storage.borrow().group_open() {
+            continue;
+        }
+        // Bound first: the borrow must end before the next await.
+        let checkpointed = storage.borrow().checkpoint_without_waiting();
+        match checkpointed {
+            Ok(false) => continue,
+            Ok(true) => break,
+            Err(error) => {
+                log::warn!("idle checkpoint failed: {error}");
+                break;
+            }
+        }
+    }
+    group.idle_checkpoint_pending.set(false);
 }
 
 /// Everything a handler may need.
@@ -188,6 +222,9 @@ impl App {
                 smol::future::yield_now().await;
                 let committed = storage.borrow_mut().commit_group();
                 group.finish(committed);
+                if !group.idle_checkpoint_pending.replace(true) {
+                    checkpoint_when_idle(storage, group).await;
+                }
             })
             .detach();
     }

@@ -176,3 +176,26 @@ fn kill_9_during_concurrent_sends_loses_no_acknowledged_event() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn the_wal_is_folded_into_the_database_once_writes_pause() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let room_id = create_room(&alice, json!({"preset": "private_chat"}));
+    for index in 0..20 {
+        let (status, _) = alice.put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/wal-{index}"),
+            &json!({"msgtype": "m.text", "body": "filling the log"}),
+        );
+        assert_eq!(status, 200);
+    }
+    let wal = node.data_dir.0.join("hearth.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map(|metadata| metadata.len()).unwrap_or(0);
+    assert!(wal_size() > 0, "the sends went to the WAL");
+    eventually(Duration::from_secs(10), || (wal_size() == 0).then_some(()));
+    // Everything is still there.
+    let (status, page) = alice.get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=30"));
+    assert_eq!(status, 200);
+    let messages = page["chunk"].as_array().unwrap().iter().filter(|event| event["type"] == "m.room.message");
+    assert_eq!(messages.count(), 20, "{page}");
+}

@@ -126,6 +126,23 @@ impl Storage {
         Ok(())
     }
 
+    /// Like [`Storage::checkpoint`], but gives up at once (answering false)
+    /// rather than wait for another process reading the database.
+    pub fn checkpoint_without_waiting(&self) -> Result<bool> {
+        self.conn.busy_timeout(Duration::ZERO)?;
+        let outcome = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0));
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        match outcome {
+            Ok(busy) => Ok(busy == 0),
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Moves the WAL's content into the main file and truncates the WAL.
     pub fn checkpoint(&self) -> Result<()> {
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
