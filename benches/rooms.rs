@@ -54,10 +54,9 @@ const PARK_DELAY: Duration = Duration::from_millis(30);
 fn main() {
     let binary =
         std::env::var("HEARTH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string());
-    let ticks_per_second = clock_ticks();
     println!("hearth rooms benchmark: {binary}");
     println!(
-        "machine: {} CPUs, CLK_TCK {ticks_per_second}, load average {}",
+        "machine: {} CPUs, load average {}",
         thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
     );
@@ -94,11 +93,11 @@ fn main() {
     println!();
 
     // Sequential sends: one sender, one connection.
-    let cpu_before = server.cpu_ticks();
+    let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let mut latencies = send_batch(&users[1], &rooms, "seq", SENDS);
     let sequential_elapsed = started.elapsed();
-    let sequential_cpu = (server.cpu_ticks() - cpu_before) as f64 / ticks_per_second;
+    let sequential_cpu = server.cpu_seconds() - cpu_before;
     latencies.sort();
 
     // Concurrent sends: 8 senders, each on its own connection, released together.
@@ -115,13 +114,13 @@ fn main() {
             })
         })
         .collect();
-    let cpu_before = server.cpu_ticks();
+    let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     barrier.wait();
     let mut concurrent_latencies: Vec<Duration> =
         senders.into_iter().flat_map(|sender| sender.join().unwrap()).collect();
     let concurrent_elapsed = started.elapsed();
-    let concurrent_cpu = (server.cpu_ticks() - cpu_before) as f64 / ticks_per_second;
+    let concurrent_cpu = server.cpu_seconds() - cpu_before;
     concurrent_latencies.sort();
     let concurrent_sends = per_sender * CONCURRENT_SENDERS;
 
@@ -321,12 +320,6 @@ fn load_average() -> String {
     text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// Clock ticks per second for /proc/PID/stat, from `getconf CLK_TCK`.
-fn clock_ticks() -> f64 {
-    let output = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
-    String::from_utf8_lossy(&output.stdout).trim().parse().expect("CLK_TCK")
-}
-
 /// Memory of the server process, from /proc/PID/status.
 struct Memory {
     rss_kib: u64,
@@ -373,12 +366,16 @@ impl Server {
         self.child.id()
     }
 
-    /// utime + stime of the server process, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the `(comm)`: state is the first, utime the 12th, stime the 13th.
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    /// CPU time the server's threads have run, in seconds: the scheduler's
+    /// nanosecond count (`/proc/PID/task/*/schedstat`), finer than the
+    /// 10 ms ticks of `/proc/PID/stat`.
+    fn cpu_seconds(&self) -> f64 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        let nanoseconds: u64 = tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+            .filter_map(|schedstat| schedstat.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        nanoseconds as f64 / 1e9
     }
 
     fn memory(&self) -> Memory {

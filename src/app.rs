@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use smol::LocalExecutor;
 
@@ -14,7 +15,9 @@ use crate::http::Request;
 use crate::protocol::signing::SigningKey;
 use crate::rooms::notify::Notifier;
 use crate::rooms::outbox::Outbox;
+use crate::rooms::pdu_cache::PduCache;
 use crate::rooms::presence::Presence;
+use crate::rooms::search_index::SearchIndex;
 use crate::rooms::typing::Typing;
 use crate::rooms::unread;
 use crate::rooms::visibility;
@@ -25,10 +28,68 @@ use crate::storage::{Storage, TokenOwner};
 /// member mistyping should not be locked out for long).
 const FAILED_LOGINS_PER_MINUTE: usize = 10;
 
+/// The group commit's state: whether a commit is scheduled, and a signal
+/// with a generation count for those waiting on it.
+#[derive(Default)]
+struct GroupCommit {
+    scheduled: Cell<bool>,
+    /// When the last group was committed, and whether a checkpoint waits for
+    /// the writes to pause.
+    last_commit: Cell<Option<Instant>>,
+    idle_checkpoint_pending: Cell<bool>,
+    generation: Cell<u64>,
+    /// The generation whose commit failed last.
+    failed: Cell<Option<u64>>,
+    done: event_listener::Event,
+}
+
+impl GroupCommit {
+    fn finish(&self, committed: Result<()>) {
+        if let Err(error) = committed {
+            log::error!("group commit failed, its writes are undone: {error}");
+            self.failed.set(Some(self.generation.get()));
+        }
+        self.generation.set(self.generation.get() + 1);
+        self.scheduled.set(false);
+        self.last_commit.set(Some(Instant::now()));
+        self.done.notify(usize::MAX);
+    }
+}
+
+/// Once writes pause this long, the WAL is folded into the database file and
+/// truncated: the disk holds one file between bursts (SQLite's automatic
+/// checkpoints keep the WAL from growing during them).
+const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(2);
+
+/// Waits for the writes to pause, then checkpoints (trying again later if
+/// another process is reading).
+async fn checkpoint_when_idle(storage: Rc<RefCell<Storage>>, group: Rc<GroupCommit>) {
+    loop {
+        smol::Timer::after(IDLE_CHECKPOINT_AFTER).await;
+        let quiet = group.last_commit.get().is_none_or(|last| last.elapsed() >= IDLE_CHECKPOINT_AFTER);
+        if !quiet || storage.borrow().group_open() {
+            continue;
+        }
+        // Bound first: the borrow must end before the next await.
+        let checkpointed = storage.borrow().checkpoint_without_waiting();
+        match checkpointed {
+            Ok(false) => continue,
+            Ok(true) => break,
+            Err(error) => {
+                log::warn!("idle checkpoint failed: {error}");
+                break;
+            }
+        }
+    }
+    group.idle_checkpoint_pending.set(false);
+}
+
 /// Everything a handler may need.
 pub struct App {
     pub config: Config,
-    storage: RefCell<Storage>,
+    storage: Rc<RefCell<Storage>>,
+    /// Commits concurrent requests' writes together.
+    group_commit: Rc<GroupCommit>,
     pub signing_key: SigningKey,
     /// Outbound federation: TLS roots, allow-list, discovery caches.
     pub federation: Federation,
@@ -48,6 +109,10 @@ pub struct App {
     pub visibility: visibility::Cache,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
+    /// Parsed state events, for auth checks.
+    pub pdu_cache: PduCache,
+    /// Whether the full-text index lags behind the events.
+    pub search_index: SearchIndex,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
 }
@@ -75,7 +140,8 @@ impl App {
         let federation = Federation::new(&config.federation).map_err(Error::Internal)?;
         Ok(App {
             config,
-            storage: RefCell::new(storage),
+            storage: Rc::new(RefCell::new(storage)),
+            group_commit: Rc::default(),
             signing_key,
             federation,
             stream,
@@ -85,6 +151,8 @@ impl App {
             unread: unread::Cache::default(),
             visibility: visibility::Cache::default(),
             outbox: Outbox::default(),
+            search_index: SearchIndex::default(),
+            pdu_cache: PduCache::default(),
             failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,
         })
@@ -106,12 +174,86 @@ impl App {
         self.storage.borrow_mut()
     }
 
-    /// A read transaction on the database for as long as the guard lives
-    /// (see [`Storage::begin_read`]): for a run of many reads with no write
-    /// and no `.await` among them.
-    pub fn read_snapshot(&self) -> Result<ReadSnapshot<'_>> {
+    /// Runs `work` in one database transaction (see [`Storage::begin`]): its
+    /// reads take the lock once, and its writes stay or, when it fails, are
+    /// undone as a whole. They are committed with those of the other requests
+    /// the loop runs meanwhile (a group commit, scheduled here); see
+    /// [`App::durable`]. `work` must not await.
+    pub fn in_transaction<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.storage().begin()?;
+        let result = self.finish_transaction(work());
+        self.schedule_group_commit();
+        result
+    }
+
+    /// Runs `work`, which only reads, in one database transaction: one lock
+    /// and one snapshot for all its reads. `work` must not await.
+    pub fn in_snapshot<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
         self.storage().begin_read()?;
-        Ok(ReadSnapshot { app: self })
+        self.finish_transaction(work())
+    }
+
+    fn finish_transaction<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Ok(value) => {
+                // Bound first: the commit's borrow must not outlive the statement.
+                let committed = self.storage().commit();
+                match committed {
+                    Ok(()) => Ok(value),
+                    Err(error) => {
+                        self.storage().rollback();
+                        Err(error)
+                    }
+                }
+            }
+            Err(error) => {
+                self.storage().rollback();
+                Err(error)
+            }
+        }
+    }
+
+    /// Commits the open group transaction once the requests already ready
+    /// to run have had their turn.
+    fn schedule_group_commit(&self) {
+        if !self.storage().group_open() || self.group_commit.scheduled.replace(true) {
+            return;
+        }
+        let storage = self.storage.clone();
+        let group = self.group_commit.clone();
+        self.executor
+            .spawn(async move {
+                smol::future::yield_now().await;
+                let committed = storage.borrow_mut().commit_group();
+                group.finish(committed);
+                if !group.idle_checkpoint_pending.replace(true) {
+                    checkpoint_when_idle(storage, group).await;
+                }
+            })
+            .detach();
+    }
+
+    /// Waits until what this task may have read or written is committed:
+    /// every response and every federation request waits for this first, so
+    /// nothing leaves the process that a crash could still undo.
+    pub async fn durable(&self) -> Result<()> {
+        loop {
+            if !self.storage().group_open() {
+                return Ok(());
+            }
+            let generation = self.group_commit.generation.get();
+            let listener = self.group_commit.done.listen();
+            self.schedule_group_commit();
+            listener.await;
+            if self.group_commit.failed.get() == Some(generation) {
+                return Err(Error::Internal("the database could not commit".into()));
+            }
+        }
+    }
+
+    /// Commits an open group transaction now (at shutdown).
+    pub fn commit_now(&self) -> Result<()> {
+        self.storage().commit_group()
     }
 
     /// Whether the listener with this index serves the federation API.
@@ -135,18 +277,5 @@ impl App {
         let token = request.access_token().ok_or(Error::MissingToken)?;
         let owner = self.storage().token_owner(&credentials::hash_token(token))?;
         owner.ok_or(Error::UnknownToken { soft_logout: false })
-    }
-}
-
-/// An open read transaction; ends it when dropped.
-pub struct ReadSnapshot<'a> {
-    app: &'a App,
-}
-
-impl Drop for ReadSnapshot<'_> {
-    fn drop(&mut self) {
-        if let Err(error) = self.app.storage().end_read() {
-            log::warn!("ending a read transaction: {error}");
-        }
     }
 }

@@ -159,10 +159,14 @@ pub fn handler(app: Rc<App>) -> Handler {
     Rc::new(move |request, peer, interim| {
         let app = app.clone();
         Box::pin(async move {
-            let response = match read_request(&app, request, peer, &interim).await {
+            let mut response = match read_request(&app, request, peer, &interim).await {
                 Ok(request) => dispatch(&app, request).await,
                 Err(error) => Response::error(&error),
             };
+            // What the answer says must be committed before it goes out.
+            if let Err(error) = app.durable().await {
+                response = Response::error(&error);
+            }
             into_http(response)
         })
     })

@@ -62,6 +62,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             app.config.server_name
         );
         crate::federation::sender::start(&app);
+        crate::rooms::search_index::start(&app);
         notify_systemd("READY=1");
         let mut signals = signals;
         while let Some(signal) = signals.next().await {
@@ -89,6 +90,12 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
         Ok::<(), String>(())
     }))?;
+    if let Err(error) = app.commit_now() {
+        log::error!("the last writes could not be committed: {error}");
+    }
+    if let Err(error) = crate::rooms::search_index::catch_up(&app) {
+        log::warn!("search indexing at shutdown failed: {error}");
+    }
     if let Err(error) = app.storage().checkpoint() {
         log::warn!("final WAL checkpoint failed: {error}");
     }

@@ -1,6 +1,7 @@
 //! Durability: a clean restart keeps accounts, devices and sessions; a
 //! `kill -9` in the middle of a registration burst loses no account whose
-//! registration was acknowledged.
+//! registration was acknowledged, and one in the middle of concurrent sends
+//! (whose writes are committed in groups) loses no acknowledged event.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::rooms::{create_room, join};
 use common::{Node, PASSWORD, eventually, try_register};
 use serde_json::json;
 
@@ -98,4 +100,102 @@ fn kill_9_during_registrations_loses_no_acknowledged_account() {
     }
     // The node takes new registrations after the crash.
     node.register("after-crash");
+}
+
+/// Senders in the send burst, each its own user on its own connection.
+const SEND_THREADS: usize = 4;
+/// The node is killed once this many sends were acknowledged.
+const KILL_AFTER_SENDS: usize = 100;
+
+#[test]
+fn kill_9_during_concurrent_sends_loses_no_acknowledged_event() {
+    let mut node = Node::start();
+    let owner = node.register("owner");
+    let room_id = create_room(&owner, json!({"preset": "public_chat"}));
+    let senders: Vec<_> = (0..SEND_THREADS)
+        .map(|index| {
+            let sender = node.register(&format!("sender{index}"));
+            join(&sender, &room_id);
+            sender
+        })
+        .collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::<(usize, String, String)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(thread, sender)| {
+            let acknowledged = acknowledged.clone();
+            let stop = stop.clone();
+            let room_id = room_id.clone();
+            std::thread::spawn(move || {
+                for index in 0.. {
+                    if stop.load(Ordering::SeqCst) || started.elapsed() > MAX_LOAD_TIME {
+                        return sender;
+                    }
+                    let txn = format!("burst-{index}");
+                    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+                    let body = json!({"msgtype": "m.text", "body": format!("{thread}/{index}")}).to_string();
+                    match sender.try_request("PUT", &path, Some(body.as_bytes())) {
+                        Ok((200, answer)) => {
+                            let event_id = answer["event_id"].as_str().unwrap().to_string();
+                            acknowledged.lock().unwrap().push((thread, txn, event_id));
+                        }
+                        Ok((status, answer)) => panic!("send {txn}: {status} {answer}"),
+                        // The node was killed under us.
+                        Err(_) => return sender,
+                    }
+                }
+                sender
+            })
+        })
+        .collect();
+
+    eventually(MAX_LOAD_TIME, || (acknowledged.lock().unwrap().len() >= KILL_AFTER_SENDS).then_some(()));
+    node.kill9();
+    stop.store(true, Ordering::SeqCst);
+    let senders: Vec<_> = workers.into_iter().map(|worker| worker.join().unwrap()).collect();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    node.restart();
+    for (thread, txn, event_id) in &acknowledged {
+        let sender = &senders[*thread];
+        let (status, event) = sender.get(&format!("/_matrix/client/v3/rooms/{room_id}/event/{event_id}"));
+        assert_eq!(status, 200, "{event_id} was acknowledged but is gone: {event}");
+        // Retrying the transaction answers the same event.
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let (status, again) = sender.put(&path, &json!({"msgtype": "m.text", "body": "retry"}));
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["event_id"], event_id.as_str());
+    }
+    // The room takes new messages after the crash.
+    let (status, _) = senders[0].put(
+        &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/after-crash"),
+        &json!({"msgtype": "m.text", "body": "still here"}),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn the_wal_is_folded_into_the_database_once_writes_pause() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let room_id = create_room(&alice, json!({"preset": "private_chat"}));
+    for index in 0..20 {
+        let (status, _) = alice.put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/wal-{index}"),
+            &json!({"msgtype": "m.text", "body": "filling the log"}),
+        );
+        assert_eq!(status, 200);
+    }
+    let wal = node.data_dir.0.join("hearth.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map(|metadata| metadata.len()).unwrap_or(0);
+    assert!(wal_size() > 0, "the sends went to the WAL");
+    eventually(Duration::from_secs(10), || (wal_size() == 0).then_some(()));
+    // Everything is still there.
+    let (status, page) = alice.get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=30"));
+    assert_eq!(status, 200);
+    let messages = page["chunk"].as_array().unwrap().iter().filter(|event| event["type"] == "m.room.message");
+    assert_eq!(messages.count(), 20, "{page}");
 }

@@ -165,3 +165,21 @@ fn search_respects_history_visibility() {
     assert_eq!(carols["results"], json!([]));
     assert_eq!(carols["count"], 0);
 }
+
+#[test]
+fn events_not_yet_indexed_at_a_crash_are_found_after_the_restart() {
+    let mut node = Node::start();
+    let alice = node.register("alice");
+    let room = create_room(&alice, json!({"preset": "private_chat"}));
+    say(&alice, &room, "indexed before the crash: pelican");
+    assert_eq!(search(&alice, json!({"search_term": "pelican"}), None)["count"], 1);
+    // Indexing is batched a moment after a send: kill the node before it runs.
+    for n in 0..5 {
+        say(&alice, &room, &format!("pelican number {n} flew by"));
+    }
+    node.kill9();
+    node.restart();
+    let found = search(&alice, json!({"search_term": "pelican", "order_by": "recent"}), None);
+    assert_eq!(found["count"], 6, "{found}");
+    assert_eq!(result_bodies(&found)[0], "pelican number 4 flew by");
+}

@@ -86,10 +86,12 @@ fn room_page(
 /// `GET /rooms/{roomId}/messages`. Paging back past the oldest event held
 /// here fetches older history from the other servers in the room first.
 pub async fn messages(app: &App, request: &Request, room_id: &str) -> Result<Response> {
-    let page = messages_page(app, request, room_id)?;
+    // A page only reads: one snapshot, with the lock taken once.
+    let read_page = || app.in_snapshot(|| messages_page(app, request, room_id));
+    let page = read_page()?;
     let backwards = Direction::parse(request.query("dir"), None)? == Direction::Backwards;
     if backwards && page.end.is_none() && crate::federation::join::backfill_older(app, room_id).await? > 0 {
-        return Ok(Response::ok_json(&messages_page(app, request, room_id)?));
+        return Ok(Response::ok_json(&read_page()?));
     }
     Ok(Response::ok_json(&page))
 }

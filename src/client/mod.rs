@@ -105,7 +105,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             Put => profile::set_field(app, request, user_id, field),
             _ => not_allowed(),
         },
-        (V3, ["createRoom"]) if *method == Post => rooms::create_room(app, request),
+        (V3, ["createRoom"]) if *method == Post => app.in_transaction(|| rooms::create_room(app, request)),
         (V3, ["sync"]) if *method == Get => sync::sync(app, request).await,
         (V3, ["keys", "upload"]) if *method == Post => keys::upload(app, request),
         (V3, ["keys", "query"]) if *method == Post => keys::query(app, request).await,
@@ -133,9 +133,13 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         (V3, ["rooms", room_id, "leave"]) if *method == Post => {
             membership::leave(app, request, room_id).await
         }
-        (V3, ["rooms", room_id, rest @ ..]) => room_route(app, request, room_id, rest),
+        // Room requests are synchronous: each runs in one database transaction.
+        (V3, ["rooms", room_id, rest @ ..]) => match method {
+            Get => app.in_snapshot(|| room_route(app, request, room_id, rest)),
+            _ => app.in_transaction(|| room_route(app, request, room_id, rest)),
+        },
         (V1, ["rooms", room_id, "hierarchy"]) if *method == Get => spaces::hierarchy(app, request, room_id),
-        (V1, ["rooms", room_id, rest @ ..]) => room_route_v1(app, request, room_id, rest),
+        (V1, ["rooms", room_id, rest @ ..]) => app.in_snapshot(|| room_route_v1(app, request, room_id, rest)),
         (V3, ["search"]) if *method == Post => search::search(app, request),
         (V3, ["directory", "room", alias]) => match method {
             Get => directory::get_alias(app, alias),

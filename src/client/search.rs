@@ -91,6 +91,7 @@ pub fn search(app: &App, request: &Request) -> Result<Response> {
         (Some(batch), _) => parse_batch(batch, rank_order)?,
     };
     let limit = filter.limit_or(DEFAULT_TIMELINE_LIMIT).min(MAX_TIMELINE_LIMIT);
+    crate::rooms::search_index::catch_up(app)?;
 
     // The rooms searched: those the user is in or has left (visibility then
     // keeps what they may see), narrowed by the filter's room lists.

@@ -201,15 +201,63 @@ fn build(
     full_state: bool,
 ) -> Result<(Answer, bool)> {
     let user_id = owner.user_id.as_str();
+    let since_stream = since.map(|token| token.stream);
+    // The rooms and account data are read from one snapshot, with the lock
+    // taken once for the few hundred reads of an initial sync; the to-device
+    // part below writes (it acknowledges delivered messages).
+    let (rooms, account_data) =
+        app.in_snapshot(|| rooms_and_account_data(app, owner, filter, since, now, full_state))?;
+
+    let presence = crate::rooms::presence::sync_events(
+        app,
+        user_id,
+        since.map(|token| token.presence),
+        now.presence,
+        |sender| filter.presence.allows("m.presence", sender),
+    )?;
+    let e2ee = super::to_device::sync_extensions(app, owner, since_stream, now.stream)?;
+    let has_news = e2ee.has_news()
+        || !presence.is_empty()
+        || !rooms.join.is_empty()
+        || !rooms.invite.is_empty()
+        || !rooms.leave.is_empty()
+        || !rooms.knock.is_empty()
+        || !account_data.is_empty();
+    // The lists are moved in: `json!` would copy them (it serialises every
+    // value it is given).
+    let mut fields = json!({
+        "next_batch": now.encode(),
+        "account_data": { "events": [] },
+        "presence": { "events": [] },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+    });
+    fields["account_data"]["events"] = Value::Array(account_data);
+    fields["presence"]["events"] = Value::Array(presence);
+    e2ee.write_into(&mut fields);
+    let fields = match fields {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    };
+    Ok((Answer { fields, rooms }, has_news))
+}
+
+/// The room sections and the global account data of the answer: the part of
+/// /sync that only reads.
+fn rooms_and_account_data(
+    app: &App,
+    owner: &TokenOwner,
+    filter: &Filter,
+    since: Option<Token>,
+    now: Token,
+    full_state: bool,
+) -> Result<(Rooms, Vec<Value>)> {
+    let user_id = owner.user_id.as_str();
     let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     let since_stream = since.map(|token| token.stream);
     let mut rooms = Rooms::default();
     let Rooms { join, invite, leave, knock } = &mut rooms;
-
-    // The rooms and account data are read from one snapshot, with the read
-    // lock taken once for the few hundred reads of an initial sync; the
-    // to-device part below writes (it acknowledges delivered messages).
-    let snapshot = app.read_snapshot()?;
 
     // Rooms whose membership changed in the window: the newest change per room.
     let mut changed: Vec<StoredEvent> = Vec::new();
@@ -321,42 +369,7 @@ fn build(
             join.entry(room_id).or_insert_with(JoinedRoom::empty).account_data.events = events;
         }
     }
-
-    drop(snapshot);
-
-    let presence = crate::rooms::presence::sync_events(
-        app,
-        user_id,
-        since.map(|token| token.presence),
-        now.presence,
-        |sender| filter.presence.allows("m.presence", sender),
-    )?;
-    let e2ee = super::to_device::sync_extensions(app, owner, since_stream, now.stream)?;
-    let has_news = e2ee.has_news()
-        || !presence.is_empty()
-        || !join.is_empty()
-        || !invite.is_empty()
-        || !leave.is_empty()
-        || !knock.is_empty()
-        || !account_data.is_empty();
-    // The lists are moved in: `json!` would copy them (it serialises every
-    // value it is given).
-    let mut fields = json!({
-        "next_batch": now.encode(),
-        "account_data": { "events": [] },
-        "presence": { "events": [] },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-    });
-    fields["account_data"]["events"] = Value::Array(account_data);
-    fields["presence"]["events"] = Value::Array(presence);
-    e2ee.write_into(&mut fields);
-    let fields = match fields {
-        Value::Object(fields) => fields,
-        _ => Map::new(),
-    };
-    Ok((Answer { fields, rooms }, has_news))
+    Ok((rooms, account_data))
 }
 
 /// Whether the user was already joined when the window began (a join event in

@@ -61,6 +61,8 @@ pub async fn request_bytes(
             "refusing to send a federation request to ourselves ({destination})"
         )));
     }
+    // Nothing we say may rest on writes a crash could still undo.
+    app.durable().await?;
     let federation = &app.federation;
     let target = discovery::resolve(federation, destination).await?;
     let (_, uri) = transport::request_target(path_and_query)?;

@@ -303,6 +303,7 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
         outbox: Vec::new(),
     };
     app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
+    app.search_index.note_new_events();
     rooms::wake_room(app, &join.room_id, Some(&join.sender));
     Ok(())
 }

@@ -261,6 +261,7 @@ fn store(
     };
     let update = CurrentUpdate { state: entries, replace_all, extremities, outbox: Vec::new() };
     app.storage().persist_event(&new_event, state_after, &update)?;
+    app.search_index.note_new_events();
     if !soft_failed {
         if pdu.kind == "m.room.redaction" {
             super::apply_redaction(app, version, pdu)?;

@@ -13,8 +13,10 @@ pub mod invites;
 pub mod notifications;
 pub mod notify;
 pub mod outbox;
+pub mod pdu_cache;
 pub mod presence;
 pub mod push;
+pub mod search_index;
 pub mod summary;
 pub mod timeline;
 pub mod typing;
@@ -99,9 +101,18 @@ pub fn to_pdu(version: &RoomVersion, event: &StoredEvent) -> Option<Pdu> {
     Pdu::from_json(version, event.event_id.clone(), event.json.map().clone()).ok()
 }
 
-/// Loads an event as a PDU.
+/// Loads an event as a PDU (state events from the cache of parsed ones).
 pub fn load_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Result<Option<Pdu>> {
-    Ok(app.storage().event(event_id)?.and_then(|event| to_pdu(version, &event)))
+    if let Some(cached) = app.pdu_cache.get(event_id) {
+        return Ok(Some(Pdu::clone(&cached)));
+    }
+    let Some(pdu) = app.storage().event(event_id)?.and_then(|event| to_pdu(version, &event)) else {
+        return Ok(None);
+    };
+    if pdu.state_key.is_some() {
+        app.pdu_cache.insert(std::rc::Rc::new(pdu.clone()));
+    }
+    Ok(Some(pdu))
 }
 
 /// A room state that can be asked one key at a time: a loaded map, or the
@@ -165,8 +176,19 @@ pub fn current_power(app: &App, version: &RoomVersion, state: &dyn StateLookup) 
 }
 
 /// Builds, signs and authorizes an event on top of the room's current state,
-/// stores it, wakes the members' syncs, and returns its ID.
+/// stores it, wakes the members' syncs, and returns its ID. All of it in one
+/// database transaction: one lock for the reads, nothing stored on failure.
 pub fn send(
+    app: &App,
+    room_id: &str,
+    sender: &str,
+    draft: Draft,
+    txn: Option<Transaction<'_>>,
+) -> Result<String> {
+    app.in_transaction(|| send_in_transaction(app, room_id, sender, draft, txn))
+}
+
+fn send_in_transaction(
     app: &App,
     room_id: &str,
     sender: &str,
@@ -385,7 +407,18 @@ fn persist_local(
         .filter(|membership| matches!(*membership, "leave" | "ban"))
         .and(pdu.state_key.as_deref())
         .and_then(|target| target.split_once(':').map(|(_, server)| server));
-    let destinations = outbox::destinations(app, &pdu.room_id, target_server)?;
+    // Who hears of it: the joined and invited members (whose syncs wake),
+    // and the servers of the joined ones.
+    let members = app.storage().members_with_any(&pdu.room_id, &["join", "invite"])?;
+    let mut servers: Vec<String> = Vec::new();
+    for (user_id, _) in members.iter().filter(|(_, membership)| membership == "join") {
+        if let Some((_, server)) = user_id.split_once(':') {
+            if !servers.iter().any(|known| known == server) {
+                servers.push(server.to_string());
+            }
+        }
+    }
+    let destinations = outbox::destinations_among(app, &pdu.room_id, servers, target_server)?;
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
@@ -403,7 +436,9 @@ fn persist_local(
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
     }
-    wake_room(app, &pdu.room_id, pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member"));
+    app.search_index.note_new_events();
+    let also = pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member");
+    app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
     for destination in &update.outbox {
         outbox::nudge(app, destination);
     }
@@ -420,6 +455,7 @@ pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu)
     }
     let redacted = redaction::redact(&target.json, version);
     app.storage().redact_event(target_id, &redacted, &redaction.event_id)?;
+    app.pdu_cache.forget(target_id);
     Ok(())
 }
 

@@ -37,7 +37,17 @@ impl Outbox {
 /// The other servers an event in `room_id` goes to: those with joined
 /// members, plus `also` (the server of an invited or departing user).
 pub fn destinations(app: &App, room_id: &str, also: Option<&str>) -> Result<Vec<String>> {
-    let mut servers = app.storage().servers_in_room(room_id)?;
+    let servers = app.storage().servers_in_room(room_id)?;
+    destinations_among(app, room_id, servers, also)
+}
+
+/// [`destinations`] when the servers with joined members are known.
+pub fn destinations_among(
+    app: &App,
+    room_id: &str,
+    mut servers: Vec<String>,
+    also: Option<&str>,
+) -> Result<Vec<String>> {
     if let Some(server) = also {
         if !servers.iter().any(|known| known == server) {
             servers.push(server.to_string());

@@ -81,7 +81,7 @@ impl Storage {
         is_admin: bool,
         registration_token: Option<&str>,
     ) -> Result<()> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         let now = now_ms();
         if let Some(token) = registration_token {
             let counted = transaction.execute(
@@ -132,7 +132,7 @@ impl Storage {
 
     /// Deactivates an account: no password, no devices, no tokens, empty profile.
     pub fn deactivate_user(&mut self, user_id: &str) -> Result<bool> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         let changed = transaction.execute(
             "UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL,
              avatar_url = NULL WHERE user_id = ?1",
@@ -166,7 +166,7 @@ impl Storage {
         token_hash: &[u8],
         ip: Option<&str>,
     ) -> Result<()> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         let now = now_ms();
         transaction.execute(
             "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts,

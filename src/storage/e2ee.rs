@@ -130,7 +130,7 @@ impl Storage {
         device_id: &str,
         keys: &[(String, String)],
     ) -> Result<()> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         {
             let mut statement = transaction.prepare_cached(
                 "INSERT OR IGNORE INTO one_time_keys (user_id, device_id, algorithm, key_id, json)
@@ -164,7 +164,7 @@ impl Storage {
         device_id: &str,
         algorithm: &str,
     ) -> Result<Option<(String, String)>> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         let one_time: Option<(String, String)> = transaction
             .query_row(
                 "SELECT key_id, json FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3

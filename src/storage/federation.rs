@@ -73,7 +73,7 @@ pub struct DestinationHealth {
 impl Storage {
     /// Queues PDUs (event IDs) or EDUs (JSON) for destinations.
     pub fn enqueue(&mut self, destinations: &[String], kind: &str, payload: &str) -> Result<()> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         {
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO federation_outbox (destination, kind, payload, created_ts) VALUES (?1, ?2, ?3, ?4)",
@@ -101,7 +101,7 @@ impl Storage {
 
     /// Removes sent items.
     pub fn dequeue(&mut self, ids: &[i64]) -> Result<()> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         {
             let mut delete = transaction.prepare_cached("DELETE FROM federation_outbox WHERE id = ?1")?;
             for id in ids {
@@ -292,7 +292,7 @@ impl Storage {
 
     /// Stores a whole state as a new state group of its own; returns the group.
     pub fn create_state_group(&mut self, room_id: &str, state: &super::StateMap) -> Result<i64> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         let group = super::rooms::insert_group(&transaction, room_id, None, 0, state)?;
         transaction.commit()?;
         Ok(group)
@@ -338,7 +338,7 @@ impl Storage {
         room_id: &str,
         events: &[(&str, &serde_json::Map<String, serde_json::Value>, i64)],
     ) -> Result<()> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         {
             let mut insert = transaction.prepare_cached(
                 "INSERT OR IGNORE INTO events (stream_ordering, event_id, room_id, kind, state_key, sender,

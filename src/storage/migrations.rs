@@ -177,6 +177,8 @@ const MIGRATIONS: &[&str] = &[
     PUSH_RULES_AND_PUSHERS,
     // 8: end-to-end encryption keys, device-list changes, the to-device inbox.
     super::e2ee::E2EE_KEYS,
+    // 9: the search index filled in batches (see SEARCH_IN_BATCHES).
+    super::search::SEARCH_IN_BATCHES,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

@@ -17,6 +17,7 @@ mod search;
 mod secrets;
 mod server_keys;
 mod sync;
+mod transactions;
 
 pub use accounts::{Device, TokenOwner};
 pub use batch::{GroupVisibility, SenderAndContent};
@@ -43,9 +44,13 @@ pub const SERVER_NAME: &str = "server_name";
 /// statements, and rusqlite's default of 16 re-prepared them on every call.
 const STATEMENT_CACHE_CAPACITY: usize = 128;
 
-/// Cap on the WAL file left after a checkpoint, so the database plus WAL stays
-/// small on an SD card (SQLite truncates the WAL to this after checkpoints).
-const JOURNAL_SIZE_LIMIT_BYTES: i64 = 1024 * 1024;
+/// Cap on the WAL file left after a checkpoint (SQLite truncates it to this
+/// when it starts over), so one huge transaction does not leave a huge file.
+/// It is above what SQLite's automatic checkpoint (every 1,000 pages, ~4 MiB)
+/// lets the WAL grow to: truncating below that made every commit grow the
+/// file again, and the kernel's block allocation for the new pages cost more
+/// than writing them.
+const JOURNAL_SIZE_LIMIT_BYTES: i64 = 4608 * 1024;
 
 /// Writers wait this long for another process (an operator command) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,6 +59,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// loop thread and every call is short.
 pub struct Storage {
     conn: Connection,
+    /// Open [`Storage::begin`] levels and the group transaction around them.
+    transactions: transactions::Levels,
 }
 
 /// Why the database could not be opened.
@@ -109,7 +116,7 @@ impl Storage {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-        let mut storage = Storage { conn };
+        let mut storage = Storage { conn, transactions: transactions::Levels::default() };
         migrations::migrate(&mut storage.conn)?;
         Ok(storage)
     }
@@ -123,20 +130,21 @@ impl Storage {
         Ok(())
     }
 
-    /// Starts a read transaction: the statements until [`Storage::end_read`]
-    /// read one snapshot and take the database's read lock once, not each
-    /// (an initial /sync reads a few hundred times). Only reads may run in
-    /// between: a write would join the transaction, and a nested transaction
-    /// fails.
-    pub fn begin_read(&self) -> Result<()> {
-        self.conn.execute_batch("BEGIN DEFERRED")?;
-        Ok(())
-    }
-
-    /// Ends the read transaction [`Storage::begin_read`] started.
-    pub fn end_read(&self) -> Result<()> {
-        self.conn.execute_batch("COMMIT")?;
-        Ok(())
+    /// Like [`Storage::checkpoint`], but gives up at once (answering false)
+    /// rather than wait for another process reading the database.
+    pub fn checkpoint_without_waiting(&self) -> Result<bool> {
+        self.conn.busy_timeout(Duration::ZERO)?;
+        let outcome = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0));
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        match outcome {
+            Ok(busy) => Ok(busy == 0),
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Moves the WAL's content into the main file and truncates the WAL.
@@ -160,5 +168,5 @@ pub(crate) fn in_memory() -> Storage {
     conn.pragma_update(None, "foreign_keys", "ON").unwrap();
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     migrations::migrate(&mut conn).unwrap();
-    Storage { conn }
+    Storage { conn, transactions: transactions::Levels::default() }
 }

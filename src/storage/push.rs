@@ -84,7 +84,7 @@ impl Storage {
 
     /// Replaces a user's rules of one kind with `rules` (most important first).
     pub fn replace_push_rules(&mut self, user_id: &str, kind: Kind, rules: &[PushRule]) -> Result<()> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         transaction.execute(
             "DELETE FROM push_rules WHERE user_id = ?1 AND kind = ?2",
             params![user_id, kind.as_str()],

@@ -289,6 +289,19 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The members of a room whose membership now is one of `memberships`,
+    /// with that membership.
+    pub fn members_with_any(&self, room_id: &str, memberships: &[&str]) -> Result<Vec<(String, String)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT state_key, membership FROM current_state
+             WHERE room_id = ?1 AND kind = 'm.room.member'
+               AND membership IN (SELECT value FROM json_each(?2))",
+        )?;
+        let wanted = serde_json::to_string(memberships).unwrap_or_default();
+        let rows = statement.query_map(params![room_id, wanted], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// How many members a room has with a given membership now.
     pub fn member_count(&self, room_id: &str, membership: &str) -> Result<u64> {
         let mut statement = self.conn.prepare_cached(
@@ -365,7 +378,7 @@ impl Storage {
         state_after: StateAfter,
         current: &CurrentUpdate,
     ) -> Result<Option<i64>> {
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         let group = match state_after {
             StateAfter::Same(group) => group,
             StateAfter::Delta { parent, changes } => {
@@ -449,8 +462,11 @@ impl Storage {
                 insert_extremity.execute(params![event.room_id, extremity])?;
             }
             drop(insert_extremity);
+            // Most events change no state: leave the row (and its page) alone.
             transaction
-                .prepare_cached("UPDATE rooms SET state_group = ?2 WHERE room_id = ?1")?
+                .prepare_cached(
+                    "UPDATE rooms SET state_group = ?2 WHERE room_id = ?1 AND state_group IS NOT ?2",
+                )?
                 .execute(params![event.room_id, group])?;
         }
         if !current.outbox.is_empty() {
@@ -584,7 +600,7 @@ impl Storage {
 }
 
 pub(super) fn insert_group(
-    transaction: &rusqlite::Transaction<'_>,
+    transaction: &rusqlite::Connection,
     room_id: &str,
     parent: Option<i64>,
     chain_length: i64,

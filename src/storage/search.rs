@@ -1,6 +1,6 @@
-//! Full-text search over room events: the FTS5 table `event_search` (filled
-//! and pruned by triggers on `events`, see migration 3) and the query text
-//! built from a user's search term.
+//! Full-text search over room events: the FTS5 table `event_search`, filled
+//! in batches from `events` (see [`SEARCH_IN_BATCHES`]) and pruned by a
+//! trigger on redaction, and the query text built from a user's search term.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#server-side-search>.
 
@@ -42,6 +42,44 @@ pub(super) const SEARCH_SCHEMA: &str = r#"
     CREATE INDEX events_threads ON events(room_id, stream_ordering) WHERE rel_type = 'm.thread';
     CREATE INDEX events_by_room_ts ON events(room_id, origin_server_ts);
     "#;
+
+/// Migration 9: the index no longer keeps a copy of the text (contentless,
+/// rows deletable) and new events reach it in batches rather than one FTS
+/// segment per stored event: `search_progress.indexed_upto` is the stream
+/// position up to which every event is indexed ([`Storage::index_new_events`]
+/// moves it on). Events stored below zero (history fetched from other servers,
+/// which arrives in batches anyway) are still indexed by a trigger.
+pub(super) const SEARCH_IN_BATCHES: &str = r#"
+    DROP TRIGGER events_search_insert;
+    DROP TABLE event_search;
+    CREATE VIRTUAL TABLE event_search USING fts5(
+        body, name, topic, content = '', contentless_delete = 1, tokenize = 'porter unicode61');
+    INSERT INTO event_search (rowid, body, name, topic)
+        SELECT stream_ordering,
+            CASE WHEN kind = 'm.room.message' THEN json_extract(json, '$.content.body') END,
+            CASE WHEN kind = 'm.room.name' THEN json_extract(json, '$.content.name') END,
+            CASE WHEN kind = 'm.room.topic' THEN json_extract(json, '$.content.topic') END
+        FROM events
+        WHERE kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
+          AND outlier = 0 AND soft_failed = 0 AND redacted_by IS NULL;
+    CREATE TABLE search_progress (indexed_upto INTEGER NOT NULL);
+    INSERT INTO search_progress SELECT COALESCE(MAX(stream_ordering), 0) FROM events;
+    CREATE TRIGGER events_search_insert_backfilled AFTER INSERT ON events
+        WHEN NEW.stream_ordering < 0
+          AND NEW.kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
+          AND NEW.outlier = 0 AND NEW.soft_failed = 0 AND NEW.redacted_by IS NULL
+    BEGIN
+        INSERT INTO event_search (rowid, body, name, topic) VALUES (
+            NEW.stream_ordering,
+            CASE WHEN NEW.kind = 'm.room.message' THEN json_extract(NEW.json, '$.content.body') END,
+            CASE WHEN NEW.kind = 'm.room.name' THEN json_extract(NEW.json, '$.content.name') END,
+            CASE WHEN NEW.kind = 'm.room.topic' THEN json_extract(NEW.json, '$.content.topic') END);
+    END;
+"#;
+
+/// At most this many stream positions are indexed per transaction, so one
+/// catch-up step stays short.
+const INDEX_BATCH_POSITIONS: i64 = 256;
 
 /// A search term longer than this many words is cut (each word is one FTS
 /// term; a few dozen already pins a query down).
@@ -91,6 +129,49 @@ pub fn fts_expression(term: &str, columns: &[&str]) -> Option<String> {
 }
 
 impl Storage {
+    /// Indexes the searchable events stored after the last indexed position
+    /// (at most [`INDEX_BATCH_POSITIONS`] stream positions); returns whether
+    /// more are left.
+    ///
+    /// Events are stored in stream order (a position is handed out just before
+    /// its event is stored, in the same synchronous step), so everything up to
+    /// the highest stored position is there to index.
+    pub fn index_new_events(&mut self) -> Result<bool> {
+        let transaction = self.conn.savepoint()?;
+        let (from, upto, last): (i64, Option<i64>, Option<i64>) = transaction
+            .prepare_cached(
+                "SELECT p.indexed_upto,
+                    (SELECT MAX(stream_ordering) FROM (SELECT stream_ordering FROM events
+                        WHERE stream_ordering > p.indexed_upto ORDER BY stream_ordering LIMIT ?1)),
+                    (SELECT MAX(stream_ordering) FROM events)
+                 FROM search_progress p",
+            )?
+            .query_row([INDEX_BATCH_POSITIONS], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        let Some(upto) = upto else { return Ok(false) };
+        transaction
+            .prepare_cached(
+                "INSERT INTO event_search (rowid, body, name, topic)
+                 SELECT stream_ordering,
+                    CASE WHEN kind = 'm.room.message' THEN json_extract(json, '$.content.body') END,
+                    CASE WHEN kind = 'm.room.name' THEN json_extract(json, '$.content.name') END,
+                    CASE WHEN kind = 'm.room.topic' THEN json_extract(json, '$.content.topic') END
+                 FROM events
+                 WHERE stream_ordering > ?1 AND stream_ordering <= ?2
+                   AND kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
+                   AND outlier = 0 AND soft_failed = 0 AND redacted_by IS NULL",
+            )?
+            .execute([from, upto])?;
+        transaction.prepare_cached("UPDATE search_progress SET indexed_upto = ?1")?.execute([upto])?;
+        transaction.commit()?;
+        Ok(last.is_some_and(|last| last > upto))
+    }
+
+    /// Indexes every searchable event not yet in the index.
+    pub fn index_all_new_events(&mut self) -> Result<()> {
+        while self.index_new_events()? {}
+        Ok(())
+    }
+
     /// Matching events in the given rooms, with their rank (higher is better).
     pub fn search_events(&self, query: &SearchQuery<'_>) -> Result<Vec<(StoredEvent, f64)>> {
         let columns = EVENT_COLUMNS
@@ -169,12 +250,15 @@ mod tests {
     }
 
     #[test]
-    fn triggers_index_new_events_and_drop_redacted_ones() {
-        let storage = crate::storage::in_memory();
+    fn new_events_are_indexed_in_batches_and_redacted_ones_dropped() {
+        let mut storage = crate::storage::in_memory();
         insert(&storage, 1, "m.room.message", r#"{"body": "I like cake"}"#);
         insert(&storage, 2, "m.room.topic", r#"{"topic": "cakes and pies"}"#);
         insert(&storage, 3, "m.room.message", r#"{"body": "cake cake cake"}"#);
         insert(&storage, 4, "m.reaction", r#"{"body": "cake"}"#);
+        let all_columns = fts_expression("cake", &["body", "name", "topic"]).unwrap();
+        assert_eq!(storage.search_count(&all_columns, r#"["!r:x"]"#).unwrap(), 0, "not indexed yet");
+        storage.index_all_new_events().unwrap();
         let all = ["body", "name", "topic"];
         let recent = SearchOrder::Recent { before: i64::MAX };
         assert_eq!(found(&storage, "cake", &all, recent), ["$3", "$2", "$1"]);
@@ -187,5 +271,27 @@ mod tests {
         assert_eq!(storage.search_count(&fts_expression("cake", &all).unwrap(), r#"["!s:x"]"#).unwrap(), 0);
         storage.conn.execute("UPDATE events SET redacted_by = '$9' WHERE stream_ordering = 3", []).unwrap();
         assert_eq!(found(&storage, "cake", &["body"], recent), ["$1"]);
+        // Redacting an event not indexed yet is harmless, and it is never indexed.
+        insert(&storage, 5, "m.room.message", r#"{"body": "more cake"}"#);
+        storage.conn.execute("UPDATE events SET redacted_by = '$9' WHERE stream_ordering = 5", []).unwrap();
+        storage.index_all_new_events().unwrap();
+        assert_eq!(found(&storage, "cake", &["body"], recent), ["$1"]);
+    }
+
+    #[test]
+    fn a_long_backlog_is_indexed_in_steps_and_backfilled_events_at_once() {
+        let mut storage = crate::storage::in_memory();
+        let count = INDEX_BATCH_POSITIONS * 2 + 5;
+        for stream in 1..=count {
+            insert(&storage, stream, "m.room.message", r#"{"body": "pie"}"#);
+        }
+        assert!(storage.index_new_events().unwrap(), "more left after the first step");
+        assert!(storage.index_new_events().unwrap());
+        assert!(!storage.index_new_events().unwrap(), "the last step finishes");
+        assert!(!storage.index_new_events().unwrap(), "nothing left");
+        let pie = fts_expression("pie", &["body"]).unwrap();
+        assert_eq!(storage.search_count(&pie, r#"["!r:x"]"#).unwrap(), count);
+        insert(&storage, -7, "m.room.message", r#"{"body": "old pie"}"#);
+        assert_eq!(storage.search_count(&pie, r#"["!r:x"]"#).unwrap(), count + 1);
     }
 }

@@ -53,7 +53,7 @@ impl Storage {
     /// Returns the retired key's ID.
     pub fn rotate_signing_key(&mut self, key_id: &str, seed: &[u8]) -> Result<Option<String>> {
         let now = now_ms();
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         let retired: Option<String> = transaction
             .query_row(
                 "SELECT key_id FROM signing_keys WHERE expired_ts IS NULL ORDER BY created_ts DESC LIMIT 1",

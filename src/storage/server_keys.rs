@@ -31,7 +31,7 @@ impl Storage {
         keys: &[RemoteKey],
     ) -> Result<()> {
         let now = now_ms();
-        let transaction = self.conn.transaction()?;
+        let transaction = self.conn.savepoint()?;
         transaction.execute(
             "INSERT INTO remote_key_responses (server_name, response, valid_until_ts, fetched_ts)
              VALUES (?1, ?2, ?3, ?4)
