@@ -122,6 +122,7 @@ struct Answer {
     rooms: Rooms,
 }
 
+/// The `rooms` of the answer, by membership.
 #[derive(Default, Serialize)]
 struct Rooms {
     join: BTreeMap<String, JoinedRoom>,
@@ -142,6 +143,8 @@ impl<T> Events<T> {
     }
 }
 
+/// A room's `timeline`: the events, whether some were left out, and the
+/// token to page back from.
 #[derive(Serialize)]
 struct Timeline {
     events: Vec<Box<RawValue>>,
@@ -159,6 +162,7 @@ impl Timeline {
     }
 }
 
+/// A joined room's section.
 #[derive(Serialize)]
 struct JoinedRoom {
     account_data: Events<Value>,
@@ -183,6 +187,7 @@ impl JoinedRoom {
     }
 }
 
+/// A left (or banned) room's section: history up to the departure.
 #[derive(Serialize)]
 struct LeftRoom {
     account_data: Events<Value>,
