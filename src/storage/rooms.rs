@@ -294,12 +294,12 @@ impl Storage {
     pub fn members_with_any(&self, room_id: &str, memberships: &[&str]) -> Result<Vec<(String, String)>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT state_key, membership FROM current_state
-             WHERE room_id = ?1 AND kind = 'm.room.member'
-               AND membership IN (SELECT value FROM json_each(?2))",
+             WHERE room_id = ?1 AND kind = 'm.room.member' AND membership IS NOT NULL",
         )?;
-        let wanted = serde_json::to_string(memberships).unwrap_or_default();
-        let rows = statement.query_map(params![room_id, wanted], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = statement.query_map(params![room_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let mut members: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+        members.retain(|(_, membership)| memberships.contains(&membership.as_str()));
+        Ok(members)
     }
 
     /// How many members a room has with a given membership now.
@@ -405,7 +405,7 @@ impl Storage {
             }
             StateAfter::Full(state) => Some(insert_group(&transaction, event.room_id, None, 0, &state)?),
         };
-        let json = Value::Object(event.json.clone()).to_string();
+        let json = serde_json::to_string(event.json).map_err(|error| Error::Internal(error.to_string()))?;
         // An event first stored as an outlier (for an auth chain) joins the DAG now.
         transaction
             .prepare_cached("DELETE FROM events WHERE event_id = ?1 AND outlier = 1")?
@@ -557,7 +557,11 @@ impl Storage {
     ) -> Result<()> {
         self.conn.execute(
             "UPDATE events SET json = ?2, redacted_by = ?3 WHERE event_id = ?1",
-            params![event_id, Value::Object(redacted.clone()).to_string(), redacted_by],
+            params![
+                event_id,
+                serde_json::to_string(redacted).map_err(|error| Error::Internal(error.to_string()))?,
+                redacted_by
+            ],
         )?;
         Ok(())
     }
