@@ -362,10 +362,10 @@ fn iterative_auth_checks(
         let Some((kind, state_key)) = event.state_pair() else {
             continue;
         };
-        let lookup = |kind: &str, state_key: &str| -> Option<Pdu> {
+        let lookup = |kind: &str, state_key: &str| -> Option<&Pdu> {
             let key = (kind.to_owned(), state_key.to_owned());
             if let Some(found) = state.get(&key).and_then(|id| events.get(id)) {
-                return Some(found.clone());
+                return Some(found);
             }
             let from_auth_events = event
                 .auth_events
@@ -373,12 +373,12 @@ fn iterative_auth_checks(
                 .filter_map(|id| events.get(id))
                 .find(|auth| auth.state_pair() == Some((kind, state_key)));
             if let Some(found) = from_auth_events {
-                return Some(found.clone());
+                return Some(found);
             }
             // v12: the create event is named by the room ID, not listed.
             let is_create = kind == "m.room.create" && state_key.is_empty();
             if version.room_id_from_create_event && is_create {
-                return events.get(&create_id_of(event)).cloned();
+                return events.get(&create_id_of(event));
             }
             None
         };

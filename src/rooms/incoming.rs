@@ -138,7 +138,7 @@ pub fn accept(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) 
         }
     }
     let by_auth_events = |kind: &str, state_key: &str| {
-        auth_events.iter().find(|event| event.state_pair() == Some((kind, state_key))).cloned()
+        auth_events.iter().find(|event| event.state_pair() == Some((kind, state_key)))
     };
     if let Err(error) = auth::auth_check(version, pdu, by_auth_events, &LocalSignatures) {
         return Ok(Outcome::Rejected(error.to_string()));

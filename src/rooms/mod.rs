@@ -24,6 +24,8 @@ pub mod unread;
 pub mod upgrade;
 pub mod visibility;
 
+use std::rc::Rc;
+
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
@@ -101,16 +103,22 @@ pub fn to_pdu(version: &RoomVersion, event: &StoredEvent) -> Option<Pdu> {
     Pdu::from_json(version, event.event_id.clone(), event.json.map().clone()).ok()
 }
 
-/// Loads an event as a PDU (state events from the cache of parsed ones).
+/// Loads an event as a PDU.
 pub fn load_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Result<Option<Pdu>> {
+    Ok(load_shared_pdu(app, version, event_id)?.map(Rc::unwrap_or_clone))
+}
+
+/// Loads an event as a shared PDU (state events from the cache of parsed ones).
+pub fn load_shared_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Result<Option<Rc<Pdu>>> {
     if let Some(cached) = app.pdu_cache.get(event_id) {
-        return Ok(Some(Pdu::clone(&cached)));
+        return Ok(Some(cached));
     }
     let Some(pdu) = app.storage().event(event_id)?.and_then(|event| to_pdu(version, &event)) else {
         return Ok(None);
     };
+    let pdu = Rc::new(pdu);
     if pdu.state_key.is_some() {
-        app.pdu_cache.insert(std::rc::Rc::new(pdu.clone()));
+        app.pdu_cache.insert(pdu.clone());
     }
     Ok(Some(pdu))
 }
@@ -155,9 +163,9 @@ pub fn state_pdu(
     state: &dyn StateLookup,
     kind: &str,
     state_key: &str,
-) -> Option<Pdu> {
+) -> Option<Rc<Pdu>> {
     let event_id = state.event_id(app, kind, state_key)?;
-    load_pdu(app, version, &event_id).ok().flatten()
+    load_shared_pdu(app, version, &event_id).ok().flatten()
 }
 
 /// The content of the current state event at a key.
@@ -172,7 +180,7 @@ pub fn current_state_content(app: &App, room_id: &str, kind: &str, state_key: &s
 pub fn current_power(app: &App, version: &RoomVersion, state: &dyn StateLookup) -> RoomPower {
     let power_levels = state_pdu(app, version, state, "m.room.power_levels", "");
     let create = state_pdu(app, version, state, "m.room.create", "");
-    RoomPower::new(version, power_levels.as_ref(), create.as_ref())
+    RoomPower::new(version, power_levels.as_deref(), create.as_deref())
 }
 
 /// Builds, signs and authorizes an event on top of the room's current state,
@@ -244,7 +252,7 @@ pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content
         Some(format!("!{}:{}", crate::credentials::random_string(18), app.config.server_name))
     };
     let pdu = build(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
-    auth::auth_check(version, &pdu, |_, _| None, &LocalSignatures)
+    auth::auth_check(version, &pdu, |_, _| None::<&Pdu>, &LocalSignatures)
         .map_err(|error| Error::BadJson(format!("invalid create event: {error}")))?;
     app.storage().create_room(&pdu.room_id, version.id)?;
     persist_local(app, version, &pdu, &StateMap::new(), None)?;

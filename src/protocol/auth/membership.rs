@@ -4,6 +4,8 @@
 //! Spec: <https://spec.matrix.org/latest/rooms/v12/#authorization-rules>,
 //! join rules: <https://spec.matrix.org/latest/client-server-api/#mroomjoin_rules>.
 
+use std::ops::Deref;
+
 use serde_json::Value;
 
 use super::{AuthError, SignatureCheck, reject};
@@ -12,7 +14,10 @@ use crate::protocol::power_levels::{RoomPower, creators, domain_of};
 use crate::protocol::room_version::RoomVersion;
 
 /// `user_id`'s membership in the state, `"leave"` when there is none.
-pub(super) fn membership_of(auth_state: &impl Fn(&str, &str) -> Option<Pdu>, user_id: &str) -> String {
+pub(super) fn membership_of<P: Deref<Target = Pdu>>(
+    auth_state: &impl Fn(&str, &str) -> Option<P>,
+    user_id: &str,
+) -> String {
     auth_state("m.room.member", user_id)
         .and_then(|event| event.content.get("membership").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| "leave".to_owned())
@@ -20,19 +25,19 @@ pub(super) fn membership_of(auth_state: &impl Fn(&str, &str) -> Option<Pdu>, use
 
 /// The room's join rule; `invite` when there is no `m.room.join_rules` event,
 /// as other servers assume.
-fn join_rule(auth_state: &impl Fn(&str, &str) -> Option<Pdu>) -> String {
+fn join_rule<P: Deref<Target = Pdu>>(auth_state: &impl Fn(&str, &str) -> Option<P>) -> String {
     auth_state("m.room.join_rules", "")
         .and_then(|event| event.content.get("join_rule").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| "invite".to_owned())
 }
 
 /// Rule 5: if type is m.room.member.
-pub(super) fn check_member(
+pub(super) fn check_member<P: Deref<Target = Pdu>>(
     version: &RoomVersion,
     event: &Pdu,
     create: &Pdu,
     power: &RoomPower,
-    auth_state: &impl Fn(&str, &str) -> Option<Pdu>,
+    auth_state: &impl Fn(&str, &str) -> Option<P>,
     signatures: &dyn SignatureCheck,
 ) -> Result<(), AuthError> {
     // 1. If there is no state_key property, or no membership property in
@@ -220,12 +225,12 @@ pub(super) fn check_member(
 }
 
 /// Rule 5.4.1: an invite carrying `third_party_invite`.
-fn check_third_party_invite(
+fn check_third_party_invite<P: Deref<Target = Pdu>>(
     event: &Pdu,
     target: &str,
     target_membership: &str,
     third_party_invite: &Value,
-    auth_state: &impl Fn(&str, &str) -> Option<Pdu>,
+    auth_state: &impl Fn(&str, &str) -> Option<P>,
     signatures: &dyn SignatureCheck,
 ) -> Result<(), AuthError> {
     // 1. If target user is banned, reject.

@@ -14,10 +14,12 @@ mod membership;
 mod tests;
 
 use std::collections::BTreeSet;
+use std::ops::Deref;
 
 use serde_json::Value;
 
 use super::pdu::Pdu;
+
 use super::power_levels::{PowerLevels, RoomPower, UserPower, creators, domain_of, is_valid_user_id};
 use super::room_version::{EventIdFormat, RoomVersion};
 
@@ -58,10 +60,10 @@ pub trait SignatureCheck {
 ///
 /// The checks on the event's own `auth_events` list (v12 rule 3) need the
 /// events themselves; they are in [`check_auth_events`].
-pub fn auth_check(
+pub fn auth_check<P: Deref<Target = Pdu>>(
     version: &RoomVersion,
     event: &Pdu,
-    auth_state: impl Fn(&str, &str) -> Option<Pdu>,
+    auth_state: impl Fn(&str, &str) -> Option<P>,
     signatures: &dyn SignatureCheck,
 ) -> Result<(), AuthError> {
     // Rule 1: if type is m.room.create:
@@ -105,7 +107,7 @@ pub fn auth_check(
     }
 
     let power_levels = auth_state("m.room.power_levels", "");
-    let power = RoomPower::new(version, power_levels.as_ref(), Some(&create));
+    let power = RoomPower::new(version, power_levels.as_deref(), Some(&create));
 
     // Rule 5 (4 in v6-v11): if type is m.room.member: its own list.
     if event.kind == "m.room.member" {
@@ -146,7 +148,7 @@ pub fn auth_check(
 
     // Rule 10 (9 in v6-v11): if type is m.room.power_levels:
     if event.kind == "m.room.power_levels" {
-        return check_power_levels(version, event, &create, power_levels.as_ref(), &power);
+        return check_power_levels(version, event, &create, power_levels.as_deref(), &power);
     }
 
     // v1-v2 rule 11: if type is m.room.redaction. The rule exists exactly in

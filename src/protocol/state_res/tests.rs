@@ -81,7 +81,7 @@ impl Dag {
             event.auth_events = pairs.iter().filter_map(|pair| state.get(pair).cloned()).collect();
             let lookup = |kind: &str, state_key: &str| {
                 let key = (kind.to_owned(), state_key.to_owned());
-                state.get(&key).and_then(|id| self.events.get(id)).cloned()
+                state.get(&key).and_then(|id| self.events.get(id))
             };
             let allowed = auth_check(&self.version, &event, lookup, &AllSigned);
             assert_eq!(allowed, Ok(()), "fixture event {} must pass auth", event.event_id);

@@ -29,7 +29,7 @@ fn first_join_of_the_creator() {
         let join = |user: &str| {
             member("$join", user, user, "join").room(room_of(&version)).prev(&["$create"]).build()
         };
-        let only_create = |kind: &str, _: &str| (kind == "m.room.create").then(|| create.clone());
+        let only_create = |kind: &str, _: &str| (kind == "m.room.create").then_some(&create);
         assert_eq!(auth_check(&version, &join(ALICE), only_create, &TestSignatures), Ok(()));
         assert!(auth_check(&version, &join(BOB), only_create, &TestSignatures).is_err());
     }

@@ -75,7 +75,7 @@ fn check(id: &str, join_rule: &str, extra: Vec<PduBuilder>, event: PduBuilder) -
     state.extend(extra.into_iter().map(|builder| builder.room(room).build()));
     let event = event.room(room).build();
     let lookup = |kind: &str, state_key: &str| {
-        state.iter().rev().find(|event| event.state_pair() == Some((kind, state_key))).cloned()
+        state.iter().rev().find(|event| event.state_pair() == Some((kind, state_key)))
     };
     auth_check(&version, &event, lookup, &TestSignatures)
 }
@@ -99,7 +99,7 @@ fn assert_table(cases: Vec<(&str, Result<(), AuthError>, bool)>) {
 fn create_events() {
     let create = |id: &str, content: Value| {
         let version = version(id);
-        auth_check(&version, &create_event(&version, content), |_, _| None, &TestSignatures)
+        auth_check(&version, &create_event(&version, content), |_, _| None::<&Pdu>, &TestSignatures)
     };
     let v10 = version("10");
     let foreign_room = pdu("$c", "m.room.create", Some(""), ALICE)
@@ -111,7 +111,8 @@ fn create_events() {
         .prev(&["$earlier"])
         .build();
     let v12_with_room_id = pdu("$c", "m.room.create", Some(""), ALICE).build();
-    let no_state = |event: &Pdu, id: &str| auth_check(&version(id), event, |_, _| None, &TestSignatures);
+    let no_state =
+        |event: &Pdu, id: &str| auth_check(&version(id), event, |_, _| None::<&Pdu>, &TestSignatures);
     assert_table(vec![
         ("v1 with creator", create("1", json!({"creator": ALICE})), true),
         ("v1 without creator", create("1", json!({})), false),
@@ -121,7 +122,11 @@ fn create_events() {
         ("unknown room_version", create("11", json!({"room_version": "99"})), false),
         ("non-string room_version", create("11", json!({"room_version": 11})), false),
         ("prev_events", no_state(&with_prev, "10"), false),
-        ("room on another domain", auth_check(&v10, &foreign_room, |_, _| None, &TestSignatures), false),
+        (
+            "room on another domain",
+            auth_check(&v10, &foreign_room, |_, _| None::<&Pdu>, &TestSignatures),
+            false,
+        ),
         ("v12 with room_id", no_state(&v12_with_room_id, "12"), false),
         ("v12 additional creators", create("12", json!({"additional_creators": [BOB]})), true),
         ("v12 bad additional creator", create("12", json!({"additional_creators": ["bob"]})), false),
@@ -195,8 +200,8 @@ fn power_level_changes() {
     let alice_join = member("$aj", ALICE, ALICE, "join").build();
     let first = power_levels(ALICE, json!({"users": {ALICE: 100, BOB: 9000}})).build();
     let lookup = |kind: &str, state_key: &str| match (kind, state_key) {
-        ("m.room.create", "") => Some(create.clone()),
-        ("m.room.member", ALICE) => Some(alice_join.clone()),
+        ("m.room.create", "") => Some(&create),
+        ("m.room.member", ALICE) => Some(&alice_join),
         _ => None,
     };
     assert_eq!(auth_check(&version, &first, lookup, &TestSignatures), Ok(()));
@@ -247,8 +252,8 @@ fn v12_creators() {
     let create = create_event(&version, json!({}));
     let alice_join = member("$aj", ALICE, ALICE, "join").room("!create").build();
     let lookup = |kind: &str, _: &str| match kind {
-        "m.room.create" => Some(create.clone()),
-        "m.room.member" => Some(alice_join.clone()),
+        "m.room.create" => Some(&create),
+        "m.room.member" => Some(&alice_join),
         _ => None,
     };
     let in_room = |room: &str| message(ALICE).room(room).build();
