@@ -110,6 +110,8 @@ pub struct App {
     pub pdu_cache: PduCache,
     /// Whether the full-text index lags behind the events.
     pub search_index: SearchIndex,
+    /// Wakes downloads waiting for an asynchronous upload's content.
+    pub media_uploaded: event_listener::Event,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
 }
@@ -148,6 +150,7 @@ impl App {
             unread: unread::Cache::default(),
             outbox: Outbox::default(),
             search_index: SearchIndex::default(),
+            media_uploaded: event_listener::Event::new(),
             pdu_cache: PduCache::default(),
             failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,

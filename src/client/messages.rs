@@ -83,7 +83,7 @@ pub async fn messages(app: &App, request: &Request, room_id: &str) -> Result<Res
     let response = messages_page(app, request, room_id)?;
     let backwards = Direction::parse(request.query("dir"), None)? == Direction::Backwards;
     let exhausted =
-        serde_json::from_slice::<Value>(&response.body).is_ok_and(|body| body.get("end").is_none());
+        serde_json::from_slice::<Value>(response.body.as_bytes()).is_ok_and(|body| body.get("end").is_none());
     if backwards && exhausted && crate::federation::join::backfill_older(app, room_id).await? > 0 {
         return messages_page(app, request, room_id);
     }

@@ -7,6 +7,7 @@ mod accounts;
 mod directory;
 mod e2ee;
 pub mod federation;
+mod media;
 mod migrations;
 mod push;
 mod relations;
@@ -19,6 +20,7 @@ mod transactions;
 
 pub use accounts::{Device, TokenOwner};
 pub use directory::ReportTarget;
+pub use media::{ContentReader, MediaInfo, NewMedia};
 pub use push::Pusher;
 pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
