@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::federation::{TestCa, start_federating};
+use common::synapse::Synapse;
 use common::{Client, Node, TempDir, assert_error, write_file};
 use serde_json::{Value, json};
 
@@ -323,6 +324,16 @@ fn remote_media_comes_through_the_federation_endpoint_and_stays_cached() {
         "B fell back to the deprecated endpoints"
     );
 
+    // A server with a smaller limit does not proxy content past it.
+    let dir = TempDir::new("media-small");
+    let config = write_file(&dir.0, "hearth.toml", b"[limits]\nmax_media_body = 1048576\n");
+    let small = start_federating(&ca, &["--config", config.to_str().unwrap()]);
+    let carol = small.register("carol");
+    let answer = get(&carol, &format!("/_matrix/client/v1/media/download/{server}/{big}"));
+    assert_error(&json_of(answer), 502, "M_TOO_LARGE");
+    let (status, _, body) = get(&carol, &format!("/_matrix/client/v1/media/download/{server}/{png}"));
+    assert_eq!((status, body.as_slice()), (200, PNG));
+
     // With A gone, B serves what it cached.
     a.stop();
     let (status, _, body) = download(&png);
@@ -340,4 +351,52 @@ fn remote_media_comes_through_the_federation_endpoint_and_stays_cached() {
     // What B never fetched is out of reach.
     let (status, body) = json_of(download(&text));
     assert_eq!(status, 502, "{body}");
+}
+
+#[test]
+fn media_crosses_to_and_from_synapse() {
+    let ca = TestCa::new();
+    let synapse = Synapse::start(&ca);
+    let node = start_federating(&ca, &[]);
+    let alice = node.register("alice");
+    let bob = synapse.register("bob");
+    let large = patterned(2 << 20);
+    let logs = || format!("=== hearth ===\n{}\n=== Synapse ===\n{}", node.log_text(), synapse.log_text());
+
+    // Synapse's content through our node: its multipart answers parse.
+    let (theirs, their_png) = upload(&bob, "image/png", Some("from synapse.png"), PNG);
+    assert_eq!(theirs, synapse.server_name);
+    let (_, their_big) = upload(&bob, "application/octet-stream", Some("big.bin"), &large);
+    let (status, headers, body) =
+        get(&alice, &format!("/_matrix/client/v1/media/download/{theirs}/{their_png}"));
+    assert_eq!((status, body.as_slice()), (200, PNG), "{}", logs());
+    assert_eq!(header(&headers, "content-type"), "image/png");
+    assert_eq!(header(&headers, "content-disposition"), "inline; filename*=utf-8''from%20synapse.png");
+    let (status, _, body) = get(&alice, &format!("/_matrix/client/v1/media/download/{theirs}/{their_big}"));
+    assert_eq!(status, 200, "{}", logs());
+    assert!(body == large, "Synapse's content differs");
+    let thumbnail =
+        format!("/_matrix/client/v1/media/thumbnail/{theirs}/{their_png}?width=32&height=32&method=crop");
+    let (status, headers, _) = get(&alice, &thumbnail);
+    assert_eq!(status, 200, "{}", logs());
+    assert!(header(&headers, "content-type").starts_with("image/"), "{headers:?}");
+    assert!(
+        !node.log_text().contains("no federation media endpoints"),
+        "we fell back to the deprecated endpoints"
+    );
+
+    // Our content through Synapse: ours parse there.
+    let (ours, our_png) = upload(&alice, "image/png", Some("from hearth.png"), PNG);
+    let (_, our_big) = upload(&alice, "application/octet-stream", Some("big.bin"), &large);
+    let (status, headers, body) = get(&bob, &format!("/_matrix/client/v1/media/download/{ours}/{our_png}"));
+    assert_eq!((status, body.as_slice()), (200, PNG), "{}", logs());
+    assert!(header(&headers, "content-disposition").contains("from%20hearth.png"), "{headers:?}");
+    let (status, _, body) = get(&bob, &format!("/_matrix/client/v1/media/download/{ours}/{our_big}"));
+    assert_eq!(status, 200, "{}", logs());
+    assert!(body == large, "our content differs on Synapse");
+    let thumbnail =
+        format!("/_matrix/client/v1/media/thumbnail/{ours}/{our_png}?width=32&height=32&method=crop");
+    let (status, headers, _) = get(&bob, &thumbnail);
+    assert_eq!(status, 200, "{}", logs());
+    assert!(header(&headers, "content-type").starts_with("image/"), "{headers:?}");
 }

@@ -35,6 +35,11 @@ const IN_MEMORY_MAX_BYTES: u64 = 1 << 20;
 const STREAM_PIECE_BYTES: usize = 256 << 10;
 const STREAM_PIECES_AHEAD: usize = 2;
 
+/// Downloads streamed at once: each holds a SQLite connection (a file
+/// descriptor and a small page cache) and a read transaction; past this,
+/// downloads wait for a turn before their first byte.
+pub const MAX_STREAMS: usize = 16;
+
 /// Content served as its own thumbnail is at most this large: phone photos
 /// (3 to 8 MB) still show in the timeline; past this, a client wanting a
 /// thumbnail would rather not load the original.
@@ -168,6 +173,7 @@ impl Producer {
         // The reader sees committed data only: content cached by a request
         // still in the group transaction is committed first.
         self.app.durable().await?;
+        let _turn = self.app.media_streams.acquire().await;
         let reader = ContentReader::open(&self.path)?;
         let mut blob = reader.content(self.info.rowid)?;
         if blob.len() as u64 != self.info.size {

@@ -58,6 +58,9 @@ pub(super) const MEDIA: &str = r#"
 /// Pieces in which content is written into its BLOB.
 const WRITE_PIECE_BYTES: usize = 1 << 20;
 
+/// A streaming reader's page cache, in KiB (negative `cache_size`).
+const READER_CACHE_KIB: i64 = 256;
+
 /// How long a streaming reader waits for a writer in another process.
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -229,6 +232,8 @@ impl ContentReader {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+        // Content is read front to back once: cached pages would not be read again.
+        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
         Ok(ContentReader { conn })
     }
 
