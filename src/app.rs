@@ -20,6 +20,7 @@ use crate::rooms::presence::Presence;
 use crate::rooms::search_index::SearchIndex;
 use crate::rooms::typing::Typing;
 use crate::rooms::unread;
+use crate::rooms::visibility;
 use crate::storage::{Storage, TokenOwner};
 
 /// Wrong passwords allowed per account and minute before logins are refused
@@ -104,6 +105,8 @@ pub struct App {
     pub failed_logins: crate::ratelimit::Limiter,
     /// Unread counts already evaluated, per room and user (memory only).
     pub unread: unread::Cache,
+    /// What state groups say for history visibility (memory only).
+    pub visibility: visibility::Cache,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
     /// Parsed state events, for auth checks.
@@ -150,6 +153,7 @@ impl App {
             typing: Typing::default(),
             presence: Presence::default(),
             unread: unread::Cache::default(),
+            visibility: visibility::Cache::default(),
             outbox: Outbox::default(),
             search_index: SearchIndex::default(),
             media_uploaded: event_listener::Event::new(),

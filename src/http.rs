@@ -52,16 +52,6 @@ pub enum Body {
     },
 }
 
-impl Body {
-    /// The bytes in hand (none for a stream).
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Body::Bytes(bytes) => bytes,
-            Body::Stream { .. } => &[],
-        }
-    }
-}
-
 impl From<crate::rooms::media::Content> for Body {
     fn from(content: crate::rooms::media::Content) -> Body {
         match content {
@@ -87,6 +77,12 @@ impl Response {
     /// `200 {}` or any other JSON with 200.
     pub fn ok(value: Value) -> Response {
         Response::json(200, &value)
+    }
+
+    /// 200 with a body of any serialisable type (an answer built as typed
+    /// sections rather than one JSON value).
+    pub fn ok_json(body: &impl serde::Serialize) -> Response {
+        Response::bytes(200, "application/json", serde_json::to_vec(body).unwrap_or_default())
     }
 
     fn error(error: &Error) -> Response {

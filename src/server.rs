@@ -32,6 +32,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Unread request body the loop drains before reusing a connection; past this it closes.
 const MAX_DRAIN_BYTES: u64 = 64 * 1024;
+/// Responses are written through a buffer this big: a typical answer (head
+/// and JSON body) leaves in one write; bigger ones in chunks of this size.
+const RESPONSE_BUFFER_BYTES: usize = 16 * 1024;
 /// async-h1 refuses heads of 8 KiB; lines are buffered up to this before passing through.
 const MAX_HEAD_LINE_BYTES: usize = 16 * 1024;
 /// The marker header [`HeadFilter`] puts in place of `Expect: 100-continue`.
@@ -382,7 +385,10 @@ impl Server {
             response.insert_header("connection", "close");
         }
         let mut encoder = async_h1::server::Encoder::new(response, method);
-        if smol::io::copy(&mut encoder, &mut io.clone()).await.is_err() {
+        // Head and body in one write (the encoder yields them separately):
+        // one segment for the client to wake up for, not two.
+        let mut writer = smol::io::BufWriter::with_capacity(RESPONSE_BUFFER_BYTES, io.clone());
+        if smol::io::copy(&mut encoder, &mut writer).await.is_err() || writer.flush().await.is_err() {
             return false;
         }
         if reusable {

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::filter::{self, EventFilter, MAX_TIMELINE_LIMIT};
@@ -16,7 +18,7 @@ use super::sync::parse_token;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_event};
+use crate::rooms::format::{Viewer, client_event, client_events, client_events_raw};
 use crate::rooms::timeline::{Direction, Page, Window, paginate};
 use crate::rooms::visibility::{Visibility, readable_up_to};
 use crate::storage::StoredEvent;
@@ -59,7 +61,7 @@ pub fn token(position: i64) -> String {
 fn room_page(
     app: &App,
     room_id: &str,
-    visibility: &mut Visibility<'_>,
+    visibility: &Visibility<'_>,
     filter: &EventFilter,
     direction: Direction,
     window: Window,
@@ -69,9 +71,13 @@ fn room_page(
         direction,
         window,
         limit,
-        |after, up_to, n| match direction {
-            Direction::Backwards => app.storage().room_events_backwards(room_id, after, up_to, n),
-            Direction::Forwards => app.storage().room_events_forwards(room_id, after, up_to, n),
+        |after, up_to, n| {
+            let batch = match direction {
+                Direction::Backwards => app.storage().room_events_backwards(room_id, after, up_to, n)?,
+                Direction::Forwards => app.storage().room_events_forwards(room_id, after, up_to, n)?,
+            };
+            visibility.prepare(&batch);
+            Ok(batch)
         },
         |event| filter.allows_event(event) && visibility.can_see(event),
     )
@@ -80,18 +86,29 @@ fn room_page(
 /// `GET /rooms/{roomId}/messages`. Paging back past the oldest event held
 /// here fetches older history from the other servers in the room first.
 pub async fn messages(app: &App, request: &Request, room_id: &str) -> Result<Response> {
-    let response = messages_page(app, request, room_id)?;
+    // A page only reads: one snapshot, with the lock taken once.
+    let read_page = || app.in_snapshot(|| messages_page(app, request, room_id));
+    let page = read_page()?;
     let backwards = Direction::parse(request.query("dir"), None)? == Direction::Backwards;
-    let exhausted =
-        serde_json::from_slice::<Value>(response.body.as_bytes()).is_ok_and(|body| body.get("end").is_none());
-    if backwards && exhausted && crate::federation::join::backfill_older(app, room_id).await? > 0 {
-        return messages_page(app, request, room_id);
+    if backwards && page.end.is_none() && crate::federation::join::backfill_older(app, room_id).await? > 0 {
+        return Ok(Response::ok_json(&read_page()?));
     }
-    Ok(response)
+    Ok(Response::ok_json(&page))
+}
+
+/// A `/messages` answer; the events go in serialised already.
+#[derive(Serialize)]
+struct MessagesPage {
+    chunk: Vec<Box<RawValue>>,
+    /// Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<String>,
+    start: String,
+    state: Vec<Value>,
 }
 
 /// One `/messages` page from what this server holds.
-fn messages_page(app: &App, request: &Request, room_id: &str) -> Result<Response> {
+fn messages_page(app: &App, request: &Request, room_id: &str) -> Result<MessagesPage> {
     let owner = app.authenticate(request)?;
     let direction = Direction::parse(request.query("dir"), None)?;
     let limit = limit_param(request, DEFAULT_MESSAGES_LIMIT, MAX_TIMELINE_LIMIT)?;
@@ -112,22 +129,17 @@ fn messages_page(app: &App, request: &Request, room_id: &str) -> Result<Response
             Window { lower: start, upper: to.unwrap_or(end_of_room).min(end_of_room).min(readable) }
         }
     };
-    let mut visibility = Visibility::new(app, &owner.user_id);
-    let page = room_page(app, room_id, &mut visibility, &filter, direction, window, limit)?;
+    let visibility = Visibility::new(app, &owner.user_id);
+    let page = room_page(app, room_id, &visibility, &filter, direction, window, limit)?;
     let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
-    let chunk: Vec<Value> =
-        page.events.iter().map(|event| client_event(app, event, Some(viewer), true)).collect();
+    let chunk = client_events_raw(app, &page.events, Some(viewer), true);
     let state = if filter.lazy_load_members {
         let senders: BTreeSet<&str> = page.events.iter().map(|event| event.sender.as_str()).collect();
         member_state(app, page.events.first(), &senders, viewer)?
     } else {
         Vec::new()
     };
-    let mut body = json!({ "chunk": chunk, "start": token(start), "state": state });
-    if let Some(next) = page.next {
-        body["end"] = json!(token(next));
-    }
-    Ok(Response::ok(body))
+    Ok(MessagesPage { chunk, end: page.next.map(token), start: token(start), state })
 }
 
 /// The member events of `senders` in the state at `at` (lazy-loaded members).
@@ -160,7 +172,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
         .event(event_id)?
         .filter(|event| event.room_id == room_id && !event.outlier && !event.soft_failed)
         .ok_or_else(not_found)?;
-    let mut visibility = Visibility::new(app, &owner.user_id);
+    let visibility = Visibility::new(app, &owner.user_id);
     if event.stream_ordering > readable || !visibility.can_see(&event) {
         return Err(not_found());
     }
@@ -171,7 +183,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
     let before = room_page(
         app,
         room_id,
-        &mut visibility,
+        &visibility,
         &filter,
         Direction::Backwards,
         Window { lower: BEFORE_EVERYTHING, upper: position - 1 },
@@ -181,7 +193,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
     let after = room_page(
         app,
         room_id,
-        &mut visibility,
+        &visibility,
         &filter,
         Direction::Forwards,
         Window { lower: position, upper },
@@ -215,9 +227,7 @@ pub fn context(app: &App, request: &Request, room_id: &str, event_id: &str) -> R
             state.push(client_event(app, &state_event, Some(viewer), true));
         }
     }
-    let format = |events: &[StoredEvent]| -> Vec<Value> {
-        events.iter().map(|event| client_event(app, event, Some(viewer), true)).collect()
-    };
+    let format = |events: &[StoredEvent]| -> Vec<Value> { client_events(app, events, Some(viewer), true) };
     Ok(Response::ok(json!({
         "event": client_event(app, &event, Some(viewer), true),
         "events_before": format(&before.events),
@@ -240,7 +250,7 @@ pub fn timestamp_to_event(app: &App, request: &Request, room_id: &str) -> Result
     let readable = readable_up_to(app, &owner.user_id, room_id)?;
     let forwards = direction == Direction::Forwards;
     let candidates = app.storage().events_near_timestamp(room_id, ts, forwards, MAX_TIMESTAMP_CANDIDATES)?;
-    let mut visibility = Visibility::new(app, &owner.user_id);
+    let visibility = Visibility::new(app, &owner.user_id);
     let found =
         candidates.iter().find(|event| event.stream_ordering <= readable && visibility.can_see(event));
     match found {

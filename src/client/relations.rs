@@ -10,7 +10,7 @@ use super::messages::{limit_param, position, token};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_event};
+use crate::rooms::format::{Viewer, client_event, client_events};
 use crate::rooms::timeline::{Direction, Window, paginate};
 use crate::rooms::visibility::{Visibility, readable_up_to};
 use crate::storage::RelationQuery;
@@ -51,7 +51,7 @@ pub fn relations(
         .event(event_id)?
         .filter(|event| event.room_id == room_id && !event.outlier)
         .ok_or_else(not_found)?;
-    let mut visibility = Visibility::new(app, &owner.user_id);
+    let visibility = Visibility::new(app, &owner.user_id);
     if parent.stream_ordering > readable || !visibility.can_see(&parent) {
         return Err(not_found());
     }
@@ -70,7 +70,7 @@ pub fn relations(
         window,
         limit,
         |after, up_to, n| {
-            app.storage().related_events(&RelationQuery {
+            let batch = app.storage().related_events(&RelationQuery {
                 room_id,
                 parent: event_id,
                 rel_type,
@@ -80,14 +80,16 @@ pub fn relations(
                 up_to,
                 backwards: direction == Direction::Backwards,
                 limit: n,
-            })
+            })?;
+            visibility.prepare(&batch);
+            Ok(batch)
         },
         |event| visibility.can_see(event),
     )?;
     let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
-    let chunk: Vec<Value> =
-        page.events.iter().map(|event| client_event(app, event, Some(viewer), true)).collect();
-    let mut body = json!({ "chunk": chunk });
+    let chunk: Vec<Value> = client_events(app, &page.events, Some(viewer), true);
+    let mut body = json!({});
+    body["chunk"] = Value::Array(chunk);
     if let Some(next) = page.next {
         body["next_batch"] = json!(token(next));
     }
@@ -119,7 +121,7 @@ pub fn threads(app: &App, request: &Request, room_id: &str) -> Result<Response> 
         None => i64::MAX,
     };
     let participant = participated.then_some(owner.user_id.as_str());
-    let mut visibility = Visibility::new(app, &owner.user_id);
+    let visibility = Visibility::new(app, &owner.user_id);
     let viewer = Viewer { user_id: &owner.user_id, device_id: Some(&owner.device_id) };
     let mut chunk = Vec::new();
     let mut next_batch = None;
@@ -143,7 +145,8 @@ pub fn threads(app: &App, request: &Request, room_id: &str) -> Result<Response> 
             break;
         }
     }
-    let mut body = json!({ "chunk": chunk });
+    let mut body = json!({});
+    body["chunk"] = Value::Array(chunk);
     if let Some(next) = next_batch {
         body["next_batch"] = json!(token(next));
     }

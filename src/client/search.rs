@@ -16,7 +16,7 @@ use super::messages::token;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_event};
+use crate::rooms::format::{Viewer, client_event, client_events};
 use crate::rooms::timeline::{Direction, MAX_SCANNED_EVENTS, Window, paginate};
 use crate::rooms::visibility::Visibility;
 use crate::storage::{SEARCH_KEYS, SearchOrder, SearchQuery, StoredEvent, fts_expression, search_words};
@@ -115,7 +115,7 @@ pub fn search(app: &App, request: &Request) -> Result<Response> {
     };
     let count = app.storage().search_count(&fts, &rooms_json)?;
 
-    let mut visibility = Visibility::new(app, &owner.user_id);
+    let visibility = Visibility::new(app, &owner.user_id);
     let mut found: Vec<(StoredEvent, f64)> = Vec::new();
     let mut scanned = 0;
     let mut more = false;
@@ -152,7 +152,7 @@ pub fn search(app: &App, request: &Request) -> Result<Response> {
     for (event, rank) in &found {
         let mut result = json!({ "rank": rank, "result": client_event(app, event, Some(viewer), true) });
         if let Some(wanted) = &criteria.event_context {
-            result["context"] = context(app, &mut visibility, event, wanted, viewer)?;
+            result["context"] = context(app, &visibility, event, wanted, viewer)?;
         }
         results.push(result);
     }
@@ -200,7 +200,7 @@ fn parse_batch(batch: &str, rank_order: bool) -> Result<SearchOrder> {
 /// The events around a result, with tokens and (if asked) the senders' profiles.
 fn context(
     app: &App,
-    visibility: &mut Visibility<'_>,
+    visibility: &Visibility<'_>,
     event: &StoredEvent,
     wanted: &ContextRequest,
     viewer: Viewer<'_>,
@@ -224,9 +224,7 @@ fn context(
     )?;
     let start = before.events.last().map_or(position - 1, |e| e.stream_ordering - 1);
     let end = after.events.last().map_or(position, |e| e.stream_ordering);
-    let format = |events: &[StoredEvent]| -> Vec<Value> {
-        events.iter().map(|event| client_event(app, event, Some(viewer), true)).collect()
-    };
+    let format = |events: &[StoredEvent]| -> Vec<Value> { client_events(app, events, Some(viewer), true) };
     let mut context = json!({
         "events_before": format(&before.events),
         "events_after": format(&after.events),

@@ -7,21 +7,23 @@
 //! as presence serial 0).
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync>.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::filter::{self, DEFAULT_TIMELINE_LIMIT, Filter};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_event, stripped_state};
+use crate::rooms::format::{Viewer, client_events_raw, stripped_state};
 use crate::rooms::push;
 use crate::rooms::unread;
 use crate::rooms::visibility::Visibility;
-use crate::storage::{StateMap, StoredEvent, TokenOwner};
+use crate::storage::{CurrentStateEntry, StoredEvent, TokenOwner};
 
 /// Spec-less but usual: a long poll waits at most this long.
 const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -86,10 +88,10 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         // Listen before looking, so a wake-up between the two is not lost.
         let listener = app.notifier.listen(&owner.user_id);
         let now = Token::now(app);
-        let (response, has_news) = build(app, &owner, &filter, since, now, full_state)?;
+        let (answer, has_news) = build(app, &owner, &filter, since, now, full_state)?;
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if has_news || since.is_none() || left.is_zero() || full_state {
-            return Ok(Response::ok(response));
+            return Ok(Response::ok_json(&answer));
         }
         let woke = smol::future::or(
             async {
@@ -104,10 +106,93 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         .await;
         if !woke {
             let now = Token::now(app);
-            let (response, _) = build(app, &owner, &filter, since, now, full_state)?;
-            return Ok(Response::ok(response));
+            let (answer, _) = build(app, &owner, &filter, since, now, full_state)?;
+            return Ok(Response::ok_json(&answer));
         }
     }
+}
+
+/// The answer of a /sync, built as typed sections so that room events go in
+/// serialised already (see [`client_events_raw`]); the other fields are JSON
+/// values.
+#[derive(Serialize)]
+struct Answer {
+    #[serde(flatten)]
+    fields: Map<String, Value>,
+    rooms: Rooms,
+}
+
+/// The `rooms` of the answer, by membership.
+#[derive(Default, Serialize)]
+struct Rooms {
+    join: BTreeMap<String, JoinedRoom>,
+    invite: Map<String, Value>,
+    leave: BTreeMap<String, LeftRoom>,
+    knock: Map<String, Value>,
+}
+
+/// `{"events": [...]}`.
+#[derive(Serialize)]
+struct Events<T> {
+    events: Vec<T>,
+}
+
+impl<T> Events<T> {
+    fn none() -> Events<T> {
+        Events { events: Vec::new() }
+    }
+}
+
+/// A room's `timeline`: the events, whether some were left out, and the
+/// token to page back from.
+#[derive(Serialize)]
+struct Timeline {
+    events: Vec<Box<RawValue>>,
+    limited: bool,
+    /// A token or null (an empty timeline); absent from a section that only
+    /// carries account data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_batch: Option<Value>,
+}
+
+impl Timeline {
+    fn of(events: Vec<Box<RawValue>>, limited: bool, first: Option<&StoredEvent>) -> Timeline {
+        let prev_batch = first.map(|event| format!("s{}", event.stream_ordering - 1));
+        Timeline { events, limited, prev_batch: Some(json!(prev_batch)) }
+    }
+}
+
+/// A joined room's section.
+#[derive(Serialize)]
+struct JoinedRoom {
+    account_data: Events<Value>,
+    ephemeral: Events<Value>,
+    state: Events<Box<RawValue>>,
+    summary: Value,
+    timeline: Timeline,
+    unread_notifications: Value,
+}
+
+impl JoinedRoom {
+    /// A section with nothing in it (for a room with only account data).
+    fn empty() -> JoinedRoom {
+        JoinedRoom {
+            account_data: Events::none(),
+            ephemeral: Events::none(),
+            state: Events::none(),
+            summary: json!({}),
+            timeline: Timeline { events: Vec::new(), limited: false, prev_batch: None },
+            unread_notifications: json!({ "notification_count": 0, "highlight_count": 0 }),
+        }
+    }
+}
+
+/// A left (or banned) room's section: history up to the departure.
+#[derive(Serialize)]
+struct LeftRoom {
+    account_data: Events<Value>,
+    state: Events<Value>,
+    timeline: Timeline,
 }
 
 /// Builds the sync answer between `since` and `now`; the flag says whether
@@ -119,14 +204,65 @@ fn build(
     since: Option<Token>,
     now: Token,
     full_state: bool,
-) -> Result<(Value, bool)> {
+) -> Result<(Answer, bool)> {
+    let user_id = owner.user_id.as_str();
+    let since_stream = since.map(|token| token.stream);
+    // The rooms and account data are read from one snapshot, with the lock
+    // taken once for the few hundred reads of an initial sync; the to-device
+    // part below writes (it acknowledges delivered messages).
+    let (rooms, account_data) =
+        app.in_snapshot(|| rooms_and_account_data(app, owner, filter, since, now, full_state))?;
+
+    let presence = crate::rooms::presence::sync_events(
+        app,
+        user_id,
+        since.map(|token| token.presence),
+        now.presence,
+        |sender| filter.presence.allows("m.presence", sender),
+    )?;
+    let e2ee = super::to_device::sync_extensions(app, owner, since_stream, now.stream)?;
+    let has_news = e2ee.has_news()
+        || !presence.is_empty()
+        || !rooms.join.is_empty()
+        || !rooms.invite.is_empty()
+        || !rooms.leave.is_empty()
+        || !rooms.knock.is_empty()
+        || !account_data.is_empty();
+    // The lists are moved in: `json!` would copy them (it serialises every
+    // value it is given).
+    let mut fields = json!({
+        "next_batch": now.encode(),
+        "account_data": { "events": [] },
+        "presence": { "events": [] },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+    });
+    fields["account_data"]["events"] = Value::Array(account_data);
+    fields["presence"]["events"] = Value::Array(presence);
+    e2ee.write_into(&mut fields);
+    let fields = match fields {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    };
+    Ok((Answer { fields, rooms }, has_news))
+}
+
+/// The room sections and the global account data of the answer: the part of
+/// /sync that only reads.
+fn rooms_and_account_data(
+    app: &App,
+    owner: &TokenOwner,
+    filter: &Filter,
+    since: Option<Token>,
+    now: Token,
+    full_state: bool,
+) -> Result<(Rooms, Vec<Value>)> {
     let user_id = owner.user_id.as_str();
     let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     let since_stream = since.map(|token| token.stream);
-    let mut join = Map::new();
-    let mut invite = Map::new();
-    let mut leave = Map::new();
-    let mut knock = Map::new();
+    let mut rooms = Rooms::default();
+    let Rooms { join, invite, leave, knock } = &mut rooms;
 
     // Rooms whose membership changed in the window: the newest change per room.
     let mut changed: Vec<StoredEvent> = Vec::new();
@@ -209,7 +345,7 @@ fn build(
     }
 
     let mut account_data = Vec::new();
-    let mut room_account_data: Map<String, Value> = Map::new();
+    let mut room_account_data: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut changes = app.storage().account_data_since(user_id, since_stream.unwrap_or(0), now.stream)?;
     // Spec: push rules are exposed as `m.push_rules` account data. The stored
     // row marks when they changed; the content is always the current ruleset
@@ -230,55 +366,15 @@ fn build(
                 account_data.push(event);
             }
         } else if filter.room.account_data.allows(&kind, user_id) {
-            if let Some(list) = room_account_data.entry(room_id).or_insert_with(|| json!([])).as_array_mut() {
-                list.push(event);
-            }
+            room_account_data.entry(room_id).or_default().push(event);
         }
     }
     for (room_id, events) in room_account_data {
         if memberships.iter().any(|(room, membership)| *room == room_id && membership == "join") {
-            let section = join.entry(room_id).or_insert_with(empty_joined_room);
-            section["account_data"]["events"] = events;
+            join.entry(room_id).or_insert_with(JoinedRoom::empty).account_data.events = events;
         }
     }
-
-    let presence = crate::rooms::presence::sync_events(
-        app,
-        user_id,
-        since.map(|token| token.presence),
-        now.presence,
-        |sender| filter.presence.allows("m.presence", sender),
-    )?;
-    let e2ee = super::to_device::sync_extensions(app, owner, since_stream, now.stream)?;
-    let has_news = e2ee.has_news()
-        || !presence.is_empty()
-        || !join.is_empty()
-        || !invite.is_empty()
-        || !leave.is_empty()
-        || !knock.is_empty()
-        || !account_data.is_empty();
-    let mut response = json!({
-        "next_batch": now.encode(),
-        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
-        "account_data": { "events": account_data },
-        "presence": { "events": presence },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-    });
-    e2ee.write_into(&mut response);
-    Ok((response, has_news))
-}
-
-fn empty_joined_room() -> Value {
-    json!({
-        "timeline": { "events": [], "limited": false },
-        "state": { "events": [] },
-        "ephemeral": { "events": [] },
-        "account_data": { "events": [] },
-        "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
-        "summary": {},
-    })
+    Ok((rooms, account_data))
 }
 
 /// Whether the user was already joined when the window began (a join event in
@@ -306,12 +402,12 @@ fn joined_room(
     since: Option<Token>,
     now: Token,
     full_state: bool,
-) -> Result<Option<Value>> {
+) -> Result<Option<JoinedRoom>> {
     let user_id = viewer.user_id;
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let mut visibility = Visibility::new(app, user_id);
+    let visibility = Visibility::new(app, user_id);
     let (timeline, limited) =
-        timeline(app, &mut visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
+        timeline(app, &visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
     let typing = app.typing.changed_since(room_id, since.map(|token| token.typing));
     let mut receipts =
         app.storage().receipts_since(room_id, since.map_or(0, |token| token.stream), now.stream)?;
@@ -325,7 +421,7 @@ fn joined_room(
 
     // The state block: state up to the start of the timeline that the client
     // has not seen (everything for an initial sync).
-    let current = app.storage().current_state(room_id)?;
+    let current = app.storage().current_state_entries(room_id)?;
     let in_timeline: HashSet<&str> = timeline.iter().map(|event| event.event_id.as_str()).collect();
     let lazy = filter.room.state.lazy_load_members;
     let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
@@ -343,7 +439,7 @@ fn joined_room(
         .into_iter()
         .map(|event| (event.event_id.clone(), event))
         .collect();
-    for ((kind, state_key), event_id) in &current {
+    for CurrentStateEntry { kind, state_key, event_id, .. } in &current {
         if in_timeline.contains(event_id.as_str()) {
             continue;
         }
@@ -359,9 +455,10 @@ fn joined_room(
             || (room_since.is_some_and(|since| event.stream_ordering > since)
                 && event.stream_ordering < timeline_start);
         if unseen && event.stream_ordering < timeline_start {
-            state_events.push(client_event(app, &event, Some(viewer), false));
+            state_events.push(event);
         }
     }
+    let state_events = client_events_raw(app, &state_events, Some(viewer), false);
 
     let mut ephemeral = Vec::new();
     if let Some(typing) = typing {
@@ -370,31 +467,24 @@ fn joined_room(
     if !receipts.is_empty() {
         ephemeral.push(receipt_event(&receipts, user_id));
     }
-    let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
-    let timeline_json: Vec<Value> =
-        timeline.iter().map(|event| client_event(app, event, Some(viewer), false)).collect();
+    let timeline_events = client_events_raw(app, &timeline, Some(viewer), false);
     let (notifications, highlights) = unread::counts(app, room_id, user_id)?;
-    let mut section = json!({
-        "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch },
-        "state": { "events": state_events },
-        "ephemeral": { "events": ephemeral },
-        "account_data": { "events": [] },
-        "unread_notifications": { "notification_count": notifications, "highlight_count": highlights },
-    });
     let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
-    if is_initial || membership_changed {
-        section["summary"] = summary(app, room_id, user_id, &current)?;
-    } else {
-        section["summary"] = json!({});
-    }
-    Ok(Some(section))
+    Ok(Some(JoinedRoom {
+        account_data: Events::none(),
+        ephemeral: Events { events: ephemeral },
+        state: Events { events: state_events },
+        summary: if is_initial || membership_changed { summary(user_id, &current) } else { json!({}) },
+        timeline: Timeline::of(timeline_events, limited, timeline.first()),
+        unread_notifications: json!({ "notification_count": notifications, "highlight_count": highlights }),
+    }))
 }
 
 /// The newest visible events in `(after, up_to]`, oldest first, and whether
 /// more were left out.
 fn timeline(
     app: &App,
-    visibility: &mut Visibility<'_>,
+    visibility: &Visibility<'_>,
     filter: &Filter,
     room_id: &str,
     after: i64,
@@ -408,18 +498,20 @@ fn timeline(
     loop {
         let page = app.storage().room_events_backwards(room_id, after, cursor, limit + 1)?;
         let exhausted = page.len() <= limit;
-        for event in &page {
+        let empty = page.is_empty();
+        visibility.prepare(&page);
+        for event in page {
             cursor = event.stream_ordering - 1;
-            if !filter.room.timeline.allows_event(event) || !visibility.can_see(event) {
+            if !filter.room.timeline.allows_event(&event) || !visibility.can_see(&event) {
                 continue;
             }
             if events.len() == limit {
                 limited = true;
                 break;
             }
-            events.push(event.clone());
+            events.push(event);
         }
-        if limited || exhausted || page.is_empty() {
+        if limited || exhausted || empty {
             break;
         }
     }
@@ -434,24 +526,21 @@ fn left_room(
     room_id: &str,
     since: Option<i64>,
     now: Token,
-) -> Result<Value> {
+) -> Result<LeftRoom> {
     let user_id = viewer.user_id;
     // Show history up to (and including) the user's leave.
     let leave_event_id = app.storage().current_state_event(room_id, "m.room.member", user_id)?;
     let leave_event = leave_event_id.and_then(|id| app.storage().event(&id).ok().flatten());
     let up_to = leave_event.as_ref().map_or(now.stream, |event| event.stream_ordering);
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let mut visibility = Visibility::new(app, user_id);
-    let (timeline, limited) =
-        timeline(app, &mut visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
-    let prev_batch = timeline.first().map(|event| format!("s{}", event.stream_ordering - 1));
-    let events: Vec<Value> =
-        timeline.iter().map(|event| client_event(app, event, Some(viewer), false)).collect();
-    Ok(json!({
-        "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
-        "state": { "events": [] },
-        "account_data": { "events": [] },
-    }))
+    let visibility = Visibility::new(app, user_id);
+    let (timeline, limited) = timeline(app, &visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
+    let events = client_events_raw(app, &timeline, Some(viewer), false);
+    Ok(LeftRoom {
+        account_data: Events::none(),
+        state: Events::none(),
+        timeline: Timeline::of(events, limited, timeline.first()),
+    })
 }
 
 /// Stripped state for an invite or knock: the room's identity and the
@@ -515,27 +604,37 @@ fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
             .and_then(Value::as_object_mut)
             .map(|users| users.insert(receipt.user_id.clone(), entry));
     }
-    json!({ "type": "m.receipt", "content": content })
+    let mut event = json!({ "type": "m.receipt" });
+    event["content"] = Value::Object(content);
+    event
 }
 
-/// `m.heroes` and member counts.
-fn summary(app: &App, room_id: &str, user_id: &str, state: &StateMap) -> Result<Value> {
-    let joined = app.storage().members_with(room_id, "join")?;
-    let invited = app.storage().members_with(room_id, "invite")?;
+/// `m.heroes` and member counts, from the room's current state.
+fn summary(user_id: &str, current: &[CurrentStateEntry]) -> Value {
+    let with = |wanted: &str| -> Vec<&str> {
+        current
+            .iter()
+            .filter(|entry| entry.kind == "m.room.member" && entry.membership.as_deref() == Some(wanted))
+            .map(|entry| entry.state_key.as_str())
+            .collect()
+    };
+    let (joined, invited) = (with("join"), with("invite"));
     let mut summary = json!({
         "m.joined_member_count": joined.len(),
         "m.invited_member_count": invited.len(),
     });
-    let named = state.contains_key(&("m.room.name".into(), String::new()))
-        || state.contains_key(&("m.room.canonical_alias".into(), String::new()));
+    let named = current.iter().any(|entry| {
+        matches!(entry.kind.as_str(), "m.room.name" | "m.room.canonical_alias") && entry.state_key.is_empty()
+    });
     if !named {
-        let heroes: Vec<&String> = joined
+        let heroes: Vec<&str> = joined
             .iter()
             .chain(invited.iter())
+            .copied()
             .filter(|member| *member != user_id)
             .take(MAX_HEROES)
             .collect();
         summary["m.heroes"] = json!(heroes);
     }
-    Ok(summary)
+    summary
 }

@@ -20,7 +20,7 @@ const MAX_EVENTS_PER_REQUEST: usize = 100;
 
 /// An event as it travels between servers.
 pub fn pdu_json(event: &StoredEvent) -> Value {
-    Value::Object(event.json.clone())
+    Value::Object(event.json.map().clone())
 }
 
 /// May `origin` read this room's events? It must have a joined member (or

@@ -161,7 +161,7 @@ fn load_batch(app: &App, destination: &str) -> Option<(Vec<Value>, Vec<Value>, V
     for item in queued_pdus {
         ids.push(item.id);
         if let Ok(Some(event)) = app.storage().event(&item.payload) {
-            pdus.push(Value::Object(event.json));
+            pdus.push(Value::Object(event.json.into_map()));
         }
     }
     let mut edus = Vec::new();

@@ -7,8 +7,11 @@
 //! (the children's IDs). `m.annotation` is deliberately not bundled: the spec
 //! says reactions are not aggregated by the server.
 //!
-//! Cost: one indexed lookup of the children's light columns per event; the
-//! full JSON is read only for the one edit and the one thread event served.
+//! Cost: one indexed lookup of the children's light columns for a whole page
+//! of events; the full JSON is read only for the one edit and the one thread
+//! event served per event that has them.
+
+use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
@@ -22,27 +25,58 @@ use crate::storage::{RelationChild, StoredEvent};
 /// can make one event's answer grow without bound.
 pub const MAX_BUNDLE_DEPTH: u32 = 2;
 
-/// The `m.relations` object for `event` as `viewer` sees it, if it has any
-/// aggregated children. `depth` is how deep in another bundle `event` sits.
-pub fn bundle(
+/// The `m.relations` objects of `events` as `viewer` sees them, by event ID,
+/// for those with aggregated children. `depth` is how deep in another bundle
+/// the events sit.
+pub fn bundles(
+    app: &App,
+    events: &[StoredEvent],
+    viewer: Viewer<'_>,
+    with_room_id: bool,
+    depth: u32,
+) -> HashMap<String, Value> {
+    let mut found = HashMap::new();
+    if depth >= MAX_BUNDLE_DEPTH {
+        return found;
+    }
+    // State events do not receive bundles (spec), nor do redacted events: the
+    // spec says so for edits, and a redacted root has nothing left to summarise.
+    let roots: Vec<&StoredEvent> =
+        events.iter().filter(|event| event.state_key.is_none() && event.redacted_by.is_none()).collect();
+    let ids: Vec<&str> = roots.iter().map(|event| event.event_id.as_str()).collect();
+    // Bound first: the storage is borrowed again below.
+    let children = app.storage().relation_children(&ids);
+    let Ok(children) = children else { return found };
+    if children.is_empty() {
+        return found;
+    }
+    let mut by_parent: HashMap<String, Vec<RelationChild>> = HashMap::new();
+    for (parent, child) in children {
+        by_parent.entry(parent).or_default().push(child);
+    }
+    let visibility = Visibility::new(app, viewer.user_id);
+    for event in roots {
+        let Some(children) = by_parent.get(&event.event_id) else { continue };
+        if let Some(bundle) = bundle(app, event, children, &visibility, viewer, with_room_id, depth) {
+            found.insert(event.event_id.clone(), bundle);
+        }
+    }
+    found
+}
+
+/// The `m.relations` object for `event` with its aggregated `children`
+/// (oldest first), if any of them shows.
+fn bundle(
     app: &App,
     event: &StoredEvent,
+    children: &[RelationChild],
+    visibility: &Visibility<'_>,
     viewer: Viewer<'_>,
     with_room_id: bool,
     depth: u32,
 ) -> Option<Value> {
-    // State events do not receive bundles (spec), nor do redacted events: the
-    // spec says so for edits, and a redacted root has nothing left to summarise.
-    if event.state_key.is_some() || event.redacted_by.is_some() || depth >= MAX_BUNDLE_DEPTH {
-        return None;
-    }
-    let children = app.storage().relation_children(&event.event_id).ok()?;
-    if children.is_empty() {
-        return None;
-    }
-    let mut visibility = Visibility::new(app, viewer.user_id);
     let mut relations = Map::new();
-    if let Some(edit) = latest_edit(app, event, &children, &mut visibility) {
+    if let Some(edit) = latest_edit(app, event, children, visibility) {
         relations.insert("m.replace".into(), format_event(app, &edit, Some(viewer), with_room_id, depth + 1));
     }
     let thread: Vec<&RelationChild> = children.iter().filter(|child| child.rel_type == "m.thread").collect();
@@ -84,7 +118,7 @@ fn latest_edit(
     app: &App,
     original: &StoredEvent,
     children: &[RelationChild],
-    visibility: &mut Visibility<'_>,
+    visibility: &Visibility<'_>,
 ) -> Option<StoredEvent> {
     let original_rel_type = original
         .json

@@ -99,7 +99,7 @@ pub fn room_version(app: &App, room_id: &str) -> Result<RoomVersion> {
 
 /// Parses a stored event as a PDU.
 pub fn to_pdu(version: &RoomVersion, event: &StoredEvent) -> Option<Pdu> {
-    Pdu::from_json(version, event.event_id.clone(), event.json.clone()).ok()
+    Pdu::from_json(version, event.event_id.clone(), event.json.map().clone()).ok()
 }
 
 /// Loads an event as a PDU (state events from the cache of parsed ones).

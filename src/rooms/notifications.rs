@@ -45,7 +45,7 @@ pub struct Page {
 /// position `before`, newest first; highlights only if `only_highlight`.
 pub fn list(app: &App, user_id: &str, before: i64, limit: usize, only_highlight: bool) -> Result<Page> {
     let ruleset = push::ruleset(app, user_id)?;
-    let mut visibility = Visibility::new(app, user_id);
+    let visibility = Visibility::new(app, user_id);
     let mut found: Vec<Notification> = Vec::new();
     // Every event at or after `complete_from` has been looked at in every room.
     let mut complete_from = i64::MIN;

@@ -3,59 +3,129 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#history-visibility>.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use serde_json::Value;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::storage::StoredEvent;
+use crate::storage::{GroupVisibility, StoredEvent};
+
+/// Cached (state group, user) facts kept at most; past this the cache starts
+/// over (an entry is a user ID and two short strings, ~150 bytes).
+const MAX_CACHED_FACTS: usize = 2048;
+
+/// What state groups say for history visibility, per (group, user), kept
+/// across requests: reading it walks a group's delta chain, and an initial
+/// /sync would walk one chain per room every time. A state group never
+/// changes once written and redaction keeps `history_visibility` and
+/// `membership`, so an entry never goes stale; answers that name an event
+/// this server does not hold yet are not kept.
+#[derive(Default)]
+pub struct Cache {
+    facts: RefCell<HashMap<(i64, String), GroupVisibility>>,
+}
+
+impl Cache {
+    fn get(&self, group: i64, user_id: &str) -> Option<GroupVisibility> {
+        // The key is owned; a lookup by borrowed pair would need a custom key type.
+        self.facts.borrow().get(&(group, user_id.to_owned())).cloned()
+    }
+
+    fn put(&self, group: i64, user_id: &str, facts: &GroupVisibility) {
+        if facts.missing_event {
+            return;
+        }
+        let mut cached = self.facts.borrow_mut();
+        if cached.len() >= MAX_CACHED_FACTS {
+            cached.clear();
+        }
+        cached.insert((group, user_id.to_owned()), facts.clone());
+    }
+}
 
 /// Per-request memory of what each state group says, so a page of events
-/// costs a few lookups, not one per event.
+/// costs one lookup ([`Visibility::prepare`]), not one per event (and none
+/// for groups in [`Cache`]). The memory is behind `RefCell`s so that a
+/// page's reader and its filter can share one.
 pub struct Visibility<'a> {
     app: &'a App,
     user_id: &'a str,
-    by_group: HashMap<i64, (String, Option<String>)>,
-    current: HashMap<String, Option<String>>,
+    by_group: RefCell<HashMap<i64, GroupVisibility>>,
+    current: RefCell<HashMap<String, Option<String>>>,
 }
 
 impl<'a> Visibility<'a> {
     pub fn new(app: &'a App, user_id: &'a str) -> Self {
-        Visibility { app, user_id, by_group: HashMap::new(), current: HashMap::new() }
+        Visibility { app, user_id, by_group: RefCell::default(), current: RefCell::default() }
+    }
+
+    /// Loads what the state groups of `events` say, in one query for all
+    /// the groups not known yet.
+    pub fn prepare(&self, events: &[StoredEvent]) {
+        let mut missing: Vec<i64> = {
+            let known = self.by_group.borrow();
+            events
+                .iter()
+                .filter_map(|event| event.state_group)
+                .filter(|group| !known.contains_key(group))
+                .collect()
+        };
+        missing.sort_unstable();
+        missing.dedup();
+        self.load(&missing);
+    }
+
+    fn load(&self, groups: &[i64]) {
+        let mut missing = Vec::new();
+        for group in groups {
+            match self.app.visibility.get(*group, self.user_id) {
+                Some(facts) => {
+                    self.by_group.borrow_mut().insert(*group, facts);
+                }
+                None => missing.push(*group),
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        // A failed read leaves the groups unknown (and uncached): they show as
+        // `shared` with no membership, as a group without those keys would.
+        let found = self.app.storage().visibility_at_groups(&missing, self.user_id);
+        let failed = found.is_err();
+        let found = found.unwrap_or_default();
+        let mut known = self.by_group.borrow_mut();
+        for group in missing {
+            let facts = found.get(&group).cloned().unwrap_or_default();
+            if !failed {
+                self.app.visibility.put(group, self.user_id, &facts);
+            }
+            known.insert(group, facts);
+        }
     }
 
     /// `(history_visibility, the user's membership)` at a state group.
-    fn at_group(&mut self, group: i64) -> (String, Option<String>) {
-        if let Some(found) = self.by_group.get(&group) {
-            return found.clone();
+    fn at_group(&self, group: i64) -> (String, Option<String>) {
+        if !self.by_group.borrow().contains_key(&group) {
+            self.load(&[group]);
         }
-        let storage = self.app.storage();
-        let content_at = |kind: &str, state_key: &str| -> Option<Value> {
-            let event_id = storage.state_entry_of_group(group, kind, state_key).ok().flatten()?;
-            storage.event(&event_id).ok().flatten()?.json.get("content").cloned()
-        };
-        let visibility = content_at("m.room.history_visibility", "")
-            .and_then(|content| content.get("history_visibility").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_else(|| "shared".into());
-        let membership = content_at("m.room.member", self.user_id)
-            .and_then(|content| content.get("membership").and_then(Value::as_str).map(str::to_owned));
-        drop(storage);
-        self.by_group.insert(group, (visibility.clone(), membership.clone()));
-        (visibility, membership)
+        let known = self.by_group.borrow();
+        let found = known.get(&group).cloned().unwrap_or_default();
+        (found.history_visibility.unwrap_or_else(|| "shared".into()), found.membership)
     }
 
-    fn current_membership(&mut self, room_id: &str) -> Option<String> {
-        if let Some(found) = self.current.get(room_id) {
+    fn current_membership(&self, room_id: &str) -> Option<String> {
+        if let Some(found) = self.current.borrow().get(room_id) {
             return found.clone();
         }
         let membership = self.app.storage().membership(room_id, self.user_id).ok().flatten();
-        self.current.insert(room_id.to_string(), membership.clone());
+        self.current.borrow_mut().insert(room_id.to_string(), membership.clone());
         membership
     }
 
     /// Whether the user may see `event`.
-    pub fn can_see(&mut self, event: &StoredEvent) -> bool {
+    pub fn can_see(&self, event: &StoredEvent) -> bool {
         // Everyone sees their own membership changes.
         if event.kind == "m.room.member" && event.state_key.as_deref() == Some(self.user_id) {
             return true;
@@ -74,7 +144,7 @@ impl<'a> Visibility<'a> {
 
     /// Whether the user may read the room's state and history at all now
     /// (joined, or the room is world readable).
-    pub fn can_read_room(&mut self, room_id: &str) -> bool {
+    pub fn can_read_room(&self, room_id: &str) -> bool {
         if self.current_membership(room_id).as_deref() == Some("join") {
             return true;
         }
@@ -98,4 +168,29 @@ pub fn readable_up_to(app: &App, user_id: &str, room_id: &str) -> Result<i64> {
         }
     }
     Err(Error::Forbidden("you are not allowed to read this room".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(membership: &str, missing_event: bool) -> GroupVisibility {
+        GroupVisibility { history_visibility: None, membership: Some(membership.into()), missing_event }
+    }
+
+    #[test]
+    fn the_cache_keeps_settled_answers_per_group_and_user_within_its_bound() {
+        let cache = Cache::default();
+        cache.put(1, "@a:x", &facts("join", false));
+        cache.put(2, "@a:x", &facts("join", true));
+        assert_eq!(cache.get(1, "@a:x"), Some(facts("join", false)));
+        assert_eq!(cache.get(1, "@b:x"), None);
+        // An answer naming an event not held yet may change: not kept.
+        assert_eq!(cache.get(2, "@a:x"), None);
+        for group in 0..MAX_CACHED_FACTS as i64 {
+            cache.put(100 + group, "@a:x", &facts("leave", false));
+        }
+        assert!(cache.facts.borrow().len() <= MAX_CACHED_FACTS);
+        assert_eq!(cache.get(1, "@a:x"), None);
+    }
 }

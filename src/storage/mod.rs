@@ -4,8 +4,10 @@
 //! tables and offers plain functions on [`Storage`]. It knows nothing of HTTP.
 
 mod accounts;
+mod batch;
 mod directory;
 mod e2ee;
+mod event_json;
 pub mod federation;
 mod media;
 mod migrations;
@@ -19,11 +21,13 @@ mod sync;
 mod transactions;
 
 pub use accounts::{Device, TokenOwner};
+pub use batch::{GroupVisibility, SenderAndContent};
 pub use directory::ReportTarget;
+pub use event_json::JsonRef;
 pub use media::{ContentReader, MediaInfo, NewMedia};
 pub use push::Pusher;
 pub use relations::{RelationChild, RelationQuery};
-pub use rooms::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
+pub use rooms::{CurrentStateEntry, CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
 pub use server_keys::RemoteKey;
 pub use sync::Receipt;

@@ -8,6 +8,7 @@
 use rusqlite::params;
 
 use super::Storage;
+use super::batch::string_list;
 use super::rooms::{EVENT_COLUMNS, event_from_row};
 use crate::error::Result;
 use crate::storage::StoredEvent;
@@ -46,22 +47,28 @@ pub struct ThreadSummary {
 
 impl Storage {
     /// The children that bundled aggregations look at (`m.replace`, `m.thread`,
-    /// `m.reference`), oldest first (stream order): one lookup on the relation index.
-    pub fn relation_children(&self, event_id: &str) -> Result<Vec<RelationChild>> {
+    /// `m.reference`) of each of `parents`, oldest first (stream order), as
+    /// `(parent, child)`: one query on the relation index for a whole page.
+    pub fn relation_children(&self, parents: &[&str]) -> Result<Vec<(String, RelationChild)>> {
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut statement = self.conn.prepare_cached(
-            "SELECT event_id, rel_type, sender, kind, origin_server_ts FROM events
-             WHERE relates_to = ?1 AND rel_type IN ('m.replace', 'm.thread', 'm.reference')
+            "SELECT relates_to, event_id, rel_type, sender, kind, origin_server_ts FROM events
+             WHERE relates_to IN (SELECT value FROM json_each(?1))
+               AND rel_type IN ('m.replace', 'm.thread', 'm.reference')
                AND redacted_by IS NULL AND outlier = 0 AND soft_failed = 0
              ORDER BY stream_ordering ASC",
         )?;
-        let rows = statement.query_map([event_id], |row| {
-            Ok(RelationChild {
-                event_id: row.get(0)?,
-                rel_type: row.get(1)?,
-                sender: row.get(2)?,
-                kind: row.get(3)?,
-                origin_server_ts: row.get(4)?,
-            })
+        let rows = statement.query_map([string_list(parents)], |row| {
+            let child = RelationChild {
+                event_id: row.get(1)?,
+                rel_type: row.get(2)?,
+                sender: row.get(3)?,
+                kind: row.get(4)?,
+                origin_server_ts: row.get(5)?,
+            };
+            Ok((row.get(0)?, child))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
+use super::event_json::EventJson;
 use super::{Storage, now_ms};
 use crate::error::{Error, Result};
 
@@ -14,7 +15,7 @@ pub type StateMap = BTreeMap<(String, String), String>;
 
 /// A state group's delta chain is cut (a full snapshot written) past this length,
 /// so reading a state never walks more than this many groups.
-const MAX_STATE_CHAIN: i64 = 50;
+pub(super) const MAX_STATE_CHAIN: i64 = 50;
 
 /// One stored event.
 #[derive(Clone, Debug)]
@@ -26,8 +27,9 @@ pub struct StoredEvent {
     pub state_key: Option<String>,
     pub sender: String,
     pub origin_server_ts: i64,
-    /// The PDU as signed (redacted in place once a redaction applies).
-    pub json: Map<String, Value>,
+    /// The PDU as signed (redacted in place once a redaction applies),
+    /// parsed on first use.
+    pub json: EventJson,
     /// State after this event.
     pub state_group: Option<i64>,
     /// For state events: the event previously at this state key.
@@ -38,6 +40,16 @@ pub struct StoredEvent {
     pub outlier: bool,
     #[allow(dead_code)] // read by federation (soft-failed events stay out of timelines)
     pub soft_failed: bool,
+}
+
+/// One key of a room's current state.
+#[derive(Clone, Debug)]
+pub struct CurrentStateEntry {
+    pub kind: String,
+    pub state_key: String,
+    pub event_id: String,
+    /// For `m.room.member`: the membership the event sets.
+    pub membership: Option<String>,
 }
 
 /// What a new event does to the room's state.
@@ -115,11 +127,7 @@ pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, kind
     outlier, soft_failed";
 
 pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let json: String = row.get(7)?;
-    let json = match serde_json::from_str(&json) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
+    let json = EventJson::from_text(row.get(7)?);
     Ok(StoredEvent {
         stream_ordering: row.get(0)?,
         event_id: row.get(1)?,
@@ -203,6 +211,24 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The room's current state with each member's membership, ordered by
+    /// type and state key: the state map and the member lists in one query.
+    pub fn current_state_entries(&self, room_id: &str) -> Result<Vec<CurrentStateEntry>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT kind, state_key, event_id, membership FROM current_state WHERE room_id = ?1
+             ORDER BY kind, state_key",
+        )?;
+        let rows = statement.query_map([room_id], |row| {
+            Ok(CurrentStateEntry {
+                kind: row.get(0)?,
+                state_key: row.get(1)?,
+                event_id: row.get(2)?,
+                membership: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The events of the room's current state stored after stream position
     /// `after` (`i64::MIN`: all), in one query, unordered.
     pub fn current_state_events(&self, room_id: &str, after: i64) -> Result<Vec<StoredEvent>> {
@@ -268,12 +294,12 @@ impl Storage {
     pub fn members_with_any(&self, room_id: &str, memberships: &[&str]) -> Result<Vec<(String, String)>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT state_key, membership FROM current_state
-             WHERE room_id = ?1 AND kind = 'm.room.member'
-               AND membership IN (SELECT value FROM json_each(?2))",
+             WHERE room_id = ?1 AND kind = 'm.room.member' AND membership IS NOT NULL",
         )?;
-        let wanted = serde_json::to_string(memberships).unwrap_or_default();
-        let rows = statement.query_map(params![room_id, wanted], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = statement.query_map(params![room_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let mut members: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+        members.retain(|(_, membership)| memberships.contains(&membership.as_str()));
+        Ok(members)
     }
 
     /// How many members a room has with a given membership now.
@@ -379,7 +405,7 @@ impl Storage {
             }
             StateAfter::Full(state) => Some(insert_group(&transaction, event.room_id, None, 0, &state)?),
         };
-        let json = Value::Object(event.json.clone()).to_string();
+        let json = serde_json::to_string(event.json).map_err(|error| Error::Internal(error.to_string()))?;
         // An event first stored as an outlier (for an auth chain) joins the DAG now.
         transaction
             .prepare_cached("DELETE FROM events WHERE event_id = ?1 AND outlier = 1")?
@@ -531,7 +557,11 @@ impl Storage {
     ) -> Result<()> {
         self.conn.execute(
             "UPDATE events SET json = ?2, redacted_by = ?3 WHERE event_id = ?1",
-            params![event_id, Value::Object(redacted.clone()).to_string(), redacted_by],
+            params![
+                event_id,
+                serde_json::to_string(redacted).map_err(|error| Error::Internal(error.to_string()))?,
+                redacted_by
+            ],
         )?;
         Ok(())
     }
