@@ -117,6 +117,9 @@ pub fn record_access(app: &App, info: &MediaInfo) -> Result<()> {
 pub fn read(app: &Rc<App>, info: &MediaInfo, prefix: Vec<u8>, suffix: Vec<u8>) -> Result<Content> {
     if info.size <= IN_MEMORY_MAX_BYTES {
         let content = app.storage().media_content(info.rowid, info.size as usize)?;
+        if prefix.is_empty() && suffix.is_empty() {
+            return Ok(Content::Bytes(content));
+        }
         return Ok(Content::Bytes([prefix, content, suffix].concat()));
     }
     let length = prefix.len() + info.size as usize + suffix.len();
