@@ -113,6 +113,10 @@ pub struct App {
     pub pdu_cache: PduCache,
     /// Whether the full-text index lags behind the events.
     pub search_index: SearchIndex,
+    /// Wakes downloads waiting for an asynchronous upload's content.
+    pub media_uploaded: event_listener::Event,
+    /// Turns for streaming large content (see `rooms::media`).
+    pub media_streams: smol::lock::Semaphore,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
 }
@@ -152,6 +156,8 @@ impl App {
             visibility: visibility::Cache::default(),
             outbox: Outbox::default(),
             search_index: SearchIndex::default(),
+            media_uploaded: event_listener::Event::new(),
+            media_streams: smol::lock::Semaphore::new(crate::rooms::media::MAX_STREAMS),
             pdu_cache: PduCache::default(),
             failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
             executor,

@@ -5,12 +5,13 @@
 //! Handlers below this see a [`Request`] with its whole body and return a
 //! [`Response`] or an [`Error`]; they never touch async-h1 types.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use http_types::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use smol::io::AsyncReadExt;
+use smol::io::{AsyncBufRead, AsyncReadExt};
 
 use crate::app::App;
 use crate::error::{Error, Result};
@@ -34,20 +35,43 @@ pub struct Request {
 /// A response before it is turned into an HTTP response.
 pub struct Response {
     pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
+    /// `application/json` for the API; stored content types for media.
+    pub content_type: Cow<'static, str>,
+    pub body: Body,
     pub headers: Vec<(&'static str, String)>,
+}
+
+/// A response body: bytes in hand, or bytes read while the response goes out.
+pub enum Body {
+    Bytes(Vec<u8>),
+    /// Exactly `length` bytes from `reader` (large media, streamed from the
+    /// database); a reader error cuts the connection.
+    Stream {
+        reader: Box<dyn AsyncBufRead + Unpin + Send + Sync>,
+        length: usize,
+    },
+}
+
+impl From<crate::rooms::media::Content> for Body {
+    fn from(content: crate::rooms::media::Content) -> Body {
+        match content {
+            crate::rooms::media::Content::Bytes(bytes) => Body::Bytes(bytes),
+            crate::rooms::media::Content::Stream(stream) => {
+                Body::Stream { length: stream.length, reader: Box::new(stream) }
+            }
+        }
+    }
 }
 
 impl Response {
     /// A JSON response.
     pub fn json(status: u16, value: &Value) -> Response {
-        Response {
-            status,
-            content_type: "application/json",
-            body: serde_json::to_vec(value).unwrap_or_default(),
-            headers: Vec::new(),
-        }
+        Response::bytes(status, "application/json", serde_json::to_vec(value).unwrap_or_default())
+    }
+
+    /// A response carrying `body` as `content_type`.
+    pub fn bytes(status: u16, content_type: impl Into<Cow<'static, str>>, body: Vec<u8>) -> Response {
+        Response { status, content_type: content_type.into(), body: Body::Bytes(body), headers: Vec::new() }
     }
 
     /// `200 {}` or any other JSON with 200.
@@ -58,12 +82,7 @@ impl Response {
     /// 200 with a body of any serialisable type (an answer built as typed
     /// sections rather than one JSON value).
     pub fn ok_json(body: &impl serde::Serialize) -> Response {
-        Response {
-            status: 200,
-            content_type: "application/json",
-            body: serde_json::to_vec(body).unwrap_or_default(),
-            headers: Vec::new(),
-        }
+        Response::bytes(200, "application/json", serde_json::to_vec(body).unwrap_or_default())
     }
 
     fn error(error: &Error) -> Response {
@@ -224,12 +243,13 @@ async fn read_request(
 
 async fn dispatch(app: &Rc<App>, request: Request) -> Response {
     if request.method == Method::Options {
-        return Response { status: 204, content_type: "text/plain", body: Vec::new(), headers: Vec::new() };
+        return Response::bytes(204, "text/plain", Vec::new());
     }
     let result = match request.segments.first().map(String::as_str) {
         Some(".well-known") => crate::client::well_known::route(app, &request),
         Some("_matrix") => match request.segments.get(1).map(String::as_str) {
             Some("client") => crate::client::route(app, &request).await,
+            Some("media") => crate::client::media::route_legacy(app, &request).await,
             Some("key" | "federation") if app.serves_federation(request.peer.listener) => {
                 crate::federation::route(app, &request).await
             }
@@ -252,8 +272,11 @@ fn into_http(response: Response) -> http_types::Response {
     let status = http_types::StatusCode::try_from(response.status)
         .unwrap_or(http_types::StatusCode::InternalServerError);
     let mut http = http_types::Response::new(status);
-    http.set_body(response.body);
-    http.insert_header("content-type", response.content_type);
+    match response.body {
+        Body::Bytes(bytes) => http.set_body(bytes),
+        Body::Stream { reader, length } => http.set_body(http_types::Body::from_reader(reader, Some(length))),
+    }
+    http.insert_header("content-type", response.content_type.as_ref());
     // CORS for browser clients, as the spec asks of every endpoint.
     http.insert_header("access-control-allow-origin", "*");
     http.insert_header("access-control-allow-methods", "GET, POST, PUT, DELETE, OPTIONS");

@@ -10,6 +10,7 @@ mod ephemeral;
 mod filter;
 mod keys;
 mod login;
+pub mod media;
 mod membership;
 mod messages;
 mod notifications;
@@ -138,6 +139,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             Get => app.in_snapshot(|| room_route(app, request, room_id, rest)),
             _ => app.in_transaction(|| room_route(app, request, room_id, rest)),
         },
+        (V1, ["media", rest @ ..]) => media::route_authenticated(app, request, rest).await,
         (V1, ["rooms", room_id, "hierarchy"]) if *method == Get => spaces::hierarchy(app, request, room_id),
         (V1, ["rooms", room_id, rest @ ..]) => app.in_snapshot(|| room_route_v1(app, request, room_id, rest)),
         (V3, ["search"]) if *method == Post => search::search(app, request),

@@ -56,6 +56,20 @@ pub async fn request_bytes(
     body: Option<Value>,
     max_response_bytes: usize,
 ) -> Result<(u16, Vec<u8>)> {
+    let response = request_raw(app, destination, method, path_and_query, body, max_response_bytes).await?;
+    Ok((response.status, response.body))
+}
+
+/// [`request`] answering the status, the headers and the raw body (media
+/// answers are not JSON, and their headers matter).
+pub async fn request_raw(
+    app: &App,
+    destination: &str,
+    method: Method,
+    path_and_query: &str,
+    body: Option<Value>,
+    max_response_bytes: usize,
+) -> Result<transport::RawResponse> {
     if destination == app.config.server_name {
         return Err(Error::Internal(format!(
             "refusing to send a federation request to ourselves ({destination})"
@@ -73,16 +87,12 @@ pub async fn request_bytes(
         .transpose()
         .map_err(|error| Error::Internal(error.to_string()))?;
     let headers = [("authorization", authorization)];
-    let response =
-        match transport::exchange(federation, &target, method, &uri, &headers, bytes, max_response_bytes)
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => {
-                // The addresses may have moved: resolve afresh next time.
-                discovery::forget(federation, destination);
-                return Err(error);
-            }
-        };
-    Ok((response.status, response.body))
+    match transport::exchange(federation, &target, method, &uri, &headers, bytes, max_response_bytes).await {
+        Ok(response) => Ok(response),
+        Err(error) => {
+            // The addresses may have moved: resolve afresh next time.
+            discovery::forget(federation, destination);
+            Err(error)
+        }
+    }
 }

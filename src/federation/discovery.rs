@@ -215,15 +215,31 @@ async fn delegation(federation: &Federation, host: &str) -> Option<String> {
 }
 
 async fn fetch_well_known(federation: &Federation, host: &str) -> Result<(String, Duration), String> {
-    let mut url = format!("https://{host}/.well-known/matrix/server");
+    let url = format!("https://{host}/.well-known/matrix/server");
+    let response =
+        get_url(federation, &url, MAX_WELL_KNOWN_BYTES).await.map_err(|error| error.to_string())?;
+    if response.status != 200 {
+        return Err(format!("status {}", response.status));
+    }
+    let delegated = parse_well_known(&response.body)?;
+    let ttl = cache_ttl(response.header("cache-control"), response.header("expires"), SystemTime::now());
+    Ok((delegated, ttl))
+}
+
+/// `GET` an `https://` URL (unsigned: a well-known document, media behind a
+/// redirect), following up to [`MAX_REDIRECTS`] redirects to HTTPS URLs.
+/// The address filter of every outbound request applies.
+pub async fn get_url(federation: &Federation, url: &str, max_body: usize) -> Result<transport::RawResponse> {
+    let refused = |why: String| Error::matrix(502, "M_UNKNOWN", format!("cannot fetch {url}: {why}"));
+    let mut url = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
-        let parsed = http_types::Url::parse(&url).map_err(|error| error.to_string())?;
+        let parsed = http_types::Url::parse(&url).map_err(|error| refused(error.to_string()))?;
         if parsed.scheme() != "https" {
-            return Err(format!("redirected to a non-HTTPS URL {url}"));
+            return Err(refused(format!("{url} is not an HTTPS URL")));
         }
-        let url_host = parsed.host_str().ok_or("a URL without a host")?.to_string();
+        let url_host = parsed.host_str().ok_or_else(|| refused("a URL without a host".into()))?.to_string();
         let port = parsed.port().unwrap_or(443);
-        let addresses = lookup(federation, &url_host, port).await.map_err(|error| error.to_string())?;
+        let addresses = lookup(federation, &url_host, port).await?;
         let host_header = match parsed.port() {
             Some(port) => format!("{url_host}:{port}"),
             None => url_host.clone(),
@@ -235,22 +251,16 @@ async fn fetch_well_known(federation: &Federation, host: &str) -> Result<(String
             None => parsed.path().to_string(),
         };
         let response =
-            transport::exchange(federation, &target, Method::Get, &path, &[], None, MAX_WELL_KNOWN_BYTES)
-                .await
-                .map_err(|error| error.to_string())?;
+            transport::exchange(federation, &target, Method::Get, &path, &[], None, max_body).await?;
         if (300..400).contains(&response.status) {
-            let location = response.header("location").ok_or("a redirect without Location")?;
-            url = parsed.join(location).map_err(|error| error.to_string())?.to_string();
+            let location =
+                response.header("location").ok_or_else(|| refused("a redirect without Location".into()))?;
+            url = parsed.join(location).map_err(|error| refused(error.to_string()))?.to_string();
             continue;
         }
-        if response.status != 200 {
-            return Err(format!("status {}", response.status));
-        }
-        let delegated = parse_well_known(&response.body)?;
-        let ttl = cache_ttl(response.header("cache-control"), response.header("expires"), SystemTime::now());
-        return Ok((delegated, ttl));
+        return Ok(response);
     }
-    Err("too many redirects".into())
+    Err(refused("too many redirects".into()))
 }
 
 /// The `m.server` of a well-known document, if it is a valid server name.

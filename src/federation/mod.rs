@@ -13,6 +13,7 @@ pub mod e2ee;
 pub mod events;
 pub mod join;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod pdus;
 pub mod queries;
@@ -155,6 +156,8 @@ async fn authenticated_route(
         (Post, ["v1", "user", "keys", "query"]) => e2ee::keys_query(app, request),
         (Post, ["v1", "user", "keys", "claim"]) => e2ee::keys_claim(app, request),
         (Get, ["v1", "user", "devices", user_id]) => e2ee::user_devices(app, user_id),
+        (Get, ["v1", "media", "download", media_id]) => media::download(app, request, media_id).await,
+        (Get, ["v1", "media", "thumbnail", media_id]) => media::thumbnail(app, request, media_id).await,
         (Get, ["v1", "query", "directory"]) => queries::directory(app, request),
         (Get, ["v1", "query", "profile"]) => queries::profile(app, request),
         (Get, ["v1", "publicRooms"]) => crate::client::directory::get_public_rooms(app, request),

@@ -148,6 +148,12 @@ fn unreachable(message: String) -> Error {
     Error::matrix(502, "M_UNKNOWN", message)
 }
 
+/// The spec's answer when a remote server's content is too large to proxy
+/// (502 `M_TOO_LARGE`), used for every oversized answer.
+fn too_large(host: &str, max_body: usize) -> Error {
+    Error::matrix(502, "M_TOO_LARGE", format!("{host}: the response is larger than {max_body} bytes"))
+}
+
 /// Sends one request to `target` and reads the response, whose body may be
 /// at most `max_body` bytes.
 pub async fn exchange(
@@ -184,20 +190,14 @@ pub async fn exchange(
             .map(|(name, values)| (name.as_str().to_ascii_lowercase(), values.last().as_str().to_string()))
             .collect();
         if response.len().is_some_and(|length| length > max_body) {
-            return Err(unreachable(format!(
-                "{}: the response is larger than {max_body} bytes",
-                target.host_header
-            )));
+            return Err(too_large(&target.host_header, max_body));
         }
         let mut body = Vec::new();
         response.take_body().take(max_body as u64 + 1).read_to_end(&mut body).await.map_err(|error| {
             unreachable(format!("{}: cannot read the response: {error}", target.host_header))
         })?;
         if body.len() > max_body {
-            return Err(unreachable(format!(
-                "{}: the response is larger than {max_body} bytes",
-                target.host_header
-            )));
+            return Err(too_large(&target.host_header, max_body));
         }
         Ok(RawResponse { status, headers, body })
     };

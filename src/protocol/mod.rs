@@ -9,6 +9,7 @@ pub mod canonical_json;
 pub mod encoding;
 pub mod hashes;
 pub mod identifiers;
+pub mod media;
 pub mod pdu;
 pub mod power_levels;
 pub mod push_rules;

@@ -10,6 +10,7 @@ pub mod e2ee;
 pub mod format;
 pub mod incoming;
 pub mod invites;
+pub mod media;
 pub mod notifications;
 pub mod notify;
 pub mod outbox;

@@ -179,6 +179,8 @@ const MIGRATIONS: &[&str] = &[
     super::e2ee::E2EE_KEYS,
     // 9: the search index filled in batches (see SEARCH_IN_BATCHES).
     super::search::SEARCH_IN_BATCHES,
+    // 10: media content and pending asynchronous uploads (see MEDIA).
+    super::media::MEDIA,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

@@ -4,12 +4,13 @@
 Usage: nio_session.py BASE_URL   (e.g. http://127.0.0.1:8008)
 
 Two users register, create a room, invite, join, talk, edit, react, redact, rename,
-type, read, resolve the alias, find the room in the public directory, and leave.
+type, read, resolve the alias, find the room in the public directory, share a file, and leave.
 Each step asserts what a real client would rely on. Exits 0 when every step passed,
 1 with the failing step's name otherwise, 2 when matrix-nio is missing.
 """
 
 import asyncio
+import io
 import sys
 import time
 import uuid
@@ -218,6 +219,29 @@ async def session(base_url):
         entry = next((room for room in listing.public_rooms if room.room_id == room_id), None)
         check(entry is not None, f"the room is not in the directory: {listing.public_rooms}")
         check(entry.name == "Nio Burrow" and entry.num_joined_members == 2, f"directory entry {entry}")
+
+        step = "media"
+        note = b"a note from nio\n" * 1000
+        uploaded, _ = await alice.upload(io.BytesIO(note), content_type="text/plain", filename="nio note.txt",
+                                         filesize=len(note))
+        mxc = ok(uploaded, nio.UploadResponse, "upload").content_uri
+        check(mxc.startswith(f"mxc://{server_name}/"), f"content URI {mxc}")
+        file_id = ok(
+            await alice.room_send(room_id, "m.room.message",
+                                  {"msgtype": "m.file", "body": "nio note.txt", "url": mxc,
+                                   "info": {"mimetype": "text/plain", "size": len(note)}}),
+            nio.RoomSendResponse,
+            "send the file",
+        ).event_id
+        shared = await sync_until(bob, lambda r: find_event(r, room_id, lambda e: e.event_id == file_id), "the file")
+        check(isinstance(shared, nio.RoomMessageFile) and shared.url == mxc, f"the file parsed as {shared!r}")
+        downloaded = ok(await bob.download(mxc=shared.url), nio.MemoryDownloadResponse, "download")
+        check(downloaded.body == note, "the downloaded bytes differ")
+        check(downloaded.content_type.startswith("text/plain"), f"content type {downloaded.content_type}")
+        check(downloaded.filename == "nio note.txt", f"file name {downloaded.filename!r}")
+        media_id = mxc.rsplit("/", 1)[1]
+        missing = await bob.thumbnail(server_name, media_id, 32, 32)
+        check(isinstance(missing, nio.ThumbnailError), f"a thumbnail of text: {missing!r}")
 
         step = "leave"
         ok(await bob.room_leave(room_id), nio.RoomLeaveResponse, "room_leave")

@@ -405,6 +405,34 @@ impl Client {
         (status, headers, text)
     }
 
+    /// A request with a raw body of any content type (media); returns the
+    /// status, the headers and the body's bytes.
+    pub fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> (u16, ureq::http::HeaderMap, Vec<u8>) {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(content_type) = content_type {
+            builder = builder.header("content-type", content_type);
+        }
+        let response = match body {
+            Some(bytes) => self.agent.run(builder.body(bytes.to_vec()).unwrap()),
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.body_mut().with_config().limit(256 << 20).read_to_vec().unwrap();
+        (status, headers, bytes)
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         self.request("GET", path, None)
     }

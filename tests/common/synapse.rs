@@ -99,7 +99,7 @@ impl Synapse {
                 {"port": federation_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": true,
                  "resources": [{"names": ["federation"], "compress": false}]},
                 {"port": client_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": false,
-                 "resources": [{"names": ["client"], "compress": false}]},
+                 "resources": [{"names": ["client", "media"], "compress": false}]},
             ],
             "tls_certificate_path": certificate.to_str().unwrap(),
             "tls_private_key_path": key.to_str().unwrap(),
