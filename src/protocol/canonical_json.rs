@@ -133,15 +133,37 @@ fn write_value(out: &mut String, value: &Value, strictness: Strictness) -> Resul
     Ok(())
 }
 
+/// Encodes a JSON object without its top-level keys in `skipped` (as if they
+/// were removed first, without copying the object).
+pub fn object_to_string_without(
+    object: &Map<String, Value>,
+    skipped: &[&str],
+    strictness: Strictness,
+) -> Result<String, CanonicalJsonError> {
+    let mut out = String::new();
+    write_object_without(&mut out, object, skipped, strictness)?;
+    Ok(out)
+}
+
 fn write_object(
     out: &mut String,
     map: &Map<String, Value>,
     strictness: Strictness,
 ) -> Result<(), CanonicalJsonError> {
+    write_object_without(out, map, &[], strictness)
+}
+
+fn write_object_without(
+    out: &mut String,
+    map: &Map<String, Value>,
+    skipped: &[&str],
+    strictness: Strictness,
+) -> Result<(), CanonicalJsonError> {
     // `str` orders by UTF-8 bytes, which is the same as ordering by code point.
     // We sort here rather than rely on serde_json's map type, whose order
     // depends on the `preserve_order` feature that any dependency may enable.
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    let mut entries: Vec<(&String, &Value)> =
+        map.iter().filter(|(key, _)| !skipped.contains(&key.as_str())).collect();
     entries.sort_unstable_by(|left, right| left.0.cmp(right.0));
     out.push('{');
     for (index, (key, item)) in entries.into_iter().enumerate() {

@@ -83,12 +83,18 @@ fn hash_without(
     removed: &[&str],
     version: &RoomVersion,
 ) -> Result<Sha256Hash, EventHashError> {
-    let mut stripped = object.clone();
-    for key in removed {
-        stripped.remove(*key);
-    }
-    let text = canonical_json::object_to_string(&stripped, Strictness::for_room_version(version))?;
-    Ok(Sha256::digest(text.as_bytes()).into())
+    Ok(hash_and_length_without(object, removed, version)?.0)
+}
+
+/// [`hash_without`], and the length of the canonical text hashed.
+fn hash_and_length_without(
+    object: &Map<String, Value>,
+    removed: &[&str],
+    version: &RoomVersion,
+) -> Result<(Sha256Hash, usize), EventHashError> {
+    let text =
+        canonical_json::object_to_string_without(object, removed, Strictness::for_room_version(version))?;
+    Ok((Sha256::digest(text.as_bytes()).into(), text.len()))
 }
 
 /// The content hash: sha256 of the canonical event without `unsigned`,
@@ -144,7 +150,9 @@ pub fn room_id_from_create_event(
 }
 
 /// Adds `hashes.sha256` to `event`, signs its redacted form as `server_name`
-/// with `key`, and copies the signatures back onto the full event.
+/// with `key`, and copies the signatures back onto the full event. Answers the
+/// length of the canonical JSON that was hashed (the event without hashes,
+/// signatures and `unsigned`), for size checks.
 ///
 /// For room v3+ the event must not contain `event_id` (its ID is derived from
 /// what is signed here). Spec:
@@ -154,8 +162,9 @@ pub fn sign_event(
     version: &RoomVersion,
     server_name: &str,
     key: &SigningKey,
-) -> Result<(), EventHashError> {
-    let hash = content_hash(event, version)?;
+) -> Result<usize, EventHashError> {
+    let (hash, hashed_length) =
+        hash_and_length_without(event, &["unsigned", "signatures", "hashes"], version)?;
     let mut hashes = Map::new();
     hashes.insert("sha256".to_owned(), Value::String(encoding::encode(&hash)));
     event.insert("hashes".to_owned(), Value::Object(hashes));
@@ -164,7 +173,7 @@ pub fn sign_event(
     if let Some(signatures) = redacted.get_mut("signatures").map(Value::take) {
         event.insert("signatures".to_owned(), signatures);
     }
-    Ok(())
+    Ok(hashed_length)
 }
 
 /// Checks `hashes.sha256` against the event. A mismatch means the event was

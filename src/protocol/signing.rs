@@ -146,12 +146,11 @@ pub fn public_key_from_base64(text: &str) -> Result<PublicKey, SigningError> {
 /// The bytes that a signature over `object` covers: its canonical JSON
 /// without `signatures` and `unsigned`.
 fn signed_bytes(object: &Map<String, Value>) -> Result<Vec<u8>, SigningError> {
-    let mut stripped = object.clone();
-    stripped.remove("signatures");
-    stripped.remove("unsigned");
     // Lenient: signed objects may carry events of room v1 to v5 with
     // out-of-range numbers; the caller decides whether those are acceptable.
-    Ok(canonical_json::object_to_string(&stripped, Strictness::Lenient)?.into_bytes())
+    let text =
+        canonical_json::object_to_string_without(object, &["signatures", "unsigned"], Strictness::Lenient)?;
+    Ok(text.into_bytes())
 }
 
 /// Signs `value` (a JSON object) as `server_name` with `key`, adding the

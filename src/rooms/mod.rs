@@ -25,6 +25,7 @@ pub mod unread;
 pub mod upgrade;
 pub mod visibility;
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use serde_json::{Map, Value, json};
@@ -35,7 +36,7 @@ use crate::protocol::auth::{self, SignatureCheck};
 use crate::protocol::pdu::{MAX_PDU_BYTES, Pdu};
 use crate::protocol::power_levels::RoomPower;
 use crate::protocol::room_version::{EventIdFormat, RoomVersion};
-use crate::protocol::{canonical_json, hashes, redaction};
+use crate::protocol::{hashes, redaction};
 use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent, now_ms};
 
 /// At most this many prev_events on a new event (spec: servers may cap them; 20 is
@@ -157,6 +158,32 @@ impl StateLookup for GroupState {
     }
 }
 
+/// A state read key by key that remembers what it read, for one piece of
+/// work that asks for the same keys more than once (a send selects the auth
+/// events, then checks them).
+pub struct Remembered<L> {
+    lookup: L,
+    seen: std::cell::RefCell<HashMap<(String, String), Option<String>>>,
+}
+
+impl<L: StateLookup> Remembered<L> {
+    pub fn new(lookup: L) -> Remembered<L> {
+        Remembered { lookup, seen: Default::default() }
+    }
+}
+
+impl<L: StateLookup> StateLookup for Remembered<L> {
+    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
+        let key = (kind.to_string(), state_key.to_string());
+        if let Some(known) = self.seen.borrow().get(&key) {
+            return known.clone();
+        }
+        let found = self.lookup.event_id(app, kind, state_key);
+        self.seen.borrow_mut().insert(key, found.clone());
+        found
+    }
+}
+
 /// The PDU at a key of a state.
 pub fn state_pdu(
     app: &App,
@@ -213,7 +240,7 @@ fn send_in_transaction(
         Error::NotFound(_) => Error::Forbidden("you are not in this room".into()),
         other => other,
     })?;
-    let state = CurrentState(room_id);
+    let state = Remembered::new(CurrentState(room_id));
     let pdu = build(app, &version, Some(room_id), sender, &draft, &state)?;
     auth::auth_check(
         &version,
@@ -270,7 +297,12 @@ fn build(
     state: &dyn StateLookup,
 ) -> Result<Pdu> {
     let event = template(app, version, room_id, sender, draft, state)?;
-    sign(app, version, event)
+    let (pdu, hashed_length) = sign_measured(app, version, event)?;
+    // Leave room for the hashes and signatures (~200 bytes).
+    if hashed_length + 256 > MAX_PDU_BYTES {
+        return Err(Error::TooLarge("the event is larger than 65536 bytes".into()));
+    }
+    Ok(pdu)
 }
 
 /// Builds an unsigned event on top of the room's extremities and `state`
@@ -338,23 +370,27 @@ pub fn template(
         let event_id = format!("${}:{}", crate::credentials::random_string(18), app.config.server_name);
         event.insert("event_id".into(), json!(event_id));
     }
-    let strictness = canonical_json::Strictness::for_room_version(version);
-    let size = canonical_json::object_to_string(&event, strictness)
-        .map_err(|error| Error::BadJson(error.to_string()))?
-        .len();
-    // Leave room for hashes and a signature (~200 bytes).
-    if size + 256 > MAX_PDU_BYTES {
-        return Err(Error::TooLarge("the event is larger than 65536 bytes".into()));
-    }
     Ok(event)
 }
 
-/// Adds hashes and our signature to an event and parses it as a PDU.
-pub fn sign(app: &App, version: &RoomVersion, mut event: Map<String, Value>) -> Result<Pdu> {
-    hashes::sign_event(&mut event, version, &app.config.server_name, &app.signing_key)
-        .map_err(|error| Error::Internal(format!("cannot sign the event: {error}")))?;
+/// Adds hashes and our signature to an event and parses it as a PDU
+/// (refusing content canonical JSON cannot encode, such as floats in room
+/// v6+, with `M_BAD_JSON`).
+pub fn sign(app: &App, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
+    Ok(sign_measured(app, version, event)?.0)
+}
+
+/// [`sign`], and the length of the canonical JSON hashed for the content
+/// hash (the event without hashes and signatures), for the size limit.
+fn sign_measured(app: &App, version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, usize)> {
+    let hashed_length = hashes::sign_event(&mut event, version, &app.config.server_name, &app.signing_key)
+        .map_err(|error| match error {
+            hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
+            error => Error::Internal(format!("cannot sign the event: {error}")),
+        })?;
     let event_id = hashes::event_id(&event, version).map_err(|error| Error::Internal(error.to_string()))?;
-    Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))
+    let pdu = Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))?;
+    Ok((pdu, hashed_length))
 }
 
 /// Redacting someone else's event takes the `redact` power level.
