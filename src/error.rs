@@ -41,6 +41,9 @@ pub enum Error {
     LimitExceeded { retry_after_ms: u64 },
     /// The room version is not supported (400 `M_UNSUPPORTED_ROOM_VERSION`).
     UnsupportedRoomVersion(String),
+    /// Keys were uploaded to a backup version that is not the current one
+    /// (403 `M_WRONG_ROOM_KEYS_VERSION`, naming the current version).
+    WrongRoomKeysVersion { current_version: String },
     /// Any other error with its own errcode and status.
     Matrix { status: u16, errcode: &'static str, message: String },
     /// User-interactive auth needs another stage (401 with the UIA body).
@@ -75,6 +78,7 @@ impl Error {
             Error::UserDeactivated => (403, "M_USER_DEACTIVATED"),
             Error::LimitExceeded { .. } => (429, "M_LIMIT_EXCEEDED"),
             Error::UnsupportedRoomVersion(_) => (400, "M_UNSUPPORTED_ROOM_VERSION"),
+            Error::WrongRoomKeysVersion { .. } => (403, "M_WRONG_ROOM_KEYS_VERSION"),
             Error::Matrix { status, errcode, .. } => (*status, errcode),
             Error::InteractiveAuth(_) => (401, "M_FORBIDDEN"),
             Error::Database(_) | Error::Internal(_) => (500, "M_UNKNOWN"),
@@ -91,6 +95,9 @@ impl Error {
             }),
             Error::LimitExceeded { retry_after_ms } => serde_json::json!({
                 "errcode": errcode, "error": self.to_string(), "retry_after_ms": retry_after_ms,
+            }),
+            Error::WrongRoomKeysVersion { current_version } => serde_json::json!({
+                "errcode": errcode, "error": self.to_string(), "current_version": current_version,
             }),
             _ => serde_json::json!({"errcode": errcode, "error": self.to_string()}),
         }
@@ -118,6 +125,7 @@ impl fmt::Display for Error {
             Error::UnsupportedRoomVersion(version) => {
                 write!(f, "room version {version} is not supported")
             }
+            Error::WrongRoomKeysVersion { .. } => f.write_str("wrong backup version"),
             Error::MissingToken => f.write_str("missing access token"),
             Error::UnknownToken { .. } => f.write_str("unknown access token"),
             Error::Unrecognized { .. } => f.write_str("unrecognized request"),

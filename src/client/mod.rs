@@ -8,6 +8,7 @@ mod devices;
 pub mod directory;
 mod ephemeral;
 mod filter;
+mod key_backup;
 mod keys;
 mod login;
 pub mod media;
@@ -116,6 +117,15 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             keys::upload_signing_keys(app, request)
         }
         (V3, ["keys", "signatures", "upload"]) if *method == Post => keys::upload_signatures(app, request),
+        (V3, ["room_keys", "version"]) if matches!(*method, Get | Post) => key_backup::versions(app, request),
+        (V3, ["room_keys", "version", version]) if matches!(*method, Get | Put | Delete) => {
+            key_backup::version(app, request, version)
+        }
+        (V3, ["room_keys", "keys", scope @ ..])
+            if scope.len() <= 2 && matches!(*method, Get | Put | Delete) =>
+        {
+            key_backup::keys(app, request, scope)
+        }
         (V3, ["sendToDevice", kind, txn_id]) if *method == Put => to_device::send(app, request, kind, txn_id),
         (V3, ["user", user_id, "filter"]) if *method == Post => filter::create(app, request, user_id),
         (V3, ["user", user_id, "filter", filter_id]) if *method == Get => {

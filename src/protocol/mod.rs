@@ -9,6 +9,7 @@ pub mod canonical_json;
 pub mod encoding;
 pub mod hashes;
 pub mod identifiers;
+pub mod key_backup;
 pub mod media;
 pub mod pdu;
 pub mod power_levels;

@@ -181,6 +181,8 @@ const MIGRATIONS: &[&str] = &[
     super::search::SEARCH_IN_BATCHES,
     // 10: media content and pending asynchronous uploads (see MEDIA).
     super::media::MEDIA,
+    // 11: server-side key backups (see KEY_BACKUP).
+    super::key_backup::KEY_BACKUP,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
