@@ -131,10 +131,13 @@ fn keys_at_three_levels_with_the_replacement_rule_and_the_etag() {
     assert_eq!(alice.get(VERSION).1["etag"], etag3.as_str());
 
     // Worse uploads do not replace: unverified over verified, a higher
-    // first_message_index, a higher forwarded_count. The etag stays.
+    // first_message_index, a higher forwarded_count; nor does an equal one.
+    // The etag stays.
     let worse = json!({"rooms": {
         OTHER_ROOM_ID: {"sessions": {"o1": key(0, 0, false, "o1-worse")}},
-        ROOM_ID: {"sessions": {"s1": key(6, 0, false, "s1-worse"), "s2": key(0, 3, false, "s2-worse")}},
+        ROOM_ID: {"sessions": {
+            "s1": key(6, 0, false, "s1-worse"), "s2": key(0, 3, false, "s2-worse"), "s3": key(0, 0, false, "s3-tie"),
+        }},
     }});
     let (etag, count) = put_keys(&alice, &format!("{KEYS}?version={version}"), &worse);
     assert_eq!((etag.as_str(), count), (etag3.as_str(), 4));

@@ -53,8 +53,9 @@ impl From<&KeyBackupData> for SessionRank {
 /// Whether an uploaded key replaces the stored one, per the spec's rule:
 /// keep the key with `is_verified` true; if equal, the lower
 /// `first_message_index`; if equal too, the lower `forwarded_count`.
-/// A key equal on all three replaces the stored one (Synapse does the same:
-/// the newer upload wins a tie).
+/// The spec is silent on a key equal on all three: as in Synapse, the stored
+/// one stays (so uploading the same key again changes nothing, not even the
+/// etag).
 pub fn replaces(stored: SessionRank, uploaded: SessionRank) -> bool {
     if stored.is_verified != uploaded.is_verified {
         return uploaded.is_verified;
@@ -62,7 +63,7 @@ pub fn replaces(stored: SessionRank, uploaded: SessionRank) -> bool {
     if stored.first_message_index != uploaded.first_message_index {
         return uploaded.first_message_index < stored.first_message_index;
     }
-    uploaded.forwarded_count <= stored.forwarded_count
+    uploaded.forwarded_count < stored.forwarded_count
 }
 
 #[cfg(test)]
@@ -86,10 +87,10 @@ mod tests {
     }
 
     #[test]
-    fn then_the_lower_forwarded_count_and_a_tie_replaces() {
+    fn then_the_lower_forwarded_count_and_a_tie_keeps_the_stored_key() {
         assert!(replaces(rank(false, 3, 2), rank(false, 3, 1)));
         assert!(!replaces(rank(false, 3, 1), rank(false, 3, 2)));
-        assert!(replaces(rank(false, 3, 1), rank(false, 3, 1)));
+        assert!(!replaces(rank(false, 3, 1), rank(false, 3, 1)));
     }
 
     #[test]

@@ -251,10 +251,82 @@ impl Storage {
     }
 }
 
+/// Drops every backup of a deactivated account (as Synapse does): its
+/// versions are marked deleted and their keys go. Runs inside the caller's
+/// transaction.
+pub(super) fn drop_user_backups(conn: &rusqlite::Connection, user_id: &str) -> Result<()> {
+    conn.execute("UPDATE key_backup_versions SET deleted = 1 WHERE user_id = ?1", [user_id])?;
+    conn.execute("DELETE FROM key_backup_sessions WHERE user_id = ?1", [user_id])?;
+    Ok(())
+}
+
+/// Counts one more change to a version's keys.
 fn bump_etag(conn: &rusqlite::Connection, user_id: &str, version: i64) -> Result<()> {
     conn.execute(
         "UPDATE key_backup_versions SET etag = etag + 1 WHERE user_id = ?1 AND version = ?2",
         params![user_id, version],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn data(first_message_index: u64, ciphertext: &str) -> KeyBackupData {
+        serde_json::from_value(json!({
+            "first_message_index": first_message_index, "forwarded_count": 0, "is_verified": false,
+            "session_data": {"ciphertext": ciphertext},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn versions_count_up_per_user_and_a_deleted_one_is_not_reused() {
+        let mut storage = super::super::in_memory();
+        assert_eq!(storage.create_key_backup_version("@a:x", "alg", "{}").unwrap(), 1);
+        assert_eq!(storage.create_key_backup_version("@b:x", "alg", "{}").unwrap(), 1);
+        assert_eq!(storage.create_key_backup_version("@a:x", "alg", "{}").unwrap(), 2);
+        assert!(storage.delete_key_backup_version("@a:x", 2).unwrap());
+        assert!(storage.delete_key_backup_version("@a:x", 2).unwrap());
+        assert!(!storage.delete_key_backup_version("@a:x", 3).unwrap());
+        assert_eq!(storage.key_backup_version("@a:x", None).unwrap().unwrap().version, 1);
+        assert!(storage.key_backup_version("@a:x", Some(2)).unwrap().is_none());
+        assert_eq!(storage.create_key_backup_version("@a:x", "alg", "{}").unwrap(), 3);
+    }
+
+    #[test]
+    fn the_etag_moves_only_when_keys_change() {
+        let mut storage = super::super::in_memory();
+        let version = storage.create_key_backup_version("@a:x", "alg", "{}").unwrap();
+        let etag =
+            |storage: &Storage| storage.key_backup_version("@a:x", Some(version)).unwrap().unwrap().etag;
+        let first = data(3, "first");
+        storage.put_backup_keys("@a:x", version, [("!r:x", "s", &first)]).unwrap();
+        assert_eq!(etag(&storage), 1);
+        let worse = data(4, "worse");
+        storage.put_backup_keys("@a:x", version, [("!r:x", "s", &worse)]).unwrap();
+        assert_eq!(etag(&storage), 1);
+        let kept = storage.backup_keys("@a:x", version, KeyScope::All).unwrap();
+        assert_eq!(kept[0].session_data, r#"{"ciphertext":"first"}"#);
+        storage.delete_backup_keys("@a:x", version, KeyScope::Room("!other:x")).unwrap();
+        assert_eq!(etag(&storage), 1);
+        storage.delete_backup_keys("@a:x", version, KeyScope::Session("!r:x", "s")).unwrap();
+        assert_eq!(etag(&storage), 2);
+        assert_eq!(storage.key_backup_version("@a:x", Some(version)).unwrap().unwrap().count, 0);
+    }
+
+    #[test]
+    fn deactivation_drops_every_backup() {
+        let mut storage = super::super::in_memory();
+        storage.create_user("@a:x", "a", Some("hash"), false, None).unwrap();
+        let version = storage.create_key_backup_version("@a:x", "alg", "{}").unwrap();
+        let key = data(0, "c");
+        storage.put_backup_keys("@a:x", version, [("!r:x", "s", &key)]).unwrap();
+        assert!(storage.deactivate_user("@a:x").unwrap());
+        assert!(storage.key_backup_version("@a:x", None).unwrap().is_none());
+        assert!(storage.backup_keys("@a:x", version, KeyScope::All).unwrap().is_empty());
+    }
 }
