@@ -210,11 +210,9 @@ fn keys_go_only_to_the_current_version_of_their_owner() {
     assert_eq!(answer.1["current_version"], current.as_str(), "{}", answer.1);
     let (status, stored) = alice.get(&format!("{KEYS}/{ROOM}/s1?version={old}"));
     assert_eq!((status, stored), (200, key(0, 0, false, "old")));
-    assert_error(
-        &alice.put(&format!("{KEYS}/{ROOM}/s2?version=99"), &key(0, 0, false, "x")),
-        404,
-        "M_NOT_FOUND",
-    );
+    let answer = alice.put(&format!("{KEYS}/{ROOM}/s2?version=99"), &key(0, 0, false, "x"));
+    assert_error(&answer, 403, "M_WRONG_ROOM_KEYS_VERSION");
+    assert_eq!(answer.1["current_version"], current.as_str(), "{}", answer.1);
     put_keys(&alice, &format!("{KEYS}/{ROOM}/s2?version={current}"), &key(0, 0, false, "new"));
 
     // Bob sees none of it: no latest version, no keys, no update, no delete.

@@ -150,17 +150,17 @@ pub fn keys(app: &App, request: &Request, scope: &[&str]) -> Result<Response> {
     }
 }
 
-/// The version keys may be written to: it must be the current one. As in
-/// Synapse, an unknown version is 404 and a live but older one is 403
-/// `M_WRONG_ROOM_KEYS_VERSION` naming the current version.
+/// The version keys may be written to: it must be the current one. Spec:
+/// any other version is 403 `M_WRONG_ROOM_KEYS_VERSION` naming the current
+/// one (Synapse answers 404 for a version that does not exist). With no
+/// backup at all there is no current version to name: 404, as in Synapse.
 fn writable_version(app: &App, user_id: &str, version: &str) -> Result<i64> {
     let current = app.storage().key_backup_version(user_id, None)?;
     let current = current.ok_or_else(|| Error::NotFound("No current backup version".into()))?;
-    if parse_version(version) == Some(current.version) {
-        return Ok(current.version);
+    if parse_version(version) != Some(current.version) {
+        return Err(Error::WrongRoomKeysVersion { current_version: current.version.to_string() });
     }
-    readable_version(app, user_id, version)?;
-    Err(Error::WrongRoomKeysVersion { current_version: current.version.to_string() })
+    Ok(current.version)
 }
 
 /// A live version keys may be read from or deleted in.
