@@ -199,24 +199,14 @@ impl App {
         self.finish_transaction(work())
     }
 
+    /// Ends the level `work` ran in: kept when it and its release succeed,
+    /// undone otherwise.
     fn finish_transaction<T>(&self, result: Result<T>) -> Result<T> {
-        match result {
-            Ok(value) => {
-                // Bound first: the commit's borrow must not outlive the statement.
-                let committed = self.storage().commit();
-                match committed {
-                    Ok(()) => Ok(value),
-                    Err(error) => {
-                        self.storage().rollback();
-                        Err(error)
-                    }
-                }
-            }
-            Err(error) => {
-                self.storage().rollback();
-                Err(error)
-            }
+        let result = result.and_then(|value| self.storage().commit().map(|()| value));
+        if result.is_err() {
+            self.storage().rollback();
         }
+        result
     }
 
     /// Commits the open group transaction once the requests already ready

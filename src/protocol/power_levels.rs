@@ -211,6 +211,14 @@ pub fn domain_of(id: &str) -> Option<&str> {
     id.split_once(':').map(|(_, domain)| domain)
 }
 
+/// The distinct servers of some user IDs, sorted.
+pub fn servers_of<'a>(user_ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut servers: Vec<String> = user_ids.into_iter().filter_map(domain_of).map(str::to_owned).collect();
+    servers.sort();
+    servers.dedup();
+    servers
+}
+
 fn level_map(
     version: &RoomVersion,
     value: Option<&Value>,

@@ -455,14 +455,8 @@ fn persist_local(
     // Who hears of it: the joined and invited members (whose syncs wake),
     // and the servers of the joined ones.
     let members = app.storage().members_with_any(&pdu.room_id, &["join", "invite"])?;
-    let mut servers: Vec<String> = Vec::new();
-    for (user_id, _) in members.iter().filter(|(_, membership)| membership == "join") {
-        if let Some((_, server)) = user_id.split_once(':') {
-            if !servers.iter().any(|known| known == server) {
-                servers.push(server.to_string());
-            }
-        }
-    }
+    let joined = members.iter().filter(|(_, membership)| membership == "join");
+    let servers = crate::protocol::power_levels::servers_of(joined.map(|(user_id, _)| user_id.as_str()));
     let destinations = outbox::destinations_among(app, &pdu.room_id, servers, target_server)?;
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
@@ -507,10 +501,8 @@ pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu)
 /// Wakes the syncs of a room's joined and invited members (and of `also`, the
 /// target of a membership change).
 pub fn wake_room(app: &App, room_id: &str, also: Option<&str>) {
-    let mut users = app.storage().members_with(room_id, "join").unwrap_or_default();
-    users.extend(app.storage().members_with(room_id, "invite").unwrap_or_default());
-    users.extend(also.map(str::to_owned));
-    app.notifier.wake(users.iter().map(String::as_str));
+    let members = app.storage().members_with_any(room_id, &["join", "invite"]).unwrap_or_default();
+    app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
 }
 
 /// The membership content for a local user joining or being invited: their

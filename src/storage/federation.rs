@@ -241,17 +241,8 @@ impl Storage {
                AND membership = 'join'",
         )?;
         let rows = statement.query_map([room_id], |row| row.get::<_, String>(0))?;
-        let mut servers: Vec<String> = Vec::new();
-        for user_id in rows {
-            let user_id = user_id?;
-            if let Some((_, server)) = user_id.split_once(':') {
-                if !servers.iter().any(|known| known == server) {
-                    servers.push(server.to_string());
-                }
-            }
-        }
-        servers.sort();
-        Ok(servers)
+        let members = rows.collect::<Result<Vec<String>, _>>()?;
+        Ok(crate::protocol::power_levels::servers_of(members.iter().map(String::as_str)))
     }
 
     /// Every other server with joined members in a room where we have joined members.
