@@ -27,7 +27,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, channel};
@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::{Value, json};
+use support::{Client, Memory, file_size, load_average, ms, percentile};
+
+mod support;
 
 /// Members of the room on A that B joins (the creator included).
 const MEMBERS: usize = 1_000;
@@ -155,7 +158,7 @@ fn main() {
 
     // Phase 2: messages sent on A, accepted by B from A's transactions.
     let a_log_mark = a.log_len();
-    let (a_cpu_before, b_cpu_before) = (a.cpu_ticks(), b.cpu_ticks());
+    let (a_cpu_before, b_cpu_before) = (a.cpu_seconds(), b.cpu_seconds());
     let counter = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let senders: Vec<_> = (0..SENDER_THREADS)
@@ -183,9 +186,8 @@ fn main() {
     assert_eq!(status, 200, "A's last message: {body}");
     let last_event = body["chunk"][0]["event_id"].as_str().unwrap().to_string();
     let delivered = wait_for_event(&bob, &room_id, &last_event, started);
-    let ticks = clock_ticks();
-    let a_cpu = (a.cpu_ticks() - a_cpu_before) as f64 / ticks;
-    let b_cpu = (b.cpu_ticks() - b_cpu_before) as f64 / ticks;
+    let a_cpu = a.cpu_seconds() - a_cpu_before;
+    let b_cpu = b.cpu_seconds() - b_cpu_before;
     let Some(delivered) = delivered else {
         println!("B did not receive {last_event} within {DELIVERY_DEADLINE:?}");
         println!("--- B's log tail ---\n{}", b.log_tail());
@@ -329,33 +331,8 @@ fn row(name: &str, measured: String) {
     println!("{name:<52} {measured:>14}");
 }
 
-fn ms(duration: Duration) -> String {
-    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
-}
-
 fn secs(duration: Duration) -> String {
     format!("{:.3} s", duration.as_secs_f64())
-}
-
-/// The `percent`th percentile of sorted latencies.
-fn percentile(sorted: &[Duration], percent: usize) -> Duration {
-    sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
-}
-
-fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |metadata| metadata.len())
-}
-
-/// The first three fields of /proc/loadavg: the figures are noisy on a busy machine.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-/// Clock ticks per second for /proc/PID/stat, from `getconf CLK_TCK`.
-fn clock_ticks() -> f64 {
-    let output = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
-    String::from_utf8_lossy(&output.stdout).trim().parse().expect("CLK_TCK")
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -408,12 +385,6 @@ impl TestCa {
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
         (certificate_file, key_file)
     }
-}
-
-/// Memory of a node, from /proc/PID/status.
-struct Memory {
-    rss_kib: u64,
-    hwm_kib: u64,
 }
 
 /// A federating node named `localhost:PORT`; killed on drop, its data dir removed.
@@ -491,23 +462,11 @@ impl Node {
     }
 
     fn memory(&self) -> Memory {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        Memory { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:") }
+        Memory::of(self.pid())
     }
 
-    /// utime + stime of the node, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the `(comm)`: state is the first, utime the 12th, stime the 13th.
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    fn cpu_seconds(&self) -> f64 {
+        support::cpu_seconds(self.pid())
     }
 
     /// Resets VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`).
@@ -572,62 +531,4 @@ fn register(base: &str, localpart: &str) -> Client {
     assert_eq!(status, 200, "register {localpart}: {body}");
     client.token = body["access_token"].as_str().unwrap().to_string();
     client
-}
-
-/// A blocking Matrix client on one keep-alive connection pool.
-#[derive(Clone)]
-struct Client {
-    agent: ureq::Agent,
-    base: String,
-    token: String,
-    timeout: Duration,
-}
-
-impl Client {
-    fn new(base: &str, timeout: Duration) -> Client {
-        let config =
-            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build();
-        Client { agent: config.into(), base: base.to_string(), token: String::new(), timeout }
-    }
-
-    /// The same user on a connection of its own.
-    fn fresh_connection(&self) -> Client {
-        Client { token: self.token.clone(), ..Client::new(&self.base, self.timeout) }
-    }
-
-    /// The same user on a connection of its own, with another request timeout.
-    fn with_timeout(&self, timeout: Duration) -> Client {
-        Client { token: self.token.clone(), ..Client::new(&self.base, timeout) }
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
-        let url = format!("{}{}", self.base, path);
-        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
-        if !self.token.is_empty() {
-            builder = builder.header("authorization", format!("Bearer {}", self.token));
-        }
-        let response = match body {
-            Some(bytes) => {
-                self.agent.run(builder.header("content-type", "application/json").body(bytes).unwrap())
-            }
-            None => self.agent.run(builder.body(()).unwrap()),
-        };
-        let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        self.request("GET", path, None)
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request("POST", path, Some(body.to_string().into_bytes()))
-    }
-
-    fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request("PUT", path, Some(body.to_string().into_bytes()))
-    }
 }

@@ -32,7 +32,10 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
+use support::{Client, Memory, file_size, load_average, ms, percentile};
+
+mod support;
 
 /// Users registered; user 0 is the one whose /sync is timed.
 const USERS: usize = 10;
@@ -48,6 +51,8 @@ const REPEATS: usize = 11;
 const WAKEUPS: usize = 20;
 /// How long the server may take to start.
 const START_DEADLINE: Duration = Duration::from_secs(30);
+/// How long any one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the long-poll thread waits before the send, so the /sync is parked.
 const PARK_DELAY: Duration = Duration::from_millis(30);
 
@@ -288,10 +293,6 @@ fn row(name: &str, measured: String, target: &str, met: bool) {
     println!("{name:<44} {measured:>14}   {target}{verdict}");
 }
 
-fn ms(duration: Duration) -> String {
-    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
-}
-
 fn within_ms(duration: Duration, limit: f64) -> bool {
     duration.as_secs_f64() * 1000.0 <= limit
 }
@@ -300,31 +301,9 @@ fn ms_signed(seconds: f64) -> String {
     format!("{:.3} ms", seconds * 1000.0)
 }
 
-/// The `percent`th percentile of sorted latencies.
-fn percentile(sorted: &[Duration], percent: usize) -> Duration {
-    sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
-}
-
 fn median(mut durations: Vec<Duration>) -> Duration {
     durations.sort();
     durations[durations.len() / 2]
-}
-
-fn file_size(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |metadata| metadata.len())
-}
-
-/// The first three fields of /proc/loadavg: the figures are noisy on a busy machine.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-/// Memory of the server process, from /proc/PID/status.
-struct Memory {
-    rss_kib: u64,
-    hwm_kib: u64,
-    shared_libraries_kib: u64,
 }
 
 /// The server under measurement; killed on drop, its data dir removed.
@@ -367,55 +346,16 @@ impl Server {
         self.child.id()
     }
 
-    /// CPU time the server's threads have run, in seconds: the scheduler's
-    /// nanosecond count (`/proc/PID/task/*/schedstat`), finer than the
-    /// 10 ms ticks of `/proc/PID/stat`.
     fn cpu_seconds(&self) -> f64 {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
-        let nanoseconds: u64 = tasks
-            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
-            .filter_map(|schedstat| schedstat.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        nanoseconds as f64 / 1e9
+        support::cpu_seconds(self.pid())
     }
 
     fn memory(&self) -> Memory {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        Memory {
-            rss_kib: field("VmRSS:"),
-            hwm_kib: field("VmHWM:"),
-            shared_libraries_kib: self.shared_libraries_kib(),
-        }
-    }
-
-    /// Resident pages of shared libraries (`*.so*` mappings), which a
-    /// statically linked build does not have.
-    fn shared_libraries_kib(&self) -> u64 {
-        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.pid())).unwrap_or_default();
-        let mut in_library = false;
-        let mut total = 0;
-        for line in smaps.lines() {
-            let first = line.split_whitespace().next().unwrap_or_default();
-            if first.contains('-') && !first.ends_with(':') {
-                in_library = line.split_whitespace().nth(5).is_some_and(|path| path.contains(".so"));
-            } else if in_library {
-                if let Some(rest) = line.strip_prefix("Rss:") {
-                    total += rest.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-        total
+        Memory::of(self.pid())
     }
 
     fn register(&self, localpart: &str) -> Client {
-        let mut client = Client::new(&self.http);
+        let mut client = Client::new(&self.http, REQUEST_TIMEOUT);
         let (status, body) = client.post(
             "/_matrix/client/v3/register",
             &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
@@ -450,59 +390,5 @@ fn wait_ready(lines: &Receiver<String>) -> String {
         if line.contains(" ready in ") {
             return format!("http://{}", plain.expect("no plain listener in the log"));
         }
-    }
-}
-
-/// A blocking Matrix client on one keep-alive connection pool.
-#[derive(Clone)]
-struct Client {
-    agent: ureq::Agent,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    fn new(base: &str) -> Client {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build();
-        Client { agent: config.into(), base: base.to_string(), token: String::new() }
-    }
-
-    /// The same user on a connection of its own.
-    fn fresh_connection(&self) -> Client {
-        Client { token: self.token.clone(), ..Client::new(&self.base) }
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
-        let url = format!("{}{}", self.base, path);
-        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
-        if !self.token.is_empty() {
-            builder = builder.header("authorization", format!("Bearer {}", self.token));
-        }
-        let response = match body {
-            Some(bytes) => {
-                self.agent.run(builder.header("content-type", "application/json").body(bytes).unwrap())
-            }
-            None => self.agent.run(builder.body(()).unwrap()),
-        };
-        let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        self.request("GET", path, None)
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request("POST", path, Some(body.to_string().into_bytes()))
-    }
-
-    fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request("PUT", path, Some(body.to_string().into_bytes()))
     }
 }

@@ -1,0 +1,143 @@
+//! What both benchmarks share: a blocking Matrix client (ureq), readings of a
+//! server process from /proc (CPU time, memory), and figure formatting.
+//!
+//! Each benchmark is its own crate and uses a part of this module.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A blocking Matrix client on one keep-alive connection pool.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    pub base: String,
+    pub token: String,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(base: &str, timeout: Duration) -> Client {
+        let config =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build();
+        Client { agent: config.into(), base: base.to_string(), token: String::new(), timeout }
+    }
+
+    /// The same user on a connection of its own.
+    pub fn fresh_connection(&self) -> Client {
+        Client { token: self.token.clone(), ..Client::new(&self.base, self.timeout) }
+    }
+
+    /// The same user on a connection of its own, with another request timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client { token: self.token.clone(), ..Client::new(&self.base, timeout) }
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if !self.token.is_empty() {
+            builder = builder.header("authorization", format!("Bearer {}", self.token));
+        }
+        let response = match body {
+            Some(bytes) => {
+                self.agent.run(builder.header("content-type", "application/json").body(bytes).unwrap())
+            }
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(body.to_string().into_bytes()))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("PUT", path, Some(body.to_string().into_bytes()))
+    }
+}
+
+/// Memory of a server process, from /proc/PID/status and /proc/PID/smaps.
+pub struct Memory {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+    /// Resident pages of shared libraries (`*.so*` mappings), which a
+    /// statically linked build does not have.
+    pub shared_libraries_kib: u64,
+}
+
+impl Memory {
+    pub fn of(pid: u32) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            rss_kib: field("VmRSS:"),
+            hwm_kib: field("VmHWM:"),
+            shared_libraries_kib: shared_libraries_kib(pid),
+        }
+    }
+}
+
+fn shared_libraries_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut in_library = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            in_library = line.split_whitespace().nth(5).is_some_and(|path| path.contains(".so"));
+        } else if in_library {
+            if let Some(rest) = line.strip_prefix("Rss:") {
+                total += rest.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// CPU time a process's threads have run, in seconds: the scheduler's
+/// nanosecond count (`/proc/PID/task/*/schedstat`), finer than the 10 ms
+/// ticks of `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let nanoseconds: u64 = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|schedstat| schedstat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanoseconds as f64 / 1e9
+}
+
+pub fn ms(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// The `percent`th percentile of sorted latencies.
+pub fn percentile(sorted: &[Duration], percent: usize) -> Duration {
+    sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
+}
+
+pub fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |metadata| metadata.len())
+}
+
+/// The first three fields of /proc/loadavg: the figures are noisy on a busy machine.
+pub fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
