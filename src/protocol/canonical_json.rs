@@ -299,7 +299,7 @@ mod tests {
     use serde_json::json;
 
     const VECTORS: &str =
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/canonical_json.json"));
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/canonical_json.json"));
 
     #[test]
     fn spec_vectors_byte_for_byte() {

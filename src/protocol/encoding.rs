@@ -67,7 +67,7 @@ mod tests {
     use serde_json::Value;
 
     const VECTORS: &str =
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/identifiers.json"));
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/identifiers.json"));
 
     #[test]
     fn spec_unpadded_base64_examples() {

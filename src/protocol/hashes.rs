@@ -217,7 +217,7 @@ mod tests {
     use serde_json::json;
 
     const VECTORS: &str =
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/event_signing.json"));
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/event_signing.json"));
 
     fn version(id: &str) -> RoomVersion {
         RoomVersion::from_id(id).unwrap()

@@ -363,7 +363,7 @@ mod tests {
     use serde_json::Value;
 
     const VECTORS: &str =
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/identifiers.json"));
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/identifiers.json"));
 
     /// Input, then `(localpart, server, historical)` or the error.
     type UserIdCase = (&'static str, Result<(&'static str, &'static str, bool), IdError>);
