@@ -96,6 +96,63 @@ pub struct Federation {
     pub allow_ips: Vec<String>,
 }
 
+/// The TURN server clients use for calls (`GET /voip/turnServer`), as the
+/// top-level keys Synapse reads: `turn_uris`, `turn_shared_secret` (coturn's
+/// `static-auth-secret`) or `turn_username`/`turn_password`, and
+/// `turn_user_lifetime`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Turn {
+    /// `turn:` / `turns:` URIs handed to clients; empty means no TURN server.
+    pub uris: Vec<String>,
+    /// Secret shared with the TURN server for short-lived credentials.
+    pub shared_secret: Option<String>,
+    /// Fixed credentials, used when there is no shared secret.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long short-lived credentials stay valid.
+    pub user_lifetime_ms: u64,
+}
+
+/// Credentials last an hour unless configured otherwise (Synapse's default).
+const DEFAULT_TURN_USER_LIFETIME_MS: u64 = 3_600_000;
+
+/// A duration as Synapse's config writes one: milliseconds as a number, or a
+/// string with a unit (`"90s"`, `"30m"`, `"1h"`, `"1d"`, `"1w"`, `"1y"`;
+/// no unit means milliseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Millis(pub u64);
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Number(ms) => Ok(Millis(ms)),
+            Written::Text(text) => parse_duration_ms(&text).map(Millis).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit_ms) = match text.char_indices().last() {
+        Some((at, 'y')) => (&text[..at], 365 * 86_400_000),
+        Some((at, 'w')) => (&text[..at], 7 * 86_400_000),
+        Some((at, 'd')) => (&text[..at], 86_400_000),
+        Some((at, 'h')) => (&text[..at], 3_600_000),
+        Some((at, 'm')) => (&text[..at], 60_000),
+        Some((at, 's')) => (&text[..at], 1_000),
+        _ => (text, 1),
+    };
+    let count: u64 =
+        digits.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 1h or 1d"))?;
+    count.checked_mul(unit_ms).ok_or_else(|| format!("{text:?} is too long"))
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -114,6 +171,12 @@ pub struct Config {
     pub well_known: WellKnown,
     pub limits: Limits,
     pub federation: Federation,
+    /// See [`Turn`]; top-level keys named as in Synapse's config.
+    pub turn_uris: Vec<String>,
+    pub turn_shared_secret: Option<String>,
+    pub turn_username: Option<String>,
+    pub turn_password: Option<String>,
+    pub turn_user_lifetime: Millis,
 }
 
 impl Default for Config {
@@ -131,6 +194,11 @@ impl Default for Config {
             well_known: WellKnown::default(),
             limits: Limits::default(),
             federation: Federation::default(),
+            turn_uris: Vec::new(),
+            turn_shared_secret: None,
+            turn_username: None,
+            turn_password: None,
+            turn_user_lifetime: Millis(DEFAULT_TURN_USER_LIFETIME_MS),
         }
     }
 }
@@ -209,10 +277,35 @@ impl Config {
         if self.limits.max_json_body < 1024 || self.limits.max_media_body < 1024 {
             return Err("limits must be at least 1024 bytes".into());
         }
+        for uri in &self.turn_uris {
+            if !(uri.starts_with("turn:") || uri.starts_with("turns:")) {
+                return Err(format!("turn_uris {uri:?}: a TURN URI starts with turn: or turns:"));
+            }
+        }
+        if !self.turn_uris.is_empty()
+            && self.turn_shared_secret.is_none()
+            && (self.turn_username.is_none() || self.turn_password.is_none())
+        {
+            return Err("turn_uris needs turn_shared_secret, or turn_username and turn_password".into());
+        }
+        if self.turn_user_lifetime.0 < 1000 {
+            return Err("turn_user_lifetime must be at least a second".into());
+        }
         for cidr in &self.federation.allow_ips {
             crate::net::Cidr::parse(cidr).map_err(|error| format!("allow_ips {cidr:?}: {error}"))?;
         }
         Ok(())
+    }
+
+    /// The TURN settings gathered from their top-level keys.
+    pub fn turn(&self) -> Turn {
+        Turn {
+            uris: self.turn_uris.clone(),
+            shared_secret: self.turn_shared_secret.clone(),
+            username: self.turn_username.clone(),
+            password: self.turn_password.clone(),
+            user_lifetime_ms: self.turn_user_lifetime.0,
+        }
     }
 
     /// The SQLite file inside the data directory.
@@ -240,6 +333,17 @@ registration = "token"
 
 # Room version for new rooms.
 default_room_version = "{default_version}"
+
+# A TURN server for voice and video calls (coturn with `use-auth-secret` and
+# the same `static-auth-secret`). Clients get credentials valid for
+# turn_user_lifetime from GET /voip/turnServer; without turn_uris, none.
+turn_uris = []
+# turn_uris = ["turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:3478?transport=tcp"]
+# turn_shared_secret = "a long random string"
+# Or fixed credentials instead of a shared secret:
+# turn_username = "..."
+# turn_password = "..."
+turn_user_lifetime = "1h"
 
 # Sockets to serve. The client API is served on every listener; federation
 # only where `federation = true`. `tls = true` uses [tls] or a self-signed
@@ -295,6 +399,27 @@ mod tests {
         assert!(Config::parse("registration = \"sometimes\"").is_err());
         let bad_name = Overrides { server_name: Some("bad name".into()), ..Overrides::default() };
         assert!(Config::load(None, bad_name).is_err());
+    }
+
+    #[test]
+    fn turn_keys_as_synapse_writes_them() {
+        let text = "turn_uris = [\"turn:t.example:3478\"]\nturn_shared_secret = \"s\"\nturn_user_lifetime = \"1d\"\n";
+        let path = std::env::temp_dir().join(format!("hearth-turn-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(config.turn().user_lifetime_ms, 86_400_000);
+        assert_eq!(config.turn().shared_secret.as_deref(), Some("s"));
+        assert_eq!(Config::parse("turn_user_lifetime = 5000").unwrap().turn_user_lifetime, Millis(5000));
+        assert!(Config::parse("turn_user_lifetime = \"soon\"").is_err());
+        let no_secret = "turn_uris = [\"turn:t.example\"]\n";
+        assert!(Config::parse(no_secret).unwrap().validate().is_err());
+        assert!(
+            Config::parse("turn_uris = [\"http://x\"]\nturn_shared_secret = \"s\"")
+                .unwrap()
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod uia;
 mod upgrade;
 mod user_directory;
 mod versions;
+mod voip;
 pub mod well_known;
 
 use std::rc::Rc;
@@ -100,6 +101,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V3, ["account", "3pid"]) if *method == Get => account::threepids(app, request),
         (V3, ["thirdparty", "protocols"]) if *method == Get => thirdparty::protocols(app, request),
+        (V3, ["voip", "turnServer"]) if *method == Get => voip::turn_server(app, request),
         (V3, ["notifications"]) if *method == Get => notifications::notifications(app, request),
         (V3, ["profile", user_id]) if *method == Get => profile::get(app, user_id).await,
         (V3, ["profile", user_id, field]) => match method {
