@@ -341,11 +341,85 @@ impl Serve {
     }
 }
 
+/// The options a command group (`user`, `token`, ...) takes before its
+/// action, each followed by a value. People type them after the action too
+/// (`hearth user add alice --data-dir /var/lib/hearth`), so [`parse`] moves
+/// them to where argh expects them.
+const GROUP_OPTIONS: &[(&str, &[&str])] = &[
+    ("user", &["--config", "--data-dir"]),
+    ("token", &["--config", "--data-dir"]),
+    ("key", &["--config", "--data-dir"]),
+    ("tls", &["--config", "--data-dir", "--server-name"]),
+    ("federation", &["--config", "--data-dir", "--server-name", "--federation-ca", "--federation-allow-ip"]),
+];
+
+/// Parses the process's command line (as `argh::from_env` does, with the
+/// group options moved in front of the action).
+pub fn parse() -> Cli {
+    let arguments: Vec<String> =
+        std::env::args_os().map(|text| text.to_string_lossy().into_owned()).collect();
+    let arguments = group_options_first(arguments);
+    let command = arguments.first().map(String::as_str).unwrap_or("hearth");
+    let command =
+        std::path::Path::new(command).file_name().and_then(|name| name.to_str()).unwrap_or("hearth");
+    let rest: Vec<&str> = arguments.iter().skip(1).map(String::as_str).collect();
+    Cli::from_args(&[command], &rest).unwrap_or_else(|early_exit| {
+        std::process::exit(match early_exit.status {
+            Ok(()) => {
+                println!("{}", early_exit.output);
+                0
+            }
+            Err(()) => {
+                eprintln!("{}\nRun {command} --help for more information.", early_exit.output);
+                1
+            }
+        })
+    })
+}
+
+/// Moves a command group's own options (with their values) from wherever
+/// they stand to right after the group's name.
+fn group_options_first(arguments: Vec<String>) -> Vec<String> {
+    let group_at = arguments.iter().skip(1).position(|argument| !argument.starts_with('-')).map(|at| at + 1);
+    let Some(group_at) = group_at else { return arguments };
+    let Some((_, options)) = GROUP_OPTIONS.iter().find(|(group, _)| *group == arguments[group_at]) else {
+        return arguments;
+    };
+    let mut moved = Vec::new();
+    let mut rest = Vec::new();
+    let mut tail = arguments[group_at + 1..].iter();
+    while let Some(argument) = tail.next() {
+        let name = argument.split_once('=').map_or(argument.as_str(), |(name, _)| name);
+        if !options.contains(&name) {
+            rest.push(argument.clone());
+        } else if let Some((name, value)) = argument.split_once('=') {
+            moved.extend([name.to_string(), value.to_string()]);
+        } else {
+            moved.push(argument.clone());
+            moved.extend(tail.next().cloned());
+        }
+    }
+    let mut reordered = arguments[..=group_at].to_vec();
+    reordered.extend(moved);
+    reordered.extend(rest);
+    reordered
+}
+
+/// Opens the database an operator command works on. It must exist: a
+/// command run in the wrong directory would otherwise make a new, empty
+/// database under the default server name.
 fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
     let overrides = Overrides { data_dir: data_dir.clone(), ..Overrides::default() };
     let from_file = config.is_some();
     let mut config = Config::load(config.as_deref(), overrides)?;
-    let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    let path = config.database_path();
+    if !path.exists() {
+        return Err(format!(
+            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
+            path.display()
+        ));
+    }
+    let storage = Storage::open(&path).map_err(|error| error.to_string())?;
     // Without a config file, the name the node runs under is the one the database recorded.
     let stored = storage.secret(crate::storage::SERVER_NAME).map_err(|error| error.to_string())?;
     if let Some(stored) = stored.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()) {
@@ -553,6 +627,12 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
         ..Overrides::default()
     };
     let config = Config::load(command.config.as_deref(), overrides)?;
+    if !config.database_path().exists() {
+        return Err(format!(
+            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
+            config.database_path().display()
+        ));
+    }
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     let executor = std::rc::Rc::new(smol::LocalExecutor::new());
     let app = crate::app::App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?;
@@ -590,6 +670,26 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reordered(line: &str) -> String {
+        group_options_first(line.split(' ').map(String::from).collect()).join(" ")
+    }
+
+    #[test]
+    fn group_options_move_in_front_of_the_action() {
+        assert_eq!(
+            reordered("hearth user add alice --data-dir /d --password-stdin"),
+            "hearth user --data-dir /d add alice --password-stdin"
+        );
+        assert_eq!(
+            reordered("hearth -v token list --config=/c.toml"),
+            "hearth -v token --config /c.toml list"
+        );
+        assert_eq!(reordered("hearth user --data-dir /d list"), "hearth user --data-dir /d list");
+        assert_eq!(reordered("hearth serve --data-dir /d"), "hearth serve --data-dir /d");
+        assert_eq!(reordered("hearth user list --data-dir"), "hearth user --data-dir list");
+        assert_eq!(reordered("hearth"), "hearth");
+    }
 
     #[test]
     fn durations_parse_with_units() {

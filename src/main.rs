@@ -27,7 +27,7 @@ mod tls;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli: cli::Cli = argh::from_env();
+    let cli = cli::parse();
     logging::init(cli.verbose);
     let result = match cli.command {
         cli::Command::Serve(serve) => serve.config().and_then(node::serve),

@@ -150,3 +150,37 @@ fn a_database_refuses_another_server_name() {
     assert_ne!(code, Some(0), "{output}");
     assert!(output.contains("localhost"), "{output}");
 }
+
+#[test]
+fn group_options_may_follow_the_action() {
+    // As people type it: `hearth user add alice --data-dir DIR`.
+    let node = Node::start_with(&["--server-name", "localhost"]);
+    let data_dir = node.data_dir.0.to_str().unwrap();
+    let (code, output) =
+        common::run(&["user", "add", "yara", "--data-dir", data_dir, "--password-stdin"], Some(PASSWORD));
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("created @yara:localhost"), "{output}");
+    let (code, output) =
+        common::run(&["token", "create", "--uses", "2", &format!("--data-dir={data_dir}")], None);
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(node.client().login("yara", PASSWORD).0, 200);
+}
+
+#[test]
+fn operator_commands_never_create_a_database() {
+    let empty = TempDir::new("cli-empty");
+    let data_dir = empty.0.to_str().unwrap();
+    for args in [
+        vec!["user", "add", "alice", "--password-stdin", "--data-dir", data_dir],
+        vec!["user", "list", "--data-dir", data_dir],
+        vec!["token", "create", "--data-dir", data_dir],
+        vec!["key", "rotate", "--data-dir", data_dir],
+        vec!["backup", "--data-dir", data_dir, "/dev/null/never"],
+    ] {
+        let (code, output) = common::run(&args, None);
+        assert_ne!(code, Some(0), "{args:?}: {output}");
+        assert!(output.contains("no database at"), "{args:?}: {output}");
+    }
+    assert!(!empty.0.join("hearth.db").exists());
+    assert_eq!(std::fs::read_dir(&empty.0).unwrap().count(), 0);
+}
