@@ -41,6 +41,9 @@ pub enum Error {
     LimitExceeded { retry_after_ms: u64 },
     /// The room version is not supported (400 `M_UNSUPPORTED_ROOM_VERSION`).
     UnsupportedRoomVersion(String),
+    /// The other server cannot take part in a room of this version (400
+    /// `M_INCOMPATIBLE_ROOM_VERSION`, naming the room's version as the spec asks).
+    IncompatibleRoomVersion { room_version: String, message: String },
     /// Keys were uploaded to a backup version that is not the current one
     /// (403 `M_WRONG_ROOM_KEYS_VERSION`, naming the current version).
     WrongRoomKeysVersion { current_version: String },
@@ -79,6 +82,7 @@ impl Error {
             Error::LimitExceeded { .. } => (429, "M_LIMIT_EXCEEDED"),
             Error::UnsupportedRoomVersion(_) => (400, "M_UNSUPPORTED_ROOM_VERSION"),
             Error::WrongRoomKeysVersion { .. } => (403, "M_WRONG_ROOM_KEYS_VERSION"),
+            Error::IncompatibleRoomVersion { .. } => (400, "M_INCOMPATIBLE_ROOM_VERSION"),
             Error::Matrix { status, errcode, .. } => (*status, errcode),
             Error::InteractiveAuth(_) => (401, "M_FORBIDDEN"),
             Error::Database(_) | Error::Internal(_) => (500, "M_UNKNOWN"),
@@ -95,6 +99,9 @@ impl Error {
             }),
             Error::LimitExceeded { retry_after_ms } => serde_json::json!({
                 "errcode": errcode, "error": self.to_string(), "retry_after_ms": retry_after_ms,
+            }),
+            Error::IncompatibleRoomVersion { room_version, message } => serde_json::json!({
+                "errcode": errcode, "error": message, "room_version": room_version,
             }),
             Error::WrongRoomKeysVersion { current_version } => serde_json::json!({
                 "errcode": errcode, "error": self.to_string(), "current_version": current_version,
@@ -126,6 +133,7 @@ impl fmt::Display for Error {
                 write!(f, "room version {version} is not supported")
             }
             Error::WrongRoomKeysVersion { .. } => f.write_str("wrong backup version"),
+            Error::IncompatibleRoomVersion { message, .. } => f.write_str(message),
             Error::MissingToken => f.write_str("missing access token"),
             Error::UnknownToken { .. } => f.write_str("unknown access token"),
             Error::Unrecognized { .. } => f.write_str("unrecognized request"),

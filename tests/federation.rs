@@ -104,6 +104,11 @@ fn keys_version_notary_and_signed_requests_between_two_nodes() {
     assert_eq!(answer["verify_keys"], keys["verify_keys"]);
     assert!(answer["signatures"][b.name.as_str()].is_object(), "{notary}");
     assert!(answer["signatures"][a.name.as_str()].is_object(), "{notary}");
+    // The deprecated form naming a key ID answers the same keys.
+    // Spec: https://spec.matrix.org/latest/server-server-api/#get_matrixkeyv2queryservername
+    let (status, by_key) = a_https.get(&format!("/_matrix/key/v2/query/{}/{key_id}", b.name));
+    assert_eq!(status, 200, "{by_key}");
+    assert_eq!(by_key["server_keys"][0]["verify_keys"], keys["verify_keys"], "{by_key}");
     let (status, batch) = a_https.post(
         "/_matrix/key/v2/query",
         &serde_json::json!({"server_keys": {b.name.as_str(): {}, a.name.as_str(): {}}}),

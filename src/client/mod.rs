@@ -4,6 +4,7 @@
 //! core, and shape the JSON answer. Spec: <https://spec.matrix.org/latest/client-server-api/>.
 
 mod account;
+mod admin;
 mod devices;
 pub mod directory;
 mod ephemeral;
@@ -50,6 +51,11 @@ enum Family {
     V1,
 }
 
+/// Endpoints still called under `/_matrix/client/unstable/` by clients that
+/// predate their stable paths; they answer as the `v3` endpoint does.
+const UNSTABLE_AS_V3: &[&[&str]] =
+    &[&["keys", "device_signing", "upload"], &["keys", "signatures", "upload"]];
+
 /// Routes `/_matrix/client/...`.
 pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
     let path = request.path();
@@ -62,6 +68,8 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         }
         ["_matrix", "client", "r0" | "v3", rest @ ..] => (Family::V3, rest),
         ["_matrix", "client", "v1", rest @ ..] => (Family::V1, rest),
+        // Older clients (Cinny among them) still upload cross-signing keys here.
+        ["_matrix", "client", "unstable", rest @ ..] if UNSTABLE_AS_V3.contains(&rest) => (Family::V3, rest),
         _ => {
             return Err(Error::Unrecognized { method_not_allowed: false });
         }
@@ -99,6 +107,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             Put => presence::set(app, request, user_id),
             _ => not_allowed(),
         },
+        (V3, ["admin", "whois", user_id]) if *method == Get => admin::whois(app, request, user_id),
         (V3, ["account", "3pid"]) if *method == Get => account::threepids(app, request),
         (V3, ["thirdparty", "protocols"]) if *method == Get => thirdparty::protocols(app, request),
         (V3, ["voip", "turnServer"]) if *method == Get => voip::turn_server(app, request),
@@ -218,7 +227,12 @@ fn room_route(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str]) ->
     use Method::{Get, Post, Put};
     let method = &request.method;
     match rest {
-        ["send", kind, txn_id] if *method == Put => rooms::send_message(app, request, room_id, kind, txn_id),
+        ["send", kind, txn_id] if *method == Put => {
+            rooms::send_message(app, request, room_id, kind, Some(txn_id))
+        }
+        // Not in the spec, but Synapse serves it and clients written against it use it:
+        // a send without a transaction ID (so without retry idempotency).
+        ["send", kind] if *method == Post => rooms::send_message(app, request, room_id, kind, None),
         ["redact", event_id, txn_id] if *method == Put => {
             rooms::redact(app, request, room_id, event_id, txn_id)
         }

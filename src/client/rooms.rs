@@ -175,22 +175,23 @@ fn power_levels(version: &RoomVersion, creator: &str, body: &CreateRoomBody, pre
     content
 }
 
-/// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`.
+/// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`, or `POST` without a
+/// transaction ID.
 pub fn send_message(
     app: &App,
     request: &Request,
     room_id: &str,
     kind: &str,
-    txn_id: &str,
+    txn_id: Option<&str>,
 ) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let content = request.json_object()?;
     if kind == "m.room.redaction" {
         return Err(Error::BadJson("send redactions with /redact".into()));
     }
-    let txn = Transaction { device_id: &owner.device_id, txn_id };
+    let txn = txn_id.map(|txn_id| Transaction { device_id: &owner.device_id, txn_id });
     let event_id =
-        rooms::send(app, room_id, &owner.user_id, Draft::message(kind, Value::Object(content)), Some(txn))?;
+        rooms::send(app, room_id, &owner.user_id, Draft::message(kind, Value::Object(content)), txn)?;
     Ok(Response::ok(json!({ "event_id": event_id })))
 }
 

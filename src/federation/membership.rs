@@ -48,19 +48,18 @@ pub fn make_membership(
         // Spec: without `ver` the remote supports only room version 1.
         let compatible =
             if supported.is_empty() { version.id == "1" } else { supported.contains(&version.id) };
+        // Spec: the refusal names the room's version (`room_version`).
         if !compatible {
-            return Err(Error::matrix(
-                400,
-                "M_INCOMPATIBLE_ROOM_VERSION",
-                format!("the room is version {}, which your server does not support", version.id),
-            ));
+            return Err(Error::IncompatibleRoomVersion {
+                room_version: version.id.to_string(),
+                message: format!("the room is version {}, which your server does not support", version.id),
+            });
         }
         if membership == "knock" && !version.knock_join_rule {
-            return Err(Error::matrix(
-                400,
-                "M_INCOMPATIBLE_ROOM_VERSION",
-                "this room version has no knocking",
-            ));
+            return Err(Error::IncompatibleRoomVersion {
+                room_version: version.id.to_string(),
+                message: format!("room version {} has no knocking", version.id),
+            });
         }
     }
     let state = app.storage().current_state(room_id)?;
@@ -252,12 +251,9 @@ pub async fn invite(
 ) -> Result<Response> {
     let body = request.json_object()?;
     let version_id = body.get("room_version").and_then(Value::as_str).unwrap_or("1");
-    let version = RoomVersion::from_id(version_id).ok_or_else(|| {
-        Error::matrix(
-            400,
-            "M_INCOMPATIBLE_ROOM_VERSION",
-            format!("room version {version_id} is not supported"),
-        )
+    let version = RoomVersion::from_id(version_id).ok_or_else(|| Error::IncompatibleRoomVersion {
+        room_version: version_id.to_string(),
+        message: format!("room version {version_id} is not supported"),
     })?;
     let Some(Value::Object(json)) = body.get("event").cloned() else {
         return Err(Error::BadJson("`event` is required".into()));

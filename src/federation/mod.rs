@@ -78,7 +78,8 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             require_method(method, Method::Get)?;
             Ok(Response::ok(keys::own_keys(app)?))
         }
-        (Some("key"), ["v2", "query", server_name]) => {
+        // The `/{keyId}` form is deprecated; the answer holds all the server's keys either way.
+        (Some("key"), ["v2", "query", server_name] | ["v2", "query", server_name, _]) => {
             require_method(method, Method::Get)?;
             keys::query_one(app, request, server_name).await
         }
