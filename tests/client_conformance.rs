@@ -77,3 +77,42 @@ fn cross_signing_upload_is_served_under_the_unstable_prefix() {
     // Other unstable paths are still unknown.
     assert_error(&alice.get("/_matrix/client/unstable/account/whoami"), 404, "M_UNRECOGNIZED");
 }
+
+/// Setting state to the content it already has makes no new event: the
+/// answer is the existing event's ID (the reference server's behaviour; the
+/// spec leaves it open). Other content makes one, even content set before.
+/// Spec: https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3roomsroomidstateeventtypestatekey
+#[test]
+fn unchanged_state_answers_the_existing_event() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let room_id = create_room(&alice, json!({"preset": "public_chat"}));
+    let topic = json!({"topic": "gardening"});
+    let first = common::rooms::put_state(&alice, &room_id, "m.room.topic", "", topic.clone());
+    let again = common::rooms::put_state(&alice, &room_id, "m.room.topic", "", topic.clone());
+    assert_eq!(first, again);
+    let changed = common::rooms::put_state(&alice, &room_id, "m.room.topic", "", json!({"topic": "bees"}));
+    assert_ne!(changed, first);
+    let back = common::rooms::put_state(&alice, &room_id, "m.room.topic", "", topic.clone());
+    assert_ne!(back, first);
+    // A non-member setting the same content is refused as any state change is.
+    let stranger = node.register("stranger");
+    let (status, _) = common::rooms::try_put_state(&stranger, &room_id, "m.room.topic", "", &topic);
+    assert_eq!(status, 403);
+    // The timeline holds one event per real change.
+    let (_, messages) = alice.get(&room_path(&room_id, "/messages?dir=b&limit=50"));
+    let topics = messages["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.topic").count();
+    assert_eq!(topics, 3, "{messages}");
+}
+
+/// A new account is named by its localpart until its owner picks a name, so
+/// clients show a name in member lists (the reference server does the same).
+#[test]
+fn a_new_account_is_named_by_its_localpart() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let room_id = create_room(&alice, json!({}));
+    let (status, member) = common::rooms::get_state(&alice, &room_id, "m.room.member", &alice.user_id);
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["displayname"], "alice", "{member}");
+}

@@ -13,10 +13,12 @@ fn own_profile_is_set_and_read_by_anyone() {
     let alice = node.register("alice");
     let profile = format!("/_matrix/client/v3/profile/{}", alice.user_id);
 
-    // A new account has an empty profile.
+    // A new account's display name is its localpart (as the reference server
+    // sets it at registration); it has no avatar.
     let (status, body) = node.client().get(&profile);
-    assert_eq!((status, &body), (200, &json!({})));
-    assert_error(&node.client().get(&format!("{profile}/displayname")), 404, "M_NOT_FOUND");
+    assert_eq!((status, &body), (200, &json!({"displayname": "alice"})));
+    assert_eq!(node.client().get(&format!("{profile}/displayname")), (200, json!({"displayname": "alice"})));
+    assert_error(&node.client().get(&format!("{profile}/avatar_url")), 404, "M_NOT_FOUND");
 
     let (status, body) = alice.put(&format!("{profile}/displayname"), &json!({"displayname": "Alice A."}));
     assert_eq!(status, 200, "{body}");
@@ -60,7 +62,7 @@ fn nobody_sets_another_users_profile() {
     let path = format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id);
     assert_error(&bob.put(&path, &json!({"displayname": "Evil"})), 403, "M_FORBIDDEN");
     assert_error(&node.client().put(&path, &json!({"displayname": "Evil"})), 401, "M_MISSING_TOKEN");
-    assert_error(&alice.get(&path), 404, "M_NOT_FOUND");
+    assert_eq!(alice.get(&path), (200, json!({"displayname": "alice"})));
 }
 
 #[test]

@@ -230,13 +230,15 @@ pub fn put_state(
     if kind == "m.room.canonical_alias" {
         check_canonical_alias(app, room_id, &content)?;
     }
-    let event_id = rooms::send(
-        app,
-        room_id,
-        &owner.user_id,
-        Draft::state(kind, state_key, Value::Object(content)),
-        None,
-    )?;
+    let content = Value::Object(content);
+    if kind != "m.room.member" {
+        if let Some(event_id) =
+            rooms::unchanged_state(app, room_id, &owner.user_id, kind, state_key, &content)?
+        {
+            return Ok(Response::ok(json!({ "event_id": event_id })));
+        }
+    }
+    let event_id = rooms::send(app, room_id, &owner.user_id, Draft::state(kind, state_key, content), None)?;
     Ok(Response::ok(json!({ "event_id": event_id })))
 }
 

@@ -204,6 +204,30 @@ pub fn current_state_content(app: &App, room_id: &str, kind: &str, state_key: &s
     Ok(app.storage().event(&event_id)?.and_then(|event| event.json.get("content").cloned()))
 }
 
+/// The current state event at a key, if `sender` sent it with exactly this
+/// content and is still joined: setting state to what it already is makes no
+/// new event (as the reference server does; it also keeps `createRoom`'s
+/// presets from repeating themselves).
+pub fn unchanged_state(
+    app: &App,
+    room_id: &str,
+    sender: &str,
+    kind: &str,
+    state_key: &str,
+    content: &Value,
+) -> Result<Option<String>> {
+    if app.storage().membership(room_id, sender)?.as_deref() != Some("join") {
+        return Ok(None);
+    }
+    let Some(event_id) = app.storage().current_state_event(room_id, kind, state_key)? else {
+        return Ok(None);
+    };
+    let Some(event) = app.storage().event(&event_id)? else { return Ok(None) };
+    let same = event.json.get("sender").and_then(Value::as_str) == Some(sender)
+        && event.json.get("content") == Some(content);
+    Ok(same.then_some(event_id))
+}
+
 /// Power in the room's current state.
 pub fn current_power(app: &App, version: &RoomVersion, state: &dyn StateLookup) -> RoomPower {
     let power_levels = state_pdu(app, version, state, "m.room.power_levels", "");

@@ -94,9 +94,11 @@ impl Storage {
                 return Err(Error::Forbidden("the registration token is not valid".into()));
             }
         }
+        // A new account's display name is its localpart, as the reference
+        // server sets it, so clients show a name rather than the raw user ID.
         let inserted = transaction.execute(
-            "INSERT OR IGNORE INTO users (user_id, localpart, password_hash, is_admin, created_ts)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO users (user_id, localpart, password_hash, is_admin, created_ts, displayname)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?2)",
             params![user_id, localpart, password_hash, is_admin, now],
         )?;
         if inserted == 0 {
