@@ -205,17 +205,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         (V3, ["user", user_id, "rooms", room_id, "tags", tag]) if matches!(*method, Put | Delete) => {
             ephemeral::change_tag(app, request, user_id, room_id, tag)
         }
-        (V3, ["pushrules"] | ["pushrules", ""]) if *method == Get => push::get_rulesets(app, request),
-        (V3, ["pushrules", "global"] | ["pushrules", "global", ""]) if *method == Get => {
-            push::get_global(app, request)
-        }
-        (V3, ["pushrules", "global", kind, rule_id]) if !rule_id.is_empty() => {
-            push::rule(app, request, kind, rule_id)
-        }
-        (V3, ["pushrules", "global", kind, rule_id, attribute @ ("enabled" | "actions")]) => match method {
-            Get | Put => push::rule_attribute(app, request, kind, rule_id, attribute),
-            _ => not_allowed(),
-        },
+        (V3, ["pushrules", rest @ ..]) => push::route(app, request, rest),
         (V3, ["pushers"]) if *method == Get => push::get_pushers(app, request),
         (V3, ["pushers", "set"]) if *method == Post => push::set_pusher(app, request),
         _ => Err(Error::Unrecognized { method_not_allowed: false }),

@@ -26,51 +26,99 @@ const MAX_PUSHKEY_BYTES: usize = 512;
 /// Spec: an http pusher's URL has this path.
 const PUSH_GATEWAY_PATH: &str = "/_matrix/push/v1/notify";
 
-/// `GET /pushrules/`: every ruleset (only `global` exists).
-pub fn get_rulesets(app: &App, request: &Request) -> Result<Response> {
+/// Routes `/pushrules...`; `path` is what follows `pushrules`. The paths
+/// and refusals follow the spec's push rules API as the reference server
+/// serves it: listings end in a slash (`/pushrules/`, `/pushrules/global/`,
+/// `/pushrules/global/{kind}/`), the same paths without the slash, unknown
+/// scopes, kinds and attributes answer 400 `M_UNRECOGNIZED`, an unknown
+/// rule 404 `M_NOT_FOUND`.
+pub fn route(app: &App, request: &Request, path: &[&str]) -> Result<Response> {
+    if path.is_empty() {
+        // `/pushrules` without a slash names no endpoint at all.
+        return Err(Error::Unrecognized { method_not_allowed: false });
+    }
     let owner = app.authenticate(request)?;
-    let ruleset = rules::ruleset(app, &owner.user_id)?;
-    Ok(Response::ok(rules::account_data_content(&ruleset)))
-}
-
-/// `GET /pushrules/global/`.
-pub fn get_global(app: &App, request: &Request) -> Result<Response> {
-    let owner = app.authenticate(request)?;
-    Ok(Response::ok(rules::ruleset(app, &owner.user_id)?.to_json()))
-}
-
-fn parse_kind(kind: &str) -> Result<Kind> {
-    Kind::parse(kind).ok_or_else(|| Error::InvalidParam(format!("unknown push rule kind {kind:?}")))
-}
-
-/// `GET/PUT/DELETE /pushrules/global/{kind}/{ruleId}`.
-pub fn rule(app: &App, request: &Request, kind: &str, rule_id: &str) -> Result<Response> {
-    let owner = app.authenticate(request)?;
-    let kind = parse_kind(kind)?;
     match request.method {
-        Method::Get => {
-            let ruleset = rules::ruleset(app, &owner.user_id)?;
-            let rule = ruleset.find(kind, rule_id).ok_or_else(rules::not_found)?;
-            Ok(Response::ok(rule.to_json(kind)))
-        }
-        Method::Put => {
-            let rule = rule_from_body(request, kind, rule_id)?;
-            rules::put_rule(
-                app,
-                &owner.user_id,
-                kind,
-                rule,
-                request.query("before"),
-                request.query("after"),
-            )?;
-            Ok(Response::ok(json!({})))
-        }
-        Method::Delete => {
-            rules::delete_rule(app, &owner.user_id, kind, rule_id)?;
-            Ok(Response::ok(json!({})))
+        Method::Get => get(app, &owner.user_id, path),
+        Method::Put | Method::Delete => {
+            let (kind, rule_id, attribute) = rule_path(path)?;
+            match (&request.method, attribute) {
+                (Method::Put, None) => put_rule(app, request, &owner.user_id, kind, rule_id),
+                (Method::Put, Some(attribute)) => {
+                    let kind = Kind::parse(kind).ok_or_else(|| unrecognized("unknown push rule kind"))?;
+                    put_attribute(app, request, &owner.user_id, kind, rule_id, attribute)
+                }
+                (_, None) => {
+                    let kind = Kind::parse(kind).ok_or_else(rules::not_found)?;
+                    rules::delete_rule(app, &owner.user_id, kind, rule_id)?;
+                    Ok(Response::ok(json!({})))
+                }
+                (_, Some(_)) => Err(unrecognized("rule attributes cannot be deleted")),
+            }
         }
         _ => Err(Error::Unrecognized { method_not_allowed: true }),
     }
+}
+
+/// 400 `M_UNRECOGNIZED`: a push rules path that names nothing.
+fn unrecognized(message: &str) -> Error {
+    Error::matrix(400, "M_UNRECOGNIZED", message)
+}
+
+const TRAILING_SLASH: &str = "unrecognised request: you probably wanted a trailing slash";
+
+/// `GET /pushrules/...`: the rulesets, one ruleset, one kind's rules, one
+/// rule, or one attribute of a rule (`{attribute: value}`).
+fn get(app: &App, user_id: &str, path: &[&str]) -> Result<Response> {
+    let ruleset = rules::ruleset(app, user_id)?;
+    let (scope, rest) = path.split_first().ok_or_else(|| unrecognized(TRAILING_SLASH))?;
+    match *scope {
+        "" => return Ok(Response::ok(rules::account_data_content(&ruleset))),
+        "global" => {}
+        _ => return Err(unrecognized("the only push rule scope is global")),
+    }
+    let global = ruleset.to_json();
+    let (kind, rest) = rest.split_first().ok_or_else(|| unrecognized(TRAILING_SLASH))?;
+    if kind.is_empty() {
+        return Ok(Response::ok(global));
+    }
+    let rules_of_kind = global.get(*kind).ok_or_else(|| unrecognized("unknown push rule kind"))?;
+    let (rule_id, rest) = rest.split_first().ok_or_else(|| unrecognized(TRAILING_SLASH))?;
+    if rule_id.is_empty() {
+        return Ok(Response::ok(rules_of_kind.clone()));
+    }
+    let rule = rules_of_kind
+        .as_array()
+        .and_then(|rules| rules.iter().find(|rule| rule["rule_id"] == *rule_id))
+        .ok_or_else(rules::not_found)?;
+    match rest.first() {
+        None => Ok(Response::ok(rule.clone())),
+        Some(attribute) => match rule.get(*attribute) {
+            Some(value) => Ok(Response::ok(json!({ *attribute: value }))),
+            None => Err(unrecognized("unknown push rule attribute")),
+        },
+    }
+}
+
+/// The kind, rule ID and attribute (if any) a `PUT`/`DELETE` path names.
+fn rule_path<'a>(path: &[&'a str]) -> Result<(&'a str, &'a str, Option<&'a str>)> {
+    match path {
+        ["global", kind, rule_id, rest @ ..] if !rule_id.is_empty() => {
+            let attribute = rest.first().copied().filter(|attribute| !attribute.is_empty());
+            Ok((kind, rule_id, attribute))
+        }
+        ["global", ..] => Err(unrecognized("the path names no push rule")),
+        _ => Err(unrecognized("the only push rule scope is global")),
+    }
+}
+
+/// `PUT /pushrules/global/{kind}/{ruleId}`.
+fn put_rule(app: &App, request: &Request, user_id: &str, kind: &str, rule_id: &str) -> Result<Response> {
+    let kind = Kind::parse(kind)
+        .ok_or_else(|| Error::matrix(400, "M_UNKNOWN", format!("unknown push rule kind {kind:?}")))?;
+    let rule = rule_from_body(request, kind, rule_id)?;
+    rules::put_rule(app, user_id, kind, rule, request.query("before"), request.query("after"))?;
+    Ok(Response::ok(json!({})))
 }
 
 /// Reads and checks the body of `PUT /pushrules/global/{kind}/{ruleId}`.
@@ -85,15 +133,8 @@ fn rule_from_body(request: &Request, kind: Kind, rule_id: &str) -> Result<PushRu
     if rule_id.contains(['/', '\\']) {
         return Err(Error::InvalidParam("rule IDs may not contain slashes or backslashes".into()));
     }
-    match kind {
-        Kind::Room if !rule_id.starts_with('!') => {
-            return Err(Error::InvalidParam("the ID of a room rule is the room ID".into()));
-        }
-        Kind::Sender if !rule_id.starts_with('@') => {
-            return Err(Error::InvalidParam("the ID of a sender rule is the user ID".into()));
-        }
-        _ => {}
-    }
+    // A room or sender rule's ID is the room or user it matches; like the
+    // reference server, any ID is taken (`#alias:server` matches nothing).
     let body = request.json_object()?;
     let actions = actions_from(&body)?;
     let mut rule = PushRule {
@@ -138,42 +179,27 @@ fn actions_from(body: &Map<String, Value>) -> Result<Vec<Value>> {
     Ok(actions)
 }
 
-/// `GET/PUT /pushrules/global/{kind}/{ruleId}/{enabled|actions}`.
-pub fn rule_attribute(
+/// `PUT /pushrules/global/{kind}/{ruleId}/{enabled|actions}`.
+fn put_attribute(
     app: &App,
     request: &Request,
-    kind: &str,
+    user_id: &str,
+    kind: Kind,
     rule_id: &str,
     attribute: &str,
 ) -> Result<Response> {
-    let owner = app.authenticate(request)?;
-    let kind = parse_kind(kind)?;
-    match request.method {
-        Method::Get => {
-            let ruleset = rules::ruleset(app, &owner.user_id)?;
-            let rule = ruleset.find(kind, rule_id).ok_or_else(rules::not_found)?;
-            Ok(Response::ok(match attribute {
-                "enabled" => json!({ "enabled": rule.enabled }),
-                _ => json!({ "actions": rule.actions }),
-            }))
-        }
-        Method::Put => {
-            let body = request.json_object()?;
-            let change = match attribute {
-                "enabled" => match body.get("enabled") {
-                    Some(Value::Bool(enabled)) => Attribute::Enabled(*enabled),
-                    None | Some(Value::Null) => {
-                        return Err(Error::MissingParam("`enabled` is required".into()));
-                    }
-                    Some(_) => return Err(Error::BadJson("`enabled` must be a boolean".into())),
-                },
-                _ => Attribute::Actions(actions_from(&body)?),
-            };
-            rules::set_attribute(app, &owner.user_id, kind, rule_id, change)?;
-            Ok(Response::ok(json!({})))
-        }
-        _ => Err(Error::Unrecognized { method_not_allowed: true }),
-    }
+    let body = request.json_object()?;
+    let change = match attribute {
+        "enabled" => match body.get("enabled") {
+            Some(Value::Bool(enabled)) => Attribute::Enabled(*enabled),
+            None | Some(Value::Null) => return Err(Error::MissingParam("`enabled` is required".into())),
+            Some(_) => return Err(Error::BadJson("`enabled` must be a boolean".into())),
+        },
+        "actions" => Attribute::Actions(actions_from(&body)?),
+        _ => return Err(unrecognized("only `enabled` and `actions` can be set")),
+    };
+    rules::set_attribute(app, user_id, kind, rule_id, change)?;
+    Ok(Response::ok(json!({})))
 }
 
 /// `GET /pushers`.
