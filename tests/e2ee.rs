@@ -1,5 +1,6 @@
 //! End-to-end encryption support: key upload, query and claim (with fallback
-//! keys), to-device delivery and acknowledgement, `device_lists` in /sync
+//! keys), to-device delivery and acknowledgement (in bounded pages, into
+//! bounded inboxes, only to devices that exist), `device_lists` in /sync
 //! and /keys/changes, cross-signing, device deletion, and the same across
 //! two federating nodes. The server relays keys; the test plays the clients
 //! and signs with real ed25519 keys.
@@ -470,12 +471,12 @@ fn a_flooded_inbox_is_delivered_in_bounded_pages_exactly_once_and_in_order() {
             }
         }
     }
+    let peak_after = peak_rss_kib(node.pid());
+    println!("{answers} answers, largest {largest} bytes, peak RSS {peak_before} -> {peak_after} KiB");
     let expected: Vec<String> = (0..203).map(|n| format!("{n:05}")).collect();
     assert_eq!(seen, expected, "every message exactly once, in order");
     assert!(answers >= 12, "{answers} answers carried 12 MB");
     assert!(largest <= MAX_ANSWER_BYTES, "an answer of {largest} bytes");
-    let peak_after = peak_rss_kib(node.pid());
-    println!("{answers} answers, largest {largest} bytes, peak RSS {peak_before} -> {peak_after} KiB");
     assert!(peak_after < peak_before + 16 * 1024, "peak RSS grew from {peak_before} to {peak_after} KiB");
 
     // Nothing more, and syncing past the last page deleted everything.
@@ -510,9 +511,51 @@ fn messages_for_unknown_or_deleted_devices_are_not_kept() {
     assert_eq!(numbers(&sync(&again, "")), Vec::<String>::new());
 }
 
+/// Sends a transaction of to-device EDUs from `from` to `to` (signed with
+/// `from`'s key by the `federation request` command); returns its status.
+fn send_edus(ca: &TestCa, from: &Node, to: &Node, edus: &[Value]) -> u16 {
+    let body = json!({ "origin": from.server_name, "origin_server_ts": 0, "pdus": [], "edus": edus });
+    let path = format!("/_matrix/federation/v1/send/{}", common::rooms::txn());
+    let (_, output) = from.cli(
+        &[
+            "federation",
+            "--server-name",
+            &from.server_name,
+            "--federation-ca",
+            ca.certificate_file.to_str().unwrap(),
+            "--federation-allow-ip",
+            "127.0.0.0/8",
+            "request",
+            &to.server_name,
+            &path,
+            "--method",
+            "PUT",
+            "--body",
+            &body.to_string(),
+        ],
+        None,
+    );
+    output.lines().next().and_then(|line| line.trim().parse().ok()).unwrap_or(0)
+}
+
+/// An `m.direct_to_device` EDU from `sender` with one message.
+fn direct_to_device(sender: &str, user_id: &str, device_id: &str, content: Value) -> Value {
+    json!({
+        "edu_type": "m.direct_to_device",
+        "content": {
+            "sender": sender,
+            "type": "m.test",
+            "message_id": common::rooms::txn(),
+            "messages": { user_id: { device_id: content } },
+        },
+    })
+}
+
 #[test]
 fn a_full_inbox_drops_the_excess_and_oversized_messages_are_refused() {
-    let node = Node::start();
+    let ca = TestCa::new();
+    let peer = start_federating(&ca, &[]);
+    let node = start_federating(&ca, &[]);
     let alice = node.register("alice");
     let carol = node.register("carol");
     let mut bob = node.register("bob");
@@ -543,6 +586,22 @@ fn a_full_inbox_drops_the_excess_and_oversized_messages_are_refused() {
     assert_eq!(send_to_device(&carol, &bob.user_id, &bob.device_id, &json!({ "n": "carol" })).0, 200);
     assert_eq!(numbers(&sync(&bob, "")), ["carol"]);
     assert!(node.log_text().contains("for full inboxes"), "no log line for the dropped messages");
+
+    // A peer's messages meet the same bounds: dropped with a log line, and
+    // the transaction is accepted (a refusal would be retried forever).
+    let mallory = format!("@mallory:{}", peer.server_name);
+    let edus = [
+        direct_to_device(&mallory, &full.user_id, &full.device_id, padded(99_998, 63_000)),
+        direct_to_device(&mallory, &bob.user_id, &bob.device_id, json!({ "n": "peer" })),
+    ];
+    assert_eq!(send_edus(&ca, &peer, &node, &edus), 200);
+    let oversized = [direct_to_device(&mallory, &bob.user_id, &bob.device_id, padded(99_997, 70_000))];
+    assert_eq!(send_edus(&ca, &peer, &node, &oversized), 200);
+    let log = node.log_text();
+    assert!(log.contains(&format!("from {mallory}: dropped 0 too large and 1 for full inboxes")), "{log}");
+    assert!(log.contains(&format!("from {mallory}: dropped 1 too large and 0 for full inboxes")), "{log}");
+    let (answer, _) = sync_measured(&bob, "");
+    assert_eq!(numbers(&answer), ["carol", "peer"]);
 
     let mut token = start;
     let mut seen: Vec<String> = Vec::new();

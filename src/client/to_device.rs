@@ -1,6 +1,7 @@
 //! `PUT /sendToDevice/{eventType}/{txnId}` and the end-to-end encryption
-//! parts of `/sync`: the device's to-device inbox, `device_lists`, one-time
-//! key counts and unused fallback key types.
+//! parts of `/sync`: the device's to-device inbox (a bounded page of it per
+//! answer), `device_lists`, one-time key counts and unused fallback key
+//! types.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#send-to-device-messaging>,
 //! <https://spec.matrix.org/latest/client-server-api/#extensions-to-sync>.
@@ -65,10 +66,10 @@ pub fn send(app: &App, request: &Request, kind: &str, txn_id: &str) -> Result<Re
 const MAX_TO_DEVICE_PER_SYNC: usize = 100;
 
 /// And at most this many bytes of their text (see [`InboxPage`]), though
-/// always one: building an
-/// answer holds its messages about three times (the rows, the JSON text,
-/// the response body), so 1 MiB keeps a sync to a few MiB against a 64 MiB
-/// memory cap, while still carrying the hundred usual olm messages (~2 KB).
+/// always one: building an answer holds its messages about three times (the
+/// rows, the JSON text, the response body), so 1 MiB keeps a sync to a few
+/// MiB against the unit's 64 MiB memory cap, while still carrying a hundred
+/// usual olm messages (~2 KB each) at once.
 const MAX_TO_DEVICE_SYNC_BYTES: usize = 1 << 20;
 
 /// One to-device message as a sync answer carries it; the content goes out

@@ -151,7 +151,7 @@ struct Dropped {
 /// full inbox drops rather than refuses: one send names many devices, and
 /// refusing all of it for one full inbox (a device left offline, or one an
 /// attacker filled) would stop the sender sharing keys with everyone else;
-/// a peer's EDU cannot be refused without being retried forever.
+/// and an EDU from a peer has no answer to carry a refusal in.
 ///
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#send-to-device-messaging>.
 pub fn deliver_locally(app: &App, sender: &str, kind: &str, messages: &Map<String, Value>) -> Result<()> {
