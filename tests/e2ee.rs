@@ -1,5 +1,6 @@
 //! End-to-end encryption support: key upload, query and claim (with fallback
-//! keys), to-device delivery and acknowledgement, `device_lists` in /sync
+//! keys), to-device delivery and acknowledgement (in bounded pages, into
+//! bounded inboxes, only to devices that exist), `device_lists` in /sync
 //! and /keys/changes, cross-signing, device deletion, and the same across
 //! two federating nodes. The server relays keys; the test plays the clients
 //! and signs with real ed25519 keys.
@@ -364,4 +365,259 @@ fn keys_and_to_device_messages_cross_federation() {
     assert_eq!(event["sender"], bob.user_id);
     assert_eq!(event["type"], "m.room.encrypted");
     assert_eq!(event["content"]["secret"], "olm");
+}
+
+/// Sends one to-device message of type `m.test` from `from` to a device.
+fn send_to_device(from: &Client, user_id: &str, device_id: &str, content: &Value) -> (u16, Value) {
+    let body = json!({ "messages": { user_id: { device_id: content } } });
+    from.put(&format!("/_matrix/client/v3/sendToDevice/m.test/{}", common::rooms::txn()), &body)
+}
+
+/// A message numbered `n` padded to `pad` more bytes (`n` has a fixed width,
+/// so that every message has the same size).
+fn padded(n: usize, pad: usize) -> Value {
+    json!({ "n": format!("{n:05}"), "pad": "x".repeat(pad) })
+}
+
+/// A /sync answer and its size in bytes.
+fn sync_measured(client: &Client, query: &str) -> (Value, usize) {
+    let (status, _, bytes) =
+        client.request_bytes("GET", &format!("/_matrix/client/v3/sync?{query}"), None, None);
+    assert_eq!(status, 200, "sync {query}");
+    (serde_json::from_slice(&bytes).unwrap(), bytes.len())
+}
+
+/// The `n` of each to-device message of a sync answer.
+fn numbers(sync: &Value) -> Vec<String> {
+    sync["to_device"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["content"]["n"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Logs in as `localpart` on a device with the given ID.
+fn login_on_device(node: &Node, localpart: &str, device_id: &str) -> Client {
+    let mut client = node.client();
+    let (status, answer) = client.post(
+        "/_matrix/client/v3/login",
+        &json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": localpart },
+            "password": PASSWORD,
+            "device_id": device_id,
+        }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    client.token = answer["access_token"].as_str().map(str::to_owned);
+    client.user_id = answer["user_id"].as_str().unwrap().to_string();
+    client.device_id = device_id.to_string();
+    client
+}
+
+/// The largest sync answer that carries to-device messages: their 1 MiB
+/// page and room for the rest of the answer.
+const MAX_ANSWER_BYTES: usize = (1 << 20) + (64 << 10);
+
+#[test]
+fn a_flooded_inbox_is_delivered_in_bounded_pages_exactly_once_and_in_order() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let start = next_batch(&sync(&bob, ""));
+    // 200 messages of 60 KB (a message may have 64 KiB): 12 MB that were
+    // once one answer.
+    for n in 0..200 {
+        let (status, answer) = send_to_device(&alice, &bob.user_id, &bob.device_id, &padded(n, 60_000));
+        assert_eq!(status, 200, "{answer}");
+    }
+    let peak_before = peak_rss_kib(node.pid());
+
+    let mut token = start.clone();
+    let mut seen: Vec<String> = Vec::new();
+    let mut answers = 0;
+    let mut largest = 0;
+    while seen.len() < 203 {
+        // Messages wait, so a long poll answers at once.
+        let began = std::time::Instant::now();
+        let (answer, bytes) = sync_measured(&bob, &format!("since={}&timeout=20000", enc(&token)));
+        assert!(began.elapsed() < Duration::from_secs(10), "a sync with messages waiting long-polled");
+        let page = numbers(&answer);
+        assert!(!page.is_empty(), "an empty page with {} of 203 seen", seen.len());
+        if answers == 1 {
+            // The same token again (an answer lost on the way) gives the same
+            // page: nothing is acknowledged before the client moves on.
+            assert_eq!(numbers(&sync_measured(&bob, &format!("since={}", enc(&token))).0), page);
+        }
+        largest = largest.max(bytes);
+        answers += 1;
+        seen.extend(page);
+        token = next_batch(&answer);
+        if answers == 1 {
+            // Messages sent while the inbox drains come after it.
+            for n in 200..203 {
+                assert_eq!(send_to_device(&alice, &bob.user_id, &bob.device_id, &padded(n, 10)).0, 200);
+            }
+        }
+    }
+    let peak_after = peak_rss_kib(node.pid());
+    println!("{answers} answers, largest {largest} bytes, peak RSS {peak_before} -> {peak_after} KiB");
+    let expected: Vec<String> = (0..203).map(|n| format!("{n:05}")).collect();
+    assert_eq!(seen, expected, "every message exactly once, in order");
+    assert!(answers >= 12, "{answers} answers carried 12 MB");
+    assert!(largest <= MAX_ANSWER_BYTES, "an answer of {largest} bytes");
+    assert!(peak_after < peak_before + 16 * 1024, "peak RSS grew from {peak_before} to {peak_after} KiB");
+
+    // Nothing more, and syncing past the last page deleted everything.
+    let (last, _) = sync_measured(&bob, &format!("since={}", enc(&token)));
+    assert!(numbers(&last).is_empty(), "{last}");
+    let (old, _) = sync_measured(&bob, &format!("since={}", enc(&start)));
+    assert!(numbers(&old).is_empty(), "acknowledged messages came back");
+}
+
+#[test]
+fn messages_for_unknown_or_deleted_devices_are_not_kept() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let nobody = node.user_id("nobody");
+    assert_eq!(send_to_device(&alice, &bob.user_id, "GHOST", &json!({ "n": "ghost" })).0, 200);
+    assert_eq!(send_to_device(&alice, &nobody, "ANY", &json!({ "n": "nobody" })).0, 200);
+    // A device that appears later with that ID finds nothing waiting.
+    let ghost = login_on_device(&node, "bob", "GHOST");
+    assert_eq!(numbers(&sync(&ghost, "")), Vec::<String>::new());
+
+    // `*` is the devices the user has when the message is sent.
+    assert_eq!(send_to_device(&alice, &bob.user_id, "*", &json!({ "n": "all" })).0, 200);
+    let late = login_on_device(&node, "bob", "LATE");
+    assert_eq!(numbers(&sync(&late, "")), Vec::<String>::new());
+    assert_eq!(numbers(&sync(&ghost, "")), ["all"]);
+
+    // A deleted device's inbox goes with it.
+    assert_eq!(numbers(&sync(&bob, "")), ["all"]);
+    assert_eq!(bob.post("/_matrix/client/v3/logout", &json!({})).0, 200);
+    let again = login_on_device(&node, "bob", &bob.device_id);
+    assert_eq!(numbers(&sync(&again, "")), Vec::<String>::new());
+}
+
+/// Sends a transaction of to-device EDUs from `from` to `to` (signed with
+/// `from`'s key by the `federation request` command); returns its status.
+fn send_edus(ca: &TestCa, from: &Node, to: &Node, edus: &[Value]) -> u16 {
+    let body = json!({ "origin": from.server_name, "origin_server_ts": 0, "pdus": [], "edus": edus });
+    let path = format!("/_matrix/federation/v1/send/{}", common::rooms::txn());
+    let (_, output) = from.cli(
+        &[
+            "federation",
+            "--server-name",
+            &from.server_name,
+            "--federation-ca",
+            ca.certificate_file.to_str().unwrap(),
+            "--federation-allow-ip",
+            "127.0.0.0/8",
+            "request",
+            &to.server_name,
+            &path,
+            "--method",
+            "PUT",
+            "--body",
+            &body.to_string(),
+        ],
+        None,
+    );
+    output.lines().next().and_then(|line| line.trim().parse().ok()).unwrap_or(0)
+}
+
+/// An `m.direct_to_device` EDU from `sender` with one message.
+fn direct_to_device(sender: &str, user_id: &str, device_id: &str, content: Value) -> Value {
+    json!({
+        "edu_type": "m.direct_to_device",
+        "content": {
+            "sender": sender,
+            "type": "m.test",
+            "message_id": common::rooms::txn(),
+            "messages": { user_id: { device_id: content } },
+        },
+    })
+}
+
+#[test]
+fn a_full_inbox_drops_the_excess_and_oversized_messages_are_refused() {
+    let ca = TestCa::new();
+    let peer = start_federating(&ca, &[]);
+    let node = start_federating(&ca, &[]);
+    let alice = node.register("alice");
+    let carol = node.register("carol");
+    let mut bob = node.register("bob");
+    let full = bob.clone();
+    bob.login("bob", PASSWORD);
+    let start = next_batch(&sync(&full, ""));
+
+    // Over 64 KiB: refused whole, nothing of it delivered.
+    let body = json!({ "messages": { &bob.user_id: {
+        &full.device_id: padded(0, 70_000),
+        &bob.device_id: { "n": "small" },
+    } } });
+    let refused = alice.put("/_matrix/client/v3/sendToDevice/m.test/big", &body);
+    assert_error(&refused, 413, "M_TOO_LARGE");
+    assert_eq!(numbers(&sync(&bob, "")), Vec::<String>::new());
+
+    // The inbox takes 16 MiB; the rest is dropped, and the senders are
+    // answered as usual.
+    let size = padded(0, 63_000).to_string().len();
+    let kept = (16 << 20) / size;
+    for n in 0..kept + 8 {
+        let (status, answer) = send_to_device(&alice, &full.user_id, &full.device_id, &padded(n, 63_000));
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Another sender's message of that size does not fit either.
+    assert_eq!(send_to_device(&carol, &full.user_id, &full.device_id, &padded(99_999, 63_000)).0, 200);
+    // The user's other device is not affected.
+    assert_eq!(send_to_device(&carol, &bob.user_id, &bob.device_id, &json!({ "n": "carol" })).0, 200);
+    assert_eq!(numbers(&sync(&bob, "")), ["carol"]);
+    assert!(node.log_text().contains("for full inboxes"), "no log line for the dropped messages");
+
+    // A peer's messages meet the same bounds: dropped with a log line, and
+    // the transaction is accepted (a refusal would be retried forever).
+    let mallory = format!("@mallory:{}", peer.server_name);
+    let edus = [
+        direct_to_device(&mallory, &full.user_id, &full.device_id, padded(99_998, 63_000)),
+        direct_to_device(&mallory, &bob.user_id, &bob.device_id, json!({ "n": "peer" })),
+    ];
+    assert_eq!(send_edus(&ca, &peer, &node, &edus), 200);
+    let oversized = [direct_to_device(&mallory, &bob.user_id, &bob.device_id, padded(99_997, 70_000))];
+    assert_eq!(send_edus(&ca, &peer, &node, &oversized), 200);
+    let log = node.log_text();
+    assert!(log.contains(&format!("from {mallory}: dropped 0 too large and 1 for full inboxes")), "{log}");
+    assert!(log.contains(&format!("from {mallory}: dropped 1 too large and 0 for full inboxes")), "{log}");
+    let (answer, _) = sync_measured(&bob, "");
+    assert_eq!(numbers(&answer), ["carol", "peer"]);
+
+    let mut token = start;
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let (answer, _) = sync_measured(&full, &format!("since={}", enc(&token)));
+        let page = numbers(&answer);
+        token = next_batch(&answer);
+        if page.is_empty() {
+            break;
+        }
+        seen.extend(page);
+    }
+    let expected: Vec<String> = (0..kept).map(|n| format!("{n:05}")).collect();
+    assert_eq!(seen, expected);
+    // Once acknowledged, there is room again.
+    assert_eq!(send_to_device(&carol, &full.user_id, &full.device_id, &json!({ "n": "later" })).0, 200);
+    let (answer, _) = sync_measured(&full, &format!("since={}", enc(&token)));
+    assert_eq!(numbers(&answer), ["later"]);
 }

@@ -137,7 +137,9 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         {
             key_backup::keys(app, request, scope)
         }
-        (V3, ["sendToDevice", kind, txn_id]) if *method == Put => to_device::send(app, request, kind, txn_id),
+        (V3, ["sendToDevice", kind, txn_id]) if *method == Put => {
+            app.in_transaction(|| to_device::send(app, request, kind, txn_id))
+        }
         (V3, ["user", user_id, "filter"]) if *method == Post => filter::create(app, request, user_id),
         (V3, ["user", user_id, "filter", filter_id]) if *method == Get => {
             filter::get(app, request, user_id, filter_id)

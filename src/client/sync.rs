@@ -4,7 +4,11 @@
 //! A token is `s{stream}_{typing}_{presence}`: the stream position (events,
 //! account data, receipts share one counter), the typing serial and the
 //! presence serial (tokens from before presence, `s{stream}_{typing}`, read
-//! as presence serial 0).
+//! as presence serial 0). When an answer carried only a page of the
+//! device's to-device inbox, a fourth part is the stream position of the
+//! last message it carried, `s{stream}_{typing}_{presence}_{to_device}`: the
+//! next sync continues the inbox from there (and acknowledges up to there),
+//! and the rest from `stream`.
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync>.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -16,6 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::filter::{self, DEFAULT_TIMELINE_LIMIT, Filter};
+use super::to_device::ToDeviceEvent;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
@@ -36,37 +41,45 @@ pub struct Token {
     pub stream: i64,
     pub typing: i64,
     pub presence: i64,
+    /// Where the to-device inbox was delivered up to: `stream`, or before it
+    /// when the answer carried only a page of the inbox.
+    pub to_device: i64,
 }
 
 impl Token {
     pub fn encode(&self) -> String {
-        format!("s{}_{}_{}", self.stream, self.typing, self.presence)
+        if self.to_device < self.stream {
+            format!("s{}_{}_{}_{}", self.stream, self.typing, self.presence, self.to_device)
+        } else {
+            format!("s{}_{}_{}", self.stream, self.typing, self.presence)
+        }
     }
 
     /// The positions now.
     fn now(app: &App) -> Token {
-        Token {
-            stream: app.current_stream_id(),
-            typing: app.typing.serial(),
-            presence: app.presence.serial(),
-        }
+        let stream = app.current_stream_id();
+        Token { stream, typing: app.typing.serial(), presence: app.presence.serial(), to_device: stream }
     }
 }
 
-/// Parses `s{stream}_{typing}_{presence}` (also `s{stream}_{typing}`, and
-/// `s{stream}` as /messages tokens are; missing parts are 0).
+/// Parses `s{stream}_{typing}_{presence}_{to_device}` (also without the
+/// last part, which is then `stream`; `s{stream}_{typing}`, and `s{stream}`
+/// as /messages tokens are, whose missing parts are 0). The to-device
+/// position is never past `stream`.
 pub fn parse_token(text: &str) -> Result<Token> {
     let invalid = || Error::InvalidParam(format!("invalid token {text:?}"));
     let rest = text.strip_prefix('s').ok_or_else(invalid)?;
     let mut parts = rest.split('_');
     let stream: i64 = parts.next().unwrap_or_default().parse().map_err(|_| invalid())?;
-    let mut next_or_zero = || parts.next().map_or(Ok(0), |part| part.parse::<i64>().map_err(|_| invalid()));
-    let typing = next_or_zero()?;
-    let presence = next_or_zero()?;
-    if parts.next().is_some() {
+    let mut next_or =
+        |absent: i64| parts.next().map_or(Ok(absent), |part| part.parse::<i64>().map_err(|_| invalid()));
+    let typing = next_or(0)?;
+    let presence = next_or(0)?;
+    let to_device = next_or(stream)?;
+    if to_device > stream || parts.next().is_some() {
         return Err(invalid());
     }
-    Ok(Token { stream, typing, presence })
+    Ok(Token { stream, typing, presence, to_device })
 }
 
 /// `GET /sync`.
@@ -120,6 +133,7 @@ struct Answer {
     #[serde(flatten)]
     fields: Map<String, Value>,
     rooms: Rooms,
+    to_device: Events<ToDeviceEvent>,
 }
 
 /// The `rooms` of the answer, by membership.
@@ -220,7 +234,9 @@ fn build(
         now.presence,
         |sender| filter.presence.allows("m.presence", sender),
     )?;
-    let e2ee = super::to_device::sync_extensions(app, owner, since_stream, now.stream)?;
+    let to_device_since = since.map(|token| token.to_device);
+    let e2ee = super::to_device::sync_extensions(app, owner, since_stream, to_device_since, now.stream)?;
+    let next = Token { to_device: e2ee.to_device_through, ..now };
     let has_news = e2ee.has_news()
         || !presence.is_empty()
         || !rooms.join.is_empty()
@@ -231,21 +247,20 @@ fn build(
     // The lists are moved in: `json!` would copy them (it serialises every
     // value it is given).
     let mut fields = json!({
-        "next_batch": now.encode(),
+        "next_batch": next.encode(),
         "account_data": { "events": [] },
         "presence": { "events": [] },
-        "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
     });
     fields["account_data"]["events"] = Value::Array(account_data);
     fields["presence"]["events"] = Value::Array(presence);
-    e2ee.write_into(&mut fields);
+    let to_device = e2ee.write_into(&mut fields);
     let fields = match fields {
         Value::Object(fields) => fields,
         _ => Map::new(),
     };
-    Ok((Answer { fields, rooms }, has_news))
+    Ok((Answer { fields, rooms, to_device: Events { events: to_device } }, has_news))
 }
 
 /// The room sections and the global account data of the answer: the part of
@@ -637,4 +652,25 @@ fn summary(user_id: &str, current: &[CurrentStateEntry]) -> Value {
         summary["m.heroes"] = json!(heroes);
     }
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_a_to_device_position_only_when_it_lags() {
+        let token = Token { stream: 40, typing: 7, presence: 9, to_device: 40 };
+        assert_eq!(token.encode(), "s40_7_9");
+        assert_eq!(parse_token("s40_7_9").unwrap(), token);
+        let paged = Token { to_device: 31, ..token };
+        assert_eq!(paged.encode(), "s40_7_9_31");
+        assert_eq!(parse_token("s40_7_9_31").unwrap(), paged);
+        // Older and shorter tokens.
+        assert_eq!(parse_token("s40").unwrap(), Token { stream: 40, typing: 0, presence: 0, to_device: 40 });
+        assert_eq!(parse_token("s-3").unwrap().to_device, -3);
+        for junk in ["s40_7_9_41", "s40_7_9_31_1", "s40_7_9_x", "40_7_9", "s", "s40__9"] {
+            assert!(parse_token(junk).is_err(), "{junk}");
+        }
+    }
 }

@@ -13,7 +13,8 @@ use serde_json::{Map, Value, json};
 
 use super::outbox;
 use crate::app::App;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::storage::InboxSize;
 
 /// Cross-signing key usages, as stored and as named in `/keys/query` answers.
 pub const MASTER: &str = "master";
@@ -110,33 +111,125 @@ pub fn note_device_list_change(app: &App, user_id: &str) -> Result<()> {
     wake_watchers(app, user_id)
 }
 
-/// Delivers to-device messages to local devices (`*` means every device of
-/// the user). `messages` maps user ID to device ID to content; users of
+/// The largest to-device message content, in bytes of its JSON text: a
+/// message must fit in one `m.direct_to_device` EDU of a federation
+/// transaction, which peers keep under 64 KiB so that transactions stay
+/// under their request body limits. This is Synapse's
+/// `MAX_TO_DEVICE_CONTENT_SIZE` (not in the spec yet:
+/// <https://github.com/matrix-org/matrix-spec/pull/2340>).
+pub const MAX_TO_DEVICE_CONTENT_BYTES: usize = 65_536;
+
+/// A device's inbox holds at most this many messages. An olm-encrypted room
+/// key is about 2 KB and a device receives one per session shared with it,
+/// so this is months of a busy household for a device left offline; past
+/// it, new messages for the device are dropped until it syncs.
+pub const MAX_INBOX_MESSAGES: i64 = 10_000;
+
+/// A device's inbox holds at most this many bytes of contents: 256
+/// messages of the largest size, or the [`MAX_INBOX_MESSAGES`] of the usual
+/// size. It bounds what one sender (or many) can make a device's owner
+/// store on a small board's disk.
+pub const MAX_INBOX_BYTES: i64 = 16 << 20;
+
+/// Why messages were not put into an inbox, counted for one log line.
+#[derive(Default)]
+struct Dropped {
+    unknown_device: usize,
+    too_large: usize,
+    inbox_full: usize,
+}
+
+/// Delivers to-device messages to local devices (`*` means every device the
+/// user has now). `messages` maps user ID to device ID to content; users of
 /// other servers are skipped (the caller relays those).
+///
+/// Messages are dropped, with a log line, when they name a device that does
+/// not exist (nothing is kept for a device that might appear later), when
+/// their content is over [`MAX_TO_DEVICE_CONTENT_BYTES`] (a local send is
+/// refused before: see [`check_content_sizes`]), and when they would take
+/// the device's inbox past [`MAX_INBOX_MESSAGES`] or [`MAX_INBOX_BYTES`]. A
+/// full inbox drops rather than refuses: one send names many devices, and
+/// refusing all of it for one full inbox (a device left offline, or one an
+/// attacker filled) would stop the sender sharing keys with everyone else;
+/// and an EDU from a peer has no answer to carry a refusal in.
 ///
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#send-to-device-messaging>.
 pub fn deliver_locally(app: &App, sender: &str, kind: &str, messages: &Map<String, Value>) -> Result<()> {
     let mut woken = Vec::new();
+    let mut dropped = Dropped::default();
     for (user_id, by_device) in messages {
         if !app.is_local_user(user_id) {
             continue;
         }
         let Some(by_device) = by_device.as_object() else { continue };
+        let devices: BTreeSet<String> =
+            app.storage().devices(user_id)?.into_iter().map(|device| device.device_id).collect();
+        let mut delivered = false;
         for (device_id, content) in by_device {
-            let content = content.to_string();
-            let targets: Vec<String> = if device_id == "*" {
-                app.storage().devices(user_id)?.into_iter().map(|device| device.device_id).collect()
+            let targets: Vec<&String> = if device_id == "*" {
+                devices.iter().collect()
             } else {
-                vec![device_id.clone()]
+                devices.get(device_id).into_iter().collect()
             };
+            if targets.is_empty() {
+                dropped.unknown_device += 1;
+                continue;
+            }
+            let content = content.to_string();
+            if content.len() > MAX_TO_DEVICE_CONTENT_BYTES {
+                dropped.too_large += targets.len();
+                continue;
+            }
             for target in targets {
+                if !inbox_takes(app.storage().to_device_inbox_size(user_id, target)?, content.len()) {
+                    dropped.inbox_full += 1;
+                    continue;
+                }
                 let stream_id = app.next_stream_id();
-                app.storage().push_to_device(user_id, &target, stream_id, sender, kind, &content)?;
+                delivered |=
+                    app.storage().push_to_device(user_id, target, stream_id, sender, kind, &content)?;
             }
         }
-        woken.push(user_id.as_str());
+        if delivered {
+            woken.push(user_id.as_str());
+        }
+    }
+    if dropped.too_large > 0 || dropped.inbox_full > 0 {
+        log::warn!(
+            "to-device {kind} from {sender}: dropped {} too large and {} for full inboxes",
+            dropped.too_large,
+            dropped.inbox_full
+        );
+    }
+    if dropped.unknown_device > 0 {
+        log::debug!("to-device {kind} from {sender}: dropped {} for unknown devices", dropped.unknown_device);
     }
     app.notifier.wake(woken);
+    Ok(())
+}
+
+/// Whether an inbox holding `inbox` has room for one more message of
+/// `bytes` bytes.
+fn inbox_takes(inbox: InboxSize, bytes: usize) -> bool {
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    inbox.messages < MAX_INBOX_MESSAGES && inbox.bytes.saturating_add(bytes) <= MAX_INBOX_BYTES
+}
+
+/// Refuses a send whose messages include one over
+/// [`MAX_TO_DEVICE_CONTENT_BYTES`] (`413 M_TOO_LARGE`, as Synapse answers),
+/// before anything of it is delivered or relayed.
+pub fn check_content_sizes(messages: &Map<String, Value>) -> Result<()> {
+    for (user_id, by_device) in messages {
+        let Some(by_device) = by_device.as_object() else { continue };
+        for (device_id, content) in by_device {
+            let bytes = content.to_string().len();
+            if bytes > MAX_TO_DEVICE_CONTENT_BYTES {
+                return Err(Error::TooLarge(format!(
+                    "the message for {user_id} {device_id} has {bytes} bytes, over {MAX_TO_DEVICE_CONTENT_BYTES}"
+                )));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -300,4 +393,36 @@ pub fn devices_deleted(app: &App, user_id: &str, device_ids: &[String]) -> Resul
         app.storage().delete_key_signatures(user_id, device_id)?;
     }
     local_devices_changed(app, user_id, device_ids, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_inbox_takes_messages_up_to_its_bounds() {
+        let empty = InboxSize::default();
+        assert!(inbox_takes(empty, MAX_TO_DEVICE_CONTENT_BYTES));
+        let almost = InboxSize { messages: MAX_INBOX_MESSAGES - 1, bytes: MAX_INBOX_BYTES - 10 };
+        assert!(inbox_takes(almost, 10));
+        assert!(!inbox_takes(almost, 11));
+        assert!(!inbox_takes(InboxSize { messages: MAX_INBOX_MESSAGES, bytes: 0 }, 1));
+        assert!(!inbox_takes(InboxSize { messages: 0, bytes: i64::MAX }, usize::MAX));
+    }
+
+    #[test]
+    fn sends_with_a_message_over_the_content_limit_are_refused() {
+        let fits = "x".repeat(MAX_TO_DEVICE_CONTENT_BYTES - 10);
+        let over = "x".repeat(MAX_TO_DEVICE_CONTENT_BYTES);
+        let messages = |text: &str| match json!({ "@a:x": { "D1": {}, "D2": { "t": text } }, "@b:x": "junk" })
+        {
+            Value::Object(messages) => messages,
+            _ => unreachable!(),
+        };
+        assert!(check_content_sizes(&messages(&fits)).is_ok());
+        let refused = check_content_sizes(&messages(&over)).unwrap_err();
+        assert_eq!(refused.status_and_errcode(), (413, "M_TOO_LARGE"));
+    }
 }

@@ -80,15 +80,57 @@ pub const E2EE_KEYS: &str = r#"
     );
 "#;
 
+/// The migration that keeps the size of each device's to-device inbox, so
+/// that its bound is checked in one read whatever the inbox holds
+/// (`bytes` counts the contents' UTF-8 bytes). It goes with its device.
+pub const TO_DEVICE_INBOX_TOTALS: &str = r#"
+    CREATE TABLE to_device_inbox_totals (
+        user_id    TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
+        messages   INTEGER NOT NULL,
+        bytes      INTEGER NOT NULL,
+        PRIMARY KEY (user_id, device_id),
+        FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    INSERT INTO to_device_inbox_totals (user_id, device_id, messages, bytes)
+        SELECT user_id, device_id, COUNT(*), SUM(octet_length(content)) FROM to_device_inbox
+        GROUP BY user_id, device_id;
+"#;
+
 /// `(device_id, display_name, keys_json)` of one device.
 pub type DeviceWithKeys = (String, Option<String>, Option<String>);
 
 /// A message waiting in a device's to-device inbox.
 #[derive(Clone, Debug)]
 pub struct ToDeviceMessage {
+    pub stream_id: i64,
     pub sender: String,
     pub kind: String,
     pub content: String,
+}
+
+impl ToDeviceMessage {
+    /// What a message adds to a sync answer besides its sender, type and
+    /// content: `{"sender":"","type":"","content":}` and a comma.
+    pub const FRAME_BYTES: usize = 40;
+}
+
+/// How much a device's to-device inbox holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InboxSize {
+    pub messages: i64,
+    /// UTF-8 bytes of the contents.
+    pub bytes: i64,
+}
+
+/// At most how much one read of an inbox returns (a page of a sync answer).
+#[derive(Clone, Copy, Debug)]
+pub struct InboxPage {
+    pub max_messages: usize,
+    /// Messages are added while their text (sender, type, content and
+    /// [`ToDeviceMessage::FRAME_BYTES`]) stays within this, and the first one
+    /// always is (so a page is never empty while messages wait).
+    pub max_bytes: usize,
 }
 
 impl Storage {
@@ -376,56 +418,122 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Puts a message into a device's to-device inbox at `stream_id`.
+    /// Puts a message into a device's to-device inbox at `stream_id`. False
+    /// (and nothing stored) if the device does not exist.
     pub fn push_to_device(
-        &self,
+        &mut self,
         user_id: &str,
         device_id: &str,
         stream_id: i64,
         sender: &str,
         kind: &str,
         content: &str,
-    ) -> Result<()> {
-        self.conn.execute(
+    ) -> Result<bool> {
+        let transaction = self.conn.savepoint()?;
+        let stored = transaction.execute(
             "INSERT INTO to_device_inbox (user_id, device_id, stream_id, sender, kind, content)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6
              WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2)",
             params![user_id, device_id, stream_id, sender, kind, content],
-        )?;
-        // Acknowledged messages are deleted, so the stream position must be
-        // remembered elsewhere for the counter to survive a restart.
-        self.conn.execute(
-            "INSERT INTO to_device_high_water (id, stream_id) VALUES (0, ?1)
-             ON CONFLICT (id) DO UPDATE SET stream_id = MAX(stream_id, excluded.stream_id)",
-            [stream_id],
-        )?;
-        Ok(())
+        )? == 1;
+        if stored {
+            transaction.execute(
+                "INSERT INTO to_device_inbox_totals (user_id, device_id, messages, bytes) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET
+                    messages = messages + 1, bytes = bytes + excluded.bytes",
+                params![user_id, device_id, content.len() as i64],
+            )?;
+            // Acknowledged messages are deleted, so the stream position must be
+            // remembered elsewhere for the counter to survive a restart.
+            transaction.execute(
+                "INSERT INTO to_device_high_water (id, stream_id) VALUES (0, ?1)
+                 ON CONFLICT (id) DO UPDATE SET stream_id = MAX(stream_id, excluded.stream_id)",
+                [stream_id],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(stored)
     }
 
-    /// A device's inbox in `(after, up_to]`, oldest first.
+    /// How much a device's inbox holds.
+    pub fn to_device_inbox_size(&self, user_id: &str, device_id: &str) -> Result<InboxSize> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT messages, bytes FROM to_device_inbox_totals WHERE user_id = ?1 AND device_id = ?2",
+        )?;
+        let size = statement
+            .query_row(params![user_id, device_id], |row| {
+                Ok(InboxSize { messages: row.get(0)?, bytes: row.get(1)? })
+            })
+            .optional()?;
+        Ok(size.unwrap_or_default())
+    }
+
+    /// The first page of a device's inbox in `(after, up_to]`, oldest first,
+    /// and whether messages of the window were left for the next page. Rows
+    /// are read one at a time, a message's size is read before its content,
+    /// and the read stops at the page's bound: no more than a page is loaded.
     pub fn to_device_messages(
         &self,
         user_id: &str,
         device_id: &str,
         after: i64,
         up_to: i64,
-    ) -> Result<Vec<ToDeviceMessage>> {
+        page: InboxPage,
+    ) -> Result<(Vec<ToDeviceMessage>, bool)> {
+        // `octet_length` reads the length from the record header, so a
+        // message left out is never loaded.
         let mut statement = self.conn.prepare_cached(
-            "SELECT sender, kind, content FROM to_device_inbox
-             WHERE user_id = ?1 AND device_id = ?2 AND stream_id > ?3 AND stream_id <= ?4 ORDER BY stream_id",
+            "SELECT stream_id, octet_length(sender) + octet_length(kind) + octet_length(content),
+                    sender, kind, content
+             FROM to_device_inbox
+             WHERE user_id = ?1 AND device_id = ?2 AND stream_id > ?3 AND stream_id <= ?4
+             ORDER BY stream_id",
         )?;
-        let rows = statement.query_map(params![user_id, device_id, after, up_to], |row| {
-            Ok(ToDeviceMessage { sender: row.get(0)?, kind: row.get(1)?, content: row.get(2)? })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = statement.query(params![user_id, device_id, after, up_to])?;
+        let mut messages = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.next()? {
+            let text_bytes: i64 = row.get(1)?;
+            bytes = bytes
+                .saturating_add(usize::try_from(text_bytes).unwrap_or(usize::MAX))
+                .saturating_add(ToDeviceMessage::FRAME_BYTES);
+            let fits = messages.len() < page.max_messages && bytes <= page.max_bytes;
+            if !fits && !messages.is_empty() {
+                return Ok((messages, true));
+            }
+            messages.push(ToDeviceMessage {
+                stream_id: row.get(0)?,
+                sender: row.get(2)?,
+                kind: row.get(3)?,
+                content: row.get(4)?,
+            });
+        }
+        Ok((messages, false))
     }
 
     /// Deletes the messages a device acknowledged (everything up to `up_to`).
-    pub fn acknowledge_to_device(&self, user_id: &str, device_id: &str, up_to: i64) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM to_device_inbox WHERE user_id = ?1 AND device_id = ?2 AND stream_id <= ?3",
+    pub fn acknowledge_to_device(&mut self, user_id: &str, device_id: &str, up_to: i64) -> Result<()> {
+        let transaction = self.conn.savepoint()?;
+        // `octet_length` reads the length from the record header: the
+        // contents themselves are not loaded.
+        let (messages, bytes): (i64, i64) = transaction.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(octet_length(content)), 0) FROM to_device_inbox
+             WHERE user_id = ?1 AND device_id = ?2 AND stream_id <= ?3",
             params![user_id, device_id, up_to],
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
+        if messages > 0 {
+            transaction.execute(
+                "DELETE FROM to_device_inbox WHERE user_id = ?1 AND device_id = ?2 AND stream_id <= ?3",
+                params![user_id, device_id, up_to],
+            )?;
+            transaction.execute(
+                "UPDATE to_device_inbox_totals SET messages = MAX(messages - ?3, 0), bytes = MAX(bytes - ?4, 0)
+                 WHERE user_id = ?1 AND device_id = ?2",
+                params![user_id, device_id, messages, bytes],
+            )?;
+        }
+        transaction.commit()?;
         Ok(())
     }
 
@@ -452,6 +560,8 @@ impl Storage {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     fn with_device() -> super::Storage {
         let mut storage = super::super::in_memory();
         storage.create_user("@a:x", "a", None, false, None).unwrap();
@@ -490,13 +600,86 @@ mod tests {
         assert!(!storage.set_device_keys("@a:x", "NOPE", "{}").unwrap());
         let keys = vec![("signed_curve25519:AAA".to_string(), "{}".to_string())];
         storage.add_one_time_keys("@a:x", "DEV", &keys).unwrap();
-        storage.push_to_device("@a:x", "DEV", 5, "@b:x", "m.test", "{}").unwrap();
+        assert!(storage.push_to_device("@a:x", "DEV", 5, "@b:x", "m.test", "{}").unwrap());
         assert!(storage.delete_device("@a:x", "DEV").unwrap());
         assert!(storage.device_keys("@a:x", "DEV").unwrap().is_none());
         assert!(storage.one_time_key_counts("@a:x", "DEV").unwrap().is_empty());
-        assert!(storage.to_device_messages("@a:x", "DEV", 0, 10).unwrap().is_empty());
         // The stream position outlives the deleted message.
         assert_eq!(storage.max_e2ee_stream_id().unwrap(), 5);
+        // A device created again with the same ID starts with an empty inbox.
+        storage.login_device("@a:x", "DEV", None, b"h2", None).unwrap();
+        assert!(storage.to_device_messages("@a:x", "DEV", 0, 10, PAGE).unwrap().0.is_empty());
+        assert_eq!(storage.to_device_inbox_size("@a:x", "DEV").unwrap(), InboxSize::default());
+    }
+
+    const PAGE: InboxPage = InboxPage { max_messages: 100, max_bytes: 1 << 20 };
+
+    fn stream_ids(messages: &[ToDeviceMessage]) -> Vec<i64> {
+        messages.iter().map(|message| message.stream_id).collect()
+    }
+
+    #[test]
+    fn messages_for_devices_that_do_not_exist_are_not_stored() {
+        let mut storage = with_device();
+        assert!(!storage.push_to_device("@a:x", "GHOST", 3, "@b:x", "m.test", "{}").unwrap());
+        assert!(!storage.push_to_device("@nobody:x", "DEV", 4, "@b:x", "m.test", "{}").unwrap());
+        storage.login_device("@a:x", "GHOST", None, b"h2", None).unwrap();
+        assert!(storage.to_device_messages("@a:x", "GHOST", 0, 10, PAGE).unwrap().0.is_empty());
+        assert_eq!(storage.to_device_inbox_size("@a:x", "GHOST").unwrap(), InboxSize::default());
+        assert_eq!(storage.max_e2ee_stream_id().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_inbox_is_read_in_pages_bounded_in_count_and_bytes() {
+        let mut storage = with_device();
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1000));
+        for stream_id in 1..=10 {
+            storage.push_to_device("@a:x", "DEV", stream_id, "@b:x", "m.test", &big).unwrap();
+        }
+        let size = storage.to_device_inbox_size("@a:x", "DEV").unwrap();
+        assert_eq!(size, InboxSize { messages: 10, bytes: 10 * big.len() as i64 });
+
+        // By count: 4, then 4, then the last 2 and nothing left.
+        let by_count = InboxPage { max_messages: 4, max_bytes: 1 << 20 };
+        let (page, more) = storage.to_device_messages("@a:x", "DEV", 0, 10, by_count).unwrap();
+        assert_eq!((stream_ids(&page), more), (vec![1, 2, 3, 4], true));
+        let (page, more) = storage.to_device_messages("@a:x", "DEV", 8, 10, by_count).unwrap();
+        assert_eq!((stream_ids(&page), more), (vec![9, 10], false));
+        // The window's end bounds the page too.
+        let (page, more) = storage.to_device_messages("@a:x", "DEV", 0, 2, by_count).unwrap();
+        assert_eq!((stream_ids(&page), more), (vec![1, 2], false));
+
+        // By bytes: three messages fit in 3.5 of them.
+        let one = big.len() + "@b:x".len() + "m.test".len() + ToDeviceMessage::FRAME_BYTES;
+        let by_bytes = InboxPage { max_messages: 100, max_bytes: one * 7 / 2 };
+        let (page, more) = storage.to_device_messages("@a:x", "DEV", 0, 10, by_bytes).unwrap();
+        assert_eq!((stream_ids(&page), more), (vec![1, 2, 3], true));
+        assert_eq!(page[0].content, big);
+        // A message larger than a page still goes, alone.
+        let tiny = InboxPage { max_messages: 100, max_bytes: 10 };
+        let (page, more) = storage.to_device_messages("@a:x", "DEV", 3, 10, tiny).unwrap();
+        assert_eq!((stream_ids(&page), more), (vec![4], true));
+
+        // Acknowledging deletes up to the position and keeps the size right.
+        storage.acknowledge_to_device("@a:x", "DEV", 4).unwrap();
+        let size = storage.to_device_inbox_size("@a:x", "DEV").unwrap();
+        assert_eq!(size, InboxSize { messages: 6, bytes: 6 * big.len() as i64 });
+        let (page, _) = storage.to_device_messages("@a:x", "DEV", 0, 10, PAGE).unwrap();
+        assert_eq!(stream_ids(&page), vec![5, 6, 7, 8, 9, 10]);
+        storage.acknowledge_to_device("@a:x", "DEV", 4).unwrap();
+        storage.acknowledge_to_device("@a:x", "DEV", 10).unwrap();
+        assert_eq!(storage.to_device_inbox_size("@a:x", "DEV").unwrap(), InboxSize::default());
+    }
+
+    #[test]
+    fn the_totals_migration_counts_messages_stored_before_it() {
+        let mut storage = with_device();
+        storage.push_to_device("@a:x", "DEV", 1, "@b:x", "m.test", "{\"é\":1}").unwrap();
+        storage.push_to_device("@a:x", "DEV", 2, "@b:x", "m.test", "{}").unwrap();
+        storage.conn.execute_batch("DROP TABLE to_device_inbox_totals").unwrap();
+        storage.conn.execute_batch(TO_DEVICE_INBOX_TOTALS).unwrap();
+        let size = storage.to_device_inbox_size("@a:x", "DEV").unwrap();
+        assert_eq!(size, InboxSize { messages: 2, bytes: 8 + 2 });
     }
 
     #[test]

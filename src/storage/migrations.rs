@@ -183,6 +183,8 @@ const MIGRATIONS: &[&str] = &[
     super::media::MEDIA,
     // 11: server-side key backups (see KEY_BACKUP).
     super::key_backup::KEY_BACKUP,
+    // 12: the size of each to-device inbox (see TO_DEVICE_INBOX_TOTALS).
+    super::e2ee::TO_DEVICE_INBOX_TOTALS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

@@ -24,6 +24,7 @@ mod transactions;
 pub use accounts::{Device, TokenOwner};
 pub use batch::{GroupVisibility, SenderAndContent};
 pub use directory::ReportTarget;
+pub use e2ee::{InboxPage, InboxSize, ToDeviceMessage};
 pub use event_json::JsonRef;
 pub use key_backup::{BackedUpSession, BackupVersion, KeyScope};
 pub use media::{ContentReader, MediaInfo, NewMedia};
