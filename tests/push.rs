@@ -434,3 +434,54 @@ fn push_rule_paths_answer_as_the_spec_lists_them() {
     assert_error(&put("/global/override/.m.rule.master/colour", json!({})), 400, "M_UNRECOGNIZED");
     assert_error(&node.client().get(&format!("{RULES}/")), 401, "M_MISSING_TOKEN");
 }
+
+/// A pusher belongs to the access token (device) that set it: a password
+/// change that logs out the other devices deletes their pushers, and so does
+/// logging a device out; the device that changed the password keeps its own.
+/// Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3accountpassword
+/// ("... the homeserver SHOULD also delete pushers ... for the other devices")
+#[test]
+fn pushers_go_with_their_devices() {
+    let node = Node::start();
+    let phone = node.register("alice");
+    let mut laptop = node.client();
+    assert_eq!(laptop.login("alice", common::PASSWORD).0, 200);
+    let mut tablet = node.client();
+    assert_eq!(tablet.login("alice", common::PASSWORD).0, 200);
+    let pusher = |pushkey: &str| {
+        json!({
+            "kind": "http", "app_id": "org.example.app", "pushkey": pushkey,
+            "app_display_name": "Example", "device_display_name": pushkey, "lang": "en",
+            "data": {"url": "https://push.example.org/_matrix/push/v1/notify"}, "append": true,
+        })
+    };
+    for (client, key) in [(&phone, "phone"), (&laptop, "laptop"), (&tablet, "tablet")] {
+        assert_eq!(client.post("/_matrix/client/v3/pushers/set", &pusher(key)).0, 200);
+    }
+    let pushkeys = |client: &common::Client| -> Vec<String> {
+        let (_, listed) = client.get("/_matrix/client/v3/pushers");
+        let mut keys: Vec<String> = listed["pushers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["pushkey"].as_str().unwrap().into())
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(pushkeys(&phone), ["laptop", "phone", "tablet"]);
+
+    // Logging the tablet out deletes its pusher.
+    assert_eq!(tablet.post("/_matrix/client/v3/logout", &json!({})).0, 200);
+    assert_eq!(pushkeys(&phone), ["laptop", "phone"]);
+
+    // The phone changes the password (logging the others out): only its pusher stays.
+    let path = "/_matrix/client/v3/account/password";
+    let (status, challenge) = phone.post(path, &json!({"new_password": "a new password"}));
+    assert_eq!(status, 401, "{challenge}");
+    let auth = json!({"type": "m.login.password", "session": challenge["session"],
+                      "identifier": {"type": "m.id.user", "user": phone.user_id}, "password": common::PASSWORD});
+    let (status, body) = phone.post(path, &json!({"new_password": "a new password", "auth": auth}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(pushkeys(&phone), ["phone"]);
+}

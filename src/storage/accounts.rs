@@ -132,8 +132,8 @@ impl Storage {
         Ok(changed == 1)
     }
 
-    /// Deactivates an account: no password, no devices, no tokens, empty
-    /// profile, no key backups.
+    /// Deactivates an account: no password, no devices, no tokens, no
+    /// pushers, empty profile, no key backups.
     pub fn deactivate_user(&mut self, user_id: &str) -> Result<bool> {
         let transaction = self.conn.savepoint()?;
         let changed = transaction.execute(
@@ -142,6 +142,7 @@ impl Storage {
             [user_id],
         )?;
         transaction.execute("DELETE FROM devices WHERE user_id = ?1", [user_id])?;
+        transaction.execute("DELETE FROM pushers WHERE user_id = ?1", [user_id])?;
         super::key_backup::drop_user_backups(&transaction, user_id)?;
         transaction.commit()?;
         Ok(changed == 1)

@@ -185,6 +185,8 @@ const MIGRATIONS: &[&str] = &[
     super::key_backup::KEY_BACKUP,
     // 12: the size of each to-device inbox (see TO_DEVICE_INBOX_TOTALS).
     super::e2ee::TO_DEVICE_INBOX_TOTALS,
+    // 13: a device's pushers go with it (see PUSHERS_FOLLOW_DEVICES).
+    super::push::PUSHERS_FOLLOW_DEVICES,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

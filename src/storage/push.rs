@@ -11,6 +11,19 @@ use super::{Storage, now_ms};
 use crate::error::Result;
 use crate::protocol::push_rules::{DefaultChange, Kind, PushRule};
 
+/// Migration 13: a pusher belongs to the device whose access token set it
+/// and is deleted with it (logout, device deletion, a password change that
+/// logs other devices out), as the spec asks; pushers of devices already
+/// gone are dropped.
+pub(super) const PUSHERS_FOLLOW_DEVICES: &str = r#"
+    CREATE TRIGGER pushers_of_deleted_devices AFTER DELETE ON devices
+    BEGIN
+        DELETE FROM pushers WHERE user_id = OLD.user_id AND device_id = OLD.device_id;
+    END;
+    DELETE FROM pushers WHERE device_id IS NOT NULL AND NOT EXISTS
+        (SELECT 1 FROM devices WHERE devices.user_id = pushers.user_id AND devices.device_id = pushers.device_id);
+"#;
+
 /// One pusher. Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3pushers>.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pusher {
