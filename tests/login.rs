@@ -187,8 +187,9 @@ fn made_up_names_do_not_get_around_the_limit_and_refusals_cost_no_hash() {
             other => panic!("login {index}: status {other}"),
         }
     }
-    // The default address limit is 10 attempts at once.
-    assert_eq!(first_refusal, Some(10), "the address limit did not hold");
+    // The default address limit is 10 attempts at once (and one more every
+    // 20 s, which slow hashes on a busy machine may reach).
+    assert!(first_refusal.is_some_and(|count| (10..=12).contains(&count)), "after {first_refusal:?}");
     // Many more made-up names, then the real account: all refused, fast.
     let mut refused = Vec::new();
     for index in 0..500 {
@@ -338,21 +339,24 @@ fn concurrent_logins_do_not_hold_up_other_requests() {
     done.store(true, Ordering::SeqCst);
     let mut latencies = sampler.join().unwrap();
     latencies.sort();
-    let (p50, p99, max) =
-        (percentile(&latencies, 50), percentile(&latencies, 99), latencies[latencies.len() - 1]);
+    let (p50, p90, p99) =
+        (percentile(&latencies, 50), percentile(&latencies, 90), percentile(&latencies, 99));
+    let max = latencies[latencies.len() - 1];
+    let alone_p99 = percentile(&alone, 99);
     eprintln!(
-        "one login alone {hash:?}; /versions alone: p50 {:?}, p99 {:?}; during {} logins: {} answers, \
-         p50 {p50:?}, p99 {p99:?}, max {max:?}",
+        "one login alone {hash:?}; /versions alone: p50 {:?}, p99 {alone_p99:?}; during {} logins: {} answers, \
+         p50 {p50:?}, p90 {p90:?}, p99 {p99:?}, max {max:?}",
         percentile(&alone, 50),
-        percentile(&alone, 99),
         CONCURRENT_LOGINS * 3,
         latencies.len()
     );
-    // With hashing on the loop, /versions waits out the hash under way (and
-    // often the next ones, queued before it): few answers get in between the
-    // logins, half of them wait half a hash or more, and the slowest a whole
-    // hash or more. The bounds leave room for a busy machine.
-    assert!(latencies.len() >= 50, "only {} /versions answers while logins ran", latencies.len());
+    // With hashing on the loop, /versions waits out the hash under way and
+    // often the logins queued before it: a few dozen answers at most get in
+    // between the logins, and the slowest wait many hashes (measured: 5 to
+    // 20 answers, p99 1.5 s). The bounds leave room for a busy machine,
+    // where even /versions alone has a p99 of tens of milliseconds.
+    assert!(latencies.len() >= 100, "only {} /versions answers while logins ran", latencies.len());
     assert!(p50 * 10 < hash, "p50 {p50:?} against one hash {hash:?}");
-    assert!(p99 < hash, "p99 {p99:?} against one hash {hash:?}");
+    assert!(p90 * 2 < hash, "p90 {p90:?} against one hash {hash:?}");
+    assert!(p99 < hash.max(alone_p99) * 3, "p99 {p99:?} against one hash {hash:?}, alone {alone_p99:?}");
 }
