@@ -23,11 +23,6 @@ use crate::rooms::unread;
 use crate::rooms::visibility;
 use crate::storage::{Storage, TokenOwner};
 
-/// Wrong passwords allowed per account and minute before logins are refused
-/// with `M_LIMIT_EXCEEDED` (Synapse allows 3 with a slow refill; a family
-/// member mistyping should not be locked out for long).
-const FAILED_LOGINS_PER_MINUTE: usize = 10;
-
 /// The group commit's state: whether a commit is scheduled, and a signal
 /// with a generation count for those waiting on it.
 #[derive(Default)]
@@ -101,8 +96,12 @@ pub struct App {
     pub typing: Typing,
     /// Who is online (memory only).
     pub presence: Presence,
-    /// Wrong passwords per account, for `M_LIMIT_EXCEEDED`.
-    pub failed_logins: crate::ratelimit::Limiter,
+    /// Login attempts per client address and per account (`rc_login`).
+    pub login_limits: crate::ratelimit::LoginLimits,
+    /// Wrong passwords in user-interactive auth, per account.
+    pub failed_uia: crate::ratelimit::Limiter,
+    /// The password hashing thread.
+    pub passwords: crate::hasher::Hasher,
     /// Unread counts already evaluated, per room and user (memory only).
     pub unread: unread::Cache,
     /// What state groups say for history visibility (memory only).
@@ -142,6 +141,9 @@ impl App {
         };
         let stream = Cell::new(storage.max_stream_id()?.max(storage.max_e2ee_stream_id()?));
         let federation = Federation::new(&config.federation).map_err(Error::Internal)?;
+        let login_limits = crate::ratelimit::LoginLimits::new(&config.rc_login);
+        let failed_uia = crate::ratelimit::Limiter::new(config.rc_login.failed_attempts);
+        let passwords = crate::hasher::Hasher::start()?;
         Ok(App {
             config,
             storage: Rc::new(RefCell::new(storage)),
@@ -159,7 +161,9 @@ impl App {
             media_uploaded: event_listener::Event::new(),
             media_streams: smol::lock::Semaphore::new(crate::rooms::media::MAX_STREAMS),
             pdu_cache: PduCache::default(),
-            failed_logins: crate::ratelimit::Limiter::new(FAILED_LOGINS_PER_MINUTE, 60_000),
+            login_limits,
+            failed_uia,
+            passwords,
             executor,
         })
     }

@@ -459,9 +459,7 @@ fn read_password(prompt: &str) -> Result<String, String> {
         .read_line(&mut line)
         .map_err(|error| format!("cannot read the password: {error}"))?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
-    if password.is_empty() {
-        return Err("the password is empty".into());
-    }
+    credentials::validate_new_password(&password).map_err(|error| error.to_string())?;
     Ok(password)
 }
 
@@ -478,6 +476,7 @@ pub fn user(command: User) -> Result<(), String> {
             crate::credentials::validate_localpart(&add.name).map_err(error)?;
             let prompt = if add.password_stdin { "" } else { "password: " };
             let password = read_password(prompt)?;
+            // No event loop runs in an operator command: it hashes on its own thread.
             let hash = credentials::hash_password(&password).map_err(error)?;
             let user_id = full_user_id(&config, &add.name);
             storage.create_user(&user_id, &add.name, Some(&hash), add.admin, None).map_err(error)?;

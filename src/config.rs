@@ -86,6 +86,48 @@ impl Default for Limits {
     }
 }
 
+/// One rate limit: a bucket that holds `burst_count` attempts and drains
+/// `per_second` of them each second (Synapse's shape). An attempt that would
+/// overflow the bucket is refused with 429 `M_LIMIT_EXCEEDED`.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Attempts given back per second.
+    pub per_second: f64,
+    /// Attempts allowed at once.
+    pub burst_count: u32,
+}
+
+/// The largest `burst_count` accepted: more is no limit at all.
+const MAX_BURST_COUNT: u32 = 1_000_000;
+
+/// Login limits (Synapse's `rc_login`), checked before any password is hashed.
+/// The client address is the TCP peer's (a reverse proxy's address for every
+/// client behind it); IPv6 addresses count per /64.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginLimits {
+    /// Every login attempt, per client address: 10 at once, then one every
+    /// 20 s. A household behind one reverse proxy shares this bucket.
+    pub address: RateLimit,
+    /// Successful logins per account: 10 at once, then one a minute (a
+    /// stolen password cannot make devices without end).
+    pub account: RateLimit,
+    /// Wrong passwords per account named, whether it exists or not (and in
+    /// user-interactive auth, per signed-in account): 5, then one a minute.
+    pub failed_attempts: RateLimit,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            address: RateLimit { per_second: 0.05, burst_count: 10 },
+            account: RateLimit { per_second: 1.0 / 60.0, burst_count: 10 },
+            failed_attempts: RateLimit { per_second: 1.0 / 60.0, burst_count: 5 },
+        }
+    }
+}
+
 /// Federation settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,7 +196,7 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The part after `:` in user IDs; may carry a port.
@@ -177,6 +219,7 @@ pub struct Config {
     pub turn_username: Option<String>,
     pub turn_password: Option<String>,
     pub turn_user_lifetime: Millis,
+    pub rc_login: LoginLimits,
 }
 
 impl Default for Config {
@@ -199,6 +242,7 @@ impl Default for Config {
             turn_username: None,
             turn_password: None,
             turn_user_lifetime: Millis(DEFAULT_TURN_USER_LIFETIME_MS),
+            rc_login: LoginLimits::default(),
         }
     }
 }
@@ -291,6 +335,19 @@ impl Config {
         if self.turn_user_lifetime.0 < 1000 {
             return Err("turn_user_lifetime must be at least a second".into());
         }
+        let login = &self.rc_login;
+        for (name, limit) in [
+            ("address", login.address),
+            ("account", login.account),
+            ("failed_attempts", login.failed_attempts),
+        ] {
+            if !(limit.per_second.is_finite() && limit.per_second > 0.0) {
+                return Err(format!("rc_login.{name}.per_second must be a number above 0"));
+            }
+            if !(1..=MAX_BURST_COUNT).contains(&limit.burst_count) {
+                return Err(format!("rc_login.{name}.burst_count must be from 1 to {MAX_BURST_COUNT}"));
+            }
+        }
         for cidr in &self.federation.allow_ips {
             crate::net::Cidr::parse(cidr).map_err(|error| format!("allow_ips {cidr:?}: {error}"))?;
         }
@@ -378,6 +435,26 @@ max_media_body = 52428800
 ca_files = []
 # Private, loopback or link-local ranges outbound federation may reach.
 allow_ips = []
+
+# Login limits, checked before any password is hashed (429 M_LIMIT_EXCEEDED
+# when exceeded). Each is a bucket of `burst_count` attempts that drains
+# `per_second`. The client address is the connection's: behind a reverse
+# proxy every client has the proxy's address and shares its bucket.
+[rc_login.address]
+# Every attempt from one address (IPv6: one /64).
+per_second = 0.05
+burst_count = 10
+
+[rc_login.account]
+# Successful logins to one account.
+per_second = 0.016666666666666666
+burst_count = 10
+
+[rc_login.failed_attempts]
+# Wrong passwords for one account name, whether it exists or not (also in
+# user-interactive auth).
+per_second = 0.016666666666666666
+burst_count = 5
 "#,
         default_version = room_version::DEFAULT,
     )
@@ -399,6 +476,13 @@ mod tests {
         assert!(Config::parse("registration = \"sometimes\"").is_err());
         let bad_name = Overrides { server_name: Some("bad name".into()), ..Overrides::default() };
         assert!(Config::load(None, bad_name).is_err());
+        for bad_limit in [
+            "[rc_login.address]\nper_second = 0.0\nburst_count = 5",
+            "[rc_login.account]\nper_second = 1.0\nburst_count = 0",
+            "[rc_login.failed_attempts]\nper_second = nan\nburst_count = 5",
+        ] {
+            assert!(Config::parse(bad_limit).unwrap().validate().is_err(), "{bad_limit}");
+        }
     }
 
     #[test]

@@ -12,8 +12,13 @@ use crate::error::{Error, Result};
 const ARGON2_MEMORY_KIB: u32 = 12 * 1024;
 const ARGON2_PASSES: u32 = 3;
 
+/// The longest password accepted, in characters (Synapse's limit for new
+/// passwords). It bounds what a queued hash holds (see `hasher.rs`); a longer
+/// one given at login cannot match and is not hashed.
+pub const MAX_PASSWORD_CHARS: usize = 512;
+
 /// Spec: user IDs are at most 255 bytes, `@` and `:server` included.
-const MAX_USER_ID_BYTES: usize = 255;
+pub const MAX_USER_ID_BYTES: usize = 255;
 
 fn argon2() -> Argon2<'static> {
     let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, None).unwrap_or_else(|_| Params::default());
@@ -60,6 +65,24 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
     PasswordHash::new(stored).is_ok_and(|hash| argon2().verify_password(password.as_bytes(), &hash).is_ok())
 }
 
+/// Whether a password is too long to be one (see [`MAX_PASSWORD_CHARS`]).
+pub fn password_too_long(password: &str) -> bool {
+    password.len() > MAX_PASSWORD_CHARS && password.chars().nth(MAX_PASSWORD_CHARS).is_some()
+}
+
+/// Checks a NEW password: not empty, not longer than [`MAX_PASSWORD_CHARS`].
+pub fn validate_new_password(password: &str) -> Result<()> {
+    if password.is_empty() {
+        return Err(Error::matrix(400, "M_WEAK_PASSWORD", "the password is empty"));
+    }
+    if password_too_long(password) {
+        return Err(Error::InvalidParam(format!(
+            "the password is longer than {MAX_PASSWORD_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a localpart for a NEW local account: the spec's grammar
 /// `[a-z0-9._=\-/+]+`. Spec: <https://spec.matrix.org/latest/appendices/#user-identifiers>.
 pub fn validate_localpart(localpart: &str) -> Result<()> {
@@ -92,6 +115,15 @@ mod tests {
         assert!(verify_password("correct horse", &hash));
         assert!(!verify_password("wrong", &hash));
         assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn new_passwords_are_not_empty_nor_too_long() {
+        assert!(validate_new_password("x").is_ok());
+        assert!(validate_new_password(&"é".repeat(MAX_PASSWORD_CHARS)).is_ok());
+        assert!(validate_new_password("").is_err());
+        assert!(validate_new_password(&"x".repeat(MAX_PASSWORD_CHARS + 1)).is_err());
+        assert!(password_too_long(&"é".repeat(MAX_PASSWORD_CHARS + 1)));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod config;
 mod credentials;
 mod error;
 mod federation;
+mod hasher;
 mod http;
 mod logging;
 mod malloc;

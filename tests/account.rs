@@ -175,3 +175,41 @@ fn third_party_identifiers_and_protocols_are_honestly_empty() {
     assert_error(&node.client().get("/_matrix/client/v3/account/3pid"), 401, "M_MISSING_TOKEN");
     assert_error(&node.client().get("/_matrix/client/v3/thirdparty/protocols"), 401, "M_MISSING_TOKEN");
 }
+
+/// Password guessing with a signed-in session (a stolen access token) is
+/// limited like logins: 5 wrong passwords, then 429 before any hashing.
+#[test]
+fn password_guessing_through_uia_is_rate_limited() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let path = "/_matrix/client/v3/account/deactivate";
+    let session = password_challenge(&alice, path, json!({}));
+    for _ in 0..5 {
+        let (status, body) = alice.post(path, &json!({"auth": password_auth(&alice, "wrong", &session)}));
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
+    }
+    let limited = alice.post(path, &json!({"auth": password_auth(&alice, "wrong", &session)}));
+    assert_error(&limited, 429, "M_LIMIT_EXCEEDED");
+    assert!(limited.1["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{}", limited.1);
+    // The right password waits too; the account is still there.
+    let refused = alice.post(path, &json!({"auth": password_auth(&alice, PASSWORD, &session)}));
+    assert_error(&refused, 429, "M_LIMIT_EXCEEDED");
+    assert_eq!(alice.get(WHOAMI).0, 200);
+}
+
+/// New passwords longer than 512 characters are refused (each would sit in
+/// the hashing queue); the empty one as before.
+#[test]
+fn overlong_passwords_are_refused() {
+    let node = Node::start();
+    let long = "x".repeat(513);
+    let (status, body) = node.client().post(
+        "/_matrix/client/v3/register",
+        &json!({"username": "bob", "password": long, "auth": {"type": "m.login.dummy"}}),
+    );
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
+    let alice = node.register("alice");
+    let (status, body) = alice.post("/_matrix/client/v3/account/password", &json!({"new_password": long}));
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
+}

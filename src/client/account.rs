@@ -31,13 +31,13 @@ pub fn threepids(app: &App, request: &Request) -> Result<Response> {
 }
 
 /// `POST /account/password` (UIA with the current password).
-pub fn change_password(app: &App, request: &Request) -> Result<Response> {
+pub async fn change_password(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
     let new_password = match body.get("new_password") {
-        Some(Value::String(password)) if !password.is_empty() => password.clone(),
-        Some(Value::String(_)) => {
-            return Err(Error::matrix(400, "M_WEAK_PASSWORD", "the password is empty"));
+        Some(Value::String(password)) => {
+            credentials::validate_new_password(password)?;
+            password.clone()
         }
         Some(_) => return Err(Error::BadJson("`new_password` must be a string".into())),
         None => return Err(Error::MissingParam("`new_password` is required".into())),
@@ -47,8 +47,8 @@ pub fn change_password(app: &App, request: &Request) -> Result<Response> {
         Some(Value::Bool(logout)) => *logout,
         Some(_) => return Err(Error::BadJson("`logout_devices` must be a boolean".into())),
     };
-    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
-    let hash = credentials::hash_password(&new_password)?;
+    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
+    let hash = app.passwords.hash(&new_password).await?;
     app.storage().set_password_hash(&owner.user_id, &hash)?;
     if logout_devices {
         let mut others: Vec<String> =
@@ -75,10 +75,10 @@ fn leave_every_room(app: &App, user_id: &str) {
 }
 
 /// `POST /account/deactivate` (UIA with the password).
-pub fn deactivate(app: &App, request: &Request) -> Result<Response> {
+pub async fn deactivate(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
-    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
     let devices: Vec<String> =
         app.storage().devices(&owner.user_id)?.into_iter().map(|device| device.device_id).collect();
     leave_every_room(app, &owner.user_id);

@@ -54,14 +54,14 @@ pub fn update(app: &App, request: &Request, device_id: &str) -> Result<Response>
 }
 
 /// `DELETE /devices/{deviceId}` (UIA with the password).
-pub fn delete(app: &App, request: &Request, device_id: &str) -> Result<Response> {
+pub async fn delete(app: &App, request: &Request, device_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
     let exists = app.storage().devices(&owner.user_id)?.iter().any(|device| device.device_id == device_id);
     if !exists {
         return Err(Error::NotFound("no such device".into()));
     }
-    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
     if app.storage().delete_device(&owner.user_id, device_id)? {
         e2ee::devices_deleted(app, &owner.user_id, &[device_id.to_string()])?;
     }
@@ -69,7 +69,7 @@ pub fn delete(app: &App, request: &Request, device_id: &str) -> Result<Response>
 }
 
 /// `POST /delete_devices` (UIA with the password).
-pub fn delete_many(app: &App, request: &Request) -> Result<Response> {
+pub async fn delete_many(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
     let device_ids: Vec<String> = match body.get("devices") {
@@ -77,7 +77,7 @@ pub fn delete_many(app: &App, request: &Request) -> Result<Response> {
             .map_err(|_| Error::BadJson("`devices` must be a list of strings".into()))?,
         None => return Err(Error::MissingParam("`devices` is required".into())),
     };
-    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id))?;
+    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
     let mut deleted = Vec::new();
     for device_id in &device_ids {
         if app.storage().delete_device(&owner.user_id, device_id)? {

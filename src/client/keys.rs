@@ -246,7 +246,7 @@ fn check_cross_signing_key(key: &Value, user_id: &str, usage: &str) -> Result<St
 
 /// `POST /keys/device_signing/upload` (UIA with the password, unless this
 /// is the first upload or repeats the stored keys, as the spec allows).
-pub fn upload_signing_keys(app: &App, request: &Request) -> Result<Response> {
+pub async fn upload_signing_keys(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
     let user_id = owner.user_id.as_str();
@@ -291,7 +291,7 @@ pub fn upload_signing_keys(app: &App, request: &Request) -> Result<Response> {
     }
     // Replacing keys needs the password (spec: the first upload does not).
     if stored_master.is_some() {
-        uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(user_id))?;
+        uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(user_id)).await?;
     }
     for (usage, key) in &uploads {
         app.storage().set_cross_signing_key(user_id, usage, &key.to_string())?;

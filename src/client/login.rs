@@ -46,8 +46,11 @@ pub fn resolve_login_user(app: &App, typed: &str) -> String {
     }
 }
 
-/// `POST /login`.
-pub fn login(app: &App, request: &Request) -> Result<Response> {
+/// `POST /login`. The limits (per client address, per account) are checked
+/// before the database is read or a password hashed, so a refused attempt
+/// costs nothing; an unknown user's password is checked against a dummy hash,
+/// so it takes as long as a known one's (no user enumeration by timing).
+pub async fn login(app: &App, request: &Request) -> Result<Response> {
     let body: LoginBody = request.json()?;
     if body.kind != "m.login.password" {
         return Err(Error::matrix(400, "M_UNKNOWN", format!("unknown login type {}", body.kind)));
@@ -66,20 +69,36 @@ pub fn login(app: &App, request: &Request) -> Result<Response> {
     let typed = typed.ok_or_else(|| Error::MissingParam("the user identifier is missing".into()))?;
     let password = body.password.ok_or_else(|| Error::MissingParam("`password` is missing".into()))?;
     let user_id = resolve_login_user(app, &typed);
-    // Password guessing: a few wrong passwords per account a minute, then 429.
-    app.failed_logins.check(&user_id)?;
-    let user = app.storage().user(&user_id)?;
+    app.login_limits.begin(request.peer.address.ip(), &user_id)?;
     let invalid = || {
-        app.failed_logins.record(&user_id);
+        app.login_limits.failed(&user_id);
         Error::Forbidden("invalid username or password".into())
     };
-    let user = user.ok_or_else(invalid)?;
-    if user.deactivated {
+    // No account has a longer ID or password: refused unhashed (this says
+    // nothing about which accounts exist), and counted all the same.
+    if user_id.len() > credentials::MAX_USER_ID_BYTES || credentials::password_too_long(&password) {
+        return Err(invalid());
+    }
+    let user = app.storage().user(&user_id)?;
+    if user.as_ref().is_some_and(|user| user.deactivated) {
+        app.login_limits.failed(&user_id);
         return Err(Error::UserDeactivated);
     }
-    let hash = user.password_hash.clone().ok_or_else(invalid)?;
-    if !credentials::verify_password(&password, &hash) {
+    let stored = user.and_then(|user| user.password_hash);
+    let matches = match app.passwords.verify(&password, stored.as_deref()).await {
+        Ok(matches) => matches,
+        Err(error) => {
+            app.login_limits.abandoned(&user_id);
+            return Err(error);
+        }
+    };
+    if !matches {
         return Err(invalid());
+    }
+    app.login_limits.succeeded(&user_id);
+    // The account may have been deactivated while the password was checked.
+    if app.storage().user(&user_id)?.is_none_or(|user| user.deactivated) {
+        return Err(Error::UserDeactivated);
     }
     let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
     let response =

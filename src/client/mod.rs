@@ -80,28 +80,28 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
     match (family, rest) {
         (V3, ["login"]) => match method {
             Get => Ok(login::flows()),
-            Post => login::login(app, request),
+            Post => login::login(app, request).await,
             _ => not_allowed(),
         },
         (V3, ["logout"]) if *method == Post => login::logout(app, request),
         (V3, ["logout", "all"]) if *method == Post => login::logout_all(app, request),
-        (V3, ["register"]) if *method == Post => register::register(app, request),
+        (V3, ["register"]) if *method == Post => register::register(app, request).await,
         (V3, ["register", "available"]) if *method == Get => register::available(app, request),
         (V1, ["register", "m.login.registration_token", "validity"]) if *method == Get => {
             register::token_validity(app, request)
         }
         (V3, ["account", "whoami"]) if *method == Get => account::whoami(app, request),
-        (V3, ["account", "password"]) if *method == Post => account::change_password(app, request),
-        (V3, ["account", "deactivate"]) if *method == Post => account::deactivate(app, request),
+        (V3, ["account", "password"]) if *method == Post => account::change_password(app, request).await,
+        (V3, ["account", "deactivate"]) if *method == Post => account::deactivate(app, request).await,
         (V3, ["capabilities"]) if *method == Get => versions::capabilities(app, request),
         (V3, ["devices"]) if *method == Get => devices::list(app, request),
         (V3, ["devices", device_id]) => match method {
             Get => devices::get(app, request, device_id),
             Put => devices::update(app, request, device_id),
-            Delete => devices::delete(app, request, device_id),
+            Delete => devices::delete(app, request, device_id).await,
             _ => not_allowed(),
         },
-        (V3, ["delete_devices"]) if *method == Post => devices::delete_many(app, request),
+        (V3, ["delete_devices"]) if *method == Post => devices::delete_many(app, request).await,
         (V3, ["presence", user_id, "status"]) => match method {
             Get => presence::get(app, request, user_id),
             Put => presence::set(app, request, user_id),
@@ -125,7 +125,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         (V3, ["keys", "claim"]) if *method == Post => keys::claim(app, request).await,
         (V3, ["keys", "changes"]) if *method == Get => keys::changes(app, request),
         (V3, ["keys", "device_signing", "upload"]) if *method == Post => {
-            keys::upload_signing_keys(app, request)
+            keys::upload_signing_keys(app, request).await
         }
         (V3, ["keys", "signatures", "upload"]) if *method == Post => keys::upload_signatures(app, request),
         (V3, ["room_keys", "version"]) if matches!(*method, Get | Post) => key_backup::versions(app, request),

@@ -25,7 +25,7 @@ struct RegisterBody {
 }
 
 /// `POST /register`.
-pub fn register(app: &App, request: &Request) -> Result<Response> {
+pub async fn register(app: &App, request: &Request) -> Result<Response> {
     if request.query("kind") == Some("guest") {
         return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is not enabled"));
     }
@@ -46,17 +46,15 @@ pub fn register(app: &App, request: &Request) -> Result<Response> {
     if app.storage().user(&user_id)?.is_some() {
         return Err(Error::UserInUse);
     }
-    let password = match body.password.as_deref() {
-        Some("") => {
-            return Err(Error::matrix(400, "M_WEAK_PASSWORD", "the password is empty"));
-        }
-        other => other,
-    };
-    let completed = uia::authenticate(app, &object, flows, None)?;
-    let hash = match password {
-        Some(password) => Some(credentials::hash_password(password)?),
+    if let Some(password) = &body.password {
+        credentials::validate_new_password(password)?;
+    }
+    let completed = uia::authenticate(app, &object, flows, None).await?;
+    let hash = match &body.password {
+        Some(password) => Some(app.passwords.hash(password).await?),
         None => None,
     };
+    // A name taken while the password was hashed is M_USER_IN_USE (`create_user`).
     app.storage().create_user(
         &user_id,
         &localpart,

@@ -24,7 +24,7 @@ pub struct Completed {
 /// Runs one round of UIA for `body["auth"]`. `password_user` is the account
 /// whose password `m.login.password` must match. `Ok` when some flow is
 /// complete; otherwise the 401 answer telling the client what is left.
-pub fn authenticate(
+pub async fn authenticate(
     app: &App,
     body: &Map<String, Value>,
     flows: &[&[&str]],
@@ -66,9 +66,11 @@ pub fn authenticate(
         let outcome = if !offered {
             Err(Error::Forbidden(format!("the stage {stage} is not offered here")))
         } else {
-            run_stage(app, stage, auth.unwrap_or(&Map::new()), password_user, &mut state)
+            run_stage(app, stage, auth.unwrap_or(&Map::new()), password_user, &mut state).await
         };
         match outcome {
+            // Too many wrong passwords: 429 itself, not a challenge to try again.
+            Err(error @ Error::LimitExceeded { .. }) => return Err(error),
             Ok(()) if !completed.iter().any(|done| done == stage) => completed.push(stage.to_string()),
             Ok(()) => {}
             Err(error) => return Err(challenge(&completed, Some(&error))),
@@ -90,7 +92,7 @@ fn flows_json(flows: &[&[&str]]) -> Value {
     Value::Array(flows.iter().map(|stages| json!({ "stages": stages })).collect())
 }
 
-fn run_stage(
+async fn run_stage(
     app: &App,
     stage: &str,
     auth: &Map<String, Value>,
@@ -126,11 +128,22 @@ fn run_stage(
                 }
             }
             let password = auth.get("password").and_then(Value::as_str).unwrap_or_default();
+            // Guessing with a signed-in session is limited like logins, before any hashing.
+            app.failed_uia.take(expected)?;
             let stored = app.storage().user(expected)?.and_then(|user| user.password_hash);
-            match stored {
-                Some(hash) if credentials::verify_password(password, &hash) => Ok(()),
-                _ => Err(Error::Forbidden("invalid password".into())),
+            let matches = match stored {
+                Some(hash) if !credentials::password_too_long(password) => app
+                    .passwords
+                    .verify(password, Some(&hash))
+                    .await
+                    .inspect_err(|_| app.failed_uia.refund(expected))?,
+                _ => false,
+            };
+            if !matches {
+                return Err(Error::Forbidden("invalid password".into()));
             }
+            app.failed_uia.refund(expected);
+            Ok(())
         }
         other => Err(Error::Forbidden(format!("unknown stage {other}"))),
     }

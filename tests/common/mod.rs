@@ -21,6 +21,20 @@ use serde_json::{Value, json};
 /// The password [`Node::register`] gives every account.
 pub const PASSWORD: &str = "secret-password";
 
+/// Config lifting the login limits, for tests that log in more often than a
+/// person would from one address (every test client is 127.0.0.1).
+pub const NO_LOGIN_LIMITS: &str = "
+[rc_login.address]
+per_second = 1000.0
+burst_count = 1000000
+[rc_login.account]
+per_second = 1000.0
+burst_count = 1000000
+[rc_login.failed_attempts]
+per_second = 1000.0
+burst_count = 1000000
+";
+
 /// How long a node may take to start.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -125,6 +139,15 @@ impl Node {
     /// Starts a node with extra `serve` arguments.
     pub fn start_with(args: &[&str]) -> Node {
         Node::start_in(TempDir::new("node"), args)
+    }
+
+    /// Starts a node with open registration and a config file (kept in its
+    /// data directory, so restarts read it too) ending with `extra` TOML.
+    pub fn start_with_config(extra: &str) -> Node {
+        let data_dir = TempDir::new("node");
+        let text = format!("server_name = \"localhost\"\nregistration = \"open\"\n{extra}\n");
+        let path = write_file(&data_dir.0, "hearth.toml", text.as_bytes());
+        Node::start_in(data_dir, &["--config", path.to_str().unwrap()])
     }
 
     /// Starts a node on an existing data directory (e.g. one holding a backup).
