@@ -5,24 +5,22 @@
 
 use serde_json::Value;
 
-/// Matches `*` (any run) and `?` (one character) globs, case-insensitively.
-fn glob(pattern: &[char], text: &[char]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some(('*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-        Some(('?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((wanted, rest)) => {
-            text.first().is_some_and(|found| found.eq_ignore_ascii_case(wanted)) && glob(rest, &text[1..])
-        }
-    }
-}
+use super::glob::{self, Glob};
+use super::identifiers::MAX_DNS_NAME_BYTES;
 
-fn matches_any(list: Option<&Value>, host: &[char]) -> bool {
+/// Patterns longer than this are skipped. A host name is at most
+/// [`MAX_DNS_NAME_BYTES`], so a longer pattern is mostly `*`s; skipping it
+/// bounds the work one check does (the event itself is at most 64 KiB, and
+/// every inbound federation request for the room runs the check).
+pub const MAX_PATTERN_CHARS: usize = 2 * MAX_DNS_NAME_BYTES;
+
+fn matches_any(list: Option<&Value>, host: &str) -> bool {
     list.and_then(Value::as_array).is_some_and(|patterns| {
-        patterns.iter().filter_map(Value::as_str).any(|pattern| {
-            let pattern: Vec<char> = pattern.chars().collect();
-            glob(&pattern, host)
-        })
+        patterns
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|pattern| pattern.len() <= MAX_PATTERN_CHARS)
+            .any(|pattern| Glob::new(pattern, glob::SERVER_ACL).matches(host))
     })
 }
 
@@ -42,11 +40,10 @@ pub fn allowed(content: &Value, server_name: &str) -> bool {
     if is_ip_literal && !allow_ip_literals {
         return false;
     }
-    let host: Vec<char> = host.chars().collect();
-    if matches_any(content.get("deny"), &host) {
+    if matches_any(content.get("deny"), host) {
         return false;
     }
-    matches_any(content.get("allow"), &host)
+    matches_any(content.get("allow"), host)
 }
 
 #[cfg(test)]
@@ -71,5 +68,31 @@ mod tests {
         assert!(allowed(&json!({"allow": ["?.example"]}), "a.example"));
         assert!(!allowed(&json!({"allow": ["?.example"]}), "ab.example"));
         assert!(allowed(&json!({"allow": ["LOCALHOST"]}), "localhost:9000"));
+    }
+
+    /// A hostile room creator's ACL: backtracking patterns, and as many
+    /// worst-case ones as a 64 KiB event holds, against the longest host.
+    /// Each check stays bounded (it runs on every inbound request).
+    #[test]
+    fn hostile_patterns_cost_little() {
+        let host = format!("{}.example", "a".repeat(200));
+        let started = std::time::Instant::now();
+        let acl = json!({"allow": ["*"], "deny": ["*a*a*a*a*a*a*a*a*b"]});
+        assert!(allowed(&acl, &host));
+        let single = started.elapsed();
+        let worst = format!("*{}b*", "a".repeat(100));
+        let deny: Vec<String> = (0..65_536 / (worst.len() + 3)).map(|_| worst.clone()).collect();
+        let acl = json!({"allow": ["*"], "deny": deny});
+        let started = std::time::Instant::now();
+        assert!(allowed(&acl, &host));
+        let full = started.elapsed();
+        let too_long = json!({"allow": ["*"], "deny": ["*".repeat(MAX_PATTERN_CHARS + 1)]});
+        assert!(allowed(&too_long, &host), "patterns over the limit are skipped");
+        eprintln!("one pathological pattern: {single:?}; a 64 KiB ACL of worst cases: {full:?}");
+        // Microseconds and milliseconds in a release build (a backtracking
+        // matcher takes minutes on the first); the bounds leave room for a
+        // loaded debug build.
+        assert!(single < std::time::Duration::from_millis(100), "{single:?}");
+        assert!(full < std::time::Duration::from_secs(3), "{full:?}");
     }
 }
