@@ -430,4 +430,60 @@ mod tests {
         // debug build). The bound leaves room for a loaded machine.
         assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
     }
+
+    /// The textbook dynamic program, as a reference: `table[i][j]` says
+    /// whether the first `i` pattern characters match the first `j` text ones.
+    fn reference(pattern: &[char], text: &[char]) -> bool {
+        let mut table = vec![vec![false; text.len() + 1]; pattern.len() + 1];
+        table[0][0] = true;
+        for i in 1..=pattern.len() {
+            for j in 0..=text.len() {
+                table[i][j] = match pattern[i - 1] {
+                    '*' => table[i - 1][j] || (j > 0 && table[i][j - 1]),
+                    '?' => j > 0 && table[i - 1][j - 1],
+                    c => j > 0 && text[j - 1] == c && table[i - 1][j - 1],
+                };
+            }
+        }
+        table[pattern.len()][text.len()]
+    }
+
+    /// The word-bounded reference: some substring between boundaries matches.
+    fn reference_words(pattern: &[char], text: &[char]) -> bool {
+        let boundary_before = |at: usize| at == 0 || !is_word_char(text[at - 1]);
+        let boundary_after = |at: usize| at == text.len() || !is_word_char(text[at]);
+        (0..=text.len()).any(|start| {
+            (start..=text.len()).any(|end| {
+                boundary_before(start) && boundary_after(end) && reference(pattern, &text[start..end])
+            })
+        })
+    }
+
+    /// Random small patterns and values (a fixed-seed generator, so the test
+    /// is deterministic) agree with the references.
+    #[test]
+    fn agrees_with_the_textbook_matcher() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |bound: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % bound
+        };
+        for _ in 0..20_000 {
+            let pattern: String = (0..next(9)).map(|_| ['a', 'b', '*', '?', ' '][next(5) as usize]).collect();
+            let text: String = (0..next(12)).map(|_| ['a', 'b', ' '][next(3) as usize]).collect();
+            let (pattern_chars, text_chars): (Vec<char>, Vec<char>) =
+                (pattern.chars().collect(), text.chars().collect());
+            let glob = Glob::new(&pattern, PUSH_RULE);
+            assert_eq!(
+                glob.matches(&text),
+                reference(&pattern_chars, &text_chars),
+                "{pattern:?} on {text:?}"
+            );
+            assert_eq!(
+                glob.matches_words(&text),
+                reference_words(&pattern_chars, &text_chars),
+                "{pattern:?} in {text:?}"
+            );
+        }
+    }
 }
