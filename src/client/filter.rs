@@ -3,18 +3,29 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#filtering>.
 
+use std::cell::OnceCell;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
+use crate::protocol::glob::{self, Glob};
 use crate::storage::StoredEvent;
 
 /// Spec-less but Synapse's: timelines are capped at this many events per request.
 pub const MAX_TIMELINE_LIMIT: usize = 1000;
 /// The timeline length when the filter does not say.
 pub const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// The longest `types`/`not_types` pattern: event types are at most 255
+/// bytes (spec: size limits of PDUs), so longer patterns are mostly `*`s.
+pub const MAX_PATTERN_CHARS: usize = 512;
+/// The most patterns a `types` or `not_types` list may hold: every event
+/// `/sync` or `/messages` reads is matched against each of them.
+pub const MAX_PATTERNS: usize = 100;
+/// The most entries a list of IDs (`senders`, `rooms`, ...) may hold.
+pub const MAX_LIST_ENTRIES: usize = 1000;
 
 /// An event filter (types, senders, rooms, limit).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -30,6 +41,16 @@ pub struct EventFilter {
     pub lazy_load_members: bool,
     pub include_redundant_members: bool,
     pub contains_url: Option<bool>,
+    /// `not_types` and `types` compiled, on first use.
+    #[serde(skip)]
+    globs: OnceCell<TypeGlobs>,
+}
+
+/// The compiled patterns of an [`EventFilter`].
+#[derive(Clone, Debug)]
+struct TypeGlobs {
+    not_types: Vec<Glob>,
+    types: Option<Vec<Glob>>,
 }
 
 /// The room part of a filter.
@@ -56,37 +77,22 @@ pub struct Filter {
     pub event_format: Option<String>,
 }
 
-/// Whether `pattern` (with `*` wildcards) matches `text`.
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(mut remaining) = text.strip_prefix(prefix) else { return false };
-            if rest.is_empty() {
-                return true;
-            }
-            loop {
-                if glob(rest, remaining) {
-                    return true;
-                }
-                let mut chars = remaining.chars();
-                if chars.next().is_none() {
-                    return false;
-                }
-                remaining = chars.as_str();
-            }
-        }
-    }
-}
-
 impl EventFilter {
     /// Whether an event of `kind` from `sender` passes.
+    /// Spec: `types` and `not_types` take `*` as a wildcard for any run
+    /// of characters (<https://spec.matrix.org/latest/client-server-api/#filtering>).
     pub fn allows(&self, kind: &str, sender: &str) -> bool {
-        if self.not_types.iter().any(|pattern| glob(pattern, kind)) {
+        let globs = self.globs.get_or_init(|| {
+            let compile = |patterns: &[String]| -> Vec<Glob> {
+                patterns.iter().map(|pattern| Glob::new(pattern, glob::FILTER)).collect()
+            };
+            TypeGlobs { not_types: compile(&self.not_types), types: self.types.as_deref().map(compile) }
+        });
+        if globs.not_types.iter().any(|pattern| pattern.matches(kind)) {
             return false;
         }
-        if let Some(types) = &self.types {
-            if !types.iter().any(|pattern| glob(pattern, kind)) {
+        if let Some(types) = &globs.types {
+            if !types.iter().any(|pattern| pattern.matches(kind)) {
                 return false;
             }
         }
@@ -119,6 +125,33 @@ impl EventFilter {
     pub fn limit_or(&self, default: usize) -> usize {
         self.limit.unwrap_or(default).clamp(1, MAX_TIMELINE_LIMIT)
     }
+
+    /// Refuses lists and patterns over the limits (`M_BAD_JSON`).
+    fn check_bounds(&self) -> Result<()> {
+        for patterns in [Some(&self.not_types), self.types.as_ref()].into_iter().flatten() {
+            if patterns.len() > MAX_PATTERNS {
+                return Err(Error::BadJson(format!(
+                    "a filter's type list may hold at most {MAX_PATTERNS} patterns"
+                )));
+            }
+            if patterns.iter().any(|pattern| pattern.chars().count() > MAX_PATTERN_CHARS) {
+                return Err(Error::BadJson(format!(
+                    "a filter's type patterns may have at most {MAX_PATTERN_CHARS} characters"
+                )));
+            }
+        }
+        let lists =
+            [Some(&self.not_senders), self.senders.as_ref(), Some(&self.not_rooms), self.rooms.as_ref()];
+        check_list_lengths(lists)
+    }
+}
+
+/// Refuses ID lists longer than [`MAX_LIST_ENTRIES`] (`M_BAD_JSON`).
+fn check_list_lengths<'a>(lists: impl IntoIterator<Item = Option<&'a Vec<String>>>) -> Result<()> {
+    if lists.into_iter().flatten().any(|list| list.len() > MAX_LIST_ENTRIES) {
+        return Err(Error::BadJson(format!("a filter's lists may hold at most {MAX_LIST_ENTRIES} entries")));
+    }
+    Ok(())
 }
 
 impl RoomFilter {
@@ -129,7 +162,9 @@ impl RoomFilter {
     }
 }
 
-/// Parses a filter's JSON; malformed filters are `M_BAD_JSON`.
+/// Parses a filter's JSON; malformed filters, and filters over the limits,
+/// are `M_BAD_JSON`. Stored filters go through here on every use, so one
+/// stored before the limits existed answers that error too.
 pub fn parse(value: &Value) -> Result<Filter> {
     if !value.is_object() {
         return Err(Error::BadJson("a filter must be a JSON object".into()));
@@ -141,6 +176,18 @@ pub fn parse(value: &Value) -> Result<Filter> {
             return Err(Error::BadJson("event_format must be client or federation".into()));
         }
     }
+    let room = &filter.room;
+    for part in [
+        &room.timeline,
+        &room.state,
+        &room.ephemeral,
+        &room.account_data,
+        &filter.account_data,
+        &filter.presence,
+    ] {
+        part.check_bounds()?;
+    }
+    check_list_lengths([Some(&room.not_rooms), room.rooms.as_ref(), filter.event_fields.as_ref()])?;
     Ok(filter)
 }
 
@@ -172,12 +219,16 @@ pub fn event_filter_param(app: &App, user_id: &str, param: Option<&str>) -> Resu
     Ok(from_param(app, user_id, Some(param))?.room.timeline)
 }
 
-/// Parses a `RoomEventFilter` object; malformed ones are `M_BAD_JSON`.
+/// Parses a `RoomEventFilter` object; malformed ones, and ones over the
+/// limits, are `M_BAD_JSON`.
 pub fn event_filter(value: &Value) -> Result<EventFilter> {
     if !value.is_object() {
         return Err(Error::BadJson("a filter must be a JSON object".into()));
     }
-    serde_json::from_value(value.clone()).map_err(|error| Error::BadJson(format!("invalid filter: {error}")))
+    let filter: EventFilter = serde_json::from_value(value.clone())
+        .map_err(|error| Error::BadJson(format!("invalid filter: {error}")))?;
+    filter.check_bounds()?;
+    Ok(filter)
 }
 
 /// `POST /user/{userId}/filter`.
@@ -209,12 +260,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn globs_match_like_the_spec_says() {
-        assert!(glob("m.*", "m.room.message"));
-        assert!(glob("*", "anything"));
-        assert!(glob("m.room.*age", "m.room.message"));
-        assert!(!glob("m.room.*", "org.example"));
-        assert!(glob("m.room.message", "m.room.message"));
+    fn type_globs_match_like_the_spec_says() {
+        let allows = |pattern: &str, kind: &str| {
+            let filter = event_filter(&json!({ "types": [pattern] })).unwrap();
+            filter.allows(kind, "@a:x")
+        };
+        assert!(allows("m.*", "m.room.message"));
+        assert!(allows("*", "anything"));
+        assert!(allows("m.room.*age", "m.room.message"));
+        assert!(!allows("m.room.*", "org.example"));
+        assert!(allows("m.room.message", "m.room.message"));
+        assert!(!allows("M.room.message", "m.room.message"));
+        assert!(!allows("m.room.?essage", "m.room.message"));
+        assert!(!allows("************Z", "m.room.message"));
+    }
+
+    #[test]
+    fn filters_over_the_limits_are_bad_json() {
+        let stars = "*".repeat(500_000);
+        assert!(parse(&json!({"room": {"timeline": {"types": [stars]}}})).is_err());
+        assert!(event_filter(&json!({"not_types": ["x".repeat(MAX_PATTERN_CHARS + 1)]})).is_err());
+        assert!(event_filter(&json!({"types": ["x".repeat(MAX_PATTERN_CHARS)]})).is_ok());
+        let many: Vec<String> = (0..=MAX_PATTERNS).map(|index| format!("t{index}")).collect();
+        assert!(parse(&json!({"presence": {"types": many}})).is_err());
+        let senders: Vec<String> = (0..=MAX_LIST_ENTRIES).map(|index| format!("@u{index}:x")).collect();
+        assert!(parse(&json!({"room": {"state": {"not_senders": senders}}})).is_err());
+        assert!(parse(&json!({"room": {"rooms": senders}})).is_err());
     }
 
     #[test]

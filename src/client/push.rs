@@ -157,7 +157,10 @@ fn rule_from_body(request: &Request, kind: Kind, rule_id: &str) -> Result<PushRu
         }
         Kind::Content => {
             rule.pattern = match body.get("pattern") {
-                Some(Value::String(pattern)) => Some(pattern.clone()),
+                Some(Value::String(pattern)) => {
+                    push_rules::validate_pattern(pattern).map_err(Error::InvalidParam)?;
+                    Some(pattern.clone())
+                }
                 None | Some(Value::Null) => {
                     return Err(Error::MissingParam("content rules need a `pattern`".into()));
                 }

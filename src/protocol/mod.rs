@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod canonical_json;
 pub mod encoding;
+pub mod glob;
 pub mod hashes;
 pub mod identifiers;
 pub mod key_backup;

@@ -14,12 +14,12 @@
 //! `.m.rule.contains_user_name`) that v1.17 dropped. As the spec (and Synapse)
 //! say, those rules are skipped for events that carry `m.mentions`.
 
-mod glob;
 #[cfg(test)]
 mod tests;
 
 use serde_json::{Map, Value, json};
 
+use super::glob::{self, Glob};
 use super::power_levels::{RoomPower, UserPower};
 
 /// The kinds of rule, in the order they are checked.
@@ -277,7 +277,7 @@ fn rule_matches(kind: Kind, rule: &PushRule, event: &Map<String, Value>, context
         Kind::Content => {
             let body = property(event, "content.body").and_then(Value::as_str);
             match (&rule.pattern, body) {
-                (Some(pattern), Some(body)) => glob::matches_words(pattern, body),
+                (Some(pattern), Some(body)) => matches_words(pattern, body),
                 _ => false,
             }
         }
@@ -296,9 +296,9 @@ fn condition_matches(condition: &Value, event: &Map<String, Value>, context: &Co
             let Some(Value::String(value)) = property(event, key) else { return false };
             // Spec: for `content.body` the pattern matches words, elsewhere the whole value.
             if path_segments(key) == ["content", "body"] {
-                glob::matches_words(pattern, value)
+                matches_words(pattern, value)
             } else {
-                glob::matches_whole(pattern, value)
+                matches_whole(pattern, value)
             }
         }
         Some("event_property_is") => {
@@ -313,7 +313,7 @@ fn condition_matches(condition: &Value, event: &Map<String, Value>, context: &Co
         Some("contains_display_name") => {
             let body = property(event, "content.body").and_then(Value::as_str);
             match (context.display_name, body) {
-                (Some(name), Some(body)) => glob::contains_words(name, body),
+                (Some(name), Some(body)) => contains_words(name, body),
                 _ => false,
             }
         }
@@ -465,8 +465,48 @@ pub fn validate_conditions(conditions: &[Value]) -> Result<(), String> {
         if !condition.get("kind").is_some_and(Value::is_string) {
             return Err("each condition needs a string `kind`".into());
         }
+        if let Some(pattern) = condition.get("pattern").and_then(Value::as_str) {
+            validate_pattern(pattern)?;
+        }
     }
     Ok(())
+}
+
+/// Checks a glob pattern a user gives (a content rule's `pattern`, an
+/// `event_match` condition's): at most [`MAX_PATTERN_CHARS`].
+pub fn validate_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.chars().count() > MAX_PATTERN_CHARS {
+        return Err(format!("a pattern may have at most {MAX_PATTERN_CHARS} characters"));
+    }
+    Ok(())
+}
+
+/// The longest glob pattern a push rule may have. Every rule is matched
+/// against every event in the user's rooms, and a word-bounded match costs up
+/// to `body × pattern`; what is matched (an identifier, a type, a word in a
+/// message) is rarely longer than the 255 bytes the spec allows identifiers,
+/// and display names (matched as literal patterns) are at most 256 characters
+/// here. Longer patterns (stored before this limit existed, or a display name
+/// set by another server) never match.
+pub const MAX_PATTERN_CHARS: usize = 256;
+
+/// Whether the glob `pattern` matches the whole of `value`.
+fn matches_whole(pattern: &str, value: &str) -> bool {
+    validate_pattern(pattern).is_ok() && Glob::new(pattern, glob::PUSH_RULE).matches(value)
+}
+
+/// Whether the glob `pattern` matches a substring of `value` that starts and
+/// ends at word boundaries.
+fn matches_words(pattern: &str, value: &str) -> bool {
+    validate_pattern(pattern).is_ok() && Glob::new(pattern, glob::PUSH_RULE).matches_words(value)
+}
+
+/// Whether `text` (taken literally, `*` and `?` included) occurs in `value`
+/// bounded by word boundaries. An empty `text` never matches.
+fn contains_words(text: &str, value: &str) -> bool {
+    !text.is_empty()
+        && validate_pattern(text).is_ok()
+        && Glob::literal(text, glob::PUSH_RULE.ignore_case).matches_words(value)
 }
 
 fn default_rule(rule_id: &str, enabled: bool, conditions: Value, actions: Value) -> PushRule {

@@ -5,25 +5,57 @@
 
 use serde_json::Value;
 
-/// Matches `*` (any run) and `?` (one character) globs, case-insensitively.
-fn glob(pattern: &[char], text: &[char]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some(('*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-        Some(('?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((wanted, rest)) => {
-            text.first().is_some_and(|found| found.eq_ignore_ascii_case(wanted)) && glob(rest, &text[1..])
-        }
-    }
+use super::glob::{self, Glob};
+use super::identifiers::MAX_DNS_NAME_BYTES;
+
+/// Patterns longer than this are skipped. A host name is at most
+/// [`MAX_DNS_NAME_BYTES`], so a longer pattern is mostly `*`s; skipping it
+/// bounds the work one check does (the event itself is at most 64 KiB, and
+/// every inbound federation request for the room runs the check).
+pub const MAX_PATTERN_BYTES: usize = 2 * MAX_DNS_NAME_BYTES;
+
+/// An ACL's patterns, compiled once to check many servers.
+#[derive(Clone, Debug)]
+pub struct Acl {
+    allow: Vec<Glob>,
+    deny: Vec<Glob>,
+    allow_ip_literals: bool,
 }
 
-fn matches_any(list: Option<&Value>, host: &[char]) -> bool {
-    list.and_then(Value::as_array).is_some_and(|patterns| {
-        patterns.iter().filter_map(Value::as_str).any(|pattern| {
-            let pattern: Vec<char> = pattern.chars().collect();
-            glob(&pattern, host)
-        })
-    })
+impl Acl {
+    /// Reads an `m.room.server_acl` content. Missing or malformed lists are
+    /// empty (an empty `allow` lets no one in), non-string entries and
+    /// patterns over [`MAX_PATTERN_BYTES`] are skipped.
+    pub fn new(content: &Value) -> Acl {
+        let compile = |key: &str| -> Vec<Glob> {
+            let patterns = content.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            patterns
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|pattern| pattern.len() <= MAX_PATTERN_BYTES)
+                .map(|pattern| Glob::new(pattern, glob::SERVER_ACL))
+                .collect()
+        };
+        Acl {
+            allow: compile("allow"),
+            deny: compile("deny"),
+            allow_ip_literals: content.get("allow_ip_literals").and_then(Value::as_bool).unwrap_or(true),
+        }
+    }
+
+    /// Whether `server_name` may take part. Each pattern costs a scan of the
+    /// host (at most 255 characters) in 64-character steps.
+    pub fn allows(&self, server_name: &str) -> bool {
+        let host = host_of(server_name);
+        let is_ip_literal = host.parse::<std::net::IpAddr>().is_ok();
+        if is_ip_literal && !self.allow_ip_literals {
+            return false;
+        }
+        if self.deny.iter().any(|pattern| pattern.matches(host)) {
+            return false;
+        }
+        self.allow.iter().any(|pattern| pattern.matches(host))
+    }
 }
 
 /// The host of a server name, without its port.
@@ -36,17 +68,7 @@ fn host_of(server_name: &str) -> &str {
 
 /// Whether `server_name` may take part under the ACL `content`.
 pub fn allowed(content: &Value, server_name: &str) -> bool {
-    let host = host_of(server_name);
-    let allow_ip_literals = content.get("allow_ip_literals").and_then(Value::as_bool).unwrap_or(true);
-    let is_ip_literal = host.parse::<std::net::IpAddr>().is_ok();
-    if is_ip_literal && !allow_ip_literals {
-        return false;
-    }
-    let host: Vec<char> = host.chars().collect();
-    if matches_any(content.get("deny"), &host) {
-        return false;
-    }
-    matches_any(content.get("allow"), &host)
+    Acl::new(content).allows(server_name)
 }
 
 #[cfg(test)]
@@ -71,5 +93,31 @@ mod tests {
         assert!(allowed(&json!({"allow": ["?.example"]}), "a.example"));
         assert!(!allowed(&json!({"allow": ["?.example"]}), "ab.example"));
         assert!(allowed(&json!({"allow": ["LOCALHOST"]}), "localhost:9000"));
+    }
+
+    /// A hostile room creator's ACL: backtracking patterns, and as many
+    /// worst-case ones as a 64 KiB event holds, against the longest host.
+    /// Each check stays bounded (it runs on every inbound request).
+    #[test]
+    fn hostile_patterns_cost_little() {
+        let host = format!("{}.example", "a".repeat(200));
+        let started = std::time::Instant::now();
+        let acl = json!({"allow": ["*"], "deny": ["*a*a*a*a*a*a*a*a*b"]});
+        assert!(allowed(&acl, &host));
+        let single = started.elapsed();
+        let worst = format!("*{}b*", "a".repeat(100));
+        let deny: Vec<String> = (0..65_536 / (worst.len() + 3)).map(|_| worst.clone()).collect();
+        let acl = json!({"allow": ["*"], "deny": deny});
+        let started = std::time::Instant::now();
+        assert!(allowed(&acl, &host));
+        let full = started.elapsed();
+        let too_long = json!({"allow": ["*"], "deny": ["*".repeat(MAX_PATTERN_BYTES + 1)]});
+        assert!(allowed(&too_long, &host), "patterns over the limit are skipped");
+        eprintln!("one pathological pattern: {single:?}; a 64 KiB ACL of worst cases: {full:?}");
+        // Microseconds and milliseconds in a release build (a backtracking
+        // matcher takes minutes on the first); the bounds leave room for a
+        // loaded debug build.
+        assert!(single < std::time::Duration::from_millis(100), "{single:?}");
+        assert!(full < std::time::Duration::from_secs(3), "{full:?}");
     }
 }

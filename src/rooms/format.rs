@@ -105,9 +105,16 @@ impl Related {
         if !redacted_by.is_empty() {
             // Bound first: formatting borrows the storage again.
             let redactions = app.storage().events_by_id(&redacted_by).unwrap_or_default();
-            let formatted = format_events(app, &redactions, None, true, 0);
+            // A redaction is shown without what redacted it in turn:
+            // redactions may redact each other (or themselves, in room
+            // versions where the sender picks event IDs), so following
+            // `redacted_by` further would let a peer choose how deep this goes.
+            let plain = Related::default();
+            let formatted = redactions.iter().map(|redaction| {
+                serde_json::to_value(ClientEvent::new(redaction, None, true, &plain)).unwrap_or_default()
+            });
             related.redactions =
-                redactions.into_iter().map(|redaction| redaction.event_id).zip(formatted).collect();
+                redactions.iter().map(|redaction| redaction.event_id.clone()).zip(formatted).collect();
         }
         let replaced: Vec<&str> = events.iter().filter_map(|event| event.replaces_state.as_deref()).collect();
         if !replaced.is_empty() {

@@ -510,10 +510,28 @@ fn persist_local(
 
 /// Replaces the target's stored JSON with its redacted form (keeping the
 /// redaction's ID), once the redaction is in the room.
+///
+/// Not applied (the events are kept, and redact nothing): a redaction naming
+/// itself, and one naming a redaction that names it back. Both are possible
+/// in room versions 1 and 2, where the sender picks event IDs, and neither
+/// means anything. Applying redactions and showing them
+/// (`unsigned.redacted_because`) never follows a chain of redactions, so
+/// longer cycles cost nothing either.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#redactions>.
 pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu) -> Result<()> {
     let Some(target_id) = &redaction.redacts else { return Ok(()) };
+    if *target_id == redaction.event_id {
+        return Ok(());
+    }
     let Some(target) = app.storage().event(target_id)? else { return Ok(()) };
     if target.room_id != redaction.room_id || target.redacted_by.is_some() {
+        return Ok(());
+    }
+    // Top level before v11, in `content` from v11.
+    let target_redacts = target.json.get("redacts").or_else(|| target.json.get("content")?.get("redacts"));
+    if target.kind == "m.room.redaction"
+        && target_redacts.and_then(Value::as_str) == Some(&redaction.event_id)
+    {
         return Ok(());
     }
     let redacted = redaction::redact(&target.json, version);

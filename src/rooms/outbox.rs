@@ -56,7 +56,8 @@ pub fn destinations_among(
     servers.retain(|server| *server != app.config.server_name);
     // The room's server ACL applies to what we send as well as what we take.
     if let Some(acl) = super::current_state_content(app, room_id, "m.room.server_acl", "")? {
-        servers.retain(|server| crate::protocol::server_acl::allowed(&acl, server));
+        let acl = crate::protocol::server_acl::Acl::new(&acl);
+        servers.retain(|server| acl.allows(server));
     }
     Ok(servers)
 }

@@ -413,3 +413,18 @@ fn property_paths_unescape_dots_and_backslashes() {
         assert_eq!(path_segments(key), expected, "{key}");
     }
 }
+
+#[test]
+fn patterns_over_the_limit_are_refused_and_never_match() {
+    let long = format!("{}*", "a".repeat(MAX_PATTERN_CHARS));
+    assert!(validate_pattern(&long).is_err());
+    assert!(validate_pattern(&"a".repeat(MAX_PATTERN_CHARS)).is_ok());
+    assert!(validate_conditions(&[json!({"kind": "event_match", "key": "type", "pattern": long})]).is_err());
+    assert!(!matches_whole(&long, &"a".repeat(300)));
+    assert!(!matches_words(&long, &"a".repeat(300)));
+    assert!(matches_whole("a*", &"a".repeat(300)));
+    // Backtracking patterns cost nothing.
+    let body = format!("@v:{}.example", "a".repeat(200));
+    assert!(!matches_words("*a*a*a*a*a*a*a*a*b", &body));
+    assert!(!matches_whole("*a*a*a*a*a*a*a*a*b", &body));
+}
