@@ -183,6 +183,8 @@ const MIGRATIONS: &[&str] = &[
     super::media::MEDIA,
     // 11: server-side key backups (see KEY_BACKUP).
     super::key_backup::KEY_BACKUP,
+    // 12: media content in parts, uploads written as they arrive (see MEDIA_PARTS).
+    super::media::MEDIA_PARTS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
