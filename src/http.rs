@@ -167,7 +167,7 @@ impl Request {
     }
 }
 
-/// Whether the path is a media upload (which gets the larger body limit).
+/// Whether the path is a media upload (whose body its handler streams).
 fn is_media_upload(segments: &[String]) -> bool {
     let path: Vec<&str> = segments.iter().map(String::as_str).collect();
     matches!(
