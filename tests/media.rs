@@ -401,12 +401,13 @@ fn media_crosses_to_and_from_synapse() {
     assert!(header(&headers, "content-type").starts_with("image/"), "{headers:?}");
 }
 
-/// A node whose `[limits]` section is `limits` (registration open).
+/// A node whose `[limits]` section is `limits` (registration open); the
+/// config file is in its data directory, so it stays for restarts.
 fn node_with_limits(name: &str, limits: &str) -> Node {
     let dir = TempDir::new(name);
     let text = format!("server_name = \"localhost\"\nregistration = \"open\"\n[limits]\n{limits}\n");
     let config = write_file(&dir.0, "hearth.toml", text.as_bytes());
-    Node::start_with(&["--config", config.to_str().unwrap()])
+    Node::start_in(dir, &["--config", config.to_str().unwrap()])
 }
 
 /// A raw connection that sent `GET path` (no token) and will never read
@@ -651,4 +652,22 @@ fn a_truncated_upload_leaves_nothing_behind() {
     }
     let (status, _, body) = get(&bob, &download);
     assert_eq!((status, body.as_slice()), (200, b"whole".as_slice()));
+}
+
+#[test]
+fn an_upload_cut_by_a_crash_is_deleted_at_the_next_start() {
+    let mut node = node_with_limits("media-crash", "media_quota_per_user = 1500000");
+    let alice = node.register("alice");
+    let token = alice.token.clone().unwrap();
+    let (mut connection, refused) = start_upload(&node, &token, "/_matrix/media/v3/upload", 1_000_000);
+    assert!(refused.is_none(), "{refused:?}");
+    connection.send(&patterned(600_000));
+    // Any answer waits for the commit of what came before it: the upload's
+    // reservation (made before `100 Continue`) is on disk.
+    assert_eq!(alice.get("/_matrix/client/versions").0, 200);
+    node.kill9();
+    node.restart();
+    assert!(node.log_text().contains("deleted 1 unfinished media uploads"), "{}", node.log_text());
+    // The reservation went with the crash: 1,400,000 bytes fit in the quota.
+    upload(&alice, "application/octet-stream", None, &patterned(1_400_000));
 }
