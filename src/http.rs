@@ -14,6 +14,7 @@ use std::rc::Rc;
 use http_types::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use smol::future::FutureExt;
 use smol::io::{AsyncBufRead, AsyncRead, AsyncReadExt};
 
 use crate::app::App;
@@ -47,12 +48,37 @@ pub struct UploadBody {
     interim: Interim,
 }
 
+/// A refused upload's body up to this size is read and dropped before the
+/// answer, so the connection can carry the next request (larger ones close
+/// it, as a client waiting for `100 Continue` has sent nothing).
+const DISCARD_MAX_BYTES: u64 = 64 << 10;
+
+/// How long reading a refused upload's small body may take.
+const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl UploadBody {
     /// The body's bytes, once the request has passed its checks: a client
     /// waiting for `100 Continue` is told to send them now.
     pub async fn into_reader(self) -> Box<dyn AsyncRead + Unpin> {
         self.interim.send_continue().await;
         self.reader
+    }
+
+    /// Drops the body of a refused upload. A small one that is on its way
+    /// is read first: answering before it is read and draining it after
+    /// races the client's next request on the connection.
+    pub async fn discard(self) {
+        let small = self.length.is_some_and(|length| length <= DISCARD_MAX_BYTES);
+        if !small || self.interim.continue_expected() {
+            return;
+        }
+        let mut reader = self.reader.take(DISCARD_MAX_BYTES);
+        let _ = smol::io::copy(&mut reader, &mut smol::io::sink())
+            .or(async {
+                smol::Timer::after(DISCARD_TIMEOUT).await;
+                Ok(0)
+            })
+            .await;
     }
 }
 

@@ -71,7 +71,7 @@ pub async fn route_legacy(app: &Rc<App>, request: &Request) -> Result<Response> 
     };
     let method = &request.method;
     use Method::{Get, Post, Put};
-    match rest {
+    let result = match rest {
         ["upload"] if *method == Post => upload(app, request).await,
         ["create"] if *method == Post && version == "v1" => create(app, request),
         ["upload", server, media_id] if *method == Put => upload_to(app, request, server, media_id).await,
@@ -87,7 +87,14 @@ pub async fn route_legacy(app: &Rc<App>, request: &Request) -> Result<Response> 
         ["config"] if *method == Get => config(app, request),
         // URL previews are not supported.
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
+    };
+    if result.is_err() {
+        // An upload refused before its body was taken (no token, a bad name).
+        if let Some(body) = request.upload.take() {
+            body.discard().await;
+        }
     }
+    result
 }
 
 /// Routes `/_matrix/client/v1/media/...` (authenticated media).
@@ -149,7 +156,13 @@ async fn receive(
     finish: impl FnOnce(&Storage) -> Result<()>,
 ) -> Result<()> {
     let body = request.upload.take().ok_or_else(|| Error::Internal("the upload body was taken".into()))?;
-    let upload = upload::start(app, media, body.length, check)?;
+    let upload = match upload::start(app, media, body.length, check) {
+        Ok(upload) => upload,
+        Err(error) => {
+            body.discard().await;
+            return Err(error);
+        }
+    };
     let reader = body.into_reader().await;
     upload.receive(reader, app.config.limits.media_stall_timeout(), finish).await
 }

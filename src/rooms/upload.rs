@@ -141,6 +141,10 @@ impl Upload {
                     }
                     Ok(())
                 })?;
+                // Each part is committed before the next is read: the WAL
+                // holds a part, not an upload, and the loop turns to other
+                // requests (a body always ready to read would never yield).
+                self.app.durable().await?;
                 seq += 1;
             }
             if filled < PART_BYTES {
