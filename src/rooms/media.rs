@@ -47,6 +47,11 @@ pub const MAX_STREAMS: usize = 16;
 /// few large files at once; 4 of 16 leaves room for three other clients.
 pub const MAX_STREAMS_PER_CLIENT: usize = 4;
 
+/// The wait suggested to a client refused a stream: its own downloads of
+/// a timeline's images end within seconds (a stalled one within the stall
+/// deadline, which is longer).
+const RETRY_STREAM_AFTER_MS: u64 = 2_000;
+
 /// Content served as its own thumbnail is at most this large: phone photos
 /// (3 to 8 MB) still show in the timeline; past this, a client wanting a
 /// thumbnail would rather not load the original.
@@ -140,7 +145,7 @@ pub fn read(
     let slot = app
         .media_stream_clients
         .try_take(client)
-        .ok_or(Error::LimitExceeded { retry_after_ms: stall.as_millis() as u64 })?;
+        .ok_or(Error::LimitExceeded { retry_after_ms: RETRY_STREAM_AFTER_MS })?;
     let length = prefix.len() + info.size as usize + suffix.len();
     let (sender, pieces) = smol::channel::bounded(STREAM_PIECES_AHEAD);
     let producer = Producer {
