@@ -116,6 +116,10 @@ pub struct App {
     pub media_uploaded: event_listener::Event,
     /// Turns for streaming large content (see `rooms::media`).
     pub media_streams: smol::lock::Semaphore,
+    /// Streams per client (see `rooms::media::MAX_STREAMS_PER_CLIENT`).
+    pub media_stream_clients: Rc<crate::rooms::media::Slots>,
+    /// Uploads under way, in all and per user (see `rooms::upload`).
+    pub media_uploads: Rc<crate::rooms::media::Slots>,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
 }
@@ -160,6 +164,14 @@ impl App {
             search_index: SearchIndex::default(),
             media_uploaded: event_listener::Event::new(),
             media_streams: smol::lock::Semaphore::new(crate::rooms::media::MAX_STREAMS),
+            media_stream_clients: crate::rooms::media::Slots::new(
+                usize::MAX,
+                crate::rooms::media::MAX_STREAMS_PER_CLIENT,
+            ),
+            media_uploads: crate::rooms::media::Slots::new(
+                crate::rooms::upload::MAX_UPLOADS,
+                crate::rooms::upload::MAX_UPLOADS_PER_USER,
+            ),
             pdu_cache: PduCache::default(),
             login_limits,
             failed_uia,

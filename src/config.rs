@@ -78,11 +78,32 @@ pub struct Limits {
     pub max_json_body: usize,
     /// Largest media upload in bytes.
     pub max_media_body: usize,
+    /// Bytes of media each user may store (uploads under way included);
+    /// past it uploads are refused with 413 `M_TOO_LARGE`.
+    pub media_quota_per_user: u64,
+    /// Seconds a media download may go without its reader taking a piece
+    /// (or an upload without a byte arriving) before it is given up.
+    pub media_stall_timeout_secs: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_json_body: 1 << 20, max_media_body: 50 << 20 }
+        Limits {
+            max_json_body: 1 << 20,
+            max_media_body: 50 << 20,
+            // A household on an SD card: a few hundred phone videos each.
+            media_quota_per_user: 4 << 30,
+            // Under 8.5 KiB/s a 256 KiB piece takes longer: no reader that
+            // slow will finish a large file anyway.
+            media_stall_timeout_secs: 30,
+        }
+    }
+}
+
+impl Limits {
+    /// [`Limits::media_stall_timeout_secs`] as a duration.
+    pub fn media_stall_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.media_stall_timeout_secs)
     }
 }
 
@@ -348,6 +369,9 @@ impl Config {
                 return Err(format!("rc_login.{name}.burst_count must be from 1 to {MAX_BURST_COUNT}"));
             }
         }
+        if !(1..=3600).contains(&self.limits.media_stall_timeout_secs) {
+            return Err("limits.media_stall_timeout_secs must be between 1 and 3600".into());
+        }
         for cidr in &self.federation.allow_ips {
             crate::net::Cidr::parse(cidr).map_err(|error| format!("allow_ips {cidr:?}: {error}"))?;
         }
@@ -429,6 +453,11 @@ federation = true
 # Largest JSON body and largest media upload, in bytes.
 max_json_body = 1048576
 max_media_body = 52428800
+# Bytes of media each user may store.
+media_quota_per_user = 4294967296
+# Seconds a media download may wait for its reader (or an upload for its
+# sender) before it is given up.
+media_stall_timeout_secs = 30
 
 [federation]
 # Extra trusted CA certificates (PEM) for outbound federation.

@@ -2,16 +2,20 @@
 //! decoding, body size limits, JSON parsing with the spec's error codes,
 //! access-token extraction, CORS, and dispatch by path prefix.
 //!
-//! Handlers below this see a [`Request`] with its whole body and return a
-//! [`Response`] or an [`Error`]; they never touch async-h1 types.
+//! Handlers below this see a [`Request`] with its whole body (a media
+//! upload's body is left unread, for its handler to stream: see
+//! [`UploadBody`]) and return a [`Response`] or an [`Error`]; they never
+//! touch async-h1 types.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::rc::Rc;
 
 use http_types::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use smol::io::{AsyncBufRead, AsyncReadExt};
+use smol::future::FutureExt;
+use smol::io::{AsyncBufRead, AsyncRead, AsyncReadExt};
 
 use crate::app::App;
 use crate::error::{Error, Result};
@@ -28,8 +32,54 @@ pub struct Request {
     /// Percent-decoded query pairs, in order.
     pub query: Vec<(String, String)>,
     pub headers: http_types::Headers,
+    /// The whole body; empty for a media upload, whose body is in `upload`.
     pub body: Vec<u8>,
+    /// A media upload's body, unread, for its handler to take once.
+    pub upload: Cell<Option<UploadBody>>,
     pub peer: Peer,
+}
+
+/// The body of a media upload, not yet read: its handler authenticates and
+/// admits the upload first, then streams it into the database.
+pub struct UploadBody {
+    /// `Content-Length`; `None` for a chunked body.
+    pub length: Option<u64>,
+    reader: Box<dyn AsyncRead + Unpin>,
+    interim: Interim,
+}
+
+/// A refused upload's body up to this size is read and dropped before the
+/// answer, so the connection can carry the next request (larger ones close
+/// it, as a client waiting for `100 Continue` has sent nothing).
+const DISCARD_MAX_BYTES: u64 = 64 << 10;
+
+/// How long reading a refused upload's small body may take.
+const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl UploadBody {
+    /// The body's bytes, once the request has passed its checks: a client
+    /// waiting for `100 Continue` is told to send them now.
+    pub async fn into_reader(self) -> Box<dyn AsyncRead + Unpin> {
+        self.interim.send_continue().await;
+        self.reader
+    }
+
+    /// Drops the body of a refused upload. A small one that is on its way
+    /// is read first: answering before it is read and draining it after
+    /// races the client's next request on the connection.
+    pub async fn discard(self) {
+        let small = self.length.is_some_and(|length| length <= DISCARD_MAX_BYTES);
+        if !small || self.interim.continue_expected() {
+            return;
+        }
+        let mut reader = self.reader.take(DISCARD_MAX_BYTES);
+        let _ = smol::io::copy(&mut reader, &mut smol::io::sink())
+            .or(async {
+                smol::Timer::after(DISCARD_TIMEOUT).await;
+                Ok(0)
+            })
+            .await;
+    }
 }
 
 /// A response before it is turned into an HTTP response.
@@ -143,7 +193,7 @@ impl Request {
     }
 }
 
-/// Whether the path is a media upload (which gets the larger body limit).
+/// Whether the path is a media upload (whose body its handler streams).
 fn is_media_upload(segments: &[String]) -> bool {
     let path: Vec<&str> = segments.iter().map(String::as_str).collect();
     matches!(
@@ -178,7 +228,7 @@ pub fn handler(app: Rc<App>) -> Handler {
     Rc::new(move |request, peer, interim| {
         let app = app.clone();
         Box::pin(async move {
-            let mut response = match read_request(&app, request, peer, &interim).await {
+            let mut response = match read_request(&app, request, peer, interim).await {
                 Ok(request) => dispatch(&app, request).await,
                 Err(error) => Response::error(&error),
             };
@@ -195,7 +245,7 @@ async fn read_request(
     app: &App,
     mut request: http_types::Request,
     peer: Peer,
-    interim: &Interim,
+    interim: Interim,
 ) -> Result<Request> {
     let url = request.url();
     let segments = url
@@ -207,38 +257,41 @@ async fn read_request(
         None => url.path().to_string(),
     };
     let query = url.query_pairs().map(|(key, value)| (key.into_owned(), value.into_owned())).collect();
-    let media = is_media_upload(&segments);
-    let limit = if media { app.config.limits.max_media_body } else { app.config.limits.max_json_body };
-    if media && request.len().is_none_or(|length| length > app.config.limits.max_json_body) {
-        // Only a signed-in user may make us hold a large body in memory.
-        let token = request
-            .header("authorization")
-            .and_then(|value| value.as_str().split_once(' ').map(|(_, token)| token.trim().to_string()))
-            .or_else(|| {
-                url.query_pairs().find(|(key, _)| key == "access_token").map(|(_, value)| value.into_owned())
-            })
-            .ok_or(Error::MissingToken)?;
-        if app.storage().token_owner(&crate::credentials::hash_token(&token))?.is_none() {
-            return Err(Error::UnknownToken { soft_logout: false });
-        }
-    }
-    if request.len().is_some_and(|length| length > limit) {
-        return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
-    }
     let mut body = Vec::new();
-    if request.len() != Some(0) && request.method() != Method::Get {
-        interim.send_continue().await;
-        let mut reader = request.take_body().take(limit as u64 + 1);
-        reader
-            .read_to_end(&mut body)
-            .await
-            .map_err(|error| Error::BadJson(format!("cannot read the body: {error}")))?;
-        if body.len() > limit {
+    let mut upload = None;
+    if is_media_upload(&segments) {
+        // Left unread: the handler authenticates, checks the declared size
+        // and the quota, and streams it (see `rooms::upload`).
+        let length = request.len().map(|length| length as u64);
+        upload = Some(UploadBody { length, reader: Box::new(request.take_body()), interim });
+    } else {
+        let limit = app.config.limits.max_json_body;
+        if request.len().is_some_and(|length| length > limit) {
             return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
+        }
+        if request.len() != Some(0) && request.method() != Method::Get {
+            interim.send_continue().await;
+            let mut reader = request.take_body().take(limit as u64 + 1);
+            reader
+                .read_to_end(&mut body)
+                .await
+                .map_err(|error| Error::BadJson(format!("cannot read the body: {error}")))?;
+            if body.len() > limit {
+                return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
+            }
         }
     }
     let headers: &http_types::Headers = request.as_ref();
-    Ok(Request { method: request.method(), segments, target, query, headers: headers.clone(), body, peer })
+    Ok(Request {
+        method: request.method(),
+        segments,
+        target,
+        query,
+        headers: headers.clone(),
+        body,
+        upload: Cell::new(upload),
+        peer,
+    })
 }
 
 async fn dispatch(app: &Rc<App>, request: Request) -> Response {

@@ -22,12 +22,27 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const SELF_SIGNED_CERTIFICATE: &str = "tls.self_signed.certificate";
 const SELF_SIGNED_KEY: &str = "tls.self_signed.private_key";
 
+/// Media left by the previous run: uploads a crash interrupted are deleted,
+/// and content stored whole (before content was kept in parts) is split.
+fn prepare_media(storage: &Storage) -> crate::error::Result<()> {
+    let interrupted = storage.delete_incomplete_media()?;
+    if 0 < interrupted {
+        log::info!("deleted {interrupted} unfinished media uploads");
+    }
+    let split = storage.split_whole_media()?;
+    if 0 < split {
+        log::info!("stored {split} media files in parts");
+    }
+    Ok(())
+}
+
 /// Runs the node until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> Result<(), String> {
     crate::malloc::pin_mmap_threshold();
     let started = Instant::now();
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     check_server_name(&config, &storage)?;
+    prepare_media(&storage).map_err(|error| error.to_string())?;
     let tls_config = if config.listeners.iter().any(|listener| listener.tls) {
         Some(Rc::new(RefCell::new(load_tls(&config, &storage)?)))
     } else {

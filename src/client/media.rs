@@ -33,7 +33,8 @@ use crate::http::{Request, Response};
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::media::{self, MediaId, ThumbnailRequest};
 use crate::rooms::media::{self as content, Content};
-use crate::storage::{MediaInfo, NewMedia, now_ms};
+use crate::rooms::upload;
+use crate::storage::{MediaInfo, NewMedia, Storage, now_ms};
 
 /// Random characters in a new media ID (Synapse's length; 62^24 is ample).
 const MEDIA_ID_CHARS: usize = 24;
@@ -70,10 +71,10 @@ pub async fn route_legacy(app: &Rc<App>, request: &Request) -> Result<Response> 
     };
     let method = &request.method;
     use Method::{Get, Post, Put};
-    match rest {
-        ["upload"] if *method == Post => upload(app, request),
+    let result = match rest {
+        ["upload"] if *method == Post => upload(app, request).await,
         ["create"] if *method == Post && version == "v1" => create(app, request),
-        ["upload", server, media_id] if *method == Put => upload_to(app, request, server, media_id),
+        ["upload", server, media_id] if *method == Put => upload_to(app, request, server, media_id).await,
         ["download", server, media_id] if *method == Get => {
             download(app, request, server, media_id, None, Access::Unauthenticated).await
         }
@@ -86,7 +87,14 @@ pub async fn route_legacy(app: &Rc<App>, request: &Request) -> Result<Response> 
         ["config"] if *method == Get => config(app, request),
         // URL previews are not supported.
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
+    };
+    if result.is_err() {
+        // An upload refused before its body was taken (no token, a bad name).
+        if let Some(body) = request.upload.take() {
+            body.discard().await;
+        }
     }
+    result
 }
 
 /// Routes `/_matrix/client/v1/media/...` (authenticated media).
@@ -120,24 +128,43 @@ fn config(app: &App, request: &Request) -> Result<Response> {
 }
 
 /// `POST /_matrix/media/v3/upload?filename=`: stores the body as new content.
-fn upload(app: &App, request: &Request) -> Result<Response> {
+async fn upload(app: &Rc<App>, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let (content_type, upload_name) = upload_metadata(request)?;
     let server = own_server(app)?;
     let media_id = new_media_id()?;
-    app.in_transaction(|| {
-        let stored = app.storage().insert_media(&NewMedia {
-            origin: server.as_str(),
-            media_id: media_id.as_str(),
-            variant: "",
-            content_type: &content_type,
-            upload_name: upload_name.as_deref(),
-            uploader: Some(&owner.user_id),
-            content: &request.body,
-        })?;
-        if stored { Ok(()) } else { Err(Error::Internal("a new media ID was taken".into())) }
-    })?;
+    let media = NewMedia {
+        origin: server.as_str(),
+        media_id: media_id.as_str(),
+        variant: "",
+        content_type: &content_type,
+        upload_name: upload_name.as_deref(),
+        uploader: Some(&owner.user_id),
+        content: &[],
+    };
+    receive(app, request, &media, |_| Ok(()), |_| Ok(())).await?;
     Ok(Response::ok(json!({ "content_uri": media::mxc_uri(&server, &media_id) })))
+}
+
+/// Admits an upload (see [`upload::start`]), then streams its body into the
+/// database, finishing with `finish` in the transaction that makes it visible.
+async fn receive(
+    app: &Rc<App>,
+    request: &Request,
+    media: &NewMedia<'_>,
+    check: impl FnOnce(&Storage) -> Result<()>,
+    finish: impl FnOnce(&Storage) -> Result<()>,
+) -> Result<()> {
+    let body = request.upload.take().ok_or_else(|| Error::Internal("the upload body was taken".into()))?;
+    let upload = match upload::start(app, media, body.length, check) {
+        Ok(upload) => upload,
+        Err(error) => {
+            body.discard().await;
+            return Err(error);
+        }
+    };
+    let reader = body.into_reader().await;
+    upload.receive(reader, app.config.limits.media_stall_timeout(), finish).await
 }
 
 /// `POST /_matrix/media/v1/create`: a media ID whose content comes later.
@@ -165,7 +192,7 @@ fn create(app: &App, request: &Request) -> Result<Response> {
 
 /// `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`: the content of an
 /// ID from `create`, once, by the user who created it.
-fn upload_to(app: &App, request: &Request, server: &str, media_id: &str) -> Result<Response> {
+async fn upload_to(app: &Rc<App>, request: &Request, server: &str, media_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let not_found = || Error::NotFound("no such media ID was created".into());
     if server != app.config.server_name {
@@ -173,8 +200,7 @@ fn upload_to(app: &App, request: &Request, server: &str, media_id: &str) -> Resu
     }
     let media_id = MediaId::parse(media_id).map_err(|_| not_found())?;
     let (content_type, upload_name) = upload_metadata(request)?;
-    app.in_transaction(|| {
-        let storage = app.storage();
+    let check = |storage: &Storage| {
         let Some(pending) = storage.pending_media(media_id.as_str(), now_ms())? else {
             return match storage.media(server, media_id.as_str(), "")? {
                 Some(info) if info.uploader.as_deref() == Some(&owner.user_id) => {
@@ -187,17 +213,18 @@ fn upload_to(app: &App, request: &Request, server: &str, media_id: &str) -> Resu
         if pending.uploader != owner.user_id {
             return Err(Error::Forbidden("only the user who created this media ID may upload".into()));
         }
-        storage.insert_media(&NewMedia {
-            origin: server,
-            media_id: media_id.as_str(),
-            variant: "",
-            content_type: &content_type,
-            upload_name: upload_name.as_deref(),
-            uploader: Some(&owner.user_id),
-            content: &request.body,
-        })?;
-        storage.delete_pending_media(media_id.as_str())
-    })?;
+        Ok(())
+    };
+    let media = NewMedia {
+        origin: server,
+        media_id: media_id.as_str(),
+        variant: "",
+        content_type: &content_type,
+        upload_name: upload_name.as_deref(),
+        uploader: Some(&owner.user_id),
+        content: &[],
+    };
+    receive(app, request, &media, check, |storage| storage.delete_pending_media(media_id.as_str())).await?;
     app.media_uploaded.notify(usize::MAX);
     Ok(Response::ok(json!({})))
 }
@@ -234,14 +261,14 @@ async fn download(
     let wait = content::upload_wait(request.query("timeout_ms"));
     if server.as_str() == app.config.server_name {
         let info = content::local_content(app, &media_id, wait).await?;
-        return serve(app, &info, file_name);
+        return serve(app, request, &info, file_name);
     }
     if access == Access::Unauthenticated {
         return Err(remote_refused());
     }
     let cached = app.storage().media(server.as_str(), media_id.as_str(), "")?;
     if let Some(info) = cached {
-        return serve(app, &info, file_name);
+        return serve(app, request, &info, file_name);
     }
     let fetched = fetch_content(app, &server, &media_id, wait).await?;
     cache(app, &server, &media_id, "", &fetched)?;
@@ -264,7 +291,7 @@ async fn thumbnail(
         if !content::serves_as_thumbnail(app, &info, &thumbnail)? {
             return Err(Error::NotFound("this server makes no thumbnail of this content".into()));
         }
-        return serve(app, &info, None);
+        return serve(app, request, &info, None);
     }
     if access == Access::Unauthenticated {
         return Err(remote_refused());
@@ -274,13 +301,13 @@ async fn thumbnail(
     let original = app.storage().media(server.as_str(), media_id.as_str(), "")?;
     if let Some(info) = original {
         if content::serves_as_thumbnail(app, &info, &thumbnail)? {
-            return serve(app, &info, None);
+            return serve(app, request, &info, None);
         }
     }
     let variant = thumbnail.variant();
     let cached = app.storage().media(server.as_str(), media_id.as_str(), &variant)?;
     if let Some(info) = cached {
-        return serve(app, &info, None);
+        return serve(app, request, &info, None);
     }
     let fetched = fetch_thumbnail(app, &server, &media_id, &thumbnail, wait).await?;
     cache(app, &server, &media_id, &variant, &fetched)?;
@@ -295,9 +322,14 @@ pub fn thumbnail_request(request: &Request) -> Result<ThumbnailRequest> {
 }
 
 /// Serves stored content, named `file_name` or else its upload name.
-fn serve(app: &Rc<App>, info: &MediaInfo, file_name: Option<&str>) -> Result<Response> {
+fn serve(app: &Rc<App>, request: &Request, info: &MediaInfo, file_name: Option<&str>) -> Result<Response> {
     content::record_access(app, info)?;
-    let body = content::read(app, info, Vec::new(), Vec::new())?;
+    // Streams are shared out per user, or per address without a token.
+    let client = match app.authenticate(request) {
+        Ok(owner) => owner.user_id,
+        Err(_) => request.peer.address.ip().to_string(),
+    };
+    let body = content::read(app, info, Vec::new(), Vec::new(), &client)?;
     Ok(content_response(&info.content_type, file_name.or(info.upload_name.as_deref()), body))
 }
 

@@ -38,7 +38,7 @@ pub async fn download(app: &Rc<App>, request: &Request, media_id: &str) -> Resul
     let media_id = MediaId::parse(media_id).map_err(Error::NotFound)?;
     let wait = content::upload_wait(request.query("timeout_ms"));
     let info = content::local_content(app, &media_id, wait).await?;
-    multipart(app, &info)
+    multipart(app, request, &info)
 }
 
 /// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`: the content itself
@@ -51,16 +51,18 @@ pub async fn thumbnail(app: &Rc<App>, request: &Request, media_id: &str) -> Resu
     if !content::serves_as_thumbnail(app, &info, &thumbnail)? {
         return Err(Error::NotFound("this server makes no thumbnail of this content".into()));
     }
-    multipart(app, &info)
+    multipart(app, request, &info)
 }
 
 /// The spec's two-part answer: `{}` as metadata, then the content.
-fn multipart(app: &Rc<App>, info: &MediaInfo) -> Result<Response> {
+fn multipart(app: &Rc<App>, request: &Request, info: &MediaInfo) -> Result<Response> {
     let boundary = random_string(BOUNDARY_CHARS);
     let disposition = media::content_disposition(&info.content_type, info.upload_name.as_deref());
     let (head, tail) = media::multipart_frame(&boundary, &info.content_type, &disposition);
     content::record_access(app, info)?;
-    let body = content::read(app, info, head, tail)?;
+    // Streams are shared out per address (a server may have several names).
+    let client = request.peer.address.ip().to_string();
+    let body = content::read(app, info, head, tail, &client)?;
     Ok(Response {
         status: 200,
         content_type: media::multipart_content_type(&boundary).into(),

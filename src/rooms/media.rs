@@ -7,6 +7,8 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#content-repository>.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -14,7 +16,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use smol::channel::{Receiver, Sender};
+use smol::channel::{Receiver, Sender, WeakReceiver};
 use smol::future::FutureExt;
 use smol::io::{AsyncBufRead, AsyncRead};
 use smol::stream::Stream;
@@ -29,16 +31,26 @@ use crate::storage::{ContentReader, MediaInfo, now_ms};
 /// own, and avatars and most images are far smaller.
 const IN_MEMORY_MAX_BYTES: u64 = 1 << 20;
 
-/// Larger content is streamed in pieces of this size, with at most
-/// [`STREAM_PIECES_AHEAD`] read ahead of the socket: a download holds well
-/// under a MiB whatever the content's size.
-const STREAM_PIECE_BYTES: usize = 256 << 10;
+/// Larger content is streamed in its stored parts (256 KiB), with at most
+/// this many read ahead of the socket: a download holds well under a MiB
+/// whatever the content's size.
 const STREAM_PIECES_AHEAD: usize = 2;
 
 /// Downloads streamed at once: each holds a SQLite connection (a file
-/// descriptor and a small page cache) and a read transaction; past this,
-/// downloads wait for a turn before their first byte.
+/// descriptor and a small page cache); past this, downloads wait for a turn
+/// before their first byte (at most the stall deadline, see below).
 pub const MAX_STREAMS: usize = 16;
+
+/// Downloads one client (a user, or an address for requests without a
+/// token) may stream at once; past this it gets 429 `M_LIMIT_EXCEEDED`, so
+/// one client cannot take every turn. A page of a client's timeline loads a
+/// few large files at once; 4 of 16 leaves room for three other clients.
+pub const MAX_STREAMS_PER_CLIENT: usize = 4;
+
+/// The wait suggested to a client refused a stream: its own downloads of
+/// a timeline's images end within seconds (a stalled one within the stall
+/// deadline, which is longer).
+const RETRY_STREAM_AFTER_MS: u64 = 2_000;
 
 /// Content served as its own thumbnail is at most this large: phone photos
 /// (3 to 8 MB) still show in the timeline; past this, a client wanting a
@@ -113,8 +125,15 @@ pub fn record_access(app: &App, info: &MediaInfo) -> Result<()> {
 }
 
 /// Stored content, between `prefix` and `suffix` (a multipart frame, or
-/// nothing): read now when small, streamed when large.
-pub fn read(app: &Rc<App>, info: &MediaInfo, prefix: Vec<u8>, suffix: Vec<u8>) -> Result<Content> {
+/// nothing): read now when small, streamed when large. `client` names who
+/// asks (a user ID, or an address), for [`MAX_STREAMS_PER_CLIENT`].
+pub fn read(
+    app: &Rc<App>,
+    info: &MediaInfo,
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+    client: &str,
+) -> Result<Content> {
     if info.size <= IN_MEMORY_MAX_BYTES {
         let content = app.storage().media_content(info.rowid, info.size as usize)?;
         if prefix.is_empty() && suffix.is_empty() {
@@ -122,12 +141,82 @@ pub fn read(app: &Rc<App>, info: &MediaInfo, prefix: Vec<u8>, suffix: Vec<u8>) -
         }
         return Ok(Content::Bytes([prefix, content, suffix].concat()));
     }
+    let stall = app.config.limits.media_stall_timeout();
+    let slot = app
+        .media_stream_clients
+        .try_take(client)
+        .ok_or(Error::LimitExceeded { retry_after_ms: RETRY_STREAM_AFTER_MS })?;
     let length = prefix.len() + info.size as usize + suffix.len();
     let (sender, pieces) = smol::channel::bounded(STREAM_PIECES_AHEAD);
-    let producer =
-        Producer { app: app.clone(), path: app.config.database_path(), info: info.clone(), sender };
+    let producer = Producer {
+        app: app.clone(),
+        path: app.config.database_path(),
+        info: info.clone(),
+        receiver: pieces.downgrade(),
+        sender,
+        stall,
+        _slot: slot,
+    };
     app.executor.spawn(producer.run(prefix, suffix)).detach();
-    Ok(Content::Stream(ContentStream { pieces: Box::pin(pieces), piece: Vec::new(), position: 0, length }))
+    Ok(Content::Stream(ContentStream {
+        pieces: Box::pin(pieces),
+        piece: Vec::new(),
+        position: 0,
+        delivered: 0,
+        length,
+    }))
+}
+
+/// Turns shared by clients: at most `per_key` held under one key (a user
+/// ID or an address), at most `total` in all. Taking one never waits.
+pub struct Slots {
+    total: usize,
+    per_key: usize,
+    in_use: Cell<usize>,
+    held: RefCell<HashMap<String, usize>>,
+}
+
+/// A turn taken from [`Slots`], given back when dropped.
+pub struct Slot {
+    slots: Rc<Slots>,
+    key: String,
+}
+
+impl Slots {
+    pub fn new(total: usize, per_key: usize) -> Rc<Slots> {
+        Rc::new(Slots { total, per_key, in_use: Cell::new(0), held: RefCell::default() })
+    }
+
+    /// A turn for `key`, or `None` when `key` or everyone holds the most allowed.
+    pub fn try_take(self: &Rc<Self>, key: &str) -> Option<Slot> {
+        let mut held = self.held.borrow_mut();
+        let count = held.get(key).copied().unwrap_or(0);
+        if self.total <= self.in_use.get() || self.per_key <= count {
+            return None;
+        }
+        held.insert(key.to_owned(), count + 1);
+        self.in_use.set(self.in_use.get() + 1);
+        Some(Slot { slots: self.clone(), key: key.to_owned() })
+    }
+
+    /// Turns held in all.
+    #[cfg(test)]
+    pub fn in_use(&self) -> usize {
+        self.in_use.get()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.borrow_mut();
+        match held.get_mut(&self.key) {
+            Some(count) if 1 < *count => *count -= 1,
+            _ => {
+                held.remove(&self.key);
+            }
+        }
+        self.slots.in_use.set(self.slots.in_use.get().saturating_sub(1));
+    }
 }
 
 /// Whether stored content can answer a thumbnail request as it is (we make
@@ -155,49 +244,106 @@ pub fn content_headers(content_type: &str, file_name: Option<&str>) -> Vec<(&'st
     ]
 }
 
-/// Reads one row's content on a connection of its own and hands it over in
-/// pieces; ends early when the response is dropped (the client went away).
+/// Reads one row's content part by part on a connection of its own and
+/// hands it over; ends early when the response is dropped (the client went
+/// away), and gives up on a response that takes no piece for `stall` (a
+/// reader that stopped reading), freeing its turns.
 struct Producer {
     app: Rc<App>,
     path: PathBuf,
     info: MediaInfo,
     sender: Sender<io::Result<Vec<u8>>>,
+    /// The response's end, to empty the channel of a stalled response.
+    receiver: WeakReceiver<io::Result<Vec<u8>>>,
+    stall: Duration,
+    _slot: Slot,
+}
+
+/// Why a download stopped before its end.
+enum Stop {
+    /// The response was dropped.
+    Gone,
+    /// The response took no piece for the stall deadline, or no turn came.
+    Stalled,
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(error: Error) -> Stop {
+        Stop::Failed(error)
+    }
 }
 
 impl Producer {
     async fn run(self, prefix: Vec<u8>, suffix: Vec<u8>) {
-        if let Err(error) = self.send_all(prefix, suffix).await {
-            log::warn!("streaming media row {} failed: {error}", self.info.rowid);
-            let _ = self.sender.send(Err(io::Error::other(error.to_string()))).await;
+        match self.send_all(prefix, suffix).await {
+            Ok(()) | Err(Stop::Gone) => {}
+            Err(Stop::Stalled) => {
+                log::debug!("a download of media row {} stalled: given up", self.info.rowid);
+                self.abandon();
+            }
+            Err(Stop::Failed(error)) => {
+                log::warn!("streaming media row {} failed: {error}", self.info.rowid);
+                if self.sender.try_send(Err(io::Error::other(error.to_string()))).is_err() {
+                    self.abandon();
+                }
+            }
         }
     }
 
-    async fn send_all(&self, prefix: Vec<u8>, suffix: Vec<u8>) -> Result<()> {
+    /// Ends the stream: what waits in the channel is dropped now, and the
+    /// response fails (short of its length) whenever it is read again.
+    fn abandon(&self) {
+        self.sender.close();
+        if let Some(receiver) = self.receiver.upgrade() {
+            while receiver.try_recv().is_ok() {}
+        }
+    }
+
+    async fn send_all(&self, prefix: Vec<u8>, suffix: Vec<u8>) -> Result<(), Stop> {
         // The reader sees committed data only: content cached by a request
         // still in the group transaction is committed first.
         self.app.durable().await?;
-        let _turn = self.app.media_streams.acquire().await;
+        let turn = async { Some(self.app.media_streams.acquire().await) }
+            .or(async {
+                smol::Timer::after(self.stall).await;
+                None
+            })
+            .await;
+        let Some(_turn) = turn else {
+            return Err(Stop::Stalled);
+        };
         let reader = ContentReader::open(&self.path)?;
-        let mut blob = reader.content(self.info.rowid)?;
-        if blob.len() as u64 != self.info.size {
-            return Err(Error::Internal("the stored content changed size".into()));
+        if !prefix.is_empty() {
+            self.send(prefix).await?;
         }
-        if !prefix.is_empty() && self.sender.send(Ok(prefix)).await.is_err() {
-            return Ok(());
-        }
-        loop {
-            let piece = blob.next_piece(STREAM_PIECE_BYTES)?;
-            if piece.is_empty() {
+        let mut sent = 0u64;
+        for seq in 0.. {
+            // Each part in a statement of its own: no read transaction stays
+            // open while the socket is waited for, so the WAL can be folded.
+            let Some(part) = reader.part(self.info.rowid, seq)? else {
                 break;
-            }
-            if self.sender.send(Ok(piece)).await.is_err() {
-                return Ok(());
-            }
+            };
+            sent += part.len() as u64;
+            self.send(part).await?;
+        }
+        if sent != self.info.size {
+            return Err(Stop::Failed(Error::Internal("the stored content changed size".into())));
         }
         if !suffix.is_empty() {
-            let _ = self.sender.send(Ok(suffix)).await;
+            self.send(suffix).await?;
         }
         Ok(())
+    }
+
+    /// Hands a piece over, waiting at most the stall deadline for room.
+    async fn send(&self, piece: Vec<u8>) -> Result<(), Stop> {
+        async { self.sender.send(Ok(piece)).await.map_err(|_| Stop::Gone) }
+            .or(async {
+                smol::Timer::after(self.stall).await;
+                Err(Stop::Stalled)
+            })
+            .await
     }
 }
 
@@ -207,6 +353,8 @@ pub struct ContentStream {
     pieces: Pin<Box<Receiver<io::Result<Vec<u8>>>>>,
     piece: Vec<u8>,
     position: usize,
+    /// Bytes handed out so far.
+    delivered: usize,
     /// The bytes the stream delivers in all.
     pub length: usize,
 }
@@ -217,6 +365,14 @@ impl AsyncBufRead for ContentStream {
         while this.position == this.piece.len() {
             match this.pieces.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
+                // A producer that gave up leaves the response short: that must
+                // fail (and cut the connection), not end as if complete.
+                Poll::Ready(None) if this.delivered < this.length => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the content stream was abandoned",
+                    )));
+                }
                 Poll::Ready(None) => return Poll::Ready(Ok(&[])),
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
                 Poll::Ready(Some(Ok(piece))) => {
@@ -230,7 +386,9 @@ impl AsyncBufRead for ContentStream {
 
     fn consume(self: Pin<&mut Self>, amount: usize) {
         let this = self.get_mut();
-        this.position = (this.position + amount).min(this.piece.len());
+        let position = (this.position + amount).min(this.piece.len());
+        this.delivered += position - this.position;
+        this.position = position;
     }
 }
 
@@ -256,8 +414,13 @@ mod tests {
     #[test]
     fn a_content_stream_reads_its_pieces_in_order_and_ends_when_the_producer_does() {
         let (sender, pieces) = smol::channel::bounded(4);
-        let mut stream =
-            ContentStream { pieces: Box::pin(pieces), piece: Vec::new(), position: 0, length: 7 };
+        let mut stream = ContentStream {
+            pieces: Box::pin(pieces),
+            piece: Vec::new(),
+            position: 0,
+            delivered: 0,
+            length: 7,
+        };
         smol::block_on(async {
             for piece in [b"ab".to_vec(), Vec::new(), b"cde".to_vec(), b"fg".to_vec()] {
                 sender.send(Ok(piece)).await.unwrap();
@@ -272,14 +435,53 @@ mod tests {
     #[test]
     fn a_producer_error_fails_the_stream() {
         let (sender, pieces) = smol::channel::bounded(4);
-        let mut stream =
-            ContentStream { pieces: Box::pin(pieces), piece: Vec::new(), position: 0, length: 9 };
+        let mut stream = ContentStream {
+            pieces: Box::pin(pieces),
+            piece: Vec::new(),
+            position: 0,
+            delivered: 0,
+            length: 9,
+        };
         smol::block_on(async {
             sender.send(Ok(b"abc".to_vec())).await.unwrap();
             sender.send(Err(io::Error::other("disk on fire"))).await.unwrap();
             let mut read = Vec::new();
             assert!(stream.read_to_end(&mut read).await.is_err());
         });
+    }
+
+    #[test]
+    fn a_stream_closed_short_of_its_length_fails() {
+        let (sender, pieces) = smol::channel::bounded(4);
+        let mut stream = ContentStream {
+            pieces: Box::pin(pieces),
+            piece: Vec::new(),
+            position: 0,
+            delivered: 0,
+            length: 9,
+        };
+        smol::block_on(async {
+            sender.send(Ok(b"abc".to_vec())).await.unwrap();
+            sender.close();
+            let mut read = Vec::new();
+            let error = stream.read_to_end(&mut read).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+            assert_eq!(read, b"abc");
+        });
+    }
+
+    #[test]
+    fn slots_are_limited_per_key_and_in_all_and_come_back_when_dropped() {
+        let slots = Slots::new(3, 2);
+        let first = slots.try_take("a").unwrap();
+        let _second = slots.try_take("a").unwrap();
+        assert!(slots.try_take("a").is_none(), "two per key");
+        let _third = slots.try_take("b").unwrap();
+        assert!(slots.try_take("c").is_none(), "three in all");
+        drop(first);
+        assert_eq!(slots.in_use(), 2);
+        assert!(slots.try_take("c").is_some());
+        assert!(slots.try_take("a").is_some(), "a holds one again");
     }
 
     #[test]

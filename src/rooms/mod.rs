@@ -23,6 +23,7 @@ pub mod timeline;
 pub mod typing;
 pub mod unread;
 pub mod upgrade;
+pub mod upload;
 pub mod visibility;
 
 use std::collections::HashMap;

@@ -2,12 +2,19 @@
 //! from other servers) with its metadata, and media IDs created for an
 //! asynchronous upload that has not come yet.
 //!
-//! Content lives in the one SQLite file as a BLOB, written and read in
-//! pieces (incremental blob I/O), so a large file is never copied whole
-//! into SQLite's bind buffers, and a download can stream from its own
-//! read-only connection (see [`ContentReader`]).
+//! Content lives in the one SQLite file in parts of [`PART_BYTES`], one row
+//! each (`media_parts`): an upload is written part by part as it arrives
+//! (nothing holds it whole, and a body of unknown length needs no size up
+//! front), and a download reads each part in a statement of its own, so no
+//! read transaction stays open while it waits for its socket (an open one
+//! would keep the WAL from being folded). One BLOB per content would need
+//! either a transaction held across the whole download or, per piece, a
+//! walk of its overflow chain from the start (quadratic in the content's
+//! size). Content whose upload has not finished has `complete = 0`: it is
+//! invisible to every read and is deleted when the upload fails, or at the
+//! next start after a crash.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -55,8 +62,26 @@ pub(super) const MEDIA: &str = r#"
     CREATE INDEX media_pending_by_uploader ON media_pending(uploader, expires_ts);
 "#;
 
-/// Pieces in which content is written into its BLOB.
-const WRITE_PIECE_BYTES: usize = 1 << 20;
+/// Migration 14: content in parts (`media_parts`, `seq` counting from 0, each
+/// [`PART_BYTES`] but the last); `media.content` is left empty for new
+/// content, and content stored whole before this migration is moved into
+/// parts at the next start ([`Storage::split_whole_media`]). `complete` is 0
+/// while an upload is being written; `size` then holds the bytes it reserves
+/// of its uploader's quota.
+pub(super) const MEDIA_PARTS: &str = r#"
+    ALTER TABLE media ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE media_parts (
+        media  INTEGER NOT NULL,
+        seq    INTEGER NOT NULL,
+        data   BLOB NOT NULL,
+        PRIMARY KEY (media, seq)
+    );
+"#;
+
+/// Content is stored in parts of this size: a part is what an upload
+/// holds in memory before writing it, and what a download reads at once
+/// (a few milliseconds of SQLite on a board).
+pub const PART_BYTES: usize = 256 << 10;
 
 /// A streaming reader's page cache, in KiB (negative `cache_size`).
 const READER_CACHE_KIB: i64 = 256;
@@ -64,7 +89,7 @@ const READER_CACHE_KIB: i64 = 256;
 /// How long a streaming reader waits for a writer in another process.
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Content to store.
+/// Content to store whole (a copy of remote content).
 pub struct NewMedia<'a> {
     pub origin: &'a str,
     pub media_id: &'a str,
@@ -98,42 +123,128 @@ pub struct PendingMedia {
 }
 
 impl Storage {
-    /// Stores content; false (and nothing changes) when the row exists.
+    /// Stores content whole; false (and nothing changes) when the row exists.
     pub fn insert_media(&self, media: &NewMedia<'_>) -> Result<bool> {
+        let Some(rowid) = self.begin_media_upload(media, media.content.len() as u64)? else {
+            return Ok(false);
+        };
+        for (seq, part) in media.content.chunks(PART_BYTES).enumerate() {
+            self.insert_media_part(rowid, seq as i64, part)?;
+        }
+        self.finish_media_upload(rowid, media.content.len() as u64, &Sha256::digest(media.content))?;
+        Ok(true)
+    }
+
+    /// Starts storing content that comes in parts (`media.content` is
+    /// ignored): an incomplete row reserving `reserved` bytes, or `None`
+    /// (and nothing changes) when the row exists, complete or not.
+    pub fn begin_media_upload(&self, media: &NewMedia<'_>, reserved: u64) -> Result<Option<i64>> {
         let now = now_ms();
-        let digest = Sha256::digest(media.content);
         let inserted = self.conn.execute(
             "INSERT OR IGNORE INTO media (origin, media_id, variant, content_type, upload_name, size,
-                 sha256, created_ts, uploader, last_access_ts, content)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8, zeroblob(?6))",
+                 created_ts, uploader, last_access_ts, content, complete)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7, x'', 0)",
             params![
                 media.origin,
                 media.media_id,
                 media.variant,
                 media.content_type,
                 media.upload_name,
-                media.content.len() as i64,
-                digest.as_slice(),
+                reserved as i64,
                 now,
                 media.uploader,
             ],
         )?;
-        if inserted == 0 {
-            return Ok(false);
-        }
-        let rowid = self.conn.last_insert_rowid();
-        let mut blob = self.conn.blob_open(DatabaseName::Main, "media", "content", rowid, false)?;
-        for piece in media.content.chunks(WRITE_PIECE_BYTES) {
-            blob.write_all(piece).map_err(|error| crate::error::Error::Internal(error.to_string()))?;
-        }
-        Ok(true)
+        Ok((inserted == 1).then(|| self.conn.last_insert_rowid()))
     }
 
-    /// The metadata of stored content.
+    /// Stores part `seq` of an unfinished row's content.
+    pub fn insert_media_part(&self, rowid: i64, seq: i64, data: &[u8]) -> Result<()> {
+        let mut statement =
+            self.conn.prepare_cached("INSERT INTO media_parts (media, seq, data) VALUES (?1, ?2, ?3)")?;
+        statement.execute(params![rowid, seq, data])?;
+        Ok(())
+    }
+
+    /// Raises what an unfinished row reserves (an upload of unknown length).
+    pub fn reserve_media(&self, rowid: i64, reserved: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE media SET size = MAX(size, ?2) WHERE rowid = ?1 AND complete = 0",
+            params![rowid, reserved as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Makes an unfinished row's content visible, with its size and hash.
+    pub fn finish_media_upload(&self, rowid: i64, size: u64, sha256: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE media SET size = ?2, sha256 = ?3, complete = 1 WHERE rowid = ?1",
+            params![rowid, size as i64, sha256],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a row and its content.
+    pub fn delete_media(&self, rowid: i64) -> Result<()> {
+        self.conn.execute("DELETE FROM media_parts WHERE media = ?1", [rowid])?;
+        self.conn.execute("DELETE FROM media WHERE rowid = ?1", [rowid])?;
+        Ok(())
+    }
+
+    /// Deletes the content of uploads a crash interrupted (at start, before
+    /// any upload runs); how many there were.
+    pub fn delete_incomplete_media(&self) -> Result<usize> {
+        self.conn.execute(
+            "DELETE FROM media_parts WHERE media IN (SELECT rowid FROM media WHERE complete = 0)",
+            [],
+        )?;
+        Ok(self.conn.execute("DELETE FROM media WHERE complete = 0", [])?)
+    }
+
+    /// Moves content stored whole in `media.content` (before migration 14)
+    /// into parts, one row per transaction, reading each BLOB front to back
+    /// once; how many rows were moved.
+    pub fn split_whole_media(&self) -> Result<usize> {
+        let rowids: Vec<i64> = self
+            .conn
+            .prepare("SELECT rowid FROM media WHERE length(content) > 0")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for rowid in &rowids {
+            let transaction = self.conn.unchecked_transaction()?;
+            transaction.execute("DELETE FROM media_parts WHERE media = ?1", [rowid])?;
+            {
+                let mut blob = transaction.blob_open(DatabaseName::Main, "media", "content", *rowid, true)?;
+                let mut seq = 0;
+                loop {
+                    let part = read_piece(&mut blob, PART_BYTES)?;
+                    if part.is_empty() {
+                        break;
+                    }
+                    self.insert_media_part(*rowid, seq, &part)?;
+                    seq += 1;
+                }
+            }
+            transaction.execute("UPDATE media SET content = x'' WHERE rowid = ?1", [rowid])?;
+            transaction.commit()?;
+        }
+        Ok(rowids.len())
+    }
+
+    /// Bytes of content `uploader` holds, uploads under way included (what
+    /// they declared, or received so far).
+    pub fn media_used_by(&self, uploader: &str) -> Result<u64> {
+        let mut statement =
+            self.conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM media WHERE uploader = ?1")?;
+        let used: i64 = statement.query_row([uploader], |row| row.get(0))?;
+        Ok(used.max(0) as u64)
+    }
+
+    /// The metadata of stored content (complete content only).
     pub fn media(&self, origin: &str, media_id: &str, variant: &str) -> Result<Option<MediaInfo>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT rowid, content_type, upload_name, size, created_ts, uploader, last_access_ts
-             FROM media WHERE origin = ?1 AND media_id = ?2 AND variant = ?3",
+             FROM media WHERE origin = ?1 AND media_id = ?2 AND variant = ?3 AND complete = 1",
         )?;
         let info = statement
             .query_row(params![origin, media_id, variant], |row| {
@@ -154,14 +265,18 @@ impl Storage {
     /// Up to `limit` bytes from the start of a row's content (all of it for
     /// small content).
     pub fn media_content(&self, rowid: i64, limit: usize) -> Result<Vec<u8>> {
-        let blob = self.conn.blob_open(DatabaseName::Main, "media", "content", rowid, true)?;
-        let mut bytes = Vec::with_capacity(blob.len().min(limit));
-        blob.take(limit as u64)
-            .read_to_end(&mut bytes)
-            .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
+        let mut bytes = Vec::new();
+        let mut seq = 0;
+        while bytes.len() < limit {
+            let Some(part) = media_part(&self.conn, rowid, seq)? else {
+                break;
+            };
+            let wanted = (limit - bytes.len()).min(part.len());
+            bytes.extend_from_slice(part.get(..wanted).unwrap_or_default());
+            seq += 1;
+        }
         Ok(bytes)
     }
-
     /// Records that content was served at `now`.
     pub fn touch_media(&self, rowid: i64, now: i64) -> Result<()> {
         self.conn.execute("UPDATE media SET last_access_ts = ?2 WHERE rowid = ?1", params![rowid, now])?;
@@ -214,16 +329,27 @@ impl Storage {
     }
 }
 
-/// A read-only connection of its own for streaming one download: it keeps
-/// its read transaction (and so its snapshot) only while the download runs,
-/// and the node's connection stays free for everything else meanwhile.
-pub struct ContentReader {
-    conn: Connection,
+/// Part `seq` of a row's content, read in a statement of its own.
+fn media_part(conn: &Connection, rowid: i64, seq: i64) -> Result<Option<Vec<u8>>> {
+    let mut statement = conn.prepare_cached("SELECT data FROM media_parts WHERE media = ?1 AND seq = ?2")?;
+    Ok(statement.query_row(params![rowid, seq], |row| row.get(0)).optional()?)
 }
 
-/// The content of one row, read front to back.
-pub struct ContentBlob<'a> {
-    blob: rusqlite::blob::Blob<'a>,
+/// Up to `max` bytes from a BLOB's current position.
+fn read_piece(blob: &mut rusqlite::blob::Blob<'_>, max: usize) -> Result<Vec<u8>> {
+    let mut piece = Vec::with_capacity(max.min(blob.len()));
+    blob.take(max as u64)
+        .read_to_end(&mut piece)
+        .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
+    Ok(piece)
+}
+
+/// A read-only connection of its own for streaming downloads: each part is
+/// read in a statement (and so a read transaction) of its own, so nothing
+/// is held while a download waits for its socket, and the node's
+/// connection (with its page cache) stays for everything else.
+pub struct ContentReader {
+    conn: Connection,
 }
 
 impl ContentReader {
@@ -237,37 +363,15 @@ impl ContentReader {
         Ok(ContentReader { conn })
     }
 
-    /// The content of `rowid`. One blob handle per download walks the
-    /// content's overflow pages once; reopening it per piece would walk them
-    /// from the start each time.
-    pub fn content(&self, rowid: i64) -> Result<ContentBlob<'_>> {
-        let blob = self.conn.blob_open(DatabaseName::Main, "media", "content", rowid, true)?;
-        Ok(ContentBlob { blob })
-    }
-}
-
-impl ContentBlob<'_> {
-    /// The content's length in bytes.
-    pub fn len(&self) -> usize {
-        self.blob.len()
+    /// Part `seq` of `rowid`'s content; `None` past its end.
+    pub fn part(&self, rowid: i64, seq: i64) -> Result<Option<Vec<u8>>> {
+        media_part(&self.conn, rowid, seq)
     }
 
-    /// The next up to `max` bytes; empty at the end.
-    pub fn next_piece(&mut self, max: usize) -> Result<Vec<u8>> {
-        let mut piece = vec![0; max];
-        let mut filled = 0;
-        while filled < max {
-            let read = self
-                .blob
-                .read(&mut piece[filled..])
-                .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
-            if read == 0 {
-                break;
-            }
-            filled += read;
-        }
-        piece.truncate(filled);
-        Ok(piece)
+    /// Whether a read transaction is open (never, between parts).
+    #[cfg(test)]
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
     }
 }
 
@@ -290,7 +394,7 @@ mod tests {
     #[test]
     fn content_round_trips_in_pieces_and_is_never_overwritten() {
         let storage = crate::storage::in_memory();
-        let content: Vec<u8> = (0..(WRITE_PIECE_BYTES * 2 + 5)).map(|index| (index % 251) as u8).collect();
+        let content: Vec<u8> = (0..(PART_BYTES * 2 + 5)).map(|index| (index % 251) as u8).collect();
         assert!(storage.insert_media(&new_media("abc", &content)).unwrap());
         assert!(!storage.insert_media(&new_media("abc", b"other")).unwrap());
         let info = storage.media("example.org", "abc", "").unwrap().unwrap();
@@ -306,29 +410,68 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_of_its_own_streams_committed_content() {
+    fn a_reader_of_its_own_reads_committed_parts_without_holding_a_transaction() {
         let dir = std::env::temp_dir().join(format!("hearth-media-reader-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let storage = Storage::open(&dir.join("hearth.db")).unwrap();
-        let content: Vec<u8> = (0..300_000).map(|index| (index % 7) as u8).collect();
+        let content: Vec<u8> = (0..(PART_BYTES + 300)).map(|index| (index % 7) as u8).collect();
         storage.insert_media(&new_media("big", &content)).unwrap();
         let info = storage.media("example.org", "big", "").unwrap().unwrap();
         let reader = ContentReader::open(&dir.join("hearth.db")).unwrap();
-        let mut blob = reader.content(info.rowid).unwrap();
-        assert_eq!(blob.len(), content.len());
         let mut streamed = Vec::new();
-        loop {
-            let piece = blob.next_piece(65_536).unwrap();
-            if piece.is_empty() {
-                break;
-            }
-            streamed.extend_from_slice(&piece);
+        let mut seq = 0;
+        while let Some(part) = reader.part(info.rowid, seq).unwrap() {
+            assert!(!reader.in_transaction());
+            streamed.extend_from_slice(&part);
+            seq += 1;
         }
+        assert_eq!(seq, 2);
         assert_eq!(streamed, content);
-        drop(blob);
         drop(reader);
         drop(storage);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unfinished_uploads_are_invisible_count_towards_quota_and_can_be_undone() {
+        let storage = crate::storage::in_memory();
+        storage.insert_media(&new_media("done", b"12345")).unwrap();
+        let rowid = storage.begin_media_upload(&new_media("partial", b""), 1_000).unwrap().unwrap();
+        assert_eq!(storage.begin_media_upload(&new_media("partial", b""), 1_000).unwrap(), None);
+        storage.insert_media_part(rowid, 0, b"abc").unwrap();
+        assert_eq!(storage.media("example.org", "partial", "").unwrap(), None);
+        assert_eq!(storage.media_used_by("@alice:example.org").unwrap(), 1_005);
+        storage.reserve_media(rowid, 2_000).unwrap();
+        assert_eq!(storage.media_used_by("@alice:example.org").unwrap(), 2_005);
+        storage.delete_media(rowid).unwrap();
+        assert_eq!(storage.media_used_by("@alice:example.org").unwrap(), 5);
+        let count: i64 =
+            storage.conn.query_row("SELECT COUNT(*) FROM media_parts", [], |row| row.get(0)).unwrap();
+        assert_eq!(count, 1, "only the finished content's part is left");
+
+        let rowid = storage.begin_media_upload(&new_media("crashed", b""), 10).unwrap().unwrap();
+        storage.insert_media_part(rowid, 0, b"abc").unwrap();
+        assert_eq!(storage.delete_incomplete_media().unwrap(), 1);
+        assert_eq!(storage.media_used_by("@alice:example.org").unwrap(), 5);
+        assert!(storage.begin_media_upload(&new_media("crashed", b""), 10).unwrap().is_some());
+    }
+
+    #[test]
+    fn content_stored_whole_before_parts_is_split() {
+        let storage = crate::storage::in_memory();
+        let content: Vec<u8> = (0..(PART_BYTES + 10)).map(|index| (index % 13) as u8).collect();
+        storage
+            .conn
+            .execute(
+                "INSERT INTO media (origin, media_id, content_type, size, created_ts, last_access_ts, content)
+                 VALUES ('example.org', 'old', 'image/png', ?1, 0, 0, ?2)",
+                params![content.len() as i64, content],
+            )
+            .unwrap();
+        assert_eq!(storage.split_whole_media().unwrap(), 1);
+        assert_eq!(storage.split_whole_media().unwrap(), 0);
+        let info = storage.media("example.org", "old", "").unwrap().unwrap();
+        assert_eq!(storage.media_content(info.rowid, usize::MAX).unwrap(), content);
     }
 
     #[test]

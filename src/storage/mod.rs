@@ -27,7 +27,7 @@ pub use directory::ReportTarget;
 pub use e2ee::{InboxPage, InboxSize, ToDeviceMessage};
 pub use event_json::JsonRef;
 pub use key_backup::{BackedUpSession, BackupVersion, KeyScope};
-pub use media::{ContentReader, MediaInfo, NewMedia};
+pub use media::{ContentReader, MediaInfo, NewMedia, PART_BYTES};
 pub use push::Pusher;
 pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentStateEntry, CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};

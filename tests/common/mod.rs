@@ -327,6 +327,22 @@ impl Node {
             .unwrap_or(0)
     }
 
+    /// Peak resident memory in KiB (`VmHWM`: the most the process has held
+    /// at once since it started).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Starts [`Node::peak_rss_kib`] over from the current resident memory.
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").unwrap();
+    }
+
     /// A client for the plain listener.
     pub fn client(&self) -> Client {
         Client::new(&self.http)
@@ -595,6 +611,20 @@ impl RawConnection {
             self.reader.read_exact(&mut response.body).unwrap();
         }
         response
+    }
+
+    /// Closes the sending half (the server reads end of stream).
+    pub fn shutdown_write(&mut self) {
+        self.reader.get_mut().shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
+    /// Reads whatever comes until the server closes the connection (or an
+    /// error cuts it).
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        let _ = self.reader.read_to_end(&mut bytes);
+        bytes
     }
 
     /// Whether the server closed the connection (reads end of stream).
