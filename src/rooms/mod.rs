@@ -43,6 +43,12 @@ use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent,
 /// the limit servers enforce on receipt, we stay well below).
 const MAX_PREV_EVENTS: usize = 10;
 
+/// A create event whose room ID is taken is rebuilt a millisecond later at
+/// most this many times: the n-th identical create of a burst within one
+/// millisecond takes n attempts, and a create costs far more than a
+/// millisecond's work, so bursts stay short; past this, 429.
+const MAX_CREATE_ATTEMPTS: u32 = 100;
+
 /// An event a local user wants to add to a room.
 pub struct Draft {
     pub kind: String,
@@ -279,7 +285,25 @@ pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content
     } else {
         Some(format!("!{}:{}", crate::credentials::random_string(18), app.config.server_name))
     };
-    let pdu = build(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
+    let mut event = template(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
+    // A v12 room ID is the create event's hash, and one user's create events
+    // may be identical but for their timestamp (two in the same millisecond
+    // would name the same room): a taken ID moves the timestamp on by a
+    // millisecond, as a create made a little later would have it. Everything
+    // runs on one thread, so nothing can take the ID between check and store.
+    let mut attempts = 0;
+    let pdu = loop {
+        let pdu = sign_checked(app, version, event.clone())?;
+        if app.storage().room_version(&pdu.room_id)?.is_none() {
+            break pdu;
+        }
+        attempts += 1;
+        if MAX_CREATE_ATTEMPTS <= attempts {
+            return Err(Error::LimitExceeded { retry_after_ms: 10 });
+        }
+        let timestamp = event.get("origin_server_ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
+        event.insert("origin_server_ts".into(), json!(timestamp + 1));
+    };
     auth::auth_check(version, &pdu, |_, _| None::<&Pdu>, &LocalSignatures)
         .map_err(|error| Error::BadJson(format!("invalid create event: {error}")))?;
     app.storage().create_room(&pdu.room_id, version.id)?;
@@ -297,6 +321,11 @@ fn build(
     state: &dyn StateLookup,
 ) -> Result<Pdu> {
     let event = template(app, version, room_id, sender, draft, state)?;
+    sign_checked(app, version, event)
+}
+
+/// Signs an event built by [`template`], refusing one too large to send.
+fn sign_checked(app: &App, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
     let (pdu, hashed_length) = sign_measured(app, version, event)?;
     // Leave room for the hashes and signatures (~200 bytes).
     if hashed_length + 256 > MAX_PDU_BYTES {
