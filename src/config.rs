@@ -78,11 +78,24 @@ pub struct Limits {
     pub max_json_body: usize,
     /// Largest media upload in bytes.
     pub max_media_body: usize,
+    /// Most users one `createRoom` may invite.
+    pub max_create_room_invites: usize,
 }
+
+/// Default for [`Limits::max_create_room_invites`]: each invite is a signed
+/// event and a state entry, made while the creator waits. 5,000 is well past
+/// any household's room (or a company's all-hands) and still answered within
+/// a second or so on a small board; the 1 MiB JSON body alone would allow some
+/// 40,000 short user IDs.
+pub const DEFAULT_MAX_CREATE_ROOM_INVITES: usize = 5_000;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_json_body: 1 << 20, max_media_body: 50 << 20 }
+        Limits {
+            max_json_body: 1 << 20,
+            max_media_body: 50 << 20,
+            max_create_room_invites: DEFAULT_MAX_CREATE_ROOM_INVITES,
+        }
     }
 }
 
@@ -268,6 +281,8 @@ federation = true
 # Largest JSON body and largest media upload, in bytes.
 max_json_body = 1048576
 max_media_body = 52428800
+# Most users one createRoom may invite.
+max_create_room_invites = 5000
 
 [federation]
 # Extra trusted CA certificates (PEM) for outbound federation.

@@ -217,6 +217,20 @@ pub fn current_power(app: &App, version: &RoomVersion, state: &dyn StateLookup) 
     RoomPower::new(version, power_levels.as_deref(), create.as_deref())
 }
 
+/// Who hears of a new local event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The room's joined and invited members (their syncs wake) and the
+    /// servers of the joined ones: read from the room for every event.
+    Members,
+    /// Nobody yet: the events of a room being created, whose one joined
+    /// member is its local creator (so no other server is in it). Reading
+    /// the growing member list for each of thousands of invites would make
+    /// createRoom quadratic; the creator wakes the room once at the end
+    /// ([`wake_room`]).
+    RoomInCreation,
+}
+
 /// Builds, signs and authorizes an event on top of the room's current state,
 /// stores it, wakes the members' syncs, and returns its ID. All of it in one
 /// database transaction: one lock for the reads, nothing stored on failure.
@@ -227,7 +241,19 @@ pub fn send(
     draft: Draft,
     txn: Option<Transaction<'_>>,
 ) -> Result<String> {
-    app.in_transaction(|| send_in_transaction(app, room_id, sender, draft, txn))
+    send_to(app, room_id, sender, draft, txn, Audience::Members)
+}
+
+/// [`send`] for a given audience.
+pub fn send_to(
+    app: &App,
+    room_id: &str,
+    sender: &str,
+    draft: Draft,
+    txn: Option<Transaction<'_>>,
+    audience: Audience,
+) -> Result<String> {
+    app.in_transaction(|| send_in_transaction(app, room_id, sender, draft, txn, audience))
 }
 
 fn send_in_transaction(
@@ -236,6 +262,7 @@ fn send_in_transaction(
     sender: &str,
     draft: Draft,
     txn: Option<Transaction<'_>>,
+    audience: Audience,
 ) -> Result<String> {
     if let Some(txn) = txn {
         if let Some(event_id) = app.storage().event_for_transaction(sender, txn.device_id, txn.txn_id)? {
@@ -258,7 +285,7 @@ fn send_in_transaction(
     if pdu.kind == "m.room.redaction" {
         check_redaction_allowed(app, &version, &state, &pdu)?;
     }
-    persist_local(app, &version, &pdu, &state, txn)?;
+    persist_local(app, &version, &pdu, &state, txn, audience)?;
     Ok(pdu.event_id)
 }
 
@@ -273,7 +300,7 @@ pub fn store_signed(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
         &LocalSignatures,
     )
     .map_err(|error| Error::Forbidden(error.to_string()))?;
-    persist_local(app, version, pdu, &state, None)
+    persist_local(app, version, pdu, &state, None, Audience::Members)
 }
 
 /// Creates the `m.room.create` event of a new room and stores room and event;
@@ -307,7 +334,7 @@ pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content
     auth::auth_check(version, &pdu, |_, _| None::<&Pdu>, &LocalSignatures)
         .map_err(|error| Error::BadJson(format!("invalid create event: {error}")))?;
     app.storage().create_room(&pdu.room_id, version.id)?;
-    persist_local(app, version, &pdu, &StateMap::new(), None)?;
+    persist_local(app, version, &pdu, &StateMap::new(), None, Audience::RoomInCreation)?;
     Ok(pdu.room_id)
 }
 
@@ -453,6 +480,7 @@ fn persist_local(
     pdu: &Pdu,
     state: &dyn StateLookup,
     txn: Option<Transaction<'_>>,
+    audience: Audience,
 ) -> Result<()> {
     let parent_group = app.storage().room_state_group(&pdu.room_id)?;
     let key = pdu.state_key.as_ref().map(|state_key| (pdu.kind.clone(), state_key.clone()));
@@ -483,10 +511,17 @@ fn persist_local(
         .and_then(|target| target.split_once(':').map(|(_, server)| server));
     // Who hears of it: the joined and invited members (whose syncs wake),
     // and the servers of the joined ones.
-    let members = app.storage().members_with_any(&pdu.room_id, &["join", "invite"])?;
-    let joined = members.iter().filter(|(_, membership)| membership == "join");
-    let servers = crate::protocol::power_levels::servers_of(joined.map(|(user_id, _)| user_id.as_str()));
-    let destinations = outbox::destinations_among(app, &pdu.room_id, servers, target_server)?;
+    let (members, destinations) = match audience {
+        Audience::Members => {
+            let members = app.storage().members_with_any(&pdu.room_id, &["join", "invite"])?;
+            let joined = members.iter().filter(|(_, membership)| membership == "join");
+            let servers =
+                crate::protocol::power_levels::servers_of(joined.map(|(user_id, _)| user_id.as_str()));
+            let destinations = outbox::destinations_among(app, &pdu.room_id, servers, target_server)?;
+            (members, destinations)
+        }
+        Audience::RoomInCreation => (Vec::new(), Vec::new()),
+    };
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
