@@ -312,30 +312,40 @@ pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content
     } else {
         Some(format!("!{}:{}", crate::credentials::random_string(18), app.config.server_name))
     };
-    let mut event = template(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
-    // A v12 room ID is the create event's hash, and one user's create events
-    // may be identical but for their timestamp (two in the same millisecond
-    // would name the same room): a taken ID moves the timestamp on by a
-    // millisecond, as a create made a little later would have it. Everything
-    // runs on one thread, so nothing can take the ID between check and store.
-    let mut attempts = 0;
-    let pdu = loop {
-        let pdu = sign_checked(app, version, event.clone())?;
-        if app.storage().room_version(&pdu.room_id)?.is_none() {
-            break pdu;
-        }
-        attempts += 1;
-        if MAX_CREATE_ATTEMPTS <= attempts {
-            return Err(Error::LimitExceeded { retry_after_ms: 10 });
-        }
-        let timestamp = event.get("origin_server_ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
-        event.insert("origin_server_ts".into(), json!(timestamp + 1));
-    };
+    let event = template(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
+    // Everything runs on one thread, so nothing can take the ID between this
+    // check and the store below.
+    let pdu = unused_room_create(
+        event,
+        |event| sign_checked(app, version, event),
+        |room_id| Ok(app.storage().room_version(room_id)?.is_some()),
+    )?;
     auth::auth_check(version, &pdu, |_, _| None::<&Pdu>, &LocalSignatures)
         .map_err(|error| Error::BadJson(format!("invalid create event: {error}")))?;
     app.storage().create_room(&pdu.room_id, version.id)?;
     persist_local(app, version, &pdu, &StateMap::new(), None, Audience::RoomInCreation)?;
     Ok(pdu.room_id)
+}
+
+/// Signs a create event whose room ID is not `taken`. A v12 room ID is the
+/// create event's hash, and one user's create events may be identical but
+/// for their timestamp (two in the same millisecond would name the same
+/// room): a taken ID moves the timestamp on by a millisecond, as a create
+/// made a little later would have it.
+fn unused_room_create(
+    mut event: Map<String, Value>,
+    sign: impl Fn(Map<String, Value>) -> Result<Pdu>,
+    taken: impl Fn(&str) -> Result<bool>,
+) -> Result<Pdu> {
+    for _ in 0..MAX_CREATE_ATTEMPTS {
+        let pdu = sign(event.clone())?;
+        if !taken(&pdu.room_id)? {
+            return Ok(pdu);
+        }
+        let timestamp = event.get("origin_server_ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
+        event.insert("origin_server_ts".into(), json!(timestamp + 1));
+    }
+    Err(Error::LimitExceeded { retry_after_ms: 10 })
 }
 
 /// Builds and signs an event (not yet authorized or stored).
@@ -604,4 +614,49 @@ pub fn can_send_state(app: &App, room_id: &str, user_id: &str, kind: &str) -> Re
     let power = current_power(app, &version, &state);
     let needed = power.levels.required_level(kind, true);
     Ok(power.user_power(user_id) >= crate::protocol::power_levels::UserPower::Level(needed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::protocol::signing::SigningKey;
+
+    fn sign_v12(key: &SigningKey, mut event: Map<String, Value>) -> Result<Pdu> {
+        let version = RoomVersion::from_id("12").unwrap();
+        hashes::sign_event(&mut event, &version, "hearth.example", key).unwrap();
+        let event_id = hashes::event_id(&event, &version).unwrap();
+        Ok(Pdu::from_json(&version, event_id, event).unwrap())
+    }
+
+    #[test]
+    fn identical_creates_in_one_millisecond_get_distinct_room_ids() {
+        let key = SigningKey::generate("test").unwrap();
+        let event = json!({
+            "auth_events": [], "content": { "room_version": "12" }, "depth": 1,
+            "origin_server_ts": 1_700_000_000_000_i64, "prev_events": [],
+            "sender": "@alice:hearth.example", "state_key": "", "type": "m.room.create",
+        });
+        let Value::Object(event) = event else { unreachable!() };
+        // The collision: the same create twice names the same room.
+        let first = sign_v12(&key, event.clone()).unwrap();
+        assert_eq!(first.room_id, sign_v12(&key, event.clone()).unwrap().room_id);
+
+        let rooms = RefCell::new(HashSet::new());
+        for n in 0..5_i64 {
+            let pdu = unused_room_create(
+                event.clone(),
+                |event| sign_v12(&key, event),
+                |room_id| Ok(rooms.borrow().contains(room_id)),
+            )
+            .unwrap();
+            assert_eq!(pdu.json.get("origin_server_ts"), Some(&json!(1_700_000_000_000_i64 + n)));
+            assert!(rooms.borrow_mut().insert(pdu.room_id.clone()), "{} taken twice", pdu.room_id);
+        }
+        let full = |_: &str| Ok(true);
+        let answer = unused_room_create(event, |event| sign_v12(&key, event), full);
+        assert!(matches!(answer, Err(Error::LimitExceeded { .. })));
+    }
 }
