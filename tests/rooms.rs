@@ -263,8 +263,10 @@ fn state_keys_of_other_users_and_bad_members_are_refused() {
     let answer = try_put_state(&alice, &room, "org.example.profile", &bob.user_id, &json!({"x": 1}));
     assert_error(&answer, 403, "M_FORBIDDEN");
     // Member events need a user ID as state key and a known membership.
-    let answer = try_put_state(&alice, &room, "m.room.member", "not-a-user", &json!({"membership": "join"}));
-    assert_eq!(answer.0, 400, "{}", answer.1);
+    for state_key in ["not-a-user", "@A B:localhost", "@é:localhost"] {
+        let answer = try_put_state(&alice, &room, "m.room.member", state_key, &json!({"membership": "ban"}));
+        assert_error(&answer, 400, "M_INVALID_PARAM");
+    }
     let answer =
         try_put_state(&alice, &room, "m.room.member", &alice.user_id, &json!({"membership": "dance"}));
     assert_eq!(answer.0, 400, "{}", answer.1);

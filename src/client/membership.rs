@@ -62,7 +62,8 @@ pub fn check_member_state(
     state_key: &str,
     content: &Map<String, Value>,
 ) -> Result<()> {
-    UserId::parse(state_key).map_err(|error| Error::BadJson(format!("state key {state_key}: {error}")))?;
+    UserId::parse(state_key)
+        .map_err(|error| Error::InvalidParam(format!("state key {state_key}: {error}")))?;
     match content.get("membership").and_then(Value::as_str) {
         Some("join" | "invite" | "leave" | "ban" | "knock") => Ok(()),
         _ => Err(Error::BadJson("`membership` must be join, invite, leave, ban or knock".into())),
