@@ -248,19 +248,27 @@ impl App {
     /// Waits until what this task may have read or written is committed:
     /// every response and every federation request waits for this first, so
     /// nothing leaves the process that a crash could still undo.
+    ///
+    /// Only the group open now is waited for: a group opened later (by a long
+    /// piece of work that writes in turns, such as createRoom's invites) holds
+    /// nothing of this task's, and waiting for it too could wait for ever.
     pub async fn durable(&self) -> Result<()> {
-        loop {
-            if !self.storage().group_open() {
-                return Ok(());
-            }
-            let generation = self.group_commit.generation.get();
+        if !self.storage().group_open() {
+            return Ok(());
+        }
+        let generation = self.group_commit.generation.get();
+        while self.group_commit.generation.get() == generation {
             let listener = self.group_commit.done.listen();
+            if self.group_commit.generation.get() != generation {
+                break;
+            }
             self.schedule_group_commit();
             listener.await;
-            if self.group_commit.failed.get() == Some(generation) {
-                return Err(Error::Internal("the database could not commit".into()));
-            }
         }
+        if self.group_commit.failed.get() == Some(generation) {
+            return Err(Error::Internal("the database could not commit".into()));
+        }
+        Ok(())
     }
 
     /// Commits an open group transaction now (at shutdown).

@@ -84,7 +84,16 @@ pub struct Limits {
     /// Seconds a media download may go without its reader taking a piece
     /// (or an upload without a byte arriving) before it is given up.
     pub media_stall_timeout_secs: u64,
+    /// Most users one `createRoom` may invite.
+    pub max_create_room_invites: usize,
 }
+
+/// Default for [`Limits::max_create_room_invites`]: each invite is a signed
+/// event and a state entry, made while the creator waits. 5,000 is well past
+/// any household's room (or a company's all-hands) and still answered within
+/// a second or so on a small board; the 1 MiB JSON body alone would allow some
+/// 40,000 short user IDs.
+pub const DEFAULT_MAX_CREATE_ROOM_INVITES: usize = 5_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -96,6 +105,7 @@ impl Default for Limits {
             // Under 8.5 KiB/s a 256 KiB piece takes longer: no reader that
             // slow will finish a large file anyway.
             media_stall_timeout_secs: 30,
+            max_create_room_invites: DEFAULT_MAX_CREATE_ROOM_INVITES,
         }
     }
 }
@@ -458,6 +468,8 @@ media_quota_per_user = 4294967296
 # Seconds a media download may wait for its reader (or an upload for its
 # sender) before it is given up.
 media_stall_timeout_secs = 30
+# Most users one createRoom may invite.
+max_create_room_invites = 5000
 
 [federation]
 # Extra trusted CA certificates (PEM) for outbound federation.

@@ -66,9 +66,9 @@ fn join_by_id_and_alias_invite_leave_and_forget() {
     assert_eq!(membership_of(&alice, &private, &carol.user_id).as_deref(), Some("invite"));
     join(&carol, &private);
     assert!(joined_rooms(&carol).contains(&private));
-    // Inviting someone who does not exist is 404; a bad user ID is 400.
+    // Inviting someone who does not exist succeeds, as in Synapse; a bad user ID is 400.
     let (status, _) = post(&alice, &private, "invite", json!({"user_id": "@ghost:localhost"}));
-    assert_eq!(status, 404);
+    assert_eq!(status, 200);
     assert_eq!(post(&alice, &private, "invite", json!({"user_id": "ghost"})).0, 400);
 
     // Leaving, then sending, is forbidden; forgetting needs leaving first.
@@ -319,4 +319,65 @@ fn history_visibility_hides_what_came_before() {
         // Someone who never joined sees nothing.
         assert_eq!(carol.get(&event_path(&room, &after)).0, 404, "{visibility}");
     }
+}
+
+/// A user ID that breaks the grammar even for historical users (a space, a
+/// non-ASCII letter, a control character, an empty localpart) is refused
+/// with 400 `M_INVALID_PARAM` by every membership action, before the room is
+/// looked at, and changes nothing; a historical one (uppercase) is accepted.
+#[test]
+fn membership_actions_refuse_malformed_user_ids() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let room = create_room(&alice, json!({}));
+    let server = &node.server_name;
+    let malformed = [
+        format!("@A B:{server}"),
+        format!("@é:{server}"),
+        format!("@a\u{1}b:{server}"),
+        format!("@:{server}"),
+    ];
+    for user_id in &malformed {
+        for action in ["ban", "unban", "kick", "invite"] {
+            let answer = post(&alice, &room, action, json!({ "user_id": user_id }));
+            assert_error(&answer, 400, "M_INVALID_PARAM");
+            // Also for a room that does not exist: the ID is checked first.
+            let answer = post(&alice, "!nowhere:localhost", action, json!({ "user_id": user_id }));
+            assert_error(&answer, 400, "M_INVALID_PARAM");
+        }
+        assert_eq!(membership_of(&alice, &room, user_id), None, "{user_id}");
+    }
+    // Historical IDs (uppercase, punctuation) still name users: bans work.
+    let historical = format!("@Old.User!:{server}");
+    let (status, body) = post(&alice, &room, "ban", json!({ "user_id": historical }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(membership_of(&alice, &room, &historical).as_deref(), Some("ban"));
+}
+
+/// Synapse answers 200 for an invite of a local user who does not exist
+/// (clients check the profile first); so do we, on /invite and createRoom.
+#[test]
+fn inviting_a_nonexistent_local_user_succeeds_as_in_synapse() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let ghost = node.user_id("ghost");
+    let room = create_room(&alice, json!({}));
+    let (status, body) = post(&alice, &room, "invite", json!({ "user_id": ghost }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(membership_of(&alice, &room, &ghost).as_deref(), Some("invite"));
+    let other = create_room(&alice, json!({ "invite": [node.user_id("phantom")] }));
+    assert_eq!(membership_of(&alice, &other, &node.user_id("phantom")).as_deref(), Some("invite"));
+}
+
+/// A join naming a malformed room ID or `via` server is refused with 400
+/// before any server is asked.
+#[test]
+fn joins_refuse_malformed_room_ids_and_servers() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let join = |target: &str| alice.post(&format!("/_matrix/client/v3/join/{}", enc(target)), &json!({}));
+    assert_error(&join("!a:exa mple"), 400, "M_INVALID_PARAM");
+    assert_error(&join("!tooshort"), 400, "M_INVALID_PARAM");
+    let path = format!("/_matrix/client/v3/join/{}?via=bad%20server", enc("!room:elsewhere.example"));
+    assert_error(&alice.post(&path, &json!({})), 400, "M_INVALID_PARAM");
 }

@@ -78,3 +78,43 @@ fn unknown_users_have_no_profile() {
         assert_error(&client.get(&path), 404, "M_NOT_FOUND");
     }
 }
+
+/// A malformed user ID is refused with 400 `M_INVALID_PARAM` without asking
+/// the "server" it names (here a listener that counts connections); a
+/// well-formed one on the same server is asked, so the count can tell.
+#[test]
+fn malformed_user_ids_are_refused_without_contacting_their_server() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap().to_string();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let node = Node::start_with(&["--registration", "open", "--federation-allow-ip", "127.0.0.0/8"]);
+    let client = node.client();
+    let malformed =
+        [format!("@A B:{server}"), format!("@é:{server}"), format!("@a\u{7f}:{server}"), "@nocolon".into()];
+    for user_id in &malformed {
+        let user = common::rooms::enc(user_id);
+        for path in [
+            format!("/_matrix/client/v3/profile/{user}"),
+            format!("/_matrix/client/v3/profile/{user}/displayname"),
+            format!("/_matrix/client/v3/profile/{user}/avatar_url"),
+        ] {
+            assert_error(&client.get(&path), 400, "M_INVALID_PARAM");
+        }
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "a malformed user ID's server was contacted");
+
+    let (status, body) =
+        client.get(&format!("/_matrix/client/v3/profile/{}", common::rooms::enc(&format!("@bob:{server}"))));
+    assert!(status >= 400, "{status} {body}");
+    assert!(connections.load(Ordering::SeqCst) > 0, "the control request did not reach the listener");
+}

@@ -183,3 +183,25 @@ fn events_not_yet_indexed_at_a_crash_are_found_after_the_restart() {
     assert_eq!(found["count"], 6, "{found}");
     assert_eq!(result_bodies(&found)[0], "pelican number 4 flew by");
 }
+
+/// `count` must not tell a user about matches she may not see: after she
+/// left, two new messages with her word gave `count` 2 and no results.
+#[test]
+fn search_count_leaks_nothing_posted_after_leaving() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    for visibility in ["shared", "joined", "invited"] {
+        let room = room_with_visibility(&alice, visibility);
+        join(&bob, &room);
+        leave(&bob, &room);
+        let word = format!("zanzibar{visibility}");
+        say(&alice, &room, &format!("{word} one"));
+        say(&alice, &room, &format!("{word} two"));
+        let bobs = search(&bob, json!({"search_term": word}), None);
+        assert_eq!(bobs["results"], json!([]), "{visibility}");
+        assert_eq!(bobs["count"], 0, "{visibility}: {bobs}");
+        let alices = search(&alice, json!({"search_term": word}), None);
+        assert_eq!(alices["count"], 2, "{visibility}");
+    }
+}

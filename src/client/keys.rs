@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::federation::e2ee as remote;
 use crate::http::{Request, Response};
+use crate::protocol::identifiers::UserId;
 use crate::protocol::signing::{public_key_from_base64, verify_json};
 use crate::rooms::e2ee::{self, MASTER, SELF_SIGNING, USER_SIGNING, server_of};
 
@@ -116,6 +117,10 @@ pub async fn query(app: &App, request: &Request) -> Result<Response> {
     let mut by_server: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (user_id, devices) in &wanted {
         let device_ids: Vec<String> = serde_json::from_value(devices.clone()).unwrap_or_default();
+        // A malformed user ID has no keys, and the server it names is never asked.
+        if UserId::parse(user_id).is_err() {
+            continue;
+        }
         if !app.is_local_user(user_id) {
             if let Some(server) = server_of(user_id) {
                 by_server.entry(server.to_string()).or_default().insert(user_id.clone(), json!(device_ids));
@@ -187,7 +192,8 @@ pub async fn claim(app: &App, request: &Request) -> Result<Response> {
     let mut failures = Map::new();
     let mut by_server: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (user_id, devices) in &wanted {
-        if let Some(server) = server_of(user_id).filter(|_| !app.is_local_user(user_id)) {
+        let remote = !app.is_local_user(user_id) && UserId::parse(user_id).is_ok();
+        if let Some(server) = server_of(user_id).filter(|_| remote) {
             by_server.entry(server.to_string()).or_default().insert(user_id.clone(), devices.clone());
         }
     }

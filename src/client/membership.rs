@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::federation;
 use crate::http::{Request, Response};
-use crate::protocol::identifiers::{RoomAliasId, UserId};
+use crate::protocol::identifiers::{RoomAliasId, RoomId, ServerName, UserId};
 use crate::rooms::format::{Viewer, client_event};
 use crate::rooms::visibility::Visibility;
 use crate::rooms::{self, Draft};
@@ -29,6 +29,8 @@ pub fn resolve_room(app: &App, room_id_or_alias: &str) -> Result<String> {
     if !room_id_or_alias.starts_with('!') {
         return Err(Error::InvalidParam("expected a room ID or alias".into()));
     }
+    RoomId::parse(room_id_or_alias)
+        .map_err(|error| Error::InvalidParam(format!("{room_id_or_alias}: {error}")))?;
     Ok(room_id_or_alias.to_string())
 }
 
@@ -60,7 +62,8 @@ pub fn check_member_state(
     state_key: &str,
     content: &Map<String, Value>,
 ) -> Result<()> {
-    UserId::parse(state_key).map_err(|error| Error::BadJson(format!("state key {state_key}: {error}")))?;
+    UserId::parse(state_key)
+        .map_err(|error| Error::InvalidParam(format!("state key {state_key}: {error}")))?;
     match content.get("membership").and_then(Value::as_str) {
         Some("join" | "invite" | "leave" | "ban" | "knock") => Ok(()),
         _ => Err(Error::BadJson("`membership` must be join, invite, leave, ban or knock".into())),
@@ -108,6 +111,9 @@ async fn resolve_with_servers(
     };
     for (key, value) in &request.query {
         if key == "via" || key == "server_name" {
+            // Never contact a "server" that is not a server name.
+            ServerName::parse(value)
+                .map_err(|error| Error::InvalidParam(format!("{key} {value}: {error}")))?;
             servers.push(value.clone());
         }
     }
@@ -214,9 +220,8 @@ pub async fn invite(app: &Rc<App>, request: &Request, room_id: &str) -> Result<R
         federation::join::invite_remote(app, room_id, &owner.user_id, &target, &extra).await?;
         return Ok(Response::ok(json!({})));
     }
-    if app.storage().user(&target)?.is_none_or(|user| user.deactivated) {
-        return Err(Error::NotFound(format!("{target} does not exist")));
-    }
+    // Inviting a local user who does not exist succeeds, as in Synapse (which
+    // leaves checking to the client, through the invitee's profile).
     set_membership(app, room_id, &owner.user_id, &target, "invite", reason(&body)?.as_ref())?;
     Ok(Response::ok(json!({})))
 }

@@ -118,7 +118,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             Put => profile::set_field(app, request, user_id, field),
             _ => not_allowed(),
         },
-        (V3, ["createRoom"]) if *method == Post => app.in_transaction(|| rooms::create_room(app, request)),
+        (V3, ["createRoom"]) if *method == Post => rooms::create_room(app, request).await,
         (V3, ["sync"]) if *method == Get => sync::sync(app, request).await,
         (V3, ["keys", "upload"]) if *method == Post => keys::upload(app, request),
         (V3, ["keys", "query"]) if *method == Post => keys::query(app, request).await,

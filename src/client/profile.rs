@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
+use crate::protocol::identifiers::UserId;
 use crate::rooms::{self, Draft};
 
 /// Spec-less but Synapse's: display names are capped at 256 characters.
@@ -32,7 +33,9 @@ fn profile_of(app: &App, user_id: &str) -> Result<Map<String, Value>> {
 
 /// A local profile from the database, a remote one from its server.
 async fn any_profile(app: &App, user_id: &str, field: Option<&str>) -> Result<Map<String, Value>> {
-    if app.is_local_user(user_id) || !user_id.contains(':') {
+    // Checked before anything else: the server a malformed ID names is never asked.
+    UserId::parse(user_id).map_err(|error| Error::InvalidParam(format!("{user_id}: {error}")))?;
+    if app.is_local_user(user_id) {
         return profile_of(app, user_id);
     }
     match crate::federation::queries::remote_profile(app, user_id, field).await? {

@@ -4,6 +4,9 @@
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#creation> and
 //! <https://spec.matrix.org/latest/client-server-api/#sending-events-to-a-room>.
 
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -14,7 +17,7 @@ use crate::protocol::identifiers::{RoomAliasId, UserId};
 use crate::protocol::room_version::RoomVersion;
 use crate::rooms::format::{Viewer, client_event};
 use crate::rooms::visibility::Visibility;
-use crate::rooms::{self, Draft, Transaction};
+use crate::rooms::{self, Audience, Draft, Transaction};
 
 #[derive(Deserialize)]
 struct CreateRoomBody {
@@ -43,10 +46,80 @@ struct InitialState {
     content: Map<String, Value>,
 }
 
+/// createRoom's invites run this long on the one thread at most before it
+/// yields to the other requests (the invites' syncs, `/versions`), so a list
+/// of thousands of invites holds nothing up for longer.
+const INVITE_TURN: Duration = Duration::from_millis(2);
+
 /// `POST /createRoom`.
-pub fn create_room(app: &App, request: &Request) -> Result<Response> {
+///
+/// The room, its initial state and its first invite are made in one
+/// transaction (so a refused request leaves no room behind); the other
+/// invites follow in turns of [`INVITE_TURN`], each invite its own
+/// transaction, as Synapse makes them one by one after the room.
+pub async fn create_room(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body: CreateRoomBody = request.json()?;
+    let invitees = invitees(app, &owner.user_id, &body.invite)?;
+    let (first, rest) = invitees.split_first().map_or((None, &[][..]), |(first, rest)| (Some(*first), rest));
+    let room_id = app.in_transaction(|| {
+        let room_id = create_room_with_state(app, &owner.user_id, &body)?;
+        if let Some(invitee) = first {
+            invite_at_creation(app, &room_id, &owner.user_id, invitee, body.is_direct)?;
+        }
+        Ok(room_id)
+    })?;
+    let mut turn = Instant::now();
+    for invitee in rest {
+        if INVITE_TURN <= turn.elapsed() {
+            smol::future::yield_now().await;
+            turn = Instant::now();
+        }
+        invite_at_creation(app, &room_id, &owner.user_id, invitee, body.is_direct)?;
+    }
+    rooms::wake_room(app, &room_id, None);
+    log::debug!("{} created {room_id} with {} invites", owner.user_id, invitees.len());
+    Ok(Response::ok(json!({ "room_id": room_id })))
+}
+
+/// The users to invite, checked before anything is made: well-formed, local,
+/// at most `[limits] max_create_room_invites`; duplicates and the creator
+/// are left out.
+fn invitees<'a>(app: &App, creator: &str, invite: &'a [String]) -> Result<Vec<&'a str>> {
+    let limit = app.config.limits.max_create_room_invites;
+    if limit < invite.len() {
+        return Err(Error::InvalidParam(format!("cannot invite more than {limit} users at once")));
+    }
+    let mut seen = HashSet::with_capacity(invite.len());
+    let mut invitees = Vec::with_capacity(invite.len());
+    for invitee in invite {
+        UserId::parse(invitee).map_err(|error| Error::InvalidParam(format!("invite {invitee}: {error}")))?;
+        if !app.is_local_user(invitee) {
+            return Err(Error::Forbidden(format!(
+                "cannot invite {invitee}: federation is not available yet"
+            )));
+        }
+        if invitee != creator && seen.insert(invitee.as_str()) {
+            invitees.push(invitee.as_str());
+        }
+    }
+    Ok(invitees)
+}
+
+/// One invite of a room being created (whose members are woken at the end).
+fn invite_at_creation(app: &App, room_id: &str, creator: &str, invitee: &str, is_direct: bool) -> Result<()> {
+    let mut extra = Map::new();
+    if is_direct {
+        extra.insert("is_direct".into(), json!(true));
+    }
+    let content = rooms::member_content(app, invitee, "invite", Some(&extra))?;
+    let draft = Draft::state("m.room.member", invitee, content);
+    rooms::send_to(app, room_id, creator, draft, None, Audience::RoomInCreation)?;
+    Ok(())
+}
+
+/// Checks the request and makes the room with its state (all but the invites).
+fn create_room_with_state(app: &App, creator: &str, body: &CreateRoomBody) -> Result<String> {
     let version_id = body.room_version.clone().unwrap_or_else(|| app.config.default_room_version.clone());
     let version = RoomVersion::from_id(&version_id).ok_or(Error::UnsupportedRoomVersion(version_id))?;
     let public = match body.visibility.as_deref() {
@@ -60,14 +133,6 @@ pub fn create_room(app: &App, request: &Request) -> Result<Response> {
         None if public => "public_chat",
         None => "private_chat",
     };
-    for invitee in &body.invite {
-        UserId::parse(invitee).map_err(|error| Error::InvalidParam(format!("invite {invitee}: {error}")))?;
-        if !app.is_local_user(invitee) {
-            return Err(Error::Forbidden(format!(
-                "cannot invite {invitee}: federation is not available yet"
-            )));
-        }
-    }
     let alias = match &body.room_alias_name {
         Some(name) => {
             let alias = format!("#{name}:{}", app.config.server_name);
@@ -89,17 +154,16 @@ pub fn create_room(app: &App, request: &Request) -> Result<Response> {
         }
     }
 
-    let creator = owner.user_id.as_str();
     let mut create_content = body.creation_content.clone().unwrap_or_default();
     create_content.insert("room_version".into(), json!(version.id));
     if !version.implicit_room_creator {
         create_content.insert("creator".into(), json!(creator));
     }
     let room_id = rooms::create_room_with(app, &version, creator, Value::Object(create_content))?;
-    let send = |draft: Draft| rooms::send(app, &room_id, creator, draft, None);
+    let send = |draft: Draft| rooms::send_to(app, &room_id, creator, draft, None, Audience::RoomInCreation);
 
     send(Draft::state("m.room.member", creator, rooms::member_content(app, creator, "join", None)?))?;
-    send(Draft::state("m.room.power_levels", "", power_levels(&version, creator, &body, preset)))?;
+    send(Draft::state("m.room.power_levels", "", power_levels(&version, creator, body, preset)))?;
     if let Some(alias) = &alias {
         app.storage().create_alias(alias, &room_id, creator)?;
         send(Draft::state("m.room.canonical_alias", "", json!({ "alias": alias })))?;
@@ -120,19 +184,11 @@ pub fn create_room(app: &App, request: &Request) -> Result<Response> {
     if let Some(topic) = &body.topic {
         send(Draft::state("m.room.topic", "", json!({ "topic": topic })))?;
     }
-    for invitee in &body.invite {
-        let mut extra = Map::new();
-        if body.is_direct {
-            extra.insert("is_direct".into(), json!(true));
-        }
-        let content = rooms::member_content(app, invitee, "invite", Some(&extra))?;
-        send(Draft::state("m.room.member", invitee, content))?;
-    }
     if public {
         app.storage().set_room_visibility(&room_id, true)?;
     }
     log::debug!("{creator} created {room_id} (v{})", version.id);
-    Ok(Response::ok(json!({ "room_id": room_id })))
+    Ok(room_id)
 }
 
 fn power_levels(version: &RoomVersion, creator: &str, body: &CreateRoomBody, preset: &str) -> Value {

@@ -113,9 +113,17 @@ pub fn search(app: &App, request: &Request) -> Result<Response> {
             json!({ "search_categories": { "room_events": { "count": 0, "highlights": [], "results": [] } } }),
         ));
     };
-    let count = app.storage().search_count(&fts, &rooms_json)?;
-
     let visibility = Visibility::new(app, &owner.user_id);
+    // The count covers what the user may see, as the results do: matches
+    // posted after they left (or before they could read) are not counted.
+    let counts = app.storage().search_counts_by_group(&fts, &rooms_json)?;
+    let groups: Vec<i64> = counts.iter().filter_map(|(_, group, _)| *group).collect();
+    visibility.prepare_groups(&groups);
+    let count: i64 = counts
+        .iter()
+        .filter(|(room_id, group, _)| visibility.can_see_at(room_id, *group))
+        .map(|(_, _, count)| count)
+        .sum();
     let mut found: Vec<(StoredEvent, f64)> = Vec::new();
     let mut scanned = 0;
     let mut more = false;

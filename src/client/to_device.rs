@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::credentials;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
+use crate::protocol::identifiers::UserId;
 use crate::rooms::e2ee::{self, server_of};
 use crate::rooms::outbox;
 use crate::storage::{InboxPage, ToDeviceMessage, TokenOwner};
@@ -39,7 +40,8 @@ pub fn send(app: &App, request: &Request, kind: &str, txn_id: &str) -> Result<Re
     // Spec: remote recipients get one `m.direct_to_device` EDU per server.
     let mut by_server: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (user_id, by_device) in messages {
-        if app.is_local_user(&user_id) {
+        // A malformed user ID names no server to send to.
+        if app.is_local_user(&user_id) || UserId::parse(&user_id).is_err() {
             continue;
         }
         if let Some(server) = server_of(&user_id) {

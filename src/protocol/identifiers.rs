@@ -151,8 +151,23 @@ pub fn validate_new_localpart(localpart: &str) -> Result<(), IdError> {
     if valid { Ok(()) } else { Err(IdError::InvalidLocalpart) }
 }
 
-/// Checks a historical localpart: any code point except `:` and NUL, possibly
-/// empty. Spec: <https://spec.matrix.org/latest/appendices/#historical-user-ids>.
+/// Checks a user localpart as the spec's historical grammar allows it for
+/// users that already exist: one or more printable ASCII characters except
+/// `:` (`extended_user_id_char = %x21-39 / %x3B-7E`), so uppercase and
+/// punctuation pass while spaces, control characters and anything beyond
+/// ASCII never do. Spec: <https://spec.matrix.org/latest/appendices/#historical-user-ids>.
+fn validate_historical_user_localpart(localpart: &str) -> Result<(), IdError> {
+    if localpart.is_empty() {
+        return Err(IdError::EmptyLocalpart);
+    }
+    let valid = localpart.bytes().all(|byte| matches!(byte, 0x21..=0x39 | 0x3B..=0x7E));
+    if valid { Ok(()) } else { Err(IdError::InvalidLocalpart) }
+}
+
+/// Checks the opaque part of a room ID, a v1/v2 event ID or a room alias:
+/// any code point except `:` and NUL, possibly empty.
+/// Spec: <https://spec.matrix.org/latest/appendices/#room-ids>,
+/// <https://spec.matrix.org/latest/appendices/#room-aliases>.
 fn validate_historical_localpart(localpart: &str) -> Result<(), IdError> {
     if localpart.contains(['\0', ':']) { Err(IdError::InvalidLocalpart) } else { Ok(()) }
 }
@@ -199,10 +214,11 @@ impl ServerName {
 pub struct UserId(String);
 
 impl UserId {
-    /// Parses any user ID the network may send, historical localparts included.
+    /// Parses a user ID as clients and servers name users, historical
+    /// localparts (uppercase, punctuation) included.
     pub fn parse(text: &str) -> Result<UserId, IdError> {
         let (localpart, _) = split_sigil_id(text, '@')?;
-        validate_historical_localpart(localpart)?;
+        validate_historical_user_localpart(localpart)?;
         Ok(UserId(text.to_owned()))
     }
 
@@ -440,9 +456,14 @@ mod tests {
             ("@alice:example.com", Ok(("alice", "example.com", false))),
             ("@a.b_c=d-e/f+g:[::1]:8448", Ok(("a.b_c=d-e/f+g", "[::1]:8448", false))),
             ("@Alice:example.com", Ok(("Alice", "example.com", true))),
-            ("@:example.com", Ok(("", "example.com", true))),
-            ("@日本:example.com", Ok(("日本", "example.com", true))),
-            ("@a\u{1}b:example.com", Ok(("a\u{1}b", "example.com", true))),
+            ("@A!~\"#$;<>[]{}|:example.com", Ok(("A!~\"#$;<>[]{}|", "example.com", true))),
+            ("@:example.com", Err(EmptyLocalpart)),
+            ("@日本:example.com", Err(InvalidLocalpart)),
+            ("@é:x", Err(InvalidLocalpart)),
+            ("@A B:x", Err(InvalidLocalpart)),
+            ("@a\tb:example.com", Err(InvalidLocalpart)),
+            ("@a\u{1}b:example.com", Err(InvalidLocalpart)),
+            ("@a\u{7f}b:example.com", Err(InvalidLocalpart)),
             ("alice:example.com", Err(MissingSigil('@'))),
             ("@alice", Err(MissingServerName)),
             ("@alice:", Err(InvalidServerName)),

@@ -44,6 +44,12 @@ use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent,
 /// the limit servers enforce on receipt, we stay well below).
 const MAX_PREV_EVENTS: usize = 10;
 
+/// A create event whose room ID is taken is rebuilt a millisecond later at
+/// most this many times: the n-th identical create of a burst within one
+/// millisecond takes n attempts, and a create costs far more than a
+/// millisecond's work, so bursts stay short; past this, 429.
+const MAX_CREATE_ATTEMPTS: u32 = 100;
+
 /// An event a local user wants to add to a room.
 pub struct Draft {
     pub kind: String,
@@ -236,6 +242,20 @@ pub fn current_power(app: &App, version: &RoomVersion, state: &dyn StateLookup) 
     RoomPower::new(version, power_levels.as_deref(), create.as_deref())
 }
 
+/// Who hears of a new local event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The room's joined and invited members (their syncs wake) and the
+    /// servers of the joined ones: read from the room for every event.
+    Members,
+    /// Nobody yet: the events of a room being created, whose one joined
+    /// member is its local creator (so no other server is in it). Reading
+    /// the growing member list for each of thousands of invites would make
+    /// createRoom quadratic; the creator wakes the room once at the end
+    /// ([`wake_room`]).
+    RoomInCreation,
+}
+
 /// Builds, signs and authorizes an event on top of the room's current state,
 /// stores it, wakes the members' syncs, and returns its ID. All of it in one
 /// database transaction: one lock for the reads, nothing stored on failure.
@@ -246,7 +266,19 @@ pub fn send(
     draft: Draft,
     txn: Option<Transaction<'_>>,
 ) -> Result<String> {
-    app.in_transaction(|| send_in_transaction(app, room_id, sender, draft, txn))
+    send_to(app, room_id, sender, draft, txn, Audience::Members)
+}
+
+/// [`send`] for a given audience.
+pub fn send_to(
+    app: &App,
+    room_id: &str,
+    sender: &str,
+    draft: Draft,
+    txn: Option<Transaction<'_>>,
+    audience: Audience,
+) -> Result<String> {
+    app.in_transaction(|| send_in_transaction(app, room_id, sender, draft, txn, audience))
 }
 
 fn send_in_transaction(
@@ -255,6 +287,7 @@ fn send_in_transaction(
     sender: &str,
     draft: Draft,
     txn: Option<Transaction<'_>>,
+    audience: Audience,
 ) -> Result<String> {
     if let Some(txn) = txn {
         if let Some(event_id) = app.storage().event_for_transaction(sender, txn.device_id, txn.txn_id)? {
@@ -277,7 +310,7 @@ fn send_in_transaction(
     if pdu.kind == "m.room.redaction" {
         check_redaction_allowed(app, &version, &state, &pdu)?;
     }
-    persist_local(app, &version, &pdu, &state, txn)?;
+    persist_local(app, &version, &pdu, &state, txn, audience)?;
     Ok(pdu.event_id)
 }
 
@@ -292,7 +325,7 @@ pub fn store_signed(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
         &LocalSignatures,
     )
     .map_err(|error| Error::Forbidden(error.to_string()))?;
-    persist_local(app, version, pdu, &state, None)
+    persist_local(app, version, pdu, &state, None, Audience::Members)
 }
 
 /// Creates the `m.room.create` event of a new room and stores room and event;
@@ -304,12 +337,40 @@ pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content
     } else {
         Some(format!("!{}:{}", crate::credentials::random_string(18), app.config.server_name))
     };
-    let pdu = build(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
+    let event = template(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
+    // Everything runs on one thread, so nothing can take the ID between this
+    // check and the store below.
+    let pdu = unused_room_create(
+        event,
+        |event| sign_checked(app, version, event),
+        |room_id| Ok(app.storage().room_version(room_id)?.is_some()),
+    )?;
     auth::auth_check(version, &pdu, |_, _| None::<&Pdu>, &LocalSignatures)
         .map_err(|error| Error::BadJson(format!("invalid create event: {error}")))?;
     app.storage().create_room(&pdu.room_id, version.id)?;
-    persist_local(app, version, &pdu, &StateMap::new(), None)?;
+    persist_local(app, version, &pdu, &StateMap::new(), None, Audience::RoomInCreation)?;
     Ok(pdu.room_id)
+}
+
+/// Signs a create event whose room ID is not `taken`. A v12 room ID is the
+/// create event's hash, and one user's create events may be identical but
+/// for their timestamp (two in the same millisecond would name the same
+/// room): a taken ID moves the timestamp on by a millisecond, as a create
+/// made a little later would have it.
+fn unused_room_create(
+    mut event: Map<String, Value>,
+    sign: impl Fn(Map<String, Value>) -> Result<Pdu>,
+    taken: impl Fn(&str) -> Result<bool>,
+) -> Result<Pdu> {
+    for _ in 0..MAX_CREATE_ATTEMPTS {
+        let pdu = sign(event.clone())?;
+        if !taken(&pdu.room_id)? {
+            return Ok(pdu);
+        }
+        let timestamp = event.get("origin_server_ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
+        event.insert("origin_server_ts".into(), json!(timestamp + 1));
+    }
+    Err(Error::LimitExceeded { retry_after_ms: 10 })
 }
 
 /// Builds and signs an event (not yet authorized or stored).
@@ -322,6 +383,11 @@ fn build(
     state: &dyn StateLookup,
 ) -> Result<Pdu> {
     let event = template(app, version, room_id, sender, draft, state)?;
+    sign_checked(app, version, event)
+}
+
+/// Signs an event built by [`template`], refusing one too large to send.
+fn sign_checked(app: &App, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
     let (pdu, hashed_length) = sign_measured(app, version, event)?;
     // Leave room for the hashes and signatures (~200 bytes).
     if hashed_length + 256 > MAX_PDU_BYTES {
@@ -449,6 +515,7 @@ fn persist_local(
     pdu: &Pdu,
     state: &dyn StateLookup,
     txn: Option<Transaction<'_>>,
+    audience: Audience,
 ) -> Result<()> {
     let parent_group = app.storage().room_state_group(&pdu.room_id)?;
     let key = pdu.state_key.as_ref().map(|state_key| (pdu.kind.clone(), state_key.clone()));
@@ -479,10 +546,17 @@ fn persist_local(
         .and_then(|target| target.split_once(':').map(|(_, server)| server));
     // Who hears of it: the joined and invited members (whose syncs wake),
     // and the servers of the joined ones.
-    let members = app.storage().members_with_any(&pdu.room_id, &["join", "invite"])?;
-    let joined = members.iter().filter(|(_, membership)| membership == "join");
-    let servers = crate::protocol::power_levels::servers_of(joined.map(|(user_id, _)| user_id.as_str()));
-    let destinations = outbox::destinations_among(app, &pdu.room_id, servers, target_server)?;
+    let (members, destinations) = match audience {
+        Audience::Members => {
+            let members = app.storage().members_with_any(&pdu.room_id, &["join", "invite"])?;
+            let joined = members.iter().filter(|(_, membership)| membership == "join");
+            let servers =
+                crate::protocol::power_levels::servers_of(joined.map(|(user_id, _)| user_id.as_str()));
+            let destinations = outbox::destinations_among(app, &pdu.room_id, servers, target_server)?;
+            (members, destinations)
+        }
+        Audience::RoomInCreation => (Vec::new(), Vec::new()),
+    };
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
@@ -583,4 +657,49 @@ pub fn can_send_state(app: &App, room_id: &str, user_id: &str, kind: &str) -> Re
     let power = current_power(app, &version, &state);
     let needed = power.levels.required_level(kind, true);
     Ok(power.user_power(user_id) >= crate::protocol::power_levels::UserPower::Level(needed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::protocol::signing::SigningKey;
+
+    fn sign_v12(key: &SigningKey, mut event: Map<String, Value>) -> Result<Pdu> {
+        let version = RoomVersion::from_id("12").unwrap();
+        hashes::sign_event(&mut event, &version, "hearth.example", key).unwrap();
+        let event_id = hashes::event_id(&event, &version).unwrap();
+        Ok(Pdu::from_json(&version, event_id, event).unwrap())
+    }
+
+    #[test]
+    fn identical_creates_in_one_millisecond_get_distinct_room_ids() {
+        let key = SigningKey::generate("test").unwrap();
+        let event = json!({
+            "auth_events": [], "content": { "room_version": "12" }, "depth": 1,
+            "origin_server_ts": 1_700_000_000_000_i64, "prev_events": [],
+            "sender": "@alice:hearth.example", "state_key": "", "type": "m.room.create",
+        });
+        let Value::Object(event) = event else { unreachable!() };
+        // The collision: the same create twice names the same room.
+        let first = sign_v12(&key, event.clone()).unwrap();
+        assert_eq!(first.room_id, sign_v12(&key, event.clone()).unwrap().room_id);
+
+        let rooms = RefCell::new(HashSet::new());
+        for n in 0..5_i64 {
+            let pdu = unused_room_create(
+                event.clone(),
+                |event| sign_v12(&key, event),
+                |room_id| Ok(rooms.borrow().contains(room_id)),
+            )
+            .unwrap();
+            assert_eq!(pdu.json.get("origin_server_ts"), Some(&json!(1_700_000_000_000_i64 + n)));
+            assert!(rooms.borrow_mut().insert(pdu.room_id.clone()), "{} taken twice", pdu.room_id);
+        }
+        let full = |_: &str| Ok(true);
+        let answer = unused_room_create(event, |event| sign_v12(&key, event), full);
+        assert!(matches!(answer, Err(Error::LimitExceeded { .. })));
+    }
 }

@@ -77,6 +77,17 @@ impl<'a> Visibility<'a> {
         self.load(&missing);
     }
 
+    /// [`Visibility::prepare`] for state groups named directly.
+    pub fn prepare_groups(&self, groups: &[i64]) {
+        let mut missing: Vec<i64> = {
+            let known = self.by_group.borrow();
+            groups.iter().copied().filter(|group| !known.contains_key(group)).collect()
+        };
+        missing.sort_unstable();
+        missing.dedup();
+        self.load(&missing);
+    }
+
     fn load(&self, groups: &[i64]) {
         let mut missing = Vec::new();
         for group in groups {
@@ -130,13 +141,19 @@ impl<'a> Visibility<'a> {
         if event.kind == "m.room.member" && event.state_key.as_deref() == Some(self.user_id) {
             return true;
         }
-        let Some(group) = event.state_group else { return false };
+        self.can_see_at(&event.room_id, event.state_group)
+    }
+
+    /// Whether the user may see an event of `room_id` whose state is `group`
+    /// (any event but the user's own membership changes, which they always see).
+    pub fn can_see_at(&self, room_id: &str, group: Option<i64>) -> bool {
+        let Some(group) = group else { return false };
         let (visibility, membership) = self.at_group(group);
         if visibility == "world_readable" || membership.as_deref() == Some("join") {
             return true;
         }
         match visibility.as_str() {
-            "shared" => self.current_membership(&event.room_id).as_deref() == Some("join"),
+            "shared" => self.current_membership(room_id).as_deref() == Some("join"),
             "invited" => membership.as_deref() == Some("invite"),
             _ => false,
         }

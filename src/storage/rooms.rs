@@ -13,9 +13,17 @@ use crate::error::{Error, Result};
 /// `(type, state_key) -> event_id`, as state resolution uses.
 pub type StateMap = BTreeMap<(String, String), String>;
 
-/// A state group's delta chain is cut (a full snapshot written) past this length,
-/// so reading a state never walks more than this many groups.
-pub(super) const MAX_STATE_CHAIN: i64 = 50;
+/// Reading a state walks at most this many groups up from a group to its
+/// full snapshot. Groups are written as skip deltas (see
+/// [`skip_delta_parent`]): the group at position `n` since its snapshot lies
+/// as many steps from it as `n` has bits set, so 128 is never reached (older
+/// databases hold plain chains cut every 50 groups, plus at most
+/// [`MAX_SKIP_POSITION_BITS`] steps on top).
+pub(super) const MAX_STATE_CHAIN: i64 = 128;
+
+/// A group's position since its snapshot (the `chain_length` column) stays
+/// below `2^40`; a full snapshot is written past it (never, in practice).
+const MAX_SKIP_POSITION_BITS: u32 = 40;
 
 /// One stored event.
 #[derive(Clone, Debug)]
@@ -389,12 +397,24 @@ impl Storage {
                         .optional()?,
                     None => None,
                 };
-                match (parent, chain_length) {
-                    (Some(parent), Some(length)) if length < MAX_STATE_CHAIN => {
-                        Some(insert_group(&transaction, event.room_id, Some(parent), length + 1, &changes)?)
+                let skip = match (parent, chain_length) {
+                    (Some(parent), Some(length)) => skip_delta_parent(&transaction, parent, length + 1)?,
+                    _ => None,
+                };
+                match (parent, skip) {
+                    (Some(_), Some(skip)) => {
+                        let mut entries = skip.changes_since;
+                        entries.extend(changes);
+                        Some(insert_group(
+                            &transaction,
+                            event.room_id,
+                            Some(skip.parent),
+                            skip.position,
+                            &entries,
+                        )?)
                     }
-                    (Some(parent), _) => {
-                        // Too long a chain: write the full state as a new root.
+                    (Some(parent), None) => {
+                        // No usable chain: write the full state as a new root.
                         drop(transaction);
                         let mut full = self.state_of_group(parent)?;
                         full.extend(changes);
@@ -603,6 +623,78 @@ impl Storage {
     }
 }
 
+/// Where a new group at `position` (its parent's position plus one) hangs,
+/// and what it must hold.
+struct SkipDelta {
+    /// The ancestor at `position` with its lowest set bit cleared.
+    parent: i64,
+    position: i64,
+    /// Every change between that ancestor and the new group's parent.
+    changes_since: StateMap,
+}
+
+/// Finds the parent of a new group as a skip delta: the group at position
+/// `n` hangs on its ancestor at `n` with the lowest set bit cleared and holds
+/// every change since it. A delta on the previous group alone would make a
+/// room's state grow by a full snapshot every few dozen changes, quadratic
+/// in the room's size (a createRoom with 5,000 invites wrote 250,000 rows);
+/// skip deltas write `O(n log n)` rows and keep every group within
+/// `log2(n)` steps of its snapshot. The ancestor lies on the path up from
+/// `parent` (each step up clears low bits or goes back by one), so it is
+/// found in a few steps. `None` when it is not (a chain of an older layout,
+/// or a position past [`MAX_SKIP_POSITION_BITS`]): then a full snapshot.
+fn skip_delta_parent(
+    transaction: &rusqlite::Connection,
+    parent: i64,
+    position: i64,
+) -> Result<Option<SkipDelta>> {
+    if !(1..1_i64 << MAX_SKIP_POSITION_BITS).contains(&position) {
+        return Ok(None);
+    }
+    let target = position & (position - 1);
+    let mut statement = transaction.prepare_cached(
+        "SELECT g.parent, p.chain_length FROM state_groups g JOIN state_groups p ON p.group_id = g.parent
+         WHERE g.group_id = ?1",
+    )?;
+    // The groups from `parent` up to (not including) the target, nearest first.
+    let mut between = Vec::new();
+    let mut group = parent;
+    let mut group_position = position - 1;
+    while target < group_position {
+        if MAX_STATE_CHAIN <= between.len() as i64 {
+            return Ok(None);
+        }
+        between.push(group);
+        let Some((up, up_position)) = statement
+            .query_row([group], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        if group_position <= up_position {
+            return Ok(None);
+        }
+        group = up;
+        group_position = up_position;
+    }
+    if group_position != target {
+        return Ok(None);
+    }
+    let mut changes_since = StateMap::new();
+    let mut entries = transaction
+        .prepare_cached("SELECT kind, state_key, event_id FROM state_group_entries WHERE group_id = ?1")?;
+    for between_group in between.iter().rev() {
+        let rows = entries.query_map([between_group], |row| {
+            Ok(((row.get::<_, String>(0)?, row.get::<_, String>(1)?), row.get::<_, String>(2)?))
+        })?;
+        for row in rows {
+            let (key, event_id) = row?;
+            changes_since.insert(key, event_id);
+        }
+    }
+    Ok(Some(SkipDelta { parent: group, position, changes_since }))
+}
+
 pub(super) fn insert_group(
     transaction: &rusqlite::Connection,
     room_id: &str,
@@ -621,4 +713,112 @@ pub(super) fn insert_group(
         insert.execute(params![group, kind, state_key, event_id])?;
     }
     Ok(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: usize) -> (String, String) {
+        ("m.room.member".to_string(), format!("@u{n}:x"))
+    }
+
+    /// Stores a state event setting `key(n)` after `parent`; returns its group.
+    fn store(storage: &mut Storage, n: usize, state_after: StateAfter) -> i64 {
+        let event_id = format!("$e{n}");
+        let json = Map::new();
+        let (kind, state_key) = key(n);
+        let event = NewEvent {
+            stream_ordering: n as i64 + 1,
+            event_id: &event_id,
+            room_id: "!r:x",
+            kind: &kind,
+            state_key: Some(&state_key),
+            sender: "@a:x",
+            depth: n as i64 + 1,
+            origin_server_ts: 0,
+            json: &json,
+            replaces_state: None,
+            device_id: None,
+            txn_id: None,
+            rel_type: None,
+            relates_to: None,
+            outlier: false,
+            soft_failed: false,
+        };
+        let update =
+            CurrentUpdate { state: Vec::new(), replace_all: false, extremities: vec![], outbox: vec![] };
+        storage.persist_event(&event, state_after, &update).unwrap().unwrap()
+    }
+
+    fn delta(parent: i64, n: usize) -> StateAfter {
+        StateAfter::Delta { parent: Some(parent), changes: StateMap::from([(key(n), format!("$e{n}"))]) }
+    }
+
+    fn check_states(storage: &Storage, groups: &[i64], offset: usize) {
+        for (n, group) in groups.iter().enumerate() {
+            let state = storage.state_of_group(*group).unwrap();
+            assert_eq!(state.len(), offset + n + 1, "group {group}");
+            assert_eq!(state.get(&key(offset + n)), Some(&format!("$e{}", offset + n)));
+            let (kind, state_key) = key(offset + n / 2);
+            let found = storage.state_entry_of_group(*group, &kind, &state_key).unwrap();
+            assert_eq!(found, Some(format!("$e{}", offset + n / 2)));
+        }
+    }
+
+    fn entry_rows(storage: &Storage) -> i64 {
+        storage.conn.query_row("SELECT COUNT(*) FROM state_group_entries", [], |row| row.get(0)).unwrap()
+    }
+
+    /// Thousands of state changes in a row (createRoom's invites) write
+    /// `O(n log n)` entries, never a snapshot per few dozen changes, and
+    /// every group still reads as the whole state after its event.
+    #[test]
+    fn state_groups_are_skip_deltas_that_grow_in_n_log_n() {
+        let mut storage = crate::storage::in_memory();
+        let count = 2048;
+        let mut groups =
+            vec![store(&mut storage, 0, StateAfter::Full(StateMap::from([(key(0), "$e0".into())])))];
+        for n in 1..count {
+            let parent = groups[n - 1];
+            groups.push(store(&mut storage, n, delta(parent, n)));
+        }
+        check_states(&storage, &groups, 0);
+        // A chain of plain deltas with a snapshot every 50 wrote ~42,000 rows.
+        let rows = entry_rows(&storage);
+        assert!(rows <= (count * 12) as i64, "{rows} entries for {count} changes");
+        let depth: i64 = storage
+            .conn
+            .query_row(
+                "WITH RECURSIVE up(g, d) AS (SELECT ?1, 0 UNION ALL
+                   SELECT s.parent, d + 1 FROM state_groups s JOIN up ON s.group_id = up.g
+                   WHERE s.parent IS NOT NULL) SELECT MAX(d) FROM up",
+                [groups[count - 1]],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(depth <= 11, "depth {depth}");
+    }
+
+    /// A database written before skip deltas holds plain chains of up to 50
+    /// groups: new groups hang on them correctly.
+    #[test]
+    fn skip_deltas_continue_plain_chains() {
+        let mut storage = crate::storage::in_memory();
+        let mut groups = Vec::new();
+        {
+            let transaction = storage.conn.savepoint().unwrap();
+            for n in 0..=50 {
+                let changes = StateMap::from([(key(n), format!("$e{n}"))]);
+                let parent = groups.last().copied();
+                groups.push(insert_group(&transaction, "!r:x", parent, n as i64, &changes).unwrap());
+            }
+            transaction.commit().unwrap();
+        }
+        for n in 51..300 {
+            let parent = groups[n - 1];
+            groups.push(store(&mut storage, n, delta(parent, n)));
+        }
+        check_states(&storage, &groups, 0);
+    }
 }

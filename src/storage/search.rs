@@ -202,20 +202,34 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// How many events match in the given rooms (before visibility checks).
-    pub fn search_count(&self, fts: &str, rooms_json: &str) -> Result<i64> {
+    /// How many events match in the given rooms, per room and state group
+    /// (history visibility is a matter of the state group, so the caller
+    /// counts what the user may see from these).
+    pub fn search_counts_by_group(
+        &self,
+        fts: &str,
+        rooms_json: &str,
+    ) -> Result<Vec<(String, Option<i64>, i64)>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT COUNT(*) FROM event_search JOIN events e ON e.stream_ordering = event_search.rowid
+            "SELECT e.room_id, e.state_group, COUNT(*) FROM event_search
+             JOIN events e ON e.stream_ordering = event_search.rowid
              WHERE event_search MATCH ?1 AND e.room_id IN (SELECT value FROM json_each(?2))
-               AND e.redacted_by IS NULL",
+               AND e.redacted_by IS NULL
+             GROUP BY e.room_id, e.state_group",
         )?;
-        Ok(statement.query_row(params![fts, rooms_json], |row| row.get(0))?)
+        let rows = statement
+            .query_map(params![fts, rooms_json], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn search_count(storage: &Storage, fts: &str, rooms_json: &str) -> Result<i64> {
+        Ok(storage.search_counts_by_group(fts, rooms_json)?.iter().map(|(_, _, count)| count).sum())
+    }
 
     #[test]
     fn search_terms_become_prefix_queries_that_cannot_inject_syntax() {
@@ -257,7 +271,7 @@ mod tests {
         insert(&storage, 3, "m.room.message", r#"{"body": "cake cake cake"}"#);
         insert(&storage, 4, "m.reaction", r#"{"body": "cake"}"#);
         let all_columns = fts_expression("cake", &["body", "name", "topic"]).unwrap();
-        assert_eq!(storage.search_count(&all_columns, r#"["!r:x"]"#).unwrap(), 0, "not indexed yet");
+        assert_eq!(search_count(&storage, &all_columns, r#"["!r:x"]"#).unwrap(), 0, "not indexed yet");
         storage.index_all_new_events().unwrap();
         let all = ["body", "name", "topic"];
         let recent = SearchOrder::Recent { before: i64::MAX };
@@ -267,8 +281,8 @@ mod tests {
         assert_eq!(found(&storage, "cake", &["body"], SearchOrder::Rank { offset: 0 }), ["$3", "$1"]);
         assert_eq!(found(&storage, "cake", &["body"], SearchOrder::Rank { offset: 1 }), ["$1"]);
         assert_eq!(found(&storage, "cake", &all, SearchOrder::Recent { before: 3 }), ["$2", "$1"]);
-        assert_eq!(storage.search_count(&fts_expression("cake", &all).unwrap(), r#"["!r:x"]"#).unwrap(), 3);
-        assert_eq!(storage.search_count(&fts_expression("cake", &all).unwrap(), r#"["!s:x"]"#).unwrap(), 0);
+        assert_eq!(search_count(&storage, &fts_expression("cake", &all).unwrap(), r#"["!r:x"]"#).unwrap(), 3);
+        assert_eq!(search_count(&storage, &fts_expression("cake", &all).unwrap(), r#"["!s:x"]"#).unwrap(), 0);
         storage.conn.execute("UPDATE events SET redacted_by = '$9' WHERE stream_ordering = 3", []).unwrap();
         assert_eq!(found(&storage, "cake", &["body"], recent), ["$1"]);
         // Redacting an event not indexed yet is harmless, and it is never indexed.
@@ -290,8 +304,8 @@ mod tests {
         assert!(!storage.index_new_events().unwrap(), "the last step finishes");
         assert!(!storage.index_new_events().unwrap(), "nothing left");
         let pie = fts_expression("pie", &["body"]).unwrap();
-        assert_eq!(storage.search_count(&pie, r#"["!r:x"]"#).unwrap(), count);
+        assert_eq!(search_count(&storage, &pie, r#"["!r:x"]"#).unwrap(), count);
         insert(&storage, -7, "m.room.message", r#"{"body": "old pie"}"#);
-        assert_eq!(storage.search_count(&pie, r#"["!r:x"]"#).unwrap(), count + 1);
+        assert_eq!(search_count(&storage, &pie, r#"["!r:x"]"#).unwrap(), count + 1);
     }
 }
