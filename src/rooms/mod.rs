@@ -331,13 +331,27 @@ pub fn store_signed(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
 /// Creates the `m.room.create` event of a new room and stores room and event;
 /// returns the room ID (derived from the event in v12, random before).
 pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content: Value) -> Result<String> {
+    let room_id = (!version.room_id_from_create_event).then(|| new_room_id(app));
+    create_room_as(app, version, room_id.as_deref(), creator, content)
+}
+
+/// A fresh room ID on this server, for versions whose room IDs are not the
+/// create event's hash.
+pub fn new_room_id(app: &App) -> String {
+    format!("!{}:{}", crate::credentials::random_string(18), app.config.server_name)
+}
+
+/// [`create_room_with`] under a room ID chosen beforehand (`None` where the
+/// version derives it from the create event).
+pub fn create_room_as(
+    app: &App,
+    version: &RoomVersion,
+    room_id: Option<&str>,
+    creator: &str,
+    content: Value,
+) -> Result<String> {
     let draft = Draft::state("m.room.create", "", content);
-    let room_id = if version.room_id_from_create_event {
-        None
-    } else {
-        Some(format!("!{}:{}", crate::credentials::random_string(18), app.config.server_name))
-    };
-    let event = template(app, version, room_id.as_deref(), creator, &draft, &StateMap::new())?;
+    let event = template(app, version, room_id, creator, &draft, &StateMap::new())?;
     // Everything runs on one thread, so nothing can take the ID between this
     // check and the store below.
     let pdu = unused_room_create(

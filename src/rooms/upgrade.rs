@@ -80,10 +80,17 @@ pub fn upgrade(app: &App, old_room: &str, user_id: &str, upgrade: &Upgrade<'_>) 
         }
     }
     create.insert("room_version".into(), json!(new_version.id));
+    let send = |room: &str, draft: Draft| rooms::send(app, room, user_id, draft, None);
+    // `predecessor.event_id` is the tombstone's ID (as the reference server
+    // sets it), so where the new room's ID can be chosen first the tombstone
+    // (step 5) is sent first; all of it is one transaction, so nobody sees
+    // the tombstone before the room it points at. A room ID that is the
+    // create event's hash cannot be named by the tombstone beforehand: there
+    // the predecessor names the old room only, and the tombstone comes last.
+    let chosen_room_id = (!new_version.room_id_from_create_event).then(|| rooms::new_room_id(app));
     let mut predecessor = json!({ "room_id": old_room });
-    let extremities = app.storage().forward_extremities(old_room)?;
-    if let Some((last_event, _)) = extremities.iter().max_by_key(|(_, depth)| *depth) {
-        predecessor["event_id"] = json!(last_event);
+    if let Some(new_room) = &chosen_room_id {
+        predecessor["event_id"] = json!(send(old_room, tombstone(new_room))?);
     }
     create.insert("predecessor".into(), predecessor);
     if !new_version.implicit_room_creator {
@@ -92,8 +99,8 @@ pub fn upgrade(app: &App, old_room: &str, user_id: &str, upgrade: &Upgrade<'_>) 
     if !additional_creators.is_empty() {
         create.insert("additional_creators".into(), json!(additional_creators));
     }
-    let new_room = rooms::create_room_with(app, new_version, user_id, Value::Object(create))?;
-    let send = |room: &str, draft: Draft| rooms::send(app, room, user_id, draft, None);
+    let new_room =
+        rooms::create_room_as(app, new_version, chosen_room_id.as_deref(), user_id, Value::Object(create))?;
     send(
         &new_room,
         Draft::state("m.room.member", user_id, rooms::member_content(app, user_id, "join", None)?),
@@ -151,9 +158,10 @@ pub fn upgrade(app: &App, old_room: &str, user_id: &str, upgrade: &Upgrade<'_>) 
         app.storage().set_room_visibility(old_room, false)?;
     }
 
-    // Spec step 5: the tombstone.
-    let tombstone = json!({ "body": "This room has been replaced", "replacement_room": new_room });
-    send(old_room, Draft::state("m.room.tombstone", "", tombstone))?;
+    // Spec step 5: the tombstone (sent first above where the room ID was chosen first).
+    if chosen_room_id.is_none() {
+        send(old_room, tombstone(&new_room))?;
+    }
 
     // Spec step 6: keep the old room quiet, if the upgrader may.
     if let Some(restricted) = restricted_power_levels(&old_version, old_levels.as_ref()) {
@@ -163,6 +171,15 @@ pub fn upgrade(app: &App, old_room: &str, user_id: &str, upgrade: &Upgrade<'_>) 
     }
     log::info!("{user_id} upgraded {old_room} to {new_room} (v{})", new_version.id);
     Ok(new_room)
+}
+
+/// The `m.room.tombstone` pointing at `new_room`.
+fn tombstone(new_room: &str) -> Draft {
+    Draft::state(
+        "m.room.tombstone",
+        "",
+        json!({ "body": "This room has been replaced", "replacement_room": new_room }),
+    )
 }
 
 fn is_creator(app: &App, version: &RoomVersion, room_id: &str, user_id: &str) -> Result<bool> {
