@@ -116,3 +116,46 @@ fn a_new_account_is_named_by_its_localpart() {
     assert_eq!(status, 200, "{member}");
     assert_eq!(member["displayname"], "alice", "{member}");
 }
+
+/// A redaction names an event of its own room: redacting another room's
+/// event through this room is refused and changes nothing there.
+/// Spec: https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3roomsroomidredacteventidtxnid
+#[test]
+fn an_event_of_another_room_cannot_be_redacted() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let here = create_room(&alice, json!({}));
+    let there = create_room(&alice, json!({}));
+    let target = common::rooms::send_text(&alice, &there, "keep me");
+    let (status, answer) = alice.put(&room_path(&here, &format!("/redact/{target}/t1")), &json!({}));
+    assert_eq!(status, 404, "{answer}");
+    let (status, event) = alice.get(&room_path(&there, &format!("/event/{target}")));
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["content"]["body"], "keep me");
+}
+
+/// A join keeps the extra keys of its body in the member event (the
+/// reference server does; clients put per-room fields there), while the keys
+/// the server decides stay its own.
+/// Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3joinroomidoralias
+#[test]
+fn a_join_keeps_the_extra_content_it_was_given() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room_id = create_room(&alice, json!({"preset": "public_chat"}));
+    let body = json!({"reason": "saying hello", "org.example.colour": "green",
+                      "membership": "ban", "join_authorised_via_users_server": alice.user_id});
+    let (status, answer) = bob.post(&room_path(&room_id, "/join"), &body);
+    assert_eq!(status, 200, "{answer}");
+    let (status, member) = common::rooms::get_state(&alice, &room_id, "m.room.member", &bob.user_id);
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["membership"], "join", "{member}");
+    assert_eq!(member["reason"], "saying hello", "{member}");
+    assert_eq!(member["org.example.colour"], "green", "{member}");
+    assert_eq!(member["displayname"], "bob", "{member}");
+    assert!(member.get("join_authorised_via_users_server").is_none(), "{member}");
+    let (status, _) = bob.post(&room_path(&room_id, "/leave"), &json!({}));
+    assert_eq!(status, 200);
+    assert_error(&bob.post(&room_path(&room_id, "/join"), &json!({"reason": 5})), 400, "M_BAD_JSON");
+}

@@ -46,6 +46,23 @@ fn reason(body: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
     }
 }
 
+/// The member event content a join asks for: the body's own keys are kept
+/// (clients put extra fields there, and the reference server keeps them),
+/// with `reason` checked, and the keys this server sets itself removed —
+/// `membership`, and `join_authorised_via_users_server`, which only the
+/// restricted-join check may name.
+fn join_content(body: &Map<String, Value>) -> Result<Map<String, Value>> {
+    reason(body)?;
+    let mut content = body.clone();
+    for key in ["membership", "join_authorised_via_users_server", "third_party_signed"] {
+        content.remove(key);
+    }
+    if content.get("reason").is_some_and(Value::is_null) {
+        content.remove("reason");
+    }
+    Ok(content)
+}
+
 fn target_user(body: &Map<String, Value>) -> Result<String> {
     let user_id = body
         .get("user_id")
@@ -156,7 +173,7 @@ pub async fn join(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> R
     if app.storage().membership(&room_id, &owner.user_id)?.as_deref() == Some("join") {
         return Ok(Response::ok(json!({ "room_id": room_id })));
     }
-    let mut extra = reason(&body)?.unwrap_or_default();
+    let mut extra = join_content(&body)?;
     if resident(app, &room_id)? {
         if let Some(authoriser) = restricted_join_authoriser(app, &room_id, &owner.user_id)? {
             extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
