@@ -11,6 +11,7 @@ mod credentials;
 mod error;
 mod federation;
 mod http;
+mod http1;
 mod logging;
 mod malloc;
 mod net;
