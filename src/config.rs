@@ -78,11 +78,18 @@ pub struct Limits {
     pub max_json_body: usize,
     /// Largest media upload in bytes.
     pub max_media_body: usize,
+    /// A request body or a response that moves no byte for this many
+    /// seconds is cut off (see `http1::STALL_TIMEOUT`).
+    pub stall_timeout_secs: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_json_body: 1 << 20, max_media_body: 50 << 20 }
+        Limits {
+            max_json_body: 1 << 20,
+            max_media_body: 50 << 20,
+            stall_timeout_secs: crate::http1::STALL_TIMEOUT.as_secs(),
+        }
     }
 }
 
@@ -209,6 +216,9 @@ impl Config {
         if self.limits.max_json_body < 1024 || self.limits.max_media_body < 1024 {
             return Err("limits must be at least 1024 bytes".into());
         }
+        if !(1..=3600).contains(&self.limits.stall_timeout_secs) {
+            return Err("limits.stall_timeout_secs must be from 1 to 3600".into());
+        }
         for cidr in &self.federation.allow_ips {
             crate::net::Cidr::parse(cidr).map_err(|error| format!("allow_ips {cidr:?}: {error}"))?;
         }
@@ -268,6 +278,8 @@ federation = true
 # Largest JSON body and largest media upload, in bytes.
 max_json_body = 1048576
 max_media_body = 52428800
+# Seconds a request body or a response may go without moving a byte.
+stall_timeout_secs = 30
 
 [federation]
 # Extra trusted CA certificates (PEM) for outbound federation.

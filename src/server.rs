@@ -116,6 +116,8 @@ pub struct Server {
     handler: Handler,
     shutdown: smol::channel::Receiver<()>,
     active_connections: Rc<Cell<usize>>,
+    /// How long a request body or response may go without moving a byte.
+    stall_timeout: Duration,
 }
 
 impl Server {
@@ -127,12 +129,14 @@ impl Server {
         listeners: Vec<ListenerSpec>,
         handler: Handler,
         shutdown: smol::channel::Receiver<()>,
+        stall_timeout: Duration,
     ) -> io::Result<Rc<Server>> {
         let server = Rc::new(Server {
             executor: executor.clone(),
             handler,
             shutdown,
             active_connections: Rc::new(Cell::new(0)),
+            stall_timeout,
         });
         let mut bound = Vec::new();
         for (index, spec) in listeners.into_iter().enumerate() {
@@ -221,7 +225,7 @@ impl Server {
                 }
             }
         };
-        let connection = Rc::new(RefCell::new(http1::Connection::new(stream)));
+        let connection = Rc::new(RefCell::new(http1::Connection::new(stream, self.stall_timeout)));
         while self.exchange(&connection, peer).await {}
         let close = std::future::poll_fn(|cx| Pin::new(connection.borrow_mut().stream_mut()).poll_close(cx));
         let _ = close

@@ -66,10 +66,10 @@ impl Pace {
     }
 
     /// When the transfer is cut off unless it makes progress.
-    pub fn deadline(&self) -> Instant {
+    pub fn deadline(&self, stall_timeout: Duration) -> Instant {
         let earned = Duration::from_secs(self.bytes / MIN_TRANSFER_BYTES_PER_SECOND);
         let by_rate = self.started + TRANSFER_GRACE + earned;
-        (self.last_progress + STALL_TIMEOUT).min(by_rate)
+        (self.last_progress + stall_timeout).min(by_rate)
     }
 }
 
@@ -117,6 +117,7 @@ pub struct Connection<S> {
     generation: u64,
     continue_state: Continue,
     pace: Option<Pace>,
+    stall_timeout: Duration,
     timer: Timer,
     timer_at: Option<Instant>,
 }
@@ -130,9 +131,12 @@ fn truncated() -> io::Error {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    pub fn new(stream: S) -> Connection<S> {
+    /// A connection whose transfers are cut off after `stall_timeout`
+    /// without progress ([`STALL_TIMEOUT`] unless configured).
+    pub fn new(stream: S, stall_timeout: Duration) -> Connection<S> {
         Connection {
             stream,
+            stall_timeout,
             buffer: Vec::new(),
             start: 0,
             body: BodyState::Done,
@@ -185,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Checks the transfer deadline after the stream said Pending.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let pace = *self.pace.get_or_insert_with(|| Pace::new(Instant::now()));
-        let deadline = pace.deadline();
+        let deadline = pace.deadline(self.stall_timeout);
         if self.timer_at != Some(deadline) {
             self.timer.set_at(deadline);
             self.timer_at = Some(deadline);
@@ -678,7 +682,7 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     body: Vec<u8>,
     max_body: usize,
 ) -> Result<(ResponseHead, Vec<u8>), ClientError> {
-    let connection = Rc::new(RefCell::new(Connection::new(stream)));
+    let connection = Rc::new(RefCell::new(Connection::new(stream, STALL_TIMEOUT)));
     write_message(&connection, head, OutgoingBody::Bytes(body), false).await?;
     let mut interim = 0;
     let response = loop {
@@ -760,7 +764,7 @@ mod tests {
     fn serve(input: &[u8], piece: usize) -> (Vec<Served>, Vec<u8>) {
         let written = Rc::new(RefCell::new(Vec::new()));
         let script = Script { input: input.to_vec(), piece, written: written.clone() };
-        let connection = Rc::new(RefCell::new(Connection::new(script)));
+        let connection = Rc::new(RefCell::new(Connection::new(script, STALL_TIMEOUT)));
         let mut seen = Vec::new();
         smol::block_on(async {
             loop {
@@ -826,16 +830,16 @@ mod tests {
     fn pace_cuts_stalls_and_trickles() {
         let start = Instant::now();
         let mut pace = Pace::new(start);
-        assert_eq!(pace.deadline(), start + STALL_TIMEOUT);
+        assert_eq!(pace.deadline(STALL_TIMEOUT), start + STALL_TIMEOUT);
         // A byte every 20 s keeps it under the stall timeout but not past the grace period.
         for step in 1..=3 {
             pace.progress(start + Duration::from_secs(20 * step), 1);
         }
-        assert_eq!(pace.deadline(), start + TRANSFER_GRACE);
+        assert_eq!(pace.deadline(STALL_TIMEOUT), start + TRANSFER_GRACE);
         // A steady upload earns its time.
         let mut pace = Pace::new(start);
         pace.progress(start + Duration::from_secs(100), 100 * MIN_TRANSFER_BYTES_PER_SECOND as usize);
-        assert_eq!(pace.deadline(), start + Duration::from_secs(100) + STALL_TIMEOUT);
+        assert_eq!(pace.deadline(STALL_TIMEOUT), start + Duration::from_secs(100) + STALL_TIMEOUT);
     }
 
     #[test]
