@@ -183,7 +183,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Starts the deadline of a new transfer (a response write).
     pub fn start_transfer(&mut self) {
+        self.reset_pace();
         self.pace = Some(Pace::new(Instant::now()));
+    }
+
+    /// Forgets the deadline of the last transfer (and disarms its timer, so
+    /// an idle connection is not woken for nothing).
+    fn reset_pace(&mut self) {
+        self.pace = None;
+        if self.timer_at.take().is_some() {
+            self.timer = Timer::never();
+        }
     }
 
     /// Checks the transfer deadline after the stream said Pending.
@@ -274,7 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     connection.body = BodyState::from(framing(&parsed));
                     connection.generation += 1;
                     connection.continue_state = Continue::NotExpected;
-                    connection.pace = None;
+                    connection.reset_pace();
                     return Ok(Some(parsed));
                 }
             }
@@ -311,7 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 ready!(self.poll_paced_flush(cx))?;
                 self.continue_state = Continue::Sent;
                 // The body's own deadline starts now.
-                self.pace = None;
+                self.reset_pace();
             }
         }
         Poll::Ready(Ok(()))
@@ -456,8 +466,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Body<S> {
 /// bytes; true if the body ended within them (the connection can carry
 /// another message).
 pub async fn drain<S: AsyncRead + AsyncWrite + Unpin>(connection: &Shared<S>, limit: u64) -> bool {
+    if connection.borrow().body_done() {
+        return true;
+    }
     let mut left = limit;
-    let mut scratch = [0u8; READ_CHUNK_BYTES];
+    // On the heap, and only here: a buffer on the stack would be part of
+    // every idle connection's task.
+    let mut scratch = vec![0u8; READ_CHUNK_BYTES];
     loop {
         if connection.borrow().body_done() {
             return true;
