@@ -269,8 +269,10 @@ impl Server {
         // A client that waited for 100-continue and never got it has not sent
         // its body: the connection cannot carry another request.
         let reusable = keep_alive && !connection.borrow().continue_owed();
+        let date = http1::http_date(std::time::SystemTime::now());
         let mut headers: Vec<(&str, &str)> =
             response.headers.iter().map(|(name, value)| (name.as_ref(), value.as_str())).collect();
+        headers.push(("date", &date));
         if reusable && http10 {
             headers.push(("connection", "keep-alive"));
         }

@@ -569,6 +569,34 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// `time` as an HTTP date (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(time: std::time::SystemTime) -> String {
+    let seconds = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let days = (seconds / 86_400) as i64;
+    let of_day = seconds % 86_400;
+    // The civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1).clamp(0, 11) as usize],
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
 /// A response head: status line, the given headers, `content-length` (not
 /// for 1xx and 204, RFC 9110 §8.6) and `connection: close` if asked.
 pub fn response_head(status: u16, headers: &[(&str, &str)], body_length: u64, close: bool) -> Vec<u8> {
@@ -855,6 +883,15 @@ mod tests {
         let mut pace = Pace::new(start);
         pace.progress(start + Duration::from_secs(100), 100 * MIN_TRANSFER_BYTES_PER_SECOND as usize);
         assert_eq!(pace.deadline(STALL_TIMEOUT), start + Duration::from_secs(100) + STALL_TIMEOUT);
+    }
+
+    #[test]
+    fn http_dates() {
+        let at = |seconds| http_date(std::time::UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(at(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(at(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 GMT");
     }
 
     #[test]
