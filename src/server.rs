@@ -267,8 +267,10 @@ impl Server {
         let http10 = head.version == Version::Http10;
         let response = (self.handler)(Request { head, body: RequestBody(body) }, peer).await;
         // A client that waited for 100-continue and never got it has not sent
-        // its body: the connection cannot carry another request.
-        let reusable = keep_alive && !connection.borrow().continue_owed();
+        // its body, and a body that failed leaves no request boundary: either
+        // way the connection cannot carry another request.
+        let reusable =
+            keep_alive && !connection.borrow().continue_owed() && !connection.borrow().body_failed();
         let date = http1::http_date(std::time::SystemTime::now());
         let mut headers: Vec<(&str, &str)> =
             response.headers.iter().map(|(name, value)| (name.as_ref(), value.as_str())).collect();

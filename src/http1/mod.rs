@@ -175,6 +175,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         matches!(self.body, BodyState::Done)
     }
 
+    /// Whether the body of the current message was truncated, malformed or
+    /// too slow: the connection cannot carry another message.
+    pub fn body_failed(&self) -> bool {
+        matches!(self.body, BodyState::Failed)
+    }
+
     /// Whether the client still waits for a `100 Continue` never sent: it
     /// has not sent its body, so the connection cannot carry another request.
     pub fn continue_owed(&self) -> bool {
