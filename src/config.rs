@@ -86,6 +86,9 @@ pub struct Limits {
     pub media_stall_timeout_secs: u64,
     /// Most users one `createRoom` may invite.
     pub max_create_room_invites: usize,
+    /// A request body or a response that moves no byte for this many
+    /// seconds is cut off (see `http1::STALL_TIMEOUT`).
+    pub stall_timeout_secs: u64,
 }
 
 /// Default for [`Limits::max_create_room_invites`]: each invite is a signed
@@ -106,6 +109,7 @@ impl Default for Limits {
             // slow will finish a large file anyway.
             media_stall_timeout_secs: 30,
             max_create_room_invites: DEFAULT_MAX_CREATE_ROOM_INVITES,
+            stall_timeout_secs: crate::http1::STALL_TIMEOUT.as_secs(),
         }
     }
 }
@@ -382,6 +386,9 @@ impl Config {
         if !(1..=3600).contains(&self.limits.media_stall_timeout_secs) {
             return Err("limits.media_stall_timeout_secs must be between 1 and 3600".into());
         }
+        if !(1..=3600).contains(&self.limits.stall_timeout_secs) {
+            return Err("limits.stall_timeout_secs must be from 1 to 3600".into());
+        }
         for cidr in &self.federation.allow_ips {
             crate::net::Cidr::parse(cidr).map_err(|error| format!("allow_ips {cidr:?}: {error}"))?;
         }
@@ -470,6 +477,8 @@ media_quota_per_user = 4294967296
 media_stall_timeout_secs = 30
 # Most users one createRoom may invite.
 max_create_room_invites = 5000
+# Seconds a request body or a response may go without moving a byte.
+stall_timeout_secs = 30
 
 [federation]
 # Extra trusted CA certificates (PEM) for outbound federation.

@@ -5,7 +5,8 @@
 //! Handlers below this see a [`Request`] with its whole body (a media
 //! upload's body is left unread, for its handler to stream: see
 //! [`UploadBody`]) and return a [`Response`] or an [`Error`]; they never
-//! touch async-h1 types.
+//! touch the codec's types. Paths with `.` or `..` segments are refused
+//! here, never folded.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -19,7 +20,8 @@ use smol::io::{AsyncBufRead, AsyncRead, AsyncReadExt};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::server::{Handler, Interim, Peer};
+use crate::http1::{Framing, Headers, OutgoingBody};
+use crate::server::{Handler, Peer};
 
 /// A decoded request with its whole body.
 pub struct Request {
@@ -31,7 +33,7 @@ pub struct Request {
     pub target: String,
     /// Percent-decoded query pairs, in order.
     pub query: Vec<(String, String)>,
-    pub headers: http_types::Headers,
+    pub headers: Headers,
     /// The whole body; empty for a media upload, whose body is in `upload`.
     pub body: Vec<u8>,
     /// A media upload's body, unread, for its handler to take once.
@@ -45,7 +47,9 @@ pub struct UploadBody {
     /// `Content-Length`; `None` for a chunked body.
     pub length: Option<u64>,
     reader: Box<dyn AsyncRead + Unpin>,
-    interim: Interim,
+    /// Whether the client waits for `100 Continue` (sent by the codec on
+    /// the body's first read) before sending the body.
+    expect_continue: bool,
 }
 
 /// A refused upload's body up to this size is read and dropped before the
@@ -60,7 +64,6 @@ impl UploadBody {
     /// The body's bytes, once the request has passed its checks: a client
     /// waiting for `100 Continue` is told to send them now.
     pub async fn into_reader(self) -> Box<dyn AsyncRead + Unpin> {
-        self.interim.send_continue().await;
         self.reader
     }
 
@@ -69,7 +72,7 @@ impl UploadBody {
     /// races the client's next request on the connection.
     pub async fn discard(self) {
         let small = self.length.is_some_and(|length| length <= DISCARD_MAX_BYTES);
-        if !small || self.interim.continue_expected() {
+        if !small || self.expect_continue {
             return;
         }
         let mut reader = self.reader.take(DISCARD_MAX_BYTES);
@@ -153,7 +156,7 @@ impl Request {
 
     /// A header value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|values| values.as_str())
+        self.headers.get(name)
     }
 
     /// The access token from `Authorization: Bearer` or `?access_token=`.
@@ -223,12 +226,65 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
+/// Splits a request target into its path and query. Origin form
+/// (`/path?query`), absolute form (`http://host/path`, RFC 9112 §3.2.2) and
+/// `*` (for `OPTIONS`) are accepted.
+fn split_target(target: &str) -> Result<(&str, Option<&str>)> {
+    let target = match target.strip_prefix("http://").or_else(|| target.strip_prefix("https://")) {
+        Some(rest) => rest.find('/').and_then(|start| rest.get(start..)).unwrap_or("/"),
+        None => target,
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    if path != "*" && !path.starts_with('/') {
+        return Err(Error::InvalidParam(format!("{target:?} is not a request path")));
+    }
+    Ok((path, query))
+}
+
+/// The percent-decoded segments of a path. A `.` or `..` segment (raw or
+/// percent-encoded) is refused rather than folded: no client needs one, and
+/// folding would route a request somewhere its sender did not name.
+fn path_segments(path: &str) -> Result<Vec<String>> {
+    let Some(path) = path.strip_prefix('/') else {
+        return Ok(Vec::new());
+    };
+    let segments: Vec<String> = path.split('/').map(percent_decode).collect();
+    if segments.iter().any(|segment| segment == "." || segment == "..") {
+        return Err(Error::InvalidParam("the path has a \".\" or \"..\" segment".into()));
+    }
+    Ok(segments)
+}
+
+/// Query pairs as a form decodes them (`+` is a space, then `%XX` escapes).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(&key.replace('+', " ")), percent_decode(&value.replace('+', " ")))
+        })
+        .collect()
+}
+
+/// What reading a request body failed with, as an answer: a stalled client
+/// gets 408, a truncated or malformed body 400.
+fn body_error(error: std::io::Error) -> Error {
+    match error.kind() {
+        std::io::ErrorKind::TimedOut => Error::matrix(408, "M_UNKNOWN", "the body arrived too slowly"),
+        _ => Error::matrix(400, "M_UNKNOWN", format!("cannot read the body: {error}")),
+    }
+}
+
 /// Builds the socket loop's handler for this node.
 pub fn handler(app: Rc<App>) -> Handler {
-    Rc::new(move |request, peer, interim| {
+    Rc::new(move |request, peer| {
         let app = app.clone();
         Box::pin(async move {
-            let mut response = match read_request(&app, request, peer, interim).await {
+            let mut response = match read_request(&app, request, peer).await {
                 Ok(request) => dispatch(&app, request).await,
                 Err(error) => Response::error(&error),
             };
@@ -241,53 +297,46 @@ pub fn handler(app: Rc<App>) -> Handler {
     })
 }
 
-async fn read_request(
-    app: &App,
-    mut request: http_types::Request,
-    peer: Peer,
-    interim: Interim,
-) -> Result<Request> {
-    let url = request.url();
-    let segments = url
-        .path_segments()
-        .map(|segments| segments.map(percent_decode).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let target = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_string(),
+async fn read_request(app: &App, request: crate::server::Request, peer: Peer) -> Result<Request> {
+    let crate::server::Request { head, body: mut reader } = request;
+    let method: Method = head.method.parse().map_err(|_| Error::Unrecognized { method_not_allowed: true })?;
+    let (path, query) = split_target(&head.target)?;
+    let segments = path_segments(path)?;
+    let target = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
     };
-    let query = url.query_pairs().map(|(key, value)| (key.into_owned(), value.into_owned())).collect();
+    let query = query.map(query_pairs).unwrap_or_default();
+    let length = match head.framing {
+        Framing::Empty => Some(0),
+        Framing::Length(length) => Some(usize::try_from(length).unwrap_or(usize::MAX)),
+        Framing::Chunked | Framing::UntilClose => None,
+    };
     let mut body = Vec::new();
     let mut upload = None;
     if is_media_upload(&segments) {
         // Left unread: the handler authenticates, checks the declared size
         // and the quota, and streams it (see `rooms::upload`).
-        let length = request.len().map(|length| length as u64);
-        upload = Some(UploadBody { length, reader: Box::new(request.take_body()), interim });
+        let length = length.map(|length| length as u64);
+        upload = Some(UploadBody { length, reader: Box::new(reader), expect_continue: head.expect_continue });
     } else {
         let limit = app.config.limits.max_json_body;
-        if request.len().is_some_and(|length| length > limit) {
+        if length.is_some_and(|length| length > limit) {
             return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
         }
-        if request.len() != Some(0) && request.method() != Method::Get {
-            interim.send_continue().await;
-            let mut reader = request.take_body().take(limit as u64 + 1);
-            reader
-                .read_to_end(&mut body)
-                .await
-                .map_err(|error| Error::BadJson(format!("cannot read the body: {error}")))?;
+        if length != Some(0) && method != Method::Get {
+            (&mut reader).take(limit as u64 + 1).read_to_end(&mut body).await.map_err(body_error)?;
             if body.len() > limit {
                 return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
             }
         }
     }
-    let headers: &http_types::Headers = request.as_ref();
     Ok(Request {
-        method: request.method(),
+        method,
         segments,
         target,
         query,
-        headers: headers.clone(),
+        headers: head.headers,
         body,
         upload: Cell::new(upload),
         peer,
@@ -321,23 +370,20 @@ async fn dispatch(app: &Rc<App>, request: Request) -> Response {
     }
 }
 
-fn into_http(response: Response) -> http_types::Response {
-    let status = http_types::StatusCode::try_from(response.status)
-        .unwrap_or(http_types::StatusCode::InternalServerError);
-    let mut http = http_types::Response::new(status);
-    match response.body {
-        Body::Bytes(bytes) => http.set_body(bytes),
-        Body::Stream { reader, length } => http.set_body(http_types::Body::from_reader(reader, Some(length))),
-    }
-    http.insert_header("content-type", response.content_type.as_ref());
-    // CORS for browser clients, as the spec asks of every endpoint.
-    http.insert_header("access-control-allow-origin", "*");
-    http.insert_header("access-control-allow-methods", "GET, POST, PUT, DELETE, OPTIONS");
-    http.insert_header("access-control-allow-headers", "X-Requested-With, Content-Type, Authorization, Date");
-    for (name, value) in response.headers {
-        http.insert_header(name, value);
-    }
-    http
+fn into_http(response: Response) -> crate::server::Response {
+    let body = match response.body {
+        Body::Bytes(bytes) => OutgoingBody::Bytes(bytes),
+        Body::Stream { reader, length } => OutgoingBody::Stream { reader, length: length as u64 },
+    };
+    let mut headers: Vec<(Cow<'static, str>, String)> = vec![
+        ("content-type".into(), response.content_type.into_owned()),
+        // CORS for browser clients, as the spec asks of every endpoint.
+        ("access-control-allow-origin".into(), "*".into()),
+        ("access-control-allow-methods".into(), "GET, POST, PUT, DELETE, OPTIONS".into()),
+        ("access-control-allow-headers".into(), "X-Requested-With, Content-Type, Authorization, Date".into()),
+    ];
+    headers.extend(response.headers.into_iter().map(|(name, value)| (Cow::Borrowed(name), value)));
+    crate::server::Response { status: response.status, headers, body }
 }
 
 #[cfg(test)]
@@ -350,5 +396,31 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%E2%9C%93"), "✓");
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for path in ["/a/..", "/a/./b", "/a/%2e%2E/b", "/a/%2e", "/.."] {
+            assert!(path_segments(path).is_err(), "{path}");
+        }
+        assert_eq!(path_segments("/a/...%2F/b.c/").unwrap(), vec!["a", ".../", "b.c", ""]);
+    }
+
+    #[test]
+    fn targets_split_into_path_and_query() {
+        assert_eq!(split_target("/a?b=c").unwrap(), ("/a", Some("b=c")));
+        assert_eq!(split_target("http://host:8008/a/b").unwrap(), ("/a/b", None));
+        assert_eq!(split_target("http://host").unwrap(), ("/", None));
+        assert_eq!(split_target("*").unwrap(), ("*", None));
+        assert!(split_target("a/b").is_err());
+        assert_eq!(
+            query_pairs("a=1&&b=%40x+y&c&a=2"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "@x y".into()),
+                ("c".into(), "".into()),
+                ("a".into(), "2".into())
+            ]
+        );
     }
 }

@@ -12,6 +12,7 @@ mod error;
 mod federation;
 mod hasher;
 mod http;
+mod http1;
 mod logging;
 mod malloc;
 mod net;

@@ -68,7 +68,8 @@ pub fn serve(config: Config) -> Result<(), String> {
     ])
     .map_err(|error| format!("cannot install signal handlers: {error}"))?;
     smol::block_on(executor.run(async {
-        let server = Server::start(executor.clone(), listeners, handler, shutdown)
+        let stall_timeout = std::time::Duration::from_secs(app.config.limits.stall_timeout_secs);
+        let server = Server::start(executor.clone(), listeners, handler, shutdown, stall_timeout)
             .map_err(|error| error.to_string())?;
         log::info!(
             "{} ready in {} ms (server name {})",

@@ -1,14 +1,10 @@
 //! The accept loop on the single smol thread: TCP, TLS handshakes, and an
-//! HTTP/1.1 keep-alive loop built on async-h1's decoder and encoder.
+//! HTTP/1.1 keep-alive loop on our codec (`http1`).
 //!
-//! Knows nothing about Matrix: requests go to a handler closure.
-//!
-//! Two traps of async-h1 are handled here. Its `accept` arms a timer of the
-//! old async-io 1.x (which starts a reactor thread of its own), so the
-//! keep-alive loop is ours. And it answers `Expect: 100-continue` by spawning
-//! onto a global multi-threaded executor, so [`HeadFilter`] renames that header
-//! before async-h1 sees it and [`Interim::send_continue`] answers it on this thread.
+//! Knows nothing about Matrix: requests go to a handler closure. Refused
+//! heads are answered here (400, 414, 431, 501) and close the connection.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
@@ -19,12 +15,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_dup::{Arc as SharedArc, Mutex as SharedMutex};
 use futures_rustls::TlsAcceptor;
-use http_types::{Request, Response, StatusCode};
 use smol::future::FutureExt;
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::{Async, LocalExecutor, Timer};
+
+use crate::http1::{self, HeadError, OutgoingBody, ReadError, RequestHead, Version};
 
 /// Spec-less but sane: a client gets this long to finish a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,13 +28,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Unread request body the loop drains before reusing a connection; past this it closes.
 const MAX_DRAIN_BYTES: u64 = 64 * 1024;
-/// Responses are written through a buffer this big: a typical answer (head
-/// and JSON body) leaves in one write; bigger ones in chunks of this size.
-const RESPONSE_BUFFER_BYTES: usize = 16 * 1024;
-/// async-h1 refuses heads of 8 KiB; lines are buffered up to this before passing through.
-const MAX_HEAD_LINE_BYTES: usize = 16 * 1024;
-/// The marker header [`HeadFilter`] puts in place of `Expect: 100-continue`.
-pub const EXPECT_CONTINUE_MARKER: &str = "x-hearth-expect-continue";
+/// Closing a connection (a TLS close_notify to a peer that reads nothing)
+/// waits at most this long.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a request came from.
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +47,7 @@ pub struct ListenerSpec {
 }
 
 /// The request handler: every request of every connection goes here.
-pub type Handler = Rc<dyn Fn(Request, Peer, Interim) -> Pin<Box<dyn Future<Output = Response>>>>;
+pub type Handler = Rc<dyn Fn(Request, Peer) -> Pin<Box<dyn Future<Output = Response>>>>;
 
 /// A plain or TLS connection.
 enum Stream {
@@ -93,139 +85,29 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Sits between the socket and async-h1. While a request head is being read it
-/// passes whole lines only, and replaces an `Expect: 100-continue` line with
-/// [`EXPECT_CONTINUE_MARKER`]; once the blank line ends the head, bytes pass
-/// through untouched, so bodies are never altered.
-pub struct HeadFilter<S> {
-    inner: S,
-    in_head: bool,
-    /// Bytes read from `inner` but not yet sorted into lines.
-    raw: Vec<u8>,
-    /// Bytes ready for the reader, from `ready_from` on.
-    ready: Vec<u8>,
-    ready_from: usize,
+/// A request: its head, and its body as it arrives.
+pub struct Request {
+    pub head: RequestHead,
+    pub body: RequestBody,
 }
 
-impl<S> HeadFilter<S> {
-    fn new(inner: S) -> Self {
-        HeadFilter { inner, in_head: true, raw: Vec::new(), ready: Vec::new(), ready_from: 0 }
-    }
+/// A request body as it arrives (see [`http1::Body`]): bounded by its
+/// framing, failing on truncation, malformed chunks or a stalled client,
+/// sending `100 Continue` on the first read if the client waits for it.
+pub struct RequestBody(http1::Body<Stream>);
 
-    /// The next bytes read start a new request head.
-    fn start_head(&mut self) {
-        self.in_head = true;
-    }
-
-    fn take_line(&mut self, end: usize) {
-        let line: Vec<u8> = self.raw.drain(..=end).collect();
-        if line == b"\r\n" || line == b"\n" {
-            self.in_head = false;
-            self.ready.extend_from_slice(&line);
-        } else if is_expect_continue(&line) {
-            self.ready.extend_from_slice(EXPECT_CONTINUE_MARKER.as_bytes());
-            self.ready.extend_from_slice(b": 1\r\n");
-        } else {
-            self.ready.extend_from_slice(&line);
-        }
-    }
-}
-
-fn is_expect_continue(line: &[u8]) -> bool {
-    let Ok(line) = std::str::from_utf8(line) else {
-        return false;
-    };
-    match line.split_once(':') {
-        Some((name, value)) => {
-            name.eq_ignore_ascii_case("expect") && value.trim().eq_ignore_ascii_case("100-continue")
-        }
-        None => false,
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for HeadFilter<S> {
+impl AsyncRead for RequestBody {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        loop {
-            if this.ready_from < this.ready.len() {
-                let available = &this.ready[this.ready_from..];
-                let count = available.len().min(buf.len());
-                buf[..count].copy_from_slice(&available[..count]);
-                this.ready_from += count;
-                if this.ready_from == this.ready.len() {
-                    this.ready.clear();
-                    this.ready_from = 0;
-                }
-                return Poll::Ready(Ok(count));
-            }
-            if !this.in_head {
-                if !this.raw.is_empty() {
-                    std::mem::swap(&mut this.ready, &mut this.raw);
-                    continue;
-                }
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
-            }
-            if let Some(end) = this.raw.iter().position(|byte| *byte == b'\n') {
-                this.take_line(end);
-                continue;
-            }
-            if this.raw.len() > MAX_HEAD_LINE_BYTES {
-                // Let async-h1 see the oversized head and refuse it.
-                this.ready.append(&mut this.raw);
-                continue;
-            }
-            let mut chunk = [0u8; 4096];
-            match Pin::new(&mut this.inner).poll_read(cx, &mut chunk) {
-                Poll::Ready(Ok(0)) => {
-                    if this.raw.is_empty() {
-                        return Poll::Ready(Ok(0));
-                    }
-                    this.ready.append(&mut this.raw);
-                }
-                Poll::Ready(Ok(count)) => this.raw.extend_from_slice(&chunk[..count]),
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for HeadFilter<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
-    }
-}
-
-type Io = SharedArc<SharedMutex<HeadFilter<Stream>>>;
-
-/// Lets a handler answer `Expect: 100-continue` before it reads the body.
-pub struct Interim {
-    io: Io,
-    expected: bool,
-    sent: Rc<Cell<bool>>,
-}
-
-impl Interim {
-    /// Whether the client waits for `100 Continue` before sending its body.
-    pub fn continue_expected(&self) -> bool {
-        self.expected && !self.sent.get()
-    }
-
-    /// Sends `100 Continue` if the client asked for it and it was not sent yet.
-    pub async fn send_continue(&self) {
-        if self.continue_expected() {
-            self.sent.set(true);
-            let mut io = self.io.clone();
-            let _ = io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-            let _ = io.flush().await;
-        }
-    }
+/// A response: status, headers (`content-length` and `connection` are
+/// added here) and body.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(Cow<'static, str>, String)>,
+    pub body: OutgoingBody,
 }
 
 /// The running listeners and what they share.
@@ -234,6 +116,8 @@ pub struct Server {
     handler: Handler,
     shutdown: smol::channel::Receiver<()>,
     active_connections: Rc<Cell<usize>>,
+    /// How long a request body or response may go without moving a byte.
+    stall_timeout: Duration,
 }
 
 impl Server {
@@ -245,12 +129,14 @@ impl Server {
         listeners: Vec<ListenerSpec>,
         handler: Handler,
         shutdown: smol::channel::Receiver<()>,
+        stall_timeout: Duration,
     ) -> io::Result<Rc<Server>> {
         let server = Rc::new(Server {
             executor: executor.clone(),
             handler,
             shutdown,
             active_connections: Rc::new(Cell::new(0)),
+            stall_timeout,
         });
         let mut bound = Vec::new();
         for (index, spec) in listeners.into_iter().enumerate() {
@@ -339,15 +225,20 @@ impl Server {
                 }
             }
         };
-        let io: Io = SharedArc::new(SharedMutex::new(HeadFilter::new(stream)));
-        while self.exchange(&io, peer).await {}
-        let _ = io.clone().close().await;
+        let connection = Rc::new(RefCell::new(http1::Connection::new(stream, self.stall_timeout)));
+        while self.exchange(&connection, peer).await {}
+        let close = std::future::poll_fn(|cx| Pin::new(connection.borrow_mut().stream_mut()).poll_close(cx));
+        let _ = close
+            .or(async {
+                Timer::after(CLOSE_TIMEOUT).await;
+                Ok(())
+            })
+            .await;
     }
 
     /// Serves one request on the connection; false when the connection should close.
-    async fn exchange(&self, io: &Io, peer: Peer) -> bool {
-        io.lock().start_head();
-        let decoded = async { Some(async_h1::server::decode(io.clone()).await) }
+    async fn exchange(&self, connection: &http1::Shared<Stream>, peer: Peer) -> bool {
+        let read = async { Some(http1::read_request(connection).await) }
             .or(async {
                 Timer::after(KEEP_ALIVE_TIMEOUT).await;
                 None
@@ -357,91 +248,41 @@ impl Server {
                 None
             })
             .await;
-        let (mut request, mut body) = match decoded {
+        let (head, body) = match read {
             None | Some(Ok(None)) => return false,
-            Some(Ok(Some(decoded))) => decoded,
-            Some(Err(error)) => {
+            Some(Ok(Some(request))) => request,
+            Some(Err(ReadError::Head(HeadError::Incomplete) | ReadError::Io(_))) => return false,
+            Some(Err(ReadError::Head(error))) => {
                 log::debug!("bad request from {}: {error}", peer.address);
-                let mut response = Response::new(StatusCode::BadRequest);
-                response.insert_header("connection", "close");
-                let mut encoder = async_h1::server::Encoder::new(response, http_types::Method::Get);
-                let _ = smol::io::copy(&mut encoder, &mut io.clone()).await;
+                let status = error.status();
+                let text = format!("{error}\n").into_bytes();
+                let head =
+                    http1::response_head(status, &[("content-type", "text/plain")], text.len() as u64, true);
+                let _ = http1::write_message(connection, head, OutgoingBody::Bytes(text), false).await;
                 return false;
             }
         };
-        let expected = request.remove_header(EXPECT_CONTINUE_MARKER).is_some();
-        let client_closes =
-            request.header("connection").is_some_and(|value| value.as_str().eq_ignore_ascii_case("close"));
-        let method = request.method();
-        let sent = Rc::new(Cell::new(false));
-        let interim = Interim { io: io.clone(), expected, sent: sent.clone() };
-        let mut response = (self.handler)(request, peer, interim).await;
-        // A client that waited for 100-continue and never got it has not sent its
-        // body; one that sent more than we will drain is cut off. Either way the
-        // connection cannot carry another request.
-        let continue_owed = expected && !sent.get();
-        let mut reusable = !client_closes && !continue_owed;
-        if !reusable {
-            response.insert_header("connection", "close");
+        let keep_alive = head.keep_alive;
+        let head_only = head.method == "HEAD";
+        let http10 = head.version == Version::Http10;
+        let response = (self.handler)(Request { head, body: RequestBody(body) }, peer).await;
+        // A client that waited for 100-continue and never got it has not sent
+        // its body, and a body that failed leaves no request boundary: either
+        // way the connection cannot carry another request.
+        let reusable =
+            keep_alive && !connection.borrow().continue_owed() && !connection.borrow().body_failed();
+        let date = http1::http_date(std::time::SystemTime::now());
+        let mut headers: Vec<(&str, &str)> =
+            response.headers.iter().map(|(name, value)| (name.as_ref(), value.as_str())).collect();
+        headers.push(("date", &date));
+        if reusable && http10 {
+            headers.push(("connection", "keep-alive"));
         }
-        let mut encoder = async_h1::server::Encoder::new(response, method);
-        // Head and body in one write (the encoder yields them separately):
-        // one segment for the client to wake up for, not two.
-        let mut writer = smol::io::BufWriter::with_capacity(RESPONSE_BUFFER_BYTES, io.clone());
-        if smol::io::copy(&mut encoder, &mut writer).await.is_err() || writer.flush().await.is_err() {
+        let head = http1::response_head(response.status, &headers, response.body.length(), !reusable);
+        if http1::write_message(connection, head, response.body, head_only).await.is_err() {
             return false;
         }
-        if reusable {
-            let drained = smol::io::copy((&mut body).take(MAX_DRAIN_BYTES), &mut smol::io::sink())
-                .await
-                .unwrap_or(MAX_DRAIN_BYTES);
-            reusable = drained < MAX_DRAIN_BYTES;
-        }
-        reusable
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn filtered(input: &[u8], chunk: usize) -> Vec<u8> {
-        struct Chunks<'a>(&'a [u8], usize);
-        impl AsyncRead for Chunks<'_> {
-            fn poll_read(
-                mut self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-                buf: &mut [u8],
-            ) -> Poll<io::Result<usize>> {
-                let count = self.0.len().min(self.1).min(buf.len());
-                buf[..count].copy_from_slice(&self.0[..count]);
-                self.0 = &self.0[count..];
-                Poll::Ready(Ok(count))
-            }
-        }
-        let mut filter = HeadFilter::new(Chunks(input, chunk));
-        let mut output = Vec::new();
-        smol::block_on(filter.read_to_end(&mut output)).unwrap();
-        output
-    }
-
-    #[test]
-    fn expect_continue_is_renamed_in_the_head_only() {
-        let input = b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\nExpect: 100-continue\r\n";
-        for chunk in [1, 3, 7, 4096] {
-            let output = filtered(input, chunk);
-            let text = String::from_utf8(output).unwrap();
-            assert_eq!(
-                text,
-                "PUT /x HTTP/1.1\r\nHost: a\r\nx-hearth-expect-continue: 1\r\n\r\nExpect: 100-continue\r\n",
-                "chunk size {chunk}"
-            );
-        }
-    }
-
-    #[test]
-    fn heads_without_expect_pass_unchanged() {
-        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody\x00\xff";
-        assert_eq!(filtered(input, 5), input.to_vec());
+        // What the handler left of the body is read and dropped, up to a bound.
+        reusable && http1::drain(connection, MAX_DRAIN_BYTES).await
     }
 }

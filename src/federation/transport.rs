@@ -1,11 +1,11 @@
 //! One outbound HTTPS exchange: refuse forbidden addresses, connect (TCP,
 //! TLS with certificate verification that is never off), send one HTTP/1.1
-//! request with async-h1's client codec, read a bounded response.
+//! request with our codec (`http1`), read a bounded response (head under
+//! the codec's limits, body under the caller's).
 //!
 //! Knows nothing of server names, signatures or Matrix JSON: the caller hands
-//! it resolved addresses, the `Host` header and the TLS name. async-h1's
-//! client half spawns nothing and arms no timer (read in its 2.3.4 source);
-//! every timeout here is a `smol::Timer` on this thread.
+//! it resolved addresses, the `Host` header and the TLS name. Every timeout
+//! here is a `smol::Timer` on this thread.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -18,9 +18,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use smol::Async;
 use smol::future::FutureExt;
-use smol::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
+use crate::http1::{self, ClientError};
 use crate::net::Cidr;
 
 use super::Federation;
@@ -128,8 +128,8 @@ pub fn may_connect(ip: IpAddr, allow: &[Cidr]) -> bool {
     !is_forbidden(ip) || allow.iter().any(|cidr| cidr.contains(ip))
 }
 
-/// The request target async-h1 will write for `path_and_query` (the URL
-/// parser normalises it), so that what is signed is exactly what is sent.
+/// The request target we send for `path_and_query`, normalised by the URL
+/// parser, so that what is signed is exactly what is sent.
 pub fn request_target(path_and_query: &str) -> Result<(Url, String)> {
     if !path_and_query.starts_with('/') {
         return Err(Error::Internal(format!("request path {path_and_query:?} does not start with /")));
@@ -167,39 +167,32 @@ pub async fn exchange(
 ) -> Result<RawResponse> {
     let work = async {
         let stream = connect(&federation.tls, &federation.allow_ips, target).await?;
-        let (url, _) = request_target(path_and_query)?;
-        let mut request = http_types::Request::new(method, url);
-        request.insert_header("host", target.host_header.as_str());
-        request.insert_header("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION")));
-        // One request per connection: no pool to keep, nothing to drain.
-        request.insert_header("connection", "close");
-        for (name, value) in headers {
-            request.insert_header(*name, value.as_str());
+        let (_, request_target) = request_target(path_and_query)?;
+        let mut request_headers: Vec<(&str, &str)> = vec![
+            ("host", target.host_header.as_str()),
+            ("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION"))),
+            // One request per connection: no pool to keep, nothing to drain.
+            ("connection", "close"),
+        ];
+        request_headers.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
+        if body.is_some() {
+            request_headers.push(("content-type", "application/json"));
         }
-        if let Some(body) = body {
-            request.set_body(body);
-            request.insert_header("content-type", "application/json");
-        }
-        let mut response = async_h1::client::connect(stream, request)
+        let body_length = match &body {
+            Some(body) => Some(body.len() as u64),
+            None if matches!(method, Method::Put | Method::Post) => Some(0),
+            None => None,
+        };
+        let head = http1::request_head(method.as_ref(), &request_target, &request_headers, body_length);
+        let (response, body) = http1::exchange(stream, head, body.unwrap_or_default(), max_body)
             .await
-            .map_err(|error| unreachable(format!("{}: {error}", target.host_header)))?;
-        let status = u16::from(response.status());
-        let header_map: &http_types::Headers = response.as_ref();
-        let headers = header_map
-            .iter()
-            .map(|(name, values)| (name.as_str().to_ascii_lowercase(), values.last().as_str().to_string()))
-            .collect();
-        if response.len().is_some_and(|length| length > max_body) {
-            return Err(too_large(&target.host_header, max_body));
-        }
-        let mut body = Vec::new();
-        response.take_body().take(max_body as u64 + 1).read_to_end(&mut body).await.map_err(|error| {
-            unreachable(format!("{}: cannot read the response: {error}", target.host_header))
-        })?;
-        if body.len() > max_body {
-            return Err(too_large(&target.host_header, max_body));
-        }
-        Ok(RawResponse { status, headers, body })
+            .map_err(|error| match error {
+                ClientError::TooLarge => too_large(&target.host_header, max_body),
+                ClientError::Read(error) => unreachable(format!("{}: {error}", target.host_header)),
+            })?;
+        let headers =
+            response.headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+        Ok(RawResponse { status: response.status, headers, body })
     };
     work.or(async {
         smol::Timer::after(REQUEST_TIMEOUT).await;
