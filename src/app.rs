@@ -108,6 +108,8 @@ pub struct App {
     pub visibility: visibility::Cache,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
+    /// Starts the senders of pushers with notifications queued.
+    pub push_queue: crate::rooms::push_queue::PushQueue,
     /// Parsed state events, for auth checks.
     pub pdu_cache: PduCache,
     /// Whether the full-text index lags behind the events.
@@ -161,6 +163,7 @@ impl App {
             unread: unread::Cache::default(),
             visibility: visibility::Cache::default(),
             outbox: Outbox::default(),
+            push_queue: Default::default(),
             search_index: SearchIndex::default(),
             media_uploaded: event_listener::Event::new(),
             media_streams: smol::lock::Semaphore::new(crate::rooms::media::MAX_STREAMS),

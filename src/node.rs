@@ -78,6 +78,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             app.config.server_name
         );
         crate::federation::sender::start(&app);
+        crate::federation::push::start(&app);
         crate::rooms::search_index::start(&app);
         notify_systemd("READY=1");
         let mut signals = signals;

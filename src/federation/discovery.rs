@@ -186,7 +186,7 @@ pub fn ip_literal(host: &str) -> Option<IpAddr> {
     bare.parse().ok()
 }
 
-async fn lookup(federation: &Federation, host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+pub(super) async fn lookup(federation: &Federation, host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     if let Some(ip) = ip_literal(host) {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }

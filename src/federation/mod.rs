@@ -16,6 +16,7 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod pdus;
+pub mod push;
 pub mod queries;
 pub mod sender;
 pub mod transactions;
@@ -45,6 +46,8 @@ pub struct Federation {
     pub recent_key_fetches: discovery::ExpiringCache<()>,
     /// The running per-destination senders.
     pub senders: sender::Senders,
+    /// The running per-pusher push gateway senders.
+    pub push_senders: push::PushSenders,
     /// OpenID tokens our users handed to third parties: token -> (user, expiry).
     pub openid_tokens: std::cell::RefCell<std::collections::HashMap<String, (String, i64)>>,
 }
@@ -64,6 +67,7 @@ impl Federation {
             discovery: discovery::Caches::default(),
             recent_key_fetches: discovery::ExpiringCache::default(),
             senders: sender::Senders::default(),
+            push_senders: push::PushSenders::default(),
             openid_tokens: Default::default(),
         })
     }

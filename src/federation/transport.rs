@@ -167,6 +167,49 @@ pub async fn exchange(
 ) -> Result<RawResponse> {
     let work = async {
         let stream = connect(&federation.tls, &federation.allow_ips, target).await?;
+        send_on(stream, target, method, path_and_query, headers, body, max_body).await
+    };
+    work.or(async {
+        smol::Timer::after(REQUEST_TIMEOUT).await;
+        Err(Error::matrix(504, "M_UNKNOWN", format!("{}: no answer in time", target.host_header)))
+    })
+    .await
+}
+
+/// [`exchange`] over plain TCP (`http://`), to addresses the allow-list
+/// names only (a push gateway on the LAN or loopback): nothing public is
+/// ever reached without TLS.
+pub async fn exchange_plain(
+    federation: &Federation,
+    target: &Target,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    max_body: usize,
+) -> Result<RawResponse> {
+    let work = async {
+        let stream = connect_plain(&federation.allow_ips, target).await?;
+        send_on(stream, target, method, path_and_query, headers, body, max_body).await
+    };
+    work.or(async {
+        smol::Timer::after(REQUEST_TIMEOUT).await;
+        Err(Error::matrix(504, "M_UNKNOWN", format!("{}: no answer in time", target.host_header)))
+    })
+    .await
+}
+
+/// Sends one request on a connected stream and reads the bounded response.
+async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
+    stream: S,
+    target: &Target,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    max_body: usize,
+) -> Result<RawResponse> {
+    {
         let (_, request_target) = request_target(path_and_query)?;
         let mut request_headers: Vec<(&str, &str)> = vec![
             ("host", target.host_header.as_str()),
@@ -193,12 +236,36 @@ pub async fn exchange(
         let headers =
             response.headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
         Ok(RawResponse { status: response.status, headers, body })
-    };
-    work.or(async {
-        smol::Timer::after(REQUEST_TIMEOUT).await;
-        Err(Error::matrix(504, "M_UNKNOWN", format!("{}: no answer in time", target.host_header)))
-    })
-    .await
+    }
+}
+
+/// Tries each address the allow-list names, in turn, over plain TCP.
+async fn connect_plain(allow: &[Cidr], target: &Target) -> Result<Async<TcpStream>> {
+    let mut errors = Vec::new();
+    for address in &target.addresses {
+        if !allow.iter().any(|cidr| cidr.contains(address.ip())) {
+            errors.push(format!("{address}: plain HTTP only to allowed addresses"));
+            continue;
+        }
+        let attempt =
+            async { Async::<TcpStream>::connect(*address).await.map_err(|error| error.to_string()) }
+                .or(async {
+                    smol::Timer::after(CONNECT_TIMEOUT).await;
+                    Err("timed out".to_string())
+                })
+                .await;
+        match attempt {
+            Ok(tcp) => {
+                let _ = tcp.get_ref().set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(error) => errors.push(format!("{address}: {error}")),
+        }
+    }
+    if errors.is_empty() {
+        errors.push("no address".into());
+    }
+    Err(unreachable(format!("cannot reach {}: {}", target.host_header, errors.join("; "))))
 }
 
 type TlsStream = futures_rustls::client::TlsStream<Async<TcpStream>>;

@@ -259,8 +259,11 @@ fn store(
         soft_failed,
         ..NewEvent::of(pdu, stream_ordering)
     };
-    let update = CurrentUpdate { state: entries, replace_all, extremities, outbox: Vec::new() };
+    // Soft-failed events are not shown, so they notify no one.
+    let pushes = if soft_failed { Vec::new() } else { super::push_queue::pushes_for(app, pdu)? };
+    let update = CurrentUpdate { state: entries, replace_all, extremities, outbox: Vec::new(), pushes };
     app.storage().persist_event(&new_event, state_after, &update)?;
+    app.push_queue.kick(&update.pushes);
     app.search_index.note_new_events();
     if !soft_failed {
         if pdu.kind == "m.room.redaction" {

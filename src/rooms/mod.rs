@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod pdu_cache;
 pub mod presence;
 pub mod push;
+pub mod push_queue;
 pub mod search_index;
 pub mod summary;
 pub mod timeline;
@@ -578,11 +579,16 @@ fn persist_local(
         txn_id: txn.map(|txn| txn.txn_id),
         ..NewEvent::of(pdu, stream_ordering)
     };
+    let pushes = match audience {
+        Audience::Members => push_queue::pushes_for(app, pdu)?,
+        Audience::RoomInCreation => Vec::new(),
+    };
     let update = CurrentUpdate {
         state: current_state,
         replace_all: false,
         extremities: vec![pdu.event_id.clone()],
         outbox: destinations,
+        pushes,
     };
     app.storage().persist_event(&new_event, state_after, &update)?;
     if pdu.kind == "m.room.redaction" {
@@ -594,6 +600,7 @@ fn persist_local(
     for destination in &update.outbox {
         outbox::nudge(app, destination);
     }
+    app.push_queue.kick(&update.pushes);
     Ok(())
 }
 

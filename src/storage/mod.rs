@@ -28,7 +28,7 @@ pub use e2ee::{InboxPage, InboxSize, ToDeviceMessage};
 pub use event_json::JsonRef;
 pub use key_backup::{BackedUpSession, BackupVersion, KeyScope};
 pub use media::{ContentReader, MediaInfo, NewMedia, PART_BYTES};
-pub use push::Pusher;
+pub use push::{PushQueued, Pusher, PusherKey, QueuedPush};
 pub use relations::{RelationChild, RelationQuery};
 pub use rooms::{CurrentStateEntry, CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};

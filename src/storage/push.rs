@@ -4,7 +4,7 @@
 //! The server-default rules themselves are not stored: they come from the
 //! protocol core, and only a user's changes to them live here.
 
-use rusqlite::{Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 use serde_json::Value;
 
 use super::{Storage, now_ms};
@@ -23,6 +23,104 @@ pub(super) const PUSHERS_FOLLOW_DEVICES: &str = r#"
     DELETE FROM pushers WHERE device_id IS NOT NULL AND NOT EXISTS
         (SELECT 1 FROM devices WHERE devices.user_id = pushers.user_id AND devices.device_id = pushers.device_id);
 "#;
+
+/// Migration 15: notifications waiting for a push gateway, per pusher
+/// (named by its key, not its rowid, which `VACUUM INTO` may change), oldest first; written in the transaction that stores
+/// the event, so a restart or crash loses none. A pusher's queue goes with it.
+pub(super) const PUSH_QUEUE: &str = r#"
+    CREATE TABLE push_queue (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     TEXT NOT NULL,
+        app_id      TEXT NOT NULL,
+        pushkey     TEXT NOT NULL,
+        event_id    TEXT NOT NULL,
+        room_id     TEXT NOT NULL,
+        tweaks      TEXT NOT NULL,
+        high        INTEGER NOT NULL,
+        created_ts  INTEGER NOT NULL
+    );
+    CREATE INDEX push_queue_by_pusher ON push_queue(user_id, app_id, pushkey, id);
+    CREATE TRIGGER push_queue_of_deleted_pushers AFTER DELETE ON pushers
+    BEGIN
+        DELETE FROM push_queue
+        WHERE user_id = OLD.user_id AND app_id = OLD.app_id AND pushkey = OLD.pushkey;
+    END;
+"#;
+
+/// A pusher's queue keeps at most this many notifications; past it the
+/// oldest go (a phone away for days needs the latest badge, not every
+/// message). Each row is a few hundred bytes.
+pub const MAX_QUEUED_PER_PUSHER: i64 = 1000;
+
+/// A notification to queue for one pusher (the event is the one stored with it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedPush {
+    pub pusher: PusherKey,
+    /// The `tweaks` of the matching rule's actions, as JSON text.
+    pub tweaks: String,
+    /// Whether the notification goes with `prio: high`.
+    pub high: bool,
+}
+
+/// What names a pusher: spec, `app_id` and `pushkey` for a user.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PusherKey {
+    pub user_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+}
+
+/// A queued notification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PushQueued {
+    pub id: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub tweaks: String,
+    pub high: bool,
+    pub created_ts: i64,
+}
+
+/// Queues `pushes` for an event inside the transaction storing it, trimming
+/// each pusher's queue to [`MAX_QUEUED_PER_PUSHER`].
+pub(super) fn enqueue_pushes(
+    transaction: &rusqlite::Connection,
+    event_id: &str,
+    room_id: &str,
+    pushes: &[QueuedPush],
+) -> Result<()> {
+    let now = now_ms();
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO push_queue (user_id, app_id, pushkey, event_id, room_id, tweaks, high, created_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut trim = transaction.prepare_cached(
+        "DELETE FROM push_queue WHERE id IN (SELECT id FROM push_queue
+         WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3 ORDER BY id DESC LIMIT -1 OFFSET ?4)",
+    )?;
+    for push in pushes {
+        let key = &push.pusher;
+        insert.execute(params![
+            key.user_id,
+            key.app_id,
+            key.pushkey,
+            event_id,
+            room_id,
+            push.tweaks,
+            push.high,
+            now
+        ])?;
+        let dropped = trim.execute(params![key.user_id, key.app_id, key.pushkey, MAX_QUEUED_PER_PUSHER])?;
+        if dropped > 0 {
+            log::warn!(
+                "the push queue of {} ({}) is full: dropped its oldest notification",
+                key.user_id,
+                key.app_id
+            );
+        }
+    }
+    Ok(())
+}
 
 /// One pusher. Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3pushers>.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +169,10 @@ fn pusher_from_row(row: &Row<'_>) -> rusqlite::Result<Pusher> {
         data: row.get(8)?,
         device_id: row.get(9)?,
     })
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<PusherKey> {
+    Ok(PusherKey { user_id: row.get(0)?, app_id: row.get(1)?, pushkey: row.get(2)? })
 }
 
 const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, device_display_name, \
@@ -246,6 +348,72 @@ impl Storage {
             params![user_id, app_id, pushkey],
         )?;
         Ok(deleted > 0)
+    }
+
+    /// The `http` pushers of a room's joined members, by user.
+    pub fn room_http_pushers(&self, room_id: &str) -> Result<Vec<PusherKey>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT p.user_id, p.app_id, p.pushkey FROM pushers p JOIN current_state c
+             ON c.room_id = ?1 AND c.kind = 'm.room.member' AND c.state_key = p.user_id AND c.membership = 'join'
+             WHERE p.kind = 'http' ORDER BY p.user_id, p.app_id, p.pushkey",
+        )?;
+        let rows = statement.query_map([room_id], key_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A pusher by key, with when it was set (ms).
+    pub fn pusher_by_key(&self, key: &PusherKey) -> Result<Option<(Pusher, i64)>> {
+        let sql = format!(
+            "SELECT {PUSHER_COLUMNS}, created_ts FROM pushers WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        Ok(statement
+            .query_row(params![key.user_id, key.app_id, key.pushkey], |row| {
+                Ok((pusher_from_row(row)?, row.get(10)?))
+            })
+            .optional()?)
+    }
+
+    /// The pushers with notifications queued.
+    pub fn pushers_with_queue(&self) -> Result<Vec<PusherKey>> {
+        let mut statement =
+            self.conn.prepare_cached("SELECT DISTINCT user_id, app_id, pushkey FROM push_queue")?;
+        let rows = statement.query_map([], key_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The oldest notification queued for a pusher.
+    pub fn next_push(&self, key: &PusherKey) -> Result<Option<PushQueued>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, event_id, room_id, tweaks, high, created_ts FROM push_queue
+             WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3 ORDER BY id LIMIT 1",
+        )?;
+        Ok(statement
+            .query_row(params![key.user_id, key.app_id, key.pushkey], |row| {
+                Ok(PushQueued {
+                    id: row.get(0)?,
+                    event_id: row.get(1)?,
+                    room_id: row.get(2)?,
+                    tweaks: row.get(3)?,
+                    high: row.get(4)?,
+                    created_ts: row.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Removes a queued notification (sent or given up).
+    pub fn delete_push(&self, id: i64) -> Result<()> {
+        self.conn.prepare_cached("DELETE FROM push_queue WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    /// Removes a pusher's whole queue (the pusher is gone).
+    pub fn delete_pushes_of(&self, key: &PusherKey) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM push_queue WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3")?
+            .execute(params![key.user_id, key.app_id, key.pushkey])?;
+        Ok(())
     }
 
     /// A user's pushers, oldest first.

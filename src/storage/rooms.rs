@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::event_json::EventJson;
+use super::push::QueuedPush;
 use super::{Storage, now_ms};
 use crate::error::{Error, Result};
 
@@ -128,6 +129,9 @@ pub struct CurrentUpdate {
     /// Servers to send the event to: queued in the same transaction, so an
     /// event we store is never missing from the federation outbox.
     pub outbox: Vec<String>,
+    /// Notifications for push gateways: queued in the same transaction, so
+    /// an event we store is never missing from a pusher's queue.
+    pub pushes: Vec<QueuedPush>,
 }
 
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, kind, state_key, sender, \
@@ -498,6 +502,9 @@ impl Storage {
                 enqueue.execute(params![destination, event.event_id, now])?;
             }
         }
+        if !current.pushes.is_empty() {
+            super::push::enqueue_pushes(&transaction, event.event_id, event.room_id, &current.pushes)?;
+        }
         transaction.commit()?;
         Ok(group)
     }
@@ -746,8 +753,13 @@ mod tests {
             outlier: false,
             soft_failed: false,
         };
-        let update =
-            CurrentUpdate { state: Vec::new(), replace_all: false, extremities: vec![], outbox: vec![] };
+        let update = CurrentUpdate {
+            state: Vec::new(),
+            replace_all: false,
+            extremities: vec![],
+            outbox: vec![],
+            pushes: vec![],
+        };
         storage.persist_event(&event, state_after, &update).unwrap().unwrap()
     }
 
