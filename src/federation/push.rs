@@ -185,7 +185,9 @@ fn notification(
     let Some(event) = app.storage().event(&item.event_id)? else { return Ok(None) };
     // Spec: `unread` is the number of unread messages across all rooms.
     let mut unread = 0;
-    for room_id in app.storage().rooms_with_membership(&pusher.user_id, "join")? {
+    // The storage is borrowed one statement at a time.
+    let rooms = app.storage().rooms_with_membership(&pusher.user_id, "join")?;
+    for room_id in rooms {
         unread += crate::rooms::unread::counts(app, &room_id, &pusher.user_id)?.0;
     }
     let mut device_data = data.clone();
