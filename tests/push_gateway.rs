@@ -278,3 +278,22 @@ fn a_rejected_pushkey_removes_its_pusher() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(gateway.notifications().len(), 1, "nothing more for a removed pusher");
 }
+
+#[test]
+fn an_invite_notifies_the_invited_user() {
+    let node = start_node();
+    let gateway = Gateway::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    set_pusher(&bob, "bob-phone", json!({"url": gateway.url()}));
+    let room_id = room(&alice, &[], false);
+    let (status, body) = alice.post(
+        &format!("/_matrix/client/v3/rooms/{room_id}/invite"),
+        &json!({"user_id": node.user_id("bob")}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let notification = gateway.wait_for(1).remove(0);
+    assert_eq!(notification["type"], "m.room.member");
+    assert_eq!(notification["room_id"], room_id.as_str());
+    assert_eq!(notification["content"]["membership"], "invite");
+}

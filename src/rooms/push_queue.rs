@@ -48,10 +48,25 @@ impl PushQueue {
 }
 
 /// The notifications to queue for `pdu`, about to be stored in its room:
-/// one per `http` pusher of each joined local member other than the sender
-/// whose rules say `notify`.
+/// one per `http` pusher of each joined local member (and local user
+/// invited by it) other than the sender whose rules say `notify`.
 pub fn pushes_for(app: &App, pdu: &Pdu) -> Result<Vec<QueuedPush>> {
-    let pushers = app.storage().room_http_pushers(&pdu.room_id)?;
+    let mut pushers = app.storage().room_http_pushers(&pdu.room_id)?;
+    // A local user invited is no member yet, but `.m.rule.invite_for_me`
+    // is for them.
+    let invited = (pdu.kind == "m.room.member"
+        && pdu.content.get("membership").and_then(Value::as_str) == Some("invite"))
+    .then_some(pdu.state_key.as_deref())
+    .flatten()
+    .filter(|user_id| user_id.split_once(':').is_some_and(|(_, server)| server == app.config.server_name));
+    if let Some(invited) = invited {
+        let theirs = app.storage().pushers(invited)?;
+        pushers.extend(theirs.into_iter().filter(|pusher| pusher.kind == "http").map(|pusher| PusherKey {
+            user_id: pusher.user_id,
+            app_id: pusher.app_id,
+            pushkey: pusher.pushkey,
+        }));
+    }
     let mut pushes = Vec::new();
     let mut index = 0;
     while let Some(first) = pushers.get(index) {
