@@ -5,9 +5,8 @@
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#push-rules-api>,
 //! <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3pushersset>.
 //!
-//! Pushers are stored and listed, but this server does not yet send
-//! notifications to push gateways: the push rules drive the unread counts
-//! of `/sync` only.
+//! Pushers are stored and listed here; the notifications they ask for are
+//! queued by `rooms::push_queue` and sent by `federation::push`.
 
 use http_types::Method;
 use serde_json::{Map, Value, json};
@@ -306,7 +305,8 @@ pub fn set_pusher(app: &App, request: &Request) -> Result<Response> {
 
 /// Spec: an http pusher's `data.url` is required and has the path
 /// `/_matrix/push/v1/notify`. (The spec asks for HTTPS; like Synapse we also
-/// accept plain HTTP, which push gateways on a LAN use.)
+/// accept plain HTTP, which push gateways on a LAN use: `federation::push`
+/// sends over it only to addresses `allow_ips` names.)
 fn check_gateway_url(url: Option<&Value>) -> Result<()> {
     let url = match url {
         Some(Value::String(url)) => url,

@@ -5,8 +5,8 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#push-rules-api>,
 //! <https://spec.matrix.org/latest/client-server-api/#push-rules-events>.
-//! The rules only drive the unread counts of `/sync` here: sending
-//! notifications to push gateways is not implemented.
+//! The rules drive the unread counts of `/sync`, `GET /notifications` and
+//! what is sent to push gateways (`push_queue`).
 
 use serde_json::{Value, json};
 
