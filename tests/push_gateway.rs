@@ -297,3 +297,29 @@ fn an_invite_notifies_the_invited_user() {
     assert_eq!(notification["room_id"], room_id.as_str());
     assert_eq!(notification["content"]["membership"], "invite");
 }
+
+/// As Synapse does: a read receipt that lowers the unread count sends a
+/// count-only notification, so the phone's badge follows.
+#[test]
+fn a_read_receipt_updates_the_badge() {
+    let node = start_node();
+    let gateway = Gateway::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    set_pusher(&bob, "bob-phone", json!({"url": gateway.url()}));
+    let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
+    let hello = send(&alice, &dm, text("hello"));
+    gateway.wait_for(1);
+    let (status, body) =
+        bob.post(&format!("/_matrix/client/v3/rooms/{dm}/receipt/m.read/{hello}"), &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let badge = gateway.wait_for(2).remove(1);
+    assert!(badge.get("event_id").is_none(), "{badge}");
+    assert_eq!(badge["counts"]["unread"], 0);
+    assert_eq!(badge["devices"][0]["pushkey"], "bob-phone");
+    // Reading again changes nothing: no more notifications.
+    let (status, _) = bob.post(&format!("/_matrix/client/v3/rooms/{dm}/receipt/m.read/{hello}"), &json!({}));
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gateway.notifications().len(), 2);
+}

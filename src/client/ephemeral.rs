@@ -93,8 +93,13 @@ fn put_receipt(
         event_id: event_id.to_string(),
         ts: now_ms(),
     };
+    // A read receipt that lowers the unread count updates the phone's badge.
+    let unread_before = rooms::unread::counts(app, room_id, user_id)?.0;
     let stream_id = app.next_stream_id();
     app.storage().set_receipt(room_id, &receipt, stream_id)?;
+    if unread_before > 0 && rooms::unread::counts(app, room_id, user_id)?.0 < unread_before {
+        rooms::push_queue::queue_badge(app, user_id)?;
+    }
     if receipt_type == "m.read.private" {
         app.notifier.wake([user_id]);
     } else {

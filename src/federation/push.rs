@@ -173,8 +173,8 @@ async fn deliver(app: &App, pusher: &Pusher, pushkey_ts: i64, item: &PushQueued)
     }
 }
 
-/// The request body for one queued notification; `None` if its event is
-/// gone.
+/// The request body for one queued notification (count-only if it names no
+/// event); `None` if its event is gone.
 fn notification(
     app: &App,
     pusher: &Pusher,
@@ -182,7 +182,14 @@ fn notification(
     data: &Map<String, Value>,
     item: &PushQueued,
 ) -> Result<Option<Value>> {
-    let Some(event) = app.storage().event(&item.event_id)? else { return Ok(None) };
+    let event = if item.event_id.is_empty() {
+        None
+    } else {
+        match app.storage().event(&item.event_id)? {
+            Some(event) => Some(event),
+            None => return Ok(None),
+        }
+    };
     // Spec: `unread` is the number of unread messages across all rooms.
     let mut unread = 0;
     // The storage is borrowed one statement at a time.
@@ -200,6 +207,10 @@ fn notification(
         "data": device_data,
         "tweaks": tweaks,
     });
+    let Some(event) = event else {
+        // A count-only notification (a read receipt lowered the count).
+        return Ok(Some(json!({ "notification": { "counts": { "unread": unread }, "devices": [device] } })));
+    };
     let mut notification = json!({
         "event_id": item.event_id,
         "room_id": item.room_id,

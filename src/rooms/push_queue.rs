@@ -101,6 +101,28 @@ pub fn pushes_for(app: &App, pdu: &Pdu) -> Result<Vec<QueuedPush>> {
     Ok(pushes)
 }
 
+/// Queues a count-only notification for the user's `http` pushers (a read
+/// receipt lowered their unread count: the phone's badge follows), as
+/// Synapse does.
+pub fn queue_badge(app: &App, user_id: &str) -> Result<()> {
+    let keys: Vec<PusherKey> = app
+        .storage()
+        .pushers(user_id)?
+        .into_iter()
+        .filter(|pusher| pusher.kind == "http")
+        .map(|pusher| PusherKey { user_id: pusher.user_id, app_id: pusher.app_id, pushkey: pusher.pushkey })
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    app.storage().enqueue_badge(&keys)?;
+    let kick = app.push_queue.kick.borrow().clone();
+    if let Some(kick) = kick {
+        keys.iter().for_each(|key| kick(key));
+    }
+    Ok(())
+}
+
 /// The `set_tweak` actions as the Push Gateway API's `tweaks` object
 /// (`highlight` without a value is `true`).
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#actions>.

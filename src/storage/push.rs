@@ -402,6 +402,22 @@ impl Storage {
             .optional()?)
     }
 
+    /// Queues a count-only notification (no event: empty `event_id`) for
+    /// each pusher, unless one waits already (its counts are those of when
+    /// it is sent, so one is enough).
+    pub fn enqueue_badge(&self, keys: &[PusherKey]) -> Result<()> {
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO push_queue (user_id, app_id, pushkey, event_id, room_id, tweaks, high, created_ts)
+             SELECT ?1, ?2, ?3, '', '', '{}', 0, ?4 WHERE NOT EXISTS (SELECT 1 FROM push_queue
+                WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3 AND event_id = '')",
+        )?;
+        let now = now_ms();
+        for key in keys {
+            insert.execute(params![key.user_id, key.app_id, key.pushkey, now])?;
+        }
+        Ok(())
+    }
+
     /// Removes a queued notification (sent or given up).
     pub fn delete_push(&self, id: i64) -> Result<()> {
         self.conn.prepare_cached("DELETE FROM push_queue WHERE id = ?1")?.execute([id])?;
