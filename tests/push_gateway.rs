@@ -323,3 +323,27 @@ fn a_read_receipt_updates_the_badge() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(gateway.notifications().len(), 2);
 }
+
+/// Each pusher is a request per notification: an account has a bounded
+/// number of them (updating one it has still works), each with bounded `data`.
+#[test]
+fn pushers_per_account_are_bounded() {
+    let node = start_node();
+    let bob = node.register("bob");
+    let url = "https://push.example.org/_matrix/push/v1/notify";
+    for n in 0..32 {
+        set_pusher(&bob, &format!("key{n}"), json!({"url": url}));
+    }
+    let body = |pushkey: &str, data: Value| {
+        json!({
+            "kind": "http", "app_id": "org.example.app", "pushkey": pushkey,
+            "app_display_name": "Example", "device_display_name": "phone", "lang": "en", "data": data,
+        })
+    };
+    let answer = bob.post("/_matrix/client/v3/pushers/set", &body("one-more", json!({"url": url})));
+    common::assert_error(&answer, 400, "M_INVALID_PARAM");
+    set_pusher(&bob, "key0", json!({"url": url, "format": "event_id_only"}));
+    let big = "x".repeat(20_000);
+    let answer = bob.post("/_matrix/client/v3/pushers/set", &body("key1", json!({"url": url, "big": big})));
+    common::assert_error(&answer, 400, "M_INVALID_PARAM");
+}

@@ -22,6 +22,13 @@ use crate::storage::Pusher;
 const MAX_APP_ID_CHARS: usize = 64;
 /// Spec (`POST /pushers/set`): `pushkey` is at most 512 bytes.
 const MAX_PUSHKEY_BYTES: usize = 512;
+/// Pushers per user at most: each one is a sender and a request per
+/// notification, so an account cannot turn the server into a flood of
+/// requests to some URL (a household's phones and tablets need a few).
+const MAX_PUSHERS_PER_USER: usize = 32;
+/// A pusher's `data` at most (serialised): it goes into every notification
+/// (Sygnal's `default_payload` for iOS is the largest use, well under this).
+const MAX_DATA_BYTES: usize = 16 * 1024;
 /// Spec: an http pusher's URL has this path.
 const PUSH_GATEWAY_PATH: &str = "/_matrix/push/v1/notify";
 
@@ -287,6 +294,15 @@ pub fn set_pusher(app: &App, request: &Request) -> Result<Response> {
         Some(Value::Bool(append)) => *append,
         Some(_) => return Err(Error::BadJson("`append` must be a boolean".into())),
     };
+    let data = Value::Object(data).to_string();
+    if data.len() > MAX_DATA_BYTES {
+        return Err(Error::InvalidParam(format!("`data` is at most {MAX_DATA_BYTES} bytes")));
+    }
+    let existing = app.storage().pushers(&owner.user_id)?;
+    let is_new = !existing.iter().any(|known| known.app_id == app_id && known.pushkey == pushkey);
+    if is_new && existing.len() >= MAX_PUSHERS_PER_USER {
+        return Err(Error::InvalidParam(format!("at most {MAX_PUSHERS_PER_USER} pushers per account")));
+    }
     let pusher = Pusher {
         user_id: owner.user_id.clone(),
         app_id,
@@ -296,7 +312,7 @@ pub fn set_pusher(app: &App, request: &Request) -> Result<Response> {
         device_display_name: string("device_display_name")?,
         profile_tag,
         lang: string("lang")?,
-        data: Value::Object(data).to_string(),
+        data,
         device_id: Some(owner.device_id.clone()),
     };
     app.storage().set_pusher(&pusher, append)?;

@@ -109,7 +109,11 @@ async fn run(app: Rc<App>, key: PusherKey) {
         match deliver(&app, &pusher, pushkey_ts, &item).await {
             Delivery::Done => {
                 failures = 0;
-                let _ = app.storage().delete_push(item.id);
+                // Never send the same one again and again.
+                if let Err(error) = app.storage().delete_push(item.id) {
+                    log::error!("push queue of {}: {error}", key.user_id);
+                    break;
+                }
             }
             Delivery::Rejected => {
                 log::info!(
@@ -122,10 +126,20 @@ async fn run(app: Rc<App>, key: PusherKey) {
             }
             Delivery::Failed(error) => {
                 failures = failures.saturating_add(1);
-                if now_ms() - item.created_ts > GIVE_UP_AFTER_MS {
-                    log::warn!("giving up on a notification to {} ({}): {error}", key.user_id, key.app_id);
-                    let _ = app.storage().delete_push(item.id);
-                    continue;
+                // Everything as old goes at once, not one attempt per row.
+                let cutoff = now_ms() - GIVE_UP_AFTER_MS;
+                if item.created_ts < cutoff {
+                    match app.storage().delete_pushes_before(&key, cutoff) {
+                        Ok(dropped) => {
+                            log::warn!(
+                                "gave up on {dropped} notifications to {} ({}): {error}",
+                                key.user_id,
+                                key.app_id
+                            );
+                            continue;
+                        }
+                        Err(error) => log::error!("push queue of {}: {error}", key.user_id),
+                    }
                 }
                 let wait = backoff(failures);
                 log::debug!("push to {} ({}) failed, retry in {wait:?}: {error}", key.user_id, key.app_id);

@@ -424,6 +424,16 @@ impl Storage {
         Ok(())
     }
 
+    /// Removes a pusher's notifications queued before `created_ts` (given up).
+    pub fn delete_pushes_before(&self, key: &PusherKey, created_ts: i64) -> Result<usize> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM push_queue WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3 AND created_ts < ?4",
+            )?
+            .execute(params![key.user_id, key.app_id, key.pushkey, created_ts])?)
+    }
+
     /// Removes a pusher's whole queue (the pusher is gone).
     pub fn delete_pushes_of(&self, key: &PusherKey) -> Result<()> {
         self.conn
