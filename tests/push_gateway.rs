@@ -233,7 +233,7 @@ fn event_id_only_sends_ids_and_counts() {
 }
 
 #[test]
-fn queued_notifications_survive_a_restart_with_the_gateway_down() {
+fn queued_notifications_survive_a_crash_with_the_gateway_down() {
     let mut node = start_node();
     // The gateway's port, with nothing listening on it yet.
     let port = common::free_port();
@@ -244,8 +244,9 @@ fn queued_notifications_survive_a_restart_with_the_gateway_down() {
     let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
     let first = send(&alice, &dm, text("one"));
     let second = send(&alice, &dm, text("two"));
-    // Let the sender fail at least once, then restart the server.
+    // Let the sender fail at least once, then crash and restart the server.
     std::thread::sleep(Duration::from_millis(300));
+    node.kill9();
     node.restart();
     let gateway = Gateway::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap());
     let received = gateway.wait_for(2);
@@ -346,4 +347,20 @@ fn pushers_per_account_are_bounded() {
     let big = "x".repeat(20_000);
     let answer = bob.post("/_matrix/client/v3/pushers/set", &body("key1", json!({"url": url, "big": big})));
     common::assert_error(&answer, 400, "M_INVALID_PARAM");
+}
+
+/// Plain HTTP goes only to addresses `allow_ips` names: without it, a
+/// loopback gateway is never reached.
+#[test]
+fn plain_http_needs_an_allowed_address() {
+    let node = Node::start();
+    let gateway = Gateway::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    set_pusher(&bob, "bob-phone", json!({"url": gateway.url()}));
+    let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
+    send(&alice, &dm, text("hello"));
+    // The first attempt is immediate, the retry a second later.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(gateway.notifications().is_empty());
 }

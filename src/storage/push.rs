@@ -509,6 +509,40 @@ mod tests {
     }
 
     #[test]
+    fn push_queues_are_bounded_deduplicated_and_go_with_their_pusher() {
+        let storage = super::super::in_memory();
+        let pusher = Pusher {
+            user_id: "@a:x".into(),
+            app_id: "app".into(),
+            pushkey: "key".into(),
+            kind: "http".into(),
+            app_display_name: "app".into(),
+            device_display_name: "phone".into(),
+            profile_tag: None,
+            lang: "en".into(),
+            data: "{}".into(),
+            device_id: None,
+        };
+        storage.set_pusher(&pusher, false).unwrap();
+        let key = PusherKey { user_id: "@a:x".into(), app_id: "app".into(), pushkey: "key".into() };
+        let push = QueuedPush { pusher: key.clone(), tweaks: "{}".into(), high: true };
+        for n in 0..MAX_QUEUED_PER_PUSHER + 5 {
+            enqueue_pushes(&storage.conn, &format!("$e{n}"), "!r:x", std::slice::from_ref(&push)).unwrap();
+        }
+        let count = |storage: &Storage| -> i64 {
+            storage.conn.query_row("SELECT count(*) FROM push_queue", [], |row| row.get(0)).unwrap()
+        };
+        assert_eq!(count(&storage), MAX_QUEUED_PER_PUSHER, "the oldest are dropped");
+        assert_eq!(storage.next_push(&key).unwrap().unwrap().event_id, "$e5");
+        assert_eq!(storage.pushers_with_queue().unwrap(), [key.clone()]);
+        storage.enqueue_badge(std::slice::from_ref(&key)).unwrap();
+        storage.enqueue_badge(std::slice::from_ref(&key)).unwrap();
+        assert_eq!(count(&storage), MAX_QUEUED_PER_PUSHER + 1, "one count-only notification waits at most");
+        assert!(storage.delete_pusher("@a:x", "app", "key").unwrap());
+        assert_eq!(count(&storage), 0, "the queue goes with its pusher");
+    }
+
+    #[test]
     fn pushers_replace_other_users_unless_appended() {
         let storage = super::super::in_memory();
         let pusher = |user: &str, name: &str| Pusher {
