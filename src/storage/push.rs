@@ -534,7 +534,7 @@ mod tests {
         };
         assert_eq!(count(&storage), MAX_QUEUED_PER_PUSHER, "the oldest are dropped");
         assert_eq!(storage.next_push(&key).unwrap().unwrap().event_id, "$e5");
-        assert_eq!(storage.pushers_with_queue().unwrap(), [key.clone()]);
+        assert_eq!(storage.pushers_with_queue().unwrap(), std::slice::from_ref(&key));
         storage.enqueue_badge(std::slice::from_ref(&key)).unwrap();
         storage.enqueue_badge(std::slice::from_ref(&key)).unwrap();
         assert_eq!(count(&storage), MAX_QUEUED_PER_PUSHER + 1, "one count-only notification waits at most");
