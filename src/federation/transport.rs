@@ -1,5 +1,6 @@
 //! One outbound HTTPS exchange: refuse forbidden addresses, connect (TCP,
-//! TLS with certificate verification that is never off), send one HTTP/1.1
+//! TLS with certificate verification that is never off; plain TCP only to
+//! addresses the allow-list names, for push gateways), send one HTTP/1.1
 //! request with our codec (`http1`), read a bounded response (head under
 //! the codec's limits, body under the caller's).
 //!
@@ -169,6 +170,14 @@ pub async fn exchange(
         let stream = connect(&federation.tls, &federation.allow_ips, target).await?;
         send_on(stream, target, method, path_and_query, headers, body, max_body).await
     };
+    within_deadline(target, work).await
+}
+
+/// `work`, or a 504 once [`REQUEST_TIMEOUT`] has passed.
+async fn within_deadline(
+    target: &Target,
+    work: impl std::future::Future<Output = Result<RawResponse>>,
+) -> Result<RawResponse> {
     work.or(async {
         smol::Timer::after(REQUEST_TIMEOUT).await;
         Err(Error::matrix(504, "M_UNKNOWN", format!("{}: no answer in time", target.host_header)))
@@ -192,11 +201,7 @@ pub async fn exchange_plain(
         let stream = connect_plain(&federation.allow_ips, target).await?;
         send_on(stream, target, method, path_and_query, headers, body, max_body).await
     };
-    work.or(async {
-        smol::Timer::after(REQUEST_TIMEOUT).await;
-        Err(Error::matrix(504, "M_UNKNOWN", format!("{}: no answer in time", target.host_header)))
-    })
-    .await
+    within_deadline(target, work).await
 }
 
 /// Sends one request on a connected stream and reads the bounded response.
@@ -209,34 +214,32 @@ async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
     body: Option<Vec<u8>>,
     max_body: usize,
 ) -> Result<RawResponse> {
-    {
-        let (_, request_target) = request_target(path_and_query)?;
-        let mut request_headers: Vec<(&str, &str)> = vec![
-            ("host", target.host_header.as_str()),
-            ("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION"))),
-            // One request per connection: no pool to keep, nothing to drain.
-            ("connection", "close"),
-        ];
-        request_headers.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
-        if body.is_some() {
-            request_headers.push(("content-type", "application/json"));
-        }
-        let body_length = match &body {
-            Some(body) => Some(body.len() as u64),
-            None if matches!(method, Method::Put | Method::Post) => Some(0),
-            None => None,
-        };
-        let head = http1::request_head(method.as_ref(), &request_target, &request_headers, body_length);
-        let (response, body) = http1::exchange(stream, head, body.unwrap_or_default(), max_body)
-            .await
-            .map_err(|error| match error {
-                ClientError::TooLarge => too_large(&target.host_header, max_body),
-                ClientError::Read(error) => unreachable(format!("{}: {error}", target.host_header)),
-            })?;
-        let headers =
-            response.headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
-        Ok(RawResponse { status: response.status, headers, body })
+    let (_, request_target) = request_target(path_and_query)?;
+    let mut request_headers: Vec<(&str, &str)> = vec![
+        ("host", target.host_header.as_str()),
+        ("user-agent", concat!("hearth/", env!("CARGO_PKG_VERSION"))),
+        // One request per connection: no pool to keep, nothing to drain.
+        ("connection", "close"),
+    ];
+    request_headers.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
+    if body.is_some() {
+        request_headers.push(("content-type", "application/json"));
     }
+    let body_length = match &body {
+        Some(body) => Some(body.len() as u64),
+        None if matches!(method, Method::Put | Method::Post) => Some(0),
+        None => None,
+    };
+    let head = http1::request_head(method.as_ref(), &request_target, &request_headers, body_length);
+    let (response, body) = http1::exchange(stream, head, body.unwrap_or_default(), max_body).await.map_err(
+        |error| match error {
+            ClientError::TooLarge => too_large(&target.host_header, max_body),
+            ClientError::Read(error) => unreachable(format!("{}: {error}", target.host_header)),
+        },
+    )?;
+    let headers =
+        response.headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+    Ok(RawResponse { status: response.status, headers, body })
 }
 
 /// Tries each address the allow-list names, in turn, over plain TCP.
