@@ -564,3 +564,30 @@ fn leak(errcode: &str) -> &'static str {
         _ => "M_UNKNOWN",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unrecognized_endpoint_falls_back_to_v1() {
+        let unrecognized = json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"});
+        assert!(is_unrecognized(404, &unrecognized));
+        assert!(is_unrecognized(400, &unrecognized));
+        assert!(!is_unrecognized(405, &unrecognized));
+        assert!(!is_unrecognized(403, &json!({"errcode": "M_FORBIDDEN"})));
+        assert!(!is_unrecognized(404, &json!({"errcode": "M_NOT_FOUND"})));
+        assert!(!is_unrecognized(404, &Value::Null));
+    }
+
+    #[test]
+    fn send_join_answers_are_read_in_both_shapes() {
+        let v2 = br#"{"origin": "x", "state": [{"a": 1}], "auth_chain": []}"#;
+        assert_eq!(parse_send_join("v2", v2).unwrap().state.len(), 1);
+        let v1 = br#"[200, {"origin": "x", "state": [{"a": 1}, {"b": 2}], "auth_chain": [{"c": 3}]}]"#;
+        let answer = parse_send_join("v1", v1).unwrap();
+        assert_eq!((answer.state.len(), answer.auth_chain.len()), (2, 1));
+        assert!(parse_send_join("v1", v2).is_err());
+        assert!(parse_send_join("v1", b"[200]").is_err());
+    }
+}
