@@ -435,6 +435,11 @@ pub async fn invite_remote(
     let server = server_of(target)
         .ok_or_else(|| Error::InvalidParam(format!("{target} is not a user ID")))?
         .to_string();
+    // Only a joined member may invite (the auth rules check again below):
+    // anyone else must not make us query another server.
+    if app.storage().membership(room_id, sender)?.as_deref() != Some("join") {
+        return Err(Error::Forbidden("you are not in this room".into()));
+    }
     let mut content = extra.clone();
     if !content.contains_key("displayname") && !content.contains_key("avatar_url") {
         content.extend(invitee_profile(app, target).await);
