@@ -22,9 +22,10 @@ mod push;
 mod register;
 mod relations;
 mod report;
+mod room_summary;
 mod rooms;
 mod search;
-mod spaces;
+pub mod spaces;
 pub mod sync;
 mod thirdparty;
 mod to_device;
@@ -63,6 +64,14 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         ["_matrix", "client", "versions"] => {
             return match request.method {
                 Method::Get => Ok(versions::versions()),
+                _ => Err(Error::Unrecognized { method_not_allowed: true }),
+            };
+        }
+        // The room summary's unstable paths (MSC3266), still called by Nheko and others.
+        ["_matrix", "client", "unstable", "im.nheko.summary", "summary", room]
+        | ["_matrix", "client", "unstable", "im.nheko.summary", "rooms", room, "summary"] => {
+            return match request.method {
+                Method::Get => room_summary::room_summary(app, request, room).await,
                 _ => Err(Error::Unrecognized { method_not_allowed: true }),
             };
         }
@@ -164,10 +173,14 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V1, ["media", rest @ ..]) => media::route_authenticated(app, request, rest).await,
         (V1, ["rooms", room_id, "hierarchy"]) if *method == Get => spaces::hierarchy(app, request, room_id),
+        (V1, ["room_summary", room]) => match method {
+            Get => room_summary::room_summary(app, request, room).await,
+            _ => not_allowed(),
+        },
         (V1, ["rooms", room_id, rest @ ..]) => app.in_snapshot(|| room_route_v1(app, request, room_id, rest)),
         (V3, ["search"]) if *method == Post => search::search(app, request),
         (V3, ["directory", "room", alias]) => match method {
-            Get => directory::get_alias(app, alias),
+            Get => directory::get_alias(app, alias).await,
             Put => directory::put_alias(app, request, alias),
             Delete => directory::delete_alias(app, request, alias),
             _ => not_allowed(),
