@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::rooms::format::{Viewer, client_events_raw, stripped_state};
 use crate::rooms::push;
+use crate::rooms::timeline::MAX_SCANNED_EVENTS;
 use crate::rooms::unread;
 use crate::rooms::visibility::Visibility;
 use crate::storage::{CurrentStateEntry, StoredEvent, TokenOwner};
@@ -34,6 +35,12 @@ use crate::storage::{CurrentStateEntry, StoredEvent, TokenOwner};
 const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 /// Heroes in a room summary.
 const MAX_HEROES: usize = 5;
+/// As Synapse: a timeline is `limited` when its window holds more than this
+/// many times the limit (at least [`MIN_LOOKED_AT`]) in stored events, even
+/// if the filter keeps fewer than the limit of them; the client then knows
+/// there is history to page back into.
+const LOOK_FACTOR: usize = 2;
+const MIN_LOOKED_AT: usize = 10;
 
 /// A position in the streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,7 +231,7 @@ fn build(
     // The rooms and account data are read from one snapshot, with the lock
     // taken once for the few hundred reads of an initial sync; the to-device
     // part below writes (it acknowledges delivered messages).
-    let (rooms, account_data) =
+    let (rooms, account_data, newly_met) =
         app.in_snapshot(|| rooms_and_account_data(app, owner, filter, since, now, full_state))?;
 
     let presence = crate::rooms::presence::sync_events(
@@ -232,6 +239,7 @@ fn build(
         user_id,
         since.map(|token| token.presence),
         now.presence,
+        &newly_met,
         |sender| filter.presence.allows("m.presence", sender),
     )?;
     let to_device_since = since.map(|token| token.to_device);
@@ -263,8 +271,9 @@ fn build(
     Ok((Answer { fields, rooms, to_device: Events { events: to_device } }, has_news))
 }
 
-/// The room sections and the global account data of the answer: the part of
-/// /sync that only reads.
+/// The room sections and the global account data of the answer (the part
+/// of /sync that only reads), and the users the syncing user newly shares a
+/// room with in the window (their presence is news).
 fn rooms_and_account_data(
     app: &App,
     owner: &TokenOwner,
@@ -272,8 +281,12 @@ fn rooms_and_account_data(
     since: Option<Token>,
     now: Token,
     full_state: bool,
-) -> Result<(Rooms, Vec<Value>)> {
+) -> Result<(Rooms, Vec<Value>, BTreeSet<String>)> {
     let user_id = owner.user_id.as_str();
+    // Spec: an ignored user's events and invites are not sent (read once
+    // for all rooms).
+    let ignored = Rc::new(crate::rooms::visibility::ignored_users(app, user_id)?);
+    let mut newly_met = BTreeSet::new();
     let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     let since_stream = since.map(|token| token.stream);
     let mut rooms = Rooms::default();
@@ -317,17 +330,33 @@ fn rooms_and_account_data(
                 if room_since.is_some() && !full_state && quiet(room_id) {
                     continue;
                 }
-                if let Some(section) =
-                    joined_room(app, viewer, filter, room_id, room_since, since, now, full_state)?
-                {
+                let section = joined_room(
+                    app,
+                    viewer,
+                    filter,
+                    room_id,
+                    (room_since, since, now),
+                    full_state,
+                    &ignored,
+                    &mut newly_met,
+                )?;
+                if let Some(section) = section {
                     join.insert(room_id.clone(), section);
                 }
             }
             "invite" if since_stream.is_none() || newly(room_id) => {
-                invite.insert(
-                    room_id.clone(),
-                    json!({ "invite_state": { "events": invite_state(app, room_id, user_id)? } }),
-                );
+                let events = invite_state_events(app, room_id, user_id)?;
+                let from_ignored = events.iter().any(|event| {
+                    event.kind == "m.room.member"
+                        && event.state_key.as_deref() == Some(user_id)
+                        && ignored.contains(&event.sender)
+                });
+                if !from_ignored {
+                    invite.insert(
+                        room_id.clone(),
+                        json!({ "invite_state": { "events": strip_invite_state(&events) } }),
+                    );
+                }
             }
             "knock" if since_stream.is_none() || newly(room_id) => {
                 knock.insert(
@@ -341,8 +370,8 @@ fn rooms_and_account_data(
                     None => filter.room.include_leave,
                 };
                 if include && !app.storage().is_forgotten(user_id, room_id)? {
-                    leave
-                        .insert(room_id.clone(), left_room(app, viewer, filter, room_id, since_stream, now)?);
+                    let section = left_room(app, viewer, filter, room_id, since_stream, now, &ignored)?;
+                    leave.insert(room_id.clone(), section);
                 }
             }
             _ => {}
@@ -353,7 +382,8 @@ fn rooms_and_account_data(
     for pending in app.storage().remote_invites(user_id)? {
         let new =
             since_stream.is_none_or(|since| pending.stream_id > since) && pending.stream_id <= now.stream;
-        if new && filter.room.allows_room(&pending.room_id) && !invite.contains_key(&pending.room_id) {
+        let wanted = filter.room.allows_room(&pending.room_id) && !ignored.contains(&pending.inviter);
+        if new && wanted && !invite.contains_key(&pending.room_id) {
             let events: Value = serde_json::from_str(&pending.invite_state).unwrap_or_else(|_| json!([]));
             invite.insert(pending.room_id, json!({ "invite_state": { "events": events } }));
         }
@@ -389,7 +419,7 @@ fn rooms_and_account_data(
             join.entry(room_id).or_insert_with(JoinedRoom::empty).account_data.events = events;
         }
     }
-    Ok((rooms, account_data))
+    Ok((rooms, account_data, newly_met))
 }
 
 /// Whether the user was already joined when the window began (a join event in
@@ -407,22 +437,28 @@ fn joined_before_window(app: &App, user_id: &str, room_id: &str, since: Option<i
     Ok(membership.as_deref() == Some("join"))
 }
 
+/// A joined room's section, or none when nothing in it is news. The window
+/// is `(room_since, since, now)`: the room's own start (none when it shows
+/// for the first time), the sync's token and now. Adds to `newly_met` the
+/// users the syncing user newly shares the room with.
 #[allow(clippy::too_many_arguments)]
 fn joined_room(
     app: &App,
     viewer: Viewer<'_>,
     filter: &Filter,
     room_id: &str,
-    room_since: Option<i64>,
-    since: Option<Token>,
-    now: Token,
+    (room_since, since, now): (Option<i64>, Option<Token>, Token),
     full_state: bool,
+    ignored: &Rc<HashSet<String>>,
+    newly_met: &mut BTreeSet<String>,
 ) -> Result<Option<JoinedRoom>> {
     let user_id = viewer.user_id;
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let visibility = Visibility::new(app, user_id);
-    let (timeline, limited) =
-        timeline(app, &visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
+    let visibility = Visibility::with_ignored(app, user_id, Rc::clone(ignored));
+    // A room shown for the first time starts before everything, history
+    // fetched from other servers (at negative positions) included.
+    let after = room_since.unwrap_or(i64::MIN);
+    let (timeline, limited) = timeline(app, &visibility, filter, room_id, after, now.stream, limit)?;
     let typing = app.typing.changed_since(room_id, since.map(|token| token.typing));
     let mut receipts =
         app.storage().receipts_since(room_id, since.map_or(0, |token| token.stream), now.stream)?;
@@ -441,6 +477,11 @@ fn joined_room(
     let lazy = filter.room.state.lazy_load_members;
     let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
     wanted_members.insert(user_id);
+    // Spec (lazy-loading room members): after a gap the client may lack the
+    // membership of the timeline's senders, whenever it was set; it comes
+    // in `state` (the syncing user's own, which the client has, only when
+    // it changed).
+    let gapped_lazy = lazy && limited && !is_initial && !full_state;
     let mut state_events = Vec::new();
     // One query for the current state, not one per event; an incremental
     // sync only shows state newer than its token, so it loads only that.
@@ -458,18 +499,32 @@ fn joined_room(
         if in_timeline.contains(event_id.as_str()) {
             continue;
         }
-        if kind == "m.room.member" && lazy && !wanted_members.contains(state_key.as_str()) {
+        let is_member = kind == "m.room.member";
+        if is_member && lazy && !wanted_members.contains(state_key.as_str()) {
             continue;
         }
-        let Some(event) = loaded.remove(event_id) else { continue };
+        let sender_member = gapped_lazy && is_member && state_key != user_id;
+        let event = match loaded.remove(event_id) {
+            Some(event) => event,
+            // At most one per timeline event: only after a gap.
+            None if sender_member => match app.storage().event(event_id)? {
+                Some(event) => event,
+                None => continue,
+            },
+            None => continue,
+        };
         if !filter.room.state.allows_event(&event) {
             continue;
         }
+        // The whole state for a first view (wherever its events sit: a room
+        // joined over federation has history before them); otherwise what
+        // changed since the token, up to the timeline.
         let unseen = is_initial
             || full_state
+            || sender_member
             || (room_since.is_some_and(|since| event.stream_ordering > since)
                 && event.stream_ordering < timeline_start);
-        if unseen && event.stream_ordering < timeline_start {
+        if unseen {
             state_events.push(event);
         }
     }
@@ -485,6 +540,23 @@ fn joined_room(
     let timeline_events = client_events_raw(app, &timeline, Some(viewer), false);
     let (notifications, highlights) = unread::counts(app, room_id, user_id)?;
     let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
+    // Spec (presence): the presence of users newly met in the window is news.
+    if since.is_some() {
+        let joined = |entry: &&CurrentStateEntry| {
+            entry.kind == "m.room.member" && entry.membership.as_deref() == Some("join")
+        };
+        if is_initial {
+            newly_met.extend(current.iter().filter(joined).map(|entry| entry.state_key.clone()));
+        } else if membership_changed {
+            newly_met.extend(
+                timeline
+                    .iter()
+                    .filter(|event| event.kind == "m.room.member" && membership_of(event) == Some("join"))
+                    .filter_map(|event| event.state_key.clone()),
+            );
+        }
+        newly_met.remove(user_id);
+    }
     Ok(Some(JoinedRoom {
         account_data: Events::none(),
         ephemeral: Events { events: ephemeral },
@@ -495,8 +567,15 @@ fn joined_room(
     }))
 }
 
+/// The `membership` of a member event's content.
+fn membership_of(event: &StoredEvent) -> Option<&str> {
+    event.json.get("content").and_then(|content| content.get("membership")).and_then(Value::as_str)
+}
+
 /// The newest visible events in `(after, up_to]`, oldest first, and whether
-/// more were left out.
+/// more were left out (as Synapse says it: more visible events than the
+/// limit, or more stored events in the window than [`LOOK_FACTOR`] times
+/// it). Reads at most [`MAX_SCANNED_EVENTS`] stored events.
 fn timeline(
     app: &App,
     visibility: &Visibility<'_>,
@@ -509,6 +588,7 @@ fn timeline(
     let mut events = Vec::new();
     let mut cursor = up_to;
     let mut limited = false;
+    let mut scanned = 0;
     // Page backwards until `limit` visible events are found or the window ends.
     loop {
         let page = app.storage().room_events_backwards(room_id, after, cursor, limit + 1)?;
@@ -517,6 +597,7 @@ fn timeline(
         visibility.prepare(&page);
         for event in page {
             cursor = event.stream_ordering - 1;
+            scanned += 1;
             if !filter.room.timeline.allows_event(&event) || !visibility.can_see(&event) {
                 continue;
             }
@@ -529,6 +610,14 @@ fn timeline(
         if limited || exhausted || empty {
             break;
         }
+        // A long stretch the user may not see ends the look early.
+        if scanned >= MAX_SCANNED_EVENTS {
+            limited = true;
+            break;
+        }
+    }
+    if scanned > (limit * LOOK_FACTOR).max(MIN_LOOKED_AT) {
+        limited = true;
     }
     events.reverse();
     Ok((events, limited))
@@ -541,6 +630,7 @@ fn left_room(
     room_id: &str,
     since: Option<i64>,
     now: Token,
+    ignored: &Rc<HashSet<String>>,
 ) -> Result<LeftRoom> {
     let user_id = viewer.user_id;
     // Show history up to (and including) the user's leave.
@@ -548,8 +638,9 @@ fn left_room(
     let leave_event = leave_event_id.and_then(|id| app.storage().event(&id).ok().flatten());
     let up_to = leave_event.as_ref().map_or(now.stream, |event| event.stream_ordering);
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let visibility = Visibility::new(app, user_id);
-    let (timeline, limited) = timeline(app, &visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
+    let visibility = Visibility::with_ignored(app, user_id, Rc::clone(ignored));
+    let after = since.unwrap_or(i64::MIN);
+    let (timeline, limited) = timeline(app, &visibility, filter, room_id, after, up_to, limit)?;
     let events = client_events_raw(app, &timeline, Some(viewer), false);
     Ok(LeftRoom {
         account_data: Events::none(),
@@ -561,8 +652,12 @@ fn left_room(
 /// Stripped state for an invite or knock: the room's identity and the
 /// user's own member event.
 pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value>> {
-    let events = invite_state_events(app, room_id, user_id)?;
-    Ok(events
+    Ok(strip_invite_state(&invite_state_events(app, room_id, user_id)?))
+}
+
+/// [`invite_state`] of the events read already.
+fn strip_invite_state(events: &[StoredEvent]) -> Vec<Value> {
+    events
         .iter()
         .map(|event| {
             let mut stripped = stripped_state(event);
@@ -572,7 +667,7 @@ pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value
             }
             stripped
         })
-        .collect())
+        .collect()
 }
 
 /// The current state events that describe a room to someone invited to it
