@@ -57,9 +57,11 @@ fn gapped_lazy_incremental_sync_carries_the_timeline_senders_members() {
         join(user, &room);
     }
     send_text(&alice, &room, "hello");
+    send_text(&alice, &room, "hello again");
     let lazy =
         filter_query(json!({"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": true}}}));
     let first = sync(&alice, &lazy);
+    assert_eq!(members_in(state_events(&first, &room)), vec![alice.user_id.clone()], "{first}");
     for index in 0..6 {
         send_text(&carol, &room, &format!("gap {index}"));
     }
@@ -70,11 +72,27 @@ fn gapped_lazy_incremental_sync_carries_the_timeline_senders_members() {
     assert_eq!(bodies(timeline(&gapped, &room)), vec!["gap 5", "last"]);
     assert_eq!(members_in(state_events(&gapped, &room)), vec![carol.user_id.clone(), dave.user_id.clone()]);
 
-    // A sync that is not gapped and whose senders did not change brings no state.
+    // A sync that is not gapped and whose senders' membership the device
+    // was sent brings no state.
     send_text(&dave, &room, "again");
     let next = sync(&alice, &format!("{lazy}&{}", since(&gapped["next_batch"])));
     assert_eq!(next["rooms"]["join"][&room]["timeline"]["limited"], false, "{next}");
     assert!(state_events(&next, &room).is_empty(), "{next}");
+    // Bob, never seen by this device, speaks without a gap: his membership
+    // comes along, once.
+    send_text(&bob, &room, "bob here");
+    let bob_speaks = sync(&alice, &format!("{lazy}&{}", since(&next["next_batch"])));
+    assert_eq!(members_in(state_events(&bob_speaks, &room)), vec![bob.user_id.clone()], "{bob_speaks}");
+    send_text(&bob, &room, "bob again");
+    let quiet = sync(&alice, &format!("{lazy}&{}", since(&bob_speaks["next_batch"])));
+    assert!(state_events(&quiet, &room).is_empty(), "{quiet}");
+    // With include_redundant_members, every sender's membership comes (and
+    // the syncing user's own, as Synapse sends it).
+    let redundant = filter_query(json!({"room": {"timeline": {"limit": 2},
+        "state": {"lazy_load_members": true, "include_redundant_members": true}}}));
+    let again = sync(&alice, &format!("{redundant}&{}", since(&bob_speaks["next_batch"])));
+    let both = vec![alice.user_id.clone(), bob.user_id.clone()];
+    assert_eq!(members_in(state_events(&again, &room)), both, "{again}");
 }
 
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#syncing> (`limited`:
@@ -289,5 +307,42 @@ fn the_first_sync_after_a_federated_join_carries_the_visible_history() {
         let earlier = bodies(page["chunk"].as_array().unwrap());
         assert!(!earlier.is_empty(), "{page}");
         assert!(earlier.iter().all(|body| body.starts_with("early") && !shown.contains(body)), "{page}");
+    }
+}
+
+/// As above, joining after an invite, with and without lazy-loaded members.
+#[test]
+fn own_join_after_an_invite_shows_under_restrictive_history() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    for visibility in ["joined", "invited"] {
+        for lazy in [false, true] {
+            let bob = node.register(&format!("bob-{visibility}-{lazy}"));
+            let room = create_room(
+                &alice,
+                json!({"preset": "private_chat", "initial_state": [{"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": visibility}}]}),
+            );
+            send_text(&alice, &room, "before");
+            let q = if lazy {
+                filter_query(json!({"room": {"state": {"lazy_load_members": true}}}))
+            } else {
+                String::new()
+            };
+            let before = sync(&bob, &q);
+            invite(&alice, &room, &bob.user_id);
+            let invited = sync(&bob, &format!("{q}&{}", since(&before["next_batch"])));
+            assert!(invited["rooms"]["invite"].get(&room).is_some());
+            join(&bob, &room);
+            send_text(&alice, &room, "after");
+            for query in [format!("{q}&{}", since(&invited["next_batch"])), q.clone()] {
+                let after = sync(&bob, &query);
+                let own_join = timeline(&after, &room).iter().any(|event| {
+                    event["type"] == "m.room.member"
+                        && event["state_key"] == bob.user_id.as_str()
+                        && event["content"]["membership"] == "join"
+                });
+                assert!(own_join, "{visibility} {lazy} {query}: {after}");
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! and the rest from `stream`.
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync>.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -41,6 +42,53 @@ const MAX_HEROES: usize = 5;
 /// there is history to page back into.
 const LOOK_FACTOR: usize = 2;
 const MIN_LOOKED_AT: usize = 10;
+/// Member events remembered as sent under lazy loading, over all devices and
+/// rooms (~150 bytes each); past this the memory starts over, which only
+/// costs members sent again.
+const MAX_LAZY_MEMBERS: usize = 50_000;
+
+/// Which member events each device was sent under lazy-loaded members, per
+/// room, so an incremental sync sends a timeline sender's membership only
+/// when the device may not have it (spec: the server may assume clients
+/// remember the member events they were sent). Memory only: after a restart,
+/// or for a room not remembered, the senders' member events are sent again.
+#[derive(Default)]
+pub struct LazyMembers {
+    /// (user, device, room) → member → the member event ID sent.
+    sent: RefCell<HashMap<LazyKey, HashMap<String, String>>>,
+    entries: Cell<usize>,
+}
+
+type LazyKey = (String, String, String);
+
+impl LazyMembers {
+    /// Whether the device is known to have `event_id` as `member`'s
+    /// membership (`None`: nothing is remembered of the room).
+    fn has(&self, key: &LazyKey, member: &str, event_id: &str) -> Option<bool> {
+        self.sent.borrow().get(key).map(|sent| sent.get(member).is_some_and(|id| id == event_id))
+    }
+
+    /// Forgets what the device was sent of the room (it sees it anew).
+    fn reset(&self, key: &LazyKey) {
+        let removed = self.sent.borrow_mut().insert(key.clone(), HashMap::new());
+        let removed = removed.map_or(0, |sent| sent.len());
+        self.entries.set(self.entries.get().saturating_sub(removed));
+    }
+
+    fn record<'e>(&self, key: &LazyKey, sent: impl Iterator<Item = (&'e str, &'e str)>) {
+        let mut all = self.sent.borrow_mut();
+        if self.entries.get() >= MAX_LAZY_MEMBERS {
+            all.clear();
+            self.entries.set(0);
+        }
+        let room = all.entry(key.clone()).or_default();
+        for (member, event_id) in sent {
+            if room.insert(member.to_owned(), event_id.to_owned()).is_none() {
+                self.entries.set(self.entries.get() + 1);
+            }
+        }
+    }
+}
 
 /// A position in the streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -477,11 +525,18 @@ fn joined_room(
     let lazy = filter.room.state.lazy_load_members;
     let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
     wanted_members.insert(user_id);
-    // Spec (lazy-loading room members): after a gap the client may lack the
-    // membership of the timeline's senders, whenever it was set; it comes
-    // in `state` (the syncing user's own, which the client has, only when
-    // it changed).
-    let gapped_lazy = lazy && limited && !is_initial && !full_state;
+    // Spec (lazy-loading room members): an incremental sync sends the
+    // membership of the timeline's senders that the device may not have,
+    // whenever it was set (all of them with `include_redundant_members`).
+    let lazy_key: LazyKey =
+        (user_id.to_owned(), viewer.device_id.unwrap_or_default().to_owned(), room_id.to_owned());
+    let redundant = filter.room.state.include_redundant_members;
+    let needs_member = |member: &str, event_id: &str| {
+        lazy && !is_initial
+            && !full_state
+            && wanted_members.contains(member)
+            && (redundant || app.lazy_members.has(&lazy_key, member, event_id) != Some(true))
+    };
     let mut state_events = Vec::new();
     // One query for the current state, not one per event; an incremental
     // sync only shows state newer than its token, so it loads only that.
@@ -503,7 +558,7 @@ fn joined_room(
         if is_member && lazy && !wanted_members.contains(state_key.as_str()) {
             continue;
         }
-        let sender_member = gapped_lazy && is_member && state_key != user_id;
+        let sender_member = is_member && needs_member(state_key, event_id);
         let event = match loaded.remove(event_id) {
             Some(event) => event,
             // At most one per timeline event: only after a gap.
@@ -527,6 +582,17 @@ fn joined_room(
         if unseen {
             state_events.push(event);
         }
+    }
+    if lazy {
+        if is_initial {
+            app.lazy_members.reset(&lazy_key);
+        }
+        let members =
+            state_events.iter().chain(timeline.iter()).filter(|event| event.kind == "m.room.member");
+        app.lazy_members.record(
+            &lazy_key,
+            members.filter_map(|event| Some((event.state_key.as_deref()?, event.event_id.as_str()))),
+        );
     }
     let state_events = client_events_raw(app, &state_events, Some(viewer), false);
 
@@ -752,6 +818,26 @@ fn summary(user_id: &str, current: &[CurrentStateEntry]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lazy_member_memory_knows_rooms_it_saw_and_stays_bounded() {
+        let memory = LazyMembers::default();
+        let key: LazyKey = ("@a:x".into(), "D".into(), "!r:x".into());
+        assert_eq!(memory.has(&key, "@b:x", "$1"), None);
+        memory.reset(&key);
+        assert_eq!(memory.has(&key, "@b:x", "$1"), Some(false));
+        memory.record(&key, [("@b:x", "$1")].into_iter());
+        assert_eq!(memory.has(&key, "@b:x", "$1"), Some(true));
+        // A changed membership is news again.
+        assert_eq!(memory.has(&key, "@b:x", "$2"), Some(false));
+        let names: Vec<String> = (0..MAX_LAZY_MEMBERS + 10).map(|n| format!("@{n}:x")).collect();
+        memory.record(&key, names.iter().map(|name| (name.as_str(), "$1")));
+        memory.record(&key, [("@c:x", "$1")].into_iter());
+        assert!(memory.entries.get() <= MAX_LAZY_MEMBERS + 10);
+        assert!(memory.sent.borrow().values().map(HashMap::len).sum::<usize>() < MAX_LAZY_MEMBERS);
+        memory.reset(&key);
+        assert_eq!(memory.entries.get(), 0);
+    }
 
     #[test]
     fn tokens_carry_a_to_device_position_only_when_it_lags() {
