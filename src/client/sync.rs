@@ -561,7 +561,7 @@ fn joined_room(
         let sender_member = is_member && needs_member(state_key, event_id);
         let event = match loaded.remove(event_id) {
             Some(event) => event,
-            // At most one per timeline event: only after a gap.
+            // At most one per timeline sender the device may lack.
             None if sender_member => match app.storage().event(event_id)? {
                 Some(event) => event,
                 None => continue,
@@ -682,7 +682,7 @@ fn timeline(
             break;
         }
     }
-    if scanned > (limit * LOOK_FACTOR).max(MIN_LOOKED_AT) {
+    if scanned > limit.saturating_mul(LOOK_FACTOR).max(MIN_LOOKED_AT) {
         limited = true;
     }
     events.reverse();
