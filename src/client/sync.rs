@@ -42,9 +42,9 @@ const MAX_HEROES: usize = 5;
 /// there is history to page back into.
 const LOOK_FACTOR: usize = 2;
 const MIN_LOOKED_AT: usize = 10;
-/// Member events remembered as sent under lazy loading, over all devices and
-/// rooms (~150 bytes each); past this the memory starts over, which only
-/// costs members sent again.
+/// Member events (and device-room pairs) remembered as sent under lazy
+/// loading, over all devices and rooms (~150 bytes each); past this the
+/// memory starts over, which only costs members sent again.
 const MAX_LAZY_MEMBERS: usize = 50_000;
 
 /// Which member events each device was sent under lazy-loaded members, per
@@ -70,22 +70,29 @@ impl LazyMembers {
 
     /// Forgets what the device was sent of the room (it sees it anew).
     fn reset(&self, key: &LazyKey) {
-        let removed = self.sent.borrow_mut().insert(key.clone(), HashMap::new());
+        let mut all = self.sent.borrow_mut();
+        self.make_room(&mut all);
+        let removed = all.insert(key.clone(), HashMap::new());
         let removed = removed.map_or(0, |sent| sent.len());
         self.entries.set(self.entries.get().saturating_sub(removed));
     }
 
     fn record<'e>(&self, key: &LazyKey, sent: impl Iterator<Item = (&'e str, &'e str)>) {
         let mut all = self.sent.borrow_mut();
-        if self.entries.get() >= MAX_LAZY_MEMBERS {
-            all.clear();
-            self.entries.set(0);
-        }
+        self.make_room(&mut all);
         let room = all.entry(key.clone()).or_default();
         for (member, event_id) in sent {
             if room.insert(member.to_owned(), event_id.to_owned()).is_none() {
                 self.entries.set(self.entries.get() + 1);
             }
+        }
+    }
+
+    /// Starts over when the memory is full.
+    fn make_room(&self, all: &mut HashMap<LazyKey, HashMap<String, String>>) {
+        if self.entries.get() + all.len() >= MAX_LAZY_MEMBERS {
+            all.clear();
+            self.entries.set(0);
         }
     }
 }
@@ -837,6 +844,11 @@ mod tests {
         assert!(memory.sent.borrow().values().map(HashMap::len).sum::<usize>() < MAX_LAZY_MEMBERS);
         memory.reset(&key);
         assert_eq!(memory.entries.get(), 0);
+        // Rooms count too, even with nothing recorded in them.
+        for n in 0..MAX_LAZY_MEMBERS + 10 {
+            memory.reset(&("@a:x".into(), "D".into(), format!("!{n}:x")));
+        }
+        assert!(memory.sent.borrow().len() <= MAX_LAZY_MEMBERS);
     }
 
     #[test]
