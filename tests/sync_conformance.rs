@@ -234,6 +234,9 @@ fn ignored_users_messages_and_invites_are_not_delivered() {
     assert!(next["rooms"]["invite"].get(&private).is_none(), "{next}");
     let initial = sync(&alice, "");
     assert_eq!(bodies(timeline(&initial, &room)), vec!["from carol"], "{initial}");
+    // Nor do their messages count as unread.
+    let unread = &initial["rooms"]["join"][&room]["unread_notifications"];
+    assert_eq!(unread["notification_count"], 1, "{initial}");
     assert!(initial["rooms"]["invite"].get(&private).is_none(), "{initial}");
     // Their membership (state) stays.
     assert!(
@@ -264,6 +267,7 @@ fn ignored_users_messages_and_invites_are_not_delivered() {
     let fresh = sync(&alice, "");
     assert_eq!(bodies(timeline(&fresh, &room)), vec!["from bob", "from carol", "bob again"], "{fresh}");
     assert!(fresh["rooms"]["invite"].get(&private).is_some(), "{fresh}");
+    assert_eq!(fresh["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 3, "{fresh}");
 }
 
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#syncing> and
