@@ -286,11 +286,19 @@ fn the_first_sync_after_a_federated_join_carries_the_visible_history() {
     for index in 0..30 {
         send_text(&alice, &room, &format!("early {index}"));
     }
+    // An invite over federation from a user Carol ignores is not shown
+    // (<https://spec.matrix.org/latest/client-server-api/#ignoring-users>).
+    let dave = a.register("dave");
+    set_ignored(&carol, &[&dave.user_id]);
+    let daves = create_room(&dave, json!({"preset": "private_chat"}));
+    invite(&dave, &daves, &carol.user_id);
     invite(&alice, &room, &carol.user_id);
     let invited = eventually(std::time::Duration::from_secs(20), || {
         let synced = sync(&carol, "");
-        synced["rooms"]["invite"].get(&room).map(|_| synced["next_batch"].clone())
+        synced["rooms"]["invite"].get(&room).is_some().then_some(synced)
     });
+    assert!(invited["rooms"]["invite"].get(&daves).is_none(), "{invited}");
+    let invited = invited["next_batch"].clone();
     let (status, answer) = carol.post(&room_path(&room, "/join"), &json!({}));
     assert_eq!(status, 200, "{answer}\n{}", b.log_text());
 
