@@ -1,5 +1,6 @@
 //! `/sync`: since tokens, long polling, filters, and the joined, invited,
-//! knocked and left room sections.
+//! knocked and left room sections (without ignored users' messages and
+//! invites), lazy-loaded members, and the presence of newly met members.
 //!
 //! A token is `s{stream}_{typing}_{presence}`: the stream position (events,
 //! account data, receipts share one counter), the typing serial and the
