@@ -106,6 +106,8 @@ pub struct App {
     pub unread: unread::Cache,
     /// What state groups say for history visibility (memory only).
     pub visibility: visibility::Cache,
+    /// Which member events each device was sent under lazy loading (memory only).
+    pub lazy_members: crate::client::sync::LazyMembers,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
     /// Parsed state events, for auth checks.
@@ -160,6 +162,7 @@ impl App {
             presence: Presence::default(),
             unread: unread::Cache::default(),
             visibility: visibility::Cache::default(),
+            lazy_members: crate::client::sync::LazyMembers::default(),
             outbox: Outbox::default(),
             search_index: SearchIndex::default(),
             media_uploaded: event_listener::Event::new(),
