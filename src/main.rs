@@ -10,6 +10,8 @@ mod config;
 mod credentials;
 mod error;
 mod federation;
+#[cfg(test)]
+mod fuzz;
 mod http;
 mod logging;
 mod malloc;

@@ -7,7 +7,7 @@ mod account;
 mod devices;
 pub mod directory;
 mod ephemeral;
-mod filter;
+pub mod filter;
 mod key_backup;
 mod keys;
 mod login;

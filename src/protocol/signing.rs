@@ -212,8 +212,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const VECTORS: &str =
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/signing.json"));
+    const VECTORS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/signing.json"));
 
     /// The spec's test key: `ed25519:1` of server `domain`.
     fn spec_key(vectors: &Value) -> SigningKey {
