@@ -270,14 +270,33 @@ fn execute(target: &Target, input: &[u8]) -> (Result<(), String>, Duration) {
     (outcome, elapsed)
 }
 
-/// Fuzzes `target` on a thread of its own for the short pass's executions,
-/// or `HEARTH_FUZZ_EXECS` (bounded by `HEARTH_FUZZ_SECONDS`), and prints a
-/// one-line summary.
-pub fn fuzz(target: &'static Target) -> Report {
+/// How long one run of a target goes on.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Executions to run.
+    pub execs: u64,
+    /// Stops the run early once it has run this long.
+    pub time_limit: Option<Duration>,
+    /// The generator's seed (mixed with the target's name).
+    pub seed: u64,
+}
+
+impl Settings {
+    /// The short pass's executions, or what `HEARTH_FUZZ_EXECS`,
+    /// `HEARTH_FUZZ_SECONDS` and `HEARTH_FUZZ_SEED` say.
+    pub fn from_env(target: &Target) -> Settings {
+        Settings {
+            execs: env_number("HEARTH_FUZZ_EXECS").unwrap_or(target.short_execs),
+            time_limit: env_number("HEARTH_FUZZ_SECONDS").map(Duration::from_secs),
+            seed: env_number("HEARTH_FUZZ_SEED").unwrap_or(DEFAULT_SEED),
+        }
+    }
+}
+
+/// Fuzzes `target` on a thread of its own and prints a one-line summary.
+pub fn fuzz(target: &'static Target, settings: Settings) -> Report {
     install_panic_hook();
-    let execs = env_number("HEARTH_FUZZ_EXECS").unwrap_or(target.short_execs);
-    let time_limit = env_number("HEARTH_FUZZ_SECONDS").map(Duration::from_secs);
-    let seed = env_number("HEARTH_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
+    let Settings { execs, time_limit, seed } = settings;
     let progress = Arc::new(Progress { execs: AtomicU64::new(0), current: Mutex::new(Vec::new()) });
     let (done, finished) = mpsc::channel::<()>();
     let watched = Arc::clone(&progress);
@@ -302,16 +321,26 @@ pub fn fuzz(target: &'static Target) -> Report {
     report
 }
 
+/// How often the watchdog looks at the loop's progress.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Aborts the process, printing the input, if one execution never returns.
+///
+/// It counts looks without progress rather than reading the clock, so that
+/// a process stopped for a while (SIGSTOP, a suspended laptop) is no stall.
 fn watch(name: &str, progress: &Progress, finished: &mpsc::Receiver<()>) {
+    let stalled_looks = (STALL_LIMIT.as_millis() / WATCH_INTERVAL.as_millis()) as u32;
     let mut last = u64::MAX;
-    let mut since = Instant::now();
-    while finished.recv_timeout(Duration::from_millis(500)) == Err(mpsc::RecvTimeoutError::Timeout) {
+    let mut unchanged = 0;
+    while finished.recv_timeout(WATCH_INTERVAL) == Err(mpsc::RecvTimeoutError::Timeout) {
         let now = progress.execs.load(Ordering::Relaxed);
         if now != last {
             last = now;
-            since = Instant::now();
-        } else if STALL_LIMIT < since.elapsed() {
+            unchanged = 0;
+            continue;
+        }
+        unchanged += 1;
+        if stalled_looks <= unchanged {
             let input = progress.current.lock().map(|input| input.clone()).unwrap_or_default();
             eprintln!(
                 "fuzz {name}: HANG: one execution has run for over {STALL_LIMIT:?}; aborting. Input ({} bytes):\n{}",
@@ -417,7 +446,7 @@ mod tests {
     /// alone rather than every unit test of the binary.
     fn check(target: &'static Target) {
         if std::env::var_os(CHILD_ENV).is_some() {
-            let report = fuzz(target);
+            let report = fuzz(target, Settings::from_env(target));
             assert!(
                 report.panics == 0 && report.hangs == 0,
                 "fuzz {}: {} panics and {} hangs (inputs printed above)",
@@ -478,7 +507,7 @@ mod tests {
             seeds: &[b"a", b"!"],
             dictionary: &[],
             max_len: 8,
-            short_execs: 10,
+            short_execs: 0,
             run: panics_on_bang,
         };
         static HANGS: Target = Target {
@@ -486,11 +515,12 @@ mod tests {
             seeds: &[b"a", b"z"],
             dictionary: &[],
             max_len: 8,
-            short_execs: 2,
+            short_execs: 0,
             run: sleeps_on_z,
         };
-        assert!(1 <= fuzz(&PANICS).panics);
-        assert_eq!(fuzz(&HANGS).hangs, 1);
+        let settings = |execs| Settings { execs, time_limit: None, seed: DEFAULT_SEED };
+        assert!(1 <= fuzz(&PANICS, settings(10)).panics);
+        assert_eq!(fuzz(&HANGS, settings(2)).hangs, 1);
     }
 
     #[test]
