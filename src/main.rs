@@ -10,6 +10,8 @@ mod config;
 mod credentials;
 mod error;
 mod federation;
+#[cfg(test)]
+mod fuzz;
 mod hasher;
 mod http;
 mod http1;

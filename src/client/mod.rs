@@ -8,7 +8,7 @@ mod admin;
 mod devices;
 pub mod directory;
 mod ephemeral;
-mod filter;
+pub mod filter;
 mod key_backup;
 mod keys;
 mod login;
