@@ -50,8 +50,9 @@ fn is_signature_map(value: &Value) -> bool {
 /// refuse algorithms it does not know.
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3keysupload>.
 fn check_device_keys_shape(keys: &Map<String, Value>) -> Result<()> {
-    let field_ok = |field: &str, check: fn(&Value) -> bool| keys.get(field).is_some_and(check);
-    let shapes: [(&str, fn(&Value) -> bool); 5] = [
+    type Check = fn(&Value) -> bool;
+    let field_ok = |field: &str, check: Check| keys.get(field).is_some_and(check);
+    let shapes: [(&str, Check); 5] = [
         ("user_id", Value::is_string),
         ("device_id", Value::is_string),
         ("algorithms", |value| value.as_array().is_some_and(|list| list.iter().all(Value::is_string))),
