@@ -345,7 +345,8 @@ pub async fn upload_signing_keys(app: &App, request: &Request) -> Result<Respons
     }
     // Replacing keys needs the password (spec: the first upload does not).
     if stored_master.is_some() {
-        uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(user_id)).await?;
+        uia::authenticate(app, &body, "replace cross-signing keys", &[&[uia::PASSWORD]], Some(user_id))
+            .await?;
     }
     for (usage, key) in &uploads {
         app.storage().set_cross_signing_key(user_id, usage, &key.to_string())?;

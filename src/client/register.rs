@@ -14,20 +14,35 @@ use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::storage::now_ms;
 
+/// The parameters of a registration (the session's, when a request of a
+/// UIA session sends none). `password` travels apart: never in a session.
 #[derive(Deserialize)]
 struct RegisterBody {
     username: Option<String>,
-    password: Option<String>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
     #[serde(default)]
     inhibit_login: bool,
 }
 
-/// `POST /register`.
+/// The UIA state keys registration keeps: the password's hash (hashed when
+/// the first request carries it, as Synapse does, so later requests of the
+/// session need not repeat it) and the account the session created.
+const PASSWORD_HASH: &str = "password_hash";
+const REGISTERED_USER_ID: &str = "registered_user_id";
+
+/// `POST /register`. Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3register>.
+///
+/// Follows Synapse where the spec is loose: a UIA session remembers the
+/// parameters and the password (as a hash), and once it has registered an
+/// account, re-sending the request with the session answers that account
+/// again (with a new access token unless `inhibit_login`), rather than
+/// registering another or answering `M_USER_IN_USE`.
 pub async fn register(app: &App, request: &Request) -> Result<Response> {
-    if request.query("kind") == Some("guest") {
-        return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is not enabled"));
+    match request.query("kind") {
+        None | Some("user") => {}
+        Some("guest") => return register_guest(app, request),
+        Some(other) => return Err(Error::InvalidParam(format!("unknown kind of account {other:?}"))),
     }
     let flows: &[&[&str]] = match app.config.registration {
         Registration::Closed => return Err(Error::RegistrationDisabled),
@@ -35,34 +50,82 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
         Registration::Open => &[&[uia::DUMMY], &[uia::REGISTRATION_TOKEN]],
     };
     let object = request.json_object()?;
-    let body: RegisterBody = request.json()?;
-    let localpart = match &body.username {
-        Some(username) => username.to_lowercase(),
-        None => credentials::random_string(12).to_lowercase(),
+    let password = match object.get("password") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(password)) => {
+            credentials::validate_new_password(password)?;
+            Some(password.clone())
+        }
+        Some(_) => return Err(Error::BadJson("`password` must be a string".into())),
     };
-    credentials::validate_localpart(&localpart)?;
-    credentials::validate_user_id_length(&localpart, &app.config.server_name)?;
-    let user_id = app.user_id(&localpart);
-    if app.storage().user(&user_id)?.is_some() {
-        return Err(Error::UserInUse);
-    }
-    if let Some(password) = &body.password {
-        credentials::validate_new_password(password)?;
-    }
-    let completed = uia::authenticate(app, &object, flows, None).await?;
-    let hash = match &body.password {
-        Some(password) => Some(app.passwords.hash(password).await?),
+    let session_state = match uia::session_of(&object) {
+        Some(session) => app.storage().uia_session(session)?,
         None => None,
     };
-    // A name taken while the password was hashed is M_USER_IN_USE (`create_user`).
-    app.storage().create_user(
-        &user_id,
-        &localpart,
-        hash.as_deref(),
-        false,
-        completed.registration_token.as_deref(),
-    )?;
-    log::info!("registered {user_id}");
+    let registered = session_state
+        .as_ref()
+        .and_then(|state| state.get(REGISTERED_USER_ID))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    // The name is checked before UIA so a taken name fails at once; the
+    // session's own account is not "taken" for a retry of it.
+    let this_request: RegisterBody = request.json()?;
+    if let Some(username) = &this_request.username {
+        let localpart = username.to_lowercase();
+        credentials::validate_localpart(&localpart)?;
+        credentials::validate_user_id_length(&localpart, &app.config.server_name)?;
+        let user_id = app.user_id(&localpart);
+        if registered.as_deref() != Some(user_id.as_str()) && app.storage().user(&user_id)?.is_some() {
+            return Err(Error::UserInUse);
+        }
+    }
+    let completed = match uia::authenticate(app, &object, "register", flows, None).await {
+        Ok(completed) => completed,
+        Err(Error::InteractiveAuth(answer)) => {
+            let session = answer.get("session").and_then(serde_json::Value::as_str);
+            let kept = session_state.as_ref().is_some_and(|state| state.get(PASSWORD_HASH).is_some());
+            if let (Some(session), Some(password), false) = (session, &password, kept) {
+                let hash = app.passwords.hash(password).await?;
+                uia::remember(app, session, PASSWORD_HASH, json!(hash))?;
+            }
+            return Err(Error::InteractiveAuth(answer));
+        }
+        Err(error) => return Err(error),
+    };
+    let body: RegisterBody = serde_json::from_value(serde_json::Value::Object(completed.params.clone()))
+        .map_err(|error| Error::BadJson(error.to_string()))?;
+    let user_id = match registered {
+        Some(user_id) => {
+            log::info!("registration retried with the session that registered {user_id}");
+            user_id
+        }
+        None => {
+            let localpart = match &body.username {
+                Some(username) => username.to_lowercase(),
+                None => credentials::random_string(12).to_lowercase(),
+            };
+            credentials::validate_localpart(&localpart)?;
+            credentials::validate_user_id_length(&localpart, &app.config.server_name)?;
+            let user_id = app.user_id(&localpart);
+            let hash = match &password {
+                Some(password) => Some(app.passwords.hash(password).await?),
+                None => {
+                    completed.state.get(PASSWORD_HASH).and_then(serde_json::Value::as_str).map(str::to_owned)
+                }
+            };
+            // A name taken while the password was hashed is M_USER_IN_USE (`create_user`).
+            app.storage().create_user(
+                &user_id,
+                &localpart,
+                hash.as_deref(),
+                false,
+                completed.registration_token.as_deref(),
+            )?;
+            uia::remember(app, &completed.session, REGISTERED_USER_ID, json!(user_id))?;
+            log::info!("registered {user_id}");
+            user_id
+        }
+    };
     if body.inhibit_login {
         return Ok(Response::ok(json!({ "user_id": user_id, "home_server": app.config.server_name })));
     }
@@ -70,6 +133,10 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
     let answer =
         login::issue_token(app, request, &user_id, &device_id, body.initial_device_display_name.as_deref())?;
     Ok(Response::ok(answer))
+}
+
+fn register_guest(_app: &App, _request: &Request) -> Result<Response> {
+    Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is not enabled"))
 }
 
 /// `GET /register/available?username=`.

@@ -6,6 +6,10 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{Storage, now_ms};
 use crate::error::{Error, Result};
 
+/// How long a user-interactive auth session lives. Completed sessions are
+/// kept for this long so that a retried request gets the same answer.
+pub const UIA_SESSION_LIFETIME_MS: i64 = 86_400_000;
+
 /// One account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
@@ -294,20 +298,28 @@ impl Storage {
         Ok(self.conn.execute("DELETE FROM registration_tokens WHERE token = ?1", [token])? == 1)
     }
 
-    /// Starts a user-interactive auth session with an empty state.
-    pub fn create_uia_session(&self, session: &str) -> Result<()> {
+    /// Starts a user-interactive auth session with `state`, and ends the
+    /// sessions older than [`UIA_SESSION_LIFETIME_MS`].
+    pub fn create_uia_session(&self, session: &str, state: &serde_json::Value) -> Result<()> {
+        let now = now_ms();
+        self.conn
+            .execute("DELETE FROM uia_sessions WHERE created_ts < ?1", [now - UIA_SESSION_LIFETIME_MS])?;
         self.conn.execute(
-            "INSERT INTO uia_sessions (session, completed, created_ts) VALUES (?1, '{}', ?2)",
-            params![session, now_ms()],
+            "INSERT INTO uia_sessions (session, completed, created_ts) VALUES (?1, ?2, ?3)",
+            params![session, state.to_string(), now],
         )?;
         Ok(())
     }
 
-    /// A UIA session's state (a JSON object), or `None` if it does not exist.
+    /// A UIA session's state (a JSON object), or `None` if it does not
+    /// exist or is older than [`UIA_SESSION_LIFETIME_MS`].
     pub fn uia_session(&self, session: &str) -> Result<Option<serde_json::Value>> {
-        let mut statement =
-            self.conn.prepare_cached("SELECT completed FROM uia_sessions WHERE session = ?1")?;
-        let state: Option<String> = statement.query_row([session], |row| row.get(0)).optional()?;
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT completed FROM uia_sessions WHERE session = ?1 AND created_ts >= ?2")?;
+        let state: Option<String> = statement
+            .query_row(params![session, now_ms() - UIA_SESSION_LIFETIME_MS], |row| row.get(0))
+            .optional()?;
         Ok(state.map(|text| serde_json::from_str(&text).unwrap_or_default()))
     }
 
@@ -316,15 +328,6 @@ impl Storage {
         self.conn.execute(
             "UPDATE uia_sessions SET completed = ?2 WHERE session = ?1",
             params![session, state.to_string()],
-        )?;
-        Ok(())
-    }
-
-    /// Ends a UIA session, and sessions older than a day.
-    pub fn delete_uia_session(&self, session: &str) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM uia_sessions WHERE session = ?1 OR created_ts < ?2",
-            params![session, now_ms() - 86_400_000],
         )?;
         Ok(())
     }
