@@ -30,6 +30,10 @@ pub struct Request {
     pub headers: http_types::Headers,
     pub body: Vec<u8>,
     pub peer: Peer,
+    /// Whether a guest's access token is good for this request: the client
+    /// router sets it for the endpoints the spec opens to guests, and
+    /// `App::authenticate` refuses guests everywhere else.
+    pub guests_allowed: std::cell::Cell<bool>,
 }
 
 /// A response before it is turned into an HTTP response.
@@ -238,7 +242,16 @@ async fn read_request(
         }
     }
     let headers: &http_types::Headers = request.as_ref();
-    Ok(Request { method: request.method(), segments, target, query, headers: headers.clone(), body, peer })
+    Ok(Request {
+        method: request.method(),
+        segments,
+        target,
+        query,
+        headers: headers.clone(),
+        body,
+        peer,
+        guests_allowed: std::cell::Cell::new(false),
+    })
 }
 
 async fn dispatch(app: &Rc<App>, request: Request) -> Response {

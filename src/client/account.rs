@@ -17,7 +17,7 @@ pub fn whoami(app: &App, request: &Request) -> Result<Response> {
     Ok(Response::ok(json!({
         "user_id": owner.user_id,
         "device_id": owner.device_id,
-        "is_guest": false,
+        "is_guest": owner.is_guest,
     })))
 }
 

@@ -73,6 +73,7 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
     if let Some(username) = &this_request.username {
         let localpart = username.to_lowercase();
         credentials::validate_localpart(&localpart)?;
+        refuse_guest_like(&localpart)?;
         credentials::validate_user_id_length(&localpart, &app.config.server_name)?;
         let user_id = app.user_id(&localpart);
         if registered.as_deref() != Some(user_id.as_str()) && app.storage().user(&user_id)?.is_some() {
@@ -135,8 +136,56 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
     Ok(Response::ok(answer))
 }
 
-fn register_guest(_app: &App, _request: &Request) -> Result<Response> {
-    Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is not enabled"))
+/// `POST /register?kind=guest`: with `guest_access` on, a guest account
+/// with a numeric localpart (as Synapse makes them), no password, and a
+/// device the server picks. The spec: every body parameter but
+/// `initial_device_display_name` is ignored.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#guest-access>.
+fn register_guest(app: &App, request: &Request) -> Result<Response> {
+    if !app.config.guest_access {
+        return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is not enabled"));
+    }
+    if app.config.registration == Registration::Closed {
+        return Err(Error::RegistrationDisabled);
+    }
+    let object = request.json_object()?;
+    let display_name = match object.get("initial_device_display_name") {
+        Some(serde_json::Value::String(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    // Random digits: numeric localparts are the guests' (Synapse's habit,
+    // and no registered name can take one, see `validate_localpart`).
+    let mut attempt = 0;
+    let user_id = loop {
+        let localpart = guest_localpart();
+        let user_id = app.user_id(&localpart);
+        match app.storage().create_guest(&user_id, &localpart) {
+            Ok(()) => break user_id,
+            Err(Error::UserInUse) if attempt < GUEST_ID_ATTEMPTS => attempt += 1,
+            Err(error) => return Err(error),
+        }
+    };
+    log::info!("registered guest {user_id}");
+    let device_id = credentials::new_device_id();
+    let answer = login::issue_token(app, request, &user_id, &device_id, display_name)?;
+    Ok(Response::ok(answer))
+}
+
+/// Tries at a free guest ID before giving up (a clash of 16 random digits
+/// is already a one-in-10^16 event).
+const GUEST_ID_ATTEMPTS: u32 = 3;
+
+/// Numeric localparts are kept for guests, as Synapse keeps them.
+fn refuse_guest_like(localpart: &str) -> Result<()> {
+    if localpart.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(Error::InvalidUsername("numeric user IDs are reserved for guest users".into()));
+    }
+    Ok(())
+}
+
+/// 16 random decimal digits.
+fn guest_localpart() -> String {
+    credentials::random_string(16).bytes().map(|byte| char::from(b'0' + byte % 10)).collect()
 }
 
 /// `GET /register/available?username=`.
@@ -149,6 +198,7 @@ pub fn available(app: &App, request: &Request) -> Result<Response> {
         .ok_or_else(|| Error::MissingParam("`username` is required".into()))?
         .to_lowercase();
     credentials::validate_localpart(&username)?;
+    refuse_guest_like(&username)?;
     credentials::validate_user_id_length(&username, &app.config.server_name)?;
     if app.storage().user(&app.user_id(&username))?.is_some() {
         return Err(Error::UserInUse);

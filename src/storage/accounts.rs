@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 /// kept for this long so that a retried request gets the same answer.
 pub const UIA_SESSION_LIFETIME_MS: i64 = 86_400_000;
 
+/// Migration 14: which accounts are guests (`/register?kind=guest`).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#guest-access>.
+pub const GUEST_ACCOUNTS: &str = "ALTER TABLE users ADD COLUMN is_guest INTEGER NOT NULL DEFAULT 0;";
+
 /// One account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
@@ -29,6 +33,8 @@ pub struct TokenOwner {
     pub user_id: String,
     pub device_id: String,
     pub is_admin: bool,
+    /// A guest account: only the endpoints the spec lists for guests.
+    pub is_guest: bool,
 }
 
 /// One device of a user.
@@ -109,6 +115,20 @@ impl Storage {
             return Err(Error::UserInUse);
         }
         transaction.commit()?;
+        Ok(())
+    }
+
+    /// Creates a guest account (no password, the localpart as display
+    /// name); `Err(UserInUse)` if the ID is taken.
+    pub fn create_guest(&self, user_id: &str, localpart: &str) -> Result<()> {
+        let inserted = self.conn.execute(
+            "INSERT OR IGNORE INTO users (user_id, localpart, is_admin, is_guest, created_ts, displayname)
+             VALUES (?1, ?2, 0, 1, ?3, ?2)",
+            params![user_id, localpart, now_ms()],
+        )?;
+        if inserted == 0 {
+            return Err(Error::UserInUse);
+        }
         Ok(())
     }
 
@@ -203,13 +223,18 @@ impl Storage {
     /// Who holds the token with this hash (deactivated users hold none).
     pub fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT t.user_id, t.device_id, u.is_admin FROM access_tokens t
+            "SELECT t.user_id, t.device_id, u.is_admin, u.is_guest FROM access_tokens t
              JOIN users u ON u.user_id = t.user_id
              WHERE t.token_hash = ?1 AND u.deactivated = 0",
         )?;
         let owner = statement
             .query_row([token_hash], |row| {
-                Ok(TokenOwner { user_id: row.get(0)?, device_id: row.get(1)?, is_admin: row.get(2)? })
+                Ok(TokenOwner {
+                    user_id: row.get(0)?,
+                    device_id: row.get(1)?,
+                    is_admin: row.get(2)?,
+                    is_guest: row.get(3)?,
+                })
             })
             .optional()?;
         Ok(owner)

@@ -187,6 +187,8 @@ const MIGRATIONS: &[&str] = &[
     super::e2ee::TO_DEVICE_INBOX_TOTALS,
     // 13: a device's pushers go with it (see PUSHERS_FOLLOW_DEVICES).
     super::push::PUSHERS_FOLLOW_DEVICES,
+    // 14: guest accounts (see GUEST_ACCOUNTS).
+    super::accounts::GUEST_ACCOUNTS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
