@@ -77,6 +77,19 @@ fn guests_join_can_join_rooms_read_world_readable_ones_and_nothing_else() {
     assert_eq!(status, 200, "{body}");
     assert!(body["rooms"]["join"].get(&open).is_some(), "{body}");
 
+    // When the room stops admitting guests, its guests leave (spec: MUST).
+    let (status, body) = alice.put(
+        &format!("/_matrix/client/v3/rooms/{}/state/m.room.guest_access/", enc(&open)),
+        &json!({"guest_access": "forbidden"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let member = alice.get(&format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+        enc(&open),
+        enc(&guest.user_id)
+    ));
+    assert_eq!(member.1["membership"], "leave", "{}", member.1);
+
     // A world-readable room reads without joining.
     let (status, page) =
         guest.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20", enc(&readable)));

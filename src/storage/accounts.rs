@@ -132,6 +132,12 @@ impl Storage {
         Ok(())
     }
 
+    /// Whether this account is a guest's.
+    pub fn is_guest(&self, user_id: &str) -> Result<bool> {
+        let mut statement = self.conn.prepare_cached("SELECT is_guest FROM users WHERE user_id = ?1")?;
+        Ok(statement.query_row([user_id], |row| row.get(0)).optional()?.unwrap_or(false))
+    }
+
     /// The account with this user ID.
     pub fn user(&self, user_id: &str) -> Result<Option<UserRecord>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = ?1");
