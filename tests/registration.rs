@@ -278,3 +278,24 @@ fn registration_sessions_are_idempotent_and_remember_parameters() {
     );
     assert_eq!(status, 403, "{body}");
 }
+
+/// With token registration, a password sent before any stage is done is not
+/// hashed (that would let anyone without a token spend the board's CPU and
+/// memory); the session then asks for it again instead of making an account
+/// without one. Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3register>.
+#[test]
+fn a_token_session_asks_again_for_a_password_it_did_not_keep() {
+    let node = Node::start_with(&["--registration", "token"]);
+    let token = create_token(&node, &[]);
+    let client = node.client();
+    let (status, challenge) = client.post(REGISTER, &json!({"username": "carol", "password": PASSWORD}));
+    assert_eq!(status, 401, "{challenge}");
+    let session = challenge["session"].as_str().unwrap();
+    let auth = json!({"type": "m.login.registration_token", "token": token, "session": session});
+    assert_error(&client.post(REGISTER, &json!({"auth": auth})), 400, "M_MISSING_PARAM");
+    let (status, body) = client.post(REGISTER, &json!({"password": PASSWORD, "auth": {"session": session}}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], node.user_id("carol"));
+    let mut login = node.client();
+    assert_eq!(login.login("carol", PASSWORD).0, 200);
+}

@@ -30,6 +30,9 @@ struct RegisterBody {
 /// session need not repeat it) and the account the session created.
 const PASSWORD_HASH: &str = "password_hash";
 const REGISTERED_USER_ID: &str = "registered_user_id";
+/// Set when a request of the session carried a password that was not hashed
+/// (see `register`): the session must not end in an account without one.
+const PASSWORD_UNKEPT: &str = "password_unkept";
 
 /// `POST /register`. Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3register>.
 ///
@@ -85,9 +88,24 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
         Err(Error::InteractiveAuth(answer)) => {
             let session = answer.get("session").and_then(serde_json::Value::as_str);
             let kept = session_state.as_ref().is_some_and(|state| state.get(PASSWORD_HASH).is_some());
+            // Hashing costs the board 12 MiB and a core for a while: only for
+            // a session that has proved something (a stage done), or where
+            // anyone could get it hashed anyway (open registration, whose
+            // dummy stage needs nothing). Otherwise the session notes that a
+            // password came and was not kept, so its end asks for it again
+            // rather than making an account without one.
+            let progressed = answer
+                .get("completed")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|done| !done.is_empty());
+            let hash_now = progressed || app.config.registration == Registration::Open;
             if let (Some(session), Some(password), false) = (session, &password, kept) {
-                let hash = app.passwords.hash(password).await?;
-                uia::remember(app, session, PASSWORD_HASH, json!(hash))?;
+                if hash_now {
+                    let hash = app.passwords.hash(password).await?;
+                    uia::remember(app, session, PASSWORD_HASH, json!(hash))?;
+                } else {
+                    uia::remember(app, session, PASSWORD_UNKEPT, json!(true))?;
+                }
             }
             return Err(Error::InteractiveAuth(answer));
         }
@@ -114,6 +132,9 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
                     completed.state.get(PASSWORD_HASH).and_then(serde_json::Value::as_str).map(str::to_owned)
                 }
             };
+            if hash.is_none() && completed.state.get(PASSWORD_UNKEPT).is_some() {
+                return Err(Error::MissingParam("send the password again with this request".into()));
+            }
             // A name taken while the password was hashed is M_USER_IN_USE (`create_user`).
             app.storage().create_user(
                 &user_id,
