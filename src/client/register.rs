@@ -115,6 +115,9 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
         .map_err(|error| Error::BadJson(error.to_string()))?;
     let user_id = match registered {
         Some(user_id) => {
+            if app.storage().user(&user_id)?.is_none_or(|user| user.deactivated) {
+                return Err(Error::matrix(403, "M_USER_DEACTIVATED", "this account has been deactivated"));
+            }
             log::info!("registration retried with the session that registered {user_id}");
             user_id
         }
