@@ -118,7 +118,8 @@ fn guests_join_can_join_rooms_read_world_readable_ones_and_nothing_else() {
         ),
         ("POST", "/_matrix/client/v3/user_directory/search".to_string(), json!({"search_term": "a"})),
     ] {
-        let answer = guest.request(method, &path, Some(body.to_string().as_bytes()));
+        let text = body.to_string();
+        let answer = guest.request(method, &path, (method != "GET").then_some(text.as_bytes()));
         assert_error(&answer, 403, "M_GUEST_ACCESS_FORBIDDEN");
     }
 
@@ -131,4 +132,38 @@ fn guests_join_can_join_rooms_read_world_readable_ones_and_nothing_else() {
         400,
         "M_INVALID_USERNAME",
     );
+}
+
+/// Spec: "Guest users can also upgrade their account by going through the
+/// ordinary register flow, but specifying the additional POST parameter
+/// `guest_access_token` ... [and] the `username` parameter to the value of
+/// the local part of their username". Without the guest's token the name is
+/// refused (403, as Synapse answers; numeric names are the guests').
+/// <https://spec.matrix.org/latest/client-server-api/#guest-access>.
+#[test]
+fn a_guest_upgrades_to_a_full_account() {
+    let node = Node::start_with_config("guest_access = true");
+    let guest = register_guest(&node);
+    let alice = node.register("alice");
+    let localpart = guest.user_id.trim_start_matches('@').split(':').next().unwrap().to_string();
+    let register = "/_matrix/client/v3/register";
+    let body = |token: &str| {
+        json!({"username": localpart, "password": "a long password", "guest_access_token": token,
+               "auth": {"type": "m.login.dummy"}})
+    };
+    let someone_elses = alice.token.clone().unwrap();
+    assert_error(&node.client().post(register, &body(&someone_elses)), 403, "M_FORBIDDEN");
+    assert_error(&node.client().post(register, &body("not a token")), 403, "M_FORBIDDEN");
+
+    let (status, upgraded) = node.client().post(register, &body(guest.token.as_deref().unwrap()));
+    assert_eq!(status, 200, "{upgraded}");
+    assert_eq!(upgraded["user_id"], guest.user_id.as_str());
+    let mut full = node.client();
+    full.token = upgraded["access_token"].as_str().map(str::to_owned);
+    assert_eq!(full.get("/_matrix/client/v3/account/whoami").1["is_guest"], false);
+    // A full account now: no longer limited to the guests' endpoints.
+    assert_eq!(full.post("/_matrix/client/v3/createRoom", &json!({})).0, 200);
+    assert_eq!(guest.post("/_matrix/client/v3/createRoom", &json!({})).0, 200);
+    let mut login = node.client();
+    assert_eq!(login.login(&localpart, "a long password").0, 200);
 }

@@ -19,6 +19,9 @@ use crate::storage::now_ms;
 #[derive(Deserialize)]
 struct RegisterBody {
     username: Option<String>,
+    /// A guest upgrading to a full account sends its own access token here
+    /// and its localpart as `username` (spec: guest access).
+    guest_access_token: Option<String>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
     #[serde(default)]
@@ -76,11 +79,17 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
     if let Some(username) = &this_request.username {
         let localpart = username.to_lowercase();
         credentials::validate_localpart(&localpart)?;
-        refuse_guest_like(&localpart)?;
         credentials::validate_user_id_length(&localpart, &app.config.server_name)?;
         let user_id = app.user_id(&localpart);
-        if registered.as_deref() != Some(user_id.as_str()) && app.storage().user(&user_id)?.is_some() {
-            return Err(Error::UserInUse);
+        if registered.as_deref() != Some(user_id.as_str()) {
+            if let Some(token) = &this_request.guest_access_token {
+                upgraded_guest(app, token, &user_id)?;
+            } else {
+                refuse_guest_like(&localpart)?;
+                if app.storage().user(&user_id)?.is_some() {
+                    return Err(Error::UserInUse);
+                }
+            }
         }
     }
     let completed = match uia::authenticate(app, &object, "register", flows, None).await {
@@ -129,6 +138,13 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
             credentials::validate_localpart(&localpart)?;
             credentials::validate_user_id_length(&localpart, &app.config.server_name)?;
             let user_id = app.user_id(&localpart);
+            let upgrade = match &body.guest_access_token {
+                Some(token) if body.username.is_some() => Some(upgraded_guest(app, token, &user_id)?),
+                _ => {
+                    refuse_guest_like(&localpart)?;
+                    None
+                }
+            };
             let hash = match &password {
                 Some(password) => Some(app.passwords.hash(password).await?),
                 None => {
@@ -138,14 +154,22 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
             if hash.is_none() && completed.state.get(PASSWORD_UNKEPT).is_some() {
                 return Err(Error::MissingParam("send the password again with this request".into()));
             }
-            // A name taken while the password was hashed is M_USER_IN_USE (`create_user`).
-            app.storage().create_user(
-                &user_id,
-                &localpart,
-                hash.as_deref(),
-                false,
-                completed.registration_token.as_deref(),
-            )?;
+            if upgrade.is_some() {
+                app.storage().upgrade_guest(
+                    &user_id,
+                    hash.as_deref(),
+                    completed.registration_token.as_deref(),
+                )?;
+            } else {
+                // A name taken while the password was hashed is M_USER_IN_USE (`create_user`).
+                app.storage().create_user(
+                    &user_id,
+                    &localpart,
+                    hash.as_deref(),
+                    false,
+                    completed.registration_token.as_deref(),
+                )?;
+            }
             uia::remember(app, &completed.session, REGISTERED_USER_ID, json!(user_id))?;
             log::info!("registered {user_id}");
             user_id
@@ -198,6 +222,17 @@ fn register_guest(app: &App, request: &Request) -> Result<Response> {
 /// Tries at a free guest ID before giving up (a clash of 16 random digits
 /// is already a one-in-10^16 event).
 const GUEST_ID_ATTEMPTS: u32 = 3;
+
+/// Checks that `token` is the access token of the guest `user_id`, who
+/// may then register that name as a full account (spec: "Guest users can
+/// also upgrade their account"); otherwise 403, as Synapse answers.
+fn upgraded_guest(app: &App, token: &str, user_id: &str) -> Result<()> {
+    let owner = app.storage().token_owner(&credentials::hash_token(token))?;
+    match owner {
+        Some(owner) if owner.is_guest && owner.user_id == user_id => Ok(()),
+        _ => Err(Error::Forbidden("only that guest's own access token may register this name".into())),
+    }
+}
 
 /// Numeric localparts are kept for guests, as Synapse keeps them.
 fn refuse_guest_like(localpart: &str) -> Result<()> {

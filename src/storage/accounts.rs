@@ -132,6 +132,38 @@ impl Storage {
         Ok(())
     }
 
+    /// Makes the guest `user_id` a full account with this password hash,
+    /// counting a registration token's use as [`Storage::create_user`] does;
+    /// `Err(UserInUse)` if it is no longer a guest (upgraded meanwhile).
+    pub fn upgrade_guest(
+        &mut self,
+        user_id: &str,
+        password_hash: Option<&str>,
+        registration_token: Option<&str>,
+    ) -> Result<()> {
+        let transaction = self.conn.savepoint()?;
+        if let Some(token) = registration_token {
+            let counted = transaction.execute(
+                "UPDATE registration_tokens SET completed = completed + 1
+                 WHERE token = ?1 AND (uses_allowed IS NULL OR completed < uses_allowed)
+                   AND (expires_ts IS NULL OR expires_ts > ?2)",
+                params![token, now_ms()],
+            )?;
+            if counted == 0 {
+                return Err(Error::Forbidden("the registration token is not valid".into()));
+            }
+        }
+        let changed = transaction.execute(
+            "UPDATE users SET is_guest = 0, password_hash = ?2 WHERE user_id = ?1 AND is_guest = 1",
+            params![user_id, password_hash],
+        )?;
+        if changed == 0 {
+            return Err(Error::UserInUse);
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
     /// Whether this account is a guest's.
     pub fn is_guest(&self, user_id: &str) -> Result<bool> {
         let mut statement = self.conn.prepare_cached("SELECT is_guest FROM users WHERE user_id = ?1")?;
