@@ -299,6 +299,13 @@ impl App {
     pub fn authenticate(&self, request: &Request) -> Result<TokenOwner> {
         let token = request.access_token().ok_or(Error::MissingToken)?;
         let owner = self.storage().token_owner(&credentials::hash_token(token))?;
-        owner.ok_or(Error::UnknownToken { soft_logout: false })
+        let owner = owner.ok_or(Error::UnknownToken { soft_logout: false })?;
+        // Guests may use only what the spec lists for them (the router marks
+        // those requests); with guest access turned off, nothing.
+        // Spec: <https://spec.matrix.org/latest/client-server-api/#guest-access>.
+        if owner.is_guest && !(self.config.guest_access && request.guests_allowed.get()) {
+            return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guests may not use this endpoint"));
+        }
+        Ok(owner)
     }
 }

@@ -84,6 +84,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         }
     };
     let method = &request.method;
+    request.guests_allowed.set(guests_may(family, method, rest));
     use Family::*;
     use Method::{Delete, Get, Post, Put};
     match (family, rest) {
@@ -289,6 +290,49 @@ fn room_route_v1(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str])
         ["threads"] => relations::threads(app, request, room_id),
         ["timestamp_to_event"] => messages::timestamp_to_event(app, request, room_id),
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
+    }
+}
+
+/// Whether a guest may make this request: the endpoints the spec lists for
+/// guests, and the few more Synapse opens to them (the public room
+/// directory, joined rooms, relations, key changes, capabilities, the
+/// avatar beside the display name). Every other endpoint answers guests
+/// 403 `M_GUEST_ACCESS_FORBIDDEN` (`App::authenticate`).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#client-behaviour-14>.
+fn guests_may(family: Family, method: &Method, rest: &[&str]) -> bool {
+    use Method::{Get, Post, Put};
+    match (family, method, rest) {
+        (
+            Family::V3,
+            Get,
+            ["sync" | "events" | "initialSync" | "joined_rooms" | "capabilities" | "publicRooms"],
+        ) => true,
+        (Family::V3, Post, ["publicRooms"]) => true,
+        (Family::V3, Post, ["join", _]) => true,
+        (Family::V3, Put, ["sendToDevice", _, _]) => true,
+        (Family::V3, Put, ["profile", _, "displayname" | "avatar_url"]) => true,
+        (Family::V3, Get, ["devices"] | ["devices", _] | ["account", "whoami"] | ["keys", "changes"]) => true,
+        (Family::V3, Put, ["devices", _]) => true,
+        (Family::V3, Post, ["keys", "upload" | "query" | "claim"]) => true,
+        (Family::V3, Get, ["thirdparty", ..]) => true,
+        (Family::V3, _, ["rooms", _, room @ ..]) => matches!(
+            (method, room),
+            (
+                Get,
+                ["state"]
+                    | ["state", ..]
+                    | ["event", _]
+                    | ["context", _]
+                    | ["messages"]
+                    | ["members"]
+                    | ["joined_members"]
+                    | ["initialSync"]
+            ) | (Put, ["send", _, _] | ["state", ..])
+                | (Post, ["join"] | ["leave"] | ["send", _])
+        ),
+        (Family::V1, Get, ["media", "download" | "thumbnail", ..]) => true,
+        (Family::V1, Get, ["rooms", _, "relations", ..] | ["rooms", _, "hierarchy"]) => true,
+        _ => false,
     }
 }
 

@@ -294,8 +294,29 @@ pub fn put_state(
             return Ok(Response::ok(json!({ "event_id": event_id })));
         }
     }
+    let guests_shut_out = kind == "m.room.guest_access"
+        && content.get("guest_access").and_then(Value::as_str) != Some("can_join");
     let event_id = rooms::send(app, room_id, &owner.user_id, Draft::state(kind, state_key, content), None)?;
+    if guests_shut_out {
+        remove_guests(app, room_id)?;
+    }
     Ok(Response::ok(json!({ "event_id": event_id })))
+}
+
+/// The spec: when `m.room.guest_access` stops being `can_join`, the server
+/// MUST set its guests' membership to `leave` (each leaves, as Synapse
+/// makes them leave). Spec: <https://spec.matrix.org/latest/client-server-api/#server-behaviour-17>.
+fn remove_guests(app: &App, room_id: &str) -> Result<()> {
+    // Collected first: the storage borrow must end before events are sent.
+    let members = app.storage().members_with(room_id, "join")?;
+    for user_id in members {
+        if !app.is_local_user(&user_id) || !app.storage().is_guest(&user_id)? {
+            continue;
+        }
+        let draft = Draft::state("m.room.member", &user_id, json!({ "membership": "leave" }));
+        rooms::send(app, room_id, &user_id, draft, None)?;
+    }
+    Ok(())
 }
 
 /// The aliases in `m.room.canonical_alias` must be valid and point at this room.

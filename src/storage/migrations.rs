@@ -189,6 +189,8 @@ const MIGRATIONS: &[&str] = &[
     super::push::PUSHERS_FOLLOW_DEVICES,
     // 14: media content in parts, uploads written as they arrive (see MEDIA_PARTS).
     super::media::MEDIA_PARTS,
+    // 15: guest accounts (see GUEST_ACCOUNTS).
+    super::accounts::GUEST_ACCOUNTS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
