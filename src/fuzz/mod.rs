@@ -559,6 +559,11 @@ mod tests {
     }
 
     #[test]
+    fn http_head() {
+        check(&targets::HTTP_HEAD);
+    }
+
+    #[test]
     fn push_rule_glob() {
         check(&targets::PUSH_RULE_GLOB);
     }

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::Target;
 use crate::client::filter::{self, MAX_TIMELINE_LIMIT};
+use crate::http1::{chunked, head};
 use crate::protocol::canonical_json::{self, Strictness};
 use crate::protocol::identifiers::{EventId, RoomAliasId, RoomId, ServerName, UserId};
 use crate::protocol::pdu::Pdu;
@@ -564,4 +565,68 @@ pub static PUSH_RULE_GLOB: Target = Target {
     // Each execution evaluates whole rulesets: the slowest target in debug builds.
     short_execs: 500,
     run: push_rule_glob_target,
+};
+
+// ---------------------------------------------------------------------------
+// The HTTP/1.1 codec: request and response heads, chunked bodies.
+
+/// Bytes a header value may hold once parsed: visible ASCII, space and tab.
+fn is_clean_header_value(value: &str) -> bool {
+    value.bytes().all(|byte| byte == b'\t' || (b' '..=b'~').contains(&byte))
+}
+
+/// A head that parses is parsed again the same from its own bytes, says how
+/// long it is within the input, and holds only clean header bytes; the
+/// chunked decoder ends, errs or asks for more, always making progress.
+fn http_head_target(input: &[u8]) {
+    if let Ok(Some((parsed, length))) = head::parse_request(input) {
+        assert!(length <= input.len(), "head length {length} past the input");
+        let again = head::parse_request(input.get(..length).unwrap_or_default());
+        assert_eq!(again, Ok(Some((parsed.clone(), length))), "the head's own bytes parse the same");
+        for (name, value) in parsed.headers.iter() {
+            assert!(
+                !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_graphic()),
+                "header name {name:?}"
+            );
+            assert!(is_clean_header_value(value), "header value {value:?}");
+        }
+    }
+    if let Ok(Some((parsed, length))) = head::parse_response(input) {
+        assert!(length <= input.len(), "head length {length} past the input");
+        for (_, value) in parsed.headers.iter() {
+            assert!(is_clean_header_value(value), "header value {value:?}");
+        }
+    }
+    let mut decoder = chunked::Decoder::default();
+    let mut rest = input;
+    let mut output = [0u8; 64];
+    while !rest.is_empty() && !decoder.is_done() {
+        match decoder.decode(rest, &mut output) {
+            Ok((0, 0)) => panic!("the chunked decoder made no progress"),
+            Ok((used, filled)) => {
+                assert!(used <= rest.len() && filled <= output.len());
+                rest = rest.get(used..).unwrap_or_default();
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+pub static HTTP_HEAD: Target = Target {
+    name: "http_head",
+    seeds: &[
+        b"GET /_matrix/client/versions HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\nX: b\n\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Matrix: a\r\n\r\nhi",
+        b"4;ext=1\r\nwiki\r\n0\r\nTrailer: x\r\n\r\n",
+    ],
+    dictionary: &[
+        b"\r\n", b"\n", b": ", b"Content-Length", b"Transfer-Encoding", b"chunked", b"gzip", b"Expect: 100-continue",
+        b"HTTP/1.0", b"HTTP/1.1", b"\xc3\xa9", b"\x00", b"\t", b" ", b";", b"0\r\n\r\n", b"ffffffffffffffff",
+    ],
+    max_len: 32 << 10,
+    short_execs: 5_000,
+    run: http_head_target,
 };
