@@ -629,6 +629,14 @@ impl ProgressLine {
         self.drawn = Some(Instant::now());
     }
 
+    /// Says what a long step without a measure of its own is doing.
+    fn status(&mut self, total: u64, text: &str) {
+        if total >= PROGRESS_MIN_BYTES {
+            eprint!("\r{text}\x1b[K");
+            self.drawn = Some(Instant::now());
+        }
+    }
+
     /// Clears the line (the command prints its result next).
     fn finish(&self) {
         if self.drawn.is_some() {
@@ -778,7 +786,16 @@ pub fn restore(command: Restore) -> Result<(), String> {
         health::remove_with_siblings(&staged_path);
         copy_with_progress(source, &staged_path)
             .inspect_err(|_| health::remove_with_siblings(&staged_path))?;
-        let staged = health::check_staged(&staged_path)?;
+        let mut line = ProgressLine::new("checking");
+        let size = std::fs::metadata(&staged_path).map(|metadata| metadata.len()).unwrap_or(0);
+        if let Some(line) = &mut line {
+            line.status(size, "checking the copy (integrity_check)...");
+        }
+        let staged = health::check_staged(&staged_path);
+        if let Some(line) = &line {
+            line.finish();
+        }
+        let staged = staged?;
         if let Some((name, from)) = &expected {
             if staged.server_name.as_deref() != Some(name.as_str()) {
                 health::remove_with_siblings(&staged_path);

@@ -64,7 +64,7 @@ pub type BackupProgress = Box<dyn FnMut(u64, u64) + Send>;
 /// SQLite calls the backup's progress handler every this many virtual
 /// machine steps: often enough for a smooth line, rarely enough that the
 /// `stat` it does costs nothing next to the copy.
-const BACKUP_PROGRESS_STEPS: i32 = 200_000;
+const BACKUP_PROGRESS_STEPS: i32 = 10_000;
 
 /// Writers wait this long for another process (an operator command) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
