@@ -380,7 +380,7 @@ fn stats(conn: &Connection, path: &Path) -> rusqlite::Result<Stats> {
     })
 }
 
-/// What a backup file holds, once [`stage`] found it sound.
+/// What a backup file holds, once [`check_staged`] found it sound.
 #[derive(Debug)]
 pub struct Staged {
     /// The checked copy, next to the database, ready to be moved in.
