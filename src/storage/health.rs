@@ -1,7 +1,7 @@
 //! Looking at a database file without changing it (`hearth check`), and
 //! putting a backup in its place (`hearth restore`).
 //!
-//! Both work on the file itself rather than on an open [`Storage`]: a check
+//! Both work on the file itself rather than on an open [`Storage`](super::Storage): a check
 //! must not migrate or write anything (it runs beside a serving node, on a
 //! read-only connection), and a restore must not touch a database a node
 //! still has open.
