@@ -719,6 +719,15 @@ fn copy_with_progress(source: &Path, target: &Path) -> Result<(), String> {
     outcome
 }
 
+/// Why a restore cannot go on now.
+fn in_use(current: &Path) -> String {
+    format!(
+        "{} is in use: a node (or another hearth command) has it open; stop the node first \
+         (e.g. `systemctl stop hearth`), then restore; nothing changed",
+        current.display()
+    )
+}
+
 /// `hearth restore FILE`.
 pub fn restore(command: Restore) -> Result<(), String> {
     use crate::storage::health;
@@ -739,9 +748,15 @@ pub fn restore(command: Restore) -> Result<(), String> {
             source.display()
         ));
     }
-    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(source), std::fs::canonicalize(&current)) {
-        if a == b {
-            return Err(format!("{} is the database itself", source.display()));
+    let mut staged_name = current.as_os_str().to_owned();
+    staged_name.push(".restoring");
+    let staged_path = PathBuf::from(staged_name);
+    // The restore's own working copy is removed and rewritten: never restore from it.
+    if let Ok(source) = std::fs::canonicalize(source) {
+        for path in [&current, &staged_path] {
+            if std::fs::canonicalize(path).is_ok_and(|path| path == source) {
+                return Err(format!("{} is the database itself or its restore copy", source.display()));
+            }
         }
     }
     // The name the backup must carry: the config's, or the current database's.
@@ -759,28 +774,27 @@ pub fn restore(command: Restore) -> Result<(), String> {
     let lock = if current.exists() {
         match health::lock(&current) {
             Ok(lock) => Some(lock),
-            Err(health::LockError::InUse) => {
-                return Err(format!(
-                    "{} is in use: a node (or another hearth command) has it open; stop the node \
-                     first (e.g. `systemctl stop hearth`), then restore; nothing changed",
-                    current.display()
-                ));
-            }
-            Err(health::LockError::Other(error)) => {
-                return Err(format!(
-                    "cannot take {} for the restore ({error}); if no node runs on it, move it away \
-                     by hand (with its -wal and -shm files) and restore again; nothing changed",
-                    current.display()
-                ));
-            }
+            Err(health::LockError::InUse) => return Err(in_use(&current)),
+            // Too damaged to take the usual way (the usual reason to restore).
+            Err(health::LockError::Other(error)) => match health::probe_unused(&current) {
+                Ok(()) => {
+                    println!("the current database is damaged ({error}); it is kept aside as it is");
+                    None
+                }
+                Err(health::LockError::InUse) => return Err(in_use(&current)),
+                Err(health::LockError::Other(error)) => {
+                    return Err(format!(
+                        "cannot take {} for the restore ({error}); if no node runs on it, move it \
+                         away by hand (with its -wal and -shm files) and restore again; nothing changed",
+                        current.display()
+                    ));
+                }
+            },
         }
     } else {
         None
     };
 
-    let mut staged_name = current.as_os_str().to_owned();
-    staged_name.push(".restoring");
-    let staged_path = PathBuf::from(staged_name);
     let staged = (|| {
         // A copy left by an interrupted restore.
         health::remove_with_siblings(&staged_path);

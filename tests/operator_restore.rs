@@ -215,3 +215,30 @@ fn a_restore_refuses_what_is_not_this_servers_backup() {
     node.restart();
     assert_eq!(node.client().login("carol", PASSWORD).0, 200);
 }
+
+#[test]
+fn a_restore_replaces_a_damaged_database() {
+    let mut node = Node::start_with_config("");
+    let alice = node.register("alice");
+    let room_id = room_with_message(&alice, "kept");
+    let backups = TempDir::new("backups-damaged");
+    let backup = backups.0.join("backup.db");
+    cli_ok(&node, &["backup", backup.to_str().unwrap()]);
+    node.stop();
+    // The SD card lost the file's second half.
+    let database = node.data_dir.0.join("hearth.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(node.data_dir.0.join(format!("hearth.db{suffix}")));
+    }
+    let length = std::fs::metadata(&database).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&database).unwrap().set_len(length / 2).unwrap();
+    assert!(!node.cli(&["check"], None).0);
+
+    let output = cli_ok(&node, &["restore", backup.to_str().unwrap()]);
+    assert!(output.contains("damaged") && output.contains("restored"), "{output}");
+    cli_ok(&node, &["check"]);
+    node.restart();
+    let mut alice = node.client();
+    assert_eq!(alice.login("alice", PASSWORD).0, 200);
+    assert_eq!(bodies(&alice, &room_id), ["kept"]);
+}

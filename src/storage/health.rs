@@ -490,6 +490,27 @@ pub fn lock(path: &Path) -> Result<Exclusive, LockError> {
     Ok(Exclusive { conn, path: path.to_path_buf() })
 }
 
+/// For a current database too damaged for [`lock`]: whether anyone else
+/// has it open, by taking (and at once giving back) its exclusive lock,
+/// which reads no more than the file's first page. Answers `Ok` when no one
+/// has, or when even that page is unreadable (no node can be serving such a
+/// file).
+pub fn probe_unused(path: &Path) -> Result<(), LockError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let other = |error: rusqlite::Error| LockError::Other(error.to_string());
+    let conn = Connection::open_with_flags(path, flags).map_err(other)?;
+    conn.busy_timeout(Duration::ZERO).map_err(other)?;
+    match conn.execute_batch("BEGIN EXCLUSIVE; ROLLBACK;") {
+        Ok(()) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(error, _)) => match error.code {
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => Err(LockError::InUse),
+            rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt => Ok(()),
+            _ => Err(LockError::Other(error.to_string())),
+        },
+        Err(error) => Err(other(error)),
+    }
+}
+
 impl Exclusive {
     /// Moves the current database aside to `aside` (with any `-wal`/`-shm`
     /// beside it, which would otherwise be read as part of the restored
