@@ -14,47 +14,13 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::federation::{TestCa, free_port, start_federating};
+use common::federation::{TestCa, federation_args, free_port, signed_request, start_federating};
 use common::rooms::{create_room, enc, invite, membership_of, room_path, sync};
 use common::{Node, TempDir, assert_error, eventually};
 use serde_json::{Value, json};
 
 const DELIVERY: Duration = Duration::from_secs(20);
 const ROOM_VERSION: &str = "11";
-
-fn federation_args(ca: &TestCa, from: &Node) -> Vec<String> {
-    vec![
-        "federation".into(),
-        "--server-name".into(),
-        from.server_name.clone(),
-        "--federation-ca".into(),
-        ca.certificate_file.to_str().unwrap().into(),
-        "--federation-allow-ip".into(),
-        "127.0.0.0/8".into(),
-    ]
-}
-
-/// Sends a signed request from `from` to `to`; returns (status, answer).
-fn signed(
-    ca: &TestCa,
-    from: &Node,
-    to: &Node,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut args = federation_args(ca, from);
-    args.extend(["request".into(), to.server_name.clone(), path.into(), "--method".into(), method.into()]);
-    if let Some(body) = body {
-        args.extend(["--body".into(), body.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (_, output) = from.cli(&args, None);
-    let mut lines = output.lines();
-    let status = lines.next().and_then(|line| line.trim().parse().ok()).unwrap_or(0);
-    let answer = lines.next().and_then(|line| serde_json::from_str(line).ok()).unwrap_or(Value::Null);
-    (status, answer)
-}
 
 /// Signs an event as `from`; returns (event_id, event).
 fn sign(ca: &TestCa, from: &Node, event: &Value) -> (String, Value) {
@@ -71,7 +37,7 @@ fn sign(ca: &TestCa, from: &Node, event: &Value) -> (String, Value) {
 fn make(ca: &TestCa, a: &Node, b: &Node, kind: &str, room_id: &str, user_id: &str) -> (String, Value) {
     let path =
         format!("/_matrix/federation/v1/make_{kind}/{}/{}?ver={ROOM_VERSION}", enc(room_id), enc(user_id));
-    let (status, answer) = signed(ca, a, b, "GET", &path, None);
+    let (status, answer) = signed_request(ca, a, b, "GET", &path, None);
     assert_eq!(status, 200, "make_{kind}: {answer}");
     let mut event = answer["event"].clone();
     event["origin_server_ts"] = json!(1_700_000_000_000_i64);
@@ -95,7 +61,7 @@ fn the_deprecated_v1_membership_endpoints_answer_in_their_shape() {
     // v1 send_join: [200, {origin, auth_chain, state}].
     let (join_id, join) = make(&ca, &a, &b, "join", &room_id, &carol);
     let path = format!("/_matrix/federation/v1/send_join/{}/{}", enc(&room_id), enc(&join_id));
-    let (status, answer) = signed(&ca, &a, &b, "PUT", &path, Some(&join));
+    let (status, answer) = signed_request(&ca, &a, &b, "PUT", &path, Some(&join));
     assert_eq!(status, 200, "{answer}\n{}", b.log_text());
     assert_eq!(answer[0], 200, "{answer}");
     assert_eq!(answer[1]["origin"], b.server_name.as_str(), "{answer}");
@@ -128,7 +94,7 @@ fn the_deprecated_v1_membership_endpoints_answer_in_their_shape() {
         {"type": "m.room.join_rules", "state_key": "", "sender": bob.user_id, "content": {"join_rule": "public"}}
     ]});
     let path = format!("/_matrix/federation/v1/invite/{}/{}", enc(&room_id), enc(&invite_id));
-    let (status, answer) = signed(&ca, &a, &b, "PUT", &path, Some(&invite));
+    let (status, answer) = signed_request(&ca, &a, &b, "PUT", &path, Some(&invite));
     assert_eq!(status, 200, "{answer}\n{}", b.log_text());
     assert_eq!(answer[0], 200, "{answer}");
     assert_eq!(answer[1]["event"]["event_id"].as_str().or(Some(&invite_id)), Some(invite_id.as_str()));
@@ -136,14 +102,14 @@ fn the_deprecated_v1_membership_endpoints_answer_in_their_shape() {
     // The invite then reaches the room as any event does.
     let transaction = json!({"origin": a.server_name, "origin_server_ts": 0, "pdus": [answer[1]["event"]]});
     let path = format!("/_matrix/federation/v1/send/v1-{}", common::rooms::txn());
-    let (status, answer) = signed(&ca, &a, &b, "PUT", &path, Some(&transaction));
+    let (status, answer) = signed_request(&ca, &a, &b, "PUT", &path, Some(&transaction));
     assert_eq!(status, 200, "{answer}");
     eventually(DELIVERY, || sync(&dave, "timeout=0")["rooms"]["invite"].get(&room_id).map(|_| ()));
 
     // v1 send_leave: [200, {}].
     let (leave_id, leave) = make(&ca, &a, &b, "leave", &room_id, &carol);
     let path = format!("/_matrix/federation/v1/send_leave/{}/{}", enc(&room_id), enc(&leave_id));
-    let (status, answer) = signed(&ca, &a, &b, "PUT", &path, Some(&leave));
+    let (status, answer) = signed_request(&ca, &a, &b, "PUT", &path, Some(&leave));
     assert_eq!(status, 200, "{answer}\n{}", b.log_text());
     assert_eq!(answer, json!([200, {}]));
     assert_eq!(membership_of(&bob, &room_id, &carol).as_deref(), Some("leave"));
