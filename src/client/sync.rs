@@ -31,7 +31,7 @@ use crate::rooms::visibility::Visibility;
 use crate::storage::{CurrentStateEntry, StoredEvent, TokenOwner};
 
 /// Spec-less but usual: a long poll waits at most this long.
-const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 /// Heroes in a room summary.
 const MAX_HEROES: usize = 5;
 
@@ -496,8 +496,8 @@ fn joined_room(
 }
 
 /// The newest visible events in `(after, up_to]`, oldest first, and whether
-/// more were left out.
-fn timeline(
+/// more were left out. The legacy `initialSync` reads its rooms with it too.
+pub(crate) fn timeline(
     app: &App,
     visibility: &Visibility<'_>,
     filter: &Filter,
