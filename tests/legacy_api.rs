@@ -83,6 +83,26 @@ fn the_event_stream_pages_and_long_polls() {
     assert_eq!((status, quiet["chunk"].clone()), (200, json!([])));
     assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
 
+    // The stream carries invites, and a leave ends a room's events.
+    let end = quiet["end"].as_str().unwrap().to_string();
+    let other = create_room(&alice, json!({"invite": [bob.user_id]}));
+    let (status, _) = bob.post(&room_path(&room_id, "/leave"), &json!({}));
+    assert_eq!(status, 200);
+    send_text(&alice, &room_id, "after bob left");
+    let (_, changes) = bob.get(&format!("/_matrix/client/v3/events?from={}&limit=50", enc(&end)));
+    let chunk = changes["chunk"].as_array().unwrap();
+    let own = |room: &str, membership: &str| {
+        chunk.iter().any(|event| {
+            event["room_id"] == room
+                && event["type"] == "m.room.member"
+                && event["state_key"] == bob.user_id.as_str()
+                && event["content"]["membership"] == membership
+        })
+    };
+    assert!(own(&other, "invite"), "{changes}");
+    assert!(own(&room_id, "leave"), "{changes}");
+    assert!(bodies(&changes["chunk"]).is_empty(), "nothing after the leave: {changes}");
+
     // Bad tokens are refused.
     assert_error(&bob.get("/_matrix/client/v3/events?from=nonsense"), 400, "M_INVALID_PARAM");
 }

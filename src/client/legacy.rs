@@ -103,7 +103,9 @@ pub async fn events(app: &Rc<App>, request: &Request) -> Result<Response> {
 
 /// The events of one `/events` answer and where the next one starts: each
 /// room's first `limit` visible events after `from` (read as `/messages`
-/// reads forwards), merged in stream order and cut to `limit`.
+/// reads forwards), merged in stream order and cut to `limit`. The rooms read
+/// are those with news in the window only, so a long-poll wake-up reads the
+/// rooms that changed, not every room of the user.
 fn stream_page(
     app: &App,
     owner: &TokenOwner,
@@ -112,25 +114,35 @@ fn stream_page(
     limit: usize,
 ) -> Result<(Vec<Value>, i64)> {
     let now = app.current_stream_id();
-    let rooms: Vec<String> = match room_id {
-        Some(room_id) => vec![room_id.to_string()],
+    // Each room to read, and how far: joined rooms with news up to now; rooms
+    // whose membership changed in the window (the user left, was invited,
+    // banned) up to that change, so the user's own leave or invite arrives.
+    let mut rooms: Vec<(String, i64)> = Vec::new();
+    match room_id {
+        Some(room_id) => rooms.push((room_id.to_string(), now)),
         None => {
             let news = app.storage().rooms_with_news(from, now)?;
-            app.storage()
-                .rooms_of_user(&owner.user_id)?
-                .into_iter()
-                .filter(|(room_id, membership)| membership == "join" && news.contains(room_id))
-                .map(|(room_id, _)| room_id)
-                .collect()
+            let memberships = app.storage().rooms_of_user(&owner.user_id)?;
+            for (room_id, membership) in memberships {
+                if membership == "join" && news.contains(&room_id) {
+                    rooms.push((room_id, now));
+                }
+            }
+            let changes = app.storage().membership_changes(&owner.user_id, from, now)?;
+            for change in changes.iter().rev() {
+                if !rooms.iter().any(|(room_id, _)| *room_id == change.room_id) {
+                    rooms.push((change.room_id.clone(), change.stream_ordering));
+                }
+            }
         }
     };
     let visibility = Visibility::new(app, &owner.user_id);
     let mut end = now.max(from);
     let mut events: Vec<StoredEvent> = Vec::new();
-    for room_id in &rooms {
+    for (room_id, upper) in &rooms {
         let page = paginate(
             Direction::Forwards,
-            Window { lower: from, upper: now },
+            Window { lower: from, upper: *upper },
             limit,
             |after, up_to, n| {
                 let batch = app.storage().room_events_forwards(room_id, after, up_to, n)?;
