@@ -11,6 +11,7 @@ mod ephemeral;
 pub mod filter;
 mod key_backup;
 mod keys;
+mod legacy;
 mod login;
 pub mod media;
 mod membership;
@@ -130,6 +131,12 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V3, ["createRoom"]) if *method == Post => rooms::create_room(app, request).await,
         (V3, ["sync"]) if *method == Get => sync::sync(app, request).await,
+        (V3, ["events"]) if *method == Get => legacy::events(app, request).await,
+        (V3, ["events", event_id]) if *method == Get => legacy::event(app, request, event_id),
+        (V3, ["initialSync"]) if *method == Get => legacy::initial_sync(app, request),
+        (V3, ["rooms", room_id, "initialSync"]) if *method == Get => {
+            legacy::room_initial_sync(app, request, room_id)
+        }
         (V3, ["keys", "upload"]) if *method == Post => keys::upload(app, request),
         (V3, ["keys", "query"]) if *method == Post => keys::query(app, request).await,
         (V3, ["keys", "claim"]) if *method == Post => keys::claim(app, request).await,

@@ -34,7 +34,7 @@ use crate::rooms::visibility::Visibility;
 use crate::storage::{CurrentStateEntry, StoredEvent, TokenOwner};
 
 /// Spec-less but usual: a long poll waits at most this long.
-const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 /// Heroes in a room summary.
 const MAX_HEROES: usize = 5;
 /// As Synapse: a timeline is `limited` when its window holds more than this
@@ -650,7 +650,8 @@ fn membership_of(event: &StoredEvent) -> Option<&str> {
 /// more were left out (as Synapse says it: more visible events than the
 /// limit, or more stored events in the window than [`LOOK_FACTOR`] times
 /// it). Reads at most [`MAX_SCANNED_EVENTS`] stored events.
-fn timeline(
+/// The legacy `initialSync` reads its rooms with it too.
+pub(crate) fn timeline(
     app: &App,
     visibility: &Visibility<'_>,
     filter: &Filter,
