@@ -24,16 +24,12 @@
 //! The client side uses threads and blocking HTTP/1.1 with keep-alive (ureq);
 //! each sender has its own connection.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Client, Memory, file_size, load_average, ms, percentile};
+use support::{Client, Server, file_size, load_average, ms, percentile};
 
 mod support;
 
@@ -49,10 +45,6 @@ const CONCURRENT_SENDERS: usize = 8;
 const REPEATS: usize = 11;
 /// Long-poll wake-ups timed (the median is printed).
 const WAKEUPS: usize = 20;
-/// How long the server may take to start.
-const START_DEADLINE: Duration = Duration::from_secs(30);
-/// How long any one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the long-poll thread waits before the send, so the /sync is parked.
 const PARK_DELAY: Duration = Duration::from_millis(30);
 
@@ -304,91 +296,4 @@ fn ms_signed(seconds: f64) -> String {
 fn median(mut durations: Vec<Duration>) -> Duration {
     durations.sort();
     durations[durations.len() / 2]
-}
-
-/// The server under measurement; killed on drop, its data dir removed.
-struct Server {
-    child: Child,
-    data_dir: PathBuf,
-    http: String,
-}
-
-impl Server {
-    fn start(binary: &str) -> Server {
-        let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--server-name", "localhost", "--registration", "open"])
-            .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
-            .env("HEARTH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-        let stderr = child.stderr.take().unwrap();
-        let (lines, receiver) = channel();
-        // Keeps draining the log so the server never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let http = wait_ready(&receiver);
-        thread::spawn(move || receiver.into_iter().for_each(|line| eprintln!("server: {line}")));
-        Server { child, data_dir, http }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn cpu_seconds(&self) -> f64 {
-        support::cpu_seconds(self.pid())
-    }
-
-    fn memory(&self) -> Memory {
-        Memory::of(self.pid())
-    }
-
-    fn register(&self, localpart: &str) -> Client {
-        let mut client = Client::new(&self.http, REQUEST_TIMEOUT);
-        let (status, body) = client.post(
-            "/_matrix/client/v3/register",
-            &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
-        );
-        assert_eq!(status, 200, "register {localpart}: {body}");
-        client.token = body["access_token"].as_str().unwrap().to_string();
-        client
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
-/// Reads the log until ` ready in `; returns `http://ADDR` of the plain listener.
-fn wait_ready(lines: &Receiver<String>) -> String {
-    let deadline = Instant::now() + START_DEADLINE;
-    let mut plain = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("hearth did not become ready");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_string();
-            if !rest.contains("(TLS)") {
-                plain.get_or_insert(address);
-            }
-        }
-        if line.contains(" ready in ") {
-            return format!("http://{}", plain.expect("no plain listener in the log"));
-        }
-    }
 }

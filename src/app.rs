@@ -106,6 +106,8 @@ pub struct App {
     pub unread: unread::Cache,
     /// What state groups say for history visibility (memory only).
     pub visibility: visibility::Cache,
+    /// Which member events each device was sent under lazy loading (memory only).
+    pub lazy_members: crate::client::sync::LazyMembers,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
     /// Starts the senders of pushers with notifications queued.
@@ -162,6 +164,7 @@ impl App {
             presence: Presence::default(),
             unread: unread::Cache::default(),
             visibility: visibility::Cache::default(),
+            lazy_members: crate::client::sync::LazyMembers::default(),
             outbox: Outbox::default(),
             push_queue: Default::default(),
             search_index: SearchIndex::default(),
@@ -299,6 +302,13 @@ impl App {
     pub fn authenticate(&self, request: &Request) -> Result<TokenOwner> {
         let token = request.access_token().ok_or(Error::MissingToken)?;
         let owner = self.storage().token_owner(&credentials::hash_token(token))?;
-        owner.ok_or(Error::UnknownToken { soft_logout: false })
+        let owner = owner.ok_or(Error::UnknownToken { soft_logout: false })?;
+        // Guests may use only what the spec lists for them (the router marks
+        // those requests); with guest access turned off, nothing.
+        // Spec: <https://spec.matrix.org/latest/client-server-api/#guest-access>.
+        if owner.is_guest && !(self.config.guest_access && request.guests_allowed.get()) {
+            return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guests may not use this endpoint"));
+        }
+        Ok(owner)
     }
 }

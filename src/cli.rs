@@ -1,12 +1,13 @@
-//! The command line: `serve`, `init`, `user`, `token`, `backup`, `key`, `tls`,
-//! `federation`.
+//! The command line: `serve`, `init`, `user`, `token`, `backup`, `restore`,
+//! `check`, `key`, `tls`, `federation`.
 //!
 //! Operator commands open the same SQLite file as a running server (WAL lets
 //! them work side by side) and print plain text.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
@@ -32,6 +33,8 @@ pub enum Command {
     User(User),
     Token(Token),
     Backup(Backup),
+    Restore(Restore),
+    Check(Check),
     Key(Key),
     Tls(Tls),
     Federation(FederationCommand),
@@ -207,6 +210,35 @@ pub struct Backup {
     /// the backup file to write (must not exist)
     #[argh(positional)]
     pub target: PathBuf,
+}
+
+/// put a backup made by `hearth backup` in place of the database (the node
+/// must be stopped); the current database is kept beside it, renamed
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restore")]
+pub struct Restore {
+    /// configuration file (its server name must match the backup's)
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// the backup file
+    #[argh(positional)]
+    pub source: PathBuf,
+}
+
+/// check the database (integrity, foreign keys, schema version, signing key,
+/// event graph) and print what it holds; read-only, works while the node runs
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check")]
+pub struct Check {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// manage the server signing key
@@ -569,11 +601,309 @@ pub fn token(command: Token) -> Result<(), String> {
     Ok(())
 }
 
+/// Files smaller than this are copied in a blink: no progress line for them.
+const PROGRESS_MIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The progress line is redrawn at most this often.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A progress line on standard error (`\r`-redrawn), drawn only when
+/// standard error is a terminal and the copy is large.
+struct ProgressLine {
+    label: &'static str,
+    drawn: Option<Instant>,
+}
+
+impl ProgressLine {
+    fn new(label: &'static str) -> Option<ProgressLine> {
+        std::io::stderr().is_terminal().then_some(ProgressLine { label, drawn: None })
+    }
+
+    fn update(&mut self, done: u64, total: u64) {
+        if total < PROGRESS_MIN_BYTES || self.drawn.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL) {
+            return;
+        }
+        let done = done.min(total);
+        let percent = done.saturating_mul(100) / total.max(1);
+        eprint!("\r{} {percent:>3}% ({} of {})\x1b[K", self.label, human_bytes(done), human_bytes(total));
+        self.drawn = Some(Instant::now());
+    }
+
+    /// Says what a long step without a measure of its own is doing.
+    fn status(&mut self, total: u64, text: &str) {
+        if total >= PROGRESS_MIN_BYTES {
+            eprint!("\r{text}\x1b[K");
+            self.drawn = Some(Instant::now());
+        }
+    }
+
+    /// Clears the line (the command prints its result next).
+    fn finish(&self) {
+        if self.drawn.is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// `1.5 MiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// `hearth backup FILE`.
 pub fn backup(command: Backup) -> Result<(), String> {
     let (_, storage) = open(&command.config, &command.data_dir)?;
-    storage.backup_to(&command.target).map_err(|error| error.to_string())?;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = ProgressLine::new("backing up").map(|mut line| {
+        Box::new(move |done: u64, total: u64| line.update(done, total)) as crate::storage::BackupProgress
+    });
+    let outcome = storage.backup_to(&command.target, progress);
+    if terminal {
+        // The handler owned the line; clear whatever it drew.
+        ProgressLine { label: "", drawn: Some(Instant::now()) }.finish();
+    }
+    outcome.map_err(|error| error.to_string())?;
     println!("backed up to {}", command.target.display());
+    Ok(())
+}
+
+/// The first bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Copies `source` to `target` (which must not exist) with a progress line,
+/// and makes the copy durable.
+fn copy_with_progress(source: &Path, target: &Path) -> Result<(), String> {
+    let mut input =
+        std::fs::File::open(source).map_err(|error| format!("cannot read {}: {error}", source.display()))?;
+    let total = input.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+    let mut output = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map_err(|error| format!("cannot create {}: {error}", target.display()))?;
+    let mut line = ProgressLine::new("copying");
+    let mut buffer = vec![0; 1024 * 1024];
+    let mut done = 0u64;
+    let outcome = loop {
+        let read = match input.read(&mut buffer) {
+            Ok(0) => {
+                break output
+                    .sync_all()
+                    .map_err(|error| format!("cannot write {}: {error}", target.display()));
+            }
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => break Err(format!("cannot read {}: {error}", source.display())),
+        };
+        if let Err(error) = output.write_all(&buffer[..read]) {
+            break Err(format!("cannot write {}: {error}", target.display()));
+        }
+        done += read as u64;
+        if let Some(line) = &mut line {
+            line.update(done, total);
+        }
+    };
+    if let Some(line) = &line {
+        line.finish();
+    }
+    outcome
+}
+
+/// Why a restore cannot go on now.
+fn in_use(current: &Path) -> String {
+    format!(
+        "{} is in use: a node (or another hearth command) has it open; stop the node first \
+         (e.g. `systemctl stop hearth`), then restore; nothing changed",
+        current.display()
+    )
+}
+
+/// `hearth restore FILE`.
+pub fn restore(command: Restore) -> Result<(), String> {
+    use crate::storage::health;
+    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
+    let from_file = command.config.is_some();
+    let config = Config::load(command.config.as_deref(), overrides)?;
+    let current = config.database_path();
+    let source = &command.source;
+
+    // Cheap checks first: a file, and an SQLite one.
+    let mut header = [0u8; 16];
+    std::fs::File::open(source)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .map_err(|error| format!("cannot read {} as a database: {error}", source.display()))?;
+    if &header != SQLITE_HEADER {
+        return Err(format!(
+            "{} is not an SQLite database (not a hearth backup); nothing changed",
+            source.display()
+        ));
+    }
+    let mut staged_name = current.as_os_str().to_owned();
+    staged_name.push(".restoring");
+    let staged_path = PathBuf::from(staged_name);
+    // The restore's own working copy is removed and rewritten: never restore from it.
+    if let Ok(source) = std::fs::canonicalize(source) {
+        for path in [&current, &staged_path] {
+            if std::fs::canonicalize(path).is_ok_and(|path| path == source) {
+                return Err(format!("{} is the database itself or its restore copy", source.display()));
+            }
+        }
+    }
+    // The name the backup must carry: the config's, or the current database's.
+    let expected = if from_file {
+        Some((config.server_name.clone(), "the config"))
+    } else if current.exists() {
+        health::recorded_server_name(&current).map(|name| (name, "the current database"))
+    } else {
+        None
+    };
+
+    let data_dir = current.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(data_dir)
+        .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
+    let lock = if current.exists() {
+        match health::lock(&current) {
+            Ok(lock) => Some(lock),
+            Err(health::LockError::InUse) => return Err(in_use(&current)),
+            // Too damaged to take the usual way (the usual reason to restore).
+            Err(health::LockError::Other(error)) => match health::probe_unused(&current) {
+                Ok(()) => {
+                    println!("the current database is damaged ({error}); it is kept aside as it is");
+                    None
+                }
+                Err(health::LockError::InUse) => return Err(in_use(&current)),
+                Err(health::LockError::Other(error)) => {
+                    return Err(format!(
+                        "cannot take {} for the restore ({error}); if no node runs on it, move it \
+                         away by hand (with its -wal and -shm files) and restore again; nothing changed",
+                        current.display()
+                    ));
+                }
+            },
+        }
+    } else {
+        None
+    };
+
+    let staged = (|| {
+        // A copy left by an interrupted restore.
+        health::remove_with_siblings(&staged_path);
+        copy_with_progress(source, &staged_path)
+            .inspect_err(|_| health::remove_with_siblings(&staged_path))?;
+        let mut line = ProgressLine::new("checking");
+        let size = std::fs::metadata(&staged_path).map(|metadata| metadata.len()).unwrap_or(0);
+        if let Some(line) = &mut line {
+            line.status(size, "checking the copy (integrity_check)...");
+        }
+        let staged = health::check_staged(&staged_path);
+        if let Some(line) = &line {
+            line.finish();
+        }
+        let staged = staged?;
+        if let Some((name, from)) = &expected {
+            if staged.server_name.as_deref() != Some(name.as_str()) {
+                health::remove_with_siblings(&staged_path);
+                return Err(format!(
+                    "it belongs to server name {:?}, {from} says {name:?}",
+                    staged.server_name.as_deref().unwrap_or("(none recorded)")
+                ));
+            }
+        }
+        Ok(staged)
+    })();
+    let staged = match staged {
+        Ok(staged) => staged,
+        Err(error) => {
+            if let Some(lock) = lock {
+                lock.release();
+            }
+            return Err(format!("{} cannot be restored: {error}; nothing changed", source.display()));
+        }
+    };
+
+    let seconds = now_ms() / 1000;
+    let mut aside = PathBuf::from(format!("{}.before-restore-{seconds}", current.display()));
+    let mut attempt = 1;
+    while aside.exists() {
+        aside = PathBuf::from(format!("{}.before-restore-{seconds}-{attempt}", current.display()));
+        attempt += 1;
+    }
+    match lock {
+        Some(lock) => lock.swap(&staged.path, &aside)?,
+        None => health::swap_files(&current, &staged.path, &aside)?,
+    }
+    println!(
+        "restored {} into {} (server name {}, schema version {})",
+        source.display(),
+        current.display(),
+        staged.server_name.as_deref().unwrap_or("not recorded"),
+        staged.schema_version
+    );
+    if aside.exists() {
+        println!("the previous database is kept at {}", aside.display());
+    }
+    println!("start the node again (e.g. `systemctl start hearth`)");
+    Ok(())
+}
+
+/// `hearth check`.
+pub fn check(command: Check) -> Result<(), String> {
+    use crate::storage::health::{self, Severity};
+    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
+    let config = Config::load(command.config.as_deref(), overrides)?;
+    let path = config.database_path();
+    if !path.exists() {
+        return Err(format!(
+            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
+            path.display()
+        ));
+    }
+    let mut health = health::examine(&path)?;
+    if command.config.is_some() {
+        let recorded = health::recorded_server_name(&path);
+        if recorded.as_ref().is_some_and(|name| *name != config.server_name) {
+            health.findings.push(health::Finding {
+                severity: Severity::Fail,
+                text: format!(
+                    "the database belongs to server name {:?}, the config says {:?}",
+                    recorded.unwrap_or_default(),
+                    config.server_name
+                ),
+            });
+        }
+    }
+    println!("database {}", path.display());
+    for finding in &health.findings {
+        let label = match finding.severity {
+            Severity::Ok => "ok",
+            Severity::Note => "note",
+            Severity::Fail => "FAIL",
+        };
+        println!("{label:<5} {}", finding.text);
+    }
+    if let Some(stats) = &health.stats {
+        println!("users     {} ({} deactivated)", stats.users, stats.deactivated_users);
+        println!("rooms     {}", stats.rooms);
+        println!("events    {} ({} outliers, {} backfilled)", stats.events, stats.outliers, stats.backfilled);
+        println!("media     {} files, {}", stats.media_files, human_bytes(stats.media_bytes.max(0) as u64));
+        println!("database  {}", human_bytes(stats.database_bytes));
+        println!("wal       {}", human_bytes(stats.wal_bytes));
+    }
+    if health.failed() {
+        let failures = health.findings.iter().filter(|finding| finding.severity == Severity::Fail).count();
+        return Err(format!("{failures} check(s) failed"));
+    }
+    println!("all checks passed");
     Ok(())
 }
 

@@ -240,6 +240,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Who may register.
     pub registration: Registration,
+    /// Whether `POST /register?kind=guest` makes guest accounts (off by
+    /// default). Guests may use only the endpoints the spec lists for them.
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#guest-access>.
+    pub guest_access: bool,
     /// Room version for new rooms.
     pub default_room_version: String,
     /// Sockets to serve.
@@ -263,6 +267,7 @@ impl Default for Config {
             server_name: "localhost:8448".into(),
             data_dir: PathBuf::from("./data"),
             registration: Registration::Token,
+            guest_access: false,
             default_room_version: room_version::DEFAULT.into(),
             listeners: vec![
                 Listener { address: ([127, 0, 0, 1], 8008).into(), tls: false, federation: false },
@@ -428,6 +433,11 @@ data_dir = "./data"
 # Who may create accounts: "closed" (only `hearth user add`), "token"
 # (a registration token from `hearth token create`), or "open" (anyone).
 registration = "token"
+
+# Guest accounts (POST /register?kind=guest, no password): they may read
+# world-readable rooms, join rooms whose m.room.guest_access is "can_join",
+# and use only the endpoints the spec lists for guests.
+guest_access = false
 
 # Room version for new rooms.
 default_room_version = "{default_version}"

@@ -39,6 +39,10 @@ pub struct Request {
     /// A media upload's body, unread, for its handler to take once.
     pub upload: Cell<Option<UploadBody>>,
     pub peer: Peer,
+    /// Whether a guest's access token is good for this request: the client
+    /// router sets it for the endpoints the spec opens to guests, and
+    /// `App::authenticate` refuses guests everywhere else.
+    pub guests_allowed: Cell<bool>,
 }
 
 /// The body of a media upload, not yet read: its handler authenticates and
@@ -340,6 +344,7 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
         body,
         upload: Cell::new(upload),
         peer,
+        guests_allowed: Cell::new(false),
     })
 }
 

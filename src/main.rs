@@ -10,6 +10,8 @@ mod config;
 mod credentials;
 mod error;
 mod federation;
+#[cfg(test)]
+mod fuzz;
 mod hasher;
 mod http;
 mod http1;
@@ -37,6 +39,8 @@ fn main() -> ExitCode {
         cli::Command::User(user) => cli::user(user),
         cli::Command::Token(token) => cli::token(token),
         cli::Command::Backup(backup) => cli::backup(backup),
+        cli::Command::Restore(restore) => cli::restore(restore),
+        cli::Command::Check(check) => cli::check(check),
         cli::Command::Key(key) => cli::key(key),
         cli::Command::Tls(tls) => cli::tls(tls),
         cli::Command::Federation(federation) => cli::federation(federation),

@@ -119,3 +119,23 @@ fn delete_devices_removes_several_at_once() {
         "M_BAD_JSON",
     );
 }
+
+/// Authenticating as another user (with that user's real password) does not
+/// authorise deleting one's own device: 403, as Synapse answers, not a new
+/// 401 challenge. Spec: <https://spec.matrix.org/latest/client-server-api/#delete_matrixclientv3devicesdeviceid>.
+#[test]
+fn deleting_a_device_with_another_users_credentials_is_forbidden() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let phone = another_device(&node, "alice");
+    let path = format!("/_matrix/client/v3/devices/{}", phone.device_id);
+    let (status, body) = alice.delete(
+        &path,
+        &json!({"auth": {"type": "m.login.password", "password": PASSWORD,
+                         "identifier": {"type": "m.id.user", "user": bob.user_id}}}),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
+    assert_eq!(phone.get("/_matrix/client/v3/account/whoami").0, 200);
+}

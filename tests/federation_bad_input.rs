@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::federation::{TestCa, start_federating};
+use common::federation::{TestCa, federation_args, start_federating};
 use common::rooms::{create_room, enc, room_path, send_text};
 use common::{Client, Node, eventually};
 use serde_json::{Value, json};
@@ -69,21 +69,9 @@ fn messages(client: &Client, room_id: &str) -> Vec<String> {
 }
 
 impl Setup {
-    fn federation_args(&self) -> Vec<String> {
-        vec![
-            "federation".into(),
-            "--server-name".into(),
-            self.a.server_name.clone(),
-            "--federation-ca".into(),
-            self.ca.certificate_file.to_str().unwrap().into(),
-            "--federation-allow-ip".into(),
-            "127.0.0.0/8".into(),
-        ]
-    }
-
     /// Signs an event as A; returns (event_id, event).
     fn sign(&self, event: Value) -> (String, Value) {
-        let mut args = self.federation_args();
+        let mut args = federation_args(&self.ca, &self.a);
         args.extend(["sign-event".into(), "--room-version".into(), "11".into()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, output) = self.a.cli(&args, Some(&event.to_string()));
@@ -94,7 +82,7 @@ impl Setup {
 
     /// Sends a raw transaction body from A to B; returns (status, answer).
     fn send_transaction(&self, body: &str) -> (u16, Value) {
-        let mut args = self.federation_args();
+        let mut args = federation_args(&self.ca, &self.a);
         let path = format!("/_matrix/federation/v1/send/bad{}", common::rooms::txn());
         args.extend(["request".into(), self.b.server_name.clone(), path, "--method".into(), "PUT".into()]);
         args.extend(["--body".into(), body.to_string()]);

@@ -4,41 +4,9 @@
 
 mod common;
 
-use common::Node;
-use common::federation::{TestCa, start_federating};
+use common::federation::{TestCa, signed_request, start_federating};
 use common::rooms::{create_room, enc};
-use serde_json::{Value, json};
-
-/// Sends a signed request from `from` to `to`; returns (status, answer).
-fn signed(
-    ca: &TestCa,
-    from: &Node,
-    to: &Node,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let ca_file = ca.certificate_file.to_str().unwrap();
-    let mut args = vec!["federation", "--server-name", &from.server_name, "--federation-ca", ca_file];
-    args.extend([
-        "--federation-allow-ip",
-        "127.0.0.0/8",
-        "request",
-        &to.server_name,
-        path,
-        "--method",
-        method,
-    ]);
-    let body_text = body.map(|body| body.to_string());
-    if let Some(text) = &body_text {
-        args.extend(["--body", text.as_str()]);
-    }
-    let (_, output) = from.cli(&args, None);
-    let mut lines = output.lines();
-    let status = lines.next().and_then(|line| line.trim().parse().ok()).unwrap_or(0);
-    let answer = lines.next().and_then(|line| serde_json::from_str(line).ok()).unwrap_or(Value::Null);
-    (status, answer)
-}
+use serde_json::json;
 
 #[test]
 fn refusals_for_an_unsupported_room_version_name_the_version() {
@@ -53,24 +21,24 @@ fn refusals_for_an_unsupported_room_version_name_the_version() {
     // "400 M_INCOMPATIBLE_ROOM_VERSION ... room_version: the version of the room"
     for query in ["", "?ver=1", "?ver=10&ver=11"] {
         let path = format!("/_matrix/federation/v1/make_join/{}/{}{query}", enc(&room_id), enc(&carol));
-        let (status, answer) = signed(&ca, &a, &b, "GET", &path, None);
+        let (status, answer) = signed_request(&ca, &a, &b, "GET", &path, None);
         assert_eq!(status, 400, "{query}: {answer}");
         assert_eq!(answer["errcode"], "M_INCOMPATIBLE_ROOM_VERSION", "{answer}");
         assert_eq!(answer["room_version"], "12", "{answer}");
     }
     let path = format!("/_matrix/federation/v1/make_join/{}/{}?ver=12", enc(&room_id), enc(&carol));
-    assert_eq!(signed(&ca, &a, &b, "GET", &path, None).0, 200);
+    assert_eq!(signed_request(&ca, &a, &b, "GET", &path, None).0, 200);
 
     // Spec: https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1make_knockroomiduserid
     let path = format!("/_matrix/federation/v1/make_knock/{}/{}?ver=6", enc(&room_id), enc(&carol));
-    let (status, answer) = signed(&ca, &a, &b, "GET", &path, None);
+    let (status, answer) = signed_request(&ca, &a, &b, "GET", &path, None);
     assert_eq!((status, &answer["errcode"]), (400, &json!("M_INCOMPATIBLE_ROOM_VERSION")), "{answer}");
     assert_eq!(answer["room_version"], "12", "{answer}");
 
     // Spec: https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv2inviteroomideventid
     let path = format!("/_matrix/federation/v2/invite/{}/{}", enc("!r:x"), enc("$e"));
     let body = json!({"room_version": "999", "event": {}, "invite_room_state": []});
-    let (status, answer) = signed(&ca, &a, &b, "PUT", &path, Some(body));
+    let (status, answer) = signed_request(&ca, &a, &b, "PUT", &path, Some(&body));
     assert_eq!((status, &answer["errcode"]), (400, &json!("M_INCOMPATIBLE_ROOM_VERSION")), "{answer}");
     assert_eq!(answer["room_version"], "999", "{answer}");
 }

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::federation::{TestCa, start_federating};
+use common::federation::{TestCa, federation_args, signed_request, start_federating};
 use common::rooms::{create_room, enc, room_path, send_text, txn};
 use common::{Client, Node, eventually};
 use serde_json::{Value, json};
@@ -57,18 +57,9 @@ fn bodies(client: &Client, room_id: &str) -> Vec<String> {
 }
 
 impl Setup {
-    fn federation_args(&self) -> Vec<String> {
-        let ca = self.ca.certificate_file.to_str().unwrap();
-        ["federation", "--server-name", &self.a.server_name, "--federation-ca", ca]
-            .into_iter()
-            .chain(["--federation-allow-ip", "127.0.0.0/8"])
-            .map(str::to_string)
-            .collect()
-    }
-
     /// Signs an event as A.
     fn sign(&self, event: Value) -> Value {
-        let mut args = self.federation_args();
+        let mut args = federation_args(&self.ca, &self.a);
         args.extend(["sign-event".into(), "--room-version".into(), ROOM_VERSION.into()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, output) = self.a.cli(&args, Some(&event.to_string()));
@@ -80,17 +71,9 @@ impl Setup {
     /// Sends PDUs from A to B in one transaction; answers the per-PDU results.
     fn send_pdus(&self, pdus: &[Value]) -> Value {
         let body = json!({ "origin": self.a.server_name, "origin_server_ts": 0, "pdus": pdus });
-        let mut args = self.federation_args();
         let path = format!("/_matrix/federation/v1/send/loop{}", txn());
-        args.extend(["request".into(), self.b.server_name.clone(), path, "--method".into(), "PUT".into()]);
-        args.extend(["--body".into(), body.to_string()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (_, output) = self.a.cli(&args, None);
-        let mut lines = output.lines();
-        let status: u16 = lines.next().and_then(|line| line.trim().parse().ok()).unwrap_or(0);
-        let answer: Value =
-            lines.next().and_then(|line| serde_json::from_str(line).ok()).unwrap_or(Value::Null);
-        assert_eq!(status, 200, "{output}");
+        let (status, answer) = signed_request(&self.ca, &self.a, &self.b, "PUT", &path, Some(&body));
+        assert_eq!(status, 200, "{answer}");
         answer["pdus"].clone()
     }
 

@@ -385,3 +385,73 @@ fn directories_profiles_and_openid_across_servers() {
     let (status, _) = third_party.get("/_matrix/federation/v1/openid/userinfo?access_token=nonsense");
     assert_eq!(status, 401);
 }
+
+/// A direct message to a user of another server: createRoom's `invite` works
+/// for remote users as `POST /rooms/{roomId}/invite` does, and `is_direct`
+/// reaches the invitee's `/sync`.
+///
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3createroom>
+/// (`invite`, `is_direct`) and
+/// <https://spec.matrix.org/latest/client-server-api/#direct-messaging>.
+#[test]
+fn create_room_invites_a_remote_user_to_a_direct_message() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let cara = b.register("cara");
+    let (status, answer) = alice.post(
+        "/_matrix/client/v3/createRoom",
+        &json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [cara.user_id]}),
+    );
+    assert_eq!(status, 200, "createRoom inviting a remote user: {answer}\n{}", a.log_text());
+    let room_id = answer["room_id"].as_str().unwrap().to_string();
+    assert_eq!(membership(&alice, &room_id, &cara.user_id).as_deref(), Some("invite"));
+
+    // Cara sees the invite, marked direct, in her sync.
+    let invited = eventually(DELIVERY, || {
+        let (_, sync) = cara.get("/_matrix/client/v3/sync");
+        sync["rooms"]["invite"].get(&room_id).cloned()
+    });
+    let state = invited["invite_state"]["events"].as_array().unwrap();
+    let own = state
+        .iter()
+        .find(|event| event["type"] == "m.room.member" && event["state_key"] == cara.user_id.as_str())
+        .unwrap_or_else(|| panic!("her own invite in the invite state: {invited}"));
+    assert_eq!(own["content"]["membership"], "invite");
+    assert_eq!(own["content"]["is_direct"], true, "{own}");
+    assert_eq!(own["sender"], alice.user_id.as_str());
+
+    // She joins, and messages flow both ways.
+    let (status, answer) = cara.post(&room_path(&room_id, "/join"), &json!({}));
+    assert_eq!(status, 200, "join after the invite: {answer}\n{}", b.log_text());
+    eventually(DELIVERY, || {
+        (membership(&alice, &room_id, &cara.user_id).as_deref() == Some("join")).then_some(())
+    });
+    send_text(&alice, &room_id, "hi cara");
+    wait_for_message(&cara, &room_id, "hi cara");
+    send_text(&cara, &room_id, "hi alice");
+    wait_for_message(&alice, &room_id, "hi alice");
+}
+
+/// When a remote invite of createRoom fails (here: the invitee's server is
+/// down), the answer is the invite's error, as in Synapse; the room stays,
+/// with its creator in it and the local invites made.
+#[test]
+fn create_room_with_an_unreachable_remote_invitee_answers_the_error() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = a.register("bob");
+    let gone = format!("@cara:localhost:{}", common::federation::free_port());
+    let (status, answer) = alice
+        .post("/_matrix/client/v3/createRoom", &json!({"invite": [bob.user_id, gone], "is_direct": true}));
+    assert!(status >= 400, "{status} {answer}");
+    assert!(answer["errcode"].is_string(), "{answer}");
+    // The room exists: Alice is in it and Bob is invited.
+    let (_, sync) = alice.get("/_matrix/client/v3/sync");
+    let joined = sync["rooms"]["join"].as_object().unwrap();
+    assert_eq!(joined.len(), 1, "{sync}");
+    let (_, sync) = bob.get("/_matrix/client/v3/sync");
+    assert_eq!(sync["rooms"]["invite"].as_object().map(|rooms| rooms.len()), Some(1), "{sync}");
+}

@@ -8,10 +8,10 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::federation::{TestCa, start_federating};
+use common::federation::{TestCa, signed_request, start_federating};
 use common::rooms::*;
 use common::{Client, Node, assert_error, eventually};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Far above what each request takes here (milliseconds), far below what
 /// the old matchers took (minutes, or a crash).
@@ -146,27 +146,6 @@ fn backtracking_filter_type_globs_answer_at_once() {
     assert_eq!(timeline(&answer, &room).len(), 3, "{answer}");
 }
 
-/// A federation subcommand run as `node` (signed with its key).
-fn federation_request(ca: &TestCa, from: &Node, to: &Node, path: &str) -> (u16, Value) {
-    let args = [
-        "federation",
-        "--server-name",
-        &from.server_name,
-        "--federation-ca",
-        ca.certificate_file.to_str().unwrap(),
-        "--federation-allow-ip",
-        "127.0.0.0/8",
-        "request",
-        &to.server_name,
-        path,
-    ];
-    let (_, output) = from.cli(&args, None);
-    let mut lines = output.lines();
-    let status = lines.next().and_then(|line| line.trim().parse().ok()).unwrap_or(0);
-    let answer = lines.next().and_then(|line| serde_json::from_str(line).ok()).unwrap_or(Value::Null);
-    (status, answer)
-}
-
 #[test]
 fn backtracking_server_acl_globs_answer_at_once() {
     let ca = TestCa::new();
@@ -196,7 +175,7 @@ fn backtracking_server_acl_globs_answer_at_once() {
     let (_, latest) = alice.get(&room_path(&room, "/messages?dir=b&limit=1"));
     let event_id = latest["chunk"][0]["event_id"].as_str().unwrap().to_string();
     let path = format!("/_matrix/federation/v1/state_ids/{}?event_id={}", enc(&room), enc(&event_id));
-    let (answer, took) = timed(|| federation_request(&ca, &b, &a, &path));
+    let (answer, took) = timed(|| signed_request(&ca, &b, &a, "GET", &path, None));
     assert_eq!(answer.0, 200, "{}", answer.1);
     eprintln!("an inbound federation request under that ACL (CLI process included): {took:?}");
     assert!(took < QUICK, "took {took:?}");

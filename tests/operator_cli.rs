@@ -176,6 +176,7 @@ fn operator_commands_never_create_a_database() {
         vec!["token", "create", "--data-dir", data_dir],
         vec!["key", "rotate", "--data-dir", data_dir],
         vec!["backup", "--data-dir", data_dir, "/dev/null/never"],
+        vec!["check", "--data-dir", data_dir],
     ] {
         let (code, output) = common::run(&args, None);
         assert_ne!(code, Some(0), "{args:?}: {output}");

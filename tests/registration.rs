@@ -216,3 +216,86 @@ fn guests_are_refused() {
         "M_GUEST_ACCESS_FORBIDDEN",
     );
 }
+
+/// Spec (user-interactive auth): a client may retry a request with a
+/// completed session; the parameters of a session's first request hold for
+/// the rest of it; `inhibit_login` answers no device or token. Synapse
+/// answers a retried registration with the account the session created.
+/// <https://spec.matrix.org/latest/client-server-api/#user-interactive-authentication-api>,
+/// <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3register>.
+#[test]
+fn registration_sessions_are_idempotent_and_remember_parameters() {
+    let node = Node::start();
+    let client = node.client();
+    // Parameters in the first request, only `auth` in the second.
+    let (status, challenge) = client
+        .post(REGISTER, &json!({"username": "remembered", "password": PASSWORD, "device_id": "REMEMBERED"}));
+    assert_eq!(status, 401, "{challenge}");
+    let session = challenge["session"].as_str().unwrap().to_string();
+    let auth = json!({"auth": {"type": "m.login.dummy", "session": session}});
+    let (status, first) = client.post(REGISTER, &auth);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["user_id"], node.user_id("remembered"));
+    assert_eq!(first["device_id"], "REMEMBERED");
+    // The remembered password logs in.
+    let mut login = node.client();
+    assert_eq!(login.login("remembered", PASSWORD).0, 200);
+
+    // The same completed session again: the same account, not M_USER_IN_USE.
+    let again = json!({"username": "remembered", "auth": {"session": session}});
+    let (status, second) = client.post(REGISTER, &again);
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["user_id"], first["user_id"]);
+    let (status, third) = client.post(REGISTER, &auth);
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(third["user_id"], first["user_id"]);
+
+    // Without a username, the retry still names the account first made.
+    let (status, challenge) = client.post(REGISTER, &json!({"password": PASSWORD}));
+    assert_eq!(status, 401, "{challenge}");
+    let auth = json!({"auth": {"type": "m.login.dummy", "session": challenge["session"]}});
+    let (status, made) = client.post(REGISTER, &auth);
+    assert_eq!(status, 200, "{made}");
+    let (status, retried) = client.post(REGISTER, &auth);
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(made["user_id"], retried["user_id"]);
+
+    // inhibit_login, remembered from the first request of the session.
+    let (status, challenge) =
+        client.post(REGISTER, &json!({"username": "quiet", "password": PASSWORD, "inhibit_login": true}));
+    assert_eq!(status, 401, "{challenge}");
+    let (status, quiet) =
+        client.post(REGISTER, &json!({"auth": {"type": "m.login.dummy", "session": challenge["session"]}}));
+    assert_eq!(status, 200, "{quiet}");
+    assert_eq!(quiet["user_id"], node.user_id("quiet"));
+    assert!(quiet.get("access_token").is_none() && quiet.get("device_id").is_none(), "{quiet}");
+
+    // A session is bound to its operation: not usable to change a password.
+    let alice = node.register("alice");
+    let (status, body) = alice.post(
+        "/_matrix/client/v3/account/password",
+        &json!({"new_password": "another password", "auth": {"session": session}}),
+    );
+    assert_eq!(status, 403, "{body}");
+}
+
+/// With token registration, a password sent before any stage is done is not
+/// hashed (that would let anyone without a token spend the board's CPU and
+/// memory); the session then asks for it again instead of making an account
+/// without one. Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3register>.
+#[test]
+fn a_token_session_asks_again_for_a_password_it_did_not_keep() {
+    let node = Node::start_with(&["--registration", "token"]);
+    let token = create_token(&node, &[]);
+    let client = node.client();
+    let (status, challenge) = client.post(REGISTER, &json!({"username": "carol", "password": PASSWORD}));
+    assert_eq!(status, 401, "{challenge}");
+    let session = challenge["session"].as_str().unwrap();
+    let auth = json!({"type": "m.login.registration_token", "token": token, "session": session});
+    assert_error(&client.post(REGISTER, &json!({"auth": auth})), 400, "M_MISSING_PARAM");
+    let (status, body) = client.post(REGISTER, &json!({"password": PASSWORD, "auth": {"session": session}}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], node.user_id("carol"));
+    let mut login = node.client();
+    assert_eq!(login.login("carol", PASSWORD).0, 200);
+}

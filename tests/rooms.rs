@@ -521,3 +521,25 @@ fn create_room_invite_list_is_capped() {
     assert_eq!(status, 200);
     assert_eq!(members["chunk"].as_array().unwrap().len(), 2);
 }
+
+/// `invite_3pid`: this server binds no third-party identifiers; an entry
+/// missing the spec's required keys is 400 `M_MISSING_PARAM` (as Synapse),
+/// a complete one 403 `M_FORBIDDEN`, and no room is made either way.
+///
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3createroom> (`Invite3pid`).
+#[test]
+fn create_room_refuses_third_party_invites() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let answer = alice.post(
+        "/_matrix/client/v3/createRoom",
+        &json!({ "invite_3pid": [{"medium": "email", "address": "a@b.c"}] }),
+    );
+    assert_error(&answer, 400, "M_MISSING_PARAM");
+    let complete =
+        json!({"medium": "email", "address": "a@b.c", "id_server": "id.example.org", "id_access_token": "t"});
+    let answer = alice.post("/_matrix/client/v3/createRoom", &json!({ "invite_3pid": [complete] }));
+    assert_error(&answer, 403, "M_FORBIDDEN");
+    let (status, rooms) = alice.get("/_matrix/client/v3/joined_rooms");
+    assert_eq!((status, rooms["joined_rooms"].as_array().unwrap().len()), (200, 0));
+}

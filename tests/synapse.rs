@@ -207,6 +207,14 @@ impl Room<'_> {
         invite(inviter, room_id, &invitee.user_id);
         wait_invite(self.pair, invitee, room_id);
         wait_membership(self.pair, inviter, room_id, &invitee.user_id, "invite");
+        // The invite carries the invitee's display name, asked of their server
+        // (Synapse's `include_profile_data_on_invite`; both servers do it).
+        let path = format!("/_matrix/client/v3/profile/{}/displayname", enc(&invitee.user_id));
+        let (status, profile) = invitee.get(&path);
+        if status == 200 && profile["displayname"].is_string() {
+            let (_, member) = get_state(inviter, room_id, "m.room.member", &invitee.user_id);
+            assert_eq!(member["displayname"], profile["displayname"], "{member}\n{}", self.pair.logs());
+        }
         let joined = join_room(self.pair, invitee, room_id);
         assert_eq!(&joined, room_id);
         wait_membership(self.pair, inviter, room_id, &invitee.user_id, "join");
@@ -405,6 +413,22 @@ fn room_on_synapse_with_a_hearth_member() {
     let carol = pair.synapse.register("carol");
     let room_id = create_room(&bob, json!({"room_alias_name": "square", "preset": "public_chat"}));
     let alias = format!("#square:{}", pair.synapse.server_name);
+    // Element resolves the alias before it joins: our server asks Synapse.
+    // Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3directoryroomroomalias
+    let resolved = wait_for("the alias through our node", &|| pair.logs(), || {
+        let (status, answer) = alice.get(&format!("/_matrix/client/v3/directory/room/{}", enc(&alias)));
+        (status == 200).then_some(answer)
+    });
+    assert_eq!(resolved["room_id"], room_id.as_str(), "{resolved}");
+    assert_eq!(resolved["servers"][0], pair.synapse.server_name.as_str(), "{resolved}");
+    // And previews the room: our node asks Synapse's federation /hierarchy.
+    // Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1room_summaryroomidoralias
+    let (status, summary) = alice.get(&format!("/_matrix/client/v1/room_summary/{}", enc(&alias)));
+    assert_eq!(status, 200, "{summary}\n{}", pair.logs());
+    assert_eq!(summary["room_id"], room_id.as_str(), "{summary}");
+    assert_eq!(summary["join_rule"], "public", "{summary}");
+    assert_eq!(summary["num_joined_members"], 1, "{summary}");
+    assert_eq!(summary["membership"], "leave", "{summary}");
     assert_eq!(join_room(&pair, &alice, &alias), room_id);
     let (_, create) = get_state(&alice, &room_id, "m.room.create", "");
     assert_eq!(create["room_version"], "12", "{create}");

@@ -105,6 +105,41 @@ fn long_poll_returns_promptly_after_a_send() {
     assert_eq!(typing["content"]["user_ids"], json!([bob.user_id]));
 }
 
+/// Filters of the wrong shape are refused at upload, as Synapse refuses them
+/// against its filter schema: wrong types `M_BAD_JSON`, strings that are not
+/// user or room IDs where IDs are due `M_INVALID_PARAM`; unknown fields pass.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3useruseridfilter>
+/// and <https://spec.matrix.org/latest/client-server-api/#filtering>.
+#[test]
+fn invalid_filters_are_refused_at_upload() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    for bad in [
+        json!({"presence": "not_an_object"}),
+        json!({"room": {"timeline": "not_an_object"}}),
+        json!({"room": {"include_leave": "yes"}}),
+        json!({"room": {"state": {"lazy_load_members": "true"}}}),
+        json!({"room": {"timeline": {"types": "m.room.message"}}}),
+        json!({"room": {"timeline": {"not_types": [1, 2]}}}),
+        json!({"room": {"timeline": {"unread_thread_notifications": 1}}}),
+        json!({"account_data": {"types": null}}),
+        json!({"event_fields": [1]}),
+        json!({"event_format": "other"}),
+    ] {
+        assert_error(&alice.post(&filter_path(&alice), &bad), 400, "M_BAD_JSON");
+    }
+    for bad in [
+        json!({"room": {"timeline": {"senders": ["not_a_user_id"]}}}),
+        json!({"room": {"rooms": ["not_a_room_id"]}}),
+        json!({"room": {"state": {"not_rooms": ["#alias:x"]}}}),
+    ] {
+        assert_error(&alice.post(&filter_path(&alice), &bad), 400, "M_INVALID_PARAM");
+    }
+    let fine = json!({"org.example.future": {"x": [1]}, "room": {"timeline": {"limit": 2.5, "senders": [alice.user_id]}}});
+    let (status, body) = alice.post(&filter_path(&alice), &fine);
+    assert_eq!(status, 200, "{body}");
+}
+
 #[test]
 fn filters_inline_and_stored() {
     let node = Node::start();

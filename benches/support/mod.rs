@@ -1,13 +1,23 @@
-//! What both benchmarks share: a blocking Matrix client (ureq), readings of a
-//! server process from /proc (CPU time, memory), and figure formatting.
+//! What the benchmarks share: the release server started on loopback, a
+//! blocking Matrix client (ureq), readings of a server process from /proc
+//! (CPU time, memory), and figure formatting.
 //!
 //! Each benchmark is its own crate and uses a part of this module.
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// How long the server may take to start.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// How long any one request of a registered client may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A blocking Matrix client on one keep-alive connection pool.
 #[derive(Clone)]
@@ -140,4 +150,93 @@ pub fn file_size(path: &Path) -> u64 {
 pub fn load_average() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The server under measurement; killed on drop, its data dir removed.
+pub struct Server {
+    child: Child,
+    /// Where `hearth.db` lives.
+    pub data_dir: PathBuf,
+    /// `http://ADDR` of the plain listener.
+    pub http: String,
+}
+
+impl Server {
+    pub fn start(binary: &str) -> Server {
+        let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--server-name", "localhost", "--registration", "open"])
+            .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+            .env("HEARTH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        let stderr = child.stderr.take().unwrap();
+        let (lines, receiver) = channel();
+        // Keeps draining the log so the server never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let http = wait_ready(&receiver);
+        thread::spawn(move || receiver.into_iter().for_each(|line| eprintln!("server: {line}")));
+        Server { child, data_dir, http }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid())
+    }
+
+    pub fn memory(&self) -> Memory {
+        Memory::of(self.pid())
+    }
+
+    pub fn register(&self, localpart: &str) -> Client {
+        let mut client = Client::new(&self.http, REQUEST_TIMEOUT);
+        let (status, body) = client.post(
+            "/_matrix/client/v3/register",
+            &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
+        );
+        assert_eq!(status, 200, "register {localpart}: {body}");
+        client.token = body["access_token"].as_str().unwrap().to_string();
+        client
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Reads the log until ` ready in `; returns `http://ADDR` of the plain listener.
+fn wait_ready(lines: &Receiver<String>) -> String {
+    let deadline = Instant::now() + START_DEADLINE;
+    let mut plain = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("hearth did not become ready");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_string();
+            if !rest.contains("(TLS)") {
+                plain.get_or_insert(address);
+            }
+        }
+        if line.contains(" ready in ") {
+            return format!("http://{}", plain.expect("no plain listener in the log"));
+        }
+    }
 }

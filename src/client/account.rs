@@ -17,7 +17,7 @@ pub fn whoami(app: &App, request: &Request) -> Result<Response> {
     Ok(Response::ok(json!({
         "user_id": owner.user_id,
         "device_id": owner.device_id,
-        "is_guest": false,
+        "is_guest": owner.is_guest,
     })))
 }
 
@@ -47,7 +47,7 @@ pub async fn change_password(app: &App, request: &Request) -> Result<Response> {
         Some(Value::Bool(logout)) => *logout,
         Some(_) => return Err(Error::BadJson("`logout_devices` must be a boolean".into())),
     };
-    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
+    uia::authenticate(app, &body, "change password", &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
     let hash = app.passwords.hash(&new_password).await?;
     app.storage().set_password_hash(&owner.user_id, &hash)?;
     if logout_devices {
@@ -78,7 +78,7 @@ fn leave_every_room(app: &App, user_id: &str) {
 pub async fn deactivate(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
-    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
+    uia::authenticate(app, &body, "deactivate", &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
     let devices: Vec<String> =
         app.storage().devices(&owner.user_id)?.into_iter().map(|device| device.device_id).collect();
     leave_every_room(app, &owner.user_id);

@@ -61,7 +61,8 @@ pub async fn delete(app: &App, request: &Request, device_id: &str) -> Result<Res
     if !exists {
         return Err(Error::NotFound("no such device".into()));
     }
-    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
+    let operation = format!("delete device {device_id}");
+    uia::authenticate(app, &body, &operation, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
     if app.storage().delete_device(&owner.user_id, device_id)? {
         e2ee::devices_deleted(app, &owner.user_id, &[device_id.to_string()])?;
     }
@@ -77,7 +78,7 @@ pub async fn delete_many(app: &App, request: &Request) -> Result<Response> {
             .map_err(|_| Error::BadJson("`devices` must be a list of strings".into()))?,
         None => return Err(Error::MissingParam("`devices` is required".into())),
     };
-    uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
+    uia::authenticate(app, &body, "delete devices", &[&[uia::PASSWORD]], Some(&owner.user_id)).await?;
     let mut deleted = Vec::new();
     for device_id in &device_ids {
         if app.storage().delete_device(&owner.user_id, device_id)? {

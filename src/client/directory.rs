@@ -3,7 +3,7 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#room-aliases> and
 //! <https://spec.matrix.org/latest/client-server-api/#published-room-directory>.
-//! Aliases and listings of other servers need federation, which is not here yet.
+//! Other servers' aliases are asked of them over federation.
 
 use serde_json::{Value, json};
 
@@ -67,13 +67,14 @@ pub fn put_alias(app: &App, request: &Request, alias: &str) -> Result<Response> 
     Ok(Response::ok(json!({})))
 }
 
-/// `GET /directory/room/{roomAlias}`.
-pub fn get_alias(app: &App, alias: &str) -> Result<Response> {
+/// `GET /directory/room/{roomAlias}`: another server's alias is asked of
+/// that server (cached briefly), as a join by that alias does.
+pub async fn get_alias(app: &App, alias: &str) -> Result<Response> {
     let parsed = parse_alias(alias)?;
     let not_found = || Error::NotFound(format!("room alias {alias} not found"));
     if !is_local_alias(app, &parsed) {
-        // FIXME: resolve through federation once the server-server API exists.
-        return Err(not_found());
+        let (room_id, servers) = crate::federation::queries::resolve_remote_alias(app, alias).await?;
+        return Ok(Response::ok(json!({ "room_id": room_id, "servers": servers })));
     }
     let (room_id, _) = app.storage().alias(alias)?.ok_or_else(not_found)?;
     Ok(Response::ok(json!({ "room_id": room_id, "servers": servers_in_room(app, &room_id)? })))

@@ -181,6 +181,10 @@ fn set_account_data(app: &App, user_id: &str, room_id: &str, kind: &str, content
     }
     let stream_id = app.next_stream_id();
     app.storage().set_account_data(user_id, room_id, kind, &text, stream_id)?;
+    if room_id.is_empty() && kind == crate::rooms::visibility::IGNORED_USER_LIST {
+        // Unread counts leave ignored users out: count again.
+        app.unread.forget_user(user_id);
+    }
     app.notifier.wake([user_id]);
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::protocol::glob::{self, Glob};
+use crate::protocol::identifiers::{RoomId, UserId};
 use crate::storage::StoredEvent;
 
 /// Spec-less but Synapse's: timelines are capped at this many events per request.
@@ -31,6 +32,8 @@ pub const MAX_LIST_ENTRIES: usize = 1000;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct EventFilter {
+    /// Any JSON number (Synapse's schema says `number`), floored into range.
+    #[serde(deserialize_with = "any_number")]
     pub limit: Option<usize>,
     pub types: Option<Vec<String>>,
     pub not_types: Vec<String>,
@@ -162,6 +165,130 @@ impl RoomFilter {
     }
 }
 
+/// Reads `limit` from any JSON number, as Synapse's schema allows: fractions
+/// are truncated and negatives become 0 (then clamped by [`EventFilter::limit_or`]).
+fn any_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<usize>, D::Error> {
+    let number: Option<f64> = Option::deserialize(deserializer)?;
+    // `as` saturates: NaN is 0, huge values usize::MAX.
+    Ok(number.map(|number| number.max(0.0) as usize))
+}
+
+/// What a field of a filter must hold, after Synapse's JSON schema for
+/// filters (`synapse/api/filtering.py`); fields not named are free, for
+/// forward compatibility, as there.
+#[derive(Clone, Copy)]
+enum Shape {
+    Number,
+    Bool,
+    Strings,
+    UserIds,
+    RoomIds,
+    EventFilter,
+    RoomEventFilter,
+    RoomFilter,
+}
+
+/// The fields of an `EventFilter` (`presence`, top-level `account_data`).
+const EVENT_FILTER_FIELDS: &[(&str, Shape)] = &[
+    ("limit", Shape::Number),
+    ("senders", Shape::UserIds),
+    ("not_senders", Shape::UserIds),
+    ("types", Shape::Strings),
+    ("not_types", Shape::Strings),
+    ("org.matrix.msc3874.rel_types", Shape::Strings),
+    ("org.matrix.msc3874.not_rel_types", Shape::Strings),
+];
+
+/// The fields of a `RoomEventFilter` (`timeline`, `state`, ...).
+const ROOM_EVENT_FILTER_FIELDS: &[(&str, Shape)] = &[
+    ("limit", Shape::Number),
+    ("senders", Shape::UserIds),
+    ("not_senders", Shape::UserIds),
+    ("types", Shape::Strings),
+    ("not_types", Shape::Strings),
+    ("rooms", Shape::RoomIds),
+    ("not_rooms", Shape::RoomIds),
+    ("contains_url", Shape::Bool),
+    ("lazy_load_members", Shape::Bool),
+    ("include_redundant_members", Shape::Bool),
+    ("unread_thread_notifications", Shape::Bool),
+    ("org.matrix.msc3773.unread_thread_notifications", Shape::Bool),
+    ("org.matrix.labels", Shape::Strings),
+    ("org.matrix.not_labels", Shape::Strings),
+    ("related_by_senders", Shape::Strings),
+    ("related_by_rel_types", Shape::Strings),
+];
+
+/// The fields of a `RoomFilter`.
+const ROOM_FILTER_FIELDS: &[(&str, Shape)] = &[
+    ("rooms", Shape::RoomIds),
+    ("not_rooms", Shape::RoomIds),
+    ("include_leave", Shape::Bool),
+    ("ephemeral", Shape::RoomEventFilter),
+    ("state", Shape::RoomEventFilter),
+    ("timeline", Shape::RoomEventFilter),
+    ("account_data", Shape::RoomEventFilter),
+];
+
+/// The fields of a whole filter (`event_format` is checked by [`parse`]).
+const FILTER_FIELDS: &[(&str, Shape)] = &[
+    ("presence", Shape::EventFilter),
+    ("account_data", Shape::EventFilter),
+    ("room", Shape::RoomFilter),
+    ("event_fields", Shape::Strings),
+];
+
+/// Checks a filter against the filter schema, as Synapse does before storing
+/// one: a field of the wrong type (`null` included) is `M_BAD_JSON`, a
+/// `senders`/`rooms` entry that is not a user or room ID `M_INVALID_PARAM`.
+/// The nesting is fixed (three levels at most), so this is one pass.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3useruseridfilter>.
+pub fn check_schema(value: &Value) -> Result<()> {
+    check_fields("filter", value, FILTER_FIELDS)
+}
+
+fn check_fields(path: &str, value: &Value, fields: &[(&str, Shape)]) -> Result<()> {
+    let Some(object) = value.as_object() else {
+        return Err(Error::BadJson(format!("{path} must be an object")));
+    };
+    for (name, shape) in fields {
+        if let Some(field) = object.get(*name) {
+            check_shape(&format!("{path}.{name}"), field, *shape)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_shape(path: &str, value: &Value, shape: Shape) -> Result<()> {
+    let strings = || -> Result<&Vec<Value>> {
+        match value.as_array() {
+            Some(list) if list.iter().all(Value::is_string) => Ok(list),
+            _ => Err(Error::BadJson(format!("{path} must be a list of strings"))),
+        }
+    };
+    let ids = |valid: fn(&str) -> bool, what: &str| -> Result<()> {
+        if strings()?.iter().filter_map(Value::as_str).all(valid) {
+            Ok(())
+        } else {
+            Err(Error::InvalidParam(format!("{path} must hold {what}")))
+        }
+    };
+    match shape {
+        Shape::Number if value.is_number() => Ok(()),
+        Shape::Number => Err(Error::BadJson(format!("{path} must be a number"))),
+        Shape::Bool if value.is_boolean() => Ok(()),
+        Shape::Bool => Err(Error::BadJson(format!("{path} must be true or false"))),
+        Shape::Strings => strings().map(|_| ()),
+        Shape::UserIds => ids(|id| UserId::parse(id).is_ok(), "user IDs"),
+        Shape::RoomIds => ids(|id| RoomId::parse(id).is_ok(), "room IDs"),
+        Shape::EventFilter => check_fields(path, value, EVENT_FILTER_FIELDS),
+        Shape::RoomEventFilter => check_fields(path, value, ROOM_EVENT_FILTER_FIELDS),
+        Shape::RoomFilter => check_fields(path, value, ROOM_FILTER_FIELDS),
+    }
+}
+
 /// Parses a filter's JSON; malformed filters, and filters over the limits,
 /// are `M_BAD_JSON`. Stored filters go through here on every use, so one
 /// stored before the limits existed answers that error too.
@@ -197,6 +324,7 @@ pub fn from_param(app: &App, user_id: &str, param: Option<&str>) -> Result<Filte
     if param.trim_start().starts_with('{') {
         let value: Value =
             serde_json::from_str(param).map_err(|error| Error::NotJson(format!("filter: {error}")))?;
+        check_schema(&value)?;
         return parse(&value);
     }
     let filter_id: i64 = param.parse().map_err(|_| Error::InvalidParam(format!("unknown filter {param}")))?;
@@ -238,6 +366,7 @@ pub fn create(app: &App, request: &Request, user_id: &str) -> Result<Response> {
         return Err(Error::Forbidden("you can only create filters for yourself".into()));
     }
     let body = Value::Object(request.json_object()?);
+    check_schema(&body)?;
     parse(&body)?;
     let filter_id = app.storage().create_filter(user_id, &body.to_string())?;
     Ok(Response::ok(json!({ "filter_id": filter_id.to_string() })))
@@ -298,6 +427,36 @@ mod tests {
         assert!(!filter.allows("m.room.member", "@a:x"));
         assert!(!filter.allows("m.reaction", "@a:x"));
         assert!(!filter.allows("m.room.message", "@spam:x"));
+    }
+
+    #[test]
+    fn the_schema_refuses_what_synapse_refuses() {
+        let bad_json = |value: Value| matches!(check_schema(&value), Err(Error::BadJson(_)));
+        let invalid = |value: Value| matches!(check_schema(&value), Err(Error::InvalidParam(_)));
+        assert!(bad_json(json!({"presence": "not_an_object"})));
+        assert!(bad_json(json!({"room": {"timeline": "not_an_object"}})));
+        assert!(bad_json(json!({"room": {"include_leave": "yes"}})));
+        assert!(bad_json(json!({"room": {"state": {"lazy_load_members": 1}}})));
+        assert!(bad_json(json!({"room": {"timeline": {"types": [1]}}})));
+        assert!(bad_json(json!({"room": {"timeline": {"types": null}}})));
+        assert!(bad_json(json!({"account_data": {"not_types": "m.*"}})));
+        assert!(bad_json(json!({"room": {"timeline": {"unread_thread_notifications": "yes"}}})));
+        assert!(bad_json(json!({"event_fields": "content.body"})));
+        assert!(bad_json(json!({"room": {"timeline": {"limit": "10"}}})));
+        assert!(invalid(json!({"room": {"timeline": {"senders": ["alice"]}}})));
+        assert!(invalid(json!({"room": {"rooms": ["not_a_room"]}})));
+        assert!(invalid(json!({"presence": {"not_senders": ["@:"]}})));
+        // Unknown fields are free; numbers of any kind are limits.
+        let fine = json!({
+            "future": {"anything": [1, null]},
+            "room": {"timeline": {"limit": 2.5, "senders": ["@a:x"], "rooms": ["!r:x"], "x": 1}},
+        });
+        assert!(check_schema(&fine).is_ok());
+        assert_eq!(parse(&fine).unwrap().room.timeline.limit_or(10), 2);
+        assert_eq!(
+            parse(&json!({"room": {"timeline": {"limit": -3}}})).unwrap().room.timeline.limit_or(10),
+            1
+        );
     }
 
     #[test]

@@ -34,18 +34,64 @@ fn object<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a Ma
     }
 }
 
-/// Checks the self-signature of a device's keys: `signatures.{user}.ed25519:{device}`
-/// by the device's own ed25519 key.
-fn check_device_self_signature(keys: &Value, user_id: &str, device_id: &str) -> Result<()> {
-    let key_id = format!("ed25519:{device_id}");
-    let public = keys
-        .pointer(&format!("/keys/{}", key_id.replace('~', "~0").replace('/', "~1")))
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::InvalidParam(format!("the device keys have no {key_id} key")))?;
-    let public = public_key_from_base64(public)
-        .map_err(|_| Error::InvalidParam(format!("the {key_id} key is not an ed25519 key")))?;
-    verify_json(keys, user_id, &key_id, &public)
-        .map_err(|error| Error::matrix(400, "M_INVALID_SIGNATURE", format!("device keys: {error}")))
+/// Whether `value` is a map of strings.
+fn is_string_map(value: &Value) -> bool {
+    value.as_object().is_some_and(|map| map.values().all(Value::is_string))
+}
+
+/// Whether `value` is `{user: {key_id: signature}}`, all strings.
+fn is_signature_map(value: &Value) -> bool {
+    value.as_object().is_some_and(|map| map.values().all(is_string_map))
+}
+
+/// Checks the shape of uploaded device keys, as Synapse does: the fields the
+/// spec requires, with their types (`M_BAD_JSON`). The key and signature
+/// strings are stored as given, as Synapse stores them: clients verify the
+/// signatures, the server need not, and rejecting keys it cannot parse would
+/// refuse algorithms it does not know.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3keysupload>.
+fn check_device_keys_shape(keys: &Map<String, Value>) -> Result<()> {
+    type Check = fn(&Value) -> bool;
+    let field_ok = |field: &str, check: Check| keys.get(field).is_some_and(check);
+    let shapes: [(&str, Check); 5] = [
+        ("user_id", Value::is_string),
+        ("device_id", Value::is_string),
+        ("algorithms", |value| value.as_array().is_some_and(|list| list.iter().all(Value::is_string))),
+        ("keys", is_string_map),
+        ("signatures", is_signature_map),
+    ];
+    for (field, check) in shapes {
+        if !field_ok(field, check) {
+            return Err(Error::BadJson(format!("device_keys.{field} is missing or has the wrong type")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a map of one-time or fallback keys, as Synapse does: each ID is
+/// `<algorithm>:<key id>` (one colon), each key a string or an object with a
+/// string `key`, optionally `fallback: bool` and string `signatures`.
+fn check_key_map_shape(field: &str, keys: &Map<String, Value>) -> Result<()> {
+    for (key_id, key) in keys {
+        if key_id.split(':').count() != 2 {
+            return Err(Error::BadJson(format!("{field}: the key ID {key_id:?} is not <algorithm>:<id>")));
+        }
+        let valid = match key {
+            Value::String(_) => true,
+            Value::Object(object) => {
+                object.get("key").is_some_and(Value::is_string)
+                    && object
+                        .get("fallback")
+                        .is_none_or(|fallback| fallback.is_boolean() || fallback.is_null())
+                    && object.get("signatures").is_none_or(is_signature_map)
+            }
+            _ => false,
+        };
+        if !valid {
+            return Err(Error::BadJson(format!("{field}: the key {key_id:?} has the wrong shape")));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /keys/upload`.
@@ -53,14 +99,27 @@ pub fn upload(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
     let (user_id, device_id) = (owner.user_id.as_str(), owner.device_id.as_str());
+    if body.get("device_keys").is_some_and(Value::is_null) {
+        return Err(Error::BadJson("`device_keys` must be an object when present".into()));
+    }
+    let fallback_field = match body.get("fallback_keys") {
+        None | Some(Value::Null) => "org.matrix.msc2732.fallback_keys",
+        Some(_) => "fallback_keys",
+    };
+    for field in ["one_time_keys", fallback_field] {
+        if let Some(keys) = object(&body, field)? {
+            check_key_map_shape(field, keys)?;
+        }
+    }
     if let Some(keys) = object(&body, "device_keys")? {
+        check_device_keys_shape(keys)?;
+        // Synapse answers M_BAD_JSON here too.
         if keys.get("user_id").and_then(Value::as_str) != Some(user_id)
             || keys.get("device_id").and_then(Value::as_str) != Some(device_id)
         {
-            return Err(Error::InvalidParam("the device keys must name your user and this device".into()));
+            return Err(Error::BadJson("the device keys must name your user and this device".into()));
         }
         let keys = Value::Object(keys.clone());
-        check_device_self_signature(&keys, user_id, device_id)?;
         let text = keys.to_string();
         if app.storage().device_keys(user_id, device_id)?.as_deref() != Some(text.as_str()) {
             app.storage().set_device_keys(user_id, device_id, &text)?;
@@ -73,11 +132,8 @@ pub fn upload(app: &App, request: &Request) -> Result<Response> {
                 "at most {MAX_ONE_TIME_KEYS_PER_UPLOAD} one-time keys at once"
             )));
         }
-        let keys: Vec<(String, String)> = keys
-            .iter()
-            .filter(|(key_id, _)| key_id.contains(':'))
-            .map(|(id, key)| (id.clone(), key.to_string()))
-            .collect();
+        let keys: Vec<(String, String)> =
+            keys.iter().map(|(id, key)| (id.clone(), key.to_string())).collect();
         app.storage().add_one_time_keys(user_id, device_id, &keys)?;
     }
     // Before Matrix 1.2 fallback keys were uploaded under the MSC2732 name.
@@ -86,9 +142,7 @@ pub fn upload(app: &App, request: &Request) -> Result<Response> {
         None => object(&body, "org.matrix.msc2732.fallback_keys")?,
     };
     for (key_id, key) in fallback.into_iter().flatten() {
-        if key_id.contains(':') {
-            app.storage().set_fallback_key(user_id, device_id, key_id, &key.to_string())?;
-        }
+        app.storage().set_fallback_key(user_id, device_id, key_id, &key.to_string())?;
     }
     Ok(Response::ok(json!({ "one_time_key_counts": one_time_key_counts(app, user_id, device_id)? })))
 }
@@ -297,7 +351,8 @@ pub async fn upload_signing_keys(app: &App, request: &Request) -> Result<Respons
     }
     // Replacing keys needs the password (spec: the first upload does not).
     if stored_master.is_some() {
-        uia::authenticate(app, &body, &[&[uia::PASSWORD]], Some(user_id)).await?;
+        uia::authenticate(app, &body, "replace cross-signing keys", &[&[uia::PASSWORD]], Some(user_id))
+            .await?;
     }
     for (usage, key) in &uploads {
         app.storage().set_cross_signing_key(user_id, usage, &key.to_string())?;

@@ -174,6 +174,9 @@ pub async fn join(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> R
         return Ok(Response::ok(json!({ "room_id": room_id })));
     }
     let mut extra = join_content(&body)?;
+    if owner.is_guest && !guests_can_join(app, &room_id)? {
+        return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "this room does not admit guests"));
+    }
     if resident(app, &room_id)? {
         if let Some(authoriser) = restricted_join_authoriser(app, &room_id, &owner.user_id)? {
             extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
@@ -187,6 +190,20 @@ pub async fn join(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> R
     }
     app.storage().set_forgotten(&owner.user_id, &room_id, false)?;
     Ok(Response::ok(json!({ "room_id": room_id })))
+}
+
+/// Whether guests may join: the room's `m.room.guest_access` is `can_join`.
+/// A room this server is not in has no state here to say so, so a guest
+/// cannot join it (Synapse decides the same way).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#server-behaviour-17>.
+fn guests_can_join(app: &App, room_id: &str) -> Result<bool> {
+    if !resident(app, room_id)? {
+        return Ok(false);
+    }
+    let content = rooms::current_state_content(app, room_id, "m.room.guest_access", "")?;
+    Ok(content
+        .and_then(|content| content.get("guest_access").and_then(Value::as_str).map(|v| v == "can_join"))
+        == Some(true))
 }
 
 /// For a restricted room the user is not invited to: a local member with the

@@ -8,9 +8,10 @@ mod admin;
 mod devices;
 pub mod directory;
 mod ephemeral;
-mod filter;
+pub mod filter;
 mod key_backup;
 mod keys;
+mod legacy;
 mod login;
 pub mod media;
 mod membership;
@@ -22,9 +23,10 @@ mod push;
 mod register;
 mod relations;
 mod report;
+mod room_summary;
 mod rooms;
 mod search;
-mod spaces;
+pub mod spaces;
 pub mod sync;
 mod thirdparty;
 mod to_device;
@@ -66,6 +68,14 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
                 _ => Err(Error::Unrecognized { method_not_allowed: true }),
             };
         }
+        // The room summary's unstable paths (MSC3266), still called by Nheko and others.
+        ["_matrix", "client", "unstable", "im.nheko.summary", "summary", room]
+        | ["_matrix", "client", "unstable", "im.nheko.summary", "rooms", room, "summary"] => {
+            return match request.method {
+                Method::Get => room_summary::room_summary(app, request, room).await,
+                _ => Err(Error::Unrecognized { method_not_allowed: true }),
+            };
+        }
         ["_matrix", "client", "r0" | "v3", rest @ ..] => (Family::V3, rest),
         ["_matrix", "client", "v1", rest @ ..] => (Family::V1, rest),
         // Older clients (Cinny among them) still upload cross-signing keys here.
@@ -75,6 +85,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         }
     };
     let method = &request.method;
+    request.guests_allowed.set(guests_may(family, method, rest));
     use Family::*;
     use Method::{Delete, Get, Post, Put};
     match (family, rest) {
@@ -120,6 +131,12 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V3, ["createRoom"]) if *method == Post => rooms::create_room(app, request).await,
         (V3, ["sync"]) if *method == Get => sync::sync(app, request).await,
+        (V3, ["events"]) if *method == Get => legacy::events(app, request).await,
+        (V3, ["events", event_id]) if *method == Get => legacy::event(app, request, event_id),
+        (V3, ["initialSync"]) if *method == Get => legacy::initial_sync(app, request),
+        (V3, ["rooms", room_id, "initialSync"]) if *method == Get => {
+            legacy::room_initial_sync(app, request, room_id)
+        }
         (V3, ["keys", "upload"]) if *method == Post => keys::upload(app, request),
         (V3, ["keys", "query"]) if *method == Post => keys::query(app, request).await,
         (V3, ["keys", "claim"]) if *method == Post => keys::claim(app, request).await,
@@ -164,10 +181,14 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V1, ["media", rest @ ..]) => media::route_authenticated(app, request, rest).await,
         (V1, ["rooms", room_id, "hierarchy"]) if *method == Get => spaces::hierarchy(app, request, room_id),
+        (V1, ["room_summary", room]) => match method {
+            Get => room_summary::room_summary(app, request, room).await,
+            _ => not_allowed(),
+        },
         (V1, ["rooms", room_id, rest @ ..]) => app.in_snapshot(|| room_route_v1(app, request, room_id, rest)),
         (V3, ["search"]) if *method == Post => search::search(app, request),
         (V3, ["directory", "room", alias]) => match method {
-            Get => directory::get_alias(app, alias),
+            Get => directory::get_alias(app, alias).await,
             Put => directory::put_alias(app, request, alias),
             Delete => directory::delete_alias(app, request, alias),
             _ => not_allowed(),
@@ -276,6 +297,49 @@ fn room_route_v1(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str])
         ["threads"] => relations::threads(app, request, room_id),
         ["timestamp_to_event"] => messages::timestamp_to_event(app, request, room_id),
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
+    }
+}
+
+/// Whether a guest may make this request: the endpoints the spec lists for
+/// guests, and the few more Synapse opens to them (the public room
+/// directory, joined rooms, relations, key changes, capabilities, the
+/// avatar beside the display name). Every other endpoint answers guests
+/// 403 `M_GUEST_ACCESS_FORBIDDEN` (`App::authenticate`).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#client-behaviour-14>.
+fn guests_may(family: Family, method: &Method, rest: &[&str]) -> bool {
+    use Method::{Get, Post, Put};
+    match (family, method, rest) {
+        (
+            Family::V3,
+            Get,
+            ["sync" | "events" | "initialSync" | "joined_rooms" | "capabilities" | "publicRooms"],
+        ) => true,
+        (Family::V3, Post, ["publicRooms"]) => true,
+        (Family::V3, Post, ["join", _]) => true,
+        (Family::V3, Put, ["sendToDevice", _, _]) => true,
+        (Family::V3, Put, ["profile", _, "displayname" | "avatar_url"]) => true,
+        (Family::V3, Get, ["devices"] | ["devices", _] | ["account", "whoami"] | ["keys", "changes"]) => true,
+        (Family::V3, Put, ["devices", _]) => true,
+        (Family::V3, Post, ["keys", "upload" | "query" | "claim"]) => true,
+        (Family::V3, Get, ["thirdparty", ..]) => true,
+        (Family::V3, _, ["rooms", _, room @ ..]) => matches!(
+            (method, room),
+            (
+                Get,
+                ["state"]
+                    | ["state", ..]
+                    | ["event", _]
+                    | ["context", _]
+                    | ["messages"]
+                    | ["members"]
+                    | ["joined_members"]
+                    | ["initialSync"]
+            ) | (Put, ["send", _, _] | ["state", ..])
+                | (Post, ["join"] | ["leave"] | ["send", _])
+        ),
+        (Family::V1, Get, ["media", "download" | "thumbnail", ..]) => true,
+        (Family::V1, Get, ["rooms", _, "relations", ..] | ["rooms", _, "hierarchy"]) => true,
+        _ => false,
     }
 }
 

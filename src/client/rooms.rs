@@ -5,6 +5,7 @@
 //! <https://spec.matrix.org/latest/client-server-api/#sending-events-to-a-room>.
 
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::federation;
 use crate::http::{Request, Response};
 use crate::protocol::identifiers::{RoomAliasId, UserId};
 use crate::protocol::room_version::RoomVersion;
@@ -27,6 +29,8 @@ struct CreateRoomBody {
     topic: Option<String>,
     #[serde(default)]
     invite: Vec<String>,
+    #[serde(default)]
+    invite_3pid: Vec<Map<String, Value>>,
     room_version: Option<String>,
     creation_content: Option<Map<String, Value>>,
     #[serde(default)]
@@ -53,15 +57,23 @@ const INVITE_TURN: Duration = Duration::from_millis(2);
 
 /// `POST /createRoom`.
 ///
-/// The room, its initial state and its first invite are made in one
+/// The room, its initial state and its first local invite are made in one
 /// transaction (so a refused request leaves no room behind); the other
-/// invites follow in turns of [`INVITE_TURN`], each invite its own
+/// local invites follow in turns of [`INVITE_TURN`], each invite its own
 /// transaction, as Synapse makes them one by one after the room.
-pub async fn create_room(app: &App, request: &Request) -> Result<Response> {
+///
+/// Invites of users on other servers are federation requests (the invitee's
+/// server countersigns the invite, as for `POST /rooms/{roomId}/invite`):
+/// they go out once the room is made, one after the other. As in Synapse,
+/// the first one that fails ends the request with its error: the room stays
+/// (its creator is in it and sees it in `/sync`), the invites before it
+/// stand, the ones after it are not sent, and the failure is logged.
+pub async fn create_room(app: &Rc<App>, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body: CreateRoomBody = request.json()?;
-    let invitees = invitees(app, &owner.user_id, &body.invite)?;
-    let (first, rest) = invitees.split_first().map_or((None, &[][..]), |(first, rest)| (Some(*first), rest));
+    let (local, remote) = invitees(app, &owner.user_id, &body.invite)?;
+    refuse_third_party_invites(&body.invite_3pid)?;
+    let (first, rest) = local.split_first().map_or((None, &[][..]), |(first, rest)| (Some(*first), rest));
     let room_id = app.in_transaction(|| {
         let room_id = create_room_with_state(app, &owner.user_id, &body)?;
         if let Some(invitee) = first {
@@ -78,32 +90,72 @@ pub async fn create_room(app: &App, request: &Request) -> Result<Response> {
         invite_at_creation(app, &room_id, &owner.user_id, invitee, body.is_direct)?;
     }
     rooms::wake_room(app, &room_id, None);
-    log::debug!("{} created {room_id} with {} invites", owner.user_id, invitees.len());
+    let mut extra = Map::new();
+    if body.is_direct {
+        extra.insert("is_direct".into(), json!(true));
+    }
+    for invitee in &remote {
+        if let Err(error) =
+            federation::join::invite_remote(app, &room_id, &owner.user_id, invitee, &extra).await
+        {
+            log::warn!("{} created {room_id}, but inviting {invitee} failed: {error}", owner.user_id);
+            return Err(error);
+        }
+    }
+    log::debug!(
+        "{} created {room_id} with {} local and {} remote invites",
+        owner.user_id,
+        local.len(),
+        remote.len()
+    );
     Ok(Response::ok(json!({ "room_id": room_id })))
 }
 
-/// The users to invite, checked before anything is made: well-formed, local,
-/// at most `[limits] max_create_room_invites`; duplicates and the creator
-/// are left out.
-fn invitees<'a>(app: &App, creator: &str, invite: &'a [String]) -> Result<Vec<&'a str>> {
+/// The users to invite, checked before anything is made: well-formed, at
+/// most `[limits] max_create_room_invites`; duplicates and the creator are
+/// left out. Returns the local users and the users of other servers apart.
+fn invitees<'a>(app: &App, creator: &str, invite: &'a [String]) -> Result<(Vec<&'a str>, Vec<&'a str>)> {
     let limit = app.config.limits.max_create_room_invites;
     if limit < invite.len() {
         return Err(Error::InvalidParam(format!("cannot invite more than {limit} users at once")));
     }
     let mut seen = HashSet::with_capacity(invite.len());
-    let mut invitees = Vec::with_capacity(invite.len());
+    let mut local = Vec::with_capacity(invite.len());
+    let mut remote = Vec::new();
     for invitee in invite {
         UserId::parse(invitee).map_err(|error| Error::InvalidParam(format!("invite {invitee}: {error}")))?;
-        if !app.is_local_user(invitee) {
-            return Err(Error::Forbidden(format!(
-                "cannot invite {invitee}: federation is not available yet"
-            )));
-        }
         if invitee != creator && seen.insert(invitee.as_str()) {
-            invitees.push(invitee.as_str());
+            if app.is_local_user(invitee) {
+                local.push(invitee.as_str());
+            } else {
+                remote.push(invitee.as_str());
+            }
         }
     }
-    Ok(invitees)
+    Ok((local, remote))
+}
+
+/// `invite_3pid`: this server binds no third-party identifiers (it talks to
+/// no identity server), so such invites are refused before anything is made:
+/// an entry without the keys the spec requires as Synapse does
+/// (400 `M_MISSING_PARAM`), a complete one with 403 `M_FORBIDDEN`.
+///
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3createroom>
+/// (`Invite3pid`).
+fn refuse_third_party_invites(invite_3pid: &[Map<String, Value>]) -> Result<()> {
+    for invite in invite_3pid {
+        if !["medium", "address", "id_server", "id_access_token"].iter().all(|key| invite.contains_key(*key))
+        {
+            return Err(Error::MissingParam(
+                "all of `medium`, `address`, `id_server` and `id_access_token` are required when making a 3pid invite"
+                    .into(),
+            ));
+        }
+    }
+    if !invite_3pid.is_empty() {
+        return Err(Error::Forbidden("third-party invites are not supported by this server".into()));
+    }
+    Ok(())
 }
 
 /// One invite of a room being created (whose members are woken at the end).
@@ -294,8 +346,29 @@ pub fn put_state(
             return Ok(Response::ok(json!({ "event_id": event_id })));
         }
     }
+    let guests_shut_out = kind == "m.room.guest_access"
+        && content.get("guest_access").and_then(Value::as_str) != Some("can_join");
     let event_id = rooms::send(app, room_id, &owner.user_id, Draft::state(kind, state_key, content), None)?;
+    if guests_shut_out {
+        remove_guests(app, room_id)?;
+    }
     Ok(Response::ok(json!({ "event_id": event_id })))
+}
+
+/// The spec: when `m.room.guest_access` stops being `can_join`, the server
+/// MUST set its guests' membership to `leave` (each leaves, as Synapse
+/// makes them leave). Spec: <https://spec.matrix.org/latest/client-server-api/#server-behaviour-17>.
+fn remove_guests(app: &App, room_id: &str) -> Result<()> {
+    // Collected first: the storage borrow must end before events are sent.
+    let members = app.storage().members_with(room_id, "join")?;
+    for user_id in members {
+        if !app.is_local_user(&user_id) || !app.storage().is_guest(&user_id)? {
+            continue;
+        }
+        let draft = Draft::state("m.room.member", &user_id, json!({ "membership": "leave" }));
+        rooms::send(app, room_id, &user_id, draft, None)?;
+    }
+    Ok(())
 }
 
 /// The aliases in `m.room.canonical_alias` must be valid and point at this room.

@@ -3,7 +3,8 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1roomsroomidhierarchy>
 //! and <https://spec.matrix.org/latest/client-server-api/#spaces>. Children on
-//! other servers need federation and are skipped for now.
+//! other servers need federation and are skipped for now. Other servers ask
+//! for our rooms with federation `/hierarchy` ([`federation_hierarchy`]).
 
 use std::collections::HashSet;
 
@@ -129,6 +130,65 @@ fn room_entry(room: &RoomSummary, children: &[StoredEvent]) -> Value {
         .collect();
     entry.insert("children_state".into(), json!(children_state));
     Value::Object(entry)
+}
+
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}`: the room and its direct
+/// children, as another server's users may see them. A room is shown when
+/// anyone may preview it (public, knockable, world readable), when it is
+/// restricted (the asking server checks `allowed_room_ids` for its users),
+/// or when a user of the asking server is joined or invited; children we
+/// hold that are not shown are listed in `inaccessible_children`.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1hierarchyroomid>.
+pub fn federation_hierarchy(app: &App, request: &Request, origin: &str, room_id: &str) -> Result<Response> {
+    let suggested_only = request.query("suggested_only") == Some("true");
+    let not_found = || Error::NotFound("room not found or not accessible".into());
+    let root = summary::summary(app, room_id)?.ok_or_else(not_found)?;
+    if !server_may_see(app, origin, &root)? {
+        return Err(not_found());
+    }
+    let children = if root.room_type.as_deref() == Some("m.space") {
+        children_of(app, room_id, suggested_only)?
+    } else {
+        Vec::new()
+    };
+    let mut shown = Vec::new();
+    let mut inaccessible = Vec::new();
+    for child in &children {
+        let Some(child_id) = child.state_key.as_deref() else { continue };
+        let Some(child_room) = summary::summary(app, child_id)? else { continue };
+        if server_may_see(app, origin, &child_room)? {
+            shown.push(Value::Object(child_room.hierarchy_json()));
+        } else {
+            inaccessible.push(json!(child_id));
+        }
+    }
+    Ok(Response::ok(json!({
+        "room": room_entry(&root, &children),
+        "children": shown,
+        "inaccessible_children": inaccessible,
+    })))
+}
+
+/// Whether users of `server` may see the room's summary (see [`federation_hierarchy`]).
+fn server_may_see(app: &App, server: &str, room: &RoomSummary) -> Result<bool> {
+    if room.world_readable
+        || matches!(room.join_rule.as_str(), "public" | "knock" | "knock_restricted" | "restricted")
+    {
+        return Ok(true);
+    }
+    let suffix = format!(":{server}");
+    for membership in ["join", "invite"] {
+        if app
+            .storage()
+            .members_with(&room.room_id, membership)?
+            .iter()
+            .any(|member| member.ends_with(&suffix))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The valid `m.space.child` events of a space (those with a non-empty `via`),

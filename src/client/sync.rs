@@ -1,5 +1,6 @@
 //! `/sync`: since tokens, long polling, filters, and the joined, invited,
-//! knocked and left room sections.
+//! knocked and left room sections (without ignored users' messages and
+//! invites), lazy-loaded members, and the presence of newly met members.
 //!
 //! A token is `s{stream}_{typing}_{presence}`: the stream position (events,
 //! account data, receipts share one counter), the typing serial and the
@@ -11,6 +12,7 @@
 //! and the rest from `stream`.
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync>.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,14 +28,75 @@ use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::rooms::format::{Viewer, client_events_raw, stripped_state};
 use crate::rooms::push;
+use crate::rooms::timeline::MAX_SCANNED_EVENTS;
 use crate::rooms::unread;
 use crate::rooms::visibility::Visibility;
 use crate::storage::{CurrentStateEntry, StoredEvent, TokenOwner};
 
 /// Spec-less but usual: a long poll waits at most this long.
-const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 /// Heroes in a room summary.
 const MAX_HEROES: usize = 5;
+/// As Synapse: a timeline is `limited` when its window holds more than this
+/// many times the limit (at least [`MIN_LOOKED_AT`]) in stored events, even
+/// if the filter keeps fewer than the limit of them; the client then knows
+/// there is history to page back into.
+const LOOK_FACTOR: usize = 2;
+const MIN_LOOKED_AT: usize = 10;
+/// Member events (and device-room pairs) remembered as sent under lazy
+/// loading, over all devices and rooms (~150 bytes each); past this the
+/// memory starts over, which only costs members sent again.
+const MAX_LAZY_MEMBERS: usize = 50_000;
+
+/// Which member events each device was sent under lazy-loaded members, per
+/// room, so an incremental sync sends a timeline sender's membership only
+/// when the device may not have it (spec: the server may assume clients
+/// remember the member events they were sent). Memory only: after a restart,
+/// or for a room not remembered, the senders' member events are sent again.
+#[derive(Default)]
+pub struct LazyMembers {
+    /// (user, device, room) → member → the member event ID sent.
+    sent: RefCell<HashMap<LazyKey, HashMap<String, String>>>,
+    entries: Cell<usize>,
+}
+
+type LazyKey = (String, String, String);
+
+impl LazyMembers {
+    /// Whether the device is known to have `event_id` as `member`'s
+    /// membership (`None`: nothing is remembered of the room).
+    fn has(&self, key: &LazyKey, member: &str, event_id: &str) -> Option<bool> {
+        self.sent.borrow().get(key).map(|sent| sent.get(member).is_some_and(|id| id == event_id))
+    }
+
+    /// Forgets what the device was sent of the room (it sees it anew).
+    fn reset(&self, key: &LazyKey) {
+        let mut all = self.sent.borrow_mut();
+        self.make_room(&mut all);
+        let removed = all.insert(key.clone(), HashMap::new());
+        let removed = removed.map_or(0, |sent| sent.len());
+        self.entries.set(self.entries.get().saturating_sub(removed));
+    }
+
+    fn record<'e>(&self, key: &LazyKey, sent: impl Iterator<Item = (&'e str, &'e str)>) {
+        let mut all = self.sent.borrow_mut();
+        self.make_room(&mut all);
+        let room = all.entry(key.clone()).or_default();
+        for (member, event_id) in sent {
+            if room.insert(member.to_owned(), event_id.to_owned()).is_none() {
+                self.entries.set(self.entries.get() + 1);
+            }
+        }
+    }
+
+    /// Starts over when the memory is full.
+    fn make_room(&self, all: &mut HashMap<LazyKey, HashMap<String, String>>) {
+        if self.entries.get() + all.len() >= MAX_LAZY_MEMBERS {
+            all.clear();
+            self.entries.set(0);
+        }
+    }
+}
 
 /// A position in the streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,7 +287,7 @@ fn build(
     // The rooms and account data are read from one snapshot, with the lock
     // taken once for the few hundred reads of an initial sync; the to-device
     // part below writes (it acknowledges delivered messages).
-    let (rooms, account_data) =
+    let (rooms, account_data, newly_met) =
         app.in_snapshot(|| rooms_and_account_data(app, owner, filter, since, now, full_state))?;
 
     let presence = crate::rooms::presence::sync_events(
@@ -232,6 +295,7 @@ fn build(
         user_id,
         since.map(|token| token.presence),
         now.presence,
+        &newly_met,
         |sender| filter.presence.allows("m.presence", sender),
     )?;
     let to_device_since = since.map(|token| token.to_device);
@@ -263,8 +327,9 @@ fn build(
     Ok((Answer { fields, rooms, to_device: Events { events: to_device } }, has_news))
 }
 
-/// The room sections and the global account data of the answer: the part of
-/// /sync that only reads.
+/// The room sections and the global account data of the answer (the part
+/// of /sync that only reads), and the users the syncing user newly shares a
+/// room with in the window (their presence is news).
 fn rooms_and_account_data(
     app: &App,
     owner: &TokenOwner,
@@ -272,8 +337,12 @@ fn rooms_and_account_data(
     since: Option<Token>,
     now: Token,
     full_state: bool,
-) -> Result<(Rooms, Vec<Value>)> {
+) -> Result<(Rooms, Vec<Value>, BTreeSet<String>)> {
     let user_id = owner.user_id.as_str();
+    // Spec: an ignored user's events and invites are not sent (read once
+    // for all rooms).
+    let ignored = Rc::new(crate::rooms::visibility::ignored_users(app, user_id)?);
+    let mut newly_met = BTreeSet::new();
     let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     let since_stream = since.map(|token| token.stream);
     let mut rooms = Rooms::default();
@@ -317,17 +386,33 @@ fn rooms_and_account_data(
                 if room_since.is_some() && !full_state && quiet(room_id) {
                     continue;
                 }
-                if let Some(section) =
-                    joined_room(app, viewer, filter, room_id, room_since, since, now, full_state)?
-                {
+                let section = joined_room(
+                    app,
+                    viewer,
+                    filter,
+                    room_id,
+                    (room_since, since, now),
+                    full_state,
+                    &ignored,
+                    &mut newly_met,
+                )?;
+                if let Some(section) = section {
                     join.insert(room_id.clone(), section);
                 }
             }
             "invite" if since_stream.is_none() || newly(room_id) => {
-                invite.insert(
-                    room_id.clone(),
-                    json!({ "invite_state": { "events": invite_state(app, room_id, user_id)? } }),
-                );
+                let events = invite_state_events(app, room_id, user_id)?;
+                let from_ignored = events.iter().any(|event| {
+                    event.kind == "m.room.member"
+                        && event.state_key.as_deref() == Some(user_id)
+                        && ignored.contains(&event.sender)
+                });
+                if !from_ignored {
+                    invite.insert(
+                        room_id.clone(),
+                        json!({ "invite_state": { "events": strip_invite_state(&events) } }),
+                    );
+                }
             }
             "knock" if since_stream.is_none() || newly(room_id) => {
                 knock.insert(
@@ -341,8 +426,8 @@ fn rooms_and_account_data(
                     None => filter.room.include_leave,
                 };
                 if include && !app.storage().is_forgotten(user_id, room_id)? {
-                    leave
-                        .insert(room_id.clone(), left_room(app, viewer, filter, room_id, since_stream, now)?);
+                    let section = left_room(app, viewer, filter, room_id, since_stream, now, &ignored)?;
+                    leave.insert(room_id.clone(), section);
                 }
             }
             _ => {}
@@ -353,7 +438,8 @@ fn rooms_and_account_data(
     for pending in app.storage().remote_invites(user_id)? {
         let new =
             since_stream.is_none_or(|since| pending.stream_id > since) && pending.stream_id <= now.stream;
-        if new && filter.room.allows_room(&pending.room_id) && !invite.contains_key(&pending.room_id) {
+        let wanted = filter.room.allows_room(&pending.room_id) && !ignored.contains(&pending.inviter);
+        if new && wanted && !invite.contains_key(&pending.room_id) {
             let events: Value = serde_json::from_str(&pending.invite_state).unwrap_or_else(|_| json!([]));
             invite.insert(pending.room_id, json!({ "invite_state": { "events": events } }));
         }
@@ -389,7 +475,7 @@ fn rooms_and_account_data(
             join.entry(room_id).or_insert_with(JoinedRoom::empty).account_data.events = events;
         }
     }
-    Ok((rooms, account_data))
+    Ok((rooms, account_data, newly_met))
 }
 
 /// Whether the user was already joined when the window began (a join event in
@@ -407,22 +493,28 @@ fn joined_before_window(app: &App, user_id: &str, room_id: &str, since: Option<i
     Ok(membership.as_deref() == Some("join"))
 }
 
+/// A joined room's section, or none when nothing in it is news. The window
+/// is `(room_since, since, now)`: the room's own start (none when it shows
+/// for the first time), the sync's token and now. Adds to `newly_met` the
+/// users the syncing user newly shares the room with.
 #[allow(clippy::too_many_arguments)]
 fn joined_room(
     app: &App,
     viewer: Viewer<'_>,
     filter: &Filter,
     room_id: &str,
-    room_since: Option<i64>,
-    since: Option<Token>,
-    now: Token,
+    (room_since, since, now): (Option<i64>, Option<Token>, Token),
     full_state: bool,
+    ignored: &Rc<HashSet<String>>,
+    newly_met: &mut BTreeSet<String>,
 ) -> Result<Option<JoinedRoom>> {
     let user_id = viewer.user_id;
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let visibility = Visibility::new(app, user_id);
-    let (timeline, limited) =
-        timeline(app, &visibility, filter, room_id, room_since.unwrap_or(0), now.stream, limit)?;
+    let visibility = Visibility::with_ignored(app, user_id, Rc::clone(ignored));
+    // A room shown for the first time starts before everything, history
+    // fetched from other servers (at negative positions) included.
+    let after = room_since.unwrap_or(i64::MIN);
+    let (timeline, limited) = timeline(app, &visibility, filter, room_id, after, now.stream, limit)?;
     let typing = app.typing.changed_since(room_id, since.map(|token| token.typing));
     let mut receipts =
         app.storage().receipts_since(room_id, since.map_or(0, |token| token.stream), now.stream)?;
@@ -441,6 +533,18 @@ fn joined_room(
     let lazy = filter.room.state.lazy_load_members;
     let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
     wanted_members.insert(user_id);
+    // Spec (lazy-loading room members): an incremental sync sends the
+    // membership of the timeline's senders that the device may not have,
+    // whenever it was set (all of them with `include_redundant_members`).
+    let lazy_key: LazyKey =
+        (user_id.to_owned(), viewer.device_id.unwrap_or_default().to_owned(), room_id.to_owned());
+    let redundant = filter.room.state.include_redundant_members;
+    let needs_member = |member: &str, event_id: &str| {
+        lazy && !is_initial
+            && !full_state
+            && wanted_members.contains(member)
+            && (redundant || app.lazy_members.has(&lazy_key, member, event_id) != Some(true))
+    };
     let mut state_events = Vec::new();
     // One query for the current state, not one per event; an incremental
     // sync only shows state newer than its token, so it loads only that.
@@ -458,20 +562,45 @@ fn joined_room(
         if in_timeline.contains(event_id.as_str()) {
             continue;
         }
-        if kind == "m.room.member" && lazy && !wanted_members.contains(state_key.as_str()) {
+        let is_member = kind == "m.room.member";
+        if is_member && lazy && !wanted_members.contains(state_key.as_str()) {
             continue;
         }
-        let Some(event) = loaded.remove(event_id) else { continue };
+        let sender_member = is_member && needs_member(state_key, event_id);
+        let event = match loaded.remove(event_id) {
+            Some(event) => event,
+            // At most one per timeline sender the device may lack.
+            None if sender_member => match app.storage().event(event_id)? {
+                Some(event) => event,
+                None => continue,
+            },
+            None => continue,
+        };
         if !filter.room.state.allows_event(&event) {
             continue;
         }
+        // The whole state for a first view (wherever its events sit: a room
+        // joined over federation has history before them); otherwise what
+        // changed since the token, up to the timeline.
         let unseen = is_initial
             || full_state
+            || sender_member
             || (room_since.is_some_and(|since| event.stream_ordering > since)
                 && event.stream_ordering < timeline_start);
-        if unseen && event.stream_ordering < timeline_start {
+        if unseen {
             state_events.push(event);
         }
+    }
+    if lazy {
+        if is_initial {
+            app.lazy_members.reset(&lazy_key);
+        }
+        let members =
+            state_events.iter().chain(timeline.iter()).filter(|event| event.kind == "m.room.member");
+        app.lazy_members.record(
+            &lazy_key,
+            members.filter_map(|event| Some((event.state_key.as_deref()?, event.event_id.as_str()))),
+        );
     }
     let state_events = client_events_raw(app, &state_events, Some(viewer), false);
 
@@ -485,6 +614,23 @@ fn joined_room(
     let timeline_events = client_events_raw(app, &timeline, Some(viewer), false);
     let (notifications, highlights) = unread::counts(app, room_id, user_id)?;
     let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
+    // Spec (presence): the presence of users newly met in the window is news.
+    if since.is_some() {
+        let joined = |entry: &&CurrentStateEntry| {
+            entry.kind == "m.room.member" && entry.membership.as_deref() == Some("join")
+        };
+        if is_initial {
+            newly_met.extend(current.iter().filter(joined).map(|entry| entry.state_key.clone()));
+        } else if membership_changed {
+            newly_met.extend(
+                timeline
+                    .iter()
+                    .filter(|event| event.kind == "m.room.member" && membership_of(event) == Some("join"))
+                    .filter_map(|event| event.state_key.clone()),
+            );
+        }
+        newly_met.remove(user_id);
+    }
     Ok(Some(JoinedRoom {
         account_data: Events::none(),
         ephemeral: Events { events: ephemeral },
@@ -495,9 +641,17 @@ fn joined_room(
     }))
 }
 
+/// The `membership` of a member event's content.
+fn membership_of(event: &StoredEvent) -> Option<&str> {
+    event.json.get("content").and_then(|content| content.get("membership")).and_then(Value::as_str)
+}
+
 /// The newest visible events in `(after, up_to]`, oldest first, and whether
-/// more were left out.
-fn timeline(
+/// more were left out (as Synapse says it: more visible events than the
+/// limit, or more stored events in the window than [`LOOK_FACTOR`] times
+/// it). Reads at most [`MAX_SCANNED_EVENTS`] stored events.
+/// The legacy `initialSync` reads its rooms with it too.
+pub(crate) fn timeline(
     app: &App,
     visibility: &Visibility<'_>,
     filter: &Filter,
@@ -509,6 +663,7 @@ fn timeline(
     let mut events = Vec::new();
     let mut cursor = up_to;
     let mut limited = false;
+    let mut scanned = 0;
     // Page backwards until `limit` visible events are found or the window ends.
     loop {
         let page = app.storage().room_events_backwards(room_id, after, cursor, limit + 1)?;
@@ -517,6 +672,7 @@ fn timeline(
         visibility.prepare(&page);
         for event in page {
             cursor = event.stream_ordering - 1;
+            scanned += 1;
             if !filter.room.timeline.allows_event(&event) || !visibility.can_see(&event) {
                 continue;
             }
@@ -529,6 +685,14 @@ fn timeline(
         if limited || exhausted || empty {
             break;
         }
+        // A long stretch the user may not see ends the look early.
+        if scanned >= MAX_SCANNED_EVENTS {
+            limited = true;
+            break;
+        }
+    }
+    if scanned > limit.saturating_mul(LOOK_FACTOR).max(MIN_LOOKED_AT) {
+        limited = true;
     }
     events.reverse();
     Ok((events, limited))
@@ -541,6 +705,7 @@ fn left_room(
     room_id: &str,
     since: Option<i64>,
     now: Token,
+    ignored: &Rc<HashSet<String>>,
 ) -> Result<LeftRoom> {
     let user_id = viewer.user_id;
     // Show history up to (and including) the user's leave.
@@ -548,8 +713,9 @@ fn left_room(
     let leave_event = leave_event_id.and_then(|id| app.storage().event(&id).ok().flatten());
     let up_to = leave_event.as_ref().map_or(now.stream, |event| event.stream_ordering);
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let visibility = Visibility::new(app, user_id);
-    let (timeline, limited) = timeline(app, &visibility, filter, room_id, since.unwrap_or(0), up_to, limit)?;
+    let visibility = Visibility::with_ignored(app, user_id, Rc::clone(ignored));
+    let after = since.unwrap_or(i64::MIN);
+    let (timeline, limited) = timeline(app, &visibility, filter, room_id, after, up_to, limit)?;
     let events = client_events_raw(app, &timeline, Some(viewer), false);
     Ok(LeftRoom {
         account_data: Events::none(),
@@ -561,8 +727,12 @@ fn left_room(
 /// Stripped state for an invite or knock: the room's identity and the
 /// user's own member event.
 pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value>> {
-    let events = invite_state_events(app, room_id, user_id)?;
-    Ok(events
+    Ok(strip_invite_state(&invite_state_events(app, room_id, user_id)?))
+}
+
+/// [`invite_state`] of the events read already.
+fn strip_invite_state(events: &[StoredEvent]) -> Vec<Value> {
+    events
         .iter()
         .map(|event| {
             let mut stripped = stripped_state(event);
@@ -572,7 +742,7 @@ pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value
             }
             stripped
         })
-        .collect())
+        .collect()
 }
 
 /// The current state events that describe a room to someone invited to it
@@ -657,6 +827,31 @@ fn summary(user_id: &str, current: &[CurrentStateEntry]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lazy_member_memory_knows_rooms_it_saw_and_stays_bounded() {
+        let memory = LazyMembers::default();
+        let key: LazyKey = ("@a:x".into(), "D".into(), "!r:x".into());
+        assert_eq!(memory.has(&key, "@b:x", "$1"), None);
+        memory.reset(&key);
+        assert_eq!(memory.has(&key, "@b:x", "$1"), Some(false));
+        memory.record(&key, [("@b:x", "$1")].into_iter());
+        assert_eq!(memory.has(&key, "@b:x", "$1"), Some(true));
+        // A changed membership is news again.
+        assert_eq!(memory.has(&key, "@b:x", "$2"), Some(false));
+        let names: Vec<String> = (0..MAX_LAZY_MEMBERS + 10).map(|n| format!("@{n}:x")).collect();
+        memory.record(&key, names.iter().map(|name| (name.as_str(), "$1")));
+        memory.record(&key, [("@c:x", "$1")].into_iter());
+        assert!(memory.entries.get() <= MAX_LAZY_MEMBERS + 10);
+        assert!(memory.sent.borrow().values().map(HashMap::len).sum::<usize>() < MAX_LAZY_MEMBERS);
+        memory.reset(&key);
+        assert_eq!(memory.entries.get(), 0);
+        // Rooms count too, even with nothing recorded in them.
+        for n in 0..MAX_LAZY_MEMBERS + 10 {
+            memory.reset(&("@a:x".into(), "D".into(), format!("!{n}:x")));
+        }
+        assert!(memory.sent.borrow().len() <= MAX_LAZY_MEMBERS);
+    }
 
     #[test]
     fn tokens_carry_a_to_device_position_only_when_it_lags() {

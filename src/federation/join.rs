@@ -6,6 +6,7 @@
 //! <https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites>.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use http_types::Method;
 use serde_json::{Map, Value, json};
@@ -102,6 +103,26 @@ struct SendJoinAnswer {
     event: Option<Value>,
 }
 
+/// Reads a `send_join` answer: v2's object, or the deprecated v1's
+/// `[200, object]`.
+fn parse_send_join(api: &str, bytes: &[u8]) -> serde_json::Result<SendJoinAnswer> {
+    if api == "v1" {
+        let (_, answer): (u16, SendJoinAnswer) = serde_json::from_slice(bytes)?;
+        Ok(answer)
+    } else {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Whether a server refused a request because it does not know the endpoint
+/// (`M_UNRECOGNIZED` with 400 or 404): the spec's cue to fall back from the
+/// v2 `send_join`, `send_leave` and `invite` to their deprecated v1 forms.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv2send_joinroomideventid>.
+fn is_unrecognized(status: u16, answer: &Value) -> bool {
+    matches!(status, 400 | 404) && answer.get("errcode").and_then(Value::as_str) == Some("M_UNRECOGNIZED")
+}
+
 /// Joins `user_id` to a room hosted elsewhere, trying `servers` in turn.
 pub async fn join_remote(
     app: &Rc<App>,
@@ -131,18 +152,29 @@ async fn join_through(
     extra: &Map<String, Value>,
 ) -> Result<()> {
     let (version, mut join) = make_membership(app, server, room_id, user_id, "join", extra).await?;
-    let path = format!("/_matrix/federation/v2/send_join/{}/{}", encode(room_id), encode(&join.event_id));
-    let body = Some(Value::Object(join.json.clone()));
-    let (status, bytes) =
-        client::request_bytes(app, server, Method::Put, &path, body, MAX_SEND_JOIN_BYTES).await?;
-    if status != 200 {
+    let mut api = "v2";
+    let (status, bytes) = loop {
+        let path =
+            format!("/_matrix/federation/{api}/send_join/{}/{}", encode(room_id), encode(&join.event_id));
+        let body = Some(Value::Object(join.json.clone()));
+        let (status, bytes) =
+            client::request_bytes(app, server, Method::Put, &path, body, MAX_SEND_JOIN_BYTES).await?;
+        if status == 200 {
+            break (status, bytes);
+        }
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if api == "v2" && is_unrecognized(status, &answer) {
+            log::info!("{server} does not know send_join v2; trying the deprecated v1");
+            api = "v1";
+            continue;
+        }
         let message = reason_given(&answer);
         return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the join: {message}")));
-    }
+    };
+    debug_assert_eq!(status, 200);
     // The events stay raw text until their turn: a big room's state is never
     // one big JSON tree in memory.
-    let answer: SendJoinAnswer = serde_json::from_slice(&bytes).map_err(|error| {
+    let answer = parse_send_join(api, &bytes).map_err(|error| {
         Error::matrix(502, "M_UNKNOWN", format!("{server} sent a bad send_join answer: {error}"))
     })?;
     drop(bytes);
@@ -320,14 +352,29 @@ async fn make_and_send(
     extra: &Map<String, Value>,
 ) -> Result<(u16, Value)> {
     let (_, event) = make_membership(app, server, room_id, user_id, membership, extra).await?;
-    // Spec: send_leave is v2, send_knock v1.
-    let api = if membership == "knock" { "v1" } else { "v2" };
-    let path = format!(
-        "/_matrix/federation/{api}/send_{membership}/{}/{}",
-        encode(room_id),
-        encode(&event.event_id)
-    );
-    client::request(app, server, Method::Put, &path, Some(Value::Object(event.json.clone()))).await
+    // Spec: send_leave is v2 (v1 deprecated, for servers without v2), send_knock v1.
+    let mut api = if membership == "knock" { "v1" } else { "v2" };
+    loop {
+        let path = format!(
+            "/_matrix/federation/{api}/send_{membership}/{}/{}",
+            encode(room_id),
+            encode(&event.event_id)
+        );
+        let body = Some(Value::Object(event.json.clone()));
+        let (status, answer) = client::request(app, server, Method::Put, &path, body).await?;
+        if membership == "leave" && api == "v2" && is_unrecognized(status, &answer) {
+            api = "v1";
+            continue;
+        }
+        // v1 answers `[200, {}]`.
+        let answer = match answer {
+            Value::Array(mut parts) if api == "v1" && membership == "leave" && parts.len() == 2 => {
+                parts.remove(1)
+            }
+            answer => answer,
+        };
+        return Ok((status, answer));
+    }
 }
 
 /// Declines an invite into a room we are not in: a leave through the inviting server.
@@ -389,9 +436,17 @@ pub async fn invite_remote(
     let server = server_of(target)
         .ok_or_else(|| Error::InvalidParam(format!("{target} is not a user ID")))?
         .to_string();
-    let state = app.storage().current_state(room_id)?;
+    // Only a joined member may invite (the auth rules check again below):
+    // anyone else must not make us query another server.
+    if app.storage().membership(room_id, sender)?.as_deref() != Some("join") {
+        return Err(Error::Forbidden("you are not in this room".into()));
+    }
     let mut content = extra.clone();
+    if !content.contains_key("displayname") && !content.contains_key("avatar_url") {
+        content.extend(invitee_profile(app, target).await);
+    }
     content.insert("membership".into(), json!("invite"));
+    let state = app.storage().current_state(room_id)?;
     let draft = rooms::Draft::state("m.room.member", target, Value::Object(content));
     let template = rooms::template(app, &version, Some(room_id), sender, &draft, &state)?;
     let invite = rooms::sign(app, &version, template)?;
@@ -411,10 +466,31 @@ pub async fn invite_remote(
     let body = json!({
         "event": Value::Object(invite.json.clone()),
         "room_version": version.id,
-        "invite_room_state": invite_room_state,
+        "invite_room_state": &invite_room_state,
     });
     let path = format!("/_matrix/federation/v2/invite/{}/{}", encode(room_id), encode(&invite.event_id));
-    let (status, answer) = client::request(app, &server, Method::Put, &path, Some(body)).await?;
+    let (mut status, mut answer) = client::request(app, &server, Method::Put, &path, Some(body)).await?;
+    if is_unrecognized(status, &answer) {
+        // Spec: fall back to the deprecated v1, which only rooms of versions
+        // 1 and 2 can use (it carries no room version); Synapse does the same.
+        if version.event_id_format != EventIdFormat::V1 {
+            return Err(Error::matrix(
+                400,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                format!("{server} does not support room version {}", version.id),
+            ));
+        }
+        let mut event = invite.json.clone();
+        let unsigned = event.entry("unsigned").or_insert_with(|| json!({}));
+        unsigned["invite_room_state"] = json!(invite_room_state);
+        let path = format!("/_matrix/federation/v1/invite/{}/{}", encode(room_id), encode(&invite.event_id));
+        (status, answer) =
+            client::request(app, &server, Method::Put, &path, Some(Value::Object(event))).await?;
+        // v1 answers `[200, {"event": ...}]`.
+        if let Value::Array(parts) = &mut answer {
+            answer = if parts.len() == 2 { parts.remove(1) } else { Value::Null };
+        }
+    }
     if status != 200 {
         let message = reason_given(&answer);
         return Err(Error::Forbidden(format!("{server} refused the invite: {message}")));
@@ -428,6 +504,54 @@ pub async fn invite_remote(
     }
     rooms::store_signed(app, &version, &checked)?;
     Ok(())
+}
+
+/// How long an invite waits for the invitee's profile before it goes
+/// without: the inviter's client is waiting on the answer.
+const INVITEE_PROFILE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest profile answer read for an invite (Synapse caps a whole
+/// profile at 64 KiB).
+const MAX_PROFILE_ANSWER_BYTES: usize = 64 << 10;
+
+/// The longest display name and avatar URL copied into an invite (Synapse's
+/// limits for its own users' profiles).
+const MAX_DISPLAYNAME_CHARS: usize = 256;
+const MAX_AVATAR_URL_CHARS: usize = 1000;
+
+/// The invitee's `displayname` and `avatar_url`, asked of their server, for
+/// the invite event (as Synapse does, so clients name the invitee). Nothing
+/// if the server does not answer in time or has no profile for the user.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1queryprofile>.
+async fn invitee_profile(app: &App, user_id: &str) -> Map<String, Value> {
+    let Some(server) = server_of(user_id) else { return Map::new() };
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", encode(user_id));
+    let fetch = client::request_with_limit(app, server, Method::Get, &path, None, MAX_PROFILE_ANSWER_BYTES);
+    let timeout = async {
+        smol::Timer::after(INVITEE_PROFILE_TIMEOUT).await;
+        Err(Error::matrix(504, "M_UNKNOWN", "the profile query timed out"))
+    };
+    let answer = match smol::future::or(fetch, timeout).await {
+        Ok((200, answer)) => answer,
+        Ok((status, _)) => {
+            log::debug!("no profile of {user_id} for the invite: {server} answered {status}");
+            return Map::new();
+        }
+        Err(error) => {
+            log::debug!("no profile of {user_id} for the invite: {error}");
+            return Map::new();
+        }
+    };
+    let mut profile = Map::new();
+    for (field, max_chars) in [("displayname", MAX_DISPLAYNAME_CHARS), ("avatar_url", MAX_AVATAR_URL_CHARS)] {
+        if let Some(value) = answer.get(field).and_then(Value::as_str) {
+            if !value.is_empty() && value.chars().count() <= max_chars {
+                profile.insert(field.into(), json!(value));
+            }
+        }
+    }
+    profile
 }
 
 /// The `error` text of another server's refusal.
@@ -444,5 +568,32 @@ fn leak(errcode: &str) -> &'static str {
         "M_UNABLE_TO_AUTHORISE_JOIN" => "M_UNABLE_TO_AUTHORISE_JOIN",
         "M_UNABLE_TO_GRANT_JOIN" => "M_UNABLE_TO_GRANT_JOIN",
         _ => "M_UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unrecognized_endpoint_falls_back_to_v1() {
+        let unrecognized = json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"});
+        assert!(is_unrecognized(404, &unrecognized));
+        assert!(is_unrecognized(400, &unrecognized));
+        assert!(!is_unrecognized(405, &unrecognized));
+        assert!(!is_unrecognized(403, &json!({"errcode": "M_FORBIDDEN"})));
+        assert!(!is_unrecognized(404, &json!({"errcode": "M_NOT_FOUND"})));
+        assert!(!is_unrecognized(404, &Value::Null));
+    }
+
+    #[test]
+    fn send_join_answers_are_read_in_both_shapes() {
+        let v2 = br#"{"origin": "x", "state": [{"a": 1}], "auth_chain": []}"#;
+        assert_eq!(parse_send_join("v2", v2).unwrap().state.len(), 1);
+        let v1 = br#"[200, {"origin": "x", "state": [{"a": 1}, {"b": 2}], "auth_chain": [{"c": 3}]}]"#;
+        let answer = parse_send_join("v1", v1).unwrap();
+        assert_eq!((answer.state.len(), answer.auth_chain.len()), (2, 1));
+        assert!(parse_send_join("v1", v2).is_err());
+        assert!(parse_send_join("v1", b"[200]").is_err());
     }
 }

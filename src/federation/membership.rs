@@ -155,7 +155,9 @@ fn restricted_authoriser(
         .ok_or_else(|| Error::matrix(400, "M_UNABLE_TO_GRANT_JOIN", "no local user can authorise the join"))
 }
 
-/// `PUT /v2/send_join/...`, `/v2/send_leave/...`, `/v1/send_knock/...`.
+/// `PUT /v2/send_join/...`, `/v2/send_leave/...`, `/v1/send_knock/...` (and
+/// the deprecated `/v1/send_join`, `/v1/send_leave`, whose callers wrap the
+/// answer): the body of the answer.
 pub async fn send_membership(
     app: &App,
     request: &Request,
@@ -163,7 +165,7 @@ pub async fn send_membership(
     room_id: &str,
     event_id: &str,
     membership: &str,
-) -> Result<Response> {
+) -> Result<Value> {
     if !acl::server_allowed(app, room_id, origin) {
         return Err(Error::Forbidden(format!("{origin} is denied by the room's server ACL")));
     }
@@ -217,22 +219,22 @@ pub async fn send_membership(
             let mut chain_start = state_ids.clone();
             chain_start.push(pdu.event_id.clone());
             let chain = auth_chain(app, &chain_start)?;
-            Ok(Response::ok(json!({
+            Ok(json!({
                 "origin": app.config.server_name,
                 "event": Value::Object(pdu.json.clone()),
                 "state": state,
                 "auth_chain": chain.iter().map(pdu_json).collect::<Vec<_>>(),
                 "members_omitted": false,
                 "servers_in_room": app.storage().servers_in_room(room_id)?,
-            })))
+            }))
         }
         "knock" => {
             // Spec (v1.16): whole PDUs in the room's format, the create event among them.
             let state = crate::client::sync::invite_state_events(app, room_id, &pdu.sender)?;
             let state: Vec<Value> = state.iter().map(pdu_json).collect();
-            Ok(Response::ok(json!({ "knock_room_state": state })))
+            Ok(json!({ "knock_room_state": state }))
         }
-        _ => Ok(Response::ok(json!({}))),
+        _ => Ok(json!({})),
     }
 }
 
@@ -250,6 +252,48 @@ pub async fn invite(
     event_id: &str,
 ) -> Result<Response> {
     let body = request.json_object()?;
+    let signed = accept_invite(app, origin, room_id, event_id, body).await?;
+    Ok(Response::ok(json!({ "event": signed })))
+}
+
+/// `PUT /_matrix/federation/v1/invite/{roomId}/{eventId}` (deprecated, still
+/// sent by older servers): the body is the event itself, with the stripped
+/// state in its `unsigned.invite_room_state`; the answer is `[200, {"event"}]`.
+/// The spec has the receiver assume room version 1 or 2 (same event format);
+/// a room we are in has its own version.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1inviteroomideventid>.
+pub async fn invite_v1(
+    app: &App,
+    request: &Request,
+    origin: &str,
+    room_id: &str,
+    event_id: &str,
+) -> Result<Response> {
+    let event = request.json_object()?;
+    let version = app.storage().room_version(room_id)?.unwrap_or_else(|| "1".to_string());
+    let invite_room_state = event
+        .get("unsigned")
+        .and_then(|unsigned| unsigned.get("invite_room_state"))
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    let mut body = Map::new();
+    body.insert("room_version".into(), json!(version));
+    body.insert("invite_room_state".into(), invite_room_state);
+    body.insert("event".into(), Value::Object(event));
+    let signed = accept_invite(app, origin, room_id, event_id, body).await?;
+    Ok(Response::ok(json!([200, { "event": signed }])))
+}
+
+/// Checks and countersigns an invite (a v2 `invite` body), stores it for the
+/// invitee, and answers the countersigned event.
+async fn accept_invite(
+    app: &App,
+    origin: &str,
+    room_id: &str,
+    event_id: &str,
+    body: Map<String, Value>,
+) -> Result<Value> {
     let version_id = body.get("room_version").and_then(Value::as_str).unwrap_or("1");
     let version = RoomVersion::from_id(version_id).ok_or_else(|| Error::IncompatibleRoomVersion {
         room_version: version_id.to_string(),
@@ -308,7 +352,7 @@ pub async fn invite(
         signed_map,
         &stripped,
     )?;
-    Ok(Response::ok(json!({ "event": signed })))
+    Ok(signed)
 }
 
 /// A stripped state event (type, state_key, content, sender) from a PDU or

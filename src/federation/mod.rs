@@ -44,6 +44,8 @@ pub struct Federation {
     /// Servers whose keys were fetched lately (so an unknown key ID cannot
     /// make us fetch again on every request).
     pub recent_key_fetches: discovery::ExpiringCache<()>,
+    /// Remote room aliases looked up lately (see [`queries::resolve_remote_alias`]).
+    pub remote_aliases: discovery::ExpiringCache<queries::AliasAnswer>,
     /// The running per-destination senders.
     pub senders: sender::Senders,
     /// The running per-pusher push gateway senders.
@@ -66,6 +68,7 @@ impl Federation {
             dns: dns::Resolver::default(),
             discovery: discovery::Caches::default(),
             recent_key_fetches: discovery::ExpiringCache::default(),
+            remote_aliases: discovery::ExpiringCache::default(),
             senders: sender::Senders::default(),
             push_senders: push::PushSenders::default(),
             openid_tokens: Default::default(),
@@ -136,17 +139,23 @@ async fn authenticated_route(
         (Get, ["v1", "make_knock", room_id, user_id]) => {
             membership::make_membership(app, request, origin, room_id, user_id, "knock")
         }
-        (Put, ["v2", "send_join", room_id, event_id]) => {
-            membership::send_membership(app, request, origin, room_id, event_id, "join").await
+        (Put, [api @ ("v1" | "v2"), "send_join", room_id, event_id]) => {
+            let answer = membership::send_membership(app, request, origin, room_id, event_id, "join").await?;
+            Ok(Response::ok(deprecated_v1_shape(api, answer)))
         }
-        (Put, ["v2", "send_leave", room_id, event_id]) => {
-            membership::send_membership(app, request, origin, room_id, event_id, "leave").await
+        (Put, [api @ ("v1" | "v2"), "send_leave", room_id, event_id]) => {
+            let answer =
+                membership::send_membership(app, request, origin, room_id, event_id, "leave").await?;
+            Ok(Response::ok(deprecated_v1_shape(api, answer)))
         }
-        (Put, ["v1", "send_knock", room_id, event_id]) => {
-            membership::send_membership(app, request, origin, room_id, event_id, "knock").await
-        }
+        (Put, ["v1", "send_knock", room_id, event_id]) => Ok(Response::ok(
+            membership::send_membership(app, request, origin, room_id, event_id, "knock").await?,
+        )),
         (Put, ["v2", "invite", room_id, event_id]) => {
             membership::invite(app, request, origin, room_id, event_id).await
+        }
+        (Put, ["v1", "invite", room_id, event_id]) => {
+            membership::invite_v1(app, request, origin, room_id, event_id).await
         }
         (Get, ["v1", "event", event_id]) => events::get_event(app, origin, event_id),
         (Get, ["v1", "state", room_id]) => events::get_state(app, request, origin, room_id, false),
@@ -163,12 +172,24 @@ async fn authenticated_route(
         (Get, ["v1", "user", "devices", user_id]) => e2ee::user_devices(app, user_id),
         (Get, ["v1", "media", "download", media_id]) => media::download(app, request, media_id).await,
         (Get, ["v1", "media", "thumbnail", media_id]) => media::thumbnail(app, request, media_id).await,
+        (Get, ["v1", "hierarchy", room_id]) => {
+            crate::client::spaces::federation_hierarchy(app, request, origin, room_id)
+        }
         (Get, ["v1", "query", "directory"]) => queries::directory(app, request),
         (Get, ["v1", "query", "profile"]) => queries::profile(app, request),
         (Get, ["v1", "publicRooms"]) => crate::client::directory::get_public_rooms(app, request),
         (Post, ["v1", "publicRooms"]) => crate::client::directory::filtered_public_rooms(app, request),
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
+}
+
+/// The deprecated v1 `send_join` and `send_leave` answer `[200, answer]`
+/// (the status repeated in the body); v2 answers the object alone.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1send_joinroomideventid>,
+/// <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1send_leaveroomideventid>.
+fn deprecated_v1_shape(api: &str, answer: serde_json::Value) -> serde_json::Value {
+    if api == "v1" { json!([200, answer]) } else { answer }
 }
 
 fn require_method(method: &Method, expected: Method) -> Result<()> {

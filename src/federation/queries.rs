@@ -3,6 +3,8 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#querying-for-information>.
 
+use std::time::Duration;
+
 use http_types::Method;
 use serde_json::{Value, json};
 
@@ -52,25 +54,77 @@ pub fn profile(app: &App, request: &Request) -> Result<Response> {
     Ok(Response::ok(Value::Object(profile)))
 }
 
-/// Resolves a remote room alias through its server: `(room_id, servers)`.
+/// How long a remote alias's room stays cached: long enough that Element's
+/// lookup before a join and the join itself ask the alias's server once,
+/// short enough that a moved alias is seen soon.
+const ALIAS_TTL: Duration = Duration::from_secs(60);
+
+/// How long "no such alias" stays cached (a client retrying a typo must not
+/// make us ask the other server each time; a new alias shows up soon).
+const MISSING_ALIAS_TTL: Duration = Duration::from_secs(15);
+
+/// The largest alias answer we read: a room ID and a list of server names.
+const MAX_ALIAS_ANSWER_BYTES: usize = 64 << 10;
+
+/// At most this many of the alias server's `servers` are kept: a join tries
+/// them in turn, and a few resident servers are enough.
+const MAX_ALIAS_SERVERS: usize = 32;
+
+/// A remote alias's answer: `Some((room_id, servers))`, or `None` when the
+/// alias's server said it does not know the alias.
+pub type AliasAnswer = Option<(String, Vec<String>)>;
+
+/// Resolves a remote room alias through its server: `(room_id, servers)`,
+/// the alias's server first among the servers. Answers (and 404s) are
+/// cached briefly in a bounded cache.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1querydirectory>.
 pub async fn resolve_remote_alias(app: &App, alias: &str) -> Result<(String, Vec<String>)> {
+    let not_found = || Error::NotFound(format!("room alias {alias} not found"));
+    if let Some(cached) = app.federation.remote_aliases.get(alias) {
+        return cached.ok_or_else(not_found);
+    }
     let server = server_of(alias).ok_or_else(|| Error::InvalidParam(format!("{alias} is not an alias")))?;
     let path = format!("/_matrix/federation/v1/query/directory?room_alias={}", encode(alias));
-    let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
-    if status != 200 {
-        return Err(Error::NotFound(format!("{server} does not know {alias}")));
+    let (status, answer) =
+        client::request_with_limit(app, server, Method::Get, &path, None, MAX_ALIAS_ANSWER_BYTES).await?;
+    let parsed =
+        match status {
+            200 => Some(parse_alias_answer(server, &answer).ok_or_else(|| {
+                Error::matrix(502, "M_UNKNOWN", format!("{server} sent a bad alias answer"))
+            })?),
+            404 => None,
+            _ => {
+                return Err(Error::matrix(
+                    502,
+                    "M_UNKNOWN",
+                    format!("{server} answered the alias query with {status}"),
+                ));
+            }
+        };
+    let ttl = if parsed.is_some() { ALIAS_TTL } else { MISSING_ALIAS_TTL };
+    app.federation.remote_aliases.insert(alias, parsed.clone(), ttl);
+    parsed.ok_or_else(not_found)
+}
+
+/// The room ID and servers of a `query/directory` answer from `server`
+/// (which comes first among the servers); `None` if there is no valid room ID.
+fn parse_alias_answer(server: &str, answer: &Value) -> Option<(String, Vec<String>)> {
+    let room_id = answer.get("room_id").and_then(Value::as_str)?;
+    crate::protocol::identifiers::RoomId::parse(room_id).ok()?;
+    let mut servers = vec![server.to_string()];
+    let listed = answer.get("servers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for listed in listed.iter().filter_map(Value::as_str) {
+        if servers.len() >= MAX_ALIAS_SERVERS {
+            break;
+        }
+        if crate::protocol::identifiers::ServerName::parse(listed).is_ok()
+            && !servers.iter().any(|known| known == listed)
+        {
+            servers.push(listed.to_string());
+        }
     }
-    let room_id = answer
-        .get("room_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::matrix(502, "M_UNKNOWN", format!("{server} sent no room_id")))?
-        .to_string();
-    let servers = answer
-        .get("servers")
-        .and_then(Value::as_array)
-        .map(|servers| servers.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_else(|| vec![server.to_string()]);
-    Ok((room_id, servers))
+    Some((room_id.to_string(), servers))
 }
 
 /// How long an OpenID token lasts (spec example and Synapse: one hour).

@@ -469,22 +469,36 @@ fn announce_offline(app: &App, user_id: &str) -> Result<()> {
 
 /// `/sync`'s `presence.events`: `m.presence` for the syncing user and those
 /// sharing a room with them whose presence changed after serial `since` (all
-/// known, for an initial sync) up to `up_to`, that `allows` lets through.
+/// known, for an initial sync) up to `up_to`, and for the users of
+/// `newly_met` (who came to share a room with them in the window: their
+/// presence is news to the user, as Synapse sends it), that `allows` lets
+/// through.
 pub fn sync_events(
     app: &App,
     user_id: &str,
     since: Option<i64>,
     up_to: i64,
+    newly_met: &BTreeSet<String>,
     allows: impl Fn(&str) -> bool,
 ) -> Result<Vec<Value>> {
     let changed = app.presence.changed_since(since, up_to);
-    if changed.is_empty() {
+    if changed.is_empty() && newly_met.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_ms();
     let mut events = Vec::new();
+    let mut sent = BTreeSet::new();
     for (sender, record) in changed {
         if allows(&sender) && can_see(app, user_id, &sender)? {
+            events.push(json!({ "type": "m.presence", "sender": sender, "content": record.content(now) }));
+            sent.insert(sender);
+        }
+    }
+    for sender in newly_met {
+        if sent.contains(sender) || !allows(sender) {
+            continue;
+        }
+        if let Some(record) = app.presence.get(sender) {
             events.push(json!({ "type": "m.presence", "sender": sender, "content": record.content(now) }));
         }
     }

@@ -36,15 +36,15 @@ const MAX_CACHED_TALLIES: usize = 4096;
 /// A tally is dropped (recomputed from the receipt) when the receipt moves,
 /// when a new event is a state event or a redaction (the rule context or an
 /// already counted event changed), when the window would pass
-/// [`MAX_COUNTED_EVENTS`], and on every change of the user's push rules
-/// ([`Cache::forget_user`]). So the counts are what a full evaluation gives.
+/// [`MAX_COUNTED_EVENTS`], and on every change of the user's push rules or
+/// ignore list ([`Cache::forget_user`]). So the counts are what a full evaluation gives.
 #[derive(Default)]
 pub struct Cache {
     tallies: RefCell<HashMap<(String, String), Tally>>,
 }
 
 impl Cache {
-    /// Forgets the user's tallies (their push rules changed).
+    /// Forgets the user's tallies (their push rules or ignore list changed).
     pub fn forget_user(&self, user_id: &str) {
         self.tallies.borrow_mut().retain(|(_, user), _| user != user_id);
     }
@@ -140,9 +140,11 @@ fn tally(app: &App, room_id: &str, user_id: &str, start: Tally, events: &[Stored
     let ruleset = push::ruleset(app, user_id)?;
     let facts = RoomFacts::load(app, room_id, user_id)?;
     let context = facts.context(user_id);
+    let ignored = super::visibility::ignored_users(app, user_id)?;
     for event in events {
-        // A redacted event no longer notifies (its content is gone).
-        if event.redacted_by.is_some() {
+        // A redacted event no longer notifies (its content is gone); an
+        // ignored user's messages are not delivered, so they do not count.
+        if event.redacted_by.is_some() || (event.state_key.is_none() && ignored.contains(&event.sender)) {
             continue;
         }
         let outcome = ruleset.evaluate(&event.json, &context);

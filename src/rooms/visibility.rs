@@ -1,10 +1,15 @@
 //! History visibility: whether a user may see an event, from the room's
-//! `m.room.history_visibility` and the user's membership at that event.
+//! `m.room.history_visibility` and the user's membership at that event, and
+//! the user's ignore list (`m.ignored_user_list`): an ignored user's
+//! non-state events are hidden, as Synapse hides them from /sync,
+//! /messages, /context and the rest.
 //!
-//! Spec: <https://spec.matrix.org/latest/client-server-api/#history-visibility>.
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#history-visibility>,
+//! <https://spec.matrix.org/latest/client-server-api/#ignoring-users>.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{OnceCell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde_json::Value;
 
@@ -54,11 +59,33 @@ pub struct Visibility<'a> {
     user_id: &'a str,
     by_group: RefCell<HashMap<i64, GroupVisibility>>,
     current: RefCell<HashMap<String, Option<String>>>,
+    /// The user's ignore list, read when first needed.
+    ignored: OnceCell<Rc<HashSet<String>>>,
 }
 
 impl<'a> Visibility<'a> {
     pub fn new(app: &'a App, user_id: &'a str) -> Self {
-        Visibility { app, user_id, by_group: RefCell::default(), current: RefCell::default() }
+        Visibility {
+            app,
+            user_id,
+            by_group: RefCell::default(),
+            current: RefCell::default(),
+            ignored: OnceCell::new(),
+        }
+    }
+
+    /// As [`Visibility::new`], with the ignore list already read (a /sync
+    /// reads it once for all its rooms).
+    pub fn with_ignored(app: &'a App, user_id: &'a str, ignored: Rc<HashSet<String>>) -> Self {
+        let visibility = Visibility::new(app, user_id);
+        let _ = visibility.ignored.set(ignored);
+        visibility
+    }
+
+    fn is_ignored(&self, sender: &str) -> bool {
+        self.ignored
+            .get_or_init(|| Rc::new(ignored_users(self.app, self.user_id).unwrap_or_default()))
+            .contains(sender)
     }
 
     /// Loads what the state groups of `events` say, in one query for all
@@ -141,6 +168,11 @@ impl<'a> Visibility<'a> {
         if event.kind == "m.room.member" && event.state_key.as_deref() == Some(self.user_id) {
             return true;
         }
+        // Spec: an ignored user's events are not sent; their state (their
+        // membership, say) still is, as the room's state needs it.
+        if event.state_key.is_none() && event.sender != self.user_id && self.is_ignored(&event.sender) {
+            return false;
+        }
         self.can_see_at(&event.room_id, event.state_group)
     }
 
@@ -170,6 +202,27 @@ impl<'a> Visibility<'a> {
     }
 }
 
+/// The users `user_id` ignores: the keys of `ignored_users` in their
+/// `m.ignored_user_list` account data (nothing when absent or malformed).
+pub fn ignored_users(app: &App, user_id: &str) -> Result<HashSet<String>> {
+    let Some(content) = app.storage().account_data(user_id, "", IGNORED_USER_LIST)? else {
+        return Ok(HashSet::new());
+    };
+    Ok(parse_ignored(&content))
+}
+
+/// The account data type of the ignore list.
+pub const IGNORED_USER_LIST: &str = "m.ignored_user_list";
+
+fn parse_ignored(content: &str) -> HashSet<String> {
+    let content: Value = serde_json::from_str(content).unwrap_or(Value::Null);
+    content
+        .get("ignored_users")
+        .and_then(Value::as_object)
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// The newest stream position of a room's history a user may read: the end of
 /// the room when joined (or the room is world readable), their departure when
 /// they left or were banned. Anyone else gets 403, as Synapse answers.
@@ -193,6 +246,15 @@ mod tests {
 
     fn facts(membership: &str, missing_event: bool) -> GroupVisibility {
         GroupVisibility { history_visibility: None, membership: Some(membership.into()), missing_event }
+    }
+
+    #[test]
+    fn ignore_lists_parse_leniently() {
+        let ignored = parse_ignored(r#"{"ignored_users": {"@a:x": {}, "@b:x": {"x": 1}}}"#);
+        assert_eq!(ignored, HashSet::from(["@a:x".to_string(), "@b:x".to_string()]));
+        for junk in ["", "[]", r#"{"ignored_users": []}"#, r#"{"ignored_users": null}"#] {
+            assert!(parse_ignored(junk).is_empty(), "{junk}");
+        }
     }
 
     #[test]

@@ -6,6 +6,14 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{Storage, now_ms};
 use crate::error::{Error, Result};
 
+/// How long a user-interactive auth session lives. Completed sessions are
+/// kept for this long so that a retried request gets the same answer.
+pub const UIA_SESSION_LIFETIME_MS: i64 = 86_400_000;
+
+/// Migration 15: which accounts are guests (`/register?kind=guest`).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#guest-access>.
+pub const GUEST_ACCOUNTS: &str = "ALTER TABLE users ADD COLUMN is_guest INTEGER NOT NULL DEFAULT 0;";
+
 /// One account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
@@ -25,6 +33,8 @@ pub struct TokenOwner {
     pub user_id: String,
     pub device_id: String,
     pub is_admin: bool,
+    /// A guest account: only the endpoints the spec lists for guests.
+    pub is_guest: bool,
 }
 
 /// One device of a user.
@@ -106,6 +116,58 @@ impl Storage {
         }
         transaction.commit()?;
         Ok(())
+    }
+
+    /// Creates a guest account (no password, the localpart as display
+    /// name); `Err(UserInUse)` if the ID is taken.
+    pub fn create_guest(&self, user_id: &str, localpart: &str) -> Result<()> {
+        let inserted = self.conn.execute(
+            "INSERT OR IGNORE INTO users (user_id, localpart, is_admin, is_guest, created_ts, displayname)
+             VALUES (?1, ?2, 0, 1, ?3, ?2)",
+            params![user_id, localpart, now_ms()],
+        )?;
+        if inserted == 0 {
+            return Err(Error::UserInUse);
+        }
+        Ok(())
+    }
+
+    /// Makes the guest `user_id` a full account with this password hash,
+    /// counting a registration token's use as [`Storage::create_user`] does;
+    /// `Err(UserInUse)` if it is no longer a guest (upgraded meanwhile).
+    pub fn upgrade_guest(
+        &mut self,
+        user_id: &str,
+        password_hash: Option<&str>,
+        registration_token: Option<&str>,
+    ) -> Result<()> {
+        let transaction = self.conn.savepoint()?;
+        if let Some(token) = registration_token {
+            let counted = transaction.execute(
+                "UPDATE registration_tokens SET completed = completed + 1
+                 WHERE token = ?1 AND (uses_allowed IS NULL OR completed < uses_allowed)
+                   AND (expires_ts IS NULL OR expires_ts > ?2)",
+                params![token, now_ms()],
+            )?;
+            if counted == 0 {
+                return Err(Error::Forbidden("the registration token is not valid".into()));
+            }
+        }
+        let changed = transaction.execute(
+            "UPDATE users SET is_guest = 0, password_hash = ?2 WHERE user_id = ?1 AND is_guest = 1",
+            params![user_id, password_hash],
+        )?;
+        if changed == 0 {
+            return Err(Error::UserInUse);
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Whether this account is a guest's.
+    pub fn is_guest(&self, user_id: &str) -> Result<bool> {
+        let mut statement = self.conn.prepare_cached("SELECT is_guest FROM users WHERE user_id = ?1")?;
+        Ok(statement.query_row([user_id], |row| row.get(0)).optional()?.unwrap_or(false))
     }
 
     /// The account with this user ID.
@@ -199,13 +261,18 @@ impl Storage {
     /// Who holds the token with this hash (deactivated users hold none).
     pub fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT t.user_id, t.device_id, u.is_admin FROM access_tokens t
+            "SELECT t.user_id, t.device_id, u.is_admin, u.is_guest FROM access_tokens t
              JOIN users u ON u.user_id = t.user_id
              WHERE t.token_hash = ?1 AND u.deactivated = 0",
         )?;
         let owner = statement
             .query_row([token_hash], |row| {
-                Ok(TokenOwner { user_id: row.get(0)?, device_id: row.get(1)?, is_admin: row.get(2)? })
+                Ok(TokenOwner {
+                    user_id: row.get(0)?,
+                    device_id: row.get(1)?,
+                    is_admin: row.get(2)?,
+                    is_guest: row.get(3)?,
+                })
             })
             .optional()?;
         Ok(owner)
@@ -294,20 +361,28 @@ impl Storage {
         Ok(self.conn.execute("DELETE FROM registration_tokens WHERE token = ?1", [token])? == 1)
     }
 
-    /// Starts a user-interactive auth session with an empty state.
-    pub fn create_uia_session(&self, session: &str) -> Result<()> {
+    /// Starts a user-interactive auth session with `state`, and ends the
+    /// sessions older than [`UIA_SESSION_LIFETIME_MS`].
+    pub fn create_uia_session(&self, session: &str, state: &serde_json::Value) -> Result<()> {
+        let now = now_ms();
+        self.conn
+            .execute("DELETE FROM uia_sessions WHERE created_ts < ?1", [now - UIA_SESSION_LIFETIME_MS])?;
         self.conn.execute(
-            "INSERT INTO uia_sessions (session, completed, created_ts) VALUES (?1, '{}', ?2)",
-            params![session, now_ms()],
+            "INSERT INTO uia_sessions (session, completed, created_ts) VALUES (?1, ?2, ?3)",
+            params![session, state.to_string(), now],
         )?;
         Ok(())
     }
 
-    /// A UIA session's state (a JSON object), or `None` if it does not exist.
+    /// A UIA session's state (a JSON object), or `None` if it does not
+    /// exist or is older than [`UIA_SESSION_LIFETIME_MS`].
     pub fn uia_session(&self, session: &str) -> Result<Option<serde_json::Value>> {
-        let mut statement =
-            self.conn.prepare_cached("SELECT completed FROM uia_sessions WHERE session = ?1")?;
-        let state: Option<String> = statement.query_row([session], |row| row.get(0)).optional()?;
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT completed FROM uia_sessions WHERE session = ?1 AND created_ts >= ?2")?;
+        let state: Option<String> = statement
+            .query_row(params![session, now_ms() - UIA_SESSION_LIFETIME_MS], |row| row.get(0))
+            .optional()?;
         Ok(state.map(|text| serde_json::from_str(&text).unwrap_or_default()))
     }
 
@@ -316,15 +391,6 @@ impl Storage {
         self.conn.execute(
             "UPDATE uia_sessions SET completed = ?2 WHERE session = ?1",
             params![session, state.to_string()],
-        )?;
-        Ok(())
-    }
-
-    /// Ends a UIA session, and sessions older than a day.
-    pub fn delete_uia_session(&self, session: &str) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM uia_sessions WHERE session = ?1 OR created_ts < ?2",
-            params![session, now_ms() - 86_400_000],
         )?;
         Ok(())
     }

@@ -189,7 +189,9 @@ const MIGRATIONS: &[&str] = &[
     super::push::PUSHERS_FOLLOW_DEVICES,
     // 14: media content in parts, uploads written as they arrive (see MEDIA_PARTS).
     super::media::MEDIA_PARTS,
-    // 15: notifications queued for push gateways (see PUSH_QUEUE).
+    // 15: guest accounts (see GUEST_ACCOUNTS).
+    super::accounts::GUEST_ACCOUNTS,
+    // 16: notifications queued for push gateways (see PUSH_QUEUE).
     super::push::PUSH_QUEUE,
 ];
 

@@ -24,7 +24,7 @@ pub(super) const PUSHERS_FOLLOW_DEVICES: &str = r#"
         (SELECT 1 FROM devices WHERE devices.user_id = pushers.user_id AND devices.device_id = pushers.device_id);
 "#;
 
-/// Migration 15: notifications waiting for a push gateway, per pusher
+/// Migration 16: notifications waiting for a push gateway, per pusher
 /// (named by its key, not its rowid, which `VACUUM INTO` may change), oldest first; written in the transaction that stores
 /// the event, so a restart or crash loses none. A pusher's queue goes with it.
 pub(super) const PUSH_QUEUE: &str = r#"

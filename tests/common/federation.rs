@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use serde_json::Value;
 
 use super::{Node, TempDir};
 
@@ -71,4 +72,41 @@ pub fn start_federating(ca: &TestCa, extra: &[&str]) -> Node {
     args.extend(extra.iter().map(|arg| arg.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Node::start_on(TempDir::new("fed"), &args, "127.0.0.1:0", &format!("127.0.0.1:{port}"))
+}
+
+/// The `hearth federation` options that make `from` a federating peer of
+/// nodes issued by `ca`.
+pub fn federation_args(ca: &TestCa, from: &Node) -> Vec<String> {
+    vec![
+        "federation".into(),
+        "--server-name".into(),
+        from.server_name.clone(),
+        "--federation-ca".into(),
+        ca.certificate_file.to_str().unwrap().into(),
+        "--federation-allow-ip".into(),
+        "127.0.0.0/8".into(),
+    ]
+}
+
+/// Sends one request from `from` to `to`, signed with `from`'s key
+/// (`hearth federation request`); returns the status and the JSON answer.
+pub fn signed_request(
+    ca: &TestCa,
+    from: &Node,
+    to: &Node,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut args = federation_args(ca, from);
+    args.extend(["request".into(), to.server_name.clone(), path.into(), "--method".into(), method.into()]);
+    if let Some(body) = body {
+        args.extend(["--body".into(), body.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, output) = from.cli(&args, None);
+    let mut lines = output.lines();
+    let status = lines.next().and_then(|line| line.trim().parse().ok()).unwrap_or(0);
+    let answer = lines.next().and_then(|line| serde_json::from_str(line).ok()).unwrap_or(Value::Null);
+    (status, answer)
 }
