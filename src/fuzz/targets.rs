@@ -448,8 +448,10 @@ fn server_acl_glob_target(input: &[u8]) {
     let both = server_acl::allowed(&json!({ "allow": [&pattern], "deny": [&pattern] }), &text);
     assert!(!both, "server ACL allows {text:?} that its deny list names ({pattern:?})");
     // Without a port or brackets the whole name is the host. A pattern over
-    // the length bound is skipped, so it allows nothing.
-    if !text.contains([':', '[']) {
+    // the length bound is skipped, so it allows nothing. Server names are
+    // ASCII (an internationalised name travels as punycode), so the
+    // reference's ASCII case folding is compared on ASCII input only.
+    if !text.contains([':', '[']) && text.is_ascii() && pattern.is_ascii() {
         let expected = pattern.len() <= server_acl::MAX_PATTERN_BYTES
             && reference_glob(&pattern, &text, true, |left, right| left.eq_ignore_ascii_case(&right));
         assert_eq!(allowed, expected, "server ACL glob {pattern:?} on {text:?}");
