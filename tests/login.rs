@@ -354,9 +354,11 @@ fn concurrent_logins_do_not_hold_up_other_requests() {
     // often the logins queued before it: a few dozen answers at most get in
     // between the logins, and the slowest wait many hashes (measured: 5 to
     // 20 answers, p99 1.5 s). The bounds leave room for a busy machine,
-    // where even /versions alone has a p99 of tens of milliseconds.
+    // where even /versions alone has a p99 of tens of milliseconds, and for
+    // a fast one, where a hash takes only ~30 ms while the hashing thread
+    // takes one of two cores from the loop and the test's own threads.
     assert!(latencies.len() >= 100, "only {} /versions answers while logins ran", latencies.len());
-    assert!(p50 * 10 < hash, "p50 {p50:?} against one hash {hash:?}");
+    assert!(p50 * 4 < hash, "p50 {p50:?} against one hash {hash:?}");
     assert!(p90 * 2 < hash, "p90 {p90:?} against one hash {hash:?}");
     assert!(p99 < hash.max(alone_p99) * 3, "p99 {p99:?} against one hash {hash:?}, alone {alone_p99:?}");
 }
