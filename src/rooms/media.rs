@@ -411,16 +411,15 @@ mod tests {
     use super::*;
     use smol::io::AsyncReadExt;
 
+    /// A stream of `length` bytes fed from `pieces`.
+    fn stream_of(pieces: smol::channel::Receiver<io::Result<Vec<u8>>>, length: usize) -> ContentStream {
+        ContentStream { pieces: Box::pin(pieces), piece: Vec::new(), position: 0, delivered: 0, length }
+    }
+
     #[test]
     fn a_content_stream_reads_its_pieces_in_order_and_ends_when_the_producer_does() {
         let (sender, pieces) = smol::channel::bounded(4);
-        let mut stream = ContentStream {
-            pieces: Box::pin(pieces),
-            piece: Vec::new(),
-            position: 0,
-            delivered: 0,
-            length: 7,
-        };
+        let mut stream = stream_of(pieces, 7);
         smol::block_on(async {
             for piece in [b"ab".to_vec(), Vec::new(), b"cde".to_vec(), b"fg".to_vec()] {
                 sender.send(Ok(piece)).await.unwrap();
@@ -435,13 +434,7 @@ mod tests {
     #[test]
     fn a_producer_error_fails_the_stream() {
         let (sender, pieces) = smol::channel::bounded(4);
-        let mut stream = ContentStream {
-            pieces: Box::pin(pieces),
-            piece: Vec::new(),
-            position: 0,
-            delivered: 0,
-            length: 9,
-        };
+        let mut stream = stream_of(pieces, 9);
         smol::block_on(async {
             sender.send(Ok(b"abc".to_vec())).await.unwrap();
             sender.send(Err(io::Error::other("disk on fire"))).await.unwrap();
@@ -453,13 +446,7 @@ mod tests {
     #[test]
     fn a_stream_closed_short_of_its_length_fails() {
         let (sender, pieces) = smol::channel::bounded(4);
-        let mut stream = ContentStream {
-            pieces: Box::pin(pieces),
-            piece: Vec::new(),
-            position: 0,
-            delivered: 0,
-            length: 9,
-        };
+        let mut stream = stream_of(pieces, 9);
         smol::block_on(async {
             sender.send(Ok(b"abc".to_vec())).await.unwrap();
             sender.close();
