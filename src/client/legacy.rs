@@ -83,17 +83,7 @@ pub async fn events(app: &Rc<App>, request: &Request) -> Result<Response> {
         if !chunk.is_empty() || left.is_zero() {
             return Ok(Response::ok(json!({ "start": start, "end": token(end), "chunk": chunk })));
         }
-        let woke = smol::future::or(
-            async {
-                listener.await;
-                true
-            },
-            async {
-                smol::Timer::after(left).await;
-                false
-            },
-        )
-        .await;
+        let woke = crate::rooms::notify::woken_within(listener, left).await;
         if !woke {
             let (chunk, end) = app.in_snapshot(|| stream_page(app, &owner, room_id, from, limit))?;
             return Ok(Response::ok(json!({ "start": start, "end": token(end), "chunk": chunk })));

@@ -169,17 +169,7 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         if has_news || since.is_none() || left.is_zero() || full_state {
             return Ok(Response::ok_json(&answer));
         }
-        let woke = smol::future::or(
-            async {
-                listener.await;
-                true
-            },
-            async {
-                smol::Timer::after(left).await;
-                false
-            },
-        )
-        .await;
+        let woke = crate::rooms::notify::woken_within(listener, left).await;
         if !woke {
             let now = Token::now(app);
             let (answer, _) = build(app, &owner, &filter, since, now, full_state)?;

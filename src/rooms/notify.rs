@@ -5,8 +5,26 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 use event_listener::{Event, EventListener};
+
+/// Waits for `listener` to fire, at most `left`: whether it fired (a
+/// long-poll answers at once when it did, and once more at its deadline
+/// when it did not).
+pub async fn woken_within(listener: EventListener, left: Duration) -> bool {
+    smol::future::or(
+        async {
+            listener.await;
+            true
+        },
+        async {
+            smol::Timer::after(left).await;
+            false
+        },
+    )
+    .await
+}
 
 /// Per-user wake-up signals.
 #[derive(Default)]
