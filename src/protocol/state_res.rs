@@ -1,5 +1,6 @@
 //! State resolution v2 (rooms v2-v11) and v2.1 (room v12): merging the room
-//! states at the tips of a forked DAG into one.
+//! states at the tips of a forked DAG into one. Room v1's algorithm is in
+//! [`v1`].
 //!
 //! Pure: events come from a `fetch_event` closure, which must return accepted
 //! events and events rejected against the state before them (they take part,
@@ -9,6 +10,7 @@
 
 #[cfg(test)]
 mod tests;
+mod v1;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -26,8 +28,6 @@ pub type StateMap = BTreeMap<(String, String), String>;
 /// Why state could not be resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateResError {
-    /// The room version uses state resolution v1 (room v1), not implemented.
-    Unsupported(&'static str),
     /// An event in a state set or an auth chain could not be fetched.
     MissingEvent(String),
 }
@@ -35,9 +35,6 @@ pub enum StateResError {
 impl std::fmt::Display for StateResError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StateResError::Unsupported(version) => {
-                write!(f, "state resolution for room version {version} is not supported")
-            }
             StateResError::MissingEvent(id) => write!(f, "event {id} is missing"),
         }
     }
@@ -54,7 +51,7 @@ pub fn resolve(
     signatures: &dyn SignatureCheck,
 ) -> Result<StateMap, StateResError> {
     if version.state_res == StateResVersion::V1 {
-        return Err(StateResError::Unsupported(version.id));
+        return v1::resolve(version, state_sets, fetch_event, signatures);
     }
     // Unconflicted state map and conflicted state set: a key is unconflicted
     // when every state set has it with the same event.

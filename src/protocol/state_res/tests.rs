@@ -67,6 +67,8 @@ impl Dag {
         let mut state = state.clone();
         for builder in builders {
             let mut event = builder.room(self.room).build();
+            // Depth (room v1 sorts by it): one past the deepest event of the branch's state.
+            event.depth = 1 + state.values().map(|id| self.events[id].depth).max().unwrap_or(0);
             self.clock += 1;
             if event.origin_server_ts == 0 {
                 event.origin_server_ts = self.clock;
@@ -139,9 +141,7 @@ fn splits_unconflicted_and_conflicted_state() {
 }
 
 #[test]
-fn room_v1_is_unsupported_and_agreement_needs_no_events() {
-    let (dag, state) = Dag::new("1");
-    assert_eq!(dag.resolve(std::slice::from_ref(&state)), Err(StateResError::Unsupported("1")));
+fn agreement_needs_no_events() {
     let (dag, state) = Dag::new("11");
     // Identical states resolve to themselves without fetching anything.
     let nothing = resolve(&dag.version, &[state.clone(), state.clone()], |_| None, &AllSigned);
@@ -303,4 +303,148 @@ fn auth_difference_brings_in_events_replaced_on_one_side() {
     assert!(full.contains("$dave-join"), "{full:?}");
     let resolved = dag.resolve(&[first, base]).unwrap();
     assert_eq!(resolved[&key("m.room.member", DAVE)], "$dave-leave");
+}
+
+// Room v1: <https://spec.matrix.org/latest/rooms/v1/#state-resolution>.
+
+/// The order v1 gives events of equal depth: descending `sha1(event_id)`
+/// first.
+fn sha1_hex(event_id: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, event_id.as_bytes()).as_ref().to_vec()
+}
+
+#[test]
+fn v1_keeps_a_key_only_one_state_has_as_unconflicted() {
+    // "A conflict occurs between states where those states have different
+    // event_ids for the same (event_type, state_key)": a missing key is none.
+    let (mut dag, base) = Dag::new("1");
+    let joined = dag.extend(&base, vec![member("$dave-join", DAVE, DAVE, "join")]);
+    let resolved = dag.resolve(&[base.clone(), joined.clone()]).unwrap();
+    assert_eq!(resolved, joined);
+    // Identical states need no events at all.
+    let nothing = resolve(&dag.version, &[base.clone(), base.clone()], |_| None, &AllSigned);
+    assert_eq!(nothing, Ok(base));
+}
+
+#[test]
+fn v1_power_levels_apply_in_ascending_depth_while_each_passes_auth() {
+    let (mut dag, base) = Dag::new("1");
+    let demote_bob = json!({ALICE: 100, BOB: 0});
+    let promote_carol = json!({ALICE: 100, BOB: 50, CAROL: 50});
+    // Alice demotes Bob (shallow); Bob, unaware, promotes Carol deeper down
+    // his branch. Alice's comes first, and Bob's then fails against it.
+    let by_alice = dag.extend(&base, vec![power_levels("$pl-alice", ALICE, demote_bob.clone())]);
+    let by_bob = dag
+        .extend(&base, vec![topic("$topic-bob", BOB), power_levels("$pl-bob", BOB, promote_carol.clone())]);
+    let resolved = dag.resolve(&[by_alice.clone(), by_bob.clone()]).unwrap();
+    assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl-alice");
+    // Order of the state sets does not matter.
+    assert_eq!(dag.resolve(&[by_bob, by_alice]).unwrap(), resolved);
+
+    // The other way round: Bob's is shallower, and Alice's deeper one is
+    // allowed on top of it, so the deeper one stands.
+    let (mut dag, base) = Dag::new("1");
+    let by_bob = dag.extend(&base, vec![power_levels("$pl-bob", BOB, promote_carol)]);
+    let by_alice =
+        dag.extend(&base, vec![topic("$topic-alice", ALICE), power_levels("$pl-alice", ALICE, demote_bob)]);
+    let resolved = dag.resolve(&[by_bob, by_alice]).unwrap();
+    assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl-alice");
+    // The topic was only in one state: not a conflict.
+    assert_eq!(resolved[&key("m.room.topic", "")], "$topic-alice");
+}
+
+#[test]
+fn v1_equal_depths_order_by_descending_sha1() {
+    let (mut dag, base) = Dag::new("1");
+    // Alice and Bob both change the power levels at the same depth, each
+    // change allowed on top of the other: the one sorted last wins, and
+    // that is the one of lowest sha1(event_id).
+    let first =
+        dag.extend(&base, vec![power_levels("$pl-a", ALICE, json!({ALICE: 100, BOB: 50, CAROL: 10}))]);
+    let second = dag.extend(&base, vec![power_levels("$pl-b", BOB, json!({ALICE: 100, BOB: 50, CAROL: 20}))]);
+    let expected = if sha1_hex("$pl-a") < sha1_hex("$pl-b") { "$pl-a" } else { "$pl-b" };
+    let resolved = dag.resolve(&[first, second]).unwrap();
+    assert_eq!(resolved[&key("m.room.power_levels", "")], expected);
+}
+
+#[test]
+fn v1_join_rules_are_checked_against_the_resolved_power_levels() {
+    let (mut dag, base) = Dag::new("1");
+    // Alice demotes Bob; Bob, unaware, makes the room invite-only (deeper).
+    let demoted = dag.extend(&base, vec![power_levels("$pl-alice", ALICE, json!({ALICE: 100, BOB: 0}))]);
+    let invite_only =
+        pdu("$jr-bob", "m.room.join_rules", Some(""), BOB).content(json!({"join_rule": "invite"}));
+    let by_bob = dag.extend(&base, vec![topic("$topic-bob", BOB), invite_only]);
+    let resolved = dag.resolve(&[demoted, by_bob]).unwrap();
+    assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl-alice");
+    // $jr-bob would pass against the original power levels; against the
+    // partially resolved state R it does not.
+    assert_eq!(resolved[&key("m.room.join_rules", "")], "$join-rules");
+}
+
+#[test]
+fn v1_members_resolve_by_depth_against_the_resolved_join_rules() {
+    // Dave joins while Alice bans him: whichever is deeper, the ban stands
+    // (a join on top of a ban fails, a ban on top of a join passes).
+    for join_deeper in [false, true] {
+        let (mut dag, base) = Dag::new("1");
+        let mut join = vec![member("$dave-join", DAVE, DAVE, "join")];
+        let mut ban = vec![member("$dave-ban", ALICE, DAVE, "ban")];
+        match join_deeper {
+            true => join.insert(0, topic("$topic-bob", BOB)),
+            false => ban.insert(0, topic("$topic-alice", ALICE)),
+        }
+        let joined = dag.extend(&base, join);
+        let banned = dag.extend(&base, ban);
+        let resolved = dag.resolve(&[joined, banned]).unwrap();
+        assert_eq!(resolved[&key("m.room.member", DAVE)], "$dave-ban", "join deeper: {join_deeper}");
+    }
+
+    // Alice makes the room invite-only and kicks Carol, while Carol, unaware,
+    // leaves and rejoins deeper down her branch.
+    let (mut dag, base) = Dag::new("1");
+    let invite_only =
+        pdu("$jr-alice", "m.room.join_rules", Some(""), ALICE).content(json!({"join_rule": "invite"}));
+    let kicked = dag.extend(&base, vec![invite_only, member("$carol-kick", ALICE, CAROL, "leave")]);
+    let rejoined = dag.extend(
+        &base,
+        vec![
+            topic("$topic-bob", BOB),
+            member("$carol-leave", CAROL, CAROL, "leave"),
+            member("$carol-rejoin", CAROL, CAROL, "join"),
+        ],
+    );
+    let resolved = dag.resolve(&[kicked, rejoined]).unwrap();
+    assert_eq!(resolved[&key("m.room.join_rules", "")], "$jr-alice");
+    // Ascending depth: $carol-kick, then $carol-rejoin, which fails in an
+    // invite-only room where Carol has left: the kick stands.
+    assert_eq!(resolved[&key("m.room.member", CAROL)], "$carol-kick");
+}
+
+#[test]
+fn v1_other_keys_take_the_deepest_event_that_passes_auth() {
+    let (mut dag, base) = Dag::new("1");
+    let by_alice = dag.extend(&base, vec![topic("$topic-alice", ALICE)]);
+    let by_bob =
+        dag.extend(&base, vec![pdu("$name-alice", "m.room.name", Some(""), ALICE), topic("$topic-bob", BOB)]);
+    // Bob's topic is deeper and passes: it wins.
+    let resolved = dag.resolve(&[by_alice.clone(), by_bob.clone()]).unwrap();
+    assert_eq!(resolved[&key("m.room.topic", "")], "$topic-bob");
+
+    // If Bob was demoted below the topic level meanwhile (state_default 50),
+    // his topic fails in R and Alice's shallower one is picked.
+    let demoted = dag.extend(&by_alice, vec![power_levels("$pl-alice", ALICE, json!({ALICE: 100, BOB: 0}))]);
+    let resolved = dag.resolve(&[demoted, by_bob]).unwrap();
+    assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl-alice");
+    assert_eq!(resolved[&key("m.room.topic", "")], "$topic-alice");
+}
+
+#[test]
+fn v1_events_that_cannot_be_fetched_take_no_part() {
+    let (mut dag, base) = Dag::new("1");
+    let by_alice = dag.extend(&base, vec![topic("$topic-alice", ALICE)]);
+    let by_bob = dag.extend(&base, vec![topic("$topic-bob", BOB)]);
+    let fetch = |id: &str| (id != "$topic-bob").then(|| dag.events.get(id).cloned()).flatten();
+    let resolved = resolve(&dag.version, &[by_alice, by_bob], fetch, &AllSigned).unwrap();
+    assert_eq!(resolved[&key("m.room.topic", "")], "$topic-alice");
 }
