@@ -124,6 +124,8 @@ pub struct App {
     pub media_stream_clients: Rc<crate::rooms::media::Slots>,
     /// Uploads under way, in all and per user (see `rooms::upload`).
     pub media_uploads: Rc<crate::rooms::media::Slots>,
+    /// Link previews being fetched, per user and in all.
+    pub url_previews: Rc<crate::rooms::media::Slots>,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
 }
@@ -177,6 +179,10 @@ impl App {
             media_uploads: crate::rooms::media::Slots::new(
                 crate::rooms::upload::MAX_UPLOADS,
                 crate::rooms::upload::MAX_UPLOADS_PER_USER,
+            ),
+            url_previews: crate::rooms::media::Slots::new(
+                crate::federation::preview::MAX_PREVIEWS,
+                crate::federation::preview::MAX_PREVIEWS_PER_USER,
             ),
             pdu_cache: PduCache::default(),
             login_limits,

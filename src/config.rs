@@ -244,6 +244,11 @@ pub struct Config {
     /// default). Guests may use only the endpoints the spec lists for them.
     /// Spec: <https://spec.matrix.org/latest/client-server-api/#guest-access>.
     pub guest_access: bool,
+    /// Whether `GET /_matrix/client/v1/media/preview_url` fetches link
+    /// previews (off by default: the server then fetches any URL a user
+    /// names; private addresses only as `[federation] allow_ips` allows).
+    /// Named as in Synapse's config.
+    pub url_preview_enabled: bool,
     /// Room version for new rooms.
     pub default_room_version: String,
     /// Sockets to serve.
@@ -268,6 +273,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             registration: Registration::Token,
             guest_access: false,
+            url_preview_enabled: false,
             default_room_version: room_version::DEFAULT.into(),
             listeners: vec![
                 Listener { address: ([127, 0, 0, 1], 8008).into(), tls: false, federation: false },
@@ -438,6 +444,12 @@ registration = "token"
 # world-readable rooms, join rooms whose m.room.guest_access is "can_join",
 # and use only the endpoints the spec lists for guests.
 guest_access = false
+
+# Link previews (GET /_matrix/client/v1/media/preview_url): the server fetches
+# pages users link to (http and https; public addresses only, unless
+# [federation] allow_ips names a private range), 1 MiB per page, 10 s each,
+# and caches each answer for an hour.
+url_preview_enabled = false
 
 # Room version for new rooms.
 default_room_version = "{default_version}"

@@ -141,7 +141,7 @@ fn downloads_need_a_token_and_an_existing_valid_id() {
     );
     // Remote content is never fetched for an unauthenticated request.
     assert_error(&json_of(get(&anonymous, "/_matrix/media/v3/download/example.org/abc")), 404, "M_NOT_FOUND");
-    // URL previews are not supported.
+    // URL previews are off unless the config enables them (tests/url_preview.rs).
     let preview = "/_matrix/client/v1/media/preview_url?url=https%3A%2F%2Fexample.org";
     assert_error(&json_of(get(&alice, preview)), 404, "M_UNRECOGNIZED");
 }

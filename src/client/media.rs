@@ -16,8 +16,10 @@
 //! most [`content::THUMBNAIL_PASSTHROUGH_MAX_BYTES`], and not animated
 //! unless animation was asked for; otherwise 404 `M_NOT_FOUND`, as the spec
 //! allows when a thumbnail cannot be made. Remote thumbnails are asked of
-//! the content's server and cached. URL previews are not supported: 404
-//! `M_UNRECOGNIZED`.
+//! the content's server and cached. URL previews (`preview_url`, both
+//! families) are fetched by `federation/preview.rs` when the config's
+//! `url_preview_enabled` says so; otherwise 404 `M_UNRECOGNIZED`, as Synapse
+//! answers when they are disabled.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#content-repository>.
 
@@ -29,6 +31,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::federation::media::{Fetched, fetch_content, fetch_thumbnail};
+use crate::federation::preview;
 use crate::http::{Request, Response};
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::media::{self, MediaId, ThumbnailRequest};
@@ -85,7 +88,7 @@ pub async fn route_legacy(app: &Rc<App>, request: &Request) -> Result<Response> 
             thumbnail(app, request, server, media_id, Access::Unauthenticated).await
         }
         ["config"] if *method == Get => config(app, request),
-        // URL previews are not supported.
+        ["preview_url"] if *method == Get => preview_url(app, request).await,
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
     };
     if result.is_err() {
@@ -116,7 +119,7 @@ pub async fn route_authenticated(app: &Rc<App>, request: &Request, rest: &[&str]
             thumbnail(app, request, server, media_id, Access::Authenticated).await
         }
         ["config"] => config(app, request),
-        // URL previews are not supported.
+        ["preview_url"] => preview_url(app, request).await,
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
 }
@@ -125,6 +128,30 @@ pub async fn route_authenticated(app: &Rc<App>, request: &Request, rest: &[&str]
 fn config(app: &App, request: &Request) -> Result<Response> {
     app.authenticate(request)?;
     Ok(Response::ok(json!({ "m.upload.size": app.config.limits.max_media_body })))
+}
+
+/// `GET .../preview_url?url=&ts=`: the Open Graph metadata of a page.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1mediapreview_url>.
+async fn preview_url(app: &App, request: &Request) -> Result<Response> {
+    let owner = app.authenticate(request)?;
+    if !app.config.url_preview_enabled {
+        return Err(Error::Unrecognized { method_not_allowed: false });
+    }
+    let url = request.query("url").ok_or_else(|| Error::MissingParam("url is required".into()))?;
+    if url.len() > preview::MAX_URL_BYTES {
+        return Err(Error::InvalidParam(format!("url is longer than {} bytes", preview::MAX_URL_BYTES)));
+    }
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("http" | "https")) {
+        return Err(Error::InvalidParam("url must be an http or https URL".into()));
+    }
+    let ts = match request.query("ts") {
+        Some(text) => text.parse::<i64>().map_err(|_| Error::InvalidParam("ts must be an integer".into()))?,
+        None => now_ms(),
+    };
+    let _turn =
+        app.url_previews.try_take(&owner.user_id).ok_or(Error::LimitExceeded { retry_after_ms: 1_000 })?;
+    Ok(Response::ok(preview::preview(app, url, ts).await?))
 }
 
 /// `POST /_matrix/media/v3/upload?filename=`: stores the body as new content.

@@ -30,7 +30,7 @@ const WELL_KNOWN_MIN_TTL: Duration = Duration::from_secs(5 * 60);
 /// Spec: errors are cached "for up to an hour".
 const WELL_KNOWN_ERROR_TTL: Duration = Duration::from_secs(3600);
 /// Spec: follow 30x redirects "being careful to avoid redirect loops".
-const MAX_REDIRECTS: usize = 5;
+pub const MAX_REDIRECTS: usize = 5;
 /// A well-known document is a few dozen bytes; Synapse refuses past 50 KiB.
 const MAX_WELL_KNOWN_BYTES: usize = 50 * 1024;
 /// A resolved target is reused this long (DNS TTLs are not tracked).
@@ -230,15 +230,39 @@ async fn fetch_well_known(federation: &Federation, host: &str) -> Result<(String
 /// redirect), following up to [`MAX_REDIRECTS`] redirects to HTTPS URLs.
 /// The address filter of every outbound request applies.
 pub async fn get_url(federation: &Federation, url: &str, max_body: usize) -> Result<transport::RawResponse> {
+    fetch_url(federation, url, max_body, Schemes::HttpsOnly).await.map(|(response, _)| response)
+}
+
+/// Which URL schemes [`fetch_url`] follows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Schemes {
+    /// `https://` only.
+    HttpsOnly,
+    /// `http://` too (link previews): plain TCP to the same addresses TLS
+    /// may reach, never to a private one the allow-list does not name.
+    HttpOrHttps,
+}
+
+/// `GET` a URL of `schemes`, following up to [`MAX_REDIRECTS`] redirects,
+/// each one checked like the first (scheme, address filter). Answers the
+/// response and the URL that gave it (where relative links start).
+pub async fn fetch_url(
+    federation: &Federation,
+    url: &str,
+    max_body: usize,
+    schemes: Schemes,
+) -> Result<(transport::RawResponse, http_types::Url)> {
     let refused = |why: String| Error::matrix(502, "M_UNKNOWN", format!("cannot fetch {url}: {why}"));
     let mut url = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
         let parsed = http_types::Url::parse(&url).map_err(|error| refused(error.to_string()))?;
-        if parsed.scheme() != "https" {
-            return Err(refused(format!("{url} is not an HTTPS URL")));
-        }
+        let tls = match (parsed.scheme(), schemes) {
+            ("https", _) => true,
+            ("http", Schemes::HttpOrHttps) => false,
+            _ => return Err(refused(format!("{url} is not an URL we may fetch"))),
+        };
         let url_host = parsed.host_str().ok_or_else(|| refused("a URL without a host".into()))?.to_string();
-        let port = parsed.port().unwrap_or(443);
+        let port = parsed.port_or_known_default().unwrap_or(443);
         let addresses = lookup(federation, &url_host, port).await?;
         let host_header = match parsed.port() {
             Some(port) => format!("{url_host}:{port}"),
@@ -250,15 +274,17 @@ pub async fn get_url(federation: &Federation, url: &str, max_body: usize) -> Res
             Some(query) => format!("{}?{query}", parsed.path()),
             None => parsed.path().to_string(),
         };
-        let response =
-            transport::exchange(federation, &target, Method::Get, &path, &[], None, max_body).await?;
+        let response = match tls {
+            true => transport::exchange(federation, &target, Method::Get, &path, &[], None, max_body).await?,
+            false => transport::exchange_plain_public(federation, &target, &path, max_body).await?,
+        };
         if (300..400).contains(&response.status) {
             let location =
                 response.header("location").ok_or_else(|| refused("a redirect without Location".into()))?;
             url = parsed.join(location).map_err(|error| refused(error.to_string()))?.to_string();
             continue;
         }
-        return Ok(response);
+        return Ok((response, parsed));
     }
     Err(refused("too many redirects".into()))
 }

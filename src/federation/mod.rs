@@ -16,6 +16,7 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod pdus;
+pub mod preview;
 pub mod push;
 pub mod queries;
 pub mod sender;

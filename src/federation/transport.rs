@@ -198,10 +198,34 @@ pub async fn exchange_plain(
     max_body: usize,
 ) -> Result<RawResponse> {
     let work = async {
-        let stream = connect_plain(&federation.allow_ips, target).await?;
+        let stream = connect_plain(&federation.allow_ips, target, PlainTo::AllowedOnly).await?;
         send_on(stream, target, method, path_and_query, headers, body, max_body).await
     };
     within_deadline(target, work).await
+}
+
+/// [`exchange`] over plain TCP for `http://` URLs a user asked for (link
+/// previews): public addresses and those the allow-list names, as for TLS.
+pub async fn exchange_plain_public(
+    federation: &Federation,
+    target: &Target,
+    path_and_query: &str,
+    max_body: usize,
+) -> Result<RawResponse> {
+    let work = async {
+        let stream = connect_plain(&federation.allow_ips, target, PlainTo::PublicOrAllowed).await?;
+        send_on(stream, target, Method::Get, path_and_query, &[], None, max_body).await
+    };
+    within_deadline(target, work).await
+}
+
+/// Where plain TCP may go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlainTo {
+    /// Only addresses the allow-list names (push gateways).
+    AllowedOnly,
+    /// Public addresses too (link previews).
+    PublicOrAllowed,
 }
 
 /// Sends one request on a connected stream and reads the bounded response.
@@ -242,13 +266,20 @@ async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
     Ok(RawResponse { status: response.status, headers, body })
 }
 
-/// Tries each address the allow-list names, in turn, over plain TCP.
-async fn connect_plain(allow: &[Cidr], target: &Target) -> Result<Async<TcpStream>> {
+/// Tries each address `to` permits, in turn, over plain TCP.
+async fn connect_plain(allow: &[Cidr], target: &Target, to: PlainTo) -> Result<Async<TcpStream>> {
     let mut errors = Vec::new();
     for address in &target.addresses {
-        if !allow.iter().any(|cidr| cidr.contains(address.ip())) {
-            errors.push(format!("{address}: plain HTTP only to allowed addresses"));
-            continue;
+        match to {
+            PlainTo::AllowedOnly if !allow.iter().any(|cidr| cidr.contains(address.ip())) => {
+                errors.push(format!("{address}: plain HTTP only to allowed addresses"));
+                continue;
+            }
+            PlainTo::PublicOrAllowed if !may_connect(address.ip(), allow) => {
+                errors.push(format!("{address}: not a public address"));
+                continue;
+            }
+            _ => {}
         }
         let attempt =
             async { Async::<TcpStream>::connect(*address).await.map_err(|error| error.to_string()) }

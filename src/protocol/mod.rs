@@ -20,6 +20,7 @@ pub mod room_version;
 pub mod server_acl;
 pub mod signing;
 pub mod state_res;
+pub mod url_preview;
 pub mod x_matrix;
 
 #[cfg(test)]

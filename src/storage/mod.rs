@@ -21,6 +21,7 @@ mod secrets;
 mod server_keys;
 mod sync;
 mod transactions;
+mod url_previews;
 
 pub use accounts::{Device, TokenOwner};
 pub use batch::{GroupVisibility, SenderAndContent};
