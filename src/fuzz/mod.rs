@@ -567,4 +567,9 @@ mod tests {
     fn push_rule_glob() {
         check(&targets::PUSH_RULE_GLOB);
     }
+
+    #[test]
+    fn url_preview() {
+        check(&targets::URL_PREVIEW);
+    }
 }

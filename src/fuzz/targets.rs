@@ -23,7 +23,7 @@ use crate::protocol::power_levels::{PowerLevels, RoomPower};
 use crate::protocol::push_rules::{self, Context, Kind, PushRule, Ruleset};
 use crate::protocol::room_version::{self, EventIdFormat};
 use crate::protocol::signing::{self, PublicKey, SigningKey};
-use crate::protocol::{hashes, identifiers, redaction, server_acl, x_matrix};
+use crate::protocol::{hashes, identifiers, redaction, server_acl, url_preview, x_matrix};
 
 /// JSON inputs: room for a full event, well past the 64 KiB PDU limit's
 /// share of a short run.
@@ -633,4 +633,55 @@ pub static HTTP_HEAD: Target = Target {
     max_len: 32 << 10,
     short_execs: 5_000,
     run: http_head_target,
+};
+
+// ---------------------------------------------------------------------------
+// Link previews: the Open Graph extractor over fetched pages.
+
+/// The extractor returns on any page; every value it answers is a string
+/// within the length bound, keyed `og:*`.
+fn url_preview_target(input: &[u8]) {
+    let og = url_preview::extract(&String::from_utf8_lossy(input));
+    for (key, value) in &og {
+        assert!(key.starts_with("og:"), "key {key:?}");
+        let text = value.as_str().unwrap_or_else(|| panic!("value of {key} is not a string: {value}"));
+        assert!(text.chars().count() <= url_preview::MAX_VALUE_CHARS, "value of {key} too long");
+    }
+}
+
+pub static URL_PREVIEW: Target = Target {
+    name: "url_preview",
+    seeds: &[
+        b"<html><head><title>T</title><meta property=\"og:title\" content=\"A &amp; B\"></head></html>",
+        b"<meta name='description' content='d'><meta property=og:image content=/i.png>",
+        b"<!-- <meta property=og:title content=x> --><script>'<title>'</script><title>&#x41;</title>",
+    ],
+    dictionary: &[
+        b"<",
+        b">",
+        b"</",
+        b"<!--",
+        b"-->",
+        b"<meta ",
+        b"<title>",
+        b"</title>",
+        b"<script>",
+        b"</script>",
+        b"property=",
+        b"name=",
+        b"content=",
+        b"\"",
+        b"'",
+        b"og:title",
+        b"og:image",
+        b"&amp;",
+        b"&#x",
+        b"&#",
+        b";",
+        b"\xc3\xa9",
+        b"\x00",
+    ],
+    max_len: 32 << 10,
+    short_execs: 3_000,
+    run: url_preview_target,
 };
