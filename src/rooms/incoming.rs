@@ -95,7 +95,8 @@ pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownSt
     Ok(Before::Map(resolve(app, version, states, None)?))
 }
 
-/// Resolves several states into one (state resolution v2 / v2.1). `pending`
+/// Resolves several states into one (state resolution v1, v2 or v2.1, as the
+/// room version says). `pending`
 /// is an event the states may name that is not stored yet.
 pub fn resolve(
     app: &App,
