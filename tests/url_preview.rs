@@ -29,8 +29,8 @@ const PAGE: &str = r#"<!doctype html><html><head>
 <meta property="og:description" content="A page about
    small servers.">
 <meta property="og:image" content="/image.png">
-<meta property="og:image:width" content="1">
-<meta property="og:image:height" content="1">
+<meta property="og:image:width" content="640">
+<meta property="og:image:height" content="480">
 </head><body><p>Hello</p></body></html>"#;
 
 /// The linked site: one thread per connection, answering by path. Counts
@@ -131,6 +131,7 @@ fn a_page_is_previewed_with_its_image_copied_and_cached() {
     assert_eq!(status, 200, "{og}");
     assert_eq!(og["og:title"], "Hearth & home");
     assert_eq!(og["og:description"], "A page about small servers.");
+    // The image's own header wins over what the page says of it.
     assert_eq!(og["og:image:width"], 1);
     assert_eq!(og["og:image:height"], 1);
     assert_eq!(og["og:image:type"], "image/png");
@@ -150,10 +151,23 @@ fn a_page_is_previewed_with_its_image_copied_and_cached() {
     let at_ts =
         format!("/_matrix/client/v1/media/preview_url?url={}&ts={}", enc(&site.url("/page")), ts + 1000);
     assert_eq!(bob.get(&at_ts), (200, og.clone()));
+    // Nor for a `ts` before it was fetched: the first preview after `ts`
+    // is the one current then (as Synapse picks), and it is fresh at `ts`.
+    let before =
+        format!("/_matrix/client/v1/media/preview_url?url={}&ts={}", enc(&site.url("/page")), ts - 7_200_000);
+    assert_eq!(bob.get(&before), (200, og.clone()));
     assert_eq!(site.page_requests.load(Ordering::SeqCst), 1);
-    // The legacy endpoint answers the same.
+    // At a `ts` past the hour, the cached answer is stale: fetched again.
+    let later =
+        format!("/_matrix/client/v1/media/preview_url?url={}&ts={}", enc(&site.url("/page")), ts + 7_200_000);
+    let (status, again) = bob.get(&later);
+    assert_eq!((status, &again["og:title"]), (200, &og["og:title"]), "{again}");
+    assert_eq!(site.page_requests.load(Ordering::SeqCst), 2);
+    assert_error(&bob.get(&format!("{later}x")), 400, "M_INVALID_PARAM");
+    // The legacy endpoint answers the same: now, the latest preview.
     let legacy = format!("/_matrix/media/v3/preview_url?url={}", enc(&site.url("/page")));
-    assert_eq!(alice.get(&legacy), (200, og));
+    assert_eq!(alice.get(&legacy), (200, again));
+    assert_eq!(site.page_requests.load(Ordering::SeqCst), 2);
 
     // A redirect within what may be reached is followed; `<title>` stands
     // in for a missing og:title.
@@ -164,6 +178,7 @@ fn a_page_is_previewed_with_its_image_copied_and_cached() {
     // An image linked to directly is its own preview.
     let (status, image) = preview(&alice, &site.url("/image.png"));
     assert_eq!((status, &image["og:image:type"]), (200, &json!("image/png")), "{image}");
+    assert_eq!((&image["og:image:width"], &image["matrix:image:size"]), (&json!(1), &json!(PNG.len())));
 }
 
 /// Every hostile case answers a clean Matrix error, and the node goes on.

@@ -149,6 +149,11 @@ fn store_image(app: &App, content_type: &str, content: &[u8]) -> Result<Map<Stri
     og.insert("og:image".into(), json!(format!("mxc://{server}/{media_id}")));
     og.insert("og:image:type".into(), json!(content_type));
     og.insert("matrix:image:size".into(), json!(content.len()));
+    // The image's own header says its size better than the page can.
+    if let Some((width, height)) = url_preview::image_dimensions(content) {
+        og.insert("og:image:width".into(), json!(width));
+        og.insert("og:image:height".into(), json!(height));
+    }
     Ok(og)
 }
 

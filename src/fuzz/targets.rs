@@ -639,8 +639,10 @@ pub static HTTP_HEAD: Target = Target {
 // Link previews: the Open Graph extractor over fetched pages.
 
 /// The extractor returns on any page; every value it answers is a string
-/// within the length bound, keyed `og:*`.
+/// within the length bound, keyed `og:*`. The image header reader returns
+/// on any bytes.
 fn url_preview_target(input: &[u8]) {
+    let _ = url_preview::image_dimensions(input);
     let og = url_preview::extract(&String::from_utf8_lossy(input));
     for (key, value) in &og {
         assert!(key.starts_with("og:"), "key {key:?}");

@@ -31,6 +31,57 @@ pub fn is_image(content_type: &str) -> bool {
     content_type.trim_start().to_ascii_lowercase().starts_with("image/")
 }
 
+/// The width and height an image's header states: PNG, GIF, JPEG and WebP
+/// (lossy, lossless and extended); `None` for anything else or a header cut
+/// short. No pixel is decoded; a JPEG's markers are walked forward only.
+pub fn image_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |at: usize| bytes.get(at..at + 2).map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])));
+    let le16 = |at: usize| bytes.get(at..at + 2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])));
+    let le24 = |at: usize| bytes.get(at..at + 3).map(|b| u32::from_le_bytes([b[0], b[1], b[2], 0]));
+    let be32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.get(12..16) == Some(b"IHDR") {
+        return Some((be32(16)?, be32(20)?));
+    }
+    if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        return Some((le16(6)?, le16(8)?));
+    }
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        return match bytes.get(12..16)? {
+            b"VP8 " if bytes.get(23..26) == Some(&[0x9d, 0x01, 0x2a]) => {
+                Some((le16(26)? & 0x3fff, le16(28)? & 0x3fff))
+            }
+            b"VP8L" if bytes.get(20) == Some(&0x2f) => {
+                let bits = u32::from_le_bytes(bytes.get(21..25)?.try_into().ok()?);
+                Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+            }
+            b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
+            _ => None,
+        };
+    }
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        // Segments: 0xFF, a marker, a big-endian length counting itself.
+        let mut at = 2;
+        loop {
+            if *bytes.get(at)? != 0xff {
+                return None;
+            }
+            let marker = *bytes.get(at + 1)?;
+            match marker {
+                // Fill bytes before a marker.
+                0xff => at += 1,
+                // Start of frame (all but DHT, JPG and DAC).
+                0xc0..=0xcf if !matches!(marker, 0xc4 | 0xc8 | 0xcc) => {
+                    return Some((be16(at + 7)?, be16(at + 5)?));
+                }
+                // Markers without a length.
+                0x01 | 0xd0..=0xd7 => at += 2,
+                _ => at += 2 + usize::try_from(be16(at + 2)?).ok()?,
+            }
+        }
+    }
+    None
+}
+
 /// The Open Graph keys of `html` (`og:*` from `<meta property=...>` or
 /// `<meta name=...>`, first occurrence wins), with `og:title` falling back
 /// to `<title>` and `og:description` to `<meta name="description">`.
@@ -248,6 +299,30 @@ mod tests {
             <meta content="a > b" property="og:title">"#,
             json!({"og:title": "a > b"}),
         );
+    }
+
+    #[test]
+    fn image_dimensions_come_from_headers() {
+        let png =
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x01\x40\x00\x00\x00\xf0\x08\x06\x00\x00\x00";
+        assert_eq!(image_dimensions(png), Some((320, 240)));
+        assert_eq!(image_dimensions(b"GIF89a\x40\x01\xf0\x00\x00"), Some((320, 240)));
+        // JPEG: SOI, an APP0 segment, then SOF0 (precision, height, width).
+        let jpeg = b"\xff\xd8\xff\xe0\x00\x04ab\xff\xff\xc0\x00\x11\x08\x00\xf0\x01\x40\x03";
+        assert_eq!(image_dimensions(jpeg), Some((320, 240)));
+        let vp8 = b"RIFF\x00\x00\x00\x00WEBPVP8 \x00\x00\x00\x00\x00\x00\x00\x9d\x01\x2a\x40\x01\xf0\x00";
+        assert_eq!(image_dimensions(vp8), Some((320, 240)));
+        // VP8L: 14 bits of width-1 (319), then 14 of height-1 (239).
+        let bits: u32 = 319 | (239 << 14);
+        let mut vp8l = b"RIFF\x00\x00\x00\x00WEBPVP8L\x00\x00\x00\x00\x2f".to_vec();
+        vp8l.extend_from_slice(&bits.to_le_bytes());
+        assert_eq!(image_dimensions(&vp8l), Some((320, 240)));
+        let vp8x = b"RIFF\x00\x00\x00\x00WEBPVP8X\x00\x00\x00\x00\x00\x00\x00\x00\x3f\x01\x00\xef\x00\x00";
+        assert_eq!(image_dimensions(vp8x), Some((320, 240)));
+        // Cut short, unknown, or a JPEG whose markers run off the end.
+        for bytes in [&png[..20], b"BM\x00\x00", b"\xff\xd8\xff\xe0\xff\xff", b"\xff\xd8\x00", b""] {
+            assert_eq!(image_dimensions(bytes), None, "{bytes:?}");
+        }
     }
 
     #[test]
