@@ -121,9 +121,16 @@ pub fn store_fetched(app: &App, user_id: &str, list: &RemoteDeviceList) -> Resul
     app.storage().replace_remote_device_list(user_id, list)
 }
 
-/// Whether a remote user's list may be cached: only then do updates reach us.
+/// Whether a remote user's list may be cached: only while they share a room
+/// with one of our users do their updates reach us. A list cached before is
+/// marked stale when they no longer do, so it is fetched again should they
+/// share one later.
 pub fn cacheable(app: &App, user_id: &str) -> Result<bool> {
-    app.storage().shares_a_room_with_a_local_user(user_id)
+    let shares = app.storage().shares_a_room_with_a_local_user(user_id)?;
+    if !shares {
+        app.storage().mark_remote_device_list_stale(user_id)?;
+    }
+    Ok(shares)
 }
 
 /// A remote user's keys from a fresh cached list, shaped as for a local user
