@@ -270,8 +270,8 @@ fn the_user_directory_follows_join_rules_history_visibility_and_leaves() {
     join(&bob, &shared);
     let carols = create_room(&carol, json!({ "preset": "public_chat" }));
     let erins = create_room(&erin, json!({ "preset": "private_chat" }));
-    assert_eq!(search("bob"), [bob.user_id.clone()]);
-    assert_eq!(search("carol"), [carol.user_id.clone()]);
+    assert_eq!(search("bob"), [bob.user_id.as_str()]);
+    assert_eq!(search("carol"), [carol.user_id.as_str()]);
     assert_eq!(search("erin"), Vec::<String>::new());
     assert_eq!(search("alice"), Vec::<String>::new());
 
@@ -282,7 +282,7 @@ fn the_user_directory_follows_join_rules_history_visibility_and_leaves() {
     // Erin's private room becomes world-readable: she is found.
     let path = format!("/_matrix/client/v3/rooms/{erins}/state/m.room.history_visibility/");
     assert_eq!(erin.put(&path, &json!({ "history_visibility": "world_readable" })).0, 200);
-    assert_eq!(search("erin"), [erin.user_id.clone()]);
+    assert_eq!(search("erin"), [erin.user_id.as_str()]);
     // Bob leaves the only room he shared with alice.
     assert_eq!(bob.post(&format!("/_matrix/client/v3/rooms/{shared}/leave"), &json!({})).0, 200);
     assert_eq!(search("bob"), Vec::<String>::new());
