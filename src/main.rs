@@ -8,6 +8,8 @@ mod cli;
 mod client;
 mod config;
 mod credentials;
+#[cfg(test)]
+mod endpoints;
 mod error;
 mod federation;
 #[cfg(test)]

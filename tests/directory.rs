@@ -205,6 +205,9 @@ fn directory_visibility_needs_power_in_the_room() {
     assert_eq!(body["chunk"], json!([]));
 }
 
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3user_directorysearch>
+/// (users sharing a room with the searcher, and users joined to rooms with a
+/// `public` join rule or `world_readable` history; Synapse's default scope).
 #[test]
 fn the_user_directory_finds_room_mates_and_public_room_members_only() {
     let node = Node::start();
@@ -241,6 +244,48 @@ fn the_user_directory_finds_room_mates_and_public_room_members_only() {
     assert_eq!(limited["results"].as_array().unwrap().len(), 1);
     assert_eq!(limited["limited"], true);
     assert_error(&alice.post("/_matrix/client/v3/user_directory/search", &json!({})), 400, "M_MISSING_PARAM");
+}
+
+/// Who is searchable is decided by the rooms' current state: a user whose
+/// only public room becomes invite-only drops out, one in a private room
+/// whose history is `world_readable` is found, and a room mate who leaves
+/// drops out. The searcher is not a result of their own private rooms
+/// (Synapse's `users_who_share_private_rooms` pairs distinct users).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3user_directorysearch>.
+#[test]
+fn the_user_directory_follows_join_rules_history_visibility_and_leaves() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let carol = node.register("carol");
+    let erin = node.register("erin");
+    let search = |term: &str| {
+        let (status, answer) =
+            alice.post("/_matrix/client/v3/user_directory/search", &json!({ "search_term": term }));
+        assert_eq!(status, 200, "{answer}");
+        let results = answer["results"].as_array().unwrap();
+        results.iter().map(|result| result["user_id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let shared = create_room(&alice, json!({ "preset": "private_chat", "invite": [bob.user_id] }));
+    join(&bob, &shared);
+    let carols = create_room(&carol, json!({ "preset": "public_chat" }));
+    let erins = create_room(&erin, json!({ "preset": "private_chat" }));
+    assert_eq!(search("bob"), [bob.user_id.as_str()]);
+    assert_eq!(search("carol"), [carol.user_id.as_str()]);
+    assert_eq!(search("erin"), Vec::<String>::new());
+    assert_eq!(search("alice"), Vec::<String>::new());
+
+    // Carol's room stops being public: she is no longer found.
+    let path = format!("/_matrix/client/v3/rooms/{carols}/state/m.room.join_rules/");
+    assert_eq!(carol.put(&path, &json!({ "join_rule": "invite" })).0, 200);
+    assert_eq!(search("carol"), Vec::<String>::new());
+    // Erin's private room becomes world-readable: she is found.
+    let path = format!("/_matrix/client/v3/rooms/{erins}/state/m.room.history_visibility/");
+    assert_eq!(erin.put(&path, &json!({ "history_visibility": "world_readable" })).0, 200);
+    assert_eq!(search("erin"), [erin.user_id.as_str()]);
+    // Bob leaves the only room he shared with alice.
+    assert_eq!(bob.post(&format!("/_matrix/client/v3/rooms/{shared}/leave"), &json!({})).0, 200);
+    assert_eq!(search("bob"), Vec::<String>::new());
 }
 
 #[test]

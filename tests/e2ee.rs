@@ -404,6 +404,91 @@ fn keys_and_to_device_messages_cross_federation() {
     assert_eq!(event["content"]["secret"], "olm");
 }
 
+/// A remote user's device list is cached on our server and kept current by
+/// their server's `m.device_list_update` and `m.signing_key_update` EDUs:
+/// every key change on A reaches bob on B in `device_lists.changed`, and
+/// `/keys/query` on B answers from the cache, with no request to A (A is
+/// stopped for the last query).
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
+/// ("servers must keep a copy of the device list of remote users they share
+/// a room with, updated by `m.device_list_update`"),
+/// <https://spec.matrix.org/latest/server-server-api/#msigning_key_update>,
+/// <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3keysquery>.
+#[test]
+fn remote_device_lists_are_cached_and_kept_current_by_edus() {
+    let ca = TestCa::new();
+    let mut a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "cache"}));
+    let alias = format!("#cache:{}", a.server_name);
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["room_id"], room_id);
+
+    // The first query fetches alice's list (one device, no keys yet) into B's cache.
+    let first = query(&bob, &alice.user_id);
+    assert_eq!(first["device_keys"][&alice.user_id], json!({}), "{first}");
+    assert_eq!(first["failures"], json!({}), "{first}");
+
+    // Each change on A is an update on top of the cached list, seen by bob.
+    let mut seen_up_to = next_batch(&sync(&bob, ""));
+    let mut wait_for_change = || {
+        let since = seen_up_to.clone();
+        let seen = eventually(DELIVERY, || {
+            let seen = sync(&bob, &format!("since={since}&timeout=1000"));
+            let changed = seen["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
+            changed.contains(&json!(alice.user_id)).then_some(seen)
+        });
+        seen_up_to = next_batch(&seen);
+    };
+    let keys = device_keys(&alice);
+    upload(&alice, json!({ "device_keys": keys }));
+    wait_for_change(); // alice's device keys
+    let mut phone = a.client();
+    assert_eq!(phone.login("alice", PASSWORD).0, 200);
+    wait_for_change(); // alice's new device
+    let phone_keys = device_keys(&phone);
+    upload(&phone, json!({ "device_keys": phone_keys }));
+    wait_for_change(); // the new device's keys
+    assert_eq!(
+        phone
+            .put(
+                &format!("/_matrix/client/v3/devices/{}", phone.device_id),
+                &json!({"display_name": "phone"})
+            )
+            .0,
+        200
+    );
+    wait_for_change(); // the new device's name
+    let master = key_pair("remote master");
+    let master_id = format!("ed25519:{}", b64(master.pk.as_ref()));
+    let master_key = json!({ "user_id": alice.user_id, "usage": ["master"], "keys": { &master_id: b64(master.pk.as_ref()) } });
+    let (status, answer) =
+        alice.post("/_matrix/client/v3/keys/device_signing/upload", &json!({ "master_key": master_key }));
+    assert_eq!(status, 200, "{answer}");
+    wait_for_change(); // alice's master key
+
+    let check = |found: &Value| {
+        assert_eq!(found["failures"], json!({}), "{found}");
+        let devices = &found["device_keys"][&alice.user_id];
+        assert_eq!(devices[&alice.device_id]["keys"], keys["keys"], "{found}");
+        assert_eq!(devices[&phone.device_id]["keys"], phone_keys["keys"], "{found}");
+        assert_eq!(devices[&phone.device_id]["unsigned"]["device_display_name"], "phone", "{found}");
+        assert_eq!(found["master_keys"][&alice.user_id]["keys"], master_key["keys"], "{found}");
+    };
+    // With A down, B answers from its cache, which the EDUs kept current:
+    // nothing was fetched since the first query.
+    a.stop();
+    check(&query(&bob, &alice.user_id));
+    // A list that was never cached cannot be: the failure is reported.
+    let (status, answer) =
+        bob.post("/_matrix/client/v3/keys/query", &json!({ "device_keys": { a.user_id("nobody"): [] } }));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["failures"][&a.server_name]["errcode"], "M_UNAVAILABLE", "{answer}");
+}
+
 /// Sends one to-device message of type `m.test` from `from` to a device.
 fn send_to_device(from: &Client, user_id: &str, device_id: &str, content: &Value) -> (u16, Value) {
     let body = json!({ "messages": { user_id: { device_id: content } } });

@@ -54,6 +54,35 @@ fn own_profile_is_set_and_read_by_anyone() {
     );
 }
 
+/// Unset fields: a field that is not set is 404 `M_NOT_FOUND` (the spec:
+/// "There is no profile field with this key for this user"); a profile with
+/// no field set is 404 `M_NOT_FOUND` too (the spec allows that or `{}`;
+/// Synapse answers 404); setting a field to "" unsets it (Synapse).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3profileuseridkeyname>,
+/// <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3profileuserid>.
+#[test]
+fn unset_profile_fields_are_not_found() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let anyone = node.client();
+    let profile = format!("/_matrix/client/v3/profile/{}", alice.user_id);
+    // Registration sets the display name to the localpart; there is no avatar.
+    assert_eq!(anyone.get(&profile), (200, json!({"displayname": "alice"})));
+    assert_error(&anyone.get(&format!("{profile}/avatar_url")), 404, "M_NOT_FOUND");
+
+    let (status, _) = alice.put(&format!("{profile}/displayname"), &json!({"displayname": ""}));
+    assert_eq!(status, 200);
+    assert_error(&anyone.get(&format!("{profile}/displayname")), 404, "M_NOT_FOUND");
+    assert_error(&anyone.get(&profile), 404, "M_NOT_FOUND");
+
+    let avatar = "mxc://example.org/abc";
+    assert_eq!(alice.put(&format!("{profile}/avatar_url"), &json!({"avatar_url": avatar})).0, 200);
+    assert_eq!(anyone.get(&profile), (200, json!({"avatar_url": avatar})));
+    assert_error(&anyone.get(&format!("{profile}/displayname")), 404, "M_NOT_FOUND");
+    assert_eq!(alice.put(&format!("{profile}/avatar_url"), &json!({"avatar_url": ""})).0, 200);
+    assert_error(&anyone.get(&profile), 404, "M_NOT_FOUND");
+}
+
 #[test]
 fn nobody_sets_another_users_profile() {
     let node = Node::start();

@@ -543,3 +543,20 @@ fn create_room_refuses_third_party_invites() {
     let (status, rooms) = alice.get("/_matrix/client/v3/joined_rooms");
     assert_eq!((status, rooms["joined_rooms"].as_array().unwrap().len()), (200, 0));
 }
+
+/// A third-party invite through `/invite` (the identity-server form, no
+/// `user_id`) is refused 403 `M_FORBIDDEN` as createRoom's `invite_3pid` is;
+/// the member list does not change.
+///
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3roomsroomidinvite-1>.
+#[test]
+fn invite_refuses_third_party_invites() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let room = create_room(&alice, json!({}));
+    let body =
+        json!({"medium": "email", "address": "a@b.c", "id_server": "id.example.org", "id_access_token": "t"});
+    assert_error(&alice.post(&room_path(&room, "/invite"), &body), 403, "M_FORBIDDEN");
+    let (status, members) = alice.get(&room_path(&room, "/members"));
+    assert_eq!((status, members["chunk"].as_array().unwrap().len()), (200, 1));
+}

@@ -2,6 +2,7 @@
 //! federation peer on loopback: joins by alias both ways, messages, edits,
 //! reactions, redactions, name/topic/power changes and cross-server
 //! invites and leaves, each checked through the other side's client API;
+//! device lists (key uploads seen in `device_lists.changed` and `/keys/query`);
 //! then each server is stopped while the other keeps sending, and catches up
 //! after its restart, in order and without duplicates.
 //!
@@ -481,4 +482,84 @@ fn older_room_versions_both_ways() {
             assert_eq!(seen["content"]["body"], body.as_str(), "{seen}");
         }
     }
+}
+
+/// Device keys in the shape `/keys/upload` wants (the server checks shapes,
+/// not signatures, so the signature here is any string).
+fn shaped_device_keys(client: &Client, curve: &str) -> Value {
+    json!({
+        "user_id": client.user_id,
+        "device_id": client.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{}", client.device_id): curve,
+            format!("ed25519:{}", client.device_id): format!("ed-{curve}"),
+        },
+        "signatures": { &client.user_id: { format!("ed25519:{}", client.device_id): "sig" } },
+    })
+}
+
+/// The device keys `viewer`'s server gives for `owner`'s device.
+fn queried_keys(viewer: &Client, owner: &Client) -> (Value, Value) {
+    let body = json!({ "device_keys": { &owner.user_id: [] } });
+    let (status, answer) = viewer.post("/_matrix/client/v3/keys/query", &body);
+    assert_eq!(status, 200, "{answer}");
+    (answer["device_keys"][&owner.user_id][&owner.device_id]["keys"].clone(), answer["failures"].clone())
+}
+
+/// Waits until `viewer` sees `owner` in `device_lists.changed` after `since`.
+fn wait_device_list_change(pair: &Pair, viewer: &Client, owner: &Client, since: &str) {
+    wait_for(
+        &format!("{} in {}'s device_lists.changed", owner.user_id, viewer.user_id),
+        &|| pair.logs(),
+        || {
+            let seen = sync(viewer, &format!("since={since}&timeout=1000"));
+            let changed = seen["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
+            changed.contains(&json!(owner.user_id)).then_some(())
+        },
+    );
+}
+
+/// Device lists across servers, both ways: a key upload on one server
+/// reaches the other's users in `device_lists.changed` (an
+/// `m.device_list_update` EDU) and its `/keys/query`; our node answers the
+/// second query from its cache, with Synapse stopped.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>,
+/// <https://spec.matrix.org/latest/client-server-api/#extensions-to-sync>.
+#[test]
+fn device_lists_both_ways() {
+    let ca = TestCa::new();
+    let mut pair = Pair::start(&ca);
+    let alice = pair.node.register("alice");
+    let bob = pair.synapse.register("bob");
+    let room_id = create_room(&alice, json!({"room_alias_name": "keys", "preset": "public_chat"}));
+    let alias = format!("#keys:{}", pair.node.server_name);
+    assert_eq!(join_room(&pair, &bob, &alias), room_id);
+    wait_membership(&pair, &alice, &room_id, &bob.user_id, "join");
+
+    // Synapse to us: bob uploads keys, alice sees the change and the keys.
+    let alice_since = sync(&alice, "")["next_batch"].as_str().unwrap().to_string();
+    let bob_keys = shaped_device_keys(&bob, "bobcurve");
+    let (status, answer) = bob.post("/_matrix/client/v3/keys/upload", &json!({ "device_keys": bob_keys }));
+    assert_eq!(status, 200, "{answer}");
+    wait_device_list_change(&pair, &alice, &bob, &alice_since);
+    let (keys, failures) = queried_keys(&alice, &bob);
+    assert_eq!(keys, bob_keys["keys"], "{failures}\n{}", pair.logs());
+
+    // Us to Synapse: alice uploads keys, bob sees the change and the keys.
+    let bob_since = sync(&bob, "")["next_batch"].as_str().unwrap().to_string();
+    let alice_keys = shaped_device_keys(&alice, "alicecurve");
+    let (status, answer) =
+        alice.post("/_matrix/client/v3/keys/upload", &json!({ "device_keys": alice_keys }));
+    assert_eq!(status, 200, "{answer}");
+    wait_device_list_change(&pair, &bob, &alice, &bob_since);
+    wait_for("alice's keys on Synapse", &|| pair.logs(), || {
+        (queried_keys(&bob, &alice).0 == alice_keys["keys"]).then_some(())
+    });
+
+    // Our node answers from its cache: Synapse is not asked.
+    pair.synapse.stop();
+    let (keys, failures) = queried_keys(&alice, &bob);
+    assert_eq!(keys, bob_keys["keys"]);
+    assert_eq!(failures, json!({}));
 }

@@ -50,6 +50,9 @@ pub fn update(app: &App, request: &Request, device_id: &str) -> Result<Response>
     if !app.storage().rename_device(&owner.user_id, device_id, name)? {
         return Err(Error::NotFound("no such device".into()));
     }
+    // The name travels with the device list (spec: `device_display_name` of
+    // `m.device_list_update`).
+    e2ee::local_devices_changed(app, &owner.user_id, &[device_id.to_string()], false)?;
     Ok(Response::ok(json!({})))
 }
 

@@ -1,5 +1,6 @@
 //! `/keys/*`: device key upload, query and one-time key claims (local users
-//! from storage, remote users from their servers over federation),
+//! from storage, remote users from the cache of their device lists or from
+//! their servers over federation),
 //! `/keys/changes`, and cross-signing key and signature uploads. The server
 //! stores and relays public keys only.
 //!
@@ -19,6 +20,7 @@ use crate::http::{Request, Response};
 use crate::protocol::identifiers::UserId;
 use crate::protocol::signing::{public_key_from_base64, verify_json};
 use crate::rooms::e2ee::{self, MASTER, SELF_SIGNING, USER_SIGNING, server_of};
+use crate::rooms::remote_devices;
 
 /// The algorithm clients count one-time keys in; always reported, even at
 /// zero, as Synapse does (clients top up when it is missing or low).
@@ -158,7 +160,52 @@ pub fn one_time_key_counts(app: &App, user_id: &str, device_id: &str) -> Result<
     Ok(Value::Object(counts))
 }
 
-/// `POST /keys/query`.
+/// At most this many remote users' device lists are fetched into the cache
+/// for one `/keys/query` (one request each, one after the other); the
+/// others are asked of their servers in one batched query each, uncached.
+const MAX_LIST_FETCHES_PER_QUERY: usize = 20;
+
+/// A remote user's keys from the cache, after fetching their device list
+/// into it if it is not there or stale; `None` when the list is not
+/// cacheable (no shared room: no updates would reach us), when this query
+/// has used its fetches, or when the fetch failed (then `failures` says so).
+async fn cached_remote_keys(
+    app: &App,
+    requester: &str,
+    user_id: &str,
+    device_ids: &[String],
+    fetches_left: &mut usize,
+    failures: &mut Map<String, Value>,
+) -> Result<Option<e2ee::UserKeys>> {
+    let Some(server) = server_of(user_id) else { return Ok(None) };
+    if !remote_devices::cacheable(app, user_id)? {
+        return Ok(None);
+    }
+    if let Some(keys) = remote_devices::cached_keys(app, requester, user_id, device_ids)? {
+        return Ok(Some(keys));
+    }
+    if *fetches_left == 0 || failures.contains_key(server) {
+        return Ok(None);
+    }
+    *fetches_left -= 1;
+    match remote::fetch_device_list(app, user_id).await {
+        Ok(()) => remote_devices::cached_keys(app, requester, user_id, device_ids),
+        Err(error) => {
+            log::info!("device list request to {server} failed: {error}");
+            failures.insert(
+                server.to_string(),
+                json!({ "errcode": "M_UNAVAILABLE", "error": error.to_string() }),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// `POST /keys/query`: local users' keys from storage; remote users' from
+/// the cache of their device lists (fetched when missing or stale), or from
+/// their servers when they share no room with one of ours.
+///
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3keysquery>.
 pub async fn query(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
@@ -169,19 +216,38 @@ pub async fn query(app: &App, request: &Request) -> Result<Response> {
     let mut user_signing_keys = Map::new();
     let mut failures = Map::new();
     let mut by_server: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut fetches_left = MAX_LIST_FETCHES_PER_QUERY;
     for (user_id, devices) in &wanted {
         let device_ids: Vec<String> = serde_json::from_value(devices.clone()).unwrap_or_default();
         // A malformed user ID has no keys, and the server it names is never asked.
         if UserId::parse(user_id).is_err() {
             continue;
         }
-        if !app.is_local_user(user_id) {
-            if let Some(server) = server_of(user_id) {
-                by_server.entry(server.to_string()).or_default().insert(user_id.clone(), json!(device_ids));
+        let keys = if app.is_local_user(user_id) {
+            e2ee::local_keys(app, Some(&owner.user_id), user_id, &device_ids)?
+        } else {
+            let cached = cached_remote_keys(
+                app,
+                &owner.user_id,
+                user_id,
+                &device_ids,
+                &mut fetches_left,
+                &mut failures,
+            )
+            .await?;
+            match cached {
+                Some(keys) => keys,
+                None => {
+                    if let Some(server) = server_of(user_id) {
+                        by_server
+                            .entry(server.to_string())
+                            .or_default()
+                            .insert(user_id.clone(), json!(device_ids));
+                    }
+                    continue;
+                }
             }
-            continue;
-        }
-        let keys = e2ee::local_keys(app, Some(&owner.user_id), user_id, &device_ids)?;
+        };
         device_keys.insert(user_id.clone(), Value::Object(keys.devices));
         if let Some(key) = keys.master {
             master_keys.insert(user_id.clone(), key);
@@ -193,6 +259,8 @@ pub async fn query(app: &App, request: &Request) -> Result<Response> {
             user_signing_keys.insert(user_id.clone(), key);
         }
     }
+    // A server that just failed a device list request is not asked again.
+    by_server.retain(|server, _| !failures.contains_key(server));
     for (server, users) in by_server {
         match remote::query_keys(app, &server, users.clone()).await {
             Ok(answer) => {

@@ -116,6 +116,7 @@ pub fn issue_token(
 ) -> Result<Value> {
     let token = credentials::new_access_token();
     let ip = request.peer.address.ip().to_string();
+    let known = app.storage().devices(user_id)?.iter().any(|device| device.device_id == device_id);
     app.storage().login_device(
         user_id,
         device_id,
@@ -123,6 +124,10 @@ pub fn issue_token(
         &credentials::hash_token(&token),
         Some(&ip),
     )?;
+    if !known {
+        // A new device is a device-list change for everyone sharing a room with the user.
+        crate::rooms::e2ee::local_devices_changed(app, user_id, &[device_id.to_string()], false)?;
+    }
     Ok(json!({
         "user_id": user_id,
         "access_token": token,

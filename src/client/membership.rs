@@ -242,6 +242,13 @@ fn restricted_join_authoriser(app: &App, room_id: &str, user_id: &str) -> Result
 pub async fn invite(app: &Rc<App>, request: &Request, room_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body = request.json_object()?;
+    // A third-party invite (by email or phone, through an identity server)
+    // names no user: refused as createRoom's `invite_3pid` is, since this
+    // server binds no third-party identifiers.
+    // Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3roomsroomidinvite-1>.
+    if !body.contains_key("user_id") && body.contains_key("id_server") {
+        return Err(Error::Forbidden("third-party invites are not supported by this server".into()));
+    }
     let target = target_user(&body)?;
     if !app.is_local_user(&target) {
         if app.storage().room_version(room_id)?.is_none() {

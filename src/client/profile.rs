@@ -15,18 +15,30 @@ const MAX_DISPLAYNAME_CHARS: usize = 256;
 /// Avatar URLs are `mxc://` URIs; this caps pathological ones.
 const MAX_AVATAR_URL_BYTES: usize = 1000;
 
+/// A local user's profile: the fields that are set, none of them present
+/// when unset.
+///
+/// A profile with no field set is 404 `M_NOT_FOUND`, as Synapse answers
+/// (`ProfileHandler.get_profile`: "Profile was not found"). The spec allows
+/// either that or an empty object here (`GET /profile/{userId}`: fields are
+/// "not present" when unset, and 404 is "no profile information for this
+/// user"), so Synapse decides.
 fn profile_of(app: &App, user_id: &str) -> Result<Map<String, Value>> {
+    let not_found = || Error::NotFound("profile not found".into());
     let user = app
         .storage()
         .user(user_id)?
         .filter(|user| !user.deactivated || user.displayname.is_some())
-        .ok_or_else(|| Error::NotFound("profile not found".into()))?;
+        .ok_or_else(not_found)?;
     let mut profile = Map::new();
     if let Some(displayname) = user.displayname {
         profile.insert("displayname".into(), json!(displayname));
     }
     if let Some(avatar_url) = user.avatar_url {
         profile.insert("avatar_url".into(), json!(avatar_url));
+    }
+    if profile.is_empty() {
+        return Err(not_found());
     }
     Ok(profile)
 }
@@ -50,12 +62,21 @@ pub async fn get(app: &App, user_id: &str) -> Result<Response> {
 }
 
 /// `GET /profile/{userId}/{displayname|avatar_url}`.
+///
+/// An unset field is 404 `M_NOT_FOUND`, as the spec says outright ("There
+/// is no profile field with this key for this user"), where Synapse answers
+/// 200 with the field `null`: the spec is not loose here, so it decides. A
+/// `null` from a remote server counts as unset.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3profileuseridkeyname>.
 pub async fn get_field(app: &App, user_id: &str, field: &str) -> Result<Response> {
     if field != "displayname" && field != "avatar_url" {
         return Err(Error::Unrecognized { method_not_allowed: false });
     }
     let profile = any_profile(app, user_id, Some(field)).await?;
-    let value = profile.get(field).ok_or_else(|| Error::NotFound(format!("no {field} is set")))?;
+    let value = profile
+        .get(field)
+        .filter(|value| !value.is_null())
+        .ok_or_else(|| Error::NotFound(format!("no {field} is set")))?;
     Ok(Response::ok(json!({ field: value })))
 }
 
@@ -89,8 +110,11 @@ pub fn set_field(app: &App, request: &Request, user_id: &str, field: &str) -> Re
         return Err(Error::Forbidden("you can only change your own profile".into()));
     }
     let body = request.json_object()?;
+    // An empty string unsets the field, as in Synapse (`set_displayname`,
+    // `set_avatar_url`), so that it reads back as unset rather than as "".
     let value = match body.get(field) {
         None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.is_empty() => None,
         Some(Value::String(text)) => Some(text.as_str()),
         Some(_) => return Err(Error::BadJson(format!("`{field}` must be a string"))),
     };

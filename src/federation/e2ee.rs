@@ -12,10 +12,12 @@ use http_types::Method;
 use serde_json::{Map, Value, json};
 
 use super::client;
+use super::pdus::encode;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::rooms::e2ee::{self, server_of};
+use crate::rooms::remote_devices;
 
 /// Remote key answers are small: a user's devices and cross-signing keys.
 const MAX_KEYS_RESPONSE_BYTES: usize = 1 << 20;
@@ -110,7 +112,7 @@ pub fn user_devices(app: &App, user_id: &str) -> Result<Response> {
         }
         devices.push(device);
     }
-    let stream_id = app.storage().previous_device_list_change(user_id, i64::MAX)?.unwrap_or(0);
+    let stream_id = app.storage().previous_device_update(user_id, i64::MAX)?.unwrap_or(0);
     let mut answer = json!({ "user_id": user_id, "stream_id": stream_id, "devices": devices });
     if let Some(key) = keys.master {
         answer["master_key"] = key;
@@ -148,11 +150,39 @@ pub fn receive_direct_to_device(app: &App, origin: &str, content: &Value) -> Res
     e2ee::deliver_locally(app, sender, kind, messages)
 }
 
-/// `m.device_list_update` and `m.signing_key_update`: the user's keys
-/// changed, so our users who share a room with them refetch them (we keep
-/// no copy of remote keys: `/keys/query` always asks their server).
+/// `m.device_list_update`: applied to our cached copy of the user's list
+/// (or the copy marked stale), and shown to our users sharing a room with them.
 pub fn receive_device_list_update(app: &App, origin: &str, content: &Value) -> Result<()> {
     let user_id = content.get("user_id").and_then(Value::as_str).unwrap_or_default();
     check_origin(origin, user_id)?;
-    e2ee::note_device_list_change(app, user_id)
+    remote_devices::receive_update(app, user_id, content)
+}
+
+/// `m.signing_key_update`: the user's cross-signing keys changed.
+pub fn receive_signing_key_update(app: &App, origin: &str, content: &Value) -> Result<()> {
+    let user_id = content.get("user_id").and_then(Value::as_str).unwrap_or_default();
+    check_origin(origin, user_id)?;
+    remote_devices::receive_signing_key_update(app, user_id, content)
+}
+
+/// Fetches a remote user's whole device list from their server
+/// (`GET /user/devices/{userId}`) into the cache.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1userdevicesuserid>.
+pub async fn fetch_device_list(app: &App, user_id: &str) -> Result<()> {
+    let Some(server) = server_of(user_id) else {
+        return Err(Error::InvalidParam(format!("{user_id:?} is not a user ID")));
+    };
+    let path = format!("/_matrix/federation/v1/user/devices/{}", encode(user_id));
+    let (status, answer) =
+        client::request_with_limit(app, server, Method::Get, &path, None, MAX_KEYS_RESPONSE_BYTES).await?;
+    if !(200..300).contains(&status) {
+        return Err(Error::matrix(
+            502,
+            "M_UNKNOWN",
+            format!("{server} answered {status} to a device list request"),
+        ));
+    }
+    let list = remote_devices::parse_user_devices(user_id, &answer)?;
+    remote_devices::store_fetched(app, user_id, &list)
 }

@@ -155,9 +155,8 @@ fn receive_edu(app: &App, origin: &str, edu: &Value) -> Result<()> {
         }
         "m.presence" => rooms::presence::receive_edu(app, origin, &content)?,
         "m.direct_to_device" => super::e2ee::receive_direct_to_device(app, origin, &content)?,
-        "m.device_list_update" | "m.signing_key_update" => {
-            super::e2ee::receive_device_list_update(app, origin, &content)?
-        }
+        "m.device_list_update" => super::e2ee::receive_device_list_update(app, origin, &content)?,
+        "m.signing_key_update" => super::e2ee::receive_signing_key_update(app, origin, &content)?,
         // Other EDU types are accepted and dropped, as the spec says.
         _ => {}
     }

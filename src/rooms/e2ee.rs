@@ -44,21 +44,23 @@ fn wake_watchers(app: &App, user_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A local user's devices changed (keys uploaded, device deleted): records
-/// the change, wakes the syncs that care, and tells the servers sharing a
-/// room with the user.
+/// A local user's devices changed (added, renamed, keys uploaded or signed,
+/// deleted): records one update per device, each at a stream position of
+/// its own whose `prev_id` is the update before it (so a server that missed
+/// one sees the gap and refetches the list), wakes the syncs that care, and
+/// sends an `m.device_list_update` per device to the servers sharing a room
+/// with the user.
 ///
-/// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#mdevice_list_update>.
 pub fn local_devices_changed(app: &App, user_id: &str, device_ids: &[String], deleted: bool) -> Result<()> {
-    let stream_id = app.next_stream_id();
-    let previous = app.storage().previous_device_list_change(user_id, stream_id)?;
-    app.storage().record_device_list_change(user_id, stream_id)?;
-    wake_watchers(app, user_id)?;
     let servers = servers_sharing_rooms(app, user_id)?;
-    if servers.is_empty() {
-        return Ok(());
-    }
     for device_id in device_ids {
+        let stream_id = app.next_stream_id();
+        let previous = app.storage().previous_device_update(user_id, stream_id)?;
+        app.storage().record_device_list_change(user_id, stream_id, true)?;
+        if servers.is_empty() {
+            continue;
+        }
         let mut content = json!({
             "user_id": user_id,
             "device_id": device_id,
@@ -72,22 +74,26 @@ pub fn local_devices_changed(app: &App, user_id: &str, device_ids: &[String], de
                 if let Some(name) = name {
                     content["device_display_name"] = json!(name);
                 }
-                if let Some(keys) = keys.and_then(|keys| serde_json::from_str::<Value>(&keys).ok()) {
+                if let Some(mut keys) = keys.and_then(|keys| serde_json::from_str::<Value>(&keys).ok()) {
+                    // With the signatures other servers' users may see, as `/user/devices` gives them.
+                    merge_signatures(app, None, user_id, device_id, &mut keys)?;
                     content["keys"] = keys;
                 }
             }
         }
         outbox::queue_edu(app, &servers, &json!({ "edu_type": "m.device_list_update", "content": content }))?;
     }
-    Ok(())
+    wake_watchers(app, user_id)
 }
 
-/// A local user's cross-signing keys changed.
+/// A local user's cross-signing keys changed: recorded (outside the
+/// `prev_id` chain of device updates, as this EDU carries no stream ID) and
+/// sent as `m.signing_key_update`.
 ///
-/// Spec: <https://spec.matrix.org/latest/server-server-api/#mdevice_list_update-and-msigning_key_update>.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#msigning_key_update>.
 pub fn local_signing_keys_changed(app: &App, user_id: &str) -> Result<()> {
     let stream_id = app.next_stream_id();
-    app.storage().record_device_list_change(user_id, stream_id)?;
+    app.storage().record_device_list_change(user_id, stream_id, false)?;
     wake_watchers(app, user_id)?;
     let servers = servers_sharing_rooms(app, user_id)?;
     if servers.is_empty() {
@@ -95,8 +101,14 @@ pub fn local_signing_keys_changed(app: &App, user_id: &str) -> Result<()> {
     }
     let mut content = json!({ "user_id": user_id });
     for (usage, field) in [(MASTER, "master_key"), (SELF_SIGNING, "self_signing_key")] {
-        if let Some(key) = app.storage().cross_signing_key(user_id, usage)? {
-            content[field] = serde_json::from_str(&key).unwrap_or(Value::Null);
+        // Each storage call is its own statement: the storage is borrowed once at a time.
+        let stored = app.storage().cross_signing_key(user_id, usage)?;
+        if let Some(key) = stored {
+            let mut key: Value = serde_json::from_str(&key).unwrap_or(Value::Null);
+            if let Some(public) = cross_signing_public_key(&key) {
+                merge_signatures(app, None, user_id, &public, &mut key)?;
+            }
+            content[field] = key;
         }
     }
     outbox::queue_edu(app, &servers, &json!({ "edu_type": "m.signing_key_update", "content": content }))
@@ -107,7 +119,7 @@ pub fn local_signing_keys_changed(app: &App, user_id: &str) -> Result<()> {
 /// sharing a room with them see them in `device_lists.changed`.
 pub fn note_device_list_change(app: &App, user_id: &str) -> Result<()> {
     let stream_id = app.next_stream_id();
-    app.storage().record_device_list_change(user_id, stream_id)?;
+    app.storage().record_device_list_change(user_id, stream_id, false)?;
     wake_watchers(app, user_id)
 }
 
@@ -275,7 +287,7 @@ pub fn local_keys(
     requester: Option<&str>,
     user_id: &str,
     device_ids: &[String],
-) -> Result<LocalKeys> {
+) -> Result<UserKeys> {
     let mut devices = Map::new();
     // Each storage call is its own statement: the storage is borrowed once at a time.
     let stored = app.storage().devices_with_keys(user_id)?;
@@ -307,11 +319,12 @@ pub fn local_keys(
     let self_signing = cross_signing(SELF_SIGNING)?;
     // Spec: a user-signing key is only shown to its owner.
     let user_signing = if requester == Some(user_id) { cross_signing(USER_SIGNING)? } else { None };
-    Ok(LocalKeys { devices, master, self_signing, user_signing })
+    Ok(UserKeys { devices, master, self_signing, user_signing })
 }
 
-/// A local user's keys, as [`local_keys`] gathers them.
-pub struct LocalKeys {
+/// A user's keys: a local user's as [`local_keys`] gathers them, or a
+/// remote user's from the cache.
+pub struct UserKeys {
     pub devices: Map<String, Value>,
     pub master: Option<Value>,
     pub self_signing: Option<Value>,

@@ -6,6 +6,9 @@ use rusqlite::{OptionalExtension, params};
 use super::{Storage, now_ms};
 use crate::error::Result;
 
+/// A user the directory may show: `(user_id, display_name, avatar_url)`.
+pub type DirectoryCandidate = (String, Option<String>, Option<String>);
+
 /// What a report is about.
 pub enum ReportTarget<'a> {
     Event { room_id: &'a str, event_id: &'a str },
@@ -76,14 +79,49 @@ impl Storage {
         Ok(aliases)
     }
 
-    /// Rooms whose current join rule is `public`.
-    pub fn rooms_with_public_join_rule(&self) -> Result<Vec<String>> {
+    /// Everyone a user directory search by `searcher` may find, as Synapse
+    /// chooses them with `user_directory.search_all_users` off: users joined
+    /// to a public room (join rule `public`, or history `world_readable`,
+    /// Synapse's `is_room_world_readable_or_publicly_joinable`) and users
+    /// joined to a room the searcher is joined to (not the searcher, unless
+    /// in a public room), without deactivated accounts. With each, the
+    /// profile shown: a local user's global profile, a remote user's
+    /// display name and avatar from one of their member events in those
+    /// rooms. `(user_id, display_name, avatar_url)`, by user ID.
+    pub fn user_directory_candidates(&self, searcher: &str) -> Result<Vec<DirectoryCandidate>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT c.room_id FROM current_state c JOIN events e ON e.event_id = c.event_id
-             WHERE c.kind = 'm.room.join_rules' AND c.state_key = ''
-               AND json_extract(e.json, '$.content.join_rule') = 'public'",
+            "WITH public_rooms(room_id) AS (
+                SELECT c.room_id FROM current_state c JOIN events e ON e.event_id = c.event_id
+                WHERE c.state_key = '' AND (
+                    (c.kind = 'm.room.join_rules'
+                     AND json_extract(e.json, '$.content.join_rule') = 'public')
+                    OR (c.kind = 'm.room.history_visibility'
+                        AND json_extract(e.json, '$.content.history_visibility') = 'world_readable'))
+             ),
+             own_rooms(room_id) AS (
+                SELECT room_id FROM current_state
+                WHERE kind = 'm.room.member' AND state_key = ?1 AND membership = 'join'
+             ),
+             members(user_id, event_id) AS (
+                SELECT m.state_key, MIN(m.event_id) FROM current_state m
+                WHERE m.kind = 'm.room.member' AND m.membership = 'join'
+                  AND (m.room_id IN (SELECT room_id FROM public_rooms)
+                       OR (m.state_key != ?1 AND m.room_id IN (SELECT room_id FROM own_rooms)))
+                GROUP BY m.state_key
+             )
+             SELECT members.user_id,
+                CASE WHEN u.user_id IS NOT NULL THEN u.displayname
+                     WHEN json_type(e.json, '$.content.displayname') = 'text'
+                     THEN json_extract(e.json, '$.content.displayname') END,
+                CASE WHEN u.user_id IS NOT NULL THEN u.avatar_url
+                     WHEN json_type(e.json, '$.content.avatar_url') = 'text'
+                     THEN json_extract(e.json, '$.content.avatar_url') END
+             FROM members JOIN events e ON e.event_id = members.event_id
+             LEFT JOIN users u ON u.user_id = members.user_id
+             WHERE u.user_id IS NULL OR u.deactivated = 0
+             ORDER BY members.user_id",
         )?;
-        let rows = statement.query_map([], |row| row.get(0))?;
+        let rows = statement.query_map([searcher], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -335,19 +335,27 @@ impl Storage {
         Ok(())
     }
 
-    /// Records that a user's devices or cross-signing keys changed at `stream_id`.
-    pub fn record_device_list_change(&self, user_id: &str, stream_id: i64) -> Result<()> {
+    /// Records that a user's devices (`device_update`) or else their
+    /// cross-signing keys or signatures changed at `stream_id`.
+    pub fn record_device_list_change(
+        &self,
+        user_id: &str,
+        stream_id: i64,
+        device_update: bool,
+    ) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO device_list_changes (stream_id, user_id) VALUES (?1, ?2)",
-            params![stream_id, user_id],
+            "INSERT INTO device_list_changes (stream_id, user_id, device_update) VALUES (?1, ?2, ?3)",
+            params![stream_id, user_id, device_update],
         )?;
         Ok(())
     }
 
-    /// The latest device-list change of a user before `before`, if any.
-    pub fn previous_device_list_change(&self, user_id: &str, before: i64) -> Result<Option<i64>> {
+    /// The latest device update of a user before `before`, if any (the
+    /// `prev_id` of the next `m.device_list_update`).
+    pub fn previous_device_update(&self, user_id: &str, before: i64) -> Result<Option<i64>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT MAX(stream_id) FROM device_list_changes WHERE user_id = ?1 AND stream_id < ?2",
+            "SELECT MAX(stream_id) FROM device_list_changes
+             WHERE user_id = ?1 AND stream_id < ?2 AND device_update = 1",
         )?;
         Ok(statement.query_row(params![user_id, before], |row| row.get(0))?)
     }
