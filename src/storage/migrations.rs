@@ -193,6 +193,8 @@ const MIGRATIONS: &[&str] = &[
     super::accounts::GUEST_ACCOUNTS,
     // 16: notifications queued for push gateways (see PUSH_QUEUE).
     super::push::PUSH_QUEUE,
+    // 18: unread notifications counted when events are stored (see UNREAD_COUNTS).
+    super::unread::UNREAD_COUNTS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

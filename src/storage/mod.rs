@@ -21,6 +21,7 @@ mod secrets;
 mod server_keys;
 mod sync;
 mod transactions;
+mod unread;
 
 pub use accounts::{Device, TokenOwner};
 pub use batch::{GroupVisibility, SenderAndContent};
@@ -35,6 +36,7 @@ pub use rooms::{CurrentStateEntry, CurrentUpdate, NewEvent, StateAfter, StateMap
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
 pub use server_keys::RemoteKey;
 pub use sync::Receipt;
+pub use unread::{MAIN_THREAD, ThreadCounts, UnreadMark};
 
 use std::path::Path;
 use std::time::Duration;
