@@ -78,8 +78,9 @@ pub fn read_up_to(app: &App, user_id: &str, event: &StoredEvent, thread_id: &str
 
 /// Takes a redacted event out of everyone's counts.
 pub fn forget_redacted(app: &App, target: &StoredEvent) -> Result<()> {
-    app.storage().forget_unread_event(&target.room_id, target.stream_ordering)?;
-    Ok(())
+    let members = app.storage().local_joined_members(&target.room_id, &app.config.server_name)?;
+    let users: Vec<String> = members.into_keys().collect();
+    app.storage().forget_unread_event(&target.room_id, target.stream_ordering, &users)
 }
 
 /// Forgets a user's counts in a room they left (or were kicked or banned

@@ -13,7 +13,8 @@ use crate::error::Result;
 
 /// Migration 18: the unread notifying events of each local user, one row per
 /// (user, room, event) with its thread (`main` or the thread root's ID) and
-/// whether it highlights, and the per-thread counters /sync reads. A row
+/// whether it highlights, and the per-thread counters /sync reads. Rows are
+/// found by user and room only (receipts count and delete a key range). A row
 /// goes when a receipt covers it (or its event is redacted, or its user
 /// leaves the room), so the table holds what is unread, not history. Events
 /// stored before this migration start from zero: counting them would need
@@ -27,7 +28,6 @@ pub(super) const UNREAD_COUNTS: &str = r#"
         highlight        INTEGER NOT NULL,
         PRIMARY KEY (user_id, room_id, stream_ordering)
     ) WITHOUT ROWID;
-    CREATE INDEX unread_events_by_event ON unread_events(room_id, stream_ordering);
     CREATE TABLE unread_counts (
         user_id        TEXT NOT NULL,
         room_id        TEXT NOT NULL,
@@ -163,34 +163,28 @@ impl Storage {
         Ok(())
     }
 
-    /// The event at `stream_ordering` was redacted: it notifies no one any
-    /// more. Returns the users whose counts went down.
-    pub fn forget_unread_event(&self, room_id: &str, stream_ordering: i64) -> Result<Vec<String>> {
-        let marks: Vec<(String, String, bool)> = {
-            let mut statement = self.conn.prepare_cached(
-                "SELECT user_id, thread_id, highlight FROM unread_events
-                 WHERE room_id = ?1 AND stream_ordering = ?2",
-            )?;
-            let rows = statement.query_map(params![room_id, stream_ordering], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        if marks.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.conn
-            .prepare_cached("DELETE FROM unread_events WHERE room_id = ?1 AND stream_ordering = ?2")?
-            .execute(params![room_id, stream_ordering])?;
+    /// The event at `stream_ordering` was redacted: it notifies none of
+    /// `users` (the room's local members) any more. Each is one lookup by
+    /// key, so rows need no second index for the rare redaction.
+    pub fn forget_unread_event(&self, room_id: &str, stream_ordering: i64, users: &[String]) -> Result<()> {
+        let mut delete = self.conn.prepare_cached(
+            "DELETE FROM unread_events WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering = ?3
+             RETURNING thread_id, highlight",
+        )?;
         let mut decrement = self.conn.prepare_cached(
             "UPDATE unread_counts SET notifications = MAX(notifications - 1, 0),
                 highlights = MAX(highlights - ?4, 0)
              WHERE user_id = ?1 AND room_id = ?2 AND thread_id = ?3",
         )?;
-        for (user_id, thread_id, highlight) in &marks {
-            decrement.execute(params![user_id, room_id, thread_id, highlight])?;
+        for user_id in users {
+            let mark: Option<(String, bool)> = delete
+                .query_row(params![user_id, room_id, stream_ordering], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            if let Some((thread_id, highlight)) = mark {
+                decrement.execute(params![user_id, room_id, thread_id, highlight])?;
+            }
         }
-        Ok(marks.into_iter().map(|(user_id, _, _)| user_id).collect())
+        Ok(())
     }
 
     /// The user left the room: nothing there is unread for them any more.
