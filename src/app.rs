@@ -19,7 +19,6 @@ use crate::rooms::pdu_cache::PduCache;
 use crate::rooms::presence::Presence;
 use crate::rooms::search_index::SearchIndex;
 use crate::rooms::typing::Typing;
-use crate::rooms::unread;
 use crate::rooms::visibility;
 use crate::storage::{Storage, TokenOwner};
 
@@ -102,8 +101,8 @@ pub struct App {
     pub failed_uia: crate::ratelimit::Limiter,
     /// The password hashing thread.
     pub passwords: crate::hasher::Hasher,
-    /// Unread counts already evaluated, per room and user (memory only).
-    pub unread: unread::Cache,
+    /// Each local user's push rules and ignore list as evaluation needs them (memory only).
+    pub push_rules: crate::rooms::push::Cache,
     /// What state groups say for history visibility (memory only).
     pub visibility: visibility::Cache,
     /// Which member events each device was sent under lazy loading (memory only).
@@ -164,7 +163,7 @@ impl App {
             notifier: Notifier::default(),
             typing: Typing::default(),
             presence: Presence::default(),
-            unread: unread::Cache::default(),
+            push_rules: crate::rooms::push::Cache::default(),
             visibility: visibility::Cache::default(),
             lazy_members: crate::client::sync::LazyMembers::default(),
             outbox: Outbox::default(),

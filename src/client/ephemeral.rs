@@ -82,10 +82,9 @@ fn put_receipt(
     event_id: &str,
     thread_id: &str,
 ) -> Result<()> {
-    let event = app.storage().event(event_id)?;
-    if event.is_none_or(|event| event.room_id != room_id) {
+    let Some(event) = app.storage().event(event_id)?.filter(|event| event.room_id == room_id) else {
         return Err(Error::NotFound("the event is not in this room".into()));
-    }
+    };
     let receipt = Receipt {
         user_id: user_id.to_string(),
         receipt_type: receipt_type.to_string(),
@@ -93,11 +92,10 @@ fn put_receipt(
         event_id: event_id.to_string(),
         ts: now_ms(),
     };
-    // A read receipt that lowers the unread count updates the phone's badge.
-    let unread_before = rooms::unread::counts(app, room_id, user_id)?.0;
     let stream_id = app.next_stream_id();
     app.storage().set_receipt(room_id, &receipt, stream_id)?;
-    if unread_before > 0 && rooms::unread::counts(app, room_id, user_id)?.0 < unread_before {
+    // A read receipt that lowers the unread count updates the phone's badge.
+    if rooms::unread::read_up_to(app, user_id, &event, thread_id)? {
         rooms::push_queue::queue_badge(app, user_id)?;
     }
     if receipt_type == "m.read.private" {
@@ -182,8 +180,8 @@ fn set_account_data(app: &App, user_id: &str, room_id: &str, kind: &str, content
     let stream_id = app.next_stream_id();
     app.storage().set_account_data(user_id, room_id, kind, &text, stream_id)?;
     if room_id.is_empty() && kind == crate::rooms::visibility::IGNORED_USER_LIST {
-        // Unread counts leave ignored users out: count again.
-        app.unread.forget_user(user_id);
+        // Events from ignored users notify no one: new events follow the new list.
+        app.push_rules.forget_user(user_id);
     }
     app.notifier.wake([user_id]);
     Ok(())

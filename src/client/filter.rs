@@ -44,6 +44,12 @@ pub struct EventFilter {
     pub lazy_load_members: bool,
     pub include_redundant_members: bool,
     pub contains_url: Option<bool>,
+    /// Per-thread unread counts in /sync (`unread_thread_notifications`).
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#receiving-notifications>.
+    pub unread_thread_notifications: bool,
+    /// The same under its unstable name (MSC3773), which clients still send.
+    #[serde(rename = "org.matrix.msc3773.unread_thread_notifications")]
+    pub unread_thread_notifications_unstable: bool,
     /// `not_types` and `types` compiled, on first use.
     #[serde(skip)]
     globs: OnceCell<TypeGlobs>,
@@ -122,6 +128,11 @@ impl EventFilter {
             }
         }
         true
+    }
+
+    /// Whether /sync gives unread counts per thread.
+    pub fn wants_thread_counts(&self) -> bool {
+        self.unread_thread_notifications || self.unread_thread_notifications_unstable
     }
 
     /// The timeline limit, defaulted and capped.

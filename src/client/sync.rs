@@ -238,6 +238,10 @@ struct JoinedRoom {
     summary: Value,
     timeline: Timeline,
     unread_notifications: Value,
+    /// Counts per thread root, when the filter asks for them and a thread
+    /// has anything unread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unread_thread_notifications: Option<Value>,
 }
 
 impl JoinedRoom {
@@ -250,6 +254,7 @@ impl JoinedRoom {
             summary: json!({}),
             timeline: Timeline { events: Vec::new(), limited: false, prev_batch: None },
             unread_notifications: json!({ "notification_count": 0, "highlight_count": 0 }),
+            unread_thread_notifications: None,
         }
     }
 }
@@ -602,7 +607,19 @@ fn joined_room(
         ephemeral.push(receipt_event(&receipts, user_id));
     }
     let timeline_events = client_events_raw(app, &timeline, Some(viewer), false);
-    let (notifications, highlights) = unread::counts(app, room_id, user_id)?;
+    let counts = unread::room_counts(app, room_id, user_id)?;
+    // Spec: with per-thread counts asked for, the room's counts are the main
+    // timeline's only.
+    let per_thread = filter.room.timeline.wants_thread_counts();
+    let (notifications, highlights) = if per_thread { counts.main } else { counts.total() };
+    let thread_counts = (per_thread && !counts.threads.is_empty()).then(|| {
+        let threads = counts.threads.iter().map(|thread| {
+            let counts =
+                json!({ "notification_count": thread.notifications, "highlight_count": thread.highlights });
+            (thread.thread_id.clone(), counts)
+        });
+        Value::Object(threads.collect())
+    });
     let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
     // Spec (presence): the presence of users newly met in the window is news.
     if since.is_some() {
@@ -628,6 +645,7 @@ fn joined_room(
         summary: if is_initial || membership_changed { summary(user_id, &current) } else { json!({}) },
         timeline: Timeline::of(timeline_events, limited, timeline.first()),
         unread_notifications: json!({ "notification_count": notifications, "highlight_count": highlights }),
+        unread_thread_notifications: thread_counts,
     }))
 }
 

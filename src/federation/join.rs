@@ -334,6 +334,7 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
         extremities: vec![join.event_id.clone()],
         outbox: Vec::new(),
         pushes: Vec::new(),
+        unread: Vec::new(),
     };
     app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
     app.search_index.note_new_events();

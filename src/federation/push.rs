@@ -205,12 +205,7 @@ fn notification(
         }
     };
     // Spec: `unread` is the number of unread messages across all rooms.
-    let mut unread = 0;
-    // The storage is borrowed one statement at a time.
-    let rooms = app.storage().rooms_with_membership(&pusher.user_id, "join")?;
-    for room_id in rooms {
-        unread += crate::rooms::unread::counts(app, &room_id, &pusher.user_id)?.0;
-    }
+    let unread = crate::rooms::unread::total_notifications(app, &pusher.user_id)?;
     let mut device_data = data.clone();
     device_data.remove("url");
     let tweaks: Value = serde_json::from_str(&item.tweaks).unwrap_or_else(|_| json!({}));

@@ -261,8 +261,15 @@ fn store(
         ..NewEvent::of(pdu, stream_ordering)
     };
     // Soft-failed events are not shown, so they notify no one.
-    let pushes = if soft_failed { Vec::new() } else { super::push_queue::pushes_for(app, pdu)? };
-    let update = CurrentUpdate { state: entries, replace_all, extremities, outbox: Vec::new(), pushes };
+    let actions = if soft_failed { Default::default() } else { super::push_actions::actions_for(app, pdu)? };
+    let update = CurrentUpdate {
+        state: entries,
+        replace_all,
+        extremities,
+        outbox: Vec::new(),
+        pushes: actions.pushes,
+        unread: actions.unread,
+    };
     app.storage().persist_event(&new_event, state_after, &update)?;
     app.push_queue.kick(&update.pushes);
     app.search_index.note_new_events();
@@ -270,6 +277,7 @@ fn store(
         if pdu.kind == "m.room.redaction" {
             super::apply_redaction(app, version, pdu)?;
         }
+        super::unread::forget_departed(app, pdu)?;
         wake_room(app, &pdu.room_id, pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member"));
     }
     Ok(())

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod pdu_cache;
 pub mod presence;
 pub mod push;
+pub mod push_actions;
 pub mod push_queue;
 pub mod remote_devices;
 pub mod search_index;
@@ -580,21 +581,23 @@ fn persist_local(
         txn_id: txn.map(|txn| txn.txn_id),
         ..NewEvent::of(pdu, stream_ordering)
     };
-    let pushes = match audience {
-        Audience::Members => push_queue::pushes_for(app, pdu)?,
-        Audience::RoomInCreation => Vec::new(),
+    let actions = match audience {
+        Audience::Members => push_actions::actions_for(app, pdu)?,
+        Audience::RoomInCreation => push_actions::Actions::default(),
     };
     let update = CurrentUpdate {
         state: current_state,
         replace_all: false,
         extremities: vec![pdu.event_id.clone()],
         outbox: destinations,
-        pushes,
+        pushes: actions.pushes,
+        unread: actions.unread,
     };
     app.storage().persist_event(&new_event, state_after, &update)?;
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
     }
+    unread::forget_departed(app, pdu)?;
     app.search_index.note_new_events();
     let also = pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member");
     app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
@@ -634,6 +637,7 @@ pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu)
     let redacted = redaction::redact(&target.json, version);
     app.storage().redact_event(target_id, &redacted, &redaction.event_id)?;
     app.pdu_cache.forget(target_id);
+    unread::forget_redacted(app, &target)?;
     Ok(())
 }
 

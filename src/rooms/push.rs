@@ -6,7 +6,11 @@
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#push-rules-api>,
 //! <https://spec.matrix.org/latest/client-server-api/#push-rules-events>.
 //! The rules drive the unread counts of `/sync`, `GET /notifications` and
-//! what is sent to push gateways (`push_queue`).
+//! what is sent to push gateways (`push_actions`, `push_queue`).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde_json::{Value, json};
 
@@ -16,6 +20,50 @@ use crate::protocol::push_rules::{self, Kind, PlaceError, PushRule, Ruleset};
 
 /// The account data type that carries the ruleset.
 pub const ACCOUNT_DATA_TYPE: &str = "m.push_rules";
+
+/// Users whose rules are kept in memory at most; past this the cache starts
+/// over (a merged ruleset is a few KiB).
+const MAX_CACHED_USERS: usize = 1024;
+
+/// What push rule evaluation needs of a user: their merged ruleset and the
+/// users they ignore.
+pub struct UserRules {
+    pub ruleset: Ruleset,
+    /// Spec: an ignored user's events are not delivered, so they notify no one.
+    pub ignored: HashSet<String>,
+}
+
+/// Each recipient's [`UserRules`], read once and kept until their rules or
+/// ignore list change ([`Cache::forget_user`]): every stored event evaluates
+/// the rules of each local member.
+#[derive(Default)]
+pub struct Cache {
+    users: RefCell<HashMap<String, Rc<UserRules>>>,
+}
+
+impl Cache {
+    /// Forgets the user's rules (their push rules or ignore list changed).
+    pub fn forget_user(&self, user_id: &str) {
+        self.users.borrow_mut().remove(user_id);
+    }
+
+    /// The user's rules, from memory or read now.
+    pub fn of(&self, app: &App, user_id: &str) -> Result<Rc<UserRules>> {
+        if let Some(rules) = self.users.borrow().get(user_id) {
+            return Ok(rules.clone());
+        }
+        let rules = Rc::new(UserRules {
+            ruleset: ruleset(app, user_id)?,
+            ignored: super::visibility::ignored_users(app, user_id)?,
+        });
+        let mut users = self.users.borrow_mut();
+        if users.len() >= MAX_CACHED_USERS {
+            users.clear();
+        }
+        users.insert(user_id.to_owned(), rules.clone());
+        Ok(rules)
+    }
+}
 
 /// The user's global ruleset.
 pub fn ruleset(app: &App, user_id: &str) -> Result<Ruleset> {
@@ -35,7 +83,7 @@ fn publish(app: &App, user_id: &str) -> Result<()> {
     let content = account_data_content(&ruleset(app, user_id)?).to_string();
     let stream_id = app.next_stream_id();
     app.storage().set_account_data(user_id, "", ACCOUNT_DATA_TYPE, &content, stream_id)?;
-    app.unread.forget_user(user_id);
+    app.push_rules.forget_user(user_id);
     app.notifier.wake([user_id]);
     Ok(())
 }

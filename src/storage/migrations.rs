@@ -193,6 +193,8 @@ const MIGRATIONS: &[&str] = &[
     super::accounts::GUEST_ACCOUNTS,
     // 16: notifications queued for push gateways (see PUSH_QUEUE).
     super::push::PUSH_QUEUE,
+    // 18: unread notifications counted when events are stored (see UNREAD_COUNTS).
+    super::unread::UNREAD_COUNTS,
     // 19: remote users' device lists, cached (see REMOTE_DEVICE_LISTS).
     super::remote_devices::REMOTE_DEVICE_LISTS,
     // 20: the link preview cache (see URL_PREVIEWS).

@@ -22,6 +22,7 @@ mod secrets;
 mod server_keys;
 mod sync;
 mod transactions;
+mod unread;
 mod url_previews;
 
 pub use accounts::{Device, TokenOwner};
@@ -38,6 +39,7 @@ pub use rooms::{CurrentStateEntry, CurrentUpdate, NewEvent, StateAfter, StateMap
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
 pub use server_keys::RemoteKey;
 pub use sync::Receipt;
+pub use unread::{MAIN_THREAD, ThreadCounts, UnreadMark};
 
 use std::path::Path;
 use std::time::Duration;

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::event_json::EventJson;
 use super::push::QueuedPush;
+use super::unread::UnreadMark;
 use super::{Storage, now_ms};
 use crate::error::{Error, Result};
 
@@ -132,6 +133,9 @@ pub struct CurrentUpdate {
     /// Notifications for push gateways: queued in the same transaction, so
     /// an event we store is never missing from a pusher's queue.
     pub pushes: Vec<QueuedPush>,
+    /// The local users the event notifies: their unread counts grow in the
+    /// same transaction, so a count never misses a stored event.
+    pub unread: Vec<UnreadMark>,
 }
 
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, kind, state_key, sender, \
@@ -505,6 +509,9 @@ impl Storage {
         if !current.pushes.is_empty() {
             super::push::enqueue_pushes(&transaction, event.event_id, event.room_id, &current.pushes)?;
         }
+        if !current.unread.is_empty() && !event.outlier && !event.soft_failed {
+            super::unread::mark_unread(&transaction, event.room_id, event.stream_ordering, &current.unread)?;
+        }
         transaction.commit()?;
         Ok(group)
     }
@@ -759,6 +766,7 @@ mod tests {
             extremities: vec![],
             outbox: vec![],
             pushes: vec![],
+            unread: vec![],
         };
         storage.persist_event(&event, state_after, &update).unwrap().unwrap()
     }

@@ -1,0 +1,168 @@
+//! What an event does for each local member, decided once, when it is
+//! stored: each joined local member's push rules are evaluated over it, and
+//! the outcome feeds both the unread counts (`unread`, kept in the same
+//! transaction as the event) and the notifications queued for their `http`
+//! pushers (`push_queue`). This is what Synapse's bulk push rule evaluator
+//! does; /sync then only reads counters.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#receiving-notifications>:
+//! an event counts when the first matching rule's actions say `notify`, and
+//! as a highlight when they also set the `highlight` tweak.
+//!
+//! Decided at write time, so:
+//! - a change of a user's push rules (or ignore list) applies to events
+//!   stored after it, not to those already counted: the spec leaves this to
+//!   the server, and Synapse does the same;
+//! - the room facts the conditions read (member count, the recipient's
+//!   display name, power levels) are those of the room's current state when
+//!   the event arrives;
+//! - a user's own events never count, nor do an ignored user's (non-state)
+//!   events, soft-failed events, or history fetched by backfill;
+//! - a redaction takes its target out of the counts (its content is gone:
+//!   `unread::forget_redacted`);
+//! - events arriving over federation count like local ones.
+
+use serde_json::Value;
+
+use crate::app::App;
+use crate::error::Result;
+use crate::protocol::pdu::Pdu;
+use crate::protocol::push_rules::Outcome;
+use crate::storage::{MAIN_THREAD, PusherKey, QueuedPush, UnreadMark};
+
+use super::push_queue::tweaks;
+use super::unread::RoomFacts;
+
+/// What storing an event queues besides the event itself.
+#[derive(Default)]
+pub struct Actions {
+    /// Notifications for push gateways: one per `http` pusher of each
+    /// recipient the event notifies.
+    pub pushes: Vec<QueuedPush>,
+    /// The joined local members whose unread counts it raises.
+    pub unread: Vec<UnreadMark>,
+}
+
+/// The actions of `pdu`, about to be stored in its room: for each joined
+/// local member other than the sender (and a local user it invites, who
+/// gets pushes only, as `.m.rule.invite_for_me` is for them) whose rules say
+/// `notify`.
+pub fn actions_for(app: &App, pdu: &Pdu) -> Result<Actions> {
+    let server_name = app.config.server_name.as_str();
+    let mut members: Vec<(String, Option<String>)> =
+        app.storage().local_joined_members(&pdu.room_id, server_name)?.into_iter().collect();
+    members.sort();
+    // A local user invited is no member yet.
+    let invited = (pdu.kind == "m.room.member"
+        && pdu.content.get("membership").and_then(Value::as_str) == Some("invite"))
+    .then_some(pdu.state_key.as_deref())
+    .flatten()
+    .filter(|user_id| user_id.split_once(':').is_some_and(|(_, server)| server == server_name))
+    .filter(|user_id| members.iter().all(|(member, _)| member != user_id));
+    if members.iter().all(|(user_id, _)| *user_id == pdu.sender) && invited.is_none() {
+        return Ok(Actions::default());
+    }
+    let pushers = app.storage().room_http_pushers(&pdu.room_id)?;
+    let facts = RoomFacts::of_room(app, &pdu.room_id)?;
+    let thread_id = thread_of(app, pdu)?;
+    let mut actions = Actions::default();
+    for (user_id, display_name) in &members {
+        let theirs: Vec<&PusherKey> = pushers.iter().filter(|key| key.user_id == *user_id).collect();
+        let recipient =
+            Recipient { user_id, display_name: display_name.as_deref(), has_pushers: !theirs.is_empty() };
+        let Some(outcome) = evaluate(app, pdu, &facts, &recipient)? else { continue };
+        actions.unread.push(UnreadMark {
+            user_id: user_id.clone(),
+            thread_id: thread_id.clone(),
+            highlight: outcome.highlight,
+        });
+        actions.pushes.extend(theirs.into_iter().map(|key| outcome.push_for(key)));
+    }
+    if let Some(invited) = invited {
+        let theirs: Vec<PusherKey> = app
+            .storage()
+            .pushers(invited)?
+            .into_iter()
+            .filter(|pusher| pusher.kind == "http")
+            .map(|pusher| PusherKey {
+                user_id: pusher.user_id,
+                app_id: pusher.app_id,
+                pushkey: pusher.pushkey,
+            })
+            .collect();
+        let display_name = app.storage().user(invited)?.and_then(|user| user.displayname);
+        let recipient = Recipient {
+            user_id: invited,
+            display_name: display_name.as_deref(),
+            has_pushers: !theirs.is_empty(),
+        };
+        if let Some(outcome) = evaluate(app, pdu, &facts, &recipient)? {
+            actions.pushes.extend(theirs.iter().map(|key| outcome.push_for(key)));
+        }
+    }
+    Ok(actions)
+}
+
+/// Whom an event is evaluated for.
+struct Recipient<'a> {
+    user_id: &'a str,
+    /// Their display name in the room, for `contains_display_name`.
+    display_name: Option<&'a str>,
+    /// Whether they have `http` pushers (else no tweaks are needed).
+    has_pushers: bool,
+}
+
+/// A recipient's outcome when it notifies.
+struct Notifying {
+    highlight: bool,
+    /// Whether pushes go with `prio: high`.
+    high: bool,
+    /// The matching rule's tweaks, as JSON text (empty without pushers).
+    tweaks: String,
+}
+
+impl Notifying {
+    fn push_for(&self, key: &PusherKey) -> QueuedPush {
+        QueuedPush { pusher: key.clone(), tweaks: self.tweaks.clone(), high: self.high }
+    }
+}
+
+/// Evaluates the recipient's rules over `pdu`: `None` unless it notifies them.
+fn evaluate(app: &App, pdu: &Pdu, facts: &RoomFacts, recipient: &Recipient<'_>) -> Result<Option<Notifying>> {
+    let user_id = recipient.user_id;
+    if user_id == pdu.sender {
+        return Ok(None);
+    }
+    let rules = app.push_rules.of(app, user_id)?;
+    if pdu.state_key.is_none() && rules.ignored.contains(&pdu.sender) {
+        return Ok(None);
+    }
+    let context = facts.context_as(user_id, recipient.display_name);
+    let Some((_, rule)) = rules.ruleset.matching_rule(&pdu.json, &context) else { return Ok(None) };
+    let outcome = Outcome::of(&rule.actions);
+    if !outcome.notify {
+        return Ok(None);
+    }
+    // As Synapse does: `high` wakes the phone for what makes a sound,
+    // highlights and encrypted messages (whose rules cannot be read here).
+    let high = outcome.highlight || outcome.sound.is_some() || pdu.kind == "m.room.encrypted";
+    let tweaks =
+        if recipient.has_pushers { Value::Object(tweaks(&rule.actions)).to_string() } else { String::new() };
+    Ok(Some(Notifying { highlight: outcome.highlight, high, tweaks }))
+}
+
+/// The thread `pdu` is in, for threaded read receipts and per-thread counts:
+/// the root of the thread it replies in, the thread of the event it relates
+/// to otherwise (a reaction to a thread reply is in that thread), else the
+/// main timeline. Spec:
+/// <https://spec.matrix.org/latest/client-server-api/#threaded-read-receipts>.
+fn thread_of(app: &App, pdu: &Pdu) -> Result<String> {
+    let Some(relation) = pdu.content.get("m.relates_to") else { return Ok(MAIN_THREAD.to_owned()) };
+    let Some(parent) = relation.get("event_id").and_then(Value::as_str) else {
+        return Ok(MAIN_THREAD.to_owned());
+    };
+    if relation.get("rel_type").and_then(Value::as_str) == Some("m.thread") {
+        return Ok(parent.to_owned());
+    }
+    Ok(app.storage().thread_of(parent)?.unwrap_or_else(|| MAIN_THREAD.to_owned()))
+}

@@ -1,0 +1,234 @@
+//! Unread notifications kept at write time: per recipient, the notifying
+//! events after their read receipt (`unread_events`) and their tallies per
+//! thread (`unread_counts`), both written in the transaction that stores the
+//! event or the receipt. What notifies is decided by the room engine
+//! (`rooms::push_actions`); this module only keeps the rows and counters.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::Storage;
+use crate::error::Result;
+
+/// Migration 18: the unread notifying events of each local user, one row per
+/// (user, room, event) with its thread (`main` or the thread root's ID) and
+/// whether it highlights, and the per-thread counters /sync reads. Rows are
+/// found by user and room only (receipts count and delete a key range). A row
+/// goes when a receipt covers it (or its event is redacted, or its user
+/// leaves the room), so the table holds what is unread, not history. Events
+/// stored before this migration start from zero: counting them would need
+/// every user's push rules, which SQL cannot evaluate.
+pub(super) const UNREAD_COUNTS: &str = r#"
+    CREATE TABLE unread_events (
+        user_id          TEXT NOT NULL,
+        room_id          TEXT NOT NULL,
+        stream_ordering  INTEGER NOT NULL,
+        thread_id        TEXT NOT NULL,
+        highlight        INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room_id, stream_ordering)
+    ) WITHOUT ROWID;
+    CREATE TABLE unread_counts (
+        user_id        TEXT NOT NULL,
+        room_id        TEXT NOT NULL,
+        thread_id      TEXT NOT NULL,
+        notifications  INTEGER NOT NULL,
+        highlights     INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room_id, thread_id)
+    ) WITHOUT ROWID;
+"#;
+
+/// The thread of events outside any thread.
+pub const MAIN_THREAD: &str = "main";
+
+/// One recipient an event notifies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadMark {
+    pub user_id: String,
+    /// [`MAIN_THREAD`] or the thread root's event ID.
+    pub thread_id: String,
+    pub highlight: bool,
+}
+
+/// A thread's counts: `(notification_count, highlight_count)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadCounts {
+    pub thread_id: String,
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+/// Records `marks` for the event at `stream_ordering` inside the transaction
+/// storing it.
+pub(super) fn mark_unread(
+    transaction: &rusqlite::Connection,
+    room_id: &str,
+    stream_ordering: i64,
+    marks: &[UnreadMark],
+) -> Result<()> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO unread_events (user_id, room_id, stream_ordering, thread_id, highlight)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut count = transaction.prepare_cached(
+        "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
+         VALUES (?1, ?2, ?3, 1, ?4)
+         ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
+            notifications = notifications + 1, highlights = highlights + excluded.highlights",
+    )?;
+    for mark in marks {
+        let added = insert.execute(params![
+            mark.user_id,
+            room_id,
+            stream_ordering,
+            mark.thread_id,
+            mark.highlight
+        ])?;
+        if added > 0 {
+            count.execute(params![mark.user_id, room_id, mark.thread_id, mark.highlight])?;
+        }
+    }
+    Ok(())
+}
+
+impl Storage {
+    /// The user's counts in a room, per thread with anything unread.
+    pub fn unread_counts(&self, user_id: &str, room_id: &str) -> Result<Vec<ThreadCounts>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT thread_id, notifications, highlights FROM unread_counts
+             WHERE user_id = ?1 AND room_id = ?2 AND notifications > 0",
+        )?;
+        let rows = statement.query_map(params![user_id, room_id], |row| {
+            Ok(ThreadCounts { thread_id: row.get(0)?, notifications: row.get(1)?, highlights: row.get(2)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The user's notification count over every room.
+    pub fn unread_total(&self, user_id: &str) -> Result<u64> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT COALESCE(SUM(notifications), 0) FROM unread_counts WHERE user_id = ?1")?;
+        Ok(statement.query_row([user_id], |row| row.get(0))?)
+    }
+
+    /// A read receipt at `stream_ordering`: the user's notifying events up
+    /// to it are read, in every thread (`thread_id` `None`, an unthreaded
+    /// receipt) or in one. Returns whether the counts changed. A receipt
+    /// behind an earlier one reads nothing more (the rows it would cover are
+    /// gone), so counts never go back up.
+    pub fn read_unread_up_to(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        thread_id: Option<&str>,
+        stream_ordering: i64,
+    ) -> Result<bool> {
+        let deleted = match thread_id {
+            None => self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM unread_events
+                     WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3",
+                )?
+                .execute(params![user_id, room_id, stream_ordering])?,
+            Some(thread_id) => self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM unread_events
+                     WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3 AND thread_id = ?4",
+                )?
+                .execute(params![user_id, room_id, stream_ordering, thread_id])?,
+        };
+        if deleted == 0 {
+            return Ok(false);
+        }
+        self.recount_unread(user_id, room_id)?;
+        Ok(true)
+    }
+
+    /// Sets the user's counters in a room from the rows left (the cost is the
+    /// number of unread notifying events left, which a receipt just bounded).
+    fn recount_unread(&self, user_id: &str, room_id: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM unread_counts WHERE user_id = ?1 AND room_id = ?2")?
+            .execute(params![user_id, room_id])?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
+                 SELECT user_id, room_id, thread_id, COUNT(*), SUM(highlight) FROM unread_events
+                 WHERE user_id = ?1 AND room_id = ?2 GROUP BY thread_id",
+            )?
+            .execute(params![user_id, room_id])?;
+        Ok(())
+    }
+
+    /// The event at `stream_ordering` was redacted: it notifies none of
+    /// `users` (the room's local members) any more. Each is one lookup by
+    /// key, so rows need no second index for the rare redaction.
+    pub fn forget_unread_event(&self, room_id: &str, stream_ordering: i64, users: &[String]) -> Result<()> {
+        let mut delete = self.conn.prepare_cached(
+            "DELETE FROM unread_events WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering = ?3
+             RETURNING thread_id, highlight",
+        )?;
+        let mut decrement = self.conn.prepare_cached(
+            "UPDATE unread_counts SET notifications = MAX(notifications - 1, 0),
+                highlights = MAX(highlights - ?4, 0)
+             WHERE user_id = ?1 AND room_id = ?2 AND thread_id = ?3",
+        )?;
+        for user_id in users {
+            let mark: Option<(String, bool)> = delete
+                .query_row(params![user_id, room_id, stream_ordering], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            if let Some((thread_id, highlight)) = mark {
+                decrement.execute(params![user_id, room_id, thread_id, highlight])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The user left the room: nothing there is unread for them any more.
+    pub fn forget_unread_room(&self, user_id: &str, room_id: &str) -> Result<()> {
+        for table in ["unread_events", "unread_counts"] {
+            self.conn
+                .prepare_cached(&format!("DELETE FROM {table} WHERE user_id = ?1 AND room_id = ?2"))?
+                .execute(params![user_id, room_id])?;
+        }
+        Ok(())
+    }
+
+    /// The thread an event belongs to, for an event relating to it: the
+    /// thread's root if the event is a thread reply (a reaction or an edit of
+    /// a reply is in the reply's thread), else none.
+    pub fn thread_of(&self, event_id: &str) -> Result<Option<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT relates_to FROM events WHERE event_id = ?1 AND rel_type = 'm.thread' AND outlier = 0",
+        )?;
+        Ok(statement.query_row([event_id], |row| row.get(0)).optional()?.flatten())
+    }
+
+    /// The local members joined to a room (whose IDs end with `:server_name`)
+    /// and their display names there, for evaluating push rules.
+    pub fn local_joined_members(
+        &self,
+        room_id: &str,
+        server_name: &str,
+    ) -> Result<HashMap<String, Option<String>>> {
+        let suffix = format!(":{server_name}");
+        let mut statement = self.conn.prepare_cached(
+            "SELECT c.state_key, json_extract(e.json, '$.content.displayname')
+             FROM current_state c JOIN events e ON e.event_id = c.event_id
+             WHERE c.room_id = ?1 AND c.kind = 'm.room.member' AND c.membership = 'join'
+               AND substr(c.state_key, -length(?2)) = ?2",
+        )?;
+        let rows = statement.query_map(params![room_id, suffix], |row| {
+            let name: rusqlite::types::Value = row.get(1)?;
+            let name = match name {
+                rusqlite::types::Value::Text(name) => Some(name),
+                _ => None,
+            };
+            Ok((row.get(0)?, name))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,190 @@
+//! Unread notification counts in `/sync`, kept when events are stored:
+//! exact however many are unread, lowered by read receipts (threaded or
+//! not), raised by mentions as highlights, per thread when the filter asks,
+//! and lowered by redactions.
+
+mod common;
+
+use common::rooms::*;
+use common::{Client, Node};
+use serde_json::{Value, json};
+
+/// Alice creates a public room and bob joins it; returns the room ID.
+fn shared_room(alice: &Client, bob: &Client) -> String {
+    let room = create_room(alice, json!({"preset": "public_chat"}));
+    join(bob, &room);
+    room
+}
+
+/// The room's `unread_notifications` in an initial sync with `filter`.
+fn counts_with(client: &Client, room: &str, filter: &str) -> (u64, u64, Value) {
+    let query = if filter.is_empty() { String::new() } else { format!("filter={}", enc(filter)) };
+    let body = sync(client, &query);
+    let joined = &body["rooms"]["join"][room];
+    let counts = &joined["unread_notifications"];
+    (
+        counts["notification_count"].as_u64().unwrap(),
+        counts["highlight_count"].as_u64().unwrap(),
+        joined.get("unread_thread_notifications").cloned().unwrap_or(Value::Null),
+    )
+}
+
+fn counts(client: &Client, room: &str) -> (u64, u64) {
+    let (notifications, highlights, _) = counts_with(client, room, "");
+    (notifications, highlights)
+}
+
+#[track_caller]
+fn receipt(client: &Client, room: &str, event_id: &str, body: Value) {
+    let path = room_path(room, &format!("/receipt/m.read/{}", enc(event_id)));
+    let (status, answer) = client.post(&path, &body);
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#receiving-notifications>:
+/// `notification_count` is the number of unread notifying events (from the
+/// user's push rules), `highlight_count` those that highlight; a read receipt
+/// on event E marks everything up to E read
+/// (<https://spec.matrix.org/latest/client-server-api/#receipts>). Counts are
+/// exact well past the 1,000 events the server once stopped counting at.
+#[test]
+fn counts_are_exact_past_a_thousand_and_receipts_leave_what_follows() {
+    const MESSAGES: usize = 1_500;
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room = shared_room(&alice, &bob);
+    let mut middle = String::new();
+    for index in 0..MESSAGES {
+        let event_id = send_text(&bob, &room, &format!("message {index}"));
+        if index == 699 {
+            middle = event_id;
+        }
+    }
+    assert_eq!(counts(&alice, &room), (MESSAGES as u64, 0));
+    // A receipt on the 700th leaves the 800 after it.
+    receipt(&alice, &room, &middle, json!({}));
+    assert_eq!(counts(&alice, &room), (800, 0));
+    // A mention highlights.
+    let mention =
+        json!({"msgtype": "m.text", "body": "alice: look", "m.mentions": {"user_ids": [alice.user_id]}});
+    let mentioned = send(&bob, &room, "m.room.message", mention);
+    let first = sync(&alice, "");
+    assert_eq!(
+        first["rooms"]["join"][&room]["unread_notifications"],
+        json!({"notification_count": 801, "highlight_count": 1})
+    );
+    // An incremental sync carries the counts too.
+    send_text(&bob, &room, "one more");
+    let next = sync(&alice, &since(&first["next_batch"]));
+    assert_eq!(
+        next["rooms"]["join"][&room]["unread_notifications"],
+        json!({"notification_count": 802, "highlight_count": 1})
+    );
+    // A receipt behind the earlier one reads nothing more; bob's counts are
+    // untouched by everything (his own messages never count).
+    let (_, early) = alice.get(&room_path(&room, "/messages?dir=f&limit=5"));
+    let early_id = early["chunk"][4]["event_id"].as_str().unwrap().to_owned();
+    receipt(&alice, &room, &early_id, json!({}));
+    assert_eq!(counts(&alice, &room), (802, 1));
+    assert_eq!(counts(&bob, &room), (0, 0));
+    // A receipt on the mention leaves the one after it.
+    receipt(&alice, &room, &mentioned, json!({}));
+    assert_eq!(counts(&alice, &room), (1, 0));
+}
+
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#threaded-read-receipts>:
+/// with `unread_thread_notifications` in the filter, `unread_notifications`
+/// counts the main timeline only and `unread_thread_notifications` each
+/// thread by its root; a receipt with a `thread_id` reads that thread only,
+/// one without reads them all. Without the flag the counts cover the room.
+#[test]
+fn threaded_receipts_and_per_thread_counts() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room = shared_room(&alice, &bob);
+    let root = send_text(&bob, &room, "thread root");
+    let in_thread = |body: &str, extra: Value| {
+        let mut content = json!({"msgtype": "m.text", "body": body,
+            "m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": true}});
+        if let (Some(content), Some(extra)) = (content.as_object_mut(), extra.as_object()) {
+            content.extend(extra.clone());
+        }
+        send(&bob, &room, "m.room.message", content)
+    };
+    let reply_one = in_thread("reply one", json!({}));
+    in_thread("reply two", json!({"m.mentions": {"user_ids": [alice.user_id]}}));
+    let reply_three = in_thread("reply three", json!({}));
+    send_text(&bob, &room, "main one");
+    let main_two = send_text(&bob, &room, "main two");
+
+    let threads = r#"{"room":{"timeline":{"unread_thread_notifications":true}}}"#;
+    let (notifications, highlights, per_thread) = counts_with(&alice, &room, threads);
+    assert_eq!((notifications, highlights), (3, 0));
+    assert_eq!(per_thread, json!({ &root: {"notification_count": 3, "highlight_count": 1} }));
+    // Without the flag: the whole room, no per-thread object.
+    assert_eq!(counts_with(&alice, &room, ""), (6, 1, Value::Null));
+    // The unstable name of the flag works too.
+    let unstable = r#"{"room":{"timeline":{"org.matrix.msc3773.unread_thread_notifications":true}}}"#;
+    assert_eq!(counts_with(&alice, &room, unstable).0, 3);
+
+    // A threaded receipt on the first reply reads that thread up to it.
+    receipt(&alice, &room, &reply_one, json!({"thread_id": root}));
+    let (notifications, _, per_thread) = counts_with(&alice, &room, threads);
+    assert_eq!(notifications, 3);
+    assert_eq!(per_thread, json!({ &root: {"notification_count": 2, "highlight_count": 1} }));
+    // A `main` receipt reads the main timeline only.
+    receipt(&alice, &room, &main_two, json!({"thread_id": "main"}));
+    let (notifications, _, per_thread) = counts_with(&alice, &room, threads);
+    assert_eq!(notifications, 0);
+    assert_eq!(per_thread, json!({ &root: {"notification_count": 2, "highlight_count": 1} }));
+    // A reaction to a reply is in the reply's thread (reactions do not
+    // notify by default, so a keyword rule makes this one count).
+    let rules = "/_matrix/client/v3/pushrules/global/override/reactions";
+    let rule = json!({"conditions": [{"kind": "event_match", "key": "type", "pattern": "m.reaction"}],
+                      "actions": ["notify"]});
+    assert_eq!(alice.put(rules, &rule).0, 200);
+    send(
+        &bob,
+        &room,
+        "m.reaction",
+        json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": reply_three, "key": "+1"}}),
+    );
+    let (notifications, _, per_thread) = counts_with(&alice, &room, threads);
+    assert_eq!(notifications, 0);
+    assert_eq!(per_thread, json!({ &root: {"notification_count": 3, "highlight_count": 1} }));
+    // An unthreaded receipt on the last reply reads everything up to it.
+    receipt(&alice, &room, &reply_three, json!({}));
+    let (notifications, highlights, per_thread) = counts_with(&alice, &room, threads);
+    assert_eq!((notifications, highlights), (0, 0));
+    assert_eq!(per_thread, json!({ &root: {"notification_count": 1, "highlight_count": 0} }));
+}
+
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#redactions>: a
+/// redacted event keeps no content, so it notifies no one any more; and a
+/// user who leaves and returns starts with nothing unread
+/// (<https://spec.matrix.org/latest/client-server-api/#receiving-notifications>
+/// counts what is unread in rooms the user is in).
+#[test]
+fn redactions_and_leaving_take_events_out_of_the_counts() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room = shared_room(&alice, &bob);
+    let mention = json!({"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [alice.user_id]}});
+    let mentioned = send(&bob, &room, "m.room.message", mention);
+    send_text(&bob, &room, "kept");
+    assert_eq!(counts(&alice, &room), (2, 1));
+    let path = room_path(&room, &format!("/redact/{}/{}", enc(&mentioned), txn()));
+    let (status, answer) = bob.put(&path, &json!({"reason": "oops"}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(counts(&alice, &room), (1, 0));
+
+    let (status, answer) = alice.post(&room_path(&room, "/leave"), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    join(&alice, &room);
+    assert_eq!(counts(&alice, &room), (0, 0));
+    send_text(&bob, &room, "welcome back");
+    assert_eq!(counts(&alice, &room), (1, 0));
+}
