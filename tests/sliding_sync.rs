@@ -115,7 +115,7 @@ fn lists_come_newest_first_with_counts_and_increments_carry_only_news() {
     // A message in a room sent already: only it, not initial, one live event.
     send_text(&alice, &a, "again");
     let next = sliding(&alice, Some(&pos(&quiet)), 0, &body);
-    assert_eq!(room_ids(&next), [a.clone()], "{next}");
+    assert_eq!(room_ids(&next), [a.as_str()], "{next}");
     let room = &next["rooms"][&a];
     assert!(room.get("initial").is_none(), "{room}");
     assert_eq!(room["num_live"], 1);
@@ -126,7 +126,7 @@ fn lists_come_newest_first_with_counts_and_increments_carry_only_news() {
     send_text(&alice, &b, "b wakes up");
     let moved = sliding(&alice, Some(&pos(&next)), 0, &body);
     assert_eq!(window(&moved, "all"), [b.clone(), a.clone()]);
-    assert_eq!(room_ids(&moved), [b.clone()], "{moved}");
+    assert_eq!(room_ids(&moved), [b.as_str()], "{moved}");
     assert_eq!(moved["rooms"][&b]["initial"], true);
     assert_eq!(moved["rooms"][&b]["num_live"], 1);
     assert_eq!(moved["rooms"][&b]["name"], "B");
@@ -191,7 +191,7 @@ fn required_state_lazy_me_and_wildcards_and_room_subscriptions() {
 
     let lazy_body = subscribe(json!([["m.room.member", "$LAZY"], ["m.room.name", ""]]), "lazy");
     let lazy = sliding(&alice, None, 0, &lazy_body);
-    assert_eq!(room_ids(&lazy), [room.clone()], "a room the user is not in is ignored: {lazy}");
+    assert_eq!(room_ids(&lazy), [room.as_str()], "a room the user is not in is ignored: {lazy}");
     assert_eq!(state_keys(&lazy, &room), [member(&bob), ("m.room.name".to_owned(), String::new())]);
     assert_eq!(lazy["rooms"][&room]["joined_count"], 3);
     assert!(lazy.get("lists").is_none_or(|lists| lists.as_object().unwrap().is_empty()));
@@ -270,15 +270,15 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
     } });
     let answer = sliding(&alice, None, 0, &body);
     let set = |list: &str| sorted(window(&answer, list));
-    assert_eq!(set("dm"), [dm.clone()]);
+    assert_eq!(set("dm"), [dm.as_str()]);
     assert_eq!(set("not_dm"), sorted(vec![plain.clone(), encrypted.clone(), space.clone()]));
-    assert_eq!(set("encrypted"), [encrypted.clone()]);
-    assert_eq!(set("invites"), [invited.clone()]);
-    assert_eq!(set("spaces"), [space.clone()]);
+    assert_eq!(set("encrypted"), [encrypted.as_str()]);
+    assert_eq!(set("invites"), [invited.as_str()]);
+    assert_eq!(set("spaces"), [space.as_str()]);
     assert_eq!(set("no_spaces"), sorted(vec![plain.clone(), dm.clone(), encrypted.clone()]));
-    assert_eq!(set("favourites"), [encrypted.clone()]);
+    assert_eq!(set("favourites"), [encrypted.as_str()]);
     assert_eq!(set("not_favourites"), sorted(vec![plain.clone(), dm.clone(), space.clone()]));
-    assert_eq!(set("in_space"), [plain.clone()]);
+    assert_eq!(set("in_space"), [plain.as_str()]);
     assert_eq!(answer["lists"]["invites"]["count"], 1);
     assert_eq!(answer["rooms"][&dm]["is_dm"], true);
     assert!(answer["rooms"][&plain].get("is_dm").is_none());
