@@ -21,6 +21,7 @@ pub mod push_actions;
 pub mod push_queue;
 pub mod remote_devices;
 pub mod search_index;
+pub mod sliding_sync;
 pub mod summary;
 pub mod timeline;
 pub mod typing;
