@@ -121,8 +121,8 @@ struct RoomAnswer {
     joined_count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     invited_count: Option<usize>,
-    notification_count: usize,
-    highlight_count: usize,
+    notification_count: u64,
+    highlight_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     bump_stamp: Option<i64>,
 }
