@@ -71,7 +71,9 @@ fn serve(mut stream: TcpStream, page_requests: &AtomicUsize) {
         }
     }
     let head = String::from_utf8_lossy(&head).to_string();
-    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+    // Answered by path; a query only makes another URL of the same thing.
+    let target = head.split(' ').nth(1).unwrap_or_default();
+    let path = target.split('?').next().unwrap_or_default().to_string();
     let respond = |stream: &mut TcpStream, status: &str, headers: &str, body: &[u8]| {
         let head = format!(
             "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -208,6 +210,30 @@ fn pages_too_large_too_slow_redirected_away_or_not_html_answer_errors() {
     assert_eq!(site.page_requests.load(Ordering::SeqCst), 0);
     let (status, _) = preview(&alice, &site.url("/page"));
     assert_eq!(status, 200);
+}
+
+/// A copied image is the asking user's content and counts against their
+/// quota: past it, the page is previewed without its image, and an image
+/// linked to directly answers 413 `M_TOO_LARGE`, as an upload would.
+#[test]
+fn copied_images_count_against_the_users_quota() {
+    let site = Site::start();
+    let node = Node::start_with_config(
+        "url_preview_enabled = true\n[federation]\nallow_ips = [\"127.0.0.0/8\"]\n[limits]\nmedia_quota_per_user = 100",
+    );
+    let alice = node.register("alice");
+    let (status, first) = preview(&alice, &site.url("/image.png"));
+    assert_eq!((status, &first["matrix:image:size"]), (200, &json!(PNG.len())), "{first}");
+    // 67 of 100 bytes used: the next copy does not fit.
+    let (status, page) = preview(&alice, &site.url("/page"));
+    assert_eq!((status, &page["og:title"]), (200, &json!("Hearth & home")), "{page}");
+    assert!(page.get("og:image").is_none() && page.get("og:image:width").is_none(), "{page}");
+    let (status, again) = preview(&alice, &format!("{}?again", site.url("/image.png")));
+    assert_eq!((status, &again["errcode"]), (413, &json!("M_TOO_LARGE")), "{again}");
+    // Another user has their own quota.
+    let bob = node.register("bob");
+    let (status, theirs) = preview(&bob, &format!("{}?bob", site.url("/image.png")));
+    assert_eq!((status, &theirs["og:image:type"]), (200, &json!("image/png")), "{theirs}");
 }
 
 /// Private addresses the config does not allow are never fetched.
