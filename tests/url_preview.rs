@@ -10,11 +10,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::federation::TestCa;
 use common::rooms::enc;
 use common::{Client, Node, assert_error};
 use serde_json::{Value, json};
@@ -49,7 +50,46 @@ impl Site {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let counter = counter.clone();
-                std::thread::spawn(move || serve(stream, &counter));
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    serve(&mut stream, &counter);
+                });
+            }
+        });
+        Site { base, page_requests }
+    }
+
+    /// The same site over TLS, with a certificate `ca` issued.
+    fn start_tls(ca: &TestCa) -> Site {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (certificate, key) = ca.issue("site");
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(&certificate).unwrap().map(Result::unwrap).collect();
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, PrivateKeyDer::from_pem_file(&key).unwrap())
+                .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let page_requests = Arc::new(AtomicUsize::new(0));
+        let counter = page_requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (counter, config) = (counter.clone(), config.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let connection = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(connection, stream);
+                    serve(&mut tls, &counter);
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                });
             }
         });
         Site { base, page_requests }
@@ -60,8 +100,7 @@ impl Site {
     }
 }
 
-fn serve(mut stream: TcpStream, page_requests: &AtomicUsize) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+fn serve<S: Read + Write>(stream: &mut S, page_requests: &AtomicUsize) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -71,8 +110,10 @@ fn serve(mut stream: TcpStream, page_requests: &AtomicUsize) {
         }
     }
     let head = String::from_utf8_lossy(&head).to_string();
-    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
-    let respond = |stream: &mut TcpStream, status: &str, headers: &str, body: &[u8]| {
+    // Answered by path; a query only makes another URL of the same thing.
+    let target = head.split(' ').nth(1).unwrap_or_default();
+    let path = target.split('?').next().unwrap_or_default().to_string();
+    let respond = |stream: &mut S, status: &str, headers: &str, body: &[u8]| {
         let head = format!(
             "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
@@ -83,31 +124,29 @@ fn serve(mut stream: TcpStream, page_requests: &AtomicUsize) {
     match path.as_str() {
         "/page" => {
             page_requests.fetch_add(1, Ordering::SeqCst);
-            respond(&mut stream, "200 OK", "Content-Type: text/html; charset=utf-8\r\n", PAGE.as_bytes());
+            respond(stream, "200 OK", "Content-Type: text/html; charset=utf-8\r\n", PAGE.as_bytes());
         }
         "/plain-title" => {
             let body = b"<html><title>Only a title</title><p>x</p></html>";
-            respond(&mut stream, "200 OK", "Content-Type: text/html\r\n", body);
+            respond(stream, "200 OK", "Content-Type: text/html\r\n", body);
         }
-        "/image.png" => respond(&mut stream, "200 OK", "Content-Type: image/png\r\n", PNG),
+        "/image.png" => respond(stream, "200 OK", "Content-Type: image/png\r\n", PNG),
         "/huge" => {
             let mut body = b"<html><title>huge</title>".to_vec();
             body.resize(2 << 20, b' ');
-            respond(&mut stream, "200 OK", "Content-Type: text/html\r\n", &body);
+            respond(stream, "200 OK", "Content-Type: text/html\r\n", &body);
         }
         "/slow" => {
             std::thread::sleep(Duration::from_secs(15));
-            respond(&mut stream, "200 OK", "Content-Type: text/html\r\n", b"<title>late</title>");
+            respond(stream, "200 OK", "Content-Type: text/html\r\n", b"<title>late</title>");
         }
         "/to-private" => {
             let location = "Location: http://169.254.169.254/latest/meta-data/\r\n";
-            respond(&mut stream, "302 Found", location, b"");
+            respond(stream, "302 Found", location, b"");
         }
-        "/to-page" => respond(&mut stream, "301 Moved Permanently", "Location: /page\r\n", b""),
-        "/binary" => {
-            respond(&mut stream, "200 OK", "Content-Type: application/octet-stream\r\n", b"\x00\x01\x02")
-        }
-        _ => respond(&mut stream, "404 Not Found", "Content-Type: text/plain\r\n", b"no"),
+        "/to-page" => respond(stream, "301 Moved Permanently", "Location: /page\r\n", b""),
+        "/binary" => respond(stream, "200 OK", "Content-Type: application/octet-stream\r\n", b"\x00\x01\x02"),
+        _ => respond(stream, "404 Not Found", "Content-Type: text/plain\r\n", b"no"),
     }
 }
 
@@ -208,6 +247,50 @@ fn pages_too_large_too_slow_redirected_away_or_not_html_answer_errors() {
     assert_eq!(site.page_requests.load(Ordering::SeqCst), 0);
     let (status, _) = preview(&alice, &site.url("/page"));
     assert_eq!(status, 200);
+}
+
+/// `https://` pages are fetched over verified TLS (the test CA is trusted
+/// through `[federation] ca_files`), and an untrusted certificate is an error.
+#[test]
+fn https_pages_are_previewed_over_verified_tls() {
+    let ca = TestCa::new();
+    let site = Site::start_tls(&ca);
+    let ca_file = ca.certificate_file.to_str().unwrap();
+    let node = Node::start_with_config(&format!(
+        "url_preview_enabled = true\n[federation]\nallow_ips = [\"127.0.0.0/8\"]\nca_files = [\"{ca_file}\"]"
+    ));
+    let alice = node.register("alice");
+    let (status, og) = preview(&alice, &site.url("/page"));
+    assert_eq!((status, &og["og:title"]), (200, &json!("Hearth & home")), "{og}");
+    assert_eq!(og["og:image:type"], "image/png", "{og}");
+    // A node that does not trust the CA refuses the site.
+    let other = node_with_previews();
+    let bob = other.register("bob");
+    assert_error(&preview(&bob, &site.url("/plain-title")), 502, "M_UNKNOWN");
+}
+
+/// A copied image is the asking user's content and counts against their
+/// quota: past it, the page is previewed without its image, and an image
+/// linked to directly answers 413 `M_TOO_LARGE`, as an upload would.
+#[test]
+fn copied_images_count_against_the_users_quota() {
+    let site = Site::start();
+    let node = Node::start_with_config(
+        "url_preview_enabled = true\n[federation]\nallow_ips = [\"127.0.0.0/8\"]\n[limits]\nmedia_quota_per_user = 100",
+    );
+    let alice = node.register("alice");
+    let (status, first) = preview(&alice, &site.url("/image.png"));
+    assert_eq!((status, &first["matrix:image:size"]), (200, &json!(PNG.len())), "{first}");
+    // 67 of 100 bytes used: the next copy does not fit.
+    let (status, page) = preview(&alice, &site.url("/page"));
+    assert_eq!((status, &page["og:title"]), (200, &json!("Hearth & home")), "{page}");
+    assert!(page.get("og:image").is_none() && page.get("og:image:width").is_none(), "{page}");
+    let (status, again) = preview(&alice, &format!("{}?again", site.url("/image.png")));
+    assert_eq!((status, &again["errcode"]), (413, &json!("M_TOO_LARGE")), "{again}");
+    // Another user has their own quota.
+    let bob = node.register("bob");
+    let (status, theirs) = preview(&bob, &format!("{}?bob", site.url("/image.png")));
+    assert_eq!((status, &theirs["og:image:type"]), (200, &json!("image/png")), "{theirs}");
 }
 
 /// Private addresses the config does not allow are never fetched.

@@ -151,7 +151,7 @@ async fn preview_url(app: &App, request: &Request) -> Result<Response> {
     };
     let _turn =
         app.url_previews.try_take(&owner.user_id).ok_or(Error::LimitExceeded { retry_after_ms: 1_000 })?;
-    Ok(Response::ok(preview::preview(app, url, ts).await?))
+    Ok(Response::ok(preview::preview(app, &owner.user_id, url, ts).await?))
 }
 
 /// `POST /_matrix/media/v3/upload?filename=`: stores the body as new content.

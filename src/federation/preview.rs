@@ -9,6 +9,9 @@
 //! [`discovery::MAX_REDIRECTS`] times, each checked like the first; the page
 //! is read up to [`MAX_PAGE_BYTES`], the image up to [`MAX_IMAGE_BYTES`],
 //! and everything (redirects and image included) within [`FETCH_TIMEOUT`].
+//! A copied image belongs to the user who asked (as in Synapse) and counts
+//! against their `media_quota_per_user`; past it, a page is previewed
+//! without its image.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1mediapreview_url>.
 
@@ -49,9 +52,11 @@ pub const MAX_PREVIEWS_PER_USER: usize = 2;
 /// Random characters in the media ID of a copied image (as uploads).
 const MEDIA_ID_CHARS: usize = 24;
 
-/// The preview of `url` as of `ts` (ms): from the cache when a preview
-/// current at `ts` is still fresh at `ts`, else fetched now and cached.
-pub async fn preview(app: &App, url: &str, ts: i64) -> Result<Value> {
+/// The preview of `url` as of `ts` (ms) for `user`: from the cache when a
+/// preview current at `ts` is still fresh at `ts`, else fetched now and
+/// cached. A copied image is `user`'s content (as Synapse records it), so it
+/// counts against their storage quota.
+pub async fn preview(app: &App, user: &str, url: &str, ts: i64) -> Result<Value> {
     let cached = app.in_snapshot(|| app.storage().url_preview(url, ts))?;
     if let Some(cached) = cached.filter(|cached| ts < cached.expires_ts) {
         if let Ok(Value::Object(og)) = serde_json::from_str(&cached.og) {
@@ -59,7 +64,7 @@ pub async fn preview(app: &App, url: &str, ts: i64) -> Result<Value> {
         }
     }
     let fetched_ts = now_ms();
-    let og = fetch(app, url)
+    let og = fetch(app, user, url)
         .or(async {
             smol::Timer::after(FETCH_TIMEOUT).await;
             Err(Error::matrix(504, "M_UNKNOWN", format!("{url}: no answer in time")))
@@ -75,7 +80,7 @@ pub async fn preview(app: &App, url: &str, ts: i64) -> Result<Value> {
 
 /// Fetches `url` and builds its preview: an HTML page's metadata with its
 /// image copied, or an image itself.
-async fn fetch(app: &App, url: &str) -> Result<Map<String, Value>> {
+async fn fetch(app: &App, user: &str, url: &str) -> Result<Map<String, Value>> {
     let (response, final_url) =
         discovery::fetch_url(&app.federation, url, MAX_PAGE_BYTES, Schemes::HttpOrHttps).await?;
     if !(200..300).contains(&response.status) {
@@ -83,7 +88,7 @@ async fn fetch(app: &App, url: &str) -> Result<Map<String, Value>> {
     }
     let content_type = response.header("content-type").unwrap_or_default().to_owned();
     if url_preview::is_image(&content_type) {
-        return store_image(app, &content_type, &response.body);
+        return store_image(app, user, &content_type, &response.body);
     }
     if !url_preview::is_html(&content_type) {
         return Err(bad_gateway(format!("{url}: {content_type:?} is not HTML or an image")));
@@ -101,7 +106,7 @@ async fn fetch(app: &App, url: &str) -> Result<Map<String, Value>> {
     };
     let image_url = image.as_str().and_then(|link| final_url.join(link).ok());
     let copied = match image_url {
-        Some(image_url) => fetch_image(app, image_url.as_str()).await,
+        Some(image_url) => fetch_image(app, user, image_url.as_str()).await,
         None => Err(bad_gateway("og:image is not a URL".to_owned())),
     };
     match copied {
@@ -117,19 +122,19 @@ async fn fetch(app: &App, url: &str) -> Result<Map<String, Value>> {
 }
 
 /// Copies an `og:image` into the content repository.
-async fn fetch_image(app: &App, url: &str) -> Result<Map<String, Value>> {
+async fn fetch_image(app: &App, user: &str, url: &str) -> Result<Map<String, Value>> {
     let (response, _) =
         discovery::fetch_url(&app.federation, url, MAX_IMAGE_BYTES, Schemes::HttpOrHttps).await?;
     let content_type = response.header("content-type").unwrap_or_default().to_owned();
     if !(200..300).contains(&response.status) || !url_preview::is_image(&content_type) {
         return Err(bad_gateway(format!("{url}: status {}, {content_type:?}", response.status)));
     }
-    store_image(app, &content_type, &response.body)
+    store_image(app, user, &content_type, &response.body)
 }
 
 /// Stores an image as our content; answers its `og:image` (mxc URI),
 /// `og:image:type` and `matrix:image:size`.
-fn store_image(app: &App, content_type: &str, content: &[u8]) -> Result<Map<String, Value>> {
+fn store_image(app: &App, user: &str, content_type: &str, content: &[u8]) -> Result<Map<String, Value>> {
     if content.len() > MAX_IMAGE_BYTES {
         return Err(Error::matrix(502, "M_TOO_LARGE", "the image is too large"));
     }
@@ -141,10 +146,19 @@ fn store_image(app: &App, content_type: &str, content: &[u8]) -> Result<Map<Stri
         variant: "",
         content_type,
         upload_name: None,
-        uploader: None,
+        uploader: Some(user),
         content,
     };
-    app.in_transaction(|| app.storage().insert_media(&media))?;
+    let quota = app.config.limits.media_quota_per_user;
+    app.in_transaction(|| {
+        let storage = app.storage();
+        if quota.saturating_sub(storage.media_used_by(user)?) < content.len() as u64 {
+            return Err(Error::TooLarge(format!(
+                "the image would take you past your storage quota of {quota} bytes"
+            )));
+        }
+        storage.insert_media(&media)
+    })?;
     let mut og = Map::new();
     og.insert("og:image".into(), json!(format!("mxc://{server}/{media_id}")));
     og.insert("og:image:type".into(), json!(content_type));

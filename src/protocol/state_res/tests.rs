@@ -448,3 +448,18 @@ fn v1_events_that_cannot_be_fetched_take_no_part() {
     let resolved = resolve(&dag.version, &[by_alice, by_bob], fetch, &AllSigned).unwrap();
     assert_eq!(resolved[&key("m.room.topic", "")], "$topic-alice");
 }
+
+#[test]
+fn v1_when_no_candidate_passes_the_shallowest_one_stays() {
+    // Where the spec is silent, Synapse keeps the candidate of least depth.
+    let (mut dag, base) = Dag::new("1");
+    let demoted = dag.extend(
+        &base,
+        vec![topic("$topic-bob-1", BOB), power_levels("$pl-alice", ALICE, json!({ALICE: 100, BOB: 0}))],
+    );
+    let other = dag
+        .extend(&base, vec![pdu("$name-alice", "m.room.name", Some(""), ALICE), topic("$topic-bob-2", BOB)]);
+    let resolved = dag.resolve(&[demoted, other]).unwrap();
+    assert_eq!(resolved[&key("m.room.power_levels", "")], "$pl-alice");
+    assert_eq!(resolved[&key("m.room.topic", "")], "$topic-bob-1");
+}

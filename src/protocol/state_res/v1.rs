@@ -91,10 +91,10 @@ pub(super) fn resolve(
     // "First we resolve conflicts between m.room.power_levels events", then
     // "repeat the above process for conflicts between m.room.join_rules
     // events" and "for conflicts between m.room.member events".
-    for kind in ["m.room.power_levels", "m.room.join_rules", "m.room.member"] {
+    for pass in [Pass::PowerLevels, Pass::JoinRules, Pass::Members] {
         let winners: Vec<(Key, String)> = conflicts
             .iter()
-            .filter(|(key, _)| key.0 == kind)
+            .filter(|(key, _)| Pass::of(key) == pass)
             .filter_map(|(key, list)| Some((key.clone(), checker.resolve_auth_events(&resolved, list)?)))
             .collect();
         resolved.extend(winners);
@@ -104,13 +104,35 @@ pub(super) fn resolve(
     // lowest sha1(event_id) that passes authentication in R."
     let winners: Vec<(Key, String)> = conflicts
         .iter()
-        .filter(|(key, _)| {
-            !matches!(key.0.as_str(), "m.room.power_levels" | "m.room.join_rules" | "m.room.member")
-        })
+        .filter(|(key, _)| Pass::of(key) == Pass::Others)
         .filter_map(|(key, list)| Some((key.clone(), checker.resolve_normal_events(&resolved, list)?)))
         .collect();
     resolved.extend(winners);
     Ok(resolved)
+}
+
+/// The passes over the conflicted keys, in order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// `m.room.power_levels` (the one with the empty state key).
+    PowerLevels,
+    /// `m.room.join_rules`.
+    JoinRules,
+    /// `m.room.member`, every state key.
+    Members,
+    /// Everything else.
+    Others,
+}
+
+impl Pass {
+    fn of(key: &Key) -> Pass {
+        match (key.0.as_str(), key.1.as_str()) {
+            ("m.room.power_levels", "") => Pass::PowerLevels,
+            ("m.room.join_rules", _) => Pass::JoinRules,
+            ("m.room.member", _) => Pass::Members,
+            _ => Pass::Others,
+        }
+    }
 }
 
 /// The hex-comparable SHA-1 of an event ID, the spec's tie-breaker.
