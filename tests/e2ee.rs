@@ -489,6 +489,53 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
     assert_eq!(answer["failures"][&a.server_name]["errcode"], "M_UNAVAILABLE", "{answer}");
 }
 
+/// A cached list is refetched when our server starts sharing a room with
+/// its user again: while bob (on B) was out of alice's only room, A sent B
+/// no updates, so the keys alice uploaded meanwhile must not be answered
+/// from the copy B cached before.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
+/// (servers keep a copy of the device lists of remote users they share a
+/// room with; only those receive `m.device_list_update`).
+#[test]
+fn a_device_list_cached_before_a_leave_is_refetched_after_a_rejoin() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "again"}));
+    let join_path = format!("/_matrix/client/v3/join/{}", enc(&format!("#again:{}", a.server_name)));
+    let (status, answer) = bob.post(&join_path, &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    let before = device_keys(&alice);
+    upload(&alice, json!({ "device_keys": before }));
+    let cached = eventually(DELIVERY, || {
+        let found = query(&bob, &alice.user_id);
+        let keys = found["device_keys"][&alice.user_id][&alice.device_id]["keys"].clone();
+        (keys == before["keys"]).then_some(found)
+    });
+    assert_eq!(cached["failures"], json!({}), "{cached}");
+
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    eventually(DELIVERY, || {
+        (common::rooms::membership_of(&alice, &room_id, &bob.user_id).as_deref() == Some("leave"))
+            .then_some(())
+    });
+    // New keys while B shares no room with alice: A tells B nothing.
+    let mut after = before.clone();
+    after["keys"][format!("curve25519:{}", alice.device_id)] = json!(b64(&[9; 32]));
+    let pair = key_pair(&format!("{}{}", alice.user_id, alice.device_id));
+    after.as_object_mut().unwrap().remove("signatures");
+    sign(&mut after, &alice.user_id, &format!("ed25519:{}", alice.device_id), &pair);
+    upload(&alice, json!({ "device_keys": after }));
+
+    let (status, answer) = bob.post(&join_path, &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    let found = query(&bob, &alice.user_id);
+    assert_eq!(found["device_keys"][&alice.user_id][&alice.device_id]["keys"], after["keys"], "{found}");
+}
+
 /// Sends one to-device message of type `m.test` from `from` to a device.
 fn send_to_device(from: &Client, user_id: &str, device_id: &str, content: &Value) -> (u16, Value) {
     let body = json!({ "messages": { user_id: { device_id: content } } });
