@@ -434,6 +434,7 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
 
     // Each change on A is an update on top of the cached list, seen by bob.
     let mut seen_up_to = next_batch(&sync(&bob, ""));
+    let first_token = seen_up_to.clone();
     let mut wait_for_change = || {
         let since = seen_up_to.clone();
         let seen = eventually(DELIVERY, || {
@@ -478,6 +479,12 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
         assert_eq!(devices[&phone.device_id]["unsigned"]["device_display_name"], "phone", "{found}");
         assert_eq!(found["master_keys"][&alice.user_id]["keys"], master_key["keys"], "{found}");
     };
+    // `/keys/changes` over the same span names alice too.
+    let (status, changes) =
+        bob.get(&format!("/_matrix/client/v3/keys/changes?from={first_token}&to={seen_up_to}"));
+    assert_eq!(status, 200, "{changes}");
+    assert_eq!(changes["changed"], json!([alice.user_id]), "{changes}");
+
     // With A down, B answers from its cache, which the EDUs kept current:
     // nothing was fetched since the first query.
     a.stop();
