@@ -406,7 +406,8 @@ fn keys_and_to_device_messages_cross_federation() {
 
 /// A remote user's device list is cached on our server and kept current by
 /// their server's `m.device_list_update` and `m.signing_key_update` EDUs:
-/// every key change on A reaches bob on B in `device_lists.changed`, and
+/// every change on A (keys uploaded, a device added, renamed, deleted, a
+/// master key) reaches bob on B in `device_lists.changed`, and
 /// `/keys/query` on B answers from the cache, with no request to A (A is
 /// stopped for the last query).
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
@@ -463,6 +464,12 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
         200
     );
     wait_for_change(); // the new device's name
+    let mut tablet = a.client();
+    assert_eq!(tablet.login("alice", PASSWORD).0, 200);
+    upload(&tablet, json!({ "device_keys": device_keys(&tablet) }));
+    wait_for_change(); // a third device with keys
+    assert_eq!(tablet.post("/_matrix/client/v3/logout", &json!({})).0, 200);
+    wait_for_change(); // the third device is deleted
     let master = key_pair("remote master");
     let master_id = format!("ed25519:{}", b64(master.pk.as_ref()));
     let master_key = json!({ "user_id": alice.user_id, "usage": ["master"], "keys": { &master_id: b64(master.pk.as_ref()) } });
@@ -478,6 +485,7 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
         assert_eq!(devices[&phone.device_id]["keys"], phone_keys["keys"], "{found}");
         assert_eq!(devices[&phone.device_id]["unsigned"]["device_display_name"], "phone", "{found}");
         assert_eq!(found["master_keys"][&alice.user_id]["keys"], master_key["keys"], "{found}");
+        assert_eq!(devices.as_object().unwrap().len(), 2, "the deleted device is gone: {found}");
     };
     // `/keys/changes` over the same span names alice too.
     let (status, changes) =
