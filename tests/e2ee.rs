@@ -406,7 +406,8 @@ fn keys_and_to_device_messages_cross_federation() {
 
 /// A remote user's device list is cached on our server and kept current by
 /// their server's `m.device_list_update` and `m.signing_key_update` EDUs:
-/// every key change on A reaches bob on B in `device_lists.changed`, and
+/// every change on A (keys uploaded, a device added, renamed, deleted, a
+/// master key) reaches bob on B in `device_lists.changed`, and
 /// `/keys/query` on B answers from the cache, with no request to A (A is
 /// stopped for the last query).
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
@@ -434,6 +435,7 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
 
     // Each change on A is an update on top of the cached list, seen by bob.
     let mut seen_up_to = next_batch(&sync(&bob, ""));
+    let first_token = seen_up_to.clone();
     let mut wait_for_change = || {
         let since = seen_up_to.clone();
         let seen = eventually(DELIVERY, || {
@@ -462,6 +464,12 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
         200
     );
     wait_for_change(); // the new device's name
+    let mut tablet = a.client();
+    assert_eq!(tablet.login("alice", PASSWORD).0, 200);
+    upload(&tablet, json!({ "device_keys": device_keys(&tablet) }));
+    wait_for_change(); // a third device with keys
+    assert_eq!(tablet.post("/_matrix/client/v3/logout", &json!({})).0, 200);
+    wait_for_change(); // the third device is deleted
     let master = key_pair("remote master");
     let master_id = format!("ed25519:{}", b64(master.pk.as_ref()));
     let master_key = json!({ "user_id": alice.user_id, "usage": ["master"], "keys": { &master_id: b64(master.pk.as_ref()) } });
@@ -477,7 +485,14 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
         assert_eq!(devices[&phone.device_id]["keys"], phone_keys["keys"], "{found}");
         assert_eq!(devices[&phone.device_id]["unsigned"]["device_display_name"], "phone", "{found}");
         assert_eq!(found["master_keys"][&alice.user_id]["keys"], master_key["keys"], "{found}");
+        assert_eq!(devices.as_object().unwrap().len(), 2, "the deleted device is gone: {found}");
     };
+    // `/keys/changes` over the same span names alice too.
+    let (status, changes) =
+        bob.get(&format!("/_matrix/client/v3/keys/changes?from={first_token}&to={seen_up_to}"));
+    assert_eq!(status, 200, "{changes}");
+    assert_eq!(changes["changed"], json!([alice.user_id]), "{changes}");
+
     // With A down, B answers from its cache, which the EDUs kept current:
     // nothing was fetched since the first query.
     a.stop();
@@ -487,6 +502,53 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
         bob.post("/_matrix/client/v3/keys/query", &json!({ "device_keys": { a.user_id("nobody"): [] } }));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["failures"][&a.server_name]["errcode"], "M_UNAVAILABLE", "{answer}");
+}
+
+/// A cached list is refetched when our server starts sharing a room with
+/// its user again: while bob (on B) was out of alice's only room, A sent B
+/// no updates, so the keys alice uploaded meanwhile must not be answered
+/// from the copy B cached before.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
+/// (servers keep a copy of the device lists of remote users they share a
+/// room with; only those receive `m.device_list_update`).
+#[test]
+fn a_device_list_cached_before_a_leave_is_refetched_after_a_rejoin() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "again"}));
+    let join_path = format!("/_matrix/client/v3/join/{}", enc(&format!("#again:{}", a.server_name)));
+    let (status, answer) = bob.post(&join_path, &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    let before = device_keys(&alice);
+    upload(&alice, json!({ "device_keys": before }));
+    let cached = eventually(DELIVERY, || {
+        let found = query(&bob, &alice.user_id);
+        let keys = found["device_keys"][&alice.user_id][&alice.device_id]["keys"].clone();
+        (keys == before["keys"]).then_some(found)
+    });
+    assert_eq!(cached["failures"], json!({}), "{cached}");
+
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    eventually(DELIVERY, || {
+        (common::rooms::membership_of(&alice, &room_id, &bob.user_id).as_deref() == Some("leave"))
+            .then_some(())
+    });
+    // New keys while B shares no room with alice: A tells B nothing.
+    let mut after = before.clone();
+    after["keys"][format!("curve25519:{}", alice.device_id)] = json!(b64(&[9; 32]));
+    let pair = key_pair(&format!("{}{}", alice.user_id, alice.device_id));
+    after.as_object_mut().unwrap().remove("signatures");
+    sign(&mut after, &alice.user_id, &format!("ed25519:{}", alice.device_id), &pair);
+    upload(&alice, json!({ "device_keys": after }));
+
+    let (status, answer) = bob.post(&join_path, &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    let found = query(&bob, &alice.user_id);
+    assert_eq!(found["device_keys"][&alice.user_id][&alice.device_id]["keys"], after["keys"], "{found}");
 }
 
 /// Sends one to-device message of type `m.test` from `from` to a device.

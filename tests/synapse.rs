@@ -523,7 +523,8 @@ fn wait_device_list_change(pair: &Pair, viewer: &Client, owner: &Client, since: 
 /// Device lists across servers, both ways: a key upload on one server
 /// reaches the other's users in `device_lists.changed` (an
 /// `m.device_list_update` EDU) and its `/keys/query`; our node answers the
-/// second query from its cache, with Synapse stopped.
+/// second query from its cache, with Synapse stopped; master keys reach the
+/// other side too (`m.signing_key_update`).
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>,
 /// <https://spec.matrix.org/latest/client-server-api/#extensions-to-sync>.
 #[test]
@@ -557,9 +558,31 @@ fn device_lists_both_ways() {
         (queried_keys(&bob, &alice).0 == alice_keys["keys"]).then_some(())
     });
 
+    // Cross-signing master keys both ways (`m.signing_key_update`).
+    let path = "/_matrix/client/v3/keys/device_signing/upload";
+    for (owner, viewer, seed) in [(&alice, &bob, 1u8), (&bob, &alice, 2u8)] {
+        let master = master_key(owner, seed);
+        let (status, answer) = owner.post(path, &json!({ "master_key": master }));
+        assert_eq!(status, 200, "{answer}");
+        wait_for(&format!("{}'s master key on {}", owner.user_id, viewer.base), &|| pair.logs(), || {
+            let body = json!({ "device_keys": { &owner.user_id: [] } });
+            let (_, answer) = viewer.post("/_matrix/client/v3/keys/query", &body);
+            (answer["master_keys"][&owner.user_id]["keys"] == master["keys"]).then_some(())
+        });
+    }
+
     // Our node answers from its cache: Synapse is not asked.
     pair.synapse.stop();
     let (keys, failures) = queried_keys(&alice, &bob);
     assert_eq!(keys, bob_keys["keys"]);
     assert_eq!(failures, json!({}));
+}
+
+/// A cross-signing master key for `owner` (a real ed25519 public key: the
+/// servers decode it).
+fn master_key(owner: &Client, seed: u8) -> Value {
+    use base64::Engine;
+    let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]));
+    let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(pair.pk.as_ref());
+    json!({ "user_id": owner.user_id, "usage": ["master"], "keys": { format!("ed25519:{public}"): public } })
 }

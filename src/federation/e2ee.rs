@@ -1,8 +1,9 @@
 //! End-to-end encryption over federation: the inbound key endpoints
 //! (`/user/keys/query`, `/user/keys/claim`, `/user/devices/{userId}`), the
 //! inbound EDUs (`m.direct_to_device`, `m.device_list_update`,
-//! `m.signing_key_update`), and the outbound key queries and claims the
-//! client API makes for remote users.
+//! `m.signing_key_update`, applied to the cache of remote device lists in
+//! `rooms::remote_devices`), and the outbound device-list fetches, key
+//! queries and claims the client API makes for remote users.
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#end-to-end-encryption>,
 //! <https://spec.matrix.org/latest/server-server-api/#device-management>,

@@ -337,6 +337,9 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
         unread: Vec::new(),
     };
     app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
+    // Our user now shares the room with its members: lists cached from an
+    // earlier shared room may have missed updates.
+    rooms::remote_devices::note_join(app, &join.room_id, &join.sender)?;
     app.search_index.note_new_events();
     rooms::wake_room(app, &join.room_id, Some(&join.sender));
     Ok(())

@@ -254,6 +254,14 @@ fn store(
         };
         entries.push(((kind.clone(), state_key.clone()), event_id.clone(), membership));
     }
+    // A join by someone not joined before may start sharing a room with users
+    // whose device lists we cached earlier (see `remote_devices::note_join`).
+    let new_join = match (pdu.kind.as_str(), pdu.content.get("membership").and_then(Value::as_str)) {
+        ("m.room.member", Some("join")) if !soft_failed => {
+            !super::was_joined(app, replaces_state.as_deref())?
+        }
+        _ => false,
+    };
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
@@ -271,6 +279,9 @@ fn store(
         unread: actions.unread,
     };
     app.storage().persist_event(&new_event, state_after, &update)?;
+    if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
+        super::remote_devices::note_join(app, &pdu.room_id, target)?;
+    }
     app.push_queue.kick(&update.pushes);
     app.search_index.note_new_events();
     if !soft_failed {

@@ -575,6 +575,12 @@ fn persist_local(
         }
         Audience::RoomInCreation => (Vec::new(), Vec::new()),
     };
+    // A join by someone not joined before may start sharing a room with users
+    // whose device lists we cached earlier.
+    let new_join = match (pdu.kind.as_str(), pdu.content.get("membership").and_then(Value::as_str)) {
+        ("m.room.member", Some("join")) => !was_joined(app, replaces_state.as_deref())?,
+        _ => false,
+    };
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
@@ -595,6 +601,9 @@ fn persist_local(
         unread: actions.unread,
     };
     app.storage().persist_event(&new_event, state_after, &update)?;
+    if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
+        remote_devices::note_join(app, &pdu.room_id, target)?;
+    }
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
     }
@@ -607,6 +616,14 @@ fn persist_local(
     }
     app.push_queue.kick(&update.pushes);
     Ok(())
+}
+
+/// Whether a member event (the one a new member event replaces) is a join.
+pub(crate) fn was_joined(app: &App, member_event_id: Option<&str>) -> Result<bool> {
+    let Some(event_id) = member_event_id else { return Ok(false) };
+    let event = app.storage().event(event_id)?;
+    Ok(event.and_then(|event| event.json.get("content")?.get("membership")?.as_str().map(|m| m == "join"))
+        == Some(true))
 }
 
 /// Replaces the target's stored JSON with its redacted form (keeping the

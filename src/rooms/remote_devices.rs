@@ -171,6 +171,25 @@ pub fn cached_keys(
     Ok(Some(UserKeys { devices, master, self_signing, user_signing: None }))
 }
 
+/// `user_id` newly joined `room_id` (they were not joined before): our
+/// server may share a room with users it did not share one with a moment
+/// ago, whose servers sent us none of their updates meanwhile, so their
+/// cached lists (if any, from an earlier shared room) are refetched at the
+/// next query. A remote user joining makes their own list stale; a local
+/// user joining, the lists of everyone in the room. This is Synapse's
+/// resync of users it starts sharing a room with.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
+/// ("servers must ... keep a copy of the device list of remote users they
+/// share a room with").
+pub fn note_join(app: &App, room_id: &str, user_id: &str) -> Result<()> {
+    if app.is_local_user(user_id) {
+        app.storage().mark_room_members_device_lists_stale(room_id)
+    } else {
+        app.storage().mark_remote_device_list_stale(user_id)
+    }
+}
+
 /// Acts on an `m.device_list_update` from the user's own server (the caller
 /// checked the origin): applies it to the cached list, or marks the list
 /// stale when it shows a gap, and shows the change to our users who share a

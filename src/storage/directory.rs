@@ -87,16 +87,20 @@ impl Storage {
     /// in a public room), without deactivated accounts. With each, the
     /// profile shown: a local user's global profile, a remote user's
     /// display name and avatar from one of their member events in those
-    /// rooms. `(user_id, display_name, avatar_url)`, by user ID.
+    /// rooms. `(user_id, display_name, avatar_url)`, by user ID. Rooms are
+    /// visited through `rooms` and their state read by primary key, so no
+    /// search scans the whole current state.
     pub fn user_directory_candidates(&self, searcher: &str) -> Result<Vec<DirectoryCandidate>> {
         let mut statement = self.conn.prepare_cached(
             "WITH public_rooms(room_id) AS (
-                SELECT c.room_id FROM current_state c JOIN events e ON e.event_id = c.event_id
-                WHERE c.state_key = '' AND (
-                    (c.kind = 'm.room.join_rules'
-                     AND json_extract(e.json, '$.content.join_rule') = 'public')
-                    OR (c.kind = 'm.room.history_visibility'
-                        AND json_extract(e.json, '$.content.history_visibility') = 'world_readable'))
+                SELECT r.room_id FROM rooms r
+                WHERE EXISTS (SELECT 1 FROM current_state c JOIN events e ON e.event_id = c.event_id
+                              WHERE c.room_id = r.room_id AND c.kind = 'm.room.join_rules' AND c.state_key = ''
+                                AND json_extract(e.json, '$.content.join_rule') = 'public')
+                   OR EXISTS (SELECT 1 FROM current_state c JOIN events e ON e.event_id = c.event_id
+                              WHERE c.room_id = r.room_id AND c.kind = 'm.room.history_visibility'
+                                AND c.state_key = ''
+                                AND json_extract(e.json, '$.content.history_visibility') = 'world_readable')
              ),
              own_rooms(room_id) AS (
                 SELECT room_id FROM current_state

@@ -153,6 +153,17 @@ impl Storage {
         Ok(())
     }
 
+    /// Marks stale the cached lists of everyone joined to a room.
+    pub fn mark_room_members_device_lists_stale(&self, room_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE remote_device_lists SET stale = 1 WHERE stale = 0 AND user_id IN (
+                SELECT state_key FROM current_state
+                WHERE room_id = ?1 AND kind = 'm.room.member' AND membership = 'join')",
+            [room_id],
+        )?;
+        Ok(())
+    }
+
     /// Replaces the cross-signing keys (master, self-signing) of a cached
     /// list; `None` keeps the stored one.
     pub fn set_remote_signing_keys(
