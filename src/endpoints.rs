@@ -100,18 +100,6 @@ pub const NOT_SERVED: &[(&str, &str, u16, &str)] = &[
         "no application services, so no third-party networks",
     ),
     ("GET", "/_matrix/client/v3/thirdparty/user", 404, "no application services, so no third-party networks"),
-    (
-        "GET",
-        "/_matrix/client/v1/media/preview_url",
-        404,
-        "no URL previews: the server fetches no URLs its users name",
-    ),
-    (
-        "GET",
-        "/_matrix/media/v3/preview_url",
-        404,
-        "no URL previews: the server fetches no URLs its users name",
-    ),
     ("POST", "/_matrix/client/v1/login/get_token", 404, "no login tokens (sign-in by QR code)"),
     (
         "GET",
@@ -139,6 +127,16 @@ pub const NOT_SERVED: &[(&str, &str, u16, &str)] = &[
 
 /// What a client should know about some served endpoints: `(method, path, note)`.
 pub const NOTES: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/_matrix/client/v1/media/preview_url",
+        "only with `url_preview_enabled = true`; otherwise 404 `M_UNRECOGNIZED`",
+    ),
+    (
+        "GET",
+        "/_matrix/media/v3/preview_url",
+        "only with `url_preview_enabled = true`; otherwise 404 `M_UNRECOGNIZED`",
+    ),
     ("GET", "/_matrix/client/v3/account/3pid", "always empty: no third-party identifiers"),
     ("POST", "/_matrix/client/v3/createRoom", "`invite_3pid` is refused: 403 `M_FORBIDDEN`"),
     (

@@ -16,6 +16,7 @@
 
 mod common;
 
+use common::TempDir;
 use common::federation::{TestCa, signed_request, start_federating};
 use common::rooms::enc;
 use serde_json::{Value, json};
@@ -105,7 +106,11 @@ fn every_spec_endpoint_answers_as_the_readme_table_says() {
     assert!(rows.len() >= 200, "the README table has {} rows", rows.len());
     let ca = TestCa::new();
     let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    // Link previews are opt-in; the table describes a node with them on.
+    let config_dir = TempDir::new("endpoints-config");
+    let config = config_dir.0.join("hearth.toml");
+    std::fs::write(&config, "url_preview_enabled = true\n").unwrap();
+    let b = start_federating(&ca, &["--config", config.to_str().unwrap()]);
     let client = b.client();
     let mut failures = Vec::new();
     for (api, row) in &rows {
