@@ -11,7 +11,8 @@ use crate::http::{Request, Response};
 use crate::protocol::identifiers::UserId;
 
 /// `GET /admin/whois/{userId}`: each device is one session; its connection
-/// is where and when it was last seen (no user agent is kept).
+/// is when it was last seen, and where only if the node keeps client
+/// addresses (`privacy.store_client_ips`); no user agent is ever kept.
 pub fn whois(app: &App, request: &Request, user_id: &str) -> Result<Response> {
     let owner = app.authenticate(request)?;
     UserId::parse(user_id).map_err(|error| Error::InvalidParam(format!("{user_id:?}: {error}")))?;
@@ -24,7 +25,13 @@ pub fn whois(app: &App, request: &Request, user_id: &str) -> Result<Response> {
     let mut devices = Map::new();
     for device in app.storage().devices(user_id)? {
         let connections: Vec<Value> = match device.last_seen_ts {
-            Some(last_seen) => vec![json!({ "ip": device.last_seen_ip, "last_seen": last_seen })],
+            Some(last_seen) => {
+                let mut connection = json!({ "last_seen": last_seen });
+                if let Some(ip) = &device.last_seen_ip {
+                    connection["ip"] = json!(ip);
+                }
+                vec![connection]
+            }
             None => Vec::new(),
         };
         devices.insert(device.device_id, json!({ "sessions": [{ "connections": connections }] }));

@@ -115,13 +115,13 @@ pub fn issue_token(
     display_name: Option<&str>,
 ) -> Result<Value> {
     let token = credentials::new_access_token();
-    let ip = request.peer.address.ip().to_string();
+    let ip = app.config.privacy.store_client_ips.then(|| request.peer.address.ip().to_string());
     app.storage().login_device(
         user_id,
         device_id,
         display_name,
         &credentials::hash_token(&token),
-        Some(&ip),
+        ip.as_deref(),
     )?;
     Ok(json!({
         "user_id": user_id,

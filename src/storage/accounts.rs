@@ -224,6 +224,12 @@ impl Storage {
         Ok(())
     }
 
+    /// Erases every stored client address (when the node stops keeping them);
+    /// answers how many devices had one.
+    pub fn forget_client_ips(&self) -> Result<usize> {
+        Ok(self.conn.execute("UPDATE devices SET last_seen_ip = NULL WHERE last_seen_ip IS NOT NULL", [])?)
+    }
+
     /// Creates or reuses a device and issues a new access token for it.
     pub fn login_device(
         &mut self,
