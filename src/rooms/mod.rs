@@ -18,6 +18,7 @@ pub mod pdu_cache;
 pub mod presence;
 pub mod push;
 pub mod push_queue;
+pub mod resilience;
 pub mod search_index;
 pub mod summary;
 pub mod timeline;
