@@ -1,5 +1,5 @@
 //! The command line: `serve`, `init`, `user`, `token`, `backup`, `restore`,
-//! `check`, `resilience`, `key`, `tls`, `federation`.
+//! `check`, `resilience`, `doctor`, `key`, `tls`, `federation`.
 //!
 //! Operator commands open the same SQLite file as a running server (WAL lets
 //! them work side by side) and print plain text.
@@ -36,6 +36,7 @@ pub enum Command {
     Restore(Restore),
     Check(Check),
     Resilience(Resilience),
+    Doctor(Doctor),
     Key(Key),
     Tls(Tls),
     Federation(FederationCommand),
@@ -256,6 +257,29 @@ pub struct Resilience {
     /// print JSON (as GET /_hearth/admin/v1/resilience answers)
     #[argh(switch)]
     pub json: bool,
+}
+
+/// check the node as other servers and clients see it (well-known, SRV,
+/// resolution, TLS certificate, server keys, client well-known, /versions);
+/// exits non-zero if a check fails
+#[derive(FromArgs)]
+#[argh(subcommand, name = "doctor")]
+pub struct Doctor {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// our server name (as given to serve)
+    #[argh(option)]
+    pub server_name: Option<String>,
+    /// extra trusted CA certificate (PEM) (repeatable)
+    #[argh(option)]
+    pub federation_ca: Vec<PathBuf>,
+    /// private range the checks may reach, e.g. 127.0.0.0/8 (repeatable)
+    #[argh(option)]
+    pub federation_allow_ip: Vec<String>,
 }
 
 /// manage the server signing key
@@ -978,6 +1002,50 @@ pub fn resilience(command: Resilience) -> Result<(), String> {
     let dying =
         reports.iter().filter(|report| report.verdict == resilience::Verdict::DiesWithThisNode).count();
     println!("{} rooms, {dying} would die with this node", reports.len());
+    Ok(())
+}
+
+/// `hearth doctor`: every check, then a non-zero exit if one failed.
+pub fn doctor(command: Doctor) -> Result<(), String> {
+    use crate::federation::doctor::{self, Status};
+    let named = command.server_name.is_some();
+    let overrides = Overrides {
+        data_dir: command.data_dir,
+        server_name: command.server_name,
+        federation_ca: command.federation_ca,
+        federation_allow_ips: command.federation_allow_ip,
+        ..Overrides::default()
+    };
+    let mut config = Config::load(command.config.as_deref(), overrides)?;
+    if !config.database_path().exists() {
+        return Err(format!(
+            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
+            config.database_path().display()
+        ));
+    }
+    // Unless named, the node is checked under the name its database recorded.
+    if !named {
+        if let Some(recorded) = crate::storage::health::recorded_server_name(&config.database_path()) {
+            config.server_name = recorded;
+        }
+    }
+    let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    let executor = std::rc::Rc::new(smol::LocalExecutor::new());
+    let app = crate::app::App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?;
+    let checks = smol::block_on(executor.run(doctor::run(&app)));
+    for check in &checks {
+        let label = match check.status {
+            Status::Ok => "ok",
+            Status::Note => "note",
+            Status::Fail => "FAIL",
+        };
+        println!("{label:<5} {:<11} {}", check.subject, check.text);
+    }
+    let failures = checks.iter().filter(|check| check.status == Status::Fail).count();
+    if failures > 0 {
+        return Err(format!("{failures} check(s) failed"));
+    }
+    println!("all checks passed");
     Ok(())
 }
 
