@@ -183,6 +183,11 @@ fn client_addresses_are_kept_only_when_configured_and_erased_when_turned_off() {
         assert!(device.get("last_seen_ip").is_none(), "{devices}");
     }
     assert!(devices.to_string().contains(&phone.device_id));
+    // Nothing of the erased addresses stays in the files either.
+    let database = node.data_dir.0.join("hearth.db");
+    let mut bytes = std::fs::read(&database).unwrap();
+    bytes.extend(std::fs::read(database.with_extension("db-wal")).unwrap_or_default());
+    assert!(!bytes.windows(9).any(|window| window == b"127.0.0.1"), "an address is left in the files");
 }
 
 /// At the default log level the log names no client address, even for the
