@@ -1023,13 +1023,14 @@ pub fn doctor(command: Doctor) -> Result<(), String> {
             config.database_path().display()
         ));
     }
-    // Unless named, the node is checked under the name its database recorded.
+    // Read-only beside the node. Unless named, the node is checked under the
+    // name its database recorded.
     if !named {
         if let Some(recorded) = crate::storage::health::recorded_server_name(&config.database_path()) {
             config.server_name = recorded;
         }
     }
-    let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
+    let storage = Storage::open_read_only(&config.database_path()).map_err(|error| error.to_string())?;
     let executor = std::rc::Rc::new(smol::LocalExecutor::new());
     let app = crate::app::App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?;
     let checks = smol::block_on(executor.run(doctor::run(&app)));
