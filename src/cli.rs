@@ -1,5 +1,5 @@
 //! The command line: `serve`, `init`, `user`, `token`, `backup`, `restore`,
-//! `check`, `key`, `tls`, `federation`.
+//! `check`, `resilience`, `doctor`, `key`, `tls`, `federation`.
 //!
 //! Operator commands open the same SQLite file as a running server (WAL lets
 //! them work side by side) and print plain text.
@@ -35,6 +35,8 @@ pub enum Command {
     Backup(Backup),
     Restore(Restore),
     Check(Check),
+    Resilience(Resilience),
+    Doctor(Doctor),
     Key(Key),
     Tls(Tls),
     Federation(FederationCommand),
@@ -239,6 +241,45 @@ pub struct Check {
     /// directory for the database
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
+}
+
+/// for each room of the node: would it outlive the node (other servers with
+/// members, their admins and aliases)? read-only, works while the node runs
+#[derive(FromArgs)]
+#[argh(subcommand, name = "resilience")]
+pub struct Resilience {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// print JSON (as GET /_hearth/admin/v1/resilience answers)
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// check the node as other servers and clients see it (well-known, SRV,
+/// resolution, TLS certificate, server keys, client well-known, /versions);
+/// exits non-zero if a check fails
+#[derive(FromArgs)]
+#[argh(subcommand, name = "doctor")]
+pub struct Doctor {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// directory for the database
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// our server name (as given to serve)
+    #[argh(option)]
+    pub server_name: Option<String>,
+    /// extra trusted CA certificate (PEM) (repeatable)
+    #[argh(option)]
+    pub federation_ca: Vec<PathBuf>,
+    /// private range the checks may reach, e.g. 127.0.0.0/8 (repeatable)
+    #[argh(option)]
+    pub federation_allow_ip: Vec<String>,
 }
 
 /// manage the server signing key
@@ -905,6 +946,119 @@ pub fn check(command: Check) -> Result<(), String> {
     }
     println!("all checks passed");
     Ok(())
+}
+
+/// `hearth resilience`: on a read-only connection beside the node.
+pub fn resilience(command: Resilience) -> Result<(), String> {
+    use crate::rooms::resilience;
+    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
+    let config = Config::load(command.config.as_deref(), overrides)?;
+    let path = config.database_path();
+    if !path.exists() {
+        return Err(format!(
+            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
+            path.display()
+        ));
+    }
+    // The name the node runs under is the one its database recorded.
+    let server_name =
+        crate::storage::health::recorded_server_name(&path).unwrap_or_else(|| config.server_name.clone());
+    let storage = Storage::open_read_only(&path).map_err(|error| error.to_string())?;
+    let error = |error: crate::error::Error| error.to_string();
+    let mut reports = Vec::new();
+    for room_id in resilience::rooms(&storage, &server_name).map_err(error)? {
+        reports.extend(resilience::room(&storage, &server_name, &room_id).map_err(error)?);
+    }
+    if command.json {
+        let rooms: Vec<serde_json::Value> = reports.iter().map(|report| report.to_json()).collect();
+        println!("{}", serde_json::json!({ "server_name": server_name, "rooms": rooms }));
+        return Ok(());
+    }
+    if reports.is_empty() {
+        println!("no local user is joined to any room");
+    }
+    let now = now_ms();
+    for report in &reports {
+        match &report.name {
+            Some(name) => println!("{} \"{name}\"", report.room_id),
+            None => println!("{}", report.room_id),
+        }
+        println!("  members here   {}", report.local_members);
+        for server in &report.other_servers {
+            let accepted = match server.last_accepted_ts {
+                Some(ts) => format!("last accepted our transactions {} ago", human_age(now - ts)),
+                None => "never accepted a transaction from us".into(),
+            };
+            println!("  {}  {} joined, {accepted}", server.server_name, server.joined_members);
+            for admin in &server.admins {
+                println!("      admin {} ({})", admin.user_id, resilience::power_text(admin.power));
+            }
+        }
+        if !report.remote_aliases.is_empty() {
+            println!("  aliases elsewhere  {}", report.remote_aliases.join(", "));
+        }
+        println!("  => {}", report.summary());
+    }
+    let dying =
+        reports.iter().filter(|report| report.verdict == resilience::Verdict::DiesWithThisNode).count();
+    println!("{} rooms, {dying} would die with this node", reports.len());
+    Ok(())
+}
+
+/// `hearth doctor`: every check, then a non-zero exit if one failed.
+pub fn doctor(command: Doctor) -> Result<(), String> {
+    use crate::federation::doctor::{self, Status};
+    let named = command.server_name.is_some();
+    let overrides = Overrides {
+        data_dir: command.data_dir,
+        server_name: command.server_name,
+        federation_ca: command.federation_ca,
+        federation_allow_ips: command.federation_allow_ip,
+        ..Overrides::default()
+    };
+    let mut config = Config::load(command.config.as_deref(), overrides)?;
+    if !config.database_path().exists() {
+        return Err(format!(
+            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
+            config.database_path().display()
+        ));
+    }
+    // Read-only beside the node. Unless named, the node is checked under the
+    // name its database recorded.
+    if !named {
+        if let Some(recorded) = crate::storage::health::recorded_server_name(&config.database_path()) {
+            config.server_name = recorded;
+        }
+    }
+    let storage = Storage::open_read_only(&config.database_path()).map_err(|error| error.to_string())?;
+    let executor = std::rc::Rc::new(smol::LocalExecutor::new());
+    let app = crate::app::App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?;
+    let checks = smol::block_on(executor.run(doctor::run(&app)));
+    for check in &checks {
+        let label = match check.status {
+            Status::Ok => "ok",
+            Status::Note => "note",
+            Status::Fail => "FAIL",
+        };
+        println!("{label:<5} {:<11} {}", check.subject, check.text);
+    }
+    let failures = checks.iter().filter(|check| check.status == Status::Fail).count();
+    if failures > 0 {
+        return Err(format!("{failures} check(s) failed"));
+    }
+    println!("all checks passed");
+    Ok(())
+}
+
+/// A duration in ms for people: "40 s", "5 min", "3 h", "2 days".
+fn human_age(ms: i64) -> String {
+    let seconds = ms.max(0) / 1000;
+    match seconds {
+        0..60 => format!("{seconds} s"),
+        60..3600 => format!("{} min", seconds / 60),
+        3600..86_400 => format!("{} h", seconds / 3600),
+        _ => format!("{} days", seconds / 86_400),
+    }
 }
 
 /// `hearth key rotate`.

@@ -230,6 +230,16 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
     count.checked_mul(unit_ms).ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// What the node keeps about the people using it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// Keep the address a device last logged in from (shown in `GET /devices`
+    /// and whois). Off by default: devices keep only `last_seen_ts`, and a
+    /// node started with it off forgets the addresses kept before.
+    pub store_client_ips: bool,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +274,7 @@ pub struct Config {
     pub turn_password: Option<String>,
     pub turn_user_lifetime: Millis,
     pub rc_login: LoginLimits,
+    pub privacy: Privacy,
 }
 
 impl Default for Config {
@@ -289,6 +300,7 @@ impl Default for Config {
             turn_password: None,
             turn_user_lifetime: Millis(DEFAULT_TURN_USER_LIFETIME_MS),
             rc_login: LoginLimits::default(),
+            privacy: Privacy::default(),
         }
     }
 }
@@ -527,6 +539,13 @@ burst_count = 10
 # user-interactive auth).
 per_second = 0.016666666666666666
 burst_count = 5
+
+[privacy]
+# Keep the IP address each device last logged in from, shown to its owner in
+# GET /devices and to server admins in whois. Off: no client address is
+# written to the database (addresses stored earlier are erased at start), and
+# logs carry none unless started with -v. User agents are never kept.
+store_client_ips = false
 "#,
         default_version = room_version::DEFAULT,
     )

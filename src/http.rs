@@ -362,6 +362,7 @@ async fn dispatch(app: &Rc<App>, request: Request) -> Response {
             }
             _ => Err(Error::Unrecognized { method_not_allowed: false }),
         },
+        Some("_hearth") => crate::client::admin::route(app, &request).await,
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
     };
     match result {

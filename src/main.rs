@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         cli::Command::Backup(backup) => cli::backup(backup),
         cli::Command::Restore(restore) => cli::restore(restore),
         cli::Command::Check(check) => cli::check(check),
+        cli::Command::Resilience(resilience) => cli::resilience(resilience),
+        cli::Command::Doctor(doctor) => cli::doctor(doctor),
         cli::Command::Key(key) => cli::key(key),
         cli::Command::Tls(tls) => cli::tls(tls),
         cli::Command::Federation(federation) => cli::federation(federation),

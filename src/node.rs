@@ -43,6 +43,14 @@ pub fn serve(config: Config) -> Result<(), String> {
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     check_server_name(&config, &storage)?;
     prepare_media(&storage).map_err(|error| error.to_string())?;
+    if !config.privacy.store_client_ips {
+        let forgotten = storage.forget_client_ips().map_err(|error| error.to_string())?;
+        if 0 < forgotten {
+            log::info!(
+                "erased the client addresses of {forgotten} devices (privacy.store_client_ips is off)"
+            );
+        }
+    }
     let tls_config = if config.listeners.iter().any(|listener| listener.tls) {
         Some(Rc::new(RefCell::new(load_tls(&config, &storage)?)))
     } else {

@@ -11,13 +11,18 @@ use crate::http::{Request, Response};
 use crate::rooms::e2ee;
 use crate::storage::Device;
 
+/// A device as the spec shapes it; `last_seen_ip` (optional there) only when
+/// the node keeps client addresses (`privacy.store_client_ips`).
 fn device_json(device: &Device) -> Value {
-    json!({
+    let mut json = json!({
         "device_id": device.device_id,
         "display_name": device.display_name,
-        "last_seen_ip": device.last_seen_ip,
         "last_seen_ts": device.last_seen_ts,
-    })
+    });
+    if let Some(ip) = &device.last_seen_ip {
+        json["last_seen_ip"] = json!(ip);
+    }
+    json
 }
 
 /// `GET /devices`.

@@ -115,14 +115,14 @@ pub fn issue_token(
     display_name: Option<&str>,
 ) -> Result<Value> {
     let token = credentials::new_access_token();
-    let ip = request.peer.address.ip().to_string();
+    let ip = app.config.privacy.store_client_ips.then(|| request.peer.address.ip().to_string());
     let known = app.storage().devices(user_id)?.iter().any(|device| device.device_id == device_id);
     app.storage().login_device(
         user_id,
         device_id,
         display_name,
         &credentials::hash_token(&token),
-        Some(&ip),
+        ip.as_deref(),
     )?;
     if !known {
         // A new device is a device-list change for everyone sharing a room with the user.

@@ -4,7 +4,7 @@
 //! core, and shape the JSON answer. Spec: <https://spec.matrix.org/latest/client-server-api/>.
 
 mod account;
-mod admin;
+pub mod admin;
 mod devices;
 pub mod directory;
 mod ephemeral;

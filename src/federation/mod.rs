@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod dns;
+pub mod doctor;
 pub mod e2ee;
 pub mod events;
 pub mod join;

@@ -121,7 +121,7 @@ async fn run(app: Rc<App>, destination: String, wake: Rc<Event>) {
             Ok((200, answer)) => {
                 log::debug!("sent {} items to {destination}: {answer}", ids.len());
                 let _ = app.storage().dequeue(&ids);
-                let _ = app.storage().destination_up(&destination);
+                let _ = app.storage().destination_accepted(&destination);
             }
             Ok((status, answer)) if (400..500).contains(&status) && status != 429 => {
                 // The destination refuses this transaction as such: retrying it

@@ -61,6 +61,19 @@ impl RawResponse {
 /// The rustls client config: webpki's public roots plus the configured extra
 /// CA files. Verification is always on.
 pub fn tls_config(ca_files: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = root_store(ca_files)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The certificates outbound federation trusts: webpki's public roots plus
+/// the configured extra CA files.
+pub fn root_store(ca_files: &[PathBuf]) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     for path in ca_files {
         let pem = std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
@@ -74,13 +87,7 @@ pub fn tls_config(ca_files: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, Str
             roots.add(certificate).map_err(|error| format!("{}: {error}", path.display()))?;
         }
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|error| error.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(roots)
 }
 
 /// Whether `ip` is an address outbound federation must not reach on its own:
@@ -338,6 +345,79 @@ async fn connect(tls: &Arc<rustls::ClientConfig>, allow: &[Cidr], target: &Targe
         errors.push("no address".into());
     }
     Err(unreachable(format!("cannot reach {}: {}", target.host_header, errors.join("; "))))
+}
+
+/// Takes any certificate chain, so that `hearth doctor` can look at one
+/// that would fail verification and say why; the handshake signatures are
+/// still checked. Nothing is ever sent over such a connection.
+#[derive(Debug)]
+struct TakeAnyChain(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for TakeAnyChain {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The certificate chain `target` presents (end entity first) and the address
+/// that presented it, unverified: the caller verifies it to say what is wrong.
+/// The address filter applies; the connection closes after the handshake.
+pub async fn presented_chain(
+    allow: &[Cidr],
+    target: &Target,
+) -> Result<(SocketAddr, Vec<CertificateDer<'static>>)> {
+    let provider = crate::tls::provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| Error::Internal(error.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(TakeAnyChain(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let stream = connect(&Arc::new(config), allow, target).await?;
+    let (tcp, connection) = stream.get_ref();
+    let address = tcp.get_ref().peer_addr().map_err(|error| unreachable(error.to_string()))?;
+    let chain = connection.peer_certificates().unwrap_or_default();
+    Ok((address, chain.iter().map(|certificate| certificate.clone().into_owned()).collect()))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod push;
 pub mod push_actions;
 pub mod push_queue;
 pub mod remote_devices;
+pub mod resilience;
 pub mod search_index;
 pub mod sliding_sync;
 pub mod summary;

@@ -224,6 +224,22 @@ impl Storage {
         Ok(())
     }
 
+    /// Erases every stored client address (when the node stops keeping them);
+    /// answers how many devices had one. The freed bytes are zeroed
+    /// (`secure_delete`) and the write-ahead log folded in and truncated, so
+    /// no copy of an address stays behind in the files.
+    pub fn forget_client_ips(&self) -> Result<usize> {
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let erased =
+            self.conn.execute("UPDATE devices SET last_seen_ip = NULL WHERE last_seen_ip IS NOT NULL", []);
+        self.conn.pragma_update(None, "secure_delete", false)?;
+        let erased = erased?;
+        if 0 < erased {
+            self.checkpoint()?;
+        }
+        Ok(erased)
+    }
+
     /// Creates or reuses a device and issues a new access token for it.
     pub fn login_device(
         &mut self,

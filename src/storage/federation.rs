@@ -153,8 +153,8 @@ impl Storage {
         Ok(())
     }
 
-    /// Records a success (or that the destination is known to be back).
-    pub fn destination_up(&self, destination: &str) -> Result<()> {
+    /// Records that the destination accepted a transaction from us (and so is up).
+    pub fn destination_accepted(&self, destination: &str) -> Result<()> {
         self.conn.execute(
             "INSERT INTO federation_destinations (destination, failures, last_success_ts) VALUES (?1, 0, ?2)
              ON CONFLICT (destination) DO UPDATE SET failures = 0, retry_after_ts = NULL,
@@ -162,6 +162,46 @@ impl Storage {
             params![destination, now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Records that the destination is known to be back (it sent us something):
+    /// its backoff ends, but nothing says it accepted anything from us.
+    pub fn destination_up(&self, destination: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO federation_destinations (destination, failures) VALUES (?1, 0)
+             ON CONFLICT (destination) DO UPDATE SET failures = 0, retry_after_ts = NULL",
+            [destination],
+        )?;
+        Ok(())
+    }
+
+    /// When the destination last accepted a transaction from us, if ever.
+    pub fn destination_last_accepted(&self, destination: &str) -> Result<Option<i64>> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT last_success_ts FROM federation_destinations WHERE destination = ?1")?;
+        Ok(statement.query_row([destination], |row| row.get(0)).optional()?.flatten())
+    }
+
+    /// The rooms where a user of `our_server` is joined, sorted.
+    pub fn rooms_with_members_of(&self, our_server: &str) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT DISTINCT room_id, state_key FROM current_state WHERE kind = 'm.room.member'
+               AND membership = 'join' AND state_key LIKE '%:' || ?1",
+        )?;
+        let rows = statement
+            .query_map([our_server], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+        let mut rooms = Vec::new();
+        for row in rows {
+            let (room_id, user_id) = row?;
+            // LIKE treats `_` as a wildcard: keep exact server names only.
+            if crate::protocol::power_levels::domain_of(&user_id) == Some(our_server) {
+                rooms.push(room_id);
+            }
+        }
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
     }
 
     /// The answer we gave to an inbound transaction, if we saw it.

@@ -92,6 +92,11 @@ pub enum OpenError {
         known: u32,
     },
     Io(std::io::Error),
+    /// Opened read-only, the file's older schema cannot be migrated.
+    TooOld {
+        found: u32,
+        known: u32,
+    },
 }
 
 impl std::fmt::Display for OpenError {
@@ -103,6 +108,11 @@ impl std::fmt::Display for OpenError {
                 f,
                 "the database has schema version {found}, but this hearth only knows up to \
                  {known}: it was written by a newer hearth; run that version or restore a backup"
+            ),
+            OpenError::TooOld { found, known } => write!(
+                f,
+                "the database has schema version {found}, this hearth writes {known}: start the \
+                 node once to migrate it"
             ),
         }
     }
@@ -138,6 +148,25 @@ impl Storage {
         let mut storage = Storage { conn, transactions: transactions::Levels::default() };
         migrations::migrate(&mut storage.conn)?;
         Ok(storage)
+    }
+
+    /// Opens an existing database read-only, beside a running node (the
+    /// operator's reports): nothing is created, migrated or written, and its
+    /// schema must be the one this binary writes.
+    pub fn open_read_only(path: &Path) -> Result<Storage, OpenError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let found: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let known = migrations::SCHEMA_VERSION;
+        if found > known {
+            return Err(OpenError::TooNew { found, known });
+        }
+        if found < known {
+            return Err(OpenError::TooOld { found, known });
+        }
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        Ok(Storage { conn, transactions: transactions::Levels::default() })
     }
 
     /// Copies the whole database into `target`, consistently, while it is in use.

@@ -45,6 +45,21 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// Writes a certificate for `localhost` and 127.0.0.1 that expired in
+    /// 2021 over `certificate_file` and `key_file`.
+    pub fn reissue_expired(&self, certificate_file: &std::path::Path, key_file: &std::path::Path) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let certificate = params.signed_by(&key, &self.certificate, &self.key).unwrap();
+        std::fs::write(certificate_file, certificate.pem()).unwrap();
+        std::fs::write(key_file, key.serialize_pem()).unwrap();
+    }
+}
+
 /// A free loopback port (bound and released: the node binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -127,6 +127,8 @@ pub struct Node {
     /// `https://127.0.0.1:PORT` of the TLS listener.
     pub https: String,
     pub server_name: String,
+    /// Log at hearth's default level instead of debug.
+    pub default_log_level: bool,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -164,9 +166,27 @@ impl Node {
             http: String::new(),
             https: String::new(),
             server_name: String::new(),
+            default_log_level: false,
             log: Arc::new(Mutex::new(Vec::new())),
         };
         node.launch(&[http.to_string()], &[https.to_string()]);
+        node
+    }
+
+    /// Starts a node with open registration logging at hearth's default
+    /// level (the other nodes log at debug, for failing tests to show).
+    pub fn start_at_default_log_level() -> Node {
+        let mut node = Node {
+            child: None,
+            data_dir: TempDir::new("node"),
+            args: vec!["--registration".into(), "open".into()],
+            http: String::new(),
+            https: String::new(),
+            server_name: String::new(),
+            default_log_level: true,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        node.launch(&["127.0.0.1:0".to_string()], &["127.0.0.1:0".to_string()]);
         node
     }
 
@@ -180,6 +200,7 @@ impl Node {
             http: String::new(),
             https: String::new(),
             server_name: String::new(),
+            default_log_level: false,
             log: Arc::new(Mutex::new(Vec::new())),
         };
         node.launch(&["127.0.0.1:0".to_string()], &[https.to_string()]);
@@ -200,7 +221,12 @@ impl Node {
             command.arg("--server-name").arg("localhost");
         }
         command.args(&self.args);
-        command.env("HEARTH_LOG", "debug").stdout(Stdio::null()).stderr(Stdio::piped());
+        if self.default_log_level {
+            command.env_remove("HEARTH_LOG");
+        } else {
+            command.env("HEARTH_LOG", "debug");
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("cannot start hearth");
         let stderr = child.stderr.take().unwrap();
         let (lines, receiver) = channel();
