@@ -238,6 +238,11 @@ pub struct Privacy {
     /// and whois). Off by default: devices keep only `last_seen_ts`, and a
     /// node started with it off forgets the addresses kept before.
     pub store_client_ips: bool,
+    /// Tell other servers the names people give their devices (in
+    /// `/user/devices`, federation `/keys/query` and device-list updates).
+    /// Off by default, as in Synapse (`allow_device_name_lookup_over_federation`):
+    /// a name like "Alice's work laptop" says more than a key needs to.
+    pub device_names_over_federation: bool,
 }
 
 /// The whole configuration.
@@ -546,6 +551,10 @@ burst_count = 5
 # written to the database (addresses stored earlier are erased at start), and
 # logs carry none unless started with -v. User agents are never kept.
 store_client_ips = false
+# Tell other servers the names people give their devices ("Alice's work
+# laptop"). Off: remote users see device IDs and keys only, as with Synapse's
+# default. Local users always see the names.
+device_names_over_federation = false
 "#,
         default_version = room_version::DEFAULT,
     )

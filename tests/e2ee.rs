@@ -483,7 +483,8 @@ fn remote_device_lists_are_cached_and_kept_current_by_edus() {
         let devices = &found["device_keys"][&alice.user_id];
         assert_eq!(devices[&alice.device_id]["keys"], keys["keys"], "{found}");
         assert_eq!(devices[&phone.device_id]["keys"], phone_keys["keys"], "{found}");
-        assert_eq!(devices[&phone.device_id]["unsigned"]["device_display_name"], "phone", "{found}");
+        // Device names stay on their server by default (privacy.device_names_over_federation).
+        assert_eq!(devices[&phone.device_id]["unsigned"].get("device_display_name"), None, "{found}");
         assert_eq!(found["master_keys"][&alice.user_id]["keys"], master_key["keys"], "{found}");
         assert_eq!(devices.as_object().unwrap().len(), 2, "the deleted device is gone: {found}");
     };

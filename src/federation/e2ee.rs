@@ -100,7 +100,7 @@ pub fn user_devices(app: &App, user_id: &str) -> Result<Response> {
     let stored = app.storage().devices_with_keys(user_id)?;
     for (device_id, name, _) in stored {
         let mut device = json!({ "device_id": device_id });
-        if let Some(name) = name {
+        if let Some(name) = name.filter(|_| app.config.privacy.device_names_over_federation) {
             device["device_display_name"] = json!(name);
         }
         if let Some(device_keys) = keys.devices.get(&device_id) {

@@ -71,7 +71,7 @@ pub fn local_devices_changed(app: &App, user_id: &str, device_ids: &[String], de
         if !deleted {
             let devices = app.storage().devices_with_keys(user_id)?;
             if let Some((_, name, keys)) = devices.into_iter().find(|(id, _, _)| id == device_id) {
-                if let Some(name) = name {
+                if let Some(name) = name.filter(|_| app.config.privacy.device_names_over_federation) {
                     content["device_display_name"] = json!(name);
                 }
                 if let Some(mut keys) = keys.and_then(|keys| serde_json::from_str::<Value>(&keys).ok()) {
@@ -301,6 +301,9 @@ pub fn local_keys(
         merge_signatures(app, requester, user_id, &device_id, &mut keys)?;
         if let Some(object) = keys.as_object_mut() {
             let unsigned = object.entry("unsigned").or_insert_with(|| json!({}));
+            // Other servers see device names only when the privacy setting lets them.
+            let name =
+                name.filter(|_| requester.is_some() || app.config.privacy.device_names_over_federation);
             if let (Some(unsigned), Some(name)) = (unsigned.as_object_mut(), name) {
                 unsigned.insert("device_display_name".into(), json!(name));
             }
