@@ -447,3 +447,41 @@ fn account_data_receipts_and_typing_extensions() {
         "{stopped}"
     );
 }
+
+// MSC4186 "Room results": a room is sent again when it has news since it
+// was last sent, even news from while it was out of every window; and
+// `is_dm` is sent again when `m.direct` changes it.
+#[test]
+fn rooms_back_in_a_window_bring_what_they_missed_and_dm_changes_are_sent() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let a = create_room(&alice, json!({ "name": "A" }));
+    send_text(&alice, &a, "a first");
+    let narrow = list_body([0, 0], 10, json!([["m.room.topic", ""]]));
+    let first = sliding(&alice, None, 0, &narrow);
+    assert_eq!(room_ids(&first), [a.as_str()]);
+    let b = create_room(&alice, json!({ "name": "B" }));
+    let second = sliding(&alice, Some(&pos(&first)), 0, &narrow);
+    assert_eq!(window(&second, "all"), [b.as_str()]);
+    // A topic is no bump: A stays out of the window while it changes.
+    put_state(&alice, &a, "m.room.topic", "", json!({ "topic": "while away" }));
+    let third = sliding(&alice, Some(&pos(&second)), 0, &narrow);
+    assert_eq!(room_ids(&third), Vec::<String>::new(), "{third}");
+    let wide = list_body([0, 1], 10, json!([["m.room.topic", ""]]));
+    let back = sliding(&alice, Some(&pos(&third)), 0, &wide);
+    assert_eq!(room_ids(&back), [a.as_str()], "{back}");
+    let room = &back["rooms"][&a];
+    assert!(room.get("initial").is_none(), "{room}");
+    assert_eq!(room["timeline"].as_array().unwrap().len(), 1, "only what it missed: {room}");
+    assert_eq!(room["timeline"][0]["type"], "m.room.topic");
+    assert_eq!(state_keys(&back, &a), [("m.room.topic".to_owned(), String::new())]);
+
+    let path = format!("/_matrix/client/v3/user/{}/account_data/m.direct", enc(&alice.user_id));
+    assert_eq!(alice.put(&path, &json!({ "@someone:localhost": [&a] })).0, 200);
+    let dm = sliding(&alice, Some(&pos(&back)), 0, &wide);
+    assert_eq!(dm["rooms"][&a]["is_dm"], true, "{dm}");
+    assert!(dm["rooms"].get(&b).is_none(), "{dm}");
+    assert_eq!(alice.put(&path, &json!({})).0, 200);
+    let not_dm = sliding(&alice, Some(&pos(&dm)), 0, &wide);
+    assert_eq!(not_dm["rooms"][&a]["is_dm"], false, "{not_dm}");
+}

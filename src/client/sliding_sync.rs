@@ -261,7 +261,9 @@ fn rooms_and_lists(
     let mut selection = Selection { scope: Vec::new(), initial: HashSet::new(), timelines: HashMap::new() };
     for (room_id, chosen) in selected {
         let sent = previous.and_then(|previous| previous.rooms.get(room_id)).map(Rc::as_ref);
-        let quiet = news.as_ref().is_some_and(|news| !news.contains(room_id));
+        // Quiet: sent in the previous answer, and nothing arrived in it since.
+        let quiet = news.as_ref().is_some_and(|news| !news.contains(room_id))
+            && sent.is_some_and(|sent| Some(sent.up_to) == since);
         let built = room(app, owner, chosen.entry, &chosen.wants, sent, (since, now, quiet), &ignored)?;
         let lists: Vec<String> = chosen.lists.iter().map(|name| (*name).to_owned()).collect();
         selection.scope.push((room_id.to_owned(), lists, chosen.subscribed));
@@ -305,10 +307,14 @@ fn room(
         wants: wants.clone(),
         lazy_members: sent.map(|sent| sent.lazy_members.clone()).unwrap_or_default(),
         membership: entry.membership.clone(),
+        is_dm: entry.is_dm,
     };
+    // MSC4186: `is_dm` is sent again when `m.direct` changes it.
+    let dm_changed = sent.is_some_and(|sent| sent.is_dm != entry.is_dm);
+    let is_dm = if dm_changed { Some(entry.is_dm) } else { entry.is_dm.then_some(true) };
     // Sent already under the same config, and nothing happened in it since.
     let same_config = sent.is_some_and(|sent| sent.wants == *wants);
-    if same_config && quiet {
+    if same_config && quiet && !dm_changed {
         return Ok(BuiltRoom { answer: None, sent: next });
     }
     let bump_stamp = (entry.bump_stamp != i64::MIN).then_some(entry.bump_stamp);
@@ -322,7 +328,7 @@ fn room(
         };
         let answer = RoomAnswer {
             initial: Some(true),
-            is_dm: entry.is_dm.then_some(true),
+            is_dm,
             membership: Some(entry.membership.clone()),
             invite_state: Some(invite_state),
             bump_stamp,
@@ -430,7 +436,8 @@ fn room(
             .any(|receipt| receipt.user_id == user_id),
         None => false,
     };
-    let news = initial || new_events || expanded || !state_events.is_empty() || own_receipt_moved;
+    let news =
+        initial || new_events || expanded || dm_changed || !state_events.is_empty() || own_receipt_moved;
     if !news {
         return Ok(BuiltRoom { answer: None, sent: next });
     }
@@ -449,11 +456,7 @@ fn room(
     } else {
         None
     };
-    let heroes = if members_changed && name.is_none() && content("m.room.name", "name")?.is_none() {
-        Some(heroes(app, user_id, &current)?)
-    } else {
-        None
-    };
+    let heroes = if members_changed && name.is_none() { Some(heroes(app, user_id, &current)?) } else { None };
     let count = |membership: &str| {
         current
             .iter()
@@ -472,7 +475,7 @@ fn room(
         avatar,
         heroes: heroes.filter(|heroes| !heroes.is_empty()),
         initial: initial.then_some(true),
-        is_dm: entry.is_dm.then_some(true),
+        is_dm,
         membership: Some(entry.membership.clone()),
         invite_state: None,
         required_state: client_events_raw(app, &state_events, Some(viewer), false),

@@ -385,6 +385,20 @@ pub fn user_rooms(
     }
     let ignored = super::visibility::ignored_users(app, user_id)?;
     let direct = direct_rooms(app, user_id)?;
+    // Encryption and room types of all the rooms, in one query.
+    let mut encrypted = HashSet::new();
+    let mut room_types = HashMap::new();
+    if facts.state {
+        for event in app.storage().user_rooms_state(user_id, ["m.room.encryption", "m.room.create"])? {
+            let content = event.json.get("content");
+            if event.kind == "m.room.encryption" {
+                encrypted.insert(event.room_id);
+            } else if let Some(kind) = content.and_then(|content| content.get("type")).and_then(Value::as_str)
+            {
+                room_types.insert(event.room_id, kind.to_owned());
+            }
+        }
+    }
     let mut rooms = Vec::new();
     let memberships = app.storage().rooms_of_user(user_id)?;
     for (room_id, membership) in memberships {
@@ -415,16 +429,8 @@ pub fn user_rooms(
             bump_stamp,
             ..Default::default()
         };
-        if facts.state {
-            let room_id = entry.room_id.clone();
-            let content = |kind| super::current_state_content(app, &room_id, kind, "");
-            entry.encrypted = content("m.room.encryption")?.is_some();
-            entry.room_type = content("m.room.create")?
-                .as_ref()
-                .and_then(|create| create.get("type"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-        }
+        entry.encrypted = encrypted.contains(&entry.room_id);
+        entry.room_type = room_types.get(&entry.room_id).cloned();
         if facts.tags {
             entry.tags = tags(app, user_id, &entry.room_id)?;
         }
@@ -545,6 +551,8 @@ pub struct SentRoom {
     pub lazy_members: HashMap<String, String>,
     /// The membership it was sent with (a change sends the room anew).
     pub membership: String,
+    /// Whether it was sent as a DM.
+    pub is_dm: bool,
 }
 
 impl SentRoom {
