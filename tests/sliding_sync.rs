@@ -485,3 +485,41 @@ fn rooms_back_in_a_window_bring_what_they_missed_and_dm_changes_are_sent() {
     let not_dm = sliding(&alice, Some(&pos(&dm)), 0, &wide);
     assert_eq!(not_dm["rooms"][&a]["is_dm"], false, "{not_dm}");
 }
+
+// MSC4186 "Lists": rooms left go out once so the client learns of it; a
+// rejected invite shows nothing of the room but the user's own membership
+// ("Invite/knock/rejections"), and a room left after joining shows its
+// history up to the departure.
+#[test]
+fn rejected_invites_and_left_rooms_go_out_once_with_no_more_than_allowed() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let secret = create_room(&bob, json!({ "name": "secret", "preset": "private_chat" }));
+    send_text(&bob, &secret, "for members only");
+    invite(&bob, &secret, &alice.user_id);
+    let left = create_room(&bob, json!({ "preset": "public_chat" }));
+    join(&alice, &left);
+    let body = list_body([0, 9], 5, json!([["*", "*"]]));
+    let first = sliding(&alice, None, 0, &body);
+    assert_eq!(first["lists"]["all"]["count"], 2, "{first}");
+    assert_eq!(first["rooms"][&secret]["membership"], "invite");
+
+    for room in [&secret, &left] {
+        assert_eq!(alice.post(&room_path(room, "/leave"), &json!({})).0, 200);
+    }
+    let next = sliding(&alice, Some(&pos(&first)), 0, &body);
+    let rejected = &next["rooms"][&secret];
+    assert_eq!(rejected["membership"], "leave", "{next}");
+    assert_eq!(state_keys(&next, &secret), [("m.room.member".to_owned(), alice.user_id.clone())], "{next}");
+    assert!(rejected.get("timeline").is_none() && rejected.get("name").is_none(), "{rejected}");
+    let departed = &next["rooms"][&left];
+    assert_eq!(departed["membership"], "leave");
+    let timeline = departed["timeline"].as_array().unwrap();
+    assert_eq!(timeline.last().unwrap()["content"]["membership"], "leave", "{departed}");
+    // Once told, the rooms are gone from the list.
+    send_text(&bob, &left, "after alice left");
+    let after = sliding(&alice, Some(&pos(&next)), 0, &body);
+    assert_eq!(after["lists"]["all"]["count"], 0, "{after}");
+    assert_eq!(room_ids(&after), Vec::<String>::new(), "{after}");
+}

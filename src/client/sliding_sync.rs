@@ -337,24 +337,38 @@ fn room(
         return Ok(BuiltRoom { answer: Some((answer, HashSet::new())), sent: next });
     }
 
+    let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     // Joined, or left or banned (history up to the departure).
     let current = app.storage().current_state_entries(room_id)?;
     let own_event = current.iter().find(|entry| entry.kind == "m.room.member" && entry.state_key == user_id);
-    let up_to = match entry.membership.as_str() {
-        "join" => now.stream,
-        _ => match own_event {
-            Some(own) => {
-                app.storage().event(&own.event_id)?.map_or(now.stream, |event| event.stream_ordering)
-            }
-            None => now.stream,
-        },
+    let own_event = match own_event {
+        Some(own) => app.storage().event(&own.event_id)?,
+        None => None,
     };
+    let up_to = match (entry.membership.as_str(), &own_event) {
+        ("join", _) | (_, None) => now.stream,
+        (_, Some(own)) => own.stream_ordering,
+    };
+    if let Some(own) = own_event.as_ref().filter(|_| entry.membership != "join") {
+        // A room left without having been joined (an invite rejected, a
+        // knock withdrawn, a ban before joining) shows nothing of the room
+        // but the user's own membership (MSC4186 "Invite/knock/rejections").
+        if !was_joined_before(app, own)? {
+            let answer = RoomAnswer {
+                initial: Some(true),
+                membership: Some(entry.membership.clone()),
+                required_state: client_events_raw(app, std::slice::from_ref(own), Some(viewer), false),
+                bump_stamp,
+                ..RoomAnswer::default()
+            };
+            return Ok(BuiltRoom { answer: initial.then_some((answer, HashSet::new())), sent: next });
+        }
+    }
     let expanded = sent.is_some_and(|sent| wants.timeline_limit > sent.wants.timeline_limit);
     let after = match sent {
         Some(sent) if !expanded => sent.up_to,
         _ => i64::MIN,
     };
-    let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     let visibility = Visibility::with_ignored(app, user_id, Rc::clone(ignored));
     let (timeline, limited, new_events) = if wants.timeline_limit > 0 {
         let (timeline, limited) = super::sync::timeline(
@@ -491,6 +505,17 @@ fn room(
         bump_stamp,
     };
     Ok(BuiltRoom { answer: Some((answer, timeline_ids)), sent: next })
+}
+
+/// Whether the membership a member event replaced was `join`.
+fn was_joined_before(app: &App, member_event: &StoredEvent) -> Result<bool> {
+    let Some(previous) = &member_event.replaces_state else { return Ok(false) };
+    let previous = app.storage().event(previous)?;
+    let membership = previous
+        .as_ref()
+        .and_then(|event| event.json.get("content"))
+        .and_then(|content| content.get("membership"));
+    Ok(membership.and_then(Value::as_str) == Some("join"))
 }
 
 /// The wanted current state events: those changed in `(changed_since,
