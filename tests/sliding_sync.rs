@@ -95,6 +95,11 @@ fn lists_come_newest_first_with_counts_and_increments_carry_only_news() {
     let body = list_body([0, 1], 1, json!([["m.room.name", ""]]));
     let first = sliding(&alice, None, 0, &body);
     assert_eq!(first["lists"]["all"]["count"], 3, "{first}");
+    assert!(first.get("txn_id").is_none());
+    let mut with_txn = body.clone();
+    with_txn["txn_id"] = json!("t1");
+    with_txn["conn_id"] = json!("other");
+    assert_eq!(sliding(&alice, None, 0, &with_txn)["txn_id"], "t1", "the txn_id is echoed");
     assert_eq!(window(&first, "all"), [a.clone(), c.clone()]);
     assert_eq!(room_ids(&first), sorted(vec![a.clone(), c.clone()]));
     let room = &first["rooms"][&a];

@@ -74,6 +74,9 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
 /// The answer.
 #[derive(Serialize)]
 struct Answer {
+    /// The request's `txn_id`, echoed (matrix-rust-sdk checks it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    txn_id: Option<String>,
     pos: String,
     lists: BTreeMap<String, ListAnswer>,
     rooms: BTreeMap<String, RoomAnswer>,
@@ -170,7 +173,7 @@ fn build(
             &mut extensions,
         )
     })?;
-    let answer = Answer { pos: String::new(), lists, rooms, extensions };
+    let answer = Answer { txn_id: body.txn_id.clone(), pos: String::new(), lists, rooms, extensions };
     Ok((answer, state, news))
 }
 
@@ -317,7 +320,9 @@ fn room(
     if same_config && quiet && !dm_changed {
         return Ok(BuiltRoom { answer: None, sent: next });
     }
-    let bump_stamp = (entry.bump_stamp != i64::MIN).then_some(entry.bump_stamp);
+    // History fetched from other servers sits at negative positions; the
+    // field is unsigned (ruma reads it as `UInt`), so those count as 0.
+    let bump_stamp = (entry.bump_stamp != i64::MIN).then_some(entry.bump_stamp.max(0));
     if matches!(entry.membership.as_str(), "invite" | "knock") {
         if !initial {
             return Ok(BuiltRoom { answer: None, sent: next });

@@ -72,6 +72,8 @@ pub const BUMP_EVENT_TYPES: &[&str] = &[
 #[serde(default)]
 pub struct SyncRequest {
     pub conn_id: Option<String>,
+    /// Echoed in the answer.
+    pub txn_id: Option<String>,
     /// Also accepted in the body (the MSC's later form).
     pub pos: Option<String>,
     pub timeout: Option<u64>,
@@ -214,6 +216,9 @@ impl SyncRequest {
     pub fn check(&self) -> Result<()> {
         if let Some(conn_id) = &self.conn_id {
             check_name("conn_id", conn_id)?;
+        }
+        if let Some(txn_id) = &self.txn_id {
+            check_name("txn_id", txn_id)?;
         }
         if self.lists.len() > MAX_LISTS {
             return Err(Error::InvalidParam(format!("more than {MAX_LISTS} lists")));
