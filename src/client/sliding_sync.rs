@@ -37,6 +37,10 @@ use crate::storage::{CurrentStateEntry, InboxPage, StoredEvent, TokenOwner};
 
 /// Heroes in a room's section (as /sync's summary).
 const MAX_HEROES: usize = 5;
+/// Room IDs the `ops` of one answer name at most (100 lists of 16
+/// overlapping ranges over every room would otherwise repeat each room
+/// 1,600 times); the rest of the ops are cut short, the `count`s stay.
+const MAX_OPS_ROOM_IDS: usize = 10_000;
 /// Past this many wanted state events a room's whole current state is read
 /// in one query rather than event by event.
 const LOAD_STATE_AT_ONCE: usize = 32;
@@ -206,11 +210,19 @@ fn rooms_and_lists(
 
     let mut selected: BTreeMap<&str, Selected<'_>> = BTreeMap::new();
     let mut lists = BTreeMap::new();
+    let mut ops_budget = MAX_OPS_ROOM_IDS;
+    let spaces = body.lists.values().filter_map(|list| list.filters.spaces.as_ref()).flatten();
+    let children_of = space_children(app, user_id, spaces)?;
     for (name, list) in &body.lists {
-        let children = match &list.filters.spaces {
-            Some(spaces) => space_children(app, user_id, spaces)?,
-            None => HashSet::new(),
-        };
+        let children: HashSet<String> = list
+            .filters
+            .spaces
+            .iter()
+            .flatten()
+            .filter_map(|space| children_of.get(space))
+            .flatten()
+            .cloned()
+            .collect();
         let mut matching: Vec<&RoomEntry> =
             entries.iter().filter(|entry| passes(&list.filters, entry, &children)).collect();
         sort_by_recency(&mut matching);
@@ -218,7 +230,8 @@ fn rooms_and_lists(
         let mut ops = Vec::new();
         for (range, (start, end)) in window_indexes(&windows, matching.len()).into_iter().zip(windows) {
             let room_ids: Vec<&str> =
-                matching[range.clone()].iter().map(|entry| entry.room_id.as_str()).collect();
+                matching[range.clone()].iter().take(ops_budget).map(|entry| entry.room_id.as_str()).collect();
+            ops_budget -= room_ids.len();
             ops.push(json!({ "op": "SYNC", "range": [start, end], "room_ids": room_ids }));
             for entry in &matching[range] {
                 let chosen = selected.entry(&entry.room_id).or_insert_with(|| Selected {

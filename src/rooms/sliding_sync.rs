@@ -521,11 +521,20 @@ fn tags(app: &App, user_id: &str, room_id: &str) -> Result<BTreeSet<String>> {
         .unwrap_or_default())
 }
 
-/// The children of the spaces the user is joined to (`m.space.child` state
-/// with a non-empty `via`). Spec: <https://spec.matrix.org/latest/client-server-api/#mspacechild>.
-pub fn space_children(app: &App, user_id: &str, spaces: &[String]) -> Result<HashSet<String>> {
-    let mut children = HashSet::new();
+/// The children of each of `spaces` the user is joined to (`m.space.child`
+/// state with a non-empty `via`), each space read once however many lists
+/// name it. Spec: <https://spec.matrix.org/latest/client-server-api/#mspacechild>.
+pub fn space_children<'a>(
+    app: &App,
+    user_id: &str,
+    spaces: impl Iterator<Item = &'a String>,
+) -> Result<HashMap<String, HashSet<String>>> {
+    let mut children: HashMap<String, HashSet<String>> = HashMap::new();
     for space in spaces {
+        if children.contains_key(space) {
+            continue;
+        }
+        let of_space = children.entry(space.clone()).or_default();
         if app.storage().membership(space, user_id)?.as_deref() != Some("join") {
             continue;
         }
@@ -538,7 +547,7 @@ pub fn space_children(app: &App, user_id: &str, spaces: &[String]) -> Result<Has
                 .and_then(Value::as_array)
                 .is_some_and(|via| !via.is_empty());
             if event.kind == "m.space.child" && via {
-                children.extend(event.state_key);
+                of_space.extend(event.state_key);
             }
         }
     }
