@@ -1,7 +1,7 @@
 //! `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`:
 //! Simplified Sliding Sync (MSC4186), the sync of Element X and every client
 //! built on matrix-rust-sdk. The lists, filters and per-connection memory
-//! are the room engine's (`rooms/sliding_sync.rs`); this file reads the
+//! are the room engine's (`rooms/sliding_sync/`); this file reads the
 //! request, long-polls like /sync, builds each room's section with /sync's
 //! timeline reader, and adds the extensions (to-device, e2ee, account data,
 //! receipts, typing).
