@@ -201,12 +201,25 @@ fn rooms_and_lists(
     let user_id = owner.user_id.as_str();
     let since = previous.map(|state| state.stream);
     let facts = Facts::needed_by(body.lists.values().map(|list| &list.filters));
+    // Rooms with events or receipts since the previous answer (one query):
+    // the others are only looked at when their config grew, and keep their
+    // bump stamps.
+    let news = match since {
+        Some(since) => Some(app.storage().rooms_with_news(since, now.stream)?),
+        None => None,
+    };
+    let known = previous.zip(news.as_ref()).map(|(previous, news)| (previous.bumps.as_ref(), news));
     // A connection for the extensions alone (the SDK's encryption sync) needs no rooms.
     let entries = if body.lists.is_empty() && body.room_subscriptions.is_empty() {
         Vec::new()
     } else {
-        user_rooms(app, user_id, since, now.stream, facts)?
+        user_rooms(app, user_id, since, now.stream, facts, known)?
     };
+    let bumps: HashMap<String, i64> = entries
+        .iter()
+        .filter(|entry| entry.membership == "join")
+        .map(|entry| (entry.room_id.clone(), entry.bump_stamp))
+        .collect();
 
     let mut selected: BTreeMap<&str, Selected<'_>> = BTreeMap::new();
     let mut lists = BTreeMap::new();
@@ -262,16 +275,11 @@ fn rooms_and_lists(
     }
 
     let ignored = Rc::new(crate::rooms::visibility::ignored_users(app, user_id)?);
-    // Rooms with events or receipts since the previous answer (one query):
-    // the others are only looked at when their config grew.
-    let news = match since {
-        Some(since) => Some(app.storage().rooms_with_news(since, now.stream)?),
-        None => None,
-    };
     let mut state = ConnectionState {
         stream: now.stream,
         typing: now.typing,
         rooms: previous.map(|previous| previous.rooms.clone()).unwrap_or_default(),
+        bumps: Rc::new(bumps),
     };
     let mut rooms = BTreeMap::new();
     let mut selection = Selection { scope: Vec::new(), initial: HashSet::new(), timelines: HashMap::new() };

@@ -55,6 +55,9 @@ pub struct ConnectionState {
     pub stream: i64,
     pub typing: i64,
     pub rooms: HashMap<String, Rc<SentRoom>>,
+    /// The bump stamps of the joined rooms at `stream` (read again only
+    /// for rooms with events since).
+    pub bumps: Rc<HashMap<String, i64>>,
 }
 
 /// A connection: its random ID (so a position from before a restart, or of

@@ -369,13 +369,16 @@ pub fn window_indexes(windows: &[(u64, u64)], count: usize) -> Vec<std::ops::Ran
 /// The user's rooms as lists see them: joined, invited (also into rooms
 /// this server is not in) and knocked rooms, and the rooms left or banned
 /// from in `(since, now]` (so the client learns of it). `facts` says which
-/// of the costlier facts (encryption, type, tags) the filters need.
+/// of the costlier facts (encryption, type, tags) the filters need; `known`
+/// holds the bump stamps of the previous answer and the rooms with events
+/// since (the others' stamps have not moved).
 pub fn user_rooms(
     app: &App,
     user_id: &str,
     since: Option<i64>,
     now: i64,
     facts: Facts,
+    known: Option<(&HashMap<String, i64>, &HashSet<String>)>,
 ) -> Result<Vec<RoomEntry>> {
     let mut left_now = HashSet::new();
     if let Some(since) = since {
@@ -414,14 +417,24 @@ pub fn user_rooms(
             }
             _ => continue,
         };
-        let mut bump_stamp = app.storage().bump_stamp(&room_id, BUMP_EVENT_TYPES)?.unwrap_or(i64::MIN);
-        if let Some(event_id) = membership_event.flatten() {
-            let Some(event) = app.storage().event(&event_id)? else { continue };
-            if membership == "invite" && ignored.contains(&event.sender) {
-                continue;
+        // Not joined: the membership's position; joined: the newest bump event's.
+        let bump_stamp = match membership_event.flatten() {
+            Some(event_id) => {
+                let Some(event) = app.storage().event(&event_id)? else { continue };
+                if membership == "invite" && ignored.contains(&event.sender) {
+                    continue;
+                }
+                event.stream_ordering
             }
-            bump_stamp = event.stream_ordering;
-        }
+            None => {
+                let unchanged =
+                    known.and_then(|(bumps, news)| bumps.get(&room_id).filter(|_| !news.contains(&room_id)));
+                match unchanged {
+                    Some(bump_stamp) => *bump_stamp,
+                    None => app.storage().bump_stamp(&room_id, BUMP_EVENT_TYPES)?.unwrap_or(i64::MIN),
+                }
+            }
+        };
         let mut entry = RoomEntry {
             is_dm: direct.contains(&room_id),
             room_id,
