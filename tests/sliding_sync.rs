@@ -286,6 +286,10 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
     assert_eq!(set("in_space"), [plain.as_str()]);
     assert_eq!(answer["lists"]["invites"]["count"], 1);
     assert_eq!(answer["rooms"][&dm]["is_dm"], true);
+    // A room without a name has heroes (MSC4186 `heroes`): bob, invited.
+    assert_eq!(answer["rooms"][&dm]["heroes"], json!([{ "user_id": bob.user_id, "displayname": "bob" }]), "{answer}");
+    assert_eq!(answer["rooms"][&dm]["invited_count"], 1);
+    assert!(answer["rooms"][&plain].get("heroes").is_none());
     assert!(answer["rooms"][&plain].get("is_dm").is_none());
 
     let invite_section = &answer["rooms"][&invited];
@@ -305,7 +309,7 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
 // `M_UNKNOWN_POS` so the client starts over; bad shapes are refused.
 #[test]
 fn unknown_positions_and_bad_requests_are_refused() {
-    let node = Node::start();
+    let mut node = Node::start();
     let alice = node.register("alice");
     let body = list_body([0, 9], 1, json!([]));
     assert_error(&try_sliding(&alice, Some("nonsense"), 0, &body), 400, "M_UNKNOWN_POS");
@@ -342,6 +346,12 @@ fn unknown_positions_and_bad_requests_are_refused() {
     assert_error(&try_sliding(&alice, None, 0, &subscriptions), 400, "M_INVALID_PARAM");
     assert_error(&alice.get(PATH), 405, "M_UNRECOGNIZED");
     assert_error(&node.client().post(PATH, &body), 401, "M_MISSING_TOKEN");
+
+    // Connections live in memory: after a restart every position is unknown.
+    let kept = sliding(&alice, Some(&pos(&retried)), 0, &same);
+    node.restart();
+    assert_error(&try_sliding(&alice, Some(&pos(&kept)), 0, &same), 400, "M_UNKNOWN_POS");
+    sliding(&alice, None, 0, &same);
 }
 
 // MSC3885 (to-device extension): messages come until the client's `since`
