@@ -287,7 +287,11 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
     assert_eq!(answer["lists"]["invites"]["count"], 1);
     assert_eq!(answer["rooms"][&dm]["is_dm"], true);
     // A room without a name has heroes (MSC4186 `heroes`): bob, invited.
-    assert_eq!(answer["rooms"][&dm]["heroes"], json!([{ "user_id": bob.user_id, "displayname": "bob" }]), "{answer}");
+    assert_eq!(
+        answer["rooms"][&dm]["heroes"],
+        json!([{ "user_id": bob.user_id, "displayname": "bob" }]),
+        "{answer}"
+    );
     assert_eq!(answer["rooms"][&dm]["invited_count"], 1);
     assert!(answer["rooms"][&plain].get("heroes").is_none());
     assert!(answer["rooms"][&plain].get("is_dm").is_none());
@@ -303,6 +307,14 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
         stripped.iter().any(|event| event["type"] == "m.room.member" && event["state_key"] == alice.user_id)
     );
     assert!(invite_section.get("timeline").is_none(), "{invite_section}");
+
+    // Encryption turned on later moves the room between lists.
+    put_state(&alice, &plain, "m.room.encryption", "", json!({ "algorithm": "m.megolm.v1.aes-sha2" }));
+    let later = sliding(&alice, Some(&pos(&answer)), 0, &body);
+    let set = |list: &str| sorted(window(&later, list));
+    assert_eq!(set("encrypted"), sorted(vec![plain.clone(), encrypted.clone()]), "{later}");
+    assert_eq!(set("spaces"), [space.as_str()]);
+    assert_eq!(later["lists"]["dm"]["count"], 1);
 }
 
 // MSC4186 "Connections": a position the server does not know answers 400

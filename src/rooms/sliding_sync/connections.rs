@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::Wants;
+use super::{KnownRoom, Wants};
 use crate::error::{Error, Result};
 
 /// Connections kept per device (the SDK opens two); past this the least
@@ -55,9 +55,9 @@ pub struct ConnectionState {
     pub stream: i64,
     pub typing: i64,
     pub rooms: HashMap<String, Rc<SentRoom>>,
-    /// The bump stamps of the joined rooms at `stream` (read again only
+    /// What was learnt of the joined rooms at `stream` (read again only
     /// for rooms with events since).
-    pub bumps: Rc<HashMap<String, i64>>,
+    pub known: Rc<HashMap<String, KnownRoom>>,
 }
 
 /// A connection: its random ID (so a position from before a restart, or of
