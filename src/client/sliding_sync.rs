@@ -300,6 +300,12 @@ fn rooms_and_lists(
         }
         state.rooms.insert(room_id.to_owned(), Rc::new(built.sent));
     }
+    // Rooms the user is no longer in are forgotten (a return is sent anew
+    // anyway), so the memory stays as large as the user's rooms.
+    if !(body.lists.is_empty() && body.room_subscriptions.is_empty()) {
+        let current: HashSet<&str> = entries.iter().map(|entry| entry.room_id.as_str()).collect();
+        state.rooms.retain(|room_id, _| current.contains(room_id.as_str()));
+    }
     Ok((lists, rooms, selection, state))
 }
 
