@@ -166,6 +166,22 @@ fn a_long_poll_waits_and_wakes_on_a_send() {
     assert!(answered.duration_since(sent) < Duration::from_secs(2), "{:?}", answered.duration_since(sent));
     assert_eq!(woken["rooms"][&room]["timeline"][0]["content"]["body"], "wake up", "{woken}");
     assert_eq!(woken["rooms"][&room]["num_live"], 1);
+
+    // MSC4186 "Connections": a client cancels a long poll and sends the same
+    // `pos` again; the cancelled request answering late must not make the
+    // answer the client did take unknown.
+    let from = pos(&woken);
+    let cancelled = {
+        let (alice, body, from) = (alice.clone(), body.clone(), from.clone());
+        std::thread::spawn(move || sliding(&alice, Some(&from), 30_000, &body))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let taken = sliding(&alice, Some(&from), 0, &body);
+    send_text(&bob, &room, "after the retry");
+    let late = cancelled.join().unwrap();
+    assert_eq!(late["rooms"][&room]["timeline"][0]["content"]["body"], "after the retry", "{late}");
+    let next = sliding(&alice, Some(&pos(&taken)), 0, &body);
+    assert_eq!(next["rooms"][&room]["timeline"][0]["content"]["body"], "after the retry", "{next}");
 }
 
 // MSC4186 `required_state`: `*` matches any type or state key, `$ME` the

@@ -10,7 +10,7 @@
 //! Connection state (`connections.rs`) lives in memory only, bounded
 //! ([`connections::MAX_CONNECTIONS`] on the node,
 //! [`connections::MAX_CONNECTIONS_PER_DEVICE`] per device, the least
-//! recently used going first, and two positions per connection). It is what was sent
+//! recently used going first, and four positions per connection). It is what was sent
 //! to a connection, not anything the user owns: losing it costs one fresh
 //! start of the connection, which the MSC provides for (an unknown `pos`
 //! answers 400 `M_UNKNOWN_POS` and the client starts over), so after a
