@@ -374,8 +374,8 @@ fn room(
     let current = app.storage().current_state_entries(room_id)?;
     let own_event = current.iter().find(|entry| entry.kind == "m.room.member" && entry.state_key == user_id);
     let own_event = match own_event {
-        Some(own) => app.storage().event(&own.event_id)?,
-        None => None,
+        Some(own) if entry.membership != "join" => app.storage().event(&own.event_id)?,
+        _ => None,
     };
     let up_to = match (entry.membership.as_str(), &own_event) {
         ("join", _) | (_, None) => now.stream,
