@@ -31,8 +31,9 @@ pub struct SentRoom {
     pub up_to: i64,
     /// The config it was sent under.
     pub wants: Wants,
-    /// Member → member event ID, sent under `$LAZY`.
-    pub lazy_members: HashMap<String, String>,
+    /// Member → member event ID, sent under `$LAZY` (shared between
+    /// positions until one adds to it).
+    pub lazy_members: Rc<HashMap<String, String>>,
     /// The membership it was sent with (a change sends the room anew).
     pub membership: String,
     /// Whether it was sent as a DM.
@@ -43,10 +44,14 @@ impl SentRoom {
     /// Remembers members sent under `$LAZY`, starting over past the bound.
     pub fn remember_members<'a>(&mut self, sent: impl Iterator<Item = (&'a str, &'a str)>) {
         for (member, event_id) in sent {
-            if self.lazy_members.len() >= MAX_LAZY_MEMBERS_PER_ROOM {
-                self.lazy_members.clear();
+            if self.lazy_members.get(member).is_some_and(|known| known == event_id) {
+                continue;
             }
-            self.lazy_members.insert(member.to_owned(), event_id.to_owned());
+            let members = Rc::make_mut(&mut self.lazy_members);
+            if members.len() >= MAX_LAZY_MEMBERS_PER_ROOM {
+                members.clear();
+            }
+            members.insert(member.to_owned(), event_id.to_owned());
         }
     }
 }
@@ -243,6 +248,22 @@ mod tests {
         let stale = connections.advance(&key, Some(&retried), state(10));
         assert!(connections.at(&key, &stale).is_err());
         assert_eq!(connections.at(&key, &fresh).unwrap().stream, 9);
+    }
+
+    #[test]
+    fn lazy_members_are_shared_until_changed_and_bounded() {
+        let mut room = SentRoom::default();
+        room.remember_members([("@b:x", "$1")].into_iter());
+        let earlier = room.clone();
+        // Nothing new: the memory stays shared with the earlier position.
+        room.remember_members([("@b:x", "$1")].into_iter());
+        assert!(Rc::ptr_eq(&room.lazy_members, &earlier.lazy_members));
+        room.remember_members([("@b:x", "$2")].into_iter());
+        assert_eq!(earlier.lazy_members.get("@b:x").map(String::as_str), Some("$1"));
+        assert_eq!(room.lazy_members.get("@b:x").map(String::as_str), Some("$2"));
+        let names: Vec<String> = (0..MAX_LAZY_MEMBERS_PER_ROOM + 10).map(|n| format!("@{n}:x")).collect();
+        room.remember_members(names.iter().map(|name| (name.as_str(), "$1")));
+        assert!(room.lazy_members.len() <= MAX_LAZY_MEMBERS_PER_ROOM);
     }
 
     #[test]
