@@ -245,6 +245,14 @@ fn required_state_lazy_me_and_wildcards_and_room_subscriptions() {
     }
     let members = sliding(&alice, None, 0, &subscribe(json!([["m.room.member", "*"]]), "members"));
     assert_eq!(state_keys(&members, &room), sorted_pairs(vec![member(&alice), member(&bob), member(&carol)]));
+
+    // A member event in the timeline is in `required_state` too: sliding
+    // sync clients take state from `required_state` alone (MSC4186, room
+    // results: "required_state ... the current state of the room").
+    let dave = node.register("dave");
+    join(&dave, &room);
+    let joined = sliding(&alice, None, 0, &subscribe(json!([["m.room.member", "$LAZY"]]), "lazy-join"));
+    assert_eq!(state_keys(&joined, &room), [member(&dave)], "{joined}");
 }
 
 fn sorted_pairs(mut pairs: Vec<(String, String)>) -> Vec<(String, String)> {
