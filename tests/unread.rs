@@ -1,12 +1,15 @@
 //! Unread notification counts in `/sync`, kept when events are stored:
 //! exact however many are unread, lowered by read receipts (threaded or
 //! not), raised by mentions as highlights, per thread when the filter asks,
-//! and lowered by redactions.
+//! lowered by redactions and leaving, for events from this server or others.
 
 mod common;
 
+use std::time::Duration;
+
+use common::federation::{TestCa, start_federating};
 use common::rooms::*;
-use common::{Client, Node};
+use common::{Client, Node, eventually};
 use serde_json::{Value, json};
 
 /// Alice creates a public room and bob joins it; returns the room ID.
@@ -187,4 +190,26 @@ fn redactions_and_leaving_take_events_out_of_the_counts() {
     assert_eq!(counts(&alice, &room), (0, 0));
     send_text(&bob, &room, "welcome back");
     assert_eq!(counts(&alice, &room), (1, 0));
+}
+
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#receiving-notifications>:
+/// the counts are over the room's events, wherever they were sent from: a
+/// message arriving over federation counts for the local members it notifies.
+#[test]
+fn events_from_other_servers_count() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "counted"}));
+    join(&bob, &format!("#counted:{}", a.server_name));
+    // Bob's messages reach alice's server, alice's reach bob's.
+    send_text(&bob, &room, "from b");
+    let mention = json!({"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [alice.user_id]}});
+    send(&bob, &room, "m.room.message", mention);
+    send_text(&alice, &room, "from a");
+    let delivery = Duration::from_secs(20);
+    eventually(delivery, || (counts(&alice, &room) == (2, 1)).then_some(()));
+    eventually(delivery, || (counts(&bob, &room) == (1, 0)).then_some(()));
 }

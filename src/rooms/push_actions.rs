@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::error::Result;
+use crate::protocol::identifiers::{EventId, MAX_IDENTIFIER_BYTES};
 use crate::protocol::pdu::Pdu;
 use crate::protocol::push_rules::Outcome;
 use crate::storage::{MAIN_THREAD, PusherKey, QueuedPush, UnreadMark};
@@ -157,12 +158,18 @@ fn evaluate(app: &App, pdu: &Pdu, facts: &RoomFacts, recipient: &Recipient<'_>) 
 /// main timeline. Spec:
 /// <https://spec.matrix.org/latest/client-server-api/#threaded-read-receipts>.
 fn thread_of(app: &App, pdu: &Pdu) -> Result<String> {
-    let Some(relation) = pdu.content.get("m.relates_to") else { return Ok(MAIN_THREAD.to_owned()) };
-    let Some(parent) = relation.get("event_id").and_then(Value::as_str) else {
-        return Ok(MAIN_THREAD.to_owned());
+    // What names no event (a remote sender's say-so) is in no thread: a
+    // thread ID is kept per recipient, so it must be a bounded event ID.
+    let event_id = |text: &str| text.len() <= MAX_IDENTIFIER_BYTES && EventId::parse(text).is_ok();
+    let relation = pdu.content.get("m.relates_to");
+    let parent = relation.and_then(|relation| relation.get("event_id")).and_then(Value::as_str);
+    let Some(parent) = parent.filter(|parent| event_id(parent)) else { return Ok(MAIN_THREAD.to_owned()) };
+    let thread = if relation.and_then(|relation| relation.get("rel_type")).and_then(Value::as_str)
+        == Some("m.thread")
+    {
+        Some(parent.to_owned())
+    } else {
+        app.storage().thread_of(parent)?.filter(|root| event_id(root))
     };
-    if relation.get("rel_type").and_then(Value::as_str) == Some("m.thread") {
-        return Ok(parent.to_owned());
-    }
-    Ok(app.storage().thread_of(parent)?.unwrap_or_else(|| MAIN_THREAD.to_owned()))
+    Ok(thread.unwrap_or_else(|| MAIN_THREAD.to_owned()))
 }

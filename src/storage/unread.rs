@@ -232,3 +232,56 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(user_id: &str, thread_id: &str, highlight: bool) -> UnreadMark {
+        UnreadMark { user_id: user_id.into(), thread_id: thread_id.into(), highlight }
+    }
+
+    fn counts(storage: &Storage) -> Vec<(String, u64, u64)> {
+        let mut counts: Vec<_> = storage
+            .unread_counts("@a:x", "!r:x")
+            .unwrap()
+            .into_iter()
+            .map(|thread| (thread.thread_id, thread.notifications, thread.highlights))
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    #[test]
+    fn receipts_read_their_thread_or_all_and_never_go_back() {
+        let storage = super::super::in_memory();
+        // Events 1..=6 in main, main, $t, $t, main, $t; the even ones highlight.
+        let threads = [MAIN_THREAD, MAIN_THREAD, "$t", "$t", MAIN_THREAD, "$t"];
+        for (index, thread) in threads.iter().enumerate() {
+            let marks = [mark("@a:x", thread, index % 2 == 1), mark("@b:x", MAIN_THREAD, false)];
+            mark_unread(&storage.conn, "!r:x", index as i64 + 1, &marks).unwrap();
+        }
+        // Marking the same event again counts nothing twice.
+        mark_unread(&storage.conn, "!r:x", 6, &[mark("@a:x", "$t", false)]).unwrap();
+        assert_eq!(counts(&storage), [("$t".into(), 3, 2), (MAIN_THREAD.into(), 3, 1)]);
+        assert_eq!(storage.unread_total("@a:x").unwrap(), 6);
+
+        // A threaded receipt at 4 reads $t up to 4 only.
+        assert!(storage.read_unread_up_to("@a:x", "!r:x", Some("$t"), 4).unwrap());
+        assert_eq!(counts(&storage), [("$t".into(), 1, 1), (MAIN_THREAD.into(), 3, 1)]);
+        // An unthreaded receipt at 2 reads every thread up to 2.
+        assert!(storage.read_unread_up_to("@a:x", "!r:x", None, 2).unwrap());
+        assert_eq!(counts(&storage), [("$t".into(), 1, 1), (MAIN_THREAD.into(), 1, 0)]);
+        // Going back reads nothing more.
+        assert!(!storage.read_unread_up_to("@a:x", "!r:x", None, 1).unwrap());
+        assert_eq!(counts(&storage), [("$t".into(), 1, 1), (MAIN_THREAD.into(), 1, 0)]);
+
+        // A redaction of event 6 takes it out; bob's counts stay.
+        storage.forget_unread_event("!r:x", 6, &["@a:x".into(), "@b:x".into()]).unwrap();
+        assert_eq!(counts(&storage), [(MAIN_THREAD.into(), 1, 0)]);
+        assert_eq!(storage.unread_total("@b:x").unwrap(), 5);
+        // Leaving forgets the room.
+        storage.forget_unread_room("@a:x", "!r:x").unwrap();
+        assert!(counts(&storage).is_empty());
+    }
+}
