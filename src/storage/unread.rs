@@ -116,7 +116,8 @@ impl Storage {
     /// to it are read, in every thread (`thread_id` `None`, an unthreaded
     /// receipt) or in one. Returns whether the counts changed. A receipt
     /// behind an earlier one reads nothing more (the rows it would cover are
-    /// gone), so counts never go back up.
+    /// gone), so counts never go back up. The cost is the number of events
+    /// it reads: the counters go down by what was deleted.
     pub fn read_unread_up_to(
         &self,
         user_id: &str,
@@ -124,43 +125,55 @@ impl Storage {
         thread_id: Option<&str>,
         stream_ordering: i64,
     ) -> Result<bool> {
-        let deleted = match thread_id {
-            None => self
-                .conn
-                .prepare_cached(
-                    "DELETE FROM unread_events
-                     WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3",
-                )?
-                .execute(params![user_id, room_id, stream_ordering])?,
-            Some(thread_id) => self
-                .conn
-                .prepare_cached(
-                    "DELETE FROM unread_events
-                     WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3 AND thread_id = ?4",
-                )?
-                .execute(params![user_id, room_id, stream_ordering, thread_id])?,
+        let mut read: HashMap<String, (i64, i64)> = HashMap::new();
+        let mut tally = |row: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
+            let (thread, highlight): (String, i64) = (row.get(0)?, row.get(1)?);
+            let entry = read.entry(thread).or_default();
+            entry.0 += 1;
+            entry.1 += highlight;
+            Ok(())
         };
-        if deleted == 0 {
+        match thread_id {
+            None => {
+                let mut delete = self.conn.prepare_cached(
+                    "DELETE FROM unread_events
+                     WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3
+                     RETURNING thread_id, highlight",
+                )?;
+                let mut rows = delete.query(params![user_id, room_id, stream_ordering])?;
+                while let Some(row) = rows.next()? {
+                    tally(row)?;
+                }
+            }
+            Some(thread_id) => {
+                let mut delete = self.conn.prepare_cached(
+                    "DELETE FROM unread_events
+                     WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3 AND thread_id = ?4
+                     RETURNING thread_id, highlight",
+                )?;
+                let mut rows = delete.query(params![user_id, room_id, stream_ordering, thread_id])?;
+                while let Some(row) = rows.next()? {
+                    tally(row)?;
+                }
+            }
+        }
+        if read.is_empty() {
             return Ok(false);
         }
-        self.recount_unread(user_id, room_id)?;
-        Ok(true)
-    }
-
-    /// Sets the user's counters in a room from the rows left (the cost is the
-    /// number of unread notifying events left, which a receipt just bounded).
-    fn recount_unread(&self, user_id: &str, room_id: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM unread_counts WHERE user_id = ?1 AND room_id = ?2")?
-            .execute(params![user_id, room_id])?;
+        let mut lower = self.conn.prepare_cached(
+            "UPDATE unread_counts SET notifications = MAX(notifications - ?4, 0),
+                highlights = MAX(highlights - ?5, 0)
+             WHERE user_id = ?1 AND room_id = ?2 AND thread_id = ?3",
+        )?;
+        for (thread, (notifications, highlights)) in &read {
+            lower.execute(params![user_id, room_id, thread, notifications, highlights])?;
+        }
         self.conn
             .prepare_cached(
-                "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
-                 SELECT user_id, room_id, thread_id, COUNT(*), SUM(highlight) FROM unread_events
-                 WHERE user_id = ?1 AND room_id = ?2 GROUP BY thread_id",
+                "DELETE FROM unread_counts WHERE user_id = ?1 AND room_id = ?2 AND notifications = 0",
             )?
             .execute(params![user_id, room_id])?;
-        Ok(())
+        Ok(true)
     }
 
     /// The event at `stream_ordering` was redacted: it notifies none of
