@@ -14,7 +14,10 @@ use crate::error::Result;
 /// Migration 18: the unread notifying events of each local user, one row per
 /// (user, room, event) with its thread (`main` or the thread root's ID) and
 /// whether it highlights, and the per-thread counters /sync reads. Rows are
-/// found by user and room only (receipts count and delete a key range). A row
+/// found by room and user (receipts count and delete a key range); the room
+/// comes first so that the rows an event adds for its recipients sit on the
+/// same few pages (a user first put each recipient's row on a page of its
+/// own, and every page a commit touches is written to the WAL). A row
 /// goes when a receipt covers it (or its event is redacted, or its user
 /// leaves the room), so the table holds what is unread, not history. Events
 /// stored before this migration start from zero: counting them would need
@@ -26,7 +29,7 @@ pub(super) const UNREAD_COUNTS: &str = r#"
         stream_ordering  INTEGER NOT NULL,
         thread_id        TEXT NOT NULL,
         highlight        INTEGER NOT NULL,
-        PRIMARY KEY (user_id, room_id, stream_ordering)
+        PRIMARY KEY (room_id, user_id, stream_ordering)
     ) WITHOUT ROWID;
     CREATE TABLE unread_counts (
         user_id        TEXT NOT NULL,
@@ -117,7 +120,7 @@ impl Storage {
     /// receipt) or in one. Returns whether the counts changed. A receipt
     /// behind an earlier one reads nothing more (the rows it would cover are
     /// gone), so counts never go back up. The cost is the number of events
-    /// it reads: the counters go down by what was deleted.
+    /// it reads (not of those left): the counters go down by what it deleted.
     pub fn read_unread_up_to(
         &self,
         user_id: &str,
@@ -125,38 +128,26 @@ impl Storage {
         thread_id: Option<&str>,
         stream_ordering: i64,
     ) -> Result<bool> {
-        let mut read: HashMap<String, (i64, i64)> = HashMap::new();
-        let mut tally = |row: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
-            let (thread, highlight): (String, i64) = (row.get(0)?, row.get(1)?);
-            let entry = read.entry(thread).or_default();
-            entry.0 += 1;
-            entry.1 += highlight;
-            Ok(())
+        // What the receipt reads, per thread, then the same rows deleted: two
+        // scans of the range (DELETE ... RETURNING handing each row back
+        // measured several times slower).
+        let thread_clause = if thread_id.is_some() { "AND thread_id = ?4" } else { "AND ?4 IS NULL" };
+        let range = format!("WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3 {thread_clause}");
+        let read: Vec<(String, i64, i64)> = {
+            let mut statement = self.conn.prepare_cached(&format!(
+                "SELECT thread_id, COUNT(*), SUM(highlight) FROM unread_events {range} GROUP BY thread_id"
+            ))?;
+            let rows = statement.query_map(params![user_id, room_id, stream_ordering, thread_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
         };
-        match thread_id {
-            None => {
-                let mut delete = self.conn.prepare_cached(
-                    "DELETE FROM unread_events
-                     WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3
-                     RETURNING thread_id, highlight",
-                )?;
-                let mut rows = delete.query(params![user_id, room_id, stream_ordering])?;
-                while let Some(row) = rows.next()? {
-                    tally(row)?;
-                }
-            }
-            Some(thread_id) => {
-                let mut delete = self.conn.prepare_cached(
-                    "DELETE FROM unread_events
-                     WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3 AND thread_id = ?4
-                     RETURNING thread_id, highlight",
-                )?;
-                let mut rows = delete.query(params![user_id, room_id, stream_ordering, thread_id])?;
-                while let Some(row) = rows.next()? {
-                    tally(row)?;
-                }
-            }
-        }
+        self.conn.prepare_cached(&format!("DELETE FROM unread_events {range}"))?.execute(params![
+            user_id,
+            room_id,
+            stream_ordering,
+            thread_id
+        ])?;
         if read.is_empty() {
             return Ok(false);
         }
@@ -165,7 +156,7 @@ impl Storage {
                 highlights = MAX(highlights - ?5, 0)
              WHERE user_id = ?1 AND room_id = ?2 AND thread_id = ?3",
         )?;
-        for (thread, (notifications, highlights)) in &read {
+        for (thread, notifications, highlights) in &read {
             lower.execute(params![user_id, room_id, thread, notifications, highlights])?;
         }
         self.conn
