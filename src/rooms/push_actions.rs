@@ -50,9 +50,13 @@ pub struct Actions {
 /// `notify`.
 pub fn actions_for(app: &App, pdu: &Pdu) -> Result<Actions> {
     let server_name = app.config.server_name.as_str();
-    let mut members: Vec<(String, Option<String>)> =
-        app.storage().local_joined_members(&pdu.room_id, server_name)?.into_iter().collect();
-    members.sort();
+    // Display names matter to `contains_display_name` only: a `body` and no
+    // `m.mentions` (which turns the legacy mention rules off).
+    let content = pdu.content.as_object();
+    let names_matter = content.is_some_and(|content| {
+        content.get("body").is_some_and(Value::is_string) && !content.contains_key("m.mentions")
+    });
+    let members = app.storage().local_joined_members(&pdu.room_id, server_name, names_matter)?;
     // A local user invited is no member yet.
     let invited = (pdu.kind == "m.room.member"
         && pdu.content.get("membership").and_then(Value::as_str) == Some("invite"))

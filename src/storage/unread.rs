@@ -4,8 +4,6 @@
 //! event or the receipt. What notifies is decided by the room engine
 //! (`rooms::push_actions`); this module only keeps the rows and counters.
 
-use std::collections::HashMap;
-
 use rusqlite::{OptionalExtension, params};
 
 use super::Storage;
@@ -212,19 +210,27 @@ impl Storage {
     }
 
     /// The local members joined to a room (whose IDs end with `:server_name`)
-    /// and their display names there, for evaluating push rules.
+    /// and, if `with_names`, their display names there, for evaluating push
+    /// rules (the names are read from each member event's JSON, which only
+    /// `contains_display_name` needs).
     pub fn local_joined_members(
         &self,
         room_id: &str,
         server_name: &str,
-    ) -> Result<HashMap<String, Option<String>>> {
+        with_names: bool,
+    ) -> Result<Vec<(String, Option<String>)>> {
         let suffix = format!(":{server_name}");
-        let mut statement = self.conn.prepare_cached(
-            "SELECT c.state_key, json_extract(e.json, '$.content.displayname')
-             FROM current_state c JOIN events e ON e.event_id = c.event_id
+        let (name, join) = if with_names {
+            ("json_extract(e.json, '$.content.displayname')", "JOIN events e ON e.event_id = c.event_id")
+        } else {
+            ("NULL", "")
+        };
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT c.state_key, {name} FROM current_state c {join}
              WHERE c.room_id = ?1 AND c.kind = 'm.room.member' AND c.membership = 'join'
-               AND substr(c.state_key, -length(?2)) = ?2",
-        )?;
+               AND substr(c.state_key, -length(?2)) = ?2
+             ORDER BY c.state_key"
+        ))?;
         let rows = statement.query_map(params![room_id, suffix], |row| {
             let name: rusqlite::types::Value = row.get(1)?;
             let name = match name {
