@@ -397,21 +397,42 @@ fn is_content_body(key: &str) -> bool {
 /// recipient reads properties of every event, so a path without escapes
 /// (all the default rules' paths) is walked without building segments.
 fn property<'a>(event: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    if !key.contains('\\') {
-        let mut segments = key.split('.');
-        let mut value = event.get(segments.next()?)?;
-        for segment in segments {
-            value = value.as_object()?.get(segment)?;
+    let mut value: Option<&Value> = None;
+    let mut start = 0;
+    let mut escaped = false;
+    let mut bytes = key.bytes().enumerate().peekable();
+    // Splits at unescaped dots; only a segment with escapes is unescaped
+    // (into a new string), the others are looked up as they are.
+    let mut step = |segment: &str, escaped: bool| -> Option<()> {
+        let unescaped;
+        let name = if escaped {
+            unescaped = path_segments(segment).concat();
+            unescaped.as_str()
+        } else {
+            segment
+        };
+        value = Some(match value {
+            None => event.get(name)?,
+            Some(outer) => outer.as_object()?.get(name)?,
+        });
+        Some(())
+    };
+    while let Some((index, byte)) = bytes.next() {
+        match byte {
+            b'\\' if bytes.peek().is_some_and(|(_, next)| matches!(next, b'.' | b'\\')) => {
+                escaped = true;
+                bytes.next();
+            }
+            b'.' => {
+                step(key.get(start..index)?, escaped)?;
+                start = index + 1;
+                escaped = false;
+            }
+            _ => {}
         }
-        return Some(value);
     }
-    let segments = path_segments(key);
-    let (first, rest) = segments.split_first()?;
-    let mut value = event.get(first)?;
-    for segment in rest {
-        value = value.as_object()?.get(segment)?;
-    }
-    Some(value)
+    step(key.get(start..)?, escaped)?;
+    value
 }
 
 /// Why a rule could not be placed.

@@ -447,11 +447,15 @@ fn plain_patterns_and_paths_take_the_short_way_with_the_same_answers() {
         let compiled = glob::Glob::new(pattern, glob::PUSH_RULE).matches(value);
         assert_eq!(matches_whole(pattern, value), compiled, "{pattern} / {value}");
     }
-    let event = event("m.room.message", "@bob:x", json!({"body": "hi", "m.mentions": {"room": true}}));
-    assert_eq!(property(&event, "content.body"), Some(&json!("hi")));
-    assert_eq!(property(&event, "content.m\\.mentions.room"), Some(&json!(true)));
-    assert_eq!(property(&event, "content..body"), None);
-    assert_eq!(property(&event, "content.body.deeper"), None);
+    let sent = event("m.room.message", "@bob:x", json!({"body": "hi", "m.mentions": {"room": true}}));
+    assert_eq!(property(&sent, "content.body"), Some(&json!("hi")));
+    assert_eq!(property(&sent, "content.m\\.mentions.room"), Some(&json!(true)));
+    let odd = event("m.room.message", "@bob:x", json!({"a\\b": 1, "a.b": {"c\\d": 2}, "x\\y": 3}));
+    assert_eq!(property(&odd, "content.a\\\\b"), Some(&json!(1)));
+    assert_eq!(property(&odd, "content.a\\.b.c\\\\d"), Some(&json!(2)));
+    assert_eq!(property(&odd, "content.x\\y"), Some(&json!(3)));
+    assert_eq!(property(&sent, "content..body"), None);
+    assert_eq!(property(&sent, "content.body.deeper"), None);
     assert!(is_content_body("content.body") && !is_content_body("content\\.body"));
     assert!(!is_content_body("content.bod\\y") && !is_content_body("con\\tent.body"));
 }
