@@ -213,3 +213,27 @@ fn events_from_other_servers_count() {
     eventually(delivery, || (counts(&alice, &room) == (2, 1)).then_some(()));
     eventually(delivery, || (counts(&bob, &room) == (1, 0)).then_some(()));
 }
+
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#conditions-1>
+/// (`contains_display_name`): the name is the user's display name in the
+/// room at the time, so a new name (a new member event) highlights the next
+/// message that says it, and the old name no longer does.
+#[test]
+fn a_new_display_name_highlights_the_next_message() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room = shared_room(&alice, &bob);
+    let rename = |name: &str| {
+        let content = json!({"membership": "join", "displayname": name});
+        put_state(&alice, &room, "m.room.member", &alice.user_id, content);
+    };
+    rename("Amy");
+    send_text(&bob, &room, "hello amy");
+    assert_eq!(counts(&alice, &room), (1, 1));
+    rename("Zed");
+    send_text(&bob, &room, "hello zed");
+    assert_eq!(counts(&alice, &room), (2, 2));
+    send_text(&bob, &room, "where did amy go");
+    assert_eq!(counts(&alice, &room), (3, 2));
+}

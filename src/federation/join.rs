@@ -337,6 +337,7 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
         unread: Vec::new(),
     };
     app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
+    app.push_audiences.forget(&join.room_id);
     app.search_index.note_new_events();
     rooms::wake_room(app, &join.room_id, Some(&join.sender));
     Ok(())

@@ -270,6 +270,9 @@ fn store(
         unread: actions.unread,
     };
     app.storage().persist_event(&new_event, state_after, &update)?;
+    if pdu.state_key.is_some() || update.replace_all {
+        app.push_audiences.forget(&pdu.room_id);
+    }
     app.push_queue.kick(&update.pushes);
     app.search_index.note_new_events();
     if !soft_failed {

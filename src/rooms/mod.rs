@@ -593,6 +593,9 @@ fn persist_local(
         unread: actions.unread,
     };
     app.storage().persist_event(&new_event, state_after, &update)?;
+    if pdu.state_key.is_some() {
+        app.push_audiences.forget(&pdu.room_id);
+    }
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
     }
