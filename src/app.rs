@@ -113,6 +113,8 @@ pub struct App {
     pub outbox: Outbox,
     /// Starts the senders of pushers with notifications queued.
     pub push_queue: crate::rooms::push_queue::PushQueue,
+    /// Each room's joined local members and rule facts at its current state (memory only).
+    pub push_audiences: crate::rooms::push_actions::Audiences,
     /// Parsed state events, for auth checks.
     pub pdu_cache: PduCache,
     /// Whether the full-text index lags behind the events.
@@ -171,6 +173,7 @@ impl App {
             sliding_sync: crate::rooms::sliding_sync::Connections::default(),
             outbox: Outbox::default(),
             push_queue: Default::default(),
+            push_audiences: Default::default(),
             search_index: SearchIndex::default(),
             media_uploaded: event_listener::Event::new(),
             media_streams: smol::lock::Semaphore::new(crate::rooms::media::MAX_STREAMS),

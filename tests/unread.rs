@@ -1,12 +1,15 @@
 //! Unread notification counts in `/sync`, kept when events are stored:
 //! exact however many are unread, lowered by read receipts (threaded or
 //! not), raised by mentions as highlights, per thread when the filter asks,
-//! and lowered by redactions.
+//! lowered by redactions and leaving, for events from this server or others.
 
 mod common;
 
+use std::time::Duration;
+
+use common::federation::{TestCa, start_federating};
 use common::rooms::*;
-use common::{Client, Node};
+use common::{Client, Node, eventually};
 use serde_json::{Value, json};
 
 /// Alice creates a public room and bob joins it; returns the room ID.
@@ -187,4 +190,50 @@ fn redactions_and_leaving_take_events_out_of_the_counts() {
     assert_eq!(counts(&alice, &room), (0, 0));
     send_text(&bob, &room, "welcome back");
     assert_eq!(counts(&alice, &room), (1, 0));
+}
+
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#receiving-notifications>:
+/// the counts are over the room's events, wherever they were sent from: a
+/// message arriving over federation counts for the local members it notifies.
+#[test]
+fn events_from_other_servers_count() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let room = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "counted"}));
+    join(&bob, &format!("#counted:{}", a.server_name));
+    // Bob's messages reach alice's server, alice's reach bob's.
+    send_text(&bob, &room, "from b");
+    let mention = json!({"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [alice.user_id]}});
+    send(&bob, &room, "m.room.message", mention);
+    send_text(&alice, &room, "from a");
+    let delivery = Duration::from_secs(20);
+    eventually(delivery, || (counts(&alice, &room) == (2, 1)).then_some(()));
+    eventually(delivery, || (counts(&bob, &room) == (1, 0)).then_some(()));
+}
+
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#conditions-1>
+/// (`contains_display_name`): the name is the user's display name in the
+/// room at the time, so a new name (a new member event) highlights the next
+/// message that says it, and the old name no longer does.
+#[test]
+fn a_new_display_name_highlights_the_next_message() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room = shared_room(&alice, &bob);
+    let rename = |name: &str| {
+        let content = json!({"membership": "join", "displayname": name});
+        put_state(&alice, &room, "m.room.member", &alice.user_id, content);
+    };
+    rename("Amy");
+    send_text(&bob, &room, "hello amy");
+    assert_eq!(counts(&alice, &room), (1, 1));
+    rename("Zed");
+    send_text(&bob, &room, "hello zed");
+    assert_eq!(counts(&alice, &room), (2, 2));
+    send_text(&bob, &room, "where did amy go");
+    assert_eq!(counts(&alice, &room), (3, 2));
 }

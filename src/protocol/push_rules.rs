@@ -295,11 +295,7 @@ fn condition_matches(condition: &Value, event: &Map<String, Value>, context: &Co
             let (Some(key), Some(pattern)) = (text("key"), text("pattern")) else { return false };
             let Some(Value::String(value)) = property(event, key) else { return false };
             // Spec: for `content.body` the pattern matches words, elsewhere the whole value.
-            if path_segments(key) == ["content", "body"] {
-                matches_words(pattern, value)
-            } else {
-                matches_whole(pattern, value)
-            }
+            if is_content_body(key) { matches_words(pattern, value) } else { matches_whole(pattern, value) }
         }
         Some("event_property_is") => {
             let (Some(key), Some(expected)) = (text("key"), condition.get("value")) else { return false };
@@ -389,15 +385,54 @@ fn path_segments(key: &str) -> Vec<String> {
     segments
 }
 
-/// The event property at a dot-separated path.
-fn property<'a>(event: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    let segments = path_segments(key);
-    let (first, rest) = segments.split_first()?;
-    let mut value = event.get(first)?;
-    for segment in rest {
-        value = value.as_object()?.get(segment)?;
+/// Whether a property path names `content.body` (whose patterns match words).
+fn is_content_body(key: &str) -> bool {
+    if key.contains('\\') {
+        return path_segments(key) == ["content", "body"];
     }
-    Some(value)
+    key == "content.body"
+}
+
+/// The event property at a dot-separated path. Every rule of every
+/// recipient reads properties of every event, so a path without escapes
+/// (all the default rules' paths) is walked without building segments.
+fn property<'a>(event: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let mut value: Option<&Value> = None;
+    let mut start = 0;
+    let mut escaped = false;
+    let mut bytes = key.bytes().enumerate().peekable();
+    // Splits at unescaped dots; only a segment with escapes is unescaped
+    // (into a new string), the others are looked up as they are.
+    let mut step = |segment: &str, escaped: bool| -> Option<()> {
+        let unescaped;
+        let name = if escaped {
+            unescaped = path_segments(segment).concat();
+            unescaped.as_str()
+        } else {
+            segment
+        };
+        value = Some(match value {
+            None => event.get(name)?,
+            Some(outer) => outer.as_object()?.get(name)?,
+        });
+        Some(())
+    };
+    while let Some((index, byte)) = bytes.next() {
+        match byte {
+            b'\\' if bytes.peek().is_some_and(|(_, next)| matches!(next, b'.' | b'\\')) => {
+                escaped = true;
+                bytes.next();
+            }
+            b'.' => {
+                step(key.get(start..index)?, escaped)?;
+                start = index + 1;
+                escaped = false;
+            }
+            _ => {}
+        }
+    }
+    step(key.get(start..)?, escaped)?;
+    value
 }
 
 /// Why a rule could not be placed.
@@ -492,7 +527,16 @@ pub const MAX_PATTERN_CHARS: usize = 256;
 
 /// Whether the glob `pattern` matches the whole of `value`.
 fn matches_whole(pattern: &str, value: &str) -> bool {
-    validate_pattern(pattern).is_ok() && Glob::new(pattern, glob::PUSH_RULE).matches(value)
+    if validate_pattern(pattern).is_err() {
+        return false;
+    }
+    // Most patterns are plain ASCII names (`m.room.message`): the glob would
+    // compare them character by character, ignoring ASCII case, as this does.
+    let plain = |text: &str| text.is_ascii();
+    if plain(pattern) && plain(value) && !pattern.contains(['*', '?']) {
+        return pattern.eq_ignore_ascii_case(value);
+    }
+    Glob::new(pattern, glob::PUSH_RULE).matches(value)
 }
 
 /// Whether the glob `pattern` matches a substring of `value` that starts and

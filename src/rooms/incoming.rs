@@ -282,6 +282,9 @@ fn store(
     if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
         super::remote_devices::note_join(app, &pdu.room_id, target)?;
     }
+    if pdu.state_key.is_some() || update.replace_all {
+        app.push_audiences.forget(&pdu.room_id);
+    }
     app.push_queue.kick(&update.pushes);
     app.search_index.note_new_events();
     if !soft_failed {

@@ -605,6 +605,9 @@ fn persist_local(
     if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
         remote_devices::note_join(app, &pdu.room_id, target)?;
     }
+    if pdu.state_key.is_some() {
+        app.push_audiences.forget(&pdu.room_id);
+    }
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
     }

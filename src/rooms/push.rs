@@ -22,8 +22,10 @@ use crate::protocol::push_rules::{self, Kind, PlaceError, PushRule, Ruleset};
 pub const ACCOUNT_DATA_TYPE: &str = "m.push_rules";
 
 /// Users whose rules are kept in memory at most; past this the cache starts
-/// over (a merged ruleset is a few KiB).
-const MAX_CACHED_USERS: usize = 1024;
+/// over. A merged ruleset (the defaults are most of it) is a few KiB, so
+/// this bounds the cache to a MiB or two; a board with more active local
+/// users reads some rules again, two short queries each.
+const MAX_CACHED_USERS: usize = 256;
 
 /// What push rule evaluation needs of a user: their merged ruleset and the
 /// users they ignore.

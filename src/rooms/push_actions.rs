@@ -22,16 +22,66 @@
 //!   `unread::forget_redacted`);
 //! - events arriving over federation count like local ones.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use serde_json::Value;
 
 use crate::app::App;
 use crate::error::Result;
+use crate::protocol::identifiers::{EventId, MAX_IDENTIFIER_BYTES};
 use crate::protocol::pdu::Pdu;
 use crate::protocol::push_rules::Outcome;
 use crate::storage::{MAIN_THREAD, PusherKey, QueuedPush, UnreadMark};
 
 use super::push_queue::tweaks;
 use super::unread::RoomFacts;
+
+/// Rooms whose audience is kept in memory at most; past this the cache
+/// starts over (an entry is a member list with display names).
+const MAX_CACHED_ROOMS: usize = 64;
+
+/// What evaluating an event needs of its room: the joined local members
+/// with their display names, and the facts the conditions read. It depends
+/// on the room's current state only, so it is kept per room with the state
+/// group it was read at, and read again when the room's state group moved
+/// on; storing a state event also forgets it ([`Audiences::forget`]), so an
+/// entry read inside a transaction that was rolled back (whose group ID the
+/// next state change reuses) is never taken for that change's.
+#[derive(Default)]
+pub struct Audiences {
+    rooms: RefCell<HashMap<String, Rc<Audience>>>,
+}
+
+struct Audience {
+    state_group: Option<i64>,
+    members: Vec<(String, Option<String>)>,
+    facts: RoomFacts,
+}
+
+impl Audiences {
+    /// Forgets a room's audience (a state event was stored in it).
+    pub fn forget(&self, room_id: &str) {
+        self.rooms.borrow_mut().remove(room_id);
+    }
+
+    fn of(&self, app: &App, room_id: &str) -> Result<Rc<Audience>> {
+        let state_group = app.storage().room_state_group(room_id)?;
+        let cached = self.rooms.borrow().get(room_id).cloned();
+        if let Some(audience) = cached.filter(|audience| audience.state_group == state_group) {
+            return Ok(audience);
+        }
+        let members = app.storage().local_joined_members(room_id, &app.config.server_name, true)?;
+        let audience = Rc::new(Audience { state_group, members, facts: RoomFacts::of_room(app, room_id)? });
+        let mut rooms = self.rooms.borrow_mut();
+        if rooms.len() >= MAX_CACHED_ROOMS {
+            rooms.clear();
+        }
+        rooms.insert(room_id.to_owned(), audience.clone());
+        Ok(audience)
+    }
+}
 
 /// What storing an event queues besides the event itself.
 #[derive(Default)]
@@ -49,9 +99,8 @@ pub struct Actions {
 /// `notify`.
 pub fn actions_for(app: &App, pdu: &Pdu) -> Result<Actions> {
     let server_name = app.config.server_name.as_str();
-    let mut members: Vec<(String, Option<String>)> =
-        app.storage().local_joined_members(&pdu.room_id, server_name)?.into_iter().collect();
-    members.sort();
+    let audience = app.push_audiences.of(app, &pdu.room_id)?;
+    let (members, facts) = (&audience.members, &audience.facts);
     // A local user invited is no member yet.
     let invited = (pdu.kind == "m.room.member"
         && pdu.content.get("membership").and_then(Value::as_str) == Some("invite"))
@@ -63,14 +112,13 @@ pub fn actions_for(app: &App, pdu: &Pdu) -> Result<Actions> {
         return Ok(Actions::default());
     }
     let pushers = app.storage().room_http_pushers(&pdu.room_id)?;
-    let facts = RoomFacts::of_room(app, &pdu.room_id)?;
     let thread_id = thread_of(app, pdu)?;
     let mut actions = Actions::default();
-    for (user_id, display_name) in &members {
+    for (user_id, display_name) in members {
         let theirs: Vec<&PusherKey> = pushers.iter().filter(|key| key.user_id == *user_id).collect();
         let recipient =
             Recipient { user_id, display_name: display_name.as_deref(), has_pushers: !theirs.is_empty() };
-        let Some(outcome) = evaluate(app, pdu, &facts, &recipient)? else { continue };
+        let Some(outcome) = evaluate(app, pdu, facts, &recipient)? else { continue };
         actions.unread.push(UnreadMark {
             user_id: user_id.clone(),
             thread_id: thread_id.clone(),
@@ -96,7 +144,7 @@ pub fn actions_for(app: &App, pdu: &Pdu) -> Result<Actions> {
             display_name: display_name.as_deref(),
             has_pushers: !theirs.is_empty(),
         };
-        if let Some(outcome) = evaluate(app, pdu, &facts, &recipient)? {
+        if let Some(outcome) = evaluate(app, pdu, facts, &recipient)? {
             actions.pushes.extend(theirs.iter().map(|key| outcome.push_for(key)));
         }
     }
@@ -157,12 +205,18 @@ fn evaluate(app: &App, pdu: &Pdu, facts: &RoomFacts, recipient: &Recipient<'_>) 
 /// main timeline. Spec:
 /// <https://spec.matrix.org/latest/client-server-api/#threaded-read-receipts>.
 fn thread_of(app: &App, pdu: &Pdu) -> Result<String> {
-    let Some(relation) = pdu.content.get("m.relates_to") else { return Ok(MAIN_THREAD.to_owned()) };
-    let Some(parent) = relation.get("event_id").and_then(Value::as_str) else {
-        return Ok(MAIN_THREAD.to_owned());
+    // What names no event (a remote sender's say-so) is in no thread: a
+    // thread ID is kept per recipient, so it must be a bounded event ID.
+    let event_id = |text: &str| text.len() <= MAX_IDENTIFIER_BYTES && EventId::parse(text).is_ok();
+    let relation = pdu.content.get("m.relates_to");
+    let parent = relation.and_then(|relation| relation.get("event_id")).and_then(Value::as_str);
+    let Some(parent) = parent.filter(|parent| event_id(parent)) else { return Ok(MAIN_THREAD.to_owned()) };
+    let thread = if relation.and_then(|relation| relation.get("rel_type")).and_then(Value::as_str)
+        == Some("m.thread")
+    {
+        Some(parent.to_owned())
+    } else {
+        app.storage().thread_of(parent)?.filter(|root| event_id(root))
     };
-    if relation.get("rel_type").and_then(Value::as_str) == Some("m.thread") {
-        return Ok(parent.to_owned());
-    }
-    Ok(app.storage().thread_of(parent)?.unwrap_or_else(|| MAIN_THREAD.to_owned()))
+    Ok(thread.unwrap_or_else(|| MAIN_THREAD.to_owned()))
 }

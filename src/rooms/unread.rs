@@ -78,8 +78,8 @@ pub fn read_up_to(app: &App, user_id: &str, event: &StoredEvent, thread_id: &str
 
 /// Takes a redacted event out of everyone's counts.
 pub fn forget_redacted(app: &App, target: &StoredEvent) -> Result<()> {
-    let members = app.storage().local_joined_members(&target.room_id, &app.config.server_name)?;
-    let users: Vec<String> = members.into_keys().collect();
+    let members = app.storage().local_joined_members(&target.room_id, &app.config.server_name, false)?;
+    let users: Vec<String> = members.into_iter().map(|(user_id, _)| user_id).collect();
     app.storage().forget_unread_event(&target.room_id, target.stream_ordering, &users)
 }
 

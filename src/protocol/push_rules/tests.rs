@@ -428,3 +428,34 @@ fn patterns_over_the_limit_are_refused_and_never_match() {
     assert!(!matches_words("*a*a*a*a*a*a*a*a*b", &body));
     assert!(!matches_whole("*a*a*a*a*a*a*a*a*b", &body));
 }
+
+#[test]
+fn plain_patterns_and_paths_take_the_short_way_with_the_same_answers() {
+    // Each (pattern, value) is answered as the compiled glob answers it.
+    let cases = [
+        ("m.room.message", "m.room.message"),
+        ("M.Room.Message", "m.room.message"),
+        ("m.room.message", "m.room.messages"),
+        ("m.room.*", "m.room.message"),
+        ("m.room.?essage", "m.room.message"),
+        ("k", "\u{212a}"),
+        ("\u{212a}", "k"),
+        ("é", "É"),
+        ("", ""),
+    ];
+    for (pattern, value) in cases {
+        let compiled = glob::Glob::new(pattern, glob::PUSH_RULE).matches(value);
+        assert_eq!(matches_whole(pattern, value), compiled, "{pattern} / {value}");
+    }
+    let sent = event("m.room.message", "@bob:x", json!({"body": "hi", "m.mentions": {"room": true}}));
+    assert_eq!(property(&sent, "content.body"), Some(&json!("hi")));
+    assert_eq!(property(&sent, "content.m\\.mentions.room"), Some(&json!(true)));
+    let odd = event("m.room.message", "@bob:x", json!({"a\\b": 1, "a.b": {"c\\d": 2}, "x\\y": 3}));
+    assert_eq!(property(&odd, "content.a\\\\b"), Some(&json!(1)));
+    assert_eq!(property(&odd, "content.a\\.b.c\\\\d"), Some(&json!(2)));
+    assert_eq!(property(&odd, "content.x\\y"), Some(&json!(3)));
+    assert_eq!(property(&sent, "content..body"), None);
+    assert_eq!(property(&sent, "content.body.deeper"), None);
+    assert!(is_content_body("content.body") && !is_content_body("content\\.body"));
+    assert!(!is_content_body("content.bod\\y") && !is_content_body("con\\tent.body"));
+}
