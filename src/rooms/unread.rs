@@ -59,7 +59,6 @@ pub fn room_counts(app: &App, room_id: &str, user_id: &str) -> Result<RoomCounts
 }
 
 /// `(notification_count, highlight_count)` for a user in a room, threads included.
-#[allow(dead_code, reason = "the API for room lists that show counts without threads (sliding sync)")]
 pub fn counts(app: &App, room_id: &str, user_id: &str) -> Result<(u64, u64)> {
     Ok(room_counts(app, room_id, user_id)?.total())
 }
