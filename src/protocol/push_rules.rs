@@ -533,7 +533,7 @@ fn matches_whole(pattern: &str, value: &str) -> bool {
     // Most patterns are plain ASCII names (`m.room.message`): the glob would
     // compare them character by character, ignoring ASCII case, as this does.
     let plain = |text: &str| text.is_ascii();
-    if plain(pattern) && plain(value) && !pattern.contains(['*', '?']) {
+    if plain(pattern) && plain(value) && !pattern.bytes().any(|byte| matches!(byte, b'*' | b'?')) {
         return pattern.eq_ignore_ascii_case(value);
     }
     Glob::new(pattern, glob::PUSH_RULE).matches(value)
