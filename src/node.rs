@@ -79,6 +79,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         );
         crate::federation::sender::start(&app);
         crate::federation::push::start(&app);
+        crate::federation::appservice::start(&app);
         crate::rooms::search_index::start(&app);
         notify_systemd("READY=1");
         let mut signals = signals;

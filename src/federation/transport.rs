@@ -167,7 +167,7 @@ pub async fn exchange(
     max_body: usize,
 ) -> Result<RawResponse> {
     let work = async {
-        let stream = connect(&federation.tls, &federation.allow_ips, target).await?;
+        let stream = connect(&federation.tls, Reach::Filtered(&federation.allow_ips), target).await?;
         send_on(stream, target, method, path_and_query, headers, body, max_body).await
     };
     within_deadline(target, work).await
@@ -198,8 +198,44 @@ pub async fn exchange_plain(
     max_body: usize,
 ) -> Result<RawResponse> {
     let work = async {
-        let stream = connect_plain(&federation.allow_ips, target).await?;
+        let stream = connect_plain(Reach::Filtered(&federation.allow_ips), target).await?;
         send_on(stream, target, method, path_and_query, headers, body, max_body).await
+    };
+    within_deadline(target, work).await
+}
+
+/// Which addresses a connection may go to.
+#[derive(Clone, Copy)]
+enum Reach<'a> {
+    /// Over TLS, public addresses and those the allow-list names; over
+    /// plain TCP, only those the allow-list names.
+    Filtered(&'a [Cidr]),
+    /// Any address: the operator wrote the URL into the configuration (an
+    /// application service, usually on loopback), no user named it.
+    Configured,
+}
+
+/// [`exchange`] (`tls`) or [`exchange_plain`] to a URL the operator
+/// configured (an application service's): any address may be reached.
+#[allow(clippy::too_many_arguments)] // exchange's arguments and the scheme
+pub async fn exchange_configured(
+    federation: &Federation,
+    target: &Target,
+    tls: bool,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    max_body: usize,
+) -> Result<RawResponse> {
+    let work = async {
+        if tls {
+            let stream = connect(&federation.tls, Reach::Configured, target).await?;
+            send_on(stream, target, method, path_and_query, headers, body, max_body).await
+        } else {
+            let stream = connect_plain(Reach::Configured, target).await?;
+            send_on(stream, target, method, path_and_query, headers, body, max_body).await
+        }
     };
     within_deadline(target, work).await
 }
@@ -243,10 +279,14 @@ async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
 }
 
 /// Tries each address the allow-list names, in turn, over plain TCP.
-async fn connect_plain(allow: &[Cidr], target: &Target) -> Result<Async<TcpStream>> {
+async fn connect_plain(reach: Reach<'_>, target: &Target) -> Result<Async<TcpStream>> {
     let mut errors = Vec::new();
     for address in &target.addresses {
-        if !allow.iter().any(|cidr| cidr.contains(address.ip())) {
+        let allowed = match reach {
+            Reach::Filtered(allow) => allow.iter().any(|cidr| cidr.contains(address.ip())),
+            Reach::Configured => true,
+        };
+        if !allowed {
             errors.push(format!("{address}: plain HTTP only to allowed addresses"));
             continue;
         }
@@ -275,12 +315,16 @@ type TlsStream = futures_rustls::client::TlsStream<Async<TcpStream>>;
 
 /// Tries each address in turn; the first that connects and completes a
 /// verified TLS handshake wins.
-async fn connect(tls: &Arc<rustls::ClientConfig>, allow: &[Cidr], target: &Target) -> Result<TlsStream> {
+async fn connect(tls: &Arc<rustls::ClientConfig>, reach: Reach<'_>, target: &Target) -> Result<TlsStream> {
     let server_name = ServerName::try_from(target.tls_name.clone())
         .map_err(|_| unreachable(format!("{:?} is not a valid TLS name", target.tls_name)))?;
     let mut errors = Vec::new();
     for address in &target.addresses {
-        if !may_connect(address.ip(), allow) {
+        let allowed = match reach {
+            Reach::Filtered(allow) => may_connect(address.ip(), allow),
+            Reach::Configured => true,
+        };
+        if !allowed {
             errors.push(format!("{address}: not a public address"));
             continue;
         }

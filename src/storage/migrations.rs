@@ -193,6 +193,8 @@ const MIGRATIONS: &[&str] = &[
     super::accounts::GUEST_ACCOUNTS,
     // 16: notifications queued for push gateways (see PUSH_QUEUE).
     super::push::PUSH_QUEUE,
+    // 22: where each application service's event stream stands (see APP_SERVICE_STREAMS).
+    super::appservice::APP_SERVICE_STREAMS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

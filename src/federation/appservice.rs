@@ -1,0 +1,193 @@
+//! Pushing events to application services: one sender task per service with
+//! a `url`, one transaction in flight, exponential backoff on failure (as
+//! push gateways get). The events come from the `events` table in stream
+//! order; where each service stands is in SQLite (`storage::appservice`), so
+//! a restart or a service that was down loses nothing and a transaction
+//! retried keeps its ID.
+//!
+//! A service gets the events it is interested in: sent by a user of its
+//! namespace (or its own user), a membership of such a user, or in a room
+//! its room namespace matches, that has an alias its alias namespace
+//! matches, or where a user of its namespace is joined (as Synapse decides).
+//! Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-events>.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use http_types::Method;
+use serde_json::{Value, json};
+
+use super::push::{backoff, send_to_url};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::protocol::appservice::AppService;
+use crate::rooms::format;
+use crate::storage::StoredEvent;
+
+/// Most events in one transaction (Synapse's figure).
+const MAX_EVENTS_PER_TRANSACTION: usize = 100;
+/// Events read from the stream at a time while looking for interesting ones;
+/// the loop yields between reads.
+const SCAN_BATCH: usize = 500;
+/// A service's answer to a transaction is an empty JSON object.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Starts a sender for every service with a URL.
+pub fn start(app: &Rc<App>) {
+    for index in 0..app.app_services.len() {
+        if app.app_services[index].service.url.is_none() {
+            continue;
+        }
+        let app_for_task = app.clone();
+        app.executor.spawn(async move { run(app_for_task, index).await }).detach();
+    }
+}
+
+/// A transaction ready to send.
+struct Transaction {
+    id: i64,
+    /// It covers the stream up to here.
+    end: i64,
+    events: Vec<StoredEvent>,
+}
+
+async fn run(app: Rc<App>, index: usize) {
+    let service = &app.app_services[index].service;
+    let mut failures: u32 = 0;
+    loop {
+        // Listen first, so nothing stored while the stream is read slips by.
+        let news = app.notifier.listen_anything();
+        let transaction = match next_transaction(&app, service).await {
+            Ok(Some(transaction)) => transaction,
+            Ok(None) => {
+                news.await;
+                continue;
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                log::error!("application service {}: {error}", service.id);
+                smol::Timer::after(backoff(failures)).await;
+                continue;
+            }
+        };
+        match deliver(&app, service, &transaction).await {
+            Ok(()) => {
+                failures = 0;
+                if let Err(error) = app.storage().appservice_delivered(&service.id, transaction.end) {
+                    log::error!("application service {}: {error}", service.id);
+                }
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let wait = backoff(failures);
+                log::warn!(
+                    "application service {}: transaction {} failed, retry in {wait:?}: {error}",
+                    service.id,
+                    transaction.id
+                );
+                smol::Timer::after(wait).await;
+            }
+        }
+    }
+}
+
+/// The next transaction for `service`: the one in flight again, or the
+/// interesting events after its position (skipping past the rest), or
+/// `None` when there is nothing to send.
+async fn next_transaction(app: &App, service: &AppService) -> Result<Option<Transaction>> {
+    let current = app.current_stream_id();
+    let stream = app.storage().appservice_stream(&service.id, current)?;
+    let end_bound = stream.pending_end.unwrap_or(current);
+    let mut position = stream.position;
+    let mut events = Vec::new();
+    let mut rooms = HashMap::new();
+    let full_at = loop {
+        let batch = app.storage().timeline_events_after(position, end_bound, SCAN_BATCH)?;
+        let Some(last) = batch.last().map(|event| event.stream_ordering) else { break None };
+        let mut full_at = None;
+        for event in batch {
+            let ordering = event.stream_ordering;
+            if is_interested(app, service, &event, &mut rooms)? {
+                events.push(event);
+                if MAX_EVENTS_PER_TRANSACTION <= events.len() {
+                    full_at = Some(ordering);
+                    break;
+                }
+            }
+        }
+        if full_at.is_some() {
+            break full_at;
+        }
+        position = last;
+        smol::future::yield_now().await;
+    };
+    let end = full_at.unwrap_or(end_bound);
+    if events.is_empty() {
+        match stream.pending_end {
+            // Nothing in the range any more: as if delivered.
+            Some(pending_end) => app.storage().appservice_delivered(&service.id, pending_end)?,
+            None if stream.position < end_bound => {
+                app.storage().appservice_skip_to(&service.id, end_bound)?
+            }
+            None => {}
+        }
+        return Ok(None);
+    }
+    if stream.pending_end != Some(end) {
+        app.storage().appservice_pending(&service.id, end)?;
+    }
+    Ok(Some(Transaction { id: stream.next_txn_id, end, events }))
+}
+
+/// Whether `service` gets `event`. Room-wide answers (room ID, aliases,
+/// members) are kept in `rooms` for one read of the stream.
+fn is_interested(
+    app: &App,
+    service: &AppService,
+    event: &StoredEvent,
+    rooms: &mut HashMap<String, bool>,
+) -> Result<bool> {
+    if service.is_interested_in_user(&event.sender) {
+        return Ok(true);
+    }
+    let member = event.state_key.as_deref().filter(|_| event.kind == "m.room.member");
+    if member.is_some_and(|user_id| service.is_interested_in_user(user_id)) {
+        return Ok(true);
+    }
+    if let Some(known) = rooms.get(&event.room_id) {
+        return Ok(*known);
+    }
+    let interested = service.is_interested_in_room(&event.room_id)
+        || app
+            .storage()
+            .aliases_of_room(&event.room_id)?
+            .iter()
+            .any(|alias| service.is_interested_in_alias(alias))
+        || app
+            .storage()
+            .members_with_any(&event.room_id, &["join"])?
+            .iter()
+            .any(|(user_id, _)| app.is_local_user(user_id) && service.is_interested_in_user(user_id));
+    rooms.insert(event.room_id.clone(), interested);
+    Ok(interested)
+}
+
+/// `PUT {url}/_matrix/app/v1/transactions/{txnId}` with the `hs_token` as a
+/// bearer token (Synapse no longer sends the deprecated `access_token`
+/// query parameter by default, nor do we).
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#put_matrixappv1transactionstxnid>.
+async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> Result<()> {
+    let Some(base) = &service.url else { return Ok(()) };
+    let events: Vec<Value> =
+        transaction.events.iter().map(|event| format::client_event(app, event, None, true)).collect();
+    let body = json!({ "events": events }).to_string().into_bytes();
+    // Nothing leaves before the writes it rests on are committed.
+    app.durable().await?;
+    let url = format!("{}/_matrix/app/v1/transactions/{}", base.trim_end_matches('/'), transaction.id);
+    let headers = [("authorization", format!("Bearer {}", service.hs_token))];
+    let response = send_to_url(app, Method::Put, &url, &headers, body, MAX_RESPONSE_BYTES, true).await?;
+    match response.status {
+        200..=299 => Ok(()),
+        status => Err(Error::matrix(502, "M_UNKNOWN", format!("{url}: status {status}"))),
+    }
+}

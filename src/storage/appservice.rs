@@ -1,0 +1,104 @@
+//! Where each application service's stream of events stands: the position up
+//! to which every event was delivered (or was of no interest to it), and the
+//! transaction in flight, so a restart resends the same transaction (same ID,
+//! same range) and loses nothing. The events themselves are read from the
+//! `events` table in stream order; nothing is copied into a queue.
+//!
+//! Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-events>.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::Storage;
+use super::rooms::{EVENT_COLUMNS, event_from_row};
+use crate::error::Result;
+use crate::storage::StoredEvent;
+
+/// Migration 22: per application service (by its `id`), the stream position
+/// delivered up to, the next transaction ID, and the end of the range the
+/// transaction in flight covers (`NULL` when none is).
+pub(super) const APP_SERVICE_STREAMS: &str = r#"
+    CREATE TABLE appservice_streams (
+        appservice_id  TEXT PRIMARY KEY,
+        position       INTEGER NOT NULL,
+        next_txn_id    INTEGER NOT NULL,
+        pending_end    INTEGER
+    ) WITHOUT ROWID;
+"#;
+
+/// One service's place in the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppServiceStream {
+    /// Every event up to here was delivered or skipped.
+    pub position: i64,
+    /// The ID of the next transaction (or of the one in flight).
+    pub next_txn_id: i64,
+    /// The transaction in flight covers `(position, pending_end]`.
+    pub pending_end: Option<i64>,
+}
+
+impl Storage {
+    /// The service's place, starting at `start` the first time (a new
+    /// service gets what happens from then on, not the past).
+    pub fn appservice_stream(&self, appservice_id: &str, start: i64) -> Result<AppServiceStream> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO appservice_streams (appservice_id, position, next_txn_id) VALUES (?1, ?2, 1)",
+            params![appservice_id, start],
+        )?;
+        let mut statement = self.conn.prepare_cached(
+            "SELECT position, next_txn_id, pending_end FROM appservice_streams WHERE appservice_id = ?1",
+        )?;
+        let stream = statement
+            .query_row([appservice_id], |row| {
+                Ok(AppServiceStream {
+                    position: row.get(0)?,
+                    next_txn_id: row.get(1)?,
+                    pending_end: row.get(2)?,
+                })
+            })
+            .optional()?;
+        Ok(stream.unwrap_or(AppServiceStream { position: start, next_txn_id: 1, pending_end: None }))
+    }
+
+    /// Records the transaction about to be sent, covering events up to `end`.
+    pub fn appservice_pending(&self, appservice_id: &str, end: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE appservice_streams SET pending_end = ?2 WHERE appservice_id = ?1",
+            params![appservice_id, end],
+        )?;
+        Ok(())
+    }
+
+    /// The transaction in flight was delivered: on to the next.
+    pub fn appservice_delivered(&self, appservice_id: &str, end: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE appservice_streams SET position = ?2, next_txn_id = next_txn_id + 1, pending_end = NULL
+             WHERE appservice_id = ?1",
+            params![appservice_id, end],
+        )?;
+        Ok(())
+    }
+
+    /// Nothing up to `position` interests the service.
+    pub fn appservice_skip_to(&self, appservice_id: &str, position: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE appservice_streams SET position = ?2 WHERE appservice_id = ?1 AND pending_end IS NULL",
+            params![appservice_id, position],
+        )?;
+        Ok(())
+    }
+
+    /// Up to `limit` events of room timelines after `position` (and at most
+    /// `end`), in stream order: neither outliers nor soft-failed events,
+    /// which no timeline shows.
+    pub fn timeline_events_after(&self, position: i64, end: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE stream_ordering > ?1 AND stream_ordering <= ?2 AND outlier = 0 AND soft_failed = 0
+             ORDER BY stream_ordering LIMIT ?3"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![position, end, limit], event_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}

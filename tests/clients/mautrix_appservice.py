@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""An application service built on mautrix-python (the framework most
+bridges use), driven by tests/appservice.rs against the real binary.
+
+Usage: mautrix_appservice.py HS_URL AS_PORT AS_TOKEN HS_TOKEN DOMAIN MODE
+
+It serves the Application Service API on 127.0.0.1:AS_PORT and prints one
+line per thing it sees or does, flushed at once:
+  ready                      the server listens (and, in MODE "first", the
+                             ghost @ghost_one is registered)
+  bot <user_id>              whoami as the service's own user
+  event <type> <sender>      every event of every transaction, in order
+  message <body>             the body of every m.room.message
+  ghost-sent <event_id>      the ghost joined the room it was invited to,
+                             set its display name and sent a message
+  error <text>               something failed
+In MODE "first" the ghost acts on its invite; in MODE "again" (the service
+restarted) it only listens. It runs until it is killed.
+"""
+
+import asyncio
+import sys
+
+from mautrix.appservice import AppService
+from mautrix.appservice.state_store.memory import ASStateStore
+from mautrix.client.state_store.memory import MemoryStateStore
+from mautrix.types import EventType, Membership
+
+
+class MemoryASStateStore(MemoryStateStore, ASStateStore):
+    """Keeps the framework's state in memory (no file left behind)."""
+
+    def __init__(self) -> None:
+        MemoryStateStore.__init__(self)
+        ASStateStore.__init__(self)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def main() -> None:
+    hs_url, as_port, as_token, hs_token, domain, mode = sys.argv[1:7]
+    appservice = AppService(
+        server=hs_url,
+        domain=domain,
+        as_token=as_token,
+        hs_token=hs_token,
+        bot_localpart="bridgebot",
+        id="mautrix-test",
+        state_store=MemoryASStateStore(),
+    )
+    ghost_id = f"@ghost_one:{domain}"
+
+    async def act(room_id: str) -> None:
+        try:
+            ghost = appservice.intent.user(ghost_id)
+            await ghost.ensure_joined(room_id)
+            await ghost.set_displayname("Ghost One")
+            event_id = await ghost.send_text(room_id, "hello from the ghost")
+            say(f"ghost-sent {event_id}")
+        except Exception as error:  # reported to the test, which fails
+            say(f"error {error!r}")
+
+    @appservice.matrix_event_handler
+    async def on_event(event) -> None:
+        say(f"event {event.type} {event.sender}")
+        if event.type == EventType.ROOM_MESSAGE:
+            say(f"message {event.content.body}")
+        if (
+            mode == "first"
+            and event.type == EventType.ROOM_MEMBER
+            and event.state_key == ghost_id
+            and event.content.membership == Membership.INVITE
+        ):
+            asyncio.create_task(act(event.room_id))
+
+    await appservice.start(host="127.0.0.1", port=int(as_port))
+    try:
+        if mode == "first":
+            await appservice.intent.user(ghost_id).ensure_registered()
+            whoami = await appservice.intent.whoami()
+            say(f"bot {whoami.user_id}")
+    except Exception as error:
+        say(f"error {error!r}")
+    say("ready")
+    await asyncio.Event().wait()
+
+
+asyncio.run(main())
