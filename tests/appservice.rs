@@ -271,6 +271,21 @@ fn exclusive_namespaces_are_the_services_alone() {
     assert_eq!((status, &whoami["user_id"]), (200, &json!(node.user_id("bridgebot"))), "{whoami}");
 }
 
+/// `/appservice/{id}/ping` is the service's own: another ID is 403, and a
+/// service that does not answer is 502 `M_CONNECTION_FAILED`.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv1appserviceappserviceidping>.
+#[test]
+fn a_ping_reports_a_service_that_is_down() {
+    let (node, _dir) = node_with_service(free_port());
+    let bridge = as_client(&node);
+    let path = "/_matrix/client/v1/appservice/mautrix-test/ping";
+    assert_error(&bridge.post(path, &json!({"transaction_id": "t1"})), 502, "M_CONNECTION_FAILED");
+    let other = bridge.post("/_matrix/client/v1/appservice/other/ping", &json!({}));
+    assert_error(&other, 403, "M_FORBIDDEN");
+    let alice = node.register("alice");
+    assert_error(&alice.post(path, &json!({})), 403, "M_FORBIDDEN");
+}
+
 /// A registration file with a bad regex, or two services sharing a token,
 /// stop the node at start with the reason.
 #[test]

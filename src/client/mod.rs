@@ -5,6 +5,7 @@
 
 mod account;
 mod admin;
+mod appservice;
 mod devices;
 pub mod directory;
 mod ephemeral;
@@ -102,6 +103,9 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             register::token_validity(app, request)
         }
         (V3, ["account", "whoami"]) if *method == Get => account::whoami(app, request),
+        (V1, ["appservice", appservice_id, "ping"]) if *method == Post => {
+            appservice::ping(app, request, appservice_id).await
+        }
         (V3, ["account", "password"]) if *method == Post => account::change_password(app, request).await,
         (V3, ["account", "deactivate"]) if *method == Post => account::deactivate(app, request).await,
         (V3, ["capabilities"]) if *method == Get => versions::capabilities(app, request),

@@ -1,6 +1,7 @@
 //! `GET /thirdparty/protocols`: the third-party networks reachable through
-//! application-service bridges. This server runs no application services,
-//! so there are none; the per-protocol lookups answer `M_UNRECOGNIZED`.
+//! application-service bridges. The services' protocols are not asked for
+//! yet (`/_matrix/app/v1/thirdparty/protocol`), so the map is empty; the
+//! per-protocol lookups answer `M_UNRECOGNIZED`.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3thirdpartyprotocols>.
 

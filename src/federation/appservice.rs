@@ -54,12 +54,21 @@ struct Transaction {
 async fn run(app: Rc<App>, index: usize) {
     let service = &app.app_services[index].service;
     let mut failures: u32 = 0;
+    // The stream position at which nothing was left to send: wake-ups for
+    // typing or presence move no position and cost no read.
+    let mut idle_at = None;
     loop {
         // Listen first, so nothing stored while the stream is read slips by.
         let news = app.notifier.listen_anything();
+        let current = app.current_stream_id();
+        if idle_at == Some(current) {
+            news.await;
+            continue;
+        }
         let transaction = match next_transaction(&app, service).await {
             Ok(Some(transaction)) => transaction,
             Ok(None) => {
+                idle_at = Some(current);
                 news.await;
                 continue;
             }
@@ -189,5 +198,63 @@ async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> 
     match response.status {
         200..=299 => Ok(()),
         status => Err(Error::matrix(502, "M_UNKNOWN", format!("{url}: status {status}"))),
+    }
+}
+
+/// Why a ping failed.
+pub enum PingFailure {
+    /// The service has no `url`.
+    NoUrl,
+    /// The service answered with another status than 2xx.
+    Status { status: u16, body: String },
+    /// No answer: the connection failed, or (`timed_out`) took too long.
+    Unreachable { timed_out: bool, reason: String },
+}
+
+/// The longest part of a failed ping's answer handed back to the service.
+const MAX_PING_BODY_ECHO: usize = 4096;
+
+/// `POST {url}/_matrix/app/v1/ping` with the caller's `transaction_id`:
+/// how long the service took to answer.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#post_matrixappv1ping>.
+pub async fn ping(
+    app: &App,
+    service: &AppService,
+    transaction_id: Option<&str>,
+) -> Result<std::time::Duration, PingFailure> {
+    let Some(base) = &service.url else { return Err(PingFailure::NoUrl) };
+    let body = match transaction_id {
+        Some(id) => json!({ "transaction_id": id }),
+        None => json!({}),
+    };
+    let url = format!("{}/_matrix/app/v1/ping", base.trim_end_matches('/'));
+    let headers = [("authorization", format!("Bearer {}", service.hs_token))];
+    let started = std::time::Instant::now();
+    let sent = send_to_url(
+        app,
+        Method::Post,
+        &url,
+        &headers,
+        body.to_string().into_bytes(),
+        MAX_RESPONSE_BYTES,
+        true,
+    );
+    match sent.await {
+        Ok(response) if (200..=299).contains(&response.status) => Ok(started.elapsed()),
+        Ok(response) => {
+            let mut body = String::from_utf8_lossy(&response.body).into_owned();
+            if MAX_PING_BODY_ECHO < body.len() {
+                let mut cut = MAX_PING_BODY_ECHO;
+                while !body.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                body.truncate(cut);
+            }
+            Err(PingFailure::Status { status: response.status, body })
+        }
+        Err(error) => {
+            let timed_out = error.status_and_errcode().0 == 504;
+            Err(PingFailure::Unreachable { timed_out, reason: error.to_string() })
+        }
     }
 }

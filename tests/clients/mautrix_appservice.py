@@ -9,6 +9,7 @@ line per thing it sees or does, flushed at once:
   ready                      the server listens (and, in MODE "first", the
                              ghost @ghost_one is registered)
   bot <user_id>              whoami as the service's own user
+  ping <ms>                  the node pinged the service at its request
   event <type> <sender>      every event of every transaction, in order
   message <body>             the body of every m.room.message
   ghost-sent <event_id>      the ghost joined the room it was invited to,
@@ -81,6 +82,8 @@ async def main() -> None:
             await appservice.intent.user(ghost_id).ensure_registered()
             whoami = await appservice.intent.whoami()
             say(f"bot {whoami.user_id}")
+            duration = await appservice.ping_self("mautrix-test-ping")
+            say(f"ping {duration}")
     except Exception as error:
         say(f"error {error!r}")
     say("ready")
