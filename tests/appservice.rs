@@ -34,7 +34,9 @@ namespaces:
   users:
     - exclusive: true
       regex: '@ghost_.*'
-  aliases: []
+  aliases:
+    - exclusive: true
+      regex: '#bridged_.*'
   rooms: []
 rate_limited: false
 "#
@@ -191,6 +193,18 @@ fn a_mautrix_bridge_registers_a_ghost_that_joins_speaks_and_gets_transactions() 
     service.wait_for(|line| line == "message ping from alice");
     assert!(service.lines().contains(&format!("event m.room.member {}", alice.user_id)));
 
+    // An unknown alias of the service's namespace is asked of the service,
+    // which makes the room (a bridge's portal), and a user joins by it.
+    // Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1roomsroomalias>.
+    let portal = format!("#bridged_portal:{}", node.server_name);
+    let (status, found) =
+        alice.get(&format!("/_matrix/client/v3/directory/room/%23bridged_portal:{}", node.server_name));
+    assert_eq!(status, 200, "{found}");
+    assert!(service.lines().contains(&format!("portal {portal} {}", found["room_id"].as_str().unwrap())));
+    let (status, joined) =
+        alice.post(&format!("/_matrix/client/v3/join/%23bridged_other:{}", node.server_name), &json!({}));
+    assert_eq!(status, 200, "{joined}");
+
     // Masquerading: only as users of the namespace (and registered ones).
     let bridge = as_client(&node);
     let (status, whoami) = bridge.get(&format!("/_matrix/client/v3/account/whoami?user_id={ghost}"));
@@ -260,6 +274,55 @@ fn exclusive_namespaces_are_the_services_alone() {
         &json!({"type": "m.login.application_service", "username": "ghost_two"}),
     );
     assert_error(&again, 400, "M_USER_IN_USE");
+
+    // The service logs in as its user (a device of its own for the ghost);
+    // not as a user outside its namespace.
+    // Spec: <https://spec.matrix.org/latest/client-server-api/#appservice-login>.
+    let (status, login) = bridge.post(
+        "/_matrix/client/v3/login",
+        &json!({"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": "ghost_two"}}),
+    );
+    assert_eq!(status, 200, "{login}");
+    let mut ghost = node.client();
+    ghost.token = login["access_token"].as_str().map(str::to_owned);
+    let (status, whoami) = ghost.get("/_matrix/client/v3/account/whoami");
+    assert_eq!(
+        (status, &whoami["user_id"], &whoami["device_id"]),
+        (200, &inside["user_id"], &login["device_id"])
+    );
+    node.register("carol");
+    let carol = bridge.post(
+        "/_matrix/client/v3/login",
+        &json!({"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": "carol"}}),
+    );
+    assert_error(&carol, 403, "M_FORBIDDEN");
+    let (_, flows) = client.get("/_matrix/client/v3/login");
+    assert!(
+        flows["flows"].as_array().unwrap().iter().any(|flow| flow["type"] == "m.login.application_service")
+    );
+
+    // Aliases: the exclusive namespace is the service's, and the service
+    // makes aliases only there.
+    let alice = node.register("alice");
+    let (_, room) = alice.post("/_matrix/client/v3/createRoom", &json!({}));
+    let room_id = room["room_id"].as_str().unwrap();
+    let taken = alice.put(
+        &format!("/_matrix/client/v3/directory/room/%23bridged_mine:{}", node.server_name),
+        &json!({"room_id": room_id}),
+    );
+    assert_error(&taken, 400, "M_EXCLUSIVE");
+    let by_create = alice.post("/_matrix/client/v3/createRoom", &json!({"room_alias_name": "bridged_new"}));
+    assert_error(&by_create, 400, "M_EXCLUSIVE");
+    let (status, free) = alice.put(
+        &format!("/_matrix/client/v3/directory/room/%23plain:{}", node.server_name),
+        &json!({"room_id": room_id}),
+    );
+    assert_eq!(status, 200, "{free}");
+    let outside = bridge.put(
+        &format!("/_matrix/client/v3/directory/room/%23elsewhere:{}", node.server_name),
+        &json!({"room_id": room_id}),
+    );
+    assert_error(&outside, 400, "M_EXCLUSIVE");
 
     // Without the service's token, the type is refused.
     let stranger = client.post(

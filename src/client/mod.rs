@@ -91,7 +91,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
     use Method::{Delete, Get, Post, Put};
     match (family, rest) {
         (V3, ["login"]) => match method {
-            Get => Ok(login::flows()),
+            Get => Ok(login::flows(app)),
             Post => login::login(app, request).await,
             _ => not_allowed(),
         },

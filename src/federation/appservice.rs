@@ -17,6 +17,7 @@ use std::rc::Rc;
 use http_types::Method;
 use serde_json::{Value, json};
 
+use super::pdus::encode;
 use super::push::{backoff, send_to_url};
 use crate::app::App;
 use crate::error::{Error, Result};
@@ -255,6 +256,36 @@ pub async fn ping(
         Err(error) => {
             let timed_out = error.status_and_errcode().0 == 504;
             Err(PingFailure::Unreachable { timed_out, reason: error.to_string() })
+        }
+    }
+}
+
+/// Before a local alias is resolved: if it is unknown and a service's alias
+/// namespace matches it, that service is asked (`GET /_matrix/app/v1/rooms/{alias}`),
+/// which may create the room and the alias before it answers, as a bridge
+/// does for a portal room. A failed or refused query changes nothing: the
+/// alias is then as unknown as before.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1roomsroomalias>.
+pub async fn query_alias(app: &App, alias: &str) {
+    let known = app.storage().alias(alias).map(|found| found.is_some());
+    if !matches!(known, Ok(false)) {
+        return;
+    }
+    let asked = app.app_services.iter().map(|registered| &registered.service);
+    for service in asked.filter(|service| service.is_interested_in_alias(alias)) {
+        let Some(base) = &service.url else { continue };
+        let url = format!("{}/_matrix/app/v1/rooms/{}", base.trim_end_matches('/'), encode(alias));
+        let headers = [("authorization", format!("Bearer {}", service.hs_token))];
+        match send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true).await {
+            Ok(response) if (200..=299).contains(&response.status) => {
+                if app.storage().alias(alias).is_ok_and(|found| found.is_some()) {
+                    return;
+                }
+            }
+            Ok(response) => {
+                log::debug!("application service {} has no {alias}: {}", service.id, response.status)
+            }
+            Err(error) => log::warn!("application service {}: alias query failed: {error}", service.id),
         }
     }
 }

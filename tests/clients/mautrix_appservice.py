@@ -14,6 +14,8 @@ line per thing it sees or does, flushed at once:
   message <body>             the body of every m.room.message
   ghost-sent <event_id>      the ghost joined the room it was invited to,
                              set its display name and sent a message
+  portal <alias> <room_id>   asked for an unknown alias of its namespace
+                             (#bridged_*), it created a public room with it
   error <text>               something failed
 In MODE "first" the ghost acts on its invite; in MODE "again" (the service
 restarted) it only listens. It runs until it is killed.
@@ -25,7 +27,7 @@ import sys
 from mautrix.appservice import AppService
 from mautrix.appservice.state_store.memory import ASStateStore
 from mautrix.client.state_store.memory import MemoryStateStore
-from mautrix.types import EventType, Membership
+from mautrix.types import EventType, Membership, RoomCreatePreset
 
 
 class MemoryASStateStore(MemoryStateStore, ASStateStore):
@@ -62,6 +64,18 @@ async def main() -> None:
             say(f"ghost-sent {event_id}")
         except Exception as error:  # reported to the test, which fails
             say(f"error {error!r}")
+
+    async def query_alias(alias: str):
+        if not alias.startswith("#bridged_"):
+            return None
+        localpart = alias[1:].split(":", 1)[0]
+        room_id = await appservice.intent.create_room(
+            alias_localpart=localpart, preset=RoomCreatePreset.PUBLIC, name="Portal"
+        )
+        say(f"portal {alias} {room_id}")
+        return {"room_id": room_id}
+
+    appservice.query_alias = query_alias
 
     @appservice.matrix_event_handler
     async def on_event(event) -> None:
