@@ -205,6 +205,17 @@ fn a_mautrix_bridge_registers_a_ghost_that_joins_speaks_and_gets_transactions() 
         alice.post(&format!("/_matrix/client/v3/join/%23bridged_other:{}", node.server_name), &json!({}));
     assert_eq!(status, 200, "{joined}");
 
+    // An invite of a ghost the service has not registered yet: the service
+    // is asked about the user first, and registers it.
+    // Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1usersuserid>.
+    let newcomer = node.user_id("ghost_new");
+    let (status, invited) =
+        alice.post(&format!("/_matrix/client/v3/rooms/{room_id}/invite"), &json!({"user_id": newcomer}));
+    assert_eq!(status, 200, "{invited}");
+    service.wait_for(|line| line == format!("user-query {newcomer}"));
+    let (status, profile) = alice.get(&format!("/_matrix/client/v3/profile/{newcomer}"));
+    assert_eq!(status, 200, "{profile}");
+
     // Masquerading: only as users of the namespace (and registered ones).
     let bridge = as_client(&node);
     let (status, whoami) = bridge.get(&format!("/_matrix/client/v3/account/whoami?user_id={ghost}"));

@@ -188,6 +188,7 @@ fn is_interested(
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#put_matrixappv1transactionstxnid>.
 async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> Result<()> {
     let Some(base) = &service.url else { return Ok(()) };
+    query_unknown_users(app, service, &transaction.events).await;
     let events: Vec<Value> =
         transaction.events.iter().map(|event| format::client_event(app, event, None, true)).collect();
     let body = json!({ "events": events }).to_string().into_bytes();
@@ -199,6 +200,37 @@ async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> 
     match response.status {
         200..=299 => Ok(()),
         status => Err(Error::matrix(502, "M_UNKNOWN", format!("{url}: status {status}"))),
+    }
+}
+
+/// Before events naming unknown local users of the service's namespace
+/// (as sender, or as the target of a membership, such as an invite of a
+/// ghost not yet registered) are pushed, the service is asked about each
+/// (`GET /_matrix/app/v1/users/{userId}`), so it may register them first,
+/// as Synapse does. The answer changes nothing here: the events go all the
+/// same.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1usersuserid>.
+async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEvent]) {
+    let Some(base) = &service.url else { return };
+    let mut asked = std::collections::HashSet::new();
+    for event in events {
+        let member = event.state_key.as_deref().filter(|_| event.kind == "m.room.member");
+        for user_id in std::iter::once(event.sender.as_str()).chain(member) {
+            let unknown = app.is_local_user(user_id)
+                && service.is_interested_in_user(user_id)
+                && app.storage().user(user_id).is_ok_and(|user| user.is_none());
+            if !unknown || !asked.insert(user_id.to_owned()) {
+                continue;
+            }
+            let url = format!("{}/_matrix/app/v1/users/{}", base.trim_end_matches('/'), encode(user_id));
+            let headers = [("authorization", format!("Bearer {}", service.hs_token))];
+            match send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true).await {
+                Ok(response) => {
+                    log::debug!("application service {} on {user_id}: {}", service.id, response.status)
+                }
+                Err(error) => log::warn!("application service {}: user query failed: {error}", service.id),
+            }
+        }
     }
 }
 

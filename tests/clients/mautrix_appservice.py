@@ -16,6 +16,8 @@ line per thing it sees or does, flushed at once:
                              set its display name and sent a message
   portal <alias> <room_id>   asked for an unknown alias of its namespace
                              (#bridged_*), it created a public room with it
+  user-query <user_id>       asked about an unknown user of its namespace,
+                             it registered them
   error <text>               something failed
 In MODE "first" the ghost acts on its invite; in MODE "again" (the service
 restarted) it only listens. It runs until it is killed.
@@ -76,6 +78,13 @@ async def main() -> None:
         return {"room_id": room_id}
 
     appservice.query_alias = query_alias
+
+    async def query_user(user_id: str):
+        await appservice.intent.user(user_id).ensure_registered()
+        say(f"user-query {user_id}")
+        return {"registered": True}
+
+    appservice.query_user = query_user
 
     @appservice.matrix_event_handler
     async def on_event(event) -> None:
