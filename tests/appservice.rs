@@ -39,6 +39,7 @@ namespaces:
       regex: '#bridged_.*'
   rooms: []
 rate_limited: false
+receive_ephemeral: true
 "#
     )
 }
@@ -192,6 +193,35 @@ fn a_mautrix_bridge_registers_a_ghost_that_joins_speaks_and_gets_transactions() 
     send_text(&alice, &room_id, "ping from alice");
     service.wait_for(|line| line == "message ping from alice");
     assert!(service.lines().contains(&format!("event m.room.member {}", alice.user_id)));
+
+    // Ephemeral events of the room (receive_ephemeral): typing, and read
+    // receipts but not private ones.
+    // Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-ephemeral-data>.
+    let (status, typing) = alice.put(
+        &format!("/_matrix/client/v3/rooms/{room_id}/typing/{}", alice.user_id),
+        &json!({"typing": true, "timeout": 30000}),
+    );
+    assert_eq!(status, 200, "{typing}");
+    service.wait_for(|line| line == format!("typing {}", alice.user_id));
+    let ghost_message = messages
+        .iter()
+        .find(|event| event["sender"] == ghost.as_str() && event["type"] == "m.room.message")
+        .and_then(|event| event["event_id"].as_str())
+        .unwrap()
+        .to_owned();
+    for receipt_type in ["m.read.private", "m.read"] {
+        let (status, answer) = alice.post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/receipt/{receipt_type}/{ghost_message}"),
+            &json!({}),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    service.wait_for(|line| line == format!("receipt m.read {ghost_message} {}", alice.user_id));
+    assert!(
+        !service.lines().iter().any(|line| line.starts_with("receipt m.read.private")),
+        "{:#?}",
+        service.lines()
+    );
 
     // An unknown alias of the service's namespace is asked of the service,
     // which makes the room (a bridge's portal), and a user joins by it.

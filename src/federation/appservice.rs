@@ -9,6 +9,10 @@
 //! namespace (or its own user), a membership of such a user, or in a room
 //! its room namespace matches, that has an alias its alias namespace
 //! matches, or where a user of its namespace is joined (as Synapse decides).
+//! A service registered with `receive_ephemeral` also gets the receipts
+//! (never private ones) and typing of the rooms it is interested in:
+//! receipts by stream position like events, typing as it changed since the
+//! last transaction delivered (memory only, as typing is).
 //! Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-events>.
 
 use std::collections::HashMap;
@@ -50,26 +54,38 @@ struct Transaction {
     /// It covers the stream up to here.
     end: i64,
     events: Vec<StoredEvent>,
+    /// `m.receipt` and `m.typing` events, for services that take them.
+    ephemeral: Vec<Value>,
+}
+
+/// Where the sender stands on what is not in the stream of events: typing
+/// lives in memory, with a serial of its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    stream: i64,
+    typing: i64,
 }
 
 async fn run(app: Rc<App>, index: usize) {
     let service = &app.app_services[index].service;
     let mut failures: u32 = 0;
-    // The stream position at which nothing was left to send: wake-ups for
-    // typing or presence move no position and cost no read.
+    let mut typing_seen = app.typing.serial();
+    // Where nothing was left to send: a wake-up that moved neither the
+    // stream nor typing (presence, say) costs no read.
     let mut idle_at = None;
     loop {
         // Listen first, so nothing stored while the stream is read slips by.
         let news = app.notifier.listen_anything();
-        let current = app.current_stream_id();
-        if idle_at == Some(current) {
+        let now = Seen { stream: app.current_stream_id(), typing: app.typing.serial() };
+        if idle_at == Some(now) {
             news.await;
             continue;
         }
-        let transaction = match next_transaction(&app, service).await {
+        let transaction = match next_transaction(&app, service, typing_seen).await {
             Ok(Some(transaction)) => transaction,
             Ok(None) => {
-                idle_at = Some(current);
+                idle_at = Some(now);
+                typing_seen = now.typing;
                 news.await;
                 continue;
             }
@@ -83,6 +99,7 @@ async fn run(app: Rc<App>, index: usize) {
         match deliver(&app, service, &transaction).await {
             Ok(()) => {
                 failures = 0;
+                typing_seen = now.typing;
                 if let Err(error) = app.storage().appservice_delivered(&service.id, transaction.end) {
                     log::error!("application service {}: {error}", service.id);
                 }
@@ -101,10 +118,15 @@ async fn run(app: Rc<App>, index: usize) {
     }
 }
 
+/// Most receipts read for one transaction: the newest are kept.
+const MAX_RECEIPTS_PER_TRANSACTION: usize = 100;
+
 /// The next transaction for `service`: the one in flight again, or the
-/// interesting events after its position (skipping past the rest), or
-/// `None` when there is nothing to send.
-async fn next_transaction(app: &App, service: &AppService) -> Result<Option<Transaction>> {
+/// interesting events after its position (skipping past the rest), with
+/// the receipts of the same range and typing changed after serial
+/// `typing_seen` in rooms it is interested in (if it takes ephemeral
+/// events); `None` when there is nothing to send.
+async fn next_transaction(app: &App, service: &AppService, typing_seen: i64) -> Result<Option<Transaction>> {
     let current = app.current_stream_id();
     let stream = app.storage().appservice_stream(&service.id, current)?;
     let end_bound = stream.pending_end.unwrap_or(current);
@@ -132,7 +154,31 @@ async fn next_transaction(app: &App, service: &AppService) -> Result<Option<Tran
         smol::future::yield_now().await;
     };
     let end = full_at.unwrap_or(end_bound);
-    if events.is_empty() {
+    let mut ephemeral = Vec::new();
+    if service.receive_ephemeral {
+        let receipts = app.storage().receipts_between(stream.position, end, MAX_RECEIPTS_PER_TRANSACTION)?;
+        for by_room in receipts.chunk_by(|a, b| a.0 == b.0) {
+            let room_id = &by_room[0].0;
+            if !is_interested_in_room(app, service, room_id, &mut rooms)? {
+                continue;
+            }
+            let of_room: Vec<_> = by_room.iter().map(|(_, receipt)| receipt.clone()).collect();
+            // Private receipts are their owner's alone: an empty viewer sees none.
+            let mut event = format::receipt_event(&of_room, "");
+            if event["content"].as_object().is_some_and(|content| !content.is_empty()) {
+                event["room_id"] = json!(room_id);
+                ephemeral.push(event);
+            }
+        }
+        for (room_id, users) in app.typing.changed_rooms_since(typing_seen) {
+            if is_interested_in_room(app, service, &room_id, &mut rooms)? {
+                ephemeral.push(
+                    json!({ "type": "m.typing", "room_id": room_id, "content": { "user_ids": users } }),
+                );
+            }
+        }
+    }
+    if events.is_empty() && ephemeral.is_empty() {
         match stream.pending_end {
             // Nothing in the range any more: as if delivered.
             Some(pending_end) => app.storage().appservice_delivered(&service.id, pending_end)?,
@@ -146,7 +192,7 @@ async fn next_transaction(app: &App, service: &AppService) -> Result<Option<Tran
     if stream.pending_end != Some(end) {
         app.storage().appservice_pending(&service.id, end)?;
     }
-    Ok(Some(Transaction { id: stream.next_txn_id, end, events }))
+    Ok(Some(Transaction { id: stream.next_txn_id, end, events, ephemeral }))
 }
 
 /// Whether `service` gets `event`. Room-wide answers (room ID, aliases,
@@ -164,21 +210,29 @@ fn is_interested(
     if member.is_some_and(|user_id| service.is_interested_in_user(user_id)) {
         return Ok(true);
     }
-    if let Some(known) = rooms.get(&event.room_id) {
+    is_interested_in_room(app, service, &event.room_id, rooms)
+}
+
+/// Whether `service` is interested in everything of a room: its room
+/// namespace matches the ID, its alias namespace one of the room's aliases,
+/// or a user of its namespace is joined.
+fn is_interested_in_room(
+    app: &App,
+    service: &AppService,
+    room_id: &str,
+    rooms: &mut HashMap<String, bool>,
+) -> Result<bool> {
+    if let Some(known) = rooms.get(room_id) {
         return Ok(*known);
     }
-    let interested = service.is_interested_in_room(&event.room_id)
+    let interested = service.is_interested_in_room(room_id)
+        || app.storage().aliases_of_room(room_id)?.iter().any(|alias| service.is_interested_in_alias(alias))
         || app
             .storage()
-            .aliases_of_room(&event.room_id)?
-            .iter()
-            .any(|alias| service.is_interested_in_alias(alias))
-        || app
-            .storage()
-            .members_with_any(&event.room_id, &["join"])?
+            .members_with_any(room_id, &["join"])?
             .iter()
             .any(|(user_id, _)| app.is_local_user(user_id) && service.is_interested_in_user(user_id));
-    rooms.insert(event.room_id.clone(), interested);
+    rooms.insert(room_id.to_owned(), interested);
     Ok(interested)
 }
 
@@ -191,7 +245,13 @@ async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> 
     query_unknown_users(app, service, &transaction.events).await;
     let events: Vec<Value> =
         transaction.events.iter().map(|event| format::client_event(app, event, None, true)).collect();
-    let body = json!({ "events": events }).to_string().into_bytes();
+    let mut body = json!({ "events": events });
+    if service.receive_ephemeral {
+        body["ephemeral"] = json!(transaction.ephemeral);
+        // The name from MSC2409, which older bridges still read.
+        body["de.sorunome.msc2409.ephemeral"] = json!(transaction.ephemeral);
+    }
+    let body = body.to_string().into_bytes();
     // Nothing leaves before the writes it rests on are committed.
     app.durable().await?;
     let url = format!("{}/_matrix/app/v1/transactions/{}", base.trim_end_matches('/'), transaction.id);

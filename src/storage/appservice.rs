@@ -11,11 +11,12 @@ use rusqlite::{OptionalExtension, params};
 use super::Storage;
 use super::rooms::{EVENT_COLUMNS, event_from_row};
 use crate::error::Result;
-use crate::storage::StoredEvent;
+use crate::storage::{Receipt, StoredEvent};
 
 /// Migration 22: per application service (by its `id`), the stream position
 /// delivered up to, the next transaction ID, and the end of the range the
-/// transaction in flight covers (`NULL` when none is).
+/// transaction in flight covers (`NULL` when none is); receipts by stream
+/// position across rooms, for the services that take ephemeral events.
 pub(super) const APP_SERVICE_STREAMS: &str = r#"
     CREATE TABLE appservice_streams (
         appservice_id  TEXT PRIMARY KEY,
@@ -23,6 +24,7 @@ pub(super) const APP_SERVICE_STREAMS: &str = r#"
         next_txn_id    INTEGER NOT NULL,
         pending_end    INTEGER
     ) WITHOUT ROWID;
+    CREATE INDEX receipts_by_stream_id ON receipts(stream_id);
 "#;
 
 /// One service's place in the stream.
@@ -100,5 +102,28 @@ impl Storage {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = statement.query_map(params![position, end, limit], event_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The receipts set in `(after, up_to]`, across rooms, by room, at
+    /// most `limit` (the newest are the ones kept when there are more).
+    pub fn receipts_between(&self, after: i64, up_to: i64, limit: usize) -> Result<Vec<(String, Receipt)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts FROM receipts
+             WHERE stream_id > ?1 AND stream_id <= ?2 ORDER BY stream_id DESC LIMIT ?3",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![after, up_to, limit], |row| {
+            let receipt = Receipt {
+                user_id: row.get(1)?,
+                receipt_type: row.get(2)?,
+                thread_id: row.get(3)?,
+                event_id: row.get(4)?,
+                ts: row.get(5)?,
+            };
+            Ok((row.get::<_, String>(0)?, receipt))
+        })?;
+        let mut receipts: Vec<(String, Receipt)> = rows.collect::<rusqlite::Result<_>>()?;
+        receipts.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(receipts)
     }
 }

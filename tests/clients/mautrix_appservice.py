@@ -12,6 +12,9 @@ line per thing it sees or does, flushed at once:
   ping <ms>                  the node pinged the service at its request
   event <type> <sender>      every event of every transaction, in order
   message <body>             the body of every m.room.message
+  typing <user_id>...        an m.typing ephemeral event: who types now
+  receipt <type> <event_id> <user_id>...
+                             an m.receipt ephemeral event
   ghost-sent <event_id>      the ghost joined the room it was invited to,
                              set its display name and sent a message
   portal <alias> <room_id>   asked for an unknown alias of its namespace
@@ -54,6 +57,7 @@ async def main() -> None:
         bot_localpart="bridgebot",
         id="mautrix-test",
         state_store=MemoryASStateStore(),
+        ephemeral_events=True,
     )
     ghost_id = f"@ghost_one:{domain}"
 
@@ -88,6 +92,14 @@ async def main() -> None:
 
     @appservice.matrix_event_handler
     async def on_event(event) -> None:
+        if event.type == EventType.TYPING:
+            say(f"typing {' '.join(event.content.user_ids)}")
+            return
+        if event.type == EventType.RECEIPT:
+            for event_id, by_type in event.content.items():
+                for receipt_type, users in by_type.items():
+                    say(f"receipt {receipt_type} {event_id} {' '.join(users)}")
+            return
         say(f"event {event.type} {event.sender}")
         if event.type == EventType.ROOM_MESSAGE:
             say(f"message {event.content.body}")
