@@ -127,15 +127,36 @@ pub struct App {
     pub media_uploads: Rc<crate::rooms::media::Slots>,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
-    /// The application services registered (`app_service_config_files`).
-    pub app_services: Vec<RegisteredService>,
+    /// The application services registered (`app_service_config_files`),
+    /// replaced whole when SIGHUP reloads the files.
+    app_services: RefCell<Rc<Vec<RegisteredService>>>,
 }
 
 /// An application service with the hash of its `as_token`, which requests
 /// are matched on as user tokens are (by hash, never the secret itself).
 pub struct RegisteredService {
-    pub service: AppService,
+    pub service: Rc<AppService>,
     as_token_hash: [u8; 32],
+}
+
+/// Reads the registration files and makes each service's own user, which
+/// acts from the start (Synapse needs no registration for it either): an
+/// account without a password.
+fn load_app_services(config: &Config, storage: &mut Storage) -> Result<Vec<RegisteredService>> {
+    let services = config.app_services().map_err(Error::Internal)?;
+    for service in &services {
+        if storage.user(&service.sender)?.is_none() {
+            let localpart = service.sender.trim_start_matches('@').split(':').next().unwrap_or_default();
+            storage.create_user(&service.sender, localpart, None, false, None)?;
+        }
+    }
+    Ok(services
+        .into_iter()
+        .map(|service| RegisteredService {
+            as_token_hash: credentials::hash_token(&service.as_token),
+            service: Rc::new(service),
+        })
+        .collect())
 }
 
 impl App {
@@ -161,24 +182,7 @@ impl App {
         let federation = Federation::new(&config.federation).map_err(Error::Internal)?;
         let login_limits = crate::ratelimit::LoginLimits::new(&config.rc_login);
         let failed_uia = crate::ratelimit::Limiter::new(config.rc_login.failed_attempts);
-        let app_services = config
-            .app_services()
-            .map_err(Error::Internal)?
-            .into_iter()
-            .map(|service| RegisteredService {
-                as_token_hash: credentials::hash_token(&service.as_token),
-                service,
-            })
-            .collect::<Vec<RegisteredService>>();
-        // A service's own user acts from the start (Synapse needs no
-        // registration for it either): an account without a password.
-        for registered in &app_services {
-            let sender = &registered.service.sender;
-            if storage.user(sender)?.is_none() {
-                let localpart = sender.trim_start_matches('@').split(':').next().unwrap_or_default();
-                storage.create_user(sender, localpart, None, false, None)?;
-            }
-        }
+        let app_services = RefCell::new(Rc::new(load_app_services(&config, &mut storage)?));
         let passwords = crate::hasher::Hasher::start()?;
         Ok(App {
             app_services,
@@ -332,7 +336,7 @@ impl App {
         let token = request.access_token().ok_or(Error::MissingToken)?;
         let token_hash = credentials::hash_token(token);
         if let Some(service) = self.app_service_by_token_hash(&token_hash) {
-            return self.act_for(service, request);
+            return self.act_for(&service, request);
         }
         let owner = self.storage().token_owner(&token_hash)?;
         let owner = owner.ok_or(Error::UnknownToken { soft_logout: false })?;
@@ -345,17 +349,32 @@ impl App {
         Ok(owner)
     }
 
+    /// The application services registered now.
+    pub fn app_services(&self) -> Rc<Vec<RegisteredService>> {
+        self.app_services.borrow().clone()
+    }
+
+    /// Reads the registration files again (SIGHUP): on any error the
+    /// services stay as they were. Returns how many there are now.
+    pub fn reload_app_services(&self) -> Result<usize> {
+        let loaded = load_app_services(&self.config, &mut self.storage())?;
+        let count = loaded.len();
+        *self.app_services.borrow_mut() = Rc::new(loaded);
+        Ok(count)
+    }
+
     /// The application service whose `as_token` the request carries, if any.
-    pub fn app_service(&self, request: &Request) -> Option<&AppService> {
+    pub fn app_service(&self, request: &Request) -> Option<Rc<AppService>> {
         let token = request.access_token()?;
         self.app_service_by_token_hash(&credentials::hash_token(token))
     }
 
-    fn app_service_by_token_hash(&self, token_hash: &[u8; 32]) -> Option<&AppService> {
+    fn app_service_by_token_hash(&self, token_hash: &[u8; 32]) -> Option<Rc<AppService>> {
         self.app_services
+            .borrow()
             .iter()
             .find(|registered| registered.as_token_hash == *token_hash)
-            .map(|registered| &registered.service)
+            .map(|registered| registered.service.clone())
     }
 
     /// The user an application service's request acts as: its own user, or
@@ -391,7 +410,7 @@ impl App {
     /// Whether an application service other than `except` claims `user_id`
     /// (an exclusive user namespace): no one else may register it.
     pub fn user_claimed_by_app_service(&self, user_id: &str, except: Option<&AppService>) -> bool {
-        self.app_services.iter().any(|registered| {
+        self.app_services.borrow().iter().any(|registered| {
             except.is_none_or(|except| except.id != registered.service.id)
                 && registered.service.claims_user(user_id)
         })

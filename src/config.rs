@@ -261,7 +261,7 @@ pub struct Config {
     pub turn_user_lifetime: Millis,
     pub rc_login: LoginLimits,
     /// Application service registration files (YAML, as bridges write
-    /// them), Synapse's key; read and validated at start.
+    /// them), Synapse's key; read and validated at start and on SIGHUP.
     /// Spec: <https://spec.matrix.org/latest/application-service-api/#registration>.
     pub app_service_config_files: Vec<PathBuf>,
 }
@@ -476,7 +476,8 @@ turn_uris = []
 turn_user_lifetime = "1h"
 
 # Bridges and bots (application services): the registration files they
-# generate (YAML). Their namespaces, tokens and URLs are read at start.
+# generate (YAML). Their namespaces, tokens and URLs are read at start and
+# again on SIGHUP.
 app_service_config_files = []
 # app_service_config_files = ["/etc/hearth/telegram-registration.yaml"]
 

@@ -433,3 +433,29 @@ fn bad_registration_files_stop_the_node_with_the_reason() {
     assert_ne!(code, Some(0));
     assert!(output.contains("share a token"), "{output}");
 }
+
+/// SIGHUP reads the registration files again: a new `as_token` works and
+/// the old one no longer does; a broken file leaves the services as they
+/// were.
+#[test]
+fn sighup_reloads_the_registration_files() {
+    let (node, dir) = node_with_service(free_port());
+    let path = dir.0.join("registration.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(AS_TOKEN, "a_new_as_token")).unwrap();
+    node.signal("HUP");
+    let mut renewed = node.client();
+    renewed.token = Some("a_new_as_token".into());
+    let whoami = eventually(WAIT, || {
+        let answer = renewed.get("/_matrix/client/v3/account/whoami");
+        (answer.0 == 200).then_some(answer.1)
+    });
+    assert_eq!(whoami["user_id"], node.user_id("bridgebot"));
+    assert_error(&as_client(&node).get("/_matrix/client/v3/account/whoami"), 401, "M_UNKNOWN_TOKEN");
+
+    std::fs::write(&path, "id: [broken").unwrap();
+    node.signal("HUP");
+    eventually(WAIT, || node.log_text().contains("registrations not reloaded").then_some(()));
+    let (status, _) = renewed.get("/_matrix/client/v3/account/whoami");
+    assert_eq!(status, 200);
+}

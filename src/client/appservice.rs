@@ -26,7 +26,7 @@ pub async fn ping(app: &App, request: &Request, appservice_id: &str) -> Result<R
         Some(Value::String(id)) => Some(id.as_str()),
         Some(_) => return Err(Error::BadJson("`transaction_id` must be a string".into())),
     };
-    match ping_service(app, service, transaction_id).await {
+    match ping_service(app, &service, transaction_id).await {
         Ok(took) => Ok(Response::ok(json!({ "duration_ms": took.as_millis() as u64 }))),
         Err(PingFailure::NoUrl) => {
             Err(Error::matrix(400, "M_URL_NOT_SET", "Application service doesn't have a URL configured"))

@@ -80,7 +80,7 @@ pub fn check_alias_namespaces(app: &App, request: &Request, alias: &str) -> Resu
             "This application service has not reserved this kind of alias",
         )),
         Some(_) => Ok(()),
-        None if app.app_services.iter().any(|registered| registered.service.claims_alias(alias)) => {
+        None if app.app_services().iter().any(|registered| registered.service.claims_alias(alias)) => {
             Err(Error::matrix(400, "M_EXCLUSIVE", "This alias is reserved by an application service"))
         }
         None => Ok(()),

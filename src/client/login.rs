@@ -36,7 +36,7 @@ const APP_SERVICE_LOGIN: &str = "m.login.application_service";
 /// `GET /login`: passwords, and application services' logins when there are any.
 pub fn flows(app: &App) -> Response {
     let mut flows = vec![json!({ "type": "m.login.password" })];
-    if !app.app_services.is_empty() {
+    if !app.app_services().is_empty() {
         flows.push(json!({ "type": APP_SERVICE_LOGIN }));
     }
     Response::ok(json!({ "flows": flows }))

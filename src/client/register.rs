@@ -262,7 +262,7 @@ fn register_app_service_user(app: &App, request: &Request) -> Result<Response> {
     if !service.is_interested_in_user(&user_id) {
         return Err(Error::matrix(400, "M_EXCLUSIVE", "Invalid user localpart for this application service"));
     }
-    if app.user_claimed_by_app_service(&user_id, Some(service)) {
+    if app.user_claimed_by_app_service(&user_id, Some(&service)) {
         return Err(Error::matrix(400, "M_EXCLUSIVE", "This user ID is reserved by an application service"));
     }
     app.storage().create_user(&user_id, &localpart, None, false, None)?;

@@ -37,15 +37,26 @@ const SCAN_BATCH: usize = 500;
 /// A service's answer to a transaction is an empty JSON object.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// Starts a sender for every service with a URL.
+/// Starts a sender for every service with a URL whose sender does not run
+/// (at start, and after SIGHUP reloaded the registrations).
 pub fn start(app: &Rc<App>) {
-    for index in 0..app.app_services.len() {
-        if app.app_services[index].service.url.is_none() {
+    for registered in app.app_services().iter() {
+        let service = &registered.service;
+        if service.url.is_none() || !app.federation.appservice_senders.borrow_mut().insert(service.id.clone())
+        {
             continue;
         }
         let app_for_task = app.clone();
-        app.executor.spawn(async move { run(app_for_task, index).await }).detach();
+        let id = service.id.clone();
+        app.executor.spawn(async move { run(app_for_task, id).await }).detach();
     }
+}
+
+/// The registered service with this ID, if it still has a URL.
+fn service_by_id(app: &App, id: &str) -> Option<Rc<AppService>> {
+    let services = app.app_services();
+    let registered = services.iter().find(|registered| registered.service.id == id)?;
+    registered.service.url.is_some().then(|| registered.service.clone())
 }
 
 /// A transaction ready to send.
@@ -66,8 +77,7 @@ struct Seen {
     typing: i64,
 }
 
-async fn run(app: Rc<App>, index: usize) {
-    let service = &app.app_services[index].service;
+async fn run(app: Rc<App>, id: String) {
     let mut failures: u32 = 0;
     let mut typing_seen = app.typing.serial();
     // Where nothing was left to send: a wake-up that moved neither the
@@ -76,6 +86,9 @@ async fn run(app: Rc<App>, index: usize) {
     loop {
         // Listen first, so nothing stored while the stream is read slips by.
         let news = app.notifier.listen_anything();
+        // Looked up each turn: a reload may change the service or remove it.
+        let Some(service) = service_by_id(&app, &id) else { break };
+        let service = &*service;
         let now = Seen { stream: app.current_stream_id(), typing: app.typing.serial() };
         if idle_at == Some(now) {
             news.await;
@@ -116,6 +129,8 @@ async fn run(app: Rc<App>, index: usize) {
             }
         }
     }
+    app.federation.appservice_senders.borrow_mut().remove(&id);
+    log::info!("application service {id}: sender stopped (no longer registered with a URL)");
 }
 
 /// Most receipts read for one transaction: the newest are kept.
@@ -363,7 +378,8 @@ pub async fn query_alias(app: &App, alias: &str) {
     if !matches!(known, Ok(false)) {
         return;
     }
-    let asked = app.app_services.iter().map(|registered| &registered.service);
+    let services = app.app_services();
+    let asked = services.iter().map(|registered| &registered.service);
     for service in asked.filter(|service| service.is_interested_in_alias(alias)) {
         let Some(base) = &service.url else { continue };
         let url = format!("{}/_matrix/app/v1/rooms/{}", base.trim_end_matches('/'), encode(alias));

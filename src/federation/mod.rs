@@ -51,6 +51,8 @@ pub struct Federation {
     pub senders: sender::Senders,
     /// The running per-pusher push gateway senders.
     pub push_senders: push::PushSenders,
+    /// The application services whose sender runs, by ID.
+    pub appservice_senders: std::cell::RefCell<std::collections::HashSet<String>>,
     /// OpenID tokens our users handed to third parties: token -> (user, expiry).
     pub openid_tokens: std::cell::RefCell<std::collections::HashMap<String, (String, i64)>>,
 }
@@ -72,6 +74,7 @@ impl Federation {
             remote_aliases: discovery::ExpiringCache::default(),
             senders: sender::Senders::default(),
             push_senders: push::PushSenders::default(),
+            appservice_senders: Default::default(),
             openid_tokens: Default::default(),
         })
     }
