@@ -294,7 +294,10 @@ async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEv
             let unknown = app.is_local_user(user_id)
                 && service.is_interested_in_user(user_id)
                 && app.storage().user(user_id).is_ok_and(|user| user.is_none());
-            if !unknown || !asked.insert(user_id.to_owned()) {
+            if !unknown
+                || MAX_USER_QUERIES_PER_TRANSACTION <= asked.len()
+                || !asked.insert(user_id.to_owned())
+            {
                 continue;
             }
             let url = format!("{}/_matrix/app/v1/users/{}", base.trim_end_matches('/'), encode(user_id));
@@ -308,6 +311,10 @@ async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEv
         }
     }
 }
+
+/// Users asked about before one transaction at most: each query may take
+/// up to the request timeout while the transaction waits.
+const MAX_USER_QUERIES_PER_TRANSACTION: usize = 10;
 
 /// Why a ping failed.
 pub enum PingFailure {
