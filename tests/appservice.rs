@@ -331,6 +331,18 @@ fn exclusive_namespaces_are_the_services_alone() {
         (status, &whoami["user_id"], &whoami["device_id"]),
         (200, &inside["user_id"], &login["device_id"])
     );
+    // Masquerading on a device of the user: it must exist.
+    let device = login["device_id"].as_str().unwrap();
+    let on_device = bridge.get(&format!(
+        "/_matrix/client/v3/account/whoami?user_id={}&device_id={device}",
+        inside["user_id"].as_str().unwrap()
+    ));
+    assert_eq!((on_device.0, &on_device.1["device_id"]), (200, &json!(device)), "{}", on_device.1);
+    let no_device = bridge.get(&format!(
+        "/_matrix/client/v3/account/whoami?user_id={}&device_id=NOPE",
+        inside["user_id"].as_str().unwrap()
+    ));
+    assert_error(&no_device, 403, "M_FORBIDDEN");
     node.register("carol");
     let carol = bridge.post(
         "/_matrix/client/v3/login",
@@ -373,6 +385,7 @@ fn exclusive_namespaces_are_the_services_alone() {
     assert_error(&stranger, 401, "M_MISSING_TOKEN");
     let (status, whoami) = bridge.get("/_matrix/client/v3/account/whoami");
     assert_eq!((status, &whoami["user_id"]), (200, &json!(node.user_id("bridgebot"))), "{whoami}");
+    assert!(whoami.get("device_id").is_none(), "a service acts on no device of its own: {whoami}");
 }
 
 /// `/appservice/{id}/ping` is the service's own: another ID is 403, and a
