@@ -40,6 +40,7 @@ namespaces:
   rooms: []
 rate_limited: false
 receive_ephemeral: true
+protocols: [testnet]
 "#
     )
 }
@@ -245,6 +246,20 @@ fn a_mautrix_bridge_registers_a_ghost_that_joins_speaks_and_gets_transactions() 
     service.wait_for(|line| line == format!("user-query {newcomer}"));
     let (status, profile) = alice.get(&format!("/_matrix/client/v3/profile/{newcomer}"));
     assert_eq!(status, 200, "{profile}");
+
+    // Third-party networks: the service's protocol and its lookups.
+    // Spec: <https://spec.matrix.org/latest/client-server-api/#third-party-networks>.
+    let (status, protocols) = alice.get("/_matrix/client/v3/thirdparty/protocols");
+    assert_eq!(status, 200, "{protocols}");
+    assert_eq!(protocols["testnet"]["location_fields"], json!(["channel"]), "{protocols}");
+    assert_eq!(protocols["testnet"]["instances"][0]["instance_id"], "mautrix-test|net1", "{protocols}");
+    let (status, one) = alice.get("/_matrix/client/v3/thirdparty/protocol/testnet");
+    assert_eq!((status, &one["user_fields"]), (200, &json!(["nick"])), "{one}");
+    assert_error(&alice.get("/_matrix/client/v3/thirdparty/protocol/othernet"), 404, "M_NOT_FOUND");
+    let (status, locations) = alice.get("/_matrix/client/v3/thirdparty/location/testnet?channel=lobby");
+    assert_eq!(status, 200, "{locations}");
+    assert_eq!(locations[0]["alias"], format!("#bridged_lobby:{}", node.server_name), "{locations}");
+    service.wait_for(|line| line == "location-query lobby");
 
     // Masquerading: only as users of the namespace (and registered ones).
     let bridge = as_client(&node);

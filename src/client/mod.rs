@@ -124,7 +124,16 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V3, ["admin", "whois", user_id]) if *method == Get => admin::whois(app, request, user_id),
         (V3, ["account", "3pid"]) if *method == Get => account::threepids(app, request),
-        (V3, ["thirdparty", "protocols"]) if *method == Get => thirdparty::protocols(app, request),
+        (V3, ["thirdparty", "protocols"]) if *method == Get => thirdparty::protocols(app, request).await,
+        (V3, ["thirdparty", "protocol", protocol]) if *method == Get => {
+            thirdparty::protocol(app, request, protocol).await
+        }
+        (V3, ["thirdparty", kind @ ("location" | "user"), protocol]) if *method == Get => {
+            thirdparty::lookup(app, request, kind, Some(protocol)).await
+        }
+        (V3, ["thirdparty", kind @ ("location" | "user")]) if *method == Get => {
+            thirdparty::lookup(app, request, kind, None).await
+        }
         (V3, ["voip", "turnServer"]) if *method == Get => voip::turn_server(app, request),
         (V3, ["notifications"]) if *method == Get => notifications::notifications(app, request),
         (V3, ["profile", user_id]) if *method == Get => profile::get(app, user_id).await,

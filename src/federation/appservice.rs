@@ -404,3 +404,24 @@ pub async fn query_alias(app: &App, alias: &str) {
         }
     }
 }
+
+/// `GET {url}/_matrix/app/v1/thirdparty/{path_and_query}` of one service:
+/// its JSON answer, or `None` when it has none (another status than 2xx,
+/// unreachable, or not JSON), which a lookup across services skips.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#third-party-networks>.
+pub async fn thirdparty(app: &App, service: &AppService, path_and_query: &str) -> Option<Value> {
+    let base = service.url.as_ref()?;
+    let url = format!("{}/_matrix/app/v1/thirdparty/{path_and_query}", base.trim_end_matches('/'));
+    let headers = [("authorization", format!("Bearer {}", service.hs_token))];
+    match send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true).await {
+        Ok(response) if (200..=299).contains(&response.status) => serde_json::from_slice(&response.body).ok(),
+        Ok(response) => {
+            log::debug!("application service {}: {url}: status {}", service.id, response.status);
+            None
+        }
+        Err(error) => {
+            log::warn!("application service {}: third-party lookup failed: {error}", service.id);
+            None
+        }
+    }
+}

@@ -21,6 +21,7 @@ line per thing it sees or does, flushed at once:
                              (#bridged_*), it created a public room with it
   user-query <user_id>       asked about an unknown user of its namespace,
                              it registered them
+  location-query <channel>   asked for the locations of a channel
   error <text>               something failed
 In MODE "first" the ghost acts on its invite; in MODE "again" (the service
 restarted) it only listens. It runs until it is killed.
@@ -28,6 +29,8 @@ restarted) it only listens. It runs until it is killed.
 
 import asyncio
 import sys
+
+from aiohttp import web
 
 from mautrix.appservice import AppService
 from mautrix.appservice.state_store.memory import ASStateStore
@@ -89,6 +92,50 @@ async def main() -> None:
         return {"registered": True}
 
     appservice.query_user = query_user
+
+    # Third-party lookups (mautrix leaves these routes to the bridge).
+    def authorized(request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {hs_token}"
+
+    async def thirdparty_protocol(request: web.Request) -> web.Response:
+        if not authorized(request) or request.match_info["protocol"] != "testnet":
+            return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)
+        return web.json_response(
+            {
+                "user_fields": ["nick"],
+                "location_fields": ["channel"],
+                "icon": "mxc://example.org/icon",
+                "field_types": {
+                    "nick": {"regexp": ".*", "placeholder": "nick"},
+                    "channel": {"regexp": "#.*", "placeholder": "#channel"},
+                },
+                "instances": [
+                    {"desc": "Test network", "network_id": "net1", "fields": {}}
+                ],
+            }
+        )
+
+    async def thirdparty_location(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
+        channel = request.query.get("channel", "")
+        say(f"location-query {channel}")
+        return web.json_response(
+            [
+                {
+                    "alias": f"#bridged_{channel}:{domain}",
+                    "protocol": "testnet",
+                    "fields": {"channel": channel},
+                }
+            ]
+        )
+
+    appservice.app.router.add_get(
+        "/_matrix/app/v1/thirdparty/protocol/{protocol}", thirdparty_protocol
+    )
+    appservice.app.router.add_get(
+        "/_matrix/app/v1/thirdparty/location/{protocol}", thirdparty_location
+    )
 
     @appservice.matrix_event_handler
     async def on_event(event) -> None:
