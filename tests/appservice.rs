@@ -318,6 +318,11 @@ fn exclusive_namespaces_are_the_services_alone() {
         &json!({"type": "m.login.application_service", "username": "bob"}),
     );
     assert_error(&outside, 400, "M_EXCLUSIVE");
+    let colon = bridge.post(
+        "/_matrix/client/v3/register",
+        &json!({"type": "m.login.application_service", "username": "ghost_a:b"}),
+    );
+    assert_error(&colon, 400, "M_INVALID_USERNAME");
     let (status, inside) = bridge.post(
         "/_matrix/client/v3/register",
         &json!({"type": "m.login.application_service", "username": "ghost_two", "inhibit_login": true}),

@@ -256,6 +256,9 @@ fn register_app_service_user(app: &App, request: &Request) -> Result<Response> {
     let service = app.app_service(request).ok_or(Error::UnknownToken { soft_logout: false })?;
     let body: RegisterBody = request.json()?;
     let localpart = body.username.ok_or_else(|| Error::MissingParam("`username` is required".into()))?;
+    if localpart.contains(':') {
+        return Err(Error::InvalidUsername("a user name may not contain ':'".into()));
+    }
     crate::protocol::identifiers::UserId::parse(&format!("@{localpart}:{}", app.config.server_name))
         .map_err(|error| Error::InvalidUsername(error.to_string()))?;
     let user_id = app.user_id(&localpart);
