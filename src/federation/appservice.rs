@@ -26,6 +26,7 @@ use super::push::{backoff, send_to_url};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::appservice::AppService;
+use crate::protocol::identifiers::RoomAliasId;
 use crate::rooms::format;
 use crate::storage::StoredEvent;
 
@@ -381,6 +382,11 @@ pub async fn ping(
 /// alias is then as unknown as before.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1roomsroomalias>.
 pub async fn query_alias(app: &App, alias: &str) {
+    // Only well-formed aliases of this server are ever asked about.
+    let ours = RoomAliasId::parse(alias).is_ok_and(|parsed| parsed.server_name() == app.config.server_name);
+    if !ours {
+        return;
+    }
     let known = app.storage().alias(alias).map(|found| found.is_some());
     if !matches!(known, Ok(false)) {
         return;

@@ -179,7 +179,7 @@ async fn authenticated_route(
         (Get, ["v1", "hierarchy", room_id]) => {
             crate::client::spaces::federation_hierarchy(app, request, origin, room_id)
         }
-        (Get, ["v1", "query", "directory"]) => queries::directory(app, request),
+        (Get, ["v1", "query", "directory"]) => queries::directory(app, request).await,
         (Get, ["v1", "query", "profile"]) => queries::profile(app, request),
         (Get, ["v1", "publicRooms"]) => crate::client::directory::get_public_rooms(app, request),
         (Post, ["v1", "publicRooms"]) => crate::client::directory::filtered_public_rooms(app, request),
