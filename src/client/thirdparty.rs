@@ -102,3 +102,31 @@ pub async fn lookup(app: &App, request: &Request, kind: &str, protocol: Option<&
     }
     Ok(Response::ok(Value::Array(found)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(id: &str) -> AppService {
+        let text = format!(
+            "id: {id}\nurl: null\nas_token: a_{id}\nhs_token: h_{id}\nsender_localpart: bot_{id}\nprotocols: [irc]\n"
+        );
+        AppService::parse(&text, "example.org").unwrap()
+    }
+
+    #[test]
+    fn instances_of_services_bridging_one_protocol_are_merged() {
+        let mut protocols = Map::new();
+        let first =
+            json!({"user_fields": ["nick"], "instances": [{"network_id": "libera", "desc": "Libera"}]});
+        merge_protocol(&mut protocols, "irc", first, &service("one"));
+        let second = json!({"user_fields": ["other"], "instances": [{"network_id": "oftc", "desc": "OFTC"}, {"desc": "no id"}]});
+        merge_protocol(&mut protocols, "irc", second, &service("two"));
+        merge_protocol(&mut protocols, "irc", json!("not an object"), &service("three"));
+        let irc = &protocols["irc"];
+        assert_eq!(irc["user_fields"], json!(["nick"]));
+        let ids: Vec<&Value> =
+            irc["instances"].as_array().unwrap().iter().map(|i| &i["instance_id"]).collect();
+        assert_eq!(ids, [&json!("one|libera"), &json!("two|oftc"), &Value::Null]);
+    }
+}

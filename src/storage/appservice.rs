@@ -127,3 +127,30 @@ impl Storage {
         Ok(receipts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_in_flight_is_kept_until_delivered() {
+        let storage = super::super::in_memory();
+        let fresh = storage.appservice_stream("bridge", 40).unwrap();
+        assert_eq!(fresh, AppServiceStream { position: 40, next_txn_id: 1, pending_end: None });
+        // The start applies once: the place is kept from then on.
+        assert_eq!(storage.appservice_stream("bridge", 99).unwrap(), fresh);
+        storage.appservice_pending("bridge", 45).unwrap();
+        let pending = storage.appservice_stream("bridge", 99).unwrap();
+        assert_eq!(pending, AppServiceStream { position: 40, next_txn_id: 1, pending_end: Some(45) });
+        // Nothing is skipped while a transaction is in flight.
+        storage.appservice_skip_to("bridge", 50).unwrap();
+        assert_eq!(storage.appservice_stream("bridge", 99).unwrap(), pending);
+        storage.appservice_delivered("bridge", 45).unwrap();
+        let after = storage.appservice_stream("bridge", 99).unwrap();
+        assert_eq!(after, AppServiceStream { position: 45, next_txn_id: 2, pending_end: None });
+        storage.appservice_skip_to("bridge", 50).unwrap();
+        assert_eq!(storage.appservice_stream("bridge", 99).unwrap().position, 50);
+        // Services are apart.
+        assert_eq!(storage.appservice_stream("other", 7).unwrap().position, 7);
+    }
+}
