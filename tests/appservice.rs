@@ -81,11 +81,16 @@ impl Service {
 
     /// Waits for a line `matches`, and returns it.
     fn wait_for(&self, matches: impl Fn(&str) -> bool) -> String {
-        eventually(WAIT, || {
+        let end = std::time::Instant::now() + WAIT;
+        loop {
             let lines = self.lines();
             assert!(!lines.iter().any(|line| line.starts_with("error ")), "{lines:#?}");
-            lines.into_iter().find(|line| matches(line))
-        })
+            if let Some(line) = lines.iter().find(|line| matches(line)) {
+                return line.clone();
+            }
+            assert!(std::time::Instant::now() < end, "not seen within {WAIT:?}; the service saw {lines:#?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn assert_no_error(&self) {
@@ -195,8 +200,8 @@ fn a_mautrix_bridge_registers_a_ghost_that_joins_speaks_and_gets_transactions() 
     service.wait_for(|line| line == "message ping from alice");
     assert!(service.lines().contains(&format!("event m.room.member {}", alice.user_id)));
 
-    // Ephemeral events of the room (receive_ephemeral): typing, and read
-    // receipts but not private ones.
+    // Ephemeral events of the room (receive_ephemeral): typing, read
+    // receipts but not private ones, and the presence of its members.
     // Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-ephemeral-data>.
     let (status, typing) = alice.put(
         &format!("/_matrix/client/v3/rooms/{room_id}/typing/{}", alice.user_id),
@@ -223,6 +228,13 @@ fn a_mautrix_bridge_registers_a_ghost_that_joins_speaks_and_gets_transactions() 
         "{:#?}",
         service.lines()
     );
+
+    let (status, presence) = alice.put(
+        &format!("/_matrix/client/v3/presence/{}/status", alice.user_id),
+        &json!({"presence": "unavailable"}),
+    );
+    assert_eq!(status, 200, "{presence}");
+    service.wait_for(|line| line == format!("presence {} unavailable", alice.user_id));
 
     // An unknown alias of the service's namespace is asked of the service,
     // which makes the room (a bridge's portal), and a user joins by it.

@@ -10,9 +10,10 @@
 //! its room namespace matches, that has an alias its alias namespace
 //! matches, or where a user of its namespace is joined (as Synapse decides).
 //! A service registered with `receive_ephemeral` also gets the receipts
-//! (never private ones) and typing of the rooms it is interested in:
-//! receipts by stream position like events, typing as it changed since the
-//! last transaction delivered (memory only, as typing is).
+//! (never private ones) and typing of the rooms it is interested in, and
+//! the presence of its users and of those joined to such rooms: receipts by
+//! stream position like events, typing and presence as they changed since
+//! the last transaction delivered (memory only, as they are).
 //! Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-events>.
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::protocol::appservice::AppService;
 use crate::protocol::identifiers::RoomAliasId;
 use crate::rooms::format;
-use crate::storage::StoredEvent;
+use crate::storage::{StoredEvent, now_ms};
 
 /// Most events in one transaction (Synapse's figure).
 const MAX_EVENTS_PER_TRANSACTION: usize = 100;
@@ -71,18 +72,19 @@ struct Transaction {
 }
 
 /// Where the sender stands on what is not in the stream of events: typing
-/// lives in memory, with a serial of its own.
+/// and presence live in memory, each with a serial of its own.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Seen {
     stream: i64,
     typing: i64,
+    presence: i64,
 }
 
 async fn run(app: Rc<App>, id: String) {
     let mut failures: u32 = 0;
-    let mut typing_seen = app.typing.serial();
-    // Where nothing was left to send: a wake-up that moved neither the
-    // stream nor typing (presence, say) costs no read.
+    let mut seen = Seen { stream: 0, typing: app.typing.serial(), presence: app.presence.serial() };
+    // Where nothing was left to send: a wake-up that moved none of the
+    // streams costs no read.
     let mut idle_at = None;
     loop {
         // Listen first, so nothing stored while the stream is read slips by.
@@ -90,16 +92,20 @@ async fn run(app: Rc<App>, id: String) {
         // Looked up each turn: a reload may change the service or remove it.
         let Some(service) = service_by_id(&app, &id) else { break };
         let service = &*service;
-        let now = Seen { stream: app.current_stream_id(), typing: app.typing.serial() };
+        let now = Seen {
+            stream: app.current_stream_id(),
+            typing: app.typing.serial(),
+            presence: app.presence.serial(),
+        };
         if idle_at == Some(now) {
             news.await;
             continue;
         }
-        let transaction = match next_transaction(&app, service, typing_seen).await {
+        let transaction = match next_transaction(&app, service, seen, now).await {
             Ok(Some(transaction)) => transaction,
             Ok(None) => {
                 idle_at = Some(now);
-                typing_seen = now.typing;
+                seen = now;
                 news.await;
                 continue;
             }
@@ -113,7 +119,7 @@ async fn run(app: Rc<App>, id: String) {
         match deliver(&app, service, &transaction).await {
             Ok(()) => {
                 failures = 0;
-                typing_seen = now.typing;
+                seen = now;
                 if let Err(error) = app.storage().appservice_delivered(&service.id, transaction.end) {
                     log::error!("application service {}: {error}", service.id);
                 }
@@ -134,15 +140,23 @@ async fn run(app: Rc<App>, id: String) {
     log::info!("application service {id}: sender stopped (no longer registered with a URL)");
 }
 
+/// Most presence changes looked at for one transaction; more at once are
+/// dropped (presence is best effort, it changes again soon).
+const MAX_PRESENCE_PER_TRANSACTION: usize = 100;
 /// Most receipts read for one transaction: the newest are kept.
 const MAX_RECEIPTS_PER_TRANSACTION: usize = 100;
 
 /// The next transaction for `service`: the one in flight again, or the
 /// interesting events after its position (skipping past the rest), with
-/// the receipts of the same range and typing changed after serial
-/// `typing_seen` in rooms it is interested in (if it takes ephemeral
-/// events); `None` when there is nothing to send.
-async fn next_transaction(app: &App, service: &AppService, typing_seen: i64) -> Result<Option<Transaction>> {
+/// the receipts of the same range, and the typing and presence changed
+/// after `seen` (up to `now`) in rooms it is interested in (if it takes
+/// ephemeral events); `None` when there is nothing to send.
+async fn next_transaction(
+    app: &App,
+    service: &AppService,
+    seen: Seen,
+    now: Seen,
+) -> Result<Option<Transaction>> {
     let current = app.current_stream_id();
     let stream = app.storage().appservice_stream(&service.id, current)?;
     let end_bound = stream.pending_end.unwrap_or(current);
@@ -186,11 +200,19 @@ async fn next_transaction(app: &App, service: &AppService, typing_seen: i64) -> 
                 ephemeral.push(event);
             }
         }
-        for (room_id, users) in app.typing.changed_rooms_since(typing_seen) {
+        for (room_id, users) in app.typing.changed_rooms_since(seen.typing) {
             if is_interested_in_room(app, service, &room_id, &mut rooms)? {
                 ephemeral.push(
                     json!({ "type": "m.typing", "room_id": room_id, "content": { "user_ids": users } }),
                 );
+            }
+        }
+        let changed = app.presence.changed_since(Some(seen.presence), now.presence);
+        let at = now_ms();
+        for (sender, record) in changed.into_iter().take(MAX_PRESENCE_PER_TRANSACTION) {
+            if shares_a_room(app, service, &sender, &mut rooms)? {
+                ephemeral
+                    .push(json!({ "type": "m.presence", "sender": sender, "content": record.content(at) }));
             }
         }
     }
@@ -227,6 +249,27 @@ fn is_interested(
         return Ok(true);
     }
     is_interested_in_room(app, service, &event.room_id, rooms)
+}
+
+/// Whether `user_id` is the service's, or is joined to a room it is
+/// interested in: whose presence it may see.
+fn shares_a_room(
+    app: &App,
+    service: &AppService,
+    user_id: &str,
+    rooms: &mut HashMap<String, bool>,
+) -> Result<bool> {
+    if service.is_interested_in_user(user_id) {
+        return Ok(true);
+    }
+    // Bound first: the storage borrow must end before the loop borrows it again.
+    let joined = app.storage().rooms_with_membership(user_id, "join")?;
+    for room_id in joined {
+        if is_interested_in_room(app, service, &room_id, rooms)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Whether `service` is interested in everything of a room: its room

@@ -13,6 +13,7 @@ line per thing it sees or does, flushed at once:
   event <type> <sender>      every event of every transaction, in order
   message <body>             the body of every m.room.message
   typing <user_id>...        an m.typing ephemeral event: who types now
+  presence <user_id> <state> an m.presence ephemeral event
   receipt <type> <event_id> <user_id>...
                              an m.receipt ephemeral event
   ghost-sent <event_id>      the ghost joined the room it was invited to,
@@ -141,6 +142,9 @@ async def main() -> None:
     async def on_event(event) -> None:
         if event.type == EventType.TYPING:
             say(f"typing {' '.join(event.content.user_ids)}")
+            return
+        if event.type == EventType.PRESENCE:
+            say(f"presence {event.sender} {event.content.presence}")
             return
         if event.type == EventType.RECEIPT:
             for event_id, by_type in event.content.items():
