@@ -433,6 +433,18 @@ fn a_ping_reports_a_service_that_is_down() {
     assert_error(&other, 403, "M_FORBIDDEN");
     let alice = node.register("alice");
     assert_error(&alice.post(path, &json!({})), 403, "M_FORBIDDEN");
+
+    // A service without a URL (it only uses the client API).
+    let dir = TempDir::new("appservice-no-url");
+    let no_url = registration(1)
+        .replace("url: http://127.0.0.1:1", "url: null")
+        .replace(AS_TOKEN, "another_as_token")
+        .replace(HS_TOKEN, "another_hs_token");
+    let file = write_file(&dir.0, "no-url.yaml", no_url.as_bytes());
+    let node = Node::start_with_config(&format!("app_service_config_files = [{:?}]", file.to_str().unwrap()));
+    let mut bridge = node.client();
+    bridge.token = Some("another_as_token".into());
+    assert_error(&bridge.post(path, &json!({})), 400, "M_URL_NOT_SET");
 }
 
 /// A registration file with a bad regex, or two services sharing a token,
