@@ -33,6 +33,9 @@ use crate::storage::{StoredEvent, now_ms};
 
 /// Most events in one transaction (Synapse's figure).
 const MAX_EVENTS_PER_TRANSACTION: usize = 100;
+/// A transaction stops taking events once they make this many bytes (an
+/// event is at most 64 KiB): the body is built in memory on a small board.
+const MAX_TRANSACTION_BYTES: usize = 1 << 20;
 /// Events read from the stream at a time while looking for interesting ones;
 /// the loop yields between reads.
 const SCAN_BATCH: usize = 500;
@@ -162,6 +165,7 @@ async fn next_transaction(
     let end_bound = stream.pending_end.unwrap_or(current);
     let mut position = stream.position;
     let mut events = Vec::new();
+    let mut bytes = 0;
     let mut rooms = HashMap::new();
     let full_at = loop {
         let batch = app.storage().timeline_events_after(position, end_bound, SCAN_BATCH)?;
@@ -170,8 +174,9 @@ async fn next_transaction(
         for event in batch {
             let ordering = event.stream_ordering;
             if is_interested(app, service, &event, &mut rooms)? {
+                bytes += event.json.text_len();
                 events.push(event);
-                if MAX_EVENTS_PER_TRANSACTION <= events.len() {
+                if MAX_EVENTS_PER_TRANSACTION <= events.len() || MAX_TRANSACTION_BYTES <= bytes {
                     full_at = Some(ordering);
                     break;
                 }
