@@ -12,6 +12,7 @@ use crate::credentials;
 use crate::error::{Error, Result};
 use crate::federation::Federation;
 use crate::http::Request;
+use crate::protocol::appservice::AppService;
 use crate::protocol::signing::SigningKey;
 use crate::rooms::notify::Notifier;
 use crate::rooms::outbox::Outbox;
@@ -131,11 +132,41 @@ pub struct App {
     pub url_previews: Rc<crate::rooms::media::Slots>,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
+    /// The application services registered (`app_service_config_files`),
+    /// replaced whole when SIGHUP reloads the files.
+    app_services: RefCell<Rc<Vec<RegisteredService>>>,
+}
+
+/// An application service with the hash of its `as_token`, which requests
+/// are matched on as user tokens are (by hash, never the secret itself).
+pub struct RegisteredService {
+    pub service: Rc<AppService>,
+    as_token_hash: [u8; 32],
+}
+
+/// Reads the registration files and makes each service's own user, which
+/// acts from the start (Synapse needs no registration for it either): an
+/// account without a password.
+fn load_app_services(config: &Config, storage: &mut Storage) -> Result<Vec<RegisteredService>> {
+    let services = config.app_services().map_err(Error::Internal)?;
+    for service in &services {
+        if storage.user(&service.sender)?.is_none() {
+            let localpart = service.sender.trim_start_matches('@').split(':').next().unwrap_or_default();
+            storage.create_user(&service.sender, localpart, None, false, None)?;
+        }
+    }
+    Ok(services
+        .into_iter()
+        .map(|service| RegisteredService {
+            as_token_hash: credentials::hash_token(&service.as_token),
+            service: Rc::new(service),
+        })
+        .collect())
 }
 
 impl App {
     /// Loads (or makes, on first start) the signing key and wraps the storage.
-    pub fn new(config: Config, storage: Storage, executor: Rc<LocalExecutor<'static>>) -> Result<App> {
+    pub fn new(config: Config, mut storage: Storage, executor: Rc<LocalExecutor<'static>>) -> Result<App> {
         let signing_key = match storage.current_signing_key()? {
             Some((key_id, seed)) => {
                 let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id);
@@ -156,8 +187,10 @@ impl App {
         let federation = Federation::new(&config.federation).map_err(Error::Internal)?;
         let login_limits = crate::ratelimit::LoginLimits::new(&config.rc_login);
         let failed_uia = crate::ratelimit::Limiter::new(config.rc_login.failed_attempts);
+        let app_services = RefCell::new(Rc::new(load_app_services(&config, &mut storage)?));
         let passwords = crate::hasher::Hasher::start()?;
         Ok(App {
+            app_services,
             config,
             storage: Rc::new(RefCell::new(storage)),
             group_commit: Rc::default(),
@@ -312,7 +345,11 @@ impl App {
     /// The account behind the request's access token.
     pub fn authenticate(&self, request: &Request) -> Result<TokenOwner> {
         let token = request.access_token().ok_or(Error::MissingToken)?;
-        let owner = self.storage().token_owner(&credentials::hash_token(token))?;
+        let token_hash = credentials::hash_token(token);
+        if let Some(service) = self.app_service_by_token_hash(&token_hash) {
+            return self.act_for(&service, request);
+        }
+        let owner = self.storage().token_owner(&token_hash)?;
         let owner = owner.ok_or(Error::UnknownToken { soft_logout: false })?;
         // Guests may use only what the spec lists for them (the router marks
         // those requests); with guest access turned off, nothing.
@@ -321,5 +358,72 @@ impl App {
             return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "guests may not use this endpoint"));
         }
         Ok(owner)
+    }
+
+    /// The application services registered now.
+    pub fn app_services(&self) -> Rc<Vec<RegisteredService>> {
+        self.app_services.borrow().clone()
+    }
+
+    /// Reads the registration files again (SIGHUP): on any error the
+    /// services stay as they were. Returns how many there are now.
+    pub fn reload_app_services(&self) -> Result<usize> {
+        let loaded = load_app_services(&self.config, &mut self.storage())?;
+        let count = loaded.len();
+        *self.app_services.borrow_mut() = Rc::new(loaded);
+        Ok(count)
+    }
+
+    /// The application service whose `as_token` the request carries, if any.
+    pub fn app_service(&self, request: &Request) -> Option<Rc<AppService>> {
+        let token = request.access_token()?;
+        self.app_service_by_token_hash(&credentials::hash_token(token))
+    }
+
+    fn app_service_by_token_hash(&self, token_hash: &[u8; 32]) -> Option<Rc<AppService>> {
+        self.app_services
+            .borrow()
+            .iter()
+            .find(|registered| registered.as_token_hash == *token_hash)
+            .map(|registered| registered.service.clone())
+    }
+
+    /// The user an application service's request acts as: its own user, or
+    /// the one `user_id=` names (masquerading) if its user namespace covers
+    /// them and they are registered; on the device `device_id=` names, if
+    /// any (it must exist), else on none (an empty device ID, as a service
+    /// acts on no device of its own).
+    /// Spec: <https://spec.matrix.org/latest/application-service-api/#identity-assertion>.
+    fn act_for(&self, service: &AppService, request: &Request) -> Result<TokenOwner> {
+        let user_id = request.query("user_id").unwrap_or(&service.sender);
+        if !service.is_interested_in_user(user_id) || !self.is_local_user(user_id) {
+            return Err(Error::Forbidden("Application service cannot masquerade as this user".into()));
+        }
+        let registered = self.storage().user(user_id)?;
+        let Some(user) = registered.filter(|user| !user.deactivated) else {
+            return Err(Error::Forbidden("Application service has not registered this user".into()));
+        };
+        let device_id = request.query("device_id").or_else(|| request.query("org.matrix.msc3202.device_id"));
+        if let Some(device_id) = device_id {
+            let devices = self.storage().devices(user_id)?;
+            if !devices.iter().any(|device| device.device_id == device_id) {
+                return Err(Error::Forbidden("Application service has not registered this device".into()));
+            }
+        }
+        Ok(TokenOwner {
+            user_id: user.user_id,
+            device_id: device_id.unwrap_or_default().to_owned(),
+            is_admin: user.is_admin,
+            is_guest: false,
+        })
+    }
+
+    /// Whether an application service other than `except` claims `user_id`
+    /// (an exclusive user namespace): no one else may register it.
+    pub fn user_claimed_by_app_service(&self, user_id: &str, except: Option<&AppService>) -> bool {
+        self.app_services.borrow().iter().any(|registered| {
+            except.is_none_or(|except| except.id != registered.service.id)
+                && registered.service.claims_user(user_id)
+        })
     }
 }

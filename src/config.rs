@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::protocol::appservice::{self, AppService};
 use crate::protocol::identifiers::validate_server_name;
 use crate::protocol::room_version::{self, RoomVersion};
 
@@ -280,6 +281,10 @@ pub struct Config {
     pub turn_user_lifetime: Millis,
     pub rc_login: LoginLimits,
     pub privacy: Privacy,
+    /// Application service registration files (YAML, as bridges write
+    /// them), Synapse's key; read and validated at start and on SIGHUP.
+    /// Spec: <https://spec.matrix.org/latest/application-service-api/#registration>.
+    pub app_service_config_files: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -306,6 +311,7 @@ impl Default for Config {
             turn_user_lifetime: Millis(DEFAULT_TURN_USER_LIFETIME_MS),
             rc_login: LoginLimits::default(),
             privacy: Privacy::default(),
+            app_service_config_files: Vec::new(),
         }
     }
 }
@@ -434,6 +440,22 @@ impl Config {
         }
     }
 
+    /// Reads and validates the application service registrations: a bad
+    /// file, a bad regex, or two services sharing an id or a token stop
+    /// the node with the file's name and the reason.
+    pub fn app_services(&self) -> Result<Vec<AppService>, String> {
+        let mut services = Vec::with_capacity(self.app_service_config_files.len());
+        for path in &self.app_service_config_files {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            let service = AppService::parse(&text, &self.server_name)
+                .map_err(|error| format!("application service {}: {error}", path.display()))?;
+            services.push(service);
+        }
+        appservice::check_unique(&services)?;
+        Ok(services)
+    }
+
     /// The SQLite file inside the data directory.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("hearth.db")
@@ -481,6 +503,12 @@ turn_uris = []
 # turn_username = "..."
 # turn_password = "..."
 turn_user_lifetime = "1h"
+
+# Bridges and bots (application services): the registration files they
+# generate (YAML). Their namespaces, tokens and URLs are read at start and
+# again on SIGHUP.
+app_service_config_files = []
+# app_service_config_files = ["/etc/hearth/telegram-registration.yaml"]
 
 # Sockets to serve. The client API is served on every listener; federation
 # only where `federation = true`. `tls = true` uses [tls] or a self-signed

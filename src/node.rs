@@ -1,6 +1,7 @@
 //! `hearth serve`: assembles the node (storage, keys, TLS, listeners), runs the
 //! event loop on this one thread, and handles signals: SIGTERM/SIGINT shut down
-//! gracefully, SIGHUP reloads the TLS certificate files.
+//! gracefully, SIGHUP reloads the TLS certificate files and the application
+//! service registration files.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -87,6 +88,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         );
         crate::federation::sender::start(&app);
         crate::federation::push::start(&app);
+        crate::federation::appservice::start(&app);
         crate::rooms::search_index::start(&app);
         notify_systemd("READY=1");
         let mut signals = signals;
@@ -99,6 +101,15 @@ pub fn serve(config: Config) -> Result<(), String> {
                         Err(error) => {
                             log::error!("TLS reload failed, keeping the old one: {error}")
                         }
+                    }
+                    match app.reload_app_services() {
+                        Ok(count) => {
+                            log::info!("application service registrations reloaded ({count})");
+                            crate::federation::appservice::start(&app);
+                        }
+                        Err(error) => log::error!(
+                            "application service registrations not reloaded, keeping the old ones: {error}"
+                        ),
                     }
                     notify_systemd("READY=1");
                 }

@@ -14,11 +14,12 @@ use crate::rooms::{self, Draft};
 /// `GET /account/whoami`.
 pub fn whoami(app: &App, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
-    Ok(Response::ok(json!({
-        "user_id": owner.user_id,
-        "device_id": owner.device_id,
-        "is_guest": owner.is_guest,
-    })))
+    let mut answer = json!({ "user_id": owner.user_id, "is_guest": owner.is_guest });
+    // An application service acting without `device_id=` is on no device.
+    if !owner.device_id.is_empty() {
+        answer["device_id"] = json!(owner.device_id);
+    }
+    Ok(Response::ok(answer))
 }
 
 /// `GET /account/3pid`: this server keeps no third-party identifiers (no

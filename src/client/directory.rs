@@ -47,6 +47,7 @@ pub fn put_alias(app: &App, request: &Request, alias: &str) -> Result<Response> 
     if !is_local_alias(app, &parsed) {
         return Err(Error::InvalidParam("aliases can only be created on this server".into()));
     }
+    check_alias_namespaces(app, request, alias)?;
     let body = request.json_object()?;
     let room_id = match body.get("room_id") {
         Some(Value::String(room_id)) => room_id.clone(),
@@ -67,8 +68,28 @@ pub fn put_alias(app: &App, request: &Request, alias: &str) -> Result<Response> 
     Ok(Response::ok(json!({})))
 }
 
+/// Aliases in an application service's exclusive namespace are the
+/// service's: anyone else gets 400 `M_EXCLUSIVE`, and a service may create
+/// only aliases its namespace matches (Synapse's rules).
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#server-admin-style-permissions>.
+pub fn check_alias_namespaces(app: &App, request: &Request, alias: &str) -> Result<()> {
+    match app.app_service(request) {
+        Some(service) if !service.is_interested_in_alias(alias) => Err(Error::matrix(
+            400,
+            "M_EXCLUSIVE",
+            "This application service has not reserved this kind of alias",
+        )),
+        Some(_) => Ok(()),
+        None if app.app_services().iter().any(|registered| registered.service.claims_alias(alias)) => {
+            Err(Error::matrix(400, "M_EXCLUSIVE", "This alias is reserved by an application service"))
+        }
+        None => Ok(()),
+    }
+}
+
 /// `GET /directory/room/{roomAlias}`: another server's alias is asked of
-/// that server (cached briefly), as a join by that alias does.
+/// that server (cached briefly), as a join by that alias does; an unknown
+/// local one of an application service's namespace, of that service.
 pub async fn get_alias(app: &App, alias: &str) -> Result<Response> {
     let parsed = parse_alias(alias)?;
     let not_found = || Error::NotFound(format!("room alias {alias} not found"));
@@ -76,6 +97,7 @@ pub async fn get_alias(app: &App, alias: &str) -> Result<Response> {
         let (room_id, servers) = crate::federation::queries::resolve_remote_alias(app, alias).await?;
         return Ok(Response::ok(json!({ "room_id": room_id, "servers": servers })));
     }
+    crate::federation::appservice::query_alias(app, alias).await;
     let (room_id, _) = app.storage().alias(alias)?.ok_or_else(not_found)?;
     Ok(Response::ok(json!({ "room_id": room_id, "servers": servers_in_room(app, &room_id)? })))
 }

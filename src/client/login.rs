@@ -29,9 +29,17 @@ struct Identifier {
     user: Option<String>,
 }
 
-/// `GET /login`.
-pub fn flows() -> Response {
-    Response::ok(json!({ "flows": [{ "type": "m.login.password" }] }))
+/// The login type of an application service logging in as one of its users.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#appservice-login>.
+const APP_SERVICE_LOGIN: &str = "m.login.application_service";
+
+/// `GET /login`: passwords, and application services' logins when there are any.
+pub fn flows(app: &App) -> Response {
+    let mut flows = vec![json!({ "type": "m.login.password" })];
+    if !app.app_services().is_empty() {
+        flows.push(json!({ "type": APP_SERVICE_LOGIN }));
+    }
+    Response::ok(json!({ "flows": flows }))
 }
 
 /// Turns what a user typed (`alice`, `@alice:server`, `Alice`) into a local user ID.
@@ -52,21 +60,13 @@ pub fn resolve_login_user(app: &App, typed: &str) -> String {
 /// so it takes as long as a known one's (no user enumeration by timing).
 pub async fn login(app: &App, request: &Request) -> Result<Response> {
     let body: LoginBody = request.json()?;
+    if body.kind == APP_SERVICE_LOGIN {
+        return login_app_service_user(app, request, body);
+    }
     if body.kind != "m.login.password" {
         return Err(Error::matrix(400, "M_UNKNOWN", format!("unknown login type {}", body.kind)));
     }
-    let typed = match (&body.identifier, &body.user) {
-        (Some(identifier), _) if identifier.kind == "m.id.user" => identifier.user.clone(),
-        (Some(identifier), _) => {
-            return Err(Error::matrix(
-                400,
-                "M_UNKNOWN",
-                format!("identifier type {} is not supported", identifier.kind),
-            ));
-        }
-        (None, user) => user.clone(),
-    };
-    let typed = typed.ok_or_else(|| Error::MissingParam("the user identifier is missing".into()))?;
+    let typed = typed_user(&body)?;
     let password = body.password.ok_or_else(|| Error::MissingParam("`password` is missing".into()))?;
     let user_id = resolve_login_user(app, &typed);
     app.login_limits.begin(request.peer.address.ip(), &user_id)?;
@@ -99,6 +99,52 @@ pub async fn login(app: &App, request: &Request) -> Result<Response> {
     // The account may have been deactivated while the password was checked.
     if app.storage().user(&user_id)?.is_none_or(|user| user.deactivated) {
         return Err(Error::UserDeactivated);
+    }
+    let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
+    let response =
+        issue_token(app, request, &user_id, &device_id, body.initial_device_display_name.as_deref())?;
+    Ok(Response::ok(response))
+}
+
+/// The user a login names, as typed.
+fn typed_user(body: &LoginBody) -> Result<String> {
+    let typed = match (&body.identifier, &body.user) {
+        (Some(identifier), _) if identifier.kind == "m.id.user" => identifier.user.clone(),
+        (Some(identifier), _) => {
+            return Err(Error::matrix(
+                400,
+                "M_UNKNOWN",
+                format!("identifier type {} is not supported", identifier.kind),
+            ));
+        }
+        (None, user) => user.clone(),
+    };
+    typed.ok_or_else(|| Error::MissingParam("the user identifier is missing".into()))
+}
+
+/// `POST /login` with `type: m.login.application_service`: the service's
+/// `as_token` logs in as a registered user of its namespace (a device for a
+/// ghost, as bridges with encryption make). A service registered with
+/// `rate_limited: false` is exempt from the login limits, as in Synapse.
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#appservice-login>.
+fn login_app_service_user(app: &App, request: &Request, body: LoginBody) -> Result<Response> {
+    if request.access_token().is_none() {
+        return Err(Error::MissingToken);
+    }
+    let service = app.app_service(request).ok_or(Error::UnknownToken { soft_logout: false })?;
+    let user_id = resolve_login_user(app, &typed_user(&body)?);
+    if service.rate_limited {
+        app.login_limits.begin(request.peer.address.ip(), &user_id)?;
+    }
+    let registered = app.storage().user(&user_id)?.is_some_and(|user| !user.deactivated);
+    if !service.is_interested_in_user(&user_id) || !registered {
+        if service.rate_limited {
+            app.login_limits.failed(&user_id);
+        }
+        return Err(Error::Forbidden("the application service cannot log in as this user".into()));
+    }
+    if service.rate_limited {
+        app.login_limits.succeeded(&user_id);
     }
     let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
     let response =

@@ -116,6 +116,7 @@ async fn resolve_with_servers(
         let alias =
             RoomAliasId::parse(room_id_or_alias).map_err(|error| Error::InvalidParam(error.to_string()))?;
         if alias.server_name() == app.config.server_name {
+            federation::appservice::query_alias(app, room_id_or_alias).await;
             resolve_room(app, room_id_or_alias)?
         } else {
             let (room_id, alias_servers) =

@@ -5,6 +5,7 @@
 
 mod account;
 pub mod admin;
+mod appservice;
 mod devices;
 pub mod directory;
 mod ephemeral;
@@ -100,7 +101,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
     use Method::{Delete, Get, Post, Put};
     match (family, rest) {
         (V3, ["login"]) => match method {
-            Get => Ok(login::flows()),
+            Get => Ok(login::flows(app)),
             Post => login::login(app, request).await,
             _ => not_allowed(),
         },
@@ -112,6 +113,9 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             register::token_validity(app, request)
         }
         (V3, ["account", "whoami"]) if *method == Get => account::whoami(app, request),
+        (V1, ["appservice", appservice_id, "ping"]) if *method == Post => {
+            appservice::ping(app, request, appservice_id).await
+        }
         (V3, ["account", "password"]) if *method == Post => account::change_password(app, request).await,
         (V3, ["account", "deactivate"]) if *method == Post => account::deactivate(app, request).await,
         (V3, ["capabilities"]) if *method == Get => versions::capabilities(app, request),
@@ -130,7 +134,16 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         },
         (V3, ["admin", "whois", user_id]) if *method == Get => admin::whois(app, request, user_id),
         (V3, ["account", "3pid"]) if *method == Get => account::threepids(app, request),
-        (V3, ["thirdparty", "protocols"]) if *method == Get => thirdparty::protocols(app, request),
+        (V3, ["thirdparty", "protocols"]) if *method == Get => thirdparty::protocols(app, request).await,
+        (V3, ["thirdparty", "protocol", protocol]) if *method == Get => {
+            thirdparty::protocol(app, request, protocol).await
+        }
+        (V3, ["thirdparty", kind @ ("location" | "user"), protocol]) if *method == Get => {
+            thirdparty::lookup(app, request, kind, Some(protocol)).await
+        }
+        (V3, ["thirdparty", kind @ ("location" | "user")]) if *method == Get => {
+            thirdparty::lookup(app, request, kind, None).await
+        }
         (V3, ["voip", "turnServer"]) if *method == Get => voip::turn_server(app, request),
         (V3, ["notifications"]) if *method == Get => notifications::notifications(app, request),
         (V3, ["profile", user_id]) if *method == Get => profile::get(app, user_id).await,

@@ -50,12 +50,15 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
         Some("guest") => return register_guest(app, request),
         Some(other) => return Err(Error::InvalidParam(format!("unknown kind of account {other:?}"))),
     }
+    let object = request.json_object()?;
+    if object.get("type").and_then(serde_json::Value::as_str) == Some(APP_SERVICE_REGISTRATION) {
+        return register_app_service_user(app, request);
+    }
     let flows: &[&[&str]] = match app.config.registration {
         Registration::Closed => return Err(Error::RegistrationDisabled),
         Registration::Token => &[&[uia::REGISTRATION_TOKEN]],
         Registration::Open => &[&[uia::DUMMY], &[uia::REGISTRATION_TOKEN]],
     };
-    let object = request.json_object()?;
     let password = match object.get("password") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(password)) => {
@@ -86,6 +89,7 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
                 upgraded_guest(app, token, &user_id)?;
             } else {
                 refuse_guest_like(&localpart)?;
+                refuse_claimed(app, &user_id)?;
                 if app.storage().user(&user_id)?.is_some() {
                     return Err(Error::UserInUse);
                 }
@@ -142,6 +146,7 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
                 Some(token) if body.username.is_some() => Some(upgraded_guest(app, token, &user_id)?),
                 _ => {
                     refuse_guest_like(&localpart)?;
+                    refuse_claimed(app, &user_id)?;
                     None
                 }
             };
@@ -234,6 +239,55 @@ fn upgraded_guest(app: &App, token: &str, user_id: &str) -> Result<()> {
     }
 }
 
+/// The registration type of an application service registering a user in
+/// its namespace. Spec: <https://spec.matrix.org/latest/application-service-api/#server-admin-style-permissions>.
+const APP_SERVICE_REGISTRATION: &str = "m.login.application_service";
+
+/// `POST /register` with `type: m.login.application_service`: the service's
+/// `as_token` authenticates it (no user-interactive auth, whatever the
+/// `registration` setting), and the user must be in its user namespace and
+/// in no other service's exclusive one (400 `M_EXCLUSIVE`, as Synapse
+/// answers). As Synapse does, the name is taken as given (bridges rely on
+/// names a user could not pick, within the spec's historical grammar).
+fn register_app_service_user(app: &App, request: &Request) -> Result<Response> {
+    if request.access_token().is_none() {
+        return Err(Error::MissingToken);
+    }
+    let service = app.app_service(request).ok_or(Error::UnknownToken { soft_logout: false })?;
+    let body: RegisterBody = request.json()?;
+    let localpart = body.username.ok_or_else(|| Error::MissingParam("`username` is required".into()))?;
+    if localpart.contains(':') {
+        return Err(Error::InvalidUsername("a user name may not contain ':'".into()));
+    }
+    crate::protocol::identifiers::UserId::parse(&format!("@{localpart}:{}", app.config.server_name))
+        .map_err(|error| Error::InvalidUsername(error.to_string()))?;
+    let user_id = app.user_id(&localpart);
+    if !service.is_interested_in_user(&user_id) {
+        return Err(Error::matrix(400, "M_EXCLUSIVE", "Invalid user localpart for this application service"));
+    }
+    if app.user_claimed_by_app_service(&user_id, Some(&service)) {
+        return Err(Error::matrix(400, "M_EXCLUSIVE", "This user ID is reserved by an application service"));
+    }
+    app.storage().create_user(&user_id, &localpart, None, false, None)?;
+    log::info!("application service {} registered {user_id}", service.id);
+    if body.inhibit_login {
+        return Ok(Response::ok(json!({ "user_id": user_id, "home_server": app.config.server_name })));
+    }
+    let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
+    let answer =
+        login::issue_token(app, request, &user_id, &device_id, body.initial_device_display_name.as_deref())?;
+    Ok(Response::ok(answer))
+}
+
+/// A name in an application service's exclusive namespace is the service's
+/// alone: 400 `M_EXCLUSIVE`, as Synapse answers.
+fn refuse_claimed(app: &App, user_id: &str) -> Result<()> {
+    if app.user_claimed_by_app_service(user_id, None) {
+        return Err(Error::matrix(400, "M_EXCLUSIVE", "This user ID is reserved by an application service"));
+    }
+    Ok(())
+}
+
 /// Numeric localparts are kept for guests, as Synapse keeps them.
 fn refuse_guest_like(localpart: &str) -> Result<()> {
     if localpart.bytes().all(|byte| byte.is_ascii_digit()) {
@@ -259,6 +313,7 @@ pub fn available(app: &App, request: &Request) -> Result<Response> {
     credentials::validate_localpart(&username)?;
     refuse_guest_like(&username)?;
     credentials::validate_user_id_length(&username, &app.config.server_name)?;
+    refuse_claimed(app, &app.user_id(&username))?;
     if app.storage().user(&app.user_id(&username))?.is_some() {
         return Err(Error::UserInUse);
     }

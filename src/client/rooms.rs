@@ -71,6 +71,10 @@ const INVITE_TURN: Duration = Duration::from_millis(2);
 pub async fn create_room(app: &Rc<App>, request: &Request) -> Result<Response> {
     let owner = app.authenticate(request)?;
     let body: CreateRoomBody = request.json()?;
+    if let Some(name) = &body.room_alias_name {
+        let alias = format!("#{name}:{}", app.config.server_name);
+        super::directory::check_alias_namespaces(app, request, &alias)?;
+    }
     let (local, remote) = invitees(app, &owner.user_id, &body.invite)?;
     refuse_third_party_invites(&body.invite_3pid)?;
     let (first, rest) = local.split_first().map_or((None, &[][..]), |(first, rest)| (Some(*first), rest));

@@ -617,7 +617,7 @@ fn joined_room(
         ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": typing } }));
     }
     if !receipts.is_empty() {
-        ephemeral.push(receipt_event(&receipts, user_id));
+        ephemeral.push(crate::rooms::format::receipt_event(&receipts, user_id));
     }
     let timeline_events = client_events_raw(app, &timeline, Some(viewer), false);
     let counts = unread::room_counts(app, room_id, user_id)?;
@@ -790,29 +790,6 @@ pub fn invite_state_events(app: &App, room_id: &str, user_id: &str) -> Result<Ve
         }
     }
     Ok(events)
-}
-
-pub(crate) fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
-    let mut content = Map::new();
-    for receipt in receipts {
-        // Private receipts go to their owner only.
-        if receipt.receipt_type == "m.read.private" && receipt.user_id != user_id {
-            continue;
-        }
-        let mut entry = json!({ "ts": receipt.ts });
-        if !receipt.thread_id.is_empty() {
-            entry["thread_id"] = json!(receipt.thread_id);
-        }
-        let by_event = content.entry(receipt.event_id.clone()).or_insert_with(|| json!({}));
-        by_event
-            .as_object_mut()
-            .map(|types| types.entry(receipt.receipt_type.clone()).or_insert_with(|| json!({})))
-            .and_then(Value::as_object_mut)
-            .map(|users| users.insert(receipt.user_id.clone(), entry));
-    }
-    let mut event = json!({ "type": "m.receipt" });
-    event["content"] = Value::Object(content);
-    event
 }
 
 /// `m.heroes` and member counts, from the room's current state.

@@ -5,6 +5,7 @@
 //! Spec: <https://spec.matrix.org/latest/server-server-api/>.
 
 pub mod acl;
+pub mod appservice;
 pub mod auth;
 pub mod client;
 pub mod discovery;
@@ -52,6 +53,8 @@ pub struct Federation {
     pub senders: sender::Senders,
     /// The running per-pusher push gateway senders.
     pub push_senders: push::PushSenders,
+    /// The application services whose sender runs, by ID.
+    pub appservice_senders: std::cell::RefCell<std::collections::HashSet<String>>,
     /// OpenID tokens our users handed to third parties: token -> (user, expiry).
     pub openid_tokens: std::cell::RefCell<std::collections::HashMap<String, (String, i64)>>,
 }
@@ -73,6 +76,7 @@ impl Federation {
             remote_aliases: discovery::ExpiringCache::default(),
             senders: sender::Senders::default(),
             push_senders: push::PushSenders::default(),
+            appservice_senders: Default::default(),
             openid_tokens: Default::default(),
         })
     }
@@ -177,7 +181,7 @@ async fn authenticated_route(
         (Get, ["v1", "hierarchy", room_id]) => {
             crate::client::spaces::federation_hierarchy(app, request, origin, room_id)
         }
-        (Get, ["v1", "query", "directory"]) => queries::directory(app, request),
+        (Get, ["v1", "query", "directory"]) => queries::directory(app, request).await,
         (Get, ["v1", "query", "profile"]) => queries::profile(app, request),
         (Get, ["v1", "publicRooms"]) => crate::client::directory::get_public_rooms(app, request),
         (Post, ["v1", "publicRooms"]) => crate::client::directory::filtered_public_rooms(app, request),

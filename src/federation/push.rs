@@ -74,7 +74,9 @@ pub fn kick(app: &Rc<App>, key: &PusherKey) {
     app.executor.spawn(async move { run(app_for_task, key).await }).detach();
 }
 
-fn backoff(failures: u32) -> Duration {
+/// How long to wait after `failures` failures in a row: 1 s doubling to
+/// [`MAX_BACKOFF_MS`] (application service senders wait alike).
+pub(super) fn backoff(failures: u32) -> Duration {
     let exponent = failures.clamp(1, 20) - 1;
     Duration::from_millis(FIRST_BACKOFF_MS.saturating_mul(1 << exponent).min(MAX_BACKOFF_MS))
 }
@@ -252,7 +254,23 @@ fn notification(
 
 /// POSTs `body` to a gateway URL (checked by `/pushers/set`).
 async fn post(app: &App, url: &str, body: Vec<u8>) -> Result<RawResponse> {
-    let refused = |why: String| Error::matrix(502, "M_UNKNOWN", format!("cannot push to {url}: {why}"));
+    send_to_url(app, Method::Post, url, &[], body, MAX_RESPONSE_BYTES, false).await
+}
+
+/// Sends `body` to an `http://` or `https://` URL and reads an answer of at
+/// most `max_body` bytes. `configured`: the operator wrote the URL (an
+/// application service's), so any address may be reached; otherwise a user
+/// named it and the address filter of outbound federation applies.
+pub(super) async fn send_to_url(
+    app: &App,
+    method: Method,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+    max_body: usize,
+    configured: bool,
+) -> Result<RawResponse> {
+    let refused = |why: String| Error::matrix(502, "M_UNKNOWN", format!("cannot reach {url}: {why}"));
     let parsed = Url::parse(url).map_err(|error| refused(error.to_string()))?;
     let tls = match parsed.scheme() {
         "https" => true,
@@ -272,28 +290,14 @@ async fn post(app: &App, url: &str, body: Vec<u8>) -> Result<RawResponse> {
         Some(query) => format!("{}?{query}", parsed.path()),
         None => parsed.path().to_string(),
     };
-    if tls {
-        transport::exchange(
-            &app.federation,
-            &target,
-            Method::Post,
-            &path,
-            &[],
-            Some(body),
-            MAX_RESPONSE_BYTES,
-        )
-        .await
+    let federation = &app.federation;
+    let body = Some(body);
+    if configured {
+        transport::exchange_configured(federation, &target, tls, method, &path, headers, body, max_body).await
+    } else if tls {
+        transport::exchange(federation, &target, method, &path, headers, body, max_body).await
     } else {
-        transport::exchange_plain(
-            &app.federation,
-            &target,
-            Method::Post,
-            &path,
-            &[],
-            Some(body),
-            MAX_RESPONSE_BYTES,
-        )
-        .await
+        transport::exchange_plain(federation, &target, method, &path, headers, body, max_body).await
     }
 }
 

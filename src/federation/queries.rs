@@ -14,10 +14,13 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 
-/// `GET /_matrix/federation/v1/query/directory?room_alias=`.
-pub fn directory(app: &App, request: &Request) -> Result<Response> {
+/// `GET /_matrix/federation/v1/query/directory?room_alias=`: an unknown
+/// alias of an application service's namespace is asked of that service
+/// first, as for our own users.
+pub async fn directory(app: &App, request: &Request) -> Result<Response> {
     let alias =
         request.query("room_alias").ok_or_else(|| Error::MissingParam("`room_alias` is required".into()))?;
+    super::appservice::query_alias(app, alias).await;
     let (room_id, _) =
         app.storage().alias(alias)?.ok_or_else(|| Error::NotFound("room alias not found".into()))?;
     let mut servers = app.storage().servers_in_room(&room_id)?;

@@ -174,7 +174,7 @@ pub async fn exchange(
     max_body: usize,
 ) -> Result<RawResponse> {
     let work = async {
-        let stream = connect(&federation.tls, &federation.allow_ips, target).await?;
+        let stream = connect(&federation.tls, Reach::Filtered(&federation.allow_ips), target).await?;
         send_on(stream, target, method, path_and_query, headers, body, max_body).await
     };
     within_deadline(target, work).await
@@ -205,7 +205,7 @@ pub async fn exchange_plain(
     max_body: usize,
 ) -> Result<RawResponse> {
     let work = async {
-        let stream = connect_plain(&federation.allow_ips, target, PlainTo::AllowedOnly).await?;
+        let stream = connect_plain(Reach::Filtered(&federation.allow_ips), target).await?;
         send_on(stream, target, method, path_and_query, headers, body, max_body).await
     };
     within_deadline(target, work).await
@@ -220,19 +220,49 @@ pub async fn exchange_plain_public(
     max_body: usize,
 ) -> Result<RawResponse> {
     let work = async {
-        let stream = connect_plain(&federation.allow_ips, target, PlainTo::PublicOrAllowed).await?;
+        let stream = connect_plain(Reach::PublicOrAllowed(&federation.allow_ips), target).await?;
         send_on(stream, target, Method::Get, path_and_query, &[], None, max_body).await
     };
     within_deadline(target, work).await
 }
 
-/// Where plain TCP may go.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum PlainTo {
-    /// Only addresses the allow-list names (push gateways).
-    AllowedOnly,
-    /// Public addresses too (link previews).
-    PublicOrAllowed,
+/// Which addresses a connection may go to.
+#[derive(Clone, Copy)]
+enum Reach<'a> {
+    /// Over TLS, public addresses and those the allow-list names; over
+    /// plain TCP, only those the allow-list names (push gateways).
+    Filtered(&'a [Cidr]),
+    /// Public addresses and those the allow-list names, also over plain TCP:
+    /// `http://` URLs a user asked for (link previews).
+    PublicOrAllowed(&'a [Cidr]),
+    /// Any address: the operator wrote the URL into the configuration (an
+    /// application service, usually on loopback), no user named it.
+    Configured,
+}
+
+/// [`exchange`] (`tls`) or [`exchange_plain`] to a URL the operator
+/// configured (an application service's): any address may be reached.
+#[allow(clippy::too_many_arguments)] // exchange's arguments and the scheme
+pub async fn exchange_configured(
+    federation: &Federation,
+    target: &Target,
+    tls: bool,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    max_body: usize,
+) -> Result<RawResponse> {
+    let work = async {
+        if tls {
+            let stream = connect(&federation.tls, Reach::Configured, target).await?;
+            send_on(stream, target, method, path_and_query, headers, body, max_body).await
+        } else {
+            let stream = connect_plain(Reach::Configured, target).await?;
+            send_on(stream, target, method, path_and_query, headers, body, max_body).await
+        }
+    };
+    within_deadline(target, work).await
 }
 
 /// Sends one request on a connected stream and reads the bounded response.
@@ -273,20 +303,22 @@ async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
     Ok(RawResponse { status: response.status, headers, body })
 }
 
-/// Tries each address `to` permits, in turn, over plain TCP.
-async fn connect_plain(allow: &[Cidr], target: &Target, to: PlainTo) -> Result<Async<TcpStream>> {
+/// Tries each address `reach` permits, in turn, over plain TCP.
+async fn connect_plain(reach: Reach<'_>, target: &Target) -> Result<Async<TcpStream>> {
     let mut errors = Vec::new();
     for address in &target.addresses {
-        match to {
-            PlainTo::AllowedOnly if !allow.iter().any(|cidr| cidr.contains(address.ip())) => {
-                errors.push(format!("{address}: plain HTTP only to allowed addresses"));
-                continue;
+        let refusal = match reach {
+            Reach::Filtered(allow) if !allow.iter().any(|cidr| cidr.contains(address.ip())) => {
+                Some("plain HTTP only to allowed addresses")
             }
-            PlainTo::PublicOrAllowed if !may_connect(address.ip(), allow) => {
-                errors.push(format!("{address}: not a public address"));
-                continue;
+            Reach::PublicOrAllowed(allow) if !may_connect(address.ip(), allow) => {
+                Some("not a public address")
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            errors.push(format!("{address}: {refusal}"));
+            continue;
         }
         let attempt =
             async { Async::<TcpStream>::connect(*address).await.map_err(|error| error.to_string()) }
@@ -313,12 +345,16 @@ type TlsStream = futures_rustls::client::TlsStream<Async<TcpStream>>;
 
 /// Tries each address in turn; the first that connects and completes a
 /// verified TLS handshake wins.
-async fn connect(tls: &Arc<rustls::ClientConfig>, allow: &[Cidr], target: &Target) -> Result<TlsStream> {
+async fn connect(tls: &Arc<rustls::ClientConfig>, reach: Reach<'_>, target: &Target) -> Result<TlsStream> {
     let server_name = ServerName::try_from(target.tls_name.clone())
         .map_err(|_| unreachable(format!("{:?} is not a valid TLS name", target.tls_name)))?;
     let mut errors = Vec::new();
     for address in &target.addresses {
-        if !may_connect(address.ip(), allow) {
+        let allowed = match reach {
+            Reach::Filtered(allow) | Reach::PublicOrAllowed(allow) => may_connect(address.ip(), allow),
+            Reach::Configured => true,
+        };
+        if !allowed {
             errors.push(format!("{address}: not a public address"));
             continue;
         }
@@ -413,7 +449,7 @@ pub async fn presented_chain(
         .with_custom_certificate_verifier(Arc::new(TakeAnyChain(provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let stream = connect(&Arc::new(config), allow, target).await?;
+    let stream = connect(&Arc::new(config), Reach::Filtered(allow), target).await?;
     let (tcp, connection) = stream.get_ref();
     let address = tcp.get_ref().peer_addr().map_err(|error| unreachable(error.to_string()))?;
     let chain = connection.peer_certificates().unwrap_or_default();

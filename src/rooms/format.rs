@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::value::{RawValue, to_raw_value};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::aggregations;
 use crate::app::App;
@@ -225,4 +225,30 @@ pub fn stripped_state(event: &StoredEvent) -> Value {
         "content": event.json.get("content").cloned().unwrap_or_else(|| json!({})),
         "sender": event.sender,
     })
+}
+
+/// An `m.receipt` event of `receipts` as `user_id` may see them (private
+/// receipts only their owner's; an empty `user_id` sees none).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#receipts>.
+pub fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
+    let mut content = Map::new();
+    for receipt in receipts {
+        // Private receipts go to their owner only.
+        if receipt.receipt_type == "m.read.private" && receipt.user_id != user_id {
+            continue;
+        }
+        let mut entry = json!({ "ts": receipt.ts });
+        if !receipt.thread_id.is_empty() {
+            entry["thread_id"] = json!(receipt.thread_id);
+        }
+        let by_event = content.entry(receipt.event_id.clone()).or_insert_with(|| json!({}));
+        by_event
+            .as_object_mut()
+            .map(|types| types.entry(receipt.receipt_type.clone()).or_insert_with(|| json!({})))
+            .and_then(Value::as_object_mut)
+            .map(|users| users.insert(receipt.user_id.clone(), entry));
+    }
+    let mut event = json!({ "type": "m.receipt" });
+    event["content"] = Value::Object(content);
+    event
 }

@@ -30,6 +30,9 @@ pub async fn woken_within(listener: EventListener, left: Duration) -> bool {
 #[derive(Default)]
 pub struct Notifier {
     users: RefCell<HashMap<String, Rc<Event>>>,
+    /// Fires at every wake: something was stored (application service
+    /// senders wait on it for new events).
+    anything: Event,
 }
 
 impl Notifier {
@@ -41,8 +44,14 @@ impl Notifier {
         event.listen()
     }
 
+    /// A listener that fires at the next [`Notifier::wake`] of anyone.
+    pub fn listen_anything(&self) -> EventListener {
+        self.anything.listen()
+    }
+
     /// Wakes every waiting request of these users.
     pub fn wake<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
+        self.anything.notify(usize::MAX);
         let mut users = self.users.borrow_mut();
         for user_id in user_ids {
             if let Some(event) = users.get(user_id) {

@@ -101,6 +101,29 @@ impl Typing {
         }
     }
 
+    /// The rooms whose typing changed after serial `since`, with who types
+    /// there now (application services get these as `m.typing` events).
+    pub fn changed_rooms_since(&self, since: i64) -> Vec<(String, Vec<String>)> {
+        let rooms = self.rooms.borrow();
+        let now = now_ms();
+        let mut changed: Vec<(String, Vec<String>)> = rooms
+            .iter()
+            .filter(|(_, room)| room.serial > since)
+            .map(|(room_id, room)| {
+                let mut users: Vec<String> = room
+                    .users
+                    .iter()
+                    .filter(|(_, expires)| **expires > now)
+                    .map(|(user, _)| user.clone())
+                    .collect();
+                users.sort();
+                (room_id.clone(), users)
+            })
+            .collect();
+        changed.sort();
+        changed
+    }
+
     /// The soonest expiry of anyone typing, if anyone is.
     pub fn next_expiry(&self) -> Option<i64> {
         self.rooms.borrow().values().flat_map(|room| room.users.values().copied()).min()
@@ -122,6 +145,21 @@ mod tests {
         let before_stop = typing.serial();
         assert!(typing.set("!r", "@a:x", false, 0));
         assert_eq!(typing.changed_since("!r", Some(before_stop)), Some(vec![]));
+    }
+
+    #[test]
+    fn changed_rooms_are_those_after_the_serial() {
+        let typing = Typing::default();
+        typing.set("!a", "@a:x", true, 30_000);
+        let between = typing.serial();
+        typing.set("!b", "@b:x", true, 30_000);
+        typing.set("!b", "@c:x", true, 30_000);
+        assert_eq!(
+            typing.changed_rooms_since(between),
+            vec![("!b".to_string(), vec!["@b:x".into(), "@c:x".into()])]
+        );
+        assert_eq!(typing.changed_rooms_since(typing.serial()), vec![]);
+        assert_eq!(typing.changed_rooms_since(0).len(), 2);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! What counts follows the rules in force when an event arrives (see
 //! `push_actions`): changing push rules or the ignore list applies to new
 //! events only. A redacted event stops counting. Leaving a room forgets its
-//! counts. Events stored before the counters existed (schema migration 18)
+//! counts. Events stored before the counters existed (schema migration 17)
 //! start from zero.
 
 use serde_json::Value;

@@ -75,6 +75,11 @@ impl EventJson {
     }
 
     /// The whole map, parsed now if not yet.
+    /// The length of the stored text, in bytes.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     pub fn map(&self) -> &Map<String, Value> {
         self.parsed.get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
     }

@@ -193,12 +193,14 @@ const MIGRATIONS: &[&str] = &[
     super::accounts::GUEST_ACCOUNTS,
     // 16: notifications queued for push gateways (see PUSH_QUEUE).
     super::push::PUSH_QUEUE,
-    // 18: unread notifications counted when events are stored (see UNREAD_COUNTS).
+    // 17: unread notifications counted when events are stored (see UNREAD_COUNTS).
     super::unread::UNREAD_COUNTS,
-    // 19: remote users' device lists, cached (see REMOTE_DEVICE_LISTS).
+    // 18: remote users' device lists, cached (see REMOTE_DEVICE_LISTS).
     super::remote_devices::REMOTE_DEVICE_LISTS,
-    // 20: the link preview cache (see URL_PREVIEWS).
+    // 19: the link preview cache (see URL_PREVIEWS).
     super::url_previews::URL_PREVIEWS,
+    // 20: where each application service's event stream stands (see APP_SERVICE_STREAMS).
+    super::appservice::APP_SERVICE_STREAMS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

@@ -4,6 +4,7 @@
 //! tables and offers plain functions on [`Storage`]. It knows nothing of HTTP.
 
 mod accounts;
+mod appservice;
 mod batch;
 mod directory;
 mod e2ee;

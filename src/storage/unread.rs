@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use super::Storage;
 use crate::error::Result;
 
-/// Migration 18: the unread notifying events of each local user, one row per
+/// Migration 17: the unread notifying events of each local user, one row per
 /// (user, room, event) with its thread (`main` or the thread root's ID) and
 /// whether it highlights, and the per-thread counters /sync reads. Rows are
 /// found by room and user (receipts count and delete a key range); the room

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::Storage;
 use crate::error::Result;
 
-/// Migration 20: `url_previews` holds one row per fetch of a URL: when it
+/// Migration 19: `url_previews` holds one row per fetch of a URL: when it
 /// was fetched, until when the answer is fresh, and the answer (JSON).
 pub(super) const URL_PREVIEWS: &str = r#"
     CREATE TABLE url_previews (
