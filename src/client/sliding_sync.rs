@@ -19,12 +19,13 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::filter::Filter;
-use super::sync::{MAX_SYNC_TIMEOUT, account_data_changes, invite_state_events, strip_invite_state};
+use super::sync::{MAX_SYNC_TIMEOUT, account_data_changes};
 use super::to_device::{MAX_TO_DEVICE_PER_SYNC, MAX_TO_DEVICE_SYNC_BYTES, ToDeviceEvent};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::rooms::format::{Viewer, client_events_raw, receipt_event};
+use crate::rooms::invites::{invite_state_events, strip_invite_state};
 use crate::rooms::sliding_sync::{
     ConnectionKey, ConnectionState, Facts, KnownRoom, RoomEntry, ScopedConfig, SentRoom, SyncRequest, Wants,
     passes, sort_by_recency, space_children, user_rooms, window_indexes,

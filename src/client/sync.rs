@@ -26,7 +26,8 @@ use super::to_device::ToDeviceEvent;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
-use crate::rooms::format::{Viewer, client_events_raw, stripped_state};
+use crate::rooms::format::{Viewer, client_events_raw};
+use crate::rooms::invites::{invite_state, invite_state_events, strip_invite_state};
 use crate::rooms::push;
 use crate::rooms::timeline::MAX_SCANNED_EVENTS;
 use crate::rooms::unread;
@@ -743,53 +744,6 @@ fn left_room(
         state: Events::none(),
         timeline: Timeline::of(events, limited, timeline.first()),
     })
-}
-
-/// Stripped state for an invite or knock: the room's identity and the
-/// user's own member event.
-pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value>> {
-    Ok(strip_invite_state(&invite_state_events(app, room_id, user_id)?))
-}
-
-/// [`invite_state`] of the events read already.
-pub(crate) fn strip_invite_state(events: &[StoredEvent]) -> Vec<Value> {
-    events
-        .iter()
-        .map(|event| {
-            let mut stripped = stripped_state(event);
-            if event.kind == "m.room.member" {
-                stripped["event_id"] = json!(event.event_id);
-                stripped["origin_server_ts"] = json!(event.origin_server_ts);
-            }
-            stripped
-        })
-        .collect()
-}
-
-/// The current state events that describe a room to someone invited to it
-/// or knocking on it (create, join rules, name, avatar, alias, encryption,
-/// topic, and `user_id`'s membership), whole: federation sends them as PDUs.
-pub fn invite_state_events(app: &App, room_id: &str, user_id: &str) -> Result<Vec<StoredEvent>> {
-    let keys = [
-        ("m.room.create", ""),
-        ("m.room.join_rules", ""),
-        ("m.room.name", ""),
-        ("m.room.avatar", ""),
-        ("m.room.canonical_alias", ""),
-        ("m.room.encryption", ""),
-        ("m.room.topic", ""),
-        ("m.room.member", user_id),
-    ];
-    let mut events = Vec::new();
-    for (kind, state_key) in keys {
-        // Each lookup is its own statement: the storage is borrowed once at a time.
-        let event_id = app.storage().current_state_event(room_id, kind, state_key)?;
-        if let Some(event_id) = event_id {
-            let event = app.storage().event(&event_id)?;
-            events.extend(event);
-        }
-    }
-    Ok(events)
 }
 
 /// `m.heroes` and member counts, from the room's current state.

@@ -463,7 +463,7 @@ pub async fn invite_remote(
     )
     .map_err(|error| Error::Forbidden(error.to_string()))?;
     // Spec (v1.16): whole PDUs in the room's format, the create event among them.
-    let invite_room_state = crate::client::sync::invite_state_events(app, room_id, sender)?
+    let invite_room_state = crate::rooms::invites::invite_state_events(app, room_id, sender)?
         .iter()
         .filter(|event| event.kind != "m.room.member")
         .map(pdu_json)

@@ -230,7 +230,7 @@ pub async fn send_membership(
         }
         "knock" => {
             // Spec (v1.16): whole PDUs in the room's format, the create event among them.
-            let state = crate::client::sync::invite_state_events(app, room_id, &pdu.sender)?;
+            let state = crate::rooms::invites::invite_state_events(app, room_id, &pdu.sender)?;
             let state: Vec<Value> = state.iter().map(pdu_json).collect();
             Ok(json!({ "knock_room_state": state }))
         }
