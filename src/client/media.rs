@@ -34,7 +34,7 @@ use crate::federation::media::{Fetched, fetch_content, fetch_thumbnail};
 use crate::federation::preview;
 use crate::http::{Request, Response};
 use crate::protocol::identifiers::ServerName;
-use crate::protocol::media::{self, MediaId, ThumbnailRequest};
+use crate::protocol::media::{self, MediaId};
 use crate::rooms::media::{self as content, Content};
 use crate::rooms::upload;
 use crate::storage::{MediaInfo, NewMedia, Storage, now_ms};
@@ -311,7 +311,7 @@ async fn thumbnail(
     access: Access,
 ) -> Result<Response> {
     let (server, media_id) = parse_mxc(server, media_id)?;
-    let thumbnail = thumbnail_request(request)?;
+    let thumbnail = content::thumbnail_request(|name| request.query(name))?;
     let wait = content::upload_wait(request.query("timeout_ms"));
     if server.as_str() == app.config.server_name {
         let info = content::local_content(app, &media_id, wait).await?;
@@ -339,13 +339,6 @@ async fn thumbnail(
     let fetched = fetch_thumbnail(app, &server, &media_id, &thumbnail, wait).await?;
     cache(app, &server, &media_id, &variant, &fetched)?;
     Ok(serve_fetched(fetched, None))
-}
-
-/// A thumbnail request's parameters, or 400.
-pub fn thumbnail_request(request: &Request) -> Result<ThumbnailRequest> {
-    ThumbnailRequest::parse(|name| request.query(name)).map_err(|(missing, message)| {
-        if missing { Error::MissingParam(message) } else { Error::InvalidParam(message) }
-    })
 }
 
 /// Serves stored content, named `file_name` or else its upload name.

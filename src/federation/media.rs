@@ -45,7 +45,7 @@ pub async fn download(app: &Rc<App>, request: &Request, media_id: &str) -> Resul
 /// when it can serve as its own thumbnail (we make none), else 404.
 pub async fn thumbnail(app: &Rc<App>, request: &Request, media_id: &str) -> Result<Response> {
     let media_id = MediaId::parse(media_id).map_err(Error::NotFound)?;
-    let thumbnail = crate::client::media::thumbnail_request(request)?;
+    let thumbnail = content::thumbnail_request(|name| request.query(name))?;
     let wait = content::upload_wait(request.query("timeout_ms"));
     let info = content::local_content(app, &media_id, wait).await?;
     if !content::serves_as_thumbnail(app, &info, &thumbnail)? {

@@ -219,6 +219,14 @@ impl Drop for Slot {
     }
 }
 
+/// A thumbnail request's parameters from its query string (`query` answers
+/// a parameter by name), or 400: `M_MISSING_PARAM` or `M_INVALID_PARAM`.
+pub fn thumbnail_request<'a>(query: impl Fn(&str) -> Option<&'a str>) -> Result<ThumbnailRequest> {
+    ThumbnailRequest::parse(query).map_err(|(missing, message)| {
+        if missing { Error::MissingParam(message) } else { Error::InvalidParam(message) }
+    })
+}
+
 /// Whether stored content can answer a thumbnail request as it is (we make
 /// no thumbnails: see [`media::serves_as_thumbnail`]); false for content
 /// too large to be a thumbnail.
