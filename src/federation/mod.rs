@@ -178,13 +178,11 @@ async fn authenticated_route(
         (Get, ["v1", "user", "devices", user_id]) => e2ee::user_devices(app, user_id),
         (Get, ["v1", "media", "download", media_id]) => media::download(app, request, media_id).await,
         (Get, ["v1", "media", "thumbnail", media_id]) => media::thumbnail(app, request, media_id).await,
-        (Get, ["v1", "hierarchy", room_id]) => {
-            crate::client::spaces::federation_hierarchy(app, request, origin, room_id)
-        }
+        (Get, ["v1", "hierarchy", room_id]) => queries::hierarchy(app, request, origin, room_id),
         (Get, ["v1", "query", "directory"]) => queries::directory(app, request).await,
         (Get, ["v1", "query", "profile"]) => queries::profile(app, request),
-        (Get, ["v1", "publicRooms"]) => crate::client::directory::get_public_rooms(app, request),
-        (Post, ["v1", "publicRooms"]) => crate::client::directory::filtered_public_rooms(app, request),
+        (Get, ["v1", "publicRooms"]) => queries::public_rooms(app, request),
+        (Post, ["v1", "publicRooms"]) => queries::filtered_public_rooms(app, request),
         _ => Err(Error::Unrecognized { method_not_allowed: false }),
     }
 }

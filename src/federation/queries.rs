@@ -1,5 +1,5 @@
-//! Queries other servers make of us (room aliases, profiles) and the ones we
-//! make of them.
+//! Queries other servers make of us (room aliases, profiles, the public room
+//! directory, space hierarchies) and the ones we make of them.
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#querying-for-information>.
 
@@ -13,6 +13,7 @@ use super::pdus::{encode, server_of};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response};
+use crate::rooms::directory::{self, PublicRoomsQuery};
 
 /// `GET /_matrix/federation/v1/query/directory?room_alias=`: an unknown
 /// alias of an application service's namespace is asked of that service
@@ -28,6 +29,32 @@ pub async fn directory(app: &App, request: &Request) -> Result<Response> {
     servers.retain(|server| *server != app.config.server_name);
     servers.insert(0, app.config.server_name.clone());
     Ok(Response::ok(json!({ "room_id": room_id, "servers": servers })))
+}
+
+/// `GET /_matrix/federation/v1/publicRooms`: our published room directory.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1publicrooms>.
+pub fn public_rooms(app: &App, request: &Request) -> Result<Response> {
+    directory::check_directory_server(app, request.query("server"))?;
+    let query = PublicRoomsQuery::from_params(request.query("limit"), request.query("since"))?;
+    Ok(Response::ok(directory::public_rooms(app, &query)?))
+}
+
+/// `POST /_matrix/federation/v1/publicRooms`: our published room directory, filtered.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#post_matrixfederationv1publicrooms>.
+pub fn filtered_public_rooms(app: &App, request: &Request) -> Result<Response> {
+    let query = PublicRoomsQuery::from_body(&request.json_object()?)?;
+    Ok(Response::ok(directory::public_rooms(app, &query)?))
+}
+
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}`: the room and its direct
+/// children, as the asking server's users may see them (`rooms::hierarchy`).
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1hierarchyroomid>.
+pub fn hierarchy(app: &App, request: &Request, origin: &str, room_id: &str) -> Result<Response> {
+    let suggested_only = request.query("suggested_only") == Some("true");
+    Ok(Response::ok(crate::rooms::hierarchy::server_view(app, origin, room_id, suggested_only)?))
 }
 
 /// `GET /_matrix/federation/v1/query/profile?user_id=&field=`.

@@ -6,8 +6,10 @@
 //! storage, and knows nothing of HTTP.
 
 pub mod aggregations;
+pub mod directory;
 pub mod e2ee;
 pub mod format;
+pub mod hierarchy;
 pub mod incoming;
 pub mod invites;
 pub mod media;
