@@ -17,6 +17,8 @@ mod fuzz;
 mod hasher;
 mod http;
 mod http1;
+#[cfg(test)]
+mod layers;
 mod logging;
 mod malloc;
 mod net;
