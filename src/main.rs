@@ -27,6 +27,7 @@ mod node;
 #[allow(dead_code)]
 mod protocol;
 mod ratelimit;
+mod request;
 mod rooms;
 mod server;
 mod storage;

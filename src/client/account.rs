@@ -8,7 +8,7 @@ use super::uia;
 use crate::app::App;
 use crate::credentials;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::{self, Draft};
 
 /// `GET /account/whoami`.

@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::identifiers::UserId;
+use crate::request::{Request, Response};
 use crate::rooms::resilience;
 
 /// Rooms judged between two yields of the event loop.

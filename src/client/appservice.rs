@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::federation::appservice::{PingFailure, ping as ping_service};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 
 /// `POST /_matrix/client/v1/appservice/{appserviceId}/ping`: the node pings
 /// the service that asks (only its own `as_token` may ask for its ID) and

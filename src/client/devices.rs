@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::uia;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::e2ee;
 use crate::storage::Device;
 

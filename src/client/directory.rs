@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::identifiers::RoomAliasId;
+use crate::request::{Request, Response};
 use crate::rooms::directory::{self, PublicRoomsQuery};
 use crate::rooms::visibility::Visibility;
 use crate::rooms::{self, Draft};

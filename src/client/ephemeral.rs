@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::push;
 use crate::rooms::{self, outbox};
 use crate::storage::{Receipt, now_ms};

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::glob::{self, Glob};
 use crate::protocol::identifiers::{RoomId, UserId};
+use crate::request::{Request, Response};
 use crate::storage::StoredEvent;
 
 /// Spec-less but Synapse's: timelines are capped at this many events per request.

@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::key_backup::{KeyBackupData, KeysBackup, RoomKeyBackup};
+use crate::request::{Request, Response};
 use crate::storage::{BackedUpSession, BackupVersion, KeyScope};
 
 fn unknown_version() -> Error {

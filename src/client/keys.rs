@@ -16,9 +16,9 @@ use super::uia;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::federation::e2ee as remote;
-use crate::http::{Request, Response};
 use crate::protocol::identifiers::UserId;
 use crate::protocol::signing::{public_key_from_base64, verify_json};
+use crate::request::{Request, Response};
 use crate::rooms::e2ee::{self, MASTER, SELF_SIGNING, USER_SIGNING, server_of};
 use crate::rooms::remote_devices;
 

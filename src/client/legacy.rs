@@ -26,7 +26,7 @@ use super::messages::{BEFORE_EVERYTHING, limit_param, position, token};
 use super::sync::{MAX_SYNC_TIMEOUT, timeline};
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::format::{Viewer, client_event, client_events};
 use crate::rooms::timeline::{Direction, Window, paginate};
 use crate::rooms::visibility::{Visibility, readable_up_to};

@@ -17,7 +17,7 @@ use super::filter::{self, EventFilter, MAX_TIMELINE_LIMIT};
 use super::sync::parse_token;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::format::{Viewer, client_event, client_events, client_events_raw};
 use crate::rooms::timeline::{Direction, Page, Window, paginate};
 use crate::rooms::visibility::{Visibility, readable_up_to};

@@ -45,7 +45,7 @@ use http_types::Method;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 
 /// Which version prefix a path used: `r0`/`v3` endpoints and `v1` endpoints are
 /// distinct families in the spec.

@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::identifiers::UserId;
+use crate::request::{Request, Response};
 use crate::rooms::{self, Draft};
 
 /// Spec-less but Synapse's: display names are capped at 256 characters.

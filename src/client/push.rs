@@ -13,8 +13,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::push_rules::{self, Kind, PushRule};
+use crate::request::{Request, Response};
 use crate::rooms::push::{self as rules, Attribute};
 use crate::storage::Pusher;
 

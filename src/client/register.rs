@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::config::Registration;
 use crate::credentials;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::storage::now_ms;
 
 /// The parameters of a registration (the session's, when a request of a

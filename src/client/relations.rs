@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::messages::{limit_param, position, token};
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::format::{Viewer, client_event, client_events};
 use crate::rooms::timeline::{Direction, Window, paginate};
 use crate::rooms::visibility::{Visibility, readable_up_to};

@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::identifiers::UserId;
+use crate::request::{Request, Response};
 use crate::storage::ReportTarget;
 
 /// Reasons longer than this are refused: a report is read by a person, and

@@ -18,8 +18,8 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::federation::{client, pdus::encode};
-use crate::http::{Request, Response};
 use crate::protocol::identifiers::{RoomAliasId, RoomId, ServerName};
+use crate::request::{Request, Response};
 use crate::rooms::summary::{self, RoomSummary};
 
 /// Servers asked for a room we do not hold, at most: each may take a

@@ -15,7 +15,7 @@ use super::filter::{self, DEFAULT_TIMELINE_LIMIT, EventFilter, MAX_TIMELINE_LIMI
 use super::messages::token;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::format::{Viewer, client_event, client_events};
 use crate::rooms::timeline::{Direction, MAX_SCANNED_EVENTS, Window, paginate};
 use crate::rooms::visibility::Visibility;

@@ -23,7 +23,7 @@ use super::sync::{MAX_SYNC_TIMEOUT, account_data_changes};
 use super::to_device::{MAX_TO_DEVICE_PER_SYNC, MAX_TO_DEVICE_SYNC_BYTES, ToDeviceEvent};
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::format::{Viewer, client_events_raw, receipt_event};
 use crate::rooms::invites::{invite_state_events, strip_invite_state};
 use crate::rooms::sliding_sync::{

@@ -25,7 +25,7 @@ use super::filter::{self, DEFAULT_TIMELINE_LIMIT, Filter};
 use super::to_device::ToDeviceEvent;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::format::{Viewer, client_events_raw};
 use crate::rooms::invites::{invite_state, invite_state_events, strip_invite_state};
 use crate::rooms::push;

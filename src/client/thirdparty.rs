@@ -11,8 +11,8 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::federation::appservice::thirdparty;
 use crate::federation::pdus::encode;
-use crate::http::{Request, Response};
 use crate::protocol::appservice::AppService;
+use crate::request::{Request, Response};
 
 /// Most entries one lookup answers, across services.
 const MAX_LOOKUP_RESULTS: usize = 1000;

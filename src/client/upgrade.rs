@@ -7,8 +7,8 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::room_version::RoomVersion;
+use crate::request::{Request, Response};
 use crate::rooms::upgrade::{self, Upgrade};
 
 #[derive(Deserialize)]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 
 /// Results per search when the client asks for none (the spec's default).
 const DEFAULT_LIMIT: usize = 10;

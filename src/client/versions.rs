@@ -4,8 +4,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::Result;
-use crate::http::{Request, Response};
 use crate::protocol::room_version;
+use crate::request::{Request, Response};
 
 /// Spec versions whose client API this server follows.
 const SPEC_VERSIONS: &[&str] = &[

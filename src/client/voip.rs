@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::config::Turn;
 use crate::error::Result;
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::storage::now_ms;
 
 /// `GET /voip/turnServer`.

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 
 /// Routes `/.well-known/...`.
 pub fn route(app: &App, request: &Request) -> Result<Response> {

@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 use super::keys;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::Request;
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::signing::{sign_json, verify_json};
 use crate::protocol::x_matrix::{self, XMatrix};
+use crate::request::Request;
 use crate::storage::now_ms;
 
 fn unauthorized(message: impl Into<String>) -> Error {

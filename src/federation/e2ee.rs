@@ -16,7 +16,7 @@ use super::client;
 use super::pdus::encode;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::e2ee::{self, server_of};
 use crate::rooms::remote_devices;
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::acl;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::incoming::{self, KnownStates};
 use crate::storage::{StateMap, StoredEvent, now_ms};
 

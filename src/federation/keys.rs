@@ -15,9 +15,9 @@ use serde_json::{Map, Value, json};
 use super::client;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::signing::{self, PublicKey, SigningKey, sign_json, verify_json};
+use crate::request::{Request, Response};
 use crate::storage::{RemoteKey, now_ms};
 
 /// Our published keys are declared valid this long (Synapse's default

@@ -17,9 +17,9 @@ use super::{client, discovery, pdus::encode};
 use crate::app::App;
 use crate::credentials::random_string;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::media::{self, MediaId, ThumbnailRequest};
+use crate::request::{Request, Response};
 use crate::rooms::media as content;
 use crate::storage::MediaInfo;
 

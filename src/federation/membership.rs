@@ -13,10 +13,10 @@ use super::events::{auth_chain, pdu_json};
 use super::pdus::{self, server_of};
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::protocol::auth;
 use crate::protocol::room_version::RoomVersion;
 use crate::protocol::signing;
+use crate::request::{Request, Response};
 use crate::rooms::incoming::{self, KnownStates, Outcome};
 use crate::rooms::{self, Draft, LocalSignatures};
 

@@ -33,8 +33,8 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
 use crate::net::Cidr;
+use crate::request::{Request, Response};
 
 /// The outbound side's state: TLS roots, the address allow-list, caches.
 pub struct Federation {

@@ -12,7 +12,7 @@ use super::client;
 use super::pdus::{encode, server_of};
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{Request, Response};
+use crate::request::{Request, Response};
 use crate::rooms::directory::{self, PublicRoomsQuery};
 
 /// `GET /_matrix/federation/v1/query/directory?room_alias=`: an unknown

@@ -24,6 +24,7 @@ use smol::stream::Stream;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::media::{self, MediaId, ThumbnailRequest};
+use crate::request::Body;
 use crate::storage::{ContentReader, MediaInfo, now_ms};
 
 /// Content up to this size is read whole and answered from memory: one
@@ -411,6 +412,16 @@ impl AsyncRead for ContentStream {
         buf[..count].copy_from_slice(&available[..count]);
         self.consume(count);
         Poll::Ready(Ok(count))
+    }
+}
+
+/// Content as a response body.
+impl From<Content> for Body {
+    fn from(content: Content) -> Body {
+        match content {
+            Content::Bytes(bytes) => Body::Bytes(bytes),
+            Content::Stream(stream) => Body::Stream { length: stream.length, reader: Box::new(stream) },
+        }
     }
 }
 
