@@ -107,7 +107,7 @@ pub struct App {
     /// What state groups say for history visibility (memory only).
     pub visibility: visibility::Cache,
     /// Which member events each device was sent under lazy loading (memory only).
-    pub lazy_members: crate::client::sync::LazyMembers,
+    pub lazy_members: crate::rooms::lazy_members::LazyMembers,
     /// What each sliding sync connection was sent (memory only, bounded).
     pub sliding_sync: crate::rooms::sliding_sync::Connections,
     /// Hands events to the federation senders.
@@ -202,7 +202,7 @@ impl App {
             presence: Presence::default(),
             push_rules: crate::rooms::push::Cache::default(),
             visibility: visibility::Cache::default(),
-            lazy_members: crate::client::sync::LazyMembers::default(),
+            lazy_members: crate::rooms::lazy_members::LazyMembers::default(),
             sliding_sync: crate::rooms::sliding_sync::Connections::default(),
             outbox: Outbox::default(),
             push_queue: Default::default(),

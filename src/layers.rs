@@ -45,7 +45,6 @@ const LAYERS: &[&[&str]] = &[
 /// or file under `src/`; imported top-level module; why it is still there).
 const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("app", "rooms", "App holds the room engine's state (notifier, typing, presence, outbox, caches)"),
-    ("app", "client", "App holds /sync's memory of lazy-loaded members (client::sync::LazyMembers)"),
     ("app", "federation", "App holds the outbound side's state (Federation) and the preview limits"),
     // Outgoing requests to other servers are in federation/, beside its handlers.
     ("client/appservice.rs", "federation", "/ping goes through federation/appservice.rs"),

@@ -12,6 +12,7 @@ pub mod format;
 pub mod hierarchy;
 pub mod incoming;
 pub mod invites;
+pub mod lazy_members;
 pub mod media;
 pub mod notifications;
 pub mod notify;
