@@ -106,6 +106,8 @@ pub struct App {
     pub push_rules: crate::rooms::push::Cache,
     /// What state groups say for history visibility (memory only).
     pub visibility: visibility::Cache,
+    /// OpenID tokens our users handed to third parties (memory only).
+    pub openid_tokens: crate::rooms::openid::OpenIdTokens,
     /// Which member events each device was sent under lazy loading (memory only).
     pub lazy_members: crate::rooms::lazy_members::LazyMembers,
     /// What each sliding sync connection was sent (memory only, bounded).
@@ -202,6 +204,7 @@ impl App {
             presence: Presence::default(),
             push_rules: crate::rooms::push::Cache::default(),
             visibility: visibility::Cache::default(),
+            openid_tokens: Default::default(),
             lazy_members: crate::rooms::lazy_members::LazyMembers::default(),
             sliding_sync: crate::rooms::sliding_sync::Connections::default(),
             outbox: Outbox::default(),

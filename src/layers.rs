@@ -53,7 +53,7 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("client/media.rs", "federation", "remote media and link previews are fetched by federation/"),
     ("client/membership.rs", "federation", "joins, leaves and knocks across servers: federation/join.rs"),
     ("client/messages.rs", "federation", "backfill on paging back is federation/join.rs"),
-    ("client/mod.rs", "federation", "remote /publicRooms and OpenID tokens are federation/queries.rs"),
+    ("client/mod.rs", "federation", "remote /publicRooms is fetched by federation/queries.rs"),
     ("client/profile.rs", "federation", "remote profiles are asked by federation/queries.rs"),
     ("client/room_summary.rs", "federation", "remote summaries are asked with federation's signed client"),
     ("client/rooms.rs", "federation", "remote joins and invites are federation/join.rs"),

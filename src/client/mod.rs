@@ -7,7 +7,7 @@ mod account;
 pub mod admin;
 mod appservice;
 mod devices;
-pub mod directory;
+mod directory;
 mod ephemeral;
 pub mod filter;
 mod key_backup;
@@ -18,6 +18,7 @@ pub mod media;
 mod membership;
 mod messages;
 mod notifications;
+mod openid;
 mod presence;
 mod profile;
 mod push;
@@ -28,7 +29,7 @@ mod room_summary;
 mod rooms;
 mod search;
 mod sliding_sync;
-pub mod spaces;
+mod spaces;
 pub mod sync;
 mod thirdparty;
 mod to_device;
@@ -237,7 +238,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         (V3, ["user_directory", "search"]) if *method == Post => user_directory::search(app, request),
         (V3, ["users", user_id, "report"]) if *method == Post => report::report_user(app, request, user_id),
         (V3, ["user", user_id, "openid", "request_token"]) if *method == Post => {
-            crate::federation::queries::request_openid_token(app, request, user_id)
+            openid::request_token(app, request, user_id)
         }
         (V3, ["user", user_id, "account_data", kind]) if matches!(*method, Get | Put) => {
             ephemeral::account_data(app, request, user_id, None, kind)

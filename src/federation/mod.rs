@@ -55,8 +55,6 @@ pub struct Federation {
     pub push_senders: push::PushSenders,
     /// The application services whose sender runs, by ID.
     pub appservice_senders: std::cell::RefCell<std::collections::HashSet<String>>,
-    /// OpenID tokens our users handed to third parties: token -> (user, expiry).
-    pub openid_tokens: std::cell::RefCell<std::collections::HashMap<String, (String, i64)>>,
 }
 
 impl Federation {
@@ -77,7 +75,6 @@ impl Federation {
             senders: sender::Senders::default(),
             push_senders: push::PushSenders::default(),
             appservice_senders: Default::default(),
-            openid_tokens: Default::default(),
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Queries other servers make of us (room aliases, profiles, the public room
-//! directory, space hierarchies) and the ones we make of them.
+//! directory, space hierarchies, OpenID userinfo) and the ones we make of them.
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#querying-for-information>.
 
@@ -157,37 +157,12 @@ fn parse_alias_answer(server: &str, answer: &Value) -> Option<(String, Vec<Strin
     Some((room_id.to_string(), servers))
 }
 
-/// How long an OpenID token lasts (spec example and Synapse: one hour).
-const OPENID_TOKEN_LIFETIME_MS: i64 = 3_600_000;
-
-/// `POST /_matrix/client/v3/user/{userId}/openid/request_token`: a token a
-/// third party can trade for the user's ID at our `/openid/userinfo`.
-pub fn request_openid_token(app: &App, request: &Request, user_id: &str) -> Result<Response> {
-    let owner = app.authenticate(request)?;
-    if owner.user_id != user_id {
-        return Err(Error::Forbidden("you can only request tokens for yourself".into()));
-    }
-    let token = crate::credentials::random_string(32);
-    let now = crate::storage::now_ms();
-    let mut tokens = app.federation.openid_tokens.borrow_mut();
-    tokens.retain(|_, (_, expires)| *expires > now);
-    tokens.insert(token.clone(), (owner.user_id.clone(), now + OPENID_TOKEN_LIFETIME_MS));
-    Ok(Response::ok(json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "matrix_server_name": app.config.server_name,
-        "expires_in": OPENID_TOKEN_LIFETIME_MS / 1000,
-    })))
-}
-
 /// `GET /_matrix/federation/v1/openid/userinfo?access_token=`.
 pub fn openid_userinfo(app: &App, request: &Request) -> Result<Response> {
     let token = request.query("access_token").ok_or(Error::MissingToken)?;
-    let now = crate::storage::now_ms();
-    let tokens = app.federation.openid_tokens.borrow();
-    match tokens.get(token) {
-        Some((user_id, expires)) if *expires > now => Ok(Response::ok(json!({ "sub": user_id }))),
-        _ => Err(Error::UnknownToken { soft_logout: false }),
+    match app.openid_tokens.user_of(token, crate::storage::now_ms()) {
+        Some(user_id) => Ok(Response::ok(json!({ "sub": user_id }))),
+        None => Err(Error::UnknownToken { soft_logout: false }),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod lazy_members;
 pub mod media;
 pub mod notifications;
 pub mod notify;
+pub mod openid;
 pub mod outbox;
 pub mod pdu_cache;
 pub mod presence;
