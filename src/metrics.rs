@@ -84,11 +84,12 @@ impl Group {
     }
 }
 
-/// Status classes: `1xx` to `5xx`.
-pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Status classes of final answers: `2xx` to `5xx` (a status out of range
+/// counts in the nearest class).
+pub const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
 fn status_class(status: u16) -> usize {
-    usize::from((status / 100).clamp(1, 5) - 1)
+    usize::from((status / 100).clamp(2, 5) - 2)
 }
 
 /// Upper bounds (seconds) of the request latency buckets: a long-polling
@@ -131,7 +132,7 @@ impl Histogram {
 /// What the node counts as it runs.
 pub struct Metrics {
     /// Requests answered, by group and status class.
-    requests: Vec<[Cell<u64>; 5]>,
+    requests: Vec<[Cell<u64>; 4]>,
     /// Time to the response head, by group.
     latency: Vec<Histogram>,
     /// Long-polling syncs waiting for news now.
@@ -350,9 +351,9 @@ mod tests {
 
     #[test]
     fn status_classes_are_bounded() {
-        assert_eq!(status_class(200), 1);
-        assert_eq!(status_class(404), 3);
-        assert_eq!(status_class(0), 0);
-        assert_eq!(status_class(999), 4);
+        assert_eq!(status_class(200), 0);
+        assert_eq!(status_class(404), 2);
+        assert_eq!(status_class(100), 0);
+        assert_eq!(status_class(999), 3);
     }
 }
