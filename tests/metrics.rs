@@ -303,3 +303,45 @@ fn a_notify_socket_that_leads_nowhere_does_not_stop_the_node() {
     assert!(node.0.try_wait().unwrap().is_none(), "the node exited");
     assert_eq!(client.get("/_matrix/client/versions").0, 200);
 }
+
+#[test]
+fn metrics_show_federation_queues_and_backoff_per_destination() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut node = Node::start_with(&["--registration", "open", "--metrics", &address]);
+    node.stop();
+    // Queued items for two servers nobody runs: sending fails, and each goes into backoff.
+    let (deep, shallow) = (format!("localhost:{}", free_port()), format!("localhost:{}", free_port()));
+    let database = rusqlite::Connection::open(node.data_dir.0.join("hearth.db")).unwrap();
+    for destination in [&deep, &deep, &deep, &shallow] {
+        database
+            .execute(
+                "INSERT INTO federation_outbox (destination, kind, payload, created_ts) VALUES (?1, 'edu', ?2, 0)",
+                rusqlite::params![destination, r#"{"edu_type":"m.typing","content":{}}"#],
+            )
+            .unwrap();
+    }
+    drop(database);
+    node.restart();
+    let metrics = Client::new(&format!("http://{address}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let samples = scrape(&metrics);
+        let failing = samples.iter().filter(|sample| sample.name == "hearth_federation_failures").count();
+        if failing == 2 || Instant::now() > deadline {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let depths: Vec<(&str, f64)> = samples
+        .iter()
+        .filter(|sample| sample.name == "hearth_federation_queue_depth")
+        .map(|sample| (sample.label("destination").unwrap(), sample.value))
+        .collect();
+    assert_eq!(depths, vec![(deep.as_str(), 3.0), (shallow.as_str(), 1.0)], "deepest first");
+    for destination in [&deep, &shallow] {
+        let labels = [("destination", destination.as_str())];
+        assert!(value(&samples, "hearth_federation_failures", &labels) >= 1.0);
+        assert!(value(&samples, "hearth_federation_backoff_seconds", &labels) > 0.0);
+    }
+}
