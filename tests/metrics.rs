@@ -244,7 +244,8 @@ fn serve_with_env(data_dir: &TempDir, http: &str, env: &[(&str, &std::ffi::OsStr
 }
 
 /// sd_notify(3): `READY=1` once the node serves, then `WATCHDOG=1` every
-/// half `WATCHDOG_USEC` (sd_watchdog_enabled(3)), from the event loop.
+/// half `WATCHDOG_USEC` (sd_watchdog_enabled(3)), from the event loop;
+/// `RELOADING=1` and `READY=1` around a reload, `STOPPING=1` on SIGTERM.
 /// <https://www.freedesktop.org/software/systemd/man/latest/sd_notify.html>
 #[test]
 fn systemd_hears_ready_then_watchdog_pings() {
@@ -254,7 +255,7 @@ fn systemd_hears_ready_then_watchdog_pings() {
     socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let data_dir = TempDir::new("node");
     let http = format!("127.0.0.1:{}", free_port());
-    let _node = serve_with_env(
+    let node = serve_with_env(
         &data_dir,
         &http,
         &[("NOTIFY_SOCKET", socket_path.as_os_str()), ("WATCHDOG_USEC", "200000".as_ref())],
@@ -279,6 +280,25 @@ fn systemd_hears_ready_then_watchdog_pings() {
     let elapsed = start.elapsed();
     assert!(elapsed >= Duration::from_millis(800), "pings came too fast: {elapsed:?}");
     assert!(elapsed <= Duration::from_millis(3000), "pings came too slowly: {elapsed:?}");
+
+    // A reload (SIGHUP) is framed by RELOADING=1 and READY=1, a stop by STOPPING=1.
+    let pid = node.0.id().to_string();
+    let mut after_pings = |signal: &str| {
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let message = received(&mut buffer);
+            if message != "WATCHDOG=1" {
+                seen.push(message);
+            }
+            if seen.last().is_some_and(|last| last != "RELOADING=1") {
+                break;
+            }
+        }
+        seen
+    };
+    assert_eq!(after_pings("-HUP"), ["RELOADING=1", "READY=1"]);
+    assert_eq!(after_pings("-TERM"), ["STOPPING=1"]);
 }
 
 #[test]
