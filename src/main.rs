@@ -19,6 +19,7 @@ mod http;
 mod http1;
 mod logging;
 mod malloc;
+mod metrics;
 mod net;
 mod node;
 // The protocol core lands ahead of the room and federation code that calls it.
@@ -26,8 +27,10 @@ mod node;
 mod protocol;
 mod ratelimit;
 mod rooms;
+mod scrape;
 mod server;
 mod storage;
+mod systemd;
 mod tls;
 
 use std::process::ExitCode;
