@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Client, Server, load_average, ms, percentile};
+use support::{Client, Server, announce, ms, percentile};
 
 mod support;
 
@@ -69,14 +69,7 @@ const P99_TARGET_MS: f64 = 5.0;
 const RSS_TARGET_KIB: u64 = 64 * 1024;
 
 fn main() {
-    let binary =
-        std::env::var("HEARTH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string());
-    println!("hearth connections benchmark: {binary}");
-    println!(
-        "machine: {} CPUs, load average {}",
-        thread::available_parallelism().map_or(0, |n| n.get()),
-        load_average()
-    );
+    let binary = announce("connections");
     let needed = (IDLE_CONNECTIONS + LONG_POLLS + SLOW_CONNECTIONS) as u64 + SPARE_DESCRIPTORS;
     let own_limit = raise_open_file_limit(needed);
     let server = Server::start(&binary);

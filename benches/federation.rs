@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::{Value, json};
-use support::{Client, Memory, file_size, load_average, ms, percentile};
+use support::{Client, Memory, announce, file_size, ms, percentile};
 
 mod support;
 
@@ -66,14 +66,7 @@ const LOG_TAIL: usize = 400;
 const ALIAS: &str = "bench";
 
 fn main() {
-    let binary =
-        std::env::var("HEARTH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string());
-    println!("hearth federation benchmark: {binary}");
-    println!(
-        "machine: {} CPUs, load average {}",
-        thread::available_parallelism().map_or(0, |n| n.get()),
-        load_average()
-    );
+    let binary = announce("federation");
     let ca = TestCa::new();
     let a = Node::start(&binary, &ca, "a");
     let b = Node::start(&binary, &ca, "b");

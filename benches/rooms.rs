@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Client, Server, file_size, load_average, ms, percentile};
+use support::{Client, Server, announce, file_size, ms, percentile};
 
 mod support;
 
@@ -49,14 +49,7 @@ const WAKEUPS: usize = 20;
 const PARK_DELAY: Duration = Duration::from_millis(30);
 
 fn main() {
-    let binary =
-        std::env::var("HEARTH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string());
-    println!("hearth rooms benchmark: {binary}");
-    println!(
-        "machine: {} CPUs, load average {}",
-        thread::available_parallelism().map_or(0, |n| n.get()),
-        load_average()
-    );
+    let binary = announce("rooms");
     let server = Server::start(&binary);
     println!("server pid {}", server.pid());
     let idle = server.memory();

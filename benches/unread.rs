@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Server, load_average, ms};
+use support::{Client, Server, announce, ms};
 
 mod support;
 
@@ -31,14 +31,7 @@ const REPEATS: usize = 21;
 const PARK_DELAY: Duration = Duration::from_millis(30);
 
 fn main() {
-    let binary =
-        std::env::var("HEARTH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string());
-    println!("hearth unread benchmark: {binary}");
-    println!(
-        "machine: {} CPUs, load average {}",
-        thread::available_parallelism().map_or(0, |n| n.get()),
-        load_average()
-    );
+    let binary = announce("unread");
     let server = Server::start(&binary);
     let reader = server.register("reader");
     let sender = server.register("sender");

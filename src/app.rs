@@ -134,6 +134,8 @@ pub struct App {
     pub url_previews: Rc<crate::rooms::media::Slots>,
     /// Runs background work (typing expiry, federation queues) on this thread.
     pub executor: Rc<LocalExecutor<'static>>,
+    /// What `GET /metrics` reports (see `metrics.rs`).
+    pub metrics: crate::metrics::Metrics,
     /// The application services registered (`app_service_config_files`),
     /// replaced whole when SIGHUP reloads the files.
     app_services: RefCell<Rc<Vec<RegisteredService>>>,
@@ -230,6 +232,7 @@ impl App {
             failed_uia,
             passwords,
             executor,
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 

@@ -61,6 +61,9 @@ pub struct Serve {
     /// TLS client+federation listener ADDR:PORT (repeatable; replaces configured listeners)
     #[argh(option)]
     pub https: Vec<SocketAddr>,
+    /// metrics listener ADDR:PORT serving only GET /metrics (Prometheus text format; off by default)
+    #[argh(option)]
+    pub metrics: Option<SocketAddr>,
     /// TLS certificate chain (PEM), reloaded on SIGHUP
     #[argh(option)]
     pub tls_cert: Option<PathBuf>,
@@ -404,6 +407,7 @@ impl Serve {
             server_name: self.server_name.clone(),
             http: self.http.clone(),
             https: self.https.clone(),
+            metrics: self.metrics,
             tls_certificate: self.tls_cert.clone(),
             tls_private_key: self.tls_key.clone(),
             registration: self.registration,

@@ -269,6 +269,9 @@ pub struct Config {
     pub default_room_version: String,
     /// Sockets to serve.
     pub listeners: Vec<Listener>,
+    /// `ADDR:PORT` of the plain-HTTP listener serving only `GET /metrics`
+    /// (Prometheus text format); none by default.
+    pub metrics: Option<SocketAddr>,
     pub tls: Tls,
     pub well_known: WellKnown,
     pub limits: Limits,
@@ -300,6 +303,7 @@ impl Default for Config {
                 Listener { address: ([127, 0, 0, 1], 8008).into(), tls: false, federation: false },
                 Listener { address: ([127, 0, 0, 1], 8448).into(), tls: true, federation: true },
             ],
+            metrics: None,
             tls: Tls::default(),
             well_known: WellKnown::default(),
             limits: Limits::default(),
@@ -323,6 +327,7 @@ pub struct Overrides {
     pub server_name: Option<String>,
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
     pub registration: Option<Registration>,
@@ -364,6 +369,9 @@ impl Config {
             let tls =
                 overrides.https.into_iter().map(|address| Listener { address, tls: true, federation: true });
             self.listeners = plain.chain(tls).collect();
+        }
+        if let Some(metrics) = overrides.metrics {
+            self.metrics = Some(metrics);
         }
         if let Some(certificate) = overrides.tls_certificate {
             self.tls.certificate = Some(certificate);
@@ -510,6 +518,11 @@ turn_user_lifetime = "1h"
 app_service_config_files = []
 # app_service_config_files = ["/etc/hearth/telegram-registration.yaml"]
 
+# Prometheus metrics: a plain-HTTP listener serving only GET /metrics
+# (requests, latencies, connections, queues, database size, memory, event
+# loop lag). Off unless set; keep it on loopback or a private network.
+# metrics = "127.0.0.1:9090"
+
 # Sockets to serve. The client API is served on every listener; federation
 # only where `federation = true`. `tls = true` uses [tls] or a self-signed
 # certificate generated on first start. Give --http/--https to replace these.
@@ -640,5 +653,15 @@ mod tests {
         let config = Config::load(None, overrides).unwrap();
         assert_eq!(config.listeners.len(), 1);
         assert!(config.listeners[0].tls && config.listeners[0].federation);
+    }
+
+    #[test]
+    fn the_metrics_listener_is_off_unless_set() {
+        assert_eq!(Config::default().metrics, None);
+        let config = Config::parse("metrics = \"127.0.0.1:9090\"").unwrap();
+        assert_eq!(config.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+        let overrides = Overrides { metrics: Some("[::1]:9091".parse().unwrap()), ..Overrides::default() };
+        assert_eq!(Config::load(None, overrides).unwrap().metrics, Some("[::1]:9091".parse().unwrap()));
+        assert!(Config::parse("metrics = \"not an address\"").is_err());
     }
 }

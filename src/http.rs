@@ -109,6 +109,9 @@ pub fn handler(app: Rc<App>) -> Handler {
     Rc::new(move |request, peer| {
         let app = app.clone();
         Box::pin(async move {
+            let started = std::time::Instant::now();
+            let group = split_target(&request.head.target)
+                .map_or(crate::metrics::Group::Other, |(path, _)| crate::metrics::Group::of(path));
             let mut response = match read_request(&app, request, peer).await {
                 Ok(request) => dispatch(&app, request).await,
                 Err(error) => Response::error(&error),
@@ -117,6 +120,7 @@ pub fn handler(app: Rc<App>) -> Handler {
             if let Err(error) = app.durable().await {
                 response = Response::error(&error);
             }
+            app.metrics.request_done(group, response.status, started.elapsed());
             into_http(response)
         })
     })

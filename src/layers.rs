@@ -18,8 +18,9 @@ const LAYERS: &[&[&str]] = &[
     // Pure: identifiers, canonical JSON, signatures, auth rules, state resolution.
     &["protocol"],
     // Leaves knowing nothing of Matrix state: the error type, the HTTP/1.1
-    // codec, address ranges, logging, the allocator setup, TLS configs.
-    &["error", "http1", "net", "logging", "malloc", "tls"],
+    // codec, address ranges, logging, the allocator setup, TLS configs, the
+    // metrics registry, systemd notifications.
+    &["error", "http1", "net", "logging", "malloc", "tls", "metrics", "systemd"],
     // The config, the socket loop, password and token primitives.
     &["config", "server", "credentials"],
     // The only module with SQL; the password hashing thread.
@@ -32,8 +33,8 @@ const LAYERS: &[&[&str]] = &[
     &["rooms"],
     // The client-server and server-server APIs: neither imports the other.
     &["client", "federation"],
-    // Request decoding and dispatch to the handlers.
-    &["http"],
+    // Request decoding and dispatch to the handlers; the metrics listener.
+    &["http", "scrape"],
     // Assembling the node; the command line.
     &["node"],
     &["cli", "main"],

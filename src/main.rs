@@ -21,6 +21,7 @@ mod http1;
 mod layers;
 mod logging;
 mod malloc;
+mod metrics;
 mod net;
 mod node;
 // The protocol core lands ahead of the room and federation code that calls it.
@@ -29,8 +30,10 @@ mod protocol;
 mod ratelimit;
 mod request;
 mod rooms;
+mod scrape;
 mod server;
 mod storage;
+mod systemd;
 mod tls;
 
 use std::process::ExitCode;

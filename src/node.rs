@@ -1,7 +1,8 @@
 //! `hearth serve`: assembles the node (storage, keys, TLS, listeners), runs the
 //! event loop on this one thread, and handles signals: SIGTERM/SIGINT shut down
 //! gracefully, SIGHUP reloads the TLS certificate files and the application
-//! service registration files.
+//! service registration files (telling systemd, which the event loop also
+//! pings as its watchdog).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -78,8 +79,19 @@ pub fn serve(config: Config) -> Result<(), String> {
     .map_err(|error| format!("cannot install signal handlers: {error}"))?;
     smol::block_on(executor.run(async {
         let stall_timeout = std::time::Duration::from_secs(app.config.limits.stall_timeout_secs);
-        let server = Server::start(executor.clone(), listeners, handler, shutdown, stall_timeout)
+        let server = Server::start(executor.clone(), listeners, handler, shutdown.clone(), stall_timeout)
             .map_err(|error| error.to_string())?;
+        let _metrics_server = match app.config.metrics {
+            Some(address) => {
+                let spec = ListenerSpec { address, tls: None };
+                let handler = crate::scrape::handler(app.clone(), server.clone());
+                let metrics = Server::start(executor.clone(), vec![spec], handler, shutdown, stall_timeout)
+                    .map_err(|error| format!("metrics: {error}"))?;
+                executor.spawn(crate::scrape::measure_loop_lag(app.clone())).detach();
+                Some(metrics)
+            }
+            None => None,
+        };
         log::info!(
             "{} ready in {} ms (server name {})",
             env!("CARGO_PKG_NAME"),
@@ -90,12 +102,16 @@ pub fn serve(config: Config) -> Result<(), String> {
         crate::federation::push::start(&app);
         crate::federation::appservice::start(&app);
         crate::rooms::search_index::start(&app);
-        notify_systemd("READY=1");
+        crate::systemd::notify("READY=1");
+        if let Some(interval) = crate::systemd::watchdog_interval() {
+            log::info!("pinging the systemd watchdog every {} ms", interval.as_millis());
+            executor.spawn(crate::systemd::watchdog(interval)).detach();
+        }
         let mut signals = signals;
         while let Some(signal) = signals.next().await {
             match signal {
                 Ok(async_signal::Signal::Hup) => {
-                    notify_systemd("RELOADING=1");
+                    crate::systemd::notify("RELOADING=1");
                     match reload_tls(&app, tls_config.as_ref()) {
                         Ok(()) => log::info!("TLS certificate reloaded"),
                         Err(error) => {
@@ -111,14 +127,14 @@ pub fn serve(config: Config) -> Result<(), String> {
                             "application service registrations not reloaded, keeping the old ones: {error}"
                         ),
                     }
-                    notify_systemd("READY=1");
+                    crate::systemd::notify("READY=1");
                 }
                 Ok(_) => break,
                 Err(error) => log::warn!("signal error: {error}"),
             }
         }
         log::info!("shutting down");
-        notify_systemd("STOPPING=1");
+        crate::systemd::notify("STOPPING=1");
         shutdown_sender.close();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while server.active_connections() > 0 && Instant::now() < deadline {
@@ -198,26 +214,4 @@ fn reload_tls(app: &App, current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>
     let config = tls::server_config(&tls::read_pem_files(certificate, private_key)?)?;
     *current.borrow_mut() = config;
     Ok(())
-}
-
-/// Tells systemd (`Type=notify`) about our state, if it is listening.
-fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let socket = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(socket) => socket,
-        Err(_) => return,
-    };
-    let bytes = path.as_encoded_bytes();
-    let result = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|address| socket.send_to_addr(state.as_bytes(), &address))
-    } else {
-        socket.send_to(state.as_bytes(), &path)
-    };
-    if let Err(error) = result {
-        log::debug!("sd_notify failed: {error}");
-    }
 }

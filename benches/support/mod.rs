@@ -146,6 +146,21 @@ pub fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |metadata| metadata.len())
 }
 
+/// The binary a benchmark measures (`HEARTH_BENCH_BIN`, else this
+/// package's own build), after printing the benchmark's title, the binary
+/// and the machine's CPUs and load, which the figures depend on.
+pub fn announce(title: &str) -> String {
+    let binary =
+        std::env::var("HEARTH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string());
+    println!("hearth {title} benchmark: {binary}");
+    println!(
+        "machine: {} CPUs, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+    binary
+}
+
 /// The first three fields of /proc/loadavg: the figures are noisy on a busy machine.
 pub fn load_average() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -83,7 +83,9 @@ pub async fn events(app: &Rc<App>, request: &Request) -> Result<Response> {
         if !chunk.is_empty() || left.is_zero() {
             return Ok(Response::ok(json!({ "start": start, "end": token(end), "chunk": chunk })));
         }
+        let waiting = app.metrics.sync_waiting();
         let woke = crate::rooms::notify::woken_within(listener, left).await;
+        drop(waiting);
         if !woke {
             let (chunk, end) = app.in_snapshot(|| stream_page(app, &owner, room_id, from, limit))?;
             return Ok(Response::ok(json!({ "start": start, "end": token(end), "chunk": chunk })));

@@ -180,13 +180,14 @@ pub async fn register(app: &App, request: &Request) -> Result<Response> {
             user_id
         }
     };
-    if body.inhibit_login {
-        return Ok(Response::ok(json!({ "user_id": user_id, "home_server": app.config.server_name })));
-    }
-    let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
-    let answer =
-        login::issue_token(app, request, &user_id, &device_id, body.initial_device_display_name.as_deref())?;
-    Ok(Response::ok(answer))
+    answer_registered(
+        app,
+        request,
+        &user_id,
+        body.inhibit_login,
+        body.device_id,
+        body.initial_device_display_name,
+    )
 }
 
 /// `POST /register?kind=guest`: with `guest_access` on, a guest account
@@ -270,13 +271,14 @@ fn register_app_service_user(app: &App, request: &Request) -> Result<Response> {
     }
     app.storage().create_user(&user_id, &localpart, None, false, None)?;
     log::info!("application service {} registered {user_id}", service.id);
-    if body.inhibit_login {
-        return Ok(Response::ok(json!({ "user_id": user_id, "home_server": app.config.server_name })));
-    }
-    let device_id = body.device_id.unwrap_or_else(credentials::new_device_id);
-    let answer =
-        login::issue_token(app, request, &user_id, &device_id, body.initial_device_display_name.as_deref())?;
-    Ok(Response::ok(answer))
+    answer_registered(
+        app,
+        request,
+        &user_id,
+        body.inhibit_login,
+        body.device_id,
+        body.initial_device_display_name,
+    )
 }
 
 /// A name in an application service's exclusive namespace is the service's
@@ -328,4 +330,22 @@ pub fn token_validity(app: &App, request: &Request) -> Result<Response> {
     let token = request.query("token").ok_or_else(|| Error::MissingParam("`token` is required".into()))?;
     let valid = app.storage().registration_token(token)?.is_some_and(|t| t.is_valid(now_ms()));
     Ok(Response::ok(json!({ "valid": valid })))
+}
+
+/// The answer to a registration: the new user's ID alone with
+/// `inhibit_login`, else a device and an access token as a login gives.
+fn answer_registered(
+    app: &App,
+    request: &Request,
+    user_id: &str,
+    inhibit_login: bool,
+    device_id: Option<String>,
+    device_display_name: Option<String>,
+) -> Result<Response> {
+    if inhibit_login {
+        return Ok(Response::ok(json!({ "user_id": user_id, "home_server": app.config.server_name })));
+    }
+    let device_id = device_id.unwrap_or_else(credentials::new_device_id);
+    let answer = login::issue_token(app, request, user_id, &device_id, device_display_name.as_deref())?;
+    Ok(Response::ok(answer))
 }

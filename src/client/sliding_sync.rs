@@ -70,7 +70,9 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
             return Ok(Response::ok_json(&answer));
         }
         // Woken or not, the next turn answers (at the deadline, with nothing).
+        let waiting = app.metrics.sync_waiting();
         crate::rooms::notify::woken_within(listener, left).await;
+        drop(waiting);
     }
 }
 

@@ -115,7 +115,9 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         if has_news || since.is_none() || left.is_zero() || full_state {
             return Ok(Response::ok_json(&answer));
         }
+        let waiting = app.metrics.sync_waiting();
         let woke = crate::rooms::notify::woken_within(listener, left).await;
+        drop(waiting);
         if !woke {
             let now = Token::now(app);
             let (answer, _) = build(app, &owner, &filter, since, now, full_state)?;

@@ -19,6 +19,16 @@ struct RoomTyping {
     serial: i64,
 }
 
+impl RoomTyping {
+    /// Who types here at `now`, sorted.
+    fn typing_at(&self, now: i64) -> Vec<String> {
+        let mut users: Vec<String> =
+            self.users.iter().filter(|(_, expires)| **expires > now).map(|(user, _)| user.clone()).collect();
+        users.sort();
+        users
+    }
+}
+
 /// Who is typing where.
 pub struct Typing {
     rooms: RefCell<HashMap<String, RoomTyping>>,
@@ -88,13 +98,7 @@ impl Typing {
         let now = now_ms();
         match rooms.get(room_id) {
             Some(room) if since.is_none_or(|since| room.serial > since) => {
-                let mut users: Vec<String> = room
-                    .users
-                    .iter()
-                    .filter(|(_, expires)| **expires > now)
-                    .map(|(user, _)| user.clone())
-                    .collect();
-                users.sort();
+                let users = room.typing_at(now);
                 (since.is_some() || !users.is_empty()).then_some(users)
             }
             _ => None,
@@ -109,16 +113,7 @@ impl Typing {
         let mut changed: Vec<(String, Vec<String>)> = rooms
             .iter()
             .filter(|(_, room)| room.serial > since)
-            .map(|(room_id, room)| {
-                let mut users: Vec<String> = room
-                    .users
-                    .iter()
-                    .filter(|(_, expires)| **expires > now)
-                    .map(|(user, _)| user.clone())
-                    .collect();
-                users.sort();
-                (room_id.clone(), users)
-            })
+            .map(|(room_id, room)| (room_id.clone(), room.typing_at(now)))
             .collect();
         changed.sort();
         changed

@@ -130,6 +130,30 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The `limit` destinations with the most items queued, deepest first,
+    /// and their item counts (for metrics).
+    pub fn deepest_queues(&self, limit: usize) -> Result<Vec<(String, i64)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT destination, COUNT(*) AS depth FROM federation_outbox
+             GROUP BY destination ORDER BY depth DESC, destination LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The `limit` destinations in backoff (failing now), most failures in
+    /// a row first, with their health (for metrics).
+    pub fn failing_destinations(&self, limit: usize) -> Result<Vec<(String, DestinationHealth)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT destination, failures, retry_after_ts FROM federation_destinations
+             WHERE failures > 0 ORDER BY failures DESC, destination LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit as i64], |row| {
+            Ok((row.get(0)?, DestinationHealth { failures: row.get(1)?, retry_after_ts: row.get(2)? }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// A destination's failure count and retry time.
     pub fn destination_health(&self, destination: &str) -> Result<DestinationHealth> {
         let mut statement = self.conn.prepare_cached(

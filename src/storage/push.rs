@@ -374,6 +374,11 @@ impl Storage {
             .optional()?)
     }
 
+    /// How many notifications are queued, for every pusher (for metrics).
+    pub fn push_queue_depth(&self) -> Result<i64> {
+        Ok(self.conn.prepare_cached("SELECT COUNT(*) FROM push_queue")?.query_row([], |row| row.get(0))?)
+    }
+
     /// The pushers with notifications queued.
     pub fn pushers_with_queue(&self) -> Result<Vec<PusherKey>> {
         let mut statement =
