@@ -1,0 +1,128 @@
+//! matrix-rust-sdk, the engine of Element X, drives a whole session against
+//! the real binary (tests/clients/rust_sdk, a Cargo project of its own so the
+//! server's dependency tree stays small and tokio-free): password login,
+//! Simplified Sliding Sync (MSC4186) through `SyncService`, the live room list
+//! of `RoomListService` with an invite, a `Timeline` that sends, receives and
+//! paginates back, unread counts and read receipts, an encrypted room whose
+//! keys travel as to-device messages, cross-signing with password UIA, and
+//! key backup. The client prints one line per step and exits non-zero on the
+//! first failure.
+//!
+//! The client is built by this test with the `cargo` that runs it, into
+//! `$HEARTH_TEST_CLIENTS_TARGET` (default `~/.cache/hearth/test-clients`),
+//! outside the clone so that a cached build survives fresh clones; a build
+//! error fails the test.
+//!
+//! Spec: the client-server API as a whole,
+//! <https://spec.matrix.org/v1.16/client-server-api/>; sliding sync is
+//! MSC4186, <https://github.com/matrix-org/matrix-spec-proposals/pull/4186>.
+
+mod common;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Node, PASSWORD};
+
+/// How long the client may run once built.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(150);
+
+/// Where the client is built: outside the clone, kept between runs.
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEARTH_TEST_CLIENTS_TARGET").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home =
+        std::env::var_os("HOME").expect("HOME is not set and HEARTH_TEST_CLIENTS_TARGET is not either");
+    PathBuf::from(home).join(".cache/hearth/test-clients")
+}
+
+/// Builds the client and returns the path of its binary; a build error
+/// fails the test with the compiler's output.
+fn build_client() -> PathBuf {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/rust_sdk/Cargo.toml");
+    let target = target_dir();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let start = Instant::now();
+    let output = Command::new(cargo)
+        .args(["build", "--locked", "--manifest-path", manifest, "--target-dir"])
+        .arg(&target)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run cargo to build the sdk client");
+    assert!(
+        output.status.success(),
+        "the matrix-rust-sdk client does not build ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("sdk client built in {:?}", start.elapsed());
+    target.join("debug/hearth-sdk-client")
+}
+
+/// Runs `binary` with `args`; returns whether it exited 0, and its stdout
+/// and stderr. Killed (and failed) at [`CLIENT_DEADLINE`].
+fn run_client(binary: &PathBuf, args: &[&str]) -> (bool, String, String) {
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the sdk client");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + CLIENT_DEADLINE;
+    let (success, timed_out) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status.success(), false);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (false, true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = out.join().unwrap();
+    if timed_out {
+        stdout.push_str(&format!("FAIL the client still ran after {CLIENT_DEADLINE:?}\n"));
+    }
+    (success, stdout, err.join().unwrap())
+}
+
+#[test]
+fn matrix_rust_sdk_runs_an_element_x_session() {
+    let binary = build_client();
+    let node = Node::start();
+    node.register("alice");
+    node.register("bob");
+    let start = Instant::now();
+    let (success, stdout, stderr) = run_client(&binary, &[&node.http, "alice", "bob", PASSWORD]);
+    eprintln!("sdk client ran in {:?}", start.elapsed());
+    let log = node.log_text();
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    let stderr_tail: Vec<&str> = stderr.lines().rev().take(200).collect();
+    assert!(
+        success && stdout.lines().last() == Some("every step passed"),
+        "the matrix-rust-sdk session failed:\n{stdout}\n--- client stderr (tail) ---\n{}\n--- node log (tail) ---\n{}",
+        stderr_tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    // Every step printed its line: a step skipped by mistake fails too.
+    let steps = stdout.lines().filter(|line| line.starts_with("ok ")).count();
+    assert!(steps >= 18, "only {steps} steps ran:\n{stdout}");
+    print!("{stdout}");
+}

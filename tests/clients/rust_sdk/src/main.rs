@@ -1,0 +1,574 @@
+//! A test client that drives a hearth node with matrix-rust-sdk and
+//! matrix-sdk-ui, the engine of Element X, the way Element X drives them:
+//! a `SyncService` (Simplified Sliding Sync, MSC4186, found through
+//! `/versions`), the room list of `RoomListService` with live updates, a
+//! `Timeline` per room, end-to-end encryption, cross-signing and key backup.
+//!
+//! Usage: `hearth-sdk-client HOMESERVER_URL ALICE BOB PASSWORD` — two
+//! accounts the caller registered with that password. Alice is the person at
+//! the phone; Bob is a second sdk client on the other side.
+//!
+//! Every step prints `ok <step> (<ms> ms)`; the first failure prints
+//! `FAIL <step>: <what>` and the program exits 1. The last line of a good
+//! run is `every step passed`. Set `RUST_LOG` (e.g. `matrix_sdk=debug`) for
+//! the sdk's own log on stderr.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{StreamExt, pin_mut};
+use matrix_sdk::ruma::api::client::backup::get_latest_backup_info;
+use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType;
+use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use matrix_sdk::sliding_sync::VersionBuilder;
+use matrix_sdk::{Client, Room, RoomState};
+use matrix_sdk_ui::eyeball_im::Vector;
+use matrix_sdk_ui::room_list_service::filters::new_filter_non_left;
+use matrix_sdk_ui::sync_service::{self, SyncService};
+use matrix_sdk_ui::timeline::{RoomExt, Timeline, TimelineReadReceiptTracking};
+
+/// How long any one wait for the server may take.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How many messages Bob sends before Alice reads the room (more than one
+/// sliding-sync timeline and one pagination page, so paginating is needed).
+const HISTORY: usize = 30;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, alice, bob, password] = args.as_slice() else {
+        eprintln!("usage: hearth-sdk-client HOMESERVER_URL ALICE BOB PASSWORD");
+        std::process::exit(2);
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            println!("FAIL start: no tokio runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(session(url, alice, bob, password)) {
+        Ok(()) => println!("every step passed"),
+        Err(error) => {
+            println!("FAIL {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs `body` as the step `name`: prints `ok` with its time, or returns the
+/// error prefixed with the step's name.
+async fn step<T>(name: &str, body: impl Future<Output = Result<T>>) -> Result<T> {
+    let start = Instant::now();
+    match body.await {
+        Ok(value) => {
+            println!("ok {name} ({} ms)", start.elapsed().as_millis());
+            Ok(value)
+        }
+        Err(error) => Err(error.context(name.to_owned())),
+    }
+}
+
+/// A person: a logged-in client and its running sync service, with the
+/// first error the sync service ran into.
+struct Person {
+    client: Client,
+    sync: SyncService,
+    sync_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Person {
+    /// Fails with the sync service's error, if it has one.
+    fn check_sync(&self) -> Result<()> {
+        match self.sync_error.lock().map(|error| error.clone()) {
+            Ok(Some(error)) => bail!("the sync service failed: {error}"),
+            Ok(None) => Ok(()),
+            Err(_) => bail!("the sync error lock is poisoned"),
+        }
+    }
+
+    /// Polls `check` every 50 ms until it gives a value; fails after
+    /// [`WAIT`] with what it last said, or at once if the sync service fails.
+    async fn wait_for<T, F, Fut>(&self, what: &str, mut check: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, String>>,
+    {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.check_sync()?;
+            match check().await {
+                Ok(value) => return Ok(value),
+                Err(state) if Instant::now() > deadline => {
+                    bail!("waited {WAIT:?} for {what}; last seen: {state}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// The room `room_id` once this person's client knows it in `state`.
+    async fn room_in_state(&self, room_id: &RoomId, state: RoomState) -> Result<Room> {
+        self.wait_for(&format!("{room_id} to be {state:?}"), || async {
+            match self.client.get_room(room_id) {
+                Some(room) if room.state() == state => Ok(room),
+                Some(room) => Err(format!("{:?}", room.state())),
+                None => Err("unknown room".to_owned()),
+            }
+        })
+        .await
+    }
+}
+
+/// Builds a client the way Element X does (sliding sync discovered in
+/// `/versions`), logs in with a password and starts its sync service.
+async fn log_in(url: &str, user: &str, password: &str) -> Result<Person> {
+    let client = Client::builder()
+        .homeserver_url(url)
+        .sliding_sync_version_builder(VersionBuilder::DiscoverNative)
+        .handle_refresh_tokens()
+        .build()
+        .await
+        .context("building the client (is org.matrix.simplified_msc3575 in /versions?)")?;
+    client
+        .matrix_auth()
+        .login_username(user, password)
+        .initial_device_display_name("hearth sdk test client")
+        .send()
+        .await
+        .context("password login")?;
+    let sync = SyncService::builder(client.clone()).build().await.context("building the sync service")?;
+    let sync_error = Arc::new(Mutex::new(None));
+    let mut states = sync.state();
+    let recorded = sync_error.clone();
+    tokio::spawn(async move {
+        while let Some(state) = states.next().await {
+            if let sync_service::State::Error(error) = state
+                && let Ok(mut slot) = recorded.lock()
+            {
+                slot.get_or_insert_with(|| format!("{error:?}"));
+            }
+        }
+    });
+    sync.start().await;
+    Ok(Person { client, sync, sync_error })
+}
+
+/// What Alice's room list shows: the rooms of `RoomListService`'s all-rooms
+/// list under the non-left filter, kept up to date from its stream of diffs.
+#[derive(Clone, Default)]
+struct RoomListView {
+    rooms: Arc<Mutex<Vec<(OwnedRoomId, RoomState)>>>,
+    updates: Arc<Mutex<usize>>,
+}
+
+impl RoomListView {
+    fn snapshot(&self) -> Vec<(OwnedRoomId, RoomState)> {
+        self.rooms.lock().map(|rooms| rooms.clone()).unwrap_or_default()
+    }
+
+    fn state_of(&self, room_id: &RoomId) -> Option<RoomState> {
+        self.snapshot().into_iter().find(|(id, _)| id == room_id).map(|(_, state)| state)
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.snapshot())
+    }
+}
+
+/// Follows the room list of `sync` in a task, the way Element X's room list
+/// screen does.
+async fn follow_room_list(sync: &SyncService) -> Result<RoomListView> {
+    let view = RoomListView::default();
+    let service = sync.room_list_service();
+    let all_rooms = service.all_rooms().await.context("RoomListService::all_rooms")?;
+    let shared = view.clone();
+    tokio::spawn(async move {
+        let (stream, controller) = all_rooms.entries_with_dynamic_adapters(100);
+        controller.set_filter(Box::new(new_filter_non_left()));
+        pin_mut!(stream);
+        let mut items = Vector::new();
+        while let Some(diffs) = stream.next().await {
+            for diff in diffs {
+                diff.apply(&mut items);
+            }
+            let rooms = items.iter().map(|item| (item.room_id().to_owned(), item.state())).collect();
+            if let Ok(mut slot) = shared.rooms.lock() {
+                *slot = rooms;
+            }
+            if let Ok(mut count) = shared.updates.lock() {
+                *count += 1;
+            }
+        }
+    });
+    Ok(view)
+}
+
+/// The bodies of the text messages in a timeline, oldest first, and whether
+/// any item failed to decrypt.
+async fn bodies(timeline: &Timeline) -> (Vec<String>, usize) {
+    let mut found = Vec::new();
+    let mut undecrypted = 0;
+    for item in timeline.items().await.iter() {
+        let Some(event) = item.as_event() else { continue };
+        if let Some(message) = event.content().as_message() {
+            found.push(message.body().to_owned());
+        } else if event.content().is_unable_to_decrypt() {
+            undecrypted += 1;
+        }
+    }
+    (found, undecrypted)
+}
+
+/// Waits until `timeline` shows a message `body` that came back from the
+/// server (not only a local echo), and returns the event's ID.
+async fn wait_for_remote_message(person: &Person, timeline: &Timeline, body: &str) -> Result<String> {
+    person
+        .wait_for(&format!("message {body:?} in the timeline"), || async {
+            for item in timeline.items().await.iter() {
+                let Some(event) = item.as_event() else { continue };
+                let Some(message) = event.content().as_message() else { continue };
+                if message.body() == body && !event.is_local_echo() {
+                    if let Some(id) = event.event_id() {
+                        return Ok(id.to_string());
+                    }
+                }
+            }
+            let (found, undecrypted) = bodies(timeline).await;
+            Err(format!("{} messages (last {:?}), {undecrypted} undecryptable", found.len(), found.last()))
+        })
+        .await
+}
+
+/// Sends `body` through `timeline` (the send queue) and waits for the remote
+/// echo.
+async fn send_and_echo(person: &Person, timeline: &Timeline, body: &str) -> Result<String> {
+    timeline
+        .send(RoomMessageEventContent::text_plain(body).into())
+        .await
+        .map_err(|error| anyhow!("Timeline::send: {error}"))?;
+    wait_for_remote_message(person, timeline, body).await
+}
+
+/// A timeline as Element X opens one: receipts and the read marker tracked.
+async fn open_timeline(room: &Room) -> Result<Timeline> {
+    room.timeline_builder()
+        .track_read_marker_and_receipts(TimelineReadReceiptTracking::AllEvents)
+        .build()
+        .await
+        .map_err(|error| anyhow!("building the timeline: {error}"))
+}
+
+/// Creates a private room named `name` inviting `invite`.
+async fn create_room(person: &Person, name: &str, invite: &OwnedUserId) -> Result<Room> {
+    let mut request = create_room::v3::Request::new();
+    request.name = Some(name.to_owned());
+    request.invite = vec![invite.clone()];
+    request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+    person.client.create_room(request).await.context("createRoom")
+}
+
+async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) -> Result<()> {
+    let alice =
+        step("alice logs in with a password and starts the sync service", log_in(url, alice_name, password))
+            .await?;
+    let bob =
+        step("bob logs in with a password and starts the sync service", log_in(url, bob_name, password))
+            .await?;
+    let alice_id = alice.client.user_id().context("alice has no user ID")?.to_owned();
+    let bob_id = bob.client.user_id().context("bob has no user ID")?.to_owned();
+
+    let list = step("alice's room list loads (RoomListService, empty account)", async {
+        let list = follow_room_list(&alice.sync).await?;
+        alice
+            .wait_for("the first room list update", || async {
+                match list.updates.lock().map(|count| *count) {
+                    Ok(count) if count > 0 => Ok(()),
+                    _ => Err("no update from the room list stream".to_owned()),
+                }
+            })
+            .await?;
+        Ok(list)
+    })
+    .await?;
+
+    // A room Alice makes herself appears in her list.
+    let own = step("alice creates a room and it appears in her room list", async {
+        let mut request = create_room::v3::Request::new();
+        request.name = Some("Alice's notes".to_owned());
+        let room = alice.client.create_room(request).await.context("createRoom")?;
+        let id = room.room_id().to_owned();
+        alice
+            .wait_for("alice's own room in the room list", || async {
+                match list.state_of(&id) {
+                    Some(RoomState::Joined) => Ok(()),
+                    _ => Err(list.describe()),
+                }
+            })
+            .await?;
+        Ok(id)
+    })
+    .await?;
+
+    // A room Bob creates, inviting Alice: it shows in her list live, as an invite.
+    let shared_id =
+        step("bob creates a room inviting alice; it appears in alice's list as an invite", async {
+            let room = create_room(&bob, "Bob's room", &alice_id).await?;
+            let id = room.room_id().to_owned();
+            alice
+                .wait_for("the invite in the room list", || async {
+                    match list.state_of(&id) {
+                        Some(RoomState::Invited) => Ok(()),
+                        _ => Err(list.describe()),
+                    }
+                })
+                .await?;
+            Ok(id)
+        })
+        .await?;
+
+    step("alice accepts the invite; the room turns joined in her list", async {
+        let room =
+            alice.client.get_room(&shared_id).context("alice's client does not know the invited room")?;
+        room.join().await.context("joining")?;
+        alice
+            .wait_for("the room as joined in the room list", || async {
+                match list.state_of(&shared_id) {
+                    Some(RoomState::Joined) => Ok(()),
+                    _ => Err(list.describe()),
+                }
+            })
+            .await?;
+        if list.state_of(&own) != Some(RoomState::Joined) {
+            bail!("alice's own room left the list: {}", list.describe());
+        }
+        Ok(())
+    })
+    .await?;
+
+    let bob_room = bob.room_in_state(&shared_id, RoomState::Joined).await?;
+    let bob_timeline = step("bob opens a timeline", open_timeline(&bob_room)).await?;
+    step(&format!("bob sends {HISTORY} messages"), async {
+        for n in 1..=HISTORY {
+            bob_timeline
+                .send(RoomMessageEventContent::text_plain(format!("history {n}")).into())
+                .await
+                .map_err(|error| anyhow!("Timeline::send: {error}"))?;
+        }
+        wait_for_remote_message(&bob, &bob_timeline, &format!("history {HISTORY}")).await?;
+        Ok(())
+    })
+    .await?;
+
+    let alice_room = alice.client.get_room(&shared_id).context("alice's client lost the room")?;
+    step("alice sees the unread counts of the room", async {
+        alice
+            .wait_for(&format!("{HISTORY} unread notifications"), || async {
+                let server = alice_room.unread_notification_counts();
+                let client = alice_room.num_unread_messages();
+                if server.notification_count as usize == HISTORY && client as usize >= HISTORY {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "server notification_count {}, highlight_count {}; client-side unread messages {client}",
+                        server.notification_count, server.highlight_count
+                    ))
+                }
+            })
+            .await
+    })
+    .await?;
+
+    let alice_timeline = step("alice opens the room's timeline", open_timeline(&alice_room)).await?;
+    step("alice paginates back over the whole history", async {
+        let mut hit_start = false;
+        for _ in 0..20 {
+            hit_start = alice_timeline
+                .paginate_backwards(10)
+                .await
+                .map_err(|error| anyhow!("paginate_backwards: {error}"))?;
+            if hit_start {
+                break;
+            }
+        }
+        if !hit_start {
+            bail!("20 back-paginations did not reach the start of the room");
+        }
+        let (found, _) = bodies(&alice_timeline).await;
+        let expected: Vec<String> = (1..=HISTORY).map(|n| format!("history {n}")).collect();
+        if found != expected {
+            bail!("the timeline holds {found:?}, not history 1..{HISTORY} in order");
+        }
+        Ok(())
+    })
+    .await?;
+
+    step("alice sends a message through the timeline and bob receives it", async {
+        send_and_echo(&alice, &alice_timeline, "hello from alice").await?;
+        wait_for_remote_message(&bob, &bob_timeline, "hello from alice").await?;
+        Ok(())
+    })
+    .await?;
+
+    step("bob sends a message and it arrives live in alice's timeline", async {
+        send_and_echo(&bob, &bob_timeline, "hello from bob").await?;
+        wait_for_remote_message(&alice, &alice_timeline, "hello from bob").await?;
+        Ok(())
+    })
+    .await?;
+
+    step("alice marks the room read; the unread counts go to zero", async {
+        alice_timeline
+            .mark_as_read(ReceiptType::Read)
+            .await
+            .map_err(|error| anyhow!("mark_as_read: {error}"))?;
+        alice
+            .wait_for("zero unread", || async {
+                let server = alice_room.unread_notification_counts();
+                let client = alice_room.num_unread_messages();
+                if server.notification_count == 0 && client == 0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "server notification_count {}; client-side unread messages {client}",
+                        server.notification_count
+                    ))
+                }
+            })
+            .await
+    })
+    .await?;
+
+    // End-to-end encryption: room keys go to Bob's device as to-device messages.
+    let secret_id = step("alice creates an encrypted room inviting bob", async {
+        let room = create_room(&alice, "Secrets", &bob_id).await?;
+        room.enable_encryption().await.context("enabling encryption")?;
+        alice
+            .wait_for("the room to be encrypted", || async {
+                let state = room.encryption_state();
+                if state.is_encrypted() { Ok(()) } else { Err(format!("{state:?}")) }
+            })
+            .await?;
+        Ok(room.room_id().to_owned())
+    })
+    .await?;
+
+    let bob_secret = step("bob sees the invite and joins", async {
+        let room = bob.room_in_state(&secret_id, RoomState::Invited).await?;
+        room.join().await.context("joining")?;
+        bob.room_in_state(&secret_id, RoomState::Joined).await
+    })
+    .await?;
+    let alice_secret = alice.room_in_state(&secret_id, RoomState::Joined).await?;
+    let alice_secret_timeline = open_timeline(&alice_secret).await?;
+    let bob_secret_timeline = open_timeline(&bob_secret).await?;
+
+    step("alice waits until bob's join reaches her", async {
+        alice
+            .wait_for("bob as a joined member", || async {
+                match alice_secret.get_member_no_sync(&bob_id).await {
+                    Ok(Some(member))
+                        if *member.membership()
+                            == matrix_sdk::ruma::events::room::member::MembershipState::Join =>
+                    {
+                        Ok(())
+                    }
+                    Ok(member) => Err(format!("{:?}", member.map(|member| member.membership().clone()))),
+                    Err(error) => Err(error.to_string()),
+                }
+            })
+            .await
+    })
+    .await?;
+
+    step("alice sends an encrypted message; bob's device decrypts it", async {
+        send_and_echo(&alice, &alice_secret_timeline, "a secret from alice").await?;
+        wait_for_remote_message(&bob, &bob_secret_timeline, "a secret from alice").await?;
+        Ok(())
+    })
+    .await?;
+
+    step("bob answers encrypted; alice's device decrypts it", async {
+        send_and_echo(&bob, &bob_secret_timeline, "a secret from bob").await?;
+        wait_for_remote_message(&alice, &alice_secret_timeline, "a secret from bob").await?;
+        Ok(())
+    })
+    .await?;
+
+    step("alice bootstraps cross-signing with password UIA", async {
+        let encryption = alice.client.encryption();
+        let error = match encryption.bootstrap_cross_signing(None).await {
+            Ok(()) => bail!("the server took the signing keys without user-interactive auth"),
+            Err(error) => error,
+        };
+        let uiaa = error
+            .as_uiaa_response()
+            .with_context(|| format!("not a user-interactive auth challenge: {error}"))?;
+        let mut auth = uiaa::Password::new(
+            uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(alice_id.to_string())),
+            password.to_owned(),
+        );
+        auth.session = uiaa.session.clone();
+        encryption
+            .bootstrap_cross_signing(Some(uiaa::AuthData::Password(auth)))
+            .await
+            .context("bootstrap with the password")?;
+        let status = encryption.cross_signing_status().await.context("no cross-signing status")?;
+        if !status.is_complete() {
+            bail!("cross-signing incomplete after bootstrap: {status:?}");
+        }
+        Ok(())
+    })
+    .await?;
+
+    step("bob's client sees alice's cross-signing identity", async {
+        let identity = bob
+            .client
+            .encryption()
+            .request_user_identity(&alice_id)
+            .await
+            .context("querying alice's identity")?;
+        match identity {
+            Some(_) => Ok(()),
+            None => bail!("the server returned no master key for alice"),
+        }
+    })
+    .await?;
+
+    step("alice creates a key backup and uploads her room keys", async {
+        let backups = alice.client.encryption().backups();
+        backups.create().await.context("creating the backup")?;
+        if !backups.are_enabled().await {
+            bail!("the backup is not enabled after create()");
+        }
+        backups.wait_for_steady_state().await.context("uploading the room keys")?;
+        let info = alice
+            .client
+            .send(get_latest_backup_info::v3::Request::new())
+            .await
+            .context("reading the backup version back")?;
+        if info.count == 0u32.into() {
+            bail!("the server's backup version {} holds no keys", info.version);
+        }
+        Ok(())
+    })
+    .await?;
+
+    alice.check_sync()?;
+    bob.check_sync()?;
+    alice.sync.stop().await;
+    bob.sync.stop().await;
+    Ok(())
+}
