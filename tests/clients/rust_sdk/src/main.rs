@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{StreamExt, pin_mut};
+use matrix_sdk::encryption::CrossSigningResetAuthType;
 use matrix_sdk::ruma::api::client::backup::get_latest_backup_info;
 use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType;
 use matrix_sdk::ruma::api::client::room::create_room;
@@ -260,6 +261,16 @@ async fn send_and_echo(person: &Person, timeline: &Timeline, body: &str) -> Resu
         .await
         .map_err(|error| anyhow!("Timeline::send: {error}"))?;
     wait_for_remote_message(person, timeline, body).await
+}
+
+/// The password stage of user-interactive auth, in the session `uiaa` opened.
+fn password_auth(user: &OwnedUserId, password: &str, uiaa: &uiaa::UiaaInfo) -> uiaa::AuthData {
+    let mut auth = uiaa::Password::new(
+        uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(user.to_string())),
+        password.to_owned(),
+    );
+    auth.session = uiaa.session.clone();
+    uiaa::AuthData::Password(auth)
 }
 
 /// A timeline as Element X opens one: receipts and the read marker tracked.
@@ -507,27 +518,47 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
     })
     .await?;
 
-    step("alice bootstraps cross-signing with password UIA", async {
+    // The first upload of cross-signing keys needs no user-interactive auth
+    // when the account has none yet (spec v1.11, MSC3967); a server that asks
+    // anyway gets the password, as Element X would give it.
+    step("alice bootstraps cross-signing", async {
         let encryption = alice.client.encryption();
-        let error = match encryption.bootstrap_cross_signing(None).await {
-            Ok(()) => bail!("the server took the signing keys without user-interactive auth"),
-            Err(error) => error,
-        };
-        let uiaa = error
-            .as_uiaa_response()
-            .with_context(|| format!("not a user-interactive auth challenge: {error}"))?;
-        let mut auth = uiaa::Password::new(
-            uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(alice_id.to_string())),
-            password.to_owned(),
-        );
-        auth.session = uiaa.session.clone();
-        encryption
-            .bootstrap_cross_signing(Some(uiaa::AuthData::Password(auth)))
-            .await
-            .context("bootstrap with the password")?;
+        if let Err(error) = encryption.bootstrap_cross_signing(None).await {
+            let uiaa = error
+                .as_uiaa_response()
+                .with_context(|| format!("not a user-interactive auth challenge: {error}"))?;
+            encryption
+                .bootstrap_cross_signing(Some(password_auth(&alice_id, password, uiaa)))
+                .await
+                .context("bootstrap with the password")?;
+        }
         let status = encryption.cross_signing_status().await.context("no cross-signing status")?;
         if !status.is_complete() {
             bail!("cross-signing incomplete after bootstrap: {status:?}");
+        }
+        Ok(())
+    })
+    .await?;
+
+    // Replacing the keys must ask for auth (spec: POST /keys/device_signing/upload);
+    // Element X's "reset identity" answers with the password.
+    step("alice resets her cross-signing identity with password UIA", async {
+        let encryption = alice.client.encryption();
+        let handle = encryption
+            .reset_cross_signing()
+            .await
+            .context("starting the reset")?
+            .context("the server replaced the cross-signing keys without user-interactive auth")?;
+        let CrossSigningResetAuthType::Uiaa(uiaa) = handle.auth_type() else {
+            bail!("the server asked for OAuth, not user-interactive auth");
+        };
+        handle
+            .auth(Some(password_auth(&alice_id, password, uiaa)))
+            .await
+            .context("answering with the password")?;
+        let status = encryption.cross_signing_status().await.context("no cross-signing status")?;
+        if !status.is_complete() {
+            bail!("cross-signing incomplete after the reset: {status:?}");
         }
         Ok(())
     })
