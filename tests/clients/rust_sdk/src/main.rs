@@ -273,8 +273,11 @@ fn password_auth(user: &OwnedUserId, password: &str, uiaa: &uiaa::UiaaInfo) -> u
     uiaa::AuthData::Password(auth)
 }
 
-/// A timeline as Element X opens one: receipts and the read marker tracked.
-async fn open_timeline(room: &Room) -> Result<Timeline> {
+/// A timeline as Element X opens one: the room subscribed to in the room
+/// list's sliding sync (a room subscription), receipts and the read marker
+/// tracked.
+async fn open_timeline(person: &Person, room: &Room) -> Result<Timeline> {
+    person.sync.room_list_service().subscribe_to_rooms(&[room.room_id()]).await;
     room.timeline_builder()
         .track_read_marker_and_receipts(TimelineReadReceiptTracking::AllEvents)
         .build()
@@ -370,7 +373,7 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
     .await?;
 
     let bob_room = bob.room_in_state(&shared_id, RoomState::Joined).await?;
-    let bob_timeline = step("bob opens a timeline", open_timeline(&bob_room)).await?;
+    let bob_timeline = step("bob opens a timeline", open_timeline(&bob, &bob_room)).await?;
     step(&format!("bob sends {HISTORY} messages"), async {
         for n in 1..=HISTORY {
             bob_timeline
@@ -402,7 +405,7 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
     })
     .await?;
 
-    let alice_timeline = step("alice opens the room's timeline", open_timeline(&alice_room)).await?;
+    let alice_timeline = step("alice opens the room's timeline", open_timeline(&alice, &alice_room)).await?;
     step("alice paginates back over the whole history", async {
         let mut hit_start = false;
         for _ in 0..20 {
@@ -483,8 +486,8 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
     })
     .await?;
     let alice_secret = alice.room_in_state(&secret_id, RoomState::Joined).await?;
-    let alice_secret_timeline = open_timeline(&alice_secret).await?;
-    let bob_secret_timeline = open_timeline(&bob_secret).await?;
+    let alice_secret_timeline = open_timeline(&alice, &alice_secret).await?;
+    let bob_secret_timeline = open_timeline(&bob, &bob_secret).await?;
 
     step("alice waits until bob's join reaches her", async {
         alice
