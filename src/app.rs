@@ -108,6 +108,8 @@ pub struct App {
     pub visibility: visibility::Cache,
     /// Which member events each device was sent under lazy loading (memory only).
     pub lazy_members: crate::client::sync::LazyMembers,
+    /// What each sliding sync connection was sent (memory only, bounded).
+    pub sliding_sync: crate::rooms::sliding_sync::Connections,
     /// Hands events to the federation senders.
     pub outbox: Outbox,
     /// Starts the senders of pushers with notifications queued.
@@ -165,6 +167,7 @@ impl App {
             unread: unread::Cache::default(),
             visibility: visibility::Cache::default(),
             lazy_members: crate::client::sync::LazyMembers::default(),
+            sliding_sync: crate::rooms::sliding_sync::Connections::default(),
             outbox: Outbox::default(),
             push_queue: Default::default(),
             search_index: SearchIndex::default(),

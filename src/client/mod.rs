@@ -26,6 +26,7 @@ mod report;
 mod room_summary;
 mod rooms;
 mod search;
+mod sliding_sync;
 pub mod spaces;
 pub mod sync;
 mod thirdparty;
@@ -73,6 +74,13 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         | ["_matrix", "client", "unstable", "im.nheko.summary", "rooms", room, "summary"] => {
             return match request.method {
                 Method::Get => room_summary::room_summary(app, request, room).await,
+                _ => Err(Error::Unrecognized { method_not_allowed: true }),
+            };
+        }
+        // Simplified Sliding Sync (MSC4186) at its unstable path, as Synapse serves it.
+        ["_matrix", "client", "unstable", "org.matrix.simplified_msc3575", "sync"] => {
+            return match request.method {
+                Method::Post => sliding_sync::sync(app, request).await,
                 _ => Err(Error::Unrecognized { method_not_allowed: true }),
             };
         }

@@ -437,19 +437,8 @@ fn rooms_and_account_data(
 
     let mut account_data = Vec::new();
     let mut room_account_data: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let mut changes = app.storage().account_data_since(user_id, since_stream.unwrap_or(0), now.stream)?;
-    // Spec: push rules are exposed as `m.push_rules` account data. The stored
-    // row marks when they changed; the content is always the current ruleset
-    // (so server-default updates show), and an initial sync always has it.
-    let is_push_rules = |room_id: &str, kind: &str| room_id.is_empty() && kind == push::ACCOUNT_DATA_TYPE;
-    let has_push_rules = changes.iter().any(|(room_id, kind, _)| is_push_rules(room_id, kind));
-    if has_push_rules
-        || (since_stream.is_none() && filter.account_data.allows(push::ACCOUNT_DATA_TYPE, user_id))
-    {
-        changes.retain(|(room_id, kind, _)| !is_push_rules(room_id, kind));
-        let content = push::account_data_content(&push::ruleset(app, user_id)?).to_string();
-        changes.push((String::new(), push::ACCOUNT_DATA_TYPE.to_owned(), content));
-    }
+    let initial_push_rules = filter.account_data.allows(push::ACCOUNT_DATA_TYPE, user_id);
+    let changes = account_data_changes(app, user_id, since_stream, now.stream, initial_push_rules)?;
     for (room_id, kind, content) in changes {
         let event = json!({ "type": kind, "content": serde_json::from_str::<Value>(&content).unwrap_or_else(|_| json!({})) });
         if room_id.is_empty() {
@@ -466,6 +455,30 @@ fn rooms_and_account_data(
         }
     }
     Ok((rooms, account_data, newly_met))
+}
+
+/// Account data changed in `(since, now]` as `(room_id, kind, content)`
+/// (`room_id` empty for global), everything without `since`.
+/// Spec: push rules are exposed as `m.push_rules` account data. The stored
+/// row marks when they changed; the content is always the current ruleset
+/// (so server-default updates show), and an initial sync has it when
+/// `initial_push_rules` says so.
+pub(crate) fn account_data_changes(
+    app: &App,
+    user_id: &str,
+    since: Option<i64>,
+    now: i64,
+    initial_push_rules: bool,
+) -> Result<Vec<(String, String, String)>> {
+    let mut changes = app.storage().account_data_since(user_id, since.unwrap_or(0), now)?;
+    let is_push_rules = |room_id: &str, kind: &str| room_id.is_empty() && kind == push::ACCOUNT_DATA_TYPE;
+    let has_push_rules = changes.iter().any(|(room_id, kind, _)| is_push_rules(room_id, kind));
+    if has_push_rules || (since.is_none() && initial_push_rules) {
+        changes.retain(|(room_id, kind, _)| !is_push_rules(room_id, kind));
+        let content = push::account_data_content(&push::ruleset(app, user_id)?).to_string();
+        changes.push((String::new(), push::ACCOUNT_DATA_TYPE.to_owned(), content));
+    }
+    Ok(changes)
 }
 
 /// Whether the user was already joined when the window began (a join event in
@@ -721,7 +734,7 @@ pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value
 }
 
 /// [`invite_state`] of the events read already.
-fn strip_invite_state(events: &[StoredEvent]) -> Vec<Value> {
+pub(crate) fn strip_invite_state(events: &[StoredEvent]) -> Vec<Value> {
     events
         .iter()
         .map(|event| {
@@ -761,7 +774,7 @@ pub fn invite_state_events(app: &App, room_id: &str, user_id: &str) -> Result<Ve
     Ok(events)
 }
 
-fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
+pub(crate) fn receipt_event(receipts: &[crate::storage::Receipt], user_id: &str) -> Value {
     let mut content = Map::new();
     for receipt in receipts {
         // Private receipts go to their owner only.

@@ -65,14 +65,14 @@ pub fn send(app: &App, request: &Request, kind: &str, txn_id: &str) -> Result<Re
 
 /// At most this many to-device messages go in one sync answer, as Synapse
 /// does; the rest come in the next ones.
-const MAX_TO_DEVICE_PER_SYNC: usize = 100;
+pub(crate) const MAX_TO_DEVICE_PER_SYNC: usize = 100;
 
 /// And at most this many bytes of their text (see [`InboxPage`]), though
 /// always one: building an answer holds its messages about three times (the
 /// rows, the JSON text, the response body), so 1 MiB keeps a sync to a few
 /// MiB against the unit's 64 MiB memory cap, while still carrying a hundred
 /// usual olm messages (~2 KB each) at once.
-const MAX_TO_DEVICE_SYNC_BYTES: usize = 1 << 20;
+pub(crate) const MAX_TO_DEVICE_SYNC_BYTES: usize = 1 << 20;
 
 /// One to-device message as a sync answer carries it; the content goes out
 /// as it was stored, never parsed into a tree.

@@ -15,7 +15,10 @@ const SPEC_VERSIONS: &[&str] = &[
 
 /// `GET /_matrix/client/versions` (no auth).
 pub fn versions() -> Response {
-    Response::ok(json!({ "versions": SPEC_VERSIONS, "unstable_features": {} }))
+    // Simplified Sliding Sync (MSC4186) is served natively: matrix-rust-sdk
+    // looks for this flag before it uses it.
+    let unstable_features = json!({ "org.matrix.simplified_msc3575": true });
+    Response::ok(json!({ "versions": SPEC_VERSIONS, "unstable_features": unstable_features }))
 }
 
 /// `GET /_matrix/client/v3/capabilities`.

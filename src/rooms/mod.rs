@@ -19,6 +19,7 @@ pub mod presence;
 pub mod push;
 pub mod push_queue;
 pub mod search_index;
+pub mod sliding_sync;
 pub mod summary;
 pub mod timeline;
 pub mod typing;

@@ -552,7 +552,6 @@ impl Storage {
     }
 
     /// Whether a room has timeline events in `(after, up_to]`.
-    #[allow(dead_code)] // /messages learns this from its own paging
     pub fn room_has_events_between(&self, room_id: &str, after: i64, up_to: i64) -> Result<bool> {
         let mut statement = self.conn.prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM events WHERE room_id = ?1 AND stream_ordering > ?2

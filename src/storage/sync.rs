@@ -7,6 +7,10 @@ use rusqlite::{OptionalExtension, params};
 use super::Storage;
 use crate::error::Result;
 
+/// How many of a room's newest events [`Storage::bump_stamp`] looks at
+/// for a bump event before it settles for the newest event.
+const BUMP_SCAN: usize = 200;
+
 /// One receipt.
 #[derive(Clone, Debug)]
 pub struct Receipt {
@@ -30,6 +34,29 @@ impl Storage {
         )?;
         let rows = statement.query_map(params![after, up_to], |row| row.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The stream position of a room's newest timeline event of one of
+    /// `kinds`, or of its newest event when it has none of them (sliding
+    /// sync's `bump_stamp`). Walks the room's events newest first.
+    pub fn bump_stamp(&self, room_id: &str, kinds: &[&str]) -> Result<Option<i64>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT stream_ordering, kind FROM events
+             WHERE room_id = ?1 AND outlier = 0 AND soft_failed = 0
+             ORDER BY stream_ordering DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![room_id, BUMP_SCAN as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut newest = None;
+        for row in rows {
+            let (position, kind) = row?;
+            newest = newest.or(Some(position));
+            if kinds.contains(&kind.as_str()) {
+                return Ok(Some(position));
+            }
+        }
+        Ok(newest)
     }
 
     /// Stores a filter; returns its ID (per user, from 0).
