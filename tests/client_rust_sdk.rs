@@ -29,6 +29,9 @@ use common::{Node, PASSWORD};
 /// How long the client may run once built.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(150);
 
+/// How many steps the client runs (each prints an `ok` line).
+const STEPS: usize = 22;
+
 /// Where the client is built: outside the clone, kept between runs.
 fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HEARTH_TEST_CLIENTS_TARGET").filter(|dir| !dir.is_empty()) {
@@ -123,6 +126,6 @@ fn matrix_rust_sdk_runs_an_element_x_session() {
     );
     // Every step printed its line: a step skipped by mistake fails too.
     let steps = stdout.lines().filter(|line| line.starts_with("ok ")).count();
-    assert!(steps >= 18, "only {steps} steps ran:\n{stdout}");
+    assert_eq!(steps, STEPS, "{steps} steps passed, not {STEPS}:\n{stdout}");
     print!("{stdout}");
 }

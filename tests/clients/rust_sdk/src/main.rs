@@ -263,6 +263,20 @@ async fn send_and_echo(person: &Person, timeline: &Timeline, body: &str) -> Resu
     wait_for_remote_message(person, timeline, body).await
 }
 
+/// The master key of `user` as the server serves it to `viewer` now (a
+/// fresh `/keys/query`).
+async fn master_key_seen_by(viewer: &Person, user: &OwnedUserId) -> Result<String> {
+    let identity = viewer
+        .client
+        .encryption()
+        .request_user_identity(user)
+        .await
+        .with_context(|| format!("querying {user}'s identity"))?
+        .with_context(|| format!("the server returned no master key for {user}"))?;
+    let key = identity.master_key().get_first_key().context("a master key without a key")?;
+    Ok(key.to_base64())
+}
+
 /// The password stage of user-interactive auth, in the session `uiaa` opened.
 fn password_auth(user: &OwnedUserId, password: &str, uiaa: &uiaa::UiaaInfo) -> uiaa::AuthData {
     let mut auth = uiaa::Password::new(
@@ -387,13 +401,20 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
     .await?;
 
     let alice_room = alice.client.get_room(&shared_id).context("alice's client lost the room")?;
-    step("alice sees the unread counts of the room", async {
+    let (server_count, client_count) = step("alice sees the unread counts of the room", async {
         alice
             .wait_for(&format!("{HISTORY} unread notifications"), || async {
                 let server = alice_room.unread_notification_counts();
                 let client = alice_room.num_unread_messages();
-                if server.notification_count as usize == HISTORY && client as usize >= HISTORY {
-                    Ok(())
+                // Every message notifies (the `.m.rule.message` default rule). The
+                // server may count more than the messages: with no read receipt it
+                // counts from the room's start, where the invite (`.m.rule.invite_for_me`)
+                // notifies too; Synapse counts from the join instead. The sdk's own
+                // count only sees the events that reached it (the room list asks for
+                // one event per room, so a burst arrives as a gap): it must only be
+                // above zero.
+                if server.notification_count as usize >= HISTORY && client > 0 {
+                    Ok((server.notification_count, client))
                 } else {
                     Err(format!(
                         "server notification_count {}, highlight_count {}; client-side unread messages {client}",
@@ -404,28 +425,34 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
             .await
     })
     .await?;
+    println!(
+        "   unread counts: server notification_count {server_count}, client-side unread messages {client_count}"
+    );
 
     let alice_timeline = step("alice opens the room's timeline", open_timeline(&alice, &alice_room)).await?;
+    // Opening the room subscribes to it with a longer timeline; the server
+    // may answer that with a `limited` timeline, and a limited timeline with
+    // a gap makes the sdk's event cache restart the timeline from its last
+    // chunk (as with Synapse). So paginate until the whole history is there
+    // and the start is reached, not just once to the start.
     step("alice paginates back over the whole history", async {
-        let mut hit_start = false;
-        for _ in 0..20 {
-            hit_start = alice_timeline
+        let expected: Vec<String> = (1..=HISTORY).map(|n| format!("history {n}")).collect();
+        let mut found = Vec::new();
+        for _ in 0..30 {
+            alice.check_sync()?;
+            let hit_start = alice_timeline
                 .paginate_backwards(10)
                 .await
                 .map_err(|error| anyhow!("paginate_backwards: {error}"))?;
+            (found, _) = bodies(&alice_timeline).await;
+            if hit_start && found == expected {
+                return Ok(());
+            }
             if hit_start {
-                break;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        if !hit_start {
-            bail!("20 back-paginations did not reach the start of the room");
-        }
-        let (found, _) = bodies(&alice_timeline).await;
-        let expected: Vec<String> = (1..=HISTORY).map(|n| format!("history {n}")).collect();
-        if found != expected {
-            bail!("the timeline holds {found:?}, not history 1..{HISTORY} in order");
-        }
-        Ok(())
+        bail!("30 back-paginations left the timeline at {found:?}, not history 1..{HISTORY} in order")
     })
     .await?;
 
@@ -544,41 +571,35 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
     .await?;
 
     // Replacing the keys must ask for auth (spec: POST /keys/device_signing/upload);
-    // Element X's "reset identity" answers with the password.
-    step("alice resets her cross-signing identity with password UIA", async {
-        let encryption = alice.client.encryption();
-        let handle = encryption
-            .reset_cross_signing()
-            .await
-            .context("starting the reset")?
-            .context("the server replaced the cross-signing keys without user-interactive auth")?;
-        let CrossSigningResetAuthType::Uiaa(uiaa) = handle.auth_type() else {
-            bail!("the server asked for OAuth, not user-interactive auth");
-        };
-        handle
-            .auth(Some(password_auth(&alice_id, password, uiaa)))
-            .await
-            .context("answering with the password")?;
-        let status = encryption.cross_signing_status().await.context("no cross-signing status")?;
-        if !status.is_complete() {
-            bail!("cross-signing incomplete after the reset: {status:?}");
-        }
-        Ok(())
-    })
-    .await?;
-
-    step("bob's client sees alice's cross-signing identity", async {
-        let identity = bob
-            .client
-            .encryption()
-            .request_user_identity(&alice_id)
-            .await
-            .context("querying alice's identity")?;
-        match identity {
-            Some(_) => Ok(()),
-            None => bail!("the server returned no master key for alice"),
-        }
-    })
+    // Element X's "reset identity" answers with the password. What counts is
+    // what the server then serves: the new master key, to Bob too. (The sdk
+    // may drop the new private keys locally when a /keys/query answered with
+    // the old key lands during the reset; that race is the sdk's, so the
+    // local status is not checked here.)
+    step(
+        "alice resets her cross-signing identity with password UIA; bob's client gets the new master key",
+        async {
+            let encryption = alice.client.encryption();
+            let old = master_key_seen_by(&bob, &alice_id).await?;
+            let handle = encryption
+                .reset_cross_signing()
+                .await
+                .context("starting the reset")?
+                .context("the server replaced the cross-signing keys without user-interactive auth")?;
+            let CrossSigningResetAuthType::Uiaa(uiaa) = handle.auth_type() else {
+                bail!("the server asked for OAuth, not user-interactive auth");
+            };
+            handle
+                .auth(Some(password_auth(&alice_id, password, uiaa)))
+                .await
+                .context("answering with the password")?;
+            let new = master_key_seen_by(&bob, &alice_id).await?;
+            if new == old {
+                bail!("the server still serves the old master key {old}");
+            }
+            Ok(())
+        },
+    )
     .await?;
 
     step("alice creates a key backup and uploads her room keys", async {
