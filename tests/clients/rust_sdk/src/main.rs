@@ -241,10 +241,11 @@ async fn wait_for_remote_message(person: &Person, timeline: &Timeline, body: &st
             for item in timeline.items().await.iter() {
                 let Some(event) = item.as_event() else { continue };
                 let Some(message) = event.content().as_message() else { continue };
-                if message.body() == body && !event.is_local_echo() {
-                    if let Some(id) = event.event_id() {
-                        return Ok(id.to_string());
-                    }
+                if message.body() == body
+                    && !event.is_local_echo()
+                    && let Some(id) = event.event_id()
+                {
+                    return Ok(id.to_string());
                 }
             }
             let (found, undecrypted) = bodies(timeline).await;
