@@ -194,7 +194,12 @@ fn rooms_and_lists(
     let user_id = owner.user_id.as_str();
     let since = previous.map(|state| state.stream);
     let facts = Facts::needed_by(body.lists.values().map(|list| &list.filters));
-    let entries = user_rooms(app, user_id, since, now.stream, facts)?;
+    // A connection for the extensions alone (the SDK's encryption sync) needs no rooms.
+    let entries = if body.lists.is_empty() && body.room_subscriptions.is_empty() {
+        Vec::new()
+    } else {
+        user_rooms(app, user_id, since, now.stream, facts)?
+    };
 
     let mut selected: BTreeMap<&str, Selected<'_>> = BTreeMap::new();
     let mut lists = BTreeMap::new();
@@ -241,6 +246,12 @@ fn rooms_and_lists(
     }
 
     let ignored = Rc::new(crate::rooms::visibility::ignored_users(app, user_id)?);
+    // Rooms with events or receipts since the previous answer (one query):
+    // the others are only looked at when their config grew.
+    let news = match since {
+        Some(since) => Some(app.storage().rooms_with_news(since, now.stream)?),
+        None => None,
+    };
     let mut state = ConnectionState {
         stream: now.stream,
         typing: now.typing,
@@ -250,7 +261,8 @@ fn rooms_and_lists(
     let mut selection = Selection { scope: Vec::new(), initial: HashSet::new(), timelines: HashMap::new() };
     for (room_id, chosen) in selected {
         let sent = previous.and_then(|previous| previous.rooms.get(room_id)).map(Rc::as_ref);
-        let built = room(app, owner, chosen.entry, &chosen.wants, sent, since, now, &ignored)?;
+        let quiet = news.as_ref().is_some_and(|news| !news.contains(room_id));
+        let built = room(app, owner, chosen.entry, &chosen.wants, sent, (since, now, quiet), &ignored)?;
         let lists: Vec<String> = chosen.lists.iter().map(|name| (*name).to_owned()).collect();
         selection.scope.push((room_id.to_owned(), lists, chosen.subscribed));
         if let Some((answer, timeline_ids)) = built.answer {
@@ -272,16 +284,15 @@ struct BuiltRoom {
     sent: SentRoom,
 }
 
-/// One room's section, from what the connection was sent of it before.
-#[allow(clippy::too_many_arguments)]
+/// One room's section, from what the connection was sent of it before;
+/// `quiet` says no event or receipt arrived in it since the previous answer.
 fn room(
     app: &App,
     owner: &TokenOwner,
     entry: &RoomEntry,
     wants: &Wants,
     sent: Option<&SentRoom>,
-    since: Option<i64>,
-    now: Now,
+    (since, now, quiet): (Option<i64>, Now, bool),
     ignored: &Rc<HashSet<String>>,
 ) -> Result<BuiltRoom> {
     let user_id = owner.user_id.as_str();
@@ -295,6 +306,11 @@ fn room(
         lazy_members: sent.map(|sent| sent.lazy_members.clone()).unwrap_or_default(),
         membership: entry.membership.clone(),
     };
+    // Sent already under the same config, and nothing happened in it since.
+    let same_config = sent.is_some_and(|sent| sent.wants == *wants);
+    if same_config && quiet {
+        return Ok(BuiltRoom { answer: None, sent: next });
+    }
     let bump_stamp = (entry.bump_stamp != i64::MIN).then_some(entry.bump_stamp);
     if matches!(entry.membership.as_str(), "invite" | "knock") {
         if !initial {
