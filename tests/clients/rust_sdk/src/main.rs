@@ -10,8 +10,8 @@
 //!
 //! Every step prints `ok <step> (<ms> ms)`; the first failure prints
 //! `FAIL <step>: <what>` and the program exits 1. The last line of a good
-//! run is `every step passed`. Set `RUST_LOG` (e.g. `matrix_sdk=debug`) for
-//! the sdk's own log on stderr.
+//! run is `every step passed`. The sdk's own log goes to stderr, warnings
+//! and errors unless `RUST_LOG` says otherwise (e.g. `matrix_sdk=debug`).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -49,7 +49,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
