@@ -5,8 +5,9 @@
 //! of `RoomListService` with an invite, a `Timeline` that sends, receives and
 //! paginates back, unread counts and read receipts, an encrypted room whose
 //! keys travel as to-device messages, cross-signing with password UIA, and
-//! key backup. The client prints one line per step and exits non-zero on the
-//! first failure.
+//! key backup; then the node restarts under the running clients (its sliding
+//! sync connections are in memory) and the clients carry on. The client
+//! prints one line per step and exits non-zero on the first failure.
 //!
 //! The client is built by this test with the `cargo` that runs it, into
 //! `$HEARTH_TEST_CLIENTS_TARGET` (default `~/.cache/hearth/test-clients`),
@@ -19,9 +20,10 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Node, PASSWORD};
@@ -30,7 +32,7 @@ use common::{Node, PASSWORD};
 const CLIENT_DEADLINE: Duration = Duration::from_secs(150);
 
 /// How many steps the client runs (each prints an `ok` line).
-const STEPS: usize = 22;
+const STEPS: usize = 23;
 
 /// Where the client is built: outside the clone, kept between runs.
 fn target_dir() -> PathBuf {
@@ -66,21 +68,31 @@ fn build_client() -> PathBuf {
 }
 
 /// Runs `binary` with `args`; returns whether it exited 0, and its stdout
-/// and stderr. Killed (and failed) at [`CLIENT_DEADLINE`].
-fn run_client(binary: &PathBuf, args: &[&str]) -> (bool, String, String) {
+/// and stderr. Each stdout line goes to `on_line`, whose answer (if any) is
+/// written to the client's stdin. Killed (and failed) at [`CLIENT_DEADLINE`].
+fn run_client(
+    binary: &PathBuf,
+    args: &[&str],
+    mut on_line: impl FnMut(&str) -> Option<String>,
+) -> (bool, String, String) {
     let mut child = Command::new(binary)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start the sdk client");
-    let mut stdout = child.stdout.take().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
     });
     let err = std::thread::spawn(move || {
         let mut text = String::new();
@@ -88,32 +100,54 @@ fn run_client(binary: &PathBuf, args: &[&str]) -> (bool, String, String) {
         text
     });
     let deadline = Instant::now() + CLIENT_DEADLINE;
-    let (success, timed_out) = loop {
+    let mut stdout = String::new();
+    let success = loop {
+        match received.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                if let Some(answer) = on_line(&line) {
+                    let _ = stdin.write_all(answer.as_bytes());
+                    let _ = stdin.flush();
+                }
+                stdout.push_str(&line);
+                stdout.push('\n');
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
         if let Some(status) = child.try_wait().unwrap() {
-            break (status.success(), false);
+            // Whatever the client printed last is read before judging.
+            while let Ok(line) = received.recv_timeout(Duration::from_millis(200)) {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            break status.success();
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            break (false, true);
+            stdout.push_str(&format!("FAIL the client still ran after {CLIENT_DEADLINE:?}\n"));
+            break false;
         }
-        std::thread::sleep(Duration::from_millis(50));
     };
-    let mut stdout = out.join().unwrap();
-    if timed_out {
-        stdout.push_str(&format!("FAIL the client still ran after {CLIENT_DEADLINE:?}\n"));
-    }
     (success, stdout, err.join().unwrap())
 }
 
 #[test]
 fn matrix_rust_sdk_runs_an_element_x_session() {
     let binary = build_client();
-    let node = Node::start();
+    let mut node = Node::start();
     node.register("alice");
     node.register("bob");
     let start = Instant::now();
-    let (success, stdout, stderr) = run_client(&binary, &[&node.http, "alice", "bob", PASSWORD]);
+    let url = node.http.clone();
+    let (success, stdout, stderr) =
+        run_client(&binary, &[&url, "alice", "bob", PASSWORD, "--restart"], |line| {
+            (line == "waiting for the node to restart").then(|| {
+                node.restart();
+                "restarted\n".to_string()
+            })
+        });
     eprintln!("sdk client ran in {:?}", start.elapsed());
     let log = node.log_text();
     let tail: Vec<&str> = log.lines().rev().take(60).collect();

@@ -4,9 +4,11 @@
 //! `/versions`), the room list of `RoomListService` with live updates, a
 //! `Timeline` per room, end-to-end encryption, cross-signing and key backup.
 //!
-//! Usage: `hearth-sdk-client HOMESERVER_URL ALICE BOB PASSWORD` — two
-//! accounts the caller registered with that password. Alice is the person at
-//! the phone; Bob is a second sdk client on the other side.
+//! Usage: `hearth-sdk-client HOMESERVER_URL ALICE BOB PASSWORD [--restart]`
+//! — two accounts the caller registered with that password. Alice is the
+//! person at the phone; Bob is a second sdk client on the other side. With
+//! `--restart` the caller restarts the node near the end (see
+//! [`survive_a_restart`]).
 //!
 //! Every step prints `ok <step> (<ms> ms)`; the first failure prints
 //! `FAIL <step>: <what>` and the program exits 1. The last line of a good
@@ -14,7 +16,8 @@
 //! and errors unless `RUST_LOG` says otherwise (e.g. `matrix_sdk=debug`).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -42,8 +45,12 @@ const HISTORY: usize = 30;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, alice, bob, password] = args.as_slice() else {
-        eprintln!("usage: hearth-sdk-client HOMESERVER_URL ALICE BOB PASSWORD");
+    let (restart, args) = match args.split_last() {
+        Some((last, rest)) if last == "--restart" => (true, rest),
+        _ => (false, args.as_slice()),
+    };
+    let [url, alice, bob, password] = args else {
+        eprintln!("usage: hearth-sdk-client HOMESERVER_URL ALICE BOB PASSWORD [--restart]");
         std::process::exit(2);
     };
     tracing_subscriber::fmt()
@@ -60,7 +67,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match runtime.block_on(session(url, alice, bob, password)) {
+    match runtime.block_on(session(url, alice, bob, password, restart)) {
         Ok(()) => println!("every step passed"),
         Err(error) => {
             println!("FAIL {error:#}");
@@ -83,11 +90,12 @@ async fn step<T>(name: &str, body: impl Future<Output = Result<T>>) -> Result<T>
 }
 
 /// A person: a logged-in client and its running sync service, with the
-/// first error the sync service ran into.
+/// first error the sync service ran into (unless errors are expected).
 struct Person {
     client: Client,
     sync: SyncService,
     sync_error: Arc<Mutex<Option<String>>>,
+    errors_expected: Arc<AtomicBool>,
 }
 
 impl Person {
@@ -152,11 +160,14 @@ async fn log_in(url: &str, user: &str, password: &str) -> Result<Person> {
         .context("password login")?;
     let sync = SyncService::builder(client.clone()).build().await.context("building the sync service")?;
     let sync_error = Arc::new(Mutex::new(None));
+    let errors_expected = Arc::new(AtomicBool::new(false));
     let mut states = sync.state();
     let recorded = sync_error.clone();
+    let expected = errors_expected.clone();
     tokio::spawn(async move {
         while let Some(state) = states.next().await {
             if let sync_service::State::Error(error) = state
+                && !expected.load(Ordering::SeqCst)
                 && let Ok(mut slot) = recorded.lock()
             {
                 slot.get_or_insert_with(|| format!("{error:?}"));
@@ -164,7 +175,7 @@ async fn log_in(url: &str, user: &str, password: &str) -> Result<Person> {
         }
     });
     sync.start().await;
-    Ok(Person { client, sync, sync_error })
+    Ok(Person { client, sync, sync_error, errors_expected })
 }
 
 /// What Alice's room list shows: the rooms of `RoomListService`'s all-rooms
@@ -309,7 +320,81 @@ async fn create_room(person: &Person, name: &str, invite: &OwnedUserId) -> Resul
     person.client.create_room(request).await.context("createRoom")
 }
 
-async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) -> Result<()> {
+/// The node restarts under running clients (the caller restarts it on the
+/// same address when the client prints `waiting for the node to restart`,
+/// then writes a line to the client's stdin). Connection state is gone, so
+/// both connections fail (the node is away, then their `pos` is unknown);
+/// Element X starts its `SyncService` again when it fails (the sdk's
+/// offline mode does the same), and so does this: then a message Bob sends
+/// must arrive live in Alice's open timeline.
+async fn survive_a_restart(
+    alice: &Person,
+    bob: &Person,
+    alice_timeline: &Timeline,
+    bob_timeline: &Timeline,
+) -> Result<()> {
+    alice.errors_expected.store(true, Ordering::SeqCst);
+    bob.errors_expected.store(true, Ordering::SeqCst);
+    let (sender, restarted) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = sender.send(());
+    });
+    println!("waiting for the node to restart");
+    let deadline = Instant::now() + WAIT * 3;
+    while restarted.try_recv().is_err() {
+        if Instant::now() > deadline {
+            bail!("no word of the node's restart on stdin within {:?}", WAIT * 3);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    step("after a node restart the sync services start again and a message arrives live", async {
+        bob_timeline
+            .send(RoomMessageEventContent::text_plain("after the restart").into())
+            .await
+            .map_err(|error| anyhow!("Timeline::send: {error}"))?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            for person in [alice, bob] {
+                if matches!(person.sync.state().get(), sync_service::State::Error(_)) {
+                    person.sync.start().await;
+                }
+            }
+            let arrived = alice_timeline.items().await.iter().any(|item| {
+                item.as_event().is_some_and(|event| {
+                    !event.is_local_echo()
+                        && event
+                            .content()
+                            .as_message()
+                            .is_some_and(|message| message.body() == "after the restart")
+                })
+            });
+            if arrived {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "waited {WAIT:?}; alice's sync service is {:?}, bob's {:?}",
+                    alice.sync.state().get(),
+                    bob.sync.state().get()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        alice.errors_expected.store(false, Ordering::SeqCst);
+        bob.errors_expected.store(false, Ordering::SeqCst);
+        for person in [alice, bob] {
+            if !matches!(person.sync.state().get(), sync_service::State::Running) {
+                bail!("a sync service is {:?} after the restart", person.sync.state().get());
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str, restart: bool) -> Result<()> {
     let alice =
         step("alice logs in with a password and starts the sync service", log_in(url, alice_name, password))
             .await?;
@@ -499,8 +584,13 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
         room.enable_encryption().await.context("enabling encryption")?;
         alice
             .wait_for("the room to be encrypted", || async {
-                let state = room.encryption_state();
-                if state.is_encrypted() { Ok(()) } else { Err(format!("{state:?}")) }
+                // The sdk asks the server when its own view is unknown (its
+                // wait for the state event can miss a sync that came first).
+                match room.latest_encryption_state().await {
+                    Ok(state) if state.is_encrypted() => Ok(()),
+                    Ok(state) => Err(format!("{state:?}")),
+                    Err(error) => Err(error.to_string()),
+                }
             })
             .await?;
         Ok(room.room_id().to_owned())
@@ -621,6 +711,10 @@ async fn session(url: &str, alice_name: &str, bob_name: &str, password: &str) ->
         Ok(())
     })
     .await?;
+
+    if restart {
+        survive_a_restart(&alice, &bob, &alice_timeline, &bob_timeline).await?;
+    }
 
     alice.check_sync()?;
     bob.check_sync()?;
