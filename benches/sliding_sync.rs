@@ -98,6 +98,32 @@ fn main() {
         pos = next;
     }
     row("long-poll wake-up (from send request)", median(wakeups), 2.0);
+
+    // The same wake-up through /v3/sync, measured the same way on the same
+    // machine, to tell the endpoint's cost from the machine's load.
+    let (_, answer) = alice.get("/_matrix/client/v3/sync?timeout=0");
+    let mut since = answer["next_batch"].as_str().unwrap().to_string();
+    let mut wakeups = Vec::new();
+    for index in 0..REPEATS {
+        let poller = alice.clone();
+        let path = format!("/_matrix/client/v3/sync?since={since}&timeout=30000");
+        let waiting = thread::spawn(move || {
+            let (status, answer) = poller.get(&path);
+            assert_eq!(status, 200, "sync: {answer}");
+            (Instant::now(), answer["next_batch"].as_str().unwrap().to_string())
+        });
+        thread::sleep(PARK_DELAY);
+        let before_send = Instant::now();
+        send(&bob, &rooms[index % ROOMS], &format!("v3wake{index}"));
+        let (answered, next) = waiting.join().unwrap();
+        wakeups.push(answered.duration_since(before_send));
+        since = next;
+    }
+    println!(
+        "{:<48} {:>10}   (for comparison)",
+        "/v3/sync long-poll wake-up (from send request)",
+        ms(median(wakeups))
+    );
 }
 
 /// The room list request Element X sends (matrix-rust-sdk's room list service).

@@ -95,6 +95,11 @@ fn lists_come_newest_first_with_counts_and_increments_carry_only_news() {
     let body = list_body([0, 1], 1, json!([["m.room.name", ""]]));
     let first = sliding(&alice, None, 0, &body);
     assert_eq!(first["lists"]["all"]["count"], 3, "{first}");
+    assert!(first.get("txn_id").is_none());
+    let mut with_txn = body.clone();
+    with_txn["txn_id"] = json!("t1");
+    with_txn["conn_id"] = json!("other");
+    assert_eq!(sliding(&alice, None, 0, &with_txn)["txn_id"], "t1", "the txn_id is echoed");
     assert_eq!(window(&first, "all"), [a.clone(), c.clone()]);
     assert_eq!(room_ids(&first), sorted(vec![a.clone(), c.clone()]));
     let room = &first["rooms"][&a];
@@ -281,6 +286,10 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
     assert_eq!(set("in_space"), [plain.as_str()]);
     assert_eq!(answer["lists"]["invites"]["count"], 1);
     assert_eq!(answer["rooms"][&dm]["is_dm"], true);
+    // A room without a name has heroes (MSC4186 `heroes`): bob, invited.
+    assert_eq!(answer["rooms"][&dm]["heroes"], json!([{ "user_id": bob.user_id, "displayname": "bob" }]), "{answer}");
+    assert_eq!(answer["rooms"][&dm]["invited_count"], 1);
+    assert!(answer["rooms"][&plain].get("heroes").is_none());
     assert!(answer["rooms"][&plain].get("is_dm").is_none());
 
     let invite_section = &answer["rooms"][&invited];
@@ -300,7 +309,7 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
 // `M_UNKNOWN_POS` so the client starts over; bad shapes are refused.
 #[test]
 fn unknown_positions_and_bad_requests_are_refused() {
-    let node = Node::start();
+    let mut node = Node::start();
     let alice = node.register("alice");
     let body = list_body([0, 9], 1, json!([]));
     assert_error(&try_sliding(&alice, Some("nonsense"), 0, &body), 400, "M_UNKNOWN_POS");
@@ -337,6 +346,12 @@ fn unknown_positions_and_bad_requests_are_refused() {
     assert_error(&try_sliding(&alice, None, 0, &subscriptions), 400, "M_INVALID_PARAM");
     assert_error(&alice.get(PATH), 405, "M_UNRECOGNIZED");
     assert_error(&node.client().post(PATH, &body), 401, "M_MISSING_TOKEN");
+
+    // Connections live in memory: after a restart every position is unknown.
+    let kept = sliding(&alice, Some(&pos(&retried)), 0, &same);
+    node.restart();
+    assert_error(&try_sliding(&alice, Some(&pos(&kept)), 0, &same), 400, "M_UNKNOWN_POS");
+    sliding(&alice, None, 0, &same);
 }
 
 // MSC3885 (to-device extension): messages come until the client's `since`
@@ -446,4 +461,80 @@ fn account_data_receipts_and_typing_extensions() {
         json!([]),
         "{stopped}"
     );
+}
+
+// MSC4186 "Room results": a room is sent again when it has news since it
+// was last sent, even news from while it was out of every window; and
+// `is_dm` is sent again when `m.direct` changes it.
+#[test]
+fn rooms_back_in_a_window_bring_what_they_missed_and_dm_changes_are_sent() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let a = create_room(&alice, json!({ "name": "A" }));
+    send_text(&alice, &a, "a first");
+    let narrow = list_body([0, 0], 10, json!([["m.room.topic", ""]]));
+    let first = sliding(&alice, None, 0, &narrow);
+    assert_eq!(room_ids(&first), [a.as_str()]);
+    let b = create_room(&alice, json!({ "name": "B" }));
+    let second = sliding(&alice, Some(&pos(&first)), 0, &narrow);
+    assert_eq!(window(&second, "all"), [b.as_str()]);
+    // A topic is no bump: A stays out of the window while it changes.
+    put_state(&alice, &a, "m.room.topic", "", json!({ "topic": "while away" }));
+    let third = sliding(&alice, Some(&pos(&second)), 0, &narrow);
+    assert_eq!(room_ids(&third), Vec::<String>::new(), "{third}");
+    let wide = list_body([0, 1], 10, json!([["m.room.topic", ""]]));
+    let back = sliding(&alice, Some(&pos(&third)), 0, &wide);
+    assert_eq!(room_ids(&back), [a.as_str()], "{back}");
+    let room = &back["rooms"][&a];
+    assert!(room.get("initial").is_none(), "{room}");
+    assert_eq!(room["timeline"].as_array().unwrap().len(), 1, "only what it missed: {room}");
+    assert_eq!(room["timeline"][0]["type"], "m.room.topic");
+    assert_eq!(state_keys(&back, &a), [("m.room.topic".to_owned(), String::new())]);
+
+    let path = format!("/_matrix/client/v3/user/{}/account_data/m.direct", enc(&alice.user_id));
+    assert_eq!(alice.put(&path, &json!({ "@someone:localhost": [&a] })).0, 200);
+    let dm = sliding(&alice, Some(&pos(&back)), 0, &wide);
+    assert_eq!(dm["rooms"][&a]["is_dm"], true, "{dm}");
+    assert!(dm["rooms"].get(&b).is_none(), "{dm}");
+    assert_eq!(alice.put(&path, &json!({})).0, 200);
+    let not_dm = sliding(&alice, Some(&pos(&dm)), 0, &wide);
+    assert_eq!(not_dm["rooms"][&a]["is_dm"], false, "{not_dm}");
+}
+
+// MSC4186 "Lists": rooms left go out once so the client learns of it; a
+// rejected invite shows nothing of the room but the user's own membership
+// ("Invite/knock/rejections"), and a room left after joining shows its
+// history up to the departure.
+#[test]
+fn rejected_invites_and_left_rooms_go_out_once_with_no_more_than_allowed() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let secret = create_room(&bob, json!({ "name": "secret", "preset": "private_chat" }));
+    send_text(&bob, &secret, "for members only");
+    invite(&bob, &secret, &alice.user_id);
+    let left = create_room(&bob, json!({ "preset": "public_chat" }));
+    join(&alice, &left);
+    let body = list_body([0, 9], 5, json!([["*", "*"]]));
+    let first = sliding(&alice, None, 0, &body);
+    assert_eq!(first["lists"]["all"]["count"], 2, "{first}");
+    assert_eq!(first["rooms"][&secret]["membership"], "invite");
+
+    for room in [&secret, &left] {
+        assert_eq!(alice.post(&room_path(room, "/leave"), &json!({})).0, 200);
+    }
+    let next = sliding(&alice, Some(&pos(&first)), 0, &body);
+    let rejected = &next["rooms"][&secret];
+    assert_eq!(rejected["membership"], "leave", "{next}");
+    assert_eq!(state_keys(&next, &secret), [("m.room.member".to_owned(), alice.user_id.clone())], "{next}");
+    assert!(rejected.get("timeline").is_none() && rejected.get("name").is_none(), "{rejected}");
+    let departed = &next["rooms"][&left];
+    assert_eq!(departed["membership"], "leave");
+    let timeline = departed["timeline"].as_array().unwrap();
+    assert_eq!(timeline.last().unwrap()["content"]["membership"], "leave", "{departed}");
+    // Once told, the rooms are gone from the list.
+    send_text(&bob, &left, "after alice left");
+    let after = sliding(&alice, Some(&pos(&next)), 0, &body);
+    assert_eq!(after["lists"]["all"]["count"], 0, "{after}");
+    assert_eq!(room_ids(&after), Vec::<String>::new(), "{after}");
 }

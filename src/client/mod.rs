@@ -79,6 +79,8 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         }
         // Simplified Sliding Sync (MSC4186) at its unstable path, as Synapse serves it.
         ["_matrix", "client", "unstable", "org.matrix.simplified_msc3575", "sync"] => {
+            // Open to guests as /sync is.
+            request.guests_allowed.set(true);
             return match request.method {
                 Method::Post => sliding_sync::sync(app, request).await,
                 _ => Err(Error::Unrecognized { method_not_allowed: true }),

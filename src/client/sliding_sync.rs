@@ -1,7 +1,7 @@
 //! `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`:
 //! Simplified Sliding Sync (MSC4186), the sync of Element X and every client
 //! built on matrix-rust-sdk. The lists, filters and per-connection memory
-//! are the room engine's (`rooms/sliding_sync.rs`); this file reads the
+//! are the room engine's (`rooms/sliding_sync/`); this file reads the
 //! request, long-polls like /sync, builds each room's section with /sync's
 //! timeline reader, and adds the extensions (to-device, e2ee, account data,
 //! receipts, typing).
@@ -37,6 +37,10 @@ use crate::storage::{CurrentStateEntry, InboxPage, StoredEvent, TokenOwner};
 
 /// Heroes in a room's section (as /sync's summary).
 const MAX_HEROES: usize = 5;
+/// Room IDs the `ops` of one answer name at most (100 lists of 16
+/// overlapping ranges over every room would otherwise repeat each room
+/// 1,600 times); the rest of the ops are cut short, the `count`s stay.
+const MAX_OPS_ROOM_IDS: usize = 10_000;
 /// Past this many wanted state events a room's whole current state is read
 /// in one query rather than event by event.
 const LOAD_STATE_AT_ONCE: usize = 32;
@@ -74,6 +78,9 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
 /// The answer.
 #[derive(Serialize)]
 struct Answer {
+    /// The request's `txn_id`, echoed (matrix-rust-sdk checks it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    txn_id: Option<String>,
     pos: String,
     lists: BTreeMap<String, ListAnswer>,
     rooms: BTreeMap<String, RoomAnswer>,
@@ -170,7 +177,7 @@ fn build(
             &mut extensions,
         )
     })?;
-    let answer = Answer { pos: String::new(), lists, rooms, extensions };
+    let answer = Answer { txn_id: body.txn_id.clone(), pos: String::new(), lists, rooms, extensions };
     Ok((answer, state, news))
 }
 
@@ -194,20 +201,41 @@ fn rooms_and_lists(
     let user_id = owner.user_id.as_str();
     let since = previous.map(|state| state.stream);
     let facts = Facts::needed_by(body.lists.values().map(|list| &list.filters));
+    // Rooms with events or receipts since the previous answer (one query):
+    // the others are only looked at when their config grew, and keep their
+    // bump stamps.
+    let news = match since {
+        Some(since) => Some(app.storage().rooms_with_news(since, now.stream)?),
+        None => None,
+    };
+    let known = previous.zip(news.as_ref()).map(|(previous, news)| (previous.bumps.as_ref(), news));
     // A connection for the extensions alone (the SDK's encryption sync) needs no rooms.
     let entries = if body.lists.is_empty() && body.room_subscriptions.is_empty() {
         Vec::new()
     } else {
-        user_rooms(app, user_id, since, now.stream, facts)?
+        user_rooms(app, user_id, since, now.stream, facts, known)?
     };
+    let bumps: HashMap<String, i64> = entries
+        .iter()
+        .filter(|entry| entry.membership == "join")
+        .map(|entry| (entry.room_id.clone(), entry.bump_stamp))
+        .collect();
 
     let mut selected: BTreeMap<&str, Selected<'_>> = BTreeMap::new();
     let mut lists = BTreeMap::new();
+    let mut ops_budget = MAX_OPS_ROOM_IDS;
+    let spaces = body.lists.values().filter_map(|list| list.filters.spaces.as_ref()).flatten();
+    let children_of = space_children(app, user_id, spaces)?;
     for (name, list) in &body.lists {
-        let children = match &list.filters.spaces {
-            Some(spaces) => space_children(app, user_id, spaces)?,
-            None => HashSet::new(),
-        };
+        let children: HashSet<String> = list
+            .filters
+            .spaces
+            .iter()
+            .flatten()
+            .filter_map(|space| children_of.get(space))
+            .flatten()
+            .cloned()
+            .collect();
         let mut matching: Vec<&RoomEntry> =
             entries.iter().filter(|entry| passes(&list.filters, entry, &children)).collect();
         sort_by_recency(&mut matching);
@@ -215,7 +243,8 @@ fn rooms_and_lists(
         let mut ops = Vec::new();
         for (range, (start, end)) in window_indexes(&windows, matching.len()).into_iter().zip(windows) {
             let room_ids: Vec<&str> =
-                matching[range.clone()].iter().map(|entry| entry.room_id.as_str()).collect();
+                matching[range.clone()].iter().take(ops_budget).map(|entry| entry.room_id.as_str()).collect();
+            ops_budget -= room_ids.len();
             ops.push(json!({ "op": "SYNC", "range": [start, end], "room_ids": room_ids }));
             for entry in &matching[range] {
                 let chosen = selected.entry(&entry.room_id).or_insert_with(|| Selected {
@@ -246,22 +275,19 @@ fn rooms_and_lists(
     }
 
     let ignored = Rc::new(crate::rooms::visibility::ignored_users(app, user_id)?);
-    // Rooms with events or receipts since the previous answer (one query):
-    // the others are only looked at when their config grew.
-    let news = match since {
-        Some(since) => Some(app.storage().rooms_with_news(since, now.stream)?),
-        None => None,
-    };
     let mut state = ConnectionState {
         stream: now.stream,
         typing: now.typing,
         rooms: previous.map(|previous| previous.rooms.clone()).unwrap_or_default(),
+        bumps: Rc::new(bumps),
     };
     let mut rooms = BTreeMap::new();
     let mut selection = Selection { scope: Vec::new(), initial: HashSet::new(), timelines: HashMap::new() };
     for (room_id, chosen) in selected {
         let sent = previous.and_then(|previous| previous.rooms.get(room_id)).map(Rc::as_ref);
-        let quiet = news.as_ref().is_some_and(|news| !news.contains(room_id));
+        // Quiet: sent in the previous answer, and nothing arrived in it since.
+        let quiet = news.as_ref().is_some_and(|news| !news.contains(room_id))
+            && sent.is_some_and(|sent| Some(sent.up_to) == since);
         let built = room(app, owner, chosen.entry, &chosen.wants, sent, (since, now, quiet), &ignored)?;
         let lists: Vec<String> = chosen.lists.iter().map(|name| (*name).to_owned()).collect();
         selection.scope.push((room_id.to_owned(), lists, chosen.subscribed));
@@ -305,13 +331,19 @@ fn room(
         wants: wants.clone(),
         lazy_members: sent.map(|sent| sent.lazy_members.clone()).unwrap_or_default(),
         membership: entry.membership.clone(),
+        is_dm: entry.is_dm,
     };
+    // MSC4186: `is_dm` is sent again when `m.direct` changes it.
+    let dm_changed = sent.is_some_and(|sent| sent.is_dm != entry.is_dm);
+    let is_dm = if dm_changed { Some(entry.is_dm) } else { entry.is_dm.then_some(true) };
     // Sent already under the same config, and nothing happened in it since.
     let same_config = sent.is_some_and(|sent| sent.wants == *wants);
-    if same_config && quiet {
+    if same_config && quiet && !dm_changed {
         return Ok(BuiltRoom { answer: None, sent: next });
     }
-    let bump_stamp = (entry.bump_stamp != i64::MIN).then_some(entry.bump_stamp);
+    // History fetched from other servers sits at negative positions; the
+    // field is unsigned (ruma reads it as `UInt`), so those count as 0.
+    let bump_stamp = (entry.bump_stamp != i64::MIN).then_some(entry.bump_stamp.max(0));
     if matches!(entry.membership.as_str(), "invite" | "knock") {
         if !initial {
             return Ok(BuiltRoom { answer: None, sent: next });
@@ -322,7 +354,7 @@ fn room(
         };
         let answer = RoomAnswer {
             initial: Some(true),
-            is_dm: entry.is_dm.then_some(true),
+            is_dm,
             membership: Some(entry.membership.clone()),
             invite_state: Some(invite_state),
             bump_stamp,
@@ -331,24 +363,38 @@ fn room(
         return Ok(BuiltRoom { answer: Some((answer, HashSet::new())), sent: next });
     }
 
+    let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     // Joined, or left or banned (history up to the departure).
     let current = app.storage().current_state_entries(room_id)?;
     let own_event = current.iter().find(|entry| entry.kind == "m.room.member" && entry.state_key == user_id);
-    let up_to = match entry.membership.as_str() {
-        "join" => now.stream,
-        _ => match own_event {
-            Some(own) => {
-                app.storage().event(&own.event_id)?.map_or(now.stream, |event| event.stream_ordering)
-            }
-            None => now.stream,
-        },
+    let own_event = match own_event {
+        Some(own) => app.storage().event(&own.event_id)?,
+        None => None,
     };
+    let up_to = match (entry.membership.as_str(), &own_event) {
+        ("join", _) | (_, None) => now.stream,
+        (_, Some(own)) => own.stream_ordering,
+    };
+    if let Some(own) = own_event.as_ref().filter(|_| entry.membership != "join") {
+        // A room left without having been joined (an invite rejected, a
+        // knock withdrawn, a ban before joining) shows nothing of the room
+        // but the user's own membership (MSC4186 "Invite/knock/rejections").
+        if !was_joined_before(app, own)? {
+            let answer = RoomAnswer {
+                initial: Some(true),
+                membership: Some(entry.membership.clone()),
+                required_state: client_events_raw(app, std::slice::from_ref(own), Some(viewer), false),
+                bump_stamp,
+                ..RoomAnswer::default()
+            };
+            return Ok(BuiltRoom { answer: initial.then_some((answer, HashSet::new())), sent: next });
+        }
+    }
     let expanded = sent.is_some_and(|sent| wants.timeline_limit > sent.wants.timeline_limit);
     let after = match sent {
         Some(sent) if !expanded => sent.up_to,
         _ => i64::MIN,
     };
-    let viewer = Viewer { user_id, device_id: Some(&owner.device_id) };
     let visibility = Visibility::with_ignored(app, user_id, Rc::clone(ignored));
     let (timeline, limited, new_events) = if wants.timeline_limit > 0 {
         let (timeline, limited) = super::sync::timeline(
@@ -430,7 +476,8 @@ fn room(
             .any(|receipt| receipt.user_id == user_id),
         None => false,
     };
-    let news = initial || new_events || expanded || !state_events.is_empty() || own_receipt_moved;
+    let news =
+        initial || new_events || expanded || dm_changed || !state_events.is_empty() || own_receipt_moved;
     if !news {
         return Ok(BuiltRoom { answer: None, sent: next });
     }
@@ -449,11 +496,7 @@ fn room(
     } else {
         None
     };
-    let heroes = if members_changed && name.is_none() && content("m.room.name", "name")?.is_none() {
-        Some(heroes(app, user_id, &current)?)
-    } else {
-        None
-    };
+    let heroes = if members_changed && name.is_none() { Some(heroes(app, user_id, &current)?) } else { None };
     let count = |membership: &str| {
         current
             .iter()
@@ -472,7 +515,7 @@ fn room(
         avatar,
         heroes: heroes.filter(|heroes| !heroes.is_empty()),
         initial: initial.then_some(true),
-        is_dm: entry.is_dm.then_some(true),
+        is_dm,
         membership: Some(entry.membership.clone()),
         invite_state: None,
         required_state: client_events_raw(app, &state_events, Some(viewer), false),
@@ -488,6 +531,17 @@ fn room(
         bump_stamp,
     };
     Ok(BuiltRoom { answer: Some((answer, timeline_ids)), sent: next })
+}
+
+/// Whether the membership a member event replaced was `join`.
+fn was_joined_before(app: &App, member_event: &StoredEvent) -> Result<bool> {
+    let Some(previous) = &member_event.replaces_state else { return Ok(false) };
+    let previous = app.storage().event(previous)?;
+    let membership = previous
+        .as_ref()
+        .and_then(|event| event.json.get("content"))
+        .and_then(|content| content.get("membership"));
+    Ok(membership.and_then(Value::as_str) == Some("join"))
 }
 
 /// The wanted current state events: those changed in `(changed_since,

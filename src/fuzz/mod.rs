@@ -549,6 +549,11 @@ mod tests {
     }
 
     #[test]
+    fn sliding_sync_request() {
+        check(&targets::SLIDING_SYNC_REQUEST);
+    }
+
+    #[test]
     fn filter_glob() {
         check(&targets::FILTER_GLOB);
     }

@@ -382,6 +382,67 @@ pub static FILTER_JSON: Target = Target {
     run: filter_json_target,
 };
 
+/// A sliding sync request body: parsed, checked against the bounds, then
+/// run through the pure list machinery (filters, order, windows, combined
+/// room configs) over a few made-up rooms.
+fn sliding_sync_request_target(input: &[u8]) {
+    use crate::rooms::sliding_sync::{self as sliding, RoomEntry, SyncRequest, Wants};
+    let Ok(request) = serde_json::from_slice::<SyncRequest>(input) else { return };
+    if request.check().is_err() {
+        return;
+    }
+    let rooms: Vec<RoomEntry> = FILTERED_ROOMS
+        .iter()
+        .enumerate()
+        .map(|(n, room_id)| RoomEntry {
+            room_id: (*room_id).to_owned(),
+            membership: if n == 0 { "invite".into() } else { "join".into() },
+            bump_stamp: n as i64,
+            is_dm: n == 1,
+            room_type: (n == 2).then(|| "m.space".to_owned()),
+            ..Default::default()
+        })
+        .collect();
+    let children = std::collections::HashSet::new();
+    for list in request.lists.values() {
+        let mut matching: Vec<&RoomEntry> =
+            rooms.iter().filter(|room| sliding::passes(&list.filters, room, &children)).collect();
+        sliding::sort_by_recency(&mut matching);
+        for range in sliding::window_indexes(&list.windows(), matching.len()) {
+            assert!(
+                range.start <= range.end && range.end <= matching.len(),
+                "window {range:?} out of the list"
+            );
+        }
+        let mut wants = Wants::default();
+        wants.add(&list.room_config());
+        assert!(wants.timeline_limit <= sliding::MAX_TIMELINE_LIMIT);
+        for (kind, sender) in FILTERED_EVENTS {
+            let _ = wants.wants_state(kind, sender, "@alice:example.org");
+        }
+    }
+}
+
+pub static SLIDING_SYNC_REQUEST: Target = Target {
+    name: "sliding_sync_request",
+    seeds: &[
+        br#"{"conn_id":"room-list","txn_id":"t","lists":{"all_rooms":{"ranges":[[0,19]],"timeline_limit":1,"required_state":[["m.room.member","$LAZY"],["m.room.member","$ME"],["*","*"]],"filters":{"not_room_types":["m.space",null],"is_dm":false}}},"room_subscriptions":{"!room:example.org":{"timeline_limit":20,"required_state":[["m.room.create",""]]}},"extensions":{"to_device":{"enabled":true,"since":"5"},"e2ee":{"enabled":true},"receipts":{"enabled":true,"rooms":["*"]},"typing":{"enabled":true,"lists":["all_rooms"]}}}"#,
+        br#"{"lists":{"a":{"range":[0,18446744073709551615],"timeline_limit":18446744073709551615,"filters":{"is_invited":true,"room_types":[null],"tags":["m.favourite"],"not_tags":["m.lowpriority"],"spaces":["!other:example.org"]}}}}"#,
+        br#"{"lists":{"b":{"ranges":[[5,1],[0,0]]}}}"#,
+        br#"{}"#,
+    ],
+    dictionary: &[
+        b"\"lists\":", b"\"ranges\":", b"\"range\":", b"\"timeline_limit\":", b"\"required_state\":",
+        b"\"filters\":", b"\"is_dm\":", b"\"is_invite\":", b"\"is_encrypted\":", b"\"room_types\":",
+        b"\"not_room_types\":", b"\"tags\":", b"\"not_tags\":", b"\"spaces\":", b"\"room_subscriptions\":",
+        b"\"extensions\":", b"\"conn_id\":", b"[0,0]", b"[[0,99]]", b"\"$LAZY\"", b"\"$ME\"", b"\"*\"",
+        b"null", b"true", b"-1",
+    ],
+    max_len: MAX_JSON_INPUT,
+    short_execs: 3_000,
+    run: sliding_sync_request_target,
+};
+
 // ---------------------------------------------------------------------------
 // Glob matchers. Each input is a pattern, a newline, then the text matched.
 

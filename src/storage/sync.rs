@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, params};
 
 use super::Storage;
+use super::rooms::{EVENT_COLUMNS, StoredEvent, event_from_row};
 use crate::error::Result;
 
 /// How many of a room's newest events [`Storage::bump_stamp`] looks at
@@ -57,6 +58,21 @@ impl Storage {
             }
         }
         Ok(newest)
+    }
+
+    /// The current state events at `(kind, "")` for each of `kinds` in every
+    /// room the user has a membership in, in one query (sliding sync's
+    /// filters read encryption and room types of all of a user's rooms).
+    pub fn user_rooms_state(&self, user_id: &str, kinds: [&str; 2]) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN (
+                SELECT event_id FROM current_state
+                WHERE state_key = '' AND kind IN (?2, ?3) AND room_id IN (
+                    SELECT room_id FROM current_state WHERE kind = 'm.room.member' AND state_key = ?1))"
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![user_id, kinds[0], kinds[1]], event_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Stores a filter; returns its ID (per user, from 0).

@@ -7,9 +7,10 @@
 //! `$LAZY` and `$ME`); the later MSC spellings `range` and `is_invited` are
 //! read too.
 //!
-//! Connection state lives in memory only, bounded ([`MAX_CONNECTIONS`] on
-//! the node, [`MAX_CONNECTIONS_PER_DEVICE`] per device, the least recently
-//! used going first, and two positions per connection). It is what was sent
+//! Connection state (`connections.rs`) lives in memory only, bounded
+//! ([`connections::MAX_CONNECTIONS`] on the node,
+//! [`connections::MAX_CONNECTIONS_PER_DEVICE`] per device, the least
+//! recently used going first, and two positions per connection). It is what was sent
 //! to a connection, not anything the user owns: losing it costs one fresh
 //! start of the connection, which the MSC provides for (an unknown `pos`
 //! answers 400 `M_UNKNOWN_POS` and the client starts over), so after a
@@ -19,9 +20,7 @@
 //! Knows nothing of HTTP: the handler (`client/sliding_sync.rs`) shapes the
 //! answer. Spec: <https://github.com/matrix-org/matrix-spec-proposals/blob/main/proposals/4186-simplified-sliding-sync.md>.
 
-use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -29,6 +28,10 @@ use serde_json::Value;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::identifiers::RoomId;
+
+mod connections;
+
+pub use connections::{ConnectionKey, ConnectionState, Connections, SentRoom};
 
 /// MSC4186: at most 100 lists.
 pub const MAX_LISTS: usize = 100;
@@ -47,14 +50,6 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_FILTER_ENTRIES: usize = 100;
 /// The largest `timeline_limit` served, the cap /sync puts on its filters.
 pub const MAX_TIMELINE_LIMIT: usize = 1000;
-/// Connections kept per device (the SDK opens two); past this the least
-/// recently used one is forgotten.
-pub const MAX_CONNECTIONS_PER_DEVICE: usize = 10;
-/// Connections kept on the node.
-pub const MAX_CONNECTIONS: usize = 10_000;
-/// Member events remembered per room and connection as sent under `$LAZY`;
-/// past this the memory of the room starts over (members are sent again).
-const MAX_LAZY_MEMBERS_PER_ROOM: usize = 1000;
 
 /// The event types that bump a room up the list (MSC4186 `bump_stamp`).
 pub const BUMP_EVENT_TYPES: &[&str] = &[
@@ -72,6 +67,8 @@ pub const BUMP_EVENT_TYPES: &[&str] = &[
 #[serde(default)]
 pub struct SyncRequest {
     pub conn_id: Option<String>,
+    /// Echoed in the answer.
+    pub txn_id: Option<String>,
     /// Also accepted in the body (the MSC's later form).
     pub pos: Option<String>,
     pub timeout: Option<u64>,
@@ -214,6 +211,9 @@ impl SyncRequest {
     pub fn check(&self) -> Result<()> {
         if let Some(conn_id) = &self.conn_id {
             check_name("conn_id", conn_id)?;
+        }
+        if let Some(txn_id) = &self.txn_id {
+            check_name("txn_id", txn_id)?;
         }
         if self.lists.len() > MAX_LISTS {
             return Err(Error::InvalidParam(format!("more than {MAX_LISTS} lists")));
@@ -369,13 +369,16 @@ pub fn window_indexes(windows: &[(u64, u64)], count: usize) -> Vec<std::ops::Ran
 /// The user's rooms as lists see them: joined, invited (also into rooms
 /// this server is not in) and knocked rooms, and the rooms left or banned
 /// from in `(since, now]` (so the client learns of it). `facts` says which
-/// of the costlier facts (encryption, type, tags) the filters need.
+/// of the costlier facts (encryption, type, tags) the filters need; `known`
+/// holds the bump stamps of the previous answer and the rooms with events
+/// since (the others' stamps have not moved).
 pub fn user_rooms(
     app: &App,
     user_id: &str,
     since: Option<i64>,
     now: i64,
     facts: Facts,
+    known: Option<(&HashMap<String, i64>, &HashSet<String>)>,
 ) -> Result<Vec<RoomEntry>> {
     let mut left_now = HashSet::new();
     if let Some(since) = since {
@@ -385,6 +388,20 @@ pub fn user_rooms(
     }
     let ignored = super::visibility::ignored_users(app, user_id)?;
     let direct = direct_rooms(app, user_id)?;
+    // Encryption and room types of all the rooms, in one query.
+    let mut encrypted = HashSet::new();
+    let mut room_types = HashMap::new();
+    if facts.state {
+        for event in app.storage().user_rooms_state(user_id, ["m.room.encryption", "m.room.create"])? {
+            let content = event.json.get("content");
+            if event.kind == "m.room.encryption" {
+                encrypted.insert(event.room_id);
+            } else if let Some(kind) = content.and_then(|content| content.get("type")).and_then(Value::as_str)
+            {
+                room_types.insert(event.room_id, kind.to_owned());
+            }
+        }
+    }
     let mut rooms = Vec::new();
     let memberships = app.storage().rooms_of_user(user_id)?;
     for (room_id, membership) in memberships {
@@ -400,14 +417,24 @@ pub fn user_rooms(
             }
             _ => continue,
         };
-        let mut bump_stamp = app.storage().bump_stamp(&room_id, BUMP_EVENT_TYPES)?.unwrap_or(i64::MIN);
-        if let Some(event_id) = membership_event.flatten() {
-            let Some(event) = app.storage().event(&event_id)? else { continue };
-            if membership == "invite" && ignored.contains(&event.sender) {
-                continue;
+        // Not joined: the membership's position; joined: the newest bump event's.
+        let bump_stamp = match membership_event.flatten() {
+            Some(event_id) => {
+                let Some(event) = app.storage().event(&event_id)? else { continue };
+                if membership == "invite" && ignored.contains(&event.sender) {
+                    continue;
+                }
+                event.stream_ordering
             }
-            bump_stamp = event.stream_ordering;
-        }
+            None => {
+                let unchanged =
+                    known.and_then(|(bumps, news)| bumps.get(&room_id).filter(|_| !news.contains(&room_id)));
+                match unchanged {
+                    Some(bump_stamp) => *bump_stamp,
+                    None => app.storage().bump_stamp(&room_id, BUMP_EVENT_TYPES)?.unwrap_or(i64::MIN),
+                }
+            }
+        };
         let mut entry = RoomEntry {
             is_dm: direct.contains(&room_id),
             room_id,
@@ -415,16 +442,8 @@ pub fn user_rooms(
             bump_stamp,
             ..Default::default()
         };
-        if facts.state {
-            let room_id = entry.room_id.clone();
-            let content = |kind| super::current_state_content(app, &room_id, kind, "");
-            entry.encrypted = content("m.room.encryption")?.is_some();
-            entry.room_type = content("m.room.create")?
-                .as_ref()
-                .and_then(|create| create.get("type"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-        }
+        entry.encrypted = encrypted.contains(&entry.room_id);
+        entry.room_type = room_types.get(&entry.room_id).cloned();
         if facts.tags {
             entry.tags = tags(app, user_id, &entry.room_id)?;
         }
@@ -510,11 +529,20 @@ fn tags(app: &App, user_id: &str, room_id: &str) -> Result<BTreeSet<String>> {
         .unwrap_or_default())
 }
 
-/// The children of the spaces the user is joined to (`m.space.child` state
-/// with a non-empty `via`). Spec: <https://spec.matrix.org/latest/client-server-api/#mspacechild>.
-pub fn space_children(app: &App, user_id: &str, spaces: &[String]) -> Result<HashSet<String>> {
-    let mut children = HashSet::new();
+/// The children of each of `spaces` the user is joined to (`m.space.child`
+/// state with a non-empty `via`), each space read once however many lists
+/// name it. Spec: <https://spec.matrix.org/latest/client-server-api/#mspacechild>.
+pub fn space_children<'a>(
+    app: &App,
+    user_id: &str,
+    spaces: impl Iterator<Item = &'a String>,
+) -> Result<HashMap<String, HashSet<String>>> {
+    let mut children: HashMap<String, HashSet<String>> = HashMap::new();
     for space in spaces {
+        if children.contains_key(space) {
+            continue;
+        }
+        let of_space = children.entry(space.clone()).or_default();
         if app.storage().membership(space, user_id)?.as_deref() != Some("join") {
             continue;
         }
@@ -527,164 +555,11 @@ pub fn space_children(app: &App, user_id: &str, spaces: &[String]) -> Result<Has
                 .and_then(Value::as_array)
                 .is_some_and(|via| !via.is_empty());
             if event.kind == "m.space.child" && via {
-                children.extend(event.state_key);
+                of_space.extend(event.state_key);
             }
         }
     }
     Ok(children)
-}
-
-/// What a connection was sent of one room.
-#[derive(Clone, Debug, Default)]
-pub struct SentRoom {
-    /// The room's news up to this stream position were sent.
-    pub up_to: i64,
-    /// The config it was sent under.
-    pub wants: Wants,
-    /// Member → member event ID, sent under `$LAZY`.
-    pub lazy_members: HashMap<String, String>,
-    /// The membership it was sent with (a change sends the room anew).
-    pub membership: String,
-}
-
-impl SentRoom {
-    /// Remembers members sent under `$LAZY`, starting over past the bound.
-    pub fn remember_members<'a>(&mut self, sent: impl Iterator<Item = (&'a str, &'a str)>) {
-        for (member, event_id) in sent {
-            if self.lazy_members.len() >= MAX_LAZY_MEMBERS_PER_ROOM {
-                self.lazy_members.clear();
-            }
-            self.lazy_members.insert(member.to_owned(), event_id.to_owned());
-        }
-    }
-}
-
-/// What a connection knows at one position.
-#[derive(Clone, Debug, Default)]
-pub struct ConnectionState {
-    /// The stream positions the position stands for.
-    pub stream: i64,
-    pub typing: i64,
-    pub rooms: HashMap<String, Rc<SentRoom>>,
-}
-
-/// A connection: its random ID (so a position from before a restart, or of
-/// another connection, is unknown) and its last positions.
-struct Connection {
-    id: String,
-    last_used: u64,
-    /// The serial of the next position (never reused, so a position answered
-    /// but abandoned never names another state).
-    next_serial: u64,
-    /// At most two: the position the client last used, and the one answered
-    /// from it (a retry of the older one is still served).
-    positions: Vec<(u64, Rc<ConnectionState>)>,
-}
-
-/// (user, device, conn_id).
-pub type ConnectionKey = (String, String, String);
-
-/// Every connection's memory, bounded.
-#[derive(Default)]
-pub struct Connections {
-    connections: RefCell<HashMap<ConnectionKey, Connection>>,
-    clock: Cell<u64>,
-}
-
-/// The error for a position the server does not know (any more).
-fn unknown_pos() -> Error {
-    Error::matrix(400, "M_UNKNOWN_POS", "unknown or expired position; start the connection again")
-}
-
-impl Connections {
-    fn tick(&self) -> u64 {
-        self.clock.set(self.clock.get() + 1);
-        self.clock.get()
-    }
-
-    /// The state at `pos`; forgets the positions before it (the client has
-    /// the answer that gave `pos`).
-    pub fn at(&self, key: &ConnectionKey, pos: &str) -> Result<Rc<ConnectionState>> {
-        let (id, serial) = pos.rsplit_once('_').ok_or_else(unknown_pos)?;
-        let serial: u64 = serial.parse().map_err(|_| unknown_pos())?;
-        let now = self.tick();
-        let mut connections = self.connections.borrow_mut();
-        let connection =
-            connections.get_mut(key).filter(|connection| connection.id == id).ok_or_else(unknown_pos)?;
-        connection.last_used = now;
-        connection.positions.retain(|(kept, _)| *kept >= serial);
-        connection
-            .positions
-            .iter()
-            .find(|(kept, _)| *kept == serial)
-            .map(|(_, state)| Rc::clone(state))
-            .ok_or_else(unknown_pos)
-    }
-
-    /// Records the state an answer leaves the connection in, answered from
-    /// `from` (`None`: a fresh connection, which replaces any of that key);
-    /// returns the answer's `pos`.
-    pub fn advance(&self, key: &ConnectionKey, from: Option<&str>, state: ConnectionState) -> String {
-        let now = self.tick();
-        let mut connections = self.connections.borrow_mut();
-        let from_serial =
-            from.and_then(|pos| pos.rsplit_once('_')).and_then(|(_, serial)| serial.parse::<u64>().ok());
-        let existing = connections.get_mut(key).filter(|_| from_serial.is_some());
-        let connection = match existing {
-            Some(connection) => connection,
-            None => {
-                connections.remove(key);
-                evict(&mut connections, key);
-                let connection = Connection {
-                    id: crate::credentials::random_string(8),
-                    last_used: now,
-                    next_serial: 1,
-                    positions: Vec::new(),
-                };
-                connections.entry(key.clone()).or_insert(connection)
-            }
-        };
-        // Positions answered from the same base but not used are dropped:
-        // one request at a time per connection (MSC4186 "Connections").
-        if let Some(base) = from_serial {
-            connection.positions.retain(|(kept, _)| *kept <= base);
-        }
-        let serial = connection.next_serial;
-        connection.next_serial += 1;
-        connection.positions.push((serial, Rc::new(state)));
-        connection.last_used = now;
-        format!("{}_{}", connection.id, serial)
-    }
-
-    /// How many connections are kept (for tests).
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.connections.borrow().len()
-    }
-}
-
-/// Makes room for one more connection of `key`'s device: the device's least
-/// recently used goes past [`MAX_CONNECTIONS_PER_DEVICE`], the node's past
-/// [`MAX_CONNECTIONS`].
-fn evict(connections: &mut HashMap<ConnectionKey, Connection>, key: &ConnectionKey) {
-    let same_device = |other: &ConnectionKey| other.0 == key.0 && other.1 == key.1;
-    let oldest = |connections: &HashMap<ConnectionKey, Connection>, device_only: bool| {
-        connections
-            .iter()
-            .filter(|(other, _)| !device_only || same_device(other))
-            .min_by_key(|(_, connection)| connection.last_used)
-            .map(|(other, _)| other.clone())
-    };
-    if connections.keys().filter(|other| same_device(other)).count() >= MAX_CONNECTIONS_PER_DEVICE {
-        if let Some(victim) = oldest(connections, true) {
-            connections.remove(&victim);
-        }
-    }
-    if connections.len() >= MAX_CONNECTIONS {
-        if let Some(victim) = oldest(connections, false) {
-            connections.remove(&victim);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -815,43 +690,5 @@ mod tests {
             )
             .is_err()
         );
-    }
-
-    #[test]
-    fn positions_advance_survive_one_retry_and_are_unknown_elsewhere() {
-        let connections = Connections::default();
-        let key: ConnectionKey = ("@a:x".into(), "D".into(), "main".into());
-        let first = connections.advance(&key, None, ConnectionState { stream: 1, ..Default::default() });
-        assert_eq!(connections.at(&key, &first).unwrap().stream, 1);
-        let second =
-            connections.advance(&key, Some(&first), ConnectionState { stream: 2, ..Default::default() });
-        // The answer was lost: the client retries the first position.
-        assert_eq!(connections.at(&key, &first).unwrap().stream, 1);
-        let again =
-            connections.advance(&key, Some(&first), ConnectionState { stream: 3, ..Default::default() });
-        assert_ne!(again, second);
-        assert_eq!(connections.at(&key, &again).unwrap().stream, 3);
-        // Using the newer position forgets the older one.
-        assert!(connections.at(&key, &first).is_err());
-        let other: ConnectionKey = ("@a:x".into(), "D".into(), "other".into());
-        assert!(connections.at(&other, &again).is_err());
-        assert!(connections.at(&key, "junk").is_err());
-        // A fresh connection replaces the old one's positions.
-        connections.advance(&key, None, ConnectionState::default());
-        assert!(connections.at(&key, &again).is_err());
-    }
-
-    #[test]
-    fn connections_per_device_are_bounded() {
-        let connections = Connections::default();
-        let keys: Vec<ConnectionKey> =
-            (0..MAX_CONNECTIONS_PER_DEVICE + 3).map(|n| ("@a:x".into(), "D".into(), n.to_string())).collect();
-        let positions: Vec<String> =
-            keys.iter().map(|key| connections.advance(key, None, ConnectionState::default())).collect();
-        assert_eq!(connections.len(), MAX_CONNECTIONS_PER_DEVICE);
-        // The oldest went first.
-        assert!(connections.at(&keys[0], &positions[0]).is_err());
-        let last = keys.len() - 1;
-        assert!(connections.at(&keys[last], &positions[last]).is_ok());
     }
 }
