@@ -228,8 +228,8 @@ async fn follow_room_list(sync: &SyncService) -> Result<RoomListView> {
     Ok(view)
 }
 
-/// The bodies of the text messages in a timeline, oldest first, and whether
-/// any item failed to decrypt.
+/// The bodies of the text messages in a timeline, oldest first, and how
+/// many items could not be decrypted.
 async fn bodies(timeline: &Timeline) -> (Vec<String>, usize) {
     let mut found = Vec::new();
     let mut undecrypted = 0;
