@@ -166,6 +166,22 @@ fn a_long_poll_waits_and_wakes_on_a_send() {
     assert!(answered.duration_since(sent) < Duration::from_secs(2), "{:?}", answered.duration_since(sent));
     assert_eq!(woken["rooms"][&room]["timeline"][0]["content"]["body"], "wake up", "{woken}");
     assert_eq!(woken["rooms"][&room]["num_live"], 1);
+
+    // MSC4186 "Connections": a client cancels a long poll and sends the same
+    // `pos` again; the cancelled request answering late must not make the
+    // answer the client did take unknown.
+    let from = pos(&woken);
+    let cancelled = {
+        let (alice, body, from) = (alice.clone(), body.clone(), from.clone());
+        std::thread::spawn(move || sliding(&alice, Some(&from), 30_000, &body))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let taken = sliding(&alice, Some(&from), 0, &body);
+    send_text(&bob, &room, "after the retry");
+    let late = cancelled.join().unwrap();
+    assert_eq!(late["rooms"][&room]["timeline"][0]["content"]["body"], "after the retry", "{late}");
+    let next = sliding(&alice, Some(&pos(&taken)), 0, &body);
+    assert_eq!(next["rooms"][&room]["timeline"][0]["content"]["body"], "after the retry", "{next}");
 }
 
 // MSC4186 `required_state`: `*` matches any type or state key, `$ME` the
@@ -287,7 +303,11 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
     assert_eq!(answer["lists"]["invites"]["count"], 1);
     assert_eq!(answer["rooms"][&dm]["is_dm"], true);
     // A room without a name has heroes (MSC4186 `heroes`): bob, invited.
-    assert_eq!(answer["rooms"][&dm]["heroes"], json!([{ "user_id": bob.user_id, "displayname": "bob" }]), "{answer}");
+    assert_eq!(
+        answer["rooms"][&dm]["heroes"],
+        json!([{ "user_id": bob.user_id, "displayname": "bob" }]),
+        "{answer}"
+    );
     assert_eq!(answer["rooms"][&dm]["invited_count"], 1);
     assert!(answer["rooms"][&plain].get("heroes").is_none());
     assert!(answer["rooms"][&plain].get("is_dm").is_none());
@@ -303,6 +323,14 @@ fn filters_pick_rooms_and_invites_carry_stripped_state() {
         stripped.iter().any(|event| event["type"] == "m.room.member" && event["state_key"] == alice.user_id)
     );
     assert!(invite_section.get("timeline").is_none(), "{invite_section}");
+
+    // Encryption turned on later moves the room between lists.
+    put_state(&alice, &plain, "m.room.encryption", "", json!({ "algorithm": "m.megolm.v1.aes-sha2" }));
+    let later = sliding(&alice, Some(&pos(&answer)), 0, &body);
+    let set = |list: &str| sorted(window(&later, list));
+    assert_eq!(set("encrypted"), sorted(vec![plain.clone(), encrypted.clone()]), "{later}");
+    assert_eq!(set("spaces"), [space.as_str()]);
+    assert_eq!(later["lists"]["dm"]["count"], 1);
 }
 
 // MSC4186 "Connections": a position the server does not know answers 400

@@ -28,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::rooms::format::{Viewer, client_events_raw};
 use crate::rooms::sliding_sync::{
-    ConnectionKey, ConnectionState, Facts, RoomEntry, ScopedConfig, SentRoom, SyncRequest, Wants, passes,
-    sort_by_recency, space_children, user_rooms, window_indexes,
+    ConnectionKey, ConnectionState, Facts, KnownRoom, RoomEntry, ScopedConfig, SentRoom, SyncRequest, Wants,
+    passes, sort_by_recency, space_children, user_rooms, window_indexes,
 };
 use crate::rooms::visibility::Visibility;
 use crate::rooms::{e2ee, unread};
@@ -208,17 +208,17 @@ fn rooms_and_lists(
         Some(since) => Some(app.storage().rooms_with_news(since, now.stream)?),
         None => None,
     };
-    let known = previous.zip(news.as_ref()).map(|(previous, news)| (previous.bumps.as_ref(), news));
+    let known = previous.zip(news.as_ref()).map(|(previous, news)| (previous.known.as_ref(), news));
     // A connection for the extensions alone (the SDK's encryption sync) needs no rooms.
     let entries = if body.lists.is_empty() && body.room_subscriptions.is_empty() {
         Vec::new()
     } else {
         user_rooms(app, user_id, since, now.stream, facts, known)?
     };
-    let bumps: HashMap<String, i64> = entries
+    let known: HashMap<String, KnownRoom> = entries
         .iter()
         .filter(|entry| entry.membership == "join")
-        .map(|entry| (entry.room_id.clone(), entry.bump_stamp))
+        .map(|entry| (entry.room_id.clone(), KnownRoom::of(entry, facts)))
         .collect();
 
     let mut selected: BTreeMap<&str, Selected<'_>> = BTreeMap::new();
@@ -279,7 +279,7 @@ fn rooms_and_lists(
         stream: now.stream,
         typing: now.typing,
         rooms: previous.map(|previous| previous.rooms.clone()).unwrap_or_default(),
-        bumps: Rc::new(bumps),
+        known: Rc::new(known),
     };
     let mut rooms = BTreeMap::new();
     let mut selection = Selection { scope: Vec::new(), initial: HashSet::new(), timelines: HashMap::new() };
@@ -299,6 +299,12 @@ fn rooms_and_lists(
             rooms.insert(room_id.to_owned(), answer);
         }
         state.rooms.insert(room_id.to_owned(), Rc::new(built.sent));
+    }
+    // Rooms the user is no longer in are forgotten (a return is sent anew
+    // anyway), so the memory stays as large as the user's rooms.
+    if !(body.lists.is_empty() && body.room_subscriptions.is_empty()) {
+        let current: HashSet<&str> = entries.iter().map(|entry| entry.room_id.as_str()).collect();
+        state.rooms.retain(|room_id, _| current.contains(room_id.as_str()));
     }
     Ok((lists, rooms, selection, state))
 }
@@ -368,8 +374,8 @@ fn room(
     let current = app.storage().current_state_entries(room_id)?;
     let own_event = current.iter().find(|entry| entry.kind == "m.room.member" && entry.state_key == user_id);
     let own_event = match own_event {
-        Some(own) => app.storage().event(&own.event_id)?,
-        None => None,
+        Some(own) if entry.membership != "join" => app.storage().event(&own.event_id)?,
+        _ => None,
     };
     let up_to = match (entry.membership.as_str(), &own_event) {
         ("join", _) | (_, None) => now.stream,

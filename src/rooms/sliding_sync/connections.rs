@@ -1,6 +1,6 @@
 //! What each sliding sync connection was sent, kept in memory and bounded:
 //! [`MAX_CONNECTIONS`] on the node, [`MAX_CONNECTIONS_PER_DEVICE`] per
-//! device (the least recently used going first), two positions each. A
+//! device (the least recently used going first), four positions each. A
 //! position names a connection's random ID and a serial, so one from before
 //! a restart, or of another connection, is unknown (400 `M_UNKNOWN_POS`).
 //! Spec: <https://github.com/matrix-org/matrix-spec-proposals/blob/main/proposals/4186-simplified-sliding-sync.md#connections>.
@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::Wants;
+use super::{KnownRoom, Wants};
 use crate::error::{Error, Result};
 
 /// Connections kept per device (the SDK opens two); past this the least
@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 pub const MAX_CONNECTIONS_PER_DEVICE: usize = 10;
 /// Connections kept on the node.
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// Positions kept per connection: the one last used and the answers given
+/// from it (a retry, a cancelled long poll answering late).
+const MAX_POSITIONS: usize = 4;
 /// Member events remembered per room and connection as sent under `$LAZY`;
 /// past this the memory of the room starts over (members are sent again).
 const MAX_LAZY_MEMBERS_PER_ROOM: usize = 1000;
@@ -28,8 +31,9 @@ pub struct SentRoom {
     pub up_to: i64,
     /// The config it was sent under.
     pub wants: Wants,
-    /// Member → member event ID, sent under `$LAZY`.
-    pub lazy_members: HashMap<String, String>,
+    /// Member → member event ID, sent under `$LAZY` (shared between
+    /// positions until one adds to it).
+    pub lazy_members: Rc<HashMap<String, String>>,
     /// The membership it was sent with (a change sends the room anew).
     pub membership: String,
     /// Whether it was sent as a DM.
@@ -40,10 +44,14 @@ impl SentRoom {
     /// Remembers members sent under `$LAZY`, starting over past the bound.
     pub fn remember_members<'a>(&mut self, sent: impl Iterator<Item = (&'a str, &'a str)>) {
         for (member, event_id) in sent {
-            if self.lazy_members.len() >= MAX_LAZY_MEMBERS_PER_ROOM {
-                self.lazy_members.clear();
+            if self.lazy_members.get(member).is_some_and(|known| known == event_id) {
+                continue;
             }
-            self.lazy_members.insert(member.to_owned(), event_id.to_owned());
+            let members = Rc::make_mut(&mut self.lazy_members);
+            if members.len() >= MAX_LAZY_MEMBERS_PER_ROOM {
+                members.clear();
+            }
+            members.insert(member.to_owned(), event_id.to_owned());
         }
     }
 }
@@ -55,9 +63,9 @@ pub struct ConnectionState {
     pub stream: i64,
     pub typing: i64,
     pub rooms: HashMap<String, Rc<SentRoom>>,
-    /// The bump stamps of the joined rooms at `stream` (read again only
+    /// What was learnt of the joined rooms at `stream` (read again only
     /// for rooms with events since).
-    pub bumps: Rc<HashMap<String, i64>>,
+    pub known: Rc<HashMap<String, KnownRoom>>,
 }
 
 /// A connection: its random ID (so a position from before a restart, or of
@@ -68,8 +76,8 @@ struct Connection {
     /// The serial of the next position (never reused, so a position answered
     /// but abandoned never names another state).
     next_serial: u64,
-    /// At most two: the position the client last used, and the one answered
-    /// from it (a retry of the older one is still served).
+    /// The position the client last used and the ones answered from it
+    /// (a retry of it is still served), at most [`MAX_POSITIONS`].
     positions: Vec<(u64, Rc<ConnectionState>)>,
 }
 
@@ -116,14 +124,29 @@ impl Connections {
     /// Records the state an answer leaves the connection in, answered from
     /// `from` (`None`: a fresh connection, which replaces any of that key);
     /// returns the answer's `pos`.
+    ///
+    /// Several answers may come from one position: a client cancels a long
+    /// poll and sends it again with the same `pos` (MSC4186 "Connections"),
+    /// and the cancelled one may still answer later. So the positions
+    /// answered from the same base are all kept (up to [`MAX_POSITIONS`]);
+    /// the one the client uses next drops the others ([`Connections::at`]).
     pub fn advance(&self, key: &ConnectionKey, from: Option<&str>, state: ConnectionState) -> String {
         let now = self.tick();
         let mut connections = self.connections.borrow_mut();
-        let from_serial =
-            from.and_then(|pos| pos.rsplit_once('_')).and_then(|(_, serial)| serial.parse::<u64>().ok());
-        let existing = connections.get_mut(key).filter(|_| from_serial.is_some());
+        let from = from.and_then(|pos| pos.rsplit_once('_'));
+        let base = from.and_then(|(_, serial)| serial.parse::<u64>().ok());
+        if let (Some((id, _)), Some(existing)) = (from, connections.get(key)) {
+            if existing.id != id {
+                // The client started this connection over: the late answer of
+                // the old one is kept nowhere, and its position is unknown.
+                return format!("{id}_0");
+            }
+        }
+        let existing = connections.get_mut(key).filter(|_| base.is_some());
         let connection = match existing {
             Some(connection) => connection,
+            // A fresh connection, or one forgotten while the request waited
+            // (the answer is still a consistent start for it).
             None => {
                 connections.remove(key);
                 evict(&mut connections, key);
@@ -136,10 +159,18 @@ impl Connections {
                 connections.entry(key.clone()).or_insert(connection)
             }
         };
-        // Positions answered from the same base but not used are dropped:
-        // one request at a time per connection (MSC4186 "Connections").
-        if let Some(base) = from_serial {
-            connection.positions.retain(|(kept, _)| *kept <= base);
+        while connection.positions.len() >= MAX_POSITIONS {
+            let oldest = connection
+                .positions
+                .iter()
+                .enumerate()
+                .filter(|(_, (serial, _))| Some(*serial) != base)
+                .min_by_key(|(_, (serial, _))| *serial)
+                .map(|(index, _)| index);
+            match oldest {
+                Some(index) => connection.positions.remove(index),
+                None => break,
+            };
         }
         let serial = connection.next_serial;
         connection.next_serial += 1;
@@ -184,27 +215,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_advance_survive_one_retry_and_are_unknown_elsewhere() {
+    fn positions_advance_survive_retries_and_are_unknown_elsewhere() {
         let connections = Connections::default();
         let key: ConnectionKey = ("@a:x".into(), "D".into(), "main".into());
-        let first = connections.advance(&key, None, ConnectionState { stream: 1, ..Default::default() });
+        let state = |stream| ConnectionState { stream, ..Default::default() };
+        let first = connections.advance(&key, None, state(1));
         assert_eq!(connections.at(&key, &first).unwrap().stream, 1);
-        let second =
-            connections.advance(&key, Some(&first), ConnectionState { stream: 2, ..Default::default() });
-        // The answer was lost: the client retries the first position.
+        let second = connections.advance(&key, Some(&first), state(2));
+        // The client cancelled and sent the first position again; the
+        // cancelled request answers late, after the retry.
         assert_eq!(connections.at(&key, &first).unwrap().stream, 1);
-        let again =
-            connections.advance(&key, Some(&first), ConnectionState { stream: 3, ..Default::default() });
-        assert_ne!(again, second);
-        assert_eq!(connections.at(&key, &again).unwrap().stream, 3);
-        // Using the newer position forgets the older one.
+        let retried = connections.advance(&key, Some(&first), state(3));
+        let late = connections.advance(&key, Some(&first), state(4));
+        assert!(second != retried && retried != late);
+        // The client goes on from the answer it processed.
+        assert_eq!(connections.at(&key, &retried).unwrap().stream, 3);
+        // Using it forgets the older positions.
         assert!(connections.at(&key, &first).is_err());
+        assert!(connections.at(&key, &second).is_err());
+        // Many retries of one position keep it and a bounded few answers.
+        for stream in 0..10 {
+            connections.advance(&key, Some(&retried), state(stream));
+        }
+        assert_eq!(connections.at(&key, &retried).unwrap().stream, 3);
         let other: ConnectionKey = ("@a:x".into(), "D".into(), "other".into());
-        assert!(connections.at(&other, &again).is_err());
+        assert!(connections.at(&other, &retried).is_err());
         assert!(connections.at(&key, "junk").is_err());
-        // A fresh connection replaces the old one's positions.
-        connections.advance(&key, None, ConnectionState::default());
-        assert!(connections.at(&key, &again).is_err());
+        // A fresh connection replaces the old one's positions, and a late
+        // answer of the old one is kept nowhere.
+        let fresh = connections.advance(&key, None, state(9));
+        assert!(connections.at(&key, &retried).is_err());
+        let stale = connections.advance(&key, Some(&retried), state(10));
+        assert!(connections.at(&key, &stale).is_err());
+        assert_eq!(connections.at(&key, &fresh).unwrap().stream, 9);
+    }
+
+    #[test]
+    fn lazy_members_are_shared_until_changed_and_bounded() {
+        let mut room = SentRoom::default();
+        room.remember_members([("@b:x", "$1")].into_iter());
+        let earlier = room.clone();
+        // Nothing new: the memory stays shared with the earlier position.
+        room.remember_members([("@b:x", "$1")].into_iter());
+        assert!(Rc::ptr_eq(&room.lazy_members, &earlier.lazy_members));
+        room.remember_members([("@b:x", "$2")].into_iter());
+        assert_eq!(earlier.lazy_members.get("@b:x").map(String::as_str), Some("$1"));
+        assert_eq!(room.lazy_members.get("@b:x").map(String::as_str), Some("$2"));
+        let names: Vec<String> = (0..MAX_LAZY_MEMBERS_PER_ROOM + 10).map(|n| format!("@{n}:x")).collect();
+        room.remember_members(names.iter().map(|name| (name.as_str(), "$1")));
+        assert!(room.lazy_members.len() <= MAX_LAZY_MEMBERS_PER_ROOM);
     }
 
     #[test]

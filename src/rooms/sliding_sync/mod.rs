@@ -10,7 +10,7 @@
 //! Connection state (`connections.rs`) lives in memory only, bounded
 //! ([`connections::MAX_CONNECTIONS`] on the node,
 //! [`connections::MAX_CONNECTIONS_PER_DEVICE`] per device, the least
-//! recently used going first, and two positions per connection). It is what was sent
+//! recently used going first, and four positions per connection). It is what was sent
 //! to a connection, not anything the user owns: losing it costs one fresh
 //! start of the connection, which the MSC provides for (an unknown `pos`
 //! answers 400 `M_UNKNOWN_POS` and the client starts over), so after a
@@ -370,15 +370,15 @@ pub fn window_indexes(windows: &[(u64, u64)], count: usize) -> Vec<std::ops::Ran
 /// this server is not in) and knocked rooms, and the rooms left or banned
 /// from in `(since, now]` (so the client learns of it). `facts` says which
 /// of the costlier facts (encryption, type, tags) the filters need; `known`
-/// holds the bump stamps of the previous answer and the rooms with events
-/// since (the others' stamps have not moved).
+/// holds what the previous answer learnt of the joined rooms and the rooms
+/// with events since (what only events change has not moved in the others).
 pub fn user_rooms(
     app: &App,
     user_id: &str,
     since: Option<i64>,
     now: i64,
     facts: Facts,
-    known: Option<(&HashMap<String, i64>, &HashSet<String>)>,
+    known: Option<(&HashMap<String, KnownRoom>, &HashSet<String>)>,
 ) -> Result<Vec<RoomEntry>> {
     let mut left_now = HashSet::new();
     if let Some(since) = since {
@@ -388,22 +388,38 @@ pub fn user_rooms(
     }
     let ignored = super::visibility::ignored_users(app, user_id)?;
     let direct = direct_rooms(app, user_id)?;
-    // Encryption and room types of all the rooms, in one query.
-    let mut encrypted = HashSet::new();
-    let mut room_types = HashMap::new();
+    let memberships = app.storage().rooms_of_user(user_id)?;
+    let unchanged = |room_id: &str| {
+        known.and_then(|(rooms, news)| rooms.get(room_id).filter(|_| !news.contains(room_id)))
+    };
+    // Encryption and room types: kept from the previous answer, read room
+    // by room when few changed, or for all the rooms in one query.
+    let mut state_facts: HashMap<String, (bool, Option<String>)> = HashMap::new();
     if facts.state {
-        for event in app.storage().user_rooms_state(user_id, ["m.room.encryption", "m.room.create"])? {
-            let content = event.json.get("content");
-            if event.kind == "m.room.encryption" {
-                encrypted.insert(event.room_id);
-            } else if let Some(kind) = content.and_then(|content| content.get("type")).and_then(Value::as_str)
-            {
-                room_types.insert(event.room_id, kind.to_owned());
+        let stale: Vec<&str> = memberships
+            .iter()
+            .map(|(room_id, _)| room_id.as_str())
+            .filter(|room_id| unchanged(room_id).and_then(|known| known.state.as_ref()).is_none())
+            .collect();
+        if stale.len() > FACTS_ROOM_BY_ROOM {
+            for event in app.storage().user_rooms_state(user_id, ["m.room.encryption", "m.room.create"])? {
+                let room = state_facts.entry(event.room_id.clone()).or_default();
+                if event.kind == "m.room.encryption" {
+                    room.0 = true;
+                } else {
+                    room.1 = room_type(event.json.get("content"));
+                }
+            }
+        } else {
+            for room_id in stale {
+                let content = |kind| super::current_state_content(app, room_id, kind, "");
+                let facts =
+                    (content("m.room.encryption")?.is_some(), room_type(content("m.room.create")?.as_ref()));
+                state_facts.insert(room_id.to_owned(), facts);
             }
         }
     }
     let mut rooms = Vec::new();
-    let memberships = app.storage().rooms_of_user(user_id)?;
     for (room_id, membership) in memberships {
         let membership_event = match membership.as_str() {
             "join" => None,
@@ -426,14 +442,10 @@ pub fn user_rooms(
                 }
                 event.stream_ordering
             }
-            None => {
-                let unchanged =
-                    known.and_then(|(bumps, news)| bumps.get(&room_id).filter(|_| !news.contains(&room_id)));
-                match unchanged {
-                    Some(bump_stamp) => *bump_stamp,
-                    None => app.storage().bump_stamp(&room_id, BUMP_EVENT_TYPES)?.unwrap_or(i64::MIN),
-                }
-            }
+            None => match unchanged(&room_id) {
+                Some(known) => known.bump_stamp,
+                None => app.storage().bump_stamp(&room_id, BUMP_EVENT_TYPES)?.unwrap_or(i64::MIN),
+            },
         };
         let mut entry = RoomEntry {
             is_dm: direct.contains(&room_id),
@@ -442,8 +454,13 @@ pub fn user_rooms(
             bump_stamp,
             ..Default::default()
         };
-        entry.encrypted = encrypted.contains(&entry.room_id);
-        entry.room_type = room_types.get(&entry.room_id).cloned();
+        if facts.state {
+            let kept = unchanged(&entry.room_id).and_then(|known| known.state.clone());
+            let (encrypted, room_type) =
+                kept.or_else(|| state_facts.remove(&entry.room_id)).unwrap_or_default();
+            entry.encrypted = encrypted;
+            entry.room_type = room_type;
+        }
         if facts.tags {
             entry.tags = tags(app, user_id, &entry.room_id)?;
         }
@@ -462,10 +479,7 @@ pub fn user_rooms(
         let mut entry = RoomEntry {
             is_dm: direct.contains(&invite.room_id),
             encrypted: stripped("m.room.encryption").is_some(),
-            room_type: stripped("m.room.create")
-                .and_then(|create| create.pointer("/content/type"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            room_type: room_type(stripped("m.room.create").and_then(|create| create.get("content"))),
             room_id: invite.room_id,
             membership: "invite".into(),
             bump_stamp: invite.stream_id,
@@ -478,6 +492,32 @@ pub fn user_rooms(
         rooms.push(entry);
     }
     Ok(rooms)
+}
+
+/// The `type` of an `m.room.create` content.
+fn room_type(create_content: Option<&Value>) -> Option<String> {
+    create_content?.get("type")?.as_str().map(str::to_owned)
+}
+
+/// Up to this many rooms whose encryption and type changed are read room by
+/// room; past it, all the user's rooms in one query.
+const FACTS_ROOM_BY_ROOM: usize = 4;
+
+/// What an answer learnt of a joined room that only the room's events change.
+#[derive(Clone, Debug, Default)]
+pub struct KnownRoom {
+    pub bump_stamp: i64,
+    /// Encrypted, and the room type (when the filters asked).
+    pub state: Option<(bool, Option<String>)>,
+}
+
+impl KnownRoom {
+    pub fn of(entry: &RoomEntry, facts: Facts) -> KnownRoom {
+        KnownRoom {
+            bump_stamp: entry.bump_stamp,
+            state: facts.state.then(|| (entry.encrypted, entry.room_type.clone())),
+        }
+    }
 }
 
 /// Which costlier facts the filters of a request need.
