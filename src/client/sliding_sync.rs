@@ -445,9 +445,10 @@ fn room(
         current.iter().filter(|state| wants.wants_state(&state.kind, &state.state_key, user_id)).collect();
     let mut state_events = load_state(app, room_id, &visible_entries, changed_since, up_to)?;
     // `$LAZY`: the members of the timeline's senders and targets the
-    // connection may not have.
+    // connection may not have, also when their member event is in the
+    // timeline: clients take state from `required_state` alone
+    // (matrix-rust-sdk ignores state events in the timeline).
     if wants.lazy_members() {
-        let in_timeline: HashSet<&str> = timeline.iter().map(|event| event.event_id.as_str()).collect();
         let mut wanted: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
         wanted.extend(
             timeline
@@ -459,7 +460,6 @@ fn room(
         for state in &current {
             let needed = state.kind == "m.room.member"
                 && wanted.contains(state.state_key.as_str())
-                && !in_timeline.contains(state.event_id.as_str())
                 && !have.contains(&state.event_id)
                 && next.lazy_members.get(&state.state_key) != Some(&state.event_id);
             if needed {
@@ -469,7 +469,8 @@ fn room(
             }
         }
     }
-    let members = state_events.iter().chain(timeline.iter()).filter(|event| event.kind == "m.room.member");
+    // Only what went out in `required_state` counts as sent.
+    let members = state_events.iter().filter(|event| event.kind == "m.room.member");
     next.remember_members(
         members.filter_map(|event| Some((event.state_key.as_deref()?, event.event_id.as_str()))),
     );
