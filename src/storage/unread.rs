@@ -1,5 +1,5 @@
 //! Unread notifications kept at write time: per recipient, the notifying
-//! events after their read receipt (`unread_events`) and their tallies per
+//! events after their read receipt (`unread_marks`) and their tallies per
 //! thread (`unread_counts`), both written in the transaction that stores the
 //! event or the receipt. What notifies is decided by the room engine
 //! (`rooms::push_actions`); this module only keeps the rows and counters.
@@ -9,17 +9,10 @@ use rusqlite::{OptionalExtension, params};
 use super::Storage;
 use crate::error::Result;
 
-/// Migration 17: the unread notifying events of each local user, one row per
-/// (user, room, event) with its thread (`main` or the thread root's ID) and
-/// whether it highlights, and the per-thread counters /sync reads. Rows are
-/// found by room and user (receipts count and delete a key range); the room
-/// comes first so that the rows an event adds for its recipients sit on the
-/// same few pages (a user first put each recipient's row on a page of its
-/// own, and every page a commit touches is written to the WAL). A row
-/// goes when a receipt covers it (or its event is redacted, or its user
-/// leaves the room), so the table holds what is unread, not history. Events
-/// stored before this migration start from zero: counting them would need
-/// every user's push rules, which SQL cannot evaluate.
+/// Migration 17: the unread notifying events of each local user (replaced
+/// by `unread_marks`, migration 21) and the per-thread counters /sync reads.
+/// Events stored before this migration start from zero: counting them would
+/// need every user's push rules, which SQL cannot evaluate.
 pub(super) const UNREAD_COUNTS: &str = r#"
     CREATE TABLE unread_events (
         user_id          TEXT NOT NULL,
@@ -38,6 +31,43 @@ pub(super) const UNREAD_COUNTS: &str = r#"
         PRIMARY KEY (user_id, room_id, thread_id)
     ) WITHOUT ROWID;
 "#;
+
+/// Migration 21: the unread notifying events of each local user, one row per
+/// (room, user, event) with its thread (`main` or the thread root's ID) and
+/// whether it highlights. An event adds a row for each recipient, so rooms
+/// and users are numbered (`unread_names`, one row per room or user ever
+/// marked) and rows hold the numbers: a row with the IDs as text took four
+/// times the space, and every page a commit touches is written to the WAL.
+/// Rows are found by room and user (receipts count and delete a key range);
+/// the room comes first so that the rows an event adds for its recipients
+/// sit on the same few pages. A row goes when a receipt covers it (or its
+/// event is redacted, or its user leaves the room), so the table holds what
+/// is unread, not history.
+pub(super) const UNREAD_MARKS: &str = r#"
+    CREATE TABLE unread_names (
+        id    INTEGER PRIMARY KEY,
+        name  TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE unread_marks (
+        room             INTEGER NOT NULL,
+        user             INTEGER NOT NULL,
+        stream_ordering  INTEGER NOT NULL,
+        thread_id        TEXT NOT NULL,
+        highlight        INTEGER NOT NULL,
+        PRIMARY KEY (room, user, stream_ordering)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO unread_names (name)
+        SELECT room_id FROM unread_events UNION SELECT user_id FROM unread_events;
+    INSERT INTO unread_marks (room, user, stream_ordering, thread_id, highlight)
+        SELECT r.id, u.id, e.stream_ordering, e.thread_id, e.highlight FROM unread_events e
+        JOIN unread_names r ON r.name = e.room_id JOIN unread_names u ON u.name = e.user_id;
+    DROP TABLE unread_events;
+"#;
+
+/// The number of the room (`?1`) and the user (`?2`) in `unread_marks`, as
+/// scalar subqueries.
+const ROOM: &str = "(SELECT id FROM unread_names WHERE name = ?1)";
+const USER: &str = "(SELECT id FROM unread_names WHERE name = ?2)";
 
 /// The thread of events outside any thread.
 pub const MAIN_THREAD: &str = "main";
@@ -60,35 +90,53 @@ pub struct ThreadCounts {
 }
 
 /// Records `marks` for the event at `stream_ordering` inside the transaction
-/// storing it.
+/// storing it: three statements however many recipients (each reads a
+/// `json_each` list of `[user, thread, highlight]`): the room and users
+/// numbered, the counters raised for the recipients not marked yet (so that
+/// marking an event again counts nothing twice), the rows added. `marks`
+/// name each user once (the room's members).
 pub(super) fn mark_unread(
     transaction: &rusqlite::Connection,
     room_id: &str,
     stream_ordering: i64,
     marks: &[UnreadMark],
 ) -> Result<()> {
-    let mut insert = transaction.prepare_cached(
-        "INSERT OR IGNORE INTO unread_events (user_id, room_id, stream_ordering, thread_id, highlight)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    let mut count = transaction.prepare_cached(
-        "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
-         VALUES (?1, ?2, ?3, 1, ?4)
-         ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
-            notifications = notifications + 1, highlights = highlights + excluded.highlights",
-    )?;
-    for mark in marks {
-        let added = insert.execute(params![
-            mark.user_id,
-            room_id,
-            stream_ordering,
-            mark.thread_id,
-            mark.highlight
-        ])?;
-        if added > 0 {
-            count.execute(params![mark.user_id, room_id, mark.thread_id, mark.highlight])?;
-        }
+    if marks.is_empty() {
+        return Ok(());
     }
+    let list = serde_json::to_string(
+        &marks.iter().map(|mark| (&mark.user_id, &mark.thread_id, mark.highlight)).collect::<Vec<_>>(),
+    )
+    .unwrap_or_default();
+    let parameters = params![room_id, stream_ordering, list];
+    transaction
+        .prepare_cached(
+            "INSERT OR IGNORE INTO unread_names (name)
+             SELECT ?1 UNION ALL SELECT value ->> 0 FROM json_each(?3)",
+        )?
+        .execute(parameters)?;
+    // `WHERE` before `ON CONFLICT` tells the parser the clause is the upsert's.
+    transaction
+        .prepare_cached(
+            "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
+             SELECT mark.value ->> 0, ?1, mark.value ->> 1, 1, mark.value ->> 2 FROM json_each(?3) AS mark
+             WHERE NOT EXISTS (SELECT 1 FROM unread_marks
+                WHERE room = (SELECT id FROM unread_names WHERE name = ?1)
+                  AND user = (SELECT id FROM unread_names WHERE name = mark.value ->> 0)
+                  AND stream_ordering = ?2)
+             ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
+                notifications = notifications + 1, highlights = highlights + excluded.highlights",
+        )?
+        .execute(parameters)?;
+    transaction
+        .prepare_cached(
+            "INSERT OR IGNORE INTO unread_marks (room, user, stream_ordering, thread_id, highlight)
+             SELECT (SELECT id FROM unread_names WHERE name = ?1),
+                    (SELECT id FROM unread_names WHERE name = mark.value ->> 0),
+                    ?2, mark.value ->> 1, mark.value ->> 2
+             FROM json_each(?3) AS mark",
+        )?
+        .execute(parameters)?;
     Ok(())
 }
 
@@ -130,19 +178,20 @@ impl Storage {
         // scans of the range (DELETE ... RETURNING handing each row back
         // measured several times slower).
         let thread_clause = if thread_id.is_some() { "AND thread_id = ?4" } else { "AND ?4 IS NULL" };
-        let range = format!("WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3 {thread_clause}");
+        let range =
+            format!("WHERE room = {ROOM} AND user = {USER} AND stream_ordering <= ?3 {thread_clause}");
         let read: Vec<(String, i64, i64)> = {
             let mut statement = self.conn.prepare_cached(&format!(
-                "SELECT thread_id, COUNT(*), SUM(highlight) FROM unread_events {range} GROUP BY thread_id"
+                "SELECT thread_id, COUNT(*), SUM(highlight) FROM unread_marks {range} GROUP BY thread_id"
             ))?;
-            let rows = statement.query_map(params![user_id, room_id, stream_ordering, thread_id], |row| {
+            let rows = statement.query_map(params![room_id, user_id, stream_ordering, thread_id], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?;
             rows.collect::<Result<_, _>>()?
         };
-        self.conn.prepare_cached(&format!("DELETE FROM unread_events {range}"))?.execute(params![
-            user_id,
+        self.conn.prepare_cached(&format!("DELETE FROM unread_marks {range}"))?.execute(params![
             room_id,
+            user_id,
             stream_ordering,
             thread_id
         ])?;
@@ -169,10 +218,10 @@ impl Storage {
     /// `users` (the room's local members) any more. Each is one lookup by
     /// key, so rows need no second index for the rare redaction.
     pub fn forget_unread_event(&self, room_id: &str, stream_ordering: i64, users: &[String]) -> Result<()> {
-        let mut delete = self.conn.prepare_cached(
-            "DELETE FROM unread_events WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering = ?3
-             RETURNING thread_id, highlight",
-        )?;
+        let mut delete = self.conn.prepare_cached(&format!(
+            "DELETE FROM unread_marks WHERE room = {ROOM} AND user = {USER} AND stream_ordering = ?3
+             RETURNING thread_id, highlight"
+        ))?;
         let mut decrement = self.conn.prepare_cached(
             "UPDATE unread_counts SET notifications = MAX(notifications - 1, 0),
                 highlights = MAX(highlights - ?4, 0)
@@ -180,7 +229,7 @@ impl Storage {
         )?;
         for user_id in users {
             let mark: Option<(String, bool)> = delete
-                .query_row(params![user_id, room_id, stream_ordering], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_row(params![room_id, user_id, stream_ordering], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
             if let Some((thread_id, highlight)) = mark {
                 decrement.execute(params![user_id, room_id, thread_id, highlight])?;
@@ -191,11 +240,12 @@ impl Storage {
 
     /// The user left the room: nothing there is unread for them any more.
     pub fn forget_unread_room(&self, user_id: &str, room_id: &str) -> Result<()> {
-        for table in ["unread_events", "unread_counts"] {
-            self.conn
-                .prepare_cached(&format!("DELETE FROM {table} WHERE user_id = ?1 AND room_id = ?2"))?
-                .execute(params![user_id, room_id])?;
-        }
+        self.conn
+            .prepare_cached(&format!("DELETE FROM unread_marks WHERE room = {ROOM} AND user = {USER}"))?
+            .execute(params![room_id, user_id])?;
+        self.conn
+            .prepare_cached("DELETE FROM unread_counts WHERE room_id = ?1 AND user_id = ?2")?
+            .execute(params![room_id, user_id])?;
         Ok(())
     }
 
