@@ -90,11 +90,15 @@ pub struct ThreadCounts {
 }
 
 /// Records `marks` for the event at `stream_ordering` inside the transaction
-/// storing it: three statements however many recipients (each reads a
-/// `json_each` list of `[user, thread, highlight]`): the room and users
-/// numbered, the counters raised for the recipients not marked yet (so that
-/// marking an event again counts nothing twice), the rows added. `marks`
-/// name each user once (the room's members).
+/// storing it: a few statements however many recipients, each reading the
+/// recipients as one `json_each` list of user IDs and their highlights as a
+/// string of `0`/`1` flags by position (extracting fields from a list of
+/// JSON objects per row measured as a good part of a send): the room and
+/// users numbered, then per thread (an event is in one) the rows added and
+/// the counters raised. An event is marked once, by the transaction that
+/// gives it its stream position (the key of `events`), so a mark already
+/// there is an error, not something to count again; `marks` name each user
+/// once (the room's members).
 pub(super) fn mark_unread(
     transaction: &rusqlite::Connection,
     room_id: &str,
@@ -104,39 +108,39 @@ pub(super) fn mark_unread(
     if marks.is_empty() {
         return Ok(());
     }
-    let list = serde_json::to_string(
-        &marks.iter().map(|mark| (&mark.user_id, &mark.thread_id, mark.highlight)).collect::<Vec<_>>(),
-    )
-    .unwrap_or_default();
-    let parameters = params![room_id, stream_ordering, list];
+    let users = |marks: &[&UnreadMark]| {
+        serde_json::to_string(&marks.iter().map(|mark| &mark.user_id).collect::<Vec<_>>()).unwrap_or_default()
+    };
+    let all: Vec<&UnreadMark> = marks.iter().collect();
     transaction
         .prepare_cached(
-            "INSERT OR IGNORE INTO unread_names (name)
-             SELECT ?1 UNION ALL SELECT value ->> 0 FROM json_each(?3)",
+            "INSERT OR IGNORE INTO unread_names (name) SELECT ?1 UNION ALL SELECT value FROM json_each(?2)",
         )?
-        .execute(parameters)?;
-    // `WHERE` before `ON CONFLICT` tells the parser the clause is the upsert's.
-    transaction
-        .prepare_cached(
-            "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
-             SELECT mark.value ->> 0, ?1, mark.value ->> 1, 1, mark.value ->> 2 FROM json_each(?3) AS mark
-             WHERE NOT EXISTS (SELECT 1 FROM unread_marks
-                WHERE room = (SELECT id FROM unread_names WHERE name = ?1)
-                  AND user = (SELECT id FROM unread_names WHERE name = mark.value ->> 0)
-                  AND stream_ordering = ?2)
-             ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
-                notifications = notifications + 1, highlights = highlights + excluded.highlights",
-        )?
-        .execute(parameters)?;
-    transaction
-        .prepare_cached(
-            "INSERT OR IGNORE INTO unread_marks (room, user, stream_ordering, thread_id, highlight)
-             SELECT (SELECT id FROM unread_names WHERE name = ?1),
-                    (SELECT id FROM unread_names WHERE name = mark.value ->> 0),
-                    ?2, mark.value ->> 1, mark.value ->> 2
-             FROM json_each(?3) AS mark",
-        )?
-        .execute(parameters)?;
+        .execute(params![room_id, users(&all)])?;
+    let mut threads: Vec<&str> = marks.iter().map(|mark| mark.thread_id.as_str()).collect();
+    threads.sort_unstable();
+    threads.dedup();
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO unread_marks (room, user, stream_ordering, thread_id, highlight)
+         SELECT (SELECT id FROM unread_names WHERE name = ?1),
+                (SELECT id FROM unread_names WHERE name = mark.value),
+                ?2, ?3, substr(?5, mark.key + 1, 1) = '1'
+         FROM json_each(?4) AS mark",
+    )?;
+    // `WHERE true` tells the parser the `ON CONFLICT` is the upsert's.
+    let mut count = transaction.prepare_cached(
+        "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
+         SELECT mark.value, ?1, ?3, 1, substr(?5, mark.key + 1, 1) = '1' FROM json_each(?4) AS mark WHERE true
+         ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
+            notifications = notifications + 1, highlights = highlights + excluded.highlights",
+    )?;
+    for thread in threads {
+        let group: Vec<&UnreadMark> = marks.iter().filter(|mark| mark.thread_id == thread).collect();
+        let highlights: String = group.iter().map(|mark| if mark.highlight { '1' } else { '0' }).collect();
+        let parameters = params![room_id, stream_ordering, thread, users(&group), highlights];
+        insert.execute(parameters)?;
+        count.execute(parameters)?;
+    }
     Ok(())
 }
 
@@ -321,8 +325,8 @@ mod tests {
             let marks = [mark("@a:x", thread, index % 2 == 1), mark("@b:x", MAIN_THREAD, false)];
             mark_unread(&storage.conn, "!r:x", index as i64 + 1, &marks).unwrap();
         }
-        // Marking the same event again counts nothing twice.
-        mark_unread(&storage.conn, "!r:x", 6, &[mark("@a:x", "$t", false)]).unwrap();
+        // Marking the same event again is refused, and counts nothing twice.
+        assert!(mark_unread(&storage.conn, "!r:x", 6, &[mark("@b:x", MAIN_THREAD, false)]).is_err());
         assert_eq!(counts(&storage), [("$t".into(), 3, 2), (MAIN_THREAD.into(), 3, 1)]);
         assert_eq!(storage.unread_total("@a:x").unwrap(), 6);
 
