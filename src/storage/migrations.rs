@@ -354,6 +354,16 @@ mod tests {
         .unwrap();
         migrate(&mut conn).unwrap();
         let storage = super::super::Storage { conn, transactions: Default::default() };
+        // The counters carried over, by thread.
+        assert_eq!(storage.unread_total("@a:x").unwrap(), 3);
+        let mut threads: Vec<_> = storage
+            .unread_counts("@a:x", "!r:x")
+            .unwrap()
+            .into_iter()
+            .map(|thread| (thread.thread_id, thread.notifications, thread.highlights))
+            .collect();
+        threads.sort();
+        assert_eq!(threads, [("$t".to_owned(), 1, 1), ("main".to_owned(), 1, 0)]);
         // A receipt reads the rows carried over, in its room only.
         assert!(storage.read_unread_up_to("@a:x", "!r:x", None, 2).unwrap());
         assert!(storage.unread_counts("@a:x", "!r:x").unwrap().is_empty());

@@ -1,6 +1,6 @@
 //! Unread notifications kept at write time: per recipient, the notifying
 //! events after their read receipt (`unread_marks`) and their tallies per
-//! thread (`unread_counts`), both written in the transaction that stores the
+//! thread (`unread_tallies`), both written in the transaction that stores the
 //! event or the receipt. What notifies is decided by the room engine
 //! (`rooms::push_actions`); this module only keeps the rows and counters.
 
@@ -10,7 +10,8 @@ use super::Storage;
 use crate::error::Result;
 
 /// Migration 17: the unread notifying events of each local user (replaced
-/// by `unread_marks`, migration 21) and the per-thread counters /sync reads.
+/// by `unread_marks`, migration 21) and the per-thread counters /sync reads
+/// (replaced by `unread_tallies`, migration 21).
 /// Events stored before this migration start from zero: counting them would
 /// need every user's push rules, which SQL cannot evaluate.
 pub(super) const UNREAD_COUNTS: &str = r#"
@@ -42,7 +43,9 @@ pub(super) const UNREAD_COUNTS: &str = r#"
 /// the room comes first so that the rows an event adds for its recipients
 /// sit on the same few pages. A row goes when a receipt covers it (or its
 /// event is redacted, or its user leaves the room), so the table holds what
-/// is unread, not history.
+/// is unread, not history. The per-thread counters (`unread_tallies`) are
+/// keyed by the numbers too, user first (a push's badge sums a user's), so
+/// that the few rows an event raises sit on a page or two.
 pub(super) const UNREAD_MARKS: &str = r#"
     CREATE TABLE unread_names (
         id    INTEGER PRIMARY KEY,
@@ -62,6 +65,20 @@ pub(super) const UNREAD_MARKS: &str = r#"
         SELECT r.id, u.id, e.stream_ordering, e.thread_id, e.highlight FROM unread_events e
         JOIN unread_names r ON r.name = e.room_id JOIN unread_names u ON u.name = e.user_id;
     DROP TABLE unread_events;
+    CREATE TABLE unread_tallies (
+        user           INTEGER NOT NULL,
+        room           INTEGER NOT NULL,
+        thread_id      TEXT NOT NULL,
+        notifications  INTEGER NOT NULL,
+        highlights     INTEGER NOT NULL,
+        PRIMARY KEY (user, room, thread_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO unread_names (name)
+        SELECT room_id FROM unread_counts UNION SELECT user_id FROM unread_counts;
+    INSERT INTO unread_tallies (user, room, thread_id, notifications, highlights)
+        SELECT u.id, r.id, c.thread_id, c.notifications, c.highlights FROM unread_counts c
+        JOIN unread_names r ON r.name = c.room_id JOIN unread_names u ON u.name = c.user_id;
+    DROP TABLE unread_counts;
 "#;
 
 /// The number of the room (`?1`) and the user (`?2`) in `unread_marks`, as
@@ -129,9 +146,12 @@ pub(super) fn mark_unread(
     )?;
     // `WHERE true` tells the parser the `ON CONFLICT` is the upsert's.
     let mut count = transaction.prepare_cached(
-        "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
-         SELECT mark.value, ?1, ?3, 1, substr(?5, mark.key + 1, 1) = '1' FROM json_each(?4) AS mark WHERE true
-         ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
+        "INSERT INTO unread_tallies (user, room, thread_id, notifications, highlights)
+         SELECT (SELECT id FROM unread_names WHERE name = mark.value),
+                (SELECT id FROM unread_names WHERE name = ?1),
+                ?3, 1, substr(?5, mark.key + 1, 1) = '1'
+         FROM json_each(?4) AS mark WHERE true
+         ON CONFLICT (user, room, thread_id) DO UPDATE SET
             notifications = notifications + 1, highlights = highlights + excluded.highlights",
     )?;
     for thread in threads {
@@ -147,11 +167,11 @@ pub(super) fn mark_unread(
 impl Storage {
     /// The user's counts in a room, per thread with anything unread.
     pub fn unread_counts(&self, user_id: &str, room_id: &str) -> Result<Vec<ThreadCounts>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT thread_id, notifications, highlights FROM unread_counts
-             WHERE user_id = ?1 AND room_id = ?2 AND notifications > 0",
-        )?;
-        let rows = statement.query_map(params![user_id, room_id], |row| {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT thread_id, notifications, highlights FROM unread_tallies
+             WHERE user = {USER} AND room = {ROOM} AND notifications > 0"
+        ))?;
+        let rows = statement.query_map(params![room_id, user_id], |row| {
             Ok(ThreadCounts { thread_id: row.get(0)?, notifications: row.get(1)?, highlights: row.get(2)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -161,7 +181,7 @@ impl Storage {
     pub fn unread_total(&self, user_id: &str) -> Result<u64> {
         let mut statement = self
             .conn
-            .prepare_cached("SELECT COALESCE(SUM(notifications), 0) FROM unread_counts WHERE user_id = ?1")?;
+            .prepare_cached("SELECT COALESCE(SUM(notifications), 0) FROM unread_tallies WHERE user = (SELECT id FROM unread_names WHERE name = ?1)")?;
         Ok(statement.query_row([user_id], |row| row.get(0))?)
     }
 
@@ -202,19 +222,19 @@ impl Storage {
         if read.is_empty() {
             return Ok(false);
         }
-        let mut lower = self.conn.prepare_cached(
-            "UPDATE unread_counts SET notifications = MAX(notifications - ?4, 0),
+        let mut lower = self.conn.prepare_cached(&format!(
+            "UPDATE unread_tallies SET notifications = MAX(notifications - ?4, 0),
                 highlights = MAX(highlights - ?5, 0)
-             WHERE user_id = ?1 AND room_id = ?2 AND thread_id = ?3",
-        )?;
+             WHERE user = {USER} AND room = {ROOM} AND thread_id = ?3"
+        ))?;
         for (thread, notifications, highlights) in &read {
-            lower.execute(params![user_id, room_id, thread, notifications, highlights])?;
+            lower.execute(params![room_id, user_id, thread, notifications, highlights])?;
         }
         self.conn
-            .prepare_cached(
-                "DELETE FROM unread_counts WHERE user_id = ?1 AND room_id = ?2 AND notifications = 0",
-            )?
-            .execute(params![user_id, room_id])?;
+            .prepare_cached(&format!(
+                "DELETE FROM unread_tallies WHERE user = {USER} AND room = {ROOM} AND notifications = 0"
+            ))?
+            .execute(params![room_id, user_id])?;
         Ok(true)
     }
 
@@ -226,17 +246,17 @@ impl Storage {
             "DELETE FROM unread_marks WHERE room = {ROOM} AND user = {USER} AND stream_ordering = ?3
              RETURNING thread_id, highlight"
         ))?;
-        let mut decrement = self.conn.prepare_cached(
-            "UPDATE unread_counts SET notifications = MAX(notifications - 1, 0),
+        let mut decrement = self.conn.prepare_cached(&format!(
+            "UPDATE unread_tallies SET notifications = MAX(notifications - 1, 0),
                 highlights = MAX(highlights - ?4, 0)
-             WHERE user_id = ?1 AND room_id = ?2 AND thread_id = ?3",
-        )?;
+             WHERE user = {USER} AND room = {ROOM} AND thread_id = ?3"
+        ))?;
         for user_id in users {
             let mark: Option<(String, bool)> = delete
                 .query_row(params![room_id, user_id, stream_ordering], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
             if let Some((thread_id, highlight)) = mark {
-                decrement.execute(params![user_id, room_id, thread_id, highlight])?;
+                decrement.execute(params![room_id, user_id, thread_id, highlight])?;
             }
         }
         Ok(())
@@ -248,7 +268,7 @@ impl Storage {
             .prepare_cached(&format!("DELETE FROM unread_marks WHERE room = {ROOM} AND user = {USER}"))?
             .execute(params![room_id, user_id])?;
         self.conn
-            .prepare_cached("DELETE FROM unread_counts WHERE room_id = ?1 AND user_id = ?2")?
+            .prepare_cached(&format!("DELETE FROM unread_tallies WHERE user = {USER} AND room = {ROOM}"))?
             .execute(params![room_id, user_id])?;
         Ok(())
     }
