@@ -542,13 +542,28 @@ fn matches_whole(pattern: &str, value: &str) -> bool {
 /// Whether the glob `pattern` matches a substring of `value` that starts and
 /// ends at word boundaries.
 fn matches_words(pattern: &str, value: &str) -> bool {
+    if !pattern.bytes().any(|byte| matches!(byte, b'*' | b'?')) && absent_ascii(pattern, value) {
+        return false;
+    }
     validate_pattern(pattern).is_ok() && Glob::new(pattern, glob::PUSH_RULE).matches_words(value)
+}
+
+/// Whether `literal` does not occur in `value` at all, ignoring ASCII case,
+/// when both are ASCII: then no word-bounded match exists either. The
+/// common answer for every recipient's name rules over every message, found
+/// without compiling a glob (`false` is no answer: non-ASCII text may
+/// lowercase into ASCII letters).
+fn absent_ascii(literal: &str, value: &str) -> bool {
+    literal.is_ascii()
+        && value.is_ascii()
+        && !value.to_ascii_lowercase().contains(&literal.to_ascii_lowercase())
 }
 
 /// Whether `text` (taken literally, `*` and `?` included) occurs in `value`
 /// bounded by word boundaries. An empty `text` never matches.
 fn contains_words(text: &str, value: &str) -> bool {
     !text.is_empty()
+        && !absent_ascii(text, value)
         && validate_pattern(text).is_ok()
         && Glob::literal(text, glob::PUSH_RULE.ignore_case).matches_words(value)
 }

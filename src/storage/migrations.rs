@@ -201,6 +201,8 @@ const MIGRATIONS: &[&str] = &[
     super::url_previews::URL_PREVIEWS,
     // 20: where each application service's event stream stands (see APP_SERVICE_STREAMS).
     super::appservice::APP_SERVICE_STREAMS,
+    // 21: unread marks keyed by room and user numbers (see UNREAD_MARKS).
+    super::unread::UNREAD_MARKS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
@@ -334,5 +336,40 @@ mod tests {
             })
             .unwrap();
         assert_eq!(found, 1);
+    }
+
+    #[test]
+    fn the_unread_marks_migration_keeps_what_was_unread() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..20] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 20).unwrap();
+        conn.execute_batch(
+            "INSERT INTO unread_events VALUES ('@a:x', '!r:x', 1, 'main', 0), ('@a:x', '!r:x', 2, '$t', 1),
+                ('@b:x', '!r:x', 2, '$t', 0), ('@a:x', '!s:x', 3, 'main', 1);
+             INSERT INTO unread_counts VALUES ('@a:x', '!r:x', 'main', 1, 0), ('@a:x', '!r:x', '$t', 1, 1),
+                ('@b:x', '!r:x', '$t', 1, 0), ('@a:x', '!s:x', 'main', 1, 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let storage = super::super::Storage { conn, transactions: Default::default() };
+        // The counters carried over, by thread.
+        assert_eq!(storage.unread_total("@a:x").unwrap(), 3);
+        let mut threads: Vec<_> = storage
+            .unread_counts("@a:x", "!r:x")
+            .unwrap()
+            .into_iter()
+            .map(|thread| (thread.thread_id, thread.notifications, thread.highlights))
+            .collect();
+        threads.sort();
+        assert_eq!(threads, [("$t".to_owned(), 1, 1), ("main".to_owned(), 1, 0)]);
+        // A receipt reads the rows carried over, in its room only.
+        assert!(storage.read_unread_up_to("@a:x", "!r:x", None, 2).unwrap());
+        assert!(storage.unread_counts("@a:x", "!r:x").unwrap().is_empty());
+        assert_eq!(storage.unread_total("@a:x").unwrap(), 1);
+        assert!(storage.read_unread_up_to("@b:x", "!r:x", Some("$t"), 2).unwrap());
+        assert!(storage.read_unread_up_to("@a:x", "!s:x", None, 3).unwrap());
+        assert_eq!(storage.unread_total("@a:x").unwrap() + storage.unread_total("@b:x").unwrap(), 0);
     }
 }

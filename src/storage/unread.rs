@@ -1,6 +1,6 @@
 //! Unread notifications kept at write time: per recipient, the notifying
-//! events after their read receipt (`unread_events`) and their tallies per
-//! thread (`unread_counts`), both written in the transaction that stores the
+//! events after their read receipt (`unread_marks`) and their tallies per
+//! thread (`unread_tallies`), both written in the transaction that stores the
 //! event or the receipt. What notifies is decided by the room engine
 //! (`rooms::push_actions`); this module only keeps the rows and counters.
 
@@ -9,17 +9,11 @@ use rusqlite::{OptionalExtension, params};
 use super::Storage;
 use crate::error::Result;
 
-/// Migration 17: the unread notifying events of each local user, one row per
-/// (user, room, event) with its thread (`main` or the thread root's ID) and
-/// whether it highlights, and the per-thread counters /sync reads. Rows are
-/// found by room and user (receipts count and delete a key range); the room
-/// comes first so that the rows an event adds for its recipients sit on the
-/// same few pages (a user first put each recipient's row on a page of its
-/// own, and every page a commit touches is written to the WAL). A row
-/// goes when a receipt covers it (or its event is redacted, or its user
-/// leaves the room), so the table holds what is unread, not history. Events
-/// stored before this migration start from zero: counting them would need
-/// every user's push rules, which SQL cannot evaluate.
+/// Migration 17: the unread notifying events of each local user (replaced
+/// by `unread_marks`, migration 21) and the per-thread counters /sync reads
+/// (replaced by `unread_tallies`, migration 21).
+/// Events stored before this migration start from zero: counting them would
+/// need every user's push rules, which SQL cannot evaluate.
 pub(super) const UNREAD_COUNTS: &str = r#"
     CREATE TABLE unread_events (
         user_id          TEXT NOT NULL,
@@ -38,6 +32,59 @@ pub(super) const UNREAD_COUNTS: &str = r#"
         PRIMARY KEY (user_id, room_id, thread_id)
     ) WITHOUT ROWID;
 "#;
+
+/// Migration 21: the unread notifying events of each local user, one row per
+/// (room, user, event) with its thread (`main` or the thread root's ID) and
+/// whether it highlights. An event adds a row for each recipient, so rooms
+/// and users are numbered (`unread_names`, one row per room or user ever
+/// marked) and rows hold the numbers: a row with the IDs as text took four
+/// times the space, and every page a commit touches is written to the WAL.
+/// Rows are found by room and user (receipts count and delete a key range);
+/// the room comes first so that the rows an event adds for its recipients
+/// sit on the same few pages. A row goes when a receipt covers it (or its
+/// event is redacted, or its user leaves the room), so the table holds what
+/// is unread, not history. The per-thread counters (`unread_tallies`) are
+/// keyed by the numbers too, user first (a push's badge sums a user's), so
+/// that the few rows an event raises sit on a page or two.
+pub(super) const UNREAD_MARKS: &str = r#"
+    CREATE TABLE unread_names (
+        id    INTEGER PRIMARY KEY,
+        name  TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE unread_marks (
+        room             INTEGER NOT NULL,
+        user             INTEGER NOT NULL,
+        stream_ordering  INTEGER NOT NULL,
+        thread_id        TEXT NOT NULL,
+        highlight        INTEGER NOT NULL,
+        PRIMARY KEY (room, user, stream_ordering)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO unread_names (name)
+        SELECT room_id FROM unread_events UNION SELECT user_id FROM unread_events;
+    INSERT INTO unread_marks (room, user, stream_ordering, thread_id, highlight)
+        SELECT r.id, u.id, e.stream_ordering, e.thread_id, e.highlight FROM unread_events e
+        JOIN unread_names r ON r.name = e.room_id JOIN unread_names u ON u.name = e.user_id;
+    DROP TABLE unread_events;
+    CREATE TABLE unread_tallies (
+        user           INTEGER NOT NULL,
+        room           INTEGER NOT NULL,
+        thread_id      TEXT NOT NULL,
+        notifications  INTEGER NOT NULL,
+        highlights     INTEGER NOT NULL,
+        PRIMARY KEY (user, room, thread_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO unread_names (name)
+        SELECT room_id FROM unread_counts UNION SELECT user_id FROM unread_counts;
+    INSERT INTO unread_tallies (user, room, thread_id, notifications, highlights)
+        SELECT u.id, r.id, c.thread_id, c.notifications, c.highlights FROM unread_counts c
+        JOIN unread_names r ON r.name = c.room_id JOIN unread_names u ON u.name = c.user_id;
+    DROP TABLE unread_counts;
+"#;
+
+/// The number of the room (`?1`) and the user (`?2`) in `unread_marks`, as
+/// scalar subqueries.
+const ROOM: &str = "(SELECT id FROM unread_names WHERE name = ?1)";
+const USER: &str = "(SELECT id FROM unread_names WHERE name = ?2)";
 
 /// The thread of events outside any thread.
 pub const MAIN_THREAD: &str = "main";
@@ -60,34 +107,59 @@ pub struct ThreadCounts {
 }
 
 /// Records `marks` for the event at `stream_ordering` inside the transaction
-/// storing it.
+/// storing it: a few statements however many recipients, each reading the
+/// recipients as one `json_each` list of user IDs and their highlights as a
+/// string of `0`/`1` flags by position (extracting fields from a list of
+/// JSON objects per row measured as a good part of a send): the room and
+/// users numbered, then per thread (an event is in one) the rows added and
+/// the counters raised. An event is marked once, by the transaction that
+/// gives it its stream position (the key of `events`), so a mark already
+/// there is an error, not something to count again; `marks` name each user
+/// once (the room's members).
 pub(super) fn mark_unread(
     transaction: &rusqlite::Connection,
     room_id: &str,
     stream_ordering: i64,
     marks: &[UnreadMark],
 ) -> Result<()> {
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let users = |marks: &[&UnreadMark]| {
+        serde_json::to_string(&marks.iter().map(|mark| &mark.user_id).collect::<Vec<_>>()).unwrap_or_default()
+    };
+    let all: Vec<&UnreadMark> = marks.iter().collect();
+    transaction
+        .prepare_cached(
+            "INSERT OR IGNORE INTO unread_names (name) SELECT ?1 UNION ALL SELECT value FROM json_each(?2)",
+        )?
+        .execute(params![room_id, users(&all)])?;
+    let mut threads: Vec<&str> = marks.iter().map(|mark| mark.thread_id.as_str()).collect();
+    threads.sort_unstable();
+    threads.dedup();
     let mut insert = transaction.prepare_cached(
-        "INSERT OR IGNORE INTO unread_events (user_id, room_id, stream_ordering, thread_id, highlight)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO unread_marks (room, user, stream_ordering, thread_id, highlight)
+         SELECT (SELECT id FROM unread_names WHERE name = ?1),
+                (SELECT id FROM unread_names WHERE name = mark.value),
+                ?2, ?3, substr(?5, mark.key + 1, 1) = '1'
+         FROM json_each(?4) AS mark",
     )?;
+    // `WHERE true` tells the parser the `ON CONFLICT` is the upsert's.
     let mut count = transaction.prepare_cached(
-        "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights)
-         VALUES (?1, ?2, ?3, 1, ?4)
-         ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
+        "INSERT INTO unread_tallies (user, room, thread_id, notifications, highlights)
+         SELECT (SELECT id FROM unread_names WHERE name = mark.value),
+                (SELECT id FROM unread_names WHERE name = ?1),
+                ?3, 1, substr(?5, mark.key + 1, 1) = '1'
+         FROM json_each(?4) AS mark WHERE true
+         ON CONFLICT (user, room, thread_id) DO UPDATE SET
             notifications = notifications + 1, highlights = highlights + excluded.highlights",
     )?;
-    for mark in marks {
-        let added = insert.execute(params![
-            mark.user_id,
-            room_id,
-            stream_ordering,
-            mark.thread_id,
-            mark.highlight
-        ])?;
-        if added > 0 {
-            count.execute(params![mark.user_id, room_id, mark.thread_id, mark.highlight])?;
-        }
+    for thread in threads {
+        let group: Vec<&UnreadMark> = marks.iter().filter(|mark| mark.thread_id == thread).collect();
+        let highlights: String = group.iter().map(|mark| if mark.highlight { '1' } else { '0' }).collect();
+        let parameters = params![room_id, stream_ordering, thread, users(&group), highlights];
+        insert.execute(parameters)?;
+        count.execute(parameters)?;
     }
     Ok(())
 }
@@ -95,11 +167,11 @@ pub(super) fn mark_unread(
 impl Storage {
     /// The user's counts in a room, per thread with anything unread.
     pub fn unread_counts(&self, user_id: &str, room_id: &str) -> Result<Vec<ThreadCounts>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT thread_id, notifications, highlights FROM unread_counts
-             WHERE user_id = ?1 AND room_id = ?2 AND notifications > 0",
-        )?;
-        let rows = statement.query_map(params![user_id, room_id], |row| {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT thread_id, notifications, highlights FROM unread_tallies
+             WHERE user = {USER} AND room = {ROOM} AND notifications > 0"
+        ))?;
+        let rows = statement.query_map(params![room_id, user_id], |row| {
             Ok(ThreadCounts { thread_id: row.get(0)?, notifications: row.get(1)?, highlights: row.get(2)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -109,7 +181,7 @@ impl Storage {
     pub fn unread_total(&self, user_id: &str) -> Result<u64> {
         let mut statement = self
             .conn
-            .prepare_cached("SELECT COALESCE(SUM(notifications), 0) FROM unread_counts WHERE user_id = ?1")?;
+            .prepare_cached("SELECT COALESCE(SUM(notifications), 0) FROM unread_tallies WHERE user = (SELECT id FROM unread_names WHERE name = ?1)")?;
         Ok(statement.query_row([user_id], |row| row.get(0))?)
     }
 
@@ -130,38 +202,39 @@ impl Storage {
         // scans of the range (DELETE ... RETURNING handing each row back
         // measured several times slower).
         let thread_clause = if thread_id.is_some() { "AND thread_id = ?4" } else { "AND ?4 IS NULL" };
-        let range = format!("WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering <= ?3 {thread_clause}");
+        let range =
+            format!("WHERE room = {ROOM} AND user = {USER} AND stream_ordering <= ?3 {thread_clause}");
         let read: Vec<(String, i64, i64)> = {
             let mut statement = self.conn.prepare_cached(&format!(
-                "SELECT thread_id, COUNT(*), SUM(highlight) FROM unread_events {range} GROUP BY thread_id"
+                "SELECT thread_id, COUNT(*), SUM(highlight) FROM unread_marks {range} GROUP BY thread_id"
             ))?;
-            let rows = statement.query_map(params![user_id, room_id, stream_ordering, thread_id], |row| {
+            let rows = statement.query_map(params![room_id, user_id, stream_ordering, thread_id], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?;
             rows.collect::<Result<_, _>>()?
         };
-        self.conn.prepare_cached(&format!("DELETE FROM unread_events {range}"))?.execute(params![
-            user_id,
+        self.conn.prepare_cached(&format!("DELETE FROM unread_marks {range}"))?.execute(params![
             room_id,
+            user_id,
             stream_ordering,
             thread_id
         ])?;
         if read.is_empty() {
             return Ok(false);
         }
-        let mut lower = self.conn.prepare_cached(
-            "UPDATE unread_counts SET notifications = MAX(notifications - ?4, 0),
+        let mut lower = self.conn.prepare_cached(&format!(
+            "UPDATE unread_tallies SET notifications = MAX(notifications - ?4, 0),
                 highlights = MAX(highlights - ?5, 0)
-             WHERE user_id = ?1 AND room_id = ?2 AND thread_id = ?3",
-        )?;
+             WHERE user = {USER} AND room = {ROOM} AND thread_id = ?3"
+        ))?;
         for (thread, notifications, highlights) in &read {
-            lower.execute(params![user_id, room_id, thread, notifications, highlights])?;
+            lower.execute(params![room_id, user_id, thread, notifications, highlights])?;
         }
         self.conn
-            .prepare_cached(
-                "DELETE FROM unread_counts WHERE user_id = ?1 AND room_id = ?2 AND notifications = 0",
-            )?
-            .execute(params![user_id, room_id])?;
+            .prepare_cached(&format!(
+                "DELETE FROM unread_tallies WHERE user = {USER} AND room = {ROOM} AND notifications = 0"
+            ))?
+            .execute(params![room_id, user_id])?;
         Ok(true)
     }
 
@@ -169,21 +242,21 @@ impl Storage {
     /// `users` (the room's local members) any more. Each is one lookup by
     /// key, so rows need no second index for the rare redaction.
     pub fn forget_unread_event(&self, room_id: &str, stream_ordering: i64, users: &[String]) -> Result<()> {
-        let mut delete = self.conn.prepare_cached(
-            "DELETE FROM unread_events WHERE user_id = ?1 AND room_id = ?2 AND stream_ordering = ?3
-             RETURNING thread_id, highlight",
-        )?;
-        let mut decrement = self.conn.prepare_cached(
-            "UPDATE unread_counts SET notifications = MAX(notifications - 1, 0),
+        let mut delete = self.conn.prepare_cached(&format!(
+            "DELETE FROM unread_marks WHERE room = {ROOM} AND user = {USER} AND stream_ordering = ?3
+             RETURNING thread_id, highlight"
+        ))?;
+        let mut decrement = self.conn.prepare_cached(&format!(
+            "UPDATE unread_tallies SET notifications = MAX(notifications - 1, 0),
                 highlights = MAX(highlights - ?4, 0)
-             WHERE user_id = ?1 AND room_id = ?2 AND thread_id = ?3",
-        )?;
+             WHERE user = {USER} AND room = {ROOM} AND thread_id = ?3"
+        ))?;
         for user_id in users {
             let mark: Option<(String, bool)> = delete
-                .query_row(params![user_id, room_id, stream_ordering], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_row(params![room_id, user_id, stream_ordering], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
             if let Some((thread_id, highlight)) = mark {
-                decrement.execute(params![user_id, room_id, thread_id, highlight])?;
+                decrement.execute(params![room_id, user_id, thread_id, highlight])?;
             }
         }
         Ok(())
@@ -191,11 +264,12 @@ impl Storage {
 
     /// The user left the room: nothing there is unread for them any more.
     pub fn forget_unread_room(&self, user_id: &str, room_id: &str) -> Result<()> {
-        for table in ["unread_events", "unread_counts"] {
-            self.conn
-                .prepare_cached(&format!("DELETE FROM {table} WHERE user_id = ?1 AND room_id = ?2"))?
-                .execute(params![user_id, room_id])?;
-        }
+        self.conn
+            .prepare_cached(&format!("DELETE FROM unread_marks WHERE room = {ROOM} AND user = {USER}"))?
+            .execute(params![room_id, user_id])?;
+        self.conn
+            .prepare_cached(&format!("DELETE FROM unread_tallies WHERE user = {USER} AND room = {ROOM}"))?
+            .execute(params![room_id, user_id])?;
         Ok(())
     }
 
@@ -271,8 +345,8 @@ mod tests {
             let marks = [mark("@a:x", thread, index % 2 == 1), mark("@b:x", MAIN_THREAD, false)];
             mark_unread(&storage.conn, "!r:x", index as i64 + 1, &marks).unwrap();
         }
-        // Marking the same event again counts nothing twice.
-        mark_unread(&storage.conn, "!r:x", 6, &[mark("@a:x", "$t", false)]).unwrap();
+        // Marking the same event again is refused, and counts nothing twice.
+        assert!(mark_unread(&storage.conn, "!r:x", 6, &[mark("@b:x", MAIN_THREAD, false)]).is_err());
         assert_eq!(counts(&storage), [("$t".into(), 3, 2), (MAIN_THREAD.into(), 3, 1)]);
         assert_eq!(storage.unread_total("@a:x").unwrap(), 6);
 

@@ -459,3 +459,27 @@ fn plain_patterns_and_paths_take_the_short_way_with_the_same_answers() {
     assert!(is_content_body("content.body") && !is_content_body("content\\.body"));
     assert!(!is_content_body("content.bod\\y") && !is_content_body("con\\tent.body"));
 }
+
+#[test]
+fn words_absent_as_text_are_answered_without_the_glob_and_the_same() {
+    // Each (pattern or name, body) is answered as the compiled glob answers
+    // it, whether the quick substring check decides it or not.
+    let cases = [
+        ("alice", "hello Alice!"),
+        ("alice", "hello alicex"),
+        ("alice", "hello bob"),
+        ("ALICE", "alice"),
+        ("k", "\u{212a} is kelvin"),
+        ("ali*", "hello alison"),
+        ("al?ce", "alice"),
+        ("alice", "hello"),
+        ("é", "É"),
+    ];
+    for (pattern, body) in cases {
+        let compiled = glob::Glob::new(pattern, glob::PUSH_RULE).matches_words(body);
+        assert_eq!(matches_words(pattern, body), compiled, "{pattern} / {body}");
+        let literal = glob::Glob::literal(pattern, glob::PUSH_RULE.ignore_case).matches_words(body);
+        assert_eq!(contains_words(pattern, body), literal, "{pattern} / {body}");
+    }
+    assert!(contains_words("Alice", "hi ALICE") && !contains_words("Alice", "hi Bob"));
+}
