@@ -21,17 +21,17 @@ use serde_json::{Value, json};
 const DELIVERY: Duration = Duration::from_secs(20);
 const REPORT: &str = "/_hearth/admin/v1/resilience";
 
+/// One room's entry in a whole report (null when it is not there).
+fn room_in(report: &Value, room_id: &str) -> Value {
+    let rooms = report["rooms"].as_array().unwrap();
+    rooms.iter().find(|room| room["room_id"] == room_id).cloned().unwrap_or_default()
+}
+
 /// The report on one room from the admin API.
 fn room_report(admin: &Client, room_id: &str) -> Value {
     let (status, answer) = admin.get(REPORT);
     assert_eq!(status, 200, "{answer}");
-    answer["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|room| room["room_id"] == room_id)
-        .cloned()
-        .unwrap_or_default()
+    room_in(&answer, room_id)
 }
 
 /// The report on one room from `hearth resilience --json`.
@@ -40,13 +40,7 @@ fn cli_report(node: &Node, room_id: &str) -> Value {
     assert!(ok, "{output}");
     let line = output.lines().find(|line| line.starts_with('{')).unwrap_or_else(|| panic!("{output}"));
     let answer: Value = serde_json::from_str(line).unwrap();
-    answer["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|room| room["room_id"] == room_id)
-        .cloned()
-        .unwrap_or_default()
+    room_in(&answer, room_id)
 }
 
 fn server_names(report: &Value) -> Vec<String> {
