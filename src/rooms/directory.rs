@@ -98,19 +98,17 @@ fn page_size(limit: Option<i64>) -> usize {
     }
 }
 
-/// Only our own directory can be listed until federation exists.
+/// Checks a `server` parameter naming whose directory to list: ours, or
+/// none. Clients asking for another server's are sent there before this
+/// (`federation::queries::remote_public_rooms`); a server asking us for a
+/// third server's directory is refused, as we relay no one's.
 pub fn check_directory_server(app: &App, server: Option<&str>) -> Result<()> {
     let Some(server) = server else { return Ok(()) };
     ServerName::parse(server).map_err(|error| Error::InvalidParam(format!("server {server}: {error}")))?;
     if server == app.config.server_name {
         return Ok(());
     }
-    // FIXME: ask the other server over federation (`GET /_matrix/federation/v1/publicRooms`).
-    Err(Error::matrix(
-        502,
-        "M_UNKNOWN",
-        format!("cannot fetch the room directory of {server}: federation is not available yet"),
-    ))
+    Err(Error::InvalidParam(format!("this server lists only its own room directory, not {server}'s")))
 }
 
 /// The directory page `query` asks for, as `/publicRooms` answers it.
