@@ -243,7 +243,9 @@ fn a_mautrix_bridge_registers_a_ghost_that_joins_speaks_and_gets_transactions() 
     let (status, found) =
         alice.get(&format!("/_matrix/client/v3/directory/room/%23bridged_portal:{}", node.server_name));
     assert_eq!(status, 200, "{found}");
-    assert!(service.lines().contains(&format!("portal {portal} {}", found["room_id"].as_str().unwrap())));
+    // The service's output is read on another thread: wait for the line.
+    let made = format!("portal {portal} {}", found["room_id"].as_str().unwrap());
+    service.wait_for(|line| line == made);
     let (status, joined) =
         alice.post(&format!("/_matrix/client/v3/join/%23bridged_other:{}", node.server_name), &json!({}));
     assert_eq!(status, 200, "{joined}");
