@@ -233,6 +233,30 @@ pub async fn get_url(federation: &Federation, url: &str, max_body: usize) -> Res
     fetch_url(federation, url, max_body, Schemes::HttpsOnly).await.map(|(response, _)| response)
 }
 
+/// Where a request to the `http://` (`tls` false) or `https://` URL
+/// `parsed` goes: the target, its addresses looked up, and the path with its
+/// query. `refused` makes the caller's error for a URL without a host.
+pub async fn url_target(
+    federation: &Federation,
+    parsed: &http_types::Url,
+    tls: bool,
+    refused: impl Fn(String) -> Error,
+) -> Result<(Target, String)> {
+    let host = parsed.host_str().ok_or_else(|| refused("a URL without a host".into()))?.to_string();
+    let port = parsed.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    let addresses = lookup(federation, &host, port).await?;
+    let host_header = match parsed.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    let tls_name = ip_literal(&host).map_or(host, |ip| ip.to_string());
+    let path = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    Ok((Target { addresses, host_header, tls_name }, path))
+}
+
 /// Which URL schemes [`fetch_url`] follows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Schemes {
@@ -261,23 +285,11 @@ pub async fn fetch_url(
             ("http", Schemes::HttpOrHttps) => false,
             _ => return Err(refused(format!("{url} is not an URL we may fetch"))),
         };
-        let url_host = parsed.host_str().ok_or_else(|| refused("a URL without a host".into()))?.to_string();
-        let port = parsed.port_or_known_default().unwrap_or(443);
-        let addresses = lookup(federation, &url_host, port).await?;
-        let host_header = match parsed.port() {
-            Some(port) => format!("{url_host}:{port}"),
-            None => url_host.clone(),
-        };
-        let tls_name = ip_literal(&url_host).map_or(url_host.clone(), |ip| ip.to_string());
-        let target = Target { addresses, host_header, tls_name };
-        let path = match parsed.query() {
-            Some(query) => format!("{}?{query}", parsed.path()),
-            None => parsed.path().to_string(),
-        };
-        let response = match tls {
-            true => transport::exchange(federation, &target, Method::Get, &path, &[], None, max_body).await?,
-            false => transport::exchange_plain_public(federation, &target, &path, max_body).await?,
-        };
+        let (target, path) = url_target(federation, &parsed, tls, &refused).await?;
+        let reach = transport::Reach::PublicOrAllowed(&federation.allow_ips);
+        let response =
+            transport::exchange_via(federation, &target, tls, reach, Method::Get, &path, &[], None, max_body)
+                .await?;
         if (300..400).contains(&response.status) {
             let location =
                 response.header("location").ok_or_else(|| refused("a redirect without Location".into()))?;

@@ -20,8 +20,8 @@ use std::time::Duration;
 use http_types::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use super::discovery::{ip_literal, lookup};
-use super::transport::{self, RawResponse, Target};
+use super::discovery::url_target;
+use super::transport::{self, RawResponse};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::storage::{PushQueued, Pusher, PusherKey, now_ms};
@@ -277,28 +277,23 @@ pub(super) async fn send_to_url(
         "http" => false,
         other => return Err(refused(format!("scheme {other}"))),
     };
-    let host = parsed.host_str().ok_or_else(|| refused("a URL without a host".into()))?.to_string();
-    let port = parsed.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
-    let addresses = lookup(&app.federation, &host, port).await?;
-    let host_header = match parsed.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.clone(),
+    let (target, path) = url_target(&app.federation, &parsed, tls, &refused).await?;
+    let reach = match configured {
+        true => transport::Reach::Configured,
+        false => transport::Reach::Filtered(&app.federation.allow_ips),
     };
-    let tls_name = ip_literal(&host).map_or(host.clone(), |ip| ip.to_string());
-    let target = Target { addresses, host_header, tls_name };
-    let path = match parsed.query() {
-        Some(query) => format!("{}?{query}", parsed.path()),
-        None => parsed.path().to_string(),
-    };
-    let federation = &app.federation;
-    let body = Some(body);
-    if configured {
-        transport::exchange_configured(federation, &target, tls, method, &path, headers, body, max_body).await
-    } else if tls {
-        transport::exchange(federation, &target, method, &path, headers, body, max_body).await
-    } else {
-        transport::exchange_plain(federation, &target, method, &path, headers, body, max_body).await
-    }
+    transport::exchange_via(
+        &app.federation,
+        &target,
+        tls,
+        reach,
+        method,
+        &path,
+        headers,
+        Some(body),
+        max_body,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -173,11 +173,8 @@ pub async fn exchange(
     body: Option<Vec<u8>>,
     max_body: usize,
 ) -> Result<RawResponse> {
-    let work = async {
-        let stream = connect(&federation.tls, Reach::Filtered(&federation.allow_ips), target).await?;
-        send_on(stream, target, method, path_and_query, headers, body, max_body).await
-    };
-    within_deadline(target, work).await
+    let reach = Reach::Filtered(&federation.allow_ips);
+    exchange_via(federation, target, true, reach, method, path_and_query, headers, body, max_body).await
 }
 
 /// `work`, or a 504 once [`REQUEST_TIMEOUT`] has passed.
@@ -192,45 +189,12 @@ async fn within_deadline(
     .await
 }
 
-/// [`exchange`] over plain TCP (`http://`), to addresses the allow-list
-/// names only (a push gateway on the LAN or loopback): nothing public is
-/// ever reached without TLS.
-pub async fn exchange_plain(
-    federation: &Federation,
-    target: &Target,
-    method: Method,
-    path_and_query: &str,
-    headers: &[(&str, String)],
-    body: Option<Vec<u8>>,
-    max_body: usize,
-) -> Result<RawResponse> {
-    let work = async {
-        let stream = connect_plain(Reach::Filtered(&federation.allow_ips), target).await?;
-        send_on(stream, target, method, path_and_query, headers, body, max_body).await
-    };
-    within_deadline(target, work).await
-}
-
-/// [`exchange`] over plain TCP for `http://` URLs a user asked for (link
-/// previews): public addresses and those the allow-list names, as for TLS.
-pub async fn exchange_plain_public(
-    federation: &Federation,
-    target: &Target,
-    path_and_query: &str,
-    max_body: usize,
-) -> Result<RawResponse> {
-    let work = async {
-        let stream = connect_plain(Reach::PublicOrAllowed(&federation.allow_ips), target).await?;
-        send_on(stream, target, Method::Get, path_and_query, &[], None, max_body).await
-    };
-    within_deadline(target, work).await
-}
-
 /// Which addresses a connection may go to.
 #[derive(Clone, Copy)]
-enum Reach<'a> {
+pub enum Reach<'a> {
     /// Over TLS, public addresses and those the allow-list names; over
-    /// plain TCP, only those the allow-list names (push gateways).
+    /// plain TCP, only those the allow-list names (push gateways): nothing
+    /// public is ever reached without TLS.
     Filtered(&'a [Cidr]),
     /// Public addresses and those the allow-list names, also over plain TCP:
     /// `http://` URLs a user asked for (link previews).
@@ -240,13 +204,15 @@ enum Reach<'a> {
     Configured,
 }
 
-/// [`exchange`] (`tls`) or [`exchange_plain`] to a URL the operator
-/// configured (an application service's): any address may be reached.
-#[allow(clippy::too_many_arguments)] // exchange's arguments and the scheme
-pub async fn exchange_configured(
+/// [`exchange`] for URLs that are not a server's federation API (push
+/// gateways, link previews, application services): over TLS (`tls`) or
+/// plain TCP, to the addresses `reach` permits.
+#[allow(clippy::too_many_arguments)] // exchange's arguments, the scheme and the reach
+pub async fn exchange_via(
     federation: &Federation,
     target: &Target,
     tls: bool,
+    reach: Reach<'_>,
     method: Method,
     path_and_query: &str,
     headers: &[(&str, String)],
@@ -255,10 +221,10 @@ pub async fn exchange_configured(
 ) -> Result<RawResponse> {
     let work = async {
         if tls {
-            let stream = connect(&federation.tls, Reach::Configured, target).await?;
+            let stream = connect(&federation.tls, reach, target).await?;
             send_on(stream, target, method, path_and_query, headers, body, max_body).await
         } else {
-            let stream = connect_plain(Reach::Configured, target).await?;
+            let stream = connect_plain(reach, target).await?;
             send_on(stream, target, method, path_and_query, headers, body, max_body).await
         }
     };
