@@ -100,12 +100,16 @@ pub fn protected_header(key: KeyRef<'_>, nonce: &str, url: &str) -> Value {
 /// A flattened JWS JSON body (RFC 7515 §7.2.2). `payload` `None` is a
 /// POST-as-GET (RFC 8555 §6.3: an empty payload). `sign` takes the signing
 /// input and gives the raw ES256 signature (`r || s`, RFC 7518 §3.4).
-pub fn jws(protected: &Value, payload: Option<&Value>, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> Vec<u8> {
+pub fn jws<E>(
+    protected: &Value,
+    payload: Option<&Value>,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<Vec<u8>, E> {
     let protected = base64url(protected.to_string().as_bytes());
     let payload = payload.map_or(String::new(), |payload| base64url(payload.to_string().as_bytes()));
-    let signature = sign(format!("{protected}.{payload}").as_bytes());
+    let signature = sign(format!("{protected}.{payload}").as_bytes())?;
     let body = json!({ "protected": protected, "payload": payload, "signature": base64url(&signature) });
-    body.to_string().into_bytes()
+    Ok(body.to_string().into_bytes())
 }
 
 /// Whether `token` is a token we may serve: base64url characters only
@@ -423,8 +427,9 @@ mod tests {
         let mut signed = Vec::new();
         let body = jws(&header, None, |input| {
             signed = input.to_vec();
-            vec![1, 2, 3]
-        });
+            Ok::<_, ()>(vec![1, 2, 3])
+        })
+        .unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["payload"], "");
         assert_eq!(body["signature"], "AQID");
@@ -437,7 +442,7 @@ mod tests {
         let by_kid = protected_header(KeyRef::Kid("https://ca.test/acct/1"), "n", "u");
         assert_eq!(by_kid["kid"], "https://ca.test/acct/1");
         assert!(by_kid.get("jwk").is_none());
-        let with_payload = jws(&by_kid, Some(&json!({"a": 1})), |_| Vec::new());
+        let with_payload = jws(&by_kid, Some(&json!({"a": 1})), |_| Ok::<_, ()>(Vec::new())).unwrap();
         let with_payload: Value = serde_json::from_slice(&with_payload).unwrap();
         assert_eq!(with_payload["payload"], base64url(b"{\"a\":1}"));
     }
