@@ -162,6 +162,9 @@ impl Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind.is_empty() && self.detail.is_empty() {
+            return write!(formatter, "no problem document");
+        }
         write!(formatter, "{}: {}", self.kind, self.detail)
     }
 }
