@@ -158,6 +158,17 @@ fn served_serial(address: &str) -> String {
     serial(&served_chain(address, DOMAIN, accept_any()).unwrap()[0])
 }
 
+/// The renewal failures the node recorded, as `failures|last_error`,
+/// read beside it with the sqlite3 shell.
+fn renewal_failures(node: &Node) -> String {
+    let output = Command::new("sqlite3")
+        .arg(node.data_dir.0.join("hearth.db"))
+        .arg("SELECT failures, last_error FROM acme_renewal")
+        .output()
+        .expect("the sqlite3 shell is needed (apt-get install sqlite3; .ci/run installs it)");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 fn acme_node(pebble: &Pebble, tls_port: u16, extra: &str) -> Node {
     let data_dir = TempDir::new("node");
     let config = format!(
@@ -185,6 +196,11 @@ fn tls_alpn_01_issues_renews_and_survives_the_ca_being_down() {
     // Issued: the served chain leads to Pebble's root, for the domain.
     let first = eventually(Duration::from_secs(60), || issued_serial(&address, &root));
     assert!(node.log_text().contains("validated (tls-alpn-01)"), "{}", node.log_text());
+    // RFC 8737 §3: a validation handshake (ALPN acme-tls/1) while no
+    // challenge is pending gets no certificate at all.
+    let mut validation = (*accept_any()).clone();
+    validation.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    assert!(served_chain(&address, DOMAIN, std::sync::Arc::new(validation)).is_err());
 
     // Renewed two thirds into the 30 s lifetime, without a restart.
     let second = eventually(Duration::from_secs(60), || {
@@ -197,6 +213,10 @@ fn tls_alpn_01_issues_renews_and_survives_the_ca_being_down() {
     pebble.stop();
     eventually(Duration::from_secs(60), || (failed_before < failures()).then_some(()));
     assert_eq!(served_serial(&address), second);
+    let recorded = renewal_failures(&node);
+    let failures: u32 = recorded.split('|').next().unwrap().parse().unwrap_or(0);
+    assert!(1 <= failures, "recorded: {recorded}");
+    assert!(recorded.contains("cannot reach"), "recorded: {recorded}");
 
     // The CA back (a new Pebble: new roots, the account made again): renewed.
     pebble.run();
