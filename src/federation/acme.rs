@@ -298,11 +298,19 @@ impl<'a> Session<'a> {
     /// Reads the directory and loads (or makes and stores) the account key.
     async fn open(app: &'a App, acme: &'a Acme, directory_url: &str) -> Result<Session<'a>, String> {
         let rng = SystemRandom::new();
-        let fresh = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| "cannot make an account key")?;
-        let (pkcs8, account_url) = app
-            .in_transaction(|| app.storage().acme_account_or_insert(directory_url, fresh.as_ref()))
+        let stored = app
+            .in_snapshot(|| app.storage().acme_account(directory_url))
             .map_err(|error| format!("cannot read the account: {error}"))?;
+        let (pkcs8, account_url) = match stored {
+            Some(stored) => stored,
+            None => {
+                let fresh = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| "cannot make an account key")?;
+                log::info!("ACME: made an account key for {directory_url}");
+                app.in_transaction(|| app.storage().acme_account_or_insert(directory_url, fresh.as_ref()))
+                    .map_err(|error| format!("cannot store the account key: {error}"))?
+            }
+        };
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
             .map_err(|_| "the stored account key is unusable")?;
         let jwk = EcJwk::from_uncompressed_point(key.public_key().as_ref())

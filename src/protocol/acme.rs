@@ -557,6 +557,18 @@ mod tests {
         assert!(certificate_facts(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
+    /// The fuzz target's hand-made seeds are certificates as far as we read them.
+    #[test]
+    fn minimal_certificates_read() {
+        let v3 = b"\x30\x2f\x30\x2d\xa0\x03\x02\x01\x02\x02\x02\x12\x34\x30\x00\x30\x00\x30\x1e\
+          \x17\x0d700101000000Z\x17\x0d491231235959Z";
+        let facts = certificate_facts(v3).unwrap();
+        assert_eq!((facts.serial.as_str(), facts.not_before, facts.not_after), ("1234", 0, 2_524_607_999));
+        let v1 = b"\x30\x2d\x30\x2b\x02\x01\x01\x30\x00\x30\x00\x30\x22\
+          \x18\x0f20000301000000Z\x18\x0f99991231235959Z";
+        assert_eq!(certificate_facts(v1).unwrap().not_after, 253_402_300_799);
+    }
+
     #[test]
     fn der_times() {
         assert_eq!(der_time(DER_UTC_TIME, b"700101000000Z"), Ok(0));

@@ -60,6 +60,13 @@ pub struct AcmeRenewal {
 }
 
 impl Storage {
+    /// The account key (PKCS#8) and URL for the CA at `directory`, if stored.
+    pub fn acme_account(&self, directory: &str) -> Result<Option<(Vec<u8>, Option<String>)>> {
+        let mut statement =
+            self.conn.prepare_cached("SELECT private_key, url FROM acme_accounts WHERE directory = ?1")?;
+        Ok(statement.query_row([directory], |row| Ok((row.get(0)?, row.get(1)?))).optional()?)
+    }
+
     /// The account key (PKCS#8) and URL for the CA at `directory`, storing
     /// `new_key` first if there is none.
     pub fn acme_account_or_insert(
@@ -164,6 +171,7 @@ mod tests {
         let (key, url) = storage.acme_account_or_insert("https://ca.test/dir", b"second").unwrap();
         assert_eq!((key.as_slice(), url.as_deref()), (b"first".as_slice(), Some("https://ca.test/acct/1")));
 
+        assert_eq!(storage.acme_account("https://other.test/dir").unwrap(), None);
         assert_eq!(storage.acme_certificate().unwrap(), None);
         assert_eq!(storage.record_acme_failure("CA down", 10).unwrap(), 1);
         assert_eq!(storage.record_acme_failure("CA still down", 20).unwrap(), 2);
