@@ -226,19 +226,26 @@ fn tls_alpn_01_issues_renews_and_survives_the_ca_being_down() {
     assert!(issued_serial(&address, &root).is_none(), "still the first Pebble's certificate");
 }
 
-/// RFC 8555 §8.3: HTTP-01, answered on `acme.http_listen`.
+/// RFC 8555 §8.3: HTTP-01, answered on `acme.http_listen`; the certificate
+/// survives a restart.
 #[test]
 fn http_01_issues_a_certificate() {
     let (tls_port, http_port) = (free_port(), free_port());
-    let pebble = Pebble::start(tls_port, http_port);
+    let mut pebble = Pebble::start(tls_port, http_port);
     let extra = format!("challenge = \"http-01\"\nhttp_listen = \"127.0.0.1:{http_port}\"");
-    let node = acme_node(&pebble, tls_port, &extra);
+    let mut node = acme_node(&pebble, tls_port, &extra);
     let address = format!("127.0.0.1:{tls_port}");
     let root = pebble.root();
-    eventually(Duration::from_secs(60), || issued_serial(&address, &root));
+    let issued = eventually(Duration::from_secs(60), || issued_serial(&address, &root));
     assert!(node.log_text().contains("validated (http-01)"), "{}", node.log_text());
     // Nothing pending: the challenge listener answers 404.
     let mut connection = common::RawConnection::connect(&format!("http://127.0.0.1:{http_port}"));
     connection.send(b"GET /.well-known/acme-challenge/aaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(connection.read_response().status, 404);
+
+    // The certificate is kept in the database: a restarted node serves it
+    // from its first handshake (Pebble stopped, so it cannot be renewed).
+    pebble.stop();
+    node.restart();
+    assert_eq!(served_serial(&address), issued);
 }
