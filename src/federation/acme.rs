@@ -58,6 +58,8 @@ const MAX_NONCE_RETRIES: u32 = 3;
 const MAX_NONCE_LENGTH: usize = 256;
 /// The renewal task looks at the clock again at least this often.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3_600);
+/// A failure's text as logged and recorded (a CA's problem detail may be long).
+const MAX_ERROR_CHARS: usize = 1_000;
 /// The media type of an ACME request body (RFC 8555 §6.2).
 const JOSE_JSON: &str = "application/jose+json";
 
@@ -191,26 +193,33 @@ async fn renew_forever(app: Rc<App>, acme: Rc<Acme>) {
                 acme::renewal_time(certificate.not_before, certificate.not_after)
             ),
             Err(error) => {
-                let failures = app
-                    .in_transaction(|| app.storage().acme_renewal())
-                    .ok()
-                    .flatten()
-                    .map_or(0, |r| r.failures);
-                let delay = acme::retry_delay_secs(failures.saturating_add(1));
-                let next = (unix_seconds() + delay as i64) * 1000;
-                let recorded = app.in_transaction(|| app.storage().record_acme_failure(&error, next));
-                if let Err(record_error) = &recorded {
-                    log::error!("ACME: cannot record the failure: {record_error}");
-                    smol::Timer::after(Duration::from_secs(delay)).await;
-                }
-                log::warn!(
-                    "ACME: renewal failed (failure {} in a row), keeping the current certificate, \
-                     retrying in {delay} s: {error}",
-                    failures.saturating_add(1)
-                );
+                let delay = record_failure(&app, &error);
+                smol::Timer::after(delay).await;
             }
         }
     }
+}
+
+/// Records a failed attempt (the error cut to [`MAX_ERROR_CHARS`]) and logs
+/// it; answers the wait before the next one.
+fn record_failure(app: &App, error: &str) -> Duration {
+    let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
+    let recorded = app.in_transaction(|| {
+        let storage = app.storage();
+        let failures = storage.acme_renewal()?.map_or(0, |renewal| renewal.failures).saturating_add(1);
+        let delay = acme::retry_delay_secs(failures);
+        storage.record_acme_failure(&error, (unix_seconds() + delay as i64) * 1000)?;
+        Ok((failures, delay))
+    });
+    let (failures, delay) = recorded.unwrap_or_else(|record_error| {
+        log::error!("ACME: cannot record the failure: {record_error}");
+        (1, acme::retry_delay_secs(1))
+    });
+    log::warn!(
+        "ACME: renewal failed (failure {failures} in a row), keeping the current certificate, \
+         retrying in {delay} s: {error}"
+    );
+    Duration::from_secs(delay)
 }
 
 fn directory(app: &App) -> &str {
