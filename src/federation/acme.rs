@@ -69,8 +69,9 @@ const JOSE_JSON: &str = "application/jose+json";
 pub struct Acme {
     pub certificates: Arc<SwappableCertificate>,
     http_tokens: RefCell<HashMap<String, String>>,
-    /// Public roots plus `acme.ca_file`.
-    client_tls: Arc<rustls::ClientConfig>,
+    /// Public roots plus `acme.ca_file`; without one, federation's config
+    /// (the same public roots) is used rather than a second copy of them.
+    client_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Acme {
@@ -79,12 +80,11 @@ impl Acme {
         config: &crate::config::Acme,
         certificates: Arc<SwappableCertificate>,
     ) -> Result<Rc<Acme>, String> {
-        let ca_files: Vec<_> = config.ca_file.iter().cloned().collect();
-        Ok(Rc::new(Acme {
-            certificates,
-            http_tokens: RefCell::new(HashMap::new()),
-            client_tls: transport::tls_config(&ca_files)?,
-        }))
+        let client_tls = match &config.ca_file {
+            Some(ca_file) => Some(transport::tls_config(std::slice::from_ref(ca_file))?),
+            None => None,
+        };
+        Ok(Rc::new(Acme { certificates, http_tokens: RefCell::new(HashMap::new()), client_tls }))
     }
 }
 
@@ -370,7 +370,7 @@ impl<'a> Session<'a> {
         }
         let reach = transport::Reach::Configured;
         transport::exchange_on(
-            Some(&self.acme.client_tls),
+            Some(self.acme.client_tls.as_ref().unwrap_or(&self.app.federation.tls)),
             &target,
             reach,
             method,
