@@ -124,7 +124,8 @@ pub fn serve(config: Config) -> Result<(), String> {
                 Ok(async_signal::Signal::Hup) => {
                     crate::systemd::notify("RELOADING=1");
                     match reload_tls(&app, tls_config.as_ref()) {
-                        Ok(()) => log::info!("TLS certificate reloaded"),
+                        Ok(true) => log::info!("TLS certificate reloaded from its files"),
+                        Ok(false) => {}
                         Err(error) => {
                             log::error!("TLS reload failed, keeping the old one: {error}")
                         }
@@ -259,15 +260,18 @@ pub fn self_signed_pem(config: &Config, storage: &Storage) -> Result<tls::PemPai
     Ok(pem)
 }
 
-fn reload_tls(app: &App, current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>>) -> Result<(), String> {
+/// Reads the configured certificate files again (SIGHUP). `Ok(false)` when
+/// there are none to read: a self-signed certificate stays, and ACME swaps
+/// its certificates by itself.
+fn reload_tls(app: &App, current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>>) -> Result<bool, String> {
     let Some(current) = current else {
-        return Ok(());
+        return Ok(false);
     };
     let (Some(certificate), Some(private_key)) = (&app.config.tls.certificate, &app.config.tls.private_key)
     else {
-        return Ok(());
+        return Ok(false);
     };
     let config = tls::server_config(&tls::read_pem_files(certificate, private_key)?)?;
     *current.borrow_mut() = config;
-    Ok(())
+    Ok(true)
 }
