@@ -521,3 +521,114 @@ fn sighup_reloads_the_registration_files() {
     let (status, _) = renewed.get("/_matrix/client/v3/account/whoami");
     assert_eq!(status, 200);
 }
+
+/// A second service's registration: its own ID, tokens and namespace.
+fn second_registration(url: &str) -> String {
+    format!(
+        r#"id: second-bot
+url: {url}
+as_token: second_as_token
+hs_token: second_hs_token
+sender_localpart: secondbot
+namespaces:
+  users:
+    - exclusive: true
+      regex: '@second_.*'
+"#
+    )
+}
+
+/// `hearth appservice add FILE` validates a registration as start-up does
+/// and records it in the database, where the node loads it on SIGHUP and at
+/// start; `list` shows every service and its stream; `remove` forgets an
+/// added one. The operator commands never create a database.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#registration>.
+#[test]
+fn the_cli_adds_lists_and_removes_services() {
+    let as_port = free_port();
+    let (mut node, dir) = node_with_service(as_port);
+    let cli = |node: &Node, args: &[&str]| {
+        let (ok, output) = node.cli(args, None);
+        assert!(ok, "hearth {args:?}: {output}");
+        output
+    };
+    let list = cli(&node, &["appservice", "list"]);
+    assert!(list.contains("mautrix-test  from ") && list.contains("registration.yaml"), "{list}");
+    assert!(list.contains(&format!("url         http://127.0.0.1:{as_port}")), "{list}");
+    assert!(
+        list.contains("users       @ghost_.* (exclusive)") && list.contains("rooms       none"),
+        "{list}"
+    );
+
+    // Refused as start-up refuses them: a bad regex, an ID or a token
+    // already known (from the config's file), each with a non-zero exit.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let good = write_file(&dir.0, "second.yaml", second_registration(&down).as_bytes());
+    for (name, text, reason) in [
+        ("regex.yaml", second_registration(&down).replace("'@second_.*'", "'@second_(.*'"), "bad regex"),
+        ("same-id.yaml", second_registration(&down).replace("second-bot", "mautrix-test"), "the id"),
+        ("token.yaml", second_registration(&down).replace("second_hs_token", HS_TOKEN), "share a token"),
+    ] {
+        let path = write_file(&dir.0, name, text.as_bytes());
+        let (ok, output) = node.cli(&["appservice", "add", path.to_str().unwrap()], None);
+        assert!(!ok && output.contains(reason), "{name}: {output}");
+    }
+    let added = cli(&node, &["appservice", "add", good.to_str().unwrap()]);
+    assert!(
+        added.contains("added application service \"second-bot\"") && added.contains("SIGHUP"),
+        "{added}"
+    );
+    let (ok, output) = node.cli(&["appservice", "add", good.to_str().unwrap()], None);
+    assert!(!ok && output.contains("the id"), "{output}");
+
+    // A running node picks it up on SIGHUP: its as_token acts as its user.
+    let mut second = node.client();
+    second.token = Some("second_as_token".into());
+    assert_error(&second.get("/_matrix/client/v3/account/whoami"), 401, "M_UNKNOWN_TOKEN");
+    node.signal("HUP");
+    let whoami = eventually(WAIT, || {
+        let (status, whoami) = second.get("/_matrix/client/v3/account/whoami");
+        (status == 200).then_some(whoami)
+    });
+    assert_eq!(whoami["user_id"], node.user_id("secondbot"));
+
+    // Its service is down: the transaction of its ghost's room waits, and
+    // list says where the stream stands and why it is stuck.
+    let (status, registered) = second.post(
+        "/_matrix/client/v3/register",
+        &json!({"type": "m.login.application_service", "username": "second_ghost"}),
+    );
+    assert_eq!(status, 200, "{registered}");
+    let (status, room) = second
+        .post(&format!("/_matrix/client/v3/createRoom?user_id={}", node.user_id("second_ghost")), &json!({}));
+    assert_eq!(status, 200, "{room}");
+    let list = eventually(WAIT, || {
+        let list = cli(&node, &["appservice", "list"]);
+        list.contains("last error").then_some(list)
+    });
+    let second_part = &list[list.find("second-bot  from").expect(&list)..];
+    assert!(second_part.contains("(added with `hearth appservice add`)"), "{list}");
+    assert!(second_part.contains("transaction 1 in flight") && second_part.contains(&down), "{list}");
+    assert!(second_part.contains("delivered   never"), "{list}");
+
+    // Kept in the database: loaded at start.
+    node.restart();
+    assert_eq!(second.get("/_matrix/client/v3/account/whoami").0, 200);
+
+    // Only added services are removed here; a configured one is the config's.
+    let (ok, output) = node.cli(&["appservice", "remove", "mautrix-test"], None);
+    assert!(!ok && output.contains("remove it there"), "{output}");
+    let removed = cli(&node, &["appservice", "remove", "second-bot"]);
+    assert!(removed.contains("removed application service \"second-bot\""), "{removed}");
+    let (ok, output) = node.cli(&["appservice", "remove", "second-bot"], None);
+    assert!(!ok && output.contains("no application service"), "{output}");
+    node.signal("HUP");
+    eventually(WAIT, || (second.get("/_matrix/client/v3/account/whoami").0 == 401).then_some(()));
+    assert!(!cli(&node, &["appservice", "list"]).contains("second-bot"));
+
+    // No database where one is named: an error, and none is made.
+    let empty = TempDir::new("appservice-no-db");
+    let (code, output) = common::run(&["appservice", "list", "--data-dir", empty.0.to_str().unwrap()], None);
+    assert!(code != Some(0) && output.contains("no database"), "{output}");
+    assert!(!empty.0.join("hearth.db").exists());
+}

@@ -123,7 +123,9 @@ async fn run(app: Rc<App>, id: String) {
             Ok(()) => {
                 failures = 0;
                 seen = now;
-                if let Err(error) = app.storage().appservice_delivered(&service.id, transaction.end) {
+                let delivered =
+                    app.storage().appservice_delivered(&service.id, transaction.end, Some(now_ms()));
+                if let Err(error) = delivered {
                     log::error!("application service {}: {error}", service.id);
                 }
             }
@@ -135,6 +137,10 @@ async fn run(app: Rc<App>, id: String) {
                     service.id,
                     transaction.id
                 );
+                if let Err(error) = app.storage().appservice_failed(&service.id, now_ms(), &error.to_string())
+                {
+                    log::error!("application service {}: {error}", service.id);
+                }
                 smol::Timer::after(wait).await;
             }
         }
@@ -224,7 +230,7 @@ async fn next_transaction(
     if events.is_empty() && ephemeral.is_empty() {
         match stream.pending_end {
             // Nothing in the range any more: as if delivered.
-            Some(pending_end) => app.storage().appservice_delivered(&service.id, pending_end)?,
+            Some(pending_end) => app.storage().appservice_delivered(&service.id, pending_end, None)?,
             None if stream.position < end_bound => {
                 app.storage().appservice_skip_to(&service.id, end_bound)?
             }
