@@ -54,13 +54,31 @@ struct Service {
 impl Service {
     fn start(node: &Node, as_port: u16, mode: &str) -> Service {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mautrix_appservice.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args([&node.http, &as_port.to_string(), AS_TOKEN, HS_TOKEN, &node.server_name, mode])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot run python3");
+        let mut command = Command::new("python3");
+        command.arg(script).args([
+            &node.http,
+            &as_port.to_string(),
+            AS_TOKEN,
+            HS_TOKEN,
+            &node.server_name,
+            mode,
+        ]);
+        Service::spawn(command)
+    }
+
+    /// A service on Python's http.server (tests/clients/plain_appservice.py)
+    /// that expects `hs_token` and answers transactions as `mode` says.
+    fn plain(as_port: u16, hs_token: &str, mode: &str) -> Service {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/plain_appservice.py");
+        let mut command = Command::new("python3");
+        command.arg(script).args([&as_port.to_string(), hs_token, mode]);
+        Service::spawn(command)
+    }
+
+    /// Runs the service and waits for its `ready` line.
+    fn spawn(mut command: Command) -> Service {
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("cannot run python3");
         let stdout = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
@@ -98,6 +116,18 @@ impl Service {
         assert!(!lines.iter().any(|line| line.starts_with("error ")), "{lines:#?}");
     }
 
+    /// The transactions a plain service received (each attempt), in order.
+    fn transactions(&self) -> Vec<Received> {
+        let lines = self.lines();
+        let parsed = lines.iter().filter(|line| line.starts_with('{')).map(|line| serde_json::from_str(line));
+        parsed.collect::<Result<_, _>>().unwrap_or_else(|error| panic!("{error}: {lines:#?}"))
+    }
+
+    /// Waits until the received transactions satisfy `done`.
+    fn wait_for_transactions(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        eventually(WAIT, || Some(self.transactions()).filter(|received| done(received)))
+    }
+
     /// The message bodies the service received, in order.
     fn messages(&self) -> Vec<String> {
         self.lines().iter().filter_map(|line| line.strip_prefix("message ").map(str::to_owned)).collect()
@@ -116,6 +146,31 @@ impl Drop for Service {
     }
 }
 
+/// One transaction as a plain service received it.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+struct Received {
+    txn: String,
+    events: Vec<String>,
+    bodies: Vec<String>,
+    /// What the service answered; `None`: nothing.
+    answer: Option<u16>,
+}
+
+impl Received {
+    fn accepted(&self) -> bool {
+        self.answer == Some(200)
+    }
+}
+
+/// The bodies of every transaction the service accepted, in order.
+fn accepted_bodies(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .filter(|received| received.accepted())
+        .flat_map(|received| received.bodies.clone())
+        .collect()
+}
+
 fn check_python() {
     let python = Command::new("python3").args(["-c", "import mautrix.appservice"]).output();
     match python {
@@ -130,9 +185,17 @@ fn check_python() {
 
 /// A node with the registration in place; the directory holding it.
 fn node_with_service(as_port: u16) -> (Node, TempDir) {
+    node_with_registrations(&[("registration.yaml", registration(as_port))])
+}
+
+/// A node with these registration files (name, text) in its config.
+fn node_with_registrations(files: &[(&str, String)]) -> (Node, TempDir) {
     let dir = TempDir::new("appservice");
-    let path = write_file(&dir.0, "registration.yaml", registration(as_port).as_bytes());
-    let node = Node::start_with_config(&format!("app_service_config_files = [{:?}]", path.to_str().unwrap()));
+    let paths: Vec<String> = files
+        .iter()
+        .map(|(name, text)| format!("{:?}", write_file(&dir.0, name, text.as_bytes()).to_str().unwrap()))
+        .collect();
+    let node = Node::start_with_config(&format!("app_service_config_files = [{}]", paths.join(", ")));
     (node, dir)
 }
 
@@ -631,4 +694,126 @@ fn the_cli_adds_lists_and_removes_services() {
     let (code, output) = common::run(&["appservice", "list", "--data-dir", empty.0.to_str().unwrap()], None);
     assert!(code != Some(0) && output.contains("no database"), "{output}");
     assert!(!empty.0.join("hearth.db").exists());
+}
+
+/// The service's own user makes a room and says `bodies` in it, one by one.
+fn bot_speaks(bot: &Client, bodies: &[&str]) -> String {
+    let (status, room) = bot.post("/_matrix/client/v3/createRoom", &json!({}));
+    assert_eq!(status, 200, "{room}");
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    for body in bodies {
+        send_text(bot, &room_id, body);
+    }
+    room_id
+}
+
+/// A transaction the service answers with 500 is sent again, with the same
+/// transaction ID and the same events, until the service takes it; the
+/// events after it follow in later transactions, in order.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-events>
+/// ("If the homeserver does not receive a response, or receives an error
+/// response, it should retry the request ... with the same transaction ID").
+#[test]
+fn a_transaction_answered_500_is_sent_again_with_the_same_id_and_events() {
+    check_python();
+    let as_port = free_port();
+    let service = Service::plain(as_port, HS_TOKEN, "fail:2");
+    let (node, _dir) = node_with_service(as_port);
+    let room_id = bot_speaks(&as_client(&node), &["one", "two", "three"]);
+    let received =
+        service.wait_for_transactions(|received| accepted_bodies(received) == ["one", "two", "three"]);
+    let first = &received[0];
+    assert_eq!(first.answer, Some(500), "{received:#?}");
+    assert_eq!(
+        (&received[1], received[2].accepted()),
+        (&Received { answer: Some(500), ..first.clone() }, true)
+    );
+    assert_eq!(received[2], Received { answer: Some(200), ..first.clone() }, "{received:#?}");
+    // Later transactions take the next IDs, each delivered once.
+    let ids: Vec<u64> = received[2..].iter().map(|received| received.txn.parse().unwrap()).collect();
+    let first_id: u64 = first.txn.parse().unwrap();
+    assert_eq!(ids, (first_id..first_id + ids.len() as u64).collect::<Vec<_>>(), "{received:#?}");
+    assert!(node.log_text().contains(&format!("transaction {first_id} failed")), "{}", node.log_text());
+
+    send_text(&as_client(&node), &room_id, "four");
+    service.wait_for_transactions(|received| {
+        accepted_bodies(received).last().is_some_and(|body| body == "four")
+    });
+}
+
+/// A service that never answers: the transaction times out (the node's
+/// bound on an outbound request, 60 s), is sent again (same ID) after a
+/// backoff, and meanwhile a second service of the same node gets its
+/// transactions as they happen.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-events>.
+#[test]
+fn a_service_that_never_answers_times_out_and_holds_up_no_other() {
+    check_python();
+    let (silent_port, live_port) = (free_port(), free_port());
+    let silent = Service::plain(silent_port, HS_TOKEN, "silent");
+    let live = Service::plain(live_port, "second_hs_token", "ok");
+    let (node, _dir) = node_with_registrations(&[
+        ("silent.yaml", registration(silent_port)),
+        ("live.yaml", second_registration(&format!("http://127.0.0.1:{live_port}"))),
+    ]);
+    bot_speaks(&as_client(&node), &["into the void"]);
+    let hung = silent.wait_for_transactions(|received| !received.is_empty());
+    let started = std::time::Instant::now();
+
+    // While the first service holds its transaction, the second one gets
+    // each message within a few seconds of its sending.
+    let mut second = node.client();
+    second.token = Some("second_as_token".into());
+    let (status, room) = second.post("/_matrix/client/v3/createRoom", &json!({}));
+    assert_eq!(status, 200, "{room}");
+    let room_id = room["room_id"].as_str().unwrap();
+    for n in 0..5 {
+        let body = format!("on time {n}");
+        let sent = std::time::Instant::now();
+        send_text(&second, room_id, &body);
+        live.wait_for_transactions(|received| accepted_bodies(received).contains(&body));
+        assert!(sent.elapsed() < Duration::from_secs(5), "{body} took {:?}", sent.elapsed());
+    }
+    assert_eq!(silent.transactions().len(), 1, "{:#?}", silent.transactions());
+
+    // The hung transaction is given up after the timeout and sent again.
+    let again = eventually(Duration::from_secs(120), || {
+        let received = silent.transactions();
+        (2 <= received.len()).then(|| received[1].clone())
+    });
+    let waited = started.elapsed();
+    assert!(Duration::from_secs(55) <= waited && waited < Duration::from_secs(90), "{waited:?}");
+    assert_eq!(again, hung[0]);
+    assert!(node.log_text().contains("no answer in time"), "{}", node.log_text());
+}
+
+/// A service that refuses our `hs_token` (403 `M_FORBIDDEN`, as mautrix
+/// answers): the transaction is retried and the failure logged; once the
+/// registration is fixed and reloaded (SIGHUP), everything sent meanwhile
+/// arrives, in order, nothing lost.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#authorization>.
+#[test]
+fn a_service_refusing_our_hs_token_loses_nothing_once_the_token_matches() {
+    check_python();
+    let as_port = free_port();
+    let service = Service::plain(as_port, HS_TOKEN, "ok");
+    let wrong = registration(as_port).replace(HS_TOKEN, "an_outdated_hs_token");
+    let (node, dir) = node_with_registrations(&[("registration.yaml", wrong)]);
+    let bot = as_client(&node);
+    let room_id = bot_speaks(&bot, &["one", "two"]);
+    let refused = service.wait_for_transactions(|received| 2 <= received.len());
+    assert!(refused.iter().all(|received| received.answer == Some(403)), "{refused:#?}");
+    assert_eq!(refused[0].txn, refused[1].txn, "{refused:#?}");
+    send_text(&bot, &room_id, "three");
+    eventually(WAIT, || node.log_text().contains("status 403").then_some(()));
+
+    std::fs::write(dir.0.join("registration.yaml"), registration(as_port)).unwrap();
+    node.signal("HUP");
+    let received = service.wait_for_transactions(|received| accepted_bodies(received).len() == 3);
+    assert_eq!(accepted_bodies(&received), ["one", "two", "three"]);
+    let first_accepted = received.iter().find(|received| received.accepted()).unwrap();
+    assert_eq!(first_accepted.events, refused[0].events, "the refused transaction, as it was");
+    send_text(&bot, &room_id, "four");
+    let received = service.wait_for_transactions(|received| accepted_bodies(received).len() == 4);
+    assert_eq!(accepted_bodies(&received), ["one", "two", "three", "four"]);
 }
