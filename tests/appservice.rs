@@ -4,7 +4,11 @@
 //! transactions pushed to it in order and kept across its downtime and a
 //! restart of the node. python3 and mautrix must be installed
 //! (`python3 -m pip install 'mautrix==0.21.1'`); without them this test fails,
-//! it does not skip.
+//! it does not skip. A second framework, matrix-bot-sdk (JavaScript,
+//! tests/clients/bot_sdk), does the same; node and its packages, installed by
+//! .ci/run into `$HEARTH_TEST_CLIENTS_TARGET/bot_sdk`, must be there too.
+//! Misbehaving services (500s, silence, a wrong `hs_token`) are small
+//! http.server scripts (tests/clients/plain_appservice.py).
 //! Spec: <https://spec.matrix.org/latest/application-service-api/>.
 
 mod common;
@@ -816,4 +820,92 @@ fn a_service_refusing_our_hs_token_loses_nothing_once_the_token_matches() {
     send_text(&bot, &room_id, "four");
     let received = service.wait_for_transactions(|received| accepted_bodies(received).len() == 4);
     assert_eq!(accepted_bodies(&received), ["one", "two", "three", "four"]);
+}
+
+/// Where .ci/run installs the bot's packages (`npm ci --prefix`).
+fn bot_sdk_prefix() -> std::path::PathBuf {
+    common::test_clients_dir().join("bot_sdk")
+}
+
+/// node and matrix-bot-sdk must be there: the test fails, it does not skip.
+fn check_node() {
+    let modules = bot_sdk_prefix().join("node_modules");
+    let node =
+        Command::new("node").args(["-e", "require('matrix-bot-sdk')"]).env("NODE_PATH", &modules).output();
+    let install = format!(
+        "mkdir -p {prefix} && cp -r tests/clients/bot_sdk/package.json tests/clients/bot_sdk/package-lock.json \
+         tests/clients/bot_sdk/no-crypto {prefix}/ && npm ci --prefix {prefix} --ignore-scripts",
+        prefix = bot_sdk_prefix().display()
+    );
+    match node {
+        Err(error) => panic!("node is needed for this test and cannot be run: {error}"),
+        Ok(output) if !output.status.success() => panic!(
+            "matrix-bot-sdk is needed for this test (.ci/run installs it): {install}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// A service built on matrix-bot-sdk (a second framework, JavaScript) does
+/// what the mautrix one does: it receives transactions, and its intent
+/// registers a ghost that joins when invited, sets its name and speaks,
+/// which a user of the room sees.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-events>,
+/// <https://spec.matrix.org/latest/application-service-api/#identity-assertion>.
+#[test]
+fn a_matrix_bot_sdk_service_registers_a_ghost_that_joins_speaks_and_sets_its_name() {
+    check_node();
+    let as_port = free_port();
+    let text = format!(
+        r#"id: bot-sdk-test
+url: http://127.0.0.1:{as_port}
+as_token: bot_sdk_as_token
+hs_token: bot_sdk_hs_token
+sender_localpart: sdkbot
+namespaces:
+  users:
+    - exclusive: true
+      regex: '@sdk_.*'
+rate_limited: false
+"#
+    );
+    let (node, _dir) = node_with_registrations(&[("bot-sdk.yaml", text)]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/bot_sdk/bot.js");
+    let mut command = Command::new("node");
+    command.arg(script).env("NODE_PATH", bot_sdk_prefix().join("node_modules")).args([
+        node.http.as_str(),
+        &as_port.to_string(),
+        "bot_sdk_as_token",
+        "bot_sdk_hs_token",
+        &node.server_name,
+    ]);
+    let service = Service::spawn(command);
+
+    let ghost = node.user_id("sdk_one");
+    let alice = node.register("alice");
+    let (status, room) = alice.post("/_matrix/client/v3/createRoom", &json!({"invite": [ghost]}));
+    assert_eq!(status, 200, "{room}");
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    service.wait_for(|line| line == format!("user-query {ghost}"));
+    service.wait_for(|line| line == format!("registered {ghost}"));
+    let sent = service.wait_for(|line| line.starts_with("ghost-sent $"));
+    let event_id = sent.trim_start_matches("ghost-sent ");
+
+    let (status, event) = alice.get(&format!("/_matrix/client/v3/rooms/{room_id}/event/{event_id}"));
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(
+        (&event["sender"], &event["content"]["body"]),
+        (&json!(ghost), &json!("hello from the bot-sdk ghost"))
+    );
+    let (status, member) =
+        alice.get(&format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{ghost}"));
+    assert_eq!((status, &member["membership"]), (200, &json!("join")), "{member}");
+    let (status, profile) = alice.get(&format!("/_matrix/client/v3/profile/{ghost}"));
+    assert_eq!((status, &profile["displayname"]), (200, &json!("Ghost of the SDK")), "{profile}");
+
+    // What the room's users say reaches the service.
+    send_text(&alice, &room_id, "hello ghost");
+    service.wait_for(|line| line == "message hello ghost");
+    service.assert_no_error();
 }
