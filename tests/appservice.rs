@@ -123,7 +123,8 @@ impl Service {
     /// The transactions a plain service received (each attempt), in order.
     fn transactions(&self) -> Vec<Received> {
         let lines = self.lines();
-        let parsed = lines.iter().filter(|line| line.starts_with('{')).map(|line| serde_json::from_str(line));
+        let transactions = lines.iter().filter(|line| line.starts_with("{\"txn\""));
+        let parsed = transactions.map(|line| serde_json::from_str(line));
         parsed.collect::<Result<_, _>>().unwrap_or_else(|error| panic!("{error}: {lines:#?}"))
     }
 
@@ -908,4 +909,29 @@ rate_limited: false
     send_text(&alice, &room_id, "hello ghost");
     service.wait_for(|line| line == "message hello ghost");
     service.assert_no_error();
+}
+
+/// A service that never answers user queries (as a matrix-bot-sdk bot
+/// without a `query.user` handler): the query before a transaction is
+/// given up after 10 s, no other user is asked for that transaction, and
+/// the transaction goes; it is not held for a request timeout per user.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1usersuserid>.
+#[test]
+fn unanswered_user_queries_hold_a_transaction_for_a_bounded_time() {
+    check_python();
+    let as_port = free_port();
+    let service = Service::plain(as_port, HS_TOKEN, "deaf");
+    let (node, _dir) = node_with_service(as_port);
+    let ghosts = [node.user_id("ghost_a"), node.user_id("ghost_b"), node.user_id("ghost_c")];
+    let started = std::time::Instant::now();
+    let (status, room) = as_client(&node).post("/_matrix/client/v3/createRoom", &json!({"invite": ghosts}));
+    assert_eq!(status, 200, "{room}");
+    service.wait_for_transactions(|received| received.iter().any(Received::accepted));
+    let waited = started.elapsed();
+    assert!(Duration::from_secs(9) <= waited && waited < Duration::from_secs(25), "{waited:?}");
+    let lines = service.lines();
+    let before_first: Vec<&String> = lines.iter().take_while(|line| !line.starts_with("{\"txn\"")).collect();
+    let queries = before_first.iter().filter(|line| line.starts_with("{\"query\"")).count();
+    assert_eq!(queries, 1, "{lines:#?}");
+    assert!(node.log_text().contains("user query failed"), "{}", node.log_text());
 }

@@ -21,6 +21,7 @@ use std::rc::Rc;
 
 use http_types::Method;
 use serde_json::{Value, json};
+use smol::future::FutureExt;
 
 use super::pdus::encode;
 use super::push::{backoff, send_to_url};
@@ -338,7 +339,10 @@ async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> 
 /// ghost not yet registered) are pushed, the service is asked about each
 /// (`GET /_matrix/app/v1/users/{userId}`), so it may register them first,
 /// as Synapse does. The answer changes nothing here: the events go all the
-/// same.
+/// same. A query gets [`USER_QUERY_TIMEOUT`], and after one goes unanswered
+/// no more are asked for this transaction: a service that does not answer
+/// them (a matrix-bot-sdk bot without a `query.user` handler never does)
+/// delays its transactions by that long, not by a request timeout per user.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1usersuserid>.
 async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEvent]) {
     let Some(base) = &service.url else { return };
@@ -357,19 +361,30 @@ async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEv
             }
             let url = format!("{}/_matrix/app/v1/users/{}", base.trim_end_matches('/'), encode(user_id));
             let headers = [("authorization", format!("Bearer {}", service.hs_token))];
-            match send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true).await {
+            let query = send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true);
+            let timeout = async {
+                smol::Timer::after(USER_QUERY_TIMEOUT).await;
+                Err(Error::matrix(504, "M_UNKNOWN", format!("{url}: no answer in time")))
+            };
+            match query.or(timeout).await {
                 Ok(response) => {
                     log::debug!("application service {} on {user_id}: {}", service.id, response.status)
                 }
-                Err(error) => log::warn!("application service {}: user query failed: {error}", service.id),
+                Err(error) => {
+                    log::warn!("application service {}: user query failed: {error}", service.id);
+                    if error.status_and_errcode().0 == 504 {
+                        return;
+                    }
+                }
             }
         }
     }
 }
 
-/// Users asked about before one transaction at most: each query may take
-/// up to the request timeout while the transaction waits.
+/// Users asked about before one transaction at most.
 const MAX_USER_QUERIES_PER_TRANSACTION: usize = 10;
+/// How long a user query may take: the transaction waits for it.
+const USER_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a ping failed.
 pub enum PingFailure {

@@ -7,6 +7,8 @@ Usage: plain_appservice.py PORT HS_TOKEN MODE
   ok        answer 200
   fail:N    answer the first N transactions 500, then 200
   silent    never answer (hold the connection open)
+  deaf      answer transactions 200, never answer user queries
+A user query (GET .../users/{userId}) is printed as {"query": USER_ID}.
 A request without `Authorization: Bearer HS_TOKEN` is answered 403
 M_FORBIDDEN, as mautrix answers a homeserver token it does not know.
 Spec: https://spec.matrix.org/latest/application-service-api/#put_matrixappv1transactionstxnid
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 PORT = int(sys.argv[1])
 HS_TOKEN = sys.argv[2]
@@ -47,6 +50,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
+        users = "/_matrix/app/v1/users/"
+        if self.path.startswith(users):
+            say({"query": unquote(self.path[len(users) :])})
+        if MODE in ("silent", "deaf"):
+            time.sleep(3600)
+            return
         # User and alias queries: nothing is known here.
         self.answer(404, {"errcode": "M_NOT_FOUND", "error": "not here"})
 
