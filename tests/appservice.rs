@@ -678,6 +678,9 @@ fn the_cli_adds_lists_and_removes_services() {
     assert!(second_part.contains("(added with `hearth appservice add`)"), "{list}");
     assert!(second_part.contains("transaction 1 in flight") && second_part.contains(&down), "{list}");
     assert!(second_part.contains("delivered   never"), "{list}");
+    let pending = second_part.lines().find_map(|line| line.trim().strip_prefix("pending")).expect(&list);
+    let pending: u64 = pending.split_whitespace().next().and_then(|count| count.parse().ok()).expect(&list);
+    assert!(0 < pending, "{list}");
 
     // Kept in the database: loaded at start.
     node.restart();

@@ -18,6 +18,8 @@ use crate::storage::{Storage, now_ms};
 
 /// A registration file is a few hundred bytes; a bigger one is a mistake.
 const MAX_REGISTRATION_BYTES: u64 = 1 << 20;
+/// Events after a service's position are counted up to this many.
+const MAX_COUNTED_EVENTS: i64 = 100_000;
 /// Namespace regexes listed per kind; the rest are counted.
 const LISTED_PATTERNS: usize = 5;
 
@@ -188,7 +190,17 @@ fn list(config: &Config, storage: &Storage) -> Result<(), String> {
                     Some(_) => format!("transaction {} in flight", stream.next_txn_id),
                     None => format!("{} transactions sent", stream.next_txn_id - 1),
                 };
+                let after = storage
+                    .timeline_events_count_after(stream.position, MAX_COUNTED_EVENTS + 1)
+                    .map_err(error)?;
+                let after = match MAX_COUNTED_EVENTS < after {
+                    true => format!("over {MAX_COUNTED_EVENTS}"),
+                    false => after.to_string(),
+                };
                 println!("  stream      at {} of {current} ({in_flight})", stream.position);
+                println!(
+                    "  pending     {after} events after it in the stream (it is sent those of interest to it)"
+                );
                 match status.delivered_ts {
                     Some(ts) => println!("  delivered   {} ago", human_age(now - ts)),
                     None => println!("  delivered   never"),

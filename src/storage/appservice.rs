@@ -226,6 +226,16 @@ impl Storage {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// How many timeline events lie after `position`, counted up to `cap`
+    /// (an operator's figure of how far behind a service is).
+    pub fn timeline_events_count_after(&self, position: i64, cap: i64) -> Result<i64> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM events
+             WHERE stream_ordering > ?1 AND outlier = 0 AND soft_failed = 0 LIMIT ?2)",
+        )?;
+        Ok(statement.query_row(params![position, cap], |row| row.get(0))?)
+    }
+
     /// The receipts set in `(after, up_to]`, across rooms, by room, at
     /// most `limit` (the newest are the ones kept when there are more).
     pub fn receipts_between(&self, after: i64, up_to: i64, limit: usize) -> Result<Vec<(String, Receipt)>> {
