@@ -23,7 +23,7 @@ const MAX_COUNTED_EVENTS: i64 = 100_000;
 /// Namespace regexes listed per kind; the rest are counted.
 const LISTED_PATTERNS: usize = 5;
 
-/// what the node reloads on SIGHUP, said after every change
+/// Said after every change: the node reads registrations at start and on SIGHUP.
 const RELOAD_HINT: &str = "a running node loads the change on SIGHUP (`systemctl reload hearth`)";
 
 /// manage application services (bridges and bots)
@@ -95,7 +95,7 @@ pub fn run(command: Appservice) -> Result<(), String> {
             println!("added application service {:?} ({url}, sender {})", service.id, service.sender);
             if unchecked_config {
                 println!(
-                    "note: without --config, the registration files of the node's configuration were not checked against"
+                    "note: without --config, the registration files the node's configuration names were not checked"
                 );
             }
             println!("{RELOAD_HINT}");
