@@ -1,5 +1,5 @@
 """A misbehaving application service, on Python's http.server (real HTTP on
-loopback), for tests/appservice.rs: it answers transactions as its mode says
+loopback), for tests/appservice_bad_input.rs: it answers transactions as its mode says
 and prints one JSON line per transaction it receives, before answering:
 {"txn": ID, "events": [event IDs], "bodies": [message bodies], "answer": STATUS}.
 

@@ -5,6 +5,7 @@
 //! ports it got from its log.
 #![allow(dead_code)]
 
+pub mod appservice;
 pub mod federation;
 pub mod synapse;
 
