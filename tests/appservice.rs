@@ -440,7 +440,7 @@ fn the_cli_adds_lists_and_removes_services() {
         let (status, whoami) = second.get("/_matrix/client/v3/account/whoami");
         (status == 200).then_some(whoami)
     });
-    assert_eq!(whoami["user_id"], node.user_id("secondbot"));
+    assert_eq!(whoami["user_id"], node.user_id(SECOND_SENDER));
 
     // Its service is down: the transaction of its ghost's room waits, and
     // list says where the stream stands and why it is stuck.

@@ -13,6 +13,8 @@
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
+use super::identifiers::UserId;
+
 /// A compiled namespace regex may take this much memory at most: every
 /// pattern seen in bridges compiles to a few KiB.
 const MAX_REGEX_SIZE: usize = 1 << 20;
@@ -120,8 +122,15 @@ impl AppService {
                 return Err(format!("url {url:?} must start with http:// or https://"));
             }
         }
-        let localpart_ok =
-            localpart.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+'));
+        // Bridges make the service's user up at random, in upper and lower
+        // case (mautrix-python: `secrets.token_urlsafe`), so the historical
+        // grammar applies, as for any existing user; Synapse asks only that
+        // it need no URL encoding, which the characters below never do.
+        // Spec: <https://spec.matrix.org/latest/appendices/#historical-user-ids>.
+        let localpart_ok = localpart
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '=' | '-' | '/' | '+' | '~'))
+            && UserId::parse(&format!("@{localpart}:{server_name}")).is_ok();
         if !localpart_ok {
             return Err(format!("sender_localpart {localpart:?} is not a valid user name"));
         }
@@ -319,6 +328,24 @@ de.sorunome.msc2409.push_ephemeral: true
         }
         let huge = BRIDGE.replace("'@telegram_.*:example\\.org'", "'(a{1000}){1000}'");
         assert!(AppService::parse(&huge, "example.org").is_err());
+    }
+
+    #[test]
+    fn a_random_mixed_case_sender_localpart_is_taken() {
+        // What mautrix-python's `-g` writes: `secrets.token_urlsafe(48)`.
+        let localpart = "Ow2kX9-_aZ0q";
+        let text = BRIDGE.replace("sender_localpart: telegrambot", &format!("sender_localpart: {localpart}"));
+        assert_eq!(
+            AppService::parse(&text, "example.org").unwrap().sender,
+            format!("@{localpart}:example.org")
+        );
+        let long = BRIDGE
+            .replace("sender_localpart: telegrambot", &format!("sender_localpart: {}", "a".repeat(300)));
+        assert!(AppService::parse(&long, "example.org").unwrap_err().contains("sender_localpart"));
+        for bad in ["a%20b", "a?b", "a#b", "a&b"] {
+            let text = BRIDGE.replace("sender_localpart: telegrambot", &format!("sender_localpart: '{bad}'"));
+            assert!(AppService::parse(&text, "example.org").is_err(), "{bad}");
+        }
     }
 
     #[test]

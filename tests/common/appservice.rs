@@ -212,6 +212,10 @@ pub fn send_text(client: &Client, room_id: &str, body: &str) -> String {
     answer["event_id"].as_str().unwrap().to_owned()
 }
 
+/// The second service's user: made up at random in mixed case, as
+/// mautrix-python bridges write it (`secrets.token_urlsafe`).
+pub const SECOND_SENDER: &str = "Sx7-Qk_2bZ";
+
 /// A second service's registration: its own ID, tokens and namespace.
 pub fn second_registration(url: &str) -> String {
     format!(
@@ -219,7 +223,7 @@ pub fn second_registration(url: &str) -> String {
 url: {url}
 as_token: second_as_token
 hs_token: second_hs_token
-sender_localpart: secondbot
+sender_localpart: {SECOND_SENDER}
 namespaces:
   users:
     - exclusive: true
