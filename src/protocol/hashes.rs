@@ -124,14 +124,24 @@ pub fn reference_hash(
 /// <https://spec.matrix.org/latest/rooms/v3/#event-ids>,
 /// <https://spec.matrix.org/latest/rooms/v4/#event-ids>.
 pub fn event_id(event: &Map<String, Value>, version: &RoomVersion) -> Result<String, EventHashError> {
+    event_id_from(event, version, || reference_hash(event, version))
+}
+
+/// [`event_id`] with the reference hash computed by `reference` (when the
+/// room version derives IDs from it).
+fn event_id_from(
+    event: &Map<String, Value>,
+    version: &RoomVersion,
+    reference: impl FnOnce() -> Result<Sha256Hash, EventHashError>,
+) -> Result<String, EventHashError> {
     match version.event_id_format {
         EventIdFormat::V1 => event
             .get("event_id")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or(EventHashError::MissingEventId),
-        EventIdFormat::V2 => Ok(format!("${}", encoding::encode(&reference_hash(event, version)?))),
-        EventIdFormat::V3 => Ok(format!("${}", encoding::encode_url_safe(&reference_hash(event, version)?))),
+        EventIdFormat::V2 => Ok(format!("${}", encoding::encode(&reference()?))),
+        EventIdFormat::V3 => Ok(format!("${}", encoding::encode_url_safe(&reference()?))),
     }
 }
 
@@ -163,17 +173,64 @@ pub fn sign_event(
     server_name: &str,
     key: &SigningKey,
 ) -> Result<usize, EventHashError> {
+    Ok(sign_returning_reference(event, version, server_name, key)?.0)
+}
+
+/// What signing an event found out about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedEvent {
+    /// The length of the canonical JSON hashed for the content hash.
+    pub hashed_length: usize,
+    /// The event's ID in its room version.
+    pub event_id: String,
+}
+
+/// [`sign_event`], naming the event as well: the text a signature covers
+/// (the redacted event without `signatures` and `unsigned`) is the very text
+/// of the reference hash, so the event is redacted and encoded once for both.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#calculating-the-reference-hash-for-an-event>.
+pub fn sign_and_name_event(
+    event: &mut Map<String, Value>,
+    version: &RoomVersion,
+    server_name: &str,
+    key: &SigningKey,
+) -> Result<SignedEvent, EventHashError> {
+    let (hashed_length, reference) = sign_returning_reference(event, version, server_name, key)?;
+    let event_id = event_id_from(event, version, || Ok(reference))?;
+    Ok(SignedEvent { hashed_length, event_id })
+}
+
+/// [`sign_event`], answering the hashed length and the reference hash.
+fn sign_returning_reference(
+    event: &mut Map<String, Value>,
+    version: &RoomVersion,
+    server_name: &str,
+    key: &SigningKey,
+) -> Result<(usize, Sha256Hash), EventHashError> {
     let (hash, hashed_length) =
         hash_and_length_without(event, &["unsigned", "signatures", "hashes"], version)?;
     let mut hashes = Map::new();
     hashes.insert("sha256".to_owned(), Value::String(encoding::encode(&hash)));
     event.insert("hashes".to_owned(), Value::Object(hashes));
-    let mut redacted = Value::Object(redaction::redact(event, version));
-    signing::sign_json(&mut redacted, server_name, key)?;
-    if let Some(signatures) = redacted.get_mut("signatures").map(Value::take) {
-        event.insert("signatures".to_owned(), signatures);
-    }
-    Ok(hashed_length)
+    let redacted = redaction::redact(event, version);
+    let signed = canonical_json::object_to_string_without(
+        &redacted,
+        &["signatures", "unsigned"],
+        Strictness::for_room_version(version),
+    )?;
+    let signature = key.sign_bytes(signed.as_bytes());
+    let signatures = event
+        .entry("signatures")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or(SigningError::MalformedSignatures)?;
+    let by_server = signatures
+        .entry(server_name)
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or(SigningError::MalformedSignatures)?;
+    by_server.insert(key.key_id.clone(), Value::String(signature));
+    Ok((hashed_length, Sha256::digest(signed.as_bytes()).into()))
 }
 
 /// Checks `hashes.sha256` against the event. A mismatch means the event was
@@ -262,6 +319,24 @@ mod tests {
             verify_event_content_hash(&expected, &v1).unwrap();
             verify_event_signature(&expected, &v1, server, &key.key_id, &key.key_pair.pk).unwrap();
         }
+    }
+
+    #[test]
+    fn signing_names_the_event_as_its_reference_hash_does() {
+        let key = SigningKey::generate("test").unwrap();
+        for id in ["3", "4", "11", "12"] {
+            let version = version(id);
+            let mut event = message_event();
+            let signed = sign_and_name_event(&mut event, &version, "domain", &key).unwrap();
+            assert_eq!(signed.event_id, event_id(&event, &version).unwrap(), "room v{id}");
+            verify_event_content_hash(&event, &version).unwrap();
+            verify_event_signature(&event, &version, "domain", &key.key_id, &key.key_pair.pk).unwrap();
+        }
+        // v1/v2: the event's own ID.
+        let mut old = message_event();
+        old.insert("event_id".into(), json!("$abc:domain"));
+        let signed = sign_and_name_event(&mut old, &version("1"), "domain", &key).unwrap();
+        assert_eq!(signed.event_id, "$abc:domain");
     }
 
     #[test]

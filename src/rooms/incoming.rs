@@ -269,7 +269,12 @@ fn store(
         ..NewEvent::of(pdu, stream_ordering)
     };
     // Soft-failed events are not shown, so they notify no one.
-    let actions = if soft_failed { Default::default() } else { super::push_actions::actions_for(app, pdu)? };
+    let actions = if soft_failed {
+        Default::default()
+    } else {
+        let state_group = app.storage().room_state_group(&pdu.room_id)?;
+        super::push_actions::actions_for(app, pdu, state_group)?
+    };
     let update = CurrentUpdate {
         state: entries,
         replace_all,

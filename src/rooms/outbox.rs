@@ -54,6 +54,9 @@ pub fn destinations_among(
         }
     }
     servers.retain(|server| *server != app.config.server_name);
+    if servers.is_empty() {
+        return Ok(servers);
+    }
     // The room's server ACL applies to what we send as well as what we take.
     if let Some(acl) = super::current_state_content(app, room_id, "m.room.server_acl", "")? {
         let acl = crate::protocol::server_acl::Acl::new(&acl);

@@ -66,8 +66,8 @@ impl Audiences {
         self.rooms.borrow_mut().remove(room_id);
     }
 
-    fn of(&self, app: &App, room_id: &str) -> Result<Rc<Audience>> {
-        let state_group = app.storage().room_state_group(room_id)?;
+    /// The audience of the room at `state_group`, its current state group.
+    fn of(&self, app: &App, room_id: &str, state_group: Option<i64>) -> Result<Rc<Audience>> {
         let cached = self.rooms.borrow().get(room_id).cloned();
         if let Some(audience) = cached.filter(|audience| audience.state_group == state_group) {
             return Ok(audience);
@@ -96,10 +96,11 @@ pub struct Actions {
 /// The actions of `pdu`, about to be stored in its room: for each joined
 /// local member other than the sender (and a local user it invites, who
 /// gets pushes only, as `.m.rule.invite_for_me` is for them) whose rules say
-/// `notify`.
-pub fn actions_for(app: &App, pdu: &Pdu) -> Result<Actions> {
+/// `notify`. `state_group` is the room's current state group (the caller
+/// has just read it).
+pub fn actions_for(app: &App, pdu: &Pdu, state_group: Option<i64>) -> Result<Actions> {
     let server_name = app.config.server_name.as_str();
-    let audience = app.push_audiences.of(app, &pdu.room_id)?;
+    let audience = app.push_audiences.of(app, &pdu.room_id, state_group)?;
     let (members, facts) = (&audience.members, &audience.facts);
     // A local user invited is no member yet.
     let invited = (pdu.kind == "m.room.member"

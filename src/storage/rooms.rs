@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::event_json::EventJson;
 use super::push::QueuedPush;
+use super::transactions::Nested;
 use super::unread::UnreadMark;
 use super::{Storage, now_ms};
 use crate::error::{Error, Result};
@@ -394,7 +395,7 @@ impl Storage {
         state_after: StateAfter,
         current: &CurrentUpdate,
     ) -> Result<Option<i64>> {
-        let transaction = self.conn.savepoint()?;
+        let transaction = Nested::open(&self.conn)?;
         let group = match state_after {
             StateAfter::Same(group) => group,
             StateAfter::Delta { parent, changes } => {
@@ -512,7 +513,7 @@ impl Storage {
         if !current.unread.is_empty() && !event.outlier && !event.soft_failed {
             super::unread::mark_unread(&transaction, event.room_id, event.stream_ordering, &current.unread)?;
         }
-        transaction.commit()?;
+        transaction.release()?;
         Ok(group)
     }
 

@@ -17,6 +17,8 @@
 //! Read-only work (`begin_read`) outside a group takes a plain deferred
 //! transaction and ends it at once.
 
+use rusqlite::Connection;
+
 use super::Storage;
 use crate::error::Result;
 
@@ -37,10 +39,10 @@ impl Storage {
     /// cannot fail on a snapshot another process made stale).
     pub fn begin(&mut self) -> Result<()> {
         if self.transactions.depth == 0 && !self.transactions.group {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            self.run("BEGIN IMMEDIATE")?;
             self.transactions.group = true;
         }
-        self.conn.execute_batch("SAVEPOINT work")?;
+        self.run("SAVEPOINT work")?;
         self.transactions.depth += 1;
         Ok(())
     }
@@ -49,10 +51,10 @@ impl Storage {
     /// all its reads (inside the group transaction if one is open).
     pub fn begin_read(&mut self) -> Result<()> {
         if self.transactions.depth == 0 && !self.transactions.group {
-            self.conn.execute_batch("BEGIN DEFERRED")?;
+            self.run("BEGIN DEFERRED")?;
             self.transactions.read_only_top = true;
         } else {
-            self.conn.execute_batch("SAVEPOINT work")?;
+            self.run("SAVEPOINT work")?;
         }
         self.transactions.depth += 1;
         Ok(())
@@ -62,7 +64,7 @@ impl Storage {
     /// with the group.
     pub fn commit(&mut self) -> Result<()> {
         let top_read = self.transactions.depth == 1 && self.transactions.read_only_top;
-        self.conn.execute_batch(if top_read { "COMMIT" } else { "RELEASE work" })?;
+        self.run(if top_read { "COMMIT" } else { "RELEASE work" })?;
         self.transactions.depth -= 1;
         if top_read {
             self.transactions.read_only_top = false;
@@ -83,6 +85,13 @@ impl Storage {
         }
     }
 
+    /// Runs one transaction control statement, prepared once (every send
+    /// opens and releases levels: parsing them each time showed in profiles).
+    fn run(&self, sql: &str) -> Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
     /// Whether a group transaction waits to be committed.
     pub fn group_open(&self) -> bool {
         self.transactions.group
@@ -95,13 +104,54 @@ impl Storage {
             return Ok(());
         }
         self.transactions.group = false;
-        if let Err(error) = self.conn.execute_batch("COMMIT") {
+        if let Err(error) = self.run("COMMIT") {
             if let Err(rollback) = self.conn.execute_batch("ROLLBACK") {
                 log::error!("rollback after a failed commit failed: {rollback}");
             }
-            return Err(error.into());
+            return Err(error);
         }
         Ok(())
+    }
+}
+
+/// A savepoint inside whatever is open, for one storage call that must
+/// succeed or fail as a whole (as `rusqlite::Savepoint`, with its statements
+/// prepared once: it is taken for every event stored). Released by
+/// [`Nested::release`]; dropped unreleased, its writes are undone.
+pub(super) struct Nested<'a> {
+    conn: &'a Connection,
+    released: bool,
+}
+
+impl<'a> Nested<'a> {
+    pub(super) fn open(conn: &'a Connection) -> Result<Nested<'a>> {
+        conn.prepare_cached("SAVEPOINT nested")?.execute([])?;
+        Ok(Nested { conn, released: false })
+    }
+
+    /// Keeps the writes (for the enclosing transaction to commit).
+    pub(super) fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.conn.prepare_cached("RELEASE nested")?.execute([])?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Nested<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Nested<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            if let Err(error) = self.conn.execute_batch("ROLLBACK TO nested; RELEASE nested") {
+                log::error!("rollback of a nested savepoint failed: {error}");
+            }
+        }
     }
 }
 
