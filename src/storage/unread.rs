@@ -110,30 +110,25 @@ pub struct ThreadCounts {
 /// storing it: a few statements however many recipients, each reading the
 /// recipients as one `json_each` list of user IDs and their highlights as a
 /// string of `0`/`1` flags by position (extracting fields from a list of
-/// JSON objects per row measured as a good part of a send): the room and
-/// users numbered, then per thread (an event is in one) the rows added and
-/// the counters raised. An event is marked once, by the transaction that
-/// gives it its stream position (the key of `events`), so a mark already
-/// there is an error, not something to count again; `marks` name each user
-/// once (the room's members).
+/// JSON objects per row measured as a good part of a send): per thread (an
+/// event is in one) the rows added and the counters raised. The room and
+/// users are numbered the first time one of them is marked: the rows are
+/// added first, and only when one has no number yet (its column would be
+/// NULL, which the table refuses, undoing the statement) are the names
+/// numbered and the rows added again, which saves a statement on every
+/// other event. An event is marked once, by the transaction that gives it
+/// its stream position (the key of `events`), so a mark already there is an
+/// error, not something to count again; `marks` name each user once (the
+/// room's members).
 pub(super) fn mark_unread(
     transaction: &rusqlite::Connection,
     room_id: &str,
     stream_ordering: i64,
     marks: &[UnreadMark],
 ) -> Result<()> {
-    if marks.is_empty() {
-        return Ok(());
-    }
     let users = |marks: &[&UnreadMark]| {
         serde_json::to_string(&marks.iter().map(|mark| &mark.user_id).collect::<Vec<_>>()).unwrap_or_default()
     };
-    let all: Vec<&UnreadMark> = marks.iter().collect();
-    transaction
-        .prepare_cached(
-            "INSERT OR IGNORE INTO unread_names (name) SELECT ?1 UNION ALL SELECT value FROM json_each(?2)",
-        )?
-        .execute(params![room_id, users(&all)])?;
     let mut threads: Vec<&str> = marks.iter().map(|mark| mark.thread_id.as_str()).collect();
     threads.sort_unstable();
     threads.dedup();
@@ -157,11 +152,32 @@ pub(super) fn mark_unread(
     for thread in threads {
         let group: Vec<&UnreadMark> = marks.iter().filter(|mark| mark.thread_id == thread).collect();
         let highlights: String = group.iter().map(|mark| if mark.highlight { '1' } else { '0' }).collect();
-        let parameters = params![room_id, stream_ordering, thread, users(&group), highlights];
-        insert.execute(parameters)?;
+        let listed = users(&group);
+        let parameters = params![room_id, stream_ordering, thread, listed, highlights];
+        match insert.execute(parameters) {
+            Err(error) if unnumbered(&error) => {
+                transaction
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO unread_names (name)
+                         SELECT ?1 UNION ALL SELECT value FROM json_each(?2)",
+                    )?
+                    .execute(params![room_id, listed])?;
+                insert.execute(parameters)?;
+            }
+            added => {
+                added?;
+            }
+        }
         count.execute(parameters)?;
     }
     Ok(())
+}
+
+/// Whether a statement adding marks failed for a room or user without a
+/// number (a NULL in a column that refuses it).
+fn unnumbered(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(failure, _)
+        if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL)
 }
 
 impl Storage {
@@ -345,6 +361,9 @@ mod tests {
             let marks = [mark("@a:x", thread, index % 2 == 1), mark("@b:x", MAIN_THREAD, false)];
             mark_unread(&storage.conn, "!r:x", index as i64 + 1, &marks).unwrap();
         }
+        // A user marked for the first time in a room already numbered.
+        mark_unread(&storage.conn, "!r:x", 7, &[mark("@c:x", MAIN_THREAD, true)]).unwrap();
+        assert_eq!(storage.unread_total("@c:x").unwrap(), 1);
         // Marking the same event again is refused, and counts nothing twice.
         assert!(mark_unread(&storage.conn, "!r:x", 6, &[mark("@b:x", MAIN_THREAD, false)]).is_err());
         assert_eq!(counts(&storage), [("$t".into(), 3, 2), (MAIN_THREAD.into(), 3, 1)]);
