@@ -118,6 +118,8 @@ pub struct App {
     pub push_queue: crate::rooms::push_queue::PushQueue,
     /// Each room's joined local members and rule facts at its current state (memory only).
     pub push_audiences: crate::rooms::push_actions::Audiences,
+    /// The current state keys sends looked up, per room (memory only).
+    pub state_keys: crate::rooms::StateKeys,
     /// Parsed state events, for auth checks.
     pub pdu_cache: PduCache,
     /// Whether the full-text index lags behind the events.
@@ -231,6 +233,7 @@ impl App {
             outbox: Outbox::default(),
             push_queue: Default::default(),
             push_audiences: Default::default(),
+            state_keys: Default::default(),
             search_index: SearchIndex::default(),
             media_uploaded: event_listener::Event::new(),
             media_streams: smol::lock::Semaphore::new(crate::rooms::media::MAX_STREAMS),

@@ -340,7 +340,7 @@ fn store_join(app: &App, version: &RoomVersion, join: &Pdu, state: StateMap) -> 
     // Our user now shares the room with its members: lists cached from an
     // earlier shared room may have missed updates.
     rooms::remote_devices::note_join(app, &join.room_id, &join.sender)?;
-    app.push_audiences.forget(&join.room_id);
+    rooms::forget_room_state(app, &join.room_id);
     app.search_index.note_new_events();
     rooms::wake_room(app, &join.room_id, Some(&join.sender));
     Ok(())

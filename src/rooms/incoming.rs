@@ -288,7 +288,7 @@ fn store(
         super::remote_devices::note_join(app, &pdu.room_id, target)?;
     }
     if pdu.state_key.is_some() || update.replace_all {
-        app.push_audiences.forget(&pdu.room_id);
+        super::forget_room_state(app, &pdu.room_id);
     }
     app.push_queue.kick(&update.pushes);
     app.search_index.note_new_events();

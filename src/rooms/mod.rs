@@ -165,38 +165,77 @@ impl StateLookup for CurrentState<'_> {
     }
 }
 
+/// Rooms whose current state keys are remembered at most; past this the
+/// memory starts over.
+const MAX_REMEMBERED_ROOMS: usize = 64;
+/// Keys remembered per room at most (a send asks for three: the create
+/// event, the power levels and the sender's membership).
+const MAX_REMEMBERED_KEYS: usize = 256;
+
+/// The current state keys sends looked up, per room, with the state group
+/// they were read at: a send reads the room's state group anyway, and while
+/// it has not moved on, the keys are what they were (memory only). Like
+/// [`push_actions::Audiences`], a room's entry is forgotten whenever a state
+/// event is stored in it ([`forget_room_state`]), so that an entry read
+/// inside a transaction that was rolled back (whose group ID the next state
+/// change reuses) is never taken for that change's.
+#[derive(Default)]
+pub struct StateKeys {
+    rooms: std::cell::RefCell<HashMap<String, RoomKeys>>,
+}
+
+struct RoomKeys {
+    state_group: Option<i64>,
+    keys: HashMap<(String, String), Option<String>>,
+}
+
+/// Forgets what is kept in memory about a room's current state: after
+/// storing a state event in it (or replacing its state).
+pub fn forget_room_state(app: &App, room_id: &str) {
+    app.push_audiences.forget(room_id);
+    app.state_keys.rooms.borrow_mut().remove(room_id);
+}
+
+/// A room's current state at its current state group `state_group`, read key
+/// by key and remembered across sends ([`StateKeys`]).
+pub struct RememberedCurrentState<'a> {
+    pub room_id: &'a str,
+    pub state_group: Option<i64>,
+}
+
+impl StateLookup for RememberedCurrentState<'_> {
+    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
+        let key = (kind.to_owned(), state_key.to_owned());
+        {
+            let rooms = app.state_keys.rooms.borrow();
+            let room = rooms.get(self.room_id).filter(|room| room.state_group == self.state_group);
+            if let Some(known) = room.and_then(|room| room.keys.get(&key)) {
+                return known.clone();
+            }
+        }
+        // An error is no answer to remember.
+        let found = app.storage().current_state_event(self.room_id, kind, state_key).ok()?;
+        let mut rooms = app.state_keys.rooms.borrow_mut();
+        if rooms.len() >= MAX_REMEMBERED_ROOMS && !rooms.contains_key(self.room_id) {
+            rooms.clear();
+        }
+        let room = rooms
+            .entry(self.room_id.to_owned())
+            .or_insert_with(|| RoomKeys { state_group: self.state_group, keys: HashMap::new() });
+        if room.state_group != self.state_group || room.keys.len() >= MAX_REMEMBERED_KEYS {
+            *room = RoomKeys { state_group: self.state_group, keys: HashMap::new() };
+        }
+        room.keys.insert(key, found.clone());
+        found
+    }
+}
+
 /// A state group's state, read from the database key by key.
 pub struct GroupState(pub i64);
 
 impl StateLookup for GroupState {
     fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
         app.storage().state_entry_of_group(self.0, kind, state_key).ok().flatten()
-    }
-}
-
-/// A state read key by key that remembers what it read, for one piece of
-/// work that asks for the same keys more than once (a send selects the auth
-/// events, then checks them).
-pub struct Remembered<L> {
-    lookup: L,
-    seen: std::cell::RefCell<HashMap<(String, String), Option<String>>>,
-}
-
-impl<L: StateLookup> Remembered<L> {
-    pub fn new(lookup: L) -> Remembered<L> {
-        Remembered { lookup, seen: Default::default() }
-    }
-}
-
-impl<L: StateLookup> StateLookup for Remembered<L> {
-    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
-        let key = (kind.to_string(), state_key.to_string());
-        if let Some(known) = self.seen.borrow().get(&key) {
-            return known.clone();
-        }
-        let found = self.lookup.event_id(app, kind, state_key);
-        self.seen.borrow_mut().insert(key, found.clone());
-        found
     }
 }
 
@@ -307,7 +346,8 @@ fn send_in_transaction(
         Error::NotFound(_) => Error::Forbidden("you are not in this room".into()),
         other => other,
     })?;
-    let state = Remembered::new(CurrentState(room_id));
+    let state_group = app.storage().room_state_group(room_id)?;
+    let state = RememberedCurrentState { room_id, state_group };
     let pdu = build(app, &version, Some(room_id), sender, &draft, &state)?;
     auth::auth_check(
         &version,
@@ -319,7 +359,7 @@ fn send_in_transaction(
     if pdu.kind == "m.room.redaction" {
         check_redaction_allowed(app, &version, &state, &pdu)?;
     }
-    persist_local(app, &version, &pdu, &state, txn, audience)?;
+    persist_local(app, &version, &pdu, &state, state_group, txn, audience)?;
     Ok(pdu.event_id)
 }
 
@@ -334,7 +374,8 @@ pub fn store_signed(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
         &LocalSignatures,
     )
     .map_err(|error| Error::Forbidden(error.to_string()))?;
-    persist_local(app, version, pdu, &state, None, Audience::Members)
+    let state_group = app.storage().room_state_group(&pdu.room_id)?;
+    persist_local(app, version, pdu, &state, state_group, None, Audience::Members)
 }
 
 /// Creates the `m.room.create` event of a new room and stores room and event;
@@ -371,7 +412,8 @@ pub fn create_room_as(
     auth::auth_check(version, &pdu, |_, _| None::<&Pdu>, &LocalSignatures)
         .map_err(|error| Error::BadJson(format!("invalid create event: {error}")))?;
     app.storage().create_room(&pdu.room_id, version.id)?;
-    persist_local(app, version, &pdu, &StateMap::new(), None, Audience::RoomInCreation)?;
+    let state_group = app.storage().room_state_group(&pdu.room_id)?;
+    persist_local(app, version, &pdu, &StateMap::new(), state_group, None, Audience::RoomInCreation)?;
     Ok(pdu.room_id)
 }
 
@@ -530,17 +572,18 @@ fn check_redaction_allowed(
     Ok(())
 }
 
-/// Stores an authorized local event on top of `state`, applies what it does
-/// (redactions), and wakes the syncs of everyone concerned.
+/// Stores an authorized local event on top of `state`, the room's current
+/// state (at state group `parent_group`), applies what it does (redactions),
+/// and wakes the syncs of everyone concerned.
 fn persist_local(
     app: &App,
     version: &RoomVersion,
     pdu: &Pdu,
     state: &dyn StateLookup,
+    parent_group: Option<i64>,
     txn: Option<Transaction<'_>>,
     audience: Audience,
 ) -> Result<()> {
-    let parent_group = app.storage().room_state_group(&pdu.room_id)?;
     let key = pdu.state_key.as_ref().map(|state_key| (pdu.kind.clone(), state_key.clone()));
     let replaces_state = key.as_ref().and_then(|(kind, state_key)| state.event_id(app, kind, state_key));
     let (state_after, current_state) = match &key {
@@ -610,7 +653,7 @@ fn persist_local(
         remote_devices::note_join(app, &pdu.room_id, target)?;
     }
     if pdu.state_key.is_some() {
-        app.push_audiences.forget(&pdu.room_id);
+        forget_room_state(app, &pdu.room_id);
     }
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
