@@ -10,9 +10,9 @@ use smol::LocalExecutor;
 use crate::config::Config;
 use crate::credentials;
 use crate::error::{Error, Result};
-use crate::federation::Federation;
 use crate::protocol::appservice::AppService;
 use crate::protocol::signing::SigningKey;
+use crate::remote::Federation;
 use crate::request::Request;
 use crate::rooms::notify::Notifier;
 use crate::rooms::outbox::Outbox;
@@ -224,8 +224,8 @@ impl App {
                 crate::rooms::upload::MAX_UPLOADS_PER_USER,
             ),
             url_previews: crate::rooms::media::Slots::new(
-                crate::federation::preview::MAX_PREVIEWS,
-                crate::federation::preview::MAX_PREVIEWS_PER_USER,
+                crate::remote::preview::MAX_PREVIEWS,
+                crate::remote::preview::MAX_PREVIEWS_PER_USER,
             ),
             pdu_cache: PduCache::default(),
             login_limits,

@@ -1011,7 +1011,7 @@ pub fn resilience(command: Resilience) -> Result<(), String> {
 
 /// `hearth doctor`: every check, then a non-zero exit if one failed.
 pub fn doctor(command: Doctor) -> Result<(), String> {
-    use crate::federation::doctor::{self, Status};
+    use crate::remote::doctor::{self, Status};
     let named = command.server_name.is_some();
     let overrides = Overrides {
         data_dir: command.data_dir,
@@ -1132,7 +1132,7 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
                 None => None,
             };
             let work =
-                crate::federation::client::request(&app, &request.destination, method, &request.path, body);
+                crate::remote::client::request(&app, &request.destination, method, &request.path, body);
             let (status, answer) = smol::block_on(executor.run(work)).map_err(|error| error.to_string())?;
             println!("{status}");
             println!("{answer}");

@@ -98,9 +98,9 @@ pub fn serve(config: Config) -> Result<(), String> {
             started.elapsed().as_millis(),
             app.config.server_name
         );
-        crate::federation::sender::start(&app);
-        crate::federation::push::start(&app);
-        crate::federation::appservice::start(&app);
+        crate::remote::sender::start(&app);
+        crate::remote::push::start(&app);
+        crate::remote::appservice::start(&app);
         crate::rooms::search_index::start(&app);
         crate::systemd::notify("READY=1");
         if let Some(interval) = crate::systemd::watchdog_interval() {
@@ -121,7 +121,7 @@ pub fn serve(config: Config) -> Result<(), String> {
                     match app.reload_app_services() {
                         Ok(count) => {
                             log::info!("application service registrations reloaded ({count})");
-                            crate::federation::appservice::start(&app);
+                            crate::remote::appservice::start(&app);
                         }
                         Err(error) => log::error!(
                             "application service registrations not reloaded, keeping the old ones: {error}"

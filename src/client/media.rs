@@ -17,7 +17,7 @@
 //! unless animation was asked for; otherwise 404 `M_NOT_FOUND`, as the spec
 //! allows when a thumbnail cannot be made. Remote thumbnails are asked of
 //! the content's server and cached. URL previews (`preview_url`, both
-//! families) are fetched by `federation/preview.rs` when the config's
+//! families) are fetched by `remote/preview.rs` when the config's
 //! `url_preview_enabled` says so; otherwise 404 `M_UNRECOGNIZED`, as Synapse
 //! answers when they are disabled.
 //!
@@ -30,10 +30,10 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::federation::media::{Fetched, fetch_content, fetch_thumbnail};
-use crate::federation::preview;
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::media::{self, MediaId};
+use crate::remote::media::{Fetched, fetch_content, fetch_thumbnail};
+use crate::remote::preview;
 use crate::request::{Request, Response};
 use crate::rooms::media::{self as content, Content};
 use crate::rooms::upload;

@@ -226,7 +226,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             if request.query("server").is_some_and(|server| server != app.config.server_name) =>
         {
             match method {
-                Get | Post => crate::federation::queries::remote_public_rooms(app, request).await,
+                Get | Post => crate::remote::queries::remote_public_rooms(app, request).await,
                 _ => not_allowed(),
             }
         }

@@ -100,7 +100,7 @@ fn page_size(limit: Option<i64>) -> usize {
 
 /// Checks a `server` parameter naming whose directory to list: ours, or
 /// none. Clients asking for another server's are sent there before this
-/// (`federation::queries::remote_public_rooms`); a server asking us for a
+/// (`remote::queries::remote_public_rooms`); a server asking us for a
 /// third server's directory is refused, as we relay no one's.
 pub fn check_directory_server(app: &App, server: Option<&str>) -> Result<()> {
     let Some(server) = server else { return Ok(()) };

@@ -3,7 +3,7 @@
 //! database when large), waiting for an asynchronous upload, deciding
 //! whether content can be its own thumbnail, and the headers content is
 //! served with. The client and federation handlers both serve through here;
-//! fetching from other servers is `federation::media`.
+//! fetching from other servers is `remote::media`.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#content-repository>.
 

@@ -12,7 +12,7 @@ use http_types::Method;
 use serde_json::{Map, Value, json};
 
 use super::client;
-use super::events::pdu_json;
+use super::pdus::pdu_json;
 use super::pdus::{self, encode, server_of};
 use crate::app::App;
 use crate::error::{Error, Result};
@@ -272,7 +272,7 @@ pub async fn backfill_older(app: &App, room_id: &str) -> Result<usize> {
     let version = rooms::room_version(app, room_id)?;
     let Some(earliest) = app.storage().earliest_event(room_id)? else { return Ok(0) };
     let mut missing = Vec::new();
-    for prev in super::events::prev_events_of(&earliest) {
+    for prev in super::pdus::prev_events_of(&earliest) {
         if app.storage().event(&prev)?.is_none_or(|event| event.outlier) {
             missing.push(prev);
         }

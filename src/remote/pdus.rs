@@ -18,7 +18,7 @@ use crate::protocol::pdu::{MAX_PDU_BYTES, Pdu};
 use crate::protocol::redaction;
 use crate::protocol::room_version::{EventIdFormat, RoomVersion};
 use crate::rooms::incoming::{self, KnownStates, Outcome};
-use crate::storage::{StateMap, now_ms};
+use crate::storage::{StateMap, StoredEvent, now_ms};
 
 /// At most this many events are fetched to fill one gap before giving up
 /// (a remote server cannot make us fetch unbounded history).
@@ -354,4 +354,35 @@ async fn fill_gap(
         log::debug!("filled gap with {}: {outcome:?}", event.event_id);
     }
     Ok(())
+}
+
+/// An event as it travels between servers.
+pub fn pdu_json(event: &StoredEvent) -> Value {
+    Value::Object(event.json.map().clone())
+}
+
+/// The IDs in an event's `auth_events` (either format).
+pub fn auth_events_of(event: &StoredEvent) -> Vec<String> {
+    id_list(event.json.get("auth_events"))
+}
+
+/// The IDs in an event's `prev_events` (either format).
+pub fn prev_events_of(event: &StoredEvent) -> Vec<String> {
+    id_list(event.json.get("prev_events"))
+}
+
+fn id_list(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| match item {
+                    Value::String(id) => Some(id.clone()),
+                    Value::Array(pair) => pair.first().and_then(Value::as_str).map(str::to_owned),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -1,0 +1,74 @@
+//! Other servers, as this one reaches them: the signed request client,
+//! server discovery, DNS and the HTTPS transport; server keys and the checks
+//! of the PDUs other servers send; what we ask of them (joins, backfill,
+//! keys, queries, media, link previews); and the senders that push to them
+//! (the per-destination federation queue, push gateways, application
+//! services). The only module that makes outgoing HTTP requests; both API
+//! layers (`client/`, `federation/`) call it.
+//!
+//! Spec: <https://spec.matrix.org/latest/server-server-api/>.
+
+pub mod appservice;
+pub mod auth;
+pub mod client;
+pub mod discovery;
+pub mod dns;
+pub mod doctor;
+pub mod e2ee;
+pub mod join;
+pub mod keys;
+pub mod media;
+pub mod pdus;
+pub mod preview;
+pub mod push;
+pub mod queries;
+pub mod sender;
+pub mod transport;
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::net::Cidr;
+
+/// The outbound side's state: TLS roots, the address allow-list, caches.
+pub struct Federation {
+    /// Public roots plus the configured extra CAs; verification is never off.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Private ranges outbound requests may reach anyway (config `allow_ips`).
+    pub allow_ips: Vec<Cidr>,
+    pub dns: dns::Resolver,
+    pub discovery: discovery::Caches,
+    /// Servers whose keys were fetched lately (so an unknown key ID cannot
+    /// make us fetch again on every request).
+    pub recent_key_fetches: discovery::ExpiringCache<()>,
+    /// Remote room aliases looked up lately (see [`queries::resolve_remote_alias`]).
+    pub remote_aliases: discovery::ExpiringCache<queries::AliasAnswer>,
+    /// The running per-destination senders.
+    pub senders: sender::Senders,
+    /// The running per-pusher push gateway senders.
+    pub push_senders: push::PushSenders,
+    /// The application services whose sender runs, by ID.
+    pub appservice_senders: std::cell::RefCell<std::collections::HashSet<String>>,
+}
+
+impl Federation {
+    /// Builds the state from the configuration (reads the CA files).
+    pub fn new(config: &crate::config::Federation) -> Result<Federation, String> {
+        let allow_ips = config
+            .allow_ips
+            .iter()
+            .map(|cidr| Cidr::parse(cidr).map_err(|error| format!("allow_ips {cidr:?}: {error}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Federation {
+            tls: transport::tls_config(&config.ca_files)?,
+            allow_ips,
+            dns: dns::Resolver::default(),
+            discovery: discovery::Caches::default(),
+            recent_key_fetches: discovery::ExpiringCache::default(),
+            remote_aliases: discovery::ExpiringCache::default(),
+            senders: sender::Senders::default(),
+            push_senders: push::PushSenders::default(),
+            appservice_senders: Default::default(),
+        })
+    }
+}
