@@ -98,10 +98,10 @@ pub fn serve(config: Config) -> Result<(), String> {
             started.elapsed().as_millis(),
             app.config.server_name
         );
-        crate::remote::sender::start(&app);
-        crate::remote::push::start(&app);
-        crate::remote::appservice::start(&app);
-        crate::rooms::search_index::start(&app);
+        crate::remote::sender::start(&app.remote);
+        crate::remote::push::start(&app.remote);
+        crate::remote::appservice::start(&app.remote);
+        crate::rooms::search_index::start(&app.engine);
         crate::systemd::notify("READY=1");
         if let Some(interval) = crate::systemd::watchdog_interval() {
             log::info!("pinging the systemd watchdog every {} ms", interval.as_millis());
@@ -121,7 +121,7 @@ pub fn serve(config: Config) -> Result<(), String> {
                     match app.reload_app_services() {
                         Ok(count) => {
                             log::info!("application service registrations reloaded ({count})");
-                            crate::remote::appservice::start(&app);
+                            crate::remote::appservice::start(&app.remote);
                         }
                         Err(error) => log::error!(
                             "application service registrations not reloaded, keeping the old ones: {error}"

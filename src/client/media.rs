@@ -183,7 +183,7 @@ async fn receive(
     finish: impl FnOnce(&Storage) -> Result<()>,
 ) -> Result<()> {
     let body = request.upload.take().ok_or_else(|| Error::Internal("the upload body was taken".into()))?;
-    let upload = match upload::start(app, media, body.length, check) {
+    let upload = match upload::start(&app.engine, media, body.length, check) {
         Ok(upload) => upload,
         Err(error) => {
             body.discard().await;
@@ -349,7 +349,7 @@ fn serve(app: &Rc<App>, request: &Request, info: &MediaInfo, file_name: Option<&
         Ok(owner) => owner.user_id,
         Err(_) => request.peer.address.ip().to_string(),
     };
-    let body = content::read(app, info, Vec::new(), Vec::new(), &client)?;
+    let body = content::read(&app.engine, info, Vec::new(), Vec::new(), &client)?;
     Ok(content_response(&info.content_type, file_name.or(info.upload_name.as_deref()), body))
 }
 

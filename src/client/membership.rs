@@ -187,7 +187,7 @@ pub async fn join(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> R
         if servers.is_empty() {
             return Err(Error::NotFound("no server to join this room through is known".into()));
         }
-        remote::join::join_remote(app, &owner.user_id, &room_id, &servers, &extra).await?;
+        remote::join::join_remote(&app.remote, &owner.user_id, &room_id, &servers, &extra).await?;
     }
     app.storage().set_forgotten(&owner.user_id, &room_id, false)?;
     Ok(Response::ok(json!({ "room_id": room_id })))
@@ -259,7 +259,7 @@ pub async fn invite(app: &Rc<App>, request: &Request, room_id: &str) -> Result<R
             return Err(Error::Forbidden(format!("{target} is already in the room")));
         }
         let extra = reason(&body)?.unwrap_or_default();
-        remote::join::invite_remote(app, room_id, &owner.user_id, &target, &extra).await?;
+        remote::join::invite_remote(&app.remote, room_id, &owner.user_id, &target, &extra).await?;
         return Ok(Response::ok(json!({})));
     }
     // Inviting a local user who does not exist succeeds, as in Synapse (which
@@ -281,7 +281,8 @@ pub async fn leave(app: &Rc<App>, request: &Request, room_id: &str) -> Result<Re
                 invite.inviter.split_once(':').map(|(_, server)| server.to_string()).unwrap_or_default();
             let extra = reason(&body)?.unwrap_or_default();
             if let Err(error) =
-                remote::join::reject_remote_invite(app, &owner.user_id, room_id, &server, &extra).await
+                remote::join::reject_remote_invite(&app.remote, &owner.user_id, room_id, &server, &extra)
+                    .await
             {
                 // The inviting server may be gone; the invite goes from here anyway.
                 log::info!("declining the invite to {room_id} through {server} failed: {error}");
@@ -357,7 +358,7 @@ pub async fn knock(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> 
         set_membership(app, &room_id, &owner.user_id, &owner.user_id, "knock", reason(&body)?.as_ref())?;
     } else {
         let extra = reason(&body)?.unwrap_or_default();
-        remote::join::knock_remote(app, &owner.user_id, &room_id, &servers, &extra).await?;
+        remote::join::knock_remote(&app.remote, &owner.user_id, &room_id, &servers, &extra).await?;
     }
     Ok(Response::ok(json!({ "room_id": room_id })))
 }

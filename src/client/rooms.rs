@@ -99,7 +99,7 @@ pub async fn create_room(app: &Rc<App>, request: &Request) -> Result<Response> {
     }
     for invitee in &remote {
         if let Err(error) =
-            crate::remote::join::invite_remote(app, &room_id, &owner.user_id, invitee, &extra).await
+            crate::remote::join::invite_remote(&app.remote, &room_id, &owner.user_id, invitee, &extra).await
         {
             log::warn!("{} created {room_id}, but inviting {invitee} failed: {error}", owner.user_id);
             return Err(error);

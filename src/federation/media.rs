@@ -45,7 +45,7 @@ fn multipart(app: &Rc<App>, request: &Request, info: &MediaInfo) -> Result<Respo
     content::record_access(app, info)?;
     // Streams are shared out per address (a server may have several names).
     let client = request.peer.address.ip().to_string();
-    let body = content::read(app, info, head, tail, &client)?;
+    let body = content::read(&app.engine, info, head, tail, &client)?;
     Ok(Response {
         status: 200,
         content_type: media::multipart_content_type(&boundary).into(),

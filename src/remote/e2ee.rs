@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::client;
 use super::pdus::encode;
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::remote::Remote;
 use crate::rooms::e2ee::server_of;
 use crate::rooms::remote_devices;
 
@@ -18,7 +18,7 @@ use crate::rooms::remote_devices;
 const MAX_KEYS_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Asks `server` for its users' keys (`users`: user ID -> device IDs).
-pub async fn query_keys(app: &App, server: &str, users: Map<String, Value>) -> Result<Value> {
+pub async fn query_keys(app: &Remote, server: &str, users: Map<String, Value>) -> Result<Value> {
     let body = json!({ "device_keys": users });
     let path = "/_matrix/federation/v1/user/keys/query";
     let (status, answer) =
@@ -31,7 +31,7 @@ pub async fn query_keys(app: &App, server: &str, users: Map<String, Value>) -> R
 }
 
 /// Claims one-time keys of `server`'s users (`users`: user -> device -> algorithm).
-pub async fn claim_keys(app: &App, server: &str, users: Map<String, Value>) -> Result<Value> {
+pub async fn claim_keys(app: &Remote, server: &str, users: Map<String, Value>) -> Result<Value> {
     let body = json!({ "one_time_keys": users });
     let path = "/_matrix/federation/v1/user/keys/claim";
     let (status, answer) =
@@ -47,7 +47,7 @@ pub async fn claim_keys(app: &App, server: &str, users: Map<String, Value>) -> R
 /// (`GET /user/devices/{userId}`) into the cache.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1userdevicesuserid>.
-pub async fn fetch_device_list(app: &App, user_id: &str) -> Result<()> {
+pub async fn fetch_device_list(app: &Remote, user_id: &str) -> Result<()> {
     let Some(server) = server_of(user_id) else {
         return Err(Error::InvalidParam(format!("{user_id:?} is not a user ID")));
     };

@@ -12,9 +12,9 @@ use http_types::Method;
 use serde_json::{Map, Value, json};
 
 use super::client;
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::signing::{self, PublicKey, SigningKey, sign_json, verify_json};
+use crate::remote::Remote;
 use crate::storage::{RemoteKey, now_ms};
 
 /// Our published keys are declared valid this long (Synapse's default
@@ -30,7 +30,7 @@ const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_KEY_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Our `/_matrix/key/v2/server` answer, signed with our current key.
-pub fn own_keys(app: &App) -> Result<Value> {
+pub fn own_keys(app: &Remote) -> Result<Value> {
     let mut old_verify_keys = Map::new();
     for (key_id, seed, expired_ts) in app.storage().old_signing_keys()? {
         let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id);
@@ -113,7 +113,7 @@ fn usable(key: &RemoteKey, at_ts: i64) -> bool {
 
 /// The public key `key_id` of `server_name`, usable for a signature made at
 /// `at_ts`: from the cache, or fetched from the server.
-pub async fn verify_key(app: &App, server_name: &str, key_id: &str, at_ts: i64) -> Result<PublicKey> {
+pub async fn verify_key(app: &Remote, server_name: &str, key_id: &str, at_ts: i64) -> Result<PublicKey> {
     let unknown = || Error::NotFound(format!("no usable key {key_id} for {server_name}"));
     if server_name == app.config.server_name {
         if key_id == app.signing_key.key_id {
@@ -151,13 +151,13 @@ pub async fn verify_key(app: &App, server_name: &str, key_id: &str, at_ts: i64) 
 /// The fetch is remembered when it ends (not when it starts), so that a
 /// second request arriving while the first fetch runs fetches too instead
 /// of being refused.
-pub async fn fetch_keys(app: &App, server_name: &str) -> Result<Value> {
+pub async fn fetch_keys(app: &Remote, server_name: &str) -> Result<Value> {
     let result = fetch_and_store(app, server_name).await;
     app.federation.recent_key_fetches.insert(server_name, (), KEY_REFETCH_INTERVAL);
     result
 }
 
-async fn fetch_and_store(app: &App, server_name: &str) -> Result<Value> {
+async fn fetch_and_store(app: &Remote, server_name: &str) -> Result<Value> {
     let (status, answer) = client::request_with_limit(
         app,
         server_name,
@@ -187,7 +187,11 @@ async fn fetch_and_store(app: &App, server_name: &str) -> Result<Value> {
 
 /// A server's key answer valid until at least `minimum_valid_until_ts`:
 /// cached, else fetched; a stale cached answer if the fetch fails.
-pub async fn server_keys(app: &App, server_name: &str, minimum_valid_until_ts: i64) -> Result<Option<Value>> {
+pub async fn server_keys(
+    app: &Remote,
+    server_name: &str,
+    minimum_valid_until_ts: i64,
+) -> Result<Option<Value>> {
     if server_name == app.config.server_name {
         return Ok(Some(own_keys(app)?));
     }

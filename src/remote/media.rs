@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use super::transport::RawResponse;
 use super::{client, discovery, pdus::encode};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::media::{self, MediaId, ThumbnailRequest};
+use crate::remote::Remote;
 
 /// Room in a multipart answer for its part headers and the JSON part, on
 /// top of the content itself.
@@ -40,7 +40,7 @@ enum Answer {
 
 /// Fetches `mxc://{server}/{media_id}` from its server.
 pub async fn fetch_content(
-    app: &App,
+    app: &Remote,
     server: &ServerName,
     media_id: &MediaId,
     wait: Duration,
@@ -56,7 +56,7 @@ pub async fn fetch_content(
 
 /// Fetches a thumbnail of `mxc://{server}/{media_id}` from its server.
 pub async fn fetch_thumbnail(
-    app: &App,
+    app: &Remote,
     server: &ServerName,
     media_id: &MediaId,
     thumbnail: &ThumbnailRequest,
@@ -73,7 +73,7 @@ pub async fn fetch_thumbnail(
 
 /// Asks the federation endpoint `path`, then the deprecated `legacy` one if
 /// the server does not know the first (spec: after a 404 `M_UNRECOGNIZED`).
-async fn fetch(app: &App, server: &ServerName, path: &str, legacy: &str) -> Result<Fetched> {
+async fn fetch(app: &Remote, server: &ServerName, path: &str, legacy: &str) -> Result<Fetched> {
     let max = app.config.limits.max_media_body;
     let response =
         client::request_raw(app, server.as_str(), Method::Get, path, None, max + MULTIPART_OVERHEAD_BYTES)
@@ -89,7 +89,7 @@ async fn fetch(app: &App, server: &ServerName, path: &str, legacy: &str) -> Resu
     }
 }
 
-async fn multipart_answer(app: &App, server: &ServerName, response: RawResponse) -> Result<Answer> {
+async fn multipart_answer(app: &Remote, server: &ServerName, response: RawResponse) -> Result<Answer> {
     let errcode = if response.status == 200 { None } else { errcode(&response) };
     let unrecognized =
         errcode.as_deref() == Some("M_UNRECOGNIZED") && matches!(response.status, 400 | 404 | 405);

@@ -25,10 +25,45 @@ pub mod queries;
 pub mod sender;
 pub mod transport;
 
+use std::ops::Deref;
+use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::net::Cidr;
+use crate::rooms::Engine;
+use crate::rooms::media::Slots;
+
+/// What the outbound side needs: the room engine, and its own state beside
+/// it. It reads as the engine (`Deref`), so `remote/` functions call
+/// `rooms/` ones with it as they are.
+pub struct Remote {
+    pub engine: Rc<Engine>,
+    /// Outbound federation: TLS roots, allow-list, discovery caches.
+    pub federation: Federation,
+    /// Link previews being fetched, per user and in all.
+    pub url_previews: Rc<Slots>,
+}
+
+impl Remote {
+    /// Builds the outbound state from the engine's configuration (reads the CA files).
+    pub fn new(engine: Rc<Engine>) -> Result<Remote> {
+        let federation = Federation::new(&engine.config.federation).map_err(Error::Internal)?;
+        Ok(Remote {
+            engine,
+            federation,
+            url_previews: Slots::new(preview::MAX_PREVIEWS, preview::MAX_PREVIEWS_PER_USER),
+        })
+    }
+}
+
+impl Deref for Remote {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
 
 /// The outbound side's state: TLS roots, the address allow-list, caches.
 pub struct Federation {

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::client;
 use super::pdus::{encode, server_of};
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::remote::Remote;
 use crate::request::{Request, Response};
 
 /// How long a remote alias's room stays cached: long enough that Element's
@@ -39,7 +39,7 @@ pub type AliasAnswer = Option<(String, Vec<String>)>;
 /// cached briefly in a bounded cache.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1querydirectory>.
-pub async fn resolve_remote_alias(app: &App, alias: &str) -> Result<(String, Vec<String>)> {
+pub async fn resolve_remote_alias(app: &Remote, alias: &str) -> Result<(String, Vec<String>)> {
     let not_found = || Error::NotFound(format!("room alias {alias} not found"));
     if let Some(cached) = app.federation.remote_aliases.get(alias) {
         return cached.ok_or_else(not_found);
@@ -90,7 +90,7 @@ fn parse_alias_answer(server: &str, answer: &Value) -> Option<(String, Vec<Strin
 /// `GET /_matrix/federation/v1/openid/userinfo?access_token=`.
 /// `GET/POST /publicRooms?server=...` for another server: its directory,
 /// fetched over federation and passed on.
-pub async fn remote_public_rooms(app: &App, request: &Request) -> Result<Response> {
+pub async fn remote_public_rooms(app: &Remote, request: &Request) -> Result<Response> {
     let server = request.query("server").unwrap_or_default().to_string();
     crate::protocol::identifiers::ServerName::parse(&server)
         .map_err(|error| Error::InvalidParam(format!("server {server}: {error}")))?;
@@ -119,7 +119,7 @@ pub async fn remote_public_rooms(app: &App, request: &Request) -> Result<Respons
 }
 
 /// Fetches a remote user's profile (or one field of it).
-pub async fn remote_profile(app: &App, user_id: &str, field: Option<&str>) -> Result<Value> {
+pub async fn remote_profile(app: &Remote, user_id: &str, field: Option<&str>) -> Result<Value> {
     let server =
         server_of(user_id).ok_or_else(|| Error::InvalidParam(format!("{user_id} is not a user ID")))?;
     let mut path = format!("/_matrix/federation/v1/query/profile?user_id={}", encode(user_id));
