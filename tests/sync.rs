@@ -25,8 +25,7 @@ fn ephemeral<'a>(sync: &'a Value, room_id: &str, kind: &str) -> Option<&'a Value
 #[test]
 fn since_tokens_give_only_what_is_new() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(&alice, json!({"preset": "public_chat", "name": "news"}));
     join(&bob, &room);
     send_text(&bob, &room, "one");
@@ -59,10 +58,8 @@ fn since_tokens_give_only_what_is_new() {
 #[test]
 fn long_poll_returns_promptly_after_a_send() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let token = sync(&alice, "")["next_batch"].clone();
 
     // With nothing happening, the poll waits its timeout out and returns empty.
@@ -143,8 +140,7 @@ fn invalid_filters_are_refused_at_upload() {
 #[test]
 fn filters_inline_and_stored() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(&alice, json!({"preset": "public_chat"}));
     let other = create_room(&alice, json!({}));
     join(&bob, &room);
@@ -192,12 +188,8 @@ fn filters_inline_and_stored() {
 #[test]
 fn limited_timelines_and_lazy_loaded_members() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
-    join(&carol, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    let room = public_room(&alice, &[&bob, &carol]);
     let token = sync(&alice, "")["next_batch"].clone();
     for index in 0..15 {
         send_text(&bob, &room, &format!("b{index}"));
@@ -245,8 +237,7 @@ fn limited_timelines_and_lazy_loaded_members() {
 #[test]
 fn rooms_move_between_invite_join_and_leave() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(&alice, json!({"name": "moving"}));
     let token = sync(&bob, "")["next_batch"].clone();
     invite(&alice, &room, &bob.user_id);
@@ -298,10 +289,8 @@ fn rooms_move_between_invite_join_and_leave() {
 #[test]
 fn typing_and_receipts_in_ephemeral() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let first = send_text(&alice, &room, "read me");
     let second = send_text(&alice, &room, "and me");
     let token = sync(&alice, "")["next_batch"].clone();
@@ -348,9 +337,7 @@ fn typing_and_receipts_in_ephemeral() {
 #[test]
 fn account_data_tags_unread_counts_and_summary() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
     let room = create_room(&alice, json!({"invite": [carol.user_id], "preset": "private_chat"}));
     invite(&alice, &room, &bob.user_id);
     join(&bob, &room);
@@ -420,10 +407,8 @@ fn account_data_tags_unread_counts_and_summary() {
 #[test]
 fn since_tokens_survive_a_restart() {
     let mut node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let token = sync(&alice, "")["next_batch"].clone();
     send_text(&bob, &room, "before the restart");
     node.restart();
@@ -457,10 +442,8 @@ fn since_tokens_survive_a_restart() {
 #[test]
 fn prev_batch_pages_back_with_messages() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let token = sync(&alice, "")["next_batch"].clone();
     for index in 0..15 {
         send_text(&bob, &room, &format!("b{index}"));

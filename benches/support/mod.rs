@@ -8,11 +8,16 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::channel;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+/// The tests' harness (temporary directories, the test CA, reading a node's
+/// start-up log), shared with the benchmarks.
+#[path = "../../tests/common/mod.rs"]
+pub mod common;
 
 /// How long the server may take to start.
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -200,7 +205,7 @@ impl Server {
                 let _ = lines.send(line);
             }
         });
-        let http = wait_ready(&receiver);
+        let http = common::wait_ready(&receiver, START_DEADLINE).expect("hearth did not become ready").http;
         thread::spawn(move || receiver.into_iter().for_each(|line| eprintln!("server: {line}")));
         Server { child, data_dir, http }
     }
@@ -237,21 +242,12 @@ impl Drop for Server {
     }
 }
 
-/// Reads the log until ` ready in `; returns `http://ADDR` of the plain listener.
-fn wait_ready(lines: &Receiver<String>) -> String {
-    let deadline = Instant::now() + START_DEADLINE;
-    let mut plain = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("hearth did not become ready");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_string();
-            if !rest.contains("(TLS)") {
-                plain.get_or_insert(address);
-            }
-        }
-        if line.contains(" ready in ") {
-            return format!("http://{}", plain.expect("no plain listener in the log"));
-        }
-    }
+/// Prints one figure with its target and a verdict when it has one.
+pub fn row_with_target(name: &str, measured: String, target: &str, met: bool) {
+    let verdict = match (target.is_empty(), met) {
+        (true, _) => "",
+        (false, true) => "  ok",
+        (false, false) => "  MISSED",
+    };
+    println!("{name:<44} {measured:>14}   {target}{verdict}");
 }

@@ -90,6 +90,16 @@ pub fn join(client: &Client, room: &str) {
     assert_eq!(status, 200, "{} joins {room}: {answer}", client.user_id);
 }
 
+/// A `public_chat` room `creator` makes and each of `members` joins.
+#[track_caller]
+pub fn public_room(creator: &Client, members: &[&Client]) -> String {
+    let room_id = create_room(creator, json!({"preset": "public_chat"}));
+    for member in members {
+        join(member, &room_id);
+    }
+    room_id
+}
+
 /// Invites a user.
 #[track_caller]
 pub fn invite(client: &Client, room_id: &str, user_id: &str) {
