@@ -69,6 +69,14 @@ pub fn start_federating(ca: &TestCa, extra: &[&str]) -> Node {
     Node::start_on(TempDir::new("fed"), &args, "127.0.0.1:0", &format!("127.0.0.1:{port}"))
 }
 
+/// A test CA and two nodes it issued, federating with each other.
+pub fn federating_pair() -> (TestCa, Node, Node) {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    (ca, a, b)
+}
+
 /// The `serve` options of a node named `localhost:PORT` with TLS on `port`
 /// (a certificate named `name` issued by `ca`) that trusts `ca` and may
 /// reach loopback; the listener addresses are the caller's.

@@ -2,10 +2,11 @@
 //! and percent-encode path segments the way a client must.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::Client;
+use super::{Client, eventually};
 
 static NEXT_TXN: AtomicUsize = AtomicUsize::new(0);
 
@@ -138,6 +139,38 @@ pub fn bodies(events: &[Value]) -> Vec<String> {
         .filter(|event| event["type"] == "m.room.message")
         .map(|event| event["content"]["body"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// Waits (up to `within`) until `viewer` sees `user_id`'s membership in the
+/// room as `membership`.
+#[track_caller]
+pub fn wait_for_membership(
+    viewer: &Client,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    within: Duration,
+) {
+    eventually(within, || {
+        (membership_of(viewer, room_id, user_id).as_deref() == Some(membership)).then_some(())
+    });
+}
+
+/// The bodies of a room's text messages as `client` sees them (up to 100,
+/// newest first; `<redacted>` for a redacted one; none while `/messages`
+/// fails, for polling).
+pub fn message_bodies(client: &Client, room_id: &str) -> Vec<String> {
+    let (_, answer) = client.get(&room_path(room_id, "/messages?dir=b&limit=100"));
+    answer["chunk"]
+        .as_array()
+        .map(|chunk| {
+            chunk
+                .iter()
+                .filter(|event| event["type"] == "m.room.message")
+                .map(|event| event["content"]["body"].as_str().unwrap_or("<redacted>").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A user's current membership as `/state` shows it to `viewer`.
