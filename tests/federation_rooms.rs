@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::federation::{TestCa, federating_pair, start_federating};
-use common::rooms::{create_room, enc, membership_of, room_path, send_text, wait_for_membership};
+use common::rooms::{
+    create_room, enc, ephemeral, membership_of, room_path, send_text, sync_until, wait_for_membership,
+};
 use common::{Client, Node, eventually};
 use serde_json::json;
 
@@ -131,32 +133,17 @@ fn typing_and_receipts_cross_servers() {
     let path = room_path(&room_id, &format!("/typing/{}", enc(&bob.user_id)));
     let (status, _) = bob.put(&path, &json!({"typing": true, "timeout": 20000}));
     assert_eq!(status, 200);
-    eventually(DELIVERY, || {
-        let (_, sync) = alice.get("/_matrix/client/v3/sync");
-        let ephemeral =
-            sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
-        ephemeral
-            .iter()
-            .any(|event| {
-                event["type"] == "m.typing"
-                    && event["content"]["user_ids"].as_array().unwrap().contains(&json!(bob.user_id))
-            })
-            .then_some(())
+    sync_until(&alice, DELIVERY, |sync| {
+        let typing = ephemeral(sync, &room_id, "m.typing")?;
+        typing["content"]["user_ids"].as_array().unwrap().contains(&json!(bob.user_id)).then_some(())
     });
 
     let (status, _) =
         bob.post(&room_path(&room_id, &format!("/receipt/m.read/{}", enc(&event_id))), &json!({}));
     assert_eq!(status, 200);
-    eventually(DELIVERY, || {
-        let (_, sync) = alice.get("/_matrix/client/v3/sync");
-        let ephemeral =
-            sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
-        ephemeral
-            .iter()
-            .any(|event| {
-                event["type"] == "m.receipt" && !event["content"][&event_id]["m.read"][&bob.user_id].is_null()
-            })
-            .then_some(())
+    sync_until(&alice, DELIVERY, |sync| {
+        let receipt = ephemeral(sync, &room_id, "m.receipt")?;
+        (!receipt["content"][&event_id]["m.read"][&bob.user_id].is_null()).then_some(())
     });
 }
 

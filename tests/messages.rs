@@ -6,7 +6,7 @@ mod timeline_helpers;
 
 use std::collections::HashSet;
 
-use common::rooms::public_room;
+use common::rooms::{member_keys, public_room};
 use common::{Node, assert_error};
 use serde_json::json;
 use timeline_helpers::*;
@@ -216,13 +216,7 @@ fn context_splits_the_limit_and_respects_visibility() {
 
     let lazy = filter_param(&json!({"lazy_load_members": true}));
     let (_, context) = alice.get(&path(&ids_sent[8], &format!("limit=2&filter={lazy}")));
-    let members: Vec<&str> = context["state"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|event| event["type"] == "m.room.member")
-        .map(|event| event["state_key"].as_str().unwrap())
-        .collect();
+    let members = member_keys(&context["state"]);
     assert_eq!(members, [alice.user_id.as_str()]);
 
     join(&bob, &room);

@@ -45,6 +45,24 @@ struct Pair {
 }
 
 impl Pair {
+    /// Stops Synapse, has `ours` (a user of our node) send a batch, starts
+    /// Synapse again and waits until `theirs` (a Synapse user) has it all.
+    fn catch_up_after_synapse_restart(&mut self, ours: &Client, theirs: &Client, room_id: &str) {
+        self.synapse.stop();
+        let sent = send_batch(ours, room_id, "while Synapse was down");
+        self.synapse.restart();
+        wait_bodies(self, theirs, room_id, "while Synapse was down", &sent);
+    }
+
+    /// Stops our node, has `theirs` (a Synapse user) send a batch, starts
+    /// the node again and waits until `ours` (a user of our node) has it all.
+    fn catch_up_after_node_restart(&mut self, theirs: &Client, ours: &Client, room_id: &str) {
+        self.node.stop();
+        let sent = send_batch(theirs, room_id, "while hearth was down");
+        self.node.restart();
+        wait_bodies(self, ours, room_id, "while hearth was down", &sent);
+    }
+
     fn start(ca: &TestCa) -> Pair {
         let synapse = Synapse::start(ca);
         let node = start_federating(ca, &[]);
@@ -379,16 +397,10 @@ fn room_on_hearth_with_a_synapse_member() {
     drop(room);
 
     // (c) Synapse goes down; our node queues; Synapse catches up after its restart.
-    pair.synapse.stop();
-    let sent = send_batch(&alice, &room_id, "while Synapse was down");
-    pair.synapse.restart();
-    wait_bodies(&pair, &bob, &room_id, "while Synapse was down", &sent);
+    pair.catch_up_after_synapse_restart(&alice, &bob, &room_id);
 
     // And our node goes down while Synapse sends.
-    pair.node.stop();
-    let sent = send_batch(&bob, &room_id, "while hearth was down");
-    pair.node.restart();
-    wait_bodies(&pair, &alice, &room_id, "while hearth was down", &sent);
+    pair.catch_up_after_node_restart(&bob, &alice, &room_id);
     // Both ways still work after the restarts.
     let (_, seen) = Room {
         pair: &pair,
@@ -445,15 +457,9 @@ fn room_on_synapse_with_a_hearth_member() {
     room.exercise();
     drop(room);
 
-    pair.node.stop();
-    let sent = send_batch(&bob, &room_id, "while hearth was down");
-    pair.node.restart();
-    wait_bodies(&pair, &alice, &room_id, "while hearth was down", &sent);
+    pair.catch_up_after_node_restart(&bob, &alice, &room_id);
 
-    pair.synapse.stop();
-    let sent = send_batch(&alice, &room_id, "while Synapse was down");
-    pair.synapse.restart();
-    wait_bodies(&pair, &bob, &room_id, "while Synapse was down", &sent);
+    pair.catch_up_after_synapse_restart(&alice, &bob, &room_id);
 }
 
 /// An older room version (v10) created on Synapse, and one (v11) on our

@@ -15,11 +15,16 @@ fn filter_path(client: &common::Client) -> String {
     format!("/_matrix/client/v3/user/{}/filter", enc(&client.user_id))
 }
 
-fn ephemeral<'a>(sync: &'a Value, room_id: &str, kind: &str) -> Option<&'a Value> {
-    sync["rooms"]["join"][room_id]["ephemeral"]["events"]
-        .as_array()?
-        .iter()
-        .find(|event| event["type"] == kind)
+/// Bob sends 15 messages, alice changes the topic, bob sends 12 more: more
+/// than a default timeline, with a state change in the gap.
+fn send_across_a_topic_change(alice: &common::Client, bob: &common::Client, room: &str) {
+    for index in 0..15 {
+        send_text(bob, room, &format!("b{index}"));
+    }
+    put_state(alice, room, "m.room.topic", "", json!({"topic": "mid-gap"}));
+    for index in 0..12 {
+        send_text(bob, room, &format!("c{index}"));
+    }
 }
 
 #[test]
@@ -191,13 +196,7 @@ fn limited_timelines_and_lazy_loaded_members() {
     let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
     let room = public_room(&alice, &[&bob, &carol]);
     let token = sync(&alice, "")["next_batch"].clone();
-    for index in 0..15 {
-        send_text(&bob, &room, &format!("b{index}"));
-    }
-    put_state(&alice, &room, "m.room.topic", "", json!({"topic": "mid-gap"}));
-    for index in 0..12 {
-        send_text(&bob, &room, &format!("c{index}"));
-    }
+    send_across_a_topic_change(&alice, &bob, &room);
     // The default limit is 10: limited, with a prev_batch; state skipped over comes in `state`.
     let gap = sync(&alice, &since(&token));
     let section = &gap["rooms"]["join"][&room];
@@ -213,13 +212,7 @@ fn limited_timelines_and_lazy_loaded_members() {
     send_text(&carol, &room, "carol here");
     let lazy = enc(r#"{"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": true}}}"#);
     let synced = sync(&alice, &format!("filter={lazy}"));
-    let members: Vec<&str> = synced["rooms"]["join"][&room]["state"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|event| event["type"] == "m.room.member")
-        .map(|event| event["state_key"].as_str().unwrap())
-        .collect();
+    let members = member_keys(&synced["rooms"]["join"][&room]["state"]["events"]);
     assert!(members.contains(&carol.user_id.as_str()), "{members:?}");
     assert!(members.contains(&alice.user_id.as_str()), "{members:?}");
     assert!(!members.contains(&bob.user_id.as_str()), "lazy loading sent bob: {members:?}");
@@ -445,13 +438,7 @@ fn prev_batch_pages_back_with_messages() {
     let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = public_room(&alice, &[&bob]);
     let token = sync(&alice, "")["next_batch"].clone();
-    for index in 0..15 {
-        send_text(&bob, &room, &format!("b{index}"));
-    }
-    put_state(&alice, &room, "m.room.topic", "", json!({"topic": "mid-gap"}));
-    for index in 0..12 {
-        send_text(&bob, &room, &format!("c{index}"));
-    }
+    send_across_a_topic_change(&alice, &bob, &room);
     let gap = sync(&alice, &since(&token));
     let section = &gap["rooms"]["join"][&room];
     let prev_batch = enc(section["timeline"]["prev_batch"].as_str().unwrap());

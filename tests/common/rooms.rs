@@ -127,6 +127,32 @@ pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> &'a Vec<Value> {
     sync["rooms"]["join"][room_id]["timeline"]["events"].as_array().unwrap_or(&EMPTY)
 }
 
+/// The first ephemeral event of `kind` for a joined room in a sync answer.
+pub fn ephemeral<'a>(sync: &'a Value, room_id: &str, kind: &str) -> Option<&'a Value> {
+    sync["rooms"]["join"][room_id]["ephemeral"]["events"]
+        .as_array()?
+        .iter()
+        .find(|event| event["type"] == kind)
+}
+
+/// Syncs `client` (a fresh, full sync each time) until `check` finds what it
+/// waits for in the answer, for up to `within`; returns what it found.
+#[track_caller]
+pub fn sync_until<T>(client: &Client, within: Duration, mut check: impl FnMut(&Value) -> Option<T>) -> T {
+    eventually(within, || check(&sync(client, "")))
+}
+
+/// The state keys of the `m.room.member` events in a list.
+pub fn member_keys(events: &Value) -> Vec<&str> {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "m.room.member")
+        .map(|event| event["state_key"].as_str().unwrap())
+        .collect()
+}
+
 /// The event IDs of a list of events.
 pub fn ids(events: &[Value]) -> Vec<String> {
     events.iter().map(|event| event["event_id"].as_str().unwrap_or_default().to_string()).collect()
