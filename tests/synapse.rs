@@ -148,7 +148,13 @@ struct Room<'a> {
     guest_friend: &'a Client,
 }
 
-impl Room<'_> {
+impl<'a> Room<'a> {
+    /// The room's users: `[owner, guest, owner_friend, guest_friend]`.
+    fn new(pair: &'a Pair, room_id: &str, users: [&'a Client; 4]) -> Room<'a> {
+        let [owner, guest, owner_friend, guest_friend] = users;
+        Room { pair, room_id: room_id.to_string(), owner, guest, owner_friend, guest_friend }
+    }
+
     /// Sends from `from` and returns the event as `to` sees it.
     fn send_across(&self, from: &Client, to: &Client, kind: &str, content: Value) -> (String, Value) {
         let event_id = send(from, &self.room_id, kind, content);
@@ -385,16 +391,7 @@ fn room_on_hearth_with_a_synapse_member() {
     assert_eq!(join_room(&pair, &bob, &alias), room_id);
     wait_membership(&pair, &alice, &room_id, &bob.user_id, "join");
     wait_bodies(&pair, &bob, &room_id, "before Synapse joined", &before);
-    let room = Room {
-        pair: &pair,
-        room_id: room_id.clone(),
-        owner: &alice,
-        guest: &bob,
-        owner_friend: &dave,
-        guest_friend: &carol,
-    };
-    room.exercise();
-    drop(room);
+    Room::new(&pair, &room_id, [&alice, &bob, &dave, &carol]).exercise();
 
     // (c) Synapse goes down; our node queues; Synapse catches up after its restart.
     pair.catch_up_after_synapse_restart(&alice, &bob, &room_id);
@@ -402,15 +399,12 @@ fn room_on_hearth_with_a_synapse_member() {
     // And our node goes down while Synapse sends.
     pair.catch_up_after_node_restart(&bob, &alice, &room_id);
     // Both ways still work after the restarts.
-    let (_, seen) = Room {
-        pair: &pair,
-        room_id: room_id.clone(),
-        owner: &alice,
-        guest: &bob,
-        owner_friend: &dave,
-        guest_friend: &carol,
-    }
-    .send_across(&alice, &bob, "m.room.message", json!({"msgtype": "m.text", "body": "after"}));
+    let (_, seen) = Room::new(&pair, &room_id, [&alice, &bob, &dave, &carol]).send_across(
+        &alice,
+        &bob,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "after"}),
+    );
     assert_eq!(seen["content"]["body"], "after");
 }
 
@@ -446,16 +440,7 @@ fn room_on_synapse_with_a_hearth_member() {
     let (_, create) = get_state(&alice, &room_id, "m.room.create", "");
     assert_eq!(create["room_version"], "12", "{create}");
     wait_membership(&pair, &bob, &room_id, &alice.user_id, "join");
-    let room = Room {
-        pair: &pair,
-        room_id: room_id.clone(),
-        owner: &bob,
-        guest: &alice,
-        owner_friend: &carol,
-        guest_friend: &dave,
-    };
-    room.exercise();
-    drop(room);
+    Room::new(&pair, &room_id, [&bob, &alice, &carol, &dave]).exercise();
 
     pair.catch_up_after_node_restart(&bob, &alice, &room_id);
 

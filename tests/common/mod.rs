@@ -7,6 +7,7 @@
 
 pub mod federation;
 pub mod synapse;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
