@@ -25,11 +25,9 @@
 //! on the nodes' plain listeners; the nodes talk to each other over TLS.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -37,7 +35,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::common::federation::{TestCa, federating_serve_args};
 use support::common::{TempDir, free_port, wait_ready};
-use support::{Client, Memory, announce, file_size, ms, percentile};
+use support::{Client, Memory, announce, file_size, ms, percentile, spawn_serve};
 
 mod support;
 
@@ -351,36 +349,19 @@ impl Node {
         let port = free_port();
         let dir = TempDir::new(name);
         let server_name = format!("localhost:{port}");
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&dir.0)
-            .args(federating_serve_args(ca, port, name))
-            .args(["--http", "127.0.0.1:0", "--https", &format!("127.0.0.1:{port}")])
-            // Debug: A logs each transaction it sent, which gives the batching.
-            .env("HEARTH_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-        let stderr = child.stderr.take().unwrap();
-        let (lines, receiver) = channel();
+        let mut args = federating_serve_args(ca, port, name);
+        args.extend(["--http", "127.0.0.1:0", "--https", &format!("127.0.0.1:{port}")].map(str::to_owned));
         let log = Arc::new(Mutex::new(Log::default()));
         let kept = log.clone();
-        // Keeps draining the log so the node never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                {
-                    let mut log = kept.lock().unwrap();
-                    if log.tail.len() == LOG_TAIL {
-                        log.tail.pop_front();
-                    }
-                    log.tail.push_back(line.clone());
-                    if line.contains(" items to ") {
-                        log.lines.push(line.clone());
-                    }
-                }
-                let _ = lines.send(line);
+        // Debug: A logs each transaction it sent, which gives the batching.
+        let (child, receiver) = spawn_serve(binary, &dir.0, &args, "debug", move |line| {
+            let mut log = kept.lock().unwrap();
+            if log.tail.len() == LOG_TAIL {
+                log.tail.pop_front();
+            }
+            log.tail.push_back(line.to_owned());
+            if line.contains(" items to ") {
+                log.lines.push(line.to_owned());
             }
         });
         let Some(ready) = wait_ready(&receiver, START_DEADLINE) else {

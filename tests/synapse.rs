@@ -45,6 +45,12 @@ struct Pair {
 }
 
 impl Pair {
+    /// Two users on our node (alice, dave) and two on Synapse (bob, carol).
+    fn users(&self) -> (Client, Client, Client, Client) {
+        let (alice, dave) = (self.node.register("alice"), self.node.register("dave"));
+        (alice, dave, self.synapse.register("bob"), self.synapse.register("carol"))
+    }
+
     /// Stops Synapse, has `ours` (a user of our node) send a batch, starts
     /// Synapse again and waits until `theirs` (a Synapse user) has it all.
     fn catch_up_after_synapse_restart(&mut self, ours: &Client, theirs: &Client, room_id: &str) {
@@ -373,10 +379,7 @@ fn profiles_both_ways(pair: &Pair, ours: &Client, theirs: &Client) {
 fn room_on_hearth_with_a_synapse_member() {
     let ca = TestCa::new();
     let mut pair = Pair::start(&ca);
-    let alice = pair.node.register("alice");
-    let dave = pair.node.register("dave");
-    let bob = pair.synapse.register("bob");
-    let carol = pair.synapse.register("carol");
+    let (alice, dave, bob, carol) = pair.users();
     profiles_both_ways(&pair, &alice, &bob);
     let room_id = create_room(
         &alice,
@@ -414,10 +417,7 @@ fn room_on_hearth_with_a_synapse_member() {
 fn room_on_synapse_with_a_hearth_member() {
     let ca = TestCa::new();
     let mut pair = Pair::start(&ca);
-    let alice = pair.node.register("alice");
-    let dave = pair.node.register("dave");
-    let bob = pair.synapse.register("bob");
-    let carol = pair.synapse.register("carol");
+    let (alice, dave, bob, carol) = pair.users();
     let room_id = create_room(&bob, json!({"room_alias_name": "square", "preset": "public_chat"}));
     let alias = format!("#square:{}", pair.synapse.server_name);
     // Element resolves the alias before it joins: our server asks Synapse.

@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{Receiver, channel};
 use std::thread;
 use std::time::Duration;
 
@@ -172,6 +172,38 @@ pub fn load_average() -> String {
     text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
+/// Starts `binary serve --data-dir DATA_DIR ARGS` logging at `level`, with a
+/// thread that keeps draining its log (so it never blocks on a full pipe),
+/// showing each line to `keep` and then sending it on the returned channel
+/// (a send to a dropped receiver is ignored).
+pub fn spawn_serve(
+    binary: &str,
+    data_dir: &Path,
+    args: &[String],
+    level: &str,
+    mut keep: impl FnMut(&str) + Send + 'static,
+) -> (Child, Receiver<String>) {
+    let mut child = Command::new(binary)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("HEARTH_LOG", level)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+    let stderr = child.stderr.take().unwrap();
+    let (lines, receiver) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            keep(&line);
+            let _ = lines.send(line);
+        }
+    });
+    (child, receiver)
+}
+
 /// The server under measurement; killed on drop, its data dir removed.
 pub struct Server {
     child: Child,
@@ -186,25 +218,12 @@ impl Server {
         let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--server-name", "localhost", "--registration", "open"])
-            .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
-            .env("HEARTH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-        let stderr = child.stderr.take().unwrap();
-        let (lines, receiver) = channel();
-        // Keeps draining the log so the server never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
+        let args = ["--server-name", "localhost", "--registration", "open"]
+            .into_iter()
+            .chain(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let (child, receiver) = spawn_serve(binary, &data_dir, &args, "info", |_| {});
         let http = common::wait_ready(&receiver, START_DEADLINE).expect("hearth did not become ready").http;
         thread::spawn(move || receiver.into_iter().for_each(|line| eprintln!("server: {line}")));
         Server { child, data_dir, http }

@@ -48,6 +48,21 @@ async def register_pair(alice, bob, password):
     return suffix
 
 
+def passed(name):
+    print(f"{name}: every step passed")
+    return 0
+
+
+def failed(name, step, failure):
+    print(f"{name} failed at step '{step}': {failure}", file=sys.stderr)
+    return 1
+
+
+async def close(*clients):
+    for client in clients:
+        await client.close()
+
+
 def main(session, usage):
     """Runs `session(BASE_URL)` from the command line; its result is the exit code."""
     if len(sys.argv) != 2:

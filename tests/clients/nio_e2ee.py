@@ -26,7 +26,7 @@ if not ENCRYPTION_ENABLED:
     print("matrix-nio[e2e] is not installed: python3 -m pip install 'matrix-nio[e2e]==0.26.0'", file=sys.stderr)
     sys.exit(2)
 
-from nio_common import StepFailed, check, main, ok, register_pair
+from nio_common import StepFailed, check, close, failed, main, ok, passed, register_pair
 from nio_common import sync_until as sync_until_within
 
 # Each wait for something over /sync gives up after this long.
@@ -125,14 +125,11 @@ async def session(base_url):
             "bob's encrypted room_send",
         )
         await sync_until(alice, lambda r: decrypted_text(r, room_id, "copy that"), "bob's decrypted answer")
-        print("nio e2ee: every step passed")
-        return 0
+        return passed("nio e2ee")
     except StepFailed as failure:
-        print(f"nio e2ee failed at step '{step}': {failure}", file=sys.stderr)
-        return 1
+        return failed("nio e2ee", step, failure)
     finally:
-        await alice.close()
-        await bob.close()
+        await close(alice, bob)
         stores.cleanup()
 
 

@@ -18,7 +18,7 @@ except ImportError:
     print("matrix-nio is not installed: python3 -m pip install 'matrix-nio==0.26.0'", file=sys.stderr)
     sys.exit(2)
 
-from nio_common import StepFailed, check, main, ok, register_pair
+from nio_common import StepFailed, check, close, failed, main, ok, passed, register_pair
 from nio_common import sync_until as sync_until_within
 
 # Each wait for an event over /sync gives up after this long.
@@ -234,14 +234,11 @@ async def session(base_url):
         await sync_until(bob, lambda r: room_id in r.rooms.leave, "the left room")
         joined = ok(await bob.joined_rooms(), nio.JoinedRoomsResponse, "joined_rooms")
         check(room_id not in joined.rooms, "bob is still joined")
-        print("nio session: every step passed")
-        return 0
+        return passed("nio session")
     except StepFailed as failure:
-        print(f"nio session failed at step '{step}': {failure}", file=sys.stderr)
-        return 1
+        return failed("nio session", step, failure)
     finally:
-        await alice.close()
-        await bob.close()
+        await close(alice, bob)
 
 
 if __name__ == "__main__":
