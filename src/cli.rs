@@ -486,13 +486,17 @@ fn group_options_first(arguments: Vec<String>) -> Vec<String> {
     reordered
 }
 
-/// Opens the database an operator command works on. It must exist: a
-/// command run in the wrong directory would otherwise make a new, empty
-/// database under the default server name.
-fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
+/// The configuration of an operator command: the file `--config` names (or
+/// the defaults) with `--data-dir` over it.
+fn load_config(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<Config, String> {
     let overrides = Overrides { data_dir: data_dir.clone(), ..Overrides::default() };
-    let from_file = config.is_some();
-    let mut config = Config::load(config.as_deref(), overrides)?;
+    Config::load(config.as_deref(), overrides)
+}
+
+/// The database path of `config`, which must exist: a command run in the
+/// wrong directory would otherwise make a new, empty database under the
+/// default server name.
+fn existing_database(config: &Config) -> Result<PathBuf, String> {
     let path = config.database_path();
     if !path.exists() {
         return Err(format!(
@@ -500,6 +504,14 @@ fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config,
             path.display()
         ));
     }
+    Ok(path)
+}
+
+/// Opens the database an operator command works on (see [`existing_database`]).
+fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
+    let from_file = config.is_some();
+    let mut config = load_config(config, data_dir)?;
+    let path = existing_database(&config)?;
     let storage = Storage::open(&path).map_err(|error| error.to_string())?;
     // Without a config file, the name the node runs under is the one the database recorded.
     let stored = storage.secret(crate::storage::SERVER_NAME).map_err(|error| error.to_string())?;
@@ -780,9 +792,8 @@ fn in_use(current: &Path) -> String {
 /// `hearth restore FILE`.
 pub fn restore(command: Restore) -> Result<(), String> {
     use crate::storage::health;
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
     let from_file = command.config.is_some();
-    let config = Config::load(command.config.as_deref(), overrides)?;
+    let config = load_config(&command.config, &command.data_dir)?;
     let current = config.database_path();
     let source = &command.source;
 
@@ -908,15 +919,8 @@ pub fn restore(command: Restore) -> Result<(), String> {
 /// `hearth check`.
 pub fn check(command: Check) -> Result<(), String> {
     use crate::storage::health::{self, Severity};
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
-    let config = Config::load(command.config.as_deref(), overrides)?;
-    let path = config.database_path();
-    if !path.exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            path.display()
-        ));
-    }
+    let config = load_config(&command.config, &command.data_dir)?;
+    let path = existing_database(&config)?;
     let mut health = health::examine(&path)?;
     if command.config.is_some() {
         let recorded = health::recorded_server_name(&path);
@@ -959,15 +963,8 @@ pub fn check(command: Check) -> Result<(), String> {
 /// `hearth resilience`: on a read-only connection beside the node.
 pub fn resilience(command: Resilience) -> Result<(), String> {
     use crate::rooms::resilience;
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
-    let config = Config::load(command.config.as_deref(), overrides)?;
-    let path = config.database_path();
-    if !path.exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            path.display()
-        ));
-    }
+    let config = load_config(&command.config, &command.data_dir)?;
+    let path = existing_database(&config)?;
     // The name the node runs under is the one its database recorded.
     let server_name =
         crate::storage::health::recorded_server_name(&path).unwrap_or_else(|| config.server_name.clone());
@@ -1018,12 +1015,7 @@ pub fn doctor(command: Doctor) -> Result<(), String> {
     use crate::remote::doctor::{self, Status};
     let named = command.server_name.is_some();
     let mut config = command.federation_config()?;
-    if !config.database_path().exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            config.database_path().display()
-        ));
-    }
+    existing_database(&config)?;
     // Read-only beside the node. Unless named, the node is checked under the
     // name its database recorded.
     if !named {
@@ -1104,12 +1096,7 @@ pub fn tls(command: Tls) -> Result<(), String> {
 /// `hearth federation request`.
 pub fn federation(command: FederationCommand) -> Result<(), String> {
     let config = command.federation_config()?;
-    if !config.database_path().exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            config.database_path().display()
-        ));
-    }
+    existing_database(&config)?;
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     let executor = std::rc::Rc::new(smol::LocalExecutor::new());
     let app = crate::app::App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?;
