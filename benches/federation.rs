@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::common::federation::{TestCa, federating_serve_args};
 use support::common::{TempDir, free_port, wait_ready};
-use support::{Client, Memory, announce, file_size, ms, percentile, spawn_serve};
+use support::{Client, Memory, announce, file_size, ms, percentile, register, spawn_serve};
 
 mod support;
 
@@ -416,15 +416,4 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn register(base: &str, localpart: &str) -> Client {
-    let mut client = Client::new(base, Duration::from_secs(60));
-    let (status, body) = client.post(
-        "/_matrix/client/v3/register",
-        &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
-    );
-    assert_eq!(status, 200, "register {localpart}: {body}");
-    client.token = body["access_token"].as_str().unwrap().to_string();
-    client
 }

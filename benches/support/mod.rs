@@ -204,6 +204,18 @@ pub fn spawn_serve(
     (child, receiver)
 }
 
+/// Registers `localpart` on the server at `base` (open registration).
+pub fn register(base: &str, localpart: &str) -> Client {
+    let mut client = Client::new(base, REQUEST_TIMEOUT);
+    let (status, body) = client.post(
+        "/_matrix/client/v3/register",
+        &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
+    );
+    assert_eq!(status, 200, "register {localpart}: {body}");
+    client.token = body["access_token"].as_str().unwrap().to_string();
+    client
+}
+
 /// The server under measurement; killed on drop, its data dir removed.
 pub struct Server {
     child: Child,
@@ -242,14 +254,7 @@ impl Server {
     }
 
     pub fn register(&self, localpart: &str) -> Client {
-        let mut client = Client::new(&self.http, REQUEST_TIMEOUT);
-        let (status, body) = client.post(
-            "/_matrix/client/v3/register",
-            &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
-        );
-        assert_eq!(status, 200, "register {localpart}: {body}");
-        client.token = body["access_token"].as_str().unwrap().to_string();
-        client
+        register(&self.http, localpart)
     }
 }
 

@@ -605,6 +605,13 @@ impl RawResponse {
 }
 
 impl RawConnection {
+    /// Sends one request's raw bytes on a new connection and reads the response.
+    pub fn exchange(base: &str, bytes: &[u8]) -> RawResponse {
+        let mut connection = RawConnection::connect(base);
+        connection.send(bytes);
+        connection.read_response()
+    }
+
     /// Connects to `http://ADDR:PORT`.
     pub fn connect(base: &str) -> RawConnection {
         let address = base.trim_start_matches("http://");
