@@ -1,6 +1,9 @@
 //! What the benchmarks share: the release server started on loopback, a
 //! blocking Matrix client (ureq), readings of a server process from /proc
-//! (CPU time, memory), and figure formatting.
+//! (CPU time, memory), and figure formatting. The tests' harness
+//! (`tests/common`: temporary directories, the test CA, the federating
+//! `serve` options, reading a node's start-up log) is included as
+//! [`common`], so the two never drift apart.
 //!
 //! Each benchmark is its own crate and uses a part of this module.
 #![allow(dead_code)]

@@ -3,6 +3,9 @@
 //!
 //! Ports are never fixed: the node binds port 0 and the harness reads the
 //! ports it got from its log.
+//!
+//! The benchmarks include this module too (`benches/support`), for the
+//! temporary directories, the test CA and the start-up log reader.
 #![allow(dead_code)]
 
 pub mod federation;
