@@ -103,10 +103,10 @@ fn node_database(node: &Node) -> std::path::PathBuf {
 
 /// A TLS client that accepts the node's self-signed certificate.
 fn tls_status_for(node: &Node, bytes: &[u8]) -> u16 {
-    let config = common::tls::accepting_any_certificate();
+    let config = common::tls::accept_any();
     let socket = connect(&node.https.replace("https://", "http://"), Duration::from_secs(10));
     let connection =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+        rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     let mut stream = rustls::StreamOwned::new(connection, socket);
     stream.write_all(bytes).unwrap();
     status_of(stream)

@@ -3,26 +3,14 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::tls::accepting_any_certificate;
 use common::{Client, Node, TempDir, eventually, write_file};
-use rustls::pki_types::ServerName;
 
 /// The DER of the end-entity certificate the node serves on a new connection.
 fn served_certificate(node: &Node) -> Vec<u8> {
-    let config = accepting_any_certificate();
     let address = node.https.trim_start_matches("https://");
-    let mut socket = TcpStream::connect(address).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    while connection.is_handshaking() {
-        connection.complete_io(&mut socket).unwrap();
-    }
-    connection.peer_certificates().unwrap()[0].to_vec()
+    common::tls::served_chain(address, "localhost", common::tls::accept_any()).unwrap()[0].clone()
 }
 
 /// A fresh self-signed certificate for localhost: (certificate PEM, key PEM, DER).

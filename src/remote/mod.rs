@@ -8,6 +8,7 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/>.
 
+pub mod acme;
 pub mod appservice;
 pub mod auth;
 pub mod client;

@@ -203,6 +203,8 @@ const MIGRATIONS: &[&str] = &[
     super::appservice::APP_SERVICE_STREAMS,
     // 21: unread marks keyed by room and user numbers (see UNREAD_MARKS).
     super::unread::UNREAD_MARKS,
+    // 22: ACME accounts, the certificate obtained and its renewal (see ACME).
+    super::acme::ACME,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
