@@ -1,5 +1,6 @@
 //! The command line: `serve`, `init`, `user`, `token`, `backup`, `restore`,
-//! `check`, `resilience`, `doctor`, `key`, `tls`, `federation`.
+//! `check`, `resilience`, `doctor`, `key`, `tls`, `federation`, `appservice`
+//! (in `cli/appservice.rs`).
 //!
 //! Operator commands open the same SQLite file as a running server (WAL lets
 //! them work side by side) and print plain text.
@@ -66,6 +67,9 @@ macro_rules! command_options {
     };
 }
 
+// After `command_options!`, which it uses.
+pub mod appservice;
+
 /// A command with the outbound federation options.
 trait FederationOptions {
     /// The configuration with the command's options over it.
@@ -97,6 +101,7 @@ pub enum Command {
     Key(Key),
     Tls(Tls),
     Federation(FederationCommand),
+    Appservice(appservice::Appservice),
 }
 
 /// run the node
@@ -430,6 +435,7 @@ const GROUP_OPTIONS: &[(&str, &[&str])] = &[
     ("user", &["--config", "--data-dir"]),
     ("token", &["--config", "--data-dir"]),
     ("key", &["--config", "--data-dir"]),
+    ("appservice", &["--config", "--data-dir"]),
     ("tls", &["--config", "--data-dir", "--server-name"]),
     ("federation", &["--config", "--data-dir", "--server-name", "--federation-ca", "--federation-allow-ip"]),
 ];

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::protocol::appservice::{self, AppService};
 use crate::protocol::identifiers::validate_server_name;
 use crate::protocol::room_version::{self, RoomVersion};
 
@@ -578,20 +577,19 @@ impl Config {
         }
     }
 
-    /// Reads and validates the application service registrations: a bad
-    /// file, a bad regex, or two services sharing an id or a token stop
-    /// the node with the file's name and the reason.
-    pub fn app_services(&self) -> Result<Vec<AppService>, String> {
-        let mut services = Vec::with_capacity(self.app_service_config_files.len());
-        for path in &self.app_service_config_files {
-            let text = std::fs::read_to_string(path)
-                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-            let service = AppService::parse(&text, &self.server_name)
-                .map_err(|error| format!("application service {}: {error}", path.display()))?;
-            services.push(service);
-        }
-        appservice::check_unique(&services)?;
-        Ok(services)
+    /// Reads the application service registration files
+    /// (`app_service_config_files`): each file's name and text.
+    /// `protocol::appservice::parse_all` validates them, with the ones added
+    /// with `hearth appservice add`.
+    pub fn app_service_files(&self) -> Result<Vec<(String, String)>, String> {
+        self.app_service_config_files
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+                Ok((path.display().to_string(), text))
+            })
+            .collect()
     }
 
     /// The SQLite file inside the data directory.

@@ -48,7 +48,7 @@ use crate::protocol::power_levels::RoomPower;
 use crate::protocol::room_version::{EventIdFormat, RoomVersion};
 use crate::protocol::{hashes, redaction};
 use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent, now_ms};
-pub use engine::Engine;
+pub use engine::{Engine, added_source, app_service_registrations};
 
 /// At most this many prev_events on a new event (spec: servers may cap them; 20 is
 /// the limit servers enforce on receipt, we stay well below).
