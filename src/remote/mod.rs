@@ -3,8 +3,9 @@
 //! of the PDUs other servers send; what we ask of them (joins, backfill,
 //! keys, queries, media, link previews); and the senders that push to them
 //! (the per-destination federation queue, push gateways, application
-//! services). The only module that makes outgoing HTTP requests; both API
-//! layers (`client/`, `federation/`) call it.
+//! services); and the ACME client that renews our certificate. The only
+//! module that makes outgoing HTTP requests; both API layers (`client/`,
+//! `federation/`) call it.
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/>.
 
