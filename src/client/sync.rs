@@ -508,9 +508,11 @@ fn joined_room(
         Some(since) if !full_state => since,
         _ => i64::MIN,
     };
+    // The state events in the timeline are not shown again: not read either.
+    let timeline_ids: Vec<&str> = in_timeline.iter().copied().collect();
     let mut loaded: HashMap<String, StoredEvent> = app
         .storage()
-        .current_state_events(room_id, state_after)?
+        .current_state_events_except(room_id, state_after, &timeline_ids)?
         .into_iter()
         .map(|event| (event.event_id.clone(), event))
         .collect();

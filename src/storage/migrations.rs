@@ -203,6 +203,8 @@ const MIGRATIONS: &[&str] = &[
     super::appservice::APP_SERVICE_STREAMS,
     // 21: unread marks keyed by room and user numbers (see UNREAD_MARKS).
     super::unread::UNREAD_MARKS,
+    // 22: the history visibility events of each room (see HISTORY_VISIBILITY_EVENTS).
+    super::batch::HISTORY_VISIBILITY_EVENTS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
+use super::batch::string_list;
 use super::event_json::EventJson;
 use super::push::QueuedPush;
 use super::unread::UnreadMark;
@@ -248,13 +249,25 @@ impl Storage {
     /// The events of the room's current state stored after stream position
     /// `after` (`i64::MIN`: all), in one query, unordered.
     pub fn current_state_events(&self, room_id: &str, after: i64) -> Result<Vec<StoredEvent>> {
+        self.current_state_events_except(room_id, after, &[])
+    }
+
+    /// [`Storage::current_state_events`] but for the events named in `except`
+    /// (those the caller holds already).
+    pub fn current_state_events_except(
+        &self,
+        room_id: &str,
+        after: i64,
+        except: &[&str],
+    ) -> Result<Vec<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
-             WHERE event_id IN (SELECT event_id FROM current_state WHERE room_id = ?1)
+             WHERE event_id IN (SELECT event_id FROM current_state WHERE room_id = ?1
+                                EXCEPT SELECT value FROM json_each(?3))
                AND stream_ordering > ?2"
         );
         let mut statement = self.conn.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![room_id, after], event_from_row)?;
+        let rows = statement.query_map(params![room_id, after, string_list(except)], event_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
