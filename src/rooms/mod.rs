@@ -654,7 +654,7 @@ fn persist_local(
         ..NewEvent::of(pdu, stream_ordering)
     };
     let actions = match audience {
-        Audience::Members => push_actions::actions_for(app, pdu)?,
+        Audience::Members => push_actions::actions_at(app, pdu, parent_group)?,
         Audience::RoomInCreation => push_actions::Actions::default(),
     };
     let update = CurrentUpdate {
