@@ -665,7 +665,8 @@ fn persist_local(
         pushes: actions.pushes,
         unread: actions.unread,
     };
-    app.storage().persist_event(&new_event, state_after, &update)?;
+    // Every caller runs in a piece of work that fails with this error.
+    app.storage().persist_event_in_work(&new_event, state_after, &update)?;
     if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
         remote_devices::note_join(app, &pdu.room_id, target)?;
     }

@@ -407,7 +407,44 @@ impl Storage {
         state_after: StateAfter,
         current: &CurrentUpdate,
     ) -> Result<Option<i64>> {
-        let transaction = self.conn.savepoint()?;
+        self.conn.execute_batch("SAVEPOINT persist_event")?;
+        let written = self.write_event(event, state_after, current);
+        let end = match written {
+            Ok(_) => "RELEASE persist_event",
+            Err(_) => "ROLLBACK TO persist_event; RELEASE persist_event",
+        };
+        let ended = self.conn.execute_batch(end);
+        let group = written?;
+        ended?;
+        Ok(group)
+    }
+
+    /// [`Storage::persist_event`] for a caller inside a piece of work
+    /// ([`Storage::begin`]) that ends with the error of this call when it
+    /// fails, so that the work's own savepoint undoes it: no savepoint of
+    /// its own (a savepoint inside another copies every page the event
+    /// touches to the statement journal). Outside a piece of work, as
+    /// [`Storage::persist_event`].
+    pub fn persist_event_in_work(
+        &mut self,
+        event: &NewEvent<'_>,
+        state_after: StateAfter,
+        current: &CurrentUpdate,
+    ) -> Result<Option<i64>> {
+        if !self.in_work() {
+            return self.persist_event(event, state_after, current);
+        }
+        self.write_event(event, state_after, current)
+    }
+
+    /// The writes of [`Storage::persist_event`].
+    fn write_event(
+        &self,
+        event: &NewEvent<'_>,
+        state_after: StateAfter,
+        current: &CurrentUpdate,
+    ) -> Result<Option<i64>> {
+        let transaction = &self.conn;
         let group = match state_after {
             StateAfter::Same(group) => group,
             StateAfter::Delta { parent, changes } => {
@@ -436,10 +473,9 @@ impl Storage {
                     }
                     (Some(parent), None) => {
                         // No usable chain: write the full state as a new root.
-                        drop(transaction);
                         let mut full = self.state_of_group(parent)?;
                         full.extend(changes);
-                        return self.persist_event(event, StateAfter::Full(full), current);
+                        return self.write_event(event, StateAfter::Full(full), current);
                     }
                     (None, _) => Some(insert_group(&transaction, event.room_id, None, 0, &changes)?),
                 }
@@ -525,7 +561,6 @@ impl Storage {
         if !current.unread.is_empty() && !event.outlier && !event.soft_failed {
             super::unread::mark_unread(&transaction, event.room_id, event.stream_ordering, &current.unread)?;
         }
-        transaction.commit()?;
         Ok(group)
     }
 
