@@ -456,7 +456,7 @@ impl Storage {
                     None => None,
                 };
                 let skip = match (parent, chain_length) {
-                    (Some(parent), Some(length)) => skip_delta_parent(&transaction, parent, length + 1)?,
+                    (Some(parent), Some(length)) => skip_delta_parent(transaction, parent, length + 1)?,
                     _ => None,
                 };
                 match (parent, skip) {
@@ -464,7 +464,7 @@ impl Storage {
                         let mut entries = skip.changes_since;
                         entries.extend(changes);
                         Some(insert_group(
-                            &transaction,
+                            transaction,
                             event.room_id,
                             Some(skip.parent),
                             skip.position,
@@ -477,10 +477,10 @@ impl Storage {
                         full.extend(changes);
                         return self.write_event(event, StateAfter::Full(full), current);
                     }
-                    (None, _) => Some(insert_group(&transaction, event.room_id, None, 0, &changes)?),
+                    (None, _) => Some(insert_group(transaction, event.room_id, None, 0, &changes)?),
                 }
             }
-            StateAfter::Full(state) => Some(insert_group(&transaction, event.room_id, None, 0, &state)?),
+            StateAfter::Full(state) => Some(insert_group(transaction, event.room_id, None, 0, &state)?),
         };
         let json = serde_json::to_string(event.json).map_err(|error| Error::Internal(error.to_string()))?;
         // An event first stored as an outlier (for an auth chain) joins the DAG now.
@@ -556,10 +556,10 @@ impl Storage {
             }
         }
         if !current.pushes.is_empty() {
-            super::push::enqueue_pushes(&transaction, event.event_id, event.room_id, &current.pushes)?;
+            super::push::enqueue_pushes(transaction, event.event_id, event.room_id, &current.pushes)?;
         }
         if !current.unread.is_empty() && !event.outlier && !event.soft_failed {
-            super::unread::mark_unread(&transaction, event.room_id, event.stream_ordering, &current.unread)?;
+            super::unread::mark_unread(transaction, event.room_id, event.stream_ordering, &current.unread)?;
         }
         Ok(group)
     }
