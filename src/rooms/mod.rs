@@ -557,12 +557,14 @@ pub fn sign(app: &App, version: &RoomVersion, event: Map<String, Value>) -> Resu
 /// [`sign`], and the length of the canonical JSON hashed for the content
 /// hash (the event without hashes and signatures), for the size limit.
 fn sign_measured(app: &App, version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, usize)> {
-    let hashed_length = hashes::sign_event(&mut event, version, &app.config.server_name, &app.signing_key)
-        .map_err(|error| match error {
-            hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
-            error => Error::Internal(format!("cannot sign the event: {error}")),
-        })?;
-    let event_id = hashes::event_id(&event, version).map_err(|error| Error::Internal(error.to_string()))?;
+    let (hashed_length, reference) =
+        hashes::sign_event_referenced(&mut event, version, &app.config.server_name, &app.signing_key)
+            .map_err(|error| match error {
+                hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
+                error => Error::Internal(format!("cannot sign the event: {error}")),
+            })?;
+    let event_id = hashes::event_id_with_reference(&event, version, &reference)
+        .map_err(|error| Error::Internal(error.to_string()))?;
     let pdu = Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))?;
     Ok((pdu, hashed_length))
 }
