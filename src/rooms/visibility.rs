@@ -152,6 +152,18 @@ impl<'a> Visibility<'a> {
         }
     }
 
+    /// Tells the reader that the user is joined to `rooms` now (as read in
+    /// the same transaction) and reads what their history allows, in one
+    /// query for them all.
+    pub fn joined_now(&self, rooms: &[&str]) {
+        let mut current = self.current.borrow_mut();
+        for room_id in rooms {
+            current.insert((*room_id).to_owned(), Some("join".to_owned()));
+        }
+        drop(current);
+        self.learn_history(rooms.iter().copied());
+    }
+
     /// Reads, in one query, which of `rooms` not known yet had history
     /// visibility other than `shared` or `world_readable`.
     fn learn_history<'r>(&self, rooms: impl Iterator<Item = &'r str>) {
