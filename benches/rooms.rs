@@ -166,17 +166,22 @@ fn main() {
     row("  of which 8 senders", format!("{concurrent_per_thousand:.3} s"), "", true);
 
     // /sync for user 0 (21 rooms): initial, then incremental with one new event.
+    let mut initial_cpu = Vec::new();
     let initial = median(
         (0..REPEATS)
             .map(|_| {
+                let cpu_before = server.cpu_seconds();
                 let started = Instant::now();
                 let (status, body) = users[0].get("/_matrix/client/v3/sync");
+                let elapsed = started.elapsed();
+                initial_cpu.push(Duration::from_secs_f64(server.cpu_seconds() - cpu_before));
                 assert_eq!(status, 200, "sync: {body}");
-                started.elapsed()
+                elapsed
             })
             .collect(),
     );
     row("initial /sync, 21 rooms", ms(initial), "<= 5 ms", within_ms(initial, 5.0));
+    row("  its server CPU", ms(median(initial_cpu)), "", true);
     let (_, body) = users[0].get("/_matrix/client/v3/sync");
     let mut since = body["next_batch"].as_str().unwrap().to_string();
     let mut incremental = Vec::new();
