@@ -191,6 +191,40 @@ fn history_visibility_limits_what_joiners_leavers_and_strangers_read() {
     assert_eq!(bodies(&page["chunk"]), ["old news"]);
 }
 
+/// History once closed stays closed to later joiners, even when the room
+/// opens it afterwards: an event's visibility is the room's
+/// `history_visibility` at that event, not now (and `shared` history opened
+/// later shows only what was sent from then on, with the earlier `shared`
+/// stretch).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#history-visibility>.
+#[test]
+fn history_closed_then_opened_stays_closed_where_it_was() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room = room_with_visibility(&alice, "joined");
+    say(&alice, &room, "while joined-only");
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.history_visibility/", encode(&room));
+    let (status, answer) = alice.put(&path, &json!({"history_visibility": "shared"}));
+    assert_eq!(status, 200, "{answer}");
+    say(&alice, &room, "while shared");
+    join(&bob, &room);
+    let (status, page) = messages(&bob, &room, "dir=b&limit=50");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(bodies(&page["chunk"]), ["while shared"], "{page}");
+    // The initial /sync shows the same timeline.
+    let (status, sync) = bob.get("/_matrix/client/v3/sync");
+    assert_eq!(status, 200, "{sync}");
+    let timeline = &sync["rooms"]["join"][&room]["timeline"]["events"];
+    assert_eq!(bodies(timeline), ["while shared"], "{sync}");
+    // In a room always `shared`, the joiner reads everything.
+    let open = room_with_visibility(&alice, "shared");
+    say(&alice, &open, "old news");
+    join(&bob, &open);
+    let (_, sync) = bob.get("/_matrix/client/v3/sync");
+    assert_eq!(bodies(&sync["rooms"]["join"][&open]["timeline"]["events"]), ["old news"], "{sync}");
+}
+
 #[test]
 fn context_splits_the_limit_and_respects_visibility() {
     let node = Node::start();

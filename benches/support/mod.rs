@@ -54,6 +54,13 @@ impl Client {
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let (status, text) = self.request_text(method, path, body);
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// [`Client::request`] answering the body as it came, unparsed.
+    pub fn request_text(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, String) {
         let url = format!("{}{}", self.base, path);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         if !self.token.is_empty() {
@@ -68,8 +75,7 @@ impl Client {
         let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        (status, text)
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -230,11 +236,22 @@ pub struct Server {
 
 impl Server {
     pub fn start(binary: &str) -> Server {
-        let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
+        Server::start_with_config(binary, "")
+    }
+
+    /// [`Server::start`] with more lines of TOML config (in a file in the
+    /// data dir, read with `--config`); the command-line flags still apply.
+    pub fn start_with_config(binary: &str, config: &str) -> Server {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}-{nth}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
-        let args = ["--server-name", "localhost", "--registration", "open"]
+        let config_file = data_dir.join("hearth.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let args = ["--config", config_file.to_str().expect("a UTF-8 temporary directory")]
             .into_iter()
+            .chain(["--server-name", "localhost", "--registration", "open"])
             .chain(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
             .map(str::to_owned)
             .collect::<Vec<_>>();

@@ -187,6 +187,11 @@ impl<L: StateLookup> Remembered<L> {
     pub fn new(lookup: L) -> Remembered<L> {
         Remembered { lookup, seen: Default::default() }
     }
+
+    /// Records a change made since (an event stored on top of this state).
+    fn note(&self, kind: &str, state_key: &str, event_id: &str) {
+        self.seen.borrow_mut().insert((kind.to_string(), state_key.to_string()), Some(event_id.to_string()));
+    }
 }
 
 impl<L: StateLookup> StateLookup for Remembered<L> {
@@ -386,6 +391,44 @@ pub fn create_room_as(
     Ok(pdu.room_id)
 }
 
+/// Invites local users into a room being created (see
+/// [`Audience::RoomInCreation`]), one event after the other, in one
+/// database transaction. What every invite reads (the room's version, the
+/// state the auth rules look at, the room's extremity) is read once and
+/// carried from one invite to the next, each event building on the one
+/// before it; each is still built, signed, authorized and stored as
+/// [`send`] does. Nothing is stored if one fails.
+pub fn invite_in_creation(
+    app: &Engine,
+    room_id: &str,
+    inviter: &str,
+    invitees: &[&str],
+    extra: &Map<String, Value>,
+) -> Result<()> {
+    app.in_transaction(|| {
+        let version = room_version(app, room_id)?;
+        let state = Remembered::new(CurrentState(room_id));
+        let mut prev = prev_events(app, room_id)?;
+        for invitee in invitees {
+            let content = member_content(app, invitee, "invite", Some(extra))?;
+            let draft = Draft::state("m.room.member", invitee, content);
+            let event = template_on(app, &version, Some(room_id), inviter, &draft, &state, prev)?;
+            let pdu = sign_checked(app, &version, event)?;
+            auth::auth_check(
+                &version,
+                &pdu,
+                |kind, state_key| state_pdu(app, &version, &state, kind, state_key),
+                &LocalSignatures,
+            )
+            .map_err(|error| Error::Forbidden(error.to_string()))?;
+            persist_local(app, &version, &pdu, &state, None, Audience::RoomInCreation)?;
+            state.note("m.room.member", invitee, &pdu.event_id);
+            prev = (vec![pdu.event_id], pdu.depth + 1);
+        }
+        Ok(())
+    })
+}
+
 /// Signs a create event whose room ID is not `taken`. A v12 room ID is the
 /// create event's hash, and one user's create events may be identical but
 /// for their timestamp (two in the same millisecond would name the same
@@ -440,21 +483,38 @@ pub fn template(
     draft: &Draft,
     state: &dyn StateLookup,
 ) -> Result<Map<String, Value>> {
+    let prev = match room_id {
+        Some(room_id) => prev_events(app, room_id)?,
+        None => (Vec::new(), 1),
+    };
+    template_on(app, version, room_id, sender, draft, state, prev)
+}
+
+/// The prev_events of a new event in a room (its newest extremities, at
+/// most [`MAX_PREV_EVENTS`]) and the new event's depth.
+fn prev_events(app: &Engine, room_id: &str) -> Result<(Vec<String>, i64)> {
+    let mut extremities = app.storage().forward_extremities(room_id)?;
+    extremities.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
+    extremities.truncate(MAX_PREV_EVENTS);
+    let depth = extremities.iter().map(|(_, depth)| *depth).max().unwrap_or(0) + 1;
+    Ok((extremities.into_iter().map(|(id, _)| id).collect(), depth))
+}
+
+/// [`template`] on given prev_events and depth.
+fn template_on(
+    app: &Engine,
+    version: &RoomVersion,
+    room_id: Option<&str>,
+    sender: &str,
+    draft: &Draft,
+    state: &dyn StateLookup,
+    (prev_events, depth): (Vec<String>, i64),
+) -> Result<Map<String, Value>> {
     let mut content = draft.content.clone();
     if !content.is_object() {
         return Err(Error::BadJson("content must be an object".into()));
     }
     let mut event = Map::new();
-    let (prev_events, depth) = match room_id {
-        Some(room_id) => {
-            let mut extremities = app.storage().forward_extremities(room_id)?;
-            extremities.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
-            extremities.truncate(MAX_PREV_EVENTS);
-            let depth = extremities.iter().map(|(_, depth)| *depth).max().unwrap_or(0) + 1;
-            (extremities.into_iter().map(|(id, _)| id).collect::<Vec<_>>(), depth)
-        }
-        None => (Vec::new(), 1),
-    };
     let auth_events: Vec<String> =
         auth::auth_types_for_event(&draft.kind, draft.state_key.as_deref(), sender, &content, version)
             .into_iter()
@@ -508,12 +568,14 @@ pub fn sign(app: &Engine, version: &RoomVersion, event: Map<String, Value>) -> R
 /// [`sign`], and the length of the canonical JSON hashed for the content
 /// hash (the event without hashes and signatures), for the size limit.
 fn sign_measured(app: &Engine, version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, usize)> {
-    let hashed_length = hashes::sign_event(&mut event, version, &app.config.server_name, &app.signing_key)
-        .map_err(|error| match error {
-            hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
-            error => Error::Internal(format!("cannot sign the event: {error}")),
-        })?;
-    let event_id = hashes::event_id(&event, version).map_err(|error| Error::Internal(error.to_string()))?;
+    let (hashed_length, reference) =
+        hashes::sign_event_referenced(&mut event, version, &app.config.server_name, &app.signing_key)
+            .map_err(|error| match error {
+                hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
+                error => Error::Internal(format!("cannot sign the event: {error}")),
+            })?;
+    let event_id = hashes::event_id_with_reference(&event, version, &reference)
+        .map_err(|error| Error::Internal(error.to_string()))?;
     let pdu = Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))?;
     Ok((pdu, hashed_length))
 }
@@ -605,7 +667,7 @@ fn persist_local(
         ..NewEvent::of(pdu, stream_ordering)
     };
     let actions = match audience {
-        Audience::Members => push_actions::actions_for(app, pdu)?,
+        Audience::Members => push_actions::actions_at(app, pdu, parent_group)?,
         Audience::RoomInCreation => push_actions::Actions::default(),
     };
     let update = CurrentUpdate {
@@ -616,7 +678,8 @@ fn persist_local(
         pushes: actions.pushes,
         unread: actions.unread,
     };
-    app.storage().persist_event(&new_event, state_after, &update)?;
+    // Every caller runs in a piece of work that fails with this error.
+    app.storage().persist_event_in_work(&new_event, state_after, &update)?;
     if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
         remote_devices::note_join(app, &pdu.room_id, target)?;
     }

@@ -66,8 +66,8 @@ impl Audiences {
         self.rooms.borrow_mut().remove(room_id);
     }
 
-    fn of(&self, app: &Engine, room_id: &str) -> Result<Rc<Audience>> {
-        let state_group = app.storage().room_state_group(room_id)?;
+    /// The audience of a room whose current state group is `state_group`.
+    fn of(&self, app: &Engine, room_id: &str, state_group: Option<i64>) -> Result<Rc<Audience>> {
         let cached = self.rooms.borrow().get(room_id).cloned();
         if let Some(audience) = cached.filter(|audience| audience.state_group == state_group) {
             return Ok(audience);
@@ -98,8 +98,16 @@ pub struct Actions {
 /// gets pushes only, as `.m.rule.invite_for_me` is for them) whose rules say
 /// `notify`.
 pub fn actions_for(app: &Engine, pdu: &Pdu) -> Result<Actions> {
+    // Bound first: the storage is borrowed again below.
+    let state_group = app.storage().room_state_group(&pdu.room_id)?;
+    actions_at(app, pdu, state_group)
+}
+
+/// [`actions_for`] where the caller has read the room's current state
+/// group (`state_group`) already.
+pub fn actions_at(app: &Engine, pdu: &Pdu, state_group: Option<i64>) -> Result<Actions> {
     let server_name = app.config.server_name.as_str();
-    let audience = app.push_audiences.of(app, &pdu.room_id)?;
+    let audience = app.push_audiences.of(app, &pdu.room_id, state_group)?;
     let (members, facts) = (&audience.members, &audience.facts);
     // A local user invited is no member yet.
     let invited = (pdu.kind == "m.room.member"

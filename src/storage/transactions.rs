@@ -83,6 +83,11 @@ impl Storage {
         }
     }
 
+    /// Whether a piece of work ([`Storage::begin`]) is open.
+    pub(super) fn in_work(&self) -> bool {
+        self.transactions.depth > 0 && !self.transactions.read_only_top
+    }
+
     /// Whether a group transaction waits to be committed.
     pub fn group_open(&self) -> bool {
         self.transactions.group
