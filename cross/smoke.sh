@@ -1,25 +1,43 @@
 #!/usr/bin/env bash
-# Smoke-test the static aarch64 hearth binary on this x86_64 machine under
-# qemu-user: check it is statically linked, start `hearth serve` on loopback
-# ports, wait for GET /_matrix/client/versions to answer, stop it by PID.
+# Smoke-test a static hearth binary for a Raspberry Pi on this x86_64 machine
+# under qemu-user: check it is a statically linked ELF for the triple's CPU,
+# start `hearth serve` on loopback ports, wait for GET
+# /_matrix/client/versions to answer, add an account with the CLI, log in,
+# create a room and send a message, stop the node by PID.
 #
-# Usage: cross/smoke.sh [BINARY]
-#   BINARY defaults to ${CARGO_TARGET_DIR:-<repo>/target}/cross/aarch64-unknown-linux-musl/hearth
-#   (what cross/build.sh produces).
+# Usage: cross/smoke.sh [TRIPLE [BINARY]]
+#   TRIPLE  aarch64-unknown-linux-musl (default, qemu-aarch64) or
+#           armv7-unknown-linux-musleabihf (qemu-arm)
+#   BINARY  defaults to ${CARGO_TARGET_DIR:-<repo>/target}/cross/TRIPLE/hearth
+#           (what cross/build.sh produces).
 # Environment:
 #   SMOKE_DEADLINE  seconds to wait for the first answer (default 60)
-#   QEMU            emulator to use (default: qemu-aarch64, else qemu-aarch64-static)
+#   QEMU            emulator to use (default: qemu-ARCH, else qemu-ARCH-static)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="${1:-${HEARTH_CROSS_OUT:-$TARGET_DIR/cross}/aarch64-unknown-linux-musl/hearth}"
+TRIPLE="${1:-aarch64-unknown-linux-musl}"
+BIN="${2:-${HEARTH_CROSS_OUT:-$TARGET_DIR/cross}/$TRIPLE/hearth}"
 DEADLINE="${SMOKE_DEADLINE:-60}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
-[ -f "$BIN" ] || die "no binary at $BIN (run cross/build.sh first)"
+# Per triple: the qemu-user emulator and what `file` says about the CPU.
+case "$TRIPLE" in
+    aarch64-unknown-linux-musl)
+        QEMU_ARCH=aarch64
+        FILE_ARCH="ARM aarch64"
+        ;;
+    armv7-unknown-linux-musleabihf)
+        QEMU_ARCH=arm
+        FILE_ARCH="32-bit LSB*ARM, EABI5"
+        ;;
+    *) die "unknown triple $TRIPLE (aarch64-unknown-linux-musl or armv7-unknown-linux-musleabihf)" ;;
+esac
+
+[ -f "$BIN" ] || die "no binary at $BIN (run cross/build.sh $TRIPLE first)"
 
 # --- tools ------------------------------------------------------------------
 
@@ -35,22 +53,20 @@ apt_install() {
 command -v curl >/dev/null || apt_install curl || die "curl is missing (apt-get install curl)"
 command -v file >/dev/null || apt_install file || die "file is missing (apt-get install file)"
 
-if [ -z "${QEMU:-}" ]; then
-    if command -v qemu-aarch64 >/dev/null; then
-        QEMU=qemu-aarch64
-    elif command -v qemu-aarch64-static >/dev/null; then
-        QEMU=qemu-aarch64-static
+find_qemu() {
+    if command -v "qemu-$QEMU_ARCH" >/dev/null; then
+        QEMU="qemu-$QEMU_ARCH"
+    elif command -v "qemu-$QEMU_ARCH-static" >/dev/null; then
+        QEMU="qemu-$QEMU_ARCH-static"
     else
-        say "installing qemu-user"
-        apt_install qemu-user || apt_install qemu-user-static || true
-        if command -v qemu-aarch64 >/dev/null; then
-            QEMU=qemu-aarch64
-        elif command -v qemu-aarch64-static >/dev/null; then
-            QEMU=qemu-aarch64-static
-        else
-            die "no qemu-aarch64 (apt-get install qemu-user)"
-        fi
+        return 1
     fi
+}
+
+if [ -z "${QEMU:-}" ] && ! find_qemu; then
+    say "installing qemu-user"
+    apt_install qemu-user || apt_install qemu-user-static || true
+    find_qemu || die "no qemu-$QEMU_ARCH (apt-get install qemu-user)"
 fi
 
 # --- static linking ---------------------------------------------------------
@@ -58,8 +74,8 @@ fi
 description="$(file -b "$BIN")"
 say "file: $description"
 case "$description" in
-    *"ARM aarch64"*) ;;
-    *) die "$BIN is not an aarch64 ELF" ;;
+    *$FILE_ARCH*) ;;
+    *) die "$BIN is not an ELF for $TRIPLE" ;;
 esac
 case "$description" in
     *"dynamically linked"* | *"interpreter"*) die "$BIN is dynamically linked" ;;
@@ -144,6 +160,32 @@ case "$body" in
 esac
 say "answered in ${elapsed_ms} ms under $QEMU: $body"
 
+# A round trip through the parts that differ most between CPUs: an account
+# (argon2id, SQLite) made by the CLI while the node runs, a password login,
+# and a room with a message in it (ed25519 signatures, SHA-256 hashes).
+BASE="http://127.0.0.1:$HTTP_PORT/_matrix/client/v3"
+round_start_ns=$(date +%s%N)
+printf 'smoke-password\n' | "$QEMU" "$BIN" user add smoke --password-stdin --data-dir "$DATA" >&2 \
+    || die "hearth user add failed under $QEMU"
+login="$(curl -fsS --max-time 60 -X POST "$BASE/login" -H 'Content-Type: application/json' \
+    -d '{"type":"m.login.password","identifier":{"type":"m.id.user","user":"smoke"},"password":"smoke-password"}')" \
+    || die "password login failed"
+token="$(printf '%s' "$login" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')"
+[ -n "$token" ] || die "no access_token in the login answer: $login"
+room="$(curl -fsS --max-time 60 -X POST "$BASE/createRoom" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' -d '{"name":"smoke"}')" || die "createRoom failed"
+room_id="$(printf '%s' "$room" | sed -n 's/.*"room_id":"\([^"]*\)".*/\1/p')"
+[ -n "$room_id" ] || die "no room_id in the createRoom answer: $room"
+sent="$(curl -fsS --max-time 60 -X PUT "$BASE/rooms/$room_id/send/m.room.message/smoke1" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"msgtype":"m.text","body":"hello from '"$TRIPLE"'"}')" || die "sending a message failed"
+case "$sent" in
+    *'"event_id"'*) ;;
+    *) die "no event_id in the send answer: $sent" ;;
+esac
+round_ms=$((($(date +%s%N) - round_start_ns) / 1000000))
+say "user add, login, createRoom and a message in ${round_ms} ms under $QEMU"
+
 # Graceful stop, by PID.
 kill -TERM "$PID"
 for _ in $(seq 1 100); do
@@ -162,4 +204,4 @@ PID=""
 say "stopped on SIGTERM (exit status $status)"
 
 size=$(stat -c %s "$BIN")
-echo "SMOKE OK: aarch64 static binary $size bytes; /versions answered under qemu in ${elapsed_ms} ms"
+echo "SMOKE OK: $TRIPLE static binary $size bytes; /versions answered under qemu in ${elapsed_ms} ms; account, login, room and message in ${round_ms} ms"
