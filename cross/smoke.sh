@@ -3,7 +3,8 @@
 # under qemu-user: check it is a statically linked ELF for the triple's CPU,
 # start `hearth serve` on loopback ports, wait for GET
 # /_matrix/client/versions to answer, add an account with the CLI, log in,
-# create a room and send a message, stop the node by PID.
+# create a room and send a message, run `hearth doctor` against it (TLS,
+# server keys), stop the node by PID.
 #
 # Usage: cross/smoke.sh [TRIPLE [BINARY]]
 #   TRIPLE  aarch64-unknown-linux-musl (default, qemu-aarch64) or
@@ -125,9 +126,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "$QEMU $BIN serve --data-dir $DATA --http 127.0.0.1:$HTTP_PORT --https 127.0.0.1:$HTTPS_PORT"
+# The server name carries the TLS port, so that `hearth doctor` below finds
+# the node the way another server would.
+NAME="localhost:$HTTPS_PORT"
+say "$QEMU $BIN serve --data-dir $DATA --server-name $NAME --http 127.0.0.1:$HTTP_PORT --https 127.0.0.1:$HTTPS_PORT"
 start_ns=$(date +%s%N)
-"$QEMU" "$BIN" serve --data-dir "$DATA" \
+"$QEMU" "$BIN" serve --data-dir "$DATA" --server-name "$NAME" \
     --http "127.0.0.1:$HTTP_PORT" --https "127.0.0.1:$HTTPS_PORT" >"$LOG" 2>&1 &
 PID=$!
 
@@ -185,6 +189,14 @@ case "$sent" in
 esac
 round_ms=$((($(date +%s%N) - round_start_ns) / 1000000))
 say "user add, login, createRoom and a message in ${round_ms} ms under $QEMU"
+
+# Outbound TLS (ring's assembly for this CPU) and server key verification:
+# `hearth doctor`, itself under qemu, checks the node as other servers see it,
+# trusting its self-signed certificate.
+"$QEMU" "$BIN" tls --data-dir "$DATA" export-cert >"$DATA/ca.pem" || die "hearth tls export-cert failed"
+"$QEMU" "$BIN" doctor --data-dir "$DATA" --server-name "$NAME" \
+    --federation-ca "$DATA/ca.pem" --federation-allow-ip 127.0.0.0/8 >&2 \
+    || die "hearth doctor found a problem (above)"
 
 # Graceful stop, by PID.
 kill -TERM "$PID"
