@@ -22,53 +22,17 @@ TRIPLE="${1:-aarch64-unknown-linux-musl}"
 BIN="${2:-${HEARTH_CROSS_OUT:-$TARGET_DIR/cross}/$TRIPLE/hearth}"
 DEADLINE="${SMOKE_DEADLINE:-60}"
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=cross/lib.sh
+. "$ROOT/cross/lib.sh"
 
-# Per triple: the qemu-user emulator and what `file` says about the CPU.
-case "$TRIPLE" in
-    aarch64-unknown-linux-musl)
-        QEMU_ARCH=aarch64
-        FILE_ARCH="ARM aarch64"
-        ;;
-    armv7-unknown-linux-musleabihf)
-        QEMU_ARCH=arm
-        FILE_ARCH="32-bit LSB*ARM, EABI5"
-        ;;
-    *) die "unknown triple $TRIPLE (aarch64-unknown-linux-musl or armv7-unknown-linux-musleabihf)" ;;
-esac
-
+triple_arch "$TRIPLE"
 [ -f "$BIN" ] || die "no binary at $BIN (run cross/build.sh $TRIPLE first)"
 
 # --- tools ------------------------------------------------------------------
 
-apt_install() {
-    # Installs Debian packages when we are root and apt-get exists.
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
-    else
-        return 1
-    fi
-}
-
 command -v curl >/dev/null || apt_install curl || die "curl is missing (apt-get install curl)"
 command -v file >/dev/null || apt_install file || die "file is missing (apt-get install file)"
-
-find_qemu() {
-    if command -v "qemu-$QEMU_ARCH" >/dev/null; then
-        QEMU="qemu-$QEMU_ARCH"
-    elif command -v "qemu-$QEMU_ARCH-static" >/dev/null; then
-        QEMU="qemu-$QEMU_ARCH-static"
-    else
-        return 1
-    fi
-}
-
-if [ -z "${QEMU:-}" ] && ! find_qemu; then
-    say "installing qemu-user"
-    apt_install qemu-user || apt_install qemu-user-static || true
-    find_qemu || die "no qemu-$QEMU_ARCH (apt-get install qemu-user)"
-fi
+QEMU="${QEMU:-$(qemu_for "$TRIPLE")}"
 
 # --- static linking ---------------------------------------------------------
 
@@ -86,22 +50,6 @@ esac
 
 # --- run --------------------------------------------------------------------
 
-free_port() {
-    # Ask the kernel for a free loopback port.
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-    else
-        local port
-        while :; do
-            port=$((20000 + RANDOM % 20000))
-            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-                echo "$port"
-                return
-            fi
-        done
-    fi
-}
-
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/hearth-smoke.XXXXXX")"
 LOG="$DATA/server.log"
 HTTP_PORT="$(free_port)"
@@ -110,14 +58,7 @@ while [ "$HTTPS_PORT" = "$HTTP_PORT" ]; do HTTPS_PORT="$(free_port)"; done
 PID=""
 
 cleanup() {
-    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-        kill -TERM "$PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" 2>/dev/null || true; fi
-    fi
+    if [ -n "$PID" ]; then stop_pid "$PID" || true; fi
     if [ "${SMOKE_KEEP:-0}" = 1 ]; then
         say "kept $DATA"
     else
@@ -135,27 +76,7 @@ start_ns=$(date +%s%N)
     --http "127.0.0.1:$HTTP_PORT" --https "127.0.0.1:$HTTPS_PORT" >"$LOG" 2>&1 &
 PID=$!
 
-URL="http://127.0.0.1:$HTTP_PORT/_matrix/client/versions"
-body=""
-deadline_ns=$((start_ns + DEADLINE * 1000000000))
-while :; do
-    if body="$(curl -fsS --max-time 2 "$URL" 2>/dev/null)"; then
-        break
-    fi
-    if ! kill -0 "$PID" 2>/dev/null; then
-        wait "$PID" && status=0 || status=$?
-        PID=""
-        echo "--- server log ---" >&2
-        cat "$LOG" >&2 || true
-        die "server exited (status $status) before answering $URL"
-    fi
-    if [ "$(date +%s%N)" -gt "$deadline_ns" ]; then
-        echo "--- server log ---" >&2
-        cat "$LOG" >&2 || true
-        die "no answer from $URL within ${DEADLINE}s"
-    fi
-    sleep 0.2
-done
+body="$(wait_for_answer "http://127.0.0.1:$HTTP_PORT/_matrix/client/versions" "$PID" "$LOG" "$DEADLINE")"
 elapsed_ms=$((($(date +%s%N) - start_ns) / 1000000))
 
 case "$body" in
@@ -174,11 +95,11 @@ printf 'smoke-password\n' | "$QEMU" "$BIN" user add smoke --password-stdin --dat
 login="$(curl -fsS --max-time 60 -X POST "$BASE/login" -H 'Content-Type: application/json' \
     -d '{"type":"m.login.password","identifier":{"type":"m.id.user","user":"smoke"},"password":"smoke-password"}')" \
     || die "password login failed"
-token="$(printf '%s' "$login" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')"
+token="$(json_string access_token "$login")"
 [ -n "$token" ] || die "no access_token in the login answer: $login"
 room="$(curl -fsS --max-time 60 -X POST "$BASE/createRoom" -H "Authorization: Bearer $token" \
     -H 'Content-Type: application/json' -d '{"name":"smoke"}')" || die "createRoom failed"
-room_id="$(printf '%s' "$room" | sed -n 's/.*"room_id":"\([^"]*\)".*/\1/p')"
+room_id="$(json_string room_id "$room")"
 [ -n "$room_id" ] || die "no room_id in the createRoom answer: $room"
 sent="$(curl -fsS --max-time 60 -X PUT "$BASE/rooms/$room_id/send/m.room.message/smoke1" \
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
@@ -199,17 +120,10 @@ say "user add, login, createRoom and a message in ${round_ms} ms under $QEMU"
     || die "hearth doctor found a problem (above)"
 
 # Graceful stop, by PID.
-kill -TERM "$PID"
-for _ in $(seq 1 100); do
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.1
-done
-if kill -0 "$PID" 2>/dev/null; then
-    say "still running 10 s after SIGTERM; sending SIGKILL"
-    kill -KILL "$PID" 2>/dev/null || true
+if ! stop_pid "$PID" 100; then
     wait "$PID" 2>/dev/null || true
     PID=""
-    die "server did not stop on SIGTERM"
+    die "server did not stop within 10 s of SIGTERM (sent SIGKILL)"
 fi
 wait "$PID" && status=0 || status=$?
 PID=""
