@@ -136,8 +136,8 @@ pub struct App {
     pub executor: Rc<LocalExecutor<'static>>,
     /// What `GET /metrics` reports (see `metrics.rs`).
     pub metrics: crate::metrics::Metrics,
-    /// The application services registered (`app_service_config_files`),
-    /// replaced whole when SIGHUP reloads the files.
+    /// The application services registered (`app_service_config_files` and
+    /// `hearth appservice add`), replaced whole when SIGHUP reloads them.
     app_services: RefCell<Rc<Vec<RegisteredService>>>,
 }
 
@@ -148,11 +148,30 @@ pub struct RegisteredService {
     as_token_hash: [u8; 32],
 }
 
-/// Reads the registration files and makes each service's own user, which
-/// acts from the start (Synapse needs no registration for it either): an
-/// account without a password.
+/// Every application service registration the node loads, each with where
+/// it comes from (for errors and `hearth appservice list`): the files of
+/// `app_service_config_files`, then those added with `hearth appservice add`.
+pub fn app_service_registrations(config: &Config, storage: &Storage) -> Result<Vec<(String, String)>> {
+    let mut registrations = config.app_service_files().map_err(Error::Internal)?;
+    for added in storage.added_app_services()? {
+        registrations.push((added_source(&added.appservice_id), added.registration));
+    }
+    Ok(registrations)
+}
+
+/// How errors name a registration added with `hearth appservice add`.
+pub fn added_source(appservice_id: &str) -> String {
+    format!("{appservice_id:?} (added with `hearth appservice add`)")
+}
+
+/// Reads the registrations (files and added ones), validates them together
+/// and makes each service's own user, which acts from the start (Synapse
+/// needs no registration for it either): an account without a password.
 fn load_app_services(config: &Config, storage: &mut Storage) -> Result<Vec<RegisteredService>> {
-    let services = config.app_services().map_err(Error::Internal)?;
+    let registrations = app_service_registrations(config, storage)?;
+    let texts = registrations.iter().map(|(source, text)| (source.as_str(), text.as_str()));
+    let services =
+        crate::protocol::appservice::parse_all(texts, &config.server_name).map_err(Error::Internal)?;
     for service in &services {
         if storage.user(&service.sender)?.is_none() {
             let localpart = service.sender.trim_start_matches('@').split(':').next().unwrap_or_default();
@@ -371,8 +390,8 @@ impl App {
         self.app_services.borrow().clone()
     }
 
-    /// Reads the registration files again (SIGHUP): on any error the
-    /// services stay as they were. Returns how many there are now.
+    /// Reads the registration files and the added registrations again
+    /// (SIGHUP): on any error the services stay as they were. Returns how many there are now.
     pub fn reload_app_services(&self) -> Result<usize> {
         let loaded = load_app_services(&self.config, &mut self.storage())?;
         let count = loaded.len();

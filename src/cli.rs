@@ -1,5 +1,6 @@
 //! The command line: `serve`, `init`, `user`, `token`, `backup`, `restore`,
-//! `check`, `resilience`, `doctor`, `key`, `tls`, `federation`.
+//! `check`, `resilience`, `doctor`, `key`, `tls`, `federation`, `appservice`
+//! (in `cli/appservice.rs`).
 //!
 //! Operator commands open the same SQLite file as a running server (WAL lets
 //! them work side by side) and print plain text.
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+
+pub mod appservice;
 
 use crate::config::{Config, Overrides, Registration};
 use crate::credentials;
@@ -40,6 +43,7 @@ pub enum Command {
     Key(Key),
     Tls(Tls),
     Federation(FederationCommand),
+    Appservice(appservice::Appservice),
 }
 
 /// run the node
@@ -426,6 +430,7 @@ const GROUP_OPTIONS: &[(&str, &[&str])] = &[
     ("user", &["--config", "--data-dir"]),
     ("token", &["--config", "--data-dir"]),
     ("key", &["--config", "--data-dir"]),
+    ("appservice", &["--config", "--data-dir"]),
     ("tls", &["--config", "--data-dir", "--server-name"]),
     ("federation", &["--config", "--data-dir", "--server-name", "--federation-ca", "--federation-allow-ip"]),
 ];

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         cli::Command::Key(key) => cli::key(key),
         cli::Command::Tls(tls) => cli::tls(tls),
         cli::Command::Federation(federation) => cli::federation(federation),
+        cli::Command::Appservice(command) => cli::appservice::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,7 @@ use std::rc::Rc;
 
 use http_types::Method;
 use serde_json::{Value, json};
+use smol::future::FutureExt;
 
 use super::pdus::encode;
 use super::push::{backoff, send_to_url};
@@ -123,7 +124,9 @@ async fn run(app: Rc<App>, id: String) {
             Ok(()) => {
                 failures = 0;
                 seen = now;
-                if let Err(error) = app.storage().appservice_delivered(&service.id, transaction.end) {
+                let delivered =
+                    app.storage().appservice_delivered(&service.id, transaction.end, Some(now_ms()));
+                if let Err(error) = delivered {
                     log::error!("application service {}: {error}", service.id);
                 }
             }
@@ -135,6 +138,10 @@ async fn run(app: Rc<App>, id: String) {
                     service.id,
                     transaction.id
                 );
+                if let Err(error) = app.storage().appservice_failed(&service.id, now_ms(), &error.to_string())
+                {
+                    log::error!("application service {}: {error}", service.id);
+                }
                 smol::Timer::after(wait).await;
             }
         }
@@ -224,7 +231,7 @@ async fn next_transaction(
     if events.is_empty() && ephemeral.is_empty() {
         match stream.pending_end {
             // Nothing in the range any more: as if delivered.
-            Some(pending_end) => app.storage().appservice_delivered(&service.id, pending_end)?,
+            Some(pending_end) => app.storage().appservice_delivered(&service.id, pending_end, None)?,
             None if stream.position < end_bound => {
                 app.storage().appservice_skip_to(&service.id, end_bound)?
             }
@@ -332,7 +339,10 @@ async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> 
 /// ghost not yet registered) are pushed, the service is asked about each
 /// (`GET /_matrix/app/v1/users/{userId}`), so it may register them first,
 /// as Synapse does. The answer changes nothing here: the events go all the
-/// same.
+/// same. A query gets [`USER_QUERY_TIMEOUT`], and after one goes unanswered
+/// no more are asked for this transaction: a service that does not answer
+/// them (a matrix-bot-sdk bot without a `query.user` handler never does)
+/// delays its transactions by that long, not by a request timeout per user.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1usersuserid>.
 async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEvent]) {
     let Some(base) = &service.url else { return };
@@ -351,19 +361,30 @@ async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEv
             }
             let url = format!("{}/_matrix/app/v1/users/{}", base.trim_end_matches('/'), encode(user_id));
             let headers = [("authorization", format!("Bearer {}", service.hs_token))];
-            match send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true).await {
+            let query = send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true);
+            let timeout = async {
+                smol::Timer::after(USER_QUERY_TIMEOUT).await;
+                Err(Error::matrix(504, "M_UNKNOWN", format!("{url}: no answer in time")))
+            };
+            match query.or(timeout).await {
                 Ok(response) => {
                     log::debug!("application service {} on {user_id}: {}", service.id, response.status)
                 }
-                Err(error) => log::warn!("application service {}: user query failed: {error}", service.id),
+                Err(error) => {
+                    log::warn!("application service {}: user query failed: {error}", service.id);
+                    if error.status_and_errcode().0 == 504 {
+                        return;
+                    }
+                }
             }
         }
     }
 }
 
-/// Users asked about before one transaction at most: each query may take
-/// up to the request timeout while the transaction waits.
+/// Users asked about before one transaction at most.
 const MAX_USER_QUERIES_PER_TRANSACTION: usize = 10;
+/// How long a user query may take: the transaction waits for it.
+const USER_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a ping failed.
 pub enum PingFailure {

@@ -5,6 +5,7 @@
 //! Spec: <https://spec.matrix.org/latest/server-server-api/>.
 
 pub mod acl;
+pub mod acme;
 pub mod appservice;
 pub mod auth;
 pub mod client;

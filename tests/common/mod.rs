@@ -5,8 +5,10 @@
 //! ports it got from its log.
 #![allow(dead_code)]
 
+pub mod appservice;
 pub mod federation;
 pub mod synapse;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -70,6 +72,18 @@ pub fn binary() -> &'static str {
 
 /// How long a one-shot command (`init`, `user`, a `serve` that must fail) may run.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Where the test clients of other ecosystems are built or installed
+/// (`$HEARTH_TEST_CLIENTS_TARGET`, default `~/.cache/hearth/test-clients`):
+/// outside the clone, kept between runs and fresh clones.
+pub fn test_clients_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEARTH_TEST_CLIENTS_TARGET").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home =
+        std::env::var_os("HOME").expect("HOME is not set and HEARTH_TEST_CLIENTS_TARGET is not either");
+    PathBuf::from(home).join(".cache/hearth/test-clients")
+}
 
 /// Runs the binary with `args` and `stdin`, and returns its exit code (`None`
 /// if killed by a signal) and its stdout followed by its stderr. A command
