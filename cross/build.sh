@@ -94,7 +94,7 @@ for triple in "${TRIPLES[@]}"; do
         ensure_rust_src
         # panic_abort: the release profile has panic = "abort", whose runtime
         # crate must be built alongside std.
-        build+=(-Zbuild-std=std,panic_abort)
+        build+=("-Zbuild-std=std,panic_abort")
         # Without rustup's std there are none of the musl start files
         # (crt1.o, crti.o, ...) rustc links on its own ("self-contained"):
         # rustc would pass their bare names, which cargo-zigbuild does not

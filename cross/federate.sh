@@ -97,7 +97,7 @@ until_seen() {
 
 alice="$(account a alice)"
 bob="$(account b bob)"
-[ -n "$alice" ] && [ -n "$bob" ] || die "could not log in"
+if [ -z "$alice" ] || [ -z "$bob" ]; then die "could not log in"; fi
 
 start_ns=$(date +%s%N)
 room_id="$(json_string room_id "$(api a POST /createRoom "$alice" '{"preset":"public_chat","name":"federate"}')")"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell functions shared by cross/smoke.sh and cross/federate.sh (sourced,
 # not run): messages, Debian packages, the qemu-user emulator for a triple,
 # free loopback ports, waiting for a node's answer, stopping a process by
@@ -21,10 +22,12 @@ triple_arch() {
     case "$1" in
         aarch64-unknown-linux-musl)
             QEMU_ARCH=aarch64
+            # shellcheck disable=SC2034 # read by cross/smoke.sh
             FILE_ARCH="ARM aarch64"
             ;;
         armv7-unknown-linux-musleabihf)
             QEMU_ARCH=arm
+            # shellcheck disable=SC2034 # read by cross/smoke.sh
             FILE_ARCH="32-bit LSB*ARM, EABI5"
             ;;
         *) die "unknown triple $1 (aarch64-unknown-linux-musl or armv7-unknown-linux-musleabihf)" ;;
