@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Client, Server, announce, file_size, ms, percentile};
+use support::{Client, Server, announce, file_size, ms, percentile, row_with_target as row};
 
 mod support;
 
@@ -266,16 +266,6 @@ fn long_poll_wakeups(poller: &Client, sender: &Client, room: &str, mut since: St
     }
     from_response.sort_by(f64::total_cmp);
     (median(from_request), from_response[from_response.len() / 2])
-}
-
-/// Prints one figure with its target and a verdict when it has one.
-fn row(name: &str, measured: String, target: &str, met: bool) {
-    let verdict = match (target.is_empty(), met) {
-        (true, _) => "",
-        (false, true) => "  ok",
-        (false, false) => "  MISSED",
-    };
-    println!("{name:<44} {measured:>14}   {target}{verdict}");
 }
 
 fn within_ms(duration: Duration, limit: f64) -> bool {

@@ -12,11 +12,69 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
-pub mod appservice;
-
 use crate::config::{Config, Overrides, Registration};
 use crate::credentials;
 use crate::storage::{Storage, now_ms};
+
+/// Declares an operator command's options with the ones every command on
+/// the database takes (`--config`, `--data-dir`) first; after `federation`,
+/// also the outbound federation ones (`--server-name`, `--federation-ca`,
+/// `--federation-allow-ip`) and [`FederationOptions::federation_config`].
+/// argh cannot flatten one options struct into another, so this declares
+/// them once for all.
+macro_rules! command_options {
+    (federation $(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        command_options! {
+            $(#[$meta])*
+            pub struct $name {
+                /// our server name (as given to serve)
+                #[argh(option)]
+                pub server_name: Option<String>,
+                /// extra trusted CA certificate (PEM) for outbound requests (repeatable)
+                #[argh(option)]
+                pub federation_ca: Vec<PathBuf>,
+                /// private range outbound requests may reach, e.g. 127.0.0.0/8 (repeatable)
+                #[argh(option)]
+                pub federation_allow_ip: Vec<String>,
+                $($fields)*
+            }
+        }
+
+        impl FederationOptions for $name {
+            fn federation_config(&self) -> Result<Config, String> {
+                let overrides = Overrides {
+                    data_dir: self.data_dir.clone(),
+                    server_name: self.server_name.clone(),
+                    federation_ca: self.federation_ca.clone(),
+                    federation_allow_ips: self.federation_allow_ip.clone(),
+                    ..Overrides::default()
+                };
+                Config::load(self.config.as_deref(), overrides)
+            }
+        }
+    };
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            /// configuration file
+            #[argh(option)]
+            pub config: Option<PathBuf>,
+            /// directory for the database
+            #[argh(option)]
+            pub data_dir: Option<PathBuf>,
+            $($fields)*
+        }
+    };
+}
+
+// After `command_options!`, which it uses.
+pub mod appservice;
+
+/// A command with the outbound federation options.
+trait FederationOptions {
+    /// The configuration with the command's options over it.
+    fn federation_config(&self) -> Result<Config, String>;
+}
 
 /// hearth: a Matrix homeserver for small devices.
 #[derive(FromArgs)]
@@ -97,18 +155,14 @@ pub struct Init {
     pub config: Option<PathBuf>,
 }
 
-/// manage accounts
-#[derive(FromArgs)]
-#[argh(subcommand, name = "user")]
-pub struct User {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    #[argh(subcommand)]
-    pub action: UserAction,
+command_options! {
+    /// manage accounts
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "user")]
+    pub struct User {
+        #[argh(subcommand)]
+        pub action: UserAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -158,18 +212,14 @@ pub struct UserDeactivate {
 #[argh(subcommand, name = "list")]
 pub struct UserList {}
 
-/// manage registration tokens
-#[derive(FromArgs)]
-#[argh(subcommand, name = "token")]
-pub struct Token {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    #[argh(subcommand)]
-    pub action: TokenAction,
+command_options! {
+    /// manage registration tokens
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "token")]
+    pub struct Token {
+        #[argh(subcommand)]
+        pub action: TokenAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -206,101 +256,72 @@ pub struct TokenRevoke {
     pub token: String,
 }
 
-/// copy the whole database to a file, consistently, while the server runs
-#[derive(FromArgs)]
-#[argh(subcommand, name = "backup")]
-pub struct Backup {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// the backup file to write (must not exist)
-    #[argh(positional)]
-    pub target: PathBuf,
+command_options! {
+    /// copy the whole database to a file, consistently, while the server runs
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "backup")]
+    pub struct Backup {
+        /// the backup file to write (must not exist)
+        #[argh(positional)]
+        pub target: PathBuf,
+    }
 }
 
-/// put a backup made by `hearth backup` in place of the database (the node
-/// must be stopped); the current database is kept beside it, renamed
-#[derive(FromArgs)]
-#[argh(subcommand, name = "restore")]
-pub struct Restore {
-    /// configuration file (its server name must match the backup's)
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// the backup file
-    #[argh(positional)]
-    pub source: PathBuf,
+command_options! {
+    /// put a backup made by `hearth backup` in place of the database (the node
+    /// must be stopped); the current database is kept beside it, renamed. With
+    /// --config, its server name must match the backup's
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "restore")]
+    pub struct Restore {
+        /// the backup file
+        #[argh(positional)]
+        pub source: PathBuf,
+    }
 }
 
-/// check the database (integrity, foreign keys, schema version, signing key,
-/// event graph) and print what it holds; read-only, works while the node runs
-#[derive(FromArgs)]
-#[argh(subcommand, name = "check")]
-pub struct Check {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
+command_options! {
+    /// check the database (integrity, foreign keys, schema version, signing key,
+    /// event graph) and print what it holds; read-only, works while the node runs
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "check")]
+    pub struct Check {
+
+    }
 }
 
-/// for each room of the node: would it outlive the node (other servers with
-/// members, their admins and aliases)? read-only, works while the node runs
-#[derive(FromArgs)]
-#[argh(subcommand, name = "resilience")]
-pub struct Resilience {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// print JSON (as GET /_hearth/admin/v1/resilience answers)
-    #[argh(switch)]
-    pub json: bool,
+command_options! {
+    /// for each room of the node: would it outlive the node (other servers with
+    /// members, their admins and aliases)? read-only, works while the node runs
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "resilience")]
+    pub struct Resilience {
+        /// print JSON (as GET /_hearth/admin/v1/resilience answers)
+        #[argh(switch)]
+        pub json: bool,
+    }
 }
 
-/// check the node as other servers and clients see it (well-known, SRV,
-/// resolution, TLS certificate, server keys, client well-known, /versions);
-/// exits non-zero if a check fails
-#[derive(FromArgs)]
-#[argh(subcommand, name = "doctor")]
-pub struct Doctor {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// our server name (as given to serve)
-    #[argh(option)]
-    pub server_name: Option<String>,
-    /// extra trusted CA certificate (PEM) (repeatable)
-    #[argh(option)]
-    pub federation_ca: Vec<PathBuf>,
-    /// private range the checks may reach, e.g. 127.0.0.0/8 (repeatable)
-    #[argh(option)]
-    pub federation_allow_ip: Vec<String>,
+command_options! {
+    federation
+    /// check the node as other servers and clients see it (well-known, SRV,
+    /// resolution, TLS certificate, server keys, client well-known, /versions);
+    /// exits non-zero if a check fails
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "doctor")]
+    pub struct Doctor {
+
+    }
 }
 
-/// manage the server signing key
-#[derive(FromArgs)]
-#[argh(subcommand, name = "key")]
-pub struct Key {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    #[argh(subcommand)]
-    pub action: KeyAction,
+command_options! {
+    /// manage the server signing key
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "key")]
+    pub struct Key {
+        #[argh(subcommand)]
+        pub action: KeyAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -315,21 +336,17 @@ pub enum KeyAction {
 #[argh(subcommand, name = "rotate")]
 pub struct KeyRotate {}
 
-/// TLS certificate helpers
-#[derive(FromArgs)]
-#[argh(subcommand, name = "tls")]
-pub struct Tls {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// server name (as given to serve), for a certificate made now
-    #[argh(option)]
-    pub server_name: Option<String>,
-    #[argh(subcommand)]
-    pub action: TlsAction,
+command_options! {
+    /// TLS certificate helpers
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "tls")]
+    pub struct Tls {
+        /// server name (as given to serve), for a certificate made now
+        #[argh(option)]
+        pub server_name: Option<String>,
+        #[argh(subcommand)]
+        pub action: TlsAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -345,27 +362,15 @@ pub enum TlsAction {
 #[argh(subcommand, name = "export-cert")]
 pub struct TlsExportCert {}
 
-/// talk to other servers as this one (for debugging federation)
-#[derive(FromArgs)]
-#[argh(subcommand, name = "federation")]
-pub struct FederationCommand {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// our server name (as given to serve)
-    #[argh(option)]
-    pub server_name: Option<String>,
-    /// extra trusted CA certificate (PEM) (repeatable)
-    #[argh(option)]
-    pub federation_ca: Vec<PathBuf>,
-    /// private range requests may reach, e.g. 127.0.0.0/8 (repeatable)
-    #[argh(option)]
-    pub federation_allow_ip: Vec<String>,
-    #[argh(subcommand)]
-    pub action: FederationAction,
+command_options! {
+    federation
+    /// talk to other servers as this one (for debugging federation)
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "federation")]
+    pub struct FederationCommand {
+        #[argh(subcommand)]
+        pub action: FederationAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -487,13 +492,17 @@ fn group_options_first(arguments: Vec<String>) -> Vec<String> {
     reordered
 }
 
-/// Opens the database an operator command works on. It must exist: a
-/// command run in the wrong directory would otherwise make a new, empty
-/// database under the default server name.
-fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
+/// The configuration of an operator command: the file `--config` names (or
+/// the defaults) with `--data-dir` over it.
+fn load_config(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<Config, String> {
     let overrides = Overrides { data_dir: data_dir.clone(), ..Overrides::default() };
-    let from_file = config.is_some();
-    let mut config = Config::load(config.as_deref(), overrides)?;
+    Config::load(config.as_deref(), overrides)
+}
+
+/// The database path of `config`, which must exist: a command run in the
+/// wrong directory would otherwise make a new, empty database under the
+/// default server name.
+fn existing_database(config: &Config) -> Result<PathBuf, String> {
     let path = config.database_path();
     if !path.exists() {
         return Err(format!(
@@ -501,6 +510,14 @@ fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config,
             path.display()
         ));
     }
+    Ok(path)
+}
+
+/// Opens the database an operator command works on (see [`existing_database`]).
+fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
+    let from_file = config.is_some();
+    let mut config = load_config(config, data_dir)?;
+    let path = existing_database(&config)?;
     let storage = Storage::open(&path).map_err(|error| error.to_string())?;
     // Without a config file, the name the node runs under is the one the database recorded.
     let stored = storage.secret(crate::storage::SERVER_NAME).map_err(|error| error.to_string())?;
@@ -781,9 +798,8 @@ fn in_use(current: &Path) -> String {
 /// `hearth restore FILE`.
 pub fn restore(command: Restore) -> Result<(), String> {
     use crate::storage::health;
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
     let from_file = command.config.is_some();
-    let config = Config::load(command.config.as_deref(), overrides)?;
+    let config = load_config(&command.config, &command.data_dir)?;
     let current = config.database_path();
     let source = &command.source;
 
@@ -909,15 +925,8 @@ pub fn restore(command: Restore) -> Result<(), String> {
 /// `hearth check`.
 pub fn check(command: Check) -> Result<(), String> {
     use crate::storage::health::{self, Severity};
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
-    let config = Config::load(command.config.as_deref(), overrides)?;
-    let path = config.database_path();
-    if !path.exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            path.display()
-        ));
-    }
+    let config = load_config(&command.config, &command.data_dir)?;
+    let path = existing_database(&config)?;
     let mut health = health::examine(&path)?;
     if command.config.is_some() {
         let recorded = health::recorded_server_name(&path);
@@ -960,15 +969,8 @@ pub fn check(command: Check) -> Result<(), String> {
 /// `hearth resilience`: on a read-only connection beside the node.
 pub fn resilience(command: Resilience) -> Result<(), String> {
     use crate::rooms::resilience;
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
-    let config = Config::load(command.config.as_deref(), overrides)?;
-    let path = config.database_path();
-    if !path.exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            path.display()
-        ));
-    }
+    let config = load_config(&command.config, &command.data_dir)?;
+    let path = existing_database(&config)?;
     // The name the node runs under is the one its database recorded.
     let server_name =
         crate::storage::health::recorded_server_name(&path).unwrap_or_else(|| config.server_name.clone());
@@ -1016,22 +1018,10 @@ pub fn resilience(command: Resilience) -> Result<(), String> {
 
 /// `hearth doctor`: every check, then a non-zero exit if one failed.
 pub fn doctor(command: Doctor) -> Result<(), String> {
-    use crate::federation::doctor::{self, Status};
+    use crate::remote::doctor::{self, Status};
     let named = command.server_name.is_some();
-    let overrides = Overrides {
-        data_dir: command.data_dir,
-        server_name: command.server_name,
-        federation_ca: command.federation_ca,
-        federation_allow_ips: command.federation_allow_ip,
-        ..Overrides::default()
-    };
-    let mut config = Config::load(command.config.as_deref(), overrides)?;
-    if !config.database_path().exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            config.database_path().display()
-        ));
-    }
+    let mut config = command.federation_config()?;
+    existing_database(&config)?;
     // Read-only beside the node. Unless named, the node is checked under the
     // name its database recorded.
     if !named {
@@ -1111,20 +1101,8 @@ pub fn tls(command: Tls) -> Result<(), String> {
 
 /// `hearth federation request`.
 pub fn federation(command: FederationCommand) -> Result<(), String> {
-    let overrides = Overrides {
-        data_dir: command.data_dir,
-        server_name: command.server_name,
-        federation_ca: command.federation_ca,
-        federation_allow_ips: command.federation_allow_ip,
-        ..Overrides::default()
-    };
-    let config = Config::load(command.config.as_deref(), overrides)?;
-    if !config.database_path().exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            config.database_path().display()
-        ));
-    }
+    let config = command.federation_config()?;
+    existing_database(&config)?;
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     let executor = std::rc::Rc::new(smol::LocalExecutor::new());
     let app = crate::app::App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?;
@@ -1137,7 +1115,7 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
                 None => None,
             };
             let work =
-                crate::federation::client::request(&app, &request.destination, method, &request.path, body);
+                crate::remote::client::request(&app, &request.destination, method, &request.path, body);
             let (status, answer) = smol::block_on(executor.run(work)).map_err(|error| error.to_string())?;
             println!("{status}");
             println!("{answer}");

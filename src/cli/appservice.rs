@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use super::{human_age, open};
-use crate::app::{added_source, app_service_registrations};
 use crate::config::Config;
 use crate::protocol::appservice::{self, AppService, Namespace};
+use crate::rooms::{added_source, app_service_registrations};
 use crate::storage::{Storage, now_ms};
 
 /// A registration file is a few hundred bytes; a bigger one is a mistake.
@@ -26,19 +26,15 @@ const LISTED_PATTERNS: usize = 5;
 /// Said after every change: the node reads registrations at start and on SIGHUP.
 const RELOAD_HINT: &str = "a running node loads the change on SIGHUP (`systemctl reload hearth`)";
 
-/// manage application services (bridges and bots)
-#[derive(FromArgs)]
-#[argh(subcommand, name = "appservice")]
-pub struct Appservice {
-    /// configuration file (its app_service_config_files are listed and
-    /// checked against)
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    #[argh(subcommand)]
-    pub action: AppserviceAction,
+command_options! {
+    /// manage application services (bridges and bots); with --config, its
+    /// app_service_config_files are listed and checked against
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "appservice")]
+    pub struct Appservice {
+        #[argh(subcommand)]
+        pub action: AppserviceAction,
+    }
 }
 
 #[derive(FromArgs)]

@@ -13,7 +13,6 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::federation;
 use crate::protocol::identifiers::{RoomAliasId, UserId};
 use crate::protocol::room_version::RoomVersion;
 use crate::request::{Request, Response};
@@ -100,7 +99,7 @@ pub async fn create_room(app: &Rc<App>, request: &Request) -> Result<Response> {
     }
     for invitee in &remote {
         if let Err(error) =
-            federation::join::invite_remote(app, &room_id, &owner.user_id, invitee, &extra).await
+            crate::remote::join::invite_remote(&app.remote, &room_id, &owner.user_id, invitee, &extra).await
         {
             log::warn!("{} created {room_id}, but inviting {invitee} failed: {error}", owner.user_id);
             return Err(error);

@@ -104,7 +104,7 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         None => Duration::ZERO,
     }
     .min(MAX_SYNC_TIMEOUT);
-    crate::rooms::presence::on_sync(app, &owner.user_id, request.query("set_presence"), timeout)?;
+    crate::rooms::presence::on_sync(&app.engine, &owner.user_id, request.query("set_presence"), timeout)?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         // Listen before looking, so a wake-up between the two is not lost.

@@ -13,8 +13,8 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::rooms::Engine;
 use crate::storage::{GroupVisibility, StoredEvent};
 
 /// Cached (state group, user) facts kept at most; past this the cache starts
@@ -55,7 +55,7 @@ impl Cache {
 /// for groups in [`Cache`]). The memory is behind `RefCell`s so that a
 /// page's reader and its filter can share one.
 pub struct Visibility<'a> {
-    app: &'a App,
+    app: &'a Engine,
     user_id: &'a str,
     by_group: RefCell<HashMap<i64, GroupVisibility>>,
     current: RefCell<HashMap<String, Option<String>>>,
@@ -64,7 +64,7 @@ pub struct Visibility<'a> {
 }
 
 impl<'a> Visibility<'a> {
-    pub fn new(app: &'a App, user_id: &'a str) -> Self {
+    pub fn new(app: &'a Engine, user_id: &'a str) -> Self {
         Visibility {
             app,
             user_id,
@@ -76,7 +76,7 @@ impl<'a> Visibility<'a> {
 
     /// As [`Visibility::new`], with the ignore list already read (a /sync
     /// reads it once for all its rooms).
-    pub fn with_ignored(app: &'a App, user_id: &'a str, ignored: Rc<HashSet<String>>) -> Self {
+    pub fn with_ignored(app: &'a Engine, user_id: &'a str, ignored: Rc<HashSet<String>>) -> Self {
         let visibility = Visibility::new(app, user_id);
         let _ = visibility.ignored.set(ignored);
         visibility
@@ -204,7 +204,7 @@ impl<'a> Visibility<'a> {
 
 /// The users `user_id` ignores: the keys of `ignored_users` in their
 /// `m.ignored_user_list` account data (nothing when absent or malformed).
-pub fn ignored_users(app: &App, user_id: &str) -> Result<HashSet<String>> {
+pub fn ignored_users(app: &Engine, user_id: &str) -> Result<HashSet<String>> {
     let Some(content) = app.storage().account_data(user_id, "", IGNORED_USER_LIST)? else {
         return Ok(HashSet::new());
     };
@@ -226,7 +226,7 @@ fn parse_ignored(content: &str) -> HashSet<String> {
 /// The newest stream position of a room's history a user may read: the end of
 /// the room when joined (or the room is world readable), their departure when
 /// they left or were banned. Anyone else gets 403, as Synapse answers.
-pub fn readable_up_to(app: &App, user_id: &str, room_id: &str) -> Result<i64> {
+pub fn readable_up_to(app: &Engine, user_id: &str, room_id: &str) -> Result<i64> {
     if Visibility::new(app, user_id).can_read_room(room_id) {
         return Ok(i64::MAX);
     }

@@ -12,7 +12,7 @@
 //! that were ready, so concurrent sends share one commit (one write of the
 //! WAL pages they touch) instead of one each. Nothing may leave the process
 //! (an HTTP response, a federation request) before the group it may have
-//! read from is committed; the app enforces that (see `App::durable`).
+//! read from is committed; the app enforces that (see `Engine::durable`).
 //!
 //! Read-only work (`begin_read`) outside a group takes a plain deferred
 //! transaction and ends it at once.
