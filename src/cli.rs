@@ -16,6 +16,26 @@ use crate::config::{Config, Overrides, Registration};
 use crate::credentials;
 use crate::storage::{Storage, now_ms};
 
+/// `println!` for the commands' output: a reader that has gone away (`hearth
+/// resilience | head -1`) ends the command quietly, as it does other Unix
+/// tools, instead of `println!`'s panic (an abort in a release build).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line of output; see [`out!`].
+pub(crate) fn write_out(line: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(line).and_then(|()| stdout.write_all(b"\n")) {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("hearth: cannot write the output: {error}");
+        }
+        std::process::exit(if error.kind() == std::io::ErrorKind::BrokenPipe { 0 } else { 1 });
+    }
+}
+
 /// Declares an operator command's options with the ones every command on
 /// the database takes (`--config`, `--data-dir`) first; after `federation`,
 /// also the outbound federation ones (`--server-name`, `--federation-ca`,
@@ -453,7 +473,7 @@ pub fn parse() -> Cli {
     Cli::from_args(&[command], &rest).unwrap_or_else(|early_exit| {
         std::process::exit(match early_exit.status {
             Ok(()) => {
-                println!("{}", early_exit.output);
+                out!("{}", early_exit.output);
                 0
             }
             Err(()) => {
@@ -546,7 +566,7 @@ pub fn init(command: Init) -> Result<(), String> {
         .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
     file.write_all(crate::config::template(&command.server_name).as_bytes())
         .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-    println!("wrote {}", path.display());
+    out!("wrote {}", path.display());
     Ok(())
 }
 
@@ -579,7 +599,7 @@ pub fn user(command: User) -> Result<(), String> {
             let hash = credentials::hash_password(&password).map_err(error)?;
             let user_id = full_user_id(&config, &add.name);
             storage.create_user(&user_id, &add.name, Some(&hash), add.admin, None).map_err(error)?;
-            println!("created {user_id}{}", if add.admin { " (admin)" } else { "" });
+            out!("created {user_id}{}", if add.admin { " (admin)" } else { "" });
         }
         UserAction::Passwd(passwd) => {
             let user_id = full_user_id(&config, &passwd.name);
@@ -588,14 +608,14 @@ pub fn user(command: User) -> Result<(), String> {
             if !storage.set_password_hash(&user_id, &hash).map_err(error)? {
                 return Err(format!("no such user {user_id}"));
             }
-            println!("password changed for {user_id}");
+            out!("password changed for {user_id}");
         }
         UserAction::Deactivate(deactivate) => {
             let user_id = full_user_id(&config, &deactivate.name);
             if !storage.deactivate_user(&user_id).map_err(error)? {
                 return Err(format!("no such user {user_id}"));
             }
-            println!("deactivated {user_id}");
+            out!("deactivated {user_id}");
         }
         UserAction::List(_) => {
             for user in storage.users().map_err(error)? {
@@ -604,7 +624,7 @@ pub fn user(command: User) -> Result<(), String> {
                     (true, false) => " (admin)",
                     (false, false) => "",
                 };
-                println!("{}{flags}", user.user_id);
+                out!("{}{flags}", user.user_id);
             }
         }
     }
@@ -640,7 +660,7 @@ pub fn token(command: Token) -> Result<(), String> {
             storage
                 .create_registration_token(&token, create.uses.map(i64::from), expires_ts)
                 .map_err(error)?;
-            println!("{token}");
+            out!("{token}");
         }
         TokenAction::List(_) => {
             let now = now_ms();
@@ -655,14 +675,14 @@ pub fn token(command: Token) -> Result<(), String> {
                     None => "no expiry".to_string(),
                 };
                 let state = if token.is_valid(now) { "valid" } else { "invalid" };
-                println!("{}  {state}  {uses}  {expiry}", token.token);
+                out!("{}  {state}  {uses}  {expiry}", token.token);
             }
         }
         TokenAction::Revoke(revoke) => {
             if !storage.revoke_registration_token(&revoke.token).map_err(error)? {
                 return Err(format!("no such token {}", revoke.token));
             }
-            println!("revoked {}", revoke.token);
+            out!("revoked {}", revoke.token);
         }
     }
     Ok(())
@@ -740,7 +760,7 @@ pub fn backup(command: Backup) -> Result<(), String> {
         ProgressLine { label: "", drawn: Some(Instant::now()) }.finish();
     }
     outcome.map_err(|error| error.to_string())?;
-    println!("backed up to {}", command.target.display());
+    out!("backed up to {}", command.target.display());
     Ok(())
 }
 
@@ -844,7 +864,7 @@ pub fn restore(command: Restore) -> Result<(), String> {
             // Too damaged to take the usual way (the usual reason to restore).
             Err(health::LockError::Other(error)) => match health::probe_unused(&current) {
                 Ok(()) => {
-                    println!("the current database is damaged ({error}); it is kept aside as it is");
+                    out!("the current database is damaged ({error}); it is kept aside as it is");
                     None
                 }
                 Err(health::LockError::InUse) => return Err(in_use(&current)),
@@ -908,7 +928,7 @@ pub fn restore(command: Restore) -> Result<(), String> {
         Some(lock) => lock.swap(&staged.path, &aside)?,
         None => health::swap_files(&current, &staged.path, &aside)?,
     }
-    println!(
+    out!(
         "restored {} into {} (server name {}, schema version {})",
         source.display(),
         current.display(),
@@ -916,9 +936,9 @@ pub fn restore(command: Restore) -> Result<(), String> {
         staged.schema_version
     );
     if aside.exists() {
-        println!("the previous database is kept at {}", aside.display());
+        out!("the previous database is kept at {}", aside.display());
     }
-    println!("start the node again (e.g. `systemctl start hearth`)");
+    out!("start the node again (e.g. `systemctl start hearth`)");
     Ok(())
 }
 
@@ -941,28 +961,28 @@ pub fn check(command: Check) -> Result<(), String> {
             });
         }
     }
-    println!("database {}", path.display());
+    out!("database {}", path.display());
     for finding in &health.findings {
         let label = match finding.severity {
             Severity::Ok => "ok",
             Severity::Note => "note",
             Severity::Fail => "FAIL",
         };
-        println!("{label:<5} {}", finding.text);
+        out!("{label:<5} {}", finding.text);
     }
     if let Some(stats) = &health.stats {
-        println!("users     {} ({} deactivated)", stats.users, stats.deactivated_users);
-        println!("rooms     {}", stats.rooms);
-        println!("events    {} ({} outliers, {} backfilled)", stats.events, stats.outliers, stats.backfilled);
-        println!("media     {} files, {}", stats.media_files, human_bytes(stats.media_bytes.max(0) as u64));
-        println!("database  {}", human_bytes(stats.database_bytes));
-        println!("wal       {}", human_bytes(stats.wal_bytes));
+        out!("users     {} ({} deactivated)", stats.users, stats.deactivated_users);
+        out!("rooms     {}", stats.rooms);
+        out!("events    {} ({} outliers, {} backfilled)", stats.events, stats.outliers, stats.backfilled);
+        out!("media     {} files, {}", stats.media_files, human_bytes(stats.media_bytes.max(0) as u64));
+        out!("database  {}", human_bytes(stats.database_bytes));
+        out!("wal       {}", human_bytes(stats.wal_bytes));
     }
     if health.failed() {
         let failures = health.findings.iter().filter(|finding| finding.severity == Severity::Fail).count();
         return Err(format!("{failures} check(s) failed"));
     }
-    println!("all checks passed");
+    out!("all checks passed");
     Ok(())
 }
 
@@ -982,37 +1002,37 @@ pub fn resilience(command: Resilience) -> Result<(), String> {
     }
     if command.json {
         let rooms: Vec<serde_json::Value> = reports.iter().map(|report| report.to_json()).collect();
-        println!("{}", serde_json::json!({ "server_name": server_name, "rooms": rooms }));
+        out!("{}", serde_json::json!({ "server_name": server_name, "rooms": rooms }));
         return Ok(());
     }
     if reports.is_empty() {
-        println!("no local user is joined to any room");
+        out!("no local user is joined to any room");
     }
     let now = now_ms();
     for report in &reports {
         match &report.name {
-            Some(name) => println!("{} \"{name}\"", report.room_id),
-            None => println!("{}", report.room_id),
+            Some(name) => out!("{} \"{name}\"", report.room_id),
+            None => out!("{}", report.room_id),
         }
-        println!("  members here   {}", report.local_members);
+        out!("  members here   {}", report.local_members);
         for server in &report.other_servers {
             let accepted = match server.last_accepted_ts {
                 Some(ts) => format!("last accepted our transactions {} ago", human_age(now - ts)),
                 None => "never accepted a transaction from us".into(),
             };
-            println!("  {}  {} joined, {accepted}", server.server_name, server.joined_members);
+            out!("  {}  {} joined, {accepted}", server.server_name, server.joined_members);
             for admin in &server.admins {
-                println!("      admin {} ({})", admin.user_id, resilience::power_text(admin.power));
+                out!("      admin {} ({})", admin.user_id, resilience::power_text(admin.power));
             }
         }
         if !report.remote_aliases.is_empty() {
-            println!("  aliases elsewhere  {}", report.remote_aliases.join(", "));
+            out!("  aliases elsewhere  {}", report.remote_aliases.join(", "));
         }
-        println!("  => {}", report.summary());
+        out!("  => {}", report.summary());
     }
     let dying =
         reports.iter().filter(|report| report.verdict == resilience::Verdict::DiesWithThisNode).count();
-    println!("{} rooms, {dying} would die with this node", reports.len());
+    out!("{} rooms, {dying} would die with this node", reports.len());
     Ok(())
 }
 
@@ -1039,13 +1059,13 @@ pub fn doctor(command: Doctor) -> Result<(), String> {
             Status::Note => "note",
             Status::Fail => "FAIL",
         };
-        println!("{label:<5} {:<11} {}", check.subject, check.text);
+        out!("{label:<5} {:<11} {}", check.subject, check.text);
     }
     let failures = checks.iter().filter(|check| check.status == Status::Fail).count();
     if failures > 0 {
         return Err(format!("{failures} check(s) failed"));
     }
-    println!("all checks passed");
+    out!("all checks passed");
     Ok(())
 }
 
@@ -1070,10 +1090,10 @@ pub fn key(command: Key) -> Result<(), String> {
                 .map_err(|error| error.to_string())?;
             let retired = storage.rotate_signing_key(&key.key_id, &key.seed()).map_err(error)?;
             match retired {
-                Some(old) => println!("retired {old}; the new signing key is {}", key.key_id),
-                None => println!("the new signing key is {}", key.key_id),
+                Some(old) => out!("retired {old}; the new signing key is {}", key.key_id),
+                None => out!("the new signing key is {}", key.key_id),
             }
-            println!("restart the server to sign with it");
+            out!("restart the server to sign with it");
         }
     }
     Ok(())
@@ -1117,8 +1137,8 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
             let work =
                 crate::remote::client::request(&app, &request.destination, method, &request.path, body);
             let (status, answer) = smol::block_on(executor.run(work)).map_err(|error| error.to_string())?;
-            println!("{status}");
-            println!("{answer}");
+            out!("{status}");
+            out!("{answer}");
         }
         FederationAction::SignEvent(sign) => {
             let version = crate::protocol::room_version::RoomVersion::from_id(&sign.room_version)
@@ -1131,7 +1151,7 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
                 _ => return Err("the event must be a JSON object".into()),
             };
             let pdu = crate::rooms::sign(&app, &version, event).map_err(|error| error.to_string())?;
-            println!("{}", serde_json::json!({ "event_id": pdu.event_id, "event": pdu.json }));
+            out!("{}", serde_json::json!({ "event_id": pdu.event_id, "event": pdu.json }));
         }
     }
     Ok(())
