@@ -28,6 +28,7 @@ mod node;
 #[allow(dead_code)]
 mod protocol;
 mod ratelimit;
+mod remote;
 mod request;
 mod rooms;
 mod scrape;

@@ -14,7 +14,7 @@ use smol::stream::StreamExt;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::federation::acme::Acme;
+use crate::remote::acme::Acme;
 use crate::server::{ListenerSpec, Server};
 use crate::storage::Storage;
 use crate::tls;
@@ -109,10 +109,10 @@ pub fn serve(config: Config) -> Result<(), String> {
             started.elapsed().as_millis(),
             app.config.server_name
         );
-        crate::federation::sender::start(&app);
-        crate::federation::push::start(&app);
-        crate::federation::appservice::start(&app);
-        crate::rooms::search_index::start(&app);
+        crate::remote::sender::start(&app.remote);
+        crate::remote::push::start(&app.remote);
+        crate::remote::appservice::start(&app.remote);
+        crate::rooms::search_index::start(&app.engine);
         crate::systemd::notify("READY=1");
         if let Some(interval) = crate::systemd::watchdog_interval() {
             log::info!("pinging the systemd watchdog every {} ms", interval.as_millis());
@@ -133,7 +133,7 @@ pub fn serve(config: Config) -> Result<(), String> {
                     match app.reload_app_services() {
                         Ok(count) => {
                             log::info!("application service registrations reloaded ({count})");
-                            crate::federation::appservice::start(&app);
+                            crate::remote::appservice::start(&app.remote);
                         }
                         Err(error) => log::error!(
                             "application service registrations not reloaded, keeping the old ones: {error}"
@@ -201,7 +201,7 @@ fn load_acme(
     acme_config: &crate::config::Acme,
     storage: &Storage,
 ) -> Result<(Arc<rustls::ServerConfig>, Rc<Acme>), String> {
-    let current = match crate::federation::acme::stored_certificate(storage) {
+    let current = match crate::remote::acme::stored_certificate(storage) {
         Some(certified) => certified,
         None => tls::certified_key(&self_signed_pem(config, storage)?)?,
     };
@@ -226,7 +226,7 @@ fn start_acme(
     let server = match listener {
         Some(address) => {
             let spec = ListenerSpec { address, tls: None };
-            let handler = crate::federation::acme::http01_handler(acme.clone());
+            let handler = crate::remote::acme::http01_handler(acme.clone());
             let server =
                 Server::start(executor.clone(), vec![spec], handler, shutdown.clone(), stall_timeout)
                     .map_err(|error| format!("acme.http_listen: {error}"))?;
@@ -234,7 +234,7 @@ fn start_acme(
         }
         None => None,
     };
-    crate::federation::acme::start(app, acme);
+    crate::remote::acme::start(&app.remote, acme);
     Ok(server)
 }
 

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use super::{human_age, open};
-use crate::app::{added_source, app_service_registrations};
 use crate::config::Config;
 use crate::protocol::appservice::{self, AppService, Namespace};
+use crate::rooms::{added_source, app_service_registrations};
 use crate::storage::{Storage, now_ms};
 
 /// A registration file is a few hundred bytes; a bigger one is a mistake.
@@ -26,19 +26,15 @@ const LISTED_PATTERNS: usize = 5;
 /// Said after every change: the node reads registrations at start and on SIGHUP.
 const RELOAD_HINT: &str = "a running node loads the change on SIGHUP (`systemctl reload hearth`)";
 
-/// manage application services (bridges and bots)
-#[derive(FromArgs)]
-#[argh(subcommand, name = "appservice")]
-pub struct Appservice {
-    /// configuration file (its app_service_config_files are listed and
-    /// checked against)
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    #[argh(subcommand)]
-    pub action: AppserviceAction,
+command_options! {
+    /// manage application services (bridges and bots); with --config, its
+    /// app_service_config_files are listed and checked against
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "appservice")]
+    pub struct Appservice {
+        #[argh(subcommand)]
+        pub action: AppserviceAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -92,20 +88,20 @@ pub fn run(command: Appservice) -> Result<(), String> {
                 return Err(format!("an application service {:?} was added before", service.id));
             }
             let url = service.url.as_deref().unwrap_or("no url: it gets no transactions");
-            println!("added application service {:?} ({url}, sender {})", service.id, service.sender);
+            out!("added application service {:?} ({url}, sender {})", service.id, service.sender);
             if unchecked_config {
-                println!(
+                out!(
                     "note: without --config, the registration files the node's configuration names were not checked"
                 );
             }
-            println!("{RELOAD_HINT}");
+            out!("{RELOAD_HINT}");
             Ok(())
         }
         AppserviceAction::Remove(remove) => {
             let error = |error: crate::error::Error| error.to_string();
             if storage.remove_app_service(&remove.id).map_err(error)? {
-                println!("removed application service {:?}", remove.id);
-                println!("{RELOAD_HINT}");
+                out!("removed application service {:?}", remove.id);
+                out!("{RELOAD_HINT}");
                 return Ok(());
             }
             for (source, text) in config.app_service_files()? {
@@ -154,7 +150,7 @@ fn list(config: &Config, storage: &Storage) -> Result<(), String> {
         registrations.push((added_source(&added.appservice_id), Ok(added.registration)));
     }
     if registrations.is_empty() {
-        println!("no application services are registered");
+        out!("no application services are registered");
         return Ok(());
     }
     let current = storage.max_stream_id().map_err(error)?.max(storage.max_e2ee_stream_id().map_err(error)?);
@@ -167,23 +163,20 @@ fn list(config: &Config, storage: &Storage) -> Result<(), String> {
             Ok(service) => service,
             Err(reason) => {
                 problems += 1;
-                println!("BROKEN  {source}: {reason}");
+                out!("BROKEN  {source}: {reason}");
                 continue;
             }
         };
-        println!("{}  from {source}", service.id);
-        println!(
-            "  url         {}",
-            service.url.as_deref().unwrap_or("none (client API only, no transactions)")
-        );
-        println!("  sender      {}", service.sender);
+        out!("{}  from {source}", service.id);
+        out!("  url         {}", service.url.as_deref().unwrap_or("none (client API only, no transactions)"));
+        out!("  sender      {}", service.sender);
         for (kind, namespaces) in
             [("users", &service.users), ("aliases", &service.aliases), ("rooms", &service.rooms)]
         {
-            println!("  {kind:<11} {}", namespaces_text(namespaces));
+            out!("  {kind:<11} {}", namespaces_text(namespaces));
         }
         match storage.appservice_stream_status(&service.id).map_err(error)? {
-            None => println!("  stream      not started (no node has run with it yet)"),
+            None => out!("  stream      not started (no node has run with it yet)"),
             Some(status) => {
                 let stream = status.stream;
                 let in_flight = match stream.pending_end {
@@ -197,16 +190,16 @@ fn list(config: &Config, storage: &Storage) -> Result<(), String> {
                     true => format!("over {MAX_COUNTED_EVENTS}"),
                     false => after.to_string(),
                 };
-                println!("  stream      at {} of {current} ({in_flight})", stream.position);
-                println!(
+                out!("  stream      at {} of {current} ({in_flight})", stream.position);
+                out!(
                     "  pending     {after} events after it in the stream (it is sent those of interest to it)"
                 );
                 match status.delivered_ts {
-                    Some(ts) => println!("  delivered   {} ago", human_age(now - ts)),
-                    None => println!("  delivered   never"),
+                    Some(ts) => out!("  delivered   {} ago", human_age(now - ts)),
+                    None => out!("  delivered   never"),
                 }
                 if let Some((ts, reason)) = status.failed {
-                    println!("  last error  {} ago: {reason}", human_age(now - ts));
+                    out!("  last error  {} ago: {reason}", human_age(now - ts));
                 }
             }
         }
@@ -214,7 +207,7 @@ fn list(config: &Config, storage: &Storage) -> Result<(), String> {
     }
     if let Err(reason) = appservice::check_unique(&services) {
         problems += 1;
-        println!("CONFLICT  {reason}");
+        out!("CONFLICT  {reason}");
     }
     if 0 < problems {
         return Err(format!("{problems} problem(s): the node refuses to start or reload with them"));

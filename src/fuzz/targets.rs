@@ -113,7 +113,7 @@ pub static CANONICAL_JSON: Target = Target {
 };
 
 // ---------------------------------------------------------------------------
-// PDUs: what `federation::pdus::verify` does with a received event, short of
+// PDUs: what `remote::pdus::verify` does with a received event, short of
 // fetching keys: size, event ID, fields, content hash, signature, redaction.
 
 /// The key the PDU target checks signatures against (any fixed key will do:

@@ -124,15 +124,17 @@ pub fn reference_hash(
 /// <https://spec.matrix.org/latest/rooms/v3/#event-ids>,
 /// <https://spec.matrix.org/latest/rooms/v4/#event-ids>.
 pub fn event_id(event: &Map<String, Value>, version: &RoomVersion) -> Result<String, EventHashError> {
-    event_id_from(event, version, || reference_hash(event, version))
+    match version.event_id_format {
+        EventIdFormat::V1 => event_id_with_reference(event, version, &[0; 32]),
+        _ => event_id_with_reference(event, version, &reference_hash(event, version)?),
+    }
 }
 
-/// [`event_id`] with the reference hash computed by `reference` (when the
-/// room version derives IDs from it).
-fn event_id_from(
+/// [`event_id`] where the event's reference hash is known already.
+pub fn event_id_with_reference(
     event: &Map<String, Value>,
     version: &RoomVersion,
-    reference: impl FnOnce() -> Result<Sha256Hash, EventHashError>,
+    reference: &Sha256Hash,
 ) -> Result<String, EventHashError> {
     match version.event_id_format {
         EventIdFormat::V1 => event
@@ -140,8 +142,8 @@ fn event_id_from(
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or(EventHashError::MissingEventId),
-        EventIdFormat::V2 => Ok(format!("${}", encoding::encode(&reference()?))),
-        EventIdFormat::V3 => Ok(format!("${}", encoding::encode_url_safe(&reference()?))),
+        EventIdFormat::V2 => Ok(format!("${}", encoding::encode(reference))),
+        EventIdFormat::V3 => Ok(format!("${}", encoding::encode_url_safe(reference))),
     }
 }
 
@@ -173,35 +175,13 @@ pub fn sign_event(
     server_name: &str,
     key: &SigningKey,
 ) -> Result<usize, EventHashError> {
-    Ok(sign_returning_reference(event, version, server_name, key)?.0)
+    Ok(sign_event_referenced(event, version, server_name, key)?.0)
 }
 
-/// What signing an event found out about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedEvent {
-    /// The length of the canonical JSON hashed for the content hash.
-    pub hashed_length: usize,
-    /// The event's ID in its room version.
-    pub event_id: String,
-}
-
-/// [`sign_event`], naming the event as well: the text a signature covers
-/// (the redacted event without `signatures` and `unsigned`) is the very text
-/// of the reference hash, so the event is redacted and encoded once for both.
-/// Spec: <https://spec.matrix.org/latest/server-server-api/#calculating-the-reference-hash-for-an-event>.
-pub fn sign_and_name_event(
-    event: &mut Map<String, Value>,
-    version: &RoomVersion,
-    server_name: &str,
-    key: &SigningKey,
-) -> Result<SignedEvent, EventHashError> {
-    let (hashed_length, reference) = sign_returning_reference(event, version, server_name, key)?;
-    let event_id = event_id_from(event, version, || Ok(reference))?;
-    Ok(SignedEvent { hashed_length, event_id })
-}
-
-/// [`sign_event`], answering the hashed length and the reference hash.
-fn sign_returning_reference(
+/// [`sign_event`], also answering its [`reference_hash`]: the text signed (the redacted
+/// event without `signatures` and `unsigned`) is the text the reference
+/// hash is taken of, so it is made once for both.
+pub fn sign_event_referenced(
     event: &mut Map<String, Value>,
     version: &RoomVersion,
     server_name: &str,
@@ -213,24 +193,23 @@ fn sign_returning_reference(
     hashes.insert("sha256".to_owned(), Value::String(encoding::encode(&hash)));
     event.insert("hashes".to_owned(), Value::Object(hashes));
     let redacted = redaction::redact(event, version);
-    let signed = canonical_json::object_to_string_without(
+    let text = canonical_json::object_to_string_without(
         &redacted,
         &["signatures", "unsigned"],
         Strictness::for_room_version(version),
     )?;
-    let signature = key.sign_bytes(signed.as_bytes());
-    let signatures = event
-        .entry("signatures")
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
-        .ok_or(SigningError::MalformedSignatures)?;
-    let by_server = signatures
-        .entry(server_name)
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
-        .ok_or(SigningError::MalformedSignatures)?;
+    let signature = key.sign_bytes(text.as_bytes());
+    let mut signatures = match event.remove("signatures") {
+        Some(Value::Object(signatures)) => signatures,
+        _ => Map::new(),
+    };
+    let by_server = signatures.entry(server_name).or_insert_with(|| Value::Object(Map::new()));
+    let Some(by_server) = by_server.as_object_mut() else {
+        return Err(SigningError::MalformedSignatures.into());
+    };
     by_server.insert(key.key_id.clone(), Value::String(signature));
-    Ok((hashed_length, Sha256::digest(signed.as_bytes()).into()))
+    event.insert("signatures".to_owned(), Value::Object(signatures));
+    Ok((hashed_length, Sha256::digest(text.as_bytes()).into()))
 }
 
 /// Checks `hashes.sha256` against the event. A mismatch means the event was
@@ -322,24 +301,6 @@ mod tests {
     }
 
     #[test]
-    fn signing_names_the_event_as_its_reference_hash_does() {
-        let key = SigningKey::generate("test").unwrap();
-        for id in ["3", "4", "11", "12"] {
-            let version = version(id);
-            let mut event = message_event();
-            let signed = sign_and_name_event(&mut event, &version, "domain", &key).unwrap();
-            assert_eq!(signed.event_id, event_id(&event, &version).unwrap(), "room v{id}");
-            verify_event_content_hash(&event, &version).unwrap();
-            verify_event_signature(&event, &version, "domain", &key.key_id, &key.key_pair.pk).unwrap();
-        }
-        // v1/v2: the event's own ID.
-        let mut old = message_event();
-        old.insert("event_id".into(), json!("$abc:domain"));
-        let signed = sign_and_name_event(&mut old, &version("1"), "domain", &key).unwrap();
-        assert_eq!(signed.event_id, "$abc:domain");
-    }
-
-    #[test]
     fn reference_hash_matches_an_independent_computation() {
         // Computed with Python: sha256(json.dumps(redacted, sort_keys=True,
         // separators=(",", ":"), ensure_ascii=False).encode()) of the redacted
@@ -385,6 +346,25 @@ mod tests {
         let mut moved = event;
         moved.insert("depth".into(), json!(4));
         assert_ne!(event_id(&moved, &version("4")).unwrap(), v4);
+    }
+
+    /// The reference hash signing answers is the one taken afresh, and the
+    /// signature is the one [`sign_event`] has always made (over the
+    /// redacted event): checked against the key.
+    #[test]
+    fn signing_answers_the_reference_hash() {
+        let key = SigningKey::generate("1").unwrap();
+        for id in ["3", "10", "12"] {
+            let v = version(id);
+            let mut event = message_event();
+            event.insert("unsigned".into(), json!({"age": 5}));
+            let (_, reference) = sign_event_referenced(&mut event, &v, "domain", &key).unwrap();
+            assert_eq!(reference, reference_hash(&event, &v).unwrap(), "v{id}");
+            assert_eq!(event_id_with_reference(&event, &v, &reference), event_id(&event, &v));
+            let redacted = Value::Object(redaction::redact(&event, &v));
+            let public = signing::public_key_from_base64(&key.public_key_base64()).unwrap();
+            assert!(signing::verify_json(&redacted, "domain", "ed25519:1", &public).is_ok(), "v{id}");
+        }
     }
 
     #[test]

@@ -208,6 +208,8 @@ const MIGRATIONS: &[&str] = &[
     // 23: registrations added with `hearth appservice add`, and how each
     // service's last transactions went (see APP_SERVICE_REGISTRATIONS).
     super::appservice::APP_SERVICE_REGISTRATIONS,
+    // 24: the history visibility events of each room (see HISTORY_VISIBILITY_EVENTS).
+    super::batch::HISTORY_VISIBILITY_EVENTS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

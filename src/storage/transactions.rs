@@ -12,12 +12,10 @@
 //! that were ready, so concurrent sends share one commit (one write of the
 //! WAL pages they touch) instead of one each. Nothing may leave the process
 //! (an HTTP response, a federation request) before the group it may have
-//! read from is committed; the app enforces that (see `App::durable`).
+//! read from is committed; the app enforces that (see `Engine::durable`).
 //!
 //! Read-only work (`begin_read`) outside a group takes a plain deferred
 //! transaction and ends it at once.
-
-use rusqlite::Connection;
 
 use super::Storage;
 use crate::error::Result;
@@ -85,6 +83,11 @@ impl Storage {
         }
     }
 
+    /// Whether a piece of work ([`Storage::begin`]) is open.
+    pub(super) fn in_work(&self) -> bool {
+        self.transactions.depth > 0 && !self.transactions.read_only_top
+    }
+
     /// Runs one transaction control statement, prepared once (every send
     /// opens and releases levels: parsing them each time showed in profiles).
     fn run(&self, sql: &str) -> Result<()> {
@@ -111,47 +114,6 @@ impl Storage {
             return Err(error);
         }
         Ok(())
-    }
-}
-
-/// A savepoint inside whatever is open, for one storage call that must
-/// succeed or fail as a whole (as `rusqlite::Savepoint`, with its statements
-/// prepared once: it is taken for every event stored). Released by
-/// [`Nested::release`]; dropped unreleased, its writes are undone.
-pub(super) struct Nested<'a> {
-    conn: &'a Connection,
-    released: bool,
-}
-
-impl<'a> Nested<'a> {
-    pub(super) fn open(conn: &'a Connection) -> Result<Nested<'a>> {
-        conn.prepare_cached("SAVEPOINT nested")?.execute([])?;
-        Ok(Nested { conn, released: false })
-    }
-
-    /// Keeps the writes (for the enclosing transaction to commit).
-    pub(super) fn release(mut self) -> Result<()> {
-        self.released = true;
-        self.conn.prepare_cached("RELEASE nested")?.execute([])?;
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for Nested<'_> {
-    type Target = Connection;
-
-    fn deref(&self) -> &Connection {
-        self.conn
-    }
-}
-
-impl Drop for Nested<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            if let Err(error) = self.conn.execute_batch("ROLLBACK TO nested; RELEASE nested") {
-                log::error!("rollback of a nested savepoint failed: {error}");
-            }
-        }
     }
 }
 

@@ -25,13 +25,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use smol::future::FutureExt;
 
-use crate::app::App;
 use crate::config::AcmeChallenge;
 use crate::error::Error;
 use crate::http1::OutgoingBody;
 use crate::protocol::acme::{
     self, Authorization, Directory, EcJwk, KeyRef, Order, Problem, base64url, key_authorization,
 };
+use crate::remote::Remote;
 use crate::server::{Handler, Response};
 use crate::storage::AcmeCertificate;
 use crate::tls::{self, SwappableCertificate};
@@ -134,7 +134,7 @@ pub fn http01_handler(acme: Rc<Acme>) -> Handler {
 }
 
 /// Starts the renewal task.
-pub fn start(app: &Rc<App>, acme: Rc<Acme>) {
+pub fn start(app: &Rc<Remote>, acme: Rc<Acme>) {
     let app_for_task = app.clone();
     app.executor.spawn(renew_forever(app_for_task, acme)).detach();
 }
@@ -146,7 +146,7 @@ fn unix_seconds() -> i64 {
 /// When the next attempt is due (Unix seconds): after a failure, when its
 /// retry is; without a certificate for these names, now; else two thirds
 /// into the certificate's lifetime.
-fn next_attempt(app: &App, domains: &[String]) -> crate::error::Result<i64> {
+fn next_attempt(app: &Remote, domains: &[String]) -> crate::error::Result<i64> {
     app.in_snapshot(|| {
         let storage = app.storage();
         if let Some(renewal) = storage.acme_renewal()? {
@@ -161,7 +161,7 @@ fn next_attempt(app: &App, domains: &[String]) -> crate::error::Result<i64> {
     })
 }
 
-async fn renew_forever(app: Rc<App>, acme: Rc<Acme>) {
+async fn renew_forever(app: Rc<Remote>, acme: Rc<Acme>) {
     let domains = app.config.acme_domains();
     loop {
         let due = match next_attempt(&app, &domains) {
@@ -202,7 +202,7 @@ async fn renew_forever(app: Rc<App>, acme: Rc<Acme>) {
 
 /// Records a failed attempt (the error cut to [`MAX_ERROR_CHARS`]) and logs
 /// it; answers the wait before the next one.
-fn record_failure(app: &App, error: &str) -> Duration {
+fn record_failure(app: &Remote, error: &str) -> Duration {
     let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
     let recorded = app.in_transaction(|| {
         let storage = app.storage();
@@ -222,12 +222,12 @@ fn record_failure(app: &App, error: &str) -> Duration {
     Duration::from_secs(delay)
 }
 
-fn directory(app: &App) -> &str {
+fn directory(app: &Remote) -> &str {
     app.config.acme.as_ref().map_or(crate::config::LETS_ENCRYPT_DIRECTORY, |acme| acme.directory.as_str())
 }
 
 /// One attempt: a certificate for `domains`, stored and served.
-async fn obtain(app: &App, acme: &Acme, domains: &[String]) -> Result<AcmeCertificate, String> {
+async fn obtain(app: &Remote, acme: &Acme, domains: &[String]) -> Result<AcmeCertificate, String> {
     let config = app.config.acme.as_ref().ok_or("ACME is not configured")?;
     let mut session = Session::open(app, acme, &config.directory).await?;
     session.register(config.email.as_deref()).await?;
@@ -277,7 +277,7 @@ async fn obtain(app: &App, acme: &Acme, domains: &[String]) -> Result<AcmeCertif
 /// A conversation with the CA: its directory, the account key, the account
 /// URL once known, and the next replay nonce.
 struct Session<'a> {
-    app: &'a App,
+    app: &'a Remote,
     acme: &'a Acme,
     directory: Directory,
     key: EcdsaKeyPair,
@@ -305,7 +305,7 @@ impl Drop for Installed<'_> {
 
 impl<'a> Session<'a> {
     /// Reads the directory and loads (or makes and stores) the account key.
-    async fn open(app: &'a App, acme: &'a Acme, directory_url: &str) -> Result<Session<'a>, String> {
+    async fn open(app: &'a Remote, acme: &'a Acme, directory_url: &str) -> Result<Session<'a>, String> {
         let rng = SystemRandom::new();
         let stored = app
             .in_snapshot(|| app.storage().acme_account(directory_url))

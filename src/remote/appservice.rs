@@ -25,10 +25,10 @@ use smol::future::FutureExt;
 
 use super::pdus::encode;
 use super::push::{backoff, send_to_url};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::appservice::AppService;
 use crate::protocol::identifiers::RoomAliasId;
+use crate::remote::Remote;
 use crate::rooms::format;
 use crate::storage::{StoredEvent, now_ms};
 
@@ -45,7 +45,7 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Starts a sender for every service with a URL whose sender does not run
 /// (at start, and after SIGHUP reloaded the registrations).
-pub fn start(app: &Rc<App>) {
+pub fn start(app: &Rc<Remote>) {
     for registered in app.app_services().iter() {
         let service = &registered.service;
         if service.url.is_none() || !app.federation.appservice_senders.borrow_mut().insert(service.id.clone())
@@ -59,7 +59,7 @@ pub fn start(app: &Rc<App>) {
 }
 
 /// The registered service with this ID, if it still has a URL.
-fn service_by_id(app: &App, id: &str) -> Option<Rc<AppService>> {
+fn service_by_id(app: &Remote, id: &str) -> Option<Rc<AppService>> {
     let services = app.app_services();
     let registered = services.iter().find(|registered| registered.service.id == id)?;
     registered.service.url.is_some().then(|| registered.service.clone())
@@ -84,7 +84,7 @@ struct Seen {
     presence: i64,
 }
 
-async fn run(app: Rc<App>, id: String) {
+async fn run(app: Rc<Remote>, id: String) {
     let mut failures: u32 = 0;
     let mut seen = Seen { stream: 0, typing: app.typing.serial(), presence: app.presence.serial() };
     // Where nothing was left to send: a wake-up that moved none of the
@@ -162,7 +162,7 @@ const MAX_RECEIPTS_PER_TRANSACTION: usize = 100;
 /// after `seen` (up to `now`) in rooms it is interested in (if it takes
 /// ephemeral events); `None` when there is nothing to send.
 async fn next_transaction(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     seen: Seen,
     now: Seen,
@@ -248,7 +248,7 @@ async fn next_transaction(
 /// Whether `service` gets `event`. Room-wide answers (room ID, aliases,
 /// members) are kept in `rooms` for one read of the stream.
 fn is_interested(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     event: &StoredEvent,
     rooms: &mut HashMap<String, bool>,
@@ -266,7 +266,7 @@ fn is_interested(
 /// Whether `user_id` is the service's, or is joined to a room it is
 /// interested in: whose presence it may see.
 fn shares_a_room(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     user_id: &str,
     rooms: &mut HashMap<String, bool>,
@@ -288,7 +288,7 @@ fn shares_a_room(
 /// namespace matches the ID, its alias namespace one of the room's aliases,
 /// or a user of its namespace is joined.
 fn is_interested_in_room(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     room_id: &str,
     rooms: &mut HashMap<String, bool>,
@@ -311,7 +311,7 @@ fn is_interested_in_room(
 /// bearer token (Synapse no longer sends the deprecated `access_token`
 /// query parameter by default, nor do we).
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#put_matrixappv1transactionstxnid>.
-async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> Result<()> {
+async fn deliver(app: &Remote, service: &AppService, transaction: &Transaction) -> Result<()> {
     let Some(base) = &service.url else { return Ok(()) };
     query_unknown_users(app, service, &transaction.events).await;
     let events: Vec<Value> =
@@ -344,7 +344,7 @@ async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> 
 /// them (a matrix-bot-sdk bot without a `query.user` handler never does)
 /// delays its transactions by that long, not by a request timeout per user.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1usersuserid>.
-async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEvent]) {
+async fn query_unknown_users(app: &Remote, service: &AppService, events: &[StoredEvent]) {
     let Some(base) = &service.url else { return };
     let mut asked = std::collections::HashSet::new();
     for event in events {
@@ -403,7 +403,7 @@ const MAX_PING_BODY_ECHO: usize = 4096;
 /// how long the service took to answer.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#post_matrixappv1ping>.
 pub async fn ping(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     transaction_id: Option<&str>,
 ) -> Result<std::time::Duration, PingFailure> {
@@ -450,7 +450,7 @@ pub async fn ping(
 /// does for a portal room. A failed or refused query changes nothing: the
 /// alias is then as unknown as before.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1roomsroomalias>.
-pub async fn query_alias(app: &App, alias: &str) {
+pub async fn query_alias(app: &Remote, alias: &str) {
     // Only well-formed aliases of this server are ever asked about.
     let ours = RoomAliasId::parse(alias).is_ok_and(|parsed| parsed.server_name() == app.config.server_name);
     if !ours {
@@ -484,7 +484,7 @@ pub async fn query_alias(app: &App, alias: &str) {
 /// its JSON answer, or `None` when it has none (another status than 2xx,
 /// unreachable, or not JSON), which a lookup across services skips.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#third-party-networks>.
-pub async fn thirdparty(app: &App, service: &AppService, path_and_query: &str) -> Option<Value> {
+pub async fn thirdparty(app: &Remote, service: &AppService, path_and_query: &str) -> Option<Value> {
     let base = service.url.as_ref()?;
     let url = format!("{}/_matrix/app/v1/thirdparty/{path_and_query}", base.trim_end_matches('/'));
     let headers = [("authorization", format!("Bearer {}", service.hs_token))];
