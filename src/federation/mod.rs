@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod e2ee;
 pub mod events;
 pub mod join;
+pub mod join_answer;
 pub mod keys;
 pub mod media;
 pub mod membership;
