@@ -20,7 +20,9 @@
 //!   events, soft-failed events, or history fetched by backfill;
 //! - a redaction takes its target out of the counts (its content is gone:
 //!   `unread::forget_redacted`);
-//! - events arriving over federation count like local ones.
+//! - events arriving over federation count like local ones;
+//! - an application service's exclusive users (a bridge's ghosts) are
+//!   nobody's audience, as in Synapse: no counts, no pushes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -72,7 +74,17 @@ impl Audiences {
         if let Some(audience) = cached.filter(|audience| audience.state_group == state_group) {
             return Ok(audience);
         }
-        let members = app.storage().local_joined_members(room_id, &app.config.server_name, true)?;
+        let mut members = app.storage().local_joined_members(room_id, &app.config.server_name, true)?;
+        // As Synapse does: an application service's exclusive users (a
+        // bridge's ghosts) get no counts and no pushes; their service sees
+        // the room's events in its transactions. A bridged room can hold
+        // thousands of them.
+        let services = app.app_services();
+        if !services.is_empty() {
+            members.retain(|(user_id, _)| {
+                !services.iter().any(|registered| registered.service.has_exclusive_user(user_id))
+            });
+        }
         let audience = Rc::new(Audience { state_group, members, facts: RoomFacts::of_room(app, room_id)? });
         let mut rooms = self.rooms.borrow_mut();
         if rooms.len() >= MAX_CACHED_ROOMS {
