@@ -8,10 +8,12 @@
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv2send_joinroomideventid>
 //! (and the deprecated v1, whose answer is `[200, object]`).
 
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
+use std::rc::Rc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -130,28 +132,78 @@ impl Pieces {
     }
 }
 
+/// The most text one event of the answer may take (whitespace and escapes
+/// included): far more than a PDU's 64 KiB in canonical form, and a bound on
+/// what one element can make us hold.
+const MAX_EVENT_TEXT: u64 = 1 << 20;
+
 /// The message of the error that stops a parse whose reader went away.
 const STOPPED: &str = "no one is reading the answer any more";
 
 /// Parses a `send_join` answer from `reader`, v2's object or (with `v1`) the
 /// deprecated `[200, object]`, calling `emit` with each piece as soon as it
-/// is complete; stops with an error when `emit` answers false.
+/// is complete; stops with an error when `emit` answers false, or when an
+/// event is longer than [`MAX_EVENT_TEXT`].
 pub fn parse<R: Read>(v1: bool, reader: R, emit: &mut dyn FnMut(Piece) -> bool) -> serde_json::Result<()> {
+    let budget = Rc::new(Cell::new(None));
+    let reader = Budgeted { inner: reader, budget: budget.clone() };
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    let mut events = Events { emit, budget };
     if v1 {
-        V1Seed { emit }.deserialize(&mut deserializer)?;
+        V1Seed { events: &mut events }.deserialize(&mut deserializer)?;
     } else {
-        AnswerSeed { emit }.deserialize(&mut deserializer)?;
+        AnswerSeed { events: &mut events }.deserialize(&mut deserializer)?;
     }
     deserializer.end()
 }
 
-/// v1's `[status, answer]`.
-struct V1Seed<'a> {
-    emit: &'a mut dyn FnMut(Piece) -> bool,
+/// A reader that fails once more than its budget (when one is set) was
+/// read: each event is read under [`MAX_EVENT_TEXT`], so no element of the
+/// answer makes us hold more than that.
+struct Budgeted<R> {
+    inner: R,
+    budget: Rc<Cell<Option<u64>>>,
 }
 
-impl<'de> DeserializeSeed<'de> for V1Seed<'_> {
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let count = self.inner.read(buffer)?;
+        if let Some(left) = self.budget.get() {
+            let left = left
+                .checked_sub(count as u64)
+                .ok_or_else(|| std::io::Error::other(format!("an event is over {MAX_EVENT_TEXT} bytes")))?;
+            self.budget.set(Some(left));
+        }
+        Ok(count)
+    }
+}
+
+/// Where the events go, and the budget each is read under.
+struct Events<'a> {
+    emit: &'a mut dyn FnMut(Piece) -> bool,
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+impl Events<'_> {
+    /// Reads one value (an event, or the end of a list) under [`MAX_EVENT_TEXT`].
+    fn bounded<T, E>(&self, read: impl FnOnce() -> std::result::Result<T, E>) -> std::result::Result<T, E> {
+        self.budget.set(Some(MAX_EVENT_TEXT));
+        let value = read();
+        self.budget.set(None);
+        value
+    }
+
+    fn hand_over<E: de::Error>(&mut self, piece: Piece) -> std::result::Result<(), E> {
+        if (self.emit)(piece) { Ok(()) } else { Err(E::custom(STOPPED)) }
+    }
+}
+
+/// v1's `[status, answer]`.
+struct V1Seed<'a, 'b> {
+    events: &'b mut Events<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for V1Seed<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
@@ -159,7 +211,7 @@ impl<'de> DeserializeSeed<'de> for V1Seed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for V1Seed<'_> {
+impl<'de> Visitor<'de> for V1Seed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -168,7 +220,7 @@ impl<'de> Visitor<'de> for V1Seed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
         seq.next_element::<u16>()?.ok_or_else(|| de::Error::invalid_length(0, &"2 elements"))?;
-        seq.next_element_seed(AnswerSeed { emit: self.emit })?
+        seq.next_element_seed(AnswerSeed { events: self.events })?
             .ok_or_else(|| de::Error::invalid_length(1, &"2 elements"))?;
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(de::Error::invalid_length(3, &"2 elements"));
@@ -178,12 +230,12 @@ impl<'de> Visitor<'de> for V1Seed<'_> {
 }
 
 /// The answer object: `state` and `auth_chain` element by element, `event`
-/// whole, everything else skipped.
-struct AnswerSeed<'a> {
-    emit: &'a mut dyn FnMut(Piece) -> bool,
+/// whole, everything else skipped (without being held).
+struct AnswerSeed<'a, 'b> {
+    events: &'b mut Events<'a>,
 }
 
-impl<'de> DeserializeSeed<'de> for AnswerSeed<'_> {
+impl<'de> DeserializeSeed<'de> for AnswerSeed<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
@@ -191,7 +243,7 @@ impl<'de> DeserializeSeed<'de> for AnswerSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for AnswerSeed<'_> {
+impl<'de> Visitor<'de> for AnswerSeed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -199,15 +251,13 @@ impl<'de> Visitor<'de> for AnswerSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = self.events.bounded(|| map.next_key::<String>())? {
             match key.as_str() {
-                "state" => map.next_value_seed(ListSeed { state: true, emit: &mut *self.emit })?,
-                "auth_chain" => map.next_value_seed(ListSeed { state: false, emit: &mut *self.emit })?,
+                "state" => map.next_value_seed(ListSeed { state: true, events: &mut *self.events })?,
+                "auth_chain" => map.next_value_seed(ListSeed { state: false, events: &mut *self.events })?,
                 "event" => {
-                    if let Some(event) = map.next_value::<Option<Box<RawValue>>>()? {
-                        if !(self.emit)(Piece::Event(event)) {
-                            return Err(de::Error::custom(STOPPED));
-                        }
+                    if let Some(event) = self.events.bounded(|| map.next_value::<Option<Box<RawValue>>>())? {
+                        self.events.hand_over(Piece::Event(event))?;
                     }
                 }
                 _ => {
@@ -220,19 +270,12 @@ impl<'de> Visitor<'de> for AnswerSeed<'_> {
 }
 
 /// `state` (when `state`) or `auth_chain`, handed over [`BATCH`] events at a time.
-struct ListSeed<'a> {
+struct ListSeed<'a, 'b> {
     state: bool,
-    emit: &'a mut dyn FnMut(Piece) -> bool,
+    events: &'b mut Events<'a>,
 }
 
-impl ListSeed<'_> {
-    fn hand_over<E: de::Error>(&mut self, batch: Vec<Box<RawValue>>) -> std::result::Result<(), E> {
-        let piece = if self.state { Piece::State(batch) } else { Piece::AuthChain(batch) };
-        if (self.emit)(piece) { Ok(()) } else { Err(E::custom(STOPPED)) }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
@@ -240,24 +283,25 @@ impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ListSeed<'_> {
+impl<'de> Visitor<'de> for ListSeed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a list of events")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> std::result::Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let piece = |state: bool, batch| if state { Piece::State(batch) } else { Piece::AuthChain(batch) };
         let mut batch = Vec::with_capacity(BATCH);
-        while let Some(event) = seq.next_element::<Box<RawValue>>()? {
+        while let Some(event) = self.events.bounded(|| seq.next_element::<Box<RawValue>>())? {
             batch.push(event);
             if batch.len() == BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                self.hand_over(full)?;
+                self.events.hand_over(piece(self.state, full))?;
             }
         }
         if !batch.is_empty() {
-            self.hand_over(batch)?;
+            self.events.hand_over(piece(self.state, batch))?;
         }
         Ok(())
     }
@@ -309,6 +353,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(sizes, vec![BATCH, BATCH, 3]);
+    }
+
+    #[test]
+    fn an_event_over_the_bound_stops_the_parse() {
+        let big = "x".repeat(MAX_EVENT_TEXT as usize);
+        let text = format!(r#"{{"state": [{{"a": 1}}, {{"big": "{big}"}}]}}"#);
+        assert!(pieces(false, &text).is_err());
+        // Only the events are bounded: anything else is skipped unread.
+        let text = format!(r#"{{"padding": "{big}", "state": [{{"a": 1}}]}}"#);
+        assert_eq!(pieces(false, &text).unwrap().0.len(), 1);
     }
 
     #[test]
