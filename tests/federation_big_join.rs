@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 /// How long federation gets to deliver something on loopback.
 const DELIVERY: Duration = Duration::from_secs(30);
 /// Members joined on A besides its creator: more than one batch of the
-/// streamed reader (500 events), so the join reads several.
+/// streamed reader (100 events), so the join reads several.
 const MEMBERS: usize = 620;
 /// Of those, how many leave again (their member events stay in the state).
 const LEAVERS: usize = 20;

@@ -20,12 +20,15 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 
-/// Events handed over at a time: the most held in memory at once (twice
-/// this, with one batch in the channel and one being checked).
-pub const BATCH: usize = 500;
+/// Events handed over at a time. What is held at once: the batch being
+/// checked (as parsed PDUs, the most of it), those parsed ahead (as text)
+/// and the one being parsed.
+pub const BATCH: usize = 100;
 
-/// Batches parsed ahead of the one being checked.
-const BATCHES_AHEAD: usize = 1;
+/// Batches parsed ahead of the one being checked (text, ~100 KiB each for
+/// member events): slack for a busy machine, where the parsing thread and
+/// the event loop do not always run at once.
+const BATCHES_AHEAD: usize = 4;
 
 /// The largest error answer read back from the spool (anything longer is not
 /// a Matrix error worth showing).
