@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Client, Server, announce, ms, percentile};
+use support::{Client, Server, announce, ms, percentile, row_with_target as row};
 
 mod support;
 
@@ -163,16 +163,6 @@ fn measure(server: &Server, load: &str) {
         memory.rss_kib <= RSS_TARGET_KIB,
     );
     row("node peak RSS so far (VmHWM)", format!("{:.1} MiB", memory.hwm_kib as f64 / 1024.0), "", true);
-}
-
-/// Prints one figure with its target and a verdict when it has one.
-fn row(name: &str, measured: String, target: &str, met: bool) {
-    let verdict = match (target.is_empty(), met) {
-        (true, _) => "",
-        (false, true) => "  ok",
-        (false, false) => "  MISSED",
-    };
-    println!("{name:<44} {measured:>14}   {target}{verdict}");
 }
 
 /// Raises this process's soft open-file limit towards `needed` (up to the

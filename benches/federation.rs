@@ -35,19 +35,17 @@
 //! on the nodes' plain listeners; the nodes talk to each other over TLS.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::{Value, json};
-use support::{Client, Memory, announce, file_size, ms, percentile};
+use support::common::federation::{TestCa, federating_serve_args};
+use support::common::{TempDir, free_port, wait_ready};
+use support::{Client, Memory, announce, file_size, ms, percentile, register, spawn_serve};
 
 mod support;
 
@@ -394,58 +392,6 @@ fn secs(duration: Duration) -> String {
     format!("{:.3} s", duration.as_secs_f64())
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("hearth-fedbench-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A CA whose certificate both nodes trust for federation.
-struct TestCa {
-    dir: TempDir,
-    certificate_file: PathBuf,
-    certificate: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let dir = TempDir::new("ca");
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "hearth bench CA");
-        let certificate = params.self_signed(&key).unwrap();
-        let certificate_file = dir.0.join("ca.pem");
-        std::fs::write(&certificate_file, certificate.pem()).unwrap();
-        TestCa { dir, certificate_file, certificate, key }
-    }
-
-    /// Issues a certificate for `localhost` and 127.0.0.1; returns (cert file, key file).
-    fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        let certificate = params.signed_by(&key, &self.certificate, &self.key).unwrap();
-        let certificate_file = self.dir.0.join(format!("{name}.pem"));
-        let key_file = self.dir.0.join(format!("{name}.key"));
-        std::fs::write(&certificate_file, certificate.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        (certificate_file, key_file)
-    }
-}
-
 /// A federating node named `localhost:PORT`; killed on drop, its data dir removed.
 struct Node {
     child: Child,
@@ -468,12 +414,11 @@ impl Node {
     /// With `app_service`, the node has the bench's application service
     /// (no URL: nothing is pushed to it), whose users are the room's members.
     fn start(binary: &str, ca: &TestCa, name: &str, app_service: bool) -> Node {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (certificate, key) = ca.issue(name);
+        let port = free_port();
         let dir = TempDir::new(name);
         let server_name = format!("localhost:{port}");
-        let mut command = Command::new(binary);
-        command.arg("serve");
+        let mut args = federating_serve_args(ca, port, name);
+        args.extend(["--http", "127.0.0.1:0", "--https", &format!("127.0.0.1:{port}")].map(str::to_owned));
         if app_service {
             let registration = dir.0.join("bench-registration.yaml");
             let yaml = [
@@ -491,47 +436,26 @@ impl Node {
             std::fs::write(&registration, yaml.join("\n") + "\n").unwrap();
             let config = dir.0.join("bench.toml");
             std::fs::write(&config, format!("app_service_config_files = [{:?}]\n", registration)).unwrap();
-            command.arg("--config").arg(&config);
+            args.extend(["--config".to_string(), config.to_str().unwrap().to_string()]);
         }
-        let mut child = command
-            .arg("--data-dir")
-            .arg(&dir.0)
-            .args(["--server-name", &server_name, "--registration", "open"])
-            .args(["--http", "127.0.0.1:0", "--https", &format!("127.0.0.1:{port}")])
-            .arg("--tls-cert")
-            .arg(&certificate)
-            .arg("--tls-key")
-            .arg(&key)
-            .arg("--federation-ca")
-            .arg(&ca.certificate_file)
-            .args(["--federation-allow-ip", "127.0.0.0/8"])
-            // Debug: A logs each transaction it sent, which gives the batching.
-            .env("HEARTH_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-        let stderr = child.stderr.take().unwrap();
-        let (lines, receiver) = channel();
         let log = Arc::new(Mutex::new(Log::default()));
         let kept = log.clone();
-        // Keeps draining the log so the node never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                {
-                    let mut log = kept.lock().unwrap();
-                    if log.tail.len() == LOG_TAIL {
-                        log.tail.pop_front();
-                    }
-                    log.tail.push_back(line.clone());
-                    if line.contains(" items to ") {
-                        log.lines.push(line.clone());
-                    }
-                }
-                let _ = lines.send(line);
+        // Debug: A logs each transaction it sent, which gives the batching.
+        let (child, receiver) = spawn_serve(binary, &dir.0, &args, "debug", move |line| {
+            let mut log = kept.lock().unwrap();
+            if log.tail.len() == LOG_TAIL {
+                log.tail.pop_front();
+            }
+            log.tail.push_back(line.to_owned());
+            if line.contains(" items to ") {
+                log.lines.push(line.to_owned());
             }
         });
-        let http = wait_ready(&receiver, &log);
+        let Some(ready) = wait_ready(&receiver, START_DEADLINE) else {
+            let tail = log.lock().unwrap().tail.iter().cloned().collect::<Vec<_>>().join("\n");
+            panic!("hearth did not become ready; log:\n{tail}");
+        };
+        let http = ready.http;
         // Nobody reads the channel from here on: sends fail and are ignored.
         drop(receiver);
         let data_dir = dir.0.clone();
@@ -579,37 +503,4 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Reads the log until ` ready in `; returns `http://ADDR` of the plain listener.
-fn wait_ready(lines: &Receiver<String>, log: &Mutex<Log>) -> String {
-    let deadline = Instant::now() + START_DEADLINE;
-    let mut plain = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(left) else {
-            let tail = log.lock().unwrap().tail.iter().cloned().collect::<Vec<_>>().join("\n");
-            panic!("hearth did not become ready; log:\n{tail}");
-        };
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_string();
-            if !rest.contains("(TLS)") {
-                plain.get_or_insert(address);
-            }
-        }
-        if line.contains(" ready in ") {
-            return format!("http://{}", plain.expect("no plain listener in the log"));
-        }
-    }
-}
-
-fn register(base: &str, localpart: &str) -> Client {
-    let mut client = Client::new(base, Duration::from_secs(60));
-    let (status, body) = client.post(
-        "/_matrix/client/v3/register",
-        &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
-    );
-    assert_eq!(status, 200, "register {localpart}: {body}");
-    client.token = body["access_token"].as_str().unwrap().to_string();
-    client
 }

@@ -10,15 +10,16 @@
 #   ${CARGO_TARGET_DIR:-<repo>/target}/cross
 # (override with HEARTH_CROSS_OUT=/some/dir).
 #
-# aarch64 is required: any failure there is fatal. Other triples are
-# best-effort: if rustup cannot install their std, or the build fails, the
-# script says so and goes on (exit status stays 0).
+# The standard library: rustup's prebuilt one for the triple when rustup can
+# install it; otherwise (armv7 on machines where rustup's download fails) it
+# is built from source with the rust-src component and cargo's -Zbuild-std,
+# which stable cargo accepts with RUSTC_BOOTSTRAP=1. HEARTH_BUILD_STD=1 builds
+# it from source for every triple. Any failure, for any triple, is fatal.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT_DIR="${HEARTH_CROSS_OUT:-$TARGET_DIR/cross}"
-REQUIRED_TRIPLE="aarch64-unknown-linux-musl"
 
 if [ "$#" -gt 0 ]; then
     TRIPLES=("$@")
@@ -57,7 +58,8 @@ say "$(cargo-zigbuild --version 2>/dev/null || echo cargo-zigbuild)"
 
 # --- builds -----------------------------------------------------------------
 
-ensure_target() {
+# Succeeds when rustup has (or can now install) the prebuilt std of $1.
+prebuilt_std() {
     local triple="$1"
     if rustup target list --installed | grep -qx "$triple"; then
         return 0
@@ -72,49 +74,55 @@ ensure_target() {
     return 1
 }
 
+# The std sources -Zbuild-std compiles, from rustup's rust-src component.
+ensure_rust_src() {
+    if rustup component list --installed | grep -qx 'rust-src'; then
+        return 0
+    fi
+    say "rustup component add rust-src"
+    rustup component add rust-src || die "cannot install rust-src, which building std from source needs"
+}
+
 built=()
-skipped=()
 
 for triple in "${TRIPLES[@]}"; do
-    if ! ensure_target "$triple"; then
-        if [ "$triple" = "$REQUIRED_TRIPLE" ]; then
-            die "cannot install the Rust standard library for $triple"
-        fi
-        warn "SKIPPING $triple: 'rustup target add $triple' failed, so its standard library is not available on this machine (no prebuilt std could be downloaded). Nothing is built for it."
-        skipped+=("$triple (no std)")
-        continue
+    build=(cargo zigbuild --release --locked --target "$triple")
+    env=()
+    if [ "${HEARTH_BUILD_STD:-0}" != 1 ] && prebuilt_std "$triple"; then
+        how="prebuilt std"
+    else
+        ensure_rust_src
+        # panic_abort: the release profile has panic = "abort", whose runtime
+        # crate must be built alongside std.
+        build+=("-Zbuild-std=std,panic_abort")
+        # Without rustup's std there are none of the musl start files
+        # (crt1.o, crti.o, ...) rustc links on its own ("self-contained"):
+        # rustc would pass their bare names, which cargo-zigbuild does not
+        # recognise and the link fails (failed to open object crt1.o). With
+        # link-self-contained=no, zig links its own musl and start files.
+        flags_var="CARGO_TARGET_$(printf '%s' "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
+        env=(RUSTC_BOOTSTRAP=1 "$flags_var=${!flags_var:-}${!flags_var:+ }-Clink-self-contained=no")
+        how="std built from source"
     fi
 
-    say "cargo zigbuild --release --target $triple"
-    if ! (cd "$ROOT" && cargo zigbuild --release --locked --target "$triple"); then
-        if [ "$triple" = "$REQUIRED_TRIPLE" ]; then
-            die "build failed for $triple"
-        fi
-        warn "SKIPPING $triple: the build failed (see above)"
-        skipped+=("$triple (build failed)")
-        continue
-    fi
+    say "${env[*]:+${env[*]} }${build[*]} ($how)"
+    (cd "$ROOT" && env "${env[@]}" "${build[@]}") || die "build failed for $triple ($how)"
 
     mkdir -p "$OUT_DIR/$triple"
     cp "$TARGET_DIR/$triple/release/hearth" "$OUT_DIR/$triple/hearth"
-    built+=("$triple")
+    built+=("$triple ($how)")
 done
 
 # --- report -----------------------------------------------------------------
 
 echo
 echo "Static binaries (in $OUT_DIR):"
-for triple in "${built[@]}"; do
+for entry in "${built[@]}"; do
+    triple="${entry%% *}"
     bin="$OUT_DIR/$triple/hearth"
     size=$(stat -c %s "$bin")
-    printf '  %-36s %10d bytes (%s KiB)  %s\n' "$triple" "$size" "$((size / 1024))" "$bin"
+    printf '  %-36s %10d bytes (%s KiB)  %s  %s\n' "$triple" "$size" "$((size / 1024))" "${entry#* }" "$bin"
     if command -v file >/dev/null; then
         printf '      %s\n' "$(file -b "$bin")"
     fi
 done
-if [ "${#skipped[@]}" -gt 0 ]; then
-    echo "Skipped:"
-    for entry in "${skipped[@]}"; do
-        printf '  %s\n' "$entry"
-    done
-fi

@@ -1,65 +1,46 @@
 #!/usr/bin/env bash
-# Smoke-test the static aarch64 hearth binary on this x86_64 machine under
-# qemu-user: check it is statically linked, start `hearth serve` on loopback
-# ports, wait for GET /_matrix/client/versions to answer, stop it by PID.
+# Smoke-test a static hearth binary for a Raspberry Pi on this x86_64 machine
+# under qemu-user: check it is a statically linked ELF for the triple's CPU,
+# start `hearth serve` on loopback ports, wait for GET
+# /_matrix/client/versions to answer, add an account with the CLI, log in,
+# create a room and send a message, run `hearth doctor` against it (TLS,
+# server keys), stop the node by PID.
 #
-# Usage: cross/smoke.sh [BINARY]
-#   BINARY defaults to ${CARGO_TARGET_DIR:-<repo>/target}/cross/aarch64-unknown-linux-musl/hearth
-#   (what cross/build.sh produces).
+# Usage: cross/smoke.sh [TRIPLE [BINARY]]
+#   TRIPLE  aarch64-unknown-linux-musl (default, qemu-aarch64) or
+#           armv7-unknown-linux-musleabihf (qemu-arm)
+#   BINARY  defaults to ${CARGO_TARGET_DIR:-<repo>/target}/cross/TRIPLE/hearth
+#           (what cross/build.sh produces).
 # Environment:
 #   SMOKE_DEADLINE  seconds to wait for the first answer (default 60)
-#   QEMU            emulator to use (default: qemu-aarch64, else qemu-aarch64-static)
+#   QEMU            emulator to use (default: qemu-ARCH, else qemu-ARCH-static)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="${1:-${HEARTH_CROSS_OUT:-$TARGET_DIR/cross}/aarch64-unknown-linux-musl/hearth}"
+TRIPLE="${1:-aarch64-unknown-linux-musl}"
+BIN="${2:-${HEARTH_CROSS_OUT:-$TARGET_DIR/cross}/$TRIPLE/hearth}"
 DEADLINE="${SMOKE_DEADLINE:-60}"
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=cross/lib.sh
+. "$ROOT/cross/lib.sh"
 
-[ -f "$BIN" ] || die "no binary at $BIN (run cross/build.sh first)"
+triple_arch "$TRIPLE"
+[ -f "$BIN" ] || die "no binary at $BIN (run cross/build.sh $TRIPLE first)"
 
 # --- tools ------------------------------------------------------------------
 
-apt_install() {
-    # Installs Debian packages when we are root and apt-get exists.
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
-    else
-        return 1
-    fi
-}
-
 command -v curl >/dev/null || apt_install curl || die "curl is missing (apt-get install curl)"
 command -v file >/dev/null || apt_install file || die "file is missing (apt-get install file)"
-
-if [ -z "${QEMU:-}" ]; then
-    if command -v qemu-aarch64 >/dev/null; then
-        QEMU=qemu-aarch64
-    elif command -v qemu-aarch64-static >/dev/null; then
-        QEMU=qemu-aarch64-static
-    else
-        say "installing qemu-user"
-        apt_install qemu-user || apt_install qemu-user-static || true
-        if command -v qemu-aarch64 >/dev/null; then
-            QEMU=qemu-aarch64
-        elif command -v qemu-aarch64-static >/dev/null; then
-            QEMU=qemu-aarch64-static
-        else
-            die "no qemu-aarch64 (apt-get install qemu-user)"
-        fi
-    fi
-fi
+QEMU="${QEMU:-$(qemu_for "$TRIPLE")}"
 
 # --- static linking ---------------------------------------------------------
 
 description="$(file -b "$BIN")"
 say "file: $description"
 case "$description" in
-    *"ARM aarch64"*) ;;
-    *) die "$BIN is not an aarch64 ELF" ;;
+    *$FILE_ARCH*) ;;
+    *) die "$BIN is not an ELF for $TRIPLE" ;;
 esac
 case "$description" in
     *"dynamically linked"* | *"interpreter"*) die "$BIN is dynamically linked" ;;
@@ -69,22 +50,6 @@ esac
 
 # --- run --------------------------------------------------------------------
 
-free_port() {
-    # Ask the kernel for a free loopback port.
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-    else
-        local port
-        while :; do
-            port=$((20000 + RANDOM % 20000))
-            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-                echo "$port"
-                return
-            fi
-        done
-    fi
-}
-
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/hearth-smoke.XXXXXX")"
 LOG="$DATA/server.log"
 HTTP_PORT="$(free_port)"
@@ -93,14 +58,7 @@ while [ "$HTTPS_PORT" = "$HTTP_PORT" ]; do HTTPS_PORT="$(free_port)"; done
 PID=""
 
 cleanup() {
-    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-        kill -TERM "$PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" 2>/dev/null || true; fi
-    fi
+    if [ -n "$PID" ]; then stop_pid "$PID" || true; fi
     if [ "${SMOKE_KEEP:-0}" = 1 ]; then
         say "kept $DATA"
     else
@@ -109,33 +67,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "$QEMU $BIN serve --data-dir $DATA --http 127.0.0.1:$HTTP_PORT --https 127.0.0.1:$HTTPS_PORT"
+# The server name carries the TLS port, so that `hearth doctor` below finds
+# the node the way another server would.
+NAME="localhost:$HTTPS_PORT"
+say "$QEMU $BIN serve --data-dir $DATA --server-name $NAME --http 127.0.0.1:$HTTP_PORT --https 127.0.0.1:$HTTPS_PORT"
 start_ns=$(date +%s%N)
-"$QEMU" "$BIN" serve --data-dir "$DATA" \
+"$QEMU" "$BIN" serve --data-dir "$DATA" --server-name "$NAME" \
     --http "127.0.0.1:$HTTP_PORT" --https "127.0.0.1:$HTTPS_PORT" >"$LOG" 2>&1 &
 PID=$!
 
-URL="http://127.0.0.1:$HTTP_PORT/_matrix/client/versions"
-body=""
-deadline_ns=$((start_ns + DEADLINE * 1000000000))
-while :; do
-    if body="$(curl -fsS --max-time 2 "$URL" 2>/dev/null)"; then
-        break
-    fi
-    if ! kill -0 "$PID" 2>/dev/null; then
-        wait "$PID" && status=0 || status=$?
-        PID=""
-        echo "--- server log ---" >&2
-        cat "$LOG" >&2 || true
-        die "server exited (status $status) before answering $URL"
-    fi
-    if [ "$(date +%s%N)" -gt "$deadline_ns" ]; then
-        echo "--- server log ---" >&2
-        cat "$LOG" >&2 || true
-        die "no answer from $URL within ${DEADLINE}s"
-    fi
-    sleep 0.2
-done
+body="$(wait_for_answer "http://127.0.0.1:$HTTP_PORT/_matrix/client/versions" "$PID" "$LOG" "$DEADLINE")"
 elapsed_ms=$((($(date +%s%N) - start_ns) / 1000000))
 
 case "$body" in
@@ -144,22 +85,49 @@ case "$body" in
 esac
 say "answered in ${elapsed_ms} ms under $QEMU: $body"
 
+# A round trip through the parts that differ most between CPUs: an account
+# (argon2id, SQLite) made by the CLI while the node runs, a password login,
+# and a room with a message in it (ed25519 signatures, SHA-256 hashes).
+BASE="http://127.0.0.1:$HTTP_PORT/_matrix/client/v3"
+round_start_ns=$(date +%s%N)
+printf 'smoke-password\n' | "$QEMU" "$BIN" user add smoke --password-stdin --data-dir "$DATA" >&2 \
+    || die "hearth user add failed under $QEMU"
+login="$(curl -fsS --max-time 60 -X POST "$BASE/login" -H 'Content-Type: application/json' \
+    -d '{"type":"m.login.password","identifier":{"type":"m.id.user","user":"smoke"},"password":"smoke-password"}')" \
+    || die "password login failed"
+token="$(json_string access_token "$login")"
+[ -n "$token" ] || die "no access_token in the login answer: $login"
+room="$(curl -fsS --max-time 60 -X POST "$BASE/createRoom" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' -d '{"name":"smoke"}')" || die "createRoom failed"
+room_id="$(json_string room_id "$room")"
+[ -n "$room_id" ] || die "no room_id in the createRoom answer: $room"
+sent="$(curl -fsS --max-time 60 -X PUT "$BASE/rooms/$room_id/send/m.room.message/smoke1" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"msgtype":"m.text","body":"hello from '"$TRIPLE"'"}')" || die "sending a message failed"
+case "$sent" in
+    *'"event_id"'*) ;;
+    *) die "no event_id in the send answer: $sent" ;;
+esac
+round_ms=$((($(date +%s%N) - round_start_ns) / 1000000))
+say "user add, login, createRoom and a message in ${round_ms} ms under $QEMU"
+
+# Outbound TLS (ring's assembly for this CPU) and server key verification:
+# `hearth doctor`, itself under qemu, checks the node as other servers see it,
+# trusting its self-signed certificate.
+"$QEMU" "$BIN" tls --data-dir "$DATA" export-cert >"$DATA/ca.pem" || die "hearth tls export-cert failed"
+"$QEMU" "$BIN" doctor --data-dir "$DATA" --server-name "$NAME" \
+    --federation-ca "$DATA/ca.pem" --federation-allow-ip 127.0.0.0/8 >&2 \
+    || die "hearth doctor found a problem (above)"
+
 # Graceful stop, by PID.
-kill -TERM "$PID"
-for _ in $(seq 1 100); do
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.1
-done
-if kill -0 "$PID" 2>/dev/null; then
-    say "still running 10 s after SIGTERM; sending SIGKILL"
-    kill -KILL "$PID" 2>/dev/null || true
+if ! stop_pid "$PID" 100; then
     wait "$PID" 2>/dev/null || true
     PID=""
-    die "server did not stop on SIGTERM"
+    die "server did not stop within 10 s of SIGTERM (sent SIGKILL)"
 fi
 wait "$PID" && status=0 || status=$?
 PID=""
 say "stopped on SIGTERM (exit status $status)"
 
 size=$(stat -c %s "$BIN")
-echo "SMOKE OK: aarch64 static binary $size bytes; /versions answered under qemu in ${elapsed_ms} ms"
+echo "SMOKE OK: $TRIPLE static binary $size bytes; /versions answered under qemu in ${elapsed_ms} ms; account, login, room and message in ${round_ms} ms"

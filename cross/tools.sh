@@ -3,17 +3,21 @@
 # measurements need, on a Debian (12, bookworm) x86_64 machine, as root.
 # Each step is skipped when its tool is already there.
 #
-#   Debian:  qemu-user (qemu-aarch64), wrk, file, curl
-#            (qemu-user-static is the fallback for qemu-aarch64-static)
+#   Debian:  qemu-user (qemu-aarch64, qemu-arm), wrk, file, curl
+#            (qemu-user-static is the fallback for qemu-*-static)
 #   PyPI:    ziglang   (zig, run by cargo-zigbuild as `python3 -m ziglang`)
 #   crates:  cargo-zigbuild (cargo install --locked)
-#   rustup:  aarch64-unknown-linux-musl std
+#   rustup:  aarch64-unknown-linux-musl std; rust-src (armv7's std is built
+#            from it where rustup cannot download it, see build.sh)
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*" >&2; }
 
 need_apt=()
-command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user)
+if ! { command -v qemu-aarch64 || command -v qemu-aarch64-static; } >/dev/null \
+    || ! { command -v qemu-arm || command -v qemu-arm-static; } >/dev/null; then
+    need_apt+=(qemu-user)
+fi
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v file >/dev/null || need_apt+=(file)
 command -v curl >/dev/null || need_apt+=(curl)
@@ -42,4 +46,9 @@ if ! rustup target list --installed | grep -qx aarch64-unknown-linux-musl; then
     rustup target add aarch64-unknown-linux-musl
 fi
 
-say "tools ready: $(command -v qemu-aarch64 || command -v qemu-aarch64-static), $(command -v wrk), zig $(python3 -m ziglang version 2>/dev/null || zig version)"
+if ! rustup component list --installed | grep -qx rust-src; then
+    say "rustup component add rust-src"
+    rustup component add rust-src
+fi
+
+say "tools ready: $(command -v qemu-aarch64 || command -v qemu-aarch64-static), $(command -v qemu-arm || command -v qemu-arm-static), $(command -v wrk), zig $(python3 -m ziglang version 2>/dev/null || zig version)"

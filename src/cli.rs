@@ -1,5 +1,6 @@
 //! The command line: `serve`, `init`, `user`, `token`, `backup`, `restore`,
-//! `check`, `resilience`, `doctor`, `key`, `tls`, `federation`.
+//! `check`, `resilience`, `doctor`, `key`, `tls`, `federation`, `appservice`
+//! (in `cli/appservice.rs`).
 //!
 //! Operator commands open the same SQLite file as a running server (WAL lets
 //! them work side by side) and print plain text.
@@ -14,6 +15,86 @@ use argh::FromArgs;
 use crate::config::{Config, Overrides, Registration};
 use crate::credentials;
 use crate::storage::{Storage, now_ms};
+
+/// `println!` for the commands' output: a reader that has gone away (`hearth
+/// resilience | head -1`) ends the command quietly, as it does other Unix
+/// tools, instead of `println!`'s panic (an abort in a release build).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line of output; see [`out!`].
+pub(crate) fn write_out(line: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(line).and_then(|()| stdout.write_all(b"\n")) {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("hearth: cannot write the output: {error}");
+        }
+        std::process::exit(if error.kind() == std::io::ErrorKind::BrokenPipe { 0 } else { 1 });
+    }
+}
+
+/// Declares an operator command's options with the ones every command on
+/// the database takes (`--config`, `--data-dir`) first; after `federation`,
+/// also the outbound federation ones (`--server-name`, `--federation-ca`,
+/// `--federation-allow-ip`) and [`FederationOptions::federation_config`].
+/// argh cannot flatten one options struct into another, so this declares
+/// them once for all.
+macro_rules! command_options {
+    (federation $(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        command_options! {
+            $(#[$meta])*
+            pub struct $name {
+                /// our server name (as given to serve)
+                #[argh(option)]
+                pub server_name: Option<String>,
+                /// extra trusted CA certificate (PEM) for outbound requests (repeatable)
+                #[argh(option)]
+                pub federation_ca: Vec<PathBuf>,
+                /// private range outbound requests may reach, e.g. 127.0.0.0/8 (repeatable)
+                #[argh(option)]
+                pub federation_allow_ip: Vec<String>,
+                $($fields)*
+            }
+        }
+
+        impl FederationOptions for $name {
+            fn federation_config(&self) -> Result<Config, String> {
+                let overrides = Overrides {
+                    data_dir: self.data_dir.clone(),
+                    server_name: self.server_name.clone(),
+                    federation_ca: self.federation_ca.clone(),
+                    federation_allow_ips: self.federation_allow_ip.clone(),
+                    ..Overrides::default()
+                };
+                Config::load(self.config.as_deref(), overrides)
+            }
+        }
+    };
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            /// configuration file
+            #[argh(option)]
+            pub config: Option<PathBuf>,
+            /// directory for the database
+            #[argh(option)]
+            pub data_dir: Option<PathBuf>,
+            $($fields)*
+        }
+    };
+}
+
+// After `command_options!`, which it uses.
+pub mod appservice;
+
+/// A command with the outbound federation options.
+trait FederationOptions {
+    /// The configuration with the command's options over it.
+    fn federation_config(&self) -> Result<Config, String>;
+}
 
 /// hearth: a Matrix homeserver for small devices.
 #[derive(FromArgs)]
@@ -40,6 +121,7 @@ pub enum Command {
     Key(Key),
     Tls(Tls),
     Federation(FederationCommand),
+    Appservice(appservice::Appservice),
 }
 
 /// run the node
@@ -93,18 +175,14 @@ pub struct Init {
     pub config: Option<PathBuf>,
 }
 
-/// manage accounts
-#[derive(FromArgs)]
-#[argh(subcommand, name = "user")]
-pub struct User {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    #[argh(subcommand)]
-    pub action: UserAction,
+command_options! {
+    /// manage accounts
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "user")]
+    pub struct User {
+        #[argh(subcommand)]
+        pub action: UserAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -154,18 +232,14 @@ pub struct UserDeactivate {
 #[argh(subcommand, name = "list")]
 pub struct UserList {}
 
-/// manage registration tokens
-#[derive(FromArgs)]
-#[argh(subcommand, name = "token")]
-pub struct Token {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    #[argh(subcommand)]
-    pub action: TokenAction,
+command_options! {
+    /// manage registration tokens
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "token")]
+    pub struct Token {
+        #[argh(subcommand)]
+        pub action: TokenAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -202,101 +276,72 @@ pub struct TokenRevoke {
     pub token: String,
 }
 
-/// copy the whole database to a file, consistently, while the server runs
-#[derive(FromArgs)]
-#[argh(subcommand, name = "backup")]
-pub struct Backup {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// the backup file to write (must not exist)
-    #[argh(positional)]
-    pub target: PathBuf,
+command_options! {
+    /// copy the whole database to a file, consistently, while the server runs
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "backup")]
+    pub struct Backup {
+        /// the backup file to write (must not exist)
+        #[argh(positional)]
+        pub target: PathBuf,
+    }
 }
 
-/// put a backup made by `hearth backup` in place of the database (the node
-/// must be stopped); the current database is kept beside it, renamed
-#[derive(FromArgs)]
-#[argh(subcommand, name = "restore")]
-pub struct Restore {
-    /// configuration file (its server name must match the backup's)
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// the backup file
-    #[argh(positional)]
-    pub source: PathBuf,
+command_options! {
+    /// put a backup made by `hearth backup` in place of the database (the node
+    /// must be stopped); the current database is kept beside it, renamed. With
+    /// --config, its server name must match the backup's
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "restore")]
+    pub struct Restore {
+        /// the backup file
+        #[argh(positional)]
+        pub source: PathBuf,
+    }
 }
 
-/// check the database (integrity, foreign keys, schema version, signing key,
-/// event graph) and print what it holds; read-only, works while the node runs
-#[derive(FromArgs)]
-#[argh(subcommand, name = "check")]
-pub struct Check {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
+command_options! {
+    /// check the database (integrity, foreign keys, schema version, signing key,
+    /// event graph) and print what it holds; read-only, works while the node runs
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "check")]
+    pub struct Check {
+
+    }
 }
 
-/// for each room of the node: would it outlive the node (other servers with
-/// members, their admins and aliases)? read-only, works while the node runs
-#[derive(FromArgs)]
-#[argh(subcommand, name = "resilience")]
-pub struct Resilience {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// print JSON (as GET /_hearth/admin/v1/resilience answers)
-    #[argh(switch)]
-    pub json: bool,
+command_options! {
+    /// for each room of the node: would it outlive the node (other servers with
+    /// members, their admins and aliases)? read-only, works while the node runs
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "resilience")]
+    pub struct Resilience {
+        /// print JSON (as GET /_hearth/admin/v1/resilience answers)
+        #[argh(switch)]
+        pub json: bool,
+    }
 }
 
-/// check the node as other servers and clients see it (well-known, SRV,
-/// resolution, TLS certificate, server keys, client well-known, /versions);
-/// exits non-zero if a check fails
-#[derive(FromArgs)]
-#[argh(subcommand, name = "doctor")]
-pub struct Doctor {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// our server name (as given to serve)
-    #[argh(option)]
-    pub server_name: Option<String>,
-    /// extra trusted CA certificate (PEM) (repeatable)
-    #[argh(option)]
-    pub federation_ca: Vec<PathBuf>,
-    /// private range the checks may reach, e.g. 127.0.0.0/8 (repeatable)
-    #[argh(option)]
-    pub federation_allow_ip: Vec<String>,
+command_options! {
+    federation
+    /// check the node as other servers and clients see it (well-known, SRV,
+    /// resolution, TLS certificate, server keys, client well-known, /versions);
+    /// exits non-zero if a check fails
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "doctor")]
+    pub struct Doctor {
+
+    }
 }
 
-/// manage the server signing key
-#[derive(FromArgs)]
-#[argh(subcommand, name = "key")]
-pub struct Key {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    #[argh(subcommand)]
-    pub action: KeyAction,
+command_options! {
+    /// manage the server signing key
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "key")]
+    pub struct Key {
+        #[argh(subcommand)]
+        pub action: KeyAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -311,21 +356,17 @@ pub enum KeyAction {
 #[argh(subcommand, name = "rotate")]
 pub struct KeyRotate {}
 
-/// TLS certificate helpers
-#[derive(FromArgs)]
-#[argh(subcommand, name = "tls")]
-pub struct Tls {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// server name (as given to serve), for a certificate made now
-    #[argh(option)]
-    pub server_name: Option<String>,
-    #[argh(subcommand)]
-    pub action: TlsAction,
+command_options! {
+    /// TLS certificate helpers
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "tls")]
+    pub struct Tls {
+        /// server name (as given to serve), for a certificate made now
+        #[argh(option)]
+        pub server_name: Option<String>,
+        #[argh(subcommand)]
+        pub action: TlsAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -341,27 +382,15 @@ pub enum TlsAction {
 #[argh(subcommand, name = "export-cert")]
 pub struct TlsExportCert {}
 
-/// talk to other servers as this one (for debugging federation)
-#[derive(FromArgs)]
-#[argh(subcommand, name = "federation")]
-pub struct FederationCommand {
-    /// configuration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory for the database
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// our server name (as given to serve)
-    #[argh(option)]
-    pub server_name: Option<String>,
-    /// extra trusted CA certificate (PEM) (repeatable)
-    #[argh(option)]
-    pub federation_ca: Vec<PathBuf>,
-    /// private range requests may reach, e.g. 127.0.0.0/8 (repeatable)
-    #[argh(option)]
-    pub federation_allow_ip: Vec<String>,
-    #[argh(subcommand)]
-    pub action: FederationAction,
+command_options! {
+    federation
+    /// talk to other servers as this one (for debugging federation)
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "federation")]
+    pub struct FederationCommand {
+        #[argh(subcommand)]
+        pub action: FederationAction,
+    }
 }
 
 #[derive(FromArgs)]
@@ -426,6 +455,7 @@ const GROUP_OPTIONS: &[(&str, &[&str])] = &[
     ("user", &["--config", "--data-dir"]),
     ("token", &["--config", "--data-dir"]),
     ("key", &["--config", "--data-dir"]),
+    ("appservice", &["--config", "--data-dir"]),
     ("tls", &["--config", "--data-dir", "--server-name"]),
     ("federation", &["--config", "--data-dir", "--server-name", "--federation-ca", "--federation-allow-ip"]),
 ];
@@ -443,7 +473,7 @@ pub fn parse() -> Cli {
     Cli::from_args(&[command], &rest).unwrap_or_else(|early_exit| {
         std::process::exit(match early_exit.status {
             Ok(()) => {
-                println!("{}", early_exit.output);
+                out!("{}", early_exit.output);
                 0
             }
             Err(()) => {
@@ -482,13 +512,17 @@ fn group_options_first(arguments: Vec<String>) -> Vec<String> {
     reordered
 }
 
-/// Opens the database an operator command works on. It must exist: a
-/// command run in the wrong directory would otherwise make a new, empty
-/// database under the default server name.
-fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
+/// The configuration of an operator command: the file `--config` names (or
+/// the defaults) with `--data-dir` over it.
+fn load_config(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<Config, String> {
     let overrides = Overrides { data_dir: data_dir.clone(), ..Overrides::default() };
-    let from_file = config.is_some();
-    let mut config = Config::load(config.as_deref(), overrides)?;
+    Config::load(config.as_deref(), overrides)
+}
+
+/// The database path of `config`, which must exist: a command run in the
+/// wrong directory would otherwise make a new, empty database under the
+/// default server name.
+fn existing_database(config: &Config) -> Result<PathBuf, String> {
     let path = config.database_path();
     if !path.exists() {
         return Err(format!(
@@ -496,6 +530,14 @@ fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config,
             path.display()
         ));
     }
+    Ok(path)
+}
+
+/// Opens the database an operator command works on (see [`existing_database`]).
+fn open(config: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> Result<(Config, Storage), String> {
+    let from_file = config.is_some();
+    let mut config = load_config(config, data_dir)?;
+    let path = existing_database(&config)?;
     let storage = Storage::open(&path).map_err(|error| error.to_string())?;
     // Without a config file, the name the node runs under is the one the database recorded.
     let stored = storage.secret(crate::storage::SERVER_NAME).map_err(|error| error.to_string())?;
@@ -524,7 +566,7 @@ pub fn init(command: Init) -> Result<(), String> {
         .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
     file.write_all(crate::config::template(&command.server_name).as_bytes())
         .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-    println!("wrote {}", path.display());
+    out!("wrote {}", path.display());
     Ok(())
 }
 
@@ -557,7 +599,7 @@ pub fn user(command: User) -> Result<(), String> {
             let hash = credentials::hash_password(&password).map_err(error)?;
             let user_id = full_user_id(&config, &add.name);
             storage.create_user(&user_id, &add.name, Some(&hash), add.admin, None).map_err(error)?;
-            println!("created {user_id}{}", if add.admin { " (admin)" } else { "" });
+            out!("created {user_id}{}", if add.admin { " (admin)" } else { "" });
         }
         UserAction::Passwd(passwd) => {
             let user_id = full_user_id(&config, &passwd.name);
@@ -566,14 +608,14 @@ pub fn user(command: User) -> Result<(), String> {
             if !storage.set_password_hash(&user_id, &hash).map_err(error)? {
                 return Err(format!("no such user {user_id}"));
             }
-            println!("password changed for {user_id}");
+            out!("password changed for {user_id}");
         }
         UserAction::Deactivate(deactivate) => {
             let user_id = full_user_id(&config, &deactivate.name);
             if !storage.deactivate_user(&user_id).map_err(error)? {
                 return Err(format!("no such user {user_id}"));
             }
-            println!("deactivated {user_id}");
+            out!("deactivated {user_id}");
         }
         UserAction::List(_) => {
             for user in storage.users().map_err(error)? {
@@ -582,7 +624,7 @@ pub fn user(command: User) -> Result<(), String> {
                     (true, false) => " (admin)",
                     (false, false) => "",
                 };
-                println!("{}{flags}", user.user_id);
+                out!("{}{flags}", user.user_id);
             }
         }
     }
@@ -618,7 +660,7 @@ pub fn token(command: Token) -> Result<(), String> {
             storage
                 .create_registration_token(&token, create.uses.map(i64::from), expires_ts)
                 .map_err(error)?;
-            println!("{token}");
+            out!("{token}");
         }
         TokenAction::List(_) => {
             let now = now_ms();
@@ -633,14 +675,14 @@ pub fn token(command: Token) -> Result<(), String> {
                     None => "no expiry".to_string(),
                 };
                 let state = if token.is_valid(now) { "valid" } else { "invalid" };
-                println!("{}  {state}  {uses}  {expiry}", token.token);
+                out!("{}  {state}  {uses}  {expiry}", token.token);
             }
         }
         TokenAction::Revoke(revoke) => {
             if !storage.revoke_registration_token(&revoke.token).map_err(error)? {
                 return Err(format!("no such token {}", revoke.token));
             }
-            println!("revoked {}", revoke.token);
+            out!("revoked {}", revoke.token);
         }
     }
     Ok(())
@@ -718,7 +760,7 @@ pub fn backup(command: Backup) -> Result<(), String> {
         ProgressLine { label: "", drawn: Some(Instant::now()) }.finish();
     }
     outcome.map_err(|error| error.to_string())?;
-    println!("backed up to {}", command.target.display());
+    out!("backed up to {}", command.target.display());
     Ok(())
 }
 
@@ -776,9 +818,8 @@ fn in_use(current: &Path) -> String {
 /// `hearth restore FILE`.
 pub fn restore(command: Restore) -> Result<(), String> {
     use crate::storage::health;
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
     let from_file = command.config.is_some();
-    let config = Config::load(command.config.as_deref(), overrides)?;
+    let config = load_config(&command.config, &command.data_dir)?;
     let current = config.database_path();
     let source = &command.source;
 
@@ -823,7 +864,7 @@ pub fn restore(command: Restore) -> Result<(), String> {
             // Too damaged to take the usual way (the usual reason to restore).
             Err(health::LockError::Other(error)) => match health::probe_unused(&current) {
                 Ok(()) => {
-                    println!("the current database is damaged ({error}); it is kept aside as it is");
+                    out!("the current database is damaged ({error}); it is kept aside as it is");
                     None
                 }
                 Err(health::LockError::InUse) => return Err(in_use(&current)),
@@ -887,7 +928,7 @@ pub fn restore(command: Restore) -> Result<(), String> {
         Some(lock) => lock.swap(&staged.path, &aside)?,
         None => health::swap_files(&current, &staged.path, &aside)?,
     }
-    println!(
+    out!(
         "restored {} into {} (server name {}, schema version {})",
         source.display(),
         current.display(),
@@ -895,24 +936,17 @@ pub fn restore(command: Restore) -> Result<(), String> {
         staged.schema_version
     );
     if aside.exists() {
-        println!("the previous database is kept at {}", aside.display());
+        out!("the previous database is kept at {}", aside.display());
     }
-    println!("start the node again (e.g. `systemctl start hearth`)");
+    out!("start the node again (e.g. `systemctl start hearth`)");
     Ok(())
 }
 
 /// `hearth check`.
 pub fn check(command: Check) -> Result<(), String> {
     use crate::storage::health::{self, Severity};
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
-    let config = Config::load(command.config.as_deref(), overrides)?;
-    let path = config.database_path();
-    if !path.exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            path.display()
-        ));
-    }
+    let config = load_config(&command.config, &command.data_dir)?;
+    let path = existing_database(&config)?;
     let mut health = health::examine(&path)?;
     if command.config.is_some() {
         let recorded = health::recorded_server_name(&path);
@@ -927,43 +961,36 @@ pub fn check(command: Check) -> Result<(), String> {
             });
         }
     }
-    println!("database {}", path.display());
+    out!("database {}", path.display());
     for finding in &health.findings {
         let label = match finding.severity {
             Severity::Ok => "ok",
             Severity::Note => "note",
             Severity::Fail => "FAIL",
         };
-        println!("{label:<5} {}", finding.text);
+        out!("{label:<5} {}", finding.text);
     }
     if let Some(stats) = &health.stats {
-        println!("users     {} ({} deactivated)", stats.users, stats.deactivated_users);
-        println!("rooms     {}", stats.rooms);
-        println!("events    {} ({} outliers, {} backfilled)", stats.events, stats.outliers, stats.backfilled);
-        println!("media     {} files, {}", stats.media_files, human_bytes(stats.media_bytes.max(0) as u64));
-        println!("database  {}", human_bytes(stats.database_bytes));
-        println!("wal       {}", human_bytes(stats.wal_bytes));
+        out!("users     {} ({} deactivated)", stats.users, stats.deactivated_users);
+        out!("rooms     {}", stats.rooms);
+        out!("events    {} ({} outliers, {} backfilled)", stats.events, stats.outliers, stats.backfilled);
+        out!("media     {} files, {}", stats.media_files, human_bytes(stats.media_bytes.max(0) as u64));
+        out!("database  {}", human_bytes(stats.database_bytes));
+        out!("wal       {}", human_bytes(stats.wal_bytes));
     }
     if health.failed() {
         let failures = health.findings.iter().filter(|finding| finding.severity == Severity::Fail).count();
         return Err(format!("{failures} check(s) failed"));
     }
-    println!("all checks passed");
+    out!("all checks passed");
     Ok(())
 }
 
 /// `hearth resilience`: on a read-only connection beside the node.
 pub fn resilience(command: Resilience) -> Result<(), String> {
     use crate::rooms::resilience;
-    let overrides = Overrides { data_dir: command.data_dir.clone(), ..Overrides::default() };
-    let config = Config::load(command.config.as_deref(), overrides)?;
-    let path = config.database_path();
-    if !path.exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            path.display()
-        ));
-    }
+    let config = load_config(&command.config, &command.data_dir)?;
+    let path = existing_database(&config)?;
     // The name the node runs under is the one its database recorded.
     let server_name =
         crate::storage::health::recorded_server_name(&path).unwrap_or_else(|| config.server_name.clone());
@@ -975,58 +1002,46 @@ pub fn resilience(command: Resilience) -> Result<(), String> {
     }
     if command.json {
         let rooms: Vec<serde_json::Value> = reports.iter().map(|report| report.to_json()).collect();
-        println!("{}", serde_json::json!({ "server_name": server_name, "rooms": rooms }));
+        out!("{}", serde_json::json!({ "server_name": server_name, "rooms": rooms }));
         return Ok(());
     }
     if reports.is_empty() {
-        println!("no local user is joined to any room");
+        out!("no local user is joined to any room");
     }
     let now = now_ms();
     for report in &reports {
         match &report.name {
-            Some(name) => println!("{} \"{name}\"", report.room_id),
-            None => println!("{}", report.room_id),
+            Some(name) => out!("{} \"{name}\"", report.room_id),
+            None => out!("{}", report.room_id),
         }
-        println!("  members here   {}", report.local_members);
+        out!("  members here   {}", report.local_members);
         for server in &report.other_servers {
             let accepted = match server.last_accepted_ts {
                 Some(ts) => format!("last accepted our transactions {} ago", human_age(now - ts)),
                 None => "never accepted a transaction from us".into(),
             };
-            println!("  {}  {} joined, {accepted}", server.server_name, server.joined_members);
+            out!("  {}  {} joined, {accepted}", server.server_name, server.joined_members);
             for admin in &server.admins {
-                println!("      admin {} ({})", admin.user_id, resilience::power_text(admin.power));
+                out!("      admin {} ({})", admin.user_id, resilience::power_text(admin.power));
             }
         }
         if !report.remote_aliases.is_empty() {
-            println!("  aliases elsewhere  {}", report.remote_aliases.join(", "));
+            out!("  aliases elsewhere  {}", report.remote_aliases.join(", "));
         }
-        println!("  => {}", report.summary());
+        out!("  => {}", report.summary());
     }
     let dying =
         reports.iter().filter(|report| report.verdict == resilience::Verdict::DiesWithThisNode).count();
-    println!("{} rooms, {dying} would die with this node", reports.len());
+    out!("{} rooms, {dying} would die with this node", reports.len());
     Ok(())
 }
 
 /// `hearth doctor`: every check, then a non-zero exit if one failed.
 pub fn doctor(command: Doctor) -> Result<(), String> {
-    use crate::federation::doctor::{self, Status};
+    use crate::remote::doctor::{self, Status};
     let named = command.server_name.is_some();
-    let overrides = Overrides {
-        data_dir: command.data_dir,
-        server_name: command.server_name,
-        federation_ca: command.federation_ca,
-        federation_allow_ips: command.federation_allow_ip,
-        ..Overrides::default()
-    };
-    let mut config = Config::load(command.config.as_deref(), overrides)?;
-    if !config.database_path().exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            config.database_path().display()
-        ));
-    }
+    let mut config = command.federation_config()?;
+    existing_database(&config)?;
     // Read-only beside the node. Unless named, the node is checked under the
     // name its database recorded.
     if !named {
@@ -1044,13 +1059,13 @@ pub fn doctor(command: Doctor) -> Result<(), String> {
             Status::Note => "note",
             Status::Fail => "FAIL",
         };
-        println!("{label:<5} {:<11} {}", check.subject, check.text);
+        out!("{label:<5} {:<11} {}", check.subject, check.text);
     }
     let failures = checks.iter().filter(|check| check.status == Status::Fail).count();
     if failures > 0 {
         return Err(format!("{failures} check(s) failed"));
     }
-    println!("all checks passed");
+    out!("all checks passed");
     Ok(())
 }
 
@@ -1075,10 +1090,10 @@ pub fn key(command: Key) -> Result<(), String> {
                 .map_err(|error| error.to_string())?;
             let retired = storage.rotate_signing_key(&key.key_id, &key.seed()).map_err(error)?;
             match retired {
-                Some(old) => println!("retired {old}; the new signing key is {}", key.key_id),
-                None => println!("the new signing key is {}", key.key_id),
+                Some(old) => out!("retired {old}; the new signing key is {}", key.key_id),
+                None => out!("the new signing key is {}", key.key_id),
             }
-            println!("restart the server to sign with it");
+            out!("restart the server to sign with it");
         }
     }
     Ok(())
@@ -1106,20 +1121,8 @@ pub fn tls(command: Tls) -> Result<(), String> {
 
 /// `hearth federation request`.
 pub fn federation(command: FederationCommand) -> Result<(), String> {
-    let overrides = Overrides {
-        data_dir: command.data_dir,
-        server_name: command.server_name,
-        federation_ca: command.federation_ca,
-        federation_allow_ips: command.federation_allow_ip,
-        ..Overrides::default()
-    };
-    let config = Config::load(command.config.as_deref(), overrides)?;
-    if !config.database_path().exists() {
-        return Err(format!(
-            "no database at {}; start the node once with `hearth serve`, or pass --data-dir",
-            config.database_path().display()
-        ));
-    }
+    let config = command.federation_config()?;
+    existing_database(&config)?;
     let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     let executor = std::rc::Rc::new(smol::LocalExecutor::new());
     let app = crate::app::App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?;
@@ -1132,10 +1135,10 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
                 None => None,
             };
             let work =
-                crate::federation::client::request(&app, &request.destination, method, &request.path, body);
+                crate::remote::client::request(&app, &request.destination, method, &request.path, body);
             let (status, answer) = smol::block_on(executor.run(work)).map_err(|error| error.to_string())?;
-            println!("{status}");
-            println!("{answer}");
+            out!("{status}");
+            out!("{answer}");
         }
         FederationAction::SignEvent(sign) => {
             let version = crate::protocol::room_version::RoomVersion::from_id(&sign.room_version)
@@ -1148,7 +1151,7 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
                 _ => return Err("the event must be a JSON object".into()),
             };
             let pdu = crate::rooms::sign(&app, &version, event).map_err(|error| error.to_string())?;
-            println!("{}", serde_json::json!({ "event_id": pdu.event_id, "event": pdu.json }));
+            out!("{}", serde_json::json!({ "event_id": pdu.event_id, "event": pdu.json }));
         }
     }
     Ok(())

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::protocol::appservice::{self, AppService};
 use crate::protocol::identifiers::validate_server_name;
 use crate::protocol::room_version::{self, RoomVersion};
 
@@ -59,6 +58,64 @@ pub struct Tls {
     pub certificate: Option<PathBuf>,
     /// PEM private key file, reloaded on SIGHUP.
     pub private_key: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory, the default CA.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// How the CA checks that we hold a domain (RFC 8555 §8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    /// A TLS handshake on the TLS listener (port 443 for the CA), RFC 8737.
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// `GET /.well-known/acme-challenge/{token}` on `http_listen` (port 80
+    /// for the CA), RFC 8555 §8.3.
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+impl AcmeChallenge {
+    /// The challenge type's name in ACME.
+    pub fn name(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
+}
+
+/// Certificates from an ACME CA (RFC 8555), obtained and renewed by the
+/// node; present means on.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Acme {
+    /// The CA's directory URL (`https://`).
+    pub directory: String,
+    /// The account's contact address, for the CA's expiry warnings.
+    pub email: Option<String>,
+    /// The names the certificate covers; empty means the server name's host
+    /// and the host of `well_known.client`.
+    pub domains: Vec<String>,
+    pub challenge: AcmeChallenge,
+    /// `ADDR:PORT` of the plain-HTTP listener answering HTTP-01 challenges.
+    pub http_listen: Option<SocketAddr>,
+    /// A PEM file of extra CA certificates to trust for the directory (a test CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Acme {
+            directory: LETS_ENCRYPT_DIRECTORY.into(),
+            email: None,
+            domains: Vec::new(),
+            challenge: AcmeChallenge::default(),
+            http_listen: None,
+            ca_file: None,
+        }
+    }
 }
 
 /// What `/.well-known/matrix/*` answers, for delegation.
@@ -273,6 +330,8 @@ pub struct Config {
     /// (Prometheus text format); none by default.
     pub metrics: Option<SocketAddr>,
     pub tls: Tls,
+    /// Certificates through ACME; off unless the section is present.
+    pub acme: Option<Acme>,
     pub well_known: WellKnown,
     pub limits: Limits,
     pub federation: Federation,
@@ -305,6 +364,7 @@ impl Default for Config {
             ],
             metrics: None,
             tls: Tls::default(),
+            acme: None,
             well_known: WellKnown::default(),
             limits: Limits::default(),
             federation: Federation::default(),
@@ -395,6 +455,9 @@ impl Config {
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err("tls.certificate and tls.private_key go together".into());
         }
+        if let Some(acme) = &self.acme {
+            self.validate_acme(acme)?;
+        }
         if self.limits.max_json_body < 1024 || self.limits.max_media_body < 1024 {
             return Err("limits must be at least 1024 bytes".into());
         }
@@ -437,6 +500,72 @@ impl Config {
         Ok(())
     }
 
+    fn validate_acme(&self, acme: &Acme) -> Result<(), String> {
+        if !acme.directory.starts_with("https://") {
+            return Err("acme.directory must be an https:// URL".into());
+        }
+        if self.tls.certificate.is_some() {
+            return Err(
+                "[acme] and tls.certificate exclude each other: the certificate comes from one".into()
+            );
+        }
+        if !self.listeners.iter().any(|listener| listener.tls) {
+            return Err("[acme] needs a TLS listener to serve the certificate on".into());
+        }
+        if acme.challenge == AcmeChallenge::Http01 && acme.http_listen.is_none() {
+            return Err("acme.challenge \"http-01\" needs acme.http_listen (e.g. \"0.0.0.0:80\")".into());
+        }
+        let domains = self.acme_domains();
+        if domains.is_empty() || crate::protocol::acme::MAX_DOMAINS < domains.len() {
+            return Err(format!("acme.domains: from 1 to {} names", crate::protocol::acme::MAX_DOMAINS));
+        }
+        for domain in &domains {
+            let is_name = domain.contains('.')
+                && domain.len() <= 253
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                })
+                && !domain
+                    .rsplit('.')
+                    .next()
+                    .is_some_and(|top| top.bytes().all(|byte| byte.is_ascii_digit()));
+            if !is_name {
+                return Err(format!("acme.domains: {domain:?} is not a DNS name a CA issues for"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The names the ACME certificate covers: `acme.domains`, or the server
+    /// name's host and the host of `well_known.client`, lower-cased and
+    /// without repeats, in order.
+    pub fn acme_domains(&self) -> Vec<String> {
+        let configured = self.acme.as_ref().map(|acme| acme.domains.clone()).unwrap_or_default();
+        let names = if configured.is_empty() {
+            let mut names = vec![crate::tls::host_of(&self.server_name).to_string()];
+            if let Some(client) = &self.well_known.client {
+                let host =
+                    client.split("://").nth(1).unwrap_or(client).split(['/', '?', '#']).next().unwrap_or("");
+                names.push(crate::tls::host_of(host).to_string());
+            }
+            names
+        } else {
+            configured
+        };
+        let mut unique: Vec<String> = Vec::new();
+        for name in names {
+            let name = name.to_ascii_lowercase();
+            if !name.is_empty() && !unique.contains(&name) {
+                unique.push(name);
+            }
+        }
+        unique
+    }
+
     /// The TURN settings gathered from their top-level keys.
     pub fn turn(&self) -> Turn {
         Turn {
@@ -448,20 +577,19 @@ impl Config {
         }
     }
 
-    /// Reads and validates the application service registrations: a bad
-    /// file, a bad regex, or two services sharing an id or a token stop
-    /// the node with the file's name and the reason.
-    pub fn app_services(&self) -> Result<Vec<AppService>, String> {
-        let mut services = Vec::with_capacity(self.app_service_config_files.len());
-        for path in &self.app_service_config_files {
-            let text = std::fs::read_to_string(path)
-                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-            let service = AppService::parse(&text, &self.server_name)
-                .map_err(|error| format!("application service {}: {error}", path.display()))?;
-            services.push(service);
-        }
-        appservice::check_unique(&services)?;
-        Ok(services)
+    /// Reads the application service registration files
+    /// (`app_service_config_files`): each file's name and text.
+    /// `protocol::appservice::parse_all` validates them, with the ones added
+    /// with `hearth appservice add`.
+    pub fn app_service_files(&self) -> Result<Vec<(String, String)>, String> {
+        self.app_service_config_files
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+                Ok((path.display().to_string(), text))
+            })
+            .collect()
     }
 
     /// The SQLite file inside the data directory.
@@ -540,6 +668,24 @@ federation = true
 # PEM files; both or neither. Reloaded on SIGHUP (for certificate renewals).
 # certificate = "/etc/letsencrypt/live/example.org/fullchain.pem"
 # private_key = "/etc/letsencrypt/live/example.org/privkey.pem"
+
+# Certificates from an ACME CA (Let's Encrypt by default), obtained at start,
+# kept in the database and renewed two thirds into their lifetime (retried
+# with backoff; the old certificate stays until a new one is in hand), served
+# without a restart. Uncomment [acme] to turn it on; [tls] must then be empty.
+# [acme]
+# directory = "https://acme-v02.api.letsencrypt.org/directory"
+# email = "admin@example.org"
+# Names on the certificate; empty means the server name and the host of
+# well_known.client.
+# domains = []
+# "tls-alpn-01": the CA connects to port 443, so a TLS listener must be
+# reachable there. "http-01": the CA fetches http://DOMAIN/.well-known/
+# acme-challenge/... from port 80, answered by a listener at http_listen.
+# challenge = "tls-alpn-01"
+# http_listen = "0.0.0.0:80"
+# Extra CA certificates (PEM) to trust for the directory, for a test CA.
+# ca_file = "/etc/hearth/test-ca.pem"
 
 [well_known]
 # Delegation: what /.well-known/matrix/server and /client answer.
@@ -653,6 +799,31 @@ mod tests {
         let config = Config::load(None, overrides).unwrap();
         assert_eq!(config.listeners.len(), 1);
         assert!(config.listeners[0].tls && config.listeners[0].federation);
+    }
+
+    #[test]
+    fn acme_options_and_default_domains() {
+        let config = Config::parse(
+            "server_name = \"Example.org\"\n[well_known]\nclient = \"https://matrix.example.org:8443/\"\n[acme]\n",
+        )
+        .unwrap();
+        let acme = config.acme.clone().unwrap();
+        assert_eq!(acme.directory, LETS_ENCRYPT_DIRECTORY);
+        assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(config.acme_domains(), vec!["example.org".to_string(), "matrix.example.org".to_string()]);
+        assert!(config.validate().is_ok());
+        let http = Config::parse("server_name = \"example.org\"\n[acme]\nchallenge = \"http-01\"").unwrap();
+        assert!(http.validate().is_err(), "http-01 without http_listen");
+        for bad in [
+            "server_name = \"localhost\"\n[acme]",
+            "server_name = \"127.0.0.1\"\n[acme]",
+            "server_name = \"example.org\"\n[acme]\ndirectory = \"http://ca.test/dir\"",
+            "server_name = \"example.org\"\n[acme]\ndomains = [\"bad name.example\"]",
+            "server_name = \"example.org\"\n[tls]\ncertificate = \"c\"\nprivate_key = \"k\"\n[acme]",
+        ] {
+            assert!(Config::parse(bad).unwrap().validate().is_err(), "{bad}");
+        }
+        assert!(Config::parse("[acme]\nchallenge = \"dns-01\"").is_err());
     }
 
     #[test]

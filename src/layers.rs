@@ -3,10 +3,7 @@
 //! climb out of its top-level module) are parsed, and an import of a module
 //! above the file's own, or of a peer in the same layer, fails the test.
 //!
-//! [`LAYERS`] is the one list of layers; ARCHITECTURE.md shows it. The
-//! upward imports not removed yet are listed in [`KNOWN_UPWARD`], each with
-//! its reason; one that no longer exists fails the test too, so that list
-//! only shrinks.
+//! [`LAYERS`] is the one list of layers; ARCHITECTURE.md shows it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,10 +24,13 @@ const LAYERS: &[&[&str]] = &[
     &["storage", "hasher"],
     // Rate limits; the request and response types handlers and `App` use.
     &["ratelimit", "request"],
-    // The state every handler gets.
-    &["app"],
-    // The room engine.
+    // The room engine, with its state (`rooms::Engine`).
     &["rooms"],
+    // Other servers: what we ask of them, the checks of what they send, the
+    // senders that push to them; its state (`remote::Remote`) holds the engine.
+    &["remote"],
+    // The state every handler gets (`App`), on top of `Remote`.
+    &["app"],
     // The client-server and server-server APIs: neither imports the other.
     &["client", "federation"],
     // Request decoding and dispatch to the handlers; the metrics listener.
@@ -40,25 +40,6 @@ const LAYERS: &[&[&str]] = &[
     &["cli", "main"],
     // Test-only.
     &["endpoints", "fuzz", "layers"],
-];
-
-/// Imports that break the layer rule today, to be removed: (importing module,
-/// or file under `src/`; imported top-level module; why it is still there).
-const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
-    ("app", "rooms", "App holds the room engine's state (notifier, typing, presence, outbox, caches)"),
-    ("app", "federation", "App holds the outbound side's state (Federation) and the preview limits"),
-    // Outgoing requests to other servers are in federation/, beside its handlers.
-    ("client/appservice.rs", "federation", "/ping goes through federation/appservice.rs"),
-    ("client/directory.rs", "federation", "remote aliases are resolved by federation/queries.rs"),
-    ("client/keys.rs", "federation", "remote keys and devices are asked by federation/e2ee.rs"),
-    ("client/media.rs", "federation", "remote media and link previews are fetched by federation/"),
-    ("client/membership.rs", "federation", "joins, leaves and knocks across servers: federation/join.rs"),
-    ("client/messages.rs", "federation", "backfill on paging back is federation/join.rs"),
-    ("client/mod.rs", "federation", "remote /publicRooms is fetched by federation/queries.rs"),
-    ("client/profile.rs", "federation", "remote profiles are asked by federation/queries.rs"),
-    ("client/room_summary.rs", "federation", "remote summaries are asked with federation's signed client"),
-    ("client/rooms.rs", "federation", "remote joins and invites are federation/join.rs"),
-    ("client/thirdparty.rs", "federation", "third-party lookups go through federation/appservice.rs"),
 ];
 
 /// One import: the file (relative to `src/`, with `/`) and the top-level
@@ -354,29 +335,14 @@ fn imports_only_go_down_the_layers() {
     for module in layers.keys() {
         assert!(top_modules.contains(*module), "LAYERS names {module}, which is not under src/");
     }
-    let mut excused = vec![false; KNOWN_UPWARD.len()];
     let mut violations = Vec::new();
     for import in imports(&src, &top_modules) {
         let from = top_module(&import.file);
         if layers[from.as_str()] <= layers[import.module.as_str()] {
-            let known = KNOWN_UPWARD
-                .iter()
-                .position(|(who, what, _)| *what == import.module && (*who == from || *who == import.file));
-            match known {
-                Some(index) => excused[index] = true,
-                None => violations
-                    .push(format!("src/{} imports {} (not below {from})", import.file, import.module)),
-            }
+            violations.push(format!("src/{} imports {} (not below {from})", import.file, import.module));
         }
     }
     assert!(violations.is_empty(), "imports that go up or sideways:\n{}", violations.join("\n"));
-    let stale: Vec<_> = KNOWN_UPWARD
-        .iter()
-        .zip(&excused)
-        .filter(|(_, used)| !**used)
-        .map(|((who, what, _), _)| format!("{who} -> {what}"))
-        .collect();
-    assert!(stale.is_empty(), "KNOWN_UPWARD lists imports that are gone; remove them:\n{}", stale.join("\n"));
 }
 
 #[test]

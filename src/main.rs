@@ -28,6 +28,7 @@ mod node;
 #[allow(dead_code)]
 mod protocol;
 mod ratelimit;
+mod remote;
 mod request;
 mod rooms;
 mod scrape;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         cli::Command::Key(key) => cli::key(key),
         cli::Command::Tls(tls) => cli::tls(tls),
         cli::Command::Federation(federation) => cli::federation(federation),
+        cli::Command::Appservice(command) => cli::appservice::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

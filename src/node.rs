@@ -14,6 +14,7 @@ use smol::stream::StreamExt;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::remote::acme::Acme;
 use crate::server::{ListenerSpec, Server};
 use crate::storage::Storage;
 use crate::tls;
@@ -53,10 +54,15 @@ pub fn serve(config: Config) -> Result<(), String> {
             );
         }
     }
-    let tls_config = if config.listeners.iter().any(|listener| listener.tls) {
-        Some(Rc::new(RefCell::new(load_tls(&config, &storage)?)))
-    } else {
-        None
+    let (tls_config, acme) = match &config.acme {
+        Some(acme_config) => {
+            let (server_config, acme) = load_acme(&config, acme_config, &storage)?;
+            (Some(Rc::new(RefCell::new(server_config))), Some(acme))
+        }
+        None if config.listeners.iter().any(|listener| listener.tls) => {
+            (Some(Rc::new(RefCell::new(load_tls(&config, &storage)?))), None)
+        }
+        None => (None, None),
     };
     let executor = Rc::new(LocalExecutor::new());
     let app = Rc::new(App::new(config, storage, executor.clone()).map_err(|error| error.to_string())?);
@@ -85,11 +91,16 @@ pub fn serve(config: Config) -> Result<(), String> {
             Some(address) => {
                 let spec = ListenerSpec { address, tls: None };
                 let handler = crate::scrape::handler(app.clone(), server.clone());
-                let metrics = Server::start(executor.clone(), vec![spec], handler, shutdown, stall_timeout)
-                    .map_err(|error| format!("metrics: {error}"))?;
+                let metrics =
+                    Server::start(executor.clone(), vec![spec], handler, shutdown.clone(), stall_timeout)
+                        .map_err(|error| format!("metrics: {error}"))?;
                 executor.spawn(crate::scrape::measure_loop_lag(app.clone())).detach();
                 Some(metrics)
             }
+            None => None,
+        };
+        let _acme_server = match &acme {
+            Some(acme) => start_acme(&app, acme.clone(), &executor, &shutdown, stall_timeout)?,
             None => None,
         };
         log::info!(
@@ -98,10 +109,10 @@ pub fn serve(config: Config) -> Result<(), String> {
             started.elapsed().as_millis(),
             app.config.server_name
         );
-        crate::federation::sender::start(&app);
-        crate::federation::push::start(&app);
-        crate::federation::appservice::start(&app);
-        crate::rooms::search_index::start(&app);
+        crate::remote::sender::start(&app.remote);
+        crate::remote::push::start(&app.remote);
+        crate::remote::appservice::start(&app.remote);
+        crate::rooms::search_index::start(&app.engine);
         crate::systemd::notify("READY=1");
         if let Some(interval) = crate::systemd::watchdog_interval() {
             log::info!("pinging the systemd watchdog every {} ms", interval.as_millis());
@@ -113,7 +124,8 @@ pub fn serve(config: Config) -> Result<(), String> {
                 Ok(async_signal::Signal::Hup) => {
                     crate::systemd::notify("RELOADING=1");
                     match reload_tls(&app, tls_config.as_ref()) {
-                        Ok(()) => log::info!("TLS certificate reloaded"),
+                        Ok(true) => log::info!("TLS certificate reloaded from its files"),
+                        Ok(false) => {}
                         Err(error) => {
                             log::error!("TLS reload failed, keeping the old one: {error}")
                         }
@@ -121,7 +133,7 @@ pub fn serve(config: Config) -> Result<(), String> {
                     match app.reload_app_services() {
                         Ok(count) => {
                             log::info!("application service registrations reloaded ({count})");
-                            crate::federation::appservice::start(&app);
+                            crate::remote::appservice::start(&app.remote);
                         }
                         Err(error) => log::error!(
                             "application service registrations not reloaded, keeping the old ones: {error}"
@@ -181,6 +193,51 @@ fn load_tls(config: &Config, storage: &Storage) -> Result<Arc<rustls::ServerConf
     tls::server_config(&self_signed_pem(config, storage)?)
 }
 
+/// The TLS config when certificates come through ACME: the one obtained
+/// last (kept in the database), or the self-signed one until there is one,
+/// in a resolver the renewal swaps the new certificate into.
+fn load_acme(
+    config: &Config,
+    acme_config: &crate::config::Acme,
+    storage: &Storage,
+) -> Result<(Arc<rustls::ServerConfig>, Rc<Acme>), String> {
+    let current = match crate::remote::acme::stored_certificate(storage) {
+        Some(certified) => certified,
+        None => tls::certified_key(&self_signed_pem(config, storage)?)?,
+    };
+    let certificates = tls::SwappableCertificate::new(current);
+    let server_config = tls::swappable_server_config(certificates.clone())?;
+    Ok((server_config, Acme::new(acme_config, certificates)?))
+}
+
+/// Starts the ACME renewal task, and the HTTP-01 listener if that is the
+/// challenge (kept running: the next renewal needs it too).
+fn start_acme(
+    app: &Rc<App>,
+    acme: Rc<Acme>,
+    executor: &Rc<LocalExecutor<'static>>,
+    shutdown: &smol::channel::Receiver<()>,
+    stall_timeout: Duration,
+) -> Result<Option<Rc<Server>>, String> {
+    let listener = match app.config.acme.as_ref() {
+        Some(config) if config.challenge == crate::config::AcmeChallenge::Http01 => config.http_listen,
+        _ => None,
+    };
+    let server = match listener {
+        Some(address) => {
+            let spec = ListenerSpec { address, tls: None };
+            let handler = crate::remote::acme::http01_handler(acme.clone());
+            let server =
+                Server::start(executor.clone(), vec![spec], handler, shutdown.clone(), stall_timeout)
+                    .map_err(|error| format!("acme.http_listen: {error}"))?;
+            Some(server)
+        }
+        None => None,
+    };
+    crate::remote::acme::start(&app.remote, acme);
+    Ok(server)
+}
+
 /// The self-signed pair stored in the database, made (for the configured
 /// server name) and stored if there is none yet.
 pub fn self_signed_pem(config: &Config, storage: &Storage) -> Result<tls::PemPair, String> {
@@ -203,15 +260,18 @@ pub fn self_signed_pem(config: &Config, storage: &Storage) -> Result<tls::PemPai
     Ok(pem)
 }
 
-fn reload_tls(app: &App, current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>>) -> Result<(), String> {
+/// Reads the configured certificate files again (SIGHUP). `Ok(false)` when
+/// there are none to read: a self-signed certificate stays, and ACME swaps
+/// its certificates by itself.
+fn reload_tls(app: &App, current: Option<&Rc<RefCell<Arc<rustls::ServerConfig>>>>) -> Result<bool, String> {
     let Some(current) = current else {
-        return Ok(());
+        return Ok(false);
     };
     let (Some(certificate), Some(private_key)) = (&app.config.tls.certificate, &app.config.tls.private_key)
     else {
-        return Ok(());
+        return Ok(false);
     };
     let config = tls::server_config(&tls::read_pem_files(certificate, private_key)?)?;
     *current.borrow_mut() = config;
-    Ok(())
+    Ok(true)
 }

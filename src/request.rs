@@ -36,7 +36,7 @@ pub struct Request {
     pub peer: Peer,
     /// Whether a guest's access token is good for this request: the client
     /// router sets it for the endpoints the spec opens to guests, and
-    /// `App::authenticate` refuses guests everywhere else.
+    /// `Engine::authenticate` refuses guests everywhere else.
     pub guests_allowed: Cell<bool>,
 }
 

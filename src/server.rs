@@ -21,6 +21,7 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::{Async, LocalExecutor, Timer};
 
 use crate::http1::{self, HeadError, OutgoingBody, ReadError, RequestHead, Version};
+use crate::protocol::acme::ALPN_ACME_TLS;
 
 /// Spec-less but sane: a client gets this long to finish a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -216,6 +217,11 @@ impl Server {
                     })
                     .await;
                 match handshake {
+                    // A TLS-ALPN-01 validation needs only the handshake (RFC 8737 §3).
+                    Some(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(ALPN_ACME_TLS) => {
+                        log::debug!("answered an ACME TLS-ALPN-01 validation from {}", peer.address);
+                        return;
+                    }
                     Some(Ok(stream)) => Stream::Tls(Box::new(stream)),
                     Some(Err(error)) => {
                         log::debug!("TLS handshake with {} failed: {error}", peer.address);

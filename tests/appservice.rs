@@ -4,153 +4,19 @@
 //! transactions pushed to it in order and kept across its downtime and a
 //! restart of the node. python3 and mautrix must be installed
 //! (`python3 -m pip install 'mautrix==0.21.1'`); without them this test fails,
-//! it does not skip.
+//! it does not skip. A second framework, matrix-bot-sdk (JavaScript,
+//! tests/clients/bot_sdk), does the same; node and its packages, installed by
+//! .ci/run into `$HEARTH_TEST_CLIENTS_TARGET/bot_sdk`, must be there too.
+//! Misbehaving services are tests/appservice_bad_input.rs.
 //! Spec: <https://spec.matrix.org/latest/application-service-api/>.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::process::Command;
 
-use common::{Client, Node, TempDir, assert_error, eventually, free_port, write_file};
+use common::appservice::*;
+use common::{Node, TempDir, assert_error, eventually, free_port, write_file};
 use serde_json::json;
-
-const AS_TOKEN: &str = "as_token_for_the_test_bridge";
-const HS_TOKEN: &str = "hs_token_for_the_test_bridge";
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The registration file a bridge would generate: ghosts `@ghost_*` claimed
-/// exclusively, the bot `@bridgebot`.
-fn registration(as_port: u16) -> String {
-    format!(
-        r#"id: mautrix-test
-url: http://127.0.0.1:{as_port}
-as_token: {AS_TOKEN}
-hs_token: {HS_TOKEN}
-sender_localpart: bridgebot
-namespaces:
-  users:
-    - exclusive: true
-      regex: '@ghost_.*'
-  aliases:
-    - exclusive: true
-      regex: '#bridged_.*'
-  rooms: []
-rate_limited: false
-receive_ephemeral: true
-protocols: [testnet]
-"#
-    )
-}
-
-/// The Python service, its output lines collected as they come.
-struct Service {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Service {
-    fn start(node: &Node, as_port: u16, mode: &str) -> Service {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mautrix_appservice.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args([&node.http, &as_port.to_string(), AS_TOKEN, HS_TOKEN, &node.server_name, mode])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot run python3");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let service = Service { child, lines };
-        service.wait_for(|line| line == "ready");
-        service.assert_no_error();
-        service
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits for a line `matches`, and returns it.
-    fn wait_for(&self, matches: impl Fn(&str) -> bool) -> String {
-        let end = std::time::Instant::now() + WAIT;
-        loop {
-            let lines = self.lines();
-            assert!(!lines.iter().any(|line| line.starts_with("error ")), "{lines:#?}");
-            if let Some(line) = lines.iter().find(|line| matches(line)) {
-                return line.clone();
-            }
-            assert!(std::time::Instant::now() < end, "not seen within {WAIT:?}; the service saw {lines:#?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn assert_no_error(&self) {
-        let lines = self.lines();
-        assert!(!lines.iter().any(|line| line.starts_with("error ")), "{lines:#?}");
-    }
-
-    /// The message bodies the service received, in order.
-    fn messages(&self) -> Vec<String> {
-        self.lines().iter().filter_map(|line| line.strip_prefix("message ").map(str::to_owned)).collect()
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn check_python() {
-    let python = Command::new("python3").args(["-c", "import mautrix.appservice"]).output();
-    match python {
-        Err(error) => panic!("python3 is needed for this test and cannot be run: {error}"),
-        Ok(output) if !output.status.success() => panic!(
-            "mautrix is needed for this test: python3 -m pip install 'mautrix==0.21.1'\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Ok(_) => {}
-    }
-}
-
-/// A node with the registration in place; the directory holding it.
-fn node_with_service(as_port: u16) -> (Node, TempDir) {
-    let dir = TempDir::new("appservice");
-    let path = write_file(&dir.0, "registration.yaml", registration(as_port).as_bytes());
-    let node = Node::start_with_config(&format!("app_service_config_files = [{:?}]", path.to_str().unwrap()));
-    (node, dir)
-}
-
-fn as_client(node: &Node) -> Client {
-    let mut client = node.client();
-    client.token = Some(AS_TOKEN.into());
-    client
-}
-
-fn send_text(client: &Client, room_id: &str, body: &str) -> String {
-    let txn = body.replace(' ', "-");
-    let (status, answer) = client.put(
-        &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}"),
-        &json!({"msgtype": "m.text", "body": body}),
-    );
-    assert_eq!(status, 200, "{answer}");
-    answer["event_id"].as_str().unwrap().to_owned()
-}
 
 /// A bridge registers a ghost, the ghost joins when invited, speaks and sets
 /// its name (masquerading with `user_id=`), and the service receives the
@@ -520,4 +386,190 @@ fn sighup_reloads_the_registration_files() {
     eventually(WAIT, || node.log_text().contains("registrations not reloaded").then_some(()));
     let (status, _) = renewed.get("/_matrix/client/v3/account/whoami");
     assert_eq!(status, 200);
+}
+
+/// `hearth appservice add FILE` validates a registration as start-up does
+/// and records it in the database, where the node loads it on SIGHUP and at
+/// start; `list` shows every service and its stream; `remove` forgets an
+/// added one. The operator commands never create a database.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#registration>.
+#[test]
+fn the_cli_adds_lists_and_removes_services() {
+    let as_port = free_port();
+    let (mut node, dir) = node_with_service(as_port);
+    let cli = |node: &Node, args: &[&str]| {
+        let (ok, output) = node.cli(args, None);
+        assert!(ok, "hearth {args:?}: {output}");
+        output
+    };
+    let list = cli(&node, &["appservice", "list"]);
+    assert!(list.contains("mautrix-test  from ") && list.contains("registration.yaml"), "{list}");
+    assert!(list.contains(&format!("url         http://127.0.0.1:{as_port}")), "{list}");
+    assert!(
+        list.contains("users       @ghost_.* (exclusive)") && list.contains("rooms       none"),
+        "{list}"
+    );
+
+    // Refused as start-up refuses them: a bad regex, an ID or a token
+    // already known (from the config's file), each with a non-zero exit.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let good = write_file(&dir.0, "second.yaml", second_registration(&down).as_bytes());
+    for (name, text, reason) in [
+        ("regex.yaml", second_registration(&down).replace("'@second_.*'", "'@second_(.*'"), "bad regex"),
+        ("same-id.yaml", second_registration(&down).replace("second-bot", "mautrix-test"), "the id"),
+        ("token.yaml", second_registration(&down).replace("second_hs_token", HS_TOKEN), "share a token"),
+    ] {
+        let path = write_file(&dir.0, name, text.as_bytes());
+        let (ok, output) = node.cli(&["appservice", "add", path.to_str().unwrap()], None);
+        assert!(!ok && output.contains(reason), "{name}: {output}");
+    }
+    let added = cli(&node, &["appservice", "add", good.to_str().unwrap()]);
+    assert!(
+        added.contains("added application service \"second-bot\"") && added.contains("SIGHUP"),
+        "{added}"
+    );
+    let (ok, output) = node.cli(&["appservice", "add", good.to_str().unwrap()], None);
+    assert!(!ok && output.contains("the id"), "{output}");
+
+    // A running node picks it up on SIGHUP: its as_token acts as its user.
+    let mut second = node.client();
+    second.token = Some("second_as_token".into());
+    assert_error(&second.get("/_matrix/client/v3/account/whoami"), 401, "M_UNKNOWN_TOKEN");
+    node.signal("HUP");
+    let whoami = eventually(WAIT, || {
+        let (status, whoami) = second.get("/_matrix/client/v3/account/whoami");
+        (status == 200).then_some(whoami)
+    });
+    assert_eq!(whoami["user_id"], node.user_id(SECOND_SENDER));
+
+    // Its service is down: the transaction of its ghost's room waits, and
+    // list says where the stream stands and why it is stuck.
+    let (status, registered) = second.post(
+        "/_matrix/client/v3/register",
+        &json!({"type": "m.login.application_service", "username": "second_ghost"}),
+    );
+    assert_eq!(status, 200, "{registered}");
+    let (status, room) = second
+        .post(&format!("/_matrix/client/v3/createRoom?user_id={}", node.user_id("second_ghost")), &json!({}));
+    assert_eq!(status, 200, "{room}");
+    let list = eventually(WAIT, || {
+        let list = cli(&node, &["appservice", "list"]);
+        list.contains("last error").then_some(list)
+    });
+    let second_part = &list[list.find("second-bot  from").expect(&list)..];
+    assert!(second_part.contains("(added with `hearth appservice add`)"), "{list}");
+    assert!(second_part.contains("transaction 1 in flight") && second_part.contains(&down), "{list}");
+    assert!(second_part.contains("delivered   never"), "{list}");
+    let pending = second_part.lines().find_map(|line| line.trim().strip_prefix("pending")).expect(&list);
+    let pending: u64 = pending.split_whitespace().next().and_then(|count| count.parse().ok()).expect(&list);
+    assert!(0 < pending, "{list}");
+
+    // Kept in the database: loaded at start.
+    node.restart();
+    assert_eq!(second.get("/_matrix/client/v3/account/whoami").0, 200);
+
+    // Only added services are removed here; a configured one is the config's.
+    let (ok, output) = node.cli(&["appservice", "remove", "mautrix-test"], None);
+    assert!(!ok && output.contains("remove it there"), "{output}");
+    let removed = cli(&node, &["appservice", "remove", "second-bot"]);
+    assert!(removed.contains("removed application service \"second-bot\""), "{removed}");
+    let (ok, output) = node.cli(&["appservice", "remove", "second-bot"], None);
+    assert!(!ok && output.contains("no application service"), "{output}");
+    node.signal("HUP");
+    eventually(WAIT, || (second.get("/_matrix/client/v3/account/whoami").0 == 401).then_some(()));
+    assert!(!cli(&node, &["appservice", "list"]).contains("second-bot"));
+
+    // No database where one is named: an error, and none is made.
+    let empty = TempDir::new("appservice-no-db");
+    let (code, output) = common::run(&["appservice", "list", "--data-dir", empty.0.to_str().unwrap()], None);
+    assert!(code != Some(0) && output.contains("no database"), "{output}");
+    assert!(!empty.0.join("hearth.db").exists());
+}
+
+/// Where .ci/run installs the bot's packages (`npm ci --prefix`).
+fn bot_sdk_prefix() -> std::path::PathBuf {
+    common::test_clients_dir().join("bot_sdk")
+}
+
+/// node and matrix-bot-sdk must be there: the test fails, it does not skip.
+fn check_node() {
+    let modules = bot_sdk_prefix().join("node_modules");
+    let node =
+        Command::new("node").args(["-e", "require('matrix-bot-sdk')"]).env("NODE_PATH", &modules).output();
+    let install = format!(
+        "mkdir -p {prefix} && cp -r tests/clients/bot_sdk/package.json tests/clients/bot_sdk/package-lock.json \
+         tests/clients/bot_sdk/no-crypto {prefix}/ && npm ci --prefix {prefix} --ignore-scripts",
+        prefix = bot_sdk_prefix().display()
+    );
+    match node {
+        Err(error) => panic!("node is needed for this test and cannot be run: {error}"),
+        Ok(output) if !output.status.success() => panic!(
+            "matrix-bot-sdk is needed for this test (.ci/run installs it): {install}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// A service built on matrix-bot-sdk (a second framework, JavaScript) does
+/// what the mautrix one does: it receives transactions, and its intent
+/// registers a ghost that joins when invited, sets its name and speaks,
+/// which a user of the room sees.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#pushing-events>,
+/// <https://spec.matrix.org/latest/application-service-api/#identity-assertion>.
+#[test]
+fn a_matrix_bot_sdk_service_registers_a_ghost_that_joins_speaks_and_sets_its_name() {
+    check_node();
+    let as_port = free_port();
+    let text = format!(
+        r#"id: bot-sdk-test
+url: http://127.0.0.1:{as_port}
+as_token: bot_sdk_as_token
+hs_token: bot_sdk_hs_token
+sender_localpart: sdkbot
+namespaces:
+  users:
+    - exclusive: true
+      regex: '@sdk_.*'
+rate_limited: false
+"#
+    );
+    let (node, _dir) = node_with_registrations(&[("bot-sdk.yaml", text)]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/bot_sdk/bot.js");
+    let mut command = Command::new("node");
+    command.arg(script).env("NODE_PATH", bot_sdk_prefix().join("node_modules")).args([
+        node.http.as_str(),
+        &as_port.to_string(),
+        "bot_sdk_as_token",
+        "bot_sdk_hs_token",
+        &node.server_name,
+    ]);
+    let service = Service::spawn(command);
+
+    let ghost = node.user_id("sdk_one");
+    let alice = node.register("alice");
+    let (status, room) = alice.post("/_matrix/client/v3/createRoom", &json!({"invite": [ghost]}));
+    assert_eq!(status, 200, "{room}");
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    service.wait_for(|line| line == format!("user-query {ghost}"));
+    service.wait_for(|line| line == format!("registered {ghost}"));
+    let sent = service.wait_for(|line| line.starts_with("ghost-sent $"));
+    let event_id = sent.trim_start_matches("ghost-sent ");
+
+    let (status, event) = alice.get(&format!("/_matrix/client/v3/rooms/{room_id}/event/{event_id}"));
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(
+        (&event["sender"], &event["content"]["body"]),
+        (&json!(ghost), &json!("hello from the bot-sdk ghost"))
+    );
+    let (status, member) =
+        alice.get(&format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{ghost}"));
+    assert_eq!((status, &member["membership"]), (200, &json!("join")), "{member}");
+    let (status, profile) = alice.get(&format!("/_matrix/client/v3/profile/{ghost}"));
+    assert_eq!((status, &profile["displayname"]), (200, &json!("Ghost of the SDK")), "{profile}");
+
+    // What the room's users say reaches the service.
+    send_text(&alice, &room_id, "hello ghost");
+    service.wait_for(|line| line == "message hello ghost");
+    service.assert_no_error();
 }

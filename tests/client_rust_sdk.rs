@@ -36,12 +36,7 @@ const STEPS: usize = 23;
 
 /// Where the client is built: outside the clone, kept between runs.
 fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HEARTH_TEST_CLIENTS_TARGET").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home =
-        std::env::var_os("HOME").expect("HOME is not set and HEARTH_TEST_CLIENTS_TARGET is not either");
-    PathBuf::from(home).join(".cache/hearth/test-clients")
+    common::test_clients_dir()
 }
 
 /// Builds the client and returns the path of its binary; a build error

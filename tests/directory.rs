@@ -5,14 +5,9 @@ mod common;
 
 use std::collections::HashSet;
 
+use common::rooms::create_room;
 use common::{Client, Node, assert_error};
-use serde_json::{Value, json};
-
-fn create_room(client: &Client, body: Value) -> String {
-    let (status, answer) = client.post("/_matrix/client/v3/createRoom", &body);
-    assert_eq!(status, 200, "{answer}");
-    answer["room_id"].as_str().unwrap().to_string()
-}
+use serde_json::json;
 
 fn alias_path(alias: &str) -> String {
     format!("/_matrix/client/v3/directory/room/{}", alias.replace('#', "%23"))

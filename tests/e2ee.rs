@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use common::federation::{TestCa, start_federating};
-use common::rooms::{create_room, enc, join, sync};
+use common::rooms::{create_room, enc, join, public_room, sync};
 use common::{Client, Node, PASSWORD, assert_error, eventually};
 use ed25519_compact::{KeyPair, Seed};
 use serde_json::{Value, json};
@@ -85,12 +85,6 @@ fn claim(client: &Client, user_id: &str, device_id: &str) -> Value {
 
 fn next_batch(sync: &Value) -> String {
     sync["next_batch"].as_str().unwrap().to_string()
-}
-
-fn shared_room(alice: &Client, bob: &Client) -> String {
-    let room_id = create_room(alice, json!({"preset": "public_chat"}));
-    join(bob, &room_id);
-    room_id
 }
 
 /// Synapse stores the key strings as given; only the JSON's shape is checked.
@@ -259,7 +253,7 @@ fn device_list_changes_reach_room_members_and_deleted_devices_lose_their_keys() 
     let mut alice = node.register("alice");
     let bob = node.register("bob");
     let stranger = node.register("stranger");
-    let room_id = shared_room(&alice, &bob);
+    let room_id = public_room(&alice, &[&bob]);
     let start = next_batch(&sync(&bob, ""));
     let stranger_start = next_batch(&sync(&stranger, ""));
 

@@ -10,8 +10,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::federation::{TestCa, federation_args, start_federating};
-use common::rooms::{create_room, enc, room_path, send_text};
+use common::federation::{TestCa, federating_pair, federation_args};
+use common::rooms::{create_room, enc, message_bodies, room_path, send_text};
 use common::{Client, Node, eventually};
 use serde_json::{Value, json};
 
@@ -28,9 +28,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (ca, a, b) = federating_pair();
     let alice = a.register("alice");
     let mallory = a.register("mallory");
     let bob = b.register("bob");
@@ -50,22 +48,8 @@ fn setup() -> Setup {
         }
     }
     send_text(&alice, &room_id, "legit");
-    eventually(DELIVERY, || messages(&bob, &room_id).contains(&"legit".to_string()).then_some(()));
+    eventually(DELIVERY, || message_bodies(&bob, &room_id).contains(&"legit".to_string()).then_some(()));
     Setup { ca, a, b, alice, mallory, bob, room_id }
-}
-
-fn messages(client: &Client, room_id: &str) -> Vec<String> {
-    let (_, answer) = client.get(&room_path(room_id, "/messages?dir=b&limit=100"));
-    answer["chunk"]
-        .as_array()
-        .map(|chunk| {
-            chunk
-                .iter()
-                .filter(|event| event["type"] == "m.room.message")
-                .map(|event| event["content"]["body"].as_str().unwrap_or("<redacted>").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 impl Setup {
@@ -174,7 +158,7 @@ fn forged_tampered_unauthorised_oversized_and_stray_events_change_nothing() {
     }
 
     // Nothing of it is in B's room.
-    let seen = messages(&setup.bob, &setup.room_id);
+    let seen = message_bodies(&setup.bob, &setup.room_id);
     for body in ["forged", "stray", "impostor"] {
         assert!(!seen.iter().any(|message| message == body), "{body} got in: {seen:?}");
     }
@@ -184,7 +168,7 @@ fn forged_tampered_unauthorised_oversized_and_stray_events_change_nothing() {
     // The room still works.
     send_text(&setup.alice, &setup.room_id, "still fine");
     eventually(DELIVERY, || {
-        messages(&setup.bob, &setup.room_id).contains(&"still fine".to_string()).then_some(())
+        message_bodies(&setup.bob, &setup.room_id).contains(&"still fine".to_string()).then_some(())
     });
 }
 

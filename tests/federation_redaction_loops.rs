@@ -11,8 +11,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::federation::{TestCa, federation_args, signed_request, start_federating};
-use common::rooms::{create_room, enc, room_path, send_text, txn};
+use common::federation::{TestCa, federating_pair, federation_args, signed_request};
+use common::rooms::{create_room, enc, message_bodies, room_path, send_text, txn};
 use common::{Client, Node, eventually};
 use serde_json::{Value, json};
 
@@ -30,30 +30,15 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (ca, a, b) = federating_pair();
     let alice = a.register("alice");
     let bob = b.register("bob");
     let room_id = create_room(&alice, json!({"preset": "public_chat", "room_version": ROOM_VERSION}));
     let (status, answer) = bob.post(&room_path(&room_id, "/join"), &json!({}));
     assert_eq!(status, 200, "{answer}");
     send_text(&alice, &room_id, "legit");
-    eventually(DELIVERY, || bodies(&bob, &room_id).contains(&"legit".to_string()).then_some(()));
+    eventually(DELIVERY, || message_bodies(&bob, &room_id).contains(&"legit".to_string()).then_some(()));
     Setup { ca, a, b, alice, bob, room_id }
-}
-
-/// The bodies of the messages B shows (`<redacted>` for redacted ones).
-fn bodies(client: &Client, room_id: &str) -> Vec<String> {
-    let (status, answer) = client.get(&room_path(room_id, "/messages?dir=b&limit=100"));
-    assert_eq!(status, 200, "{answer}");
-    answer["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|event| event["type"] == "m.room.message")
-        .map(|event| event["content"]["body"].as_str().unwrap_or("<redacted>").to_string())
-        .collect()
 }
 
 impl Setup {
@@ -143,13 +128,15 @@ fn a_redaction_of_itself_is_stored_and_redacts_nothing() {
     let results = setup.send_pdus(&[setup.redaction(&self_id, &self_id, None)]);
     assert!(results[&self_id].get("error").is_none(), "{results}");
     setup.assert_served_unredacted(&self_id);
-    assert_eq!(bodies(&setup.bob, &setup.room_id), vec!["legit"]);
+    assert_eq!(message_bodies(&setup.bob, &setup.room_id), vec!["legit"]);
     // The room still works both ways.
     send_text(&setup.alice, &setup.room_id, "after");
-    eventually(DELIVERY, || bodies(&setup.bob, &setup.room_id).contains(&"after".to_string()).then_some(()));
+    eventually(DELIVERY, || {
+        message_bodies(&setup.bob, &setup.room_id).contains(&"after".to_string()).then_some(())
+    });
     send_text(&setup.bob, &setup.room_id, "reply");
     eventually(DELIVERY, || {
-        bodies(&setup.alice, &setup.room_id).contains(&"reply".to_string()).then_some(())
+        message_bodies(&setup.alice, &setup.room_id).contains(&"reply".to_string()).then_some(())
     });
 }
 
@@ -166,7 +153,7 @@ fn redactions_of_each_other_are_stored_and_redact_nothing() {
     }
     setup.assert_served_unredacted(&first);
     setup.assert_served_unredacted(&second);
-    assert_eq!(bodies(&setup.bob, &setup.room_id), vec!["legit"]);
+    assert_eq!(message_bodies(&setup.bob, &setup.room_id), vec!["legit"]);
 
     // An ordinary redaction, and a redaction of that redaction, still apply.
     let (_, latest) = setup.bob.get(&room_path(&setup.room_id, "/messages?dir=b&limit=1"));
@@ -184,7 +171,7 @@ fn redactions_of_each_other_are_stored_and_redact_nothing() {
     let outer_event = setup.redaction(&outer, &inner, Some(&inner));
     let results = setup.send_pdus(&[inner_event, outer_event]);
     assert!(results[&inner].get("error").is_none() && results[&outer].get("error").is_none(), "{results}");
-    assert_eq!(bodies(&setup.bob, &setup.room_id), vec!["<redacted>"]);
+    assert_eq!(message_bodies(&setup.bob, &setup.room_id), vec!["<redacted>"]);
     let (status, event) = setup.bob.get(&room_path(&setup.room_id, &format!("/event/{}", enc(&inner))));
     assert_eq!(status, 200, "{event}");
     assert_eq!(event["unsigned"]["redacted_because"]["event_id"], outer.as_str(), "{event}");

@@ -7,8 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::federation::{TestCa, start_federating};
-use common::rooms::{create_room, enc, room_path, send_text};
+use common::federation::{TestCa, federating_pair, start_federating};
+use common::rooms::{
+    create_room, enc, ephemeral, membership_of, room_path, send_text, sync_until, wait_for_membership,
+};
 use common::{Client, Node, eventually};
 use serde_json::json;
 
@@ -36,12 +38,6 @@ fn wait_for_message(client: &Client, room_id: &str, body: &str) {
     eventually(DELIVERY, || messages(client, room_id).iter().any(|seen| seen == body).then_some(()));
 }
 
-fn membership(client: &Client, room_id: &str, user_id: &str) -> Option<String> {
-    let (status, content) =
-        client.get(&room_path(room_id, &format!("/state/m.room.member/{}", enc(user_id))));
-    (status == 200).then(|| content["membership"].as_str().unwrap_or_default().to_string())
-}
-
 fn joined_room_of(a: &Node, b: &Node) -> (Client, Client, String) {
     let alice = a.register("alice");
     let bob = b.register("bob");
@@ -56,17 +52,13 @@ fn joined_room_of(a: &Node, b: &Node) -> (Client, Client, String) {
 
 #[test]
 fn a_remote_user_joins_by_alias_and_messages_flow_both_ways() {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (_ca, a, b) = federating_pair();
     let (alice, bob, room_id) = joined_room_of(&a, &b);
     // The room's name came with the state.
     let (status, name) = bob.get(&room_path(&room_id, "/state/m.room.name/"));
     assert_eq!((status, name["name"].as_str()), (200, Some("Lounge")));
     // Alice sees Bob's join.
-    eventually(DELIVERY, || {
-        (membership(&alice, &room_id, &bob.user_id).as_deref() == Some("join")).then_some(())
-    });
+    wait_for_membership(&alice, &room_id, &bob.user_id, "join", DELIVERY);
 
     send_text(&alice, &room_id, "hello from a");
     wait_for_message(&bob, &room_id, "hello from a");
@@ -85,9 +77,7 @@ fn a_remote_user_joins_by_alias_and_messages_flow_both_ways() {
 
 #[test]
 fn invites_leaves_and_bans_cross_servers() {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (_ca, a, b) = federating_pair();
     let alice = a.register("alice");
     let carol = b.register("carol");
     let room_id = create_room(&alice, json!({"preset": "private_chat", "name": "Private"}));
@@ -103,9 +93,7 @@ fn invites_leaves_and_bans_cross_servers() {
     assert!(state.iter().any(|event| event["type"] == "m.room.name"), "{invited}");
     let (status, answer) = carol.post(&room_path(&room_id, "/join"), &json!({}));
     assert_eq!(status, 200, "join after invite: {answer}\n{}", b.log_text());
-    eventually(DELIVERY, || {
-        (membership(&alice, &room_id, &carol.user_id).as_deref() == Some("join")).then_some(())
-    });
+    wait_for_membership(&alice, &room_id, &carol.user_id, "join", DELIVERY);
 
     send_text(&carol, &room_id, "thanks for the invite");
     wait_for_message(&alice, &room_id, "thanks for the invite");
@@ -113,9 +101,7 @@ fn invites_leaves_and_bans_cross_servers() {
     // Carol leaves; Alice sees it.
     let (status, _) = carol.post(&room_path(&room_id, "/leave"), &json!({}));
     assert_eq!(status, 200);
-    eventually(DELIVERY, || {
-        (membership(&alice, &room_id, &carol.user_id).as_deref() == Some("leave")).then_some(())
-    });
+    wait_for_membership(&alice, &room_id, &carol.user_id, "leave", DELIVERY);
 
     // A ban of a remote user reaches their server, and they cannot come back.
     let dave = b.register("dave");
@@ -127,60 +113,37 @@ fn invites_leaves_and_bans_cross_servers() {
     });
     let (status, answer) = dave.post(&room_path(&room_id, "/join"), &json!({}));
     assert_eq!(status, 200, "{answer}");
-    eventually(DELIVERY, || {
-        (membership(&alice, &room_id, &dave.user_id).as_deref() == Some("join")).then_some(())
-    });
+    wait_for_membership(&alice, &room_id, &dave.user_id, "join", DELIVERY);
     let (status, answer) =
         alice.post(&room_path(&room_id, "/ban"), &json!({"user_id": dave.user_id, "reason": "test"}));
     assert_eq!(status, 200, "{answer}");
-    eventually(DELIVERY, || {
-        (membership(&dave, &room_id, &dave.user_id).as_deref() == Some("ban")).then_some(())
-    });
+    wait_for_membership(&dave, &room_id, &dave.user_id, "ban", DELIVERY);
     let (status, _) = dave.post(&room_path(&room_id, "/join"), &json!({}));
     assert_eq!(status, 403, "a banned user rejoining");
 }
 
 #[test]
 fn typing_and_receipts_cross_servers() {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (_ca, a, b) = federating_pair();
     let (alice, bob, room_id) = joined_room_of(&a, &b);
-    eventually(DELIVERY, || {
-        (membership(&alice, &room_id, &bob.user_id).as_deref() == Some("join")).then_some(())
-    });
+    wait_for_membership(&alice, &room_id, &bob.user_id, "join", DELIVERY);
     let event_id = send_text(&alice, &room_id, "read me");
     wait_for_message(&bob, &room_id, "read me");
 
     let path = room_path(&room_id, &format!("/typing/{}", enc(&bob.user_id)));
     let (status, _) = bob.put(&path, &json!({"typing": true, "timeout": 20000}));
     assert_eq!(status, 200);
-    eventually(DELIVERY, || {
-        let (_, sync) = alice.get("/_matrix/client/v3/sync");
-        let ephemeral =
-            sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
-        ephemeral
-            .iter()
-            .any(|event| {
-                event["type"] == "m.typing"
-                    && event["content"]["user_ids"].as_array().unwrap().contains(&json!(bob.user_id))
-            })
-            .then_some(())
+    sync_until(&alice, DELIVERY, |sync| {
+        let typing = ephemeral(sync, &room_id, "m.typing")?;
+        typing["content"]["user_ids"].as_array().unwrap().contains(&json!(bob.user_id)).then_some(())
     });
 
     let (status, _) =
         bob.post(&room_path(&room_id, &format!("/receipt/m.read/{}", enc(&event_id))), &json!({}));
     assert_eq!(status, 200);
-    eventually(DELIVERY, || {
-        let (_, sync) = alice.get("/_matrix/client/v3/sync");
-        let ephemeral =
-            sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
-        ephemeral
-            .iter()
-            .any(|event| {
-                event["type"] == "m.receipt" && !event["content"][&event_id]["m.read"][&bob.user_id].is_null()
-            })
-            .then_some(())
+    sync_until(&alice, DELIVERY, |sync| {
+        let receipt = ephemeral(sync, &room_id, "m.receipt")?;
+        (!receipt["content"][&event_id]["m.read"][&bob.user_id].is_null()).then_some(())
     });
 }
 
@@ -209,9 +172,7 @@ fn assert_same_messages_in_sender_order(seen: &[String], reference: &[String], s
 
 #[test]
 fn a_node_that_was_down_catches_up_in_order_without_duplicates() {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (ca, a, b) = federating_pair();
     let mut c = start_federating(&ca, &[]);
     let alice = a.register("alice");
     let bob = b.register("bob");
@@ -224,9 +185,7 @@ fn a_node_that_was_down_catches_up_in_order_without_duplicates() {
         assert_eq!(status, 200, "{answer}");
     }
     for client in [&alice, &bob] {
-        eventually(DELIVERY, || {
-            (membership(client, &room_id, &carol.user_id).as_deref() == Some("join")).then_some(())
-        });
+        wait_for_membership(client, &room_id, &carol.user_id, "join", DELIVERY);
     }
     send_text(&carol, &room_id, "before the outage");
     wait_for_message(&alice, &room_id, "before the outage");
@@ -263,13 +222,9 @@ fn a_node_that_was_down_catches_up_in_order_without_duplicates() {
 
 #[test]
 fn concurrent_state_changes_resolve_the_same_everywhere() {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (_ca, a, b) = federating_pair();
     let (alice, bob, room_id) = joined_room_of(&a, &b);
-    eventually(DELIVERY, || {
-        (membership(&alice, &room_id, &bob.user_id).as_deref() == Some("join")).then_some(())
-    });
+    wait_for_membership(&alice, &room_id, &bob.user_id, "join", DELIVERY);
     // Give Bob the power to change the topic, then both change it at once.
     let (_, mut levels) = alice.get(&room_path(&room_id, "/state/m.room.power_levels/"));
     levels["users"][&bob.user_id] = json!(50);
@@ -309,9 +264,7 @@ fn concurrent_state_changes_resolve_the_same_everywhere() {
 
 #[test]
 fn history_from_before_a_remote_join_is_backfilled() {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (_ca, a, b) = federating_pair();
     let alice = a.register("alice");
     let bob = b.register("bob");
     let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "archive"}));
@@ -355,9 +308,7 @@ fn history_from_before_a_remote_join_is_backfilled() {
 
 #[test]
 fn directories_profiles_and_openid_across_servers() {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (_ca, a, b) = federating_pair();
     let alice = a.register("alice");
     let bob = b.register("bob");
     let room_id =
@@ -395,9 +346,7 @@ fn directories_profiles_and_openid_across_servers() {
 /// <https://spec.matrix.org/latest/client-server-api/#direct-messaging>.
 #[test]
 fn create_room_invites_a_remote_user_to_a_direct_message() {
-    let ca = TestCa::new();
-    let a = start_federating(&ca, &[]);
-    let b = start_federating(&ca, &[]);
+    let (_ca, a, b) = federating_pair();
     let alice = a.register("alice");
     let cara = b.register("cara");
     let (status, answer) = alice.post(
@@ -406,7 +355,7 @@ fn create_room_invites_a_remote_user_to_a_direct_message() {
     );
     assert_eq!(status, 200, "createRoom inviting a remote user: {answer}\n{}", a.log_text());
     let room_id = answer["room_id"].as_str().unwrap().to_string();
-    assert_eq!(membership(&alice, &room_id, &cara.user_id).as_deref(), Some("invite"));
+    assert_eq!(membership_of(&alice, &room_id, &cara.user_id).as_deref(), Some("invite"));
 
     // Cara sees the invite, marked direct, in her sync.
     let invited = eventually(DELIVERY, || {
@@ -425,9 +374,7 @@ fn create_room_invites_a_remote_user_to_a_direct_message() {
     // She joins, and messages flow both ways.
     let (status, answer) = cara.post(&room_path(&room_id, "/join"), &json!({}));
     assert_eq!(status, 200, "join after the invite: {answer}\n{}", b.log_text());
-    eventually(DELIVERY, || {
-        (membership(&alice, &room_id, &cara.user_id).as_deref() == Some("join")).then_some(())
-    });
+    wait_for_membership(&alice, &room_id, &cara.user_id, "join", DELIVERY);
     send_text(&alice, &room_id, "hi cara");
     wait_for_message(&cara, &room_id, "hi cara");
     send_text(&cara, &room_id, "hi alice");

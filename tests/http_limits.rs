@@ -50,12 +50,11 @@ fn json_of_the_wrong_shape_is_bad_json() {
 fn oversized_bodies_are_too_large() {
     let node = Node::start();
     // Announced by Content-Length: refused before the body is read.
-    let mut connection = RawConnection::connect(&node.http);
-    connection.send(
+    let response = RawConnection::exchange(
+        &node.http,
         b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
           Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n",
     );
-    let response = connection.read_response();
     assert_eq!(response.status, 413, "{response:?}");
     assert_eq!(response.json()["errcode"], "M_TOO_LARGE");
 
@@ -196,21 +195,19 @@ fn plain_and_tls_traffic_start_no_threads() {
 fn only_signed_in_users_may_send_media_sized_bodies() {
     let node = Node::start();
     // A media upload past the JSON limit needs a token before anything is read.
-    let mut connection = RawConnection::connect(&node.http);
-    connection.send(
+    let response = RawConnection::exchange(
+        &node.http,
         b"POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\
           Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n",
     );
-    let response = connection.read_response();
     assert_eq!(response.status, 401, "{response:?}");
     assert_eq!(response.json()["errcode"], "M_MISSING_TOKEN");
     // Paths that merely contain "upload" are JSON endpoints with the JSON limit.
-    let mut connection = RawConnection::connect(&node.http);
-    connection.send(
+    let response = RawConnection::exchange(
+        &node.http,
         b"POST /_matrix/client/v3/keys/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
           Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n",
     );
-    let response = connection.read_response();
     assert_eq!(response.status, 413, "{response:?}");
     assert_eq!(response.json()["errcode"], "M_TOO_LARGE");
 }

@@ -25,9 +25,7 @@ fn event_path(room_id: &str, event_id: &str) -> String {
 #[test]
 fn join_by_id_and_alias_invite_leave_and_forget() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
     let (status, _) = bob.put(
         &format!("/_matrix/client/v3/profile/{}/displayname", enc(&bob.user_id)),
         &json!({"displayname": "Bob B"}),
@@ -99,12 +97,8 @@ fn join_by_id_and_alias_invite_leave_and_forget() {
 #[test]
 fn kick_ban_unban_follow_power() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
-    join(&carol, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    let room = public_room(&alice, &[&bob, &carol]);
     // Bob (power 0) may not kick or ban.
     assert_error(&post(&bob, &room, "kick", json!({"user_id": carol.user_id})), 403, "M_FORBIDDEN");
     assert_error(&post(&bob, &room, "ban", json!({"user_id": carol.user_id})), 403, "M_FORBIDDEN");
@@ -150,8 +144,7 @@ fn kick_ban_unban_follow_power() {
 #[test]
 fn power_level_changes_are_checked() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     // Version 11: the creator's power is a number here (v12 creators are above all levels).
     let room = create_room(&alice, json!({"preset": "public_chat", "room_version": "11"}));
     join(&bob, &room);
@@ -203,9 +196,7 @@ fn power_level_changes_are_checked() {
 #[test]
 fn knocking_in_a_knock_room() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let carol = node.register("carol");
-    let bob = node.register("bob");
+    let [alice, carol, bob] = node.register_each(["alice", "carol", "bob"]);
     let room = create_room(
         &alice,
         json!({"room_version": "10", "initial_state": [
@@ -237,11 +228,8 @@ fn knocking_in_a_knock_room() {
 #[test]
 fn member_lists_at_a_point_and_filtered() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    let room = public_room(&alice, &[&bob]);
     let then = sync(&alice, "")["next_batch"].clone();
     join(&carol, &room);
     assert_eq!(post(&bob, &room, "leave", json!({})).0, 200);
@@ -288,9 +276,7 @@ fn member_lists_at_a_point_and_filtered() {
 #[test]
 fn history_visibility_hides_what_came_before() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
     for (visibility, before_visible, invited_visible) in
         [("joined", false, false), ("invited", false, true), ("shared", true, true)]
     {

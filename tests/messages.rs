@@ -6,6 +6,7 @@ mod timeline_helpers;
 
 use std::collections::HashSet;
 
+use common::rooms::{member_keys, public_room};
 use common::{Node, assert_error};
 use serde_json::json;
 use timeline_helpers::*;
@@ -76,12 +77,8 @@ fn paging_backwards_and_forwards_covers_every_event_exactly_once() {
 #[test]
 fn filters_apply_and_lazy_loading_returns_the_senders_members() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
-    join(&carol, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    let room = public_room(&alice, &[&bob, &carol]);
     say(&alice, &room, "from alice");
     say(&bob, &room, "from bob");
     send_event(
@@ -154,9 +151,7 @@ fn filters_apply_and_lazy_loading_returns_the_senders_members() {
 #[test]
 fn history_visibility_limits_what_joiners_leavers_and_strangers_read() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
     let room = room_with_visibility(&alice, "joined");
     say(&alice, &room, "before bob");
     join(&bob, &room);
@@ -196,11 +191,44 @@ fn history_visibility_limits_what_joiners_leavers_and_strangers_read() {
     assert_eq!(bodies(&page["chunk"]), ["old news"]);
 }
 
+/// History once closed stays closed to later joiners, even when the room
+/// opens it afterwards: an event's visibility is the room's
+/// `history_visibility` at that event, not now (and `shared` history opened
+/// later shows only what was sent from then on, with the earlier `shared`
+/// stretch).
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#history-visibility>.
 #[test]
-fn context_splits_the_limit_and_respects_visibility() {
+fn history_closed_then_opened_stays_closed_where_it_was() {
     let node = Node::start();
     let alice = node.register("alice");
     let bob = node.register("bob");
+    let room = room_with_visibility(&alice, "joined");
+    say(&alice, &room, "while joined-only");
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.history_visibility/", encode(&room));
+    let (status, answer) = alice.put(&path, &json!({"history_visibility": "shared"}));
+    assert_eq!(status, 200, "{answer}");
+    say(&alice, &room, "while shared");
+    join(&bob, &room);
+    let (status, page) = messages(&bob, &room, "dir=b&limit=50");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(bodies(&page["chunk"]), ["while shared"], "{page}");
+    // The initial /sync shows the same timeline.
+    let (status, sync) = bob.get("/_matrix/client/v3/sync");
+    assert_eq!(status, 200, "{sync}");
+    let timeline = &sync["rooms"]["join"][&room]["timeline"]["events"];
+    assert_eq!(bodies(timeline), ["while shared"], "{sync}");
+    // In a room always `shared`, the joiner reads everything.
+    let open = room_with_visibility(&alice, "shared");
+    say(&alice, &open, "old news");
+    join(&bob, &open);
+    let (_, sync) = bob.get("/_matrix/client/v3/sync");
+    assert_eq!(bodies(&sync["rooms"]["join"][&open]["timeline"]["events"]), ["old news"], "{sync}");
+}
+
+#[test]
+fn context_splits_the_limit_and_respects_visibility() {
+    let node = Node::start();
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = room_with_visibility(&alice, "joined");
     let ids_sent: Vec<String> = (0..9).map(|n| say(&alice, &room, &format!("m{n}"))).collect();
     let path = |event: &str, query: &str| {
@@ -222,13 +250,7 @@ fn context_splits_the_limit_and_respects_visibility() {
 
     let lazy = filter_param(&json!({"lazy_load_members": true}));
     let (_, context) = alice.get(&path(&ids_sent[8], &format!("limit=2&filter={lazy}")));
-    let members: Vec<&str> = context["state"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|event| event["type"] == "m.room.member")
-        .map(|event| event["state_key"].as_str().unwrap())
-        .collect();
+    let members = member_keys(&context["state"]);
     assert_eq!(members, [alice.user_id.as_str()]);
 
     join(&bob, &room);
@@ -249,8 +271,7 @@ fn context_splits_the_limit_and_respects_visibility() {
 #[test]
 fn timestamp_to_event_finds_the_nearest_visible_event() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let carol = node.register("carol");
+    let [alice, carol] = node.register_each(["alice", "carol"]);
     let room = create_room(&alice, json!({"preset": "private_chat"}));
     let last = say(&alice, &room, "newest");
     let path = |query: &str| format!("/_matrix/client/v1/rooms/{}/timestamp_to_event?{query}", encode(&room));

@@ -185,3 +185,28 @@ fn operator_commands_never_create_a_database() {
     assert!(!empty.0.join("hearth.db").exists());
     assert_eq!(std::fs::read_dir(&empty.0).unwrap().count(), 0);
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_the_command_quietly() {
+    // `hearth user list | head -1`: the reader goes away before the command
+    // writes. Before, the write panicked (an abort and a core dump in a
+    // release build); now the command ends as other Unix tools do.
+    let node = Node::start_with(&["--server-name", "localhost"]);
+    let data_dir = node.data_dir.0.to_str().unwrap();
+    for name in ["yara", "zeno"] {
+        cli_ok(&node, &["user", "add", name, "--password-stdin"], Some(PASSWORD));
+    }
+    for args in [vec!["--help"], vec!["user", "list", "--data-dir", data_dir]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = std::process::Command::new(common::binary())
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {:?} {stderr}", output.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

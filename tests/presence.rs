@@ -32,11 +32,8 @@ fn put_presence(client: &Client, body: Value) {
 #[test]
 fn set_and_get_own_and_peers_presence() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    public_room(&alice, &[&bob]);
 
     put_presence(&alice, json!({"presence": "online", "status_msg": "baking"}));
     let (status, own) = alice.get(&status_path(&alice.user_id));
@@ -81,11 +78,8 @@ fn set_and_get_own_and_peers_presence() {
 #[test]
 fn incremental_syncs_carry_presence_of_room_peers_only() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    public_room(&alice, &[&bob]);
 
     let first = sync(&alice, "set_presence=offline");
     let token = first["next_batch"].as_str().unwrap();
@@ -122,10 +116,8 @@ fn incremental_syncs_carry_presence_of_room_peers_only() {
 #[test]
 fn set_presence_on_sync_marks_the_syncing_user() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    public_room(&alice, &[&bob]);
 
     // `offline` leaves presence alone.
     sync(&bob, "set_presence=offline");
@@ -147,10 +139,8 @@ fn set_presence_on_sync_marks_the_syncing_user() {
 #[test]
 fn a_long_poll_wakes_on_a_presence_change() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    public_room(&alice, &[&bob]);
     let token = sync(&alice, "")["next_batch"].clone();
 
     let poller = alice.clone();

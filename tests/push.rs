@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::rooms::public_room;
 use common::{Client, Node, assert_error};
 use serde_json::{Value, json};
 
@@ -18,15 +19,6 @@ fn rule_ids(ruleset: &Value, kind: &str) -> Vec<String> {
 }
 
 /// Alice creates a public room and bob joins it; returns the room ID.
-fn shared_room(alice: &Client, bob: &Client) -> String {
-    let (status, body) = alice.post("/_matrix/client/v3/createRoom", &json!({"preset": "public_chat"}));
-    assert_eq!(status, 200, "{body}");
-    let room_id = body["room_id"].as_str().unwrap().to_owned();
-    let (status, body) = bob.post(&format!("/_matrix/client/v3/join/{room_id}"), &json!({}));
-    assert_eq!(status, 200, "{body}");
-    room_id
-}
-
 /// Sends a message; returns its event ID.
 fn send(client: &Client, room_id: &str, txn: &str, content: Value) -> String {
     let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
@@ -125,7 +117,7 @@ fn keyword_rules_and_disabled_defaults_drive_unread_counts() {
     let node = Node::start();
     let alice = node.register("alice");
     let bob = node.register("bob");
-    let room_id = shared_room(&alice, &bob);
+    let room_id = public_room(&alice, &[&bob]);
     let (_, first) = alice.get("/_matrix/client/v3/sync");
     let since = first["next_batch"].as_str().unwrap().to_owned();
 
@@ -180,7 +172,7 @@ fn mentions_highlight() {
     let node = Node::start();
     let alice = node.register("alice");
     let bob = node.register("bob");
-    let room_id = shared_room(&alice, &bob);
+    let room_id = public_room(&alice, &[&bob]);
     send(&bob, &room_id, "t1", json!({"msgtype": "m.text", "body": "plain"}));
     send(
         &bob,
@@ -347,7 +339,7 @@ fn notifications_list_what_notified_newest_first() {
     let node = Node::start();
     let alice = node.register("alice");
     let bob = node.register("bob");
-    let room_id = shared_room(&alice, &bob);
+    let room_id = public_room(&alice, &[&bob]);
     let plain = send(&bob, &room_id, "n1", json!({"msgtype": "m.text", "body": "plain"}));
     send(&bob, &room_id, "n2", json!({"msgtype": "m.notice", "body": "bot says"}));
     let mention = send(

@@ -121,6 +121,16 @@ fn set_pusher(client: &Client, pushkey: &str, data: Value) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A gateway, alice, and bob with the pusher `bob-phone` sending there
+/// (`data` with the gateway's `url`).
+fn bob_pushed_by_alice(node: &Node, mut data: Value) -> (Gateway, Client, Client) {
+    let gateway = Gateway::start();
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    data["url"] = json!(gateway.url());
+    set_pusher(&bob, "bob-phone", data);
+    (gateway, alice, bob)
+}
+
 /// Alice creates a room (a DM with bob if `direct`), invites and joins `others`.
 fn room(alice: &Client, others: &[(&Client, &str)], direct: bool) -> String {
     let invite: Vec<&str> = others.iter().map(|(_, user_id)| *user_id).collect();
@@ -216,10 +226,7 @@ fn the_gateway_gets_what_the_default_rules_call_for() {
 #[test]
 fn event_id_only_sends_ids_and_counts() {
     let node = start_node();
-    let gateway = Gateway::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    set_pusher(&bob, "bob-phone", json!({"url": gateway.url(), "format": "event_id_only"}));
+    let (gateway, alice, bob) = bob_pushed_by_alice(&node, json!({"format": "event_id_only"}));
     let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
     let hello = send(&alice, &dm, text("secret"));
     let notification = gateway.wait_for(1).remove(0);
@@ -262,11 +269,8 @@ fn queued_notifications_survive_a_crash_with_the_gateway_down() {
 #[test]
 fn a_rejected_pushkey_removes_its_pusher() {
     let node = start_node();
-    let gateway = Gateway::start();
+    let (gateway, alice, bob) = bob_pushed_by_alice(&node, json!({}));
     *gateway.answer.lock().unwrap() = json!({"rejected": ["bob-phone"]});
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    set_pusher(&bob, "bob-phone", json!({"url": gateway.url()}));
     let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
     send(&alice, &dm, text("hello"));
     gateway.wait_for(1);
@@ -283,10 +287,7 @@ fn a_rejected_pushkey_removes_its_pusher() {
 #[test]
 fn an_invite_notifies_the_invited_user() {
     let node = start_node();
-    let gateway = Gateway::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    set_pusher(&bob, "bob-phone", json!({"url": gateway.url()}));
+    let (gateway, alice, _bob) = bob_pushed_by_alice(&node, json!({}));
     let room_id = room(&alice, &[], false);
     let (status, body) = alice.post(
         &format!("/_matrix/client/v3/rooms/{room_id}/invite"),
@@ -304,10 +305,7 @@ fn an_invite_notifies_the_invited_user() {
 #[test]
 fn a_read_receipt_updates_the_badge() {
     let node = start_node();
-    let gateway = Gateway::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    set_pusher(&bob, "bob-phone", json!({"url": gateway.url()}));
+    let (gateway, alice, bob) = bob_pushed_by_alice(&node, json!({}));
     let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
     let hello = send(&alice, &dm, text("hello"));
     gateway.wait_for(1);
@@ -354,10 +352,7 @@ fn pushers_per_account_are_bounded() {
 #[test]
 fn plain_http_needs_an_allowed_address() {
     let node = Node::start();
-    let gateway = Gateway::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    set_pusher(&bob, "bob-phone", json!({"url": gateway.url()}));
+    let (gateway, alice, bob) = bob_pushed_by_alice(&node, json!({}));
     let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
     send(&alice, &dm, text("hello"));
     // The first attempt is immediate, the retry a second later.

@@ -5,6 +5,7 @@
 mod common;
 mod timeline_helpers;
 
+use common::rooms::public_room;
 use common::{Client, Node, assert_error};
 use serde_json::{Value, json};
 use timeline_helpers::*;
@@ -58,10 +59,8 @@ fn find<'a>(events: &'a Value, event_id: &str) -> &'a Value {
 #[test]
 fn the_latest_own_edit_is_bundled_on_every_read_path() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let original = say(&alice, &room, "I like cake");
     let edits = [
         edit(&alice, &room, &original, "I like chocolate cake"),
@@ -115,12 +114,8 @@ fn the_latest_own_edit_is_bundled_on_every_read_path() {
 #[test]
 fn threads_and_references_are_bundled_with_participation() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
-    join(&carol, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    let room = public_room(&alice, &[&bob, &carol]);
     let root = say(&alice, &room, "thread root");
     reply_in_thread(&bob, &room, &root, "first reply");
     let second = reply_in_thread(&bob, &room, &root, "second reply");
@@ -153,10 +148,8 @@ fn threads_and_references_are_bundled_with_participation() {
 #[test]
 fn relations_filter_page_and_recurse() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let root = say(&alice, &room, "root");
     let replies: Vec<String> =
         (0..5).map(|n| reply_in_thread(&bob, &room, &root, &format!("reply {n}"))).collect();
@@ -217,9 +210,7 @@ fn relations_filter_page_and_recurse() {
 #[test]
 fn relations_and_threads_respect_history_visibility() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
     let room = room_with_visibility(&alice, "joined");
     let early = say(&alice, &room, "early root");
     reply_in_thread(&alice, &room, &early, "early reply");
@@ -246,10 +237,8 @@ fn relations_and_threads_respect_history_visibility() {
 #[test]
 fn threads_list_by_latest_activity_and_participation() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let first = say(&alice, &room, "first thread");
     let second = say(&bob, &room, "second thread");
     let third = say(&bob, &room, "third thread");

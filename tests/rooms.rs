@@ -29,8 +29,7 @@ fn create_event(client: &common::Client, room_id: &str) -> Value {
 #[test]
 fn presets_set_join_rules_history_and_guest_access() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let cases = [
         ("private_chat", "invite", "shared", "can_join"),
         ("trusted_private_chat", "invite", "shared", "can_join"),
@@ -75,8 +74,7 @@ fn presets_set_join_rules_history_and_guest_access() {
 #[test]
 fn create_room_options_become_state() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(
         &alice,
         json!({
@@ -136,8 +134,7 @@ fn create_room_options_become_state() {
 #[test]
 fn room_versions_ten_to_twelve_and_unknown_ones() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     for version in ["10", "11", "12"] {
         let room = create_room(&alice, json!({"room_version": version, "preset": "public_chat"}));
         let create = create_event(&alice, &room);
@@ -254,10 +251,8 @@ fn state_keys_empty_with_slashes_and_listing() {
 #[test]
 fn state_keys_of_other_users_and_bad_members_are_refused() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let state_before = state_snapshot(&alice, &room);
     // A state key that is another user's ID is theirs alone.
     let answer = try_put_state(&alice, &room, "org.example.profile", &bob.user_id, &json!({"x": 1}));
@@ -286,10 +281,8 @@ fn state_keys_of_other_users_and_bad_members_are_refused() {
 #[test]
 fn redactions_need_power_for_others_events() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let alices = send_text(&alice, &room, "alice's secret");
     let bobs = send_text(&bob, &room, "bob's secret");
     let bobs_other = send_text(&bob, &room, "bob's other");

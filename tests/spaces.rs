@@ -3,14 +3,9 @@
 
 mod common;
 
+use common::rooms::create_room;
 use common::{Client, Node, assert_error};
 use serde_json::{Value, json};
-
-fn create_room(client: &Client, body: Value) -> String {
-    let (status, answer) = client.post("/_matrix/client/v3/createRoom", &body);
-    assert_eq!(status, 200, "{answer}");
-    answer["room_id"].as_str().unwrap().to_string()
-}
 
 fn add_child(client: &Client, space: &str, child: &str, content: Value) {
     let path = format!("/_matrix/client/v3/rooms/{space}/state/m.space.child/{child}");

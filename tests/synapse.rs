@@ -45,6 +45,30 @@ struct Pair {
 }
 
 impl Pair {
+    /// Two users on our node (alice, dave) and two on Synapse (bob, carol).
+    fn users(&self) -> (Client, Client, Client, Client) {
+        let (alice, dave) = (self.node.register("alice"), self.node.register("dave"));
+        (alice, dave, self.synapse.register("bob"), self.synapse.register("carol"))
+    }
+
+    /// Stops Synapse, has `ours` (a user of our node) send a batch, starts
+    /// Synapse again and waits until `theirs` (a Synapse user) has it all.
+    fn catch_up_after_synapse_restart(&mut self, ours: &Client, theirs: &Client, room_id: &str) {
+        self.synapse.stop();
+        let sent = send_batch(ours, room_id, "while Synapse was down");
+        self.synapse.restart();
+        wait_bodies(self, theirs, room_id, "while Synapse was down", &sent);
+    }
+
+    /// Stops our node, has `theirs` (a Synapse user) send a batch, starts
+    /// the node again and waits until `ours` (a user of our node) has it all.
+    fn catch_up_after_node_restart(&mut self, theirs: &Client, ours: &Client, room_id: &str) {
+        self.node.stop();
+        let sent = send_batch(theirs, room_id, "while hearth was down");
+        self.node.restart();
+        wait_bodies(self, ours, room_id, "while hearth was down", &sent);
+    }
+
     fn start(ca: &TestCa) -> Pair {
         let synapse = Synapse::start(ca);
         let node = start_federating(ca, &[]);
@@ -130,7 +154,13 @@ struct Room<'a> {
     guest_friend: &'a Client,
 }
 
-impl Room<'_> {
+impl<'a> Room<'a> {
+    /// The room's users: `[owner, guest, owner_friend, guest_friend]`.
+    fn new(pair: &'a Pair, room_id: &str, users: [&'a Client; 4]) -> Room<'a> {
+        let [owner, guest, owner_friend, guest_friend] = users;
+        Room { pair, room_id: room_id.to_string(), owner, guest, owner_friend, guest_friend }
+    }
+
     /// Sends from `from` and returns the event as `to` sees it.
     fn send_across(&self, from: &Client, to: &Client, kind: &str, content: Value) -> (String, Value) {
         let event_id = send(from, &self.room_id, kind, content);
@@ -349,10 +379,7 @@ fn profiles_both_ways(pair: &Pair, ours: &Client, theirs: &Client) {
 fn room_on_hearth_with_a_synapse_member() {
     let ca = TestCa::new();
     let mut pair = Pair::start(&ca);
-    let alice = pair.node.register("alice");
-    let dave = pair.node.register("dave");
-    let bob = pair.synapse.register("bob");
-    let carol = pair.synapse.register("carol");
+    let (alice, dave, bob, carol) = pair.users();
     profiles_both_ways(&pair, &alice, &bob);
     let room_id = create_room(
         &alice,
@@ -367,38 +394,20 @@ fn room_on_hearth_with_a_synapse_member() {
     assert_eq!(join_room(&pair, &bob, &alias), room_id);
     wait_membership(&pair, &alice, &room_id, &bob.user_id, "join");
     wait_bodies(&pair, &bob, &room_id, "before Synapse joined", &before);
-    let room = Room {
-        pair: &pair,
-        room_id: room_id.clone(),
-        owner: &alice,
-        guest: &bob,
-        owner_friend: &dave,
-        guest_friend: &carol,
-    };
-    room.exercise();
-    drop(room);
+    Room::new(&pair, &room_id, [&alice, &bob, &dave, &carol]).exercise();
 
     // (c) Synapse goes down; our node queues; Synapse catches up after its restart.
-    pair.synapse.stop();
-    let sent = send_batch(&alice, &room_id, "while Synapse was down");
-    pair.synapse.restart();
-    wait_bodies(&pair, &bob, &room_id, "while Synapse was down", &sent);
+    pair.catch_up_after_synapse_restart(&alice, &bob, &room_id);
 
     // And our node goes down while Synapse sends.
-    pair.node.stop();
-    let sent = send_batch(&bob, &room_id, "while hearth was down");
-    pair.node.restart();
-    wait_bodies(&pair, &alice, &room_id, "while hearth was down", &sent);
+    pair.catch_up_after_node_restart(&bob, &alice, &room_id);
     // Both ways still work after the restarts.
-    let (_, seen) = Room {
-        pair: &pair,
-        room_id: room_id.clone(),
-        owner: &alice,
-        guest: &bob,
-        owner_friend: &dave,
-        guest_friend: &carol,
-    }
-    .send_across(&alice, &bob, "m.room.message", json!({"msgtype": "m.text", "body": "after"}));
+    let (_, seen) = Room::new(&pair, &room_id, [&alice, &bob, &dave, &carol]).send_across(
+        &alice,
+        &bob,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "after"}),
+    );
     assert_eq!(seen["content"]["body"], "after");
 }
 
@@ -408,10 +417,7 @@ fn room_on_hearth_with_a_synapse_member() {
 fn room_on_synapse_with_a_hearth_member() {
     let ca = TestCa::new();
     let mut pair = Pair::start(&ca);
-    let alice = pair.node.register("alice");
-    let dave = pair.node.register("dave");
-    let bob = pair.synapse.register("bob");
-    let carol = pair.synapse.register("carol");
+    let (alice, dave, bob, carol) = pair.users();
     let room_id = create_room(&bob, json!({"room_alias_name": "square", "preset": "public_chat"}));
     let alias = format!("#square:{}", pair.synapse.server_name);
     // Element resolves the alias before it joins: our server asks Synapse.
@@ -434,26 +440,11 @@ fn room_on_synapse_with_a_hearth_member() {
     let (_, create) = get_state(&alice, &room_id, "m.room.create", "");
     assert_eq!(create["room_version"], "12", "{create}");
     wait_membership(&pair, &bob, &room_id, &alice.user_id, "join");
-    let room = Room {
-        pair: &pair,
-        room_id: room_id.clone(),
-        owner: &bob,
-        guest: &alice,
-        owner_friend: &carol,
-        guest_friend: &dave,
-    };
-    room.exercise();
-    drop(room);
+    Room::new(&pair, &room_id, [&bob, &alice, &carol, &dave]).exercise();
 
-    pair.node.stop();
-    let sent = send_batch(&bob, &room_id, "while hearth was down");
-    pair.node.restart();
-    wait_bodies(&pair, &alice, &room_id, "while hearth was down", &sent);
+    pair.catch_up_after_node_restart(&bob, &alice, &room_id);
 
-    pair.synapse.stop();
-    let sent = send_batch(&alice, &room_id, "while Synapse was down");
-    pair.synapse.restart();
-    wait_bodies(&pair, &bob, &room_id, "while Synapse was down", &sent);
+    pair.catch_up_after_synapse_restart(&alice, &bob, &room_id);
 }
 
 /// An older room version (v10) created on Synapse, and one (v11) on our

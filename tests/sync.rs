@@ -15,18 +15,22 @@ fn filter_path(client: &common::Client) -> String {
     format!("/_matrix/client/v3/user/{}/filter", enc(&client.user_id))
 }
 
-fn ephemeral<'a>(sync: &'a Value, room_id: &str, kind: &str) -> Option<&'a Value> {
-    sync["rooms"]["join"][room_id]["ephemeral"]["events"]
-        .as_array()?
-        .iter()
-        .find(|event| event["type"] == kind)
+/// Bob sends 15 messages, alice changes the topic, bob sends 12 more: more
+/// than a default timeline, with a state change in the gap.
+fn send_across_a_topic_change(alice: &common::Client, bob: &common::Client, room: &str) {
+    for index in 0..15 {
+        send_text(bob, room, &format!("b{index}"));
+    }
+    put_state(alice, room, "m.room.topic", "", json!({"topic": "mid-gap"}));
+    for index in 0..12 {
+        send_text(bob, room, &format!("c{index}"));
+    }
 }
 
 #[test]
 fn since_tokens_give_only_what_is_new() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(&alice, json!({"preset": "public_chat", "name": "news"}));
     join(&bob, &room);
     send_text(&bob, &room, "one");
@@ -59,10 +63,8 @@ fn since_tokens_give_only_what_is_new() {
 #[test]
 fn long_poll_returns_promptly_after_a_send() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let token = sync(&alice, "")["next_batch"].clone();
 
     // With nothing happening, the poll waits its timeout out and returns empty.
@@ -143,8 +145,7 @@ fn invalid_filters_are_refused_at_upload() {
 #[test]
 fn filters_inline_and_stored() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(&alice, json!({"preset": "public_chat"}));
     let other = create_room(&alice, json!({}));
     join(&bob, &room);
@@ -192,20 +193,10 @@ fn filters_inline_and_stored() {
 #[test]
 fn limited_timelines_and_lazy_loaded_members() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
-    join(&carol, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    let room = public_room(&alice, &[&bob, &carol]);
     let token = sync(&alice, "")["next_batch"].clone();
-    for index in 0..15 {
-        send_text(&bob, &room, &format!("b{index}"));
-    }
-    put_state(&alice, &room, "m.room.topic", "", json!({"topic": "mid-gap"}));
-    for index in 0..12 {
-        send_text(&bob, &room, &format!("c{index}"));
-    }
+    send_across_a_topic_change(&alice, &bob, &room);
     // The default limit is 10: limited, with a prev_batch; state skipped over comes in `state`.
     let gap = sync(&alice, &since(&token));
     let section = &gap["rooms"]["join"][&room];
@@ -221,13 +212,7 @@ fn limited_timelines_and_lazy_loaded_members() {
     send_text(&carol, &room, "carol here");
     let lazy = enc(r#"{"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": true}}}"#);
     let synced = sync(&alice, &format!("filter={lazy}"));
-    let members: Vec<&str> = synced["rooms"]["join"][&room]["state"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|event| event["type"] == "m.room.member")
-        .map(|event| event["state_key"].as_str().unwrap())
-        .collect();
+    let members = member_keys(&synced["rooms"]["join"][&room]["state"]["events"]);
     assert!(members.contains(&carol.user_id.as_str()), "{members:?}");
     assert!(members.contains(&alice.user_id.as_str()), "{members:?}");
     assert!(!members.contains(&bob.user_id.as_str()), "lazy loading sent bob: {members:?}");
@@ -245,8 +230,7 @@ fn limited_timelines_and_lazy_loaded_members() {
 #[test]
 fn rooms_move_between_invite_join_and_leave() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(&alice, json!({"name": "moving"}));
     let token = sync(&bob, "")["next_batch"].clone();
     invite(&alice, &room, &bob.user_id);
@@ -298,10 +282,8 @@ fn rooms_move_between_invite_join_and_leave() {
 #[test]
 fn typing_and_receipts_in_ephemeral() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let first = send_text(&alice, &room, "read me");
     let second = send_text(&alice, &room, "and me");
     let token = sync(&alice, "")["next_batch"].clone();
@@ -348,9 +330,7 @@ fn typing_and_receipts_in_ephemeral() {
 #[test]
 fn account_data_tags_unread_counts_and_summary() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
     let room = create_room(&alice, json!({"invite": [carol.user_id], "preset": "private_chat"}));
     invite(&alice, &room, &bob.user_id);
     join(&bob, &room);
@@ -420,10 +400,8 @@ fn account_data_tags_unread_counts_and_summary() {
 #[test]
 fn since_tokens_survive_a_restart() {
     let mut node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let token = sync(&alice, "")["next_batch"].clone();
     send_text(&bob, &room, "before the restart");
     node.restart();
@@ -457,18 +435,10 @@ fn since_tokens_survive_a_restart() {
 #[test]
 fn prev_batch_pages_back_with_messages() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
+    let [alice, bob] = node.register_each(["alice", "bob"]);
+    let room = public_room(&alice, &[&bob]);
     let token = sync(&alice, "")["next_batch"].clone();
-    for index in 0..15 {
-        send_text(&bob, &room, &format!("b{index}"));
-    }
-    put_state(&alice, &room, "m.room.topic", "", json!({"topic": "mid-gap"}));
-    for index in 0..12 {
-        send_text(&bob, &room, &format!("c{index}"));
-    }
+    send_across_a_topic_change(&alice, &bob, &room);
     let gap = sync(&alice, &since(&token));
     let section = &gap["rooms"]["join"][&room];
     let prev_batch = enc(section["timeline"]["prev_batch"].as_str().unwrap());

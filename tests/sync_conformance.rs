@@ -48,10 +48,7 @@ fn presence_senders(sync: &Value) -> Vec<String> {
 #[test]
 fn gapped_lazy_incremental_sync_carries_the_timeline_senders_members() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let dave = node.register("dave");
+    let [alice, bob, carol, dave] = node.register_each(["alice", "bob", "carol", "dave"]);
     let room = create_room(&alice, json!({"preset": "public_chat"}));
     for user in [&bob, &carol, &dave] {
         join(user, &room);
@@ -103,8 +100,7 @@ fn gapped_lazy_incremental_sync_carries_the_timeline_senders_members() {
 #[test]
 fn a_newly_joined_room_with_long_history_is_limited() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(&alice, json!({"preset": "public_chat"}));
     for index in 0..11 {
         send(&alice, &room, "a.made.up.filler.type", json!({ "filler": index }));
@@ -141,8 +137,7 @@ fn a_newly_joined_room_with_long_history_is_limited() {
 #[test]
 fn newly_met_members_presence_is_delivered() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
+    let [alice, bob] = node.register_each(["alice", "bob"]);
     let room = create_room(&alice, json!({"preset": "public_chat"}));
     let status = |client: &Client| format!("/_matrix/client/v3/presence/{}/status", enc(&client.user_id));
     let (code, answer) = alice.put(&status(&alice), &json!({"presence": "online", "status_msg": "a"}));
@@ -216,12 +211,8 @@ fn set_ignored(client: &Client, ignored: &[&str]) {
 #[test]
 fn ignored_users_messages_and_invites_are_not_delivered() {
     let node = Node::start();
-    let alice = node.register("alice");
-    let bob = node.register("bob");
-    let carol = node.register("carol");
-    let room = create_room(&alice, json!({"preset": "public_chat"}));
-    join(&bob, &room);
-    join(&carol, &room);
+    let [alice, bob, carol] = node.register_each(["alice", "bob", "carol"]);
+    let room = public_room(&alice, &[&bob, &carol]);
     set_ignored(&alice, &[&bob.user_id]);
     let first = sync(&alice, "");
     send_text(&bob, &room, "from bob");

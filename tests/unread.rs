@@ -13,12 +13,6 @@ use common::{Client, Node, eventually};
 use serde_json::{Value, json};
 
 /// Alice creates a public room and bob joins it; returns the room ID.
-fn shared_room(alice: &Client, bob: &Client) -> String {
-    let room = create_room(alice, json!({"preset": "public_chat"}));
-    join(bob, &room);
-    room
-}
-
 /// The room's `unread_notifications` in an initial sync with `filter`.
 fn counts_with(client: &Client, room: &str, filter: &str) -> (u64, u64, Value) {
     let query = if filter.is_empty() { String::new() } else { format!("filter={}", enc(filter)) };
@@ -56,7 +50,7 @@ fn counts_are_exact_past_a_thousand_and_receipts_leave_what_follows() {
     let node = Node::start();
     let alice = node.register("alice");
     let bob = node.register("bob");
-    let room = shared_room(&alice, &bob);
+    let room = public_room(&alice, &[&bob]);
     let mut middle = String::new();
     for index in 0..MESSAGES {
         let event_id = send_text(&bob, &room, &format!("message {index}"));
@@ -106,7 +100,7 @@ fn threaded_receipts_and_per_thread_counts() {
     let node = Node::start();
     let alice = node.register("alice");
     let bob = node.register("bob");
-    let room = shared_room(&alice, &bob);
+    let room = public_room(&alice, &[&bob]);
     let root = send_text(&bob, &room, "thread root");
     let in_thread = |body: &str, extra: Value| {
         let mut content = json!({"msgtype": "m.text", "body": body,
@@ -174,7 +168,7 @@ fn redactions_and_leaving_take_events_out_of_the_counts() {
     let node = Node::start();
     let alice = node.register("alice");
     let bob = node.register("bob");
-    let room = shared_room(&alice, &bob);
+    let room = public_room(&alice, &[&bob]);
     let mention = json!({"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [alice.user_id]}});
     let mentioned = send(&bob, &room, "m.room.message", mention);
     send_text(&bob, &room, "kept");
@@ -223,7 +217,7 @@ fn a_new_display_name_highlights_the_next_message() {
     let node = Node::start();
     let alice = node.register("alice");
     let bob = node.register("bob");
-    let room = shared_room(&alice, &bob);
+    let room = public_room(&alice, &[&bob]);
     let rename = |name: &str| {
         let content = json!({"membership": "join", "displayname": name});
         put_state(&alice, &room, "m.room.member", &alice.user_id, content);
@@ -258,7 +252,7 @@ fn an_application_services_exclusive_users_get_no_counts() {
     let node = Node::start_with_config(&format!("app_service_config_files = [{:?}]", path.to_str().unwrap()));
     let alice = node.register("alice");
     let bob = node.register("bob");
-    let room = shared_room(&alice, &bob);
+    let room = public_room(&alice, &[&bob]);
     let mut service = node.client();
     service.token = Some(AS_TOKEN.into());
     let (status, answer) = service.post(

@@ -1,6 +1,9 @@
 //! What the benchmarks share: the release server started on loopback, a
 //! blocking Matrix client (ureq), readings of a server process from /proc
-//! (CPU time, memory), and figure formatting.
+//! (CPU time, memory), and figure formatting. The tests' harness
+//! (`tests/common`: temporary directories, the test CA, the federating
+//! `serve` options, reading a node's start-up log) is included as
+//! [`common`], so the two never drift apart.
 //!
 //! Each benchmark is its own crate and uses a part of this module.
 #![allow(dead_code)]
@@ -10,9 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+/// The tests' harness (temporary directories, the test CA, reading a node's
+/// start-up log), shared with the benchmarks.
+#[path = "../../tests/common/mod.rs"]
+pub mod common;
 
 /// How long the server may take to start.
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -46,6 +54,13 @@ impl Client {
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let (status, text) = self.request_text(method, path, body);
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// [`Client::request`] answering the body as it came, unparsed.
+    pub fn request_text(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, String) {
         let url = format!("{}{}", self.base, path);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         if !self.token.is_empty() {
@@ -60,8 +75,7 @@ impl Client {
         let mut response = response.unwrap_or_else(|error| panic!("{method} {url}: {error}"));
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        (status, text)
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -167,6 +181,50 @@ pub fn load_average() -> String {
     text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
+/// Starts `binary serve --data-dir DATA_DIR ARGS` logging at `level`, with a
+/// thread that keeps draining its log (so it never blocks on a full pipe),
+/// showing each line to `keep` and then sending it on the returned channel
+/// (a send to a dropped receiver is ignored).
+pub fn spawn_serve(
+    binary: &str,
+    data_dir: &Path,
+    args: &[String],
+    level: &str,
+    mut keep: impl FnMut(&str) + Send + 'static,
+) -> (Child, Receiver<String>) {
+    let mut child = Command::new(binary)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("HEARTH_LOG", level)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+    let stderr = child.stderr.take().unwrap();
+    let (lines, receiver) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            keep(&line);
+            let _ = lines.send(line);
+        }
+    });
+    (child, receiver)
+}
+
+/// Registers `localpart` on the server at `base` (open registration).
+pub fn register(base: &str, localpart: &str) -> Client {
+    let mut client = Client::new(base, REQUEST_TIMEOUT);
+    let (status, body) = client.post(
+        "/_matrix/client/v3/register",
+        &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
+    );
+    assert_eq!(status, 200, "register {localpart}: {body}");
+    client.token = body["access_token"].as_str().unwrap().to_string();
+    client
+}
+
 /// The server under measurement; killed on drop, its data dir removed.
 pub struct Server {
     child: Child,
@@ -178,29 +236,27 @@ pub struct Server {
 
 impl Server {
     pub fn start(binary: &str) -> Server {
-        let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
+        Server::start_with_config(binary, "")
+    }
+
+    /// [`Server::start`] with more lines of TOML config (in a file in the
+    /// data dir, read with `--config`); the command-line flags still apply.
+    pub fn start_with_config(binary: &str, config: &str) -> Server {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}-{nth}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--server-name", "localhost", "--registration", "open"])
-            .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
-            .env("HEARTH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-        let stderr = child.stderr.take().unwrap();
-        let (lines, receiver) = channel();
-        // Keeps draining the log so the server never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let http = wait_ready(&receiver);
+        let config_file = data_dir.join("hearth.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let args = ["--config", config_file.to_str().expect("a UTF-8 temporary directory")]
+            .into_iter()
+            .chain(["--server-name", "localhost", "--registration", "open"])
+            .chain(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let (child, receiver) = spawn_serve(binary, &data_dir, &args, "info", |_| {});
+        let http = common::wait_ready(&receiver, START_DEADLINE).expect("hearth did not become ready").http;
         thread::spawn(move || receiver.into_iter().for_each(|line| eprintln!("server: {line}")));
         Server { child, data_dir, http }
     }
@@ -218,14 +274,7 @@ impl Server {
     }
 
     pub fn register(&self, localpart: &str) -> Client {
-        let mut client = Client::new(&self.http, REQUEST_TIMEOUT);
-        let (status, body) = client.post(
-            "/_matrix/client/v3/register",
-            &json!({"username": localpart, "password": "bench-password", "auth": {"type": "m.login.dummy"}}),
-        );
-        assert_eq!(status, 200, "register {localpart}: {body}");
-        client.token = body["access_token"].as_str().unwrap().to_string();
-        client
+        register(&self.http, localpart)
     }
 }
 
@@ -237,21 +286,12 @@ impl Drop for Server {
     }
 }
 
-/// Reads the log until ` ready in `; returns `http://ADDR` of the plain listener.
-fn wait_ready(lines: &Receiver<String>) -> String {
-    let deadline = Instant::now() + START_DEADLINE;
-    let mut plain = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("hearth did not become ready");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_string();
-            if !rest.contains("(TLS)") {
-                plain.get_or_insert(address);
-            }
-        }
-        if line.contains(" ready in ") {
-            return format!("http://{}", plain.expect("no plain listener in the log"));
-        }
-    }
+/// Prints one figure with its target and a verdict when it has one.
+pub fn row_with_target(name: &str, measured: String, target: &str, met: bool) {
+    let verdict = match (target.is_empty(), met) {
+        (true, _) => "",
+        (false, true) => "  ok",
+        (false, false) => "  MISSED",
+    };
+    println!("{name:<44} {measured:>14}   {target}{verdict}");
 }

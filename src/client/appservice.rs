@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::federation::appservice::{PingFailure, ping as ping_service};
+use crate::remote::appservice::{PingFailure, ping as ping_service};
 use crate::request::{Request, Response};
 
 /// `POST /_matrix/client/v1/appservice/{appserviceId}/ping`: the node pings

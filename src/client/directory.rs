@@ -90,10 +90,10 @@ pub async fn get_alias(app: &App, alias: &str) -> Result<Response> {
     let parsed = parse_alias(alias)?;
     let not_found = || Error::NotFound(format!("room alias {alias} not found"));
     if !is_local_alias(app, &parsed) {
-        let (room_id, servers) = crate::federation::queries::resolve_remote_alias(app, alias).await?;
+        let (room_id, servers) = crate::remote::queries::resolve_remote_alias(app, alias).await?;
         return Ok(Response::ok(json!({ "room_id": room_id, "servers": servers })));
     }
-    crate::federation::appservice::query_alias(app, alias).await;
+    crate::remote::appservice::query_alias(app, alias).await;
     let (room_id, _) = app.storage().alias(alias)?.ok_or_else(not_found)?;
     Ok(Response::ok(json!({ "room_id": room_id, "servers": servers_in_room(app, &room_id)? })))
 }

@@ -17,7 +17,7 @@
 //! unless animation was asked for; otherwise 404 `M_NOT_FOUND`, as the spec
 //! allows when a thumbnail cannot be made. Remote thumbnails are asked of
 //! the content's server and cached. URL previews (`preview_url`, both
-//! families) are fetched by `federation/preview.rs` when the config's
+//! families) are fetched by `remote/preview.rs` when the config's
 //! `url_preview_enabled` says so; otherwise 404 `M_UNRECOGNIZED`, as Synapse
 //! answers when they are disabled.
 //!
@@ -30,10 +30,10 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::federation::media::{Fetched, fetch_content, fetch_thumbnail};
-use crate::federation::preview;
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::media::{self, MediaId};
+use crate::remote::media::{Fetched, fetch_content, fetch_thumbnail};
+use crate::remote::preview;
 use crate::request::{Request, Response};
 use crate::rooms::media::{self as content, Content};
 use crate::rooms::upload;
@@ -183,7 +183,7 @@ async fn receive(
     finish: impl FnOnce(&Storage) -> Result<()>,
 ) -> Result<()> {
     let body = request.upload.take().ok_or_else(|| Error::Internal("the upload body was taken".into()))?;
-    let upload = match upload::start(app, media, body.length, check) {
+    let upload = match upload::start(&app.engine, media, body.length, check) {
         Ok(upload) => upload,
         Err(error) => {
             body.discard().await;
@@ -349,7 +349,7 @@ fn serve(app: &Rc<App>, request: &Request, info: &MediaInfo, file_name: Option<&
         Ok(owner) => owner.user_id,
         Err(_) => request.peer.address.ip().to_string(),
     };
-    let body = content::read(app, info, Vec::new(), Vec::new(), &client)?;
+    let body = content::read(&app.engine, info, Vec::new(), Vec::new(), &client)?;
     Ok(content_response(&info.content_type, file_name.or(info.upload_name.as_deref()), body))
 }
 

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::federation;
 use crate::protocol::identifiers::{RoomAliasId, RoomId, ServerName, UserId};
+use crate::remote;
 use crate::request::{Request, Response};
 use crate::rooms::format::{Viewer, client_event};
 use crate::rooms::visibility::Visibility;
@@ -116,11 +116,11 @@ async fn resolve_with_servers(
         let alias =
             RoomAliasId::parse(room_id_or_alias).map_err(|error| Error::InvalidParam(error.to_string()))?;
         if alias.server_name() == app.config.server_name {
-            federation::appservice::query_alias(app, room_id_or_alias).await;
+            remote::appservice::query_alias(app, room_id_or_alias).await;
             resolve_room(app, room_id_or_alias)?
         } else {
             let (room_id, alias_servers) =
-                federation::queries::resolve_remote_alias(app, room_id_or_alias).await?;
+                remote::queries::resolve_remote_alias(app, room_id_or_alias).await?;
             servers.extend(alias_servers);
             room_id
         }
@@ -187,7 +187,7 @@ pub async fn join(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> R
         if servers.is_empty() {
             return Err(Error::NotFound("no server to join this room through is known".into()));
         }
-        federation::join::join_remote(app, &owner.user_id, &room_id, &servers, &extra).await?;
+        remote::join::join_remote(&app.remote, &owner.user_id, &room_id, &servers, &extra).await?;
     }
     app.storage().set_forgotten(&owner.user_id, &room_id, false)?;
     Ok(Response::ok(json!({ "room_id": room_id })))
@@ -259,7 +259,7 @@ pub async fn invite(app: &Rc<App>, request: &Request, room_id: &str) -> Result<R
             return Err(Error::Forbidden(format!("{target} is already in the room")));
         }
         let extra = reason(&body)?.unwrap_or_default();
-        federation::join::invite_remote(app, room_id, &owner.user_id, &target, &extra).await?;
+        remote::join::invite_remote(&app.remote, room_id, &owner.user_id, &target, &extra).await?;
         return Ok(Response::ok(json!({})));
     }
     // Inviting a local user who does not exist succeeds, as in Synapse (which
@@ -281,7 +281,8 @@ pub async fn leave(app: &Rc<App>, request: &Request, room_id: &str) -> Result<Re
                 invite.inviter.split_once(':').map(|(_, server)| server.to_string()).unwrap_or_default();
             let extra = reason(&body)?.unwrap_or_default();
             if let Err(error) =
-                federation::join::reject_remote_invite(app, &owner.user_id, room_id, &server, &extra).await
+                remote::join::reject_remote_invite(&app.remote, &owner.user_id, room_id, &server, &extra)
+                    .await
             {
                 // The inviting server may be gone; the invite goes from here anyway.
                 log::info!("declining the invite to {room_id} through {server} failed: {error}");
@@ -357,7 +358,7 @@ pub async fn knock(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> 
         set_membership(app, &room_id, &owner.user_id, &owner.user_id, "knock", reason(&body)?.as_ref())?;
     } else {
         let extra = reason(&body)?.unwrap_or_default();
-        federation::join::knock_remote(app, &owner.user_id, &room_id, &servers, &extra).await?;
+        remote::join::knock_remote(&app.remote, &owner.user_id, &room_id, &servers, &extra).await?;
     }
     Ok(Response::ok(json!({ "room_id": room_id })))
 }

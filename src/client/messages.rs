@@ -90,7 +90,7 @@ pub async fn messages(app: &App, request: &Request, room_id: &str) -> Result<Res
     let read_page = || app.in_snapshot(|| messages_page(app, request, room_id));
     let page = read_page()?;
     let backwards = Direction::parse(request.query("dir"), None)? == Direction::Backwards;
-    if backwards && page.end.is_none() && crate::federation::join::backfill_older(app, room_id).await? > 0 {
+    if backwards && page.end.is_none() && crate::remote::join::backfill_older(app, room_id).await? > 0 {
         return Ok(Response::ok_json(&read_page()?));
     }
     Ok(Response::ok_json(&page))

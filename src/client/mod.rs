@@ -226,7 +226,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
             if request.query("server").is_some_and(|server| server != app.config.server_name) =>
         {
             match method {
-                Get | Post => crate::federation::queries::remote_public_rooms(app, request).await,
+                Get | Post => crate::remote::queries::remote_public_rooms(app, request).await,
                 _ => not_allowed(),
             }
         }
@@ -328,7 +328,7 @@ fn room_route_v1(app: &Rc<App>, request: &Request, room_id: &str, rest: &[&str])
 /// guests, and the few more Synapse opens to them (the public room
 /// directory, joined rooms, relations, key changes, capabilities, the
 /// avatar beside the display name). Every other endpoint answers guests
-/// 403 `M_GUEST_ACCESS_FORBIDDEN` (`App::authenticate`).
+/// 403 `M_GUEST_ACCESS_FORBIDDEN` (`Engine::authenticate`).
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#client-behaviour-14>.
 fn guests_may(family: Family, method: &Method, rest: &[&str]) -> bool {
     use Method::{Get, Post, Put};

@@ -31,7 +31,7 @@ pub fn set(app: &Rc<App>, request: &Request, user_id: &str) -> Result<Response> 
         Some(Value::String(text)) => Some(text.clone()),
         Some(_) => return Err(Error::InvalidParam("`status_msg` must be a string".into())),
     };
-    presence::put(app, user_id, state, status_msg)?;
+    presence::put(&app.engine, user_id, state, status_msg)?;
     Ok(Response::ok(json!({})))
 }
 

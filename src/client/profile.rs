@@ -50,7 +50,7 @@ async fn any_profile(app: &App, user_id: &str, field: Option<&str>) -> Result<Ma
     if app.is_local_user(user_id) {
         return profile_of(app, user_id);
     }
-    match crate::federation::queries::remote_profile(app, user_id, field).await? {
+    match crate::remote::queries::remote_profile(app, user_id, field).await? {
         Value::Object(profile) => Ok(profile),
         _ => Err(Error::NotFound("profile not found".into())),
     }

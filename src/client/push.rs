@@ -6,7 +6,7 @@
 //! <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3pushersset>.
 //!
 //! Pushers are stored and listed here; the notifications they ask for are
-//! queued by `rooms::push_queue` and sent by `federation::push`.
+//! queued by `rooms::push_queue` and sent by `remote::push`.
 
 use http_types::Method;
 use serde_json::{Map, Value, json};
@@ -321,7 +321,7 @@ pub fn set_pusher(app: &App, request: &Request) -> Result<Response> {
 
 /// Spec: an http pusher's `data.url` is required and has the path
 /// `/_matrix/push/v1/notify`. (The spec asks for HTTPS; like Synapse we also
-/// accept plain HTTP, which push gateways on a LAN use: `federation::push`
+/// accept plain HTTP, which push gateways on a LAN use: `remote::push`
 /// sends over it only to addresses `allow_ips` names.)
 fn check_gateway_url(url: Option<&Value>) -> Result<()> {
     let url = match url {

@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::federation::{client, pdus::encode};
 use crate::protocol::identifiers::{RoomAliasId, RoomId, ServerName};
+use crate::remote::{client, pdus::encode};
 use crate::request::{Request, Response};
 use crate::rooms::summary::{self, RoomSummary};
 
@@ -88,7 +88,7 @@ pub async fn room_summary(app: &App, request: &Request, room_id_or_alias: &str) 
                 .ok_or_else(|| Error::NotFound("room alias not found".into()))?
         } else {
             let (room_id, alias_servers) =
-                crate::federation::queries::resolve_remote_alias(app, room_id_or_alias).await?;
+                crate::remote::queries::resolve_remote_alias(app, room_id_or_alias).await?;
             servers.extend(alias_servers);
             room_id
         }

@@ -13,7 +13,6 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::federation;
 use crate::protocol::identifiers::{RoomAliasId, UserId};
 use crate::protocol::room_version::RoomVersion;
 use crate::request::{Request, Response};
@@ -54,13 +53,17 @@ struct InitialState {
 /// yields to the other requests (the invites' syncs, `/versions`), so a list
 /// of thousands of invites holds nothing up for longer.
 const INVITE_TURN: Duration = Duration::from_millis(2);
+/// createRoom's invites are made this many at a time (each lot one
+/// transaction, reading the room once), between looks at [`INVITE_TURN`].
+const INVITES_AT_ONCE: usize = 16;
 
 /// `POST /createRoom`.
 ///
 /// The room, its initial state and its first local invite are made in one
 /// transaction (so a refused request leaves no room behind); the other
-/// local invites follow in turns of [`INVITE_TURN`], each invite its own
-/// transaction, as Synapse makes them one by one after the room.
+/// local invites follow in lots of [`INVITES_AT_ONCE`], each lot a
+/// transaction, yielding every [`INVITE_TURN`], as Synapse makes them one
+/// by one after the room.
 ///
 /// Invites of users on other servers are federation requests (the invitee's
 /// server countersigns the invite, as for `POST /rooms/{roomId}/invite`):
@@ -77,30 +80,28 @@ pub async fn create_room(app: &Rc<App>, request: &Request) -> Result<Response> {
     }
     let (local, remote) = invitees(app, &owner.user_id, &body.invite)?;
     refuse_third_party_invites(&body.invite_3pid)?;
-    let (first, rest) = local.split_first().map_or((None, &[][..]), |(first, rest)| (Some(*first), rest));
-    let room_id = app.in_transaction(|| {
-        let room_id = create_room_with_state(app, &owner.user_id, &body)?;
-        if let Some(invitee) = first {
-            invite_at_creation(app, &room_id, &owner.user_id, invitee, body.is_direct)?;
-        }
-        Ok(room_id)
-    })?;
-    let mut turn = Instant::now();
-    for invitee in rest {
-        if INVITE_TURN <= turn.elapsed() {
-            smol::future::yield_now().await;
-            turn = Instant::now();
-        }
-        invite_at_creation(app, &room_id, &owner.user_id, invitee, body.is_direct)?;
-    }
-    rooms::wake_room(app, &room_id, None);
     let mut extra = Map::new();
     if body.is_direct {
         extra.insert("is_direct".into(), json!(true));
     }
+    let (first, rest) = local.split_at(local.len().min(1));
+    let room_id = app.in_transaction(|| {
+        let room_id = create_room_with_state(app, &owner.user_id, &body)?;
+        rooms::invite_in_creation(app, &room_id, &owner.user_id, first, &extra)?;
+        Ok(room_id)
+    })?;
+    let mut turn = Instant::now();
+    for invitees in rest.chunks(INVITES_AT_ONCE) {
+        if INVITE_TURN <= turn.elapsed() {
+            smol::future::yield_now().await;
+            turn = Instant::now();
+        }
+        rooms::invite_in_creation(app, &room_id, &owner.user_id, invitees, &extra)?;
+    }
+    rooms::wake_room(app, &room_id, None);
     for invitee in &remote {
         if let Err(error) =
-            federation::join::invite_remote(app, &room_id, &owner.user_id, invitee, &extra).await
+            crate::remote::join::invite_remote(&app.remote, &room_id, &owner.user_id, invitee, &extra).await
         {
             log::warn!("{} created {room_id}, but inviting {invitee} failed: {error}", owner.user_id);
             return Err(error);
@@ -159,18 +160,6 @@ fn refuse_third_party_invites(invite_3pid: &[Map<String, Value>]) -> Result<()> 
     if !invite_3pid.is_empty() {
         return Err(Error::Forbidden("third-party invites are not supported by this server".into()));
     }
-    Ok(())
-}
-
-/// One invite of a room being created (whose members are woken at the end).
-fn invite_at_creation(app: &App, room_id: &str, creator: &str, invitee: &str, is_direct: bool) -> Result<()> {
-    let mut extra = Map::new();
-    if is_direct {
-        extra.insert("is_direct".into(), json!(true));
-    }
-    let content = rooms::member_content(app, invitee, "invite", Some(&extra))?;
-    let draft = Draft::state("m.room.member", invitee, content);
-    rooms::send_to(app, room_id, creator, draft, None, Audience::RoomInCreation)?;
     Ok(())
 }
 

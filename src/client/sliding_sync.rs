@@ -55,7 +55,7 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         None => body.timeout.unwrap_or(0),
     };
     let timeout = Duration::from_millis(timeout_ms).min(MAX_SYNC_TIMEOUT);
-    crate::rooms::presence::on_sync(app, &owner.user_id, request.query("set_presence"), timeout)?;
+    crate::rooms::presence::on_sync(&app.engine, &owner.user_id, request.query("set_presence"), timeout)?;
     let key: ConnectionKey =
         (owner.user_id.clone(), owner.device_id.clone(), body.conn_id.clone().unwrap_or_default());
     let previous = pos.as_deref().map(|pos| app.sliding_sync.at(&key, pos)).transpose()?;

@@ -104,7 +104,7 @@ pub async fn sync(app: &Rc<App>, request: &Request) -> Result<Response> {
         None => Duration::ZERO,
     }
     .min(MAX_SYNC_TIMEOUT);
-    crate::rooms::presence::on_sync(app, &owner.user_id, request.query("set_presence"), timeout)?;
+    crate::rooms::presence::on_sync(&app.engine, &owner.user_id, request.query("set_presence"), timeout)?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         // Listen before looking, so a wake-up between the two is not lost.
@@ -313,6 +313,18 @@ fn rooms_and_account_data(
     };
 
     let memberships = app.storage().rooms_of_user(user_id)?;
+    // One reader of history visibility for every room; an initial sync,
+    // which shows every joined room, tells it at once which rooms the user
+    // is in and reads what their history allows in one query.
+    let visibility = Visibility::with_ignored(app, user_id, Rc::clone(&ignored));
+    if since_stream.is_none() {
+        let joined: Vec<&str> = memberships
+            .iter()
+            .filter(|(room_id, membership)| membership == "join" && filter.room.allows_room(room_id))
+            .map(|(room_id, _)| room_id.as_str())
+            .collect();
+        visibility.joined_now(&joined);
+    }
     for (room_id, membership) in &memberships {
         if !filter.room.allows_room(room_id) {
             continue;
@@ -336,7 +348,7 @@ fn rooms_and_account_data(
                     room_id,
                     (room_since, since, now),
                     full_state,
-                    &ignored,
+                    &visibility,
                     &mut newly_met,
                 )?;
                 if let Some(section) = section {
@@ -461,16 +473,15 @@ fn joined_room(
     room_id: &str,
     (room_since, since, now): (Option<i64>, Option<Token>, Token),
     full_state: bool,
-    ignored: &Rc<HashSet<String>>,
+    visibility: &Visibility<'_>,
     newly_met: &mut BTreeSet<String>,
 ) -> Result<Option<JoinedRoom>> {
     let user_id = viewer.user_id;
     let limit = filter.room.timeline.limit_or(DEFAULT_TIMELINE_LIMIT);
-    let visibility = Visibility::with_ignored(app, user_id, Rc::clone(ignored));
     // A room shown for the first time starts before everything, history
     // fetched from other servers (at negative positions) included.
     let after = room_since.unwrap_or(i64::MIN);
-    let (timeline, limited) = timeline(app, &visibility, filter, room_id, after, now.stream, limit)?;
+    let (timeline, limited) = timeline(app, visibility, filter, room_id, after, now.stream, limit)?;
     let typing = app.typing.changed_since(room_id, since.map(|token| token.typing));
     let mut receipts =
         app.storage().receipts_since(room_id, since.map_or(0, |token| token.stream), now.stream)?;
@@ -508,9 +519,11 @@ fn joined_room(
         Some(since) if !full_state => since,
         _ => i64::MIN,
     };
+    // The state events in the timeline are not shown again: not read either.
+    let timeline_ids: Vec<&str> = in_timeline.iter().copied().collect();
     let mut loaded: HashMap<String, StoredEvent> = app
         .storage()
-        .current_state_events(room_id, state_after)?
+        .current_state_events_except(room_id, state_after, &timeline_ids)?
         .into_iter()
         .map(|event| (event.event_id.clone(), event))
         .collect();

@@ -9,9 +9,9 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::federation::appservice::thirdparty;
-use crate::federation::pdus::encode;
 use crate::protocol::appservice::AppService;
+use crate::remote::appservice::thirdparty;
+use crate::remote::pdus::encode;
 use crate::request::{Request, Response};
 
 /// Most entries one lookup answers, across services.

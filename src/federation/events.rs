@@ -11,17 +11,13 @@ use serde_json::{Value, json};
 use super::acl;
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::remote::pdus::{auth_events_of, pdu_json, prev_events_of};
 use crate::request::{Request, Response};
 use crate::rooms::incoming::{self, KnownStates};
 use crate::storage::{StateMap, StoredEvent, now_ms};
 
 /// Spec-less but Synapse's: backfill and missing events give at most this many.
 const MAX_EVENTS_PER_REQUEST: usize = 100;
-
-/// An event as it travels between servers.
-pub fn pdu_json(event: &StoredEvent) -> Value {
-    Value::Object(event.json.map().clone())
-}
 
 /// May `origin` read this room's events? It must have a joined member (or
 /// the room be world readable) and pass the ACL.
@@ -62,32 +58,6 @@ pub fn auth_chain(app: &App, start: &[String]) -> Result<Vec<StoredEvent>> {
         chain.push(event);
     }
     Ok(chain)
-}
-
-/// The IDs in an event's `auth_events` (either format).
-pub fn auth_events_of(event: &StoredEvent) -> Vec<String> {
-    id_list(event.json.get("auth_events"))
-}
-
-/// The IDs in an event's `prev_events` (either format).
-pub fn prev_events_of(event: &StoredEvent) -> Vec<String> {
-    id_list(event.json.get("prev_events"))
-}
-
-fn id_list(value: Option<&Value>) -> Vec<String> {
-    value
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|item| match item {
-                    Value::String(id) => Some(id.clone()),
-                    Value::Array(pair) => pair.first().and_then(Value::as_str).map(str::to_owned),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The state before an event (the state its prev events resolve to).

@@ -9,13 +9,13 @@
 use serde_json::{Map, Value, json};
 
 use super::acl;
-use super::events::{auth_chain, pdu_json};
-use super::pdus::{self, server_of};
+use super::events::auth_chain;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::auth;
 use crate::protocol::room_version::RoomVersion;
 use crate::protocol::signing;
+use crate::remote::pdus::{self, pdu_json, server_of};
 use crate::request::{Request, Response};
 use crate::rooms::incoming::{self, KnownStates, Outcome};
 use crate::rooms::{self, Draft, LocalSignatures};

@@ -1,84 +1,25 @@
-//! The server-server API: the inbound routes (keys, version; the room
-//! endpoints land on top of these) and the outbound transport (discovery,
-//! TLS, request signing). The only module that makes outgoing HTTP requests.
+//! The server-server API: the inbound routes and their handlers. What we ask
+//! of other servers (and the checks of what they send) is `remote/`.
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/>.
 
 pub mod acl;
-pub mod appservice;
-pub mod auth;
-pub mod client;
-pub mod discovery;
-pub mod dns;
-pub mod doctor;
 pub mod e2ee;
 pub mod events;
-pub mod join;
-pub mod join_answer;
 pub mod keys;
 pub mod media;
 pub mod membership;
-pub mod pdus;
-pub mod preview;
-pub mod push;
 pub mod queries;
-pub mod sender;
 pub mod transactions;
-pub mod transport;
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use http_types::Method;
 use serde_json::json;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::net::Cidr;
 use crate::request::{Request, Response};
-
-/// The outbound side's state: TLS roots, the address allow-list, caches.
-pub struct Federation {
-    /// Public roots plus the configured extra CAs; verification is never off.
-    pub tls: Arc<rustls::ClientConfig>,
-    /// Private ranges outbound requests may reach anyway (config `allow_ips`).
-    pub allow_ips: Vec<Cidr>,
-    pub dns: dns::Resolver,
-    pub discovery: discovery::Caches,
-    /// Servers whose keys were fetched lately (so an unknown key ID cannot
-    /// make us fetch again on every request).
-    pub recent_key_fetches: discovery::ExpiringCache<()>,
-    /// Remote room aliases looked up lately (see [`queries::resolve_remote_alias`]).
-    pub remote_aliases: discovery::ExpiringCache<queries::AliasAnswer>,
-    /// The running per-destination senders.
-    pub senders: sender::Senders,
-    /// The running per-pusher push gateway senders.
-    pub push_senders: push::PushSenders,
-    /// The application services whose sender runs, by ID.
-    pub appservice_senders: std::cell::RefCell<std::collections::HashSet<String>>,
-}
-
-impl Federation {
-    /// Builds the state from the configuration (reads the CA files).
-    pub fn new(config: &crate::config::Federation) -> Result<Federation, String> {
-        let allow_ips = config
-            .allow_ips
-            .iter()
-            .map(|cidr| Cidr::parse(cidr).map_err(|error| format!("allow_ips {cidr:?}: {error}")))
-            .collect::<Result<_, _>>()?;
-        Ok(Federation {
-            tls: transport::tls_config(&config.ca_files)?,
-            allow_ips,
-            dns: dns::Resolver::default(),
-            discovery: discovery::Caches::default(),
-            recent_key_fetches: discovery::ExpiringCache::default(),
-            remote_aliases: discovery::ExpiringCache::default(),
-            senders: sender::Senders::default(),
-            push_senders: push::PushSenders::default(),
-            appservice_senders: Default::default(),
-        })
-    }
-}
 
 /// Answers `/_matrix/key/...` and `/_matrix/federation/...` on federation listeners.
 pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
@@ -87,7 +28,7 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
     match (path.get(1).copied(), &path[2.min(path.len())..]) {
         (Some("key"), ["v2", "server"]) | (Some("key"), ["v2", "server", _]) => {
             require_method(method, Method::Get)?;
-            Ok(Response::ok(keys::own_keys(app)?))
+            Ok(Response::ok(crate::remote::keys::own_keys(app)?))
         }
         // The `/{keyId}` form is deprecated; the answer holds all the server's keys either way.
         (Some("key"), ["v2", "query", server_name] | ["v2", "query", server_name, _]) => {
@@ -112,9 +53,10 @@ pub async fn route(app: &Rc<App>, request: &Request) -> Result<Response> {
         }
         (Some("federation"), rest) => {
             // Every other federation endpoint needs a signed request.
-            let origin = auth::authenticate_server(app, request).await.inspect_err(|error| {
-                log::debug!("refused {} {}: {error}", request.method, request.target);
-            })?;
+            let origin =
+                crate::remote::auth::authenticate_server(app, request).await.inspect_err(|error| {
+                    log::debug!("refused {} {}: {error}", request.method, request.target);
+                })?;
             // Hearing from a server means it is up: send it what waits for it.
             crate::rooms::outbox::nudge(app, &origin);
             authenticated_route(app, request, &origin, rest).await

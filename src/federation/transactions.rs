@@ -8,10 +8,10 @@ use std::rc::Rc;
 use serde_json::{Map, Value, json};
 
 use super::acl;
-use super::pdus::{self, server_of};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::room_version::RoomVersion;
+use crate::remote::pdus::{self, server_of};
 use crate::request::{Request, Response};
 use crate::rooms::incoming::Outcome;
 use crate::rooms::{self, outbox};

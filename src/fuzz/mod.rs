@@ -577,4 +577,9 @@ mod tests {
     fn url_preview() {
         check(&targets::URL_PREVIEW);
     }
+
+    #[test]
+    fn acme() {
+        check(&targets::ACME);
+    }
 }

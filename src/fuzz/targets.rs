@@ -23,7 +23,7 @@ use crate::protocol::power_levels::{PowerLevels, RoomPower};
 use crate::protocol::push_rules::{self, Context, Kind, PushRule, Ruleset};
 use crate::protocol::room_version::{self, EventIdFormat};
 use crate::protocol::signing::{self, PublicKey, SigningKey};
-use crate::protocol::{hashes, identifiers, redaction, server_acl, url_preview, x_matrix};
+use crate::protocol::{acme, hashes, identifiers, redaction, server_acl, url_preview, x_matrix};
 
 /// JSON inputs: room for a full event, well past the 64 KiB PDU limit's
 /// share of a short run.
@@ -113,7 +113,7 @@ pub static CANONICAL_JSON: Target = Target {
 };
 
 // ---------------------------------------------------------------------------
-// PDUs: what `federation::pdus::verify` does with a received event, short of
+// PDUs: what `remote::pdus::verify` does with a received event, short of
 // fetching keys: size, event ID, fields, content hash, signature, redaction.
 
 /// The key the PDU target checks signatures against (any fixed key will do:
@@ -747,4 +747,57 @@ pub static URL_PREVIEW: Target = Target {
     max_len: 32 << 10,
     short_execs: 3_000,
     run: url_preview_target,
+};
+
+/// A certificate from an ACME CA: its serial and validity read from the DER
+/// (`protocol::acme::certificate_facts`), and the CA's JSON objects.
+fn acme_target(input: &[u8]) {
+    if let Ok(facts) = acme::certificate_facts(input) {
+        // Validity comes from two-digit fields: years 0 to 9999 at most.
+        let bound = 253_402_300_800; // 10000-01-01
+        assert!(facts.not_before.abs() < bound && facts.not_after.abs() < bound);
+        assert!(facts.serial.len() <= 2 * input.len());
+    }
+    if let Ok(authorization) = serde_json::from_slice::<acme::Authorization>(input) {
+        if let Some((_, token)) = authorization.challenge("tls-alpn-01") {
+            assert!(acme::is_valid_token(token));
+        }
+        let _ = authorization.failure();
+    }
+    let _ = serde_json::from_slice::<acme::Order>(input);
+}
+
+pub static ACME: Target = Target {
+    name: "acme",
+    seeds: &[
+        // Certificate { TBSCertificate { [0] v3, serial 0x1234, {}, {}, validity } }
+        b"\x30\x2f\x30\x2d\xa0\x03\x02\x01\x02\x02\x02\x12\x34\x30\x00\x30\x00\x30\x1e\
+          \x17\x0d700101000000Z\x17\x0d491231235959Z",
+        b"\x30\x2d\x30\x2b\x02\x01\x01\x30\x00\x30\x00\x30\x22\
+          \x18\x0f20000301000000Z\x18\x0f99991231235959Z",
+        br#"{"status": "pending", "identifier": {"type": "dns", "value": "a.example"},
+             "challenges": [{"type": "tls-alpn-01", "url": "https://ca/c", "token": "DGyRejmCefe7v4NfDGDKfA",
+             "error": {"type": "urn:ietf:params:acme:error:connection", "detail": "refused"}}]}"#,
+        br#"{"status": "valid", "authorizations": ["https://ca/a"], "finalize": "https://ca/f",
+             "certificate": "https://ca/c"}"#,
+    ],
+    dictionary: &[
+        b"\x30",
+        b"\x02",
+        b"\x17\x0d",
+        b"\x18\x0f",
+        b"\x81",
+        b"\x82\xff\xff",
+        b"\x84\xff\xff\xff\xff",
+        b"Z",
+        b"99",
+        b"00",
+        b"\"status\"",
+        b"\"challenges\"",
+        b"\"token\"",
+        b"\"tls-alpn-01\"",
+    ],
+    max_len: 4 << 10,
+    short_execs: 3_000,
+    run: acme_target,
 };

@@ -4,7 +4,7 @@
 //! writing heads and bodies with write deadlines.
 //!
 //! Knows nothing of Matrix, routing or TLS: it works on any byte stream.
-//! `server.rs` drives it for requests we answer and `federation/transport.rs`
+//! `server.rs` drives it for requests we answer and `remote/transport.rs`
 //! for requests we send. Every read is bounded in bytes and time, and a
 //! connection that ends inside a head or body is an error, never a hang.
 

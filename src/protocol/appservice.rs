@@ -13,6 +13,8 @@
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
+use super::identifiers::UserId;
+
 /// A compiled namespace regex may take this much memory at most: every
 /// pattern seen in bridges compiles to a few KiB.
 const MAX_REGEX_SIZE: usize = 1 << 20;
@@ -120,8 +122,15 @@ impl AppService {
                 return Err(format!("url {url:?} must start with http:// or https://"));
             }
         }
-        let localpart_ok =
-            localpart.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+'));
+        // Bridges make the service's user up at random, in upper and lower
+        // case (mautrix-python: `secrets.token_urlsafe`), so the historical
+        // grammar applies, as for any existing user; Synapse asks only that
+        // it need no URL encoding, which the characters below never do.
+        // Spec: <https://spec.matrix.org/latest/appendices/#historical-user-ids>.
+        let localpart_ok = localpart
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '=' | '-' | '/' | '+' | '~'))
+            && UserId::parse(&format!("@{localpart}:{server_name}")).is_ok();
         if !localpart_ok {
             return Err(format!("sender_localpart {localpart:?} is not a valid user name"));
         }
@@ -174,6 +183,14 @@ impl AppService {
     }
 }
 
+impl Namespace {
+    /// The regex as the registration wrote it (without the anchor added).
+    pub fn pattern(&self) -> &str {
+        let anchored = self.regex.as_str();
+        anchored.strip_prefix("^(?:").and_then(|rest| rest.strip_suffix(')')).unwrap_or(anchored)
+    }
+}
+
 fn matches_any(namespaces: &[Namespace], value: &str) -> bool {
     namespaces.iter().any(|ns| ns.regex.is_match(value))
 }
@@ -195,6 +212,24 @@ fn compile(written: Vec<WrittenNamespace>, kind: &str) -> Result<Vec<Namespace>,
             Ok(Namespace { exclusive: entry.exclusive, regex })
         })
         .collect()
+}
+
+/// Parses every registration a node has, each given with where it comes
+/// from (named in errors), and checks them against each other: the one
+/// validation start-up, SIGHUP and `hearth appservice add` share.
+pub fn parse_all<'a>(
+    registrations: impl IntoIterator<Item = (&'a str, &'a str)>,
+    server_name: &str,
+) -> Result<Vec<AppService>, String> {
+    let services = registrations
+        .into_iter()
+        .map(|(source, text)| {
+            AppService::parse(text, server_name)
+                .map_err(|error| format!("application service {source}: {error}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    check_unique(&services)?;
+    Ok(services)
 }
 
 /// Checks services against each other: ids and both tokens unique (a token
@@ -302,6 +337,43 @@ de.sorunome.msc2409.push_ephemeral: true
         }
         let huge = BRIDGE.replace("'@telegram_.*:example\\.org'", "'(a{1000}){1000}'");
         assert!(AppService::parse(&huge, "example.org").is_err());
+    }
+
+    #[test]
+    fn a_random_mixed_case_sender_localpart_is_taken() {
+        // What mautrix-python's `-g` writes: `secrets.token_urlsafe(48)`.
+        let localpart = "Ow2kX9-_aZ0q";
+        let text = BRIDGE.replace("sender_localpart: telegrambot", &format!("sender_localpart: {localpart}"));
+        assert_eq!(
+            AppService::parse(&text, "example.org").unwrap().sender,
+            format!("@{localpart}:example.org")
+        );
+        let long = BRIDGE
+            .replace("sender_localpart: telegrambot", &format!("sender_localpart: {}", "a".repeat(300)));
+        assert!(AppService::parse(&long, "example.org").unwrap_err().contains("sender_localpart"));
+        for bad in ["a%20b", "a?b", "a#b", "a&b"] {
+            let text = BRIDGE.replace("sender_localpart: telegrambot", &format!("sender_localpart: '{bad}'"));
+            assert!(AppService::parse(&text, "example.org").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patterns_read_back_as_written() {
+        let service = bridge();
+        assert_eq!(service.users[0].pattern(), "@telegram_.*:example\\.org");
+        assert_eq!(service.aliases[0].pattern(), "#telegram_.+:example\\.org");
+    }
+
+    #[test]
+    fn all_registrations_are_checked_together_and_named_in_errors() {
+        let other = BRIDGE.replace("id: telegram", "id: other");
+        let error = parse_all([("a.yaml", BRIDGE), ("b.yaml", other.as_str())], "example.org").unwrap_err();
+        assert!(error.contains("share a token"), "{error}");
+        let broken = BRIDGE.replace("'@telegram_.*:example\\.org'", "'@x('");
+        let error = parse_all([("a.yaml", BRIDGE), ("b.yaml", broken.as_str())], "example.org").unwrap_err();
+        assert!(error.starts_with("application service b.yaml: namespaces.users: bad regex"), "{error}");
+        let apart = other.replace("the_as_token", "as2").replace("the_hs_token", "hs2");
+        assert_eq!(parse_all([("a", BRIDGE), ("b", apart.as_str())], "example.org").unwrap().len(), 2);
     }
 
     #[test]

@@ -125,13 +125,25 @@ pub fn reference_hash(
 /// <https://spec.matrix.org/latest/rooms/v4/#event-ids>.
 pub fn event_id(event: &Map<String, Value>, version: &RoomVersion) -> Result<String, EventHashError> {
     match version.event_id_format {
+        EventIdFormat::V1 => event_id_with_reference(event, version, &[0; 32]),
+        _ => event_id_with_reference(event, version, &reference_hash(event, version)?),
+    }
+}
+
+/// [`event_id`] where the event's reference hash is known already.
+pub fn event_id_with_reference(
+    event: &Map<String, Value>,
+    version: &RoomVersion,
+    reference: &Sha256Hash,
+) -> Result<String, EventHashError> {
+    match version.event_id_format {
         EventIdFormat::V1 => event
             .get("event_id")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or(EventHashError::MissingEventId),
-        EventIdFormat::V2 => Ok(format!("${}", encoding::encode(&reference_hash(event, version)?))),
-        EventIdFormat::V3 => Ok(format!("${}", encoding::encode_url_safe(&reference_hash(event, version)?))),
+        EventIdFormat::V2 => Ok(format!("${}", encoding::encode(reference))),
+        EventIdFormat::V3 => Ok(format!("${}", encoding::encode_url_safe(reference))),
     }
 }
 
@@ -163,17 +175,41 @@ pub fn sign_event(
     server_name: &str,
     key: &SigningKey,
 ) -> Result<usize, EventHashError> {
+    Ok(sign_event_referenced(event, version, server_name, key)?.0)
+}
+
+/// [`sign_event`], also answering its [`reference_hash`]: the text signed (the redacted
+/// event without `signatures` and `unsigned`) is the text the reference
+/// hash is taken of, so it is made once for both.
+pub fn sign_event_referenced(
+    event: &mut Map<String, Value>,
+    version: &RoomVersion,
+    server_name: &str,
+    key: &SigningKey,
+) -> Result<(usize, Sha256Hash), EventHashError> {
     let (hash, hashed_length) =
         hash_and_length_without(event, &["unsigned", "signatures", "hashes"], version)?;
     let mut hashes = Map::new();
     hashes.insert("sha256".to_owned(), Value::String(encoding::encode(&hash)));
     event.insert("hashes".to_owned(), Value::Object(hashes));
-    let mut redacted = Value::Object(redaction::redact(event, version));
-    signing::sign_json(&mut redacted, server_name, key)?;
-    if let Some(signatures) = redacted.get_mut("signatures").map(Value::take) {
-        event.insert("signatures".to_owned(), signatures);
-    }
-    Ok(hashed_length)
+    let redacted = redaction::redact(event, version);
+    let text = canonical_json::object_to_string_without(
+        &redacted,
+        &["signatures", "unsigned"],
+        Strictness::for_room_version(version),
+    )?;
+    let signature = key.sign_bytes(text.as_bytes());
+    let mut signatures = match event.remove("signatures") {
+        Some(Value::Object(signatures)) => signatures,
+        _ => Map::new(),
+    };
+    let by_server = signatures.entry(server_name).or_insert_with(|| Value::Object(Map::new()));
+    let Some(by_server) = by_server.as_object_mut() else {
+        return Err(SigningError::MalformedSignatures.into());
+    };
+    by_server.insert(key.key_id.clone(), Value::String(signature));
+    event.insert("signatures".to_owned(), Value::Object(signatures));
+    Ok((hashed_length, Sha256::digest(text.as_bytes()).into()))
 }
 
 /// Checks `hashes.sha256` against the event. A mismatch means the event was
@@ -310,6 +346,25 @@ mod tests {
         let mut moved = event;
         moved.insert("depth".into(), json!(4));
         assert_ne!(event_id(&moved, &version("4")).unwrap(), v4);
+    }
+
+    /// The reference hash signing answers is the one taken afresh, and the
+    /// signature is the one [`sign_event`] has always made (over the
+    /// redacted event): checked against the key.
+    #[test]
+    fn signing_answers_the_reference_hash() {
+        let key = SigningKey::generate("1").unwrap();
+        for id in ["3", "10", "12"] {
+            let v = version(id);
+            let mut event = message_event();
+            event.insert("unsigned".into(), json!({"age": 5}));
+            let (_, reference) = sign_event_referenced(&mut event, &v, "domain", &key).unwrap();
+            assert_eq!(reference, reference_hash(&event, &v).unwrap(), "v{id}");
+            assert_eq!(event_id_with_reference(&event, &v, &reference), event_id(&event, &v));
+            let redacted = Value::Object(redaction::redact(&event, &v));
+            let public = signing::public_key_from_base64(&key.public_key_base64()).unwrap();
+            assert!(signing::verify_json(&redacted, "domain", "ed25519:1", &public).is_ok(), "v{id}");
+        }
     }
 
     #[test]

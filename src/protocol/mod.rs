@@ -4,6 +4,7 @@
 //! version, the authorization rules and state resolution. Nothing here knows
 //! SQL, HTTP or the clock; callers pass in what a function needs.
 
+pub mod acme;
 pub mod appservice;
 pub mod auth;
 pub mod canonical_json;

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::format::{Viewer, format_event};
 use super::visibility::Visibility;
-use crate::app::App;
+use crate::rooms::Engine;
 use crate::storage::{RelationChild, StoredEvent};
 
 /// Events nested in a bundle (a thread's latest event) get bundles of their
@@ -29,7 +29,7 @@ pub const MAX_BUNDLE_DEPTH: u32 = 2;
 /// for those with aggregated children. `depth` is how deep in another bundle
 /// the events sit.
 pub fn bundles(
-    app: &App,
+    app: &Engine,
     events: &[StoredEvent],
     viewer: Viewer<'_>,
     with_room_id: bool,
@@ -67,7 +67,7 @@ pub fn bundles(
 /// The `m.relations` object for `event` with its aggregated `children`
 /// (oldest first), if any of them shows.
 fn bundle(
-    app: &App,
+    app: &Engine,
     event: &StoredEvent,
     children: &[RelationChild],
     visibility: &Visibility<'_>,
@@ -115,7 +115,7 @@ fn bundle(
 /// key, an original that is not itself an edit, and `m.new_content` present;
 /// newest by `origin_server_ts`, ties broken by the larger event ID.
 fn latest_edit(
-    app: &App,
+    app: &Engine,
     original: &StoredEvent,
     children: &[RelationChild],
     visibility: &Visibility<'_>,

@@ -7,9 +7,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::identifiers::ServerName;
+use crate::rooms::Engine;
 use crate::rooms::summary::{self, RoomSummary};
 
 /// At most this many rooms in one `/publicRooms` page (and the page size when
@@ -100,9 +100,9 @@ fn page_size(limit: Option<i64>) -> usize {
 
 /// Checks a `server` parameter naming whose directory to list: ours, or
 /// none. Clients asking for another server's are sent there before this
-/// (`federation::queries::remote_public_rooms`); a server asking us for a
+/// (`remote::queries::remote_public_rooms`); a server asking us for a
 /// third server's directory is refused, as we relay no one's.
-pub fn check_directory_server(app: &App, server: Option<&str>) -> Result<()> {
+pub fn check_directory_server(app: &Engine, server: Option<&str>) -> Result<()> {
     let Some(server) = server else { return Ok(()) };
     ServerName::parse(server).map_err(|error| Error::InvalidParam(format!("server {server}: {error}")))?;
     if server == app.config.server_name {
@@ -112,7 +112,7 @@ pub fn check_directory_server(app: &App, server: Option<&str>) -> Result<()> {
 }
 
 /// The directory page `query` asks for, as `/publicRooms` answers it.
-pub fn public_rooms(app: &App, query: &PublicRoomsQuery) -> Result<Value> {
+pub fn public_rooms(app: &Engine, query: &PublicRoomsQuery) -> Result<Value> {
     let mut listed = Vec::new();
     // Application-service networks: we host none, so a named one lists nothing.
     if query.third_party_instance_id.is_none() {

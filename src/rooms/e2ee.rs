@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use super::outbox;
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::rooms::Engine;
 use crate::storage::InboxSize;
 
 /// Cross-signing key usages, as stored and as named in `/keys/query` answers.
@@ -27,7 +27,7 @@ pub fn server_of(user_id: &str) -> Option<&str> {
 }
 
 /// The other servers with members in the rooms `user_id` is joined to.
-fn servers_sharing_rooms(app: &App, user_id: &str) -> Result<Vec<String>> {
+fn servers_sharing_rooms(app: &Engine, user_id: &str) -> Result<Vec<String>> {
     let rooms = app.storage().rooms_with_membership(user_id, "join")?;
     let mut servers: BTreeSet<String> = BTreeSet::new();
     for room_id in rooms {
@@ -37,7 +37,7 @@ fn servers_sharing_rooms(app: &App, user_id: &str) -> Result<Vec<String>> {
 }
 
 /// Wakes the syncs of everyone sharing a room with `user_id`, and `user_id`'s own.
-fn wake_watchers(app: &App, user_id: &str) -> Result<()> {
+fn wake_watchers(app: &Engine, user_id: &str) -> Result<()> {
     let mut watchers = app.storage().users_sharing_rooms_with(user_id)?;
     watchers.push(user_id.to_string());
     app.notifier.wake(watchers.iter().map(String::as_str));
@@ -52,7 +52,12 @@ fn wake_watchers(app: &App, user_id: &str) -> Result<()> {
 /// with the user.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#mdevice_list_update>.
-pub fn local_devices_changed(app: &App, user_id: &str, device_ids: &[String], deleted: bool) -> Result<()> {
+pub fn local_devices_changed(
+    app: &Engine,
+    user_id: &str,
+    device_ids: &[String],
+    deleted: bool,
+) -> Result<()> {
     let servers = servers_sharing_rooms(app, user_id)?;
     for device_id in device_ids {
         let stream_id = app.next_stream_id();
@@ -91,7 +96,7 @@ pub fn local_devices_changed(app: &App, user_id: &str, device_ids: &[String], de
 /// sent as `m.signing_key_update`.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#msigning_key_update>.
-pub fn local_signing_keys_changed(app: &App, user_id: &str) -> Result<()> {
+pub fn local_signing_keys_changed(app: &Engine, user_id: &str) -> Result<()> {
     let stream_id = app.next_stream_id();
     app.storage().record_device_list_change(user_id, stream_id, false)?;
     wake_watchers(app, user_id)?;
@@ -117,7 +122,7 @@ pub fn local_signing_keys_changed(app: &App, user_id: &str) -> Result<()> {
 /// Records a device-list change without telling other servers: for a remote
 /// user (their server told us), or signatures only the signer sees. Our users
 /// sharing a room with them see them in `device_lists.changed`.
-pub fn note_device_list_change(app: &App, user_id: &str) -> Result<()> {
+pub fn note_device_list_change(app: &Engine, user_id: &str) -> Result<()> {
     let stream_id = app.next_stream_id();
     app.storage().record_device_list_change(user_id, stream_id, false)?;
     wake_watchers(app, user_id)
@@ -166,7 +171,7 @@ struct Dropped {
 /// and an EDU from a peer has no answer to carry a refusal in.
 ///
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#send-to-device-messaging>.
-pub fn deliver_locally(app: &App, sender: &str, kind: &str, messages: &Map<String, Value>) -> Result<()> {
+pub fn deliver_locally(app: &Engine, sender: &str, kind: &str, messages: &Map<String, Value>) -> Result<()> {
     let mut woken = Vec::new();
     let mut dropped = Dropped::default();
     for (user_id, by_device) in messages {
@@ -248,7 +253,7 @@ pub fn check_content_sizes(messages: &Map<String, Value>) -> Result<()> {
 /// Adds the stored signatures over one key that `requester` may see: the
 /// owner's own and the requester's.
 pub fn merge_signatures(
-    app: &App,
+    app: &Engine,
     requester: Option<&str>,
     user_id: &str,
     key_id: &str,
@@ -283,7 +288,7 @@ pub fn cross_signing_public_key(key: &Value) -> Option<String> {
 /// named devices (all if empty), with the device's display name in
 /// `unsigned`, and the cross-signing keys `requester` may see.
 pub fn local_keys(
-    app: &App,
+    app: &Engine,
     requester: Option<&str>,
     user_id: &str,
     device_ids: &[String],
@@ -336,7 +341,7 @@ pub struct UserKeys {
 
 /// Claims one key per `(user, device, algorithm)` of local users:
 /// `{user: {device: {key_id: key}}}`.
-pub fn claim_local(app: &App, wanted: &Map<String, Value>) -> Result<Map<String, Value>> {
+pub fn claim_local(app: &Engine, wanted: &Map<String, Value>) -> Result<Map<String, Value>> {
     let mut claimed = Map::new();
     for (user_id, by_device) in wanted {
         if !app.is_local_user(user_id) {
@@ -365,7 +370,7 @@ pub fn claim_local(app: &App, wanted: &Map<String, Value>) -> Result<Map<String,
 ///
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#extensions-to-sync>.
 pub fn device_list_delta(
-    app: &App,
+    app: &Engine,
     user_id: &str,
     after: i64,
     up_to: i64,
@@ -401,7 +406,7 @@ pub fn device_list_delta(
 /// After devices were deleted (logout, device deletion, password change,
 /// deactivation): their keys went with them; forget signatures over them and
 /// tell everyone who shares a room with the user.
-pub fn devices_deleted(app: &App, user_id: &str, device_ids: &[String]) -> Result<()> {
+pub fn devices_deleted(app: &Engine, user_id: &str, device_ids: &[String]) -> Result<()> {
     if device_ids.is_empty() {
         return Ok(());
     }

@@ -11,7 +11,7 @@ use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value, json};
 
 use super::aggregations;
-use crate::app::App;
+use crate::rooms::Engine;
 use crate::storage::{JsonRef, SenderAndContent, StoredEvent, now_ms};
 
 /// Who is looking, for the transaction ID echo.
@@ -24,7 +24,12 @@ pub struct Viewer<'a> {
 /// Formats a stored event for a client. `with_room_id` is false inside /sync's
 /// per-room sections, true elsewhere. With a viewer, the event carries its
 /// bundled aggregations.
-pub fn client_event(app: &App, event: &StoredEvent, viewer: Option<Viewer<'_>>, with_room_id: bool) -> Value {
+pub fn client_event(
+    app: &Engine,
+    event: &StoredEvent,
+    viewer: Option<Viewer<'_>>,
+    with_room_id: bool,
+) -> Value {
     format_event(app, event, viewer, with_room_id, 0)
 }
 
@@ -32,7 +37,7 @@ pub fn client_event(app: &App, event: &StoredEvent, viewer: Option<Viewer<'_>>, 
 /// `unsigned` needs (redactions, replaced state, bundled aggregations) in a
 /// few queries for the whole page instead of a few per event.
 pub fn client_events(
-    app: &App,
+    app: &Engine,
     events: &[StoredEvent],
     viewer: Option<Viewer<'_>>,
     with_room_id: bool,
@@ -44,7 +49,7 @@ pub fn client_events(
 /// structures (/sync, /messages): an event's content goes from the stored
 /// text to the answer without being parsed into a value and written again.
 pub fn client_events_raw(
-    app: &App,
+    app: &Engine,
     events: &[StoredEvent],
     viewer: Option<Viewer<'_>>,
     with_room_id: bool,
@@ -57,7 +62,7 @@ pub fn client_events_raw(
 
 /// [`client_event`] for an event nested `depth` deep in another's bundle.
 pub fn format_event(
-    app: &App,
+    app: &Engine,
     event: &StoredEvent,
     viewer: Option<Viewer<'_>>,
     with_room_id: bool,
@@ -68,7 +73,7 @@ pub fn format_event(
 
 /// [`client_events`] for events nested `depth` deep in another's bundle.
 fn format_events(
-    app: &App,
+    app: &Engine,
     events: &[StoredEvent],
     viewer: Option<Viewer<'_>>,
     with_room_id: bool,
@@ -94,7 +99,7 @@ struct Related {
 
 impl Related {
     fn load(
-        app: &App,
+        app: &Engine,
         events: &[StoredEvent],
         viewer: Option<Viewer<'_>>,
         with_room_id: bool,

@@ -7,8 +7,8 @@
 
 use serde_json::{Value, json};
 
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::rooms::Engine;
 use crate::rooms::format::stripped_state;
 use crate::rooms::summary::{self, RoomSummary};
 use crate::storage::StoredEvent;
@@ -42,7 +42,7 @@ pub fn room_entry(room: &RoomSummary, children: &[StoredEvent]) -> Value {
 /// hold that are not shown are listed in `inaccessible_children`.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1hierarchyroomid>.
-pub fn server_view(app: &App, origin: &str, room_id: &str, suggested_only: bool) -> Result<Value> {
+pub fn server_view(app: &Engine, origin: &str, room_id: &str, suggested_only: bool) -> Result<Value> {
     let not_found = || Error::NotFound("room not found or not accessible".into());
     let root = summary::summary(app, room_id)?.ok_or_else(not_found)?;
     if !server_may_see(app, origin, &root)? {
@@ -72,7 +72,7 @@ pub fn server_view(app: &App, origin: &str, room_id: &str, suggested_only: bool)
 }
 
 /// Whether users of `server` may see the room's summary (see [`server_view`]).
-fn server_may_see(app: &App, server: &str, room: &RoomSummary) -> Result<bool> {
+fn server_may_see(app: &Engine, server: &str, room: &RoomSummary) -> Result<bool> {
     if room.world_readable
         || matches!(room.join_rule.as_str(), "public" | "knock" | "knock_restricted" | "restricted")
     {
@@ -94,7 +94,7 @@ fn server_may_see(app: &App, server: &str, room: &RoomSummary) -> Result<bool> {
 
 /// The valid `m.space.child` events of a space (those with a non-empty `via`),
 /// in the spec's order: by `order`, then by timestamp, then by room ID.
-pub fn children_of(app: &App, space_id: &str, suggested_only: bool) -> Result<Vec<StoredEvent>> {
+pub fn children_of(app: &Engine, space_id: &str, suggested_only: bool) -> Result<Vec<StoredEvent>> {
     let state = app.storage().current_state(space_id)?;
     let mut children = Vec::new();
     for ((kind, _), event_id) in state.range(("m.space.child".to_owned(), String::new())..) {

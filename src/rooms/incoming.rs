@@ -9,12 +9,12 @@
 use serde_json::Value;
 
 use super::{CurrentState, GroupState, LocalSignatures, StateLookup, load_pdu, state_pdu, wake_room};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::auth;
 use crate::protocol::pdu::Pdu;
 use crate::protocol::room_version::RoomVersion;
 use crate::protocol::state_res;
+use crate::rooms::Engine;
 use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap};
 
 /// What happened to an incoming PDU.
@@ -55,7 +55,7 @@ impl Before {
     }
 
     /// The whole state.
-    pub fn full(self, app: &App) -> Result<StateMap> {
+    pub fn full(self, app: &Engine) -> Result<StateMap> {
         match self {
             Before::Group(group) => app.storage().state_of_group(group),
             Before::Map(map) => Ok(map),
@@ -65,7 +65,7 @@ impl Before {
 
 /// The state before `pdu`: the state after its single prev event, or the
 /// resolution of its prev events' states.
-pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) -> Result<Before> {
+pub fn state_before(app: &Engine, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) -> Result<Before> {
     if let [prev_id] = pdu.prev_events.as_slice() {
         if !known.contains_key(prev_id) {
             let prev = app.storage().event(prev_id)?;
@@ -99,7 +99,7 @@ pub fn state_before(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownSt
 /// room version says). `pending`
 /// is an event the states may name that is not stored yet.
 pub fn resolve(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     mut states: Vec<StateMap>,
     pending: Option<&Pdu>,
@@ -122,7 +122,7 @@ pub fn resolve(
 /// Runs the auth checks on receipt and stores the event. The caller has
 /// verified signatures and hashes and made sure the prev and auth events are
 /// stored.
-pub fn accept(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) -> Result<Outcome> {
+pub fn accept(app: &Engine, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) -> Result<Outcome> {
     if app.storage().event(&pdu.event_id)?.is_some_and(|event| !event.outlier) {
         return Ok(Outcome::Duplicate);
     }
@@ -176,7 +176,7 @@ pub fn accept(app: &App, version: &RoomVersion, pdu: &Pdu, known: &KnownStates) 
 /// Stores an accepted (or soft-failed) event: its state after, and unless
 /// soft-failed, the room's new extremities and current state.
 fn store(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     pdu: &Pdu,
     before: Before,

@@ -8,9 +8,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::app::App;
 use crate::error::Result;
 use crate::protocol::room_version::RoomVersion;
+use crate::rooms::Engine;
 use crate::rooms::format::stripped_state;
 use crate::storage::StoredEvent;
 use crate::storage::federation::RemoteInvite;
@@ -19,7 +19,7 @@ use crate::storage::federation::RemoteInvite;
 /// of our users is in the room the invite arrives as a PDU as well; then
 /// nothing is kept aside.
 pub fn store_remote_invite(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     room_id: &str,
     user_id: &str,
@@ -57,7 +57,7 @@ pub fn store_remote_invite(
 
 /// Stripped state for an invite or knock: the room's identity and the
 /// user's own member event.
-pub fn invite_state(app: &App, room_id: &str, user_id: &str) -> Result<Vec<Value>> {
+pub fn invite_state(app: &Engine, room_id: &str, user_id: &str) -> Result<Vec<Value>> {
     Ok(strip_invite_state(&invite_state_events(app, room_id, user_id)?))
 }
 
@@ -79,7 +79,7 @@ pub fn strip_invite_state(events: &[StoredEvent]) -> Vec<Value> {
 /// The current state events that describe a room to someone invited to it
 /// or knocking on it (create, join rules, name, avatar, alias, encryption,
 /// topic, and `user_id`'s membership), whole: federation sends them as PDUs.
-pub fn invite_state_events(app: &App, room_id: &str, user_id: &str) -> Result<Vec<StoredEvent>> {
+pub fn invite_state_events(app: &Engine, room_id: &str, user_id: &str) -> Result<Vec<StoredEvent>> {
     let keys = [
         ("m.room.create", ""),
         ("m.room.join_rules", ""),

@@ -1,5 +1,5 @@
 //! Which member events each device was sent under lazy-loaded members, kept
-//! in memory and bounded, for `/sync` (and held by `App`).
+//! in memory and bounded, for `/sync` (and held by `Engine`).
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#lazy-loading-room-members>.
 

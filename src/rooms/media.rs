@@ -3,7 +3,7 @@
 //! database when large), waiting for an asynchronous upload, deciding
 //! whether content can be its own thumbnail, and the headers content is
 //! served with. The client and federation handlers both serve through here;
-//! fetching from other servers is `federation::media`.
+//! fetching from other servers is `remote::media`.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#content-repository>.
 
@@ -21,10 +21,10 @@ use smol::future::FutureExt;
 use smol::io::{AsyncBufRead, AsyncRead};
 use smol::stream::Stream;
 
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::media::{self, MediaId, ThumbnailRequest};
 use crate::request::Body;
+use crate::rooms::Engine;
 use crate::storage::{ContentReader, MediaInfo, now_ms};
 
 /// Content up to this size is read whole and answered from memory: one
@@ -89,7 +89,7 @@ pub fn upload_wait(timeout_ms: Option<&str>) -> Duration {
 /// Local content by ID, waiting up to `wait` while its asynchronous upload
 /// is pending: 404 `M_NOT_FOUND` for unknown IDs, 504 `M_NOT_YET_UPLOADED`
 /// when the wait runs out.
-pub async fn local_content(app: &App, media_id: &MediaId, wait: Duration) -> Result<MediaInfo> {
+pub async fn local_content(app: &Engine, media_id: &MediaId, wait: Duration) -> Result<MediaInfo> {
     let deadline = smol::Timer::after(wait);
     let mut deadline = std::pin::pin!(deadline);
     loop {
@@ -117,7 +117,7 @@ pub async fn local_content(app: &App, media_id: &MediaId, wait: Duration) -> Res
 }
 
 /// Notes that content is being served (at most once a day per content).
-pub fn record_access(app: &App, info: &MediaInfo) -> Result<()> {
+pub fn record_access(app: &Engine, info: &MediaInfo) -> Result<()> {
     let now = now_ms();
     if now - info.last_access_ts < LAST_ACCESS_GRANULARITY_MS {
         return Ok(());
@@ -129,7 +129,7 @@ pub fn record_access(app: &App, info: &MediaInfo) -> Result<()> {
 /// nothing): read now when small, streamed when large. `client` names who
 /// asks (a user ID, or an address), for [`MAX_STREAMS_PER_CLIENT`].
 pub fn read(
-    app: &Rc<App>,
+    app: &Rc<Engine>,
     info: &MediaInfo,
     prefix: Vec<u8>,
     suffix: Vec<u8>,
@@ -231,7 +231,7 @@ pub fn thumbnail_request<'a>(query: impl Fn(&str) -> Option<&'a str>) -> Result<
 /// Whether stored content can answer a thumbnail request as it is (we make
 /// no thumbnails: see [`media::serves_as_thumbnail`]); false for content
 /// too large to be a thumbnail.
-pub fn serves_as_thumbnail(app: &App, info: &MediaInfo, request: &ThumbnailRequest) -> Result<bool> {
+pub fn serves_as_thumbnail(app: &Engine, info: &MediaInfo, request: &ThumbnailRequest) -> Result<bool> {
     if THUMBNAIL_PASSTHROUGH_MAX_BYTES < info.size {
         return Ok(false);
     }
@@ -258,7 +258,7 @@ pub fn content_headers(content_type: &str, file_name: Option<&str>) -> Vec<(&'st
 /// away), and gives up on a response that takes no piece for `stall` (a
 /// reader that stopped reading), freeing its turns.
 struct Producer {
-    app: Rc<App>,
+    app: Rc<Engine>,
     path: PathBuf,
     info: MediaInfo,
     sender: Sender<io::Result<Vec<u8>>>,

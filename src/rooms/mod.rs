@@ -8,6 +8,7 @@
 pub mod aggregations;
 pub mod directory;
 pub mod e2ee;
+mod engine;
 pub mod format;
 pub mod hierarchy;
 pub mod incoming;
@@ -40,7 +41,6 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value, json};
 
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::auth::{self, SignatureCheck};
 use crate::protocol::pdu::{MAX_PDU_BYTES, Pdu};
@@ -48,6 +48,7 @@ use crate::protocol::power_levels::RoomPower;
 use crate::protocol::room_version::{EventIdFormat, RoomVersion};
 use crate::protocol::{hashes, redaction};
 use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent, now_ms};
+pub use engine::{Engine, added_source, app_service_registrations};
 
 /// At most this many prev_events on a new event (spec: servers may cap them; 20 is
 /// the limit servers enforce on receipt, we stay well below).
@@ -111,7 +112,7 @@ impl SignatureCheck for LocalSignatures {
 }
 
 /// A room's version, or 404 if we do not know the room.
-pub fn room_version(app: &App, room_id: &str) -> Result<RoomVersion> {
+pub fn room_version(app: &Engine, room_id: &str) -> Result<RoomVersion> {
     let id = app.storage().room_version(room_id)?.ok_or_else(|| Error::NotFound("unknown room".into()))?;
     RoomVersion::from_id(&id).ok_or(Error::UnsupportedRoomVersion(id))
 }
@@ -122,12 +123,12 @@ pub fn to_pdu(version: &RoomVersion, event: &StoredEvent) -> Option<Pdu> {
 }
 
 /// Loads an event as a PDU.
-pub fn load_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Result<Option<Pdu>> {
+pub fn load_pdu(app: &Engine, version: &RoomVersion, event_id: &str) -> Result<Option<Pdu>> {
     Ok(load_shared_pdu(app, version, event_id)?.map(Rc::unwrap_or_clone))
 }
 
 /// Loads an event as a shared PDU (state events from the cache of parsed ones).
-pub fn load_shared_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Result<Option<Rc<Pdu>>> {
+pub fn load_shared_pdu(app: &Engine, version: &RoomVersion, event_id: &str) -> Result<Option<Rc<Pdu>>> {
     if let Some(cached) = app.pdu_cache.get(event_id) {
         return Ok(Some(cached));
     }
@@ -147,11 +148,11 @@ pub fn load_shared_pdu(app: &App, version: &RoomVersion, event_id: &str) -> Resu
 /// thousands of entries).
 pub trait StateLookup {
     /// The event ID at `(kind, state_key)`.
-    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String>;
+    fn event_id(&self, app: &Engine, kind: &str, state_key: &str) -> Option<String>;
 }
 
 impl StateLookup for StateMap {
-    fn event_id(&self, _app: &App, kind: &str, state_key: &str) -> Option<String> {
+    fn event_id(&self, _app: &Engine, kind: &str, state_key: &str) -> Option<String> {
         self.get(&(kind.to_string(), state_key.to_string())).cloned()
     }
 }
@@ -160,7 +161,7 @@ impl StateLookup for StateMap {
 pub struct CurrentState<'a>(pub &'a str);
 
 impl StateLookup for CurrentState<'_> {
-    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
+    fn event_id(&self, app: &Engine, kind: &str, state_key: &str) -> Option<String> {
         app.storage().current_state_event(self.0, kind, state_key).ok().flatten()
     }
 }
@@ -169,7 +170,7 @@ impl StateLookup for CurrentState<'_> {
 pub struct GroupState(pub i64);
 
 impl StateLookup for GroupState {
-    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
+    fn event_id(&self, app: &Engine, kind: &str, state_key: &str) -> Option<String> {
         app.storage().state_entry_of_group(self.0, kind, state_key).ok().flatten()
     }
 }
@@ -186,10 +187,15 @@ impl<L: StateLookup> Remembered<L> {
     pub fn new(lookup: L) -> Remembered<L> {
         Remembered { lookup, seen: Default::default() }
     }
+
+    /// Records a change made since (an event stored on top of this state).
+    fn note(&self, kind: &str, state_key: &str, event_id: &str) {
+        self.seen.borrow_mut().insert((kind.to_string(), state_key.to_string()), Some(event_id.to_string()));
+    }
 }
 
 impl<L: StateLookup> StateLookup for Remembered<L> {
-    fn event_id(&self, app: &App, kind: &str, state_key: &str) -> Option<String> {
+    fn event_id(&self, app: &Engine, kind: &str, state_key: &str) -> Option<String> {
         let key = (kind.to_string(), state_key.to_string());
         if let Some(known) = self.seen.borrow().get(&key) {
             return known.clone();
@@ -202,7 +208,7 @@ impl<L: StateLookup> StateLookup for Remembered<L> {
 
 /// The PDU at a key of a state.
 pub fn state_pdu(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     state: &dyn StateLookup,
     kind: &str,
@@ -213,7 +219,12 @@ pub fn state_pdu(
 }
 
 /// The content of the current state event at a key.
-pub fn current_state_content(app: &App, room_id: &str, kind: &str, state_key: &str) -> Result<Option<Value>> {
+pub fn current_state_content(
+    app: &Engine,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+) -> Result<Option<Value>> {
     let Some(event_id) = app.storage().current_state_event(room_id, kind, state_key)? else {
         return Ok(None);
     };
@@ -225,7 +236,7 @@ pub fn current_state_content(app: &App, room_id: &str, kind: &str, state_key: &s
 /// new event (as the reference server does; it also keeps `createRoom`'s
 /// presets from repeating themselves).
 pub fn unchanged_state(
-    app: &App,
+    app: &Engine,
     room_id: &str,
     sender: &str,
     kind: &str,
@@ -245,7 +256,7 @@ pub fn unchanged_state(
 }
 
 /// Power in the room's current state.
-pub fn current_power(app: &App, version: &RoomVersion, state: &dyn StateLookup) -> RoomPower {
+pub fn current_power(app: &Engine, version: &RoomVersion, state: &dyn StateLookup) -> RoomPower {
     let power_levels = state_pdu(app, version, state, "m.room.power_levels", "");
     let create = state_pdu(app, version, state, "m.room.create", "");
     RoomPower::new(version, power_levels.as_deref(), create.as_deref())
@@ -269,7 +280,7 @@ pub enum Audience {
 /// stores it, wakes the members' syncs, and returns its ID. All of it in one
 /// database transaction: one lock for the reads, nothing stored on failure.
 pub fn send(
-    app: &App,
+    app: &Engine,
     room_id: &str,
     sender: &str,
     draft: Draft,
@@ -280,7 +291,7 @@ pub fn send(
 
 /// [`send`] for a given audience.
 pub fn send_to(
-    app: &App,
+    app: &Engine,
     room_id: &str,
     sender: &str,
     draft: Draft,
@@ -291,7 +302,7 @@ pub fn send_to(
 }
 
 fn send_in_transaction(
-    app: &App,
+    app: &Engine,
     room_id: &str,
     sender: &str,
     draft: Draft,
@@ -325,7 +336,7 @@ fn send_in_transaction(
 
 /// Authorizes an already built and signed event (perhaps countersigned by
 /// another server, as invites are) against the current state and stores it.
-pub fn store_signed(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
+pub fn store_signed(app: &Engine, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
     let state = CurrentState(&pdu.room_id);
     auth::auth_check(
         version,
@@ -339,21 +350,26 @@ pub fn store_signed(app: &App, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
 
 /// Creates the `m.room.create` event of a new room and stores room and event;
 /// returns the room ID (derived from the event in v12, random before).
-pub fn create_room_with(app: &App, version: &RoomVersion, creator: &str, content: Value) -> Result<String> {
+pub fn create_room_with(
+    app: &Engine,
+    version: &RoomVersion,
+    creator: &str,
+    content: Value,
+) -> Result<String> {
     let room_id = (!version.room_id_from_create_event).then(|| new_room_id(app));
     create_room_as(app, version, room_id.as_deref(), creator, content)
 }
 
 /// A fresh room ID on this server, for versions whose room IDs are not the
 /// create event's hash.
-pub fn new_room_id(app: &App) -> String {
+pub fn new_room_id(app: &Engine) -> String {
     format!("!{}:{}", crate::credentials::random_string(18), app.config.server_name)
 }
 
 /// [`create_room_with`] under a room ID chosen beforehand (`None` where the
 /// version derives it from the create event).
 pub fn create_room_as(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     room_id: Option<&str>,
     creator: &str,
@@ -373,6 +389,44 @@ pub fn create_room_as(
     app.storage().create_room(&pdu.room_id, version.id)?;
     persist_local(app, version, &pdu, &StateMap::new(), None, Audience::RoomInCreation)?;
     Ok(pdu.room_id)
+}
+
+/// Invites local users into a room being created (see
+/// [`Audience::RoomInCreation`]), one event after the other, in one
+/// database transaction. What every invite reads (the room's version, the
+/// state the auth rules look at, the room's extremity) is read once and
+/// carried from one invite to the next, each event building on the one
+/// before it; each is still built, signed, authorized and stored as
+/// [`send`] does. Nothing is stored if one fails.
+pub fn invite_in_creation(
+    app: &Engine,
+    room_id: &str,
+    inviter: &str,
+    invitees: &[&str],
+    extra: &Map<String, Value>,
+) -> Result<()> {
+    app.in_transaction(|| {
+        let version = room_version(app, room_id)?;
+        let state = Remembered::new(CurrentState(room_id));
+        let mut prev = prev_events(app, room_id)?;
+        for invitee in invitees {
+            let content = member_content(app, invitee, "invite", Some(extra))?;
+            let draft = Draft::state("m.room.member", invitee, content);
+            let event = template_on(app, &version, Some(room_id), inviter, &draft, &state, prev)?;
+            let pdu = sign_checked(app, &version, event)?;
+            auth::auth_check(
+                &version,
+                &pdu,
+                |kind, state_key| state_pdu(app, &version, &state, kind, state_key),
+                &LocalSignatures,
+            )
+            .map_err(|error| Error::Forbidden(error.to_string()))?;
+            persist_local(app, &version, &pdu, &state, None, Audience::RoomInCreation)?;
+            state.note("m.room.member", invitee, &pdu.event_id);
+            prev = (vec![pdu.event_id], pdu.depth + 1);
+        }
+        Ok(())
+    })
 }
 
 /// Signs a create event whose room ID is not `taken`. A v12 room ID is the
@@ -398,7 +452,7 @@ fn unused_room_create(
 
 /// Builds and signs an event (not yet authorized or stored).
 fn build(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     room_id: Option<&str>,
     sender: &str,
@@ -410,7 +464,7 @@ fn build(
 }
 
 /// Signs an event built by [`template`], refusing one too large to send.
-fn sign_checked(app: &App, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
+fn sign_checked(app: &Engine, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
     let (pdu, hashed_length) = sign_measured(app, version, event)?;
     // Leave room for the hashes and signatures (~200 bytes).
     if hashed_length + 256 > MAX_PDU_BYTES {
@@ -422,28 +476,45 @@ fn sign_checked(app: &App, version: &RoomVersion, event: Map<String, Value>) -> 
 /// Builds an unsigned event on top of the room's extremities and `state`
 /// (for `make_join`-style templates and for [`build`]).
 pub fn template(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     room_id: Option<&str>,
     sender: &str,
     draft: &Draft,
     state: &dyn StateLookup,
 ) -> Result<Map<String, Value>> {
+    let prev = match room_id {
+        Some(room_id) => prev_events(app, room_id)?,
+        None => (Vec::new(), 1),
+    };
+    template_on(app, version, room_id, sender, draft, state, prev)
+}
+
+/// The prev_events of a new event in a room (its newest extremities, at
+/// most [`MAX_PREV_EVENTS`]) and the new event's depth.
+fn prev_events(app: &Engine, room_id: &str) -> Result<(Vec<String>, i64)> {
+    let mut extremities = app.storage().forward_extremities(room_id)?;
+    extremities.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
+    extremities.truncate(MAX_PREV_EVENTS);
+    let depth = extremities.iter().map(|(_, depth)| *depth).max().unwrap_or(0) + 1;
+    Ok((extremities.into_iter().map(|(id, _)| id).collect(), depth))
+}
+
+/// [`template`] on given prev_events and depth.
+fn template_on(
+    app: &Engine,
+    version: &RoomVersion,
+    room_id: Option<&str>,
+    sender: &str,
+    draft: &Draft,
+    state: &dyn StateLookup,
+    (prev_events, depth): (Vec<String>, i64),
+) -> Result<Map<String, Value>> {
     let mut content = draft.content.clone();
     if !content.is_object() {
         return Err(Error::BadJson("content must be an object".into()));
     }
     let mut event = Map::new();
-    let (prev_events, depth) = match room_id {
-        Some(room_id) => {
-            let mut extremities = app.storage().forward_extremities(room_id)?;
-            extremities.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
-            extremities.truncate(MAX_PREV_EVENTS);
-            let depth = extremities.iter().map(|(_, depth)| *depth).max().unwrap_or(0) + 1;
-            (extremities.into_iter().map(|(id, _)| id).collect::<Vec<_>>(), depth)
-        }
-        None => (Vec::new(), 1),
-    };
     let auth_events: Vec<String> =
         auth::auth_types_for_event(&draft.kind, draft.state_key.as_deref(), sender, &content, version)
             .into_iter()
@@ -490,26 +561,28 @@ pub fn template(
 /// Adds hashes and our signature to an event and parses it as a PDU
 /// (refusing content canonical JSON cannot encode, such as floats in room
 /// v6+, with `M_BAD_JSON`).
-pub fn sign(app: &App, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
+pub fn sign(app: &Engine, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
     Ok(sign_measured(app, version, event)?.0)
 }
 
 /// [`sign`], and the length of the canonical JSON hashed for the content
 /// hash (the event without hashes and signatures), for the size limit.
-fn sign_measured(app: &App, version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, usize)> {
-    let hashed_length = hashes::sign_event(&mut event, version, &app.config.server_name, &app.signing_key)
-        .map_err(|error| match error {
-            hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
-            error => Error::Internal(format!("cannot sign the event: {error}")),
-        })?;
-    let event_id = hashes::event_id(&event, version).map_err(|error| Error::Internal(error.to_string()))?;
+fn sign_measured(app: &Engine, version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, usize)> {
+    let (hashed_length, reference) =
+        hashes::sign_event_referenced(&mut event, version, &app.config.server_name, &app.signing_key)
+            .map_err(|error| match error {
+                hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
+                error => Error::Internal(format!("cannot sign the event: {error}")),
+            })?;
+    let event_id = hashes::event_id_with_reference(&event, version, &reference)
+        .map_err(|error| Error::Internal(error.to_string()))?;
     let pdu = Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))?;
     Ok((pdu, hashed_length))
 }
 
 /// Redacting someone else's event takes the `redact` power level.
 fn check_redaction_allowed(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     state: &dyn StateLookup,
     redaction: &Pdu,
@@ -533,7 +606,7 @@ fn check_redaction_allowed(
 /// Stores an authorized local event on top of `state`, applies what it does
 /// (redactions), and wakes the syncs of everyone concerned.
 fn persist_local(
-    app: &App,
+    app: &Engine,
     version: &RoomVersion,
     pdu: &Pdu,
     state: &dyn StateLookup,
@@ -594,7 +667,7 @@ fn persist_local(
         ..NewEvent::of(pdu, stream_ordering)
     };
     let actions = match audience {
-        Audience::Members => push_actions::actions_for(app, pdu)?,
+        Audience::Members => push_actions::actions_at(app, pdu, parent_group)?,
         Audience::RoomInCreation => push_actions::Actions::default(),
     };
     let update = CurrentUpdate {
@@ -605,7 +678,8 @@ fn persist_local(
         pushes: actions.pushes,
         unread: actions.unread,
     };
-    app.storage().persist_event(&new_event, state_after, &update)?;
+    // Every caller runs in a piece of work that fails with this error.
+    app.storage().persist_event_in_work(&new_event, state_after, &update)?;
     if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
         remote_devices::note_join(app, &pdu.room_id, target)?;
     }
@@ -627,7 +701,7 @@ fn persist_local(
 }
 
 /// Whether a member event (the one a new member event replaces) is a join.
-pub(crate) fn was_joined(app: &App, member_event_id: Option<&str>) -> Result<bool> {
+pub(crate) fn was_joined(app: &Engine, member_event_id: Option<&str>) -> Result<bool> {
     let Some(event_id) = member_event_id else { return Ok(false) };
     let event = app.storage().event(event_id)?;
     Ok(event.and_then(|event| event.json.get("content")?.get("membership")?.as_str().map(|m| m == "join"))
@@ -644,7 +718,7 @@ pub(crate) fn was_joined(app: &App, member_event_id: Option<&str>) -> Result<boo
 /// (`unsigned.redacted_because`) never follows a chain of redactions, so
 /// longer cycles cost nothing either.
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#redactions>.
-pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu) -> Result<()> {
+pub(crate) fn apply_redaction(app: &Engine, version: &RoomVersion, redaction: &Pdu) -> Result<()> {
     let Some(target_id) = &redaction.redacts else { return Ok(()) };
     if *target_id == redaction.event_id {
         return Ok(());
@@ -669,7 +743,7 @@ pub(crate) fn apply_redaction(app: &App, version: &RoomVersion, redaction: &Pdu)
 
 /// Wakes the syncs of a room's joined and invited members (and of `also`, the
 /// target of a membership change).
-pub fn wake_room(app: &App, room_id: &str, also: Option<&str>) {
+pub fn wake_room(app: &Engine, room_id: &str, also: Option<&str>) {
     let members = app.storage().members_with_any(room_id, &["join", "invite"]).unwrap_or_default();
     app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
 }
@@ -677,7 +751,7 @@ pub fn wake_room(app: &App, room_id: &str, also: Option<&str>) {
 /// The membership content for a local user joining or being invited: their
 /// profile's display name and avatar.
 pub fn member_content(
-    app: &App,
+    app: &Engine,
     user_id: &str,
     membership: &str,
     extra: Option<&Map<String, Value>>,
@@ -703,7 +777,7 @@ pub fn member_content(
 /// Whether `user_id` has the power, in the room's current state, to send a
 /// state event of `kind` (the check Synapse applies to directory and alias
 /// changes with `m.room.canonical_alias`, and to upgrades with `m.room.tombstone`).
-pub fn can_send_state(app: &App, room_id: &str, user_id: &str, kind: &str) -> Result<bool> {
+pub fn can_send_state(app: &Engine, room_id: &str, user_id: &str, kind: &str) -> Result<bool> {
     let version = room_version(app, room_id)?;
     let state = app.storage().current_state(room_id)?;
     let power = current_power(app, &version, &state);

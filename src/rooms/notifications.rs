@@ -11,9 +11,9 @@
 
 use serde_json::Value;
 
-use crate::app::App;
 use crate::error::Result;
 use crate::protocol::push_rules::Outcome;
+use crate::rooms::Engine;
 use crate::storage::StoredEvent;
 
 use super::push;
@@ -43,7 +43,7 @@ pub struct Page {
 
 /// Up to `limit` notifications for `user_id` from events before stream
 /// position `before`, newest first; highlights only if `only_highlight`.
-pub fn list(app: &App, user_id: &str, before: i64, limit: usize, only_highlight: bool) -> Result<Page> {
+pub fn list(app: &Engine, user_id: &str, before: i64, limit: usize, only_highlight: bool) -> Result<Page> {
     let ruleset = push::ruleset(app, user_id)?;
     let visibility = Visibility::new(app, user_id);
     let mut found: Vec<Notification> = Vec::new();

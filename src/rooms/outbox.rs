@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::app::App;
 use crate::error::Result;
+use crate::rooms::Engine;
 
 /// Starts (or wakes) the sender of one destination.
 pub type Kick = Rc<dyn Fn(&str)>;
@@ -36,14 +36,14 @@ impl Outbox {
 
 /// The other servers an event in `room_id` goes to: those with joined
 /// members, plus `also` (the server of an invited or departing user).
-pub fn destinations(app: &App, room_id: &str, also: Option<&str>) -> Result<Vec<String>> {
+pub fn destinations(app: &Engine, room_id: &str, also: Option<&str>) -> Result<Vec<String>> {
     let servers = app.storage().servers_in_room(room_id)?;
     destinations_among(app, room_id, servers, also)
 }
 
 /// [`destinations`] when the servers with joined members are known.
 pub fn destinations_among(
-    app: &App,
+    app: &Engine,
     room_id: &str,
     mut servers: Vec<String>,
     also: Option<&str>,
@@ -64,7 +64,7 @@ pub fn destinations_among(
 
 /// Queues a PDU another server made (and sent us) for every other server in
 /// its room but that one.
-pub fn queue_pdu_except(app: &App, room_id: &str, event_id: &str, origin: &str) -> Result<()> {
+pub fn queue_pdu_except(app: &Engine, room_id: &str, event_id: &str, origin: &str) -> Result<()> {
     let mut destinations = destinations(app, room_id, None)?;
     destinations.retain(|server| server != origin);
     if destinations.is_empty() {
@@ -78,7 +78,7 @@ pub fn queue_pdu_except(app: &App, room_id: &str, event_id: &str, origin: &str) 
 }
 
 /// Queues an EDU for the given servers.
-pub fn queue_edu(app: &App, destinations: &[String], edu: &Value) -> Result<()> {
+pub fn queue_edu(app: &Engine, destinations: &[String], edu: &Value) -> Result<()> {
     let destinations: Vec<String> =
         destinations.iter().filter(|server| **server != app.config.server_name).cloned().collect();
     if destinations.is_empty() {
@@ -92,6 +92,6 @@ pub fn queue_edu(app: &App, destinations: &[String], edu: &Value) -> Result<()> 
 }
 
 /// Wakes a destination's sender (it answered us, so it is back).
-pub fn nudge(app: &App, destination: &str) {
+pub fn nudge(app: &Engine, destination: &str) {
     app.outbox.kick(destination);
 }

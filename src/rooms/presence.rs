@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::rooms::Engine;
 use crate::storage::now_ms;
 
 use super::outbox;
@@ -308,7 +308,7 @@ impl Presence {
 
 /// Local users who should see `user_id`'s presence: members of the rooms
 /// they are joined to, and themselves.
-fn local_peers(app: &App, user_id: &str) -> Result<BTreeSet<String>> {
+fn local_peers(app: &Engine, user_id: &str) -> Result<BTreeSet<String>> {
     let mut peers = BTreeSet::from([user_id.to_owned()]);
     // The storage is borrowed one statement at a time.
     let rooms = app.storage().rooms_with_membership(user_id, "join")?;
@@ -322,7 +322,7 @@ fn local_peers(app: &App, user_id: &str) -> Result<BTreeSet<String>> {
 
 /// Whether `viewer` may see `target`'s presence: themselves, or someone they
 /// share a joined room with.
-pub fn can_see(app: &App, viewer: &str, target: &str) -> Result<bool> {
+pub fn can_see(app: &Engine, viewer: &str, target: &str) -> Result<bool> {
     if viewer == target {
         return Ok(true);
     }
@@ -331,7 +331,7 @@ pub fn can_see(app: &App, viewer: &str, target: &str) -> Result<bool> {
 }
 
 /// `PUT /presence/{userId}/status` for a local user.
-pub fn put(app: &Rc<App>, user_id: &str, state: State, status_msg: Option<String>) -> Result<()> {
+pub fn put(app: &Rc<Engine>, user_id: &str, state: State, status_msg: Option<String>) -> Result<()> {
     if app.presence.apply(user_id, Update::Put { state, status_msg }, now_ms()) {
         announce(app, user_id)?;
     }
@@ -341,7 +341,7 @@ pub fn put(app: &Rc<App>, user_id: &str, state: State, status_msg: Option<String
 
 /// `/sync`'s `set_presence` (`online` when absent): marks the syncing user,
 /// whose sync may last `timeout`. Costs a map lookup unless something changed.
-pub fn on_sync(app: &Rc<App>, user_id: &str, set_presence: Option<&str>, timeout: Duration) -> Result<()> {
+pub fn on_sync(app: &Rc<Engine>, user_id: &str, set_presence: Option<&str>, timeout: Duration) -> Result<()> {
     let state = State::parse(set_presence.unwrap_or("online")).ok_or_else(|| {
         Error::InvalidParam("`set_presence` must be one of online, unavailable, offline".into())
     })?;
@@ -359,7 +359,7 @@ pub fn on_sync(app: &Rc<App>, user_id: &str, set_presence: Option<&str>, timeout
 
 /// An `m.presence` EDU from `origin`: applies its entries and wakes the
 /// local users who share a room with them.
-pub fn receive_edu(app: &App, origin: &str, content: &Value) -> Result<()> {
+pub fn receive_edu(app: &Engine, origin: &str, content: &Value) -> Result<()> {
     let now = now_ms();
     for (user_id, update) in pushed_updates(origin, content) {
         if app.presence.apply(&user_id, update, now) {
@@ -397,14 +397,14 @@ fn pushed_updates(origin: &str, content: &Value) -> Vec<(String, Update)> {
 
 /// Tells local peers (waking their syncs) and the servers sharing a room
 /// with `user_id` of their presence.
-fn announce(app: &App, user_id: &str) -> Result<()> {
+fn announce(app: &Engine, user_id: &str) -> Result<()> {
     let peers = local_peers(app, user_id)?;
     app.notifier.wake(peers.iter().map(String::as_str));
     federate(app, user_id)
 }
 
 /// Queues an `m.presence` EDU for every other server in the user's rooms.
-fn federate(app: &App, user_id: &str) -> Result<()> {
+fn federate(app: &Engine, user_id: &str) -> Result<()> {
     let Some(record) = app.presence.get(user_id) else { return Ok(()) };
     let mut servers = BTreeSet::new();
     let rooms = app.storage().rooms_with_membership(user_id, "join")?;
@@ -425,7 +425,7 @@ fn federate(app: &App, user_id: &str) -> Result<()> {
 }
 
 /// Runs the timeouts every [`SWEEP_INTERVAL`] while anyone is not offline.
-fn start_sweeping(app: &Rc<App>) {
+fn start_sweeping(app: &Rc<Engine>) {
     if app.presence.sweeping.replace(true) {
         return;
     }
@@ -457,7 +457,7 @@ fn start_sweeping(app: &Rc<App>) {
 
 /// A user timed out: local peers always hear of it, other servers only of
 /// our own users (they time theirs out themselves).
-fn announce_offline(app: &App, user_id: &str) -> Result<()> {
+fn announce_offline(app: &Engine, user_id: &str) -> Result<()> {
     if app.is_local_user(user_id) {
         announce(app, user_id)
     } else {
@@ -474,7 +474,7 @@ fn announce_offline(app: &App, user_id: &str) -> Result<()> {
 /// presence is news to the user, as Synapse sends it), that `allows` lets
 /// through.
 pub fn sync_events(
-    app: &App,
+    app: &Engine,
     user_id: &str,
     since: Option<i64>,
     up_to: i64,

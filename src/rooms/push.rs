@@ -14,9 +14,9 @@ use std::rc::Rc;
 
 use serde_json::{Value, json};
 
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::push_rules::{self, Kind, PlaceError, PushRule, Ruleset};
+use crate::rooms::Engine;
 
 /// The account data type that carries the ruleset.
 pub const ACCOUNT_DATA_TYPE: &str = "m.push_rules";
@@ -50,7 +50,7 @@ impl Cache {
     }
 
     /// The user's rules, from memory or read now.
-    pub fn of(&self, app: &App, user_id: &str) -> Result<Rc<UserRules>> {
+    pub fn of(&self, app: &Engine, user_id: &str) -> Result<Rc<UserRules>> {
         if let Some(rules) = self.users.borrow().get(user_id) {
             return Ok(rules.clone());
         }
@@ -68,7 +68,7 @@ impl Cache {
 }
 
 /// The user's global ruleset.
-pub fn ruleset(app: &App, user_id: &str) -> Result<Ruleset> {
+pub fn ruleset(app: &Engine, user_id: &str) -> Result<Ruleset> {
     let changes = app.storage().push_rule_defaults(user_id)?;
     let own = app.storage().push_rules(user_id)?;
     Ok(Ruleset::merged(user_id, &changes, own))
@@ -81,7 +81,7 @@ pub fn account_data_content(ruleset: &Ruleset) -> Value {
 
 /// Writes the current ruleset as `m.push_rules` account data at a new stream
 /// position and wakes the user's syncs.
-fn publish(app: &App, user_id: &str) -> Result<()> {
+fn publish(app: &Engine, user_id: &str) -> Result<()> {
     let content = account_data_content(&ruleset(app, user_id)?).to_string();
     let stream_id = app.next_stream_id();
     app.storage().set_account_data(user_id, "", ACCOUNT_DATA_TYPE, &content, stream_id)?;
@@ -93,7 +93,7 @@ fn publish(app: &App, user_id: &str) -> Result<()> {
 /// Creates or updates one of the user's own rules (`rule.rule_id` must not be
 /// a server-default ID; the caller checked).
 pub fn put_rule(
-    app: &App,
+    app: &Engine,
     user_id: &str,
     kind: Kind,
     rule: PushRule,
@@ -121,7 +121,7 @@ pub fn put_rule(
 }
 
 /// Deletes one of the user's own rules. Server-default rules cannot be deleted.
-pub fn delete_rule(app: &App, user_id: &str, kind: Kind, rule_id: &str) -> Result<()> {
+pub fn delete_rule(app: &Engine, user_id: &str, kind: Kind, rule_id: &str) -> Result<()> {
     if rule_id.starts_with('.') && Ruleset::defaults(user_id).find(kind, rule_id).is_some() {
         return Err(Error::InvalidParam("server-default rules cannot be deleted".into()));
     }
@@ -139,7 +139,7 @@ pub enum Attribute {
 
 /// Enables, disables or sets the actions of a rule, default or own.
 pub fn set_attribute(
-    app: &App,
+    app: &Engine,
     user_id: &str,
     kind: Kind,
     rule_id: &str,

@@ -30,11 +30,11 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::app::App;
 use crate::error::Result;
 use crate::protocol::identifiers::{EventId, MAX_IDENTIFIER_BYTES};
 use crate::protocol::pdu::Pdu;
 use crate::protocol::push_rules::Outcome;
+use crate::rooms::Engine;
 use crate::storage::{MAIN_THREAD, PusherKey, QueuedPush, UnreadMark};
 
 use super::push_queue::tweaks;
@@ -68,8 +68,8 @@ impl Audiences {
         self.rooms.borrow_mut().remove(room_id);
     }
 
-    fn of(&self, app: &App, room_id: &str) -> Result<Rc<Audience>> {
-        let state_group = app.storage().room_state_group(room_id)?;
+    /// The audience of a room whose current state group is `state_group`.
+    fn of(&self, app: &Engine, room_id: &str, state_group: Option<i64>) -> Result<Rc<Audience>> {
         let cached = self.rooms.borrow().get(room_id).cloned();
         if let Some(audience) = cached.filter(|audience| audience.state_group == state_group) {
             return Ok(audience);
@@ -90,7 +90,7 @@ impl Audiences {
 /// as Synapse leaves them out: they get no counts and no pushes, their
 /// service sees the room's events in its transactions. A bridged room can
 /// hold thousands of them, so their names are not even read.
-fn audience_members(app: &App, room_id: &str) -> Result<Vec<(String, Option<String>)>> {
+fn audience_members(app: &Engine, room_id: &str) -> Result<Vec<(String, Option<String>)>> {
     let server_name = app.config.server_name.as_str();
     let services = app.app_services();
     if services.is_empty() {
@@ -128,9 +128,17 @@ pub struct Actions {
 /// local member other than the sender (and a local user it invites, who
 /// gets pushes only, as `.m.rule.invite_for_me` is for them) whose rules say
 /// `notify`.
-pub fn actions_for(app: &App, pdu: &Pdu) -> Result<Actions> {
+pub fn actions_for(app: &Engine, pdu: &Pdu) -> Result<Actions> {
+    // Bound first: the storage is borrowed again below.
+    let state_group = app.storage().room_state_group(&pdu.room_id)?;
+    actions_at(app, pdu, state_group)
+}
+
+/// [`actions_for`] where the caller has read the room's current state
+/// group (`state_group`) already.
+pub fn actions_at(app: &Engine, pdu: &Pdu, state_group: Option<i64>) -> Result<Actions> {
     let server_name = app.config.server_name.as_str();
-    let audience = app.push_audiences.of(app, &pdu.room_id)?;
+    let audience = app.push_audiences.of(app, &pdu.room_id, state_group)?;
     let (members, facts) = (&audience.members, &audience.facts);
     // A local user invited is no member yet.
     let invited = (pdu.kind == "m.room.member"
@@ -207,7 +215,12 @@ impl Notifying {
 }
 
 /// Evaluates the recipient's rules over `pdu`: `None` unless it notifies them.
-fn evaluate(app: &App, pdu: &Pdu, facts: &RoomFacts, recipient: &Recipient<'_>) -> Result<Option<Notifying>> {
+fn evaluate(
+    app: &Engine,
+    pdu: &Pdu,
+    facts: &RoomFacts,
+    recipient: &Recipient<'_>,
+) -> Result<Option<Notifying>> {
     let user_id = recipient.user_id;
     if user_id == pdu.sender {
         return Ok(None);
@@ -235,7 +248,7 @@ fn evaluate(app: &App, pdu: &Pdu, facts: &RoomFacts, recipient: &Recipient<'_>) 
 /// to otherwise (a reaction to a thread reply is in that thread), else the
 /// main timeline. Spec:
 /// <https://spec.matrix.org/latest/client-server-api/#threaded-read-receipts>.
-fn thread_of(app: &App, pdu: &Pdu) -> Result<String> {
+fn thread_of(app: &Engine, pdu: &Pdu) -> Result<String> {
     // What names no event (a remote sender's say-so) is in no thread: a
     // thread ID is kept per recipient, so it must be a bounded event ID.
     let event_id = |text: &str| text.len() <= MAX_IDENTIFIER_BYTES && EventId::parse(text).is_ok();

@@ -11,8 +11,8 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
-use crate::app::App;
 use crate::error::Result;
+use crate::rooms::Engine;
 use crate::storage::{PusherKey, QueuedPush};
 
 /// Starts a pusher's sender unless it runs.
@@ -44,7 +44,7 @@ impl PushQueue {
 /// Queues a count-only notification for the user's `http` pushers (a read
 /// receipt lowered their unread count: the phone's badge follows), as
 /// Synapse does.
-pub fn queue_badge(app: &App, user_id: &str) -> Result<()> {
+pub fn queue_badge(app: &Engine, user_id: &str) -> Result<()> {
     let keys: Vec<PusherKey> = app
         .storage()
         .pushers(user_id)?

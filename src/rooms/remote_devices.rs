@@ -12,8 +12,8 @@
 use serde_json::{Map, Value, json};
 
 use super::e2ee::{self, UserKeys};
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::rooms::Engine;
 use crate::storage::RemoteDeviceList;
 
 /// At most this many devices of one user are cached: far more than anyone
@@ -117,7 +117,7 @@ pub fn parse_user_devices(user_id: &str, answer: &Value) -> Result<RemoteDeviceL
 }
 
 /// Stores a list fetched from the user's server.
-pub fn store_fetched(app: &App, user_id: &str, list: &RemoteDeviceList) -> Result<()> {
+pub fn store_fetched(app: &Engine, user_id: &str, list: &RemoteDeviceList) -> Result<()> {
     app.storage().replace_remote_device_list(user_id, list)
 }
 
@@ -125,7 +125,7 @@ pub fn store_fetched(app: &App, user_id: &str, list: &RemoteDeviceList) -> Resul
 /// with one of our users do their updates reach us. A list cached before is
 /// marked stale when they no longer do, so it is fetched again should they
 /// share one later.
-pub fn cacheable(app: &App, user_id: &str) -> Result<bool> {
+pub fn cacheable(app: &Engine, user_id: &str) -> Result<bool> {
     let shares = app.storage().shares_a_room_with_a_local_user(user_id)?;
     if !shares {
         app.storage().mark_remote_device_list_stale(user_id)?;
@@ -138,7 +138,7 @@ pub fn cacheable(app: &App, user_id: &str) -> Result<bool> {
 /// `requester` made over their master key), or `None` when nothing fresh is
 /// cached.
 pub fn cached_keys(
-    app: &App,
+    app: &Engine,
     requester: &str,
     user_id: &str,
     device_ids: &[String],
@@ -182,7 +182,7 @@ pub fn cached_keys(
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
 /// ("servers must ... keep a copy of the device list of remote users they
 /// share a room with").
-pub fn note_join(app: &App, room_id: &str, user_id: &str) -> Result<()> {
+pub fn note_join(app: &Engine, room_id: &str, user_id: &str) -> Result<()> {
     if app.is_local_user(user_id) {
         app.storage().mark_room_members_device_lists_stale(room_id)
     } else {
@@ -196,7 +196,7 @@ pub fn note_join(app: &App, room_id: &str, user_id: &str) -> Result<()> {
 /// room with the user. Updates about users who share no room with ours are
 /// dropped, as Synapse drops them: no one here needs them, and storing them
 /// would let a peer fill our disk with made-up users.
-pub fn receive_update(app: &App, user_id: &str, content: &Value) -> Result<()> {
+pub fn receive_update(app: &Engine, user_id: &str, content: &Value) -> Result<()> {
     let Some(device_id) = device_id_of(content.get("device_id")) else {
         return Err(Error::BadJson("`device_id` must be a device ID".into()));
     };
@@ -237,7 +237,7 @@ pub fn receive_update(app: &App, user_id: &str, content: &Value) -> Result<()> {
 /// [`receive_update`] does.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#msigning_key_update>.
-pub fn receive_signing_key_update(app: &App, user_id: &str, content: &Value) -> Result<()> {
+pub fn receive_signing_key_update(app: &Engine, user_id: &str, content: &Value) -> Result<()> {
     if !cacheable(app, user_id)? {
         log::debug!("dropped a signing-key update for {user_id}: no shared room");
         return Ok(());

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use event_listener::Event;
 
-use crate::app::App;
 use crate::error::Result;
+use crate::rooms::Engine;
 
 /// How long new events wait to be indexed, so a burst shares one batch.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
@@ -33,14 +33,14 @@ impl SearchIndex {
 }
 
 /// Indexes every event stored so far (before a search runs).
-pub fn catch_up(app: &App) -> Result<()> {
+pub fn catch_up(app: &Engine) -> Result<()> {
     app.search_index.stale.set(false);
     app.storage().index_all_new_events()
 }
 
 /// Starts the background task that indexes new events in batches; it also
 /// indexes what a previous run stored but did not index.
-pub fn start(app: &Rc<App>) {
+pub fn start(app: &Rc<Engine>) {
     app.search_index.stale.set(true);
     let app_for_task = app.clone();
     app.executor

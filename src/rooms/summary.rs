@@ -8,9 +8,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::app::App;
 use crate::error::Result;
 use crate::rooms;
+use crate::rooms::Engine;
 
 /// The public facts about a room, from its current state.
 #[derive(Clone, Debug)]
@@ -38,7 +38,7 @@ fn string_at(content: &Option<Value>, key: &str) -> Option<String> {
 }
 
 /// The summary of a room we hold, or `None` for a room we do not know.
-pub fn summary(app: &App, room_id: &str) -> Result<Option<RoomSummary>> {
+pub fn summary(app: &Engine, room_id: &str) -> Result<Option<RoomSummary>> {
     let Some(room_version) = app.storage().room_version(room_id)? else { return Ok(None) };
     let content = |kind: &str| rooms::current_state_content(app, room_id, kind, "");
     let join_rules = content("m.room.join_rules")?;
@@ -129,7 +129,7 @@ impl RoomSummary {
 /// joined or invited, the room is world readable, its join rule lets anyone
 /// join or knock, or it is restricted to a room they are joined to.
 /// Spec: the `rooms` list of `GET /rooms/{roomId}/hierarchy`.
-pub fn may_preview(app: &App, user_id: &str, summary: &RoomSummary) -> Result<bool> {
+pub fn may_preview(app: &Engine, user_id: &str, summary: &RoomSummary) -> Result<bool> {
     let membership = app.storage().membership(&summary.room_id, user_id)?;
     if matches!(membership.as_deref(), Some("join" | "invite")) || summary.world_readable {
         return Ok(true);

@@ -19,10 +19,10 @@
 
 use serde_json::Value;
 
-use crate::app::App;
 use crate::error::Result;
 use crate::protocol::power_levels::RoomPower;
 use crate::protocol::push_rules::Context;
+use crate::rooms::Engine;
 use crate::storage::{MAIN_THREAD, StateMap, StoredEvent};
 
 pub use crate::storage::ThreadCounts;
@@ -46,7 +46,7 @@ impl RoomCounts {
 }
 
 /// A user's counts in a room, per thread: one indexed read of a few rows.
-pub fn room_counts(app: &App, room_id: &str, user_id: &str) -> Result<RoomCounts> {
+pub fn room_counts(app: &Engine, room_id: &str, user_id: &str) -> Result<RoomCounts> {
     let mut counts = RoomCounts::default();
     for thread in app.storage().unread_counts(user_id, room_id)? {
         if thread.thread_id == MAIN_THREAD {
@@ -59,24 +59,24 @@ pub fn room_counts(app: &App, room_id: &str, user_id: &str) -> Result<RoomCounts
 }
 
 /// `(notification_count, highlight_count)` for a user in a room, threads included.
-pub fn counts(app: &App, room_id: &str, user_id: &str) -> Result<(u64, u64)> {
+pub fn counts(app: &Engine, room_id: &str, user_id: &str) -> Result<(u64, u64)> {
     Ok(room_counts(app, room_id, user_id)?.total())
 }
 
 /// The user's notification count over all their rooms (a push's badge).
-pub fn total_notifications(app: &App, user_id: &str) -> Result<u64> {
+pub fn total_notifications(app: &Engine, user_id: &str) -> Result<u64> {
     app.storage().unread_total(user_id)
 }
 
 /// A read receipt on `event`, unthreaded (`thread_id` empty) or in one thread
 /// (`main` or a root's ID): returns whether the user's counts went down.
-pub fn read_up_to(app: &App, user_id: &str, event: &StoredEvent, thread_id: &str) -> Result<bool> {
+pub fn read_up_to(app: &Engine, user_id: &str, event: &StoredEvent, thread_id: &str) -> Result<bool> {
     let thread = Some(thread_id).filter(|thread| !thread.is_empty());
     app.storage().read_unread_up_to(user_id, &event.room_id, thread, event.stream_ordering)
 }
 
 /// Takes a redacted event out of everyone's counts.
-pub fn forget_redacted(app: &App, target: &StoredEvent) -> Result<()> {
+pub fn forget_redacted(app: &Engine, target: &StoredEvent) -> Result<()> {
     let members = app.storage().local_joined_members(&target.room_id, &app.config.server_name, false)?;
     let users: Vec<String> = members.into_iter().map(|(user_id, _)| user_id).collect();
     app.storage().forget_unread_event(&target.room_id, target.stream_ordering, &users)
@@ -84,7 +84,7 @@ pub fn forget_redacted(app: &App, target: &StoredEvent) -> Result<()> {
 
 /// Forgets a user's counts in a room they left (or were kicked or banned
 /// from), so a later return starts afresh.
-pub fn forget_departed(app: &App, pdu: &crate::protocol::pdu::Pdu) -> Result<()> {
+pub fn forget_departed(app: &Engine, pdu: &crate::protocol::pdu::Pdu) -> Result<()> {
     if pdu.kind != "m.room.member" {
         return Ok(());
     }
@@ -104,13 +104,13 @@ pub struct RoomFacts {
 
 impl RoomFacts {
     /// Reads the facts from the room's current state.
-    pub fn load(app: &App, room_id: &str, user_id: &str) -> Result<RoomFacts> {
+    pub fn load(app: &Engine, room_id: &str, user_id: &str) -> Result<RoomFacts> {
         let facts = RoomFacts::of_room(app, room_id)?;
         Ok(RoomFacts { display_name: display_name(app, room_id, user_id)?, ..facts })
     }
 
     /// The facts of the room alone (no display name: see [`RoomFacts::context_as`]).
-    pub fn of_room(app: &App, room_id: &str) -> Result<RoomFacts> {
+    pub fn of_room(app: &Engine, room_id: &str) -> Result<RoomFacts> {
         let member_count = app.storage().member_count(room_id, "join")?;
         let version = super::room_version(app, room_id)?;
         let mut power_state = StateMap::new();
@@ -136,7 +136,7 @@ impl RoomFacts {
 
 /// The user's display name in the room (from their member event; their
 /// profile's if they have none).
-fn display_name(app: &App, room_id: &str, user_id: &str) -> Result<Option<String>> {
+fn display_name(app: &Engine, room_id: &str, user_id: &str) -> Result<Option<String>> {
     match super::current_state_content(app, room_id, "m.room.member", user_id)? {
         Some(member) => Ok(member.get("displayname").and_then(Value::as_str).map(str::to_owned)),
         None => Ok(app.storage().user(user_id)?.and_then(|user| user.displayname)),

@@ -11,11 +11,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::identifiers::UserId;
 use crate::protocol::power_levels::PowerLevels;
 use crate::protocol::room_version::RoomVersion;
+use crate::rooms::Engine;
 use crate::rooms::{self, Draft};
 
 /// State carried to the new room as it is, at the empty state key: the spec's
@@ -47,7 +47,7 @@ pub struct Upgrade<'a> {
 }
 
 /// Upgrades `old_room` on behalf of `user_id`; returns the new room's ID.
-pub fn upgrade(app: &App, old_room: &str, user_id: &str, upgrade: &Upgrade<'_>) -> Result<String> {
+pub fn upgrade(app: &Engine, old_room: &str, user_id: &str, upgrade: &Upgrade<'_>) -> Result<String> {
     let old_version = rooms::room_version(app, old_room)?;
     let new_version = &upgrade.new_version;
     if app.storage().membership(old_room, user_id)?.as_deref() != Some("join") {
@@ -182,7 +182,7 @@ fn tombstone(new_room: &str) -> Draft {
     )
 }
 
-fn is_creator(app: &App, version: &RoomVersion, room_id: &str, user_id: &str) -> Result<bool> {
+fn is_creator(app: &Engine, version: &RoomVersion, room_id: &str, user_id: &str) -> Result<bool> {
     let state = app.storage().current_state(room_id)?;
     Ok(rooms::current_power(app, version, &state).creators.contains(user_id))
 }

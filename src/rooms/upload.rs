@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncReadExt};
 
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::rooms::Engine;
 use crate::rooms::media::Slot;
 use crate::storage::{NewMedia, PART_BYTES, Storage};
 
@@ -40,7 +40,7 @@ const RETRY_UPLOAD_AFTER_MS: u64 = 5_000;
 
 /// An upload admitted and under way; deleted when dropped unfinished.
 pub struct Upload {
-    app: Rc<App>,
+    app: Rc<Engine>,
     rowid: i64,
     /// The body's length, if it was declared (`Content-Length`).
     declared: Option<u64>,
@@ -57,7 +57,7 @@ pub struct Upload {
 /// limit or the quota, 429 `M_LIMIT_EXCEEDED` without a turn, 409
 /// `M_CANNOT_OVERWRITE_MEDIA` when the media ID has content or an upload.
 pub fn start(
-    app: &Rc<App>,
+    app: &Rc<Engine>,
     media: &NewMedia<'_>,
     declared: Option<u64>,
     check: impl FnOnce(&Storage) -> Result<()>,

@@ -13,8 +13,8 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::rooms::Engine;
 use crate::storage::{GroupVisibility, StoredEvent};
 
 /// Cached (state group, user) facts kept at most; past this the cache starts
@@ -55,28 +55,34 @@ impl Cache {
 /// for groups in [`Cache`]). The memory is behind `RefCell`s so that a
 /// page's reader and its filter can share one.
 pub struct Visibility<'a> {
-    app: &'a App,
+    app: &'a Engine,
     user_id: &'a str,
     by_group: RefCell<HashMap<i64, GroupVisibility>>,
     current: RefCell<HashMap<String, Option<String>>>,
+    /// Per room: whether its history was only ever `shared` or
+    /// `world_readable` (see [`Storage::rooms_with_closed_history`]).
+    ///
+    /// [`Storage::rooms_with_closed_history`]: crate::storage::Storage::rooms_with_closed_history
+    open_history: RefCell<HashMap<String, bool>>,
     /// The user's ignore list, read when first needed.
     ignored: OnceCell<Rc<HashSet<String>>>,
 }
 
 impl<'a> Visibility<'a> {
-    pub fn new(app: &'a App, user_id: &'a str) -> Self {
+    pub fn new(app: &'a Engine, user_id: &'a str) -> Self {
         Visibility {
             app,
             user_id,
             by_group: RefCell::default(),
             current: RefCell::default(),
+            open_history: RefCell::default(),
             ignored: OnceCell::new(),
         }
     }
 
     /// As [`Visibility::new`], with the ignore list already read (a /sync
     /// reads it once for all its rooms).
-    pub fn with_ignored(app: &'a App, user_id: &'a str, ignored: Rc<HashSet<String>>) -> Self {
+    pub fn with_ignored(app: &'a Engine, user_id: &'a str, ignored: Rc<HashSet<String>>) -> Self {
         let visibility = Visibility::new(app, user_id);
         let _ = visibility.ignored.set(ignored);
         visibility
@@ -89,12 +95,15 @@ impl<'a> Visibility<'a> {
     }
 
     /// Loads what the state groups of `events` say, in one query for all
-    /// the groups not known yet.
+    /// the groups not known yet (none for the rooms whose every event the
+    /// user sees, see [`Visibility::sees_all_of`]).
     pub fn prepare(&self, events: &[StoredEvent]) {
+        self.learn_history(events.iter().map(|event| event.room_id.as_str()));
         let mut missing: Vec<i64> = {
             let known = self.by_group.borrow();
             events
                 .iter()
+                .filter(|event| !self.sees_all_of(&event.room_id))
                 .filter_map(|event| event.state_group)
                 .filter(|group| !known.contains_key(group))
                 .collect()
@@ -143,6 +152,52 @@ impl<'a> Visibility<'a> {
         }
     }
 
+    /// Tells the reader that the user is joined to `rooms` now (as read in
+    /// the same transaction) and reads what their history allows, in one
+    /// query for them all.
+    pub fn joined_now(&self, rooms: &[&str]) {
+        let mut current = self.current.borrow_mut();
+        for room_id in rooms {
+            current.insert((*room_id).to_owned(), Some("join".to_owned()));
+        }
+        drop(current);
+        self.learn_history(rooms.iter().copied());
+    }
+
+    /// Reads, in one query, which of `rooms` not known yet had history
+    /// visibility other than `shared` or `world_readable`.
+    fn learn_history<'r>(&self, rooms: impl Iterator<Item = &'r str>) {
+        let mut unknown: Vec<&str> = {
+            let known = self.open_history.borrow();
+            rooms.filter(|room_id| !known.contains_key(*room_id)).collect()
+        };
+        if unknown.is_empty() {
+            return;
+        }
+        unknown.sort_unstable();
+        unknown.dedup();
+        // A failed read counts every room as closed: the state groups decide.
+        let closed = self.app.storage().rooms_with_closed_history(&unknown);
+        let mut known = self.open_history.borrow_mut();
+        for room_id in unknown {
+            let open = closed.as_ref().is_ok_and(|closed| !closed.contains(room_id));
+            known.insert(room_id.to_owned(), open);
+        }
+    }
+
+    /// Whether the user sees every event of the room (whatever the state at
+    /// each): joined now, in a room whose history visibility never was
+    /// anything but `shared` or `world_readable`. Spec: `shared` history is
+    /// visible to members joined now, `world_readable` to anyone.
+    fn sees_all_of(&self, room_id: &str) -> bool {
+        let open = self.open_history.borrow().get(room_id).copied();
+        let open = open.unwrap_or_else(|| {
+            self.learn_history(std::iter::once(room_id));
+            self.open_history.borrow().get(room_id).copied().unwrap_or(false)
+        });
+        open && self.current_membership(room_id).as_deref() == Some("join")
+    }
+
     /// `(history_visibility, the user's membership)` at a state group.
     fn at_group(&self, group: i64) -> (String, Option<String>) {
         if !self.by_group.borrow().contains_key(&group) {
@@ -180,6 +235,9 @@ impl<'a> Visibility<'a> {
     /// (any event but the user's own membership changes, which they always see).
     pub fn can_see_at(&self, room_id: &str, group: Option<i64>) -> bool {
         let Some(group) = group else { return false };
+        if self.sees_all_of(room_id) {
+            return true;
+        }
         let (visibility, membership) = self.at_group(group);
         if visibility == "world_readable" || membership.as_deref() == Some("join") {
             return true;
@@ -204,7 +262,7 @@ impl<'a> Visibility<'a> {
 
 /// The users `user_id` ignores: the keys of `ignored_users` in their
 /// `m.ignored_user_list` account data (nothing when absent or malformed).
-pub fn ignored_users(app: &App, user_id: &str) -> Result<HashSet<String>> {
+pub fn ignored_users(app: &Engine, user_id: &str) -> Result<HashSet<String>> {
     let Some(content) = app.storage().account_data(user_id, "", IGNORED_USER_LIST)? else {
         return Ok(HashSet::new());
     };
@@ -226,7 +284,7 @@ fn parse_ignored(content: &str) -> HashSet<String> {
 /// The newest stream position of a room's history a user may read: the end of
 /// the room when joined (or the room is world readable), their departure when
 /// they left or were banned. Anyone else gets 403, as Synapse answers.
-pub fn readable_up_to(app: &App, user_id: &str, room_id: &str) -> Result<i64> {
+pub fn readable_up_to(app: &Engine, user_id: &str, room_id: &str) -> Result<i64> {
     if Visibility::new(app, user_id).can_read_room(room_id) {
         return Ok(i64::MAX);
     }

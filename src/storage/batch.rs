@@ -3,7 +3,7 @@
 //! groups, each in one query for the page (a `json_each` list parameter)
 //! instead of one per event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::params;
 use rusqlite::types::Value as SqlValue;
@@ -30,6 +30,12 @@ pub struct GroupVisibility {
     /// hold (yet), so the answer may change when it arrives.
     pub missing_event: bool,
 }
+
+/// Migration 24: each room's `m.room.history_visibility` events, found
+/// without reading the room's other events ([`Storage::rooms_with_closed_history`]).
+pub(super) const HISTORY_VISIBILITY_EVENTS: &str = r#"
+    CREATE INDEX events_history_visibility ON events(room_id) WHERE kind = 'm.room.history_visibility';
+"#;
 
 /// Strings (IDs, memberships) as the JSON array a `json_each(?)` parameter reads.
 pub(super) fn string_list(strings: &[&str]) -> String {
@@ -67,6 +73,26 @@ impl Storage {
             let content = content.and_then(|text| serde_json::from_str(&text).ok());
             Ok((row.get(0)?, SenderAndContent { sender: row.get(1)?, content }))
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The rooms among `room_ids` that have (or had) history visibility
+    /// other than `shared` or `world_readable`: any event of the type, in the
+    /// room's state or not, whose `history_visibility` is anything but those
+    /// two strings. In the other rooms every event is visible to a member
+    /// joined now (spec: `shared` shows the member all history), whatever
+    /// the state at each event.
+    pub fn rooms_with_closed_history(&self, room_ids: &[&str]) -> Result<HashSet<String>> {
+        if room_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut statement = self.conn.prepare_cached(
+            "SELECT DISTINCT room_id FROM events
+             WHERE kind = 'm.room.history_visibility' AND room_id IN (SELECT value FROM json_each(?1))
+               AND COALESCE(json_extract(json, '$.content.history_visibility'), '')
+                   NOT IN ('shared', 'world_readable')",
+        )?;
+        let rows = statement.query_map([string_list(room_ids)], |row| row.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

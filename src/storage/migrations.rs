@@ -203,6 +203,13 @@ const MIGRATIONS: &[&str] = &[
     super::appservice::APP_SERVICE_STREAMS,
     // 21: unread marks keyed by room and user numbers (see UNREAD_MARKS).
     super::unread::UNREAD_MARKS,
+    // 22: ACME accounts, the certificate obtained and its renewal (see ACME).
+    super::acme::ACME,
+    // 23: registrations added with `hearth appservice add`, and how each
+    // service's last transactions went (see APP_SERVICE_REGISTRATIONS).
+    super::appservice::APP_SERVICE_REGISTRATIONS,
+    // 24: the history visibility events of each room (see HISTORY_VISIBILITY_EVENTS).
+    super::batch::HISTORY_VISIBILITY_EVENTS,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

@@ -4,6 +4,7 @@
 //! tables and offers plain functions on [`Storage`]. It knows nothing of HTTP.
 
 mod accounts;
+mod acme;
 mod appservice;
 mod batch;
 mod directory;
@@ -27,6 +28,7 @@ mod unread;
 mod url_previews;
 
 pub use accounts::{Device, TokenOwner};
+pub use acme::AcmeCertificate;
 pub use batch::{GroupVisibility, SenderAndContent};
 pub use directory::ReportTarget;
 pub use e2ee::{InboxPage, InboxSize, ToDeviceMessage};

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
+use super::batch::string_list;
 use super::event_json::EventJson;
 use super::push::QueuedPush;
 use super::unread::UnreadMark;
@@ -248,13 +249,25 @@ impl Storage {
     /// The events of the room's current state stored after stream position
     /// `after` (`i64::MIN`: all), in one query, unordered.
     pub fn current_state_events(&self, room_id: &str, after: i64) -> Result<Vec<StoredEvent>> {
+        self.current_state_events_except(room_id, after, &[])
+    }
+
+    /// [`Storage::current_state_events`] but for the events named in `except`
+    /// (those the caller holds already).
+    pub fn current_state_events_except(
+        &self,
+        room_id: &str,
+        after: i64,
+        except: &[&str],
+    ) -> Result<Vec<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
-             WHERE event_id IN (SELECT event_id FROM current_state WHERE room_id = ?1)
+             WHERE event_id IN (SELECT event_id FROM current_state WHERE room_id = ?1
+                                EXCEPT SELECT value FROM json_each(?3))
                AND stream_ordering > ?2"
         );
         let mut statement = self.conn.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![room_id, after], event_from_row)?;
+        let rows = statement.query_map(params![room_id, after, string_list(except)], event_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -394,7 +407,44 @@ impl Storage {
         state_after: StateAfter,
         current: &CurrentUpdate,
     ) -> Result<Option<i64>> {
-        let transaction = self.conn.savepoint()?;
+        self.conn.execute_batch("SAVEPOINT persist_event")?;
+        let written = self.write_event(event, state_after, current);
+        let end = match written {
+            Ok(_) => "RELEASE persist_event",
+            Err(_) => "ROLLBACK TO persist_event; RELEASE persist_event",
+        };
+        let ended = self.conn.execute_batch(end);
+        let group = written?;
+        ended?;
+        Ok(group)
+    }
+
+    /// [`Storage::persist_event`] for a caller inside a piece of work
+    /// ([`Storage::begin`]) that ends with the error of this call when it
+    /// fails, so that the work's own savepoint undoes it: no savepoint of
+    /// its own (a savepoint inside another copies every page the event
+    /// touches to the statement journal). Outside a piece of work, as
+    /// [`Storage::persist_event`].
+    pub fn persist_event_in_work(
+        &mut self,
+        event: &NewEvent<'_>,
+        state_after: StateAfter,
+        current: &CurrentUpdate,
+    ) -> Result<Option<i64>> {
+        if !self.in_work() {
+            return self.persist_event(event, state_after, current);
+        }
+        self.write_event(event, state_after, current)
+    }
+
+    /// The writes of [`Storage::persist_event`].
+    fn write_event(
+        &self,
+        event: &NewEvent<'_>,
+        state_after: StateAfter,
+        current: &CurrentUpdate,
+    ) -> Result<Option<i64>> {
+        let transaction = &self.conn;
         let group = match state_after {
             StateAfter::Same(group) => group,
             StateAfter::Delta { parent, changes } => {
@@ -406,7 +456,7 @@ impl Storage {
                     None => None,
                 };
                 let skip = match (parent, chain_length) {
-                    (Some(parent), Some(length)) => skip_delta_parent(&transaction, parent, length + 1)?,
+                    (Some(parent), Some(length)) => skip_delta_parent(transaction, parent, length + 1)?,
                     _ => None,
                 };
                 match (parent, skip) {
@@ -414,7 +464,7 @@ impl Storage {
                         let mut entries = skip.changes_since;
                         entries.extend(changes);
                         Some(insert_group(
-                            &transaction,
+                            transaction,
                             event.room_id,
                             Some(skip.parent),
                             skip.position,
@@ -423,15 +473,14 @@ impl Storage {
                     }
                     (Some(parent), None) => {
                         // No usable chain: write the full state as a new root.
-                        drop(transaction);
                         let mut full = self.state_of_group(parent)?;
                         full.extend(changes);
-                        return self.persist_event(event, StateAfter::Full(full), current);
+                        return self.write_event(event, StateAfter::Full(full), current);
                     }
-                    (None, _) => Some(insert_group(&transaction, event.room_id, None, 0, &changes)?),
+                    (None, _) => Some(insert_group(transaction, event.room_id, None, 0, &changes)?),
                 }
             }
-            StateAfter::Full(state) => Some(insert_group(&transaction, event.room_id, None, 0, &state)?),
+            StateAfter::Full(state) => Some(insert_group(transaction, event.room_id, None, 0, &state)?),
         };
         let json = serde_json::to_string(event.json).map_err(|error| Error::Internal(error.to_string()))?;
         // An event first stored as an outlier (for an auth chain) joins the DAG now.
@@ -507,12 +556,11 @@ impl Storage {
             }
         }
         if !current.pushes.is_empty() {
-            super::push::enqueue_pushes(&transaction, event.event_id, event.room_id, &current.pushes)?;
+            super::push::enqueue_pushes(transaction, event.event_id, event.room_id, &current.pushes)?;
         }
         if !current.unread.is_empty() && !event.outlier && !event.soft_failed {
-            super::unread::mark_unread(&transaction, event.room_id, event.stream_ordering, &current.unread)?;
+            super::unread::mark_unread(transaction, event.room_id, event.stream_ordering, &current.unread)?;
         }
-        transaction.commit()?;
         Ok(group)
     }
 

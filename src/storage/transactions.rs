@@ -12,7 +12,7 @@
 //! that were ready, so concurrent sends share one commit (one write of the
 //! WAL pages they touch) instead of one each. Nothing may leave the process
 //! (an HTTP response, a federation request) before the group it may have
-//! read from is committed; the app enforces that (see `App::durable`).
+//! read from is committed; the app enforces that (see `Engine::durable`).
 //!
 //! Read-only work (`begin_read`) outside a group takes a plain deferred
 //! transaction and ends it at once.
@@ -81,6 +81,11 @@ impl Storage {
         if top_read {
             self.transactions.read_only_top = false;
         }
+    }
+
+    /// Whether a piece of work ([`Storage::begin`]) is open.
+    pub(super) fn in_work(&self) -> bool {
+        self.transactions.depth > 0 && !self.transactions.read_only_top
     }
 
     /// Whether a group transaction waits to be committed.

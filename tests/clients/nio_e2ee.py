@@ -11,13 +11,10 @@ decrypts that. Exits 0 when every step passed, 1 with the failing step's name ot
 2 when matrix-nio[e2e] is missing.
 """
 
-import asyncio
 import json
 import sys
 import tempfile
-import time
 import urllib.request
-import uuid
 from urllib.parse import quote
 
 try:
@@ -29,23 +26,12 @@ if not ENCRYPTION_ENABLED:
     print("matrix-nio[e2e] is not installed: python3 -m pip install 'matrix-nio[e2e]==0.26.0'", file=sys.stderr)
     sys.exit(2)
 
+from nio_common import StepFailed, check, close, failed, main, ok, passed, register_pair
+from nio_common import sync_until as sync_until_within
+
 # Each wait for something over /sync gives up after this long.
 SYNC_DEADLINE_SECONDS = 20
 PASSWORD = "nio-e2ee-password"
-
-
-class StepFailed(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise StepFailed(message)
-
-
-def ok(response, kind, what):
-    check(isinstance(response, kind), f"{what}: expected {kind.__name__}, got {response!r}")
-    return response
 
 
 async def upkeep(client):
@@ -62,14 +48,7 @@ async def upkeep(client):
 
 async def sync_until(client, predicate, what):
     """Syncs (long-polling, with key upkeep) until predicate(response) is truthy."""
-    deadline = time.monotonic() + SYNC_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        response = ok(await client.sync(timeout=2000), nio.SyncResponse, f"sync for {what}")
-        await upkeep(client)
-        found = predicate(response)
-        if found:
-            return found
-    raise StepFailed(f"{client.user_id} never saw {what}")
+    return await sync_until_within(client, predicate, what, SYNC_DEADLINE_SECONDS, between=upkeep, timeout=2000)
 
 
 def decrypted_text(response, room_id, body):
@@ -87,11 +66,9 @@ async def session(base_url):
     config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
     alice = nio.AsyncClient(base_url, "", store_path=stores.name, config=config)
     bob = nio.AsyncClient(base_url, "", store_path=stores.name, config=config)
-    suffix = uuid.uuid4().hex[:8]
     step = "register"
     try:
-        ok(await alice.register(f"alice{suffix}", PASSWORD, "nio laptop"), nio.RegisterResponse, "register alice")
-        ok(await bob.register(f"bob{suffix}", PASSWORD, "nio phone"), nio.RegisterResponse, "register bob")
+        await register_pair(alice, bob, PASSWORD)
 
         step = "upload keys"
         for client in (alice, bob):
@@ -148,23 +125,13 @@ async def session(base_url):
             "bob's encrypted room_send",
         )
         await sync_until(alice, lambda r: decrypted_text(r, room_id, "copy that"), "bob's decrypted answer")
-        print("nio e2ee: every step passed")
-        return 0
+        return passed("nio e2ee")
     except StepFailed as failure:
-        print(f"nio e2ee failed at step '{step}': {failure}", file=sys.stderr)
-        return 1
+        return failed("nio e2ee", step, failure)
     finally:
-        await alice.close()
-        await bob.close()
+        await close(alice, bob)
         stores.cleanup()
 
 
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    return asyncio.run(session(sys.argv[1]))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(session, __doc__))

@@ -9,11 +9,8 @@ Each step asserts what a real client would rely on. Exits 0 when every step pass
 1 with the failing step's name otherwise, 2 when matrix-nio is missing.
 """
 
-import asyncio
 import io
 import sys
-import time
-import uuid
 
 try:
     import nio
@@ -21,34 +18,19 @@ except ImportError:
     print("matrix-nio is not installed: python3 -m pip install 'matrix-nio==0.26.0'", file=sys.stderr)
     sys.exit(2)
 
+from nio_common import StepFailed, check, close, failed, main, ok, passed, register_pair
+from nio_common import sync_until as sync_until_within
+
 # Each wait for an event over /sync gives up after this long.
 SYNC_DEADLINE_SECONDS = 15
 PASSWORD = "nio-secret-password"
 
 
-class StepFailed(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise StepFailed(message)
-
-
-def ok(response, kind, what):
-    check(isinstance(response, kind), f"{what}: expected {kind.__name__}, got {response!r}")
-    return response
-
-
 async def sync_until(client, predicate, what):
     """Syncs (long-polling) until predicate(sync_response) is truthy; returns its value."""
-    deadline = time.monotonic() + SYNC_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        response = ok(await client.sync(timeout=3000, full_state=False), nio.SyncResponse, f"sync for {what}")
-        found = predicate(response)
-        if found:
-            return found
-    raise StepFailed(f"{client.user_id} never saw {what}")
+    return await sync_until_within(
+        client, predicate, what, SYNC_DEADLINE_SECONDS, timeout=3000, full_state=False
+    )
 
 
 def timeline_events(response, room_id):
@@ -68,11 +50,9 @@ def find_event(response, room_id, test):
 async def session(base_url):
     alice = nio.AsyncClient(base_url, "")
     bob = nio.AsyncClient(base_url, "")
-    suffix = uuid.uuid4().hex[:8]
     try:
         step = "register"
-        ok(await alice.register(f"alice{suffix}", PASSWORD, "nio laptop"), nio.RegisterResponse, "register alice")
-        ok(await bob.register(f"bob{suffix}", PASSWORD, "nio phone"), nio.RegisterResponse, "register bob")
+        suffix = await register_pair(alice, bob, PASSWORD)
         check(alice.access_token and alice.user_id.startswith("@alice"), "alice has no session")
         server_name = alice.user_id.split(":", 1)[1]
         ok(await alice.sync(timeout=0), nio.SyncResponse, "alice first sync")
@@ -254,22 +234,12 @@ async def session(base_url):
         await sync_until(bob, lambda r: room_id in r.rooms.leave, "the left room")
         joined = ok(await bob.joined_rooms(), nio.JoinedRoomsResponse, "joined_rooms")
         check(room_id not in joined.rooms, "bob is still joined")
-        print("nio session: every step passed")
-        return 0
+        return passed("nio session")
     except StepFailed as failure:
-        print(f"nio session failed at step '{step}': {failure}", file=sys.stderr)
-        return 1
+        return failed("nio session", step, failure)
     finally:
-        await alice.close()
-        await bob.close()
-
-
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    return asyncio.run(session(sys.argv[1]))
+        await close(alice, bob)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(session, __doc__))

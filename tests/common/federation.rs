@@ -3,12 +3,12 @@
 //! loopback (`--federation-allow-ip 127.0.0.0/8`). Server names carry the
 //! TLS port (`localhost:PORT`), so no discovery beyond the name is needed.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::Value;
 
+pub use super::free_port;
 use super::{Node, TempDir};
 
 /// The test CA: its certificate file and what it needs to sign more.
@@ -60,19 +60,31 @@ impl TestCa {
     }
 }
 
-/// A free loopback port (bound and released: the node binds it right after).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts a node named `localhost:PORT` that federates with others of the same CA.
 pub fn start_federating(ca: &TestCa, extra: &[&str]) -> Node {
     let port = free_port();
-    let (certificate, key) = ca.issue(&format!("node-{port}"));
-    let server_name = format!("localhost:{port}");
-    let mut args: Vec<String> = vec![
+    let mut args = federating_serve_args(ca, port, &format!("node-{port}"));
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::start_on(TempDir::new("fed"), &args, "127.0.0.1:0", &format!("127.0.0.1:{port}"))
+}
+
+/// A test CA and two nodes it issued, federating with each other.
+pub fn federating_pair() -> (TestCa, Node, Node) {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    (ca, a, b)
+}
+
+/// The `serve` options of a node named `localhost:PORT` with TLS on `port`
+/// (a certificate named `name` issued by `ca`) that trusts `ca` and may
+/// reach loopback; the listener addresses are the caller's.
+pub fn federating_serve_args(ca: &TestCa, port: u16, name: &str) -> Vec<String> {
+    let (certificate, key) = ca.issue(name);
+    vec![
         "--server-name".into(),
-        server_name,
+        format!("localhost:{port}"),
         "--registration".into(),
         "open".into(),
         "--tls-cert".into(),
@@ -83,10 +95,7 @@ pub fn start_federating(ca: &TestCa, extra: &[&str]) -> Node {
         ca.certificate_file.to_str().unwrap().into(),
         "--federation-allow-ip".into(),
         "127.0.0.0/8".into(),
-    ];
-    args.extend(extra.iter().map(|arg| arg.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Node::start_on(TempDir::new("fed"), &args, "127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    ]
 }
 
 /// The `hearth federation` options that make `from` a federating peer of

@@ -3,10 +3,15 @@
 //!
 //! Ports are never fixed: the node binds port 0 and the harness reads the
 //! ports it got from its log.
+//!
+//! The benchmarks include this module too (`benches/support`), for the
+//! temporary directories, the test CA and the start-up log reader.
 #![allow(dead_code)]
 
+pub mod appservice;
 pub mod federation;
 pub mod synapse;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -71,6 +76,18 @@ pub fn binary() -> &'static str {
 /// How long a one-shot command (`init`, `user`, a `serve` that must fail) may run.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Where the test clients of other ecosystems are built or installed
+/// (`$HEARTH_TEST_CLIENTS_TARGET`, default `~/.cache/hearth/test-clients`):
+/// outside the clone, kept between runs and fresh clones.
+pub fn test_clients_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEARTH_TEST_CLIENTS_TARGET").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home =
+        std::env::var_os("HOME").expect("HOME is not set and HEARTH_TEST_CLIENTS_TARGET is not either");
+    PathBuf::from(home).join(".cache/hearth/test-clients")
+}
+
 /// Runs the binary with `args` and `stdin`, and returns its exit code (`None`
 /// if killed by a signal) and its stdout followed by its stderr. A command
 /// still running at the deadline is killed and fails the test.
@@ -116,6 +133,44 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> (Option<i32>, String) {
     (status.code(), text)
 }
 
+/// What a node's start-up log says once it is ready.
+pub struct Ready {
+    /// `http://ADDR` of the first plain listener (empty if none).
+    pub http: String,
+    /// `https://ADDR` of the first TLS listener (empty if none).
+    pub https: String,
+    pub server_name: String,
+}
+
+/// Reads a node's log lines until ` ready in `, noting its listeners and
+/// server name; `None` if the log ends or `within` passes first. The tests'
+/// [`Node`] and the benchmarks' servers both start this way.
+pub fn wait_ready(lines: &Receiver<String>, within: Duration) -> Option<Ready> {
+    let deadline = Instant::now() + within;
+    let mut plain = Vec::new();
+    let mut tls = Vec::new();
+    let mut server_name = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).ok()?;
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_string();
+            if rest.contains("(TLS)") { tls.push(address) } else { plain.push(address) }
+        }
+        if let Some(rest) = line.split("server name ").nth(1) {
+            server_name = rest.trim_end_matches(')').to_string();
+        }
+        if line.contains(" ready in ") {
+            break;
+        }
+    }
+    Some(Ready {
+        http: plain.first().map(|address| format!("http://{address}")).unwrap_or_default(),
+        https: tls.first().map(|address| format!("https://{address}")).unwrap_or_default(),
+        server_name,
+    })
+}
+
 /// A running node.
 pub struct Node {
     child: Option<Child>,
@@ -159,40 +214,22 @@ impl Node {
 
     /// Starts a node with its plain and TLS listeners at the given addresses.
     pub fn start_on(data_dir: TempDir, args: &[&str], http: &str, https: &str) -> Node {
-        let mut node = Node {
-            child: None,
-            data_dir,
-            args: args.iter().map(|arg| arg.to_string()).collect(),
-            http: String::new(),
-            https: String::new(),
-            server_name: String::new(),
-            default_log_level: false,
-            log: Arc::new(Mutex::new(Vec::new())),
-        };
-        node.launch(&[http.to_string()], &[https.to_string()]);
-        node
+        Node::launched(data_dir, args, false, http, https)
     }
 
     /// Starts a node with open registration logging at hearth's default
     /// level (the other nodes log at debug, for failing tests to show).
     pub fn start_at_default_log_level() -> Node {
-        let mut node = Node {
-            child: None,
-            data_dir: TempDir::new("node"),
-            args: vec!["--registration".into(), "open".into()],
-            http: String::new(),
-            https: String::new(),
-            server_name: String::new(),
-            default_log_level: true,
-            log: Arc::new(Mutex::new(Vec::new())),
-        };
-        node.launch(&["127.0.0.1:0".to_string()], &["127.0.0.1:0".to_string()]);
-        node
+        Node::launched(TempDir::new("node"), &["--registration", "open"], true, "127.0.0.1:0", "127.0.0.1:0")
     }
 
     /// Starts a node on an existing data dir with its TLS listener on
     /// `https` (`ADDR:PORT`) and a plain listener on a free port.
     pub fn start_on_https(data_dir: TempDir, https: &str, args: &[&str]) -> Node {
+        Node::launched(data_dir, args, false, "127.0.0.1:0", https)
+    }
+
+    fn launched(data_dir: TempDir, args: &[&str], default_log_level: bool, http: &str, https: &str) -> Node {
         let mut node = Node {
             child: None,
             data_dir,
@@ -200,10 +237,10 @@ impl Node {
             http: String::new(),
             https: String::new(),
             server_name: String::new(),
-            default_log_level: false,
+            default_log_level,
             log: Arc::new(Mutex::new(Vec::new())),
         };
-        node.launch(&["127.0.0.1:0".to_string()], &[https.to_string()]);
+        node.launch(&[http.to_string()], &[https.to_string()]);
         node
     }
 
@@ -242,28 +279,12 @@ impl Node {
     }
 
     fn wait_ready(&mut self, lines: Receiver<String>) {
-        let deadline = Instant::now() + START_DEADLINE;
-        let mut plain = Vec::new();
-        let mut tls = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match lines.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => panic!("hearth did not become ready; log:\n{}", self.log_text()),
-            };
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let address = rest.split_whitespace().next().unwrap().to_string();
-                if rest.contains("(TLS)") { tls.push(address) } else { plain.push(address) }
-            }
-            if let Some(rest) = line.split("server name ").nth(1) {
-                self.server_name = rest.trim_end_matches(')').to_string();
-            }
-            if line.contains(" ready in ") {
-                break;
-            }
-        }
-        self.http = plain.first().map(|address| format!("http://{address}")).unwrap_or_default();
-        self.https = tls.first().map(|address| format!("https://{address}")).unwrap_or_default();
+        let Some(ready) = wait_ready(&lines, START_DEADLINE) else {
+            panic!("hearth did not become ready; log:\n{}", self.log_text());
+        };
+        self.server_name = ready.server_name;
+        self.http = ready.http;
+        self.https = ready.https;
     }
 
     /// Everything the node logged so far.
@@ -391,6 +412,11 @@ impl Node {
         client.user_id = body["user_id"].as_str().unwrap().to_string();
         client.device_id = body["device_id"].as_str().unwrap().to_string();
         client
+    }
+
+    /// Registers each of `localparts`, in order.
+    pub fn register_each<const N: usize>(&self, localparts: [&str; N]) -> [Client; N] {
+        localparts.map(|localpart| self.register(localpart))
     }
 }
 
@@ -595,6 +621,13 @@ impl RawResponse {
 }
 
 impl RawConnection {
+    /// Sends one request's raw bytes on a new connection and reads the response.
+    pub fn exchange(base: &str, bytes: &[u8]) -> RawResponse {
+        let mut connection = RawConnection::connect(base);
+        connection.send(bytes);
+        connection.read_response()
+    }
+
     /// Connects to `http://ADDR:PORT`.
     pub fn connect(base: &str) -> RawConnection {
         let address = base.trim_start_matches("http://");

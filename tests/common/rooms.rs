@@ -2,10 +2,11 @@
 //! and percent-encode path segments the way a client must.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::Client;
+use super::{Client, eventually};
 
 static NEXT_TXN: AtomicUsize = AtomicUsize::new(0);
 
@@ -90,6 +91,16 @@ pub fn join(client: &Client, room: &str) {
     assert_eq!(status, 200, "{} joins {room}: {answer}", client.user_id);
 }
 
+/// A `public_chat` room `creator` makes and each of `members` joins.
+#[track_caller]
+pub fn public_room(creator: &Client, members: &[&Client]) -> String {
+    let room_id = create_room(creator, json!({"preset": "public_chat"}));
+    for member in members {
+        join(member, &room_id);
+    }
+    room_id
+}
+
 /// Invites a user.
 #[track_caller]
 pub fn invite(client: &Client, room_id: &str, user_id: &str) {
@@ -116,6 +127,32 @@ pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> &'a Vec<Value> {
     sync["rooms"]["join"][room_id]["timeline"]["events"].as_array().unwrap_or(&EMPTY)
 }
 
+/// The first ephemeral event of `kind` for a joined room in a sync answer.
+pub fn ephemeral<'a>(sync: &'a Value, room_id: &str, kind: &str) -> Option<&'a Value> {
+    sync["rooms"]["join"][room_id]["ephemeral"]["events"]
+        .as_array()?
+        .iter()
+        .find(|event| event["type"] == kind)
+}
+
+/// Syncs `client` (a fresh, full sync each time) until `check` finds what it
+/// waits for in the answer, for up to `within`; returns what it found.
+#[track_caller]
+pub fn sync_until<T>(client: &Client, within: Duration, mut check: impl FnMut(&Value) -> Option<T>) -> T {
+    eventually(within, || check(&sync(client, "")))
+}
+
+/// The state keys of the `m.room.member` events in a list.
+pub fn member_keys(events: &Value) -> Vec<&str> {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "m.room.member")
+        .map(|event| event["state_key"].as_str().unwrap())
+        .collect()
+}
+
 /// The event IDs of a list of events.
 pub fn ids(events: &[Value]) -> Vec<String> {
     events.iter().map(|event| event["event_id"].as_str().unwrap_or_default().to_string()).collect()
@@ -128,6 +165,38 @@ pub fn bodies(events: &[Value]) -> Vec<String> {
         .filter(|event| event["type"] == "m.room.message")
         .map(|event| event["content"]["body"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// Waits (up to `within`) until `viewer` sees `user_id`'s membership in the
+/// room as `membership`.
+#[track_caller]
+pub fn wait_for_membership(
+    viewer: &Client,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    within: Duration,
+) {
+    eventually(within, || {
+        (membership_of(viewer, room_id, user_id).as_deref() == Some(membership)).then_some(())
+    });
+}
+
+/// The bodies of a room's text messages as `client` sees them (up to 100,
+/// newest first; `<redacted>` for a redacted one; none while `/messages`
+/// fails, for polling).
+pub fn message_bodies(client: &Client, room_id: &str) -> Vec<String> {
+    let (_, answer) = client.get(&room_path(room_id, "/messages?dir=b&limit=100"));
+    answer["chunk"]
+        .as_array()
+        .map(|chunk| {
+            chunk
+                .iter()
+                .filter(|event| event["type"] == "m.room.message")
+                .map(|event| event["content"]["body"].as_str().unwrap_or("<redacted>").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A user's current membership as `/state` shows it to `viewer`.

@@ -2,33 +2,13 @@
 //! messages, membership and reading answers, on top of the harness.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use serde_json::{Value, json};
 
 use crate::common::Client;
-
-static NEXT_TXN: AtomicUsize = AtomicUsize::new(0);
-
-/// Percent-encodes a path segment (room and event IDs carry `!`, `$`, `:`).
-pub fn encode(segment: &str) -> String {
-    let mut out = String::new();
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// Creates a room with a createRoom body and returns its ID.
-pub fn create_room(client: &Client, body: Value) -> String {
-    let (status, answer) = client.post("/_matrix/client/v3/createRoom", &body);
-    assert_eq!(status, 200, "createRoom: {answer}");
-    answer["room_id"].as_str().unwrap().to_string()
-}
+// The harness's room helpers, by the names these tests use (each test crate uses some).
+use crate::common::rooms::txn;
+#[allow(unused_imports)]
+pub use crate::common::rooms::{create_room, enc as encode, join, send as send_event, send_text as say};
 
 /// Creates a public room whose history visibility is `visibility`.
 pub fn room_with_visibility(client: &Client, visibility: &str) -> String {
@@ -40,26 +20,6 @@ pub fn room_with_visibility(client: &Client, visibility: &str) -> String {
     )
 }
 
-/// Sends an event of any type and returns its ID.
-pub fn send_event(client: &Client, room_id: &str, kind: &str, content: Value) -> String {
-    let txn = NEXT_TXN.fetch_add(1, Ordering::SeqCst);
-    let path = format!("/_matrix/client/v3/rooms/{}/send/{kind}/t{txn}", encode(room_id));
-    let (status, answer) = client.put(&path, &content);
-    assert_eq!(status, 200, "send {kind}: {answer}");
-    answer["event_id"].as_str().unwrap().to_string()
-}
-
-/// Sends an `m.text` message and returns its ID.
-pub fn say(client: &Client, room_id: &str, body: &str) -> String {
-    send_event(client, room_id, "m.room.message", json!({"msgtype": "m.text", "body": body}))
-}
-
-/// Joins a room (must succeed).
-pub fn join(client: &Client, room_id: &str) {
-    let (status, answer) = client.post(&format!("/_matrix/client/v3/join/{}", encode(room_id)), &json!({}));
-    assert_eq!(status, 200, "join: {answer}");
-}
-
 /// Leaves a room (must succeed).
 pub fn leave(client: &Client, room_id: &str) {
     let path = format!("/_matrix/client/v3/rooms/{}/leave", encode(room_id));
@@ -69,8 +29,7 @@ pub fn leave(client: &Client, room_id: &str) {
 
 /// Redacts an event.
 pub fn redact(client: &Client, room_id: &str, event_id: &str) {
-    let txn = NEXT_TXN.fetch_add(1, Ordering::SeqCst);
-    let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/r{txn}", encode(room_id), encode(event_id));
+    let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/{}", encode(room_id), encode(event_id), txn());
     let (status, answer) = client.put(&path, &json!({}));
     assert_eq!(status, 200, "redact: {answer}");
 }

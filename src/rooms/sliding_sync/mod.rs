@@ -25,9 +25,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::identifiers::RoomId;
+use crate::rooms::Engine;
 
 mod connections;
 
@@ -373,7 +373,7 @@ pub fn window_indexes(windows: &[(u64, u64)], count: usize) -> Vec<std::ops::Ran
 /// holds what the previous answer learnt of the joined rooms and the rooms
 /// with events since (what only events change has not moved in the others).
 pub fn user_rooms(
-    app: &App,
+    app: &Engine,
     user_id: &str,
     since: Option<i64>,
     now: i64,
@@ -544,7 +544,7 @@ impl Facts {
 
 /// The rooms the user's `m.direct` account data names.
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#mdirect>.
-pub fn direct_rooms(app: &App, user_id: &str) -> Result<HashSet<String>> {
+pub fn direct_rooms(app: &Engine, user_id: &str) -> Result<HashSet<String>> {
     let content = app.storage().account_data(user_id, "", "m.direct")?;
     let content: Value = content.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
     let Some(by_user) = content.as_object() else { return Ok(HashSet::new()) };
@@ -559,7 +559,7 @@ pub fn direct_rooms(app: &App, user_id: &str) -> Result<HashSet<String>> {
 
 /// A room's tags from its `m.tag` account data.
 /// Spec: <https://spec.matrix.org/latest/client-server-api/#room-tagging>.
-fn tags(app: &App, user_id: &str, room_id: &str) -> Result<BTreeSet<String>> {
+fn tags(app: &Engine, user_id: &str, room_id: &str) -> Result<BTreeSet<String>> {
     let content = app.storage().account_data(user_id, room_id, "m.tag")?;
     let content: Value = content.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
     Ok(content
@@ -573,7 +573,7 @@ fn tags(app: &App, user_id: &str, room_id: &str) -> Result<BTreeSet<String>> {
 /// state with a non-empty `via`), each space read once however many lists
 /// name it. Spec: <https://spec.matrix.org/latest/client-server-api/#mspacechild>.
 pub fn space_children<'a>(
-    app: &App,
+    app: &Engine,
     user_id: &str,
     spaces: impl Iterator<Item = &'a String>,
 ) -> Result<HashMap<String, HashSet<String>>> {

@@ -21,10 +21,10 @@ use serde_json::{Map, Value, json};
 use smol::future::FutureExt;
 
 use super::discovery::{self, Schemes};
-use crate::app::App;
 use crate::credentials::random_string;
 use crate::error::{Error, Result};
 use crate::protocol::url_preview;
+use crate::remote::Remote;
 use crate::storage::{NewMedia, now_ms};
 
 /// Pages are read up to this size; a larger one answers 502 `M_TOO_LARGE`.
@@ -56,7 +56,7 @@ const MEDIA_ID_CHARS: usize = 24;
 /// preview current at `ts` is still fresh at `ts`, else fetched now and
 /// cached. A copied image is `user`'s content (as Synapse records it), so it
 /// counts against their storage quota.
-pub async fn preview(app: &App, user: &str, url: &str, ts: i64) -> Result<Value> {
+pub async fn preview(app: &Remote, user: &str, url: &str, ts: i64) -> Result<Value> {
     let cached = app.in_snapshot(|| app.storage().url_preview(url, ts))?;
     if let Some(cached) = cached.filter(|cached| ts < cached.expires_ts) {
         if let Ok(Value::Object(og)) = serde_json::from_str(&cached.og) {
@@ -80,7 +80,7 @@ pub async fn preview(app: &App, user: &str, url: &str, ts: i64) -> Result<Value>
 
 /// Fetches `url` and builds its preview: an HTML page's metadata with its
 /// image copied, or an image itself.
-async fn fetch(app: &App, user: &str, url: &str) -> Result<Map<String, Value>> {
+async fn fetch(app: &Remote, user: &str, url: &str) -> Result<Map<String, Value>> {
     let (response, final_url) =
         discovery::fetch_url(&app.federation, url, MAX_PAGE_BYTES, Schemes::HttpOrHttps).await?;
     if !(200..300).contains(&response.status) {
@@ -122,7 +122,7 @@ async fn fetch(app: &App, user: &str, url: &str) -> Result<Map<String, Value>> {
 }
 
 /// Copies an `og:image` into the content repository.
-async fn fetch_image(app: &App, user: &str, url: &str) -> Result<Map<String, Value>> {
+async fn fetch_image(app: &Remote, user: &str, url: &str) -> Result<Map<String, Value>> {
     let (response, _) =
         discovery::fetch_url(&app.federation, url, MAX_IMAGE_BYTES, Schemes::HttpOrHttps).await?;
     let content_type = response.header("content-type").unwrap_or_default().to_owned();
@@ -134,7 +134,7 @@ async fn fetch_image(app: &App, user: &str, url: &str) -> Result<Map<String, Val
 
 /// Stores an image as our content; answers its `og:image` (mxc URI),
 /// `og:image:type` and `matrix:image:size`.
-fn store_image(app: &App, user: &str, content_type: &str, content: &[u8]) -> Result<Map<String, Value>> {
+fn store_image(app: &Remote, user: &str, content_type: &str, content: &[u8]) -> Result<Map<String, Value>> {
     if content.len() > MAX_IMAGE_BYTES {
         return Err(Error::matrix(502, "M_TOO_LARGE", "the image is too large"));
     }

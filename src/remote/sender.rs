@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::client;
 use super::pdus::encode;
-use crate::app::App;
+use crate::remote::Remote;
 use crate::storage::now_ms;
 
 /// Spec: at most 50 PDUs and 100 EDUs per transaction.
@@ -43,7 +43,7 @@ pub struct Senders {
 
 /// Hooks the senders into the room engine's outbox and starts a sender for
 /// every destination with something queued from before a restart.
-pub fn start(app: &Rc<App>) {
+pub fn start(app: &Rc<Remote>) {
     let weak = Rc::downgrade(app);
     app.outbox.register(Rc::new(move |destination: &str| {
         if let Some(app) = weak.upgrade() {
@@ -62,7 +62,7 @@ pub fn start(app: &Rc<App>) {
 }
 
 /// Starts the destination's sender, or wakes it if it is waiting.
-pub fn kick(app: &Rc<App>, destination: &str) {
+pub fn kick(app: &Rc<Remote>, destination: &str) {
     if destination == app.config.server_name {
         return;
     }
@@ -82,7 +82,7 @@ fn backoff_ms(failures: i64) -> i64 {
     FIRST_BACKOFF_MS.saturating_mul(1_i64 << exponent).min(MAX_BACKOFF_MS)
 }
 
-async fn run(app: Rc<App>, destination: String, wake: Rc<Event>) {
+async fn run(app: Rc<Remote>, destination: String, wake: Rc<Event>) {
     loop {
         // Wait out the backoff, unless something wakes us (the server spoke to us).
         let retry_after =
@@ -150,7 +150,7 @@ async fn run(app: Rc<App>, destination: String, wake: Rc<Event>) {
 }
 
 /// The next transaction's PDUs, EDUs and outbox IDs; `None` when nothing is queued.
-fn load_batch(app: &App, destination: &str) -> Option<(Vec<Value>, Vec<Value>, Vec<i64>)> {
+fn load_batch(app: &Remote, destination: &str) -> Option<(Vec<Value>, Vec<Value>, Vec<i64>)> {
     let queued_pdus = app.storage().queued(destination, "pdu", PDUS_PER_TRANSACTION).ok()?;
     let queued_edus = app.storage().queued(destination, "edu", EDUS_PER_TRANSACTION).ok()?;
     if queued_pdus.is_empty() && queued_edus.is_empty() {
@@ -177,7 +177,7 @@ fn load_batch(app: &App, destination: &str) -> Option<(Vec<Value>, Vec<Value>, V
 /// After a start, tells every server we share a room with that we are back
 /// (an empty transaction), so they send what they queued for us without
 /// waiting out their backoff.
-fn announce(app: &Rc<App>) {
+fn announce(app: &Rc<Remote>) {
     let servers = match app.storage().servers_sharing_rooms_with(&app.config.server_name) {
         Ok(servers) => servers,
         Err(error) => {

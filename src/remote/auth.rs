@@ -6,11 +6,11 @@
 use serde_json::{Value, json};
 
 use super::keys;
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::identifiers::ServerName;
 use crate::protocol::signing::{sign_json, verify_json};
 use crate::protocol::x_matrix::{self, XMatrix};
+use crate::remote::Remote;
 use crate::request::Request;
 use crate::storage::now_ms;
 
@@ -21,7 +21,7 @@ fn unauthorized(message: impl Into<String>) -> Error {
 /// The `Authorization` header for a request from us to `destination`.
 /// `uri` is the path and query exactly as sent.
 pub fn authorization_header(
-    app: &App,
+    app: &Remote,
     destination: &str,
     method: &str,
     uri: &str,
@@ -46,7 +46,7 @@ pub fn authorization_header(
 /// Checks the request's `X-Matrix` signature and returns the origin server's
 /// name. 401 `M_UNAUTHORIZED` when it is missing, malformed, meant for
 /// another server, made with a key we cannot get, or wrong.
-pub async fn authenticate_server(app: &App, request: &Request) -> Result<String> {
+pub async fn authenticate_server(app: &Remote, request: &Request) -> Result<String> {
     let header = request
         .header("authorization")
         .ok_or_else(|| unauthorized("missing X-Matrix Authorization header"))?;

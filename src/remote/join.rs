@@ -13,14 +13,14 @@ use http_types::Method;
 use serde_json::{Map, Value, json};
 
 use super::client;
-use super::events::pdu_json;
 use super::join_answer::{Piece, Spool};
+use super::pdus::pdu_json;
 use super::pdus::{self, encode, server_of};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::auth;
 use crate::protocol::pdu::Pdu;
 use crate::protocol::room_version::{self, EventIdFormat, RoomVersion};
+use crate::remote::Remote;
 use crate::rooms::{self, LocalSignatures};
 use crate::storage::{CurrentUpdate, NewEvent, StateAfter, StateMap, now_ms};
 
@@ -31,7 +31,7 @@ fn supported_versions_query() -> String {
 
 /// Asks `server` for a membership template and fills it in for `user_id`.
 async fn make_membership(
-    app: &App,
+    app: &Remote,
     server: &str,
     room_id: &str,
     user_id: &str,
@@ -106,7 +106,7 @@ fn is_unrecognized(status: u16, answer: &Value) -> bool {
 
 /// Joins `user_id` to a room hosted elsewhere, trying `servers` in turn.
 pub async fn join_remote(
-    app: &Rc<App>,
+    app: &Rc<Remote>,
     user_id: &str,
     room_id: &str,
     servers: &[String],
@@ -126,7 +126,7 @@ pub async fn join_remote(
 }
 
 async fn join_through(
-    app: &Rc<App>,
+    app: &Rc<Remote>,
     server: &str,
     user_id: &str,
     room_id: &str,
@@ -235,7 +235,7 @@ const BACKFILL_AFTER_JOIN: usize = 50;
 /// everything in our timeline, newest nearest. Visibility is judged by the
 /// state before our join (`state_group`).
 async fn backfill(
-    app: &App,
+    app: &Remote,
     version: &RoomVersion,
     server: &str,
     room_id: &str,
@@ -274,11 +274,11 @@ async fn backfill(
 /// Fetches older history of a room from the other servers in it when our
 /// oldest event's prev events are not here (a `/messages` that reached the
 /// start of what we hold). Returns how many events were added.
-pub async fn backfill_older(app: &App, room_id: &str) -> Result<usize> {
+pub async fn backfill_older(app: &Remote, room_id: &str) -> Result<usize> {
     let version = rooms::room_version(app, room_id)?;
     let Some(earliest) = app.storage().earliest_event(room_id)? else { return Ok(0) };
     let mut missing = Vec::new();
-    for prev in super::events::prev_events_of(&earliest) {
+    for prev in super::pdus::prev_events_of(&earliest) {
         if app.storage().event(&prev)?.is_none_or(|event| event.outlier) {
             missing.push(prev);
         }
@@ -310,7 +310,7 @@ pub async fn backfill_older(app: &App, room_id: &str) -> Result<usize> {
 /// here): the state after it is `before_join`'s group (`state`, whose member
 /// events' memberships are `memberships`) with our membership on top.
 fn store_join(
-    app: &App,
+    app: &Remote,
     version: &RoomVersion,
     join: &Pdu,
     state: StateMap,
@@ -369,7 +369,7 @@ fn store_join(
 /// The `make_{leave,knock}` then `send_{leave,knock}` round trip through
 /// `server`; answers the status and body of the send.
 async fn make_and_send(
-    app: &App,
+    app: &Remote,
     server: &str,
     room_id: &str,
     user_id: &str,
@@ -404,7 +404,7 @@ async fn make_and_send(
 
 /// Declines an invite into a room we are not in: a leave through the inviting server.
 pub async fn reject_remote_invite(
-    app: &Rc<App>,
+    app: &Rc<Remote>,
     user_id: &str,
     room_id: &str,
     server: &str,
@@ -420,7 +420,7 @@ pub async fn reject_remote_invite(
 
 /// Knocks on a room hosted elsewhere; answers the stripped state to show.
 pub async fn knock_remote(
-    app: &Rc<App>,
+    app: &Rc<Remote>,
     user_id: &str,
     room_id: &str,
     servers: &[String],
@@ -451,7 +451,7 @@ pub async fn knock_remote(
 /// Invites a user of another server into a room we are in: the invitee's
 /// server countersigns, then the invite joins the room like any of our events.
 pub async fn invite_remote(
-    app: &Rc<App>,
+    app: &Rc<Remote>,
     room_id: &str,
     sender: &str,
     target: &str,
@@ -549,7 +549,7 @@ const MAX_AVATAR_URL_CHARS: usize = 1000;
 /// if the server does not answer in time or has no profile for the user.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1queryprofile>.
-async fn invitee_profile(app: &App, user_id: &str) -> Map<String, Value> {
+async fn invitee_profile(app: &Remote, user_id: &str) -> Map<String, Value> {
     let Some(server) = server_of(user_id) else { return Map::new() };
     let path = format!("/_matrix/federation/v1/query/profile?user_id={}", encode(user_id));
     let fetch = client::request_with_limit(app, server, Method::Get, &path, None, MAX_PROFILE_ANSWER_BYTES);

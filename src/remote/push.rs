@@ -22,8 +22,8 @@ use serde_json::{Map, Value, json};
 
 use super::discovery::url_target;
 use super::transport::{self, RawResponse};
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::remote::Remote;
 use crate::storage::{PushQueued, Pusher, PusherKey, now_ms};
 
 /// The first retry waits this long; each failure doubles it.
@@ -46,7 +46,7 @@ pub struct PushSenders {
 
 /// Hooks the senders into the room engine's push queue and starts a sender
 /// for every pusher with notifications queued from before a restart.
-pub fn start(app: &Rc<App>) {
+pub fn start(app: &Rc<Remote>) {
     let weak = Rc::downgrade(app);
     app.push_queue.register(Rc::new(move |key: &PusherKey| {
         if let Some(app) = weak.upgrade() {
@@ -65,7 +65,7 @@ pub fn start(app: &Rc<App>) {
 
 /// Starts the pusher's sender unless it runs (a running one takes what is
 /// queued in turn; a new notification does not cut its backoff short).
-pub fn kick(app: &Rc<App>, key: &PusherKey) {
+pub fn kick(app: &Rc<Remote>, key: &PusherKey) {
     if !app.federation.push_senders.active.borrow_mut().insert(key.clone()) {
         return;
     }
@@ -91,7 +91,7 @@ enum Delivery {
     Failed(String),
 }
 
-async fn run(app: Rc<App>, key: PusherKey) {
+async fn run(app: Rc<Remote>, key: PusherKey) {
     let mut failures: u32 = 0;
     loop {
         let next = app.storage().next_push(&key);
@@ -154,7 +154,7 @@ async fn run(app: Rc<App>, key: PusherKey) {
     app.federation.push_senders.active.borrow_mut().remove(&key);
 }
 
-async fn deliver(app: &App, pusher: &Pusher, pushkey_ts: i64, item: &PushQueued) -> Delivery {
+async fn deliver(app: &Remote, pusher: &Pusher, pushkey_ts: i64, item: &PushQueued) -> Delivery {
     let data: Map<String, Value> = serde_json::from_str(&pusher.data).unwrap_or_default();
     let Some(url) = data.get("url").and_then(Value::as_str).map(str::to_owned) else {
         return Delivery::Done;
@@ -192,7 +192,7 @@ async fn deliver(app: &App, pusher: &Pusher, pushkey_ts: i64, item: &PushQueued)
 /// The request body for one queued notification (count-only if it names no
 /// event); `None` if its event is gone.
 fn notification(
-    app: &App,
+    app: &Remote,
     pusher: &Pusher,
     pushkey_ts: i64,
     data: &Map<String, Value>,
@@ -253,7 +253,7 @@ fn notification(
 }
 
 /// POSTs `body` to a gateway URL (checked by `/pushers/set`).
-async fn post(app: &App, url: &str, body: Vec<u8>) -> Result<RawResponse> {
+async fn post(app: &Remote, url: &str, body: Vec<u8>) -> Result<RawResponse> {
     send_to_url(app, Method::Post, url, &[], body, MAX_RESPONSE_BYTES, false).await
 }
 
@@ -262,7 +262,7 @@ async fn post(app: &App, url: &str, body: Vec<u8>) -> Result<RawResponse> {
 /// application service's), so any address may be reached; otherwise a user
 /// named it and the address filter of outbound federation applies.
 pub(super) async fn send_to_url(
-    app: &App,
+    app: &Remote,
     method: Method,
     url: &str,
     headers: &[(&str, String)],

@@ -219,9 +219,27 @@ pub async fn exchange_via(
     body: Option<Vec<u8>>,
     max_body: usize,
 ) -> Result<RawResponse> {
+    let tls = tls.then_some(&federation.tls);
+    exchange_on(tls, target, reach, method, path_and_query, headers, body, max_body).await
+}
+
+/// [`exchange_via`] with the TLS client config to verify the server with
+/// (`None`: plain TCP), for a caller that trusts other roots than
+/// federation does (an ACME CA's test root).
+#[allow(clippy::too_many_arguments)] // exchange_via's arguments
+pub async fn exchange_on(
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    target: &Target,
+    reach: Reach<'_>,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    max_body: usize,
+) -> Result<RawResponse> {
     let work = async {
-        if tls {
-            let stream = connect(&federation.tls, reach, target).await?;
+        if let Some(tls) = tls {
+            let stream = connect(tls, reach, target).await?;
             send_on(stream, target, method, path_and_query, headers, body, max_body).await
         } else {
             let stream = connect_plain(reach, target).await?;
@@ -289,7 +307,8 @@ async fn send_to<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin, W: std::
         ("connection", "close"),
     ];
     request_headers.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
-    if body.is_some() {
+    let typed = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if body.is_some() && !typed {
         request_headers.push(("content-type", "application/json"));
     }
     let body_length = match &body {

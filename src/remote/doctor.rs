@@ -22,8 +22,8 @@ use super::discovery::{self, ip_literal};
 use super::dns::Record;
 use super::keys::check_key_response;
 use super::transport::{self, Target};
-use crate::app::App;
 use crate::protocol::identifiers::ServerName;
+use crate::remote::Remote;
 use crate::storage::now_ms;
 
 /// A certificate that ends sooner than this is worth a note.
@@ -54,7 +54,7 @@ fn check(status: Status, subject: &'static str, text: impl Into<String>) -> Chec
 }
 
 /// Runs every check in order; later checks use what earlier ones found.
-pub async fn run(app: &App) -> Vec<Check> {
+pub async fn run(app: &Remote) -> Vec<Check> {
     let server_name = app.config.server_name.as_str();
     let mut checks = Vec::new();
     let Ok(name) = ServerName::parse(server_name) else {
@@ -99,7 +99,7 @@ pub async fn run(app: &App) -> Vec<Check> {
 
 /// `https://{host}/.well-known/matrix/server`, when other servers look for
 /// it (no IP literal, no port); answers the delegated name.
-async fn server_well_known(app: &App, name: &ServerName, checks: &mut Vec<Check>) -> Option<String> {
+async fn server_well_known(app: &Remote, name: &ServerName, checks: &mut Vec<Check>) -> Option<String> {
     let subject = "well-known";
     if ip_literal(name.host()).is_some() || name.port().is_some() {
         checks.push(check(
@@ -184,7 +184,7 @@ pub fn judge_server_well_known(
 
 /// SRV records for the name other servers look them up for (the delegated
 /// name or ours, when it carries no port).
-async fn srv(app: &App, name: &ServerName, delegated: Option<&str>, checks: &mut Vec<Check>) {
+async fn srv(app: &Remote, name: &ServerName, delegated: Option<&str>, checks: &mut Vec<Check>) {
     let looked_up = match delegated.map(ServerName::parse) {
         Some(Ok(delegated)) => delegated,
         _ => name.clone(),
@@ -219,7 +219,7 @@ async fn srv(app: &App, name: &ServerName, delegated: Option<&str>, checks: &mut
 
 /// The certificate presented where the name resolves: trusted chain, name,
 /// expiry.
-async fn tls(app: &App, target: &Target, checks: &mut Vec<Check>) {
+async fn tls(app: &Remote, target: &Target, checks: &mut Vec<Check>) {
     let (address, chain) = match transport::presented_chain(&app.federation.allow_ips, target).await {
         Ok(presented) => presented,
         Err(error) => {
@@ -322,7 +322,7 @@ fn certificate_advice(error: &CertificateError, tls_name: &str) -> String {
 }
 
 /// Our server keys, fetched as other servers fetch them, must be ours.
-async fn keys(app: &App, target: &Target, checks: &mut Vec<Check>) {
+async fn keys(app: &Remote, target: &Target, checks: &mut Vec<Check>) {
     let path = "/_matrix/key/v2/server";
     let response = match transport::exchange(
         &app.federation,
@@ -381,7 +381,7 @@ async fn keys(app: &App, target: &Target, checks: &mut Vec<Check>) {
 
 /// The client well-known at `https://{server_name}` and `/versions` at the
 /// base URL it names (or that server name itself when there is none).
-async fn client(app: &App, checks: &mut Vec<Check>) {
+async fn client(app: &Remote, checks: &mut Vec<Check>) {
     let server_name = &app.config.server_name;
     let url = format!("https://{server_name}/.well-known/matrix/client");
     let configured = app.config.well_known.client.is_some();

@@ -10,15 +10,15 @@ use http_types::Method;
 use serde_json::{Map, Value, json};
 
 use super::{client, keys};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::canonical_json::{self, Strictness};
 use crate::protocol::hashes::{self, EventHashError};
 use crate::protocol::pdu::{MAX_PDU_BYTES, Pdu};
 use crate::protocol::redaction;
 use crate::protocol::room_version::{EventIdFormat, RoomVersion};
+use crate::remote::Remote;
 use crate::rooms::incoming::{self, KnownStates, Outcome};
-use crate::storage::{StateMap, now_ms};
+use crate::storage::{StateMap, StoredEvent, now_ms};
 
 /// At most this many events are fetched to fill one gap before giving up
 /// (a remote server cannot make us fetch unbounded history).
@@ -62,7 +62,7 @@ fn required_signers(version: &RoomVersion, pdu: &Pdu) -> Vec<String> {
 
 /// Checks a PDU's format, size, signatures and content hash; a PDU whose
 /// content hash does not match is redacted, as the spec says. Returns the PDU.
-pub async fn verify(app: &App, version: &RoomVersion, mut json: Map<String, Value>) -> Result<Pdu> {
+pub async fn verify(app: &Remote, version: &RoomVersion, mut json: Map<String, Value>) -> Result<Pdu> {
     let bad = |message: String| Error::matrix(400, "M_BAD_JSON", message);
     let strictness = Strictness::for_room_version(version);
     let size =
@@ -92,7 +92,7 @@ pub async fn verify(app: &App, version: &RoomVersion, mut json: Map<String, Valu
 
 /// Checks that `json` carries a valid signature by `server`.
 async fn verify_signature(
-    app: &App,
+    app: &Remote,
     version: &RoomVersion,
     json: &Map<String, Value>,
     server: &str,
@@ -117,7 +117,7 @@ async fn verify_signature(
 }
 
 /// Fetches one event by ID from `server` and verifies it.
-pub async fn fetch_event(app: &App, version: &RoomVersion, server: &str, event_id: &str) -> Result<Pdu> {
+pub async fn fetch_event(app: &Remote, version: &RoomVersion, server: &str, event_id: &str) -> Result<Pdu> {
     let path = format!("/_matrix/federation/v1/event/{}", encode(event_id));
     let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
     if status != 200 {
@@ -156,7 +156,7 @@ pub fn encode(segment: &str) -> String {
 /// Makes sure the auth events of `pdu` are stored (as outliers if new),
 /// fetching them from `origin`, recursively, within a budget.
 async fn ensure_auth_events(
-    app: &App,
+    app: &Remote,
     version: &RoomVersion,
     origin: &str,
     pdu: &Pdu,
@@ -181,14 +181,14 @@ async fn ensure_auth_events(
 }
 
 /// Whether an event is in the room's DAG (not just an outlier).
-fn have_in_timeline(app: &App, event_id: &str) -> Result<bool> {
+fn have_in_timeline(app: &Remote, event_id: &str) -> Result<bool> {
     Ok(app.storage().event(event_id)?.is_some_and(|event| !event.outlier))
 }
 
 /// Handles a PDU from `origin` for a room we are in: fills gaps before it
 /// (`get_missing_events`, then single events), then runs the auth checks and
 /// stores it.
-pub async fn receive(app: &App, origin: &str, version: &RoomVersion, pdu: Pdu) -> Result<Outcome> {
+pub async fn receive(app: &Remote, origin: &str, version: &RoomVersion, pdu: Pdu) -> Result<Outcome> {
     if have_in_timeline(app, &pdu.event_id)? {
         return Ok(Outcome::Duplicate);
     }
@@ -225,7 +225,7 @@ pub async fn receive(app: &App, origin: &str, version: &RoomVersion, pdu: Pdu) -
 /// The state at an event according to `server` (`/state`), with every event
 /// verified and stored as an outlier.
 pub async fn state_at(
-    app: &App,
+    app: &Remote,
     version: &RoomVersion,
     server: &str,
     room_id: &str,
@@ -276,7 +276,7 @@ impl EventSource for Box<serde_json::value::RawValue> {
 /// Verifies events (in batches, yielding to other work between them) and
 /// stores the good ones as outliers; returns them.
 pub async fn store_verified_outliers<T: EventSource>(
-    app: &App,
+    app: &Remote,
     version: &RoomVersion,
     room_id: &str,
     events: &[T],
@@ -305,7 +305,7 @@ pub async fn store_verified_outliers<T: EventSource>(
 /// Asks `origin` for the events between our extremities and `pdu`, and
 /// accepts them oldest first.
 async fn fill_gap(
-    app: &App,
+    app: &Remote,
     origin: &str,
     version: &RoomVersion,
     pdu: &Pdu,
@@ -354,4 +354,35 @@ async fn fill_gap(
         log::debug!("filled gap with {}: {outcome:?}", event.event_id);
     }
     Ok(())
+}
+
+/// An event as it travels between servers.
+pub fn pdu_json(event: &StoredEvent) -> Value {
+    Value::Object(event.json.map().clone())
+}
+
+/// The IDs in an event's `auth_events` (either format).
+pub fn auth_events_of(event: &StoredEvent) -> Vec<String> {
+    id_list(event.json.get("auth_events"))
+}
+
+/// The IDs in an event's `prev_events` (either format).
+pub fn prev_events_of(event: &StoredEvent) -> Vec<String> {
+    id_list(event.json.get("prev_events"))
+}
+
+fn id_list(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| match item {
+                    Value::String(id) => Some(id.clone()),
+                    Value::Array(pair) => pair.first().and_then(Value::as_str).map(str::to_owned),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -7,8 +7,8 @@ use http_types::Method;
 use serde_json::Value;
 
 use super::{auth, discovery, transport};
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::remote::Remote;
 
 /// The largest JSON answer we read: 8 MiB holds a large room's state or a
 /// backfill batch; beyond that a server is misbehaving.
@@ -17,7 +17,7 @@ pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
 /// Sends a signed request to `destination` (a server name) and returns the
 /// status and the JSON body (`null` for a non-JSON error body).
 pub async fn request(
-    app: &App,
+    app: &Remote,
     destination: &str,
     method: Method,
     path_and_query: &str,
@@ -28,7 +28,7 @@ pub async fn request(
 
 /// [`request`] with a smaller response limit.
 pub async fn request_with_limit(
-    app: &App,
+    app: &Remote,
     destination: &str,
     method: Method,
     path_and_query: &str,
@@ -49,7 +49,7 @@ pub async fn request_with_limit(
 /// [`request`] answering the raw body, for callers that parse large answers
 /// piece by piece instead of building one JSON tree.
 pub async fn request_bytes(
-    app: &App,
+    app: &Remote,
     destination: &str,
     method: Method,
     path_and_query: &str,
@@ -63,7 +63,7 @@ pub async fn request_bytes(
 /// [`request`] answering the status, the headers and the raw body (media
 /// answers are not JSON, and their headers matter).
 pub async fn request_raw(
-    app: &App,
+    app: &Remote,
     destination: &str,
     method: Method,
     path_and_query: &str,
@@ -89,7 +89,7 @@ pub async fn request_raw(
 /// [`request`] writing the answer's body to `sink` as it arrives, for
 /// answers too large to hold (a big room's `send_join`); answers the status.
 pub async fn request_to<W: std::io::Write>(
-    app: &App,
+    app: &Remote,
     destination: &str,
     method: Method,
     path_and_query: &str,
@@ -123,7 +123,7 @@ struct Prepared {
 
 /// Resolves `destination` and signs the request for it.
 async fn prepare(
-    app: &App,
+    app: &Remote,
     destination: &str,
     method: &str,
     path_and_query: &str,
@@ -146,7 +146,7 @@ async fn prepare(
 
 /// `sent`, forgetting `destination`'s addresses when it failed: they may
 /// have moved, so the next request resolves afresh.
-fn forget_on_error<T>(app: &App, destination: &str, sent: Result<T>) -> Result<T> {
+fn forget_on_error<T>(app: &Remote, destination: &str, sent: Result<T>) -> Result<T> {
     if sent.is_err() {
         discovery::forget(&app.federation, destination);
     }

@@ -21,13 +21,14 @@ use std::rc::Rc;
 
 use http_types::Method;
 use serde_json::{Value, json};
+use smol::future::FutureExt;
 
 use super::pdus::encode;
 use super::push::{backoff, send_to_url};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::appservice::AppService;
 use crate::protocol::identifiers::RoomAliasId;
+use crate::remote::Remote;
 use crate::rooms::format;
 use crate::storage::{StoredEvent, now_ms};
 
@@ -44,7 +45,7 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Starts a sender for every service with a URL whose sender does not run
 /// (at start, and after SIGHUP reloaded the registrations).
-pub fn start(app: &Rc<App>) {
+pub fn start(app: &Rc<Remote>) {
     for registered in app.app_services().iter() {
         let service = &registered.service;
         if service.url.is_none() || !app.federation.appservice_senders.borrow_mut().insert(service.id.clone())
@@ -58,7 +59,7 @@ pub fn start(app: &Rc<App>) {
 }
 
 /// The registered service with this ID, if it still has a URL.
-fn service_by_id(app: &App, id: &str) -> Option<Rc<AppService>> {
+fn service_by_id(app: &Remote, id: &str) -> Option<Rc<AppService>> {
     let services = app.app_services();
     let registered = services.iter().find(|registered| registered.service.id == id)?;
     registered.service.url.is_some().then(|| registered.service.clone())
@@ -83,7 +84,7 @@ struct Seen {
     presence: i64,
 }
 
-async fn run(app: Rc<App>, id: String) {
+async fn run(app: Rc<Remote>, id: String) {
     let mut failures: u32 = 0;
     let mut seen = Seen { stream: 0, typing: app.typing.serial(), presence: app.presence.serial() };
     // Where nothing was left to send: a wake-up that moved none of the
@@ -123,7 +124,9 @@ async fn run(app: Rc<App>, id: String) {
             Ok(()) => {
                 failures = 0;
                 seen = now;
-                if let Err(error) = app.storage().appservice_delivered(&service.id, transaction.end) {
+                let delivered =
+                    app.storage().appservice_delivered(&service.id, transaction.end, Some(now_ms()));
+                if let Err(error) = delivered {
                     log::error!("application service {}: {error}", service.id);
                 }
             }
@@ -135,6 +138,10 @@ async fn run(app: Rc<App>, id: String) {
                     service.id,
                     transaction.id
                 );
+                if let Err(error) = app.storage().appservice_failed(&service.id, now_ms(), &error.to_string())
+                {
+                    log::error!("application service {}: {error}", service.id);
+                }
                 smol::Timer::after(wait).await;
             }
         }
@@ -155,7 +162,7 @@ const MAX_RECEIPTS_PER_TRANSACTION: usize = 100;
 /// after `seen` (up to `now`) in rooms it is interested in (if it takes
 /// ephemeral events); `None` when there is nothing to send.
 async fn next_transaction(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     seen: Seen,
     now: Seen,
@@ -224,7 +231,7 @@ async fn next_transaction(
     if events.is_empty() && ephemeral.is_empty() {
         match stream.pending_end {
             // Nothing in the range any more: as if delivered.
-            Some(pending_end) => app.storage().appservice_delivered(&service.id, pending_end)?,
+            Some(pending_end) => app.storage().appservice_delivered(&service.id, pending_end, None)?,
             None if stream.position < end_bound => {
                 app.storage().appservice_skip_to(&service.id, end_bound)?
             }
@@ -241,7 +248,7 @@ async fn next_transaction(
 /// Whether `service` gets `event`. Room-wide answers (room ID, aliases,
 /// members) are kept in `rooms` for one read of the stream.
 fn is_interested(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     event: &StoredEvent,
     rooms: &mut HashMap<String, bool>,
@@ -259,7 +266,7 @@ fn is_interested(
 /// Whether `user_id` is the service's, or is joined to a room it is
 /// interested in: whose presence it may see.
 fn shares_a_room(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     user_id: &str,
     rooms: &mut HashMap<String, bool>,
@@ -281,7 +288,7 @@ fn shares_a_room(
 /// namespace matches the ID, its alias namespace one of the room's aliases,
 /// or a user of its namespace is joined.
 fn is_interested_in_room(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     room_id: &str,
     rooms: &mut HashMap<String, bool>,
@@ -304,7 +311,7 @@ fn is_interested_in_room(
 /// bearer token (Synapse no longer sends the deprecated `access_token`
 /// query parameter by default, nor do we).
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#put_matrixappv1transactionstxnid>.
-async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> Result<()> {
+async fn deliver(app: &Remote, service: &AppService, transaction: &Transaction) -> Result<()> {
     let Some(base) = &service.url else { return Ok(()) };
     query_unknown_users(app, service, &transaction.events).await;
     let events: Vec<Value> =
@@ -332,9 +339,12 @@ async fn deliver(app: &App, service: &AppService, transaction: &Transaction) -> 
 /// ghost not yet registered) are pushed, the service is asked about each
 /// (`GET /_matrix/app/v1/users/{userId}`), so it may register them first,
 /// as Synapse does. The answer changes nothing here: the events go all the
-/// same.
+/// same. A query gets [`USER_QUERY_TIMEOUT`], and after one goes unanswered
+/// no more are asked for this transaction: a service that does not answer
+/// them (a matrix-bot-sdk bot without a `query.user` handler never does)
+/// delays its transactions by that long, not by a request timeout per user.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1usersuserid>.
-async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEvent]) {
+async fn query_unknown_users(app: &Remote, service: &AppService, events: &[StoredEvent]) {
     let Some(base) = &service.url else { return };
     let mut asked = std::collections::HashSet::new();
     for event in events {
@@ -351,19 +361,30 @@ async fn query_unknown_users(app: &App, service: &AppService, events: &[StoredEv
             }
             let url = format!("{}/_matrix/app/v1/users/{}", base.trim_end_matches('/'), encode(user_id));
             let headers = [("authorization", format!("Bearer {}", service.hs_token))];
-            match send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true).await {
+            let query = send_to_url(app, Method::Get, &url, &headers, Vec::new(), MAX_RESPONSE_BYTES, true);
+            let timeout = async {
+                smol::Timer::after(USER_QUERY_TIMEOUT).await;
+                Err(Error::matrix(504, "M_UNKNOWN", format!("{url}: no answer in time")))
+            };
+            match query.or(timeout).await {
                 Ok(response) => {
                     log::debug!("application service {} on {user_id}: {}", service.id, response.status)
                 }
-                Err(error) => log::warn!("application service {}: user query failed: {error}", service.id),
+                Err(error) => {
+                    log::warn!("application service {}: user query failed: {error}", service.id);
+                    if error.status_and_errcode().0 == 504 {
+                        return;
+                    }
+                }
             }
         }
     }
 }
 
-/// Users asked about before one transaction at most: each query may take
-/// up to the request timeout while the transaction waits.
+/// Users asked about before one transaction at most.
 const MAX_USER_QUERIES_PER_TRANSACTION: usize = 10;
+/// How long a user query may take: the transaction waits for it.
+const USER_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a ping failed.
 pub enum PingFailure {
@@ -382,7 +403,7 @@ const MAX_PING_BODY_ECHO: usize = 4096;
 /// how long the service took to answer.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#post_matrixappv1ping>.
 pub async fn ping(
-    app: &App,
+    app: &Remote,
     service: &AppService,
     transaction_id: Option<&str>,
 ) -> Result<std::time::Duration, PingFailure> {
@@ -429,7 +450,7 @@ pub async fn ping(
 /// does for a portal room. A failed or refused query changes nothing: the
 /// alias is then as unknown as before.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#get_matrixappv1roomsroomalias>.
-pub async fn query_alias(app: &App, alias: &str) {
+pub async fn query_alias(app: &Remote, alias: &str) {
     // Only well-formed aliases of this server are ever asked about.
     let ours = RoomAliasId::parse(alias).is_ok_and(|parsed| parsed.server_name() == app.config.server_name);
     if !ours {
@@ -463,7 +484,7 @@ pub async fn query_alias(app: &App, alias: &str) {
 /// its JSON answer, or `None` when it has none (another status than 2xx,
 /// unreachable, or not JSON), which a lookup across services skips.
 /// Spec: <https://spec.matrix.org/latest/application-service-api/#third-party-networks>.
-pub async fn thirdparty(app: &App, service: &AppService, path_and_query: &str) -> Option<Value> {
+pub async fn thirdparty(app: &Remote, service: &AppService, path_and_query: &str) -> Option<Value> {
     let base = service.url.as_ref()?;
     let url = format!("{}/_matrix/app/v1/thirdparty/{path_and_query}", base.trim_end_matches('/'));
     let headers = [("authorization", format!("Bearer {}", service.hs_token))];
