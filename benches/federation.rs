@@ -2,10 +2,13 @@
 //! nodes on loopback that federate (a test CA issues their certificates, each
 //! trusts it with `--federation-ca`), then measures
 //!
-//! 1. node B joining a room of [`MEMBERS`] members hosted by node A: the wall
-//!    time of the join request, B's memory before, at its peak and after, and
-//!    how long B's other users wait for `/versions` and `/sync` meanwhile
-//!    (the design requires they keep being served during a big join);
+//! 1. node B joining a room of `--members N` members (default
+//!    [`DEFAULT_MEMBERS`]) hosted by node A: the wall time of the join
+//!    request, B's memory before, at its peak and after, and how long B's
+//!    other users wait for `/versions` and `/sync` meanwhile (the design
+//!    requires they keep being served during a big join); it prints the line
+//!    `join: members=N seconds=S peak_rss_kib=R` and the join's row of the
+//!    targets table beside its target;
 //! 2. how fast B accepts PDUs from A's transactions: [`MESSAGES`] messages
 //!    sent on A, timed from the first send until B holds them all, and how
 //!    A's sender batched them.
@@ -16,7 +19,14 @@
 //!
 //! ```text
 //! cargo bench --bench federation
+//! cargo bench --bench federation -- --members 10000
 //! ```
+//!
+//! A's members are an application service's users (registered without a
+//! password, so no password hashing, and joined by masquerading with
+//! `?user_id=`), on several connections at once: no password hashing, but
+//! A's cost per local join still grows with the room (10,000 members took
+//! 4.5 to 12 minutes on a shared 2-core machine), so 50,000 take hours.
 //!
 //! `HEARTH_BENCH_BIN=/path/to/hearth` measures another build instead of the
 //! one Cargo built (`CARGO_BIN_EXE_hearth`), as in `benches/rooms.rs`.
@@ -39,11 +49,18 @@ use support::{Client, Memory, announce, file_size, ms, percentile, register, spa
 
 mod support;
 
-/// Members of the room on A that B joins (the creator included).
-const MEMBERS: usize = 1_000;
-/// Threads registering and joining A's members (registration hashes a
-/// password, so the server is the bottleneck; a few threads keep it busy).
+/// Members of the room on A that B joins (the creator included), unless
+/// `--members N` says otherwise.
+const DEFAULT_MEMBERS: usize = 1_000;
+/// The join rows of the targets table (issue 12): members, target.
+const TARGETS: [(usize, &str); 3] =
+    [(1_000, "–"), (10_000, "≤ 10 s, peak RSS ≤ 64 MiB"), (50_000, "works, peak RSS ≤ 96 MiB")];
+/// Threads registering and joining A's members (a few keep the server busy).
 const SETUP_THREADS: usize = 4;
+/// The application service on A whose users are the room's members.
+const AS_TOKEN: &str = "bench-as-token";
+/// Its user namespace (local parts).
+const MEMBER_PREFIX: &str = "member";
 /// Messages sent on A in the transaction phase.
 const MESSAGES: usize = 2_000;
 /// Threads sending those messages, each as a different member of A.
@@ -63,11 +80,25 @@ const LOG_TAIL: usize = 400;
 /// The room alias (local part) on A.
 const ALIAS: &str = "bench";
 
+/// `--members N` from the command line (Cargo adds `--bench`, which is ignored).
+fn members_argument() -> usize {
+    let arguments: Vec<String> = std::env::args().collect();
+    match arguments.iter().position(|argument| argument == "--members") {
+        Some(index) => arguments
+            .get(index + 1)
+            .and_then(|count| count.parse().ok())
+            .filter(|&count| count >= 2)
+            .unwrap_or_else(|| panic!("--members takes a member count of at least 2")),
+        None => DEFAULT_MEMBERS,
+    }
+}
+
 fn main() {
+    let members_count = members_argument();
     let binary = announce("federation");
     let ca = TestCa::new();
-    let a = Node::start(&binary, &ca, "a");
-    let b = Node::start(&binary, &ca, "b");
+    let a = Node::start(&binary, &ca, "a", true);
+    let b = Node::start(&binary, &ca, "b", false);
     println!("node A: {} (pid {}), node B: {} (pid {})", a.server_name, a.pid(), b.server_name, b.pid());
     println!();
 
@@ -80,13 +111,13 @@ fn main() {
     );
     assert_eq!(status, 200, "createRoom: {body}");
     let room_id = body["room_id"].as_str().unwrap().to_string();
-    let members = register_and_join(&a, &room_id, MEMBERS - 1);
+    let members = register_and_join(&a, &room_id, members_count - 1);
     let setup_elapsed = setup_started.elapsed();
     println!(
-        "setup on A: {} users registered and joined in {:.1} s ({:.1} ms per user)",
-        MEMBERS,
+        "setup on A: {} users registered and joined in {:.1} s ({:.2} ms per user)",
+        members_count,
         setup_elapsed.as_secs_f64(),
-        setup_elapsed.as_secs_f64() * 1000.0 / MEMBERS as f64
+        setup_elapsed.as_secs_f64() * 1000.0 / members_count as f64
     );
     let (status, body) = host.get(&format!("/_matrix/client/v3/rooms/{room_id}/joined_members"));
     let joined_on_a = body["joined"].as_object().map_or(0, |joined| joined.len());
@@ -127,8 +158,28 @@ fn main() {
     let (_, body) = bob.get(&format!("/_matrix/client/v3/rooms/{room_id}/joined_members"));
     let joined_on_b = body["joined"].as_object().map_or(0, |joined| joined.len());
 
+    println!(
+        "join: members={members_count} seconds={:.3} peak_rss_kib={}",
+        join_elapsed.as_secs_f64(),
+        after.hwm_kib
+    );
+    println!();
+    let target =
+        TARGETS.iter().find(|(count, _)| *count == members_count).map_or("–", |(_, target)| target);
+    println!("{:<44} {:>26}   target", "targets table row", "measured");
+    println!(
+        "{:<44} {:>26}   {target}",
+        format!("joining a {members_count}-member room"),
+        format!(
+            "{:.2} s, peak {:.1} MiB (+{:.1})",
+            join_elapsed.as_secs_f64(),
+            after.hwm_kib as f64 / 1024.0,
+            after.hwm_kib.saturating_sub(before.rss_kib) as f64 / 1024.0
+        ),
+    );
+    println!();
     println!("{:<52} {:>14}", "figure", "measured");
-    row(&format!("join of a {MEMBERS}-member room by alias (until 200)"), secs(join_elapsed));
+    row(&format!("join of a {members_count}-member room by alias (until 200)"), secs(join_elapsed));
     row("joined members as B sees them after the join", joined_on_b.to_string());
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     row("B VmRSS before the join", mib(before.rss_kib));
@@ -154,7 +205,8 @@ fn main() {
     let started = Instant::now();
     let senders: Vec<_> = (0..SENDER_THREADS)
         .map(|index| {
-            let client = members[index % members.len()].fresh_connection();
+            let (client, sender) = &members[index % members.len()];
+            let (client, sender) = (client.fresh_connection(), sender.clone());
             let room_id = room_id.clone();
             let counter = counter.clone();
             thread::spawn(move || {
@@ -163,7 +215,9 @@ fn main() {
                     if number >= MESSAGES {
                         break;
                     }
-                    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/fed{number}");
+                    let path = format!(
+                        "/_matrix/client/v3/rooms/{room_id}/send/m.room.message/fed{number}?user_id={sender}"
+                    );
                     let (status, body) =
                         client.put(&path, &json!({"msgtype": "m.text", "body": format!("fed {number}")}));
                     assert_eq!(status, 200, "send: {body}");
@@ -236,37 +290,49 @@ fn probe(client: &Client, since: &str, joining: &AtomicBool) -> Probes {
     probes
 }
 
-/// Registers `count` users on `node` and joins each to `room_id`, on
-/// [`SETUP_THREADS`] threads; returns the clients.
-fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<Client> {
+/// Registers `count` users of the application service on `node` and joins
+/// each to `room_id`, on [`SETUP_THREADS`] threads; returns a client of the
+/// service and the user ID to masquerade as, for the first few.
+fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, String)> {
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
+    let report_every = (count / 10).max(200);
     let threads: Vec<_> = (0..SETUP_THREADS)
         .map(|_| {
-            let (base, room_id, next, done) =
-                (node.http.clone(), room_id.to_string(), next.clone(), done.clone());
+            let (room_id, next, done) = (room_id.to_string(), next.clone(), done.clone());
+            let mut service = Client::new(&node.http, Duration::from_secs(60));
+            service.token = AS_TOKEN.to_string();
+            let server_name = node.server_name.clone();
             thread::spawn(move || {
-                let mut clients = Vec::new();
+                let mut first = None;
                 loop {
                     let index = next.fetch_add(1, Ordering::SeqCst);
                     if index >= count {
                         break;
                     }
-                    let client = register(&base, &format!("member{index}"));
-                    let (status, body) =
-                        client.post(&format!("/_matrix/client/v3/join/{room_id}"), &json!({}));
-                    assert_eq!(status, 200, "join of member{index}: {body}");
-                    clients.push(client);
+                    let localpart = format!("{MEMBER_PREFIX}{index}");
+                    let (status, body) = service.post(
+                        "/_matrix/client/v3/register",
+                        &json!({"type": "m.login.application_service", "username": localpart,
+                                "inhibit_login": true}),
+                    );
+                    assert_eq!(status, 200, "register {localpart}: {body}");
+                    let user_id = format!("@{localpart}:{server_name}");
+                    let path =
+                        format!("/_matrix/client/v3/join/{room_id}?user_id={}", user_id.replace(':', "%3A"));
+                    let (status, body) = service.post(&path, &json!({}));
+                    assert_eq!(status, 200, "join of {user_id}: {body}");
+                    first.get_or_insert(user_id.replace(':', "%3A"));
                     let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if finished % 200 == 0 {
+                    if finished % report_every == 0 {
                         eprintln!("  {finished} of {count} members registered and joined");
                     }
                 }
-                clients
+                first.map(|user_id| (service, user_id))
             })
         })
         .collect();
-    threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect()
+    threads.into_iter().filter_map(|thread| thread.join().unwrap()).collect()
 }
 
 /// Polls B's newest event until it is `event_id`; returns the time since `started`.
@@ -345,12 +411,33 @@ struct Log {
 
 impl Node {
     /// Starts a node whose TLS listener is on a free port it is also named after.
-    fn start(binary: &str, ca: &TestCa, name: &str) -> Node {
+    /// With `app_service`, the node has the bench's application service
+    /// (no URL: nothing is pushed to it), whose users are the room's members.
+    fn start(binary: &str, ca: &TestCa, name: &str, app_service: bool) -> Node {
         let port = free_port();
         let dir = TempDir::new(name);
         let server_name = format!("localhost:{port}");
         let mut args = federating_serve_args(ca, port, name);
         args.extend(["--http", "127.0.0.1:0", "--https", &format!("127.0.0.1:{port}")].map(str::to_owned));
+        if app_service {
+            let registration = dir.0.join("bench-registration.yaml");
+            let yaml = [
+                "id: bench".to_string(),
+                "url: null".to_string(),
+                format!("as_token: {AS_TOKEN}"),
+                "hs_token: bench-hs-token".to_string(),
+                "sender_localpart: benchbot".to_string(),
+                "rate_limited: false".to_string(),
+                "namespaces:".to_string(),
+                "  users:".to_string(),
+                "    - exclusive: true".to_string(),
+                format!("      regex: '@{MEMBER_PREFIX}.*'"),
+            ];
+            std::fs::write(&registration, yaml.join("\n") + "\n").unwrap();
+            let config = dir.0.join("bench.toml");
+            std::fs::write(&config, format!("app_service_config_files = [{:?}]\n", registration)).unwrap();
+            args.extend(["--config".to_string(), config.to_str().unwrap().to_string()]);
+        }
         let log = Arc::new(Mutex::new(Log::default()));
         let kept = log.clone();
         // Debug: A logs each transaction it sent, which gives the batching.

@@ -231,3 +231,46 @@ fn a_new_display_name_highlights_the_next_message() {
     send_text(&bob, &room, "where did amy go");
     assert_eq!(counts(&alice, &room), (3, 2));
 }
+
+/// An application service's exclusive users (a bridge's ghosts) are the
+/// service's to serve: the events of their rooms reach it in transactions,
+/// so they get no notification counts (nor pushes), as in Synapse, and a
+/// bridged room of thousands of ghosts costs no push-rule evaluation per
+/// ghost; the room's other members count as before.
+/// Spec: <https://spec.matrix.org/latest/application-service-api/#registration>
+/// (an exclusive namespace reserves its users for the service) and
+/// <https://spec.matrix.org/latest/client-server-api/#receiving-notifications>.
+#[test]
+fn an_application_services_exclusive_users_get_no_counts() {
+    const AS_TOKEN: &str = "unread-as-token";
+    let dir = common::TempDir::new("unread-as");
+    let registration = format!(
+        "id: ghosts\nurl: null\nas_token: {AS_TOKEN}\nhs_token: unread-hs-token\n\
+         sender_localpart: ghostbot\nnamespaces:\n  users:\n    - exclusive: true\n      regex: '@ghost_.*'\n"
+    );
+    let path = common::write_file(&dir.0, "registration.yaml", registration.as_bytes());
+    let node = Node::start_with_config(&format!("app_service_config_files = [{:?}]", path.to_str().unwrap()));
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room = public_room(&alice, &[&bob]);
+    let mut service = node.client();
+    service.token = Some(AS_TOKEN.into());
+    let (status, answer) = service.post(
+        "/_matrix/client/v3/register",
+        &json!({"type": "m.login.application_service", "username": "ghost_1", "inhibit_login": true}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let ghost = enc(&node.user_id("ghost_1"));
+    let (status, answer) =
+        service.post(&format!("/_matrix/client/v3/join/{}?user_id={ghost}", enc(&room)), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+
+    send_text(&alice, &room, "hello everyone");
+    assert_eq!(counts(&bob, &room), (1, 0));
+    let (status, body) = service.get(&format!("/_matrix/client/v3/sync?user_id={ghost}"));
+    assert_eq!(status, 200, "{body}");
+    let joined = &body["rooms"]["join"][room.as_str()];
+    assert!(joined.is_object(), "the ghost is in the room: {body}");
+    let count = joined["unread_notifications"]["notification_count"].as_u64().unwrap_or(0);
+    assert_eq!(count, 0, "{joined}");
+}

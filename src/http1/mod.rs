@@ -518,16 +518,22 @@ impl From<ReadError> for ClientError {
 /// The most interim (1xx) responses skipped before the real one.
 const MAX_INTERIM_RESPONSES: usize = 8;
 
+/// Bytes of a response body read at a time by [`exchange_to`].
+const BODY_PIECE: usize = 64 << 10;
+
 /// Sends one request (`head` as made by [`request_head`], then `body`) on
-/// `stream` and reads the response, whose body may be at most `max_body`
-/// bytes (checked against `Content-Length` before reading, and while
-/// reading chunked or close-delimited bodies). The caller times the whole.
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+/// `stream` and reads the response, writing its body to `sink` piece by
+/// piece as it arrives (a `Vec`, or a spool file for answers too large to
+/// hold). The body may be at most `max_body` bytes (checked against
+/// `Content-Length` before reading, and while reading chunked or
+/// close-delimited bodies). The caller times the whole.
+pub async fn exchange_to<S: AsyncRead + AsyncWrite + Unpin, W: io::Write>(
     stream: S,
     head: Vec<u8>,
     body: Vec<u8>,
     max_body: usize,
-) -> Result<(ResponseHead, Vec<u8>), ClientError> {
+    sink: &mut W,
+) -> Result<ResponseHead, ClientError> {
     let connection = Rc::new(RefCell::new(Connection::new(stream, STALL_TIMEOUT)));
     write_message(&connection, head, OutgoingBody::Bytes(body), false).await?;
     let mut interim = 0;
@@ -552,16 +558,20 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let generation = connection.borrow().generation;
     let mut reader = Body { connection: connection.clone(), generation };
-    let mut body = Vec::new();
-    smol::io::AsyncReadExt::read_to_end(
-        &mut smol::io::AsyncReadExt::take(&mut reader, max_body as u64 + 1),
-        &mut body,
-    )
-    .await?;
-    if max_body < body.len() {
-        return Err(ClientError::TooLarge);
+    let mut piece = vec![0; BODY_PIECE];
+    let mut total = 0usize;
+    loop {
+        let count = smol::io::AsyncReadExt::read(&mut reader, &mut piece).await?;
+        if count == 0 {
+            break;
+        }
+        total = total.saturating_add(count);
+        if max_body < total {
+            return Err(ClientError::TooLarge);
+        }
+        sink.write_all(&piece[..count])?;
     }
-    Ok((response, body))
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -693,8 +703,10 @@ mod tests {
         let run = |input: &[u8], max_body: usize| {
             let written = Rc::new(RefCell::new(Vec::new()));
             let script = Script { input: input.to_vec(), piece: 5, written };
-            smol::block_on(exchange(script, request_head("GET", "/", &[], None), Vec::new(), max_body))
-                .map(|(head, body)| (head.status, body))
+            let mut body = Vec::new();
+            let head = request_head("GET", "/", &[], None);
+            smol::block_on(exchange_to(script, head, Vec::new(), max_body, &mut body))
+                .map(|head| (head.status, body))
         };
         assert_eq!(run(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", 2).unwrap(), (200, b"hi".to_vec()));
         assert!(matches!(

@@ -158,7 +158,13 @@ impl AppService {
 
     /// Whether the service claims `user_id` for itself alone.
     pub fn claims_user(&self, user_id: &str) -> bool {
-        user_id == self.sender || self.users.iter().any(|ns| ns.exclusive && ns.regex.is_match(user_id))
+        user_id == self.sender || self.has_exclusive_user(user_id)
+    }
+
+    /// Whether an exclusive user namespace of the service matches `user_id`
+    /// (a bridge's ghost; the service's own user is not one).
+    pub fn has_exclusive_user(&self, user_id: &str) -> bool {
+        self.users.iter().any(|ns| ns.exclusive && ns.regex.is_match(user_id))
     }
 
     /// Whether the alias namespace matches `alias`.
@@ -297,6 +303,9 @@ de.sorunome.msc2409.push_ephemeral: true
         let service = bridge();
         assert!(service.is_interested_in_user("@telegram_123:example.org"));
         assert!(service.claims_user("@telegram_123:example.org"));
+        assert!(service.has_exclusive_user("@telegram_123:example.org"));
+        assert!(!service.has_exclusive_user("@telegrambot:example.org"));
+        assert!(!service.has_exclusive_user("@alice:example.org"));
         assert!(service.is_interested_in_user("@telegrambot:example.org"));
         assert!(!service.is_interested_in_user("@alice:example.org"));
         assert!(!service.is_interested_in_user("@x@telegram_1:example.org"));

@@ -70,6 +70,65 @@ pub async fn request_raw(
     body: Option<Value>,
     max_response_bytes: usize,
 ) -> Result<transport::RawResponse> {
+    let prepared = prepare(app, destination, method.as_ref(), path_and_query, body.as_ref()).await?;
+    let headers = [("authorization", prepared.authorization)];
+    let federation = &app.federation;
+    let sent = transport::exchange(
+        federation,
+        &prepared.target,
+        method,
+        &prepared.uri,
+        &headers,
+        prepared.body,
+        max_response_bytes,
+    )
+    .await;
+    forget_on_error(app, destination, sent)
+}
+
+/// [`request`] writing the answer's body to `sink` as it arrives, for
+/// answers too large to hold (a big room's `send_join`); answers the status.
+pub async fn request_to<W: std::io::Write>(
+    app: &Remote,
+    destination: &str,
+    method: Method,
+    path_and_query: &str,
+    body: Option<Value>,
+    max_response_bytes: usize,
+    sink: &mut W,
+) -> Result<u16> {
+    let prepared = prepare(app, destination, method.as_ref(), path_and_query, body.as_ref()).await?;
+    let headers = [("authorization", prepared.authorization)];
+    let sent = transport::exchange_to(
+        &app.federation,
+        &prepared.target,
+        method,
+        &prepared.uri,
+        &headers,
+        prepared.body,
+        max_response_bytes,
+        sink,
+    )
+    .await;
+    Ok(forget_on_error(app, destination, sent)?.status)
+}
+
+/// A signed request ready to send.
+struct Prepared {
+    target: transport::Target,
+    uri: String,
+    authorization: String,
+    body: Option<Vec<u8>>,
+}
+
+/// Resolves `destination` and signs the request for it.
+async fn prepare(
+    app: &Remote,
+    destination: &str,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&Value>,
+) -> Result<Prepared> {
     if destination == app.config.server_name {
         return Err(Error::Internal(format!(
             "refusing to send a federation request to ourselves ({destination})"
@@ -77,22 +136,19 @@ pub async fn request_raw(
     }
     // Nothing we say may rest on writes a crash could still undo.
     app.durable().await?;
-    let federation = &app.federation;
-    let target = discovery::resolve(federation, destination).await?;
+    let target = discovery::resolve(&app.federation, destination).await?;
     let (_, uri) = transport::request_target(path_and_query)?;
-    let authorization = auth::authorization_header(app, destination, method.as_ref(), &uri, body.as_ref())?;
-    let bytes = body
-        .as_ref()
-        .map(serde_json::to_vec)
-        .transpose()
-        .map_err(|error| Error::Internal(error.to_string()))?;
-    let headers = [("authorization", authorization)];
-    match transport::exchange(federation, &target, method, &uri, &headers, bytes, max_response_bytes).await {
-        Ok(response) => Ok(response),
-        Err(error) => {
-            // The addresses may have moved: resolve afresh next time.
-            discovery::forget(federation, destination);
-            Err(error)
-        }
+    let authorization = auth::authorization_header(app, destination, method, &uri, body)?;
+    let body =
+        body.map(serde_json::to_vec).transpose().map_err(|error| Error::Internal(error.to_string()))?;
+    Ok(Prepared { target, uri, authorization, body })
+}
+
+/// `sent`, forgetting `destination`'s addresses when it failed: they may
+/// have moved, so the next request resolves afresh.
+fn forget_on_error<T>(app: &Remote, destination: &str, sent: Result<T>) -> Result<T> {
+    if sent.is_err() {
+        discovery::forget(&app.federation, destination);
     }
+    sent
 }

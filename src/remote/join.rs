@@ -5,6 +5,7 @@
 //! <https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room>,
 //! <https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites>.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use http_types::Method;
 use serde_json::{Map, Value, json};
 
 use super::client;
+use super::join_answer::{Piece, Spool};
 use super::pdus::pdu_json;
 use super::pdus::{self, encode, server_of};
 use crate::error::{Error, Result};
@@ -87,32 +89,11 @@ async fn make_membership(
     Ok((version, pdu))
 }
 
-/// The largest `send_join` answer we take: the state and auth chain of a room
-/// of some thousands of members. Held as text (not a JSON tree) while the
-/// events are checked one batch at a time.
-const MAX_SEND_JOIN_BYTES: usize = 16 << 20;
-
-/// The parts of a `send_join` answer we use.
-#[derive(serde::Deserialize)]
-struct SendJoinAnswer {
-    #[serde(default)]
-    state: Vec<Box<serde_json::value::RawValue>>,
-    #[serde(default)]
-    auth_chain: Vec<Box<serde_json::value::RawValue>>,
-    #[serde(default)]
-    event: Option<Value>,
-}
-
-/// Reads a `send_join` answer: v2's object, or the deprecated v1's
-/// `[200, object]`.
-fn parse_send_join(api: &str, bytes: &[u8]) -> serde_json::Result<SendJoinAnswer> {
-    if api == "v1" {
-        let (_, answer): (u16, SendJoinAnswer) = serde_json::from_slice(bytes)?;
-        Ok(answer)
-    } else {
-        serde_json::from_slice(bytes)
-    }
-}
+/// The largest `send_join` answer we take: the state and auth chain of a
+/// room of well over 50,000 members. It is never held whole: it goes to a
+/// spool file as it arrives and is read back one batch of events at a time
+/// (`join_answer`).
+const MAX_SEND_JOIN_BYTES: usize = 256 << 20;
 
 /// Whether a server refused a request because it does not know the endpoint
 /// (`M_UNRECOGNIZED` with 400 or 404): the spec's cue to fall back from the
@@ -153,16 +134,18 @@ async fn join_through(
 ) -> Result<()> {
     let (version, mut join) = make_membership(app, server, room_id, user_id, "join", extra).await?;
     let mut api = "v2";
-    let (status, bytes) = loop {
+    let spool = loop {
         let path =
             format!("/_matrix/federation/{api}/send_join/{}/{}", encode(room_id), encode(&join.event_id));
         let body = Some(Value::Object(join.json.clone()));
-        let (status, bytes) =
-            client::request_bytes(app, server, Method::Put, &path, body, MAX_SEND_JOIN_BYTES).await?;
+        let mut spool = Spool::new(&app.config.data_dir)?;
+        let status =
+            client::request_to(app, server, Method::Put, &path, body, MAX_SEND_JOIN_BYTES, spool.sink())
+                .await?;
         if status == 200 {
-            break (status, bytes);
+            break spool;
         }
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let answer = spool.small_json();
         if api == "v2" && is_unrecognized(status, &answer) {
             log::info!("{server} does not know send_join v2; trying the deprecated v1");
             api = "v1";
@@ -171,29 +154,52 @@ async fn join_through(
         let message = reason_given(&answer);
         return Err(Error::matrix(502, "M_UNKNOWN", format!("{server} refused the join: {message}")));
     };
-    debug_assert_eq!(status, 200);
-    // The events stay raw text until their turn: a big room's state is never
-    // one big JSON tree in memory.
-    let answer = parse_send_join(api, &bytes).map_err(|error| {
+    // The answer is read back one batch of events at a time, each batch
+    // checked and stored before the next is parsed: a big room's state is
+    // never whole in memory, only its (type, state key) -> event ID map.
+    let mut pieces = spool.parse(api == "v1")?;
+    let bad_answer = |error: String| {
         Error::matrix(502, "M_UNKNOWN", format!("{server} sent a bad send_join answer: {error}"))
-    })?;
-    drop(bytes);
-    // A restricted join comes back countersigned by the authorising server.
-    if let Some(Value::Object(countersigned)) = answer.event {
-        let checked = pdus::verify(app, &version, countersigned).await?;
-        if checked.event_id == join.event_id {
-            join = checked;
+    };
+    let mut state = StateMap::new();
+    let mut memberships = HashMap::new();
+    let mut countersigned = None;
+    let mut batches = 0;
+    while let Some(piece) = pieces.next().await.map_err(bad_answer)? {
+        let (events, is_state) = match piece {
+            Piece::Event(event) => {
+                countersigned = Some(event);
+                continue;
+            }
+            Piece::AuthChain(events) => (events, false),
+            Piece::State(events) => (events, true),
+        };
+        if app.storage().room_version(room_id)?.is_none() {
+            app.storage().create_room(room_id, version.id)?;
+        }
+        let stored = pdus::store_verified_outliers(app, &version, room_id, &events).await?;
+        drop(events);
+        batches += 1;
+        if !is_state {
+            continue;
+        }
+        for event in stored {
+            let Some(state_key) = event.state_key else { continue };
+            if event.kind == "m.room.member" {
+                if let Some(membership) = event.content.get("membership").and_then(Value::as_str) {
+                    memberships.insert(event.event_id.clone(), membership.to_string());
+                }
+            }
+            state.insert((event.kind, state_key), event.event_id);
         }
     }
-    if app.storage().room_version(room_id)?.is_none() {
-        app.storage().create_room(room_id, version.id)?;
-    }
-    pdus::store_verified_outliers(app, &version, room_id, &answer.auth_chain).await?;
-    let state_pdus = pdus::store_verified_outliers(app, &version, room_id, &answer.state).await?;
-    let mut state = StateMap::new();
-    for event in &state_pdus {
-        if let Some(state_key) = &event.state_key {
-            state.insert((event.kind.clone(), state_key.clone()), event.event_id.clone());
+    // A restricted join comes back countersigned by the authorising server.
+    if let Some(countersigned) = countersigned {
+        if let Ok(countersigned) = serde_json::from_str::<Map<String, Value>>(countersigned.get()) {
+            let checked = pdus::verify(app, &version, countersigned).await?;
+            if checked.event_id == join.event_id {
+                join = checked;
+            }
         }
     }
     let create_ok = state
@@ -211,9 +217,9 @@ async fn join_through(
         ));
     }
     let before_join = app.storage().create_state_group(room_id, &state)?;
-    store_join(app, &version, &join, state)?;
+    store_join(app, &version, &join, state, &memberships, before_join)?;
     app.storage().delete_remote_invite(room_id, user_id)?;
-    log::info!("{user_id} joined {room_id} through {server}");
+    log::info!("{user_id} joined {room_id} through {server}: {batches} batches of state and auth events");
     // Recent history, so the room does not open empty; older history is the
     // resident servers' to keep.
     if let Err(error) = backfill(app, &version, server, room_id, &join.prev_events, Some(before_join)).await {
@@ -300,8 +306,17 @@ pub async fn backfill_older(app: &Remote, room_id: &str) -> Result<usize> {
 }
 
 /// Checks our join against the state the resident server gave us and stores
-/// it as the room's first event in our DAG (its prev events stay unknown here).
-fn store_join(app: &Remote, version: &RoomVersion, join: &Pdu, state: StateMap) -> Result<()> {
+/// it as the room's first event in our DAG (its prev events stay unknown
+/// here): the state after it is `before_join`'s group (`state`, whose member
+/// events' memberships are `memberships`) with our membership on top.
+fn store_join(
+    app: &Remote,
+    version: &RoomVersion,
+    join: &Pdu,
+    state: StateMap,
+    memberships: &HashMap<String, String>,
+    before_join: i64,
+) -> Result<()> {
     auth::auth_check(
         version,
         join,
@@ -312,20 +327,20 @@ fn store_join(app: &Remote, version: &RoomVersion, join: &Pdu, state: StateMap) 
     let key = ("m.room.member".to_string(), join.sender.clone());
     let replaces_state = state.get(&key).cloned();
     let mut after = state;
-    after.insert(key, join.event_id.clone());
-    let mut entries = Vec::with_capacity(after.len());
-    for ((kind, state_key), event_id) in &after {
-        let membership = if kind != "m.room.member" {
-            None
-        } else if *event_id == join.event_id {
-            Some("join".to_string())
-        } else {
-            app.storage()
-                .event(event_id)?
-                .and_then(|event| event.json.get("content")?.get("membership")?.as_str().map(str::to_owned))
-        };
-        entries.push(((kind.clone(), state_key.clone()), event_id.clone(), membership));
-    }
+    after.insert(key.clone(), join.event_id.clone());
+    let entries: Vec<_> = after
+        .into_iter()
+        .map(|((kind, state_key), event_id)| {
+            let membership = if kind != "m.room.member" {
+                None
+            } else if event_id == join.event_id {
+                Some("join".to_string())
+            } else {
+                memberships.get(&event_id).cloned()
+            };
+            ((kind, state_key), event_id, membership)
+        })
+        .collect();
     let new_event =
         NewEvent { replaces_state: replaces_state.as_deref(), ..NewEvent::of(join, app.next_stream_id()) };
     let update = CurrentUpdate {
@@ -336,7 +351,12 @@ fn store_join(app: &Remote, version: &RoomVersion, join: &Pdu, state: StateMap) 
         pushes: Vec::new(),
         unread: Vec::new(),
     };
-    app.storage().persist_event(&new_event, StateAfter::Full(after), &update)?;
+    let changes = StateMap::from([(key, join.event_id.clone())]);
+    app.storage().persist_event(
+        &new_event,
+        StateAfter::Delta { parent: Some(before_join), changes },
+        &update,
+    )?;
     // Our user now shares the room with its members: lists cached from an
     // earlier shared room may have missed updates.
     rooms::remote_devices::note_join(app, &join.room_id, &join.sender)?;
@@ -589,16 +609,5 @@ mod tests {
         assert!(!is_unrecognized(403, &json!({"errcode": "M_FORBIDDEN"})));
         assert!(!is_unrecognized(404, &json!({"errcode": "M_NOT_FOUND"})));
         assert!(!is_unrecognized(404, &Value::Null));
-    }
-
-    #[test]
-    fn send_join_answers_are_read_in_both_shapes() {
-        let v2 = br#"{"origin": "x", "state": [{"a": 1}], "auth_chain": []}"#;
-        assert_eq!(parse_send_join("v2", v2).unwrap().state.len(), 1);
-        let v1 = br#"[200, {"origin": "x", "state": [{"a": 1}, {"b": 2}], "auth_chain": [{"c": 3}]}]"#;
-        let answer = parse_send_join("v1", v1).unwrap();
-        assert_eq!((answer.state.len(), answer.auth_chain.len()), (2, 1));
-        assert!(parse_send_join("v1", v2).is_err());
-        assert!(parse_send_join("v1", b"[200]").is_err());
     }
 }

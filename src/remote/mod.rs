@@ -18,6 +18,7 @@ pub mod dns;
 pub mod doctor;
 pub mod e2ee;
 pub mod join;
+pub mod join_answer;
 pub mod keys;
 pub mod media;
 pub mod pdus;

@@ -178,10 +178,10 @@ pub async fn exchange(
 }
 
 /// `work`, or a 504 once [`REQUEST_TIMEOUT`] has passed.
-async fn within_deadline(
+async fn within_deadline<T>(
     target: &Target,
-    work: impl std::future::Future<Output = Result<RawResponse>>,
-) -> Result<RawResponse> {
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     work.or(async {
         smol::Timer::after(REQUEST_TIMEOUT).await;
         Err(Error::matrix(504, "M_UNKNOWN", format!("{}: no answer in time", target.host_header)))
@@ -249,6 +249,28 @@ pub async fn exchange_on(
     within_deadline(target, work).await
 }
 
+/// [`exchange`] writing the response body to `sink` as it arrives instead of
+/// holding it (answers too large to hold, such as a big room's `send_join`);
+/// answers the status and headers, the body being in `sink`.
+#[allow(clippy::too_many_arguments)] // exchange's arguments and the sink
+pub async fn exchange_to<W: std::io::Write>(
+    federation: &Federation,
+    target: &Target,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    max_body: usize,
+    sink: &mut W,
+) -> Result<RawResponse> {
+    let reach = Reach::Filtered(&federation.allow_ips);
+    let work = async {
+        let stream = connect(&federation.tls, reach, target).await?;
+        send_to(stream, target, method, path_and_query, headers, body, max_body, sink).await
+    };
+    within_deadline(target, work).await
+}
+
 /// Sends one request on a connected stream and reads the bounded response.
 async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
     stream: S,
@@ -258,6 +280,24 @@ async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
     headers: &[(&str, String)],
     body: Option<Vec<u8>>,
     max_body: usize,
+) -> Result<RawResponse> {
+    let mut answer = Vec::new();
+    let response =
+        send_to(stream, target, method, path_and_query, headers, body, max_body, &mut answer).await?;
+    Ok(RawResponse { body: answer, ..response })
+}
+
+/// [`send_on`] writing the body to `sink`; the answer's `body` stays empty.
+#[allow(clippy::too_many_arguments)] // send_on's arguments and the sink
+async fn send_to<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin, W: std::io::Write>(
+    stream: S,
+    target: &Target,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    max_body: usize,
+    sink: &mut W,
 ) -> Result<RawResponse> {
     let (_, request_target) = request_target(path_and_query)?;
     let mut request_headers: Vec<(&str, &str)> = vec![
@@ -277,7 +317,7 @@ async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
         None => None,
     };
     let head = http1::request_head(method.as_ref(), &request_target, &request_headers, body_length);
-    let (response, body) = http1::exchange(stream, head, body.unwrap_or_default(), max_body).await.map_err(
+    let response = http1::exchange_to(stream, head, body.unwrap_or_default(), max_body, sink).await.map_err(
         |error| match error {
             ClientError::TooLarge => too_large(&target.host_header, max_body),
             ClientError::Read(error) => unreachable(format!("{}: {error}", target.host_header)),
@@ -285,7 +325,7 @@ async fn send_on<S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin>(
     )?;
     let headers =
         response.headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
-    Ok(RawResponse { status: response.status, headers, body })
+    Ok(RawResponse { status: response.status, headers, body: Vec::new() })
 }
 
 /// Tries each address `reach` permits, in turn, over plain TCP.

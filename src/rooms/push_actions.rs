@@ -20,7 +20,9 @@
 //!   events, soft-failed events, or history fetched by backfill;
 //! - a redaction takes its target out of the counts (its content is gone:
 //!   `unread::forget_redacted`);
-//! - events arriving over federation count like local ones.
+//! - events arriving over federation count like local ones;
+//! - an application service's exclusive users (a bridge's ghosts) are
+//!   nobody's audience, as in Synapse: no counts, no pushes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -72,7 +74,7 @@ impl Audiences {
         if let Some(audience) = cached.filter(|audience| audience.state_group == state_group) {
             return Ok(audience);
         }
-        let members = app.storage().local_joined_members(room_id, &app.config.server_name, true)?;
+        let members = audience_members(app, room_id)?;
         let audience = Rc::new(Audience { state_group, members, facts: RoomFacts::of_room(app, room_id)? });
         let mut rooms = self.rooms.borrow_mut();
         if rooms.len() >= MAX_CACHED_ROOMS {
@@ -81,6 +83,35 @@ impl Audiences {
         rooms.insert(room_id.to_owned(), audience.clone());
         Ok(audience)
     }
+}
+
+/// The joined local members of a room with their display names in it,
+/// an application service's exclusive users (a bridge's ghosts) left out,
+/// as Synapse leaves them out: they get no counts and no pushes, their
+/// service sees the room's events in its transactions. A bridged room can
+/// hold thousands of them, so their names are not even read.
+fn audience_members(app: &Engine, room_id: &str) -> Result<Vec<(String, Option<String>)>> {
+    let server_name = app.config.server_name.as_str();
+    let services = app.app_services();
+    if services.is_empty() {
+        return app.storage().local_joined_members(room_id, server_name, true);
+    }
+    let ghost =
+        |user_id: &str| services.iter().any(|registered| registered.service.has_exclusive_user(user_id));
+    let all = app.storage().local_joined_members(room_id, server_name, false)?;
+    let count = all.len();
+    let kept: Vec<String> =
+        all.into_iter().map(|(user_id, _)| user_id).filter(|user_id| !ghost(user_id)).collect();
+    if kept.len() == count {
+        return app.storage().local_joined_members(room_id, server_name, true);
+    }
+    kept.into_iter()
+        .map(|user_id| {
+            let member = super::current_state_content(app, room_id, "m.room.member", &user_id)?;
+            let name = member.and_then(|member| member.get("displayname")?.as_str().map(str::to_owned));
+            Ok((user_id, name))
+        })
+        .collect()
 }
 
 /// What storing an event queues besides the event itself.
