@@ -218,6 +218,18 @@ pub fn state_pdu(
     load_shared_pdu(app, version, &event_id).ok().flatten()
 }
 
+/// Checks an event made here against the auth rules at `state`; a refusal
+/// is the client's 403 `M_FORBIDDEN`.
+fn authorize_local(app: &Engine, version: &RoomVersion, state: &dyn StateLookup, pdu: &Pdu) -> Result<()> {
+    auth::auth_check(
+        version,
+        pdu,
+        |kind, state_key| state_pdu(app, version, state, kind, state_key),
+        &LocalSignatures,
+    )
+    .map_err(|error| Error::Forbidden(error.to_string()))
+}
+
 /// The content of the current state event at a key.
 pub fn current_state_content(
     app: &Engine,
@@ -320,13 +332,7 @@ fn send_in_transaction(
     })?;
     let state = Remembered::new(CurrentState(room_id));
     let pdu = build(app, &version, Some(room_id), sender, &draft, &state)?;
-    auth::auth_check(
-        &version,
-        &pdu,
-        |kind, state_key| state_pdu(app, &version, &state, kind, state_key),
-        &LocalSignatures,
-    )
-    .map_err(|error| Error::Forbidden(error.to_string()))?;
+    authorize_local(app, &version, &state, &pdu)?;
     if pdu.kind == "m.room.redaction" {
         check_redaction_allowed(app, &version, &state, &pdu)?;
     }
@@ -338,13 +344,7 @@ fn send_in_transaction(
 /// another server, as invites are) against the current state and stores it.
 pub fn store_signed(app: &Engine, version: &RoomVersion, pdu: &Pdu) -> Result<()> {
     let state = CurrentState(&pdu.room_id);
-    auth::auth_check(
-        version,
-        pdu,
-        |kind, state_key| state_pdu(app, version, &state, kind, state_key),
-        &LocalSignatures,
-    )
-    .map_err(|error| Error::Forbidden(error.to_string()))?;
+    authorize_local(app, version, &state, pdu)?;
     persist_local(app, version, pdu, &state, None, Audience::Members)
 }
 
@@ -414,13 +414,7 @@ pub fn invite_in_creation(
             let draft = Draft::state("m.room.member", invitee, content);
             let event = template_on(app, &version, Some(room_id), inviter, &draft, &state, prev)?;
             let pdu = sign_checked(app, &version, event)?;
-            auth::auth_check(
-                &version,
-                &pdu,
-                |kind, state_key| state_pdu(app, &version, &state, kind, state_key),
-                &LocalSignatures,
-            )
-            .map_err(|error| Error::Forbidden(error.to_string()))?;
+            authorize_local(app, &version, &state, &pdu)?;
             persist_local(app, &version, &pdu, &state, None, Audience::RoomInCreation)?;
             state.note("m.room.member", invitee, &pdu.event_id);
             prev = (vec![pdu.event_id], pdu.depth + 1);
