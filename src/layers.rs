@@ -3,7 +3,8 @@
 //! climb out of its top-level module) are parsed, and an import of a module
 //! above the file's own, or of a peer in the same layer, fails the test.
 //!
-//! [`LAYERS`] is the one list of layers; ARCHITECTURE.md shows it.
+//! [`LAYERS`] is the one list of layers; ARCHITECTURE.md shows it, and a
+//! test fails when the two differ.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -343,6 +344,33 @@ fn imports_only_go_down_the_layers() {
         }
     }
     assert!(violations.is_empty(), "imports that go up or sideways:\n{}", violations.join("\n"));
+}
+
+/// The layer list ARCHITECTURE.md draws: in its first code block, each line
+/// that does not start with a space is one layer, naming its modules as
+/// `name/` or `name.rs`.
+fn documented_layers(architecture: &str) -> Vec<Vec<String>> {
+    let block = architecture.split("```").nth(1).unwrap_or_default();
+    block
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with(' '))
+        .map(|line| {
+            line.split_whitespace()
+                .map(|word| word.trim_end_matches(','))
+                .filter_map(|word| word.strip_suffix('/').or_else(|| word.strip_suffix(".rs")))
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn architecture_md_draws_the_layers_checked_here() {
+    let architecture = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md");
+    let checked: Vec<Vec<String>> =
+        LAYERS.iter().map(|layer| layer.iter().map(|name| name.to_string()).collect()).collect();
+    assert_eq!(documented_layers(&architecture), checked, "ARCHITECTURE.md's layer list differs from LAYERS");
 }
 
 #[test]
