@@ -1,6 +1,7 @@
 //! Unread notification counts in `/sync`, kept when events are stored:
 //! exact however many are unread, lowered by read receipts (threaded or
-//! not), raised by mentions as highlights, per thread when the filter asks,
+//! not), raised by mentions and keywords as highlights, silent in muted
+//! rooms, following rule changes for new events, per thread when the filter asks,
 //! lowered by redactions and leaving, for events from this server or others.
 
 mod common;
@@ -273,4 +274,51 @@ fn an_application_services_exclusive_users_get_no_counts() {
     assert!(joined.is_object(), "the ghost is in the room: {body}");
     let count = joined["unread_notifications"]["notification_count"].as_u64().unwrap_or(0);
     assert_eq!(count, 0, "{joined}");
+}
+
+/// The push rules decide what counts, evaluated when the event is stored:
+/// an `m.mentions` of the user highlights
+/// (<https://spec.matrix.org/latest/client-server-api/#mentioning-the-bot-and-other-users>,
+/// `.m.rule.is_user_mention`); a keyword (content) rule matches whole words
+/// only; a room rule with no actions mutes the room, except for overrides
+/// such as a mention, which come first
+/// (<https://spec.matrix.org/latest/client-server-api/#push-rules>). A rule
+/// change applies to events stored after it; what already counted stays
+/// counted (the spec leaves this to the server; Synapse does the same).
+#[test]
+fn mentions_keywords_muted_rooms_and_rule_changes() {
+    let node = Node::start();
+    let alice = node.register("alice");
+    let bob = node.register("bob");
+    let room = public_room(&alice, &[&bob]);
+    let muted = public_room(&alice, &[&bob]);
+    let mention = |room: &str, body: &str| {
+        let content = json!({"msgtype": "m.text", "body": body, "m.mentions": {"user_ids": [alice.user_id]}});
+        send(&bob, room, "m.room.message", content);
+    };
+
+    mention(&room, "have a look");
+    assert_eq!(counts(&alice, &room), (1, 1));
+
+    let keyword = "/_matrix/client/v3/pushrules/global/content/tea";
+    let rule = json!({"pattern": "tea", "actions": ["notify", {"set_tweak": "highlight"}]});
+    assert_eq!(alice.put(keyword, &rule).0, 200);
+    send_text(&bob, &room, "time for tea");
+    assert_eq!(counts(&alice, &room), (2, 2));
+    send_text(&bob, &room, "a steady hand");
+    assert_eq!(counts(&alice, &room), (3, 2), "a keyword matches whole words");
+
+    let mute = format!("/_matrix/client/v3/pushrules/global/room/{}", enc(&muted));
+    assert_eq!(alice.put(&mute, &json!({"actions": []})).0, 200);
+    send_text(&bob, &muted, "nobody hears this");
+    assert_eq!(counts(&alice, &muted), (0, 0));
+    mention(&muted, "but this one");
+    assert_eq!(counts(&alice, &muted), (1, 1), "a mention overrides a muted room");
+
+    assert_eq!(alice.delete(keyword, &json!({})).0, 200);
+    send_text(&bob, &room, "more tea");
+    assert_eq!(counts(&alice, &room), (4, 2), "earlier highlights stay, new events follow the new rules");
+    assert_eq!(alice.delete(&mute, &json!({})).0, 200);
+    send_text(&bob, &muted, "heard again");
+    assert_eq!(counts(&alice, &muted), (2, 1));
 }
