@@ -4,7 +4,8 @@
 //! server CPU, /sync and /messages timings, memory and disk figures beside the
 //! targets from the performance issue. Then, on a second server, times the
 //! initial /sync of a user in 500 rooms and a `createRoom` inviting 5,000
-//! users (registered by an application service). It measures and prints; it asserts
+//! users (registered by an application service), and on a third the unread
+//! counts at depth (`support/unread.rs`, also `--bench unread`). It measures and prints; it asserts
 //! nothing (it is not a timed test).
 //!
 //! Run it with:
@@ -250,6 +251,11 @@ fn main() {
     drop(server);
 
     many_rooms_and_invites(&binary);
+
+    // Unread counts at depth, on a third server (also `--bench unread`).
+    println!();
+    println!("unread counts at depth");
+    support::unread::run(&binary);
 }
 
 /// The rows of scale, on a server of their own (so the application service

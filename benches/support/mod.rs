@@ -8,6 +8,8 @@
 //! Each benchmark is its own crate and uses a part of this module.
 #![allow(dead_code)]
 
+pub mod unread;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
