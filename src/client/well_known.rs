@@ -10,8 +10,20 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::request::{Request, Response};
 
+/// How long other servers and clients may keep a delegation: an hour, so a
+/// change reaches them soon (servers keep an answer without a lifetime for a
+/// day).
+const CACHE_CONTROL: &str = "max-age=3600";
+
 /// Routes `/.well-known/...`.
 pub fn route(app: &App, request: &Request) -> Result<Response> {
+    let mut response = answer(app, request)?;
+    response.headers.push(("cache-control", CACHE_CONTROL.into()));
+    Ok(response)
+}
+
+/// The delegation document asked for.
+fn answer(app: &App, request: &Request) -> Result<Response> {
     if request.method != Method::Get {
         return Err(Error::Unrecognized { method_not_allowed: true });
     }
