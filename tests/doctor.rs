@@ -148,3 +148,22 @@ fn a_server_well_known_delegation_is_followed_and_a_broken_one_fails() {
     assert!(line(&output, "tls").starts_with("FAIL"), "{output}");
     assert!(line(&output, "keys").starts_with("FAIL"), "{output}");
 }
+
+/// The doctor reads the database read-only beside the node: an application
+/// service added since the node last loaded its registrations (its own user
+/// not made yet) must not make it try to write.
+#[test]
+fn the_doctor_runs_beside_a_service_the_node_has_not_loaded_yet() {
+    let ca = TestCa::new();
+    let node = start_federating(&ca, &[]);
+    let dir = TempDir::new("doctor-appservice");
+    let registration = "id: bridge\nurl: null\nas_token: doctor-as-token\nhs_token: doctor-hs-token\n\
+                        sender_localpart: doctorbridge\nnamespaces:\n  users:\n    - exclusive: true\n      \
+                        regex: \"@doctorghost_.*\"\n";
+    let file = write_file(&dir.0, "registration.yaml", registration.as_bytes());
+    let (ok, output) = node.cli(&["appservice", "add", file.to_str().unwrap()], None);
+    assert!(ok, "{output}");
+    let (ok, output) = doctor(&node, &ca);
+    assert!(ok, "{output}");
+    assert!(!output.contains("readonly"), "{output}");
+}

@@ -158,12 +158,15 @@ pub fn added_source(appservice_id: &str) -> String {
 /// Reads the registrations (files and added ones), validates them together
 /// and makes each service's own user, which acts from the start (Synapse
 /// needs no registration for it either): an account without a password.
+/// On a read-only connection (`hearth doctor` beside the node) the users are
+/// left to the node, which makes them when it loads the registrations.
 fn load_app_services(config: &Config, storage: &mut Storage) -> Result<Vec<RegisteredService>> {
     let registrations = app_service_registrations(config, storage)?;
     let texts = registrations.iter().map(|(source, text)| (source.as_str(), text.as_str()));
     let services =
         crate::protocol::appservice::parse_all(texts, &config.server_name).map_err(Error::Internal)?;
-    for service in &services {
+    let writable = !storage.is_read_only();
+    for service in services.iter().filter(|_| writable) {
         if storage.user(&service.sender)?.is_none() {
             let localpart = service.sender.trim_start_matches('@').split(':').next().unwrap_or_default();
             storage.create_user(&service.sender, localpart, None, false, None)?;

@@ -172,6 +172,12 @@ impl Storage {
         Ok(Storage { conn, transactions: transactions::Levels::default() })
     }
 
+    /// Whether this is a [`Storage::open_read_only`] connection (an
+    /// operator's report beside the node), which must write nothing.
+    pub fn is_read_only(&self) -> bool {
+        self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+    }
+
     /// Copies the whole database into `target`, consistently, while it is in use.
     ///
     /// `VACUUM INTO` reads one snapshot from start to end, so a node writing
