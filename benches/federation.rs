@@ -45,7 +45,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::common::federation::{TestCa, federating_serve_args};
 use support::common::{TempDir, free_port, wait_ready};
-use support::{Client, Memory, announce, file_size, ms, percentile, register, spawn_serve};
+use support::{
+    Client, Memory, announce, app_service_client, app_service_registration, file_size, ms, percentile,
+    register, register_by_app_service, spawn_serve,
+};
 
 mod support;
 
@@ -57,9 +60,8 @@ const TARGETS: [(usize, &str); 3] =
     [(1_000, "–"), (10_000, "≤ 10 s, peak RSS ≤ 64 MiB"), (50_000, "works, peak RSS ≤ 96 MiB")];
 /// Threads registering and joining A's members (a few keep the server busy).
 const SETUP_THREADS: usize = 4;
-/// The application service on A whose users are the room's members.
-const AS_TOKEN: &str = "bench-as-token";
-/// Its user namespace (local parts).
+/// The user namespace (local part prefix) of the application service on A
+/// whose users are the room's members.
 const MEMBER_PREFIX: &str = "member";
 /// Messages sent on A in the transaction phase.
 const MESSAGES: usize = 2_000;
@@ -300,9 +302,7 @@ fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, S
     let threads: Vec<_> = (0..SETUP_THREADS)
         .map(|_| {
             let (room_id, next, done) = (room_id.to_string(), next.clone(), done.clone());
-            let mut service = Client::new(&node.http, Duration::from_secs(60));
-            service.token = AS_TOKEN.to_string();
-            let server_name = node.server_name.clone();
+            let service = app_service_client(&node.http);
             thread::spawn(move || {
                 let mut first = None;
                 loop {
@@ -311,13 +311,7 @@ fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, S
                         break;
                     }
                     let localpart = format!("{MEMBER_PREFIX}{index}");
-                    let (status, body) = service.post(
-                        "/_matrix/client/v3/register",
-                        &json!({"type": "m.login.application_service", "username": localpart,
-                                "inhibit_login": true}),
-                    );
-                    assert_eq!(status, 200, "register {localpart}: {body}");
-                    let user_id = format!("@{localpart}:{server_name}");
+                    let user_id = register_by_app_service(&service, &localpart);
                     let path =
                         format!("/_matrix/client/v3/join/{room_id}?user_id={}", user_id.replace(':', "%3A"));
                     let (status, body) = service.post(&path, &json!({}));
@@ -421,19 +415,7 @@ impl Node {
         args.extend(["--http", "127.0.0.1:0", "--https", &format!("127.0.0.1:{port}")].map(str::to_owned));
         if app_service {
             let registration = dir.0.join("bench-registration.yaml");
-            let yaml = [
-                "id: bench".to_string(),
-                "url: null".to_string(),
-                format!("as_token: {AS_TOKEN}"),
-                "hs_token: bench-hs-token".to_string(),
-                "sender_localpart: benchbot".to_string(),
-                "rate_limited: false".to_string(),
-                "namespaces:".to_string(),
-                "  users:".to_string(),
-                "    - exclusive: true".to_string(),
-                format!("      regex: '@{MEMBER_PREFIX}.*'"),
-            ];
-            std::fs::write(&registration, yaml.join("\n") + "\n").unwrap();
+            std::fs::write(&registration, app_service_registration(MEMBER_PREFIX)).unwrap();
             let config = dir.0.join("bench.toml");
             std::fs::write(&config, format!("app_service_config_files = [{:?}]\n", registration)).unwrap();
             args.extend(["--config".to_string(), config.to_str().unwrap().to_string()]);

@@ -32,7 +32,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Client, Server, announce, file_size, ms, percentile, row_with_target as row};
+use support::{
+    Client, Server, announce, app_service_client, app_service_registration, file_size, ms, percentile,
+    register_by_app_service, row_with_target as row,
+};
 
 mod support;
 
@@ -56,23 +59,6 @@ const MANY_ROOMS: usize = 500;
 const MESSAGES_PER_ROOM: usize = 3;
 /// Users invited by the one timed `createRoom`.
 const INVITES: usize = 5_000;
-/// The access token of the application service that registers the invitees.
-const APP_SERVICE_TOKEN: &str = "bench-as-token";
-/// Its registration: no URL (nothing is pushed to it), not rate limited.
-const APP_SERVICE: &str = r#"id: bench
-url: null
-as_token: bench-as-token
-hs_token: bench-hs-token
-sender_localpart: benchbot
-namespaces:
-  users:
-    - exclusive: true
-      regex: '@bench_.*'
-  aliases: []
-  rooms: []
-rate_limited: false
-"#;
-
 fn main() {
     let binary = announce("rooms");
     let server = Server::start(&binary);
@@ -265,7 +251,7 @@ fn main() {
 fn many_rooms_and_invites(binary: &str) {
     let registration =
         std::env::temp_dir().join(format!("hearth-bench-{}-appservice.yaml", std::process::id()));
-    std::fs::write(&registration, APP_SERVICE).unwrap();
+    std::fs::write(&registration, app_service_registration("bench_")).unwrap();
     let config = format!("app_service_config_files = [{:?}]\n", registration.to_str().unwrap());
     let server = Server::start_with_config(binary, &config);
     println!();
@@ -317,7 +303,7 @@ fn many_rooms_and_invites(binary: &str) {
     // 5,000 local users (registered by the application service: no password
     // hashing), all invited by one createRoom.
     let setup_started = Instant::now();
-    let invitees = register_by_app_service(&server, INVITES);
+    let invitees = register_many_by_app_service(&server, INVITES);
     println!("setup: {INVITES} users, in {:.1} s", setup_started.elapsed().as_secs_f64());
     let creator = user.with_timeout(Duration::from_secs(120));
     let (stalls, stop) = watch_stalls(&user);
@@ -348,24 +334,15 @@ fn many_rooms_and_invites(binary: &str) {
 
 /// Registers `count` users in the application service's namespace on a few
 /// connections at once; returns their user IDs.
-fn register_by_app_service(server: &Server, count: usize) -> Vec<String> {
+fn register_many_by_app_service(server: &Server, count: usize) -> Vec<String> {
     let threads = 4;
     let workers: Vec<_> = (0..threads)
         .map(|worker| {
-            let mut client = Client::new(&server.http, Duration::from_secs(60));
-            client.token = APP_SERVICE_TOKEN.to_string();
+            let service = app_service_client(&server.http);
             thread::spawn(move || {
                 (worker..count)
                     .step_by(threads)
-                    .map(|index| {
-                        let localpart = format!("bench_{index}");
-                        let (status, body) = client.post(
-                            "/_matrix/client/v3/register",
-                            &json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true}),
-                        );
-                        assert_eq!(status, 200, "register {localpart}: {body}");
-                        body["user_id"].as_str().unwrap().to_string()
-                    })
+                    .map(|index| register_by_app_service(&service, &format!("bench_{index}")))
                     .collect::<Vec<_>>()
             })
         })

@@ -227,6 +227,39 @@ pub fn register(base: &str, localpart: &str) -> Client {
     client
 }
 
+/// The access token of the benches' application service.
+pub const APP_SERVICE_TOKEN: &str = "bench-as-token";
+
+/// The registration file of an application service with no URL (nothing is
+/// pushed to it), not rate limited, owning the users whose localpart starts
+/// with `user_prefix`: through it a bench makes thousands of users without
+/// hashing a password for each.
+pub fn app_service_registration(user_prefix: &str) -> String {
+    format!(
+        "id: bench\nurl: null\nas_token: {APP_SERVICE_TOKEN}\nhs_token: bench-hs-token\n\
+         sender_localpart: benchbot\nrate_limited: false\nnamespaces:\n  users:\n    \
+         - exclusive: true\n      regex: '@{user_prefix}.*'\n  aliases: []\n  rooms: []\n"
+    )
+}
+
+/// A client of the server at `base` acting as the application service.
+pub fn app_service_client(base: &str) -> Client {
+    let mut client = Client::new(base, Duration::from_secs(60));
+    client.token = APP_SERVICE_TOKEN.to_string();
+    client
+}
+
+/// Registers `localpart` through the application service (`service`, from
+/// [`app_service_client`]); answers the new user's ID.
+pub fn register_by_app_service(service: &Client, localpart: &str) -> String {
+    let (status, body) = service.post(
+        "/_matrix/client/v3/register",
+        &json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true}),
+    );
+    assert_eq!(status, 200, "register {localpart}: {body}");
+    body["user_id"].as_str().unwrap().to_string()
+}
+
 /// The server under measurement; killed on drop, its data dir removed.
 pub struct Server {
     child: Child,
