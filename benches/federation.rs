@@ -134,6 +134,8 @@ fn main() {
     // Registration hashed passwords (argon2, 12 MiB each): reset the peak so
     // VmHWM below is the join's own.
     b.reset_peak();
+    // A's peak from here on is its answer to the join (setup is over).
+    a.reset_peak();
     let before = b.memory();
     let joining = Arc::new(AtomicBool::new(true));
     let prober = {
@@ -150,6 +152,7 @@ fn main() {
     joining.store(false, Ordering::SeqCst);
     let probes = prober.join().unwrap();
     let after = b.memory();
+    let resident_after = a.memory();
     if status != 200 {
         println!("join FAILED after {:.3} s: {status} {body}", join_elapsed.as_secs_f64());
         println!("--- B's log tail ---\n{}", b.log_tail());
@@ -165,6 +168,7 @@ fn main() {
         join_elapsed.as_secs_f64(),
         after.hwm_kib
     );
+    println!("join answer: members={members_count} peak_rss_kib_resident={}", resident_after.hwm_kib);
     println!();
     let target =
         TARGETS.iter().find(|(count, _)| *count == members_count).map_or("–", |(_, target)| target);
@@ -459,7 +463,7 @@ impl Node {
     /// Resets VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`).
     fn reset_peak(&self) {
         if let Err(error) = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5") {
-            println!("(cannot reset B's VmHWM: {error}; the peak includes registration)");
+            println!("(cannot reset the VmHWM of pid {}: {error}; the peak includes set-up)", self.pid());
         }
     }
 

@@ -136,6 +136,16 @@ fn read_message(stream: &mut impl Read) -> Option<Vec<u8>> {
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0);
     assert!(length < MAX_PROXIED_BYTES);
+    // A chunked body (a `send_join` answer, made while it is sent) ends with
+    // its last, empty chunk (our nodes send no trailers).
+    if head.lines().any(|line| line.trim() == "transfer-encoding: chunked") {
+        while !message[head_end..].ends_with(b"0\r\n\r\n") {
+            assert!(message.len() < MAX_PROXIED_BYTES);
+            let read = stream.read(&mut chunk).ok().filter(|read| *read > 0)?;
+            message.extend_from_slice(&chunk[..read]);
+        }
+        return Some(message);
+    }
     while message.len() < head_end + length {
         let read = stream.read(&mut chunk).ok().filter(|read| *read > 0)?;
         message.extend_from_slice(&chunk[..read]);
