@@ -136,6 +136,7 @@ fn main() {
     b.reset_peak();
     // A's peak from here on is its answer to the join (setup is over).
     a.reset_peak();
+    let resident_before = a.memory();
     let before = b.memory();
     let joining = Arc::new(AtomicBool::new(true));
     let prober = {
@@ -191,6 +192,8 @@ fn main() {
     row("B VmRSS before the join", mib(before.rss_kib));
     row("B VmHWM after the join (peak since reset)", mib(after.hwm_kib));
     row("B VmRSS after the join", mib(after.rss_kib));
+    row("A VmRSS before the join", mib(resident_before.rss_kib));
+    row("A VmHWM answering the join (peak since reset)", mib(resident_after.hwm_kib));
     for (name, mut latencies) in [("/versions", probes.versions), ("/sync?timeout=0", probes.syncs)] {
         latencies.sort();
         if latencies.is_empty() {
