@@ -20,12 +20,13 @@ use super::Engine;
 use super::media::ContentStream;
 use crate::error::{Error, Result};
 use crate::request::Body;
-use crate::storage::StateReader;
+use crate::storage::{PageLimit, StateReader};
 
-/// Events read per page: a few hundred KiB of JSON at most (PDUs are at
-/// most 64 KiB, state events of a big room well under 1 KiB), and a page
-/// is read in a few milliseconds, so the event loop turns between pages.
-pub const PAGE_EVENTS: usize = 500;
+/// What a page holds at most: 500 events (a big room's state events are
+/// well under 1 KiB each, so a page is read in a few milliseconds and the
+/// event loop turns between pages) and, for rooms of bigger events (a PDU
+/// may be 64 KiB), no more events once 512 KiB of JSON is read.
+pub const PAGE: PageLimit = PageLimit { events: 500, bytes: 512 << 10 };
 
 /// Pages written ahead of the socket: the answer holds at most this many
 /// and the one being read.
@@ -106,7 +107,7 @@ impl Producer {
         let mut text = answer_opening(answer)?;
         let mut list = JsonList::default();
         let mut walk = reader.walk(answer.state_group)?;
-        while let Some(page) = reader.state_page(&mut walk, PAGE_EVENTS)? {
+        while let Some(page) = reader.state_page(&mut walk, PAGE)? {
             let mut ids = Vec::with_capacity(page.len());
             for entry in &page {
                 if entry.kind == "m.room.member" && entry.state_key == answer.joiner {
@@ -132,7 +133,7 @@ impl Producer {
         text.push_str("],\"auth_chain\":[");
         let mut list = JsonList::default();
         let mut after = 0;
-        while let (page, Some(last)) = reader.auth_chain_page(after, PAGE_EVENTS)? {
+        while let (page, Some(last)) = reader.auth_chain_page(after, PAGE)? {
             after = last;
             for json in &page {
                 list.push(&mut text, json);

@@ -2,8 +2,8 @@
 //! read-only connection of its own, for answers too big to hold (a big
 //! room's `send_join`).
 //!
-//! No page is more than the caller's limit of events, and each page is a
-//! statement of its own: no read transaction stays open while the answer
+//! No page is more than the caller's limit of events and bytes of event
+//! JSON ([`PageLimit`]), and each page is a statement of its own: no read transaction stays open while the answer
 //! waits for its socket, so the WAL can still be folded. State groups never
 //! change once written (and events only by redaction), so a group read page
 //! by page is one consistent state however many events arrive meanwhile.
@@ -33,6 +33,34 @@ const READER_CACHE_KIB: i64 = 512;
 /// up) or the first of its `[id, hashes]` pair (versions 1 and 2).
 const AUTH_EVENT_ID: &str =
     "CASE a.type WHEN 'text' THEN a.value WHEN 'array' THEN json_extract(a.value, '$[0]') END";
+
+/// How much one page holds at most: `events` events, and no more events
+/// once their JSON reaches `bytes` (a page always holds one, and a PDU is at
+/// most 64 KiB, so a page is under `bytes` + 64 KiB).
+#[derive(Clone, Copy, Debug)]
+pub struct PageLimit {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+/// The first rows of `rows` within `limit`, `size` telling each one's bytes.
+fn take_within<T>(
+    rows: impl Iterator<Item = rusqlite::Result<T>>,
+    limit: PageLimit,
+    size: impl Fn(&T) -> usize,
+) -> Result<Vec<T>> {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let row = row?;
+        bytes += size(&row);
+        page.push(row);
+        if limit.events <= page.len() || limit.bytes <= bytes {
+            break;
+        }
+    }
+    Ok(page)
+}
 
 /// One entry of a state, with its event's stored PDU text (`None` when the
 /// event is not stored here).
@@ -92,9 +120,9 @@ impl StateReader {
         Ok(StateWalk { chain, position: 0, after: None })
     }
 
-    /// The next at most `limit` entries of the walk's state, with their
+    /// The next entries of the walk's state within `limit`, with their
     /// events; `None` once it has given them all.
-    pub fn state_page(&self, walk: &mut StateWalk, limit: usize) -> Result<Option<Vec<StateEntryEvent>>> {
+    pub fn state_page(&self, walk: &mut StateWalk, limit: PageLimit) -> Result<Option<Vec<StateEntryEvent>>> {
         // A key is read from a group only if no nearer group sets it.
         const FROM: &str = "FROM state_group_entries e LEFT JOIN events ev ON ev.event_id = e.event_id
              WHERE e.group_id = ?1
@@ -112,13 +140,14 @@ impl StateReader {
                     json: row.get(3)?,
                 })
             };
-            let limit = limit.max(1) as i64;
+            let events = limit.events.max(1) as i64;
+            let size = |entry: &StateEntryEvent| entry.json.as_ref().map_or(0, String::len);
             let page: Vec<StateEntryEvent> = match &walk.after {
                 None => {
                     let sql = format!("{COLUMNS} {FROM} ORDER BY e.kind, e.state_key LIMIT ?3");
                     let mut statement = self.conn.prepare_cached(&sql)?;
-                    let rows = statement.query_map(params![group, nearer, limit], row)?;
-                    rows.collect::<Result<_, _>>()?
+                    let rows = statement.query_map(params![group, nearer, events], row)?;
+                    take_within(rows, limit, size)?
                 }
                 Some((kind, state_key)) => {
                     let sql = format!(
@@ -126,8 +155,8 @@ impl StateReader {
                          ORDER BY e.kind, e.state_key LIMIT ?3"
                     );
                     let mut statement = self.conn.prepare_cached(&sql)?;
-                    let rows = statement.query_map(params![group, nearer, limit, kind, state_key], row)?;
-                    rows.collect::<Result<_, _>>()?
+                    let rows = statement.query_map(params![group, nearer, events, kind, state_key], row)?;
+                    take_within(rows, limit, size)?
                 }
             };
             match page.last() {
@@ -164,20 +193,21 @@ impl StateReader {
         Ok(())
     }
 
-    /// The next at most `limit` events of the auth chain after position
+    /// The next events within `limit` of the auth chain after position
     /// `after` (0 at the start) with their stored PDU texts (events not
     /// stored here are left out), and the position to go on from (`None`
     /// once the chain is walked). The chain grows as it is read, breadth
     /// first: each page's auth events join its end, each event once.
-    pub fn auth_chain_page(&self, after: i64, limit: usize) -> Result<(Vec<String>, Option<i64>)> {
+    pub fn auth_chain_page(&self, after: i64, limit: PageLimit) -> Result<(Vec<String>, Option<i64>)> {
         let mut statement = self.conn.prepare_cached(
             "SELECT c.id, ev.json FROM temp.auth_chain c LEFT JOIN events ev ON ev.event_id = c.event_id
              WHERE c.id > ?1 ORDER BY c.id LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![after, limit.max(1) as i64], |row| {
+        let rows = statement.query_map(params![after, limit.events.max(1) as i64], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
         })?;
-        let page: Vec<(i64, Option<String>)> = rows.collect::<Result<_, _>>()?;
+        let page = take_within(rows, limit, |(_, json)| json.as_ref().map_or(0, String::len))?;
+        drop(statement);
         let Some(&(last, _)) = page.last() else {
             return Ok((Vec::new(), None));
         };
@@ -293,7 +323,8 @@ mod tests {
         assert!(1 < walk.chain.len(), "the group is a delta: {:?}", walk.chain);
         let mut read = StateMap::new();
         let mut pages = 0;
-        while let Some(page) = reader.state_page(&mut walk, 4).unwrap() {
+        let limit = PageLimit { events: 4, bytes: usize::MAX };
+        while let Some(page) = reader.state_page(&mut walk, limit).unwrap() {
             assert!(page.len() <= 4);
             pages += 1;
             for entry in page {
@@ -309,8 +340,11 @@ mod tests {
         reader.start_auth_chain(&["$e39", "$missing"]).unwrap();
         let mut after = 0;
         let mut chain = Vec::new();
-        while let (page, Some(last)) = reader.auth_chain_page(after, 3).unwrap() {
-            assert!(page.len() <= 3);
+        // Two events' worth of bytes: pages of at most three events stop at two.
+        let one = reader.event_json("$e5").unwrap().unwrap().len();
+        let limit = PageLimit { events: 3, bytes: 2 * one };
+        while let (page, Some(last)) = reader.auth_chain_page(after, limit).unwrap() {
+            assert!(page.len() <= 2, "{}", page.len());
             chain.extend(ids_of(&page));
             after = last;
         }
@@ -321,6 +355,10 @@ mod tests {
         // Breadth first: the nearest auth event comes first.
         assert_eq!(chain[0], "$e38");
         assert!(reader.conn.is_autocommit(), "no read transaction is held between pages");
+        // A byte bound below one event still gives one event a page.
+        let mut walk = reader.walk(group).unwrap();
+        let page = reader.state_page(&mut walk, PageLimit { events: 10, bytes: 1 }).unwrap().unwrap();
+        assert_eq!(page.len(), 1);
         drop(reader);
         drop(storage);
         let _ = std::fs::remove_dir_all(&dir);
