@@ -28,6 +28,12 @@ use crate::storage::{PageLimit, StateReader};
 /// may be 64 KiB), no more events once 512 KiB of JSON is read.
 pub const PAGE: PageLimit = PageLimit { events: 500, bytes: 512 << 10 };
 
+/// Answers streamed at once: each holds a SQLite connection of its own (a
+/// file descriptor, a small page cache and a temporary file) and up to
+/// three pages; past this, answers wait for a turn before their first
+/// page (at most the stall deadline), so a burst of joins cannot add up.
+pub const MAX_ANSWERS: usize = 4;
+
 /// Pages written ahead of the socket: the answer holds at most this many
 /// and the one being read.
 const PAGES_AHEAD: usize = 2;
@@ -50,9 +56,10 @@ pub struct JoinAnswer {
 }
 
 /// The answer as a response body of unknown length, written by a task of
-/// its own as the socket takes it. The stream fails (and the connection is
-/// cut before the body's end) if reading fails or the peer takes nothing
-/// for `limits.stall_timeout_secs`.
+/// its own as the socket takes it, once a turn ([`MAX_ANSWERS`]) is free.
+/// The stream fails (and the connection is cut before the body's end) if
+/// reading fails, or no turn comes or the peer takes nothing for
+/// `limits.stall_timeout_secs`.
 pub fn stream(app: &Rc<Engine>, answer: JoinAnswer) -> Body {
     let (sender, pieces) = smol::channel::bounded(PAGES_AHEAD);
     let stall = Duration::from_secs(app.config.limits.stall_timeout_secs);
@@ -103,6 +110,15 @@ impl Producer {
     async fn write(&self, app: &Engine, answer: &JoinAnswer) -> Result<(), Stop> {
         // The reader sees committed data only: the join event first.
         app.durable().await?;
+        let turn = async { Some(app.join_answers.acquire().await) }
+            .or(async {
+                smol::Timer::after(self.stall).await;
+                None
+            })
+            .await;
+        let Some(_turn) = turn else {
+            return Err(Stop::Stalled);
+        };
         let reader = StateReader::open(&app.config.database_path())?;
         let mut text = answer_opening(answer)?;
         let mut list = JsonList::default();
