@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::federation::{TestCa, make_membership, signed_request, start_federating};
@@ -88,7 +89,7 @@ fn a_streamed_join_of_a_big_room_gives_the_resident_servers_state() {
     let alice = a.register("alice");
     let room_id =
         create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "big", "name": "Big"}));
-    put_state(&alice, &room_id, "m.room.topic", "", json!({"topic": "many members"}));
+    let first_topic = put_state(&alice, &room_id, "m.room.topic", "", json!({"topic": "many members"}));
     put_state(&alice, &room_id, "org.example.custom", "key", json!({"n": 1}));
 
     let mut service = a.client();
@@ -147,6 +148,7 @@ fn a_streamed_join_of_a_big_room_gives_the_resident_servers_state() {
     let version = create["room_version"].as_str().unwrap_or("1").to_string();
     let carol = b.user_id("carol");
     let (join_id, join) = make_membership(&ca, &b, &a, &version, "join", &room_id, &carol);
+    let before_ids = state_of(&alice, &room_id);
     let (_, before) = alice.get(&room_path(&room_id, "/state"));
     let before = state_contents(before.as_array().unwrap());
     for api in ["v2", "v1"] {
@@ -178,5 +180,93 @@ fn a_streamed_join_of_a_big_room_gives_the_resident_servers_state() {
         texts.sort();
         texts.dedup();
         assert_eq!(texts.len(), chain.len(), "{api}: an auth event came twice");
+    }
+
+    // `/state` and `/state_ids` at an event give the state before it: before
+    // Carol's join, A's state before the join; before a topic that replaces
+    // another, the state with the earlier topic; before a message, the state
+    // the message was sent in.
+    assert_state_at(&ca, &b, &a, &room_id, &join_id, &before_ids);
+    let now = state_of(&alice, &room_id);
+    assert!(now.contains(&("m.room.topic".into(), String::new(), first_topic)), "{now:?}");
+    let topic = put_state(&alice, &room_id, "m.room.topic", "", json!({"topic": "renamed"}));
+    assert_state_at(&ca, &b, &a, &room_id, &topic, &now);
+    let now = state_of(&alice, &room_id);
+    let message = common::rooms::send_text(&alice, &room_id, "hello");
+    a.reset_peak_rss();
+    let resident = a.peak_rss_kib();
+    assert_state_at(&ca, &b, &a, &room_id, &message, &now);
+    eprintln!(
+        "A's peak RSS answering /state and /state_ids of {} state events: {} KiB (+{} KiB)",
+        now.len(),
+        a.peak_rss_kib(),
+        a.peak_rss_kib().saturating_sub(resident)
+    );
+}
+
+/// The ID an `auth_events` item names (room versions 1 and 2 pair it with
+/// its hashes).
+fn auth_event_id(item: &Value) -> &str {
+    item.as_str().or_else(|| item[0].as_str()).unwrap()
+}
+
+/// `from` asks `to` for the room's state at `event_id` with
+/// `GET /_matrix/federation/v1/state_ids` and `/state`: both give the state
+/// before the event, `expected` (type, state key, event ID), and the same
+/// full auth chain: every auth event of every state event and of every
+/// chain event is in it, each once.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1stateroomid>,
+/// <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1state_idsroomid>
+/// ("the state of the room before the given event" with "the full auth chain").
+#[track_caller]
+fn assert_state_at(
+    ca: &TestCa,
+    from: &common::Node,
+    to: &common::Node,
+    room_id: &str,
+    event_id: &str,
+    expected: &[(String, String, String)],
+) {
+    let query = format!("{}?event_id={}", enc(room_id), enc(event_id));
+    let path = format!("/_matrix/federation/v1/state_ids/{query}");
+    let (status, ids) = signed_request(ca, from, to, "GET", &path, None);
+    assert_eq!(status, 200, "{ids}");
+    let strings = |value: &Value| -> Vec<String> {
+        value.as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_string()).collect()
+    };
+    let mut pdu_ids = strings(&ids["pdu_ids"]);
+    pdu_ids.sort();
+    let mut expected_ids: Vec<String> = expected.iter().map(|(_, _, id)| id.clone()).collect();
+    expected_ids.sort();
+    assert_eq!(pdu_ids, expected_ids, "the state IDs before {event_id}");
+    let chain_ids = strings(&ids["auth_chain_ids"]);
+    let chain_set: BTreeSet<&str> = chain_ids.iter().map(String::as_str).collect();
+    assert_eq!(chain_set.len(), chain_ids.len(), "an auth chain ID came twice");
+
+    let path = format!("/_matrix/federation/v1/state/{query}");
+    let (status, state) = signed_request(ca, from, to, "GET", &path, None);
+    assert_eq!(status, 200, "{state}");
+    let pdus = state["pdus"].as_array().unwrap();
+    let mut keys: Vec<(String, String)> = pdus
+        .iter()
+        .map(|event| (event["type"].as_str().unwrap().into(), event["state_key"].as_str().unwrap().into()))
+        .collect();
+    keys.sort();
+    let expected_keys: Vec<(String, String)> =
+        expected.iter().map(|(kind, key, _)| (kind.clone(), key.clone())).collect();
+    assert_eq!(keys, expected_keys, "the state before {event_id}");
+    let chain = state["auth_chain"].as_array().unwrap();
+    assert_eq!(chain.len(), chain_ids.len(), "/state and /state_ids give the same chain");
+    let texts: BTreeSet<String> = chain.iter().map(Value::to_string).collect();
+    assert_eq!(texts.len(), chain.len(), "an auth event came twice");
+    let kinds: BTreeSet<&str> = chain.iter().filter_map(|event| event["type"].as_str()).collect();
+    for kind in ["m.room.power_levels", "m.room.join_rules", "m.room.member"] {
+        assert!(kinds.contains(kind), "no {kind} in the auth chain: {kinds:?}");
+    }
+    for event in pdus.iter().chain(chain) {
+        for item in event["auth_events"].as_array().unwrap() {
+            let id = auth_event_id(item);
+            assert!(chain_set.contains(id), "{id}, an auth event of {event}, is not in the auth chain");
+        }
     }
 }

@@ -6,15 +6,15 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::acl;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::remote::pdus::{auth_events_of, pdu_json, prev_events_of};
 use crate::request::{Request, Response};
-use crate::rooms::incoming::{self, KnownStates};
-use crate::storage::{StateMap, StoredEvent, now_ms};
+use crate::rooms::state_answer::{self, Form, StateAnswer};
+use crate::storage::{StoredEvent, now_ms};
 
 /// Spec-less but Synapse's: backfill and missing events give at most this many.
 const MAX_EVENTS_PER_REQUEST: usize = 100;
@@ -60,17 +60,6 @@ pub fn auth_chain(app: &App, start: &[String]) -> Result<Vec<StoredEvent>> {
     Ok(chain)
 }
 
-/// The state before an event (the state its prev events resolve to).
-pub fn state_before_event(app: &App, event: &StoredEvent) -> Result<StateMap> {
-    let version = crate::rooms::room_version(app, &event.room_id)?;
-    let pdu =
-        crate::rooms::to_pdu(&version, event).ok_or_else(|| Error::Internal("unreadable event".into()))?;
-    if pdu.prev_events.is_empty() {
-        return Ok(StateMap::new());
-    }
-    incoming::state_before(app, &version, &pdu, &KnownStates::new())?.full(app)
-}
-
 fn event_in_room(app: &App, room_id: &str, event_id: &str) -> Result<StoredEvent> {
     app.storage()
         .event(event_id)?
@@ -89,7 +78,13 @@ pub fn get_event(app: &App, origin: &str, event_id: &str) -> Result<Response> {
     })))
 }
 
-/// `GET /_matrix/federation/v1/state/{roomId}` and `/state_ids/{roomId}`.
+/// `GET /_matrix/federation/v1/state/{roomId}` and `/state_ids/{roomId}`:
+/// the state before `event_id` and its auth chain (as events, or as IDs
+/// with `ids_only`), streamed as they are read (`rooms::state_answer`),
+/// never held whole.
+///
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1stateroomid>,
+/// <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1state_idsroomid>.
 pub fn get_state(
     app: &App,
     request: &Request,
@@ -101,22 +96,21 @@ pub fn get_state(
     let event_id =
         request.query("event_id").ok_or_else(|| Error::MissingParam("`event_id` is required".into()))?;
     let event = event_in_room(app, room_id, event_id)?;
-    let state = state_before_event(app, &event)?;
-    let state_ids: Vec<String> = state.values().cloned().collect();
-    let chain = auth_chain(app, &state_ids)?;
-    if ids_only {
-        return Ok(Response::ok(json!({
-            "pdu_ids": state_ids,
-            "auth_chain_ids": chain.iter().map(|event| event.event_id.clone()).collect::<Vec<_>>(),
-        })));
-    }
-    let mut pdus = Vec::with_capacity(state_ids.len());
-    for event_id in &state_ids {
-        if let Some(event) = app.storage().event(event_id)? {
-            pdus.push(pdu_json(&event));
-        }
-    }
-    Ok(Response::ok(json!({ "pdus": pdus, "auth_chain": chain.iter().map(pdu_json).collect::<Vec<_>>() })))
+    let turn = state_answer::take_turn(app, origin)?;
+    let (form, endpoint) = if ids_only { (Form::StateIds, "/state_ids") } else { (Form::State, "/state") };
+    let answer = StateAnswer {
+        form,
+        fields: Map::new(),
+        state: state_answer::state_before(app, &event)?,
+        chain_also: Vec::new(),
+        label: format!("{endpoint} answer at {event_id}"),
+    };
+    Ok(Response {
+        status: 200,
+        content_type: "application/json".into(),
+        body: state_answer::stream(&app.engine, answer, turn),
+        headers: Vec::new(),
+    })
 }
 
 /// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`.

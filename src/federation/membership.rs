@@ -20,7 +20,7 @@ use crate::protocol::signing;
 use crate::remote::pdus::{self, pdu_json, server_of};
 use crate::request::{Request, Response};
 use crate::rooms::incoming::{self, KnownStates, Outcome};
-use crate::rooms::join_answer::JoinAnswer;
+use crate::rooms::state_answer::{Form, StateAnswer, StateSource};
 use crate::rooms::{self, Draft, LocalSignatures};
 
 /// The room version of a room we are in, as other servers must speak it.
@@ -160,7 +160,7 @@ fn restricted_authoriser(
 
 /// `PUT /v2/send_join/...` (and the deprecated `/v1/send_join`, with `v1`):
 /// the state before the join and its auth chain, streamed as they are read
-/// (`rooms::join_answer`), never held whole. `omit_members` is not
+/// (`rooms::state_answer`), never held whole. `omit_members` is not
 /// supported: the whole state comes, and `members_omitted` says so.
 pub async fn send_join(
     app: &Rc<App>,
@@ -170,6 +170,9 @@ pub async fn send_join(
     event_id: &str,
     v1: bool,
 ) -> Result<Response> {
+    // The turn first: a server over its bound is told to retry before its
+    // join is stored.
+    let turn = rooms::state_answer::take_turn(app, origin)?;
     let pdu = receive_membership(app, request, origin, room_id, event_id, "join").await?;
     let stored = app
         .storage()
@@ -183,18 +186,23 @@ pub async fn send_join(
     fields.insert("event".into(), Value::Object(pdu.json.clone()));
     fields.insert("members_omitted".into(), json!(false));
     fields.insert("servers_in_room".into(), json!(app.storage().servers_in_room(room_id)?));
-    let answer = JoinAnswer {
-        v1,
+    // The state before the join: the state after it, with the joiner's
+    // earlier membership (if any) in place of the join.
+    let answer = StateAnswer {
+        form: Form::SendJoin { v1 },
         fields,
-        state_group,
-        join_event_id: pdu.event_id.clone(),
-        joiner: pdu.sender.clone(),
-        replaced: stored.replaces_state,
+        state: StateSource::Group {
+            group: state_group,
+            except: Some(("m.room.member".into(), pdu.sender.clone())),
+            instead: stored.replaces_state,
+        },
+        chain_also: vec![pdu.event_id.clone()],
+        label: format!("send_join answer for {}", pdu.event_id),
     };
     Ok(Response {
         status: 200,
         content_type: "application/json".into(),
-        body: rooms::join_answer::stream(&app.engine, answer),
+        body: rooms::state_answer::stream(&app.engine, answer, turn),
         headers: Vec::new(),
     })
 }

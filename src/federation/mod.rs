@@ -127,7 +127,7 @@ async fn authenticated_route(
 }
 
 /// The deprecated v1 `send_leave` answers `[200, answer]` (the status
-/// repeated in the body; v1 `send_join` too, in `rooms::join_answer`); v2
+/// repeated in the body; v1 `send_join` too, in `rooms::state_answer`); v2
 /// answers the object alone.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1send_leaveroomideventid>.

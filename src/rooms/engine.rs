@@ -119,8 +119,12 @@ pub struct Engine {
     pub media_uploaded: event_listener::Event,
     /// Turns for streaming large content (see `rooms::media`).
     pub media_streams: smol::lock::Semaphore,
-    /// Turns for streaming `send_join` answers (see `rooms::join_answer`).
-    pub join_answers: smol::lock::Semaphore,
+    /// Turns for streaming state answers (`send_join`, `/state`,
+    /// `/state_ids`; see `rooms::state_answer`).
+    pub state_answers: smol::lock::Semaphore,
+    /// State answers under way per requesting server (see
+    /// `rooms::state_answer::MAX_ANSWERS_PER_SERVER`).
+    pub state_answer_servers: Rc<crate::rooms::media::Slots>,
     /// Streams per client (see `rooms::media::MAX_STREAMS_PER_CLIENT`).
     pub media_stream_clients: Rc<crate::rooms::media::Slots>,
     /// Uploads under way, in all and per user (see `rooms::upload`).
@@ -225,7 +229,11 @@ impl Engine {
             search_index: SearchIndex::default(),
             media_uploaded: event_listener::Event::new(),
             media_streams: smol::lock::Semaphore::new(crate::rooms::media::MAX_STREAMS),
-            join_answers: smol::lock::Semaphore::new(crate::rooms::join_answer::MAX_ANSWERS),
+            state_answers: smol::lock::Semaphore::new(crate::rooms::state_answer::MAX_ANSWERS),
+            state_answer_servers: crate::rooms::media::Slots::new(
+                crate::rooms::state_answer::MAX_PENDING_ANSWERS,
+                crate::rooms::state_answer::MAX_ANSWERS_PER_SERVER,
+            ),
             media_stream_clients: crate::rooms::media::Slots::new(
                 usize::MAX,
                 crate::rooms::media::MAX_STREAMS_PER_CLIENT,

@@ -1,6 +1,6 @@
 //! Reading a state group's events and their auth chain in pages, on a
 //! read-only connection of its own, for answers too big to hold (a big
-//! room's `send_join`).
+//! room's `send_join`, `/state` and `/state_ids`).
 //!
 //! No page is more than the caller's limit of events and bytes of event
 //! JSON ([`PageLimit`]), and each page is a statement of its own: no read transaction stays open while the answer
@@ -11,6 +11,7 @@
 //! connection that spills to a file rather than grow the heap.
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv2send_joinroomideventid>,
+//! <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1stateroomid>,
 //! <https://spec.matrix.org/latest/server-server-api/#auth-events-selection>.
 
 use std::path::Path;
@@ -70,6 +71,10 @@ pub struct StateEntryEvent {
     pub event_id: String,
     pub json: Option<String>,
 }
+
+/// A page of an auth chain: (event ID, stored PDU text) of each event, and
+/// the position to go on from.
+pub type ChainPage = (Vec<(String, String)>, Option<i64>);
 
 /// Where a walk over a state group's state has got to: the groups from the
 /// group up to its full snapshot (nearest first), the one being read, and
@@ -194,21 +199,22 @@ impl StateReader {
     }
 
     /// The next events within `limit` of the auth chain after position
-    /// `after` (0 at the start) with their stored PDU texts (events not
+    /// `after` (0 at the start) as (event ID, stored PDU text) (events not
     /// stored here are left out), and the position to go on from (`None`
     /// once the chain is walked). The chain grows as it is read, breadth
     /// first: each page's auth events join its end, each event once.
-    pub fn auth_chain_page(&self, after: i64, limit: PageLimit) -> Result<(Vec<String>, Option<i64>)> {
+    pub fn auth_chain_page(&self, after: i64, limit: PageLimit) -> Result<ChainPage> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT c.id, ev.json FROM temp.auth_chain c LEFT JOIN events ev ON ev.event_id = c.event_id
+            "SELECT c.id, c.event_id, ev.json FROM temp.auth_chain c
+             LEFT JOIN events ev ON ev.event_id = c.event_id
              WHERE c.id > ?1 ORDER BY c.id LIMIT ?2",
         )?;
         let rows = statement.query_map(params![after, limit.events.max(1) as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<String>>(2)?))
         })?;
-        let page = take_within(rows, limit, |(_, json)| json.as_ref().map_or(0, String::len))?;
+        let page = take_within(rows, limit, |(_, _, json)| json.as_ref().map_or(0, String::len))?;
         drop(statement);
-        let Some(&(last, _)) = page.last() else {
+        let Some(&(last, _, _)) = page.last() else {
             return Ok((Vec::new(), None));
         };
         let sql = format!(
@@ -219,7 +225,8 @@ impl StateReader {
              WHERE c.id > ?1 AND c.id <= ?2 AND auth_id IS NOT NULL"
         );
         self.conn.prepare_cached(&sql)?.execute(params![after, last])?;
-        Ok((page.into_iter().filter_map(|(_, json)| json).collect(), Some(last)))
+        let stored = page.into_iter().filter_map(|(_, event_id, json)| Some((event_id, json?))).collect();
+        Ok((stored, Some(last)))
     }
 }
 
@@ -345,7 +352,10 @@ mod tests {
         let limit = PageLimit { events: 3, bytes: 2 * one };
         while let (page, Some(last)) = reader.auth_chain_page(after, limit).unwrap() {
             assert!(page.len() <= 2, "{}", page.len());
-            chain.extend(ids_of(&page));
+            let texts: Vec<String> = page.iter().map(|(_, json)| json.clone()).collect();
+            let ids: Vec<String> = page.into_iter().map(|(event_id, _)| event_id).collect();
+            assert_eq!(ids_of(&texts), ids);
+            chain.extend(ids);
             after = last;
         }
         let unique: BTreeSet<&String> = chain.iter().collect();
