@@ -186,6 +186,8 @@ fn a_streamed_join_of_a_big_room_gives_the_resident_servers_state() {
     // Carol's join, A's state before the join; before a topic that replaces
     // another, the state with the earlier topic; before a message, the state
     // the message was sent in.
+    a.reset_peak_rss();
+    let resident = a.peak_rss_kib();
     assert_state_at(&ca, &b, &a, &room_id, &join_id, &before_ids);
     let now = state_of(&alice, &room_id);
     assert!(now.contains(&("m.room.topic".into(), String::new(), first_topic)), "{now:?}");
@@ -193,15 +195,40 @@ fn a_streamed_join_of_a_big_room_gives_the_resident_servers_state() {
     assert_state_at(&ca, &b, &a, &room_id, &topic, &now);
     let now = state_of(&alice, &room_id);
     let message = common::rooms::send_text(&alice, &room_id, "hello");
-    a.reset_peak_rss();
-    let resident = a.peak_rss_kib();
     assert_state_at(&ca, &b, &a, &room_id, &message, &now);
     eprintln!(
-        "A's peak RSS answering /state and /state_ids of {} state events: {} KiB (+{} KiB)",
+        "A's peak RSS answering /state and /state_ids at 3 events of {} state events: {} KiB (+{} KiB)",
         now.len(),
         a.peak_rss_kib(),
         a.peak_rss_kib().saturating_sub(resident)
     );
+    // An event with two prev events (a fork joined again) is stored with the
+    // resolution of their states: the state before it is that state, with
+    // Bob's membership before this one (his join) rather than the event.
+    let path =
+        format!("/_matrix/federation/v1/make_join/{}/{}?ver={version}", enc(&room_id), enc(&bob.user_id));
+    let (status, template) = signed_request(&ca, &b, &a, "GET", &path, None);
+    assert_eq!(status, 200, "{template}");
+    let mut renamed = template["event"].clone();
+    renamed["content"]["displayname"] = json!("Bob on two branches");
+    renamed["prev_events"] = json!([topic, message]);
+    renamed["origin_server_ts"] = json!(1_700_000_000_000_i64);
+    let (renamed_id, renamed) = common::federation::sign_event(&ca, &b, &version, &renamed);
+    let transaction = json!({"origin": b.server_name, "origin_server_ts": 0, "pdus": [renamed]});
+    let path = format!("/_matrix/federation/v1/send/{}", common::rooms::txn());
+    let (status, answer) = signed_request(&ca, &b, &a, "PUT", &path, Some(&transaction));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["pdus"][&renamed_id], json!({}), "{answer}");
+    assert!(now.iter().any(|(kind, key, _)| kind == "m.room.member" && *key == bob.user_id));
+    assert_state_at(&ca, &b, &a, &room_id, &renamed_id, &now);
+
+    // B holds what came before Bob's join as outliers (or history fetched
+    // after it): the state before the join is the state B stored it with,
+    // but for Bob's own membership.
+    let bob_join = on_a.iter().find(|(kind, key, _)| kind == "m.room.member" && *key == bob.user_id);
+    let bob_join = bob_join.unwrap().2.clone();
+    let before_bob: Vec<_> = on_a.iter().filter(|(_, _, id)| *id != bob_join).cloned().collect();
+    assert_state_at(&ca, &a, &b, &room_id, &bob_join, &before_bob);
 }
 
 /// The ID an `auth_events` item names (room versions 1 and 2 pair it with
@@ -238,7 +265,12 @@ fn assert_state_at(
     pdu_ids.sort();
     let mut expected_ids: Vec<String> = expected.iter().map(|(_, _, id)| id.clone()).collect();
     expected_ids.sort();
-    assert_eq!(pdu_ids, expected_ids, "the state IDs before {event_id}");
+    let missing: Vec<&String> = expected_ids.iter().filter(|id| !pdu_ids.contains(id)).collect();
+    let extra: Vec<&String> = pdu_ids.iter().filter(|id| !expected_ids.contains(id)).collect();
+    assert_eq!(
+        pdu_ids, expected_ids,
+        "the state IDs before {event_id}: missing {missing:?}, extra {extra:?}"
+    );
     let chain_ids = strings(&ids["auth_chain_ids"]);
     let chain_set: BTreeSet<&str> = chain_ids.iter().map(String::as_str).collect();
     assert_eq!(chain_set.len(), chain_ids.len(), "an auth chain ID came twice");
