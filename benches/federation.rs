@@ -9,6 +9,9 @@
 //!    requires they keep being served during a big join); it prints the line
 //!    `join: members=N seconds=S peak_rss_kib=R` and the join's row of the
 //!    targets table beside its target;
+//!    then times B asking A for `/state` at the room's latest event (signed
+//!    by `hearth federation request`) and prints A's peak memory answering
+//!    it;
 //! 2. how fast B accepts PDUs from A's transactions: [`MESSAGES`] messages
 //!    sent on A, timed from the first send until B holds them all, and how
 //!    A's sender batched them.
@@ -44,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::common::federation::{TestCa, federating_serve_args};
+use support::common::rooms::enc;
 use support::common::{TempDir, free_port, wait_ready};
 use support::{
     Client, Memory, announce, app_service_client, app_service_registration, file_size, ms, percentile,
@@ -205,6 +209,26 @@ fn main() {
         row(&format!("B's other user: {name} p99"), ms(percentile(&latencies, 99)));
         row(&format!("B's other user: {name} max"), ms(*latencies.last().unwrap()));
     }
+    println!();
+
+    // Phase 1b: B asks A for the room's state at its latest event
+    // (`/state`, signed as B by `hearth federation request`).
+    let (_, body) = host.get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=1"));
+    let latest = body["chunk"][0]["event_id"].as_str().unwrap_or_default().to_string();
+    a.reset_peak();
+    let resident_before_state = a.memory();
+    let started = Instant::now();
+    let (status, bytes) = b.state_request(&binary, &ca, &a.server_name, &room_id, &latest);
+    let state_elapsed = started.elapsed();
+    let resident_state = a.memory();
+    row(
+        &format!("/state of the {members_count}-member room, asked by B (status {status})"),
+        secs(state_elapsed),
+    );
+    row("/state answer size", format!("{:.2} MB", bytes as f64 / 1e6));
+    row("A VmRSS before /state", mib(resident_before_state.rss_kib));
+    row("A VmHWM answering /state (peak since reset)", mib(resident_state.hwm_kib));
+    println!("state answer: members={members_count} peak_rss_kib_resident={}", resident_state.hwm_kib);
     println!();
 
     // Phase 2: messages sent on A, accepted by B from A's transactions.
@@ -453,6 +477,35 @@ impl Node {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Asks `server` for `/state` of `room_id` at `event_id`, signed with
+    /// this node's key (`hearth federation request`, a process of its
+    /// own); returns the status and the answer's size in bytes.
+    fn state_request(
+        &self,
+        binary: &str,
+        ca: &TestCa,
+        server: &str,
+        room_id: &str,
+        event_id: &str,
+    ) -> (u16, usize) {
+        let path = format!("/_matrix/federation/v1/state/{}?event_id={}", enc(room_id), enc(event_id));
+        let output = std::process::Command::new(binary)
+            .args(["federation", "--data-dir", self.data_dir.to_str().unwrap()])
+            .args([
+                "--server-name",
+                &self.server_name,
+                "--federation-ca",
+                ca.certificate_file.to_str().unwrap(),
+            ])
+            .args(["--federation-allow-ip", "127.0.0.0/8", "request", server, &path])
+            .output()
+            .expect("hearth federation request");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut lines = text.lines();
+        let status = lines.next().and_then(|line| line.trim().parse().ok()).unwrap_or(0);
+        (status, lines.next().map_or(0, str::len))
     }
 
     fn memory(&self) -> Memory {
