@@ -210,6 +210,9 @@ const MIGRATIONS: &[&str] = &[
     super::appservice::APP_SERVICE_REGISTRATIONS,
     // 24: the history visibility events of each room (see HISTORY_VISIBILITY_EVENTS).
     super::batch::HISTORY_VISIBILITY_EVENTS,
+    // 27: backfilled events indexed for search when stored, not by a trigger
+    // (see BACKFILL_INDEXED_WHEN_STORED).
+    super::search::BACKFILL_INDEXED_WHEN_STORED,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
