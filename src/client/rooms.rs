@@ -58,35 +58,6 @@ struct InitialState {
 /// invite: 5,000 invites took ~5% less CPU in turns of 4 ms than of 2 ms.
 const INVITE_TURN: Duration = Duration::from_millis(4);
 
-/// createRoom's local invites past this many space the automatic
-/// checkpoints out while they run (see [`SpacedCheckpoints`]).
-const SPACED_CHECKPOINTS_FROM_INVITES: usize = 500;
-
-/// While it lives, SQLite's automatic checkpoints are spaced out (see
-/// `Storage::space_checkpoints`); they are back to normal when it is dropped,
-/// even if the request is, so a long createRoom checkpoints less often.
-struct SpacedCheckpoints<'a>(Option<&'a App>);
-
-impl<'a> SpacedCheckpoints<'a> {
-    fn start(app: &'a App, spaced: bool) -> Result<SpacedCheckpoints<'a>> {
-        if !spaced {
-            return Ok(SpacedCheckpoints(None));
-        }
-        app.storage().space_checkpoints(true)?;
-        Ok(SpacedCheckpoints(Some(app)))
-    }
-}
-
-impl Drop for SpacedCheckpoints<'_> {
-    fn drop(&mut self) {
-        if let Some(app) = self.0 {
-            if let Err(error) = app.storage().space_checkpoints(false) {
-                log::warn!("cannot set the automatic checkpoints back: {error}");
-            }
-        }
-    }
-}
-
 /// `POST /createRoom`.
 ///
 /// The room, its initial state and its first local invite are made in one
@@ -121,7 +92,6 @@ pub async fn create_room(app: &Rc<App>, request: &Request) -> Result<Response> {
         rooms::invite_in_creation(app, &room_id, &owner.user_id, first, &extra, INVITE_TURN)?;
         Ok(room_id)
     })?;
-    let _spaced = SpacedCheckpoints::start(app, SPACED_CHECKPOINTS_FROM_INVITES <= rest.len())?;
     let mut rest = rest;
     while !rest.is_empty() {
         app.durable().await?;

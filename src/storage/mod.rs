@@ -68,13 +68,6 @@ const STATEMENT_CACHE_CAPACITY: usize = 128;
 /// than writing them.
 const JOURNAL_SIZE_LIMIT_BYTES: i64 = 4608 * 1024;
 
-/// SQLite checkpoints automatically once the WAL holds this many pages
-/// (its default, ~4 MiB)...
-const AUTOCHECKPOINT_PAGES: i64 = 1000;
-/// ...and this many while a long piece of work writes in turns (see
-/// [`Storage::space_checkpoints`]).
-const SPACED_AUTOCHECKPOINT_PAGES: i64 = 4000;
-
 /// A backup's progress callback: bytes written so far, bytes in all.
 pub type BackupProgress = Box<dyn FnMut(u64, u64) + Send>;
 
@@ -156,7 +149,6 @@ impl Storage {
         conn.pragma_update(None, "cache_size", -2048)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES)?;
-        conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mut storage = Storage { conn, transactions: transactions::Levels::default() };
         migrations::migrate(&mut storage.conn)?;
@@ -217,19 +209,6 @@ impl Storage {
         let outcome = self.conn.execute("VACUUM INTO ?1", [target_text]);
         self.conn.progress_handler(0, None::<fn() -> bool>);
         outcome?;
-        Ok(())
-    }
-
-    /// Spaces the automatic checkpoints out (`spaced`) or back to normal.
-    /// A piece of work that writes thousands of rows in turns (createRoom's
-    /// invites) commits a few hundred times, each commit rewriting pages all
-    /// over the indexes it touches; every checkpoint copies those pages into
-    /// the main file and syncs both files. Four times fewer checkpoints copy
-    /// a page rewritten meanwhile once instead of up to four times, and wait
-    /// for the disk less often. The WAL grows to ~16 MiB at most meanwhile.
-    pub fn space_checkpoints(&self, spaced: bool) -> Result<()> {
-        let pages = if spaced { SPACED_AUTOCHECKPOINT_PAGES } else { AUTOCHECKPOINT_PAGES };
-        self.conn.pragma_update(None, "wal_autocheckpoint", pages)?;
         Ok(())
     }
 
