@@ -3,13 +3,16 @@
 
 Usage: layout/trace.py BINARY... [OUTPUT.ld]
 
-Each BINARY is an x86_64 Linux build WITH symbols, linked WITHOUT this script
-(valgrind does not name functions outside .text), for example
-    HEARTH_HOT_TEXT=0 CARGO_PROFILE_RELEASE_STRIP=false cargo build --release
-and the same for --target x86_64-unknown-linux-musl with `cargo zigbuild`:
-the C compilers (gcc, zig's clang) inline SQLite differently, and musl's std
-differs from glibc's, so the functions each build keeps differ; the script
-lists the union. For each, it runs `BINARY serve` on loopback under valgrind's callgrind with a fresh data
+Each BINARY is an x86_64 Linux release build linked WITHOUT this script
+(valgrind does not name functions outside .text) and WITH symbols, which
+build.rs gives (both only change the link, so the names are the release
+build's):
+    HEARTH_HOT_TEXT=0 HEARTH_KEEP_SYMBOLS=1 cargo build --release
+    HEARTH_HOT_TEXT=0 HEARTH_KEEP_SYMBOLS=1 cargo zigbuild --release --locked \
+        --target x86_64-unknown-linux-musl
+Trace both: the C compilers (gcc, zig's clang) inline SQLite differently,
+and musl's std differs from glibc's, so the functions each build keeps
+differ; the script lists the union. For each, it runs `BINARY serve` on loopback under valgrind's callgrind with a fresh data
 dir, notes every function that ran once the node is ready (start-up), then
 drives a short client session over HTTP (register, log in, create a room,
 join, send, /sync, /messages, receipts, typing) and notes the functions that
