@@ -27,8 +27,8 @@
 //! `CARGO_BIN_EXE_hearth`. `HEARTH_BENCH_BIN=/path/to/hearth` measures another
 //! build instead (for example a cross build under qemu, or an older commit).
 //!
-//! To profile, build an unstripped binary into another target dir
-//! (`CARGO_PROFILE_RELEASE_STRIP=false cargo build --release`), point
+//! To profile, build a binary with its symbols
+//! (`HEARTH_KEEP_SYMBOLS=1 cargo build --release`, see build.rs), point
 //! `HEARTH_BENCH_BIN` at it and run the bench executable under
 //! `perf record --call-graph dwarf` (perf follows the child server).
 //!
