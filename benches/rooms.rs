@@ -28,7 +28,7 @@
 //! build instead (for example a cross build under qemu, or an older commit).
 //!
 //! To profile, build a binary with its symbols
-//! (`HEARTH_KEEP_SYMBOLS=1 cargo build --release`, see build.rs), point
+//! (`HEARTH_KEEP_SYMBOLS=1 cargo build --release`, see cross/layout/build.rs), point
 //! `HEARTH_BENCH_BIN` at it and run the bench executable under
 //! `perf record --call-graph dwarf` (perf follows the child server).
 //!
