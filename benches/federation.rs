@@ -60,6 +60,8 @@ const TARGETS: [(usize, &str); 3] =
     [(1_000, "–"), (10_000, "≤ 10 s, peak RSS ≤ 64 MiB"), (50_000, "works, peak RSS ≤ 96 MiB")];
 /// Threads registering and joining A's members (a few keep the server busy).
 const SETUP_THREADS: usize = 4;
+/// Joins per line of the set-up's progress (with the rate of that chunk).
+const SETUP_CHUNK: usize = 1_000;
 /// The user namespace (local part prefix) of the application service on A
 /// whose users are the room's members.
 const MEMBER_PREFIX: &str = "member";
@@ -298,10 +300,13 @@ fn probe(client: &Client, since: &str, joining: &AtomicBool) -> Probes {
 fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, String)> {
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
-    let report_every = (count / 10).max(200);
+    // When the last chunk of SETUP_CHUNK joins ended: the rate per chunk shows
+    // how a join's cost grows with the room.
+    let chunk_started = Arc::new(Mutex::new(Instant::now()));
     let threads: Vec<_> = (0..SETUP_THREADS)
         .map(|_| {
             let (room_id, next, done) = (room_id.to_string(), next.clone(), done.clone());
+            let chunk_started = chunk_started.clone();
             let service = app_service_client(&node.http);
             thread::spawn(move || {
                 let mut first = None;
@@ -318,8 +323,16 @@ fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, S
                     assert_eq!(status, 200, "join of {user_id}: {body}");
                     first.get_or_insert(user_id.replace(':', "%3A"));
                     let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if finished % report_every == 0 {
-                        eprintln!("  {finished} of {count} members registered and joined");
+                    if finished % SETUP_CHUNK == 0 || finished == count {
+                        let mut started = chunk_started.lock().unwrap();
+                        let chunk = (finished - 1) % SETUP_CHUNK + 1;
+                        let seconds = started.elapsed().as_secs_f64();
+                        *started = Instant::now();
+                        println!(
+                            "  setup: {finished} of {count} members registered and joined, \
+                             the last {chunk} at {:.0} joins/s",
+                            chunk as f64 / seconds
+                        );
                     }
                 }
                 first.map(|user_id| (service, user_id))

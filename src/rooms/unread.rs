@@ -123,6 +123,13 @@ impl RoomFacts {
         Ok(RoomFacts { member_count, display_name: None, power })
     }
 
+    /// Takes a member joining (`joined`) or leaving (a joined member's
+    /// membership changing) into the member count.
+    pub fn count_member(&mut self, joined: bool) {
+        self.member_count =
+            if joined { self.member_count.saturating_add(1) } else { self.member_count.saturating_sub(1) };
+    }
+
     /// The evaluation context for `user_id` (the one [`RoomFacts::load`] read).
     pub fn context<'a>(&'a self, user_id: &'a str) -> Context<'a> {
         self.context_as(user_id, self.display_name.as_deref())

@@ -210,6 +210,8 @@ const MIGRATIONS: &[&str] = &[
     super::appservice::APP_SERVICE_REGISTRATIONS,
     // 24: the history visibility events of each room (see HISTORY_VISIBILITY_EVENTS).
     super::batch::HISTORY_VISIBILITY_EVENTS,
+    // 25: a room's members found by membership and server (see MEMBERS_BY_SERVER).
+    super::members::MEMBERS_BY_SERVER,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).

@@ -1,0 +1,181 @@
+//! Who is in a room, by server: the questions asked for every event stored
+//! (which servers it goes to, which local users it concerns, whether a
+//! server may read the room) answered from an index of the room's members
+//! by membership and server, so that their cost follows the servers or the
+//! local members asked about, never the room's size.
+//!
+//! A member's server is the part of their user ID after the first `:`
+//! (<https://spec.matrix.org/latest/appendices/#user-identifiers>), as
+//! `protocol::power_levels::domain_of` reads it; a member event whose state
+//! key has no `:` has none.
+
+use rusqlite::params;
+
+use super::Storage;
+use crate::error::Result;
+
+/// Migration 25: each member row of `current_state` gets its server (a
+/// virtual column, computed when read, so nothing is stored twice), and an
+/// index finds a room's members by membership and server. The index also
+/// holds the row's key (`kind`, `state_key`), so a room's local members and
+/// the distinct servers of its joined ones are read from it alone.
+pub(super) const MEMBERS_BY_SERVER: &str = r#"
+    ALTER TABLE current_state ADD COLUMN server TEXT GENERATED ALWAYS AS (
+        CASE WHEN instr(state_key, ':') > 0 THEN substr(state_key, instr(state_key, ':') + 1) END
+    ) VIRTUAL;
+    CREATE INDEX current_state_members_by_server ON current_state(room_id, membership, server)
+        WHERE kind = 'm.room.member';
+"#;
+
+impl Storage {
+    /// The distinct servers of a room's joined members, sorted: one index
+    /// seek per server (each step asks for the least server after the
+    /// previous one), not a read of every member.
+    pub fn servers_in_room(&self, room_id: &str) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "WITH RECURSIVE servers(server) AS (
+                 SELECT MIN(server) FROM current_state
+                 WHERE room_id = ?1 AND membership = 'join' AND kind = 'm.room.member'
+                 UNION ALL
+                 SELECT (SELECT MIN(c.server) FROM current_state c
+                         WHERE c.room_id = ?1 AND c.membership = 'join' AND c.kind = 'm.room.member'
+                           AND c.server > servers.server)
+                 FROM servers WHERE servers.server IS NOT NULL
+             )
+             SELECT server FROM servers WHERE server IS NOT NULL",
+        )?;
+        let rows = statement.query_map([room_id], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether `server` has a joined member in a room.
+    pub fn server_in_room(&self, room_id: &str, server: &str) -> Result<bool> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM current_state
+                WHERE room_id = ?1 AND membership = 'join' AND server = ?2 AND kind = 'm.room.member')",
+        )?;
+        Ok(statement.query_row(params![room_id, server], |row| row.get(0))?)
+    }
+
+    /// The members of a room on `server` whose membership now is one of
+    /// `memberships`, with that membership, by user ID.
+    pub fn server_members_with_any(
+        &self,
+        room_id: &str,
+        server: &str,
+        memberships: &[&str],
+    ) -> Result<Vec<(String, String)>> {
+        // One index seek per membership (an `IN` list would read the room's
+        // members by primary key instead).
+        let mut statement = self.conn.prepare_cached(
+            "SELECT state_key FROM current_state
+             WHERE room_id = ?1 AND membership = ?3 AND server = ?2 AND kind = 'm.room.member'",
+        )?;
+        let mut members = Vec::new();
+        for membership in memberships {
+            let rows = statement.query_map(params![room_id, server, membership], |row| row.get(0))?;
+            for user_id in rows {
+                members.push((user_id?, membership.to_string()));
+            }
+        }
+        members.sort();
+        Ok(members)
+    }
+
+    /// Whether a room has a joined member on `server` other than `user_id`.
+    pub fn server_has_other_member(&self, room_id: &str, server: &str, user_id: &str) -> Result<bool> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM current_state
+                WHERE room_id = ?1 AND membership = 'join' AND server = ?2 AND kind = 'm.room.member'
+                  AND state_key != ?3)",
+        )?;
+        Ok(statement.query_row(params![room_id, server, user_id], |row| row.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets a member row of `current_state` as the event code does.
+    fn member(storage: &Storage, room_id: &str, user_id: &str, membership: &str) {
+        storage
+            .conn
+            .execute(
+                "INSERT INTO current_state (room_id, kind, state_key, event_id, membership)
+                 VALUES (?1, 'm.room.member', ?2, ?3, ?4)
+                 ON CONFLICT (room_id, kind, state_key) DO UPDATE SET membership = excluded.membership",
+                params![room_id, user_id, format!("${room_id}{user_id}"), membership],
+            )
+            .unwrap();
+    }
+
+    /// The query plan's lines, to check a query reads the index and not the room.
+    fn plan(storage: &Storage, sql: &str) -> String {
+        let mut statement = storage.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = statement.query_map(["!r:x", "b.example", "@a:b.example"], |row| row.get::<_, String>(3));
+        rows.unwrap().map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn servers_in_a_room_are_those_of_its_joined_members_sorted_and_distinct() {
+        let storage = crate::storage::in_memory();
+        member(&storage, "!r:x", "@a:c.example", "join");
+        member(&storage, "@a:c.example", "@z:zz", "join");
+        member(&storage, "!r:x", "@b:c.example", "join");
+        member(&storage, "!r:x", "@a:a.example:8448", "join");
+        member(&storage, "!r:x", "@a:b.example", "leave");
+        member(&storage, "!r:x", "@b:b.example", "invite");
+        member(&storage, "!r:x", "no-colon", "join");
+        member(&storage, "!s:x", "@a:d.example", "join");
+        // The same answer as reading every member and taking their servers.
+        assert_eq!(storage.servers_in_room("!r:x").unwrap(), ["a.example:8448", "c.example"]);
+        assert!(storage.server_in_room("!r:x", "c.example").unwrap());
+        assert!(!storage.server_in_room("!r:x", "b.example").unwrap(), "left and invited only");
+        assert!(!storage.server_in_room("!r:x", "d.example").unwrap(), "another room's");
+        member(&storage, "!r:x", "@a:c.example", "leave");
+        member(&storage, "!r:x", "@b:c.example", "ban");
+        member(&storage, "!r:x", "@b:b.example", "join");
+        assert_eq!(storage.servers_in_room("!r:x").unwrap(), ["a.example:8448", "b.example"]);
+        assert!(storage.servers_in_room("!none:x").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_servers_members_are_found_by_membership() {
+        let storage = crate::storage::in_memory();
+        for (user_id, membership) in [
+            ("@c:b.example", "join"),
+            ("@a:b.example", "join"),
+            ("@b:b.example", "invite"),
+            ("@d:b.example", "leave"),
+            ("@a:b.example.org", "join"),
+            ("@e:c.example", "join"),
+        ] {
+            member(&storage, "!r:x", user_id, membership);
+        }
+        let found = storage.server_members_with_any("!r:x", "b.example", &["join", "invite"]).unwrap();
+        let expected = [("@a:b.example", "join"), ("@b:b.example", "invite"), ("@c:b.example", "join")];
+        assert_eq!(found, expected.map(|(user, membership)| (user.to_owned(), membership.to_owned())));
+        assert_eq!(storage.server_members_with_any("!r:x", "b.example", &["leave"]).unwrap().len(), 1);
+        assert!(storage.server_has_other_member("!r:x", "b.example", "@a:b.example").unwrap());
+        member(&storage, "!r:x", "@c:b.example", "leave");
+        assert!(!storage.server_has_other_member("!r:x", "b.example", "@a:b.example").unwrap());
+        assert!(storage.server_has_other_member("!r:x", "b.example", "@z:b.example").unwrap());
+    }
+
+    #[test]
+    fn member_questions_read_the_index_not_the_room() {
+        let storage = crate::storage::in_memory();
+        // A seek on the room, the membership and the server, not a scan.
+        let seek = "INDEX current_state_members_by_server (room_id=? AND membership=? AND server";
+        for sql in [
+            "SELECT EXISTS (SELECT 1 FROM current_state WHERE room_id = ?1 AND membership = 'join'
+                AND server = ?2 AND kind = 'm.room.member' AND state_key != ?3)",
+            "SELECT MIN(server) FROM current_state WHERE room_id = ?1 AND membership = 'join'
+                AND kind = 'm.room.member' AND server > ?2 AND ?3 IS NOT NULL",
+        ] {
+            let plan = plan(&storage, sql);
+            assert!(plan.contains(seek), "{sql}: {plan}");
+        }
+    }
+}
