@@ -277,8 +277,8 @@ pub fn current_power(app: &Engine, version: &RoomVersion, state: &dyn StateLooku
 /// Who hears of a new local event.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Audience {
-    /// The room's local joined and invited members (their syncs wake) and
-    /// the servers of the joined ones: read for every event, by server.
+    /// The room's joined and invited members waiting in a sync (their syncs
+    /// wake) and the servers of the joined members: read for every event.
     Members,
     /// Nobody yet: the events of a room being created, whose one joined
     /// member is its local creator (so no other server is in it). Reading
@@ -634,11 +634,11 @@ fn persist_local(
         .filter(|membership| matches!(*membership, "leave" | "ban"))
         .and(pdu.state_key.as_deref())
         .and_then(|target| target.split_once(':').map(|(_, server)| server));
-    // Who hears of it: the local joined and invited members (whose syncs
-    // wake; only local users sync here), and the servers of the joined ones.
+    // Who hears of it: the joined and invited members waiting in a sync,
+    // and the servers of the joined members.
     let (members, destinations) = match audience {
         Audience::Members => {
-            let members = local_members_to_wake(app, &pdu.room_id)?;
+            let members = members_to_wake(app, &pdu.room_id)?;
             let destinations = outbox::destinations(app, &pdu.room_id, target_server)?;
             (members, destinations)
         }
@@ -686,7 +686,7 @@ fn persist_local(
     unread::forget_departed(app, pdu)?;
     app.search_index.note_new_events();
     let also = pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member");
-    app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
+    app.notifier.wake(members.iter().map(String::as_str).chain(also));
     for destination in &update.outbox {
         outbox::nudge(app, destination);
     }
@@ -738,15 +738,18 @@ pub(crate) fn apply_redaction(app: &Engine, version: &RoomVersion, redaction: &P
 /// Wakes the syncs of a room's joined and invited members (and of `also`, the
 /// target of a membership change).
 pub fn wake_room(app: &Engine, room_id: &str, also: Option<&str>) {
-    let members = local_members_to_wake(app, room_id).unwrap_or_default();
-    app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
+    let members = members_to_wake(app, room_id).unwrap_or_default();
+    app.notifier.wake(members.iter().map(String::as_str).chain(also));
 }
 
 /// A room's joined and invited members whose syncs an event in it wakes:
-/// the local ones, as only local users sync here (read by server, so a
-/// room's remote members cost nothing).
-fn local_members_to_wake(app: &Engine, room_id: &str) -> Result<Vec<(String, String)>> {
-    app.storage().server_members_with_any(room_id, &app.config.server_name, &["join", "invite"])
+/// those waiting in one now. Only local users sync here and few wait at
+/// once, so they are looked up in the room rather than the room's members
+/// read (a room of 50,000 ghosts of a bridge wakes no one, at no cost).
+fn members_to_wake(app: &Engine, room_id: &str) -> Result<Vec<String>> {
+    let waiting = app.notifier.waiting();
+    let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
+    app.storage().members_among(room_id, &waiting, &["join", "invite"])
 }
 
 /// The membership content for a local user joining or being invited: their

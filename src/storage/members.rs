@@ -12,6 +12,7 @@
 use rusqlite::params;
 
 use super::Storage;
+use super::batch::string_list;
 use crate::error::Result;
 
 /// Migration 25: each member row of `current_state` gets its server (a
@@ -79,6 +80,34 @@ impl Storage {
             }
         }
         members.sort();
+        Ok(members)
+    }
+
+    /// Those of `user_ids` whose membership of a room now is one of
+    /// `memberships`: one primary-key read each.
+    pub fn members_among(
+        &self,
+        room_id: &str,
+        user_ids: &[&str],
+        memberships: &[&str],
+    ) -> Result<Vec<String>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut statement = self.conn.prepare_cached(
+            "SELECT state_key, membership FROM current_state
+             WHERE room_id = ?1 AND kind = 'm.room.member' AND state_key IN (SELECT value FROM json_each(?2))",
+        )?;
+        let rows = statement.query_map(params![room_id, string_list(user_ids)], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+        })?;
+        let mut members = Vec::new();
+        for row in rows {
+            let (user_id, membership) = row?;
+            if membership.is_some_and(|membership| memberships.contains(&membership.as_str())) {
+                members.push(user_id);
+            }
+        }
         Ok(members)
     }
 
@@ -157,6 +186,10 @@ mod tests {
         let expected = [("@a:b.example", "join"), ("@b:b.example", "invite"), ("@c:b.example", "join")];
         assert_eq!(found, expected.map(|(user, membership)| (user.to_owned(), membership.to_owned())));
         assert_eq!(storage.server_members_with_any("!r:x", "b.example", &["leave"]).unwrap().len(), 1);
+        let among = ["@b:b.example", "@d:b.example", "@e:c.example", "@nobody:b.example"];
+        let found = storage.members_among("!r:x", &among, &["join", "invite"]).unwrap();
+        assert_eq!(found, ["@b:b.example", "@e:c.example"]);
+        assert!(storage.members_among("!s:x", &among, &["join"]).unwrap().is_empty());
         assert!(storage.server_has_other_member("!r:x", "b.example", "@a:b.example").unwrap());
         member(&storage, "!r:x", "@c:b.example", "leave");
         assert!(!storage.server_has_other_member("!r:x", "b.example", "@a:b.example").unwrap());
