@@ -162,8 +162,7 @@ fn resident(app: &App, room_id: &str) -> Result<bool> {
     if app.storage().room_version(room_id)?.is_none() {
         return Ok(false);
     }
-    let members = app.storage().members_with(room_id, "join")?;
-    Ok(members.iter().any(|member| app.is_local_user(member)))
+    app.storage().server_in_room(room_id, &app.config.server_name)
 }
 
 /// `POST /join/{roomIdOrAlias}` and `POST /rooms/{roomId}/join`.
@@ -233,10 +232,8 @@ fn restricted_join_authoriser(app: &App, room_id: &str, user_id: &str) -> Result
     let version = rooms::room_version(app, room_id)?;
     let state = app.storage().current_state(room_id)?;
     let power = rooms::current_power(app, &version, &state);
-    let members = app.storage().members_with(room_id, "join")?;
-    Ok(members
-        .into_iter()
-        .find(|member| app.is_local_user(member) && power.has_named_level(member, "invite")))
+    let members = app.storage().server_members(room_id, &app.config.server_name, "join")?;
+    Ok(members.into_iter().find(|member| power.has_named_level(member, "invite")))
 }
 
 /// `POST /rooms/{roomId}/invite`.
