@@ -188,6 +188,16 @@ fn audience_members(app: &Engine, room_id: &str) -> Result<BTreeMap<String, Opti
         .collect()
 }
 
+/// The local members an event stored in the room now is evaluated for (its
+/// joined local members but the exclusive users of application services):
+/// the only users who can have it counted unread.
+pub fn audience(app: &Engine, room_id: &str) -> Result<Vec<String>> {
+    // Bound first: the storage is borrowed again below.
+    let state_group = app.storage().room_state_group(room_id)?;
+    let audience = app.push_audiences.of(app, room_id, state_group)?;
+    Ok(audience.members.keys().cloned().collect())
+}
+
 /// What storing an event queues besides the event itself.
 #[derive(Default)]
 pub struct Actions {
