@@ -348,6 +348,27 @@ mod tests {
     }
 
     #[test]
+    fn the_members_by_server_migration_indexes_the_members_stored_before_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..24] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 24).unwrap();
+        conn.execute_batch(
+            "INSERT INTO current_state VALUES ('!r:x', 'm.room.member', '@a:b.example', '$1', 'join'),
+                ('!r:x', 'm.room.member', '@b:a.example', '$2', 'join'),
+                ('!r:x', 'm.room.member', '@c:c.example', '$3', 'leave'),
+                ('!r:x', 'm.room.name', '', '$4', NULL);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let storage = super::super::Storage { conn, transactions: Default::default() };
+        assert_eq!(storage.servers_in_room("!r:x").unwrap(), ["a.example", "b.example"]);
+        assert!(storage.server_in_room("!r:x", "b.example").unwrap());
+        assert!(!storage.server_in_room("!r:x", "c.example").unwrap());
+    }
+
+    #[test]
     fn the_unread_marks_migration_keeps_what_was_unread() {
         let mut conn = Connection::open_in_memory().unwrap();
         for sql in &MIGRATIONS[..20] {
