@@ -13,6 +13,7 @@ use rusqlite::params;
 
 use super::Storage;
 use super::batch::string_list;
+use super::rooms::CurrentStateEntry;
 use crate::error::Result;
 
 /// Migration 25: each member row of `current_state` gets its server (a
@@ -122,6 +123,40 @@ impl Storage {
         Ok(())
     }
 
+    /// The entries of a room's current state whose events were stored after
+    /// stream position `after`, ordered by type and state key: found from
+    /// the room's events since then (each checked against the current
+    /// state by key), so an incremental sync of a room of 50,000 members
+    /// reads what changed, not the room.
+    pub fn current_state_entries_since(&self, room_id: &str, after: i64) -> Result<Vec<CurrentStateEntry>> {
+        // CROSS JOIN: the events since `after` drive, whatever SQLite guesses.
+        let mut statement = self.conn.prepare_cached(
+            "SELECT c.kind, c.state_key, c.event_id, c.membership
+             FROM events e CROSS JOIN current_state c
+             WHERE e.room_id = ?1 AND e.stream_ordering > ?2 AND e.state_key IS NOT NULL
+               AND c.room_id = ?1 AND c.kind = e.kind AND c.state_key = e.state_key
+               AND c.event_id = e.event_id
+             ORDER BY c.kind, c.state_key",
+        )?;
+        let rows = statement.query_map(params![room_id, after], entry_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The current member entries of some users in a room (those with one),
+    /// ordered by user ID.
+    pub fn current_member_entries(&self, room_id: &str, user_ids: &[&str]) -> Result<Vec<CurrentStateEntry>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut statement = self.conn.prepare_cached(
+            "SELECT kind, state_key, event_id, membership FROM current_state
+             WHERE room_id = ?1 AND kind = 'm.room.member' AND state_key IN (SELECT value FROM json_each(?2))
+             ORDER BY state_key",
+        )?;
+        let rows = statement.query_map(params![room_id, string_list(user_ids)], entry_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Whether a room has a joined member on `server` other than `user_id`.
     pub fn server_has_other_member(&self, room_id: &str, server: &str, user_id: &str) -> Result<bool> {
         let mut statement = self.conn.prepare_cached(
@@ -131,6 +166,15 @@ impl Storage {
         )?;
         Ok(statement.query_row(params![room_id, server, user_id], |row| row.get(0))?)
     }
+}
+
+fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CurrentStateEntry> {
+    Ok(CurrentStateEntry {
+        kind: row.get(0)?,
+        state_key: row.get(1)?,
+        event_id: row.get(2)?,
+        membership: row.get(3)?,
+    })
 }
 
 #[cfg(test)]
@@ -238,10 +282,64 @@ mod tests {
     }
 
     #[test]
+    fn state_changed_since_a_position_is_found_from_the_events_since() {
+        let storage = crate::storage::in_memory();
+        // Events 1..=4: a's join, b's join, the name, b's leave (which
+        // replaced b's join in the current state); 5: a message.
+        let events = [
+            (1, "$1", "m.room.member", Some("@a:x")),
+            (2, "$2", "m.room.member", Some("@b:x")),
+            (3, "$3", "m.room.name", Some("")),
+            (4, "$4", "m.room.member", Some("@b:x")),
+            (5, "$5", "m.room.message", None),
+        ];
+        for (stream, event_id, kind, state_key) in events {
+            storage
+                .conn
+                .execute(
+                    "INSERT INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
+                        origin_server_ts, json)
+                     VALUES (?1, ?2, '!r:x', ?3, ?4, '@a:x', ?1, 0, '{}')",
+                    params![stream, event_id, kind, state_key],
+                )
+                .unwrap();
+        }
+        storage
+            .conn
+            .execute_batch(
+                "INSERT INTO current_state (room_id, kind, state_key, event_id, membership) VALUES
+                    ('!r:x', 'm.room.member', '@a:x', '$1', 'join'),
+                    ('!r:x', 'm.room.member', '@b:x', '$4', 'leave'),
+                    ('!r:x', 'm.room.name', '', '$3', NULL);",
+            )
+            .unwrap();
+        let keys = |entries: Vec<CurrentStateEntry>| -> Vec<(String, String, String)> {
+            entries.into_iter().map(|entry| (entry.kind, entry.state_key, entry.event_id)).collect()
+        };
+        let entry =
+            |kind: &str, state_key: &str, event_id: &str| (kind.into(), state_key.into(), event_id.into());
+        assert_eq!(
+            keys(storage.current_state_entries_since("!r:x", 1).unwrap()),
+            [entry("m.room.member", "@b:x", "$4"), entry("m.room.name", "", "$3")],
+            "b's replaced join is not current; a's join is older"
+        );
+        assert!(storage.current_state_entries_since("!r:x", 4).unwrap().is_empty());
+        assert_eq!(
+            keys(storage.current_member_entries("!r:x", &["@b:x", "@a:x", "@c:x"]).unwrap()),
+            [entry("m.room.member", "@a:x", "$1"), entry("m.room.member", "@b:x", "$4")]
+        );
+    }
+
+    #[test]
     fn member_questions_read_the_index_not_the_room() {
         let storage = crate::storage::in_memory();
         // A seek on the room, the membership and the server, not a scan.
         let seek = "INDEX current_state_members_by_server (room_id=? AND membership=? AND server";
+        let since = "SELECT c.kind FROM events e CROSS JOIN current_state c
+             WHERE e.room_id = ?1 AND e.stream_ordering > ?2 AND e.state_key IS NOT NULL
+               AND c.room_id = ?1 AND c.kind = e.kind AND c.state_key = e.state_key AND c.event_id = ?3";
+        let plan_since = plan(&storage, since);
+        assert!(plan_since.starts_with("SEARCH e USING INDEX events_by_room"), "{plan_since}");
         for sql in [
             "SELECT EXISTS (SELECT 1 FROM current_state WHERE room_id = ?1 AND membership = 'join'
                 AND server = ?2 AND kind = 'm.room.member' AND state_key != ?3)",
