@@ -11,7 +11,9 @@
 //!    targets table beside its target;
 //! 2. how fast B accepts PDUs from A's transactions: [`MESSAGES`] messages
 //!    sent on A, timed from the first send until B holds them all, and how
-//!    A's sender batched them.
+//!    A's sender batched them;
+//! 3. how long an incremental `/sync` of B's member takes after a message
+//!    in the big room.
 //!
 //! It measures and prints; it asserts nothing (it is not a timed test).
 //!
@@ -71,6 +73,8 @@ const MEMBER_PREFIX: &str = "member";
 const MESSAGES: usize = 2_000;
 /// Threads sending those messages, each as a different member of A.
 const SENDER_THREADS: usize = 4;
+/// Messages bob's incremental syncs follow, one each, in phase 3.
+const SYNC_ROUNDS: usize = 20;
 /// How long the remote join may take before the bench gives up on it.
 const JOIN_DEADLINE: Duration = Duration::from_secs(600);
 /// How long B may take to hold every message once they are all sent.
@@ -265,8 +269,17 @@ fn main() {
         row("PDUs per transaction: max", batches.iter().max().unwrap().to_string());
     }
     let memory = b.memory();
-    row("B VmRSS at the end", mib(memory.rss_kib));
+    row("B VmRSS after the messages", mib(memory.rss_kib));
     row("B VmHWM since the reset", mib(memory.hwm_kib));
+
+    // Phase 3: bob's incremental syncs in the big room, one message each.
+    let syncs = incremental_syncs(&members[0], &bob, &room_id, started);
+    if let Some(median) = syncs {
+        row(&format!("bob's incremental /sync after a message (median of {SYNC_ROUNDS})"), ms(median));
+    }
+    let memory = b.memory();
+    row("B VmRSS at the end", mib(memory.rss_kib));
+    row("B VmHWM since the reset (bob's first sync included)", mib(memory.hwm_kib));
     let database = file_size(&b.data_dir.join("hearth.db")) + file_size(&b.data_dir.join("hearth.db-wal"));
     row("B database + WAL at the end", format!("{:.2} MB", database as f64 / 1e6));
 }
@@ -342,6 +355,41 @@ fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, S
         })
         .collect();
     threads.into_iter().filter_map(|thread| thread.join().unwrap()).collect()
+}
+
+/// Bob syncs with members loaded lazily (as clients do in big rooms), then
+/// [`SYNC_ROUNDS`] times a member on A sends a message and bob, once B holds
+/// it, asks for what is new: the median time of those incremental syncs.
+fn incremental_syncs(
+    sender: &(Client, String),
+    bob: &Client,
+    room_id: &str,
+    started: Instant,
+) -> Option<Duration> {
+    let filter = r#"{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":5}}}"#;
+    let filter: String = filter.bytes().map(|byte| format!("%{byte:02X}")).collect();
+    let (status, body) = bob.get(&format!("/_matrix/client/v3/sync?timeout=0&filter={filter}"));
+    assert_eq!(status, 200, "bob's first sync: {body}");
+    let mut since = body["next_batch"].as_str()?.to_string();
+    let (client, user_id) = sender;
+    let mut durations = Vec::new();
+    for round in 0..SYNC_ROUNDS {
+        let path =
+            format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/sync{round}?user_id={user_id}");
+        let (status, body) =
+            client.put(&path, &json!({"msgtype": "m.text", "body": format!("sync {round}")}));
+        assert_eq!(status, 200, "send: {body}");
+        let event_id = body["event_id"].as_str()?.to_string();
+        wait_for_event(bob, room_id, &event_id, started)?;
+        let begun = Instant::now();
+        let (status, body) =
+            bob.get(&format!("/_matrix/client/v3/sync?timeout=0&filter={filter}&since={since}"));
+        durations.push(begun.elapsed());
+        assert_eq!(status, 200, "bob's sync: {body}");
+        since = body["next_batch"].as_str()?.to_string();
+    }
+    durations.sort();
+    Some(durations[durations.len() / 2])
 }
 
 /// Polls B's newest event until it is `event_id`; returns the time since `started`.

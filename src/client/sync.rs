@@ -538,11 +538,17 @@ fn joined_room(
     };
     // The state events in the timeline are not shown again: not read either.
     let timeline_ids: Vec<&str> = in_timeline.iter().copied().collect();
-    let loaded_events = if whole {
+    // Only what can show is read: with members loaded lazily, the members
+    // of the timeline's senders and no other (a first lazy view of a room
+    // of 50,000 members reads a few member events, not 50,000).
+    let loaded_events = if whole && !lazy {
         app.storage().current_state_events_except(room_id, state_after, &timeline_ids)?
     } else {
         let ids: Vec<&str> = current
             .iter()
+            .filter(|entry| {
+                entry.kind != "m.room.member" || !lazy || wanted_members.contains(entry.state_key.as_str())
+            })
             .map(|entry| entry.event_id.as_str())
             .filter(|event_id| !in_timeline.contains(event_id))
             .collect();
