@@ -142,6 +142,9 @@ fn main() {
     // Registration hashed passwords (argon2, 12 MiB each): reset the peak so
     // VmHWM below is the join's own.
     b.reset_peak();
+    // A's peak from here on is its answer to the join (setup is over).
+    a.reset_peak();
+    let resident_before = a.memory();
     let before = b.memory();
     let joining = Arc::new(AtomicBool::new(true));
     let prober = {
@@ -158,6 +161,7 @@ fn main() {
     joining.store(false, Ordering::SeqCst);
     let probes = prober.join().unwrap();
     let after = b.memory();
+    let resident_after = a.memory();
     if status != 200 {
         println!("join FAILED after {:.3} s: {status} {body}", join_elapsed.as_secs_f64());
         println!("--- B's log tail ---\n{}", b.log_tail());
@@ -173,6 +177,7 @@ fn main() {
         join_elapsed.as_secs_f64(),
         after.hwm_kib
     );
+    println!("join answer: members={members_count} peak_rss_kib_resident={}", resident_after.hwm_kib);
     println!();
     let target =
         TARGETS.iter().find(|(count, _)| *count == members_count).map_or("–", |(_, target)| target);
@@ -195,6 +200,8 @@ fn main() {
     row("B VmRSS before the join", mib(before.rss_kib));
     row("B VmHWM after the join (peak since reset)", mib(after.hwm_kib));
     row("B VmRSS after the join", mib(after.rss_kib));
+    row("A VmRSS before the join", mib(resident_before.rss_kib));
+    row("A VmHWM answering the join (peak since reset)", mib(resident_after.hwm_kib));
     for (name, mut latencies) in [("/versions", probes.versions), ("/sync?timeout=0", probes.syncs)] {
         latencies.sort();
         if latencies.is_empty() {
@@ -522,7 +529,7 @@ impl Node {
     /// Resets VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`).
     fn reset_peak(&self) {
         if let Err(error) = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5") {
-            println!("(cannot reset B's VmHWM: {error}; the peak includes registration)");
+            println!("(cannot reset the VmHWM of pid {}: {error}; the peak includes set-up)", self.pid());
         }
     }
 

@@ -205,6 +205,7 @@ fn into_http(response: Response) -> crate::server::Response {
     let body = match response.body {
         Body::Bytes(bytes) => OutgoingBody::Bytes(bytes),
         Body::Stream { reader, length } => OutgoingBody::Stream { reader, length: length as u64 },
+        Body::Unsized { reader } => OutgoingBody::Unsized { reader, chunked: true },
     };
     let mut headers: Vec<(Cow<'static, str>, String)> = vec![
         ("content-type".into(), response.content_type.into_owned()),

@@ -108,6 +108,13 @@ pub enum Body {
         reader: Box<dyn AsyncBufRead + Unpin + Send + Sync>,
         length: usize,
     },
+    /// Bytes from `reader` until it ends, their length not known before
+    /// (an answer made while it goes out, such as a big room's
+    /// `send_join`): sent chunked; a reader error cuts the connection
+    /// before the body's end.
+    Unsized {
+        reader: Box<dyn AsyncBufRead + Unpin>,
+    },
 }
 
 impl Response {

@@ -262,8 +262,12 @@ impl Server {
                 log::debug!("bad request from {}: {error}", peer.address);
                 let status = error.status();
                 let text = format!("{error}\n").into_bytes();
-                let head =
-                    http1::response_head(status, &[("content-type", "text/plain")], text.len() as u64, true);
+                let head = http1::response_head(
+                    status,
+                    &[("content-type", "text/plain")],
+                    http1::BodyLength::Known(text.len() as u64),
+                    true,
+                );
                 let _ = http1::write_message(connection, head, OutgoingBody::Bytes(text), false).await;
                 return false;
             }
@@ -271,12 +275,20 @@ impl Server {
         let keep_alive = head.keep_alive;
         let head_only = head.method == "HEAD";
         let http10 = head.version == Version::Http10;
-        let response = (self.handler)(Request { head, body: RequestBody(body) }, peer).await;
+        let mut response = (self.handler)(Request { head, body: RequestBody(body) }, peer).await;
+        // An HTTP/1.0 peer knows no chunks: a body of unknown length goes to
+        // it as it comes, and the connection's close ends it.
+        if let OutgoingBody::Unsized { chunked, .. } = &mut response.body {
+            *chunked = !http10;
+        }
+        let close_delimited = response.body.length() == http1::BodyLength::UntilClose;
         // A client that waited for 100-continue and never got it has not sent
         // its body, and a body that failed leaves no request boundary: either
         // way the connection cannot carry another request.
-        let reusable =
-            keep_alive && !connection.borrow().continue_owed() && !connection.borrow().body_failed();
+        let reusable = keep_alive
+            && !close_delimited
+            && !connection.borrow().continue_owed()
+            && !connection.borrow().body_failed();
         let date = http1::http_date(std::time::SystemTime::now());
         let mut headers: Vec<(&str, &str)> =
             response.headers.iter().map(|(name, value)| (name.as_ref(), value.as_str())).collect();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::federation::{TestCa, start_federating};
+use common::federation::{TestCa, make_membership, signed_request, start_federating};
 use common::rooms::{create_room, enc, put_state, room_path};
 use common::{Client, TempDir, eventually, write_file};
 use serde_json::{Value, json};
@@ -40,6 +40,20 @@ fn state_of(client: &Client, room_id: &str) -> Vec<(String, String, String)> {
         .map(|event| {
             let text = |key: &str| event[key].as_str().unwrap_or_default().to_string();
             (text("type"), text("state_key"), text("event_id"))
+        })
+        .collect();
+    state.sort();
+    state
+}
+
+/// State events as a client and a `send_join` answer both show them, for
+/// comparing the two: (type, state key, sender, content), sorted.
+fn state_contents(events: &[Value]) -> Vec<(String, String, String, String)> {
+    let mut state: Vec<_> = events
+        .iter()
+        .map(|event| {
+            let text = |key: &str| event[key].as_str().unwrap_or_default().to_string();
+            (text("type"), text("state_key"), text("sender"), event["content"].to_string())
         })
         .collect();
     state.sort();
@@ -124,4 +138,45 @@ fn a_streamed_join_of_a_big_room_gives_the_resident_servers_state() {
     let leaver = format!("@member0:{}", a.server_name);
     let (status, content) = bob.get(&room_path(&room_id, &format!("/state/m.room.member/{}", enc(&leaver))));
     assert_eq!((status, content["membership"].clone()), (200, Value::from("leave")));
+
+    // The streamed answer itself: another of B's users joins by a signed
+    // `send_join` of its own, and the answer's state is A's state before
+    // that join, event for event, with its auth chain; the same join sent again to the deprecated v1 endpoint gets
+    // the same answer in v1's `[200, {...}]`.
+    let (_, create) = alice.get(&room_path(&room_id, "/state/m.room.create/"));
+    let version = create["room_version"].as_str().unwrap_or("1").to_string();
+    let carol = b.user_id("carol");
+    let (join_id, join) = make_membership(&ca, &b, &a, &version, "join", &room_id, &carol);
+    let (_, before) = alice.get(&room_path(&room_id, "/state"));
+    let before = state_contents(before.as_array().unwrap());
+    for api in ["v2", "v1"] {
+        let path = format!("/_matrix/federation/{api}/send_join/{}/{}", enc(&room_id), enc(&join_id));
+        let (status, answer) = signed_request(&ca, &b, &a, "PUT", &path, Some(&join));
+        assert_eq!(status, 200, "{api}: {answer}");
+        let answer = if api == "v1" {
+            assert_eq!(answer[0], 200, "v1 answers [200, {{...}}]");
+            answer[1].clone()
+        } else {
+            answer
+        };
+        assert_eq!(answer["origin"], a.server_name.as_str());
+        assert_eq!(answer["members_omitted"], false);
+        assert_eq!(answer["event"]["state_key"], carol.as_str());
+        let servers = answer["servers_in_room"].as_array().unwrap();
+        assert!(servers.contains(&Value::from(b.server_name.as_str())), "{servers:?}");
+        let state = answer["state"].as_array().unwrap();
+        assert_eq!(state.len(), before.len(), "{api}: one event per state key");
+        assert_eq!(state_contents(state), before, "{api}: the state before the join");
+        let chain = answer["auth_chain"].as_array().unwrap();
+        let kinds: Vec<&str> = chain.iter().filter_map(|event| event["type"].as_str()).collect();
+        // (From room version 12 the create event is named by the room ID,
+        // not in `auth_events`: it comes with the state.)
+        for kind in ["m.room.power_levels", "m.room.join_rules", "m.room.member"] {
+            assert!(kinds.contains(&kind), "{api}: no {kind} in the auth chain: {kinds:?}");
+        }
+        let mut texts: Vec<String> = chain.iter().map(Value::to_string).collect();
+        texts.sort();
+        texts.dedup();
+        assert_eq!(texts.len(), chain.len(), "{api}: an auth event came twice");
+    }
 }

@@ -6,18 +6,21 @@
 //! <https://spec.matrix.org/latest/server-server-api/#knocking-upon-a-room>,
 //! <https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room>.
 
+use std::rc::Rc;
+
 use serde_json::{Map, Value, json};
 
 use super::acl;
-use super::events::auth_chain;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::auth;
+use crate::protocol::pdu::Pdu;
 use crate::protocol::room_version::RoomVersion;
 use crate::protocol::signing;
 use crate::remote::pdus::{self, pdu_json, server_of};
 use crate::request::{Request, Response};
 use crate::rooms::incoming::{self, KnownStates, Outcome};
+use crate::rooms::join_answer::JoinAnswer;
 use crate::rooms::{self, Draft, LocalSignatures};
 
 /// The room version of a room we are in, as other servers must speak it.
@@ -155,9 +158,49 @@ fn restricted_authoriser(
         .ok_or_else(|| Error::matrix(400, "M_UNABLE_TO_GRANT_JOIN", "no local user can authorise the join"))
 }
 
-/// `PUT /v2/send_join/...`, `/v2/send_leave/...`, `/v1/send_knock/...` (and
-/// the deprecated `/v1/send_join`, `/v1/send_leave`, whose callers wrap the
-/// answer): the body of the answer.
+/// `PUT /v2/send_join/...` (and the deprecated `/v1/send_join`, with `v1`):
+/// the state before the join and its auth chain, streamed as they are read
+/// (`rooms::join_answer`), never held whole. `omit_members` is not
+/// supported: the whole state comes, and `members_omitted` says so.
+pub async fn send_join(
+    app: &Rc<App>,
+    request: &Request,
+    origin: &str,
+    room_id: &str,
+    event_id: &str,
+    v1: bool,
+) -> Result<Response> {
+    let pdu = receive_membership(app, request, origin, room_id, event_id, "join").await?;
+    let stored = app
+        .storage()
+        .event(&pdu.event_id)?
+        .ok_or_else(|| Error::Internal(format!("the join {} is not stored", pdu.event_id)))?;
+    let state_group = stored
+        .state_group
+        .ok_or_else(|| Error::Internal(format!("the join {} has no state", pdu.event_id)))?;
+    let mut fields = Map::new();
+    fields.insert("origin".into(), json!(app.config.server_name));
+    fields.insert("event".into(), Value::Object(pdu.json.clone()));
+    fields.insert("members_omitted".into(), json!(false));
+    fields.insert("servers_in_room".into(), json!(app.storage().servers_in_room(room_id)?));
+    let answer = JoinAnswer {
+        v1,
+        fields,
+        state_group,
+        join_event_id: pdu.event_id.clone(),
+        joiner: pdu.sender.clone(),
+        replaced: stored.replaces_state,
+    };
+    Ok(Response {
+        status: 200,
+        content_type: "application/json".into(),
+        body: rooms::join_answer::stream(&app.engine, answer),
+        headers: Vec::new(),
+    })
+}
+
+/// `PUT /v2/send_leave/...`, `/v1/send_knock/...` (and the deprecated
+/// `/v1/send_leave`, whose callers wrap the answer): the body of the answer.
 pub async fn send_membership(
     app: &App,
     request: &Request,
@@ -166,6 +209,28 @@ pub async fn send_membership(
     event_id: &str,
     membership: &str,
 ) -> Result<Value> {
+    let pdu = receive_membership(app, request, origin, room_id, event_id, membership).await?;
+    match membership {
+        "knock" => {
+            // Spec (v1.16): whole PDUs in the room's format, the create event among them.
+            let state = crate::rooms::invites::invite_state_events(app, room_id, &pdu.sender)?;
+            let state: Vec<Value> = state.iter().map(pdu_json).collect();
+            Ok(json!({ "knock_room_state": state }))
+        }
+        _ => Ok(json!({})),
+    }
+}
+
+/// Checks and accepts `origin`'s signed `membership` event (join, leave or
+/// knock) from the request body, and queues it for the room's other servers.
+async fn receive_membership(
+    app: &App,
+    request: &Request,
+    origin: &str,
+    room_id: &str,
+    event_id: &str,
+    membership: &str,
+) -> Result<Pdu> {
     if !acl::server_allowed(app, room_id, origin) {
         return Err(Error::Forbidden(format!("{origin} is denied by the room's server ACL")));
     }
@@ -200,42 +265,13 @@ pub async fn send_membership(
             "this is not {origin}'s {membership} event {event_id} for {room_id}"
         )));
     }
-    let state_before = app.storage().current_state(room_id)?;
     match incoming::accept(app, &version, &pdu, &KnownStates::new())? {
         Outcome::Accepted | Outcome::Duplicate => {}
         Outcome::SoftFailed(reason) | Outcome::Rejected(reason) => return Err(Error::Forbidden(reason)),
     }
     // Everyone else in the room hears of the new member from us.
     rooms::outbox::queue_pdu_except(app, room_id, &pdu.event_id, origin)?;
-    match membership {
-        "join" => {
-            let state_ids: Vec<String> = state_before.values().cloned().collect();
-            let mut state = Vec::with_capacity(state_ids.len());
-            for id in &state_ids {
-                if let Some(event) = app.storage().event(id)? {
-                    state.push(pdu_json(&event));
-                }
-            }
-            let mut chain_start = state_ids.clone();
-            chain_start.push(pdu.event_id.clone());
-            let chain = auth_chain(app, &chain_start)?;
-            Ok(json!({
-                "origin": app.config.server_name,
-                "event": Value::Object(pdu.json.clone()),
-                "state": state,
-                "auth_chain": chain.iter().map(pdu_json).collect::<Vec<_>>(),
-                "members_omitted": false,
-                "servers_in_room": app.storage().servers_in_room(room_id)?,
-            }))
-        }
-        "knock" => {
-            // Spec (v1.16): whole PDUs in the room's format, the create event among them.
-            let state = crate::rooms::invites::invite_state_events(app, room_id, &pdu.sender)?;
-            let state: Vec<Value> = state.iter().map(pdu_json).collect();
-            Ok(json!({ "knock_room_state": state }))
-        }
-        _ => Ok(json!({})),
-    }
+    Ok(pdu)
 }
 
 fn pointer_escape(text: &str) -> String {

@@ -86,8 +86,7 @@ async fn authenticated_route(
             membership::make_membership(app, request, origin, room_id, user_id, "knock")
         }
         (Put, [api @ ("v1" | "v2"), "send_join", room_id, event_id]) => {
-            let answer = membership::send_membership(app, request, origin, room_id, event_id, "join").await?;
-            Ok(Response::ok(deprecated_v1_shape(api, answer)))
+            membership::send_join(app, request, origin, room_id, event_id, *api == "v1").await
         }
         (Put, [api @ ("v1" | "v2"), "send_leave", room_id, event_id]) => {
             let answer =
@@ -127,11 +126,11 @@ async fn authenticated_route(
     }
 }
 
-/// The deprecated v1 `send_join` and `send_leave` answer `[200, answer]`
-/// (the status repeated in the body); v2 answers the object alone.
+/// The deprecated v1 `send_leave` answers `[200, answer]` (the status
+/// repeated in the body; v1 `send_join` too, in `rooms::join_answer`); v2
+/// answers the object alone.
 ///
-/// Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1send_joinroomideventid>,
-/// <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1send_leaveroomideventid>.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1send_leaveroomideventid>.
 fn deprecated_v1_shape(api: &str, answer: serde_json::Value) -> serde_json::Value {
     if api == "v1" { json!([200, answer]) } else { answer }
 }

@@ -24,7 +24,7 @@ use smol::Timer;
 use smol::io::{AsyncRead, AsyncWrite};
 
 pub use head::{Framing, HeadError, Headers, RequestHead, ResponseHead, Version};
-pub use write::{OutgoingBody, http_date, request_head, response_head, write_message};
+pub use write::{BodyLength, OutgoingBody, http_date, request_head, response_head, write_message};
 
 /// Bytes asked of the socket per read while looking for a head or chunk line.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
@@ -696,6 +696,54 @@ mod tests {
         let mut pace = Pace::new(start);
         pace.progress(start + Duration::from_secs(100), 100 * MIN_TRANSFER_BYTES_PER_SECOND as usize);
         assert_eq!(pace.deadline(STALL_TIMEOUT), start + Duration::from_secs(100) + STALL_TIMEOUT);
+    }
+
+    /// A body of unknown length goes out in chunks that our own client reads
+    /// back whole; a reader that fails leaves the last chunk unwritten, so
+    /// the peer cannot take the body as complete.
+    /// RFC 9112 §7.1: <https://www.rfc-editor.org/rfc/rfc9112#section-7.1>.
+    #[test]
+    fn unsized_bodies_are_chunked_and_read_back_whole() {
+        let write = |reader: Box<dyn smol::io::AsyncBufRead + Unpin>| {
+            let written = Rc::new(RefCell::new(Vec::new()));
+            let script = Script { input: Vec::new(), piece: 1, written: written.clone() };
+            let connection = Rc::new(RefCell::new(Connection::new(script, STALL_TIMEOUT)));
+            let head = response_head(200, &[], BodyLength::Chunked, false);
+            let outcome = smol::block_on(write_message(
+                &connection,
+                head,
+                OutgoingBody::Unsized { reader, chunked: true },
+                false,
+            ));
+            (outcome, written.take())
+        };
+        let body: Vec<u8> = (0..40_000u32).map(|index| (index % 251) as u8).collect();
+        let reader = smol::io::BufReader::with_capacity(7_000, smol::io::Cursor::new(body.clone()));
+        let (outcome, written) = write(Box::new(reader));
+        outcome.unwrap();
+        assert!(written.starts_with(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"));
+        assert!(written.ends_with(b"\r\n0\r\n\r\n"));
+        let script = Script { input: written, piece: 999, written: Rc::new(RefCell::new(Vec::new())) };
+        let mut read = Vec::new();
+        let head = request_head("GET", "/", &[], None);
+        let response = smol::block_on(exchange_to(script, head, Vec::new(), body.len(), &mut read)).unwrap();
+        assert_eq!((response.status, read == body), (200, true));
+
+        let failing = smol::io::AsyncReadExt::chain(
+            smol::io::Cursor::new(b"partial".to_vec()),
+            smol::io::AsyncReadExt::take(FailingReader, 1),
+        );
+        let (outcome, written) = write(Box::new(smol::io::BufReader::new(failing)));
+        assert!(outcome.is_err());
+        assert!(!written.ends_with(b"0\r\n\r\n"), "{:?}", String::from_utf8_lossy(&written));
+    }
+
+    struct FailingReader;
+
+    impl AsyncRead for FailingReader {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut [u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::Error::other("the producer failed")))
+        }
     }
 
     #[test]

@@ -23,14 +23,37 @@ pub enum OutgoingBody {
         reader: Box<dyn AsyncBufRead + Unpin>,
         length: u64,
     },
+    /// Bytes from `reader` until it ends, their length not known beforehand
+    /// (an answer made while it is sent): in chunks (RFC 9112 §7.1), or with
+    /// `chunked` false (an HTTP/1.0 peer, which knows no chunks) as they
+    /// come, the connection's close ending them. A reader that fails cuts
+    /// the connection before the last chunk, so the peer sees the body
+    /// unfinished rather than complete.
+    Unsized {
+        reader: Box<dyn AsyncBufRead + Unpin>,
+        chunked: bool,
+    },
+}
+
+/// How a message's head delimits its body (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLength {
+    /// `content-length`.
+    Known(u64),
+    /// `transfer-encoding: chunked`.
+    Chunked,
+    /// Neither: the body ends where the connection closes.
+    UntilClose,
 }
 
 impl OutgoingBody {
-    /// The body's length in bytes.
-    pub fn length(&self) -> u64 {
+    /// How the body's length is told.
+    pub fn length(&self) -> BodyLength {
         match self {
-            OutgoingBody::Bytes(bytes) => bytes.len() as u64,
-            OutgoingBody::Stream { length, .. } => *length,
+            OutgoingBody::Bytes(bytes) => BodyLength::Known(bytes.len() as u64),
+            OutgoingBody::Stream { length, .. } => BodyLength::Known(*length),
+            OutgoingBody::Unsized { chunked: true, .. } => BodyLength::Chunked,
+            OutgoingBody::Unsized { chunked: false, .. } => BodyLength::UntilClose,
         }
     }
 }
@@ -120,15 +143,20 @@ pub fn http_date(time: std::time::SystemTime) -> String {
     )
 }
 
-/// A response head: status line, the given headers, `content-length` (not
-/// for 1xx and 204, RFC 9110 §8.6) and `connection: close` if asked.
-pub fn response_head(status: u16, headers: &[(&str, &str)], body_length: u64, close: bool) -> Vec<u8> {
+/// A response head: status line, the given headers, `content-length` or
+/// `transfer-encoding: chunked` (not for 1xx and 204, RFC 9110 §8.6) and
+/// `connection: close` if asked.
+pub fn response_head(status: u16, headers: &[(&str, &str)], body_length: BodyLength, close: bool) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status)).into_bytes();
     for (name, value) in headers {
         push_header(&mut head, name, value);
     }
     if !(100..200).contains(&status) && status != 204 {
-        push_header(&mut head, "content-length", &body_length.to_string());
+        match body_length {
+            BodyLength::Known(length) => push_header(&mut head, "content-length", &length.to_string()),
+            BodyLength::Chunked => push_header(&mut head, "transfer-encoding", "chunked"),
+            BodyLength::UntilClose => {}
+        }
     }
     if close {
         push_header(&mut head, "connection", "close");
@@ -199,8 +227,45 @@ pub async fn write_message<S: AsyncRead + AsyncWrite + Unpin>(
                 write_all(connection, &pending).await?;
             }
         }
+        OutgoingBody::Unsized { mut reader, chunked } => {
+            write_all(connection, &head).await?;
+            let mut pending = Vec::with_capacity(WRITE_CHUNK_BYTES);
+            loop {
+                let piece = reader.fill_buf().await?;
+                let ended = piece.is_empty();
+                let count = piece.len().min(WRITE_CHUNK_BYTES - pending.len());
+                pending.extend_from_slice(&piece[..count]);
+                reader.consume(count);
+                if WRITE_CHUNK_BYTES <= pending.len() || (ended && !pending.is_empty()) {
+                    write_piece(connection, &pending, chunked).await?;
+                    pending.clear();
+                }
+                if ended {
+                    break;
+                }
+            }
+            if chunked {
+                write_all(connection, b"0\r\n\r\n").await?;
+            }
+        }
     }
     std::future::poll_fn(|cx| connection.borrow_mut().poll_paced_flush(cx)).await
+}
+
+/// Writes `bytes` (not empty) as one chunk, or as they are when not `chunked`.
+async fn write_piece<S: AsyncRead + AsyncWrite + Unpin>(
+    connection: &Shared<S>,
+    bytes: &[u8],
+    chunked: bool,
+) -> io::Result<()> {
+    if !chunked {
+        return write_all(connection, bytes).await;
+    }
+    let mut framed = Vec::with_capacity(bytes.len() + 12);
+    framed.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+    framed.extend_from_slice(bytes);
+    framed.extend_from_slice(b"\r\n");
+    write_all(connection, &framed).await
 }
 
 async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
@@ -232,13 +297,25 @@ mod tests {
 
     #[test]
     fn heads_leave_out_invalid_headers() {
-        let head =
-            response_head(200, &[("content-type", "text/plain"), ("x-bad", "a\r\nSet-Cookie: b")], 5, true);
+        let head = response_head(
+            200,
+            &[("content-type", "text/plain"), ("x-bad", "a\r\nSet-Cookie: b")],
+            BodyLength::Known(5),
+            true,
+        );
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
         );
-        let head = response_head(204, &[], 0, false);
+        let head = response_head(204, &[], BodyLength::Known(0), false);
+        assert_eq!(
+            String::from_utf8(response_head(200, &[], BodyLength::Chunked, false)).unwrap(),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        assert_eq!(
+            String::from_utf8(response_head(200, &[], BodyLength::UntilClose, true)).unwrap(),
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
+        );
         assert_eq!(String::from_utf8(head).unwrap(), "HTTP/1.1 204 No Content\r\n\r\n");
     }
 }

@@ -119,6 +119,8 @@ pub struct Engine {
     pub media_uploaded: event_listener::Event,
     /// Turns for streaming large content (see `rooms::media`).
     pub media_streams: smol::lock::Semaphore,
+    /// Turns for streaming `send_join` answers (see `rooms::join_answer`).
+    pub join_answers: smol::lock::Semaphore,
     /// Streams per client (see `rooms::media::MAX_STREAMS_PER_CLIENT`).
     pub media_stream_clients: Rc<crate::rooms::media::Slots>,
     /// Uploads under way, in all and per user (see `rooms::upload`).
@@ -223,6 +225,7 @@ impl Engine {
             search_index: SearchIndex::default(),
             media_uploaded: event_listener::Event::new(),
             media_streams: smol::lock::Semaphore::new(crate::rooms::media::MAX_STREAMS),
+            join_answers: smol::lock::Semaphore::new(crate::rooms::join_answer::MAX_ANSWERS),
             media_stream_clients: crate::rooms::media::Slots::new(
                 usize::MAX,
                 crate::rooms::media::MAX_STREAMS_PER_CLIENT,

@@ -159,13 +159,7 @@ pub fn read(
         _slot: slot,
     };
     app.executor.spawn(producer.run(prefix, suffix)).detach();
-    Ok(Content::Stream(ContentStream {
-        pieces: Box::pin(pieces),
-        piece: Vec::new(),
-        position: 0,
-        delivered: 0,
-        length,
-    }))
+    Ok(Content::Stream(ContentStream::new(pieces, Some(length))))
 }
 
 /// Turns shared by clients: at most `per_key` held under one key (a user
@@ -356,7 +350,8 @@ impl Producer {
     }
 }
 
-/// Content arriving in pieces from a [`Producer`], as a byte stream.
+/// Content arriving in pieces from a producer task (a [`Producer`], or the
+/// resident's `send_join` answer), as a byte stream.
 pub struct ContentStream {
     /// Boxed: the receiver is not `Unpin`.
     pieces: Pin<Box<Receiver<io::Result<Vec<u8>>>>>,
@@ -364,19 +359,49 @@ pub struct ContentStream {
     position: usize,
     /// Bytes handed out so far.
     delivered: usize,
-    /// The bytes the stream delivers in all.
-    pub length: usize,
+    /// The bytes the stream delivers in all; `None` when not known before:
+    /// the producer then ends the stream with an empty piece (its end mark).
+    pub length: Option<usize>,
+    /// The end mark came.
+    ended: bool,
+}
+
+impl ContentStream {
+    /// The stream of what a producer sends on `pieces`: `length` bytes, or
+    /// with `None` whatever comes before the end mark.
+    pub fn new(pieces: Receiver<io::Result<Vec<u8>>>, length: Option<usize>) -> ContentStream {
+        ContentStream {
+            pieces: Box::pin(pieces),
+            piece: Vec::new(),
+            position: 0,
+            delivered: 0,
+            length,
+            ended: false,
+        }
+    }
+
+    /// Whether the stream has delivered all it is to: its length, or up to
+    /// the end mark.
+    fn complete(&self) -> bool {
+        match self.length {
+            Some(length) => length <= self.delivered,
+            None => self.ended,
+        }
+    }
 }
 
 impl AsyncBufRead for ContentStream {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         while this.position == this.piece.len() {
+            if this.ended {
+                return Poll::Ready(Ok(&[]));
+            }
             match this.pieces.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 // A producer that gave up leaves the response short: that must
                 // fail (and cut the connection), not end as if complete.
-                Poll::Ready(None) if this.delivered < this.length => {
+                Poll::Ready(None) if !this.complete() => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the content stream was abandoned",
@@ -384,6 +409,9 @@ impl AsyncBufRead for ContentStream {
                 }
                 Poll::Ready(None) => return Poll::Ready(Ok(&[])),
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                Poll::Ready(Some(Ok(piece))) if piece.is_empty() && this.length.is_none() => {
+                    this.ended = true;
+                }
                 Poll::Ready(Some(Ok(piece))) => {
                     this.piece = piece;
                     this.position = 0;
@@ -420,7 +448,10 @@ impl From<Content> for Body {
     fn from(content: Content) -> Body {
         match content {
             Content::Bytes(bytes) => Body::Bytes(bytes),
-            Content::Stream(stream) => Body::Stream { length: stream.length, reader: Box::new(stream) },
+            Content::Stream(stream) => match stream.length {
+                Some(length) => Body::Stream { length, reader: Box::new(stream) },
+                None => Body::Unsized { reader: Box::new(stream) },
+            },
         }
     }
 }
@@ -432,7 +463,29 @@ mod tests {
 
     /// A stream of `length` bytes fed from `pieces`.
     fn stream_of(pieces: smol::channel::Receiver<io::Result<Vec<u8>>>, length: usize) -> ContentStream {
-        ContentStream { pieces: Box::pin(pieces), piece: Vec::new(), position: 0, delivered: 0, length }
+        ContentStream::new(pieces, Some(length))
+    }
+
+    #[test]
+    fn a_stream_of_unknown_length_ends_at_its_end_mark_and_fails_without_it() {
+        smol::block_on(async {
+            let (sender, pieces) = smol::channel::bounded(4);
+            let mut stream = ContentStream::new(pieces, None);
+            for piece in [b"ab".to_vec(), b"cde".to_vec(), Vec::new()] {
+                sender.send(Ok(piece)).await.unwrap();
+            }
+            let mut read = Vec::new();
+            stream.read_to_end(&mut read).await.unwrap();
+            assert_eq!(read, b"abcde");
+
+            let (sender, pieces) = smol::channel::bounded(4);
+            let mut stream = ContentStream::new(pieces, None);
+            sender.send(Ok(b"abc".to_vec())).await.unwrap();
+            drop(sender);
+            let mut read = Vec::new();
+            let error = stream.read_to_end(&mut read).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        });
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod format;
 pub mod hierarchy;
 pub mod incoming;
 pub mod invites;
+pub mod join_answer;
 pub mod lazy_members;
 pub mod media;
 pub mod notifications;

@@ -334,12 +334,90 @@ impl Storage {
             .query_row("SELECT COALESCE(MIN(stream_ordering), 0) FROM events", [], |row| row.get(0))?)
     }
 
-    /// Stores a whole state as a new state group of its own; returns the group.
-    pub fn create_state_group(&mut self, room_id: &str, state: &super::StateMap) -> Result<i64> {
+    /// Starts an empty state group of its own (a full snapshot) for a state
+    /// that arrives in batches (a remote join's answer), which
+    /// [`Storage::add_to_state_group`] fills; returns the group.
+    pub fn new_state_group(&self, room_id: &str) -> Result<i64> {
+        super::rooms::insert_group(&self.conn, room_id, None, 0, &super::StateMap::new())
+    }
+
+    /// Adds `(type, state key, event ID)` entries to a group started by
+    /// [`Storage::new_state_group`], in one transaction; an entry for a key
+    /// the group holds already replaces it.
+    pub fn add_to_state_group(&mut self, group: i64, entries: &[(&str, &str, &str)]) -> Result<()> {
         let transaction = self.conn.savepoint()?;
-        let group = super::rooms::insert_group(&transaction, room_id, None, 0, state)?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO state_group_entries (group_id, kind, state_key, event_id)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (kind, state_key, event_id) in entries {
+                insert.execute(params![group, kind, state_key, event_id])?;
+            }
+        }
         transaction.commit()?;
-        Ok(group)
+        Ok(())
+    }
+
+    /// Drops a state group nothing refers to (that of a remote join that failed).
+    pub fn delete_state_group(&mut self, group: i64) -> Result<()> {
+        let transaction = self.conn.savepoint()?;
+        transaction.execute("DELETE FROM state_group_entries WHERE group_id = ?1", [group])?;
+        transaction.execute("DELETE FROM state_groups WHERE group_id = ?1", [group])?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Makes a room's current state that of `group`, a full snapshot (a
+    /// [`Storage::new_state_group`]), one slice of at most `limit` keys per
+    /// call, each member's membership read from its event: the first call
+    /// (`after` is `None`) clears the room's current state, each call
+    /// answers the last key it copied, to pass as `after` to the next, and
+    /// `None` once the group is copied. Each slice is a transaction of its
+    /// own, so a big room's state is never one long write.
+    pub fn current_state_from_group(
+        &mut self,
+        room_id: &str,
+        group: i64,
+        after: Option<&(String, String)>,
+        limit: usize,
+    ) -> Result<Option<(String, String)>> {
+        let transaction = self.conn.savepoint()?;
+        let copy = |from: &str| {
+            format!(
+                "INSERT OR REPLACE INTO current_state (room_id, kind, state_key, event_id, membership)
+                 SELECT ?1, e.kind, e.state_key, e.event_id,
+                        CASE WHEN e.kind = 'm.room.member'
+                              AND json_type(ev.json, '$.content.membership') = 'text'
+                             THEN json_extract(ev.json, '$.content.membership') END
+                 FROM state_group_entries e LEFT JOIN events ev ON ev.event_id = e.event_id
+                 WHERE e.group_id = ?2 {from}
+                 ORDER BY e.kind, e.state_key LIMIT ?3
+                 RETURNING kind, state_key"
+            )
+        };
+        let limit = limit.max(1);
+        let key = |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?));
+        let copied: Vec<(String, String)> = match after {
+            None => {
+                transaction.execute("DELETE FROM current_state WHERE room_id = ?1", [room_id])?;
+                let mut statement = transaction.prepare_cached(&copy(""))?;
+                let rows = statement.query_map(params![room_id, group, limit as i64], key)?;
+                rows.collect::<Result<_, _>>()?
+            }
+            Some((kind, state_key)) => {
+                let mut statement =
+                    transaction.prepare_cached(&copy("AND (e.kind, e.state_key) > (?4, ?5)"))?;
+                let rows =
+                    statement.query_map(params![room_id, group, limit as i64, kind, state_key], key)?;
+                rows.collect::<Result<_, _>>()?
+            }
+        };
+        transaction.commit()?;
+        if copied.len() < limit {
+            return Ok(None);
+        }
+        Ok(copied.into_iter().max())
     }
 
     /// Stores history fetched from another server (backfill) at a given
@@ -431,5 +509,91 @@ impl Storage {
                 serde_json::Value::Object(json.clone()).to_string()],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use crate::storage::StateMap;
+
+    /// A state that arrives in batches goes to its group as it comes (a key
+    /// given again replaces the earlier entry), and becomes the room's
+    /// current state in slices: the first clears what the room had, each
+    /// member entry gets the membership its event sets, and the slices end
+    /// once the group is copied.
+    #[test]
+    fn a_state_in_batches_becomes_the_current_state_in_slices() {
+        let mut storage = crate::storage::in_memory();
+        storage.create_room("!r:x", "11").unwrap();
+        let event = |n: usize, membership: Value| -> Map<String, Value> {
+            let Value::Object(json) = json!({"event_id": format!("$m{n}"), "type": "m.room.member",
+                "state_key": format!("@u{n}:x"), "content": {"membership": membership}})
+            else {
+                unreachable!()
+            };
+            json
+        };
+        let events: Vec<Map<String, Value>> = (0..7)
+            .map(|n| {
+                event(
+                    n,
+                    if n == 3 {
+                        json!(5)
+                    } else if n % 2 == 0 {
+                        json!("join")
+                    } else {
+                        json!("leave")
+                    },
+                )
+            })
+            .collect();
+        let ids: Vec<String> = (0..7).map(|n| format!("$m{n}")).collect();
+        let rows: Vec<(&str, &Map<String, Value>, i64)> = events
+            .iter()
+            .zip(&ids)
+            .enumerate()
+            .map(|(n, (json, id))| (id.as_str(), json, n as i64 + 1))
+            .collect();
+        storage.store_outliers("!r:x", &rows).unwrap();
+        storage
+            .conn
+            .execute(
+                "INSERT INTO current_state (room_id, kind, state_key, event_id) VALUES ('!r:x', 'old', '', '$old')",
+                [],
+            )
+            .unwrap();
+
+        let group = storage.new_state_group("!r:x").unwrap();
+        let keys: Vec<String> = (0..7).map(|n| format!("@u{n}:x")).collect();
+        let entry = |n: usize| ("m.room.member", keys[n].as_str(), ids[n].as_str());
+        storage
+            .add_to_state_group(group, &[entry(0), entry(1), ("m.room.member", keys[2].as_str(), "$early")])
+            .unwrap();
+        storage.add_to_state_group(group, &[entry(2), entry(3), entry(4), entry(5), entry(6)]).unwrap();
+        let expected: StateMap =
+            (0..7).map(|n| (("m.room.member".to_string(), keys[n].clone()), ids[n].clone())).collect();
+        assert_eq!(storage.state_of_group(group).unwrap(), expected);
+
+        let mut slices = 0;
+        let mut after = None;
+        loop {
+            after = storage.current_state_from_group("!r:x", group, after.as_ref(), 3).unwrap();
+            slices += 1;
+            if after.is_none() {
+                break;
+            }
+        }
+        assert_eq!(slices, 3);
+        assert_eq!(storage.current_state("!r:x").unwrap(), expected);
+        let mut joined = storage.members_with("!r:x", "join").unwrap();
+        joined.sort();
+        assert_eq!(joined, ["@u0:x", "@u2:x", "@u4:x", "@u6:x"]);
+        assert_eq!(storage.members_with("!r:x", "leave").unwrap().len(), 2);
+        assert_eq!(storage.membership("!r:x", "@u3:x").unwrap(), None, "a membership that is not a string");
+
+        storage.delete_state_group(group).unwrap();
+        assert!(storage.state_of_group(group).unwrap().is_empty());
     }
 }

@@ -23,6 +23,7 @@ mod rooms;
 mod search;
 mod secrets;
 mod server_keys;
+mod state_reader;
 mod sync;
 mod transactions;
 mod unread;
@@ -42,6 +43,7 @@ pub use remote_devices::RemoteDeviceList;
 pub use rooms::{CurrentStateEntry, CurrentUpdate, NewEvent, StateAfter, StateMap, StoredEvent};
 pub use search::{SEARCH_KEYS, SearchOrder, SearchQuery, fts_expression, search_words};
 pub use server_keys::RemoteKey;
+pub use state_reader::{PageLimit, StateReader};
 pub use sync::Receipt;
 pub use unread::{MAIN_THREAD, ThreadCounts, UnreadMark};
 

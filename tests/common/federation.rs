@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub use super::free_port;
 use super::{Node, TempDir};
@@ -133,4 +133,37 @@ pub fn signed_request(
     let status = lines.next().and_then(|line| line.trim().parse().ok()).unwrap_or(0);
     let answer = lines.next().and_then(|line| serde_json::from_str(line).ok()).unwrap_or(Value::Null);
     (status, answer)
+}
+
+/// Signs an event of a room of `room_version` as `from` (`hearth federation
+/// sign-event`); returns (event ID, signed event).
+pub fn sign_event(ca: &TestCa, from: &Node, room_version: &str, event: &Value) -> (String, Value) {
+    let mut args = federation_args(ca, from);
+    args.extend(["sign-event".into(), "--room-version".into(), room_version.into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, output) = from.cli(&args, Some(&event.to_string()));
+    assert!(ok, "{output}");
+    let answer: Value = serde_json::from_str(output.lines().next().unwrap()).unwrap();
+    (answer["event_id"].as_str().unwrap().to_string(), answer["event"].clone())
+}
+
+/// `from`'s user asks `to` for a membership template (`make_{kind}`) of a
+/// room of `room_version` and signs it; returns (event ID, signed event).
+pub fn make_membership(
+    ca: &TestCa,
+    from: &Node,
+    to: &Node,
+    room_version: &str,
+    kind: &str,
+    room_id: &str,
+    user_id: &str,
+) -> (String, Value) {
+    use super::rooms::enc;
+    let path =
+        format!("/_matrix/federation/v1/make_{kind}/{}/{}?ver={room_version}", enc(room_id), enc(user_id));
+    let (status, answer) = signed_request(ca, from, to, "GET", &path, None);
+    assert_eq!(status, 200, "make_{kind}: {answer}");
+    let mut event = answer["event"].clone();
+    event["origin_server_ts"] = json!(1_700_000_000_000_i64);
+    sign_event(ca, from, room_version, &event)
 }
