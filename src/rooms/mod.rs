@@ -394,23 +394,30 @@ pub fn create_room_as(
 
 /// Invites local users into a room being created (see
 /// [`Audience::RoomInCreation`]), one event after the other, in one
-/// database transaction. What every invite reads (the room's version, the
-/// state the auth rules look at, the room's extremity) is read once and
-/// carried from one invite to the next, each event building on the one
-/// before it; each is still built, signed, authorized and stored as
-/// [`send`] does. Nothing is stored if one fails.
+/// database transaction, for as long as `turn` lasts (at least one invite);
+/// returns how many of `invitees`, from the first, it invited. What every
+/// invite reads (the room's version, the state the auth rules look at, the
+/// room's extremity) is read once and carried from one invite to the next,
+/// each event building on the one before it; each is still built, signed,
+/// authorized and stored as [`send`] does. Nothing is stored if one fails.
 pub fn invite_in_creation(
     app: &Engine,
     room_id: &str,
     inviter: &str,
     invitees: &[&str],
     extra: &Map<String, Value>,
-) -> Result<()> {
+    turn: std::time::Duration,
+) -> Result<usize> {
+    let started = std::time::Instant::now();
     app.in_transaction(|| {
         let version = room_version(app, room_id)?;
         let state = Remembered::new(CurrentState(room_id));
         let mut prev = prev_events(app, room_id)?;
+        let mut invited = 0;
         for invitee in invitees {
+            if invited > 0 && turn <= started.elapsed() {
+                break;
+            }
             let content = member_content(app, invitee, "invite", Some(extra))?;
             let draft = Draft::state("m.room.member", invitee, content);
             let event = template_on(app, &version, Some(room_id), inviter, &draft, &state, prev)?;
@@ -419,8 +426,9 @@ pub fn invite_in_creation(
             persist_local(app, &version, &pdu, &state, None, Audience::RoomInCreation)?;
             state.note("m.room.member", invitee, &pdu.event_id);
             prev = (vec![pdu.event_id], pdu.depth + 1);
+            invited += 1;
         }
-        Ok(())
+        Ok(invited)
     })
 }
 

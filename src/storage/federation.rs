@@ -423,16 +423,22 @@ impl Storage {
     /// Stores history fetched from another server (backfill) at a given
     /// (negative) stream position with a given state group: it joins the
     /// timeline before everything seen live, and changes no current state.
-    pub fn store_backfilled(&self, event: &super::NewEvent<'_>, state_group: Option<i64>) -> Result<bool> {
-        if self.conn.query_row(
+    /// A searchable event is indexed with it.
+    pub fn store_backfilled(
+        &mut self,
+        event: &super::NewEvent<'_>,
+        state_group: Option<i64>,
+    ) -> Result<bool> {
+        let transaction = self.conn.savepoint()?;
+        if transaction.query_row(
             "SELECT EXISTS (SELECT 1 FROM events WHERE event_id = ?1 AND outlier = 0)",
             [event.event_id],
             |row| row.get::<_, bool>(0),
         )? {
             return Ok(false);
         }
-        self.conn.execute("DELETE FROM events WHERE event_id = ?1 AND outlier = 1", [event.event_id])?;
-        self.conn.execute(
+        transaction.execute("DELETE FROM events WHERE event_id = ?1 AND outlier = 1", [event.event_id])?;
+        transaction.execute(
             "INSERT INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
                 origin_server_ts, json, state_group, rel_type, relates_to)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -451,6 +457,8 @@ impl Storage {
                 event.relates_to,
             ],
         )?;
+        super::search::index_event_at(&transaction, event.stream_ordering)?;
+        transaction.commit()?;
         Ok(true)
     }
 

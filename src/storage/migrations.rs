@@ -212,6 +212,9 @@ const MIGRATIONS: &[&str] = &[
     super::batch::HISTORY_VISIBILITY_EVENTS,
     // 25: a room's members found by membership and server (see MEMBERS_BY_SERVER).
     super::members::MEMBERS_BY_SERVER,
+    // 27: backfilled events indexed for search when stored, not by a trigger
+    // (see BACKFILL_INDEXED_WHEN_STORED).
+    super::search::BACKFILL_INDEXED_WHEN_STORED,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
