@@ -353,9 +353,9 @@ pub fn put_state(
 /// makes them leave). Spec: <https://spec.matrix.org/latest/client-server-api/#server-behaviour-17>.
 fn remove_guests(app: &App, room_id: &str) -> Result<()> {
     // Collected first: the storage borrow must end before events are sent.
-    let members = app.storage().members_with(room_id, "join")?;
+    let members = app.storage().server_members(room_id, &app.config.server_name, "join")?;
     for user_id in members {
-        if !app.is_local_user(&user_id) || !app.storage().is_guest(&user_id)? {
+        if !app.storage().is_guest(&user_id)? {
             continue;
         }
         let draft = Draft::state("m.room.member", &user_id, json!({ "membership": "leave" }));

@@ -298,17 +298,6 @@ impl Storage {
         Ok(())
     }
 
-    /// The servers of a room's joined members (from the current state).
-    pub fn servers_in_room(&self, room_id: &str) -> Result<Vec<String>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT state_key FROM current_state WHERE room_id = ?1 AND kind = 'm.room.member'
-               AND membership = 'join'",
-        )?;
-        let rows = statement.query_map([room_id], |row| row.get::<_, String>(0))?;
-        let members = rows.collect::<Result<Vec<String>, _>>()?;
-        Ok(crate::protocol::power_levels::servers_of(members.iter().map(String::as_str)))
-    }
-
     /// Every other server with joined members in a room where we have joined members.
     pub fn servers_sharing_rooms_with(&self, our_server: &str) -> Result<Vec<String>> {
         let mut statement = self.conn.prepare_cached(

@@ -39,6 +39,8 @@ pub(super) struct Levels {
     /// savepoint: ending it well releases nothing, undoing it rolls the
     /// group back.
     bare_top: bool,
+    /// Rollbacks that may have undone writes so far (see [`Storage::rollbacks`]).
+    rollbacks: u64,
 }
 
 impl Storage {
@@ -97,6 +99,9 @@ impl Storage {
         if let Err(error) = self.conn.execute_batch(sql) {
             log::error!("rollback failed: {error}");
         }
+        if !top_read {
+            self.transactions.rollbacks += 1;
+        }
         self.transactions.depth = self.transactions.depth.saturating_sub(1);
         if top_read {
             self.transactions.read_only_top = false;
@@ -135,9 +140,18 @@ impl Storage {
             if let Err(rollback) = self.conn.execute_batch("ROLLBACK") {
                 log::error!("rollback after a failed commit failed: {rollback}");
             }
+            self.transactions.rollbacks += 1;
             return Err(error);
         }
         Ok(())
+    }
+
+    /// How many times work that writes was undone (a failed piece of work,
+    /// or a group whose commit failed). What was read or written inside it
+    /// may have named rows that are gone (a state group whose ID the next
+    /// write reuses), so a cache of such reads starts over when this moves.
+    pub fn rollbacks(&self) -> u64 {
+        self.transactions.rollbacks
     }
 }
 
@@ -173,6 +187,7 @@ mod tests {
         insert(&storage, 4);
         storage.rollback();
         assert_eq!(count(&storage), 2, "1 and 2 stay, 3 and 4 are undone");
+        assert_eq!(storage.rollbacks(), 2);
         storage.commit_group().unwrap();
         assert!(!storage.group_open());
         assert!(storage.conn.is_autocommit());
