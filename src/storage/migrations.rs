@@ -212,7 +212,7 @@ const MIGRATIONS: &[&str] = &[
     super::batch::HISTORY_VISIBILITY_EVENTS,
     // 25: a room's members found by membership and server (see MEMBERS_BY_SERVER).
     super::members::MEMBERS_BY_SERVER,
-    // 27: backfilled events indexed for search when stored, not by a trigger
+    // 26: backfilled events indexed for search when stored, not by a trigger
     // (see BACKFILL_INDEXED_WHEN_STORED).
     super::search::BACKFILL_INDEXED_WHEN_STORED,
 ];

@@ -77,7 +77,7 @@ pub(super) const SEARCH_IN_BATCHES: &str = r#"
     END;
 "#;
 
-/// Migration 27: history fetched from other servers (stored below stream
+/// Migration 26: history fetched from other servers (stored below stream
 /// position zero) is indexed by the code that stores it
 /// ([`Storage::store_backfilled`]) instead of by a trigger on `events`.
 /// With a trigger, every insert into `events` was a statement that may write
