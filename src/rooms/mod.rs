@@ -285,7 +285,8 @@ pub enum Audience {
     /// member is its local creator (so no other server is in it). Reading
     /// the growing member list for each of thousands of invites would make
     /// createRoom quadratic; the creator wakes the room once at the end
-    /// ([`wake_room`]).
+    /// ([`wake_room`]). A local invitee's pushers still hear of their
+    /// invite ([`push_actions::actions_in_creation`]).
     RoomInCreation,
 }
 
@@ -671,7 +672,7 @@ fn persist_local(
     };
     let actions = match audience {
         Audience::Members => push_actions::actions_at(app, pdu, parent_group)?,
-        Audience::RoomInCreation => push_actions::Actions::default(),
+        Audience::RoomInCreation => push_actions::actions_in_creation(app, pdu, parent_group)?,
     };
     let update = CurrentUpdate {
         state: current_state,

@@ -245,28 +245,53 @@ pub fn actions_at(app: &Engine, pdu: &Pdu, state_group: Option<i64>) -> Result<A
         actions.pushes.extend(theirs.into_iter().map(|key| outcome.push_for(key)));
     }
     if let Some(invited) = invited {
-        let theirs: Vec<PusherKey> = app
-            .storage()
-            .pushers(invited)?
-            .into_iter()
-            .filter(|pusher| pusher.kind == "http")
-            .map(|pusher| PusherKey {
-                user_id: pusher.user_id,
-                app_id: pusher.app_id,
-                pushkey: pusher.pushkey,
-            })
-            .collect();
-        let display_name = app.storage().user(invited)?.and_then(|user| user.displayname);
-        let recipient = Recipient {
-            user_id: invited,
-            display_name: display_name.as_deref(),
-            has_pushers: !theirs.is_empty(),
-        };
-        if let Some(outcome) = evaluate(app, pdu, facts, &recipient)? {
-            actions.pushes.extend(theirs.iter().map(|key| outcome.push_for(key)));
-        }
+        let theirs = app.storage().http_pushers_of(&[invited])?;
+        actions.pushes.extend(invitee_pushes(app, pdu, facts, invited, &theirs)?);
     }
     Ok(actions)
+}
+
+/// The actions of a local invite made while its room is being created
+/// (`createRoom`'s `invite`): nobody but the creator is joined yet, so
+/// nothing counts unread, but the invitee's `http` pushers hear of it as
+/// they would of a later `/invite` (`.m.rule.invite_for_me`). An invitee
+/// without pushers costs one lookup.
+pub fn actions_in_creation(app: &Engine, pdu: &Pdu, state_group: Option<i64>) -> Result<Actions> {
+    let server_name = app.config.server_name.as_str();
+    let invited = (pdu.kind == "m.room.member"
+        && pdu.content.get("membership").and_then(Value::as_str) == Some("invite"))
+    .then_some(pdu.state_key.as_deref())
+    .flatten()
+    .filter(|user_id| user_id.split_once(':').is_some_and(|(_, server)| server == server_name));
+    let Some(invited) = invited else { return Ok(Actions::default()) };
+    let theirs = app.storage().http_pushers_of(&[invited])?;
+    if theirs.is_empty() {
+        return Ok(Actions::default());
+    }
+    let audience = app.push_audiences.of(app, &pdu.room_id, state_group)?;
+    let pushes = invitee_pushes(app, pdu, &audience.facts, invited, &theirs)?;
+    Ok(Actions { pushes, unread: Vec::new() })
+}
+
+/// The pushes for a local user `invited` by `pdu` (not a member yet, so
+/// their display name is their profile's), one per `http` pusher of
+/// theirs (`theirs`), if their rules say `notify`.
+fn invitee_pushes(
+    app: &Engine,
+    pdu: &Pdu,
+    facts: &RoomFacts,
+    invited: &str,
+    theirs: &[PusherKey],
+) -> Result<Vec<QueuedPush>> {
+    if theirs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let display_name = app.storage().user(invited)?.and_then(|user| user.displayname);
+    let recipient = Recipient { user_id: invited, display_name: display_name.as_deref(), has_pushers: true };
+    Ok(match evaluate(app, pdu, facts, &recipient)? {
+        Some(outcome) => theirs.iter().map(|key| outcome.push_for(key)).collect(),
+        None => Vec::new(),
+    })
 }
 
 /// Whom an event is evaluated for.
