@@ -14,7 +14,9 @@
 //!    it;
 //! 2. how fast B accepts PDUs from A's transactions: [`MESSAGES`] messages
 //!    sent on A, timed from the first send until B holds them all, and how
-//!    A's sender batched them.
+//!    A's sender batched them;
+//! 3. how long an incremental `/sync` of B's member takes after a message
+//!    in the big room.
 //!
 //! It measures and prints; it asserts nothing (it is not a timed test).
 //!
@@ -27,9 +29,11 @@
 //!
 //! A's members are an application service's users (registered without a
 //! password, so no password hashing, and joined by masquerading with
-//! `?user_id=`), on several connections at once: no password hashing, but
-//! A's cost per local join still grows with the room (10,000 members took
-//! 4.5 to 12 minutes on a shared 2-core machine), so 50,000 take hours.
+//! `?user_id=`), on several connections at once: no password hashing, and
+//! a join costs A the same in a room of any size (the set-up prints the
+//! rate of each 1,000 joins, which shows it: 50,000 members take well
+//! under a minute on a shared 2-core machine, where a cost growing with the
+//! room once made 10,000 take minutes).
 //!
 //! `HEARTH_BENCH_BIN=/path/to/hearth` measures another build instead of the
 //! one Cargo built (`CARGO_BIN_EXE_hearth`), as in `benches/rooms.rs`.
@@ -64,6 +68,8 @@ const TARGETS: [(usize, &str); 3] =
     [(1_000, "–"), (10_000, "≤ 10 s, peak RSS ≤ 64 MiB"), (50_000, "works, peak RSS ≤ 96 MiB")];
 /// Threads registering and joining A's members (a few keep the server busy).
 const SETUP_THREADS: usize = 4;
+/// Joins per line of the set-up's progress (with the rate of that chunk).
+const SETUP_CHUNK: usize = 1_000;
 /// The user namespace (local part prefix) of the application service on A
 /// whose users are the room's members.
 const MEMBER_PREFIX: &str = "member";
@@ -71,6 +77,8 @@ const MEMBER_PREFIX: &str = "member";
 const MESSAGES: usize = 2_000;
 /// Threads sending those messages, each as a different member of A.
 const SENDER_THREADS: usize = 4;
+/// Messages bob's incremental syncs follow, one each, in phase 3.
+const SYNC_ROUNDS: usize = 20;
 /// How long the remote join may take before the bench gives up on it.
 const JOIN_DEADLINE: Duration = Duration::from_secs(600);
 /// How long B may take to hold every message once they are all sent.
@@ -292,8 +300,17 @@ fn main() {
         row("PDUs per transaction: max", batches.iter().max().unwrap().to_string());
     }
     let memory = b.memory();
-    row("B VmRSS at the end", mib(memory.rss_kib));
+    row("B VmRSS after the messages", mib(memory.rss_kib));
     row("B VmHWM since the reset", mib(memory.hwm_kib));
+
+    // Phase 3: bob's incremental syncs in the big room, one message each.
+    let syncs = incremental_syncs(&members[0], &bob, &room_id, started);
+    if let Some(median) = syncs {
+        row(&format!("bob's incremental /sync after a message (median of {SYNC_ROUNDS})"), ms(median));
+    }
+    let memory = b.memory();
+    row("B VmRSS at the end", mib(memory.rss_kib));
+    row("B VmHWM since the reset (bob's first sync included)", mib(memory.hwm_kib));
     let database = file_size(&b.data_dir.join("hearth.db")) + file_size(&b.data_dir.join("hearth.db-wal"));
     row("B database + WAL at the end", format!("{:.2} MB", database as f64 / 1e6));
 }
@@ -329,10 +346,13 @@ fn probe(client: &Client, since: &str, joining: &AtomicBool) -> Probes {
 fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, String)> {
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
-    let report_every = (count / 10).max(200);
+    // When the last chunk of SETUP_CHUNK joins ended: the rate per chunk shows
+    // how a join's cost grows with the room.
+    let chunk_started = Arc::new(Mutex::new(Instant::now()));
     let threads: Vec<_> = (0..SETUP_THREADS)
         .map(|_| {
             let (room_id, next, done) = (room_id.to_string(), next.clone(), done.clone());
+            let chunk_started = chunk_started.clone();
             let service = app_service_client(&node.http);
             thread::spawn(move || {
                 let mut first = None;
@@ -349,8 +369,16 @@ fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, S
                     assert_eq!(status, 200, "join of {user_id}: {body}");
                     first.get_or_insert(user_id.replace(':', "%3A"));
                     let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if finished % report_every == 0 {
-                        eprintln!("  {finished} of {count} members registered and joined");
+                    if finished % SETUP_CHUNK == 0 || finished == count {
+                        let mut started = chunk_started.lock().unwrap();
+                        let chunk = (finished - 1) % SETUP_CHUNK + 1;
+                        let seconds = started.elapsed().as_secs_f64();
+                        *started = Instant::now();
+                        println!(
+                            "  setup: {finished} of {count} members registered and joined, \
+                             the last {chunk} at {:.0} joins/s",
+                            chunk as f64 / seconds
+                        );
                     }
                 }
                 first.map(|user_id| (service, user_id))
@@ -358,6 +386,41 @@ fn register_and_join(node: &Node, room_id: &str, count: usize) -> Vec<(Client, S
         })
         .collect();
     threads.into_iter().filter_map(|thread| thread.join().unwrap()).collect()
+}
+
+/// Bob syncs with members loaded lazily (as clients do in big rooms), then
+/// [`SYNC_ROUNDS`] times a member on A sends a message and bob, once B holds
+/// it, asks for what is new: the median time of those incremental syncs.
+fn incremental_syncs(
+    sender: &(Client, String),
+    bob: &Client,
+    room_id: &str,
+    started: Instant,
+) -> Option<Duration> {
+    let filter = r#"{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":5}}}"#;
+    let filter: String = filter.bytes().map(|byte| format!("%{byte:02X}")).collect();
+    let (status, body) = bob.get(&format!("/_matrix/client/v3/sync?timeout=0&filter={filter}"));
+    assert_eq!(status, 200, "bob's first sync: {body}");
+    let mut since = body["next_batch"].as_str()?.to_string();
+    let (client, user_id) = sender;
+    let mut durations = Vec::new();
+    for round in 0..SYNC_ROUNDS {
+        let path =
+            format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/sync{round}?user_id={user_id}");
+        let (status, body) =
+            client.put(&path, &json!({"msgtype": "m.text", "body": format!("sync {round}")}));
+        assert_eq!(status, 200, "send: {body}");
+        let event_id = body["event_id"].as_str()?.to_string();
+        wait_for_event(bob, room_id, &event_id, started)?;
+        let begun = Instant::now();
+        let (status, body) =
+            bob.get(&format!("/_matrix/client/v3/sync?timeout=0&filter={filter}&since={since}"));
+        durations.push(begun.elapsed());
+        assert_eq!(status, 200, "bob's sync: {body}");
+        since = body["next_batch"].as_str()?.to_string();
+    }
+    durations.sort();
+    Some(durations[durations.len() / 2])
 }
 
 /// Polls B's newest event until it is `event_id`; returns the time since `started`.

@@ -12,15 +12,23 @@
 //!
 //! ```text
 //! cargo bench --bench rooms
+//! cargo bench --bench rooms -- --only invites
+//! cargo bench --bench rooms -- --only invites --rounds 5
 //! ```
+//!
+//! `--only invites` runs the `createRoom` with [`INVITES`] invites alone (on
+//! its own server, without the send load, the 500 rooms and the unread
+//! counts); `--rounds N` times that many such `createRoom`s, one after the
+//! other on the same server and the same invitees (default 1). Without
+//! arguments it prints every row.
 //!
 //! Cargo builds the `hearth` binary with the bench profile (which inherits the
 //! release profile) and hands its path to this program as
 //! `CARGO_BIN_EXE_hearth`. `HEARTH_BENCH_BIN=/path/to/hearth` measures another
 //! build instead (for example a cross build under qemu, or an older commit).
 //!
-//! To profile, build an unstripped binary into another target dir
-//! (`CARGO_PROFILE_RELEASE_STRIP=false cargo build --release`), point
+//! To profile, build a binary with its symbols
+//! (`HEARTH_KEEP_SYMBOLS=1 cargo build --release`, see cross/layout/build.rs), point
 //! `HEARTH_BENCH_BIN` at it and run the bench executable under
 //! `perf record --call-graph dwarf` (perf follows the child server).
 //!
@@ -59,8 +67,43 @@ const MANY_ROOMS: usize = 500;
 const MESSAGES_PER_ROOM: usize = 3;
 /// Users invited by the one timed `createRoom`.
 const INVITES: usize = 5_000;
+/// What the command line asks for (Cargo adds `--bench`, which is ignored).
+struct Arguments {
+    /// `--only invites`: only the `createRoom` with [`INVITES`] invites.
+    only_invites: bool,
+    /// `--rounds N`: how many of those `createRoom`s are timed.
+    rounds: usize,
+}
+
+fn arguments() -> Arguments {
+    let arguments: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        arguments.iter().position(|argument| argument == name).map(|index| {
+            arguments.get(index + 1).map(String::as_str).unwrap_or_else(|| panic!("{name} takes a value"))
+        })
+    };
+    let only_invites = match value("--only") {
+        None => false,
+        Some("invites") => true,
+        Some(other) => panic!("--only takes `invites`, not {other:?}"),
+    };
+    let rounds = value("--rounds").map_or(1, |rounds| {
+        rounds
+            .parse()
+            .ok()
+            .filter(|&rounds| rounds >= 1)
+            .unwrap_or_else(|| panic!("--rounds takes a count of at least 1"))
+    });
+    Arguments { only_invites, rounds }
+}
+
 fn main() {
+    let arguments = arguments();
     let binary = announce("rooms");
+    if arguments.only_invites {
+        many_rooms_and_invites(&binary, false, arguments.rounds);
+        return;
+    }
     let server = Server::start(&binary);
     println!("server pid {}", server.pid());
     let idle = server.memory();
@@ -236,7 +279,7 @@ fn main() {
     );
     drop(server);
 
-    many_rooms_and_invites(&binary);
+    many_rooms_and_invites(&binary, true, arguments.rounds);
 
     // Unread counts at depth, on a third server (also `--bench unread`).
     println!();
@@ -246,9 +289,9 @@ fn main() {
 
 /// The rows of scale, on a server of their own (so the application service
 /// they register with touches none of the figures above): the initial
-/// /sync of a user in [`MANY_ROOMS`] rooms, and one `createRoom` inviting
-/// [`INVITES`] users.
-fn many_rooms_and_invites(binary: &str) {
+/// /sync of a user in [`MANY_ROOMS`] rooms (when `many_rooms`), and
+/// `rounds` `createRoom`s inviting [`INVITES`] users each.
+fn many_rooms_and_invites(binary: &str, many_rooms: bool, rounds: usize) {
     let registration =
         std::env::temp_dir().join(format!("hearth-bench-{}-appservice.yaml", std::process::id()));
     std::fs::write(&registration, app_service_registration("bench_")).unwrap();
@@ -257,9 +300,18 @@ fn many_rooms_and_invites(binary: &str) {
     println!();
     println!("server pid {} (many rooms, many invites)", server.pid());
 
-    // A user in 500 rooms with a few messages each; its first /sync, default filter.
-    let setup_started = Instant::now();
     let user = server.register("many");
+    if many_rooms {
+        initial_sync_in_many_rooms(&server, &user);
+    }
+    many_invites(&server, &user, rounds);
+    let _ = std::fs::remove_file(&registration);
+}
+
+/// The initial /sync (default filter) of `user` once it is in
+/// [`MANY_ROOMS`] rooms with a few messages each.
+fn initial_sync_in_many_rooms(server: &Server, user: &Client) {
+    let setup_started = Instant::now();
     for index in 0..MANY_ROOMS {
         let (status, body) = user.post(
             "/_matrix/client/v3/createRoom",
@@ -268,7 +320,7 @@ fn many_rooms_and_invites(binary: &str) {
         assert_eq!(status, 200, "createRoom: {body}");
         let room = body["room_id"].as_str().unwrap().to_string();
         for message in 0..MESSAGES_PER_ROOM {
-            send(&user, &room, &format!("many{index}-{message}"));
+            send(user, &room, &format!("many{index}-{message}"));
         }
     }
     println!(
@@ -299,37 +351,43 @@ fn many_rooms_and_invites(binary: &str) {
     row(&format!("{name}, median of {REPEATS}"), ms(initial), "<= 50 ms", within_ms(initial, 50.0));
     row("  its server CPU", ms(initial_cpu), "", true);
     row("  its body", format!("{:.2} MB", size as f64 / 1e6), "", true);
+}
 
-    // 5,000 local users (registered by the application service: no password
-    // hashing), all invited by one createRoom.
+/// `rounds` `createRoom`s by `user`, each inviting the same [`INVITES`]
+/// local users (registered by the application service: no password
+/// hashing), while another connection asks `/versions` over and over.
+fn many_invites(server: &Server, user: &Client, rounds: usize) {
     let setup_started = Instant::now();
-    let invitees = register_many_by_app_service(&server, INVITES);
+    let invitees = register_many_by_app_service(server, INVITES);
     println!("setup: {INVITES} users, in {:.1} s", setup_started.elapsed().as_secs_f64());
+    println!("{:<44} {:>14}   target", "figure", "measured");
     let creator = user.with_timeout(Duration::from_secs(120));
-    let (stalls, stop) = watch_stalls(&user);
-    let cpu_before = server.cpu_seconds();
-    let started = Instant::now();
-    let (status, body) =
-        creator.post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat", "invite": invitees}));
-    let elapsed = started.elapsed();
-    let cpu = server.cpu_seconds() - cpu_before;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let longest_wait = stalls.join().unwrap();
-    assert_eq!(status, 200, "createRoom: {body}");
-    let room = body["room_id"].as_str().unwrap();
-    let (status, members) = user.get(&format!("/_matrix/client/v3/rooms/{room}/members?membership=invite"));
-    assert_eq!(status, 200, "members: {members}");
-    assert_eq!(members["chunk"].as_array().map_or(0, Vec::len), INVITES, "every invitee is invited");
-    let secs = |duration: Duration| format!("{:.3} s", duration.as_secs_f64());
-    row(
-        &format!("createRoom with {INVITES} invites"),
-        secs(elapsed),
-        "<= 0.5 s",
-        elapsed <= Duration::from_millis(500),
-    );
-    row("  its server CPU", format!("{cpu:.3} s"), "", true);
-    row("  longest /versions wait meanwhile", ms(longest_wait), "", true);
-    let _ = std::fs::remove_file(&registration);
+    for _ in 0..rounds {
+        let (stalls, stop) = watch_stalls(user);
+        let cpu_before = server.cpu_seconds();
+        let started = Instant::now();
+        let (status, body) = creator
+            .post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat", "invite": invitees}));
+        let elapsed = started.elapsed();
+        let cpu = server.cpu_seconds() - cpu_before;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let longest_wait = stalls.join().unwrap();
+        assert_eq!(status, 200, "createRoom: {body}");
+        let room = body["room_id"].as_str().unwrap();
+        let (status, members) =
+            user.get(&format!("/_matrix/client/v3/rooms/{room}/members?membership=invite"));
+        assert_eq!(status, 200, "members: {members}");
+        assert_eq!(members["chunk"].as_array().map_or(0, Vec::len), INVITES, "every invitee is invited");
+        let secs = |duration: Duration| format!("{:.3} s", duration.as_secs_f64());
+        row(
+            &format!("createRoom with {INVITES} invites"),
+            secs(elapsed),
+            "<= 0.5 s",
+            elapsed <= Duration::from_millis(500),
+        );
+        row("  its server CPU", format!("{cpu:.3} s"), "", true);
+        row("  longest /versions wait meanwhile", ms(longest_wait), "", true);
+    }
 }
 
 /// Registers `count` users in the application service's namespace on a few

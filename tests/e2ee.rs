@@ -546,6 +546,41 @@ fn a_device_list_cached_before_a_leave_is_refetched_after_a_rejoin() {
     assert_eq!(found["device_keys"][&alice.user_id][&alice.device_id]["keys"], after["keys"], "{found}");
 }
 
+/// A local user joining a room where another local user is joined already
+/// keeps the device lists cached for its members: our server shared the
+/// room before, so their servers kept sending it their updates, and nothing
+/// needs fetching again (so a join costs no pass over a big room's members).
+/// Here B answers from its cache with A down after carol's join.
+/// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
+/// (servers keep a copy of the device lists of remote users they share a
+/// room with; those users' servers send them `m.device_list_update`).
+#[test]
+fn a_second_local_member_joining_keeps_the_cached_device_lists() {
+    let ca = TestCa::new();
+    let mut a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = b.register("bob");
+    let carol = b.register("carol");
+    create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "shared"}));
+    let join_path = format!("/_matrix/client/v3/join/{}", enc(&format!("#shared:{}", a.server_name)));
+    let (status, answer) = bob.post(&join_path, &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    let keys = device_keys(&alice);
+    upload(&alice, json!({ "device_keys": keys }));
+    eventually(DELIVERY, || {
+        let found = query(&bob, &alice.user_id);
+        (found["device_keys"][&alice.user_id][&alice.device_id]["keys"] == keys["keys"]).then_some(())
+    });
+
+    let (status, answer) = carol.post(&join_path, &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    a.stop();
+    let found = query(&carol, &alice.user_id);
+    assert_eq!(found["failures"], json!({}), "answered from the cache: {found}");
+    assert_eq!(found["device_keys"][&alice.user_id][&alice.device_id]["keys"], keys["keys"], "{found}");
+}
+
 /// Sends one to-device message of type `m.test` from `from` to a device.
 fn send_to_device(from: &Client, user_id: &str, device_id: &str, content: &Value) -> (u16, Value) {
     let body = json!({ "messages": { user_id: { device_id: content } } });

@@ -173,7 +173,7 @@ fn made_up_names_do_not_get_around_the_limit_and_refusals_cost_no_hash() {
     let node = Node::start();
     node.register("victim");
     let client = node.client();
-    // Admitted attempts: each checks a password (a dummy hash for made-up names).
+    // Admitted attempts: each hashes a password (made-up names too).
     let mut admitted = Vec::new();
     let mut first_refusal = None;
     for index in 0..200 {
@@ -217,7 +217,7 @@ fn made_up_names_do_not_get_around_the_limit_and_refusals_cost_no_hash() {
     assert_eq!(client.get("/_matrix/client/versions").0, 200);
 }
 
-/// Unknown names are checked against a dummy hash: no telling from the
+/// An unknown name's password is hashed, as long as a check takes: no telling from the
 /// answer's time which accounts exist.
 #[test]
 fn unknown_users_take_as_long_as_wrong_passwords() {

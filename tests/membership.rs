@@ -51,6 +51,9 @@ fn join_by_id_and_alias_invite_leave_and_forget() {
     let joined = members["joined"].as_object().unwrap();
     assert_eq!(joined.len(), 3, "{members}");
     assert_eq!(joined[&bob.user_id]["display_name"], "Bob B", "{members}");
+    // Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3roomsroomidjoined_members>
+    // (each joined member's `display_name` and `avatar_url` from their member event).
+    assert_eq!(joined[&bob.user_id], json!({"display_name": "Bob B", "avatar_url": null}), "{members}");
     // An unknown alias is 404.
     let (status, _) = bob.post(&format!("/_matrix/client/v3/join/{}", enc("#nowhere:localhost")), &json!({}));
     assert_eq!(status, 404);

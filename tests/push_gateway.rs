@@ -57,18 +57,41 @@ impl Gateway {
         format!("http://127.0.0.1:{}{NOTIFY_PATH}", self.port)
     }
 
-    /// The notifications received so far.
+    /// The notifications received so far but invites (every invite of a
+    /// user with a pusher notifies, `createRoom`'s too: the tests of other
+    /// events count those apart, with [`Gateway::invites`]).
     fn notifications(&self) -> Vec<Value> {
+        self.all().into_iter().filter(|notification| !is_invite(notification)).collect()
+    }
+
+    /// The invite notifications received so far.
+    fn invites(&self) -> Vec<Value> {
+        self.all().into_iter().filter(is_invite).collect()
+    }
+
+    fn all(&self) -> Vec<Value> {
         self.received.lock().unwrap().iter().map(|body| body["notification"].clone()).collect()
     }
 
-    /// Waits until `count` notifications arrived; returns them.
+    /// Waits until `count` notifications (but invites) arrived; returns them.
     fn wait_for(&self, count: usize) -> Vec<Value> {
         eventually(Duration::from_secs(20), || {
             let seen = self.notifications();
             (seen.len() >= count).then_some(seen)
         })
     }
+
+    /// Waits until `count` invite notifications arrived; returns them.
+    fn wait_for_invites(&self, count: usize) -> Vec<Value> {
+        eventually(Duration::from_secs(20), || {
+            let seen = self.invites();
+            (seen.len() >= count).then_some(seen)
+        })
+    }
+}
+
+fn is_invite(notification: &Value) -> bool {
+    notification["type"] == "m.room.member" && notification["content"]["membership"] == "invite"
 }
 
 /// Reads one request: (path, JSON body).
@@ -228,8 +251,11 @@ fn event_id_only_sends_ids_and_counts() {
     let node = start_node();
     let (gateway, alice, bob) = bob_pushed_by_alice(&node, json!({"format": "event_id_only"}));
     let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
+    // Bob's invite came first; without the event's type, only its position
+    // tells it from the message.
+    gateway.wait_for(1);
     let hello = send(&alice, &dm, text("secret"));
-    let notification = gateway.wait_for(1).remove(0);
+    let notification = gateway.wait_for(2).remove(1);
     assert_eq!(notification["event_id"], hello.as_str());
     assert_eq!(notification["room_id"], dm.as_str());
     assert!(notification["counts"]["unread"].as_u64().unwrap() >= 1, "{notification}");
@@ -270,8 +296,9 @@ fn queued_notifications_survive_a_crash_with_the_gateway_down() {
 fn a_rejected_pushkey_removes_its_pusher() {
     let node = start_node();
     let (gateway, alice, bob) = bob_pushed_by_alice(&node, json!({}));
-    *gateway.answer.lock().unwrap() = json!({"rejected": ["bob-phone"]});
     let dm = room(&alice, &[(&bob, &node.user_id("bob"))], true);
+    gateway.wait_for_invites(1);
+    *gateway.answer.lock().unwrap() = json!({"rejected": ["bob-phone"]});
     send(&alice, &dm, text("hello"));
     gateway.wait_for(1);
     eventually(Duration::from_secs(10), || {
@@ -294,10 +321,37 @@ fn an_invite_notifies_the_invited_user() {
         &json!({"user_id": node.user_id("bob")}),
     );
     assert_eq!(status, 200, "{body}");
-    let notification = gateway.wait_for(1).remove(0);
+    let notification = gateway.wait_for_invites(1).remove(0);
     assert_eq!(notification["type"], "m.room.member");
     assert_eq!(notification["room_id"], room_id.as_str());
     assert_eq!(notification["content"]["membership"], "invite");
+}
+
+/// `.m.rule.invite_for_me` matches an invite made by `createRoom`'s `invite`
+/// as much as one made by `/invite`: a DM started with bob rings his phone
+/// (https://spec.matrix.org/latest/client-server-api/#default-override-rules).
+/// Carol, invited too, has no pusher: nothing goes out for her.
+#[test]
+fn an_invite_in_create_room_notifies_the_invited_user() {
+    let node = start_node();
+    let (gateway, alice, _bob) = bob_pushed_by_alice(&node, json!({}));
+    let carol = node.register("carol");
+    let (status, body) = alice.post(
+        "/_matrix/client/v3/createRoom",
+        &json!({"is_direct": true, "invite": [node.user_id("bob"), node.user_id("carol")]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let room_id = body["room_id"].as_str().unwrap();
+    let notification = gateway.wait_for_invites(1).remove(0);
+    assert_eq!(notification["room_id"], room_id);
+    assert_eq!(notification["user_is_target"], true, "{notification}");
+    assert_eq!(notification["membership"], "invite");
+    assert_eq!(notification["sender"], node.user_id("alice").as_str());
+    assert_eq!(notification["prio"], "high", "{notification}");
+    assert_eq!(notification["devices"][0]["pushkey"], "bob-phone");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gateway.invites().len(), 1, "one invite, bob's: {:#?}", gateway.invites());
+    drop(carol);
 }
 
 /// As Synapse does: a read receipt that lowers the unread count sends a

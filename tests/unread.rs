@@ -233,6 +233,55 @@ fn a_new_display_name_highlights_the_next_message() {
     assert_eq!(counts(&alice, &room), (3, 2));
 }
 
+/// Spec: <https://spec.matrix.org/latest/client-server-api/#conditions-1>
+/// (`room_member_count`: the number of joined members in the room): the count
+/// a rule reads follows every join and leave as it is stored, whether the
+/// member event was made here or arrived from another server.
+#[test]
+fn the_member_count_follows_local_and_remote_joins_and_leaves() {
+    let ca = TestCa::new();
+    let a = start_federating(&ca, &[]);
+    let b = start_federating(&ca, &[]);
+    let alice = a.register("alice");
+    let bob = a.register("bob");
+    let dave = a.register("dave");
+    let carol = b.register("carol");
+    let room = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "three"}));
+    join(&bob, &room);
+    // Alice's rule: a message in a room of exactly three members highlights
+    // (a message only: the leave that makes it two would match too).
+    let rule = json!({
+        "conditions": [
+            {"kind": "event_match", "key": "type", "pattern": "m.room.message"},
+            {"kind": "room_member_count", "is": "3"},
+        ],
+        "actions": ["notify", {"set_tweak": "highlight"}],
+    });
+    let (status, answer) = alice.put("/_matrix/client/v3/pushrules/global/override/three", &rule);
+    assert_eq!(status, 200, "{answer}");
+    send_text(&bob, &room, "two of us");
+    assert_eq!(counts(&alice, &room), (1, 0));
+    // A local member joins and leaves.
+    join(&dave, &room);
+    send_text(&bob, &room, "three of us");
+    assert_eq!(counts(&alice, &room), (2, 1));
+    let (status, answer) = dave.post(&room_path(&room, "/leave"), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    send_text(&bob, &room, "two again");
+    assert_eq!(counts(&alice, &room), (3, 1));
+    // A remote member joins and leaves.
+    join(&carol, &format!("#three:{}", a.server_name));
+    send_text(&bob, &room, "three again");
+    assert_eq!(counts(&alice, &room), (4, 2));
+    let (status, answer) = carol.post(&room_path(&room, "/leave"), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    eventually(Duration::from_secs(20), || {
+        (membership_of(&alice, &room, &carol.user_id).as_deref() == Some("leave")).then_some(())
+    });
+    send_text(&bob, &room, "two at last");
+    assert_eq!(counts(&alice, &room), (5, 2));
+}
+
 /// An application service's exclusive users (a bridge's ghosts) are the
 /// service's to serve: the events of their rooms reach it in transactions,
 /// so they get no notification counts (nor pushes), as in Synapse, and a

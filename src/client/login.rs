@@ -56,8 +56,8 @@ pub fn resolve_login_user(app: &App, typed: &str) -> String {
 
 /// `POST /login`. The limits (per client address, per account) are checked
 /// before the database is read or a password hashed, so a refused attempt
-/// costs nothing; an unknown user's password is checked against a dummy hash,
-/// so it takes as long as a known one's (no user enumeration by timing).
+/// costs nothing; an unknown user's password is hashed instead of checked,
+/// which takes as long as a known one's check (no user enumeration by timing).
 pub async fn login(app: &App, request: &Request) -> Result<Response> {
     let body: LoginBody = request.json()?;
     if body.kind == APP_SERVICE_LOGIN {

@@ -103,8 +103,7 @@ pub async fn room_summary(app: &App, request: &Request, room_id_or_alias: &str) 
         None => None,
     };
     let local = summary::summary(app, &room_id)?;
-    let resident =
-        app.storage().members_with(&room_id, "join")?.iter().any(|member| app.is_local_user(member));
+    let resident = app.storage().server_in_room(&room_id, &app.config.server_name)?;
     let mut answer = match local {
         Some(local) if resident || user_id.is_none() => {
             if !may_see(app, user_id.as_deref(), membership.as_deref(), &local)? {

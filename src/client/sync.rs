@@ -495,11 +495,28 @@ fn joined_room(
 
     // The state block: state up to the start of the timeline that the client
     // has not seen (everything for an initial sync).
-    let current = app.storage().current_state_entries(room_id)?;
     let in_timeline: HashSet<&str> = timeline.iter().map(|event| event.event_id.as_str()).collect();
     let lazy = filter.room.state.lazy_load_members;
     let mut wanted_members: BTreeSet<&str> = timeline.iter().map(|event| event.sender.as_str()).collect();
     wanted_members.insert(user_id);
+    let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
+    // The whole current state for a first view, a full state or a new
+    // summary (a membership changed); otherwise only what can show: the
+    // entries changed since the token, and the timeline senders' members
+    // when they load lazily. A message in a room of 50,000 members then
+    // costs an incremental sync what changed, not the room.
+    let whole = is_initial || full_state || membership_changed;
+    let current = match room_since {
+        Some(since) if !whole => {
+            let senders: Vec<&str> = if lazy { wanted_members.iter().copied().collect() } else { Vec::new() };
+            let mut entries = app.storage().current_state_entries_since(room_id, since)?;
+            entries.extend(app.storage().current_member_entries(room_id, &senders)?);
+            entries.sort_by(|a, b| (&a.kind, &a.state_key).cmp(&(&b.kind, &b.state_key)));
+            entries.dedup_by(|a, b| (&a.kind, &a.state_key) == (&b.kind, &b.state_key));
+            entries
+        }
+        _ => app.storage().current_state_entries(room_id)?,
+    };
     // Spec (lazy-loading room members): an incremental sync sends the
     // membership of the timeline's senders that the device may not have,
     // whenever it was set (all of them with `include_redundant_members`).
@@ -521,12 +538,26 @@ fn joined_room(
     };
     // The state events in the timeline are not shown again: not read either.
     let timeline_ids: Vec<&str> = in_timeline.iter().copied().collect();
-    let mut loaded: HashMap<String, StoredEvent> = app
-        .storage()
-        .current_state_events_except(room_id, state_after, &timeline_ids)?
-        .into_iter()
-        .map(|event| (event.event_id.clone(), event))
-        .collect();
+    // Only what can show is read: with members loaded lazily, the members
+    // of the timeline's senders and no other (a first lazy view of a room
+    // of 50,000 members reads a few member events, not 50,000).
+    let loaded_events = if whole && !lazy {
+        app.storage().current_state_events_except(room_id, state_after, &timeline_ids)?
+    } else {
+        let ids: Vec<&str> = current
+            .iter()
+            .filter(|entry| {
+                entry.kind != "m.room.member" || !lazy || wanted_members.contains(entry.state_key.as_str())
+            })
+            .map(|entry| entry.event_id.as_str())
+            .filter(|event_id| !in_timeline.contains(event_id))
+            .collect();
+        let mut events = app.storage().events_by_id(&ids)?;
+        events.retain(|event| event.stream_ordering > state_after);
+        events
+    };
+    let mut loaded: HashMap<String, StoredEvent> =
+        loaded_events.into_iter().map(|event| (event.event_id.clone(), event)).collect();
     for CurrentStateEntry { kind, state_key, event_id, .. } in &current {
         if in_timeline.contains(event_id.as_str()) {
             continue;
@@ -594,7 +625,6 @@ fn joined_room(
         });
         Value::Object(threads.collect())
     });
-    let membership_changed = timeline.iter().any(|event| event.kind == "m.room.member");
     // Spec (presence): the presence of users newly met in the window is news.
     if since.is_some() {
         let joined = |entry: &&CurrentStateEntry| {

@@ -28,7 +28,7 @@ pub fn check_server_in_room(app: &App, origin: &str, room_id: &str) -> Result<()
     if !acl::server_allowed(app, room_id, origin) {
         return Err(Error::Forbidden(format!("{origin} is denied by the room's server ACL")));
     }
-    let in_room = app.storage().servers_in_room(room_id)?.iter().any(|server| server == origin);
+    let in_room = app.storage().server_in_room(room_id, origin)?;
     let world_readable = crate::rooms::current_state_content(app, room_id, "m.room.history_visibility", "")?
         .and_then(|content| content.get("history_visibility").and_then(Value::as_str).map(str::to_owned))
         .as_deref()

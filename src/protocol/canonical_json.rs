@@ -183,22 +183,32 @@ fn write_object_without(
 /// ASCII controls, and everything else (DEL and non-ASCII included) raw.
 fn write_string(out: &mut String, text: &str) {
     out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{09}' => out.push_str("\\t"),
-            '\u{0a}' => out.push_str("\\n"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\u{0d}' => out.push_str("\\r"),
-            control if control < '\u{20}' => {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", control as u32);
-            }
-            other => out.push(other),
+    // Runs of bytes written as they are go in whole. Every byte escaped is
+    // ASCII, and no byte of a multi-byte UTF-8 character is, so each run
+    // starts and ends on a character boundary.
+    let mut run_start = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x09 => "\\t",
+            0x0a => "\\n",
+            0x0c => "\\f",
+            0x0d => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[run_start..index]);
+        if escape.is_empty() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
         }
+        run_start = index + 1;
     }
+    out.push_str(&text[run_start..]);
     out.push('"');
 }
 
@@ -328,6 +338,7 @@ mod tests {
         check("\u{00}\u{01}\u{0b}\u{0e}\u{1f}", r#""\u0000\u0001\u000b\u000e\u001f""#);
         check("\u{7f}/<>&'", "\"\u{7f}/<>&'\"");
         check("日本語 \u{2028} 😀", "\"日本語 \u{2028} 😀\"");
+        check("é\"日\n😀\u{01}x", r#""é\"日\n😀\u0001x""#);
         check("", r#""""#);
     }
 

@@ -300,9 +300,9 @@ fn is_interested_in_room(
         || app.storage().aliases_of_room(room_id)?.iter().any(|alias| service.is_interested_in_alias(alias))
         || app
             .storage()
-            .members_with_any(room_id, &["join"])?
+            .server_members(room_id, &app.config.server_name, "join")?
             .iter()
-            .any(|(user_id, _)| app.is_local_user(user_id) && service.is_interested_in_user(user_id));
+            .any(|user_id| service.is_interested_in_user(user_id));
     rooms.insert(room_id.to_owned(), interested);
     Ok(interested)
 }

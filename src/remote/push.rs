@@ -238,6 +238,16 @@ fn notification(
         if let Some(content) = event.json.get("content") {
             fields.insert("content".into(), content.clone());
         }
+        // Spec: `user_is_target` says whether the member event is about the
+        // user notified (their invite); Synapse adds the membership beside.
+        if event.kind == "m.room.member" {
+            let state_key = event.json.get("state_key").and_then(Value::as_str);
+            fields.insert("user_is_target".into(), json!(state_key == Some(pusher.user_id.as_str())));
+            if let Some(membership) = event.json.get("content").and_then(|content| content.get("membership"))
+            {
+                fields.insert("membership".into(), membership.clone());
+            }
+        }
         let member = crate::rooms::current_state_content(app, &item.room_id, "m.room.member", &event.sender)?;
         if let Some(name) =
             member.as_ref().and_then(|member| member.get("displayname")).and_then(Value::as_str)

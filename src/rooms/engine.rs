@@ -389,6 +389,8 @@ impl Engine {
         let loaded = load_app_services(&self.config, &mut self.storage())?;
         let count = loaded.len();
         *self.app_services.borrow_mut() = Rc::new(loaded);
+        // Who is an exclusive user (and so nobody's push audience) may have changed.
+        self.push_audiences.forget_all();
         Ok(count)
     }
 

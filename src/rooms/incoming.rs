@@ -262,6 +262,20 @@ fn store(
         }
         _ => false,
     };
+    // A member event that changes the current state by itself moves the
+    // push audience on with it: whether its target was joined in the current
+    // state before it (see `push_actions::Audiences::state_stored`).
+    let lone_member_change = !replace_all
+        && pdu.kind == "m.room.member"
+        && entries.len() == 1
+        && entries.iter().all(|((kind, state_key), event_id, _)| {
+            *kind == pdu.kind && Some(state_key) == pdu.state_key.as_ref() && *event_id == pdu.event_id
+        });
+    let target_was_joined = match pdu.state_key.as_deref().filter(|_| lone_member_change) {
+        Some(target) => Some(app.storage().membership(&pdu.room_id, target)?.as_deref() == Some("join")),
+        None => None,
+    };
+    let parent_group = app.storage().room_state_group(&pdu.room_id)?;
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
@@ -269,7 +283,11 @@ fn store(
         ..NewEvent::of(pdu, stream_ordering)
     };
     // Soft-failed events are not shown, so they notify no one.
-    let actions = if soft_failed { Default::default() } else { super::push_actions::actions_for(app, pdu)? };
+    let actions = if soft_failed {
+        Default::default()
+    } else {
+        super::push_actions::actions_at(app, pdu, parent_group)?
+    };
     let update = CurrentUpdate {
         state: entries,
         replace_all,
@@ -278,12 +296,12 @@ fn store(
         pushes: actions.pushes,
         unread: actions.unread,
     };
-    app.storage().persist_event(&new_event, state_after, &update)?;
+    let group = app.storage().persist_event(&new_event, state_after, &update)?;
     if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
         super::remote_devices::note_join(app, &pdu.room_id, target)?;
     }
     if pdu.state_key.is_some() || update.replace_all {
-        app.push_audiences.forget(&pdu.room_id);
+        app.push_audiences.state_stored(app, pdu, parent_group, group, target_was_joined);
     }
     app.push_queue.kick(&update.pushes);
     app.search_index.note_new_events();

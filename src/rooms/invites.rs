@@ -27,8 +27,7 @@ pub fn store_remote_invite(
     event: &Map<String, Value>,
     invite_state: &Value,
 ) -> Result<()> {
-    let members = app.storage().members_with(room_id, "join")?;
-    if members.iter().any(|member| app.is_local_user(member)) {
+    if app.storage().server_in_room(room_id, &app.config.server_name)? {
         return Ok(());
     }
     let mut stripped: Vec<Value> = invite_state.as_array().cloned().unwrap_or_default();

@@ -278,14 +278,15 @@ pub fn current_power(app: &Engine, version: &RoomVersion, state: &dyn StateLooku
 /// Who hears of a new local event.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Audience {
-    /// The room's joined and invited members (their syncs wake) and the
-    /// servers of the joined ones: read from the room for every event.
+    /// The room's joined and invited members waiting in a sync (their syncs
+    /// wake) and the servers of the joined members: read for every event.
     Members,
     /// Nobody yet: the events of a room being created, whose one joined
     /// member is its local creator (so no other server is in it). Reading
     /// the growing member list for each of thousands of invites would make
     /// createRoom quadratic; the creator wakes the room once at the end
-    /// ([`wake_room`]).
+    /// ([`wake_room`]). A local invitee's pushers still hear of their
+    /// invite ([`push_actions::actions_in_creation`]).
     RoomInCreation,
 }
 
@@ -394,23 +395,30 @@ pub fn create_room_as(
 
 /// Invites local users into a room being created (see
 /// [`Audience::RoomInCreation`]), one event after the other, in one
-/// database transaction. What every invite reads (the room's version, the
-/// state the auth rules look at, the room's extremity) is read once and
-/// carried from one invite to the next, each event building on the one
-/// before it; each is still built, signed, authorized and stored as
-/// [`send`] does. Nothing is stored if one fails.
+/// database transaction, for as long as `turn` lasts (at least one invite);
+/// returns how many of `invitees`, from the first, it invited. What every
+/// invite reads (the room's version, the state the auth rules look at, the
+/// room's extremity) is read once and carried from one invite to the next,
+/// each event building on the one before it; each is still built, signed,
+/// authorized and stored as [`send`] does. Nothing is stored if one fails.
 pub fn invite_in_creation(
     app: &Engine,
     room_id: &str,
     inviter: &str,
     invitees: &[&str],
     extra: &Map<String, Value>,
-) -> Result<()> {
+    turn: std::time::Duration,
+) -> Result<usize> {
+    let started = std::time::Instant::now();
     app.in_transaction(|| {
         let version = room_version(app, room_id)?;
         let state = Remembered::new(CurrentState(room_id));
         let mut prev = prev_events(app, room_id)?;
+        let mut invited = 0;
         for invitee in invitees {
+            if invited > 0 && turn <= started.elapsed() {
+                break;
+            }
             let content = member_content(app, invitee, "invite", Some(extra))?;
             let draft = Draft::state("m.room.member", invitee, content);
             let event = template_on(app, &version, Some(room_id), inviter, &draft, &state, prev)?;
@@ -419,8 +427,9 @@ pub fn invite_in_creation(
             persist_local(app, &version, &pdu, &state, None, Audience::RoomInCreation)?;
             state.note("m.room.member", invitee, &pdu.event_id);
             prev = (vec![pdu.event_id], pdu.depth + 1);
+            invited += 1;
         }
-        Ok(())
+        Ok(invited)
     })
 }
 
@@ -635,25 +644,25 @@ fn persist_local(
         .filter(|membership| matches!(*membership, "leave" | "ban"))
         .and(pdu.state_key.as_deref())
         .and_then(|target| target.split_once(':').map(|(_, server)| server));
-    // Who hears of it: the joined and invited members (whose syncs wake),
-    // and the servers of the joined ones.
+    // Who hears of it: the joined and invited members waiting in a sync,
+    // and the servers of the joined members.
     let (members, destinations) = match audience {
         Audience::Members => {
-            let members = app.storage().members_with_any(&pdu.room_id, &["join", "invite"])?;
-            let joined = members.iter().filter(|(_, membership)| membership == "join");
-            let servers =
-                crate::protocol::power_levels::servers_of(joined.map(|(user_id, _)| user_id.as_str()));
-            let destinations = outbox::destinations_among(app, &pdu.room_id, servers, target_server)?;
+            let members = members_to_wake(app, &pdu.room_id)?;
+            let destinations = outbox::destinations(app, &pdu.room_id, target_server)?;
             (members, destinations)
         }
         Audience::RoomInCreation => (Vec::new(), Vec::new()),
     };
-    // A join by someone not joined before may start sharing a room with users
-    // whose device lists we cached earlier.
-    let new_join = match (pdu.kind.as_str(), pdu.content.get("membership").and_then(Value::as_str)) {
-        ("m.room.member", Some("join")) => !was_joined(app, replaces_state.as_deref())?,
-        _ => false,
+    // Whether a member event's target was joined before it (for the push
+    // audience's member count); a join by someone not joined before may
+    // start sharing a room with users whose device lists we cached earlier.
+    let target_was_joined = match pdu.kind.as_str() {
+        "m.room.member" => Some(was_joined(app, replaces_state.as_deref())?),
+        _ => None,
     };
+    let new_join = target_was_joined == Some(false)
+        && pdu.content.get("membership").and_then(Value::as_str) == Some("join");
     let stream_ordering = app.next_stream_id();
     let new_event = NewEvent {
         replaces_state: replaces_state.as_deref(),
@@ -663,7 +672,7 @@ fn persist_local(
     };
     let actions = match audience {
         Audience::Members => push_actions::actions_at(app, pdu, parent_group)?,
-        Audience::RoomInCreation => push_actions::Actions::default(),
+        Audience::RoomInCreation => push_actions::actions_in_creation(app, pdu, parent_group)?,
     };
     let update = CurrentUpdate {
         state: current_state,
@@ -674,12 +683,12 @@ fn persist_local(
         unread: actions.unread,
     };
     // Every caller runs in a piece of work that fails with this error.
-    app.storage().persist_event_in_work(&new_event, state_after, &update)?;
+    let group = app.storage().persist_event_in_work(&new_event, state_after, &update)?;
     if let Some(target) = pdu.state_key.as_deref().filter(|_| new_join) {
         remote_devices::note_join(app, &pdu.room_id, target)?;
     }
     if pdu.state_key.is_some() {
-        app.push_audiences.forget(&pdu.room_id);
+        app.push_audiences.state_stored(app, pdu, parent_group, group, target_was_joined);
     }
     if pdu.kind == "m.room.redaction" {
         apply_redaction(app, version, pdu)?;
@@ -687,7 +696,7 @@ fn persist_local(
     unread::forget_departed(app, pdu)?;
     app.search_index.note_new_events();
     let also = pdu.state_key.as_deref().filter(|_| pdu.kind == "m.room.member");
-    app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
+    app.notifier.wake(members.iter().map(String::as_str).chain(also));
     for destination in &update.outbox {
         outbox::nudge(app, destination);
     }
@@ -739,8 +748,18 @@ pub(crate) fn apply_redaction(app: &Engine, version: &RoomVersion, redaction: &P
 /// Wakes the syncs of a room's joined and invited members (and of `also`, the
 /// target of a membership change).
 pub fn wake_room(app: &Engine, room_id: &str, also: Option<&str>) {
-    let members = app.storage().members_with_any(room_id, &["join", "invite"]).unwrap_or_default();
-    app.notifier.wake(members.iter().map(|(user_id, _)| user_id.as_str()).chain(also));
+    let members = members_to_wake(app, room_id).unwrap_or_default();
+    app.notifier.wake(members.iter().map(String::as_str).chain(also));
+}
+
+/// A room's joined and invited members whose syncs an event in it wakes:
+/// those waiting in one now. Only local users sync here and few wait at
+/// once, so they are looked up in the room rather than the room's members
+/// read (a room of 50,000 ghosts of a bridge wakes no one, at no cost).
+fn members_to_wake(app: &Engine, room_id: &str) -> Result<Vec<String>> {
+    let waiting = app.notifier.waiting();
+    let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
+    app.storage().members_among(room_id, &waiting, &["join", "invite"])
 }
 
 /// The membership content for a local user joining or being invited: their

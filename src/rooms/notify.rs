@@ -49,6 +49,16 @@ impl Notifier {
         self.anything.listen()
     }
 
+    /// The users with a request waiting now.
+    pub fn waiting(&self) -> Vec<String> {
+        let users = self.users.borrow();
+        users
+            .iter()
+            .filter(|(_, event)| event.total_listeners() > 0)
+            .map(|(user_id, _)| user_id.clone())
+            .collect()
+    }
+
     /// Wakes every waiting request of these users.
     pub fn wake<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
         self.anything.notify(usize::MAX);

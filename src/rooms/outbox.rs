@@ -37,17 +37,7 @@ impl Outbox {
 /// The other servers an event in `room_id` goes to: those with joined
 /// members, plus `also` (the server of an invited or departing user).
 pub fn destinations(app: &Engine, room_id: &str, also: Option<&str>) -> Result<Vec<String>> {
-    let servers = app.storage().servers_in_room(room_id)?;
-    destinations_among(app, room_id, servers, also)
-}
-
-/// [`destinations`] when the servers with joined members are known.
-pub fn destinations_among(
-    app: &Engine,
-    room_id: &str,
-    mut servers: Vec<String>,
-    also: Option<&str>,
-) -> Result<Vec<String>> {
+    let mut servers = app.storage().servers_in_room(room_id)?;
     if let Some(server) = also {
         if !servers.iter().any(|known| known == server) {
             servers.push(server.to_string());

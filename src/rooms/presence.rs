@@ -313,9 +313,7 @@ fn local_peers(app: &Engine, user_id: &str) -> Result<BTreeSet<String>> {
     // The storage is borrowed one statement at a time.
     let rooms = app.storage().rooms_with_membership(user_id, "join")?;
     for room_id in rooms {
-        peers.extend(
-            app.storage().members_with(&room_id, "join")?.into_iter().filter(|m| app.is_local_user(m)),
-        );
+        peers.extend(app.storage().server_members(&room_id, &app.config.server_name, "join")?);
     }
     Ok(peers)
 }

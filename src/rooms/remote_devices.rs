@@ -126,7 +126,7 @@ pub fn store_fetched(app: &Engine, user_id: &str, list: &RemoteDeviceList) -> Re
 /// marked stale when they no longer do, so it is fetched again should they
 /// share one later.
 pub fn cacheable(app: &Engine, user_id: &str) -> Result<bool> {
-    let shares = app.storage().shares_a_room_with_a_local_user(user_id)?;
+    let shares = app.storage().shares_a_room_with_a_local_user(user_id, &app.config.server_name)?;
     if !shares {
         app.storage().mark_remote_device_list_stale(user_id)?;
     }
@@ -175,19 +175,24 @@ pub fn cached_keys(
 /// server may share a room with users it did not share one with a moment
 /// ago, whose servers sent us none of their updates meanwhile, so their
 /// cached lists (if any, from an earlier shared room) are refetched at the
-/// next query. A remote user joining makes their own list stale; a local
-/// user joining, the lists of everyone in the room. This is Synapse's
-/// resync of users it starts sharing a room with.
+/// next query. A remote user joining makes their own list stale; the first
+/// local user joining, the lists of everyone in the room. A local user
+/// joining where another local user is joined already changes nothing: our
+/// server shared the room before, so its members' servers kept sending us
+/// their updates (and a join to a big room costs no pass over its members).
+/// This is Synapse's resync of users it starts sharing a room with.
 ///
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#device-management>
 /// ("servers must ... keep a copy of the device list of remote users they
 /// share a room with").
 pub fn note_join(app: &Engine, room_id: &str, user_id: &str) -> Result<()> {
-    if app.is_local_user(user_id) {
-        app.storage().mark_room_members_device_lists_stale(room_id)
-    } else {
-        app.storage().mark_remote_device_list_stale(user_id)
+    if !app.is_local_user(user_id) {
+        return app.storage().mark_remote_device_list_stale(user_id);
     }
+    if app.storage().server_has_other_member(room_id, &app.config.server_name, user_id)? {
+        return Ok(());
+    }
+    app.storage().mark_room_members_device_lists_stale(room_id)
 }
 
 /// Acts on an `m.device_list_update` from the user's own server (the caller

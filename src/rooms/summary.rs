@@ -55,7 +55,7 @@ pub fn summary(app: &Engine, room_id: &str) -> Result<Option<RoomSummary>> {
         })
         .unwrap_or_default();
     // Bound first: a storage borrow inside the struct literal would live to its end.
-    let num_joined_members = app.storage().members_with(room_id, "join")?.len();
+    let num_joined_members = app.storage().member_count(room_id, "join")? as usize;
     Ok(Some(RoomSummary {
         room_id: room_id.to_owned(),
         name: string_at(&content("m.room.name")?, "name").filter(|name| !name.is_empty()),

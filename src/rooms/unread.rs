@@ -75,10 +75,12 @@ pub fn read_up_to(app: &Engine, user_id: &str, event: &StoredEvent, thread_id: &
     app.storage().read_unread_up_to(user_id, &event.room_id, thread, event.stream_ordering)
 }
 
-/// Takes a redacted event out of everyone's counts.
+/// Takes a redacted event out of everyone's counts: those it can count for
+/// are the room's push audience (its local members but a bridge's ghosts;
+/// who left has no counts there), kept in memory, so a redaction in a room
+/// of thousands of ghosts looks up none of them.
 pub fn forget_redacted(app: &Engine, target: &StoredEvent) -> Result<()> {
-    let members = app.storage().local_joined_members(&target.room_id, &app.config.server_name, false)?;
-    let users: Vec<String> = members.into_iter().map(|(user_id, _)| user_id).collect();
+    let users = super::push_actions::audience(app, &target.room_id)?;
     app.storage().forget_unread_event(&target.room_id, target.stream_ordering, &users)
 }
 
@@ -121,6 +123,13 @@ impl RoomFacts {
         }
         let power = super::current_power(app, &version, &power_state);
         Ok(RoomFacts { member_count, display_name: None, power })
+    }
+
+    /// Takes a member joining (`joined`) or leaving (a joined member's
+    /// membership changing) into the member count.
+    pub fn count_member(&mut self, joined: bool) {
+        self.member_count =
+            if joined { self.member_count.saturating_add(1) } else { self.member_count.saturating_sub(1) };
     }
 
     /// The evaluation context for `user_id` (the one [`RoomFacts::load`] read).

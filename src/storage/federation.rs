@@ -298,17 +298,6 @@ impl Storage {
         Ok(())
     }
 
-    /// The servers of a room's joined members (from the current state).
-    pub fn servers_in_room(&self, room_id: &str) -> Result<Vec<String>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT state_key FROM current_state WHERE room_id = ?1 AND kind = 'm.room.member'
-               AND membership = 'join'",
-        )?;
-        let rows = statement.query_map([room_id], |row| row.get::<_, String>(0))?;
-        let members = rows.collect::<Result<Vec<String>, _>>()?;
-        Ok(crate::protocol::power_levels::servers_of(members.iter().map(String::as_str)))
-    }
-
     /// Every other server with joined members in a room where we have joined members.
     pub fn servers_sharing_rooms_with(&self, our_server: &str) -> Result<Vec<String>> {
         let mut statement = self.conn.prepare_cached(
@@ -434,16 +423,22 @@ impl Storage {
     /// Stores history fetched from another server (backfill) at a given
     /// (negative) stream position with a given state group: it joins the
     /// timeline before everything seen live, and changes no current state.
-    pub fn store_backfilled(&self, event: &super::NewEvent<'_>, state_group: Option<i64>) -> Result<bool> {
-        if self.conn.query_row(
+    /// A searchable event is indexed with it.
+    pub fn store_backfilled(
+        &mut self,
+        event: &super::NewEvent<'_>,
+        state_group: Option<i64>,
+    ) -> Result<bool> {
+        let transaction = self.conn.savepoint()?;
+        if transaction.query_row(
             "SELECT EXISTS (SELECT 1 FROM events WHERE event_id = ?1 AND outlier = 0)",
             [event.event_id],
             |row| row.get::<_, bool>(0),
         )? {
             return Ok(false);
         }
-        self.conn.execute("DELETE FROM events WHERE event_id = ?1 AND outlier = 1", [event.event_id])?;
-        self.conn.execute(
+        transaction.execute("DELETE FROM events WHERE event_id = ?1 AND outlier = 1", [event.event_id])?;
+        transaction.execute(
             "INSERT INTO events (stream_ordering, event_id, room_id, kind, state_key, sender, depth,
                 origin_server_ts, json, state_group, rel_type, relates_to)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -462,6 +457,8 @@ impl Storage {
                 event.relates_to,
             ],
         )?;
+        super::search::index_event_at(&transaction, event.stream_ordering)?;
+        transaction.commit()?;
         Ok(true)
     }
 

@@ -210,6 +210,11 @@ const MIGRATIONS: &[&str] = &[
     super::appservice::APP_SERVICE_REGISTRATIONS,
     // 24: the history visibility events of each room (see HISTORY_VISIBILITY_EVENTS).
     super::batch::HISTORY_VISIBILITY_EVENTS,
+    // 25: a room's members found by membership and server (see MEMBERS_BY_SERVER).
+    super::members::MEMBERS_BY_SERVER,
+    // 26: backfilled events indexed for search when stored, not by a trigger
+    // (see BACKFILL_INDEXED_WHEN_STORED).
+    super::search::BACKFILL_INDEXED_WHEN_STORED,
 ];
 
 /// Migration 5: reports of events, rooms and users (`/report`).
@@ -307,6 +312,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
     }
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     transaction.commit()?;
+    // The page cache now holds every page the migrations wrote (a fresh
+    // file: a root page per table and index, ~0.5 MiB); requests read others.
+    // https://www.sqlite.org/pragma.html#pragma_shrink_memory
+    conn.execute_batch("PRAGMA shrink_memory")?;
     Ok(())
 }
 
@@ -343,6 +352,27 @@ mod tests {
             })
             .unwrap();
         assert_eq!(found, 1);
+    }
+
+    #[test]
+    fn the_members_by_server_migration_indexes_the_members_stored_before_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..24] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 24).unwrap();
+        conn.execute_batch(
+            "INSERT INTO current_state VALUES ('!r:x', 'm.room.member', '@a:b.example', '$1', 'join'),
+                ('!r:x', 'm.room.member', '@b:a.example', '$2', 'join'),
+                ('!r:x', 'm.room.member', '@c:c.example', '$3', 'leave'),
+                ('!r:x', 'm.room.name', '', '$4', NULL);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let storage = super::super::Storage { conn, transactions: Default::default() };
+        assert_eq!(storage.servers_in_room("!r:x").unwrap(), ["a.example", "b.example"]);
+        assert!(storage.server_in_room("!r:x", "b.example").unwrap());
+        assert!(!storage.server_in_room("!r:x", "c.example").unwrap());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod federation;
 pub mod health;
 mod key_backup;
 mod media;
+mod members;
 mod migrations;
 mod push;
 mod relations;

@@ -350,14 +350,19 @@ impl Storage {
         Ok(deleted > 0)
     }
 
-    /// The `http` pushers of a room's joined members, by user.
-    pub fn room_http_pushers(&self, room_id: &str) -> Result<Vec<PusherKey>> {
+    /// The `http` pushers of some users (the local members an event is
+    /// evaluated for), by user: read per user, so a room's other members
+    /// cost nothing.
+    pub fn http_pushers_of(&self, user_ids: &[&str]) -> Result<Vec<PusherKey>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut statement = self.conn.prepare_cached(
-            "SELECT p.user_id, p.app_id, p.pushkey FROM pushers p JOIN current_state c
-             ON c.room_id = ?1 AND c.kind = 'm.room.member' AND c.state_key = p.user_id AND c.membership = 'join'
-             WHERE p.kind = 'http' ORDER BY p.user_id, p.app_id, p.pushkey",
+            "SELECT user_id, app_id, pushkey FROM pushers
+             WHERE user_id IN (SELECT value FROM json_each(?1)) AND kind = 'http'
+             ORDER BY user_id, app_id, pushkey",
         )?;
-        let rows = statement.query_map([room_id], key_from_row)?;
+        let rows = statement.query_map([super::batch::string_list(user_ids)], key_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

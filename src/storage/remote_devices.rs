@@ -180,17 +180,20 @@ impl Storage {
         Ok(())
     }
 
-    /// Whether a user is joined to a room that a local user is joined to:
-    /// only then does their server send us their device-list updates.
-    pub fn shares_a_room_with_a_local_user(&self, user_id: &str) -> Result<bool> {
+    /// Whether a user is joined to a room that a local user (one of our
+    /// server, `server_name`, with an account) is joined to: only then does
+    /// their server send us their device-list updates. Our members of each
+    /// room are found by server, not among all of its members.
+    pub fn shares_a_room_with_a_local_user(&self, user_id: &str, server_name: &str) -> Result<bool> {
         let mut statement = self.conn.prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM current_state theirs JOIN current_state ours
                 ON ours.room_id = theirs.room_id
              WHERE theirs.kind = 'm.room.member' AND theirs.state_key = ?1 AND theirs.membership = 'join'
-               AND ours.kind = 'm.room.member' AND ours.membership = 'join' AND ours.state_key != ?1
+               AND ours.membership = 'join' AND ours.server = ?2 AND ours.kind = 'm.room.member'
+               AND ours.state_key != ?1
                AND EXISTS (SELECT 1 FROM users u WHERE u.user_id = ours.state_key))",
         )?;
-        Ok(statement.query_row([user_id], |row| row.get(0))?)
+        Ok(statement.query_row(params![user_id, server_name], |row| row.get(0))?)
     }
 }
 

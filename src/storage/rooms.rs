@@ -318,19 +318,6 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The members of a room whose membership now is one of `memberships`,
-    /// with that membership.
-    pub fn members_with_any(&self, room_id: &str, memberships: &[&str]) -> Result<Vec<(String, String)>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT state_key, membership FROM current_state
-             WHERE room_id = ?1 AND kind = 'm.room.member' AND membership IS NOT NULL",
-        )?;
-        let rows = statement.query_map(params![room_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        let mut members: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
-        members.retain(|(_, membership)| memberships.contains(&membership.as_str()));
-        Ok(members)
-    }
-
     /// How many members a room has with a given membership now.
     pub fn member_count(&self, room_id: &str, membership: &str) -> Result<u64> {
         let mut statement = self.conn.prepare_cached(

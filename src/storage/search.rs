@@ -77,6 +77,16 @@ pub(super) const SEARCH_IN_BATCHES: &str = r#"
     END;
 "#;
 
+/// Migration 26: history fetched from other servers (stored below stream
+/// position zero) is indexed by the code that stores it
+/// ([`Storage::store_backfilled`]) instead of by a trigger on `events`.
+/// With a trigger, every insert into `events` was a statement that may write
+/// more than one table and abort, which SQLite wraps in a statement journal:
+/// a copy of every page the insert changed, made for each event stored.
+pub(super) const BACKFILL_INDEXED_WHEN_STORED: &str = r#"
+    DROP TRIGGER events_search_insert_backfilled;
+"#;
+
 /// At most this many stream positions are indexed per transaction, so one
 /// catch-up step stays short.
 const INDEX_BATCH_POSITIONS: i64 = 256;
@@ -105,6 +115,32 @@ pub struct SearchQuery<'a> {
     pub rooms_json: &'a str,
     pub order: SearchOrder,
     pub limit: usize,
+}
+
+/// Indexes the event stored at `stream_ordering` now if it is searchable:
+/// for history fetched from other servers, stored below the positions
+/// [`Storage::index_new_events`] goes through.
+pub(super) fn index_event_at(conn: &rusqlite::Connection, stream_ordering: i64) -> Result<()> {
+    index_events_between(conn, stream_ordering.saturating_sub(1), stream_ordering)
+}
+
+/// Adds the searchable events at stream positions in `(after, upto]` to the
+/// index (messages' bodies, room names and topics; not outliers, soft-failed
+/// or redacted events).
+fn index_events_between(conn: &rusqlite::Connection, after: i64, upto: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO event_search (rowid, body, name, topic)
+         SELECT stream_ordering,
+            CASE WHEN kind = 'm.room.message' THEN json_extract(json, '$.content.body') END,
+            CASE WHEN kind = 'm.room.name' THEN json_extract(json, '$.content.name') END,
+            CASE WHEN kind = 'm.room.topic' THEN json_extract(json, '$.content.topic') END
+         FROM events
+         WHERE stream_ordering > ?1 AND stream_ordering <= ?2
+           AND kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
+           AND outlier = 0 AND soft_failed = 0 AND redacted_by IS NULL",
+    )?
+    .execute([after, upto])?;
+    Ok(())
 }
 
 /// The words of a search term, lowercased (for the query and for `highlights`).
@@ -148,19 +184,7 @@ impl Storage {
             )?
             .query_row([INDEX_BATCH_POSITIONS], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         let Some(upto) = upto else { return Ok(false) };
-        transaction
-            .prepare_cached(
-                "INSERT INTO event_search (rowid, body, name, topic)
-                 SELECT stream_ordering,
-                    CASE WHEN kind = 'm.room.message' THEN json_extract(json, '$.content.body') END,
-                    CASE WHEN kind = 'm.room.name' THEN json_extract(json, '$.content.name') END,
-                    CASE WHEN kind = 'm.room.topic' THEN json_extract(json, '$.content.topic') END
-                 FROM events
-                 WHERE stream_ordering > ?1 AND stream_ordering <= ?2
-                   AND kind IN ('m.room.message', 'm.room.name', 'm.room.topic')
-                   AND outlier = 0 AND soft_failed = 0 AND redacted_by IS NULL",
-            )?
-            .execute([from, upto])?;
+        index_events_between(&transaction, from, upto)?;
         transaction.prepare_cached("UPDATE search_progress SET indexed_upto = ?1")?.execute([upto])?;
         transaction.commit()?;
         Ok(last.is_some_and(|last| last > upto))
@@ -305,7 +329,29 @@ mod tests {
         assert!(!storage.index_new_events().unwrap(), "nothing left");
         let pie = fts_expression("pie", &["body"]).unwrap();
         assert_eq!(search_count(&storage, &pie, r#"["!r:x"]"#).unwrap(), count);
-        insert(&storage, -7, "m.room.message", r#"{"body": "old pie"}"#);
+        // History fetched from another server is indexed as it is stored.
+        let json = serde_json::json!({"type": "m.room.message", "content": {"body": "old pie"}});
+        let backfilled = crate::storage::NewEvent {
+            stream_ordering: -7,
+            event_id: "$-7",
+            room_id: "!r:x",
+            kind: "m.room.message",
+            state_key: None,
+            sender: "@a:x",
+            depth: 1,
+            origin_server_ts: 0,
+            json: json.as_object().unwrap(),
+            replaces_state: None,
+            device_id: None,
+            txn_id: None,
+            rel_type: None,
+            relates_to: None,
+            outlier: false,
+            soft_failed: false,
+        };
+        assert!(storage.store_backfilled(&backfilled, None).unwrap());
+        assert_eq!(search_count(&storage, &pie, r#"["!r:x"]"#).unwrap(), count + 1);
+        assert!(!storage.store_backfilled(&backfilled, None).unwrap(), "stored once");
         assert_eq!(search_count(&storage, &pie, r#"["!r:x"]"#).unwrap(), count + 1);
     }
 }

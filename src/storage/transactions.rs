@@ -16,6 +16,12 @@
 //!
 //! Read-only work (`begin_read`) outside a group takes a plain deferred
 //! transaction and ends it at once.
+//!
+//! Work that opens the group has no savepoint of its own: undoing it is
+//! undoing the group, which held nothing else. A savepoint makes SQLite copy
+//! every page the work changes to the statement journal first (to put it
+//! back on `ROLLBACK TO`), which was a third of the cost of storing an event;
+//! only work that joins a group others wrote to pays for it.
 
 use super::Storage;
 use crate::error::Result;
@@ -29,6 +35,12 @@ pub(super) struct Levels {
     group: bool,
     /// The outermost level is a read-only transaction of its own.
     read_only_top: bool,
+    /// The outermost level is work that opened the group and has no
+    /// savepoint: ending it well releases nothing, undoing it rolls the
+    /// group back.
+    bare_top: bool,
+    /// Rollbacks that may have undone writes so far (see [`Storage::rollbacks`]).
+    rollbacks: u64,
 }
 
 impl Storage {
@@ -39,6 +51,9 @@ impl Storage {
         if self.transactions.depth == 0 && !self.transactions.group {
             self.run("BEGIN IMMEDIATE")?;
             self.transactions.group = true;
+            self.transactions.bare_top = true;
+            self.transactions.depth += 1;
+            return Ok(());
         }
         self.run("SAVEPOINT work")?;
         self.transactions.depth += 1;
@@ -61,25 +76,39 @@ impl Storage {
     /// Ends the latest level successfully: its writes stay, to be committed
     /// with the group.
     pub fn commit(&mut self) -> Result<()> {
-        let top_read = self.transactions.depth == 1 && self.transactions.read_only_top;
-        self.run(if top_read { "COMMIT" } else { "RELEASE work" })?;
-        self.transactions.depth -= 1;
-        if top_read {
-            self.transactions.read_only_top = false;
+        let top = self.transactions.depth == 1;
+        if top && self.transactions.bare_top {
+            self.transactions.bare_top = false;
+        } else {
+            let top_read = top && self.transactions.read_only_top;
+            self.run(if top_read { "COMMIT" } else { "RELEASE work" })?;
+            if top_read {
+                self.transactions.read_only_top = false;
+            }
         }
+        self.transactions.depth -= 1;
         Ok(())
     }
 
     /// Undoes the latest level's writes.
     pub fn rollback(&mut self) {
-        let top_read = self.transactions.depth == 1 && self.transactions.read_only_top;
-        let sql = if top_read { "ROLLBACK" } else { "ROLLBACK TO work; RELEASE work" };
+        let top = self.transactions.depth == 1;
+        let top_read = top && self.transactions.read_only_top;
+        let whole_group = top && self.transactions.bare_top;
+        let sql = if top_read || whole_group { "ROLLBACK" } else { "ROLLBACK TO work; RELEASE work" };
         if let Err(error) = self.conn.execute_batch(sql) {
             log::error!("rollback failed: {error}");
+        }
+        if !top_read {
+            self.transactions.rollbacks += 1;
         }
         self.transactions.depth = self.transactions.depth.saturating_sub(1);
         if top_read {
             self.transactions.read_only_top = false;
+        }
+        if whole_group {
+            self.transactions.bare_top = false;
+            self.transactions.group = false;
         }
     }
 
@@ -111,9 +140,18 @@ impl Storage {
             if let Err(rollback) = self.conn.execute_batch("ROLLBACK") {
                 log::error!("rollback after a failed commit failed: {rollback}");
             }
+            self.transactions.rollbacks += 1;
             return Err(error);
         }
         Ok(())
+    }
+
+    /// How many times work that writes was undone (a failed piece of work,
+    /// or a group whose commit failed). What was read or written inside it
+    /// may have named rows that are gone (a state group whose ID the next
+    /// write reuses), so a cache of such reads starts over when this moves.
+    pub fn rollbacks(&self) -> u64 {
+        self.transactions.rollbacks
     }
 }
 
@@ -149,12 +187,37 @@ mod tests {
         insert(&storage, 4);
         storage.rollback();
         assert_eq!(count(&storage), 2, "1 and 2 stay, 3 and 4 are undone");
+        assert_eq!(storage.rollbacks(), 2);
         storage.commit_group().unwrap();
         assert!(!storage.group_open());
         assert!(storage.conn.is_autocommit());
         assert_eq!(count(&storage), 2);
     }
 
+    #[test]
+    fn failed_work_that_opened_the_group_undoes_the_group() {
+        let mut storage = crate::storage::in_memory();
+        storage.begin().unwrap();
+        insert(&storage, 1);
+        storage.begin().unwrap();
+        insert(&storage, 2);
+        storage.rollback();
+        assert_eq!(count(&storage), 1, "a nested level is undone alone");
+        storage.begin_read().unwrap();
+        storage.commit().unwrap();
+        storage.rollback();
+        assert!(!storage.group_open(), "the group held that work alone");
+        assert!(storage.conn.is_autocommit());
+        assert_eq!(count(&storage), 0);
+        // The next work opens a group of its own, which commits.
+        storage.begin().unwrap();
+        insert(&storage, 3);
+        storage.commit().unwrap();
+        assert!(storage.group_open());
+        storage.commit_group().unwrap();
+        assert!(storage.conn.is_autocommit());
+        assert_eq!(count(&storage), 1);
+    }
     #[test]
     fn reads_alone_end_at_once_and_inside_a_group_nest() {
         let mut storage = crate::storage::in_memory();

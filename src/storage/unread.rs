@@ -299,17 +299,17 @@ impl Storage {
         Ok(statement.query_row([event_id], |row| row.get(0)).optional()?.flatten())
     }
 
-    /// The local members joined to a room (whose IDs end with `:server_name`)
-    /// and, if `with_names`, their display names there, for evaluating push
-    /// rules (the names are read from each member event's JSON, which only
-    /// `contains_display_name` needs).
+    /// The local members joined to a room (whose server is `server_name`,
+    /// found by the index of members by server) and, if `with_names`, their
+    /// display names there, for evaluating push rules (the names are read
+    /// from each member event's JSON, which only `contains_display_name`
+    /// needs).
     pub fn local_joined_members(
         &self,
         room_id: &str,
         server_name: &str,
         with_names: bool,
     ) -> Result<Vec<(String, Option<String>)>> {
-        let suffix = format!(":{server_name}");
         let (name, join) = if with_names {
             ("json_extract(e.json, '$.content.displayname')", "JOIN events e ON e.event_id = c.event_id")
         } else {
@@ -317,11 +317,10 @@ impl Storage {
         };
         let mut statement = self.conn.prepare_cached(&format!(
             "SELECT c.state_key, {name} FROM current_state c {join}
-             WHERE c.room_id = ?1 AND c.kind = 'm.room.member' AND c.membership = 'join'
-               AND substr(c.state_key, -length(?2)) = ?2
+             WHERE c.room_id = ?1 AND c.membership = 'join' AND c.server = ?2 AND c.kind = 'm.room.member'
              ORDER BY c.state_key"
         ))?;
-        let rows = statement.query_map(params![room_id, suffix], |row| {
+        let rows = statement.query_map(params![room_id, server_name], |row| {
             let name: rusqlite::types::Value = row.get(1)?;
             let name = match name {
                 rusqlite::types::Value::Text(name) => Some(name),
