@@ -75,6 +75,29 @@ fn a_remote_user_joins_by_alias_and_messages_flow_both_ways() {
     assert_eq!(status, 200, "{profile}");
 }
 
+/// A household's users joining a remote room at the same moment all get in:
+/// the resident answers a few `send_join`s per server at a time and asks
+/// the others to come back (429 with `retry_after_ms`), and the joining
+/// server does. Spec: <https://spec.matrix.org/latest/client-server-api/#rate-limiting>.
+#[test]
+fn users_of_one_server_joining_at_once_all_get_in() {
+    let (_ca, a, b) = federating_pair();
+    let alice = a.register("alice");
+    create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "hall"}));
+    let alias = enc(&format!("#hall:{}", a.server_name));
+    let users: Vec<Client> = (0..6).map(|index| b.register(&format!("user{index}"))).collect();
+    let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|scope| {
+        let joins: Vec<_> = users
+            .iter()
+            .map(|user| scope.spawn(|| user.post(&format!("/_matrix/client/v3/join/{alias}"), &json!({}))))
+            .collect();
+        joins.into_iter().map(|join| join.join().unwrap()).collect()
+    });
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}\n{}", b.log_text());
+    }
+}
+
 #[test]
 fn invites_leaves_and_bans_cross_servers() {
     let (_ca, a, b) = federating_pair();

@@ -133,6 +133,7 @@ async fn join_through(
 ) -> Result<()> {
     let (version, join) = make_membership(app, server, room_id, user_id, "join", extra).await?;
     let mut api = "v2";
+    let mut busy_answers = 0;
     let spool = loop {
         let path =
             format!("/_matrix/federation/{api}/send_join/{}/{}", encode(room_id), encode(&join.event_id));
@@ -148,6 +149,14 @@ async fn join_through(
         if api == "v2" && is_unrecognized(status, &answer) {
             log::info!("{server} does not know send_join v2; trying the deprecated v1");
             api = "v1";
+            continue;
+        }
+        // The resident answers a few joins at a time (ours among them, when
+        // several of our users join at once): wait as it asks, a few times.
+        if status == 429 && busy_answers < MAX_BUSY_RETRIES {
+            busy_answers += 1;
+            let asked = answer.get("retry_after_ms").and_then(Value::as_u64).unwrap_or(1_000);
+            smol::Timer::after(Duration::from_millis(asked.clamp(100, MAX_BUSY_WAIT_MS))).await;
             continue;
         }
         let message = reason_given(&answer);
@@ -178,6 +187,11 @@ async fn join_through(
         }
     }
 }
+
+/// How many times a `send_join` answered 429 (the resident is busy
+/// answering other joins) is sent again, and the longest wait before each.
+const MAX_BUSY_RETRIES: u32 = 5;
+const MAX_BUSY_WAIT_MS: u64 = 5_000;
 
 /// Keys of the room's current state copied per transaction when a join
 /// makes the state it received the room's current state: a few
