@@ -43,8 +43,7 @@ fn prepare_media(storage: &Storage) -> crate::error::Result<()> {
 pub fn serve(config: Config) -> Result<(), String> {
     crate::malloc::pin_mmap_threshold();
     let started = Instant::now();
-    let mut storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
-    storage.checkpoint_in_background(&config.database_path()).map_err(|error| error.to_string())?;
+    let storage = Storage::open(&config.database_path()).map_err(|error| error.to_string())?;
     check_server_name(&config, &storage)?;
     prepare_media(&storage).map_err(|error| error.to_string())?;
     if !config.privacy.store_client_ips {

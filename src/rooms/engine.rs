@@ -53,8 +53,8 @@ impl GroupCommit {
 }
 
 /// Once writes pause this long, the WAL is folded into the database file and
-/// truncated: the disk holds one file between bursts (the storage's
-/// checkpoint thread keeps the WAL from growing during them).
+/// truncated: the disk holds one file between bursts (SQLite's automatic
+/// checkpoints keep the WAL from growing during them).
 const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(2);
 
 /// Waits for the writes to pause, then checkpoints (trying again later if

@@ -369,7 +369,7 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let storage = super::super::Storage { conn, transactions: Default::default(), checkpointer: None };
+        let storage = super::super::Storage { conn, transactions: Default::default() };
         assert_eq!(storage.servers_in_room("!r:x").unwrap(), ["a.example", "b.example"]);
         assert!(storage.server_in_room("!r:x", "b.example").unwrap());
         assert!(!storage.server_in_room("!r:x", "c.example").unwrap());
@@ -390,7 +390,7 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let storage = super::super::Storage { conn, transactions: Default::default(), checkpointer: None };
+        let storage = super::super::Storage { conn, transactions: Default::default() };
         // The counters carried over, by thread.
         assert_eq!(storage.unread_total("@a:x").unwrap(), 3);
         let mut threads: Vec<_> = storage

@@ -7,7 +7,6 @@ mod accounts;
 mod acme;
 mod appservice;
 mod batch;
-mod checkpointer;
 mod directory;
 mod e2ee;
 mod event_json;
@@ -64,12 +63,11 @@ const STATEMENT_CACHE_CAPACITY: usize = 128;
 
 /// Cap on the WAL file left after a checkpoint (SQLite truncates it to this
 /// when it starts over), so one huge transaction does not leave a huge file.
-/// It is just below the size at which the checkpoint thread folds the WAL
-/// in (`checkpointer::CHECKPOINT_WAL_BYTES`, 4 MiB): far below, every commit
-/// grew the file again, and the kernel's block allocation for the new pages
-/// cost more than writing them; above, a file cut to it would hold too few
-/// new pages to be worth a checkpoint.
-const JOURNAL_SIZE_LIMIT_BYTES: i64 = 4032 * 1024;
+/// It is above what SQLite's automatic checkpoint (every 1,000 pages, ~4 MiB)
+/// lets the WAL grow to: truncating below that made every commit grow the
+/// file again, and the kernel's block allocation for the new pages cost more
+/// than writing them.
+const JOURNAL_SIZE_LIMIT_BYTES: i64 = 4608 * 1024;
 
 /// A backup's progress callback: bytes written so far, bytes in all.
 pub type BackupProgress = Box<dyn FnMut(u64, u64) + Send>;
@@ -88,9 +86,6 @@ pub struct Storage {
     conn: Connection,
     /// Open [`Storage::begin`] levels and the group transaction around them.
     transactions: transactions::Levels,
-    /// The thread folding the WAL into the file, on the node (none for the
-    /// operator's commands, whose connection checkpoints by itself).
-    checkpointer: Option<checkpointer::Checkpointer>,
 }
 
 /// Why the database could not be opened.
@@ -156,18 +151,9 @@ impl Storage {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-        let mut storage = Storage { conn, transactions: transactions::Levels::default(), checkpointer: None };
+        let mut storage = Storage { conn, transactions: transactions::Levels::default() };
         migrations::migrate(&mut storage.conn)?;
         Ok(storage)
-    }
-
-    /// Leaves checkpoints to a thread of their own (the node's storage,
-    /// whose thread must not wait for the disk; see `checkpointer.rs`).
-    pub fn checkpoint_in_background(&mut self, path: &Path) -> Result<(), OpenError> {
-        let checkpointer = checkpointer::Checkpointer::start(path).map_err(OpenError::Io)?;
-        self.conn.pragma_update(None, "wal_autocheckpoint", checkpointer::FALLBACK_AUTOCHECKPOINT_PAGES)?;
-        self.checkpointer = Some(checkpointer);
-        Ok(())
     }
 
     /// Opens an existing database read-only, beside a running node (the
@@ -186,7 +172,7 @@ impl Storage {
             return Err(OpenError::TooOld { found, known });
         }
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-        Ok(Storage { conn, transactions: transactions::Levels::default(), checkpointer: None })
+        Ok(Storage { conn, transactions: transactions::Levels::default() })
     }
 
     /// Whether this is a [`Storage::open_read_only`] connection (an
@@ -265,5 +251,5 @@ pub(crate) fn in_memory() -> Storage {
     conn.pragma_update(None, "foreign_keys", "ON").unwrap();
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     migrations::migrate(&mut conn).unwrap();
-    Storage { conn, transactions: transactions::Levels::default(), checkpointer: None }
+    Storage { conn, transactions: transactions::Levels::default() }
 }

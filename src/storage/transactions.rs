@@ -143,9 +143,6 @@ impl Storage {
             self.transactions.rollbacks += 1;
             return Err(error);
         }
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.nudge();
-        }
         Ok(())
     }
 
