@@ -11,10 +11,9 @@ use serde_json::json;
 const LOGIN: &str = "/_matrix/client/v3/login";
 
 /// The node runs on its main thread (the event loop), async-io's idle
-/// reactor thread, the password hashing thread (`hasher.rs`) and the WAL
-/// checkpoint thread (`storage/checkpointer.rs`), both started with the
-/// node so the count does not change when the first login comes.
-const MAX_NODE_THREADS: usize = 4;
+/// reactor thread, and the password hashing thread (`hasher.rs`), started
+/// with the node so the count does not change when the first login comes.
+const MAX_NODE_THREADS: usize = 3;
 
 #[test]
 fn malformed_json_is_not_json() {
