@@ -1134,8 +1134,17 @@ pub fn federation(command: FederationCommand) -> Result<(), String> {
                 Some(text) => Some(serde_json::from_str(text).map_err(|error| format!("--body: {error}"))?),
                 None => None,
             };
-            let work =
-                crate::remote::client::request(&app, &request.destination, method, &request.path, body);
+            // An operator may ask for a big room's `/state`: the answer is
+            // read up to the largest one a join takes, not the usual 8 MiB.
+            let limit = crate::remote::join::MAX_SEND_JOIN_BYTES;
+            let work = crate::remote::client::request_with_limit(
+                &app,
+                &request.destination,
+                method,
+                &request.path,
+                body,
+                limit,
+            );
             let (status, answer) = smol::block_on(executor.run(work)).map_err(|error| error.to_string())?;
             out!("{status}");
             out!("{answer}");

@@ -26,7 +26,7 @@ pub async fn request(
     request_with_limit(app, destination, method, path_and_query, body, MAX_RESPONSE_BYTES).await
 }
 
-/// [`request`] with a smaller response limit.
+/// [`request`] with another response limit.
 pub async fn request_with_limit(
     app: &Remote,
     destination: &str,

@@ -92,7 +92,7 @@ async fn make_membership(
 /// room of well over 50,000 members. It is never held whole: it goes to a
 /// spool file as it arrives and is read back one batch of events at a time
 /// (`join_answer`).
-const MAX_SEND_JOIN_BYTES: usize = 256 << 20;
+pub const MAX_SEND_JOIN_BYTES: usize = 256 << 20;
 
 /// Whether a server refused a request because it does not know the endpoint
 /// (`M_UNRECOGNIZED` with 400 or 404): the spec's cue to fall back from the
