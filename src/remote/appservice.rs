@@ -52,6 +52,11 @@ pub fn start(app: &Rc<Remote>) {
         {
             continue;
         }
+        // A service new to this database starts from here, pinned now: its
+        // sender's first turn may come after events it must be sent.
+        if let Err(error) = app.storage().appservice_stream(&service.id, app.current_stream_id()) {
+            log::error!("application service {}: {error}", service.id);
+        }
         let app_for_task = app.clone();
         let id = service.id.clone();
         app.executor.spawn(async move { run(app_for_task, id).await }).detach();
