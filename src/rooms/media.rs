@@ -262,8 +262,9 @@ struct Producer {
     _slot: Slot,
 }
 
-/// Why a download stopped before its end.
-enum Stop {
+/// Why a stream's producer (a download, or a state answer) stopped before
+/// its end.
+pub enum Stop {
     /// The response was dropped.
     Gone,
     /// The response took no piece for the stall deadline, or no turn came.
@@ -341,13 +342,23 @@ impl Producer {
 
     /// Hands a piece over, waiting at most the stall deadline for room.
     async fn send(&self, piece: Vec<u8>) -> Result<(), Stop> {
-        async { self.sender.send(Ok(piece)).await.map_err(|_| Stop::Gone) }
-            .or(async {
-                smol::Timer::after(self.stall).await;
-                Err(Stop::Stalled)
-            })
-            .await
+        hand_over(&self.sender, piece, self.stall).await
     }
+}
+
+/// Hands `piece` to a stream's reading end, waiting at most `stall` for
+/// room in the channel.
+pub async fn hand_over(
+    sender: &Sender<io::Result<Vec<u8>>>,
+    piece: Vec<u8>,
+    stall: Duration,
+) -> Result<(), Stop> {
+    async { sender.send(Ok(piece)).await.map_err(|_| Stop::Gone) }
+        .or(async {
+            smol::Timer::after(stall).await;
+            Err(Stop::Stalled)
+        })
+        .await
 }
 
 /// Content arriving in pieces from a producer task (a [`Producer`], or the

@@ -22,7 +22,7 @@ use smol::future::FutureExt;
 
 use super::Engine;
 use super::incoming::{self, Before, KnownStates};
-use super::media::{ContentStream, Slot};
+use super::media::{self, ContentStream, Slot, Stop};
 use crate::error::{Error, Result};
 use crate::request::Body;
 use crate::storage::{PageLimit, StateReader, StoredEvent};
@@ -185,21 +185,6 @@ pub fn stream(app: &Rc<Engine>, answer: StateAnswer, slot: Slot) -> Body {
     Body::Unsized { reader: Box::new(ContentStream::new(pieces, None)) }
 }
 
-/// Why an answer stopped before its end.
-enum Stop {
-    /// The response was dropped (the peer went away).
-    Gone,
-    /// The response took no piece for the stall deadline.
-    Stalled,
-    Failed(Error),
-}
-
-impl From<Error> for Stop {
-    fn from(error: Error) -> Stop {
-        Stop::Failed(error)
-    }
-}
-
 struct Producer {
     sender: Sender<io::Result<Vec<u8>>>,
     stall: Duration,
@@ -323,12 +308,7 @@ impl Producer {
     /// Hands `piece` over, waiting at most the stall deadline for room, and
     /// lets the loop turn.
     async fn hand_over(&self, piece: Vec<u8>) -> Result<(), Stop> {
-        let sent = async { self.sender.send(Ok(piece)).await.map_err(|_| Stop::Gone) }
-            .or(async {
-                smol::Timer::after(self.stall).await;
-                Err(Stop::Stalled)
-            })
-            .await;
+        let sent = media::hand_over(&self.sender, piece, self.stall).await;
         smol::future::yield_now().await;
         sent
     }
