@@ -1,6 +1,6 @@
-//! The one helper thread: password hashing (argon2id, ~12 MiB and tens of
-//! milliseconds per hash, see `credentials.rs`) runs here so the event loop
-//! keeps answering meanwhile. Everything else stays on the loop's thread.
+//! The password hashing thread: password hashing (argon2id, ~12 MiB and tens
+//! of milliseconds per hash, see `credentials.rs`) runs here so the event
+//! loop keeps answering meanwhile.
 //!
 //! One dedicated thread, fed through a bounded queue we own, rather than
 //! `smol::unblock` (the `blocking` pool grows to 500 threads): one hash at a

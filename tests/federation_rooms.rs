@@ -98,6 +98,49 @@ fn users_of_one_server_joining_at_once_all_get_in() {
     }
 }
 
+/// A createRoom inviting many users signs their invites on a second
+/// thread while it stores them: a server joining afterwards checks every
+/// one of them (state events badly signed would be left out of the room's
+/// state there) and sees them all invited, in the order createRoom was given
+/// them sorted in.
+#[test]
+fn the_invites_of_a_large_create_room_reach_a_joining_server_signed() {
+    let (_ca, a, b) = federating_pair();
+    let alice = a.register("alice");
+    let invited: Vec<String> = (0..40).rev().map(|index| a.user_id(&format!("guest{index:02}"))).collect();
+    let room_id = create_room(
+        &alice,
+        json!({"preset": "public_chat", "room_alias_name": "invited", "invite": invited}),
+    );
+    let bob = b.register("bob");
+    let alias = enc(&format!("#invited:{}", a.server_name));
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{alias}"), &json!({}));
+    assert_eq!(status, 200, "{answer}\n{}", b.log_text());
+    let (status, members) = bob.get(&room_path(&room_id, "/members?membership=invite"));
+    assert_eq!(status, 200, "{members}");
+    let mut seen: Vec<String> = members["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["state_key"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    let mut expected = invited.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "{}", b.log_text());
+    // The room's timeline on A holds the invites in sorted order.
+    let (status, timeline) = alice.get(&room_path(&room_id, "/messages?dir=f&limit=100"));
+    assert_eq!(status, 200);
+    let order: Vec<&str> = timeline["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["content"]["membership"] == "invite")
+        .filter_map(|event| event["state_key"].as_str())
+        .collect();
+    assert_eq!(order, expected.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 #[test]
 fn invites_leaves_and_bans_cross_servers() {
     let (_ca, a, b) = federating_pair();

@@ -187,18 +187,56 @@ pub fn sign_event_referenced(
     server_name: &str,
     key: &SigningKey,
 ) -> Result<(usize, Sha256Hash), EventHashError> {
+    let ready = prepare_signing(event, version)?;
+    let signature = key.sign_bytes(ready.signing_text.as_bytes());
+    attach_signature(event, server_name, &key.key_id, signature)?;
+    Ok((ready.hashed_length, ready.reference))
+}
+
+/// An event whose content hash is in place, ready to be signed: the
+/// signature does not enter its reference hash (nor so its v3+ event ID),
+/// so it can be named, checked and built upon before it is signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyToSign {
+    /// The length of the canonical JSON the content hash was taken of.
+    pub hashed_length: usize,
+    /// The text to sign: the redacted event without `signatures` and
+    /// `unsigned`, in canonical JSON.
+    pub signing_text: String,
+    /// The reference hash, taken of `signing_text`.
+    pub reference: Sha256Hash,
+}
+
+/// Puts `hashes.sha256` into `event` and answers what signing it takes
+/// ([`sign_event_referenced`] without the signature; [`attach_signature`]
+/// adds it).
+pub fn prepare_signing(
+    event: &mut Map<String, Value>,
+    version: &RoomVersion,
+) -> Result<ReadyToSign, EventHashError> {
     let (hash, hashed_length) =
         hash_and_length_without(event, &["unsigned", "signatures", "hashes"], version)?;
     let mut hashes = Map::new();
     hashes.insert("sha256".to_owned(), Value::String(encoding::encode(&hash)));
     event.insert("hashes".to_owned(), Value::Object(hashes));
     let redacted = redaction::redact(event, version);
-    let text = canonical_json::object_to_string_without(
+    let signing_text = canonical_json::object_to_string_without(
         &redacted,
         &["signatures", "unsigned"],
         Strictness::for_room_version(version),
     )?;
-    let signature = key.sign_bytes(text.as_bytes());
+    let reference = Sha256::digest(signing_text.as_bytes()).into();
+    Ok(ReadyToSign { hashed_length, signing_text, reference })
+}
+
+/// Adds `server_name`'s `signature` (unpadded base64) under `key_id` to
+/// `event`'s `signatures`, keeping any other server's.
+pub fn attach_signature(
+    event: &mut Map<String, Value>,
+    server_name: &str,
+    key_id: &str,
+    signature: String,
+) -> Result<(), EventHashError> {
     let mut signatures = match event.remove("signatures") {
         Some(Value::Object(signatures)) => signatures,
         _ => Map::new(),
@@ -207,9 +245,9 @@ pub fn sign_event_referenced(
     let Some(by_server) = by_server.as_object_mut() else {
         return Err(SigningError::MalformedSignatures.into());
     };
-    by_server.insert(key.key_id.clone(), Value::String(signature));
+    by_server.insert(key_id.to_owned(), Value::String(signature));
     event.insert("signatures".to_owned(), Value::Object(signatures));
-    Ok((hashed_length, Sha256::digest(text.as_bytes()).into()))
+    Ok(())
 }
 
 /// Checks `hashes.sha256` against the event. A mismatch means the event was
@@ -365,6 +403,34 @@ mod tests {
             let public = signing::public_key_from_base64(&key.public_key_base64()).unwrap();
             assert!(signing::verify_json(&redacted, "domain", "ed25519:1", &public).is_ok(), "v{id}");
         }
+    }
+
+    /// Preparing, naming and signing afterwards (as a bulk run does on a
+    /// second thread) makes the same event, ID and signature as signing at
+    /// once; another server's signature stays beside ours.
+    #[test]
+    fn an_event_signed_after_it_is_named_is_the_event_signed_at_once() {
+        let key = SigningKey::generate("1").unwrap();
+        for id in ["3", "10", "12"] {
+            let v = version(id);
+            let mut at_once = message_event();
+            at_once.insert("signatures".into(), json!({"other": {"ed25519:a": "sig"}}));
+            let mut later = at_once.clone();
+            let (length, reference) = sign_event_referenced(&mut at_once, &v, "domain", &key).unwrap();
+            let ready = prepare_signing(&mut later, &v).unwrap();
+            assert_eq!((ready.hashed_length, ready.reference), (length, reference), "v{id}");
+            assert_eq!(event_id_with_reference(&later, &v, &ready.reference), event_id(&at_once, &v));
+            let signature = key.sign_bytes(ready.signing_text.as_bytes());
+            attach_signature(&mut later, "domain", &key.key_id, signature).unwrap();
+            assert_eq!(later, at_once, "v{id}");
+            assert_eq!(later["signatures"]["other"], json!({"ed25519:a": "sig"}));
+        }
+        let mut malformed = message_event();
+        malformed.insert("signatures".into(), json!({"domain": "not an object"}));
+        assert_eq!(
+            attach_signature(&mut malformed, "domain", "ed25519:1", "x".into()),
+            Err(SigningError::MalformedSignatures.into())
+        );
     }
 
     #[test]

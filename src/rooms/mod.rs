@@ -6,6 +6,7 @@
 //! storage, and knows nothing of HTTP.
 
 pub mod aggregations;
+mod bulk_signing;
 pub mod directory;
 pub mod e2ee;
 mod engine;
@@ -37,7 +38,7 @@ pub mod upgrade;
 pub mod upload;
 pub mod visibility;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use serde_json::{Map, Value, json};
@@ -414,23 +415,61 @@ pub fn invite_in_creation(
         let version = room_version(app, room_id)?;
         let state = Remembered::new(CurrentState(room_id));
         let mut prev = prev_events(app, room_id)?;
-        let mut invited = 0;
-        for invitee in invitees {
-            if invited > 0 && turn <= started.elapsed() {
-                break;
+        bulk_signing::with_signer(&app.signing_key, invitees.len(), |signer| {
+            // Built, checked and handed to the signer; stored in order as
+            // their signatures come back, with the state each replaces.
+            let mut unsigned: VecDeque<(Pdu, Option<String>)> = VecDeque::new();
+            let mut invited = 0;
+            for invitee in invitees {
+                if invited + unsigned.len() > 0 && turn <= started.elapsed() {
+                    break;
+                }
+                let content = member_content(app, invitee, "invite", Some(extra))?;
+                let draft = Draft::state("m.room.member", invitee, content);
+                let event = template_on(app, &version, Some(room_id), inviter, &draft, &state, prev)?;
+                let (pdu, signing_text) = ready_to_sign(&version, event)?;
+                authorize_local(app, &version, &state, &pdu)?;
+                let replaced = state.event_id(app, "m.room.member", invitee);
+                signer.submit(signing_text);
+                state.note("m.room.member", invitee, &pdu.event_id);
+                prev = (vec![pdu.event_id.clone()], pdu.depth + 1);
+                unsigned.push_back((pdu, replaced));
+                if unsigned.len() > SIGNING_AHEAD {
+                    store_invite_signed(app, &version, signer, unsigned.pop_front())?;
+                    invited += 1;
+                }
             }
-            let content = member_content(app, invitee, "invite", Some(extra))?;
-            let draft = Draft::state("m.room.member", invitee, content);
-            let event = template_on(app, &version, Some(room_id), inviter, &draft, &state, prev)?;
-            let pdu = sign_checked(app, &version, event)?;
-            authorize_local(app, &version, &state, &pdu)?;
-            persist_local(app, &version, &pdu, &state, None, Audience::RoomInCreation)?;
-            state.note("m.room.member", invitee, &pdu.event_id);
-            prev = (vec![pdu.event_id], pdu.depth + 1);
-            invited += 1;
-        }
-        Ok(invited)
+            while let Some(oldest) = unsigned.pop_front() {
+                store_invite_signed(app, &version, signer, Some(oldest))?;
+                invited += 1;
+            }
+            Ok(invited)
+        })
     })
+}
+
+/// How many invites of a `createRoom` are built ahead of the one being
+/// stored, for the signing thread to work on meanwhile.
+const SIGNING_AHEAD: usize = 16;
+
+/// Stores an invite built by [`invite_in_creation`] once its signature is
+/// back; `replaced` is the member event it replaces, if any.
+fn store_invite_signed(
+    app: &Engine,
+    version: &RoomVersion,
+    signer: &mut bulk_signing::Signer<'_>,
+    built: Option<(Pdu, Option<String>)>,
+) -> Result<()> {
+    let Some((mut pdu, replaced)) = built else { return Ok(()) };
+    let signature =
+        signer.next_signature().ok_or_else(|| Error::Internal("an invite came back unsigned".into()))?;
+    hashes::attach_signature(&mut pdu.json, &app.config.server_name, &app.signing_key.key_id, signature)
+        .map_err(|error| Error::Internal(format!("cannot sign the event: {error}")))?;
+    let mut before = StateMap::new();
+    if let (Some(replaced), Some(state_key)) = (replaced, pdu.state_key.clone()) {
+        before.insert((pdu.kind.clone(), state_key), replaced);
+    }
+    persist_local(app, version, &pdu, &before, None, Audience::RoomInCreation)
 }
 
 /// Signs a create event whose room ID is not `taken`. A v12 room ID is the
@@ -571,6 +610,24 @@ pub fn sign(app: &Engine, version: &RoomVersion, event: Map<String, Value>) -> R
 
 /// [`sign`], and the length of the canonical JSON hashed for the content
 /// hash (the event without hashes and signatures), for the size limit.
+/// Names an event made here and checks its size, without signing it:
+/// answers the PDU (its `signatures` still to come) and the text to sign
+/// ([`hashes::prepare_signing`]).
+fn ready_to_sign(version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, String)> {
+    let ready = hashes::prepare_signing(&mut event, version).map_err(|error| match error {
+        hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
+        error => Error::Internal(format!("cannot sign the event: {error}")),
+    })?;
+    // Leave room for the signatures (~100 bytes).
+    if ready.hashed_length + 256 > MAX_PDU_BYTES {
+        return Err(Error::TooLarge("the event is larger than 65536 bytes".into()));
+    }
+    let event_id = hashes::event_id_with_reference(&event, version, &ready.reference)
+        .map_err(|error| Error::Internal(error.to_string()))?;
+    let pdu = Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))?;
+    Ok((pdu, ready.signing_text))
+}
+
 fn sign_measured(app: &Engine, version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, usize)> {
     let (hashed_length, reference) =
         hashes::sign_event_referenced(&mut event, version, &app.config.server_name, &app.signing_key)
