@@ -132,7 +132,9 @@ pub struct WellKnown {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest JSON request body in bytes.
+    /// Largest JSON request body in bytes (a federation transaction may
+    /// always be up to `http::MAX_TRANSACTION_BODY`, 4 MiB, as the spec's
+    /// 50 PDUs of 64 KiB need).
     pub max_json_body: usize,
     /// Largest media upload in bytes.
     pub max_media_body: usize,
@@ -693,7 +695,8 @@ federation = true
 # client = "https://matrix.example.org"
 
 [limits]
-# Largest JSON body and largest media upload, in bytes.
+# Largest JSON body and largest media upload, in bytes. A federation
+# transaction may always be up to 4 MiB (50 events of 64 KiB).
 max_json_body = 1048576
 max_media_body = 52428800
 # Bytes of media each user may store.

@@ -31,6 +31,23 @@ fn is_media_upload(segments: &[String]) -> bool {
     )
 }
 
+/// The largest body of a federation transaction (`PUT
+/// /_matrix/federation/v1/send/{txnId}`): the spec allows 50 PDUs of up to
+/// 64 KiB each and 100 EDUs in one, over 3 MiB, and a peer whose transaction
+/// is refused sends it again for ever (the link to it stops).
+pub const MAX_TRANSACTION_BODY: usize = 4 << 20;
+
+/// How large a JSON body may be at `segments`: the configured limit, or a
+/// federation transaction's if that is larger.
+fn json_body_limit(app: &App, segments: &[String]) -> usize {
+    let configured = app.config.limits.max_json_body;
+    let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match path.as_slice() {
+        ["_matrix", "federation", "v1", "send", _] => configured.max(MAX_TRANSACTION_BODY),
+        _ => configured,
+    }
+}
+
 /// Decodes `%XX` escapes; invalid escapes are kept as they are.
 pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -149,7 +166,7 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
         let length = length.map(|length| length as u64);
         upload = Some(UploadBody::new(length, Box::new(reader), head.expect_continue));
     } else {
-        let limit = app.config.limits.max_json_body;
+        let limit = json_body_limit(app, &segments);
         if length.is_some_and(|length| length > limit) {
             return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
         }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::federation::{TestCa, federating_pair, start_federating};
 use common::rooms::{
-    create_room, enc, ephemeral, membership_of, room_path, send_text, sync_until, wait_for_membership,
+    create_room, enc, ephemeral, get_state, membership_of, put_state, room_path, send_text, sync_until,
+    wait_for_membership,
 };
 use common::{Client, Node, eventually};
 use serde_json::json;
@@ -284,6 +285,56 @@ fn a_node_that_was_down_catches_up_in_order_without_duplicates() {
     send_text(&carol, &room_id, "back again");
     wait_for_message(&alice, &room_id, "back again");
     wait_for_message(&bob, &room_id, "back again");
+}
+
+/// A node that missed more of a room than `get_missing_events` fills (its
+/// peer's queue for it lost, as with a peer that sends only its latest event
+/// after an outage) takes the state at the gap by event IDs (`/state_ids`),
+/// fetching only the events it lacks. The room's whole state (`/state`) is
+/// over the 8 MiB a node reads of an answer, so the whole state could not
+/// be taken; by IDs it is a few KB, and the node catches up.
+#[test]
+fn a_node_that_missed_more_than_a_gap_fill_takes_the_state_at_the_gap_by_ids() {
+    let (_ca, mut a, mut b) = federating_pair();
+    let alice = a.register("alice");
+    let mut bob = b.register("bob");
+    let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "heavy"}));
+    let alias = enc(&format!("#heavy:{}", a.server_name));
+    let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{alias}"), &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    // 140 state events of 60 KB: 8.4 MB of state. They reach B in
+    // transactions of 50 events, 3 MB each (over the 1 MiB of other bodies).
+    let filler = "x".repeat(60_000);
+    for index in 0..140 {
+        put_state(&alice, &room_id, "org.example.heavy", &index.to_string(), json!({ "filler": filler }));
+    }
+    eventually(DELIVERY, || (get_state(&bob, &room_id, "org.example.heavy", "139").0 == 200).then_some(()));
+
+    // B is down while A's room moves on by more than a gap fill (20 events),
+    // and A's queue for B is lost.
+    b.stop();
+    for index in 0..30 {
+        send_text(&alice, &room_id, &format!("missed {index}"));
+    }
+    a.stop();
+    let database = rusqlite::Connection::open(a.data_dir.0.join("hearth.db")).unwrap();
+    for table in ["federation_outbox", "federation_destinations"] {
+        database.execute(&format!("DELETE FROM {table} WHERE destination = ?1"), [&b.server_name]).unwrap();
+    }
+    drop(database);
+    a.restart();
+    b.restart();
+    bob.base = b.http.clone();
+
+    // The next event reaches B on top of the gap, and so does a state
+    // change after it.
+    send_text(&alice, &room_id, "after the gap");
+    put_state(&alice, &room_id, "m.room.topic", "", json!({"topic": "after the gap"}));
+    wait_for_message(&bob, &room_id, "after the gap");
+    eventually(DELIVERY, || {
+        let (_, topic) = get_state(&bob, &room_id, "m.room.topic", "");
+        (topic["topic"] == "after the gap").then_some(())
+    });
 }
 
 #[test]

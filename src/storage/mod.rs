@@ -31,7 +31,7 @@ mod url_previews;
 
 pub use accounts::{Device, TokenOwner};
 pub use acme::AcmeCertificate;
-pub use batch::{GroupVisibility, SenderAndContent};
+pub use batch::{EventKey, GroupVisibility, SenderAndContent};
 pub use directory::ReportTarget;
 pub use e2ee::{InboxPage, InboxSize, ToDeviceMessage};
 pub use event_json::JsonRef;
