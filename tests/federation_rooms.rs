@@ -97,6 +97,18 @@ fn users_of_one_server_joining_at_once_all_get_in() {
     for (status, answer) in &answers {
         assert_eq!(*status, 200, "{answer}\n{}", b.log_text());
     }
+    // One of them joined through A, the others here once B was in the room
+    // (two joins through A at once would each have made their answer's
+    // state B's, the later leaving out the earlier's member): both servers
+    // see all seven members.
+    let room_id = answers[0].1["room_id"].as_str().unwrap().to_string();
+    for client in [&alice, &users[0]] {
+        eventually(DELIVERY, || {
+            let (_, members) = client.get(&room_path(&room_id, "/joined_members"));
+            (members["joined"].as_object().map_or(0, |joined| joined.len()) == 7).then_some(())
+        });
+    }
+    assert_eq!(b.log_text().matches("batches of state and auth events").count(), 1, "{}", b.log_text());
 }
 
 /// A createRoom inviting many users signs their invites on a second

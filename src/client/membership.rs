@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::protocol::identifiers::{RoomAliasId, RoomId, ServerName, UserId};
 use crate::remote;
+use crate::remote::join::JoinTurn;
 use crate::request::{Request, Response};
 use crate::rooms::format::{Viewer, client_event};
 use crate::rooms::visibility::Visibility;
@@ -179,16 +180,26 @@ pub async fn join(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> R
     if owner.is_guest && !guests_can_join(app, &room_id)? {
         return Err(Error::matrix(403, "M_GUEST_ACCESS_FORBIDDEN", "this room does not admit guests"));
     }
-    if resident(app, &room_id)? {
-        if let Some(authoriser) = restricted_join_authoriser(app, &room_id, &owner.user_id)? {
-            extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
+    loop {
+        if resident(app, &room_id)? {
+            if let Some(authoriser) = restricted_join_authoriser(app, &room_id, &owner.user_id)? {
+                extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
+            }
+            set_membership(app, &room_id, &owner.user_id, &owner.user_id, "join", Some(&extra))?;
+            break;
         }
-        set_membership(app, &room_id, &owner.user_id, &owner.user_id, "join", Some(&extra))?;
-    } else {
         if servers.is_empty() {
             return Err(Error::NotFound("no server to join this room through is known".into()));
         }
-        remote::join::join_remote(&app.remote, &owner.user_id, &room_id, &servers, &extra).await?;
+        // One join through another server per room at a time; the others
+        // join here once it is done (or try themselves if it failed).
+        match app.remote.joins_underway.begin(&room_id) {
+            JoinTurn::Wait(ended) => ended.await,
+            JoinTurn::Ours(_underway) => {
+                remote::join::join_remote(&app.remote, &owner.user_id, &room_id, &servers, &extra).await?;
+                break;
+            }
+        }
     }
     app.storage().set_forgotten(&owner.user_id, &room_id, false)?;
     Ok(Response::ok(json!({ "room_id": room_id })))

@@ -5,6 +5,8 @@
 //! <https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room>,
 //! <https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites>.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -101,6 +103,51 @@ pub const MAX_SEND_JOIN_BYTES: usize = 256 << 20;
 /// Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv2send_joinroomideventid>.
 fn is_unrecognized(status: u16, answer: &Value) -> bool {
     matches!(status, 400 | 404) && answer.get("errcode").and_then(Value::as_str) == Some("M_UNRECOGNIZED")
+}
+
+/// The rooms one of our users is joining through another server now. A
+/// second of our users joining the same room meanwhile waits for that join
+/// and then joins here, the room being ours by then: two joins through other
+/// servers at once would each make their answer's state the room's current
+/// state, and the later could leave out the earlier's member.
+#[derive(Default)]
+pub struct JoinsUnderway {
+    rooms: RefCell<HashMap<String, Rc<event_listener::Event>>>,
+}
+
+/// Whose turn it is to join a room through another server.
+pub enum JoinTurn {
+    /// Ours: the join is under way until this is dropped.
+    Ours(JoinUnderway),
+    /// Another user's join of the room is under way; this resolves when it ends.
+    Wait(event_listener::EventListener),
+}
+
+impl JoinsUnderway {
+    /// Takes the room's turn, or says how to wait for the join that has it.
+    pub fn begin(self: &Rc<Self>, room_id: &str) -> JoinTurn {
+        let mut rooms = self.rooms.borrow_mut();
+        if let Some(ended) = rooms.get(room_id) {
+            return JoinTurn::Wait(ended.listen());
+        }
+        rooms.insert(room_id.to_string(), Rc::new(event_listener::Event::new()));
+        JoinTurn::Ours(JoinUnderway { joins: self.clone(), room_id: room_id.to_string() })
+    }
+}
+
+/// A join through another server under way; dropping it (the join done or
+/// failed) wakes the joins waiting for it.
+pub struct JoinUnderway {
+    joins: Rc<JoinsUnderway>,
+    room_id: String,
+}
+
+impl Drop for JoinUnderway {
+    fn drop(&mut self) {
+        if let Some(ended) = self.joins.rooms.borrow_mut().remove(&self.room_id) {
+            ended.notify(usize::MAX);
+        }
+    }
 }
 
 /// Joins `user_id` to a room hosted elsewhere, trying `servers` in turn.

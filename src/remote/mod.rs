@@ -46,6 +46,8 @@ pub struct Remote {
     pub federation: Federation,
     /// Link previews being fetched, per user and in all.
     pub url_previews: Rc<Slots>,
+    /// The rooms our users are joining through other servers now.
+    pub joins_underway: Rc<join::JoinsUnderway>,
 }
 
 impl Remote {
@@ -56,6 +58,7 @@ impl Remote {
             engine,
             federation,
             url_previews: Slots::new(preview::MAX_PREVIEWS, preview::MAX_PREVIEWS_PER_USER),
+            joins_underway: Rc::default(),
         })
     }
 }
