@@ -303,10 +303,25 @@ fn a_node_that_was_down_catches_up_in_order_without_duplicates() {
 /// peer's queue for it lost, as with a peer that sends only its latest event
 /// after an outage) takes the state at the gap by event IDs (`/state_ids`),
 /// fetching only the events it lacks. The room's whole state (`/state`) is
-/// over the 8 MiB a node reads of an answer, so the whole state could not
-/// be taken; by IDs it is a few KB, and the node catches up.
+/// 8.4 MB, over the 8 MiB a node reads of other answers: by IDs it is a few
+/// KB, and the node catches up.
 #[test]
 fn a_node_that_missed_more_than_a_gap_fill_takes_the_state_at_the_gap_by_ids() {
+    catch_up_after_a_lost_queue(false);
+}
+
+/// As above, but the 8.4 MB of state was made while the node was down: it
+/// lacks over 100 events of the state, so it takes the whole state
+/// (`/state`), read as a stream as a join answer is.
+#[test]
+fn a_node_that_missed_much_state_takes_the_whole_state_at_the_gap_as_a_stream() {
+    catch_up_after_a_lost_queue(true);
+}
+
+/// 140 state events of 60 KB (8.4 MB of state) made before or during B's
+/// outage; then 30 messages B misses, and A's queue for B is lost. The next
+/// message and state change must reach B.
+fn catch_up_after_a_lost_queue(state_during_outage: bool) {
     let (_ca, mut a, mut b) = federating_pair();
     let alice = a.register("alice");
     let mut bob = b.register("bob");
@@ -314,17 +329,27 @@ fn a_node_that_missed_more_than_a_gap_fill_takes_the_state_at_the_gap_by_ids() {
     let alias = enc(&format!("#heavy:{}", a.server_name));
     let (status, answer) = bob.post(&format!("/_matrix/client/v3/join/{alias}"), &json!({}));
     assert_eq!(status, 200, "{answer}");
-    // 140 state events of 60 KB: 8.4 MB of state. They reach B in
-    // transactions of 50 events, 3 MB each (over the 1 MiB of other bodies).
+    // They reach B (when up) in transactions of 50 events, 3 MB each (over
+    // the 1 MiB of other bodies).
     let filler = "x".repeat(60_000);
-    for index in 0..140 {
-        put_state(&alice, &room_id, "org.example.heavy", &index.to_string(), json!({ "filler": filler }));
+    let heavy_state = || {
+        for index in 0..140 {
+            put_state(&alice, &room_id, "org.example.heavy", &index.to_string(), json!({ "filler": filler }));
+        }
+    };
+    if !state_during_outage {
+        heavy_state();
+        eventually(DELIVERY, || {
+            (get_state(&bob, &room_id, "org.example.heavy", "139").0 == 200).then_some(())
+        });
     }
-    eventually(DELIVERY, || (get_state(&bob, &room_id, "org.example.heavy", "139").0 == 200).then_some(()));
 
     // B is down while A's room moves on by more than a gap fill (20 events),
     // and A's queue for B is lost.
     b.stop();
+    if state_during_outage {
+        heavy_state();
+    }
     for index in 0..30 {
         send_text(&alice, &room_id, &format!("missed {index}"));
     }
@@ -339,7 +364,7 @@ fn a_node_that_missed_more_than_a_gap_fill_takes_the_state_at_the_gap_by_ids() {
     bob.base = b.http.clone();
 
     // The next event reaches B on top of the gap, and so does a state
-    // change after it.
+    // change after it; the state B missed is B's too.
     send_text(&alice, &room_id, "after the gap");
     put_state(&alice, &room_id, "m.room.topic", "", json!({"topic": "after the gap"}));
     wait_for_message(&bob, &room_id, "after the gap");
@@ -347,6 +372,9 @@ fn a_node_that_missed_more_than_a_gap_fill_takes_the_state_at_the_gap_by_ids() {
         let (_, topic) = get_state(&bob, &room_id, "m.room.topic", "");
         (topic["topic"] == "after the gap").then_some(())
     });
+    let (status, heavy) = get_state(&bob, &room_id, "org.example.heavy", "139");
+    assert_eq!(status, 200, "{heavy}\n{}", b.log_text());
+    assert_eq!(heavy["filler"].as_str().map(str::len), Some(60_000));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use http_types::Method;
 use serde_json::{Map, Value, json};
 
 use super::client;
-use super::join_answer::{Piece, Spool};
+use super::join_answer::{Piece, Shape, Spool};
 use super::pdus::pdu_json;
 use super::pdus::{self, encode, server_of};
 use crate::error::{Error, Result};
@@ -263,7 +263,7 @@ async fn take_answer(
     before_join: &mut Option<i64>,
 ) -> Result<Pdu> {
     let room_id = join.room_id.clone();
-    let mut pieces = spool.parse(v1)?;
+    let mut pieces = spool.parse(if v1 { Shape::SendJoinV1 } else { Shape::SendJoin })?;
     let bad_answer = |error: String| {
         Error::matrix(502, "M_UNKNOWN", format!("{server} sent a bad send_join answer: {error}"))
     };

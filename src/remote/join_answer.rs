@@ -1,12 +1,13 @@
-//! Reading a `send_join` answer as a stream: the answer is spooled to a
-//! file as it arrives, and a helper thread parses it element by element,
-//! handing the events of `state` and `auth_chain` over in batches, so that a
-//! room's state is never held whole (neither as text nor as a JSON tree) and
-//! the event loop never parses for long. Memory is bounded by the batch, not
-//! by the room.
+//! Reading a `send_join` or `/state` answer as a stream: the answer is
+//! spooled to a file as it arrives, and a helper thread parses it element by
+//! element, handing the events of the state (`state`, or `/state`'s `pdus`)
+//! and `auth_chain` over in batches, so that a room's state is never held
+//! whole (neither as text nor as a JSON tree) and the event loop never
+//! parses for long. Memory is bounded by the batch, not by the room.
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv2send_joinroomideventid>
-//! (and the deprecated v1, whose answer is `[200, object]`).
+//! (and the deprecated v1, whose answer is `[200, object]`),
+//! <https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1stateroomid>.
 
 use std::cell::Cell;
 use std::fmt;
@@ -43,6 +44,27 @@ pub enum Piece {
     State(Vec<Box<RawValue>>),
     /// `event`: our join, countersigned for a restricted join.
     Event(Box<RawValue>),
+}
+
+/// Which answer is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `send_join` v2: an object with `state`, `auth_chain` and `event`.
+    SendJoin,
+    /// The deprecated `send_join` v1: `[200, object]`.
+    SendJoinV1,
+    /// `/state`: an object with `pdus` (the state) and `auth_chain`.
+    State,
+}
+
+impl Shape {
+    /// The key of the list of state events.
+    fn state_list(self) -> &'static str {
+        match self {
+            Shape::SendJoin | Shape::SendJoinV1 => "state",
+            Shape::State => "pdus",
+        }
+    }
 }
 
 /// What the parsing thread sends: pieces, then how the parse ended.
@@ -90,9 +112,9 @@ impl Spool {
         }
     }
 
-    /// Starts parsing the spooled answer (v1's `[200, object]` when `v1`) on
-    /// a helper thread; the pieces come out of the returned [`Pieces`].
-    pub fn parse(mut self, v1: bool) -> Result<Pieces> {
+    /// Starts parsing the spooled answer, of `shape`, on a helper thread;
+    /// the pieces come out of the returned [`Pieces`].
+    pub fn parse(mut self, shape: Shape) -> Result<Pieces> {
         self.file.rewind().map_err(|error| Error::Internal(format!("cannot rewind the spool: {error}")))?;
         let (sender, receiver) = smol::channel::bounded(BATCHES_AHEAD);
         let file = self.file;
@@ -100,7 +122,8 @@ impl Spool {
             .name("send_join parser".into())
             .spawn(move || {
                 let mut emit = |piece| sender.send_blocking(Parsed::Piece(piece)).is_ok();
-                let outcome = parse(v1, BufReader::new(file), &mut emit).map_err(|error| error.to_string());
+                let outcome =
+                    parse(shape, BufReader::new(file), &mut emit).map_err(|error| error.to_string());
                 let _ = sender.send_blocking(Parsed::Done(outcome));
             })
             .map_err(|error| Error::Internal(format!("cannot start the send_join parser: {error}")))?;
@@ -143,19 +166,23 @@ const MAX_EVENT_TEXT: u64 = 1 << 20;
 /// The message of the error that stops a parse whose reader went away.
 const STOPPED: &str = "no one is reading the answer any more";
 
-/// Parses a `send_join` answer from `reader`, v2's object or (with `v1`) the
-/// deprecated `[200, object]`, calling `emit` with each piece as soon as it
-/// is complete; stops with an error when `emit` answers false, or when an
-/// event is longer than [`MAX_EVENT_TEXT`].
-pub fn parse<R: Read>(v1: bool, reader: R, emit: &mut dyn FnMut(Piece) -> bool) -> serde_json::Result<()> {
+/// Parses an answer of `shape` from `reader`, calling `emit` with each
+/// piece as soon as it is complete; stops with an error when `emit` answers
+/// false, or when an event is longer than [`MAX_EVENT_TEXT`].
+pub fn parse<R: Read>(
+    shape: Shape,
+    reader: R,
+    emit: &mut dyn FnMut(Piece) -> bool,
+) -> serde_json::Result<()> {
     let budget = Rc::new(Cell::new(None));
     let reader = Budgeted { inner: reader, budget: budget.clone() };
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
     let mut events = Events { emit, budget };
-    if v1 {
+    let state_list = shape.state_list();
+    if shape == Shape::SendJoinV1 {
         V1Seed { events: &mut events }.deserialize(&mut deserializer)?;
     } else {
-        AnswerSeed { events: &mut events }.deserialize(&mut deserializer)?;
+        AnswerSeed { state_list, events: &mut events }.deserialize(&mut deserializer)?;
     }
     deserializer.end()
 }
@@ -223,7 +250,7 @@ impl<'de> Visitor<'de> for V1Seed<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
         seq.next_element::<u16>()?.ok_or_else(|| de::Error::invalid_length(0, &"2 elements"))?;
-        seq.next_element_seed(AnswerSeed { events: self.events })?
+        seq.next_element_seed(AnswerSeed { state_list: "state", events: self.events })?
             .ok_or_else(|| de::Error::invalid_length(1, &"2 elements"))?;
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(de::Error::invalid_length(3, &"2 elements"));
@@ -232,9 +259,11 @@ impl<'de> Visitor<'de> for V1Seed<'_, '_> {
     }
 }
 
-/// The answer object: `state` and `auth_chain` element by element, `event`
-/// whole, everything else skipped (without being held).
+/// The answer object: the state (the list at `state_list`) and
+/// `auth_chain` element by element, `event` whole, everything else skipped
+/// (without being held).
 struct AnswerSeed<'a, 'b> {
+    state_list: &'static str,
     events: &'b mut Events<'a>,
 }
 
@@ -250,13 +279,15 @@ impl<'de> Visitor<'de> for AnswerSeed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-        formatter.write_str("a send_join answer object")
+        formatter.write_str("a send_join or state answer object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
         while let Some(key) = self.events.bounded(|| map.next_key::<String>())? {
             match key.as_str() {
-                "state" => map.next_value_seed(ListSeed { state: true, events: &mut *self.events })?,
+                key if key == self.state_list => {
+                    map.next_value_seed(ListSeed { state: true, events: &mut *self.events })?
+                }
                 "auth_chain" => map.next_value_seed(ListSeed { state: false, events: &mut *self.events })?,
                 "event" => {
                     if let Some(event) = self.events.bounded(|| map.next_value::<Option<Box<RawValue>>>())? {
@@ -316,8 +347,16 @@ mod tests {
 
     /// Parses `text`; answers (state events, auth chain events, event) as raw texts.
     fn pieces(v1: bool, text: &str) -> serde_json::Result<(Vec<String>, Vec<String>, Option<String>)> {
+        shaped_pieces(if v1 { Shape::SendJoinV1 } else { Shape::SendJoin }, text)
+    }
+
+    /// [`pieces`] for an answer of any shape.
+    fn shaped_pieces(
+        shape: Shape,
+        text: &str,
+    ) -> serde_json::Result<(Vec<String>, Vec<String>, Option<String>)> {
         let (mut state, mut auth_chain, mut event) = (Vec::new(), Vec::new(), None);
-        parse(v1, text.as_bytes(), &mut |piece| {
+        parse(shape, text.as_bytes(), &mut |piece| {
             match piece {
                 Piece::State(events) => state.extend(events.iter().map(|e| e.get().to_string())),
                 Piece::AuthChain(events) => auth_chain.extend(events.iter().map(|e| e.get().to_string())),
@@ -326,6 +365,19 @@ mod tests {
             true
         })?;
         Ok((state, auth_chain, event))
+    }
+
+    /// A `/state` answer's state is its `pdus`; a `state` key there is
+    /// nothing, as `pdus` is nothing in a `send_join` answer.
+    #[test]
+    fn state_answers_give_their_pdus_as_the_state() {
+        let text = r#"{"pdus": [{"a": 1}, {"b": 2}], "auth_chain": [{"c": 3}], "state": [{"d": 4}]}"#;
+        let (state, auth_chain, event) = shaped_pieces(Shape::State, text).unwrap();
+        assert_eq!(state, vec![r#"{"a": 1}"#, r#"{"b": 2}"#]);
+        assert_eq!((auth_chain, event), (vec![r#"{"c": 3}"#.to_string()], None));
+        let (state, _, _) = shaped_pieces(Shape::SendJoin, text).unwrap();
+        assert_eq!(state, vec![r#"{"d": 4}"#]);
+        assert!(shaped_pieces(Shape::State, r#"{"pdus": {}}"#).is_err());
     }
 
     #[test]
@@ -348,7 +400,7 @@ mod tests {
         let events: Vec<String> = (0..BATCH * 2 + 3).map(|n| format!(r#"{{"n": {n}}}"#)).collect();
         let text = format!(r#"{{"auth_chain": [], "state": [{}]}}"#, events.join(","));
         let mut sizes = Vec::new();
-        parse(false, text.as_bytes(), &mut |piece| {
+        parse(Shape::SendJoin, text.as_bytes(), &mut |piece| {
             if let Piece::State(events) = piece {
                 sizes.push(events.len());
             }
@@ -373,7 +425,7 @@ mod tests {
         let events: Vec<String> = (0..BATCH * 3).map(|n| format!(r#"{{"n": {n}}}"#)).collect();
         let text = format!(r#"{{"state": [{}]}}"#, events.join(","));
         let mut calls = 0;
-        let outcome = parse(false, text.as_bytes(), &mut |_| {
+        let outcome = parse(Shape::SendJoin, text.as_bytes(), &mut |_| {
             calls += 1;
             false
         });

@@ -9,6 +9,8 @@ use std::collections::HashSet;
 use http_types::Method;
 use serde_json::{Map, Value, json};
 
+use super::join::MAX_SEND_JOIN_BYTES;
+use super::join_answer::{Piece, Shape, Spool};
 use super::{client, keys};
 use crate::error::{Error, Result};
 use crate::protocol::canonical_json::{self, Strictness};
@@ -338,7 +340,10 @@ fn add_to_state(state: &mut StateMap, room_id: &str, key: &EventKey) {
 }
 
 /// The state at an event according to `server` (`/state`), with every event
-/// verified and stored as an outlier.
+/// verified and stored as an outlier. The answer (30 MB for a room of 50,000
+/// members) is spooled to disk and read back a batch of events at a time
+/// ([`join_answer`]), as a `send_join` answer is: only the state's keys and
+/// IDs are held, at most [`MAX_STATE_ENTRIES`] of them.
 async fn whole_state_at(
     app: &Remote,
     version: &RoomVersion,
@@ -347,7 +352,9 @@ async fn whole_state_at(
     event_id: &str,
 ) -> Result<StateMap> {
     let path = format!("/_matrix/federation/v1/state/{}?event_id={}", encode(room_id), encode(event_id));
-    let (status, answer) = client::request(app, server, Method::Get, &path, None).await?;
+    let mut spool = Spool::new(&app.config.data_dir)?;
+    let status =
+        client::request_to(app, server, Method::Get, &path, None, MAX_SEND_JOIN_BYTES, spool.sink()).await?;
     if status != 200 {
         return Err(Error::matrix(
             502,
@@ -355,19 +362,34 @@ async fn whole_state_at(
             format!("{server} did not give the state at {event_id} ({status})"),
         ));
     }
-    let empty = Vec::new();
-    let auth_chain = answer.get("auth_chain").and_then(Value::as_array).unwrap_or(&empty);
-    let pdus = answer.get("pdus").and_then(Value::as_array).unwrap_or(&empty);
-    store_verified_outliers(app, version, room_id, auth_chain).await?;
-    let state_events = store_verified_outliers(app, version, room_id, pdus).await?;
+    let bad_answer =
+        |error: String| Error::matrix(502, "M_UNKNOWN", format!("{server} sent a bad state answer: {error}"));
+    let mut pieces = spool.parse(Shape::State)?;
     let mut state = StateMap::new();
-    for event in state_events {
-        if let Some(state_key) = &event.state_key {
-            state.insert((event.kind.clone(), state_key.clone()), event.event_id.clone());
+    while let Some(piece) = pieces.next().await.map_err(bad_answer)? {
+        match piece {
+            Piece::AuthChain(events) => {
+                store_verified_outliers(app, version, room_id, &events).await?;
+            }
+            Piece::State(events) => {
+                for event in store_verified_outliers(app, version, room_id, &events).await? {
+                    if let Some(state_key) = event.state_key {
+                        state.insert((event.kind, state_key), event.event_id);
+                    }
+                }
+                if state.len() > MAX_STATE_ENTRIES {
+                    return Err(bad_answer(format!("a state of over {MAX_STATE_ENTRIES} events")));
+                }
+            }
+            Piece::Event(_) => {}
         }
     }
     Ok(state)
 }
+
+/// The most entries a state fetched whole may have: a room of 200,000
+/// members (a state this large takes ~40 MB in memory while it is used).
+const MAX_STATE_ENTRIES: usize = 200_000;
 
 /// An event as received: a parsed JSON value, or raw JSON text parsed only
 /// when its turn comes (so a large answer never becomes one big tree).
