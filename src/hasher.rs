@@ -1,6 +1,6 @@
-//! The password hashing thread: password hashing (argon2id, ~12 MiB and tens
-//! of milliseconds per hash, see `credentials.rs`) runs here so the event
-//! loop keeps answering meanwhile.
+//! The password hashing thread: each hash (argon2id, ~12 MiB and tens of
+//! milliseconds, see `credentials.rs`) runs here so the event loop keeps
+//! answering meanwhile.
 //!
 //! One dedicated thread, fed through a bounded queue we own, rather than
 //! `smol::unblock` (the `blocking` pool grows to 500 threads): one hash at a
