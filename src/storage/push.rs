@@ -354,8 +354,18 @@ impl Storage {
     /// evaluated for), by user: read per user, so a room's other members
     /// cost nothing.
     pub fn http_pushers_of(&self, user_ids: &[&str]) -> Result<Vec<PusherKey>> {
-        if user_ids.is_empty() {
-            return Ok(Vec::new());
+        match user_ids {
+            [] => return Ok(Vec::new()),
+            // One user (each invite): by the index, without a JSON list.
+            [user_id] => {
+                let mut statement = self.conn.prepare_cached(
+                    "SELECT user_id, app_id, pushkey FROM pushers
+                     WHERE user_id = ?1 AND kind = 'http' ORDER BY app_id, pushkey",
+                )?;
+                let rows = statement.query_map([user_id], key_from_row)?;
+                return Ok(rows.collect::<Result<_, _>>()?);
+            }
+            _ => {}
         }
         let mut statement = self.conn.prepare_cached(
             "SELECT user_id, app_id, pushkey FROM pushers
@@ -516,6 +526,39 @@ mod tests {
                 actions: Some(vec![json!("notify")]),
             }]
         );
+    }
+
+    /// One user's `http` pushers read alone are the ones read among others;
+    /// an email pusher is none of them.
+    #[test]
+    fn http_pushers_of_one_user_or_several() {
+        let storage = super::super::in_memory();
+        let pusher = |user_id: &str, pushkey: &str, kind: &str| Pusher {
+            user_id: user_id.into(),
+            app_id: "app".into(),
+            pushkey: pushkey.into(),
+            kind: kind.into(),
+            app_display_name: "app".into(),
+            device_display_name: "phone".into(),
+            profile_tag: None,
+            lang: "en".into(),
+            data: "{}".into(),
+            device_id: None,
+        };
+        for (user_id, pushkey, kind) in
+            [("@a:x", "k2", "http"), ("@a:x", "k1", "http"), ("@a:x", "mail", "email"), ("@b:x", "k", "http")]
+        {
+            storage.set_pusher(&pusher(user_id, pushkey, kind), false).unwrap();
+        }
+        let keys = |keys: Vec<PusherKey>| -> Vec<(String, String)> {
+            keys.into_iter().map(|key| (key.user_id, key.pushkey)).collect()
+        };
+        let alone = keys(storage.http_pushers_of(&["@a:x"]).unwrap());
+        assert_eq!(alone, [("@a:x".to_string(), "k1".to_string()), ("@a:x".into(), "k2".into())]);
+        let among = keys(storage.http_pushers_of(&["@b:x", "@a:x", "@c:x"]).unwrap());
+        assert_eq!(among[..2], alone[..]);
+        assert_eq!(among.len(), 3);
+        assert!(storage.http_pushers_of(&["@c:x"]).unwrap().is_empty());
     }
 
     #[test]
