@@ -48,6 +48,8 @@ pub struct Remote {
     pub url_previews: Rc<Slots>,
     /// The rooms our users are joining through other servers now.
     pub joins_underway: Rc<join::JoinsUnderway>,
+    /// Turns to fetch a room's whole state past a gap ([`pdus::MAX_WHOLE_STATES`]).
+    pub whole_states: smol::lock::Semaphore,
 }
 
 impl Remote {
@@ -59,6 +61,7 @@ impl Remote {
             federation,
             url_previews: Slots::new(preview::MAX_PREVIEWS, preview::MAX_PREVIEWS_PER_USER),
             joins_underway: Rc::default(),
+            whole_states: smol::lock::Semaphore::new(pdus::MAX_WHOLE_STATES),
         })
     }
 }

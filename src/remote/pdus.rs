@@ -351,6 +351,8 @@ async fn whole_state_at(
     room_id: &str,
     event_id: &str,
 ) -> Result<StateMap> {
+    // A few at a time: each may spool up to 256 MiB to disk.
+    let _turn = app.whole_states.acquire().await;
     let path = format!("/_matrix/federation/v1/state/{}?event_id={}", encode(room_id), encode(event_id));
     let mut spool = Spool::new(&app.config.data_dir)?;
     let status =
@@ -386,6 +388,9 @@ async fn whole_state_at(
     }
     Ok(state)
 }
+
+/// Whole states fetched at once at most (the others wait their turn).
+pub const MAX_WHOLE_STATES: usize = 2;
 
 /// The most entries a state fetched whole may have: a room of 200,000
 /// members (a state this large takes ~40 MB in memory while it is used).
