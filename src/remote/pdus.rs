@@ -342,7 +342,7 @@ fn add_to_state(state: &mut StateMap, room_id: &str, key: &EventKey) {
 /// The state at an event according to `server` (`/state`), with every event
 /// verified and stored as an outlier. The answer (30 MB for a room of 50,000
 /// members) is spooled to disk and read back a batch of events at a time
-/// ([`join_answer`]), as a `send_join` answer is: only the state's keys and
+/// ([`super::join_answer`]), as a `send_join` answer is: only the state's keys and
 /// IDs are held, at most [`MAX_STATE_ENTRIES`] of them.
 async fn whole_state_at(
     app: &Remote,
