@@ -154,6 +154,39 @@ fn the_invites_of_a_large_create_room_reach_a_joining_server_signed() {
     assert_eq!(order, expected.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
+/// The same join sent twice at once (a client retrying) joins the user
+/// once: the second waits for the first and finds the user in the room.
+#[test]
+fn a_remote_join_sent_twice_at_once_joins_once() {
+    let (_ca, a, b) = federating_pair();
+    let alice = a.register("alice");
+    let room_id = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "twice"}));
+    let alias = enc(&format!("#twice:{}", a.server_name));
+    let bob = b.register("bob");
+    let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|scope| {
+        let joins: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| bob.post(&format!("/_matrix/client/v3/join/{alias}"), &json!({}))))
+            .collect();
+        joins.into_iter().map(|join| join.join().unwrap()).collect()
+    });
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}\n{}", b.log_text());
+    }
+    send_text(&bob, &room_id, "joined");
+    wait_for_message(&alice, &room_id, "joined");
+    let (status, timeline) = alice.get(&room_path(&room_id, "/messages?dir=f&limit=100"));
+    assert_eq!(status, 200);
+    let joins = timeline["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| {
+            event["state_key"] == bob.user_id.as_str() && event["content"]["membership"] == "join"
+        })
+        .count();
+    assert_eq!(joins, 1, "{timeline}");
+}
+
 #[test]
 fn invites_leaves_and_bans_cross_servers() {
     let (_ca, a, b) = federating_pair();

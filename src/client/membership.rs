@@ -194,7 +194,14 @@ pub async fn join(app: &Rc<App>, request: &Request, room_id_or_alias: &str) -> R
         // One join through another server per room at a time; the others
         // join here once it is done (or try themselves if it failed).
         match app.remote.joins_underway.begin(&room_id) {
-            JoinTurn::Wait(ended) => ended.await,
+            JoinTurn::Wait(ended) => {
+                ended.await;
+                // The join waited for may have been this user's own (a
+                // request sent twice).
+                if app.storage().membership(&room_id, &owner.user_id)?.as_deref() == Some("join") {
+                    return Ok(Response::ok(json!({ "room_id": room_id })));
+                }
+            }
             JoinTurn::Ours(_underway) => {
                 remote::join::join_remote(&app.remote, &owner.user_id, &room_id, &servers, &extra).await?;
                 break;
