@@ -37,6 +37,10 @@ fn is_media_upload(segments: &[String]) -> bool {
 /// is refused sends it again for ever (the link to it stops).
 pub const MAX_TRANSACTION_BODY: usize = 4 << 20;
 
+/// Bodies over `[limits] max_json_body` read or handled at once at most;
+/// more wait their turn (unread: the peer's sends wait in the kernel).
+pub const MAX_LARGE_BODIES: usize = 2;
+
 /// How large a JSON body may be at `segments`: the configured limit, or a
 /// federation transaction's if that is larger.
 fn json_body_limit(app: &App, segments: &[String]) -> usize {
@@ -160,6 +164,7 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
     };
     let mut body = Vec::new();
     let mut upload = None;
+    let mut large_body_turn = None;
     if is_media_upload(&segments) {
         // Left unread: the handler authenticates, checks the declared size
         // and the quota, and streams it (see `rooms::upload`).
@@ -169,6 +174,10 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
         let limit = json_body_limit(app, &segments);
         if length.is_some_and(|length| length > limit) {
             return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
+        }
+        let configured = app.config.limits.max_json_body;
+        if configured < limit && length.is_none_or(|length| configured < length) {
+            large_body_turn = Some(app.large_bodies.acquire_arc().await);
         }
         if length != Some(0) && method != Method::Get {
             (&mut reader).take(limit as u64 + 1).read_to_end(&mut body).await.map_err(body_error)?;
@@ -187,6 +196,7 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
         upload: Cell::new(upload),
         peer,
         guests_allowed: Cell::new(false),
+        _large_body_turn: large_body_turn,
     })
 }
 

@@ -38,6 +38,10 @@ pub struct Request {
     /// router sets it for the endpoints the spec opens to guests, and
     /// `Engine::authenticate` refuses guests everywhere else.
     pub guests_allowed: Cell<bool>,
+    /// A body over the configured JSON limit (a large federation
+    /// transaction) holds one of the node's few turns for such bodies for as
+    /// long as the request lives.
+    pub _large_body_turn: Option<smol::lock::SemaphoreGuardArc>,
 }
 
 /// The body of a media upload, not yet read: its handler authenticates and

@@ -174,6 +174,57 @@ fn heads_over_their_bounds_are_refused_at_once() {
     assert_alive(&node);
 }
 
+/// A federation transaction may be up to 4 MiB (the spec's 50 PDUs of
+/// 64 KiB), over the 1 MiB of other bodies, and is read before its sender
+/// is known; only a couple are read or handled at once, so connections that
+/// each send 3 MiB of one and stall hold a few MiB of the node, not 3 MiB
+/// each. A body over 4 MiB is refused at once.
+#[test]
+fn large_federation_bodies_are_read_a_few_at_a_time() {
+    let node = Node::start();
+    let head = |length: usize| {
+        format!(
+            "PUT /_matrix/federation/v1/send/t1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\n\r\n"
+        )
+    };
+    assert_eq!(tls_status_for(&node, head(5 << 20).as_bytes()), 413);
+
+    let rss_before = node.rss_kib();
+    let config = common::tls::accept_any();
+    let piece = vec![b' '; 3 << 20];
+    let connections: Vec<_> = (0..12)
+        .map(|_| {
+            let socket = connect(&node.https.replace("https://", "http://"), Duration::from_secs(30));
+            let connection =
+                rustls::ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
+                    .unwrap();
+            let mut stream = rustls::StreamOwned::new(connection, socket);
+            stream.write_all(head((7 << 20) / 2).as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    // Each sends 3 MiB of its body from a thread of its own (the node reads
+    // only a few, so the others' writes wait in the kernel's buffers).
+    let writers: Vec<_> = connections
+        .into_iter()
+        .map(|mut stream| {
+            let piece = piece.clone();
+            std::thread::spawn(move || {
+                let _ = stream.write_all(&piece);
+                let _ = stream.flush();
+                stream
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = node.rss_kib().saturating_sub(rss_before);
+    eprintln!("12 stalled 3 MiB transaction bodies: RSS grew by {grown} KiB");
+    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
+    assert_alive(&node);
+    drop(writers);
+}
+
 #[test]
 fn ambiguous_framing_and_dot_segments_are_refused() {
     let node = Node::start();
