@@ -24,11 +24,8 @@ pub struct App {
     pub failed_uia: crate::ratelimit::Limiter,
     /// The password hashing thread.
     pub passwords: crate::hasher::Hasher,
-    /// Turns for request bodies over `[limits] max_json_body` (federation
-    /// transactions up to `http::MAX_TRANSACTION_BODY`): at most
-    /// `http::MAX_LARGE_BODIES` are read or handled at once, so many
-    /// connections sending them cannot hold 4 MiB each.
-    pub large_bodies: std::sync::Arc<smol::lock::Semaphore>,
+    /// The bytes of request bodies held at once (`request::BODY_BUDGET`).
+    pub bodies: Rc<crate::request::BodyBudget>,
 }
 
 impl App {
@@ -40,8 +37,8 @@ impl App {
         let login_limits = crate::ratelimit::LoginLimits::new(&remote.config.rc_login);
         let failed_uia = crate::ratelimit::Limiter::new(remote.config.rc_login.failed_attempts);
         let passwords = crate::hasher::Hasher::start()?;
-        let large_bodies = std::sync::Arc::new(smol::lock::Semaphore::new(crate::http::MAX_LARGE_BODIES));
-        Ok(App { remote, login_limits, failed_uia, passwords, large_bodies })
+        let bodies = crate::request::BodyBudget::new(crate::request::BODY_BUDGET);
+        Ok(App { remote, login_limits, failed_uia, passwords, bodies })
     }
 }
 

@@ -37,10 +37,6 @@ fn is_media_upload(segments: &[String]) -> bool {
 /// is refused sends it again for ever (the link to it stops).
 pub const MAX_TRANSACTION_BODY: usize = 4 << 20;
 
-/// Bodies over `[limits] max_json_body` read or handled at once at most;
-/// more wait their turn (unread: the peer's sends wait in the kernel).
-pub const MAX_LARGE_BODIES: usize = 2;
-
 /// How large a JSON body may be at `segments`: the configured limit, or a
 /// federation transaction's if that is larger.
 fn json_body_limit(app: &App, segments: &[String]) -> usize {
@@ -164,7 +160,7 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
     };
     let mut body = Vec::new();
     let mut upload = None;
-    let mut large_body_turn = None;
+    let mut body_share = None;
     if is_media_upload(&segments) {
         // Left unread: the handler authenticates, checks the declared size
         // and the quota, and streams it (see `rooms::upload`).
@@ -175,11 +171,8 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
         if length.is_some_and(|length| length > limit) {
             return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
         }
-        let configured = app.config.limits.max_json_body;
-        if configured < limit && length.is_none_or(|length| configured < length) {
-            large_body_turn = Some(app.large_bodies.acquire_arc().await);
-        }
         if length != Some(0) && method != Method::Get {
+            body_share = Some(app.bodies.take(length.unwrap_or(limit).saturating_add(1)).await);
             (&mut reader).take(limit as u64 + 1).read_to_end(&mut body).await.map_err(body_error)?;
             if body.len() > limit {
                 return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
@@ -196,7 +189,7 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
         upload: Cell::new(upload),
         peer,
         guests_allowed: Cell::new(false),
-        _large_body_turn: large_body_turn,
+        _body_share: body_share,
     })
 }
 

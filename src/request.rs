@@ -1,12 +1,14 @@
 //! What handlers see of HTTP: a decoded [`Request`] with its whole body (a
 //! media upload's body is left unread, for its handler to stream: see
 //! [`UploadBody`]), its query, headers, access token and JSON body (with the
-//! spec's `M_NOT_JSON` and `M_BAD_JSON`), and the [`Response`] they return.
+//! spec's `M_NOT_JSON` and `M_BAD_JSON`), and the [`Response`] they return;
+//! and the [`BodyBudget`] every whole body is read under.
 //! Decoding requests and dispatching them is `http.rs`, above the handlers;
 //! these types are below them, so handlers and `App` import no dispatch.
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::rc::Rc;
 
 use http_types::Method;
 use serde::de::DeserializeOwned;
@@ -38,10 +40,69 @@ pub struct Request {
     /// router sets it for the endpoints the spec opens to guests, and
     /// `Engine::authenticate` refuses guests everywhere else.
     pub guests_allowed: Cell<bool>,
-    /// A body over the configured JSON limit (a large federation
-    /// transaction) holds one of the node's few turns for such bodies for as
-    /// long as the request lives.
-    pub _large_body_turn: Option<smol::lock::SemaphoreGuardArc>,
+    /// The share of the node's [`BodyBudget`] the body holds, for as long
+    /// as the request lives.
+    pub _body_share: Option<BodyShare>,
+}
+
+/// The bytes of request bodies read or handled at once, on every
+/// connection together (a [`BodyBudget`]): two federation
+/// transactions of 4 MiB, or eight bodies of 1 MiB (the bodies of most
+/// requests are a few hundred bytes). A body that does not fit waits, unread
+/// (the peer's sends wait in the kernel), for others to end.
+pub const BODY_BUDGET: usize = 8 << 20;
+
+/// The bytes of request bodies the node holds at once, across every
+/// connection: a body is read only once its declared length (its limit,
+/// when chunked) fits, and what it took is given back when its request
+/// ends. Without it, connections that each send most of a 1 MiB body (or a
+/// 4 MiB federation transaction) and stall would hold that much each, and a
+/// few dozen would push a board's node past its memory.
+pub struct BodyBudget {
+    total: usize,
+    free: Cell<usize>,
+    given_back: event_listener::Event,
+}
+
+/// What one request's body holds of the [`BodyBudget`].
+pub struct BodyShare {
+    budget: Rc<BodyBudget>,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    pub fn new(total: usize) -> Rc<BodyBudget> {
+        Rc::new(BodyBudget { total, free: Cell::new(total), given_back: event_listener::Event::new() })
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free, and takes them.
+    pub async fn take(self: &Rc<Self>, bytes: usize) -> BodyShare {
+        let bytes = bytes.min(self.total);
+        loop {
+            if bytes <= self.free.get() {
+                self.free.set(self.free.get() - bytes);
+                return BodyShare { budget: self.clone(), bytes };
+            }
+            let given_back = self.given_back.listen();
+            if bytes <= self.free.get() {
+                continue;
+            }
+            given_back.await;
+        }
+    }
+
+    /// The bytes free now.
+    #[cfg(test)]
+    fn free(&self) -> usize {
+        self.free.get()
+    }
+}
+
+impl Drop for BodyShare {
+    fn drop(&mut self) {
+        self.budget.free.set(self.budget.free.get() + self.bytes);
+        self.budget.given_back.notify(usize::MAX);
+    }
 }
 
 /// The body of a media upload, not yet read: its handler authenticates and
@@ -199,5 +260,33 @@ impl Request {
     /// Path segments as `&str`s, for matching.
     pub fn path(&self) -> Vec<&str> {
         self.segments.iter().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BodyBudget;
+
+    /// A share waits until enough is given back; one larger than the whole
+    /// budget takes all of it rather than waiting for ever.
+    #[test]
+    fn body_shares_wait_for_room_and_give_it_back() {
+        smol::block_on(async {
+            let budget = BodyBudget::new(100);
+            let first = budget.take(60).await;
+            let second = budget.take(40).await;
+            assert_eq!(budget.free(), 0);
+            let mut waiting = Box::pin(budget.take(50));
+            assert!(smol::future::poll_once(&mut waiting).await.is_none(), "no room yet");
+            drop(first);
+            let third = waiting.await;
+            assert_eq!(budget.free(), 10);
+            drop((second, third));
+            assert_eq!(budget.free(), 100);
+            let all = budget.take(1_000).await;
+            assert_eq!(budget.free(), 0);
+            drop(all);
+            assert_eq!(budget.free(), 100);
+        });
     }
 }
