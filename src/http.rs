@@ -31,6 +31,12 @@ fn is_media_upload(segments: &[String]) -> bool {
     )
 }
 
+/// Bodies of at most this many bytes, declared, are read without a share
+/// of the [`crate::request::BodyBudget`]: a login, a message or a receipt
+/// is not held up by large bodies waiting. A connection holds at most one,
+/// so they stay within 16 KiB per open connection.
+const SMALL_BODY: usize = 16 << 10;
+
 /// The largest body of a federation transaction (`PUT
 /// /_matrix/federation/v1/send/{txnId}`): the spec allows 50 PDUs of up to
 /// 64 KiB each and 100 EDUs in one, over 3 MiB, and a peer whose transaction
@@ -172,7 +178,11 @@ async fn read_request(app: &App, request: crate::server::Request, peer: Peer) ->
             return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
         }
         if length != Some(0) && method != Method::Get {
-            body_share = Some(app.bodies.take(length.unwrap_or(limit).saturating_add(1)).await);
+            // Small bodies (most requests: a message, a login) need no share,
+            // so they go on while large ones wait.
+            if length.is_none_or(|length| SMALL_BODY < length) {
+                body_share = Some(app.bodies.take(length.unwrap_or(limit).saturating_add(1)).await);
+            }
             (&mut reader).take(limit as u64 + 1).read_to_end(&mut body).await.map_err(body_error)?;
             if body.len() > limit {
                 return Err(Error::TooLarge(format!("the body is larger than {limit} bytes")));
