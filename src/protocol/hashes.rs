@@ -175,22 +175,10 @@ pub fn sign_event(
     server_name: &str,
     key: &SigningKey,
 ) -> Result<usize, EventHashError> {
-    Ok(sign_event_referenced(event, version, server_name, key)?.0)
-}
-
-/// [`sign_event`], also answering its [`reference_hash`]: the text signed (the redacted
-/// event without `signatures` and `unsigned`) is the text the reference
-/// hash is taken of, so it is made once for both.
-pub fn sign_event_referenced(
-    event: &mut Map<String, Value>,
-    version: &RoomVersion,
-    server_name: &str,
-    key: &SigningKey,
-) -> Result<(usize, Sha256Hash), EventHashError> {
     let ready = prepare_signing(event, version)?;
     let signature = key.sign_bytes(ready.signing_text.as_bytes());
     attach_signature(event, server_name, &key.key_id, signature)?;
-    Ok((ready.hashed_length, ready.reference))
+    Ok(ready.hashed_length)
 }
 
 /// An event whose content hash is in place, ready to be signed: the
@@ -208,8 +196,10 @@ pub struct ReadyToSign {
 }
 
 /// Puts `hashes.sha256` into `event` and answers what signing it takes
-/// ([`sign_event_referenced`] without the signature; [`attach_signature`]
-/// adds it).
+/// ([`sign_event`] without the signature; [`attach_signature`] adds it).
+/// The text signed (the redacted event without `signatures` and
+/// `unsigned`) is the text the reference hash is taken of, so it is made
+/// once for both.
 pub fn prepare_signing(
     event: &mut Map<String, Value>,
     version: &RoomVersion,
@@ -386,9 +376,9 @@ mod tests {
         assert_ne!(event_id(&moved, &version("4")).unwrap(), v4);
     }
 
-    /// The reference hash signing answers is the one taken afresh, and the
-    /// signature is the one [`sign_event`] has always made (over the
-    /// redacted event): checked against the key.
+    /// The reference hash preparing to sign answers is the one taken afresh
+    /// of the signed event, and the signature is the one [`sign_event`] has
+    /// always made (over the redacted event): checked against the key.
     #[test]
     fn signing_answers_the_reference_hash() {
         let key = SigningKey::generate("1").unwrap();
@@ -396,7 +386,15 @@ mod tests {
             let v = version(id);
             let mut event = message_event();
             event.insert("unsigned".into(), json!({"age": 5}));
-            let (_, reference) = sign_event_referenced(&mut event, &v, "domain", &key).unwrap();
+            let ready = prepare_signing(&mut event, &v).unwrap();
+            attach_signature(
+                &mut event,
+                "domain",
+                &key.key_id,
+                key.sign_bytes(ready.signing_text.as_bytes()),
+            )
+            .unwrap();
+            let reference = ready.reference;
             assert_eq!(reference, reference_hash(&event, &v).unwrap(), "v{id}");
             assert_eq!(event_id_with_reference(&event, &v, &reference), event_id(&event, &v));
             let redacted = Value::Object(redaction::redact(&event, &v));
@@ -416,9 +414,12 @@ mod tests {
             let mut at_once = message_event();
             at_once.insert("signatures".into(), json!({"other": {"ed25519:a": "sig"}}));
             let mut later = at_once.clone();
-            let (length, reference) = sign_event_referenced(&mut at_once, &v, "domain", &key).unwrap();
+            let length = sign_event(&mut at_once, &v, "domain", &key).unwrap();
             let ready = prepare_signing(&mut later, &v).unwrap();
-            assert_eq!((ready.hashed_length, ready.reference), (length, reference), "v{id}");
+            assert_eq!(
+                (ready.hashed_length, ready.reference),
+                (length, reference_hash(&at_once, &v).unwrap())
+            );
             assert_eq!(event_id_with_reference(&later, &v, &ready.reference), event_id(&at_once, &v));
             let signature = key.sign_bytes(ready.signing_text.as_bytes());
             attach_signature(&mut later, "domain", &key.key_id, signature).unwrap();

@@ -427,20 +427,22 @@ pub fn invite_in_creation(
                 let content = member_content(app, invitee, "invite", Some(extra))?;
                 let draft = Draft::state("m.room.member", invitee, content);
                 let event = template_on(app, &version, Some(room_id), inviter, &draft, &state, prev)?;
-                let (pdu, signing_text) = ready_to_sign(&version, event)?;
+                let (pdu, ready) = ready_to_sign(&version, event)?;
+                check_size(&ready)?;
                 authorize_local(app, &version, &state, &pdu)?;
                 let replaced = state.event_id(app, "m.room.member", invitee);
-                signer.submit(signing_text);
+                signer.submit(ready.signing_text);
                 state.note("m.room.member", invitee, &pdu.event_id);
                 prev = (vec![pdu.event_id.clone()], pdu.depth + 1);
                 unsigned.push_back((pdu, replaced));
-                if unsigned.len() > SIGNING_AHEAD {
-                    store_invite_signed(app, &version, signer, unsigned.pop_front())?;
+                while SIGNING_AHEAD < unsigned.len() {
+                    let Some(oldest) = unsigned.pop_front() else { break };
+                    store_invite_signed(app, &version, signer, oldest)?;
                     invited += 1;
                 }
             }
             while let Some(oldest) = unsigned.pop_front() {
-                store_invite_signed(app, &version, signer, Some(oldest))?;
+                store_invite_signed(app, &version, signer, oldest)?;
                 invited += 1;
             }
             Ok(invited)
@@ -458,13 +460,11 @@ fn store_invite_signed(
     app: &Engine,
     version: &RoomVersion,
     signer: &mut bulk_signing::Signer<'_>,
-    built: Option<(Pdu, Option<String>)>,
+    (mut pdu, replaced): (Pdu, Option<String>),
 ) -> Result<()> {
-    let Some((mut pdu, replaced)) = built else { return Ok(()) };
     let signature =
         signer.next_signature().ok_or_else(|| Error::Internal("an invite came back unsigned".into()))?;
-    hashes::attach_signature(&mut pdu.json, &app.config.server_name, &app.signing_key.key_id, signature)
-        .map_err(|error| Error::Internal(format!("cannot sign the event: {error}")))?;
+    attach_our_signature(app, &mut pdu, signature)?;
     let mut before = StateMap::new();
     if let (Some(replaced), Some(state_key)) = (replaced, pdu.state_key.clone()) {
         before.insert((pdu.kind.clone(), state_key), replaced);
@@ -508,12 +508,19 @@ fn build(
 
 /// Signs an event built by [`template`], refusing one too large to send.
 fn sign_checked(app: &Engine, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
-    let (pdu, hashed_length) = sign_measured(app, version, event)?;
+    let (mut pdu, ready) = ready_to_sign(version, event)?;
+    check_size(&ready)?;
+    attach_our_signature(app, &mut pdu, app.signing_key.sign_bytes(ready.signing_text.as_bytes()))?;
+    Ok(pdu)
+}
+
+/// Refuses an event too large to send, once its content hash is in place.
+fn check_size(ready: &hashes::ReadyToSign) -> Result<()> {
     // Leave room for the hashes and signatures (~200 bytes).
-    if hashed_length + 256 > MAX_PDU_BYTES {
+    if ready.hashed_length + 256 > MAX_PDU_BYTES {
         return Err(Error::TooLarge("the event is larger than 65536 bytes".into()));
     }
-    Ok(pdu)
+    Ok(())
 }
 
 /// Builds an unsigned event on top of the room's extremities and `state`
@@ -605,40 +612,30 @@ fn template_on(
 /// (refusing content canonical JSON cannot encode, such as floats in room
 /// v6+, with `M_BAD_JSON`).
 pub fn sign(app: &Engine, version: &RoomVersion, event: Map<String, Value>) -> Result<Pdu> {
-    Ok(sign_measured(app, version, event)?.0)
+    let (mut pdu, ready) = ready_to_sign(version, event)?;
+    attach_our_signature(app, &mut pdu, app.signing_key.sign_bytes(ready.signing_text.as_bytes()))?;
+    Ok(pdu)
 }
 
-/// [`sign`], and the length of the canonical JSON hashed for the content
-/// hash (the event without hashes and signatures), for the size limit.
-/// Names an event made here and checks its size, without signing it:
-/// answers the PDU (its `signatures` still to come) and the text to sign
-/// ([`hashes::prepare_signing`]).
-fn ready_to_sign(version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, String)> {
+/// Adds hashes to an event made here and parses it as a PDU, without
+/// signing it: a v3+ event ID leaves the signatures out, so the PDU is
+/// named already. Answers what signing it takes ([`hashes::prepare_signing`]);
+/// [`attach_our_signature`] adds the signature.
+fn ready_to_sign(version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, hashes::ReadyToSign)> {
     let ready = hashes::prepare_signing(&mut event, version).map_err(|error| match error {
         hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
         error => Error::Internal(format!("cannot sign the event: {error}")),
     })?;
-    // Leave room for the signatures (~100 bytes).
-    if ready.hashed_length + 256 > MAX_PDU_BYTES {
-        return Err(Error::TooLarge("the event is larger than 65536 bytes".into()));
-    }
     let event_id = hashes::event_id_with_reference(&event, version, &ready.reference)
         .map_err(|error| Error::Internal(error.to_string()))?;
     let pdu = Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))?;
-    Ok((pdu, ready.signing_text))
+    Ok((pdu, ready))
 }
 
-fn sign_measured(app: &Engine, version: &RoomVersion, mut event: Map<String, Value>) -> Result<(Pdu, usize)> {
-    let (hashed_length, reference) =
-        hashes::sign_event_referenced(&mut event, version, &app.config.server_name, &app.signing_key)
-            .map_err(|error| match error {
-                hashes::EventHashError::CanonicalJson(error) => Error::BadJson(error.to_string()),
-                error => Error::Internal(format!("cannot sign the event: {error}")),
-            })?;
-    let event_id = hashes::event_id_with_reference(&event, version, &reference)
-        .map_err(|error| Error::Internal(error.to_string()))?;
-    let pdu = Pdu::from_json(version, event_id, event).map_err(|error| Error::Internal(error.to_string()))?;
-    Ok((pdu, hashed_length))
+/// Adds our `signature` (of the text [`ready_to_sign`] answered) to `pdu`.
+fn attach_our_signature(app: &Engine, pdu: &mut Pdu, signature: String) -> Result<()> {
+    hashes::attach_signature(&mut pdu.json, &app.config.server_name, &app.signing_key.key_id, signature)
+        .map_err(|error| Error::Internal(format!("cannot sign the event: {error}")))
 }
 
 /// Redacting someone else's event takes the `redact` power level.
