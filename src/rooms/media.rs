@@ -19,6 +19,7 @@ use std::time::Duration;
 use smol::channel::{Receiver, Sender, WeakReceiver};
 use smol::future::FutureExt;
 use smol::io::{AsyncBufRead, AsyncRead};
+use smol::lock::{Semaphore, SemaphoreGuard};
 use smol::stream::Stream;
 
 use crate::error::{Error, Result};
@@ -308,15 +309,7 @@ impl Producer {
         // The reader sees committed data only: content cached by a request
         // still in the group transaction is committed first.
         self.app.durable().await?;
-        let turn = async { Some(self.app.media_streams.acquire().await) }
-            .or(async {
-                smol::Timer::after(self.stall).await;
-                None
-            })
-            .await;
-        let Some(_turn) = turn else {
-            return Err(Stop::Stalled);
-        };
+        let _turn = take_turn(&self.app.media_streams, self.stall).await?;
         let reader = ContentReader::open(&self.path)?;
         if !prefix.is_empty() {
             self.send(prefix).await?;
@@ -344,6 +337,17 @@ impl Producer {
     async fn send(&self, piece: Vec<u8>) -> Result<(), Stop> {
         hand_over(&self.sender, piece, self.stall).await
     }
+}
+
+/// One of a stream producer's `turns` (media downloads, state answers),
+/// waiting at most `stall` for it.
+pub async fn take_turn(turns: &Semaphore, stall: Duration) -> Result<SemaphoreGuard<'_>, Stop> {
+    async { Ok(turns.acquire().await) }
+        .or(async {
+            smol::Timer::after(stall).await;
+            Err(Stop::Stalled)
+        })
+        .await
 }
 
 /// Hands `piece` to a stream's reading end, waiting at most `stall` for

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use smol::channel::Sender;
-use smol::future::FutureExt;
 
 use super::Engine;
 use super::incoming::{self, Before, KnownStates};
@@ -194,15 +193,7 @@ impl Producer {
     async fn write(&self, app: &Engine, answer: &StateAnswer) -> Result<(), Stop> {
         // The reader sees committed data only: a join just stored first.
         app.durable().await?;
-        let turn = async { Some(app.state_answers.acquire().await) }
-            .or(async {
-                smol::Timer::after(self.stall).await;
-                None
-            })
-            .await;
-        let Some(_turn) = turn else {
-            return Err(Stop::Stalled);
-        };
+        let _turn = media::take_turn(&app.state_answers, self.stall).await?;
         let reader = StateReader::open(&app.config.database_path())?;
         let ids = answer.form.ids();
         let mut text = answer_opening(answer)?;
