@@ -4,7 +4,7 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/server-server-api/#checks-performed-on-receipt-of-a-pdu>.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use http_types::Method;
 use serde_json::{Map, Value, json};
@@ -288,8 +288,7 @@ async fn state_from_ids(
     for page in wanted.chunks(STATE_IDS_PER_QUERY) {
         let ids: Vec<&str> = page.iter().map(|(id, _)| id.as_str()).collect();
         let found = app.storage().state_keys_of(&ids)?;
-        let found: std::collections::HashMap<&str, &EventKey> =
-            found.iter().map(|key| (key.event_id.as_str(), key)).collect();
+        let found: HashMap<&str, &EventKey> = found.iter().map(|key| (key.event_id.as_str(), key)).collect();
         for (id, in_state) in page {
             match found.get(id.as_str()) {
                 Some(key) if *in_state => add_to_state(&mut state, room_id, key),

@@ -479,6 +479,22 @@ mod tests {
 
     use super::*;
 
+    /// A pusher of app `app` for `user_id` with `pushkey`, of `kind`.
+    fn pusher(user_id: &str, pushkey: &str, kind: &str) -> Pusher {
+        Pusher {
+            user_id: user_id.into(),
+            app_id: "app".into(),
+            pushkey: pushkey.into(),
+            kind: kind.into(),
+            app_display_name: "app".into(),
+            device_display_name: "phone".into(),
+            profile_tag: None,
+            lang: "en".into(),
+            data: "{}".into(),
+            device_id: None,
+        }
+    }
+
     fn rule(rule_id: &str, enabled: bool) -> PushRule {
         PushRule {
             rule_id: rule_id.into(),
@@ -533,18 +549,6 @@ mod tests {
     #[test]
     fn http_pushers_of_one_user_or_several() {
         let storage = super::super::in_memory();
-        let pusher = |user_id: &str, pushkey: &str, kind: &str| Pusher {
-            user_id: user_id.into(),
-            app_id: "app".into(),
-            pushkey: pushkey.into(),
-            kind: kind.into(),
-            app_display_name: "app".into(),
-            device_display_name: "phone".into(),
-            profile_tag: None,
-            lang: "en".into(),
-            data: "{}".into(),
-            device_id: None,
-        };
         for (user_id, pushkey, kind) in
             [("@a:x", "k2", "http"), ("@a:x", "k1", "http"), ("@a:x", "mail", "email"), ("@b:x", "k", "http")]
         {
@@ -564,19 +568,7 @@ mod tests {
     #[test]
     fn push_queues_are_bounded_deduplicated_and_go_with_their_pusher() {
         let storage = super::super::in_memory();
-        let pusher = Pusher {
-            user_id: "@a:x".into(),
-            app_id: "app".into(),
-            pushkey: "key".into(),
-            kind: "http".into(),
-            app_display_name: "app".into(),
-            device_display_name: "phone".into(),
-            profile_tag: None,
-            lang: "en".into(),
-            data: "{}".into(),
-            device_id: None,
-        };
-        storage.set_pusher(&pusher, false).unwrap();
+        storage.set_pusher(&pusher("@a:x", "key", "http"), false).unwrap();
         let key = PusherKey { user_id: "@a:x".into(), app_id: "app".into(), pushkey: "key".into() };
         let push = QueuedPush { pusher: key.clone(), tweaks: "{}".into(), high: true };
         for n in 0..MAX_QUEUED_PER_PUSHER + 5 {
