@@ -16,9 +16,8 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::{Connection, DatabaseName, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, DatabaseName, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::{Storage, now_ms};
@@ -85,9 +84,6 @@ pub const PART_BYTES: usize = 256 << 10;
 
 /// A streaming reader's page cache, in KiB (negative `cache_size`).
 const READER_CACHE_KIB: i64 = 256;
-
-/// How long a streaming reader waits for a writer in another process.
-const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Content to store whole (a copy of remote content).
 pub struct NewMedia<'a> {
@@ -355,12 +351,8 @@ pub struct ContentReader {
 impl ContentReader {
     /// Opens the database file read-only.
     pub fn open(path: &Path) -> Result<ContentReader> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(READER_BUSY_TIMEOUT)?;
         // Content is read front to back once: cached pages would not be read again.
-        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
-        Ok(ContentReader { conn })
+        Ok(ContentReader { conn: super::open_reader(path, READER_CACHE_KIB)? })
     }
 
     /// Part `seq` of `rowid`'s content; `None` past its end.

@@ -237,6 +237,23 @@ impl Storage {
     }
 }
 
+/// How long a reader of its own ([`open_reader`]) waits for the node's
+/// writer to let go of the file (only a checkpoint's brief lock makes it
+/// wait at all).
+const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A read-only connection of its own to the database at `path`, beside the
+/// node's, for a stream read a piece at a time (a download, a state answer)
+/// with a page cache of `cache_kib` KiB: its reads leave the node's
+/// connection and page cache to everything else.
+fn open_reader(path: &Path, cache_kib: i64) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
+    Ok(conn)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -15,17 +15,12 @@
 //! <https://spec.matrix.org/latest/server-server-api/#auth-events-selection>.
 
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::batch::string_list;
 use super::rooms::MAX_STATE_CHAIN;
 use crate::error::{Error, Result};
-
-/// How long a page waits for the node's writer to let go of the file
-/// (only a checkpoint's brief lock makes it wait at all).
-const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This connection's page cache, KiB: pages are read front to back once.
 const READER_CACHE_KIB: i64 = 512;
@@ -94,14 +89,7 @@ pub struct StateReader {
 impl StateReader {
     /// Opens the database file read-only, with an empty auth chain.
     pub fn open(path: &Path) -> Result<StateReader> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)?;
-        StateReader::with_connection(conn)
-    }
-
-    fn with_connection(conn: Connection) -> Result<StateReader> {
-        conn.busy_timeout(READER_BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+        let conn = super::open_reader(path, READER_CACHE_KIB)?;
         // The temporary table goes to a file past the cache, not to the heap.
         conn.pragma_update(None, "temp_store", "FILE")?;
         conn.execute_batch(
