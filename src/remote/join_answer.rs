@@ -250,8 +250,11 @@ impl<'de> Visitor<'de> for V1Seed<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
         seq.next_element::<u16>()?.ok_or_else(|| de::Error::invalid_length(0, &"2 elements"))?;
-        seq.next_element_seed(AnswerSeed { state_list: "state", events: self.events })?
-            .ok_or_else(|| de::Error::invalid_length(1, &"2 elements"))?;
+        seq.next_element_seed(AnswerSeed {
+            state_list: Shape::SendJoinV1.state_list(),
+            events: self.events,
+        })?
+        .ok_or_else(|| de::Error::invalid_length(1, &"2 elements"))?;
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(de::Error::invalid_length(3, &"2 elements"));
         }
